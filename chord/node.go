@@ -1,0 +1,653 @@
+package chord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// Transport is how a Node reaches other nodes. Production uses msgpack-rpc
+// (package chord/rpc); tests use the in-memory network in package sim.
+// Every call is one request and one reply on the wire.
+type Transport interface {
+	// FindSuccessor asks node to for the successor of id.
+	FindSuccessor(ctx context.Context, to Ref, id ID) (Ref, error)
+	// State asks node to for its predecessor and successor list. from is the
+	// caller, which lets to count the call as a sign of life from its
+	// predecessor instead of pinging it separately.
+	State(ctx context.Context, to, from Ref) (pred Ref, succs []Ref, err error)
+	// Notify tells node to that self might be its predecessor.
+	Notify(ctx context.Context, to, self Ref) error
+	// Ping checks that node to is alive.
+	Ping(ctx context.Context, to Ref) error
+	// Leave tells node to that leaver is leaving the ring; pred and succs are
+	// the leaver's neighbours, which to adopts in its place.
+	Leave(ctx context.Context, to, leaver, pred Ref, succs []Ref) error
+}
+
+// Config configures a Node. The zero value of every field but Self takes the
+// default noted beside it.
+type Config struct {
+	// Self is this node's address and identifier.
+	Self Ref
+	// Successors is r, the length of the successor list. Up to r-1
+	// simultaneous failures of consecutive nodes are survived. Default 3.
+	Successors int
+	// StabilizeTicks runs stabilize every this many ticks. Default 1.
+	StabilizeTicks int
+	// FixFingerTicks runs fix_fingers every this many ticks; each run
+	// refreshes the fingers that need no message and at most one that does.
+	// Fingers only speed lookups up (a dead finger is skipped), so they are
+	// refreshed at a quarter of the stabilize rate. Default 4.
+	FixFingerTicks int
+	// PredecessorTimeoutTicks is how long the predecessor may stay silent
+	// before it is pinged. A predecessor that stabilizes against us proves it
+	// is alive, so a healthy ring sends no pings. Default 3.
+	PredecessorTimeoutTicks int
+	// ReconcileTicks runs, every this many ticks, a lookup of this node's own
+	// successor through a remembered contact, adopting the answer if it is
+	// closer than the current successor. This merges rings that message loss
+	// split apart, which stabilize alone cannot. Default 30.
+	ReconcileTicks int
+	// FailureLimit is how many calls in a row must fail before a node is
+	// taken for dead and forgotten. One lost message is not a crash.
+	// Default 3.
+	FailureLimit int
+}
+
+func (c *Config) validate() error {
+	if c.Self.IsZero() {
+		return errors.New("chord: Config.Self is empty")
+	}
+	if c.Successors == 0 {
+		c.Successors = 3
+	}
+	if c.Successors < 1 || c.Successors > 64 {
+		return fmt.Errorf("chord: successor list length %d out of range [1, 64]", c.Successors)
+	}
+	if c.StabilizeTicks <= 0 {
+		c.StabilizeTicks = 1
+	}
+	if c.FixFingerTicks <= 0 {
+		c.FixFingerTicks = 4
+	}
+	if c.PredecessorTimeoutTicks <= 0 {
+		c.PredecessorTimeoutTicks = 3
+	}
+	if c.ReconcileTicks <= 0 {
+		c.ReconcileTicks = 30
+	}
+	if c.FailureLimit <= 0 {
+		c.FailureLimit = 3
+	}
+	return nil
+}
+
+// ErrIDTaken is returned by Join when another node already holds this node's
+// identifier.
+var ErrIDTaken = errors.New("chord: identifier already taken by another node")
+
+// ErrNoRoute is returned by FindSuccessor when every candidate hop failed.
+var ErrNoRoute = errors.New("chord: no live node to route the lookup through")
+
+// Node is one member of a Chord ring.
+type Node struct {
+	cfg Config
+	tr  Transport
+
+	mu        sync.Mutex
+	self      Ref
+	pred      Ref
+	succ      []Ref // never empty; succ[0] == self when alone
+	finger    [Bits]Ref
+	next      int    // next finger to refresh
+	tick      uint64 // ticks seen
+	predHeard uint64 // tick at which the predecessor last showed life
+	epoch     uint64 // bumped whenever pred or succ change
+	failures  map[Ref]int // consecutive failed calls per node
+	// contacts are nodes this node once knew and lost: the join target and
+	// forgotten successors. A node that finds itself cut off from every
+	// other node retries them instead of carrying on as a ring of one.
+	contacts []Ref
+}
+
+const maxContacts = 8
+
+func (n *Node) rememberLocked(r Ref) {
+	if r.IsZero() || r == n.self {
+		return
+	}
+	n.contacts = slices.DeleteFunc(n.contacts, func(c Ref) bool { return c == r })
+	n.contacts = append(n.contacts, r)
+	if len(n.contacts) > maxContacts {
+		n.contacts = n.contacts[1:]
+	}
+}
+
+// NewNode returns a node that is alone in its own ring, as after create().
+func NewNode(cfg Config, tr Transport) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, tr: tr, self: cfg.Self, failures: map[Ref]int{}}
+	n.succ = []Ref{cfg.Self}
+	return n, nil
+}
+
+// Self returns this node's Ref.
+func (n *Node) Self() Ref { return n.self }
+
+// Config returns the node's configuration with defaults filled in.
+func (n *Node) Config() Config { return n.cfg }
+
+// Create starts a new ring containing only this node.
+func (n *Node) Create() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.pred = Ref{}
+	n.succ = []Ref{n.self}
+	n.finger = [Bits]Ref{}
+	n.epoch++
+}
+
+// Join makes this node a member of the ring that via belongs to.
+func (n *Node) Join(ctx context.Context, via Ref) error {
+	s, err := n.tr.FindSuccessor(ctx, via, n.self.ID)
+	if err != nil {
+		return fmt.Errorf("join via %s: %w", via, err)
+	}
+	if s.ID == n.self.ID && s != n.self {
+		return fmt.Errorf("join via %s: %w (%s)", via, ErrIDTaken, s)
+	}
+	n.mu.Lock()
+	n.pred = Ref{}
+	n.succ = []Ref{s}
+	n.finger = [Bits]Ref{}
+	n.rememberLocked(via)
+	n.epoch++
+	n.mu.Unlock()
+	n.Stabilize(ctx)
+	return nil
+}
+
+// FindSuccessor returns the node that succeeds id on the ring, forwarding
+// the question to the closest preceding node it knows of. A hop that fails
+// is forgotten and the next-best hop is tried.
+func (n *Node) FindSuccessor(ctx context.Context, id ID) (Ref, error) {
+	var skip []Ref
+	for attempt := 0; attempt < Bits; attempt++ {
+		n.mu.Lock()
+		s := n.firstSuccessorLocked(skip)
+		if InHalfOpen(id, n.self.ID, s.ID) {
+			n.mu.Unlock()
+			return s, nil
+		}
+		hop := n.closestPrecedingLocked(id, skip)
+		n.mu.Unlock()
+		if hop == n.self {
+			// Every node that could route this lookup has failed; guessing
+			// would hand out a wrong owner.
+			return Ref{}, ErrNoRoute
+		}
+		r, err := n.tr.FindSuccessor(ctx, hop, id)
+		if err == nil {
+			n.succeeded(hop)
+			return r, nil
+		}
+		if ctx.Err() != nil {
+			return Ref{}, ctx.Err()
+		}
+		n.Failed(hop)
+		skip = append(skip, hop)
+	}
+	return Ref{}, ErrNoRoute
+}
+
+// firstSuccessorLocked returns the first successor not in skip.
+func (n *Node) firstSuccessorLocked(skip []Ref) Ref {
+	for _, s := range n.succ {
+		if !containsRef(skip, s) {
+			return s
+		}
+	}
+	return n.succ[0]
+}
+
+// Failed records a failed call to r; after FailureLimit failures in a row r
+// is forgotten.
+func (n *Node) Failed(r Ref) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.failures[r]++
+	if n.failures[r] >= n.cfg.FailureLimit {
+		delete(n.failures, r)
+		n.forgetLocked(r)
+	}
+}
+
+func (n *Node) succeeded(r Ref) {
+	n.mu.Lock()
+	delete(n.failures, r)
+	n.mu.Unlock()
+}
+
+// closestPrecedingLocked returns the known node that most closely precedes
+// id, drawing on both the finger table and the successor list.
+func (n *Node) closestPrecedingLocked(id ID, skip []Ref) Ref {
+	best := n.self
+	consider := func(c Ref) {
+		if c.IsZero() || c == n.self || !Between(c.ID, n.self.ID, id) || containsRef(skip, c) {
+			return
+		}
+		if best == n.self || Between(c.ID, best.ID, id) {
+			best = c
+		}
+	}
+	for _, f := range n.finger {
+		consider(f)
+	}
+	for _, s := range n.succ {
+		consider(s)
+	}
+	return best
+}
+
+// Forget drops a node believed dead from the successor list, the finger
+// table and the predecessor.
+func (n *Node) Forget(r Ref) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.forgetLocked(r)
+}
+
+func (n *Node) forgetLocked(r Ref) {
+	if r == n.self {
+		return
+	}
+	kept := n.succ[:0:0]
+	for _, s := range n.succ {
+		if s != r {
+			kept = append(kept, s)
+		} else {
+			n.rememberLocked(s)
+		}
+	}
+	if len(kept) != len(n.succ) {
+		n.epoch++
+	}
+	for i := range n.finger {
+		if n.finger[i] == r {
+			n.finger[i] = Ref{}
+		}
+	}
+	if len(kept) == 0 {
+		// Fall back on the nearest finger, then the predecessor, so that a
+		// node does not split off into a ring of its own.
+		kept = []Ref{n.self}
+		for _, f := range n.finger {
+			if !f.IsZero() && f != n.self {
+				kept[0] = f
+				break
+			}
+		}
+		if kept[0] == n.self && !n.pred.IsZero() && n.pred != r {
+			kept[0] = n.pred
+		}
+	}
+	n.succ = kept
+	if n.pred == r {
+		n.pred = Ref{}
+		n.epoch++
+	}
+}
+
+// Stabilize learns the successor's predecessor and successor list, adopts a
+// closer successor if one joined, and notifies the successor of this node.
+// It costs one message when nothing changed, two when something did.
+func (n *Node) Stabilize(ctx context.Context) {
+	for attempt := 0; attempt <= n.cfg.Successors; attempt++ {
+		n.mu.Lock()
+		s := n.succ[0]
+		if s == n.self {
+			if n.pred.IsZero() || n.pred == n.self {
+				var c Ref
+				if len(n.contacts) > 0 {
+					c = n.contacts[int(n.tick)%len(n.contacts)]
+				}
+				n.mu.Unlock()
+				if !c.IsZero() {
+					n.rejoin(ctx, c)
+				}
+				return
+			}
+			// A node alone in its ring that has been notified by another
+			// makes that node its successor: this closes a ring of two.
+			n.succ = []Ref{n.pred}
+			n.epoch++
+			s = n.pred
+		}
+		n.mu.Unlock()
+
+		p, list, err := n.tr.State(ctx, s, n.self)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			n.Failed(s)
+			if n.Successor(0) == s {
+				return // not yet given up on; try again next period
+			}
+			continue
+		}
+		n.succeeded(s)
+		n.mu.Lock()
+		cand := make([]Ref, 0, len(list)+2)
+		if !p.IsZero() && p != n.self && Between(p.ID, n.self.ID, s.ID) {
+			cand = append(cand, p)
+		}
+		cand = append(cand, s)
+		cand = append(cand, list...)
+		newSucc := n.successorListLocked(cand)
+		if !sameRefs(newSucc, n.succ) {
+			n.succ = newSucc
+			n.epoch++
+		}
+		target := n.succ[0]
+		notify := target != n.self && (target != s || p != n.self)
+		n.mu.Unlock()
+		if notify {
+			if err := n.tr.Notify(ctx, target, n.self); err != nil && ctx.Err() == nil {
+				n.Failed(target)
+			}
+		}
+		return
+	}
+}
+
+// rejoin asks contact via for this node's successor and adopts the answer
+// if it is closer than the successor this node has.
+func (n *Node) rejoin(ctx context.Context, via Ref) {
+	s, err := n.tr.FindSuccessor(ctx, via, n.self.ID+1)
+	if err != nil || s == n.self || s.ID == n.self.ID {
+		return
+	}
+	n.mu.Lock()
+	if cur := n.succ[0]; cur == n.self || Between(s.ID, n.self.ID, cur.ID) {
+		n.succ = n.successorListLocked(append([]Ref{s}, n.succ...))
+		n.epoch++
+	}
+	n.mu.Unlock()
+}
+
+// reconcile runs rejoin through the next remembered contact.
+func (n *Node) reconcile(ctx context.Context) {
+	n.mu.Lock()
+	var c Ref
+	if len(n.contacts) > 0 {
+		c = n.contacts[int(n.tick/uint64(n.cfg.ReconcileTicks))%len(n.contacts)]
+	}
+	n.mu.Unlock()
+	if !c.IsZero() {
+		n.rejoin(ctx, c)
+	}
+}
+
+// successorListLocked turns candidates into a successor list: no
+// duplicates, no self, at most r entries, never empty.
+func (n *Node) successorListLocked(cand []Ref) []Ref {
+	out := make([]Ref, 0, n.cfg.Successors)
+	for _, c := range cand {
+		if c.IsZero() || c == n.self || containsRef(out, c) {
+			continue
+		}
+		out = append(out, c)
+		if len(out) == n.cfg.Successors {
+			break
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, n.self)
+	}
+	return out
+}
+
+// Notify handles a node's claim to be this node's predecessor.
+func (n *Node) Notify(from Ref) {
+	if from.IsZero() {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if from == n.self {
+		return
+	}
+	if n.pred.IsZero() || Between(from.ID, n.pred.ID, n.self.ID) {
+		n.pred = from
+		n.epoch++
+	}
+	if from == n.pred {
+		n.predHeard = n.tick
+	}
+	if n.succ[0] == n.self {
+		n.succ = []Ref{from}
+		n.epoch++
+	}
+}
+
+// State answers a State call: the predecessor and the successor list. A call
+// from the predecessor counts as a sign of its life.
+func (n *Node) State(from Ref) (Ref, []Ref) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !from.IsZero() && from == n.pred {
+		n.predHeard = n.tick
+	}
+	return n.pred, append([]Ref(nil), n.succ...)
+}
+
+// HandleLeave handles the departure of leaver, whose neighbours were pred
+// and succs.
+func (n *Node) HandleLeave(leaver, pred Ref, succs []Ref) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if leaver == n.self {
+		return
+	}
+	if n.pred == leaver {
+		n.pred = Ref{}
+		if pred != n.self {
+			n.pred = pred
+		}
+		n.predHeard = n.tick
+		n.epoch++
+	}
+	if n.succ[0] == leaver {
+		n.succ = n.successorListLocked(append(append([]Ref(nil), succs...), n.succ[1:]...))
+		n.epoch++
+	}
+	n.forgetLocked(leaver)
+}
+
+// Leave hands this node's place in the ring to its neighbours: the
+// predecessor adopts its successors and the successor adopts its
+// predecessor. The node keeps answering lookups until its driver stops it.
+func (n *Node) Leave(ctx context.Context) error {
+	n.mu.Lock()
+	pred, succs := n.pred, append([]Ref(nil), n.succ...)
+	n.mu.Unlock()
+	var errs []error
+	if succs[0] != n.self {
+		if err := n.tr.Leave(ctx, succs[0], n.self, pred, succs); err != nil {
+			errs = append(errs, fmt.Errorf("tell successor %s: %w", succs[0], err))
+		}
+	}
+	if !pred.IsZero() && pred != n.self && pred != succs[0] {
+		if err := n.tr.Leave(ctx, pred, n.self, pred, succs); err != nil {
+			errs = append(errs, fmt.Errorf("tell predecessor %s: %w", pred, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// CheckPredecessor pings the predecessor and forgets it if it does not answer.
+func (n *Node) CheckPredecessor(ctx context.Context) {
+	n.mu.Lock()
+	p := n.pred
+	n.mu.Unlock()
+	if p.IsZero() || p == n.self {
+		return
+	}
+	if err := n.tr.Ping(ctx, p); err != nil {
+		if ctx.Err() == nil {
+			n.Failed(p)
+		}
+		return
+	}
+	n.succeeded(p)
+	n.mu.Lock()
+	if n.pred == p {
+		n.predHeard = n.tick
+	}
+	n.mu.Unlock()
+}
+
+// FixFingers refreshes finger table entries. Entries whose start falls before
+// the successor or an already-known finger are filled locally for free;
+// at most one entry per call costs a lookup.
+func (n *Node) FixFingers(ctx context.Context) {
+	for range Bits {
+		n.mu.Lock()
+		i := n.next
+		n.next = (n.next + 1) % Bits
+		start := n.self.ID + ID(uint32(1)<<uint(i))
+		s := n.succ[0]
+		if InHalfOpen(start, n.self.ID, s.ID) {
+			n.finger[i] = s
+			n.mu.Unlock()
+			continue
+		}
+		if i > 0 && !n.finger[i-1].IsZero() && InHalfOpen(start, n.self.ID, n.finger[i-1].ID) {
+			n.finger[i] = n.finger[i-1]
+			n.mu.Unlock()
+			continue
+		}
+		n.mu.Unlock()
+		r, err := n.FindSuccessor(ctx, start)
+		if err == nil {
+			n.mu.Lock()
+			n.finger[i] = r
+			n.mu.Unlock()
+		}
+		return
+	}
+}
+
+// Tick advances the node's clock by one period and runs whatever periodic
+// work is due.
+func (n *Node) Tick(ctx context.Context) {
+	n.mu.Lock()
+	n.tick++
+	t := n.tick
+	silent := !n.pred.IsZero() && t-n.predHeard >= uint64(n.cfg.PredecessorTimeoutTicks)
+	n.mu.Unlock()
+	if t%uint64(n.cfg.StabilizeTicks) == 0 {
+		n.Stabilize(ctx)
+	}
+	if t%uint64(n.cfg.FixFingerTicks) == 0 {
+		n.FixFingers(ctx)
+	}
+	if silent {
+		n.CheckPredecessor(ctx)
+	}
+	if t%uint64(n.cfg.ReconcileTicks) == 0 {
+		n.reconcile(ctx)
+	}
+}
+
+// Snapshot is a copy of a node's view of the ring.
+type Snapshot struct {
+	Self       Ref
+	Pred       Ref
+	Successors []Ref
+	Fingers    []Ref // distinct, in finger order
+	Epoch      uint64
+}
+
+// Snapshot returns the node's current view of the ring.
+func (n *Node) Snapshot() Snapshot {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := Snapshot{Self: n.self, Pred: n.pred, Successors: append([]Ref(nil), n.succ...), Epoch: n.epoch}
+	for _, f := range n.finger {
+		if !f.IsZero() && !containsRef(s.Fingers, f) {
+			s.Fingers = append(s.Fingers, f)
+		}
+	}
+	return s
+}
+
+// Epoch counts changes to the predecessor and successor list, so a caller
+// can tell cheaply whether the neighbourhood moved.
+func (n *Node) Epoch() uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.epoch
+}
+
+// Predecessor returns the current predecessor, or the zero Ref.
+func (n *Node) Predecessor() Ref {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.pred
+}
+
+// Successors returns a copy of the successor list.
+func (n *Node) Successors() []Ref {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]Ref(nil), n.succ...)
+}
+
+// Successor returns entry i of the successor list, or the zero Ref.
+func (n *Node) Successor(i int) Ref {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if i < 0 || i >= len(n.succ) {
+		return Ref{}
+	}
+	return n.succ[i]
+}
+
+// Owns reports whether key falls in (predecessor, self]. A node without a
+// predecessor claims nothing but its own identifier, unless it is alone.
+func (n *Node) Owns(key ID) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.pred.IsZero() {
+		return n.succ[0] == n.self || key == n.self.ID
+	}
+	return InHalfOpen(key, n.pred.ID, n.self.ID)
+}
+
+func containsRef(list []Ref, r Ref) bool {
+	for _, x := range list {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+func sameRefs(a, b []Ref) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,3 @@
+module tide
+
+go 1.26.8
