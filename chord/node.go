@@ -102,10 +102,10 @@ type Node struct {
 	pred      Ref
 	succ      []Ref // never empty; succ[0] == self when alone
 	finger    [Bits]Ref
-	next      int    // next finger to refresh
-	tick      uint64 // ticks seen
-	predHeard uint64 // tick at which the predecessor last showed life
-	epoch     uint64 // bumped whenever pred or succ change
+	next      int         // next finger to refresh
+	tick      uint64      // ticks seen
+	predHeard uint64      // tick at which the predecessor last showed life
+	epoch     uint64      // bumped whenever pred or succ change
 	failures  map[Ref]int // consecutive failed calls per node
 	// contacts are nodes this node once knew and lost: the join target and
 	// forgotten successors. A node that finds itself cut off from every
