@@ -1,0 +1,192 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"time"
+
+	"tide/chord"
+	"tide/chord/rpc"
+)
+
+// Client does what the seed's upload.py and download.py do: hash the name,
+// ask any node for find_successor, and transfer to or from the owner's file
+// service.
+type Client struct {
+	RPC  *rpc.Client
+	HTTP *http.Client
+}
+
+// NewClient returns a client with default transports.
+func NewClient() *Client {
+	return &Client{RPC: rpc.NewClient(), HTTP: &http.Client{}}
+}
+
+// Close releases the client's connections.
+func (c *Client) Close() { c.RPC.Close() }
+
+// Owner returns the owner of name and its file service address, asking the
+// node at chordAddr.
+func (c *Client) Owner(ctx context.Context, chordAddr, name string) (chord.Ref, string, error) {
+	owner, err := c.RPC.CallRef(ctx, chordAddr, "find_successor", uint32(chord.KeyOf(name)))
+	if err != nil {
+		return chord.Ref{}, "", fmt.Errorf("find_successor at %s: %w", chordAddr, err)
+	}
+	addr, err := c.RPC.HTTPAddr(ctx, owner.Addr())
+	if err != nil {
+		return owner, "", fmt.Errorf("file address of %s: %w", owner.Addr(), err)
+	}
+	return owner, addr, nil
+}
+
+// Upload sends r as the file name to its owner with uploadserver's
+// multipart form.
+func (c *Client) Upload(ctx context.Context, chordAddr, name string, r io.Reader) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	_, addr, err := c.Owner(ctx, chordAddr, name)
+	if err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		part, err := mw.CreateFormFile("files", name)
+		if err == nil {
+			_, err = io.Copy(part, r)
+		}
+		if err == nil {
+			err = mw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/upload", pr)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("upload to %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("upload to %s: %s: %s", addr, resp.Status, trimNL(msg))
+	}
+	return nil
+}
+
+// Download copies the file name from its owner to w and returns its size
+// as announced, or -1.
+func (c *Client) Download(ctx context.Context, chordAddr, name string, w io.Writer, onSize func(int64)) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	_, addr, err := c.Owner(ctx, chordAddr, name)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/"+url.PathEscape(name), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return fmt.Errorf("download from %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("download %q from %s: %s: %s", name, addr, resp.Status, trimNL(msg))
+	}
+	if onSize != nil {
+		onSize(resp.ContentLength)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return fmt.Errorf("download %q: %w", name, err)
+	}
+	if resp.ContentLength >= 0 && n != resp.ContentLength {
+		return fmt.Errorf("download %q: got %d of %d bytes", name, n, resp.ContentLength)
+	}
+	return nil
+}
+
+// Ring walks the ring from the node at chordAddr, following successors,
+// and returns each member's report.
+func (c *Client) Ring(ctx context.Context, chordAddr string) ([]Info, error) {
+	start, err := c.RPC.CallRef(ctx, chordAddr, "get_info")
+	if err != nil {
+		return nil, err
+	}
+	var out []Info
+	seen := map[chord.Ref]bool{}
+	cur := start
+	for !seen[cur] && len(out) < 4096 {
+		seen[cur] = true
+		info := Info{ID: uint32(cur.ID), ChordAddr: cur.Addr()}
+		if addr, err := c.RPC.HTTPAddr(ctx, cur.Addr()); err == nil {
+			if err := c.getJSON(ctx, "http://"+addr+"/internal/info", &info); err != nil {
+				info.HTTPAddr = addr
+			}
+		}
+		out = append(out, info)
+		next, err := c.RPC.CallRef(ctx, cur.Addr(), "get_successor", 0)
+		if err != nil || next.IsZero() {
+			break
+		}
+		cur = next
+	}
+	return out, nil
+}
+
+// Leave asks the node at chordAddr to hand off its files and leave.
+func (c *Client) Leave(ctx context.Context, chordAddr string) (int, error) {
+	addr, err := c.RPC.HTTPAddr(ctx, chordAddr)
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/internal/leave", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return 0, fmt.Errorf("leave %s: %s: %s", chordAddr, resp.Status, trimNL(msg))
+	}
+	var out struct {
+		Moved int `json:"moved"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	return out.Moved, err
+}
+
+func (c *Client) getJSON(ctx context.Context, u string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}

@@ -1,0 +1,344 @@
+// Package store is the tide storage node: files on disk with their metadata
+// in pebble, placed on a Chord ring, replicated to the next N-1 successors,
+// and moved to their new owners when the ring changes.
+package store
+
+import (
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble"
+
+	"tide/chord"
+)
+
+// Meta describes one stored file or tombstone.
+type Meta struct {
+	Name    string   `json:"name"`
+	Key     chord.ID `json:"key"`
+	Size    int64    `json:"size"`
+	MD5     string   `json:"md5,omitempty"`
+	Version uint64   `json:"version"`
+	Deleted bool     `json:"deleted,omitempty"`
+}
+
+// Engine keeps files under dir/files and their metadata in a pebble
+// database under dir/meta. A file is replaced atomically: the new bytes are
+// written and fsynced to a temporary file, renamed over the old one, and
+// only then is the metadata committed with a synced write.
+type Engine struct {
+	dir  string
+	db   *pebble.DB
+	mu   sync.Mutex // serialises commits so version checks and renames agree
+	used atomic.Int64
+	nfil atomic.Int64
+}
+
+// ErrNotFound is returned for a name with no live file.
+var ErrNotFound = errors.New("file not found")
+
+// OpenEngine opens or creates the engine in dir.
+func OpenEngine(dir string) (*Engine, error) {
+	for _, d := range []string{"files", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", filepath.Join(dir, d), err)
+		}
+	}
+	// Temporary files left by a crash are incomplete by definition.
+	if tmps, err := os.ReadDir(filepath.Join(dir, "tmp")); err == nil {
+		for _, t := range tmps {
+			os.Remove(filepath.Join(dir, "tmp", t.Name()))
+		}
+	}
+	db, err := pebble.Open(filepath.Join(dir, "meta"), &pebble.Options{Logger: quietLogger{}})
+	if err != nil {
+		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
+	}
+	e := &Engine{dir: dir, db: db}
+	err = e.Scan(0, 0, func(m Meta) bool {
+		if !m.Deleted {
+			e.used.Add(m.Size)
+			e.nfil.Add(1)
+		}
+		return true
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close closes the metadata database.
+func (e *Engine) Close() error { return e.db.Close() }
+
+// Used returns the bytes of live files stored.
+func (e *Engine) Used() int64 { return e.used.Load() }
+
+// Files returns the number of live files stored.
+func (e *Engine) Files() int64 { return e.nfil.Load() }
+
+func metaKey(key chord.ID, name string) []byte {
+	b := make([]byte, 0, 6+len(name))
+	b = append(b, 'm', '/')
+	b = binary.BigEndian.AppendUint32(b, uint32(key))
+	return append(b, name...)
+}
+
+func (e *Engine) path(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	h := hex.EncodeToString(sum[:])
+	return filepath.Join(e.dir, "files", h[:2], h)
+}
+
+// Get returns the metadata of name, including a tombstone.
+func (e *Engine) Get(name string) (Meta, bool, error) {
+	v, closer, err := e.db.Get(metaKey(chord.KeyOf(name), name))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Meta{}, false, nil
+	}
+	if err != nil {
+		return Meta{}, false, fmt.Errorf("read metadata of %q: %w", name, err)
+	}
+	defer closer.Close()
+	var m Meta
+	if err := json.Unmarshal(v, &m); err != nil {
+		return Meta{}, false, fmt.Errorf("decode metadata of %q: %w", name, err)
+	}
+	return m, true, nil
+}
+
+// Open returns a live file for reading.
+func (e *Engine) Open(name string) (Meta, *os.File, error) {
+	m, ok, err := e.Get(name)
+	if err != nil {
+		return Meta{}, nil, err
+	}
+	if !ok || m.Deleted {
+		return Meta{}, nil, ErrNotFound
+	}
+	f, err := os.Open(e.path(name))
+	if err != nil {
+		return Meta{}, nil, fmt.Errorf("open %q: %w", name, err)
+	}
+	return m, f, nil
+}
+
+// Scan calls fn for every entry whose key is in (from, to], in key order;
+// from == to scans everything. fn returns false to stop.
+func (e *Engine) Scan(from, to chord.ID, fn func(Meta) bool) error {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("m/"), UpperBound: []byte("m0")})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) < 6 {
+			continue
+		}
+		id := chord.ID(binary.BigEndian.Uint32(k[2:6]))
+		if from != to && !chord.InHalfOpen(id, from, to) {
+			continue
+		}
+		var m Meta
+		if err := json.Unmarshal(it.Value(), &m); err != nil {
+			return fmt.Errorf("decode metadata %q: %w", k, err)
+		}
+		if !fn(m) {
+			return nil
+		}
+	}
+	return it.Error()
+}
+
+// Writer receives a file's bytes into a temporary file.
+type Writer struct {
+	e    *Engine
+	f    *os.File
+	h    hash.Hash
+	n    int64
+	done bool
+}
+
+// Create starts writing a new version of a file.
+func (e *Engine) Create() (*Writer, error) {
+	f, err := os.CreateTemp(filepath.Join(e.dir, "tmp"), "up-*")
+	if err != nil {
+		return nil, fmt.Errorf("create temporary file: %w", err)
+	}
+	return &Writer{e: e, f: f, h: md5.New()}, nil
+}
+
+func (w *Writer) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// Size is the number of bytes written so far.
+func (w *Writer) Size() int64 { return w.n }
+
+// Abort discards the bytes written.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// Commit makes the written bytes the file name at version. If the engine
+// already holds name at an equal or newer version, the write is discarded
+// and Commit reports false.
+func (w *Writer) Commit(name string, version uint64) (Meta, bool, error) {
+	defer w.Abort()
+	if err := w.f.Sync(); err != nil {
+		return Meta{}, false, fmt.Errorf("sync %q: %w", name, err)
+	}
+	if err := w.f.Close(); err != nil {
+		return Meta{}, false, fmt.Errorf("close %q: %w", name, err)
+	}
+	m := Meta{Name: name, Key: chord.KeyOf(name), Size: w.n, MD5: hex.EncodeToString(w.h.Sum(nil)), Version: version}
+	e := w.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, had, err := e.Get(name)
+	if err != nil {
+		return Meta{}, false, err
+	}
+	if had && old.Version >= version {
+		return old, false, nil
+	}
+	dst := e.path(name)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return Meta{}, false, err
+	}
+	if err := os.Rename(w.f.Name(), dst); err != nil {
+		return Meta{}, false, fmt.Errorf("install %q: %w", name, err)
+	}
+	w.done = true
+	syncDir(filepath.Dir(dst))
+	if err := e.putMeta(m); err != nil {
+		return Meta{}, false, err
+	}
+	e.account(old, had, m)
+	return m, true, nil
+}
+
+// Delete records a tombstone for name at version and removes its bytes.
+// An older version than the one held is ignored.
+func (e *Engine) Delete(name string, version uint64) (bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, had, err := e.Get(name)
+	if err != nil {
+		return false, err
+	}
+	if had && old.Version >= version {
+		return false, nil
+	}
+	m := Meta{Name: name, Key: chord.KeyOf(name), Version: version, Deleted: true}
+	if err := e.putMeta(m); err != nil {
+		return false, err
+	}
+	os.Remove(e.path(name))
+	e.account(old, had, m)
+	return true, nil
+}
+
+// Drop forgets name entirely, without a tombstone: used once a file has
+// been handed to the nodes that now own it.
+func (e *Engine) Drop(name string, version uint64) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, had, err := e.Get(name)
+	if err != nil || !had || old.Version != version {
+		return err
+	}
+	if err := e.db.Delete(metaKey(old.Key, name), pebble.Sync); err != nil {
+		return fmt.Errorf("drop %q: %w", name, err)
+	}
+	os.Remove(e.path(name))
+	if !old.Deleted {
+		e.used.Add(-old.Size)
+		e.nfil.Add(-1)
+	}
+	return nil
+}
+
+func (e *Engine) putMeta(m Meta) error {
+	v, _ := json.Marshal(m)
+	if err := e.db.Set(metaKey(m.Key, m.Name), v, pebble.Sync); err != nil {
+		return fmt.Errorf("write metadata of %q: %w", m.Name, err)
+	}
+	return nil
+}
+
+func (e *Engine) account(old Meta, had bool, m Meta) {
+	if had && !old.Deleted {
+		e.used.Add(-old.Size)
+		e.nfil.Add(-1)
+	}
+	if !m.Deleted {
+		e.used.Add(m.Size)
+		e.nfil.Add(1)
+	}
+}
+
+// PutState stores a small named blob of node state durably.
+func (e *Engine) PutState(name string, v []byte) error {
+	return e.db.Set([]byte("s/"+name), v, pebble.Sync)
+}
+
+// State returns a blob stored with PutState, or nil.
+func (e *Engine) State(name string) ([]byte, error) {
+	v, closer, err := e.db.Get([]byte("s/" + name))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+}
+
+// CopyTo writes a live file's bytes to w.
+func (e *Engine) CopyTo(name string, w io.Writer) (Meta, error) {
+	m, f, err := e.Open(name)
+	if err != nil {
+		return Meta{}, err
+	}
+	defer f.Close()
+	_, err = io.Copy(w, f)
+	return m, err
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...any)  {}
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,67 @@
+package store
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are one node's Prometheus series. Each node has its own registry
+// so several nodes can share a process in tests.
+type metrics struct {
+	reg          *prometheus.Registry
+	rpcReceived  *prometheus.CounterVec
+	rpcSent      *prometheus.CounterVec
+	requests     *prometheus.CounterVec
+	pushed       prometheus.Counter
+	dropped      prometheus.Counter
+	repairRuns   prometheus.Counter
+	replFailures prometheus.Counter
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.rpcReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tide_chord_rpc_received_total", Help: "Chord RPC requests received, by method.",
+	}, []string{"method"})
+	m.rpcSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tide_chord_rpc_sent_total", Help: "Chord RPC requests sent, by method.",
+	}, []string{"method"})
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tide_http_requests_total", Help: "File service requests, by operation and status code.",
+	}, []string{"op", "code"})
+	m.pushed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tide_repair_files_pushed_total", Help: "Files and tombstones copied to other nodes by repair and migration.",
+	})
+	m.dropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tide_repair_files_dropped_total", Help: "Local copies removed after being handed to their new owners.",
+	})
+	m.repairRuns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tide_repair_runs_total", Help: "Repair passes over the local files.",
+	})
+	m.replFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tide_replication_failures_total", Help: "Replica writes that failed during an upload.",
+	})
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(m.rpcReceived, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
+			func() float64 { u, _ := n.Disk(); return float64(u) }),
+		gauge("tide_disk_capacity_bytes", "Capacity: --capacity, else the filesystem's size.",
+			func() float64 { _, c := n.Disk(); return float64(c) }),
+		gauge("tide_disk_used_percent", "Used bytes as a percentage of capacity.",
+			func() float64 {
+				u, c := n.Disk()
+				if c == 0 {
+					return 0
+				}
+				return 100 * float64(u) / float64(c)
+			}),
+		gauge("tide_store_files", "Live files stored on this node (owned and replicas).",
+			func() float64 { return float64(n.eng.Files()) }),
+		gauge("tide_store_bytes", "Bytes of live files stored on this node.",
+			func() float64 { return float64(n.eng.Used()) }),
+	)
+	return m
+}

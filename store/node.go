@@ -1,0 +1,406 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"tide/chord"
+	"tide/chord/rpc"
+)
+
+// Config configures a storage node. Zero fields take the defaults noted.
+type Config struct {
+	// ChordAddr is where the Chord msgpack-rpc server listens. Default
+	// 127.0.0.1:5057.
+	ChordAddr string
+	// HTTPAddr is where the file service listens. Default 127.0.0.1:5058.
+	HTTPAddr string
+	// Advertise is the host other nodes use to reach this one, needed when
+	// the listen host is unspecified (0.0.0.0). Default: the listen host.
+	Advertise string
+	// DataDir holds the files and the pebble metadata.
+	DataDir string
+	// Join is the Chord address of any ring member. Empty creates a ring,
+	// or rejoins the ring remembered in DataDir.
+	Join string
+	// ID overrides the ring identifier, which is otherwise the low 32 bits
+	// of MD5 of the advertised Chord address.
+	ID *chord.ID
+	// Replicas is N, the number of copies of each file. Default 3.
+	Replicas int
+	// Successors is r, the successor list length; raised to at least
+	// Replicas. Default 3.
+	Successors int
+	// Capacity is the bytes this node may store; 0 uses the filesystem's
+	// size and usage instead.
+	Capacity int64
+	// MaxFileSize bounds one file. Default 1 GiB.
+	MaxFileSize int64
+	// TickInterval is the Chord period: stabilize every tick, fix one
+	// finger every fourth. Default 1s.
+	TickInterval time.Duration
+	// RepairInterval is how often the node checks whether its neighbourhood
+	// changed and files must move. Default 1s.
+	RepairInterval time.Duration
+	// FullRepairInterval forces a full placement check even when nothing
+	// seems to have changed. Default 30s.
+	FullRepairInterval time.Duration
+	// Log receives the node's structured log. Default slog.Default().
+	Log *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.ChordAddr == "" {
+		c.ChordAddr = "127.0.0.1:5057"
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:5058"
+	}
+	if c.DataDir == "" {
+		return errors.New("store: a data directory is required")
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 3
+	}
+	if c.Replicas < 1 || c.Replicas > 16 {
+		return fmt.Errorf("store: replicas %d out of range [1, 16]", c.Replicas)
+	}
+	if c.Successors == 0 {
+		c.Successors = 3
+	}
+	c.Successors = max(c.Successors, c.Replicas)
+	if c.Capacity < 0 {
+		return fmt.Errorf("store: negative capacity %d", c.Capacity)
+	}
+	if c.MaxFileSize == 0 {
+		c.MaxFileSize = 1 << 30
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = time.Second
+	}
+	if c.RepairInterval == 0 {
+		c.RepairInterval = time.Second
+	}
+	if c.FullRepairInterval == 0 {
+		c.FullRepairInterval = 30 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	return nil
+}
+
+// Node is a running storage node: a Chord member, its RPC server, its file
+// service and its repair loop.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	eng     *Engine
+	ring    *chord.Node
+	rpc     *rpc.Client
+	rpcSrv  *rpc.Server
+	httpSrv *http.Server
+	hc      *http.Client
+	m       *metrics
+	clock   hlc
+
+	httpAddrs sync.Map // chord address -> http address
+	leaving   atomic.Bool
+	kick      chan struct{} // asks the repair loop to run now
+
+	stopOnce  sync.Once
+	closeOnce sync.Once
+	stopped   chan struct{} // closed when the node must stop (kill, leave)
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+// Start opens the data directory, starts the servers, joins or creates the
+// ring and starts the periodic work. The node runs until Close.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	eng, err := OpenEngine(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Log, eng: eng, kick: make(chan struct{}, 1), stopped: make(chan struct{})}
+	fail := func(err error) (*Node, error) {
+		n.shutdown()
+		return nil, err
+	}
+	n.m = newMetrics(n)
+	n.rpc = &rpc.Client{OnCall: func(m string) { n.m.rpcSent.WithLabelValues(m).Inc() }}
+	n.hc = &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost:   64,
+		DialContext:           (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		ResponseHeaderTimeout: 30 * time.Second,
+	}}
+
+	chordLn, err := net.Listen("tcp", cfg.ChordAddr)
+	if err != nil {
+		return fail(fmt.Errorf("listen on chord address %s: %w", cfg.ChordAddr, err))
+	}
+	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		chordLn.Close()
+		return fail(fmt.Errorf("listen on http address %s: %w", cfg.HTTPAddr, err))
+	}
+	self, httpAdv, err := advertised(cfg, chordLn.Addr().String(), httpLn.Addr().String())
+	if err != nil {
+		chordLn.Close()
+		httpLn.Close()
+		return fail(err)
+	}
+	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors}, n.rpc)
+	if err != nil {
+		chordLn.Close()
+		httpLn.Close()
+		return fail(err)
+	}
+	n.httpAddrs.Store(self.Addr(), httpAdv)
+	n.rpcSrv = &rpc.Server{
+		Node: n.ring, HTTPAddr: httpAdv, Log: n.log,
+		OnKill: func() { n.log.Warn("killed by rpc"); n.stop() },
+		OnCall: func(m string) { n.m.rpcReceived.WithLabelValues(m).Inc() },
+	}
+	n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.rpcSrv.Serve(chordLn) }()
+	go func() { defer n.wg.Done(); n.httpSrv.Serve(httpLn) }()
+
+	if err := n.joinRing(ctx); err != nil {
+		return fail(err)
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); n.tickLoop(bg) }()
+	go func() { defer n.wg.Done(); n.repairLoop(bg) }()
+	n.log.Info("node started", "id", uint32(self.ID), "chord", self.Addr(), "http", httpAdv,
+		"data", cfg.DataDir, "replicas", cfg.Replicas, "files", eng.Files())
+	return n, nil
+}
+
+func advertised(cfg Config, chordAddr, httpAddr string) (chord.Ref, string, error) {
+	host, cport, _ := net.SplitHostPort(chordAddr)
+	_, hport, _ := net.SplitHostPort(httpAddr)
+	if cfg.Advertise != "" {
+		host = cfg.Advertise
+	} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return chord.Ref{}, "", fmt.Errorf("chord address %s has no concrete host: set --advertise", cfg.ChordAddr)
+	}
+	adv := net.JoinHostPort(host, cport)
+	id := chord.IDOfAddr(adv)
+	if cfg.ID != nil {
+		id = *cfg.ID
+	}
+	self, err := chord.RefFor(adv, id)
+	if err != nil {
+		return chord.Ref{}, "", err
+	}
+	return self, net.JoinHostPort(host, hport), nil
+}
+
+// ringState is what a node remembers of its ring across restarts.
+type ringState struct {
+	Known []string `json:"known"` // chord addresses of successors and fingers
+}
+
+// joinRing joins through cfg.Join; without it, rejoins through any node
+// remembered from a previous run; failing that, creates a ring.
+func (n *Node) joinRing(ctx context.Context) error {
+	if n.cfg.Join != "" {
+		via, err := n.rpc.CallRef(ctx, n.cfg.Join, "get_info")
+		if err != nil {
+			return fmt.Errorf("join %s: %w", n.cfg.Join, err)
+		}
+		if err := n.ring.Join(ctx, via); err != nil {
+			return err
+		}
+		n.log.Info("joined ring", "via", via.String(), "successor", n.ring.Successor(0).String())
+		return nil
+	}
+	if raw, _ := n.eng.State("ring"); raw != nil {
+		var st ringState
+		if json.Unmarshal(raw, &st) == nil {
+			for _, addr := range st.Known {
+				if addr == n.ring.Self().Addr() {
+					continue
+				}
+				via, err := n.rpc.CallRef(ctx, addr, "get_info")
+				if err != nil {
+					continue
+				}
+				if err := n.ring.Join(ctx, via); err == nil {
+					n.log.Info("rejoined remembered ring", "via", via.String())
+					return nil
+				}
+			}
+			n.log.Warn("no remembered ring member answered; creating a new ring", "tried", len(st.Known))
+		}
+	}
+	n.ring.Create()
+	n.log.Info("created ring")
+	return nil
+}
+
+func (n *Node) saveRingState() {
+	snap := n.ring.Snapshot()
+	var st ringState
+	for _, r := range append(snap.Successors, snap.Fingers...) {
+		if r != snap.Self && !containsString(st.Known, r.Addr()) {
+			st.Known = append(st.Known, r.Addr())
+		}
+	}
+	if !snap.Pred.IsZero() && !containsString(st.Known, snap.Pred.Addr()) {
+		st.Known = append(st.Known, snap.Pred.Addr())
+	}
+	raw, _ := json.Marshal(st)
+	if err := n.eng.PutState("ring", raw); err != nil {
+		n.log.Warn("save ring state", "err", err)
+	}
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (n *Node) tickLoop(ctx context.Context) {
+	t := time.NewTicker(n.cfg.TickInterval)
+	defer t.Stop()
+	var saved uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tctx, cancel := context.WithTimeout(ctx, 4*n.cfg.TickInterval+2*time.Second)
+		n.ring.Tick(tctx)
+		cancel()
+		if e := n.ring.Epoch(); e != saved {
+			saved = e
+			n.saveRingState()
+			n.Kick()
+		}
+	}
+}
+
+// Kick asks the repair loop to check placement now.
+func (n *Node) Kick() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Ring returns the node's Chord membership.
+func (n *Node) Ring() *chord.Node { return n.ring }
+
+// Engine returns the node's storage engine.
+func (n *Node) Engine() *Engine { return n.eng }
+
+// HTTPAddr returns the advertised file service address.
+func (n *Node) HTTPAddr() string { v, _ := n.httpAddrs.Load(n.ring.Self().Addr()); return v.(string) }
+
+// Stopped is closed when the node has been asked to stop by kill or leave.
+func (n *Node) Stopped() <-chan struct{} { return n.stopped }
+
+func (n *Node) stop() { n.stopOnce.Do(func() { close(n.stopped) }) }
+
+// Close stops the node without handing anything off, as a crash would
+// (but cleanly: acknowledged data is already durable).
+func (n *Node) Close() error {
+	n.stop()
+	n.shutdown()
+	return nil
+}
+
+func (n *Node) shutdown() { n.closeOnce.Do(n.doShutdown) }
+
+func (n *Node) doShutdown() {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		n.httpSrv.Shutdown(ctx)
+		cancel()
+		n.httpSrv.Close()
+	}
+	if n.rpcSrv != nil {
+		n.rpcSrv.Close()
+	}
+	n.wg.Wait()
+	if n.rpc != nil {
+		n.rpc.Close()
+	}
+	if n.eng != nil {
+		n.eng.Close()
+	}
+}
+
+// Disk returns used and capacity bytes: stored bytes against --capacity,
+// or the filesystem's usage against its size.
+func (n *Node) Disk() (used, capacity int64) {
+	if n.cfg.Capacity > 0 {
+		return n.eng.Used(), n.cfg.Capacity
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(n.cfg.DataDir, &st); err != nil {
+		return n.eng.Used(), 0
+	}
+	total := int64(st.Blocks) * int64(st.Bsize)
+	free := int64(st.Bfree) * int64(st.Bsize)
+	return total - free, total
+}
+
+// httpAddrOf finds the file service address of a ring member.
+func (n *Node) httpAddrOf(ctx context.Context, r chord.Ref) (string, error) {
+	if v, ok := n.httpAddrs.Load(r.Addr()); ok {
+		return v.(string), nil
+	}
+	a, err := n.rpc.HTTPAddr(ctx, r.Addr())
+	if err != nil {
+		return "", err
+	}
+	n.httpAddrs.Store(r.Addr(), a)
+	return a, nil
+}
+
+// hlc hands out versions: hybrid logical clock timestamps in nanoseconds,
+// strictly increasing on this node and never behind any version observed.
+type hlc struct {
+	mu   sync.Mutex
+	last uint64
+}
+
+func (c *hlc) Next() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := uint64(time.Now().UnixNano())
+	c.last = max(now, c.last+1)
+	return c.last
+}
+
+func (c *hlc) Observe(v uint64) {
+	c.mu.Lock()
+	c.last = max(c.last, v)
+	c.mu.Unlock()
+}

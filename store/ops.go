@@ -1,0 +1,434 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+
+	"tide/chord"
+)
+
+// capWriter fails a write that would take the node past its capacity or
+// the file past the size limit.
+type capWriter struct {
+	w        *Writer
+	n        *Node
+	maxBytes int64
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	if c.w.Size()+int64(len(p)) > c.maxBytes {
+		return 0, statusf(http.StatusRequestEntityTooLarge, "file larger than the limit of %d bytes", c.maxBytes)
+	}
+	if used, capacity := c.n.Disk(); capacity > 0 && used+c.w.Size()+int64(len(p)) > capacity {
+		return 0, statusf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used", c.n.ring.Self().Addr(), used, capacity)
+	}
+	return c.w.Write(p)
+}
+
+// store writes one version of a file to the local engine.
+func (n *Node) store(name string, body io.Reader, size int64, version uint64) (Meta, error) {
+	if size > n.cfg.MaxFileSize {
+		return Meta{}, statusf(http.StatusRequestEntityTooLarge, "file of %d bytes is larger than the limit of %d", size, n.cfg.MaxFileSize)
+	}
+	if used, capacity := n.Disk(); size > 0 && capacity > 0 && used+size > capacity {
+		return Meta{}, statusf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used, %d more requested", n.ring.Self().Addr(), used, capacity, size)
+	}
+	w, err := n.eng.Create()
+	if err != nil {
+		return Meta{}, err
+	}
+	defer w.Abort()
+	if _, err := io.Copy(&capWriter{w: w, n: n, maxBytes: n.cfg.MaxFileSize}, body); err != nil {
+		var se *StatusError
+		if errors.As(err, &se) {
+			return Meta{}, err
+		}
+		return Meta{}, statusf(http.StatusBadRequest, "receive %q: %v", name, err)
+	}
+	if size >= 0 && w.Size() != size {
+		return Meta{}, statusf(http.StatusBadRequest, "receive %q: got %d of %d bytes", name, w.Size(), size)
+	}
+	m, _, err := w.Commit(name, version)
+	return m, err
+}
+
+// Put stores a file through this node. Unless forwarded is set, the file is
+// routed to its owner, successor(md5_low32(name)); the owner stores it,
+// copies it to the rest of the replica set, and answers once a majority of
+// the set holds it.
+func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool) (Meta, error) {
+	key := chord.KeyOf(name)
+	if !forwarded || n.leaving.Load() {
+		owner, err := n.owner(ctx, key)
+		if err != nil {
+			return Meta{}, err
+		}
+		if owner != n.ring.Self() {
+			return n.forwardPut(ctx, owner, name, body, size)
+		}
+	}
+	m, err := n.store(name, body, size, n.clock.Next())
+	if err != nil {
+		return Meta{}, err
+	}
+	set := n.localReplicaSet()
+	acks := 1 + n.replicate(ctx, m, set[1:])
+	if need := len(set)/2 + 1; acks < need {
+		return m, statusf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
+	}
+	return m, nil
+}
+
+// owner returns the node responsible for key. A leaving node never names
+// itself: it routes through its successor.
+func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
+	self := n.ring.Self()
+	if n.leaving.Load() {
+		succ := n.ring.Successor(0)
+		if succ == self {
+			return chord.Ref{}, statusf(http.StatusServiceUnavailable, "node is leaving and has no successor")
+		}
+		o, err := n.rpc.FindSuccessor(ctx, succ, key)
+		if err != nil || o == self {
+			return succ, nil
+		}
+		return o, nil
+	}
+	if n.ring.Owns(key) {
+		return self, nil
+	}
+	o, err := n.ring.FindSuccessor(ctx, key)
+	if err != nil {
+		return chord.Ref{}, statusf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, err)
+	}
+	return o, nil
+}
+
+// localReplicaSet is this node followed by its first N-1 distinct
+// successors.
+func (n *Node) localReplicaSet() []chord.Ref {
+	self := n.ring.Self()
+	set := []chord.Ref{self}
+	for _, s := range n.ring.Successors() {
+		if len(set) == n.cfg.Replicas {
+			break
+		}
+		if s != self && !containsRef(set, s) {
+			set = append(set, s)
+		}
+	}
+	return set
+}
+
+func containsRef(list []chord.Ref, r chord.Ref) bool {
+	for _, x := range list {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+// replicate copies m to each target in parallel and returns how many
+// succeeded.
+func (n *Node) replicate(ctx context.Context, m Meta, targets []chord.Ref) int {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for _, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.push(ctx, t, m); err != nil {
+				n.m.replFailures.Inc()
+				n.log.Warn("replicate", "file", m.Name, "to", t.String(), "err", err)
+				return
+			}
+			mu.Lock()
+			ok++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return ok
+}
+
+// push copies the local version m of a file (or its tombstone) to node t.
+func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
+	addr, err := n.httpAddrOf(ctx, t)
+	if err != nil {
+		return err
+	}
+	u := fileURL(addr, "/internal/file/", m.Name) + "?version=" + strconv.FormatUint(m.Version, 10)
+	var req *http.Request
+	if m.Deleted {
+		req, err = http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
+	} else {
+		var f *os.File
+		var cur Meta
+		cur, f, err = n.eng.Open(m.Name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if cur.Version != m.Version {
+			return fmt.Errorf("push %q: local version changed", m.Name)
+		}
+		req, err = http.NewRequestWithContext(ctx, http.MethodPut, u, f)
+		if req != nil {
+			req.ContentLength = cur.Size
+		}
+	}
+	if err != nil {
+		return err
+	}
+	resp, err := n.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("push %q to %s: %s: %s", m.Name, t.Addr(), resp.Status, msg)
+	}
+	io.Copy(io.Discard, resp.Body)
+	n.m.pushed.Inc()
+	return nil
+}
+
+// forwardPut streams an upload to its owner.
+func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (Meta, error) {
+	addr, err := n.httpAddrOf(ctx, owner)
+	if err != nil {
+		return Meta{}, statusf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
+	}
+	src := &sourceReader{r: body}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, fileURL(addr, "/files/", name), src)
+	if err != nil {
+		return Meta{}, err
+	}
+	req.ContentLength = size
+	req.Header.Set(hdrForwarded, "1")
+	resp, err := n.hc.Do(req)
+	if src.err != nil {
+		return Meta{}, statusf(http.StatusBadRequest, "receive %q: %v", name, src.err)
+	}
+	if err != nil {
+		return Meta{}, statusf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return Meta{}, &StatusError{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+	}
+	return Meta{Name: name, Key: chord.KeyOf(name), Size: size}, nil
+}
+
+// sourceReader remembers a read error of the client's body, so that a
+// truncated upload is blamed on the client, not on the owner.
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	k, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return k, err
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// Delete removes a file everywhere by writing a tombstone at its owner and
+// the owner's replicas.
+func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
+	key := chord.KeyOf(name)
+	if !forwarded || n.leaving.Load() {
+		owner, err := n.owner(ctx, key)
+		if err != nil {
+			return err
+		}
+		if owner != n.ring.Self() {
+			addr, err := n.httpAddrOf(ctx, owner)
+			if err != nil {
+				return statusf(http.StatusServiceUnavailable, "reach owner %s: %v", owner.Addr(), err)
+			}
+			req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, fileURL(addr, "/files/", name), nil)
+			req.Header.Set(hdrForwarded, "1")
+			resp, err := n.hc.Do(req)
+			if err != nil {
+				return statusf(http.StatusServiceUnavailable, "forward delete to %s: %v", owner.Addr(), err)
+			}
+			defer resp.Body.Close()
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			if resp.StatusCode/100 != 2 {
+				return &StatusError{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+			}
+			return nil
+		}
+	}
+	if found, err := n.findAnywhere(ctx, name); err != nil {
+		return err
+	} else if !found {
+		return ErrNotFound
+	}
+	v := n.clock.Next()
+	if _, err := n.eng.Delete(name, v); err != nil {
+		return err
+	}
+	tomb := Meta{Name: name, Key: key, Version: v, Deleted: true}
+	set := n.localReplicaSet()
+	if acks := 1 + n.replicate(ctx, tomb, set[1:]); acks < len(set)/2+1 {
+		return statusf(http.StatusServiceUnavailable, "delete of %q reached %d of %d replicas", name, acks, len(set))
+	}
+	return nil
+}
+
+// findAnywhere reports whether a live copy of name exists here or on the
+// next nodes of the ring (replicas, or an old owner still handing off).
+func (n *Node) findAnywhere(ctx context.Context, name string) (bool, error) {
+	if m, ok, err := n.eng.Get(name); err != nil || (ok && !m.Deleted) {
+		return ok, err
+	}
+	for _, s := range n.fallbacks() {
+		addr, err := n.httpAddrOf(ctx, s)
+		if err != nil {
+			continue
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodHead, fileURL(addr, "/internal/file/", name), nil)
+		resp, err := n.hc.Do(req)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// fallbacks are the nodes that may hold a copy of a file this node owns
+// but lacks: its successors, which hold replicas and, right after a join,
+// the file's previous owner.
+func (n *Node) fallbacks() []chord.Ref {
+	self := n.ring.Self()
+	var out []chord.Ref
+	for _, s := range n.ring.Successors() {
+		if s != self && !containsRef(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Get writes the file name to w. The owner serves its own copy, or a copy
+// from its successors while a transfer is in flight; other nodes proxy to
+// the owner, and to the owner's successors if the owner is unreachable.
+func (n *Node) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) error {
+	key := chord.KeyOf(name)
+	forwarded := r.Header.Get(hdrForwarded) != ""
+	if !forwarded {
+		owner, err := n.owner(ctx, key)
+		if err != nil {
+			return err
+		}
+		if owner != n.ring.Self() {
+			return n.proxyGet(ctx, w, r, owner, name)
+		}
+	}
+	if m, f, err := n.eng.Open(name); err == nil {
+		defer f.Close()
+		setFileHeaders(w, m)
+		if r.Method != http.MethodHead {
+			io.Copy(w, f)
+		}
+		return nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	if m, ok, _ := n.eng.Get(name); ok && m.Deleted {
+		return ErrNotFound
+	}
+	for _, s := range n.fallbacks() {
+		if n.tryGet(ctx, w, r, s, "/internal/file/", name, false) {
+			return nil
+		}
+	}
+	return ErrNotFound
+}
+
+// proxyGet asks the owner for name, then the nodes after it if the owner
+// does not answer.
+func (n *Node) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Request, owner chord.Ref, name string) error {
+	cand := owner
+	for range n.cfg.Replicas {
+		if cand == n.ring.Self() {
+			if m, f, err := n.eng.Open(name); err == nil {
+				defer f.Close()
+				setFileHeaders(w, m)
+				if r.Method != http.MethodHead {
+					io.Copy(w, f)
+				}
+				return nil
+			}
+		} else if done, reachable := n.tryGetStatus(ctx, w, r, cand, "/files/", name, true); done {
+			return nil
+		} else if reachable {
+			return ErrNotFound
+		}
+		next, err := n.ring.FindSuccessor(ctx, cand.ID+1)
+		if err != nil || next == cand {
+			break
+		}
+		cand = next
+	}
+	return statusf(http.StatusServiceUnavailable, "no replica of %q answered", name)
+}
+
+func (n *Node) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
+	done, _ := n.tryGetStatus(ctx, w, r, t, prefix, name, fwd)
+	return done
+}
+
+// tryGetStatus copies name from node t to w. done reports that w was
+// written; reachable that t answered (with a miss if not done).
+func (n *Node) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) (done, reachable bool) {
+	addr, err := n.httpAddrOf(ctx, t)
+	if err != nil {
+		return false, false
+	}
+	req, _ := http.NewRequestWithContext(ctx, r.Method, fileURL(addr, prefix, name), nil)
+	if fwd {
+		req.Header.Set(hdrForwarded, "1")
+	}
+	resp, err := n.hc.Do(req)
+	if err != nil {
+		return false, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, resp.StatusCode == http.StatusNotFound
+	}
+	for _, h := range []string{"Content-Type", "Content-Length", "X-Tide-Version", "ETag"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	io.Copy(w, resp.Body)
+	return true, true
+}
