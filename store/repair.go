@@ -95,6 +95,7 @@ func (n *Node) repair(ctx context.Context, leaving bool) (RepairResult, error) {
 		switch {
 		case !leaving && (alone || (!pred.IsZero() && chord.InHalfOpen(m.Key, pred.ID, self.ID))):
 			set = localSet
+			lastOwner = chord.Ref{}
 		case !lastOwner.IsZero() && chord.InHalfOpen(m.Key, lastKey, lastOwner.ID):
 			// Keys are scanned in ring order, so a key up to the last owner
 			// found has that owner too.

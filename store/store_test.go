@@ -146,7 +146,11 @@ func TestUploadDownloadReplicated(t *testing.T) {
 	// Every file is on exactly 3 nodes.
 	waitFor(t, "3 copies of every file", func() bool {
 		for name := range files {
-			if copies(nodes, name) != 3 {
+			if k := copies(nodes, name); k != 3 {
+				for _, n := range nodes {
+					m, ok, _ := n.eng.Get(name)
+					t.Logf("%s (key %d) has %d copies: node %d pred %d succ %v has=%v %+v", name, chord.KeyOf(name), k, n.ring.Self().ID, n.ring.Predecessor().ID, n.ring.Successors(), ok, m)
+				}
 				return false
 			}
 		}

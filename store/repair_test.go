@@ -1,0 +1,73 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"tide/chord"
+)
+
+// TestRepairDropsStrayCopies plants a copy of every file on a node outside
+// its replica set, spread over every range of the ring, and checks that
+// repair hands each off and drops it: a regression test for reusing one
+// owner's replica set across a range this node owns.
+func TestRepairDropsStrayCopies(t *testing.T) {
+	nodes := startCluster(t, 4, 2)
+	c := NewClient()
+	defer c.Close()
+	var names []string
+	for i := range 60 {
+		name := fmt.Sprintf("s-%d", i)
+		names = append(names, name)
+		upload(t, c, nodes[i%4], name, content(name, 64))
+	}
+	waitFor(t, "2 copies", func() bool {
+		for _, name := range names {
+			if copies(nodes, name) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	// Plant strays: give every node every file it does not hold.
+	for _, n := range nodes {
+		for _, name := range names {
+			if _, ok, _ := n.eng.Get(name); ok {
+				continue
+			}
+			var src *Node
+			for _, o := range nodes {
+				if _, ok, _ := o.eng.Get(name); ok {
+					src = o
+				}
+			}
+			m, _, _ := src.eng.Get(name)
+			if err := src.push(context.Background(), n.ring.Self(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitFor(t, "strays dropped", func() bool {
+		for _, name := range names {
+			if copies(nodes, name) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	refs := []chord.Ref{}
+	for _, n := range nodes {
+		refs = append(refs, n.ring.Self())
+	}
+	for _, name := range names {
+		owner := trueSucc(refs, chord.KeyOf(name))
+		for _, n := range nodes {
+			if n.ring.Self() == owner {
+				if _, ok, _ := n.eng.Get(name); !ok {
+					t.Errorf("owner of %s lacks it", name)
+				}
+			}
+		}
+	}
+}
