@@ -1,0 +1,182 @@
+// Package cluster runs tide nodes as local child processes: the engine
+// behind `tide up`, the local provisioner, and the real-process tests.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// NodeSpec describes one storage node process.
+type NodeSpec struct {
+	Name      string // used for its data directory and log file
+	ChordAddr string
+	HTTPAddr  string
+	Join      string // chord address to join through; empty creates a ring
+	Replicas  int
+	Capacity  int64
+	// Extra flags passed to `tide node`.
+	Extra []string
+}
+
+// Proc is a running node process.
+type Proc struct {
+	Spec    NodeSpec
+	DataDir string
+	LogPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
+}
+
+// Local starts and stops node processes of one tide binary.
+type Local struct {
+	// Binary is the tide executable. Default: this process's executable.
+	Binary string
+	// Dir holds one data directory and one log file per node.
+	Dir string
+
+	mu    sync.Mutex
+	procs []*Proc
+}
+
+// Launch starts a node and waits until its file service answers.
+func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
+	bin := l.Binary
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	dir := filepath.Join(l.Dir, s.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	args := []string{"node", "--chord-addr", s.ChordAddr, "--http-addr", s.HTTPAddr, "--data-dir", dir}
+	if s.Join != "" {
+		args = append(args, "--join", s.Join)
+	}
+	if s.Replicas > 0 {
+		args = append(args, "--replicas", strconv.Itoa(s.Replicas))
+	}
+	if s.Capacity > 0 {
+		args = append(args, "--capacity", strconv.FormatInt(s.Capacity, 10))
+	}
+	args = append(args, s.Extra...)
+	logPath := filepath.Join(l.Dir, s.Name+".log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", s.Name, err)
+	}
+	p := &Proc{Spec: s, DataDir: dir, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	l.mu.Lock()
+	l.procs = append(l.procs, p)
+	l.mu.Unlock()
+	if err := p.waitReady(ctx); err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("%s did not become ready (log: %s): %w", s.Name, logPath, err)
+	}
+	return p, nil
+}
+
+func (p *Proc) waitReady(ctx context.Context) error {
+	deadline := time.Now().Add(30 * time.Second)
+	c := http.Client{Timeout: time.Second}
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("exited: %v", p.err)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		resp, err := c.Get("http://" + p.Spec.HTTPAddr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("timed out")
+}
+
+// Pid returns the process id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Kill stops the process at once with SIGKILL, as a crash would.
+func (p *Proc) Kill() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop asks the process to exit with SIGTERM and waits, killing it after
+// the grace period.
+func (p *Proc) Stop(grace time.Duration) {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		p.Kill()
+	}
+}
+
+// StopAll stops every process this Local started.
+func (l *Local) StopAll(grace time.Duration) {
+	l.mu.Lock()
+	procs := append([]*Proc(nil), l.procs...)
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() { defer wg.Done(); p.Stop(grace) }()
+	}
+	wg.Wait()
+}
+
+// Layout chooses addresses for node i of a local cluster.
+type Layout struct {
+	// HostPerNode gives node i the loopback address 127.0.0.(i+1) with the
+	// standard ports, so the seed's scripts (which assume ports 5057 and
+	// 5058 on every node) work unchanged. Otherwise every node listens on
+	// Host with consecutive ports from BasePort.
+	HostPerNode bool
+	Host        string
+	BasePort    int
+}
+
+// Addrs returns the chord and http addresses of node i.
+func (l Layout) Addrs(i int) (chordAddr, httpAddr string) {
+	if l.HostPerNode {
+		host := fmt.Sprintf("127.0.0.%d", i+1)
+		return net.JoinHostPort(host, strconv.Itoa(l.BasePort)), net.JoinHostPort(host, strconv.Itoa(l.BasePort+1))
+	}
+	return net.JoinHostPort(l.Host, strconv.Itoa(l.BasePort+2*i)), net.JoinHostPort(l.Host, strconv.Itoa(l.BasePort+2*i+1))
+}

@@ -1,0 +1,87 @@
+// Command tide runs and drives tide: storage nodes, local clusters, and the
+// clients for them.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tide:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	var level, format string
+	root := &cobra.Command{
+		Use:   "tide",
+		Short: "tide: an autoscaling distributed data system",
+		Long: `tide runs a Chord ring of storage nodes that store files, replicated and moved
+to their new owners when the ring changes.
+
+Every flag can also be set through an environment variable: TIDE_ followed by
+the flag name in upper case with dashes as underscores (--data-dir is
+TIDE_DATA_DIR). A flag given on the command line wins.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			var lv slog.Level
+			if err := lv.UnmarshalText([]byte(level)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+			}
+			opts := &slog.HandlerOptions{Level: lv}
+			switch format {
+			case "text":
+				slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, opts)))
+			case "json":
+				slog.SetDefault(slog.New(slog.NewJSONHandler(os.Stderr, opts)))
+			default:
+				return fmt.Errorf("--log-format %q: want text or json", format)
+			}
+			return nil
+		},
+	}
+	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&format, "log-format", "text", "log format: text or json")
+	root.AddCommand(newNodeCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newBenchCmd())
+	return root
+}
+
+// applyEnv sets every flag not given on the command line from TIDE_<NAME>.
+func applyEnv(cmd *cobra.Command) error {
+	var err error
+	set := func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		env := "TIDE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", env, v, e)
+			}
+		}
+	}
+	cmd.Flags().VisitAll(set)
+	cmd.InheritedFlags().VisitAll(set)
+	return err
+}
+
+// chordAddr accepts "ip:port", or a bare ip as the seed scripts take, which
+// means the standard Chord port 5057.
+func chordAddr(s string) string {
+	if !strings.Contains(s, ":") || strings.HasSuffix(s, "]") {
+		return s + ":5057"
+	}
+	return s
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tide/chord"
+	"tide/store"
+)
+
+func newNodeCmd() *cobra.Command {
+	var cfg store.Config
+	var id string
+	var capacity string
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run a storage node",
+		Long: `Run a storage node: a Chord member (msgpack-rpc on --chord-addr) and a file
+service (HTTP on --http-addr) that stores files under --data-dir.
+
+Without --join the node creates a new ring, or rejoins the ring it was part of
+before a restart (remembered in --data-dir).`,
+		Example: `  tide node --data-dir /var/lib/tide
+  tide node --chord-addr 127.0.0.2:5057 --http-addr 127.0.0.2:5058 --data-dir d2 --join 127.0.0.1:5057`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if id != "" {
+				v, err := strconv.ParseUint(id, 10, 32)
+				if err != nil {
+					return fmt.Errorf("--id %q: want an integer in [0, 4294967295]", id)
+				}
+				cid := chord.ID(v)
+				cfg.ID = &cid
+			}
+			if capacity != "" {
+				c, err := parseBytes(capacity)
+				if err != nil {
+					return fmt.Errorf("--capacity: %w", err)
+				}
+				cfg.Capacity = c
+			}
+			if cfg.Join != "" {
+				cfg.Join = chordAddr(cfg.Join)
+			}
+			cfg.Log = slog.Default()
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			n, err := store.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				slog.Info("signal received; stopping")
+			case <-n.Stopped():
+			}
+			return n.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ChordAddr, "chord-addr", "127.0.0.1:5057", "Chord msgpack-rpc listen address")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:5058", "file service HTTP listen address")
+	f.StringVar(&cfg.Advertise, "advertise", "", "host other nodes use to reach this one (needed when listening on 0.0.0.0)")
+	f.StringVar(&cfg.DataDir, "data-dir", "tide-data", "directory for files and metadata")
+	f.StringVar(&cfg.Join, "join", "", "Chord address of any ring member to join")
+	f.StringVar(&id, "id", "", "ring identifier (default: low 32 bits of MD5 of the Chord address)")
+	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each file (N)")
+	f.IntVar(&cfg.Successors, "successors", 3, "successor list length r (raised to --replicas)")
+	f.StringVar(&capacity, "capacity", "", "bytes this node may store, e.g. 64MiB (default: the filesystem's size)")
+	f.Int64Var(&cfg.MaxFileSize, "max-file-size", 1<<30, "largest file accepted, in bytes")
+	f.DurationVar(&cfg.TickInterval, "tick", time.Second, "Chord stabilize period")
+	f.DurationVar(&cfg.FullRepairInterval, "full-repair", 30*time.Second, "period of the full placement check")
+	cmd.AddCommand(newLeaveCmd())
+	return cmd
+}
+
+func newLeaveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "leave ADDR",
+		Short: "Hand off a node's files and take it out of the ring",
+		Long: `Ask the node at ADDR (its Chord address) to leave gracefully: it hands every
+file it holds to the nodes that hold it once it is gone, leaves the ring, and
+exits. If a hand-off fails the node stays, with its files.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := store.NewClient()
+			defer c.Close()
+			start := time.Now()
+			fmt.Fprintf(os.Stderr, "asking %s to leave...\n", chordAddr(args[0]))
+			moved, err := c.Leave(cmd.Context(), chordAddr(args[0]))
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s left the ring: %d copies handed off in %s\n", chordAddr(args[0]), moved, time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+}
+
+// parseBytes reads sizes like 1048576, 64MiB, 2GB, 512k.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+		{"k", 1 << 10}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}}
+	for _, u := range units {
+		if len(s) > len(u.suffix) && s[len(s)-len(u.suffix):] == u.suffix {
+			v, err := strconv.ParseFloat(s[:len(s)-len(u.suffix)], 64)
+			if err != nil || v < 0 {
+				return 0, fmt.Errorf("bad size %q", s)
+			}
+			return int64(v * float64(u.mult)), nil
+		}
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("bad size %q: want bytes, or a number with KiB, MiB, GiB, KB, MB or GB", s)
+	}
+	return v, nil
+}
