@@ -168,14 +168,21 @@ type Layout struct {
 	// 5058 on every node) work unchanged. Otherwise every node listens on
 	// Host with consecutive ports from BasePort.
 	HostPerNode bool
-	Host        string
-	BasePort    int
+	// HostPrefix is the first three octets for HostPerNode. Default
+	// "127.0.0.".
+	HostPrefix string
+	Host       string
+	BasePort   int
 }
 
 // Addrs returns the chord and http addresses of node i.
 func (l Layout) Addrs(i int) (chordAddr, httpAddr string) {
 	if l.HostPerNode {
-		host := fmt.Sprintf("127.0.0.%d", i+1)
+		prefix := l.HostPrefix
+		if prefix == "" {
+			prefix = "127.0.0."
+		}
+		host := fmt.Sprintf("%s%d", prefix, i+1)
 		return net.JoinHostPort(host, strconv.Itoa(l.BasePort)), net.JoinHostPort(host, strconv.Itoa(l.BasePort+1))
 	}
 	return net.JoinHostPort(l.Host, strconv.Itoa(l.BasePort+2*i)), net.JoinHostPort(l.Host, strconv.Itoa(l.BasePort+2*i+1))
