@@ -5,12 +5,23 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"os"
+	"strconv"
 	"testing"
 
 	"tide/chord"
 )
 
-var chordSeeds = flag.Int("chord.seeds", 60, "number of random seeds per Chord simulation test")
+// chordSeeds is the number of random seeds per Chord simulation test:
+// -chord.seeds, or TIDE_SIM_SEEDS, or 60.
+var chordSeeds = flag.Int("chord.seeds", envInt("TIDE_SIM_SEEDS", 60), "number of random seeds per Chord simulation test")
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
 
 // checkLookups asks random live nodes for the successors of random ids and
 // compares each answer with the brute-force one.

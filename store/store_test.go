@@ -17,7 +17,7 @@ import (
 	"tide/chord"
 )
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -34,7 +34,7 @@ func testLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startTestNode(t *testing.T, join string, replicas int, mod func(*Config)) *Node {
+func startTestNode(t testing.TB, join string, replicas int, mod func(*Config)) *Node {
 	t.Helper()
 	cfg := Config{
 		ChordAddr: freeAddr(t), HTTPAddr: freeAddr(t), DataDir: t.TempDir(), Join: join,

@@ -1,0 +1,41 @@
+# tide build and test entry points. `make test` is what CI runs.
+
+GO ?= go
+SIM_SEEDS ?= 300
+
+.PHONY: build up test deps vet fuzz bench-chord bench-files
+
+build:
+	$(GO) build -o bin/tide ./cmd/tide
+
+# Start a local 3-node ring; Ctrl-C stops it.
+up: build
+	./bin/tide up
+
+# Everything the tests need beyond Go: python3-msgpack, for the tests that
+# speak to tide as the seed's Python client scripts do.
+deps:
+	@if ! /usr/bin/python3 -c 'import msgpack' 2>/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3 python3-msgpack; \
+	fi
+	$(GO) mod download
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+
+test: deps vet
+	TIDE_SIM_SEEDS=$(SIM_SEEDS) $(GO) test -race -count=1 -timeout 20m ./...
+
+# Run each fuzz target for a while (not part of `make test`, which replays
+# the seed corpora only).
+fuzz:
+	$(GO) test ./chord/rpc -run XXX -fuzz FuzzDecodeMessage -fuzztime 60s
+	$(GO) test ./store -run XXX -fuzz FuzzUpload -fuzztime 60s
+
+bench-chord: build
+	./bin/tide bench chord --nodes 16
+
+bench-files: build
+	./bin/tide bench files
