@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -222,11 +223,14 @@ func TestSeedScripts(t *testing.T) {
 	layout := cluster.Layout{HostPerNode: true, HostPrefix: "127.0.9.", BasePort: 5057}
 	var first string
 	var addrs []string
+	var procs []*cluster.Proc
 	for i := range 3 {
 		ca, ha := layout.Addrs(i)
-		if _, err := local.Launch(ctx, cluster.NodeSpec{Name: fmt.Sprint("n", i), ChordAddr: ca, HTTPAddr: ha, Join: first, Extra: []string{"--tick", "200ms"}}); err != nil {
+		p, err := local.Launch(ctx, cluster.NodeSpec{Name: fmt.Sprint("n", i), ChordAddr: ca, HTTPAddr: ha, Join: first, Extra: []string{"--tick", "200ms"}})
+		if err != nil {
 			t.Fatal(err)
 		}
+		procs = append(procs, p)
 		if first == "" {
 			first = ca
 		}
@@ -259,6 +263,62 @@ func TestSeedScripts(t *testing.T) {
 			t.Fatalf("%s: downloaded bytes differ", name)
 		}
 	}
+	// kill() stops the node process, as the course's fault tests use it.
+	if _, err := c.RPC.Call(ctx, addrs[2], "kill"); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	select {
+	case <-procs[2].Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("node did not exit after kill()")
+	}
+}
+
+// TestUp runs `tide up` as a user would, checks its nodes form a ring and
+// serve files, then interrupts it and checks every node process is gone.
+func TestUp(t *testing.T) {
+	addrs, err := bench.FreeAddrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := strings.Cut(addrs[0], ":")
+	base := 20000 + int(chord.KeyOf(port)%20000)
+	dir := t.TempDir()
+	cmd := exec.Command(tideBin, "up", "--nodes", "3", "--host-per-node=false", "--base-port", fmt.Sprint(base), "--data-dir", dir)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	first := fmt.Sprintf("127.0.0.1:%d", base)
+	waitFor(t, "tide up to report the ring", time.Minute, func() error {
+		if !strings.Contains(out.String(), "ring is up") {
+			return fmt.Errorf("output so far: %s", out.String())
+		}
+		return nil
+	})
+	c := store.NewClient()
+	defer c.Close()
+	var chordAddrs []string
+	for i := range 3 {
+		chordAddrs = append(chordAddrs, fmt.Sprintf("127.0.0.1:%d", base+2*i))
+	}
+	if err := bench.WaitConverged(context.Background(), c.RPC, chordAddrs, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Upload(context.Background(), first, "up.txt", strings.NewReader("from tide up")); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("tide up exited with %v\n%s", err, out.String())
+	}
+	for _, a := range chordAddrs {
+		if _, err := c.RPC.Call(context.Background(), a, "ping"); err == nil {
+			t.Fatalf("node %s still answers after tide up stopped", a)
+		}
+	}
 }
 
 func getJSON(ctx context.Context, u string, v any) error {
@@ -269,4 +329,22 @@ func getJSON(ctx context.Context, u string, v any) error {
 	}
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
