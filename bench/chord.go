@@ -100,28 +100,11 @@ func converged(ctx context.Context, cl *rpc.Client, addrs []string) (bool, strin
 		if err != nil {
 			return false, err.Error()
 		}
-		if want := TrueSuccessor(refs, r.ID+1); s != want {
+		if want := chord.SuccessorAmong(refs, r.ID+1); s != want {
 			return false, fmt.Sprintf("%s has successor %s, want %s", r, s, want)
 		}
 	}
 	return true, ""
-}
-
-// TrueSuccessor is the brute-force successor of id among refs.
-func TrueSuccessor(refs []chord.Ref, id chord.ID) chord.Ref {
-	var best, lo chord.Ref
-	for _, r := range refs {
-		if lo.IsZero() || r.ID < lo.ID {
-			lo = r
-		}
-		if r.ID >= id && (best.IsZero() || r.ID < best.ID) {
-			best = r
-		}
-	}
-	if best.IsZero() {
-		return lo
-	}
-	return best
 }
 
 func sumRPC(ctx context.Context, procs []*cluster.Proc, method string) (float64, error) {
@@ -199,7 +182,7 @@ func Chord(ctx context.Context, n int, idle time.Duration, lookups int, log io.W
 		t := time.Now()
 		got, err := cl.CallRef(ctx, addrs[rng.IntN(len(addrs))], "find_successor", uint32(id))
 		lat = append(lat, float64(time.Since(t).Microseconds())/1000)
-		if err == nil && got == TrueSuccessor(refs, id) {
+		if err == nil && got == chord.SuccessorAmong(refs, id) {
 			res.LookupsCorrect++
 		}
 	}

@@ -82,3 +82,22 @@ func RefFor(addr string, id ID) (Ref, error) {
 	}
 	return Ref{IP: host, Port: p, ID: id}, nil
 }
+
+// SuccessorAmong is the brute-force answer to find_successor(id) over a
+// known set of nodes: the first node at or after id, wrapping around. Tests
+// and benchmarks check lookups against it.
+func SuccessorAmong(refs []Ref, id ID) Ref {
+	var best, lowest Ref
+	for _, r := range refs {
+		if lowest.IsZero() || r.ID < lowest.ID {
+			lowest = r
+		}
+		if r.ID >= id && (best.IsZero() || r.ID < best.ID) {
+			best = r
+		}
+	}
+	if best.IsZero() {
+		return lowest
+	}
+	return best
+}

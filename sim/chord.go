@@ -134,13 +134,11 @@ func (c *ChordNet) Round(ctx context.Context) {
 // TrueSuccessor is the brute-force answer to find_successor(id) over the
 // live nodes.
 func (c *ChordNet) TrueSuccessor(id chord.ID) chord.Ref {
-	live := c.Live()
-	for _, n := range live {
-		if n.Self().ID >= id {
-			return n.Self()
-		}
+	var refs []chord.Ref
+	for _, n := range c.Live() {
+		refs = append(refs, n.Self())
 	}
-	return live[0].Self()
+	return chord.SuccessorAmong(refs, id)
 }
 
 // Converged reports whether every live node's successor and predecessor are

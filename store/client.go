@@ -8,7 +8,6 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
-	"time"
 
 	"tide/chord"
 	"tide/chord/rpc"
@@ -133,7 +132,7 @@ func (c *Client) Ring(ctx context.Context, chordAddr string) ([]Info, error) {
 		seen[cur] = true
 		info := Info{ID: uint32(cur.ID), ChordAddr: cur.Addr()}
 		if addr, err := c.RPC.HTTPAddr(ctx, cur.Addr()); err == nil {
-			if err := c.getJSON(ctx, "http://"+addr+"/internal/info", &info); err != nil {
+			if err := getJSON(ctx, c.HTTP, "http://"+addr+"/internal/info", &info); err != nil {
 				info.HTTPAddr = addr
 			}
 		}
@@ -171,22 +170,4 @@ func (c *Client) Leave(ctx context.Context, chordAddr string) (int, error) {
 	}
 	err = json.NewDecoder(resp.Body).Decode(&out)
 	return out.Moved, err
-}
-
-func (c *Client) getJSON(ctx context.Context, u string, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.HTTP.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -392,7 +393,7 @@ func (n *Node) List(ctx context.Context) ([]Meta, error) {
 		addr, err := n.httpAddrOf(ctx, cur)
 		if err == nil {
 			var local []Meta
-			if err = n.getJSON(ctx, "http://"+addr+"/files?local=1", &local); err == nil {
+			if err = getJSON(ctx, n.hc, "http://"+addr+"/files?local=1", &local); err == nil {
 				for _, m := range local {
 					if old, ok := byName[m.Name]; !ok || m.Version > old.Version {
 						byName[m.Name] = m
@@ -419,12 +420,15 @@ func (n *Node) List(ctx context.Context) ([]Meta, error) {
 	return out, nil
 }
 
-func (n *Node) getJSON(ctx context.Context, u string, v any) error {
+// getJSON GETs u and decodes its JSON body into v.
+func getJSON(ctx context.Context, hc *http.Client, u string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := n.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}

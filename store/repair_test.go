@@ -61,7 +61,7 @@ func TestRepairDropsStrayCopies(t *testing.T) {
 		refs = append(refs, n.ring.Self())
 	}
 	for _, name := range names {
-		owner := trueSucc(refs, chord.KeyOf(name))
+		owner := chord.SuccessorAmong(refs, chord.KeyOf(name))
 		for _, n := range nodes {
 			if n.ring.Self() == owner {
 				if _, ok, _ := n.eng.Get(name); !ok {

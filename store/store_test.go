@@ -70,28 +70,12 @@ func ringConverged(nodes []*Node) bool {
 		ids = append(ids, n.ring.Self())
 	}
 	for _, n := range nodes {
-		want := trueSucc(ids, n.ring.Self().ID+1)
+		want := chord.SuccessorAmong(ids, n.ring.Self().ID+1)
 		if n.ring.Successor(0) != want {
 			return false
 		}
 	}
 	return true
-}
-
-func trueSucc(refs []chord.Ref, id chord.ID) chord.Ref {
-	var best, lo chord.Ref
-	for _, r := range refs {
-		if lo.IsZero() || r.ID < lo.ID {
-			lo = r
-		}
-		if r.ID >= id && (best.IsZero() || r.ID < best.ID) {
-			best = r
-		}
-	}
-	if best.IsZero() {
-		return lo
-	}
-	return best
 }
 
 func startCluster(t *testing.T, size, replicas int) []*Node {
@@ -226,7 +210,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("after re-upload got %q, %v", got, err)
 	}
 	var list []Meta
-	if err := c.getJSON(context.Background(), base+"/files", &list); err != nil {
+	if err := getJSON(context.Background(), c.HTTP, base+"/files", &list); err != nil {
 		t.Fatal(err)
 	}
 	if len(list) != 1 || list[0].Name != "ok.txt" {
@@ -292,7 +276,7 @@ func TestJoinMovesOwnedFiles(t *testing.T) {
 		refs = append(refs, n.ring.Self())
 	}
 	for name := range files {
-		if trueSucc(refs, chord.KeyOf(name)) == joiner.ring.Self() {
+		if chord.SuccessorAmong(refs, chord.KeyOf(name)) == joiner.ring.Self() {
 			want[name] = true
 		}
 	}

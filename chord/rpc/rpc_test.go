@@ -63,13 +63,13 @@ func TestRingOverRPC(t *testing.T) {
 			tn.node.Tick(ctx)
 		}
 	}
-	ids := map[chord.ID]chord.Ref{}
+	var ids []chord.Ref
 	for _, tn := range nodes {
-		ids[tn.node.Self().ID] = tn.node.Self()
+		ids = append(ids, tn.node.Self())
 	}
 	for _, key := range []string{"a.txt", "b.txt", "hello", "tide"} {
 		id := chord.KeyOf(key)
-		want := bruteSuccessor(ids, id)
+		want := chord.SuccessorAmong(ids, id)
 		for _, tn := range nodes {
 			got, err := cl.CallRef(ctx, tn.addr, "find_successor", uint32(id))
 			if err != nil {
@@ -89,22 +89,6 @@ func TestRingOverRPC(t *testing.T) {
 	if err != nil || !s9.IsZero() {
 		t.Fatalf("get_successor(99) = %v, %v; want the empty node", s9, err)
 	}
-}
-
-func bruteSuccessor(ids map[chord.ID]chord.Ref, id chord.ID) chord.Ref {
-	var best, min chord.Ref
-	for i, r := range ids {
-		if min.IsZero() || i < min.ID {
-			min = r
-		}
-		if i >= id && (best.IsZero() || i < best.ID) {
-			best = r
-		}
-	}
-	if best.IsZero() {
-		return min
-	}
-	return best
 }
 
 func TestBadRequestsGetErrors(t *testing.T) {
