@@ -343,6 +343,13 @@ func (n *Node) Stabilize(ctx context.Context) {
 		}
 		n.succeeded(s)
 		n.mu.Lock()
+		if n.succ[0] != s {
+			// The successor changed while we asked (a leave or a notify
+			// arrived); this answer describes a neighbourhood we no longer
+			// have, and adopting it could bring back a departed node.
+			n.mu.Unlock()
+			return
+		}
 		cand := make([]Ref, 0, len(list)+2)
 		if !p.IsZero() && p != n.self && Between(p.ID, n.self.ID, s.ID) {
 			cand = append(cand, p)

@@ -43,13 +43,29 @@ func (c *Client) Owner(ctx context.Context, chordAddr, name string) (chord.Ref, 
 	return owner, addr, nil
 }
 
+// target picks the file service to talk to: the owner's, as the seed
+// scripts do, or, if the owner cannot be reached (it may have just crashed
+// or left), the entry node's, which routes the request and fails over to
+// the owner's successors.
+func (c *Client) target(ctx context.Context, chordAddr, name string) (string, error) {
+	_, addr, err := c.Owner(ctx, chordAddr, name)
+	if err == nil {
+		return addr, nil
+	}
+	entry, err2 := c.RPC.HTTPAddr(ctx, chordAddr)
+	if err2 != nil {
+		return "", err
+	}
+	return entry, nil
+}
+
 // Upload sends r as the file name to its owner with uploadserver's
 // multipart form.
 func (c *Client) Upload(ctx context.Context, chordAddr, name string, r io.Reader) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	_, addr, err := c.Owner(ctx, chordAddr, name)
+	addr, err := c.target(ctx, chordAddr, name)
 	if err != nil {
 		return err
 	}
@@ -88,7 +104,7 @@ func (c *Client) Download(ctx context.Context, chordAddr, name string, w io.Writ
 	if err := ValidName(name); err != nil {
 		return err
 	}
-	_, addr, err := c.Owner(ctx, chordAddr, name)
+	addr, err := c.target(ctx, chordAddr, name)
 	if err != nil {
 		return err
 	}
