@@ -184,6 +184,14 @@ func TestBadInput(t *testing.T) {
 			t.Errorf("%s: status %d, want %d", c.what, c.got, c.code)
 		}
 	}
+	// An empty body with the right type, and an empty file (which is a
+	// file: uploadserver stores it too).
+	if code := post("--XX--\r\n", mp); code != 400 {
+		t.Errorf("form without parts: %d, want 400", code)
+	}
+	if code := post(form("files", "empty.txt", ""), mp); code != 204 {
+		t.Errorf("zero-byte file: %d, want 204", code)
+	}
 	for _, n := range nodes {
 		if _, ok, _ := n.eng.Get("t.txt"); ok {
 			t.Errorf("truncated upload left t.txt on %s", n.ring.Self())
@@ -213,8 +221,30 @@ func TestBadInput(t *testing.T) {
 	if err := getJSON(context.Background(), c.HTTP, base+"/files", &list); err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 1 || list[0].Name != "ok.txt" {
+	if len(list) != 2 || list[0].Name != "empty.txt" || list[1].Name != "ok.txt" {
 		t.Fatalf("listing after re-upload: %+v", list)
+	}
+}
+
+func TestOversizedRefused(t *testing.T) {
+	n := startTestNode(t, "", 1, func(c *Config) { c.MaxFileSize = 1000 })
+	c := NewClient()
+	defer c.Close()
+	err := c.Upload(context.Background(), n.ring.Self().Addr(), "huge", bytes.NewReader(make([]byte, 1001)))
+	if err == nil || !strings.Contains(err.Error(), "413") {
+		t.Fatalf("oversized upload: %v, want 413", err)
+	}
+	req, _ := http.NewRequest(http.MethodPut, "http://"+n.HTTPAddr()+"/files/huge", bytes.NewReader(make([]byte, 5000)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Fatalf("oversized PUT: %d, want 413", resp.StatusCode)
+	}
+	if n.eng.Files() != 0 {
+		t.Fatal("oversized upload was stored")
 	}
 }
 
