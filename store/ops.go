@@ -73,33 +73,12 @@ func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64,
 			return n.forwardPut(ctx, owner, name, body, size)
 		}
 	}
-	set := n.localReplicaSet()
-	version := n.clock.Next()
-	// Stream to the replicas while the bytes arrive instead of after: each
-	// replica gets its own pipe, and one that fails is cut off. Replicas
-	// that fail are retried from the local copy once it is committed.
-	fan := newFanout(body)
-	results := make([]chan error, len(set)-1)
-	for i, t := range set[1:] {
-		results[i] = make(chan error, 1)
-		r := fan.add()
-		go func() { results[i] <- n.pushStream(ctx, t, name, version, r) }()
-	}
-	m, err := n.store(name, fan, size, version)
-	fan.finish(err)
-	acks := 1
-	var retry []chord.Ref
-	for i, ch := range results {
-		if perr := <-ch; perr != nil {
-			retry = append(retry, set[1+i])
-		} else {
-			acks++
-		}
-	}
+	m, err := n.store(name, body, size, n.clock.Next())
 	if err != nil {
 		return Meta{}, err
 	}
-	acks += n.replicate(ctx, m, retry)
+	set := n.localReplicaSet()
+	acks := 1 + n.replicate(ctx, m, set[1:])
 	if need := len(set)/2 + 1; acks < need {
 		return m, statusf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
 	}
@@ -221,76 +200,6 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
 	io.Copy(io.Discard, resp.Body)
 	n.m.pushed.Inc()
 	return nil
-}
-
-// pushStream sends a version of a file to node t as it is read from r.
-func (n *Node) pushStream(ctx context.Context, t chord.Ref, name string, version uint64, r io.ReadCloser) error {
-	defer r.Close()
-	addr, err := n.httpAddrOf(ctx, t)
-	if err != nil {
-		return err
-	}
-	u := fileURL(addr, "/internal/file/", name) + "?version=" + strconv.FormatUint(version, 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, r)
-	if err != nil {
-		return err
-	}
-	resp, err := n.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("stream %q to %s: %s", name, t.Addr(), resp.Status)
-	}
-	return nil
-}
-
-// fanout copies what is read from a source to several pipes, at the pace
-// of the slowest. A pipe whose reader has failed is dropped, so a replica
-// that errors or dies does not stop the upload.
-type fanout struct {
-	src   io.Reader
-	pipes []*io.PipeWriter
-}
-
-func newFanout(src io.Reader) *fanout { return &fanout{src: src} }
-
-func (f *fanout) add() io.ReadCloser {
-	pr, pw := io.Pipe()
-	f.pipes = append(f.pipes, pw)
-	return pr
-}
-
-func (f *fanout) Read(p []byte) (int, error) {
-	k, err := f.src.Read(p)
-	if k > 0 {
-		for i, pw := range f.pipes {
-			if pw == nil {
-				continue
-			}
-			if _, werr := pw.Write(p[:k]); werr != nil {
-				f.pipes[i] = nil
-			}
-		}
-	}
-	return k, err
-}
-
-// finish ends every pipe: cleanly if the local write succeeded, with its
-// error otherwise, so replicas discard a partial file.
-func (f *fanout) finish(err error) {
-	for _, pw := range f.pipes {
-		if pw == nil {
-			continue
-		}
-		if err != nil {
-			pw.CloseWithError(err)
-		} else {
-			pw.Close()
-		}
-	}
 }
 
 // forwardPut streams an upload to its owner.
