@@ -1,0 +1,118 @@
+package paxos
+
+// AcceptorState is an acceptor's durable state.
+type AcceptorState struct {
+	Promised Ballot
+	Accepted map[uint64]Entry
+	GCBelow  uint64
+}
+
+// Apply replays one persisted change onto s, as a driver does on restart.
+func (s *AcceptorState) Apply(op PersistOp) {
+	if s.Accepted == nil {
+		s.Accepted = map[uint64]Entry{}
+	}
+	if op.Promised != nil && s.Promised.Less(*op.Promised) {
+		s.Promised = *op.Promised
+	}
+	if op.Accept != nil && op.Accept.Slot >= s.GCBelow {
+		s.Accepted[op.Accept.Slot] = *op.Accept
+	}
+	if op.GCBelow > s.GCBelow {
+		s.GCBelow = op.GCBelow
+		for slot := range s.Accepted {
+			if slot < op.GCBelow {
+				delete(s.Accepted, slot)
+			}
+		}
+	}
+}
+
+// Acceptor votes in one acceptor group. Every vote is persisted before the
+// reply that announces it is sent.
+type Acceptor struct {
+	outbox
+	st AcceptorState
+}
+
+// NewAcceptor returns an acceptor at self with recovered state st (the zero
+// value for a fresh one).
+func NewAcceptor(self string, st AcceptorState) *Acceptor {
+	if st.Accepted == nil {
+		st.Accepted = map[uint64]Entry{}
+	}
+	return &Acceptor{outbox: outbox{self: self}, st: st}
+}
+
+// State returns the acceptor's state (for tests and status).
+func (a *Acceptor) State() AcceptorState { return a.st }
+
+func (a *Acceptor) persist(op PersistOp) {
+	a.st.Apply(op)
+	a.rd.Persist = append(a.rd.Persist, op)
+}
+
+// Tick does nothing: acceptors only answer.
+func (a *Acceptor) Tick() {}
+
+// Step handles one message.
+func (a *Acceptor) Step(m Message) {
+	switch m.Kind {
+	case KindPhase1a:
+		if m.Ballot.Less(a.st.Promised) {
+			a.send(Message{Kind: KindNack, To: m.From, Ballot: a.st.Promised})
+			return
+		}
+		if a.st.Promised != m.Ballot {
+			b := m.Ballot
+			a.persist(PersistOp{Promised: &b})
+		}
+		var entries []Entry
+		for slot, e := range a.st.Accepted {
+			if slot >= m.Slot {
+				entries = append(entries, e)
+			}
+		}
+		a.send(Message{Kind: KindPhase1b, To: m.From, Ballot: m.Ballot, Slot: a.st.GCBelow, Entries: entries})
+	case KindPhase2a:
+		if m.Ballot.Less(a.st.Promised) {
+			a.send(Message{Kind: KindNack, To: m.From, Ballot: a.st.Promised, Slot: m.Slot})
+			return
+		}
+		if m.Slot < a.st.GCBelow {
+			// Executed by a quorum of replicas already: the vote no longer
+			// matters, but the proxy leader is owed an answer.
+			a.send(Message{Kind: KindPhase2b, To: m.From, Ballot: m.Ballot, Slot: m.Slot})
+			return
+		}
+		if cur, ok := a.st.Accepted[m.Slot]; !ok || cur.Ballot != m.Ballot || a.st.Promised != m.Ballot {
+			op := PersistOp{Accept: &Entry{Slot: m.Slot, Ballot: m.Ballot, Value: m.Value}}
+			if a.st.Promised != m.Ballot {
+				b := m.Ballot
+				op.Promised = &b
+			}
+			a.persist(op)
+		}
+		a.send(Message{Kind: KindPhase2b, To: m.From, Ballot: m.Ballot, Slot: m.Slot})
+	case KindGC:
+		if m.Slot > a.st.GCBelow {
+			a.persist(PersistOp{GCBelow: m.Slot})
+		}
+	case KindMaxSlotRequest:
+		var max uint64
+		has := false
+		for slot := range a.st.Accepted {
+			if !has || slot > max {
+				max, has = slot, true
+			}
+		}
+		if !has && a.st.GCBelow > 0 {
+			max, has = a.st.GCBelow-1, true
+		}
+		reply := Message{Kind: KindMaxSlotReply, To: m.From, Command: m.Command}
+		if has {
+			reply.Slot = max + 1 // 0 means "none"
+		}
+		a.send(reply)
+	}
+}

@@ -1,0 +1,107 @@
+package paxos
+
+import (
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// KVOp is a command of the replicated key-value state machine.
+type KVOp struct {
+	Op     string `msgpack:"o"` // get, put, del, cas
+	Key    string `msgpack:"k"`
+	Value  []byte `msgpack:"v,omitempty"`
+	Expect []byte `msgpack:"e,omitempty"` // cas: the value required now (nil: key absent)
+}
+
+// KVResult is the outcome of a KVOp.
+type KVResult struct {
+	OK    bool   `msgpack:"ok"` // put/del/cas took effect
+	Found bool   `msgpack:"f"`  // the key existed before the operation
+	Value []byte `msgpack:"v"`  // get: the value; cas: the value before
+	Err   string `msgpack:"e,omitempty"`
+}
+
+// EncodeKV encodes an operation.
+func EncodeKV(op KVOp) []byte {
+	b, _ := msgpack.Marshal(&op)
+	return b
+}
+
+// DecodeKVResult decodes a result.
+func DecodeKVResult(b []byte) (KVResult, error) {
+	var r KVResult
+	if err := msgpack.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("decode kv result: %w", err)
+	}
+	return r, nil
+}
+
+// KV is a linearizable key-value map when run by replicas: get, put,
+// delete and compare-and-swap.
+type KV struct {
+	m map[string][]byte
+}
+
+// NewKV returns an empty KV.
+func NewKV() *KV { return &KV{m: map[string][]byte{}} }
+
+func result(r KVResult) []byte {
+	b, _ := msgpack.Marshal(&r)
+	return b
+}
+
+// Apply implements StateMachine.
+func (kv *KV) Apply(op []byte) []byte {
+	var o KVOp
+	if err := msgpack.Unmarshal(op, &o); err != nil {
+		return result(KVResult{Err: "bad operation: " + err.Error()})
+	}
+	old, found := kv.m[o.Key]
+	switch o.Op {
+	case "get":
+		return result(KVResult{OK: true, Found: found, Value: old})
+	case "put":
+		kv.m[o.Key] = o.Value
+		return result(KVResult{OK: true, Found: found})
+	case "del":
+		delete(kv.m, o.Key)
+		return result(KVResult{OK: found, Found: found})
+	case "cas":
+		match := (o.Expect == nil && !found) || (o.Expect != nil && found && string(o.Expect) == string(old))
+		if match {
+			kv.m[o.Key] = o.Value
+		}
+		return result(KVResult{OK: match, Found: found, Value: old})
+	}
+	return result(KVResult{Err: fmt.Sprintf("unknown operation %q", o.Op)})
+}
+
+// Read implements StateMachine: only get is allowed.
+func (kv *KV) Read(op []byte) []byte {
+	var o KVOp
+	if err := msgpack.Unmarshal(op, &o); err != nil || o.Op != "get" {
+		return result(KVResult{Err: "only get can be read outside the log"})
+	}
+	v, found := kv.m[o.Key]
+	return result(KVResult{OK: true, Found: found, Value: v})
+}
+
+// Snapshot implements StateMachine.
+func (kv *KV) Snapshot() []byte {
+	b, _ := msgpack.Marshal(kv.m)
+	return b
+}
+
+// Restore implements StateMachine.
+func (kv *KV) Restore(b []byte) error {
+	m := map[string][]byte{}
+	if err := msgpack.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("restore kv: %w", err)
+	}
+	kv.m = m
+	return nil
+}
+
+// Len returns the number of keys.
+func (kv *KV) Len() int { return len(kv.m) }

@@ -1,0 +1,262 @@
+package paxos
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// StateMachine is what replicas run. Apply and Read must be deterministic:
+// every replica applies the same commands in the same order and must reach
+// the same state.
+type StateMachine interface {
+	// Apply executes a command and returns its result.
+	Apply(op []byte) []byte
+	// Read executes a read-only command.
+	Read(op []byte) []byte
+	// Snapshot serializes the state; Restore replaces the state with one.
+	Snapshot() []byte
+	Restore([]byte) error
+}
+
+type clientRecord struct {
+	Seq    uint64 `msgpack:"s"`
+	Result []byte `msgpack:"r"`
+}
+
+type replicaSnapshot struct {
+	Slot    uint64                  `msgpack:"s"`
+	State   []byte                  `msgpack:"st"`
+	Clients map[uint64]clientRecord `msgpack:"c"`
+}
+
+type pendingRead struct {
+	slot uint64
+	cmd  Command
+}
+
+// Replica learns chosen slots, executes them in slot order on its state
+// machine, and answers the commands of the slots it is responsible for
+// (slot mod replicas). A client's retried command is applied once: the
+// replica remembers each client's last sequence number and result.
+type Replica struct {
+	outbox
+	cfg Config
+	idx int
+	now int
+	sm  StateMachine
+
+	log        map[uint64]Value
+	exec       uint64 // next slot to execute
+	clients    map[uint64]clientRecord
+	snap       []byte // latest snapshot, encoded
+	snapSlot   uint64
+	lastExec   int // tick of the last progress
+	lastAsk    int
+	lastReport int
+	reads      []pendingRead
+	peer       int
+	// Executed records every executed slot's value when non-nil (tests).
+	Executed func(slot uint64, v Value)
+}
+
+// NewReplica returns replica number idx of cfg.Replicas running sm.
+func NewReplica(cfg Config, idx int, sm StateMachine) *Replica {
+	cfg = cfg.withDefaults()
+	return &Replica{outbox: outbox{self: cfg.Replicas[idx]}, cfg: cfg, idx: idx, sm: sm,
+		log: map[uint64]Value{}, clients: map[uint64]clientRecord{}}
+}
+
+// Executed returns the next slot to execute: every slot below it has run.
+func (r *Replica) ExecutedThrough() uint64 { return r.exec }
+
+// Step handles one message.
+func (r *Replica) Step(m Message) {
+	switch m.Kind {
+	case KindChosen:
+		if len(m.Entries) == 0 {
+			r.learn(m.Slot, m.Value)
+		}
+		for _, e := range m.Entries {
+			r.learn(e.Slot, e.Value)
+		}
+		r.execute()
+	case KindRecover:
+		r.serveRecover(m.From, m.Slot)
+	case KindSnapshot:
+		if m.Slot > r.exec {
+			if err := r.restore(m.Data); err == nil {
+				r.execute()
+			}
+		}
+	case KindRead:
+		if r.exec >= m.Slot {
+			r.answerRead(m.Command)
+		} else {
+			r.reads = append(r.reads, pendingRead{slot: m.Slot, cmd: m.Command})
+		}
+	}
+}
+
+func (r *Replica) learn(slot uint64, v Value) {
+	if slot >= r.exec {
+		if _, ok := r.log[slot]; !ok {
+			r.log[slot] = v
+		}
+	}
+}
+
+func (r *Replica) execute() {
+	var replies []Reply
+	for {
+		v, ok := r.log[r.exec]
+		if !ok {
+			break
+		}
+		slot := r.exec
+		if r.Executed != nil {
+			r.Executed(slot, v)
+		}
+		mine := int(slot%uint64(len(r.cfg.Replicas))) == r.idx
+		for _, c := range v.Commands {
+			rec, seen := r.clients[c.Client]
+			var result []byte
+			switch {
+			case seen && c.Seq < rec.Seq:
+				continue // an old retry; its client has moved on
+			case seen && c.Seq == rec.Seq:
+				result = rec.Result
+			default:
+				result = r.sm.Apply(c.Op)
+				r.clients[c.Client] = clientRecord{Seq: c.Seq, Result: result}
+			}
+			if mine {
+				replies = append(replies, Reply{Client: c.Client, Seq: c.Seq, Result: result, ReplyTo: c.ReplyTo})
+			}
+		}
+		r.exec++
+		r.lastExec = r.now
+		if r.exec%r.cfg.SnapshotEvery == 0 {
+			r.snapshot()
+		}
+	}
+	if len(replies) > 0 {
+		if len(r.cfg.Unbatchers) > 0 {
+			u := r.cfg.Unbatchers[int(r.exec)%len(r.cfg.Unbatchers)]
+			r.send(Message{Kind: KindReplyBatch, To: u, Replies: replies})
+		} else {
+			for _, rep := range replies {
+				r.send(Message{Kind: KindReply, To: rep.ReplyTo, Reply: rep})
+			}
+		}
+	}
+	if len(r.reads) > 0 {
+		kept := r.reads[:0]
+		for _, rd := range r.reads {
+			if r.exec >= rd.slot {
+				r.answerRead(rd.cmd)
+			} else {
+				kept = append(kept, rd)
+			}
+		}
+		r.reads = kept
+	}
+}
+
+func (r *Replica) answerRead(c Command) {
+	res := r.sm.Read(c.Op)
+	r.send(Message{Kind: KindReply, To: c.ReplyTo, Reply: Reply{Client: c.Client, Seq: c.Seq, Result: res, ReplyTo: c.ReplyTo}})
+}
+
+// snapshot saves the state machine and client table at r.exec and drops
+// the log below it.
+func (r *Replica) snapshot() {
+	s := replicaSnapshot{Slot: r.exec, State: r.sm.Snapshot(), Clients: r.clients}
+	b, err := msgpack.Marshal(&s)
+	if err != nil {
+		return
+	}
+	r.snap, r.snapSlot = b, r.exec
+	for slot := range r.log {
+		if slot < r.exec {
+			delete(r.log, slot)
+		}
+	}
+}
+
+func (r *Replica) restore(data []byte) error {
+	var s replicaSnapshot
+	if err := msgpack.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("decode snapshot: %w", err)
+	}
+	if err := r.sm.Restore(s.State); err != nil {
+		return err
+	}
+	if s.Clients == nil {
+		s.Clients = map[uint64]clientRecord{}
+	}
+	r.clients = s.Clients
+	r.exec = s.Slot
+	r.snap, r.snapSlot = data, s.Slot
+	for slot := range r.log {
+		if slot < r.exec {
+			delete(r.log, slot)
+		}
+	}
+	r.lastExec = r.now
+	return nil
+}
+
+// serveRecover sends a lagging peer what it is missing: the snapshot if
+// the slots it asks for are truncated here, then chosen slots in order.
+func (r *Replica) serveRecover(to string, from uint64) {
+	if from < r.snapSlot && r.snap != nil {
+		r.send(Message{Kind: KindSnapshot, To: to, Slot: r.snapSlot, Data: r.snap})
+		from = r.snapSlot
+	}
+	var slots []uint64
+	for s := range r.log {
+		if s >= from {
+			slots = append(slots, s)
+		}
+	}
+	sort.Slice(slots, func(i, j int) bool { return slots[i] < slots[j] })
+	if len(slots) > 256 {
+		slots = slots[:256]
+	}
+	if len(slots) == 0 {
+		return
+	}
+	entries := make([]Entry, len(slots))
+	for i, s := range slots {
+		entries[i] = Entry{Slot: s, Value: r.log[s]}
+	}
+	r.send(Message{Kind: KindChosen, To: to, Entries: entries})
+}
+
+// Tick reports progress to the leaders now and then, and asks for missing
+// slots when the replica is stuck behind a hole.
+func (r *Replica) Tick() {
+	r.now++
+	if r.now-r.lastReport >= 2*r.cfg.ResendTicks {
+		r.lastReport = r.now
+		for _, l := range r.cfg.Leaders {
+			r.send(Message{Kind: KindWatermark, To: l, Slot: r.exec})
+		}
+	}
+	behind := len(r.log) > int(r.exec-min(r.exec, r.snapSlot)) || len(r.reads) > 0
+	if behind && r.now-r.lastExec >= r.cfg.ResendTicks && r.now-r.lastAsk >= r.cfg.ResendTicks {
+		r.lastAsk = r.now
+		if len(r.cfg.Replicas) > 1 {
+			r.peer = (r.peer + 1) % len(r.cfg.Replicas)
+			if r.peer == r.idx {
+				r.peer = (r.peer + 1) % len(r.cfg.Replicas)
+			}
+			r.send(Message{Kind: KindRecover, To: r.cfg.Replicas[r.peer], Slot: r.exec})
+		}
+		for _, l := range r.cfg.Leaders {
+			r.send(Message{Kind: KindRecover, To: l, Slot: r.exec})
+		}
+	}
+}
