@@ -68,9 +68,9 @@ func (a *Acceptor) Step(m Message) {
 			a.persist(PersistOp{Promised: &b})
 		}
 		var entries []Entry
-		for slot, e := range a.st.Accepted {
+		for _, slot := range sortedKeys(a.st.Accepted) {
 			if slot >= m.Slot {
-				entries = append(entries, e)
+				entries = append(entries, a.st.Accepted[slot])
 			}
 		}
 		a.send(Message{Kind: KindPhase1b, To: m.From, Ballot: m.Ballot, Slot: a.st.GCBelow, Entries: entries})

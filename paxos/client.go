@@ -41,6 +41,7 @@ type Client struct {
 	rng     *rand.Rand
 	calls   map[uint64]*call
 	leader  int
+	hinted  bool // the current leader came from a NotLeader hint
 	done    []Completion
 	Retries int
 }
@@ -111,6 +112,7 @@ func (c *Client) Step(m Message) {
 		}
 	case KindNotLeader:
 		c.leader = hintIndex(c.cfg.Leaders, m.Leader, c.leader)
+		c.hinted = m.Leader != ""
 	case KindMaxSlotReply:
 		cl, ok := c.calls[m.Command.Seq]
 		if !ok || !cl.read || cl.phase2 {
@@ -136,7 +138,8 @@ func (c *Client) Step(m Message) {
 // Tick retries calls that have waited ResendTicks.
 func (c *Client) Tick() {
 	c.now++
-	for _, cl := range c.calls {
+	for _, seq := range sortedKeys(c.calls) {
+		cl := c.calls[seq]
 		if c.now-cl.sentAt < 2*c.cfg.ResendTicks {
 			continue
 		}
@@ -144,9 +147,10 @@ func (c *Client) Tick() {
 		if cl.read {
 			c.sendRead(cl)
 		} else {
-			if len(c.cfg.Batchers) == 0 {
+			if len(c.cfg.Batchers) == 0 && !c.hinted {
 				c.leader = (c.leader + 1) % len(c.cfg.Leaders)
 			}
+			c.hinted = false
 			c.sendWrite(cl)
 		}
 	}

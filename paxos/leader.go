@@ -46,7 +46,7 @@ type Leader struct {
 	nextSlot  uint64
 	pending   map[uint64]*proposal
 	nextProxy int
-	chosen    map[uint64]*Value // nil: chosen, value not known here
+	chosen    map[uint64]*Value // values chosen at or above the GC point
 	watermark uint64            // every slot below is chosen
 
 	lastHeard  int
@@ -59,14 +59,17 @@ type Leader struct {
 }
 
 // NewLeader returns leader number id of cfg.Leaders, seeded for its random
-// election timeouts.
-func NewLeader(cfg Config, id int, seed uint64) *Leader {
+// election timeouts. last is the highest ballot it persisted before a
+// restart (zero for a fresh leader): a leader never campaigns twice with the
+// same ballot, even across restarts, because two proposals in one ballot
+// could differ.
+func NewLeader(cfg Config, id int, seed uint64, last Ballot) *Leader {
 	cfg = cfg.withDefaults()
 	l := &Leader{
 		outbox: outbox{self: cfg.Leaders[id]}, cfg: cfg, id: uint32(id),
 		rng:     rand.New(rand.NewPCG(seed, uint64(id)+1)),
 		pending: map[uint64]*proposal{}, chosen: map[uint64]*Value{}, replicaWM: map[string]uint64{},
-		best: map[uint64]Entry{},
+		best: map[uint64]Entry{}, highest: last,
 	}
 	l.timeout = l.randomTimeout()
 	if id == 0 {
@@ -113,7 +116,7 @@ func (l *Leader) Step(m Message) {
 	case KindRecover:
 		l.sendChosen(m.From, m.Slot)
 	case KindWatermark:
-		l.onWatermark(m.From, m.Slot)
+		l.onWatermark(m.From, m.Slot, m.Durable)
 	}
 }
 
@@ -164,6 +167,8 @@ func (l *Leader) campaign() {
 	l.Elections++
 	l.ballot = Ballot{Round: l.highest.Round + 1, ID: l.id}
 	l.highest = l.ballot
+	b := l.ballot
+	l.rd.Persist = append(l.rd.Persist, PersistOp{Promised: &b})
 	l.lead = candidate
 	l.hint = ""
 	l.votes = make([]map[string]bool, len(l.cfg.Groups))
@@ -225,9 +230,7 @@ func (l *Leader) becomeActive() {
 	l.lead = active
 	l.hint = l.self
 	l.lastBeat = l.now - l.cfg.HeartbeatTicks
-	if l.p1GC > l.watermark {
-		l.watermark = l.p1GC
-	}
+	l.advanceWatermark(l.p1GC)
 	top := l.watermark
 	for s := range l.best {
 		top = max(top, s+1)
@@ -259,21 +262,26 @@ func (l *Leader) becomeActive() {
 // onChosen records a slot a proxy leader saw chosen. The message carries
 // no value: the value is the one this leader proposed in that ballot (Paxos
 // guarantees no other can be chosen). A slot chosen in an older ballot is
-// counted for the watermark but not remembered for recovery.
+// not counted: the leader must know every value below its watermark, so
+// that it can serve replicas that missed them, and so that phase 1 after a
+// restart of leadership recovers from the right place.
 func (l *Leader) onChosen(m Message) {
 	l.ChosenRecv++
 	slot := m.Slot
 	p := l.pending[slot]
-	delete(l.pending, slot)
-	if slot < l.watermark {
+	if p == nil || m.Ballot != l.ballot || slot < l.watermark {
 		return
 	}
-	if p != nil && m.Ballot == l.ballot {
-		v := p.value
-		l.chosen[slot] = &v
-	} else if _, ok := l.chosen[slot]; !ok {
-		l.chosen[slot] = nil
-	}
+	delete(l.pending, slot)
+	v := p.value
+	l.chosen[slot] = &v
+	l.advanceWatermark(l.watermark)
+}
+
+// advanceWatermark raises the watermark to at least w, then past every
+// slot known chosen.
+func (l *Leader) advanceWatermark(w uint64) {
+	l.watermark = max(l.watermark, w)
 	for {
 		if _, ok := l.chosen[l.watermark]; !ok {
 			break
@@ -296,12 +304,14 @@ func (l *Leader) sendChosen(to string, from uint64) {
 	}
 }
 
-// onWatermark learns how far a replica has executed. Once a quorum of
-// replicas has executed below w, acceptors may forget those slots.
-func (l *Leader) onWatermark(from string, w uint64) {
-	l.replicaWM[from] = w
-	if l.lead == active && w < l.watermark {
-		l.sendChosen(from, w)
+// onWatermark learns how far a replica has executed, and up to where it
+// holds a durable snapshot. Once a quorum of replicas holds snapshots at or
+// past w, acceptors may forget the slots below w: every replica can recover
+// them from a peer's snapshot, even after all replicas restart.
+func (l *Leader) onWatermark(from string, exec, durable uint64) {
+	l.replicaWM[from] = durable
+	if l.lead == active && exec < l.watermark {
+		l.sendChosen(from, exec)
 	}
 	q := l.cfg.replicaQuorum()
 	if len(l.replicaWM) < q {
@@ -318,11 +328,19 @@ func (l *Leader) onWatermark(from string, w uint64) {
 		return
 	}
 	l.gcSent = gc
+	// Slots below gc are executed by a quorum of replicas, so chosen: the
+	// leader need not remember or chase them any longer.
 	for s := range l.chosen {
 		if s < gc {
 			delete(l.chosen, s)
 		}
 	}
+	for s := range l.pending {
+		if s < gc {
+			delete(l.pending, s)
+		}
+	}
+	l.advanceWatermark(gc)
 	for _, g := range l.cfg.Groups {
 		for _, a := range g.Acceptors {
 			l.send(Message{Kind: KindGC, To: a, Slot: gc})
@@ -348,8 +366,8 @@ func (l *Leader) Tick() {
 		if l.now-l.lastBeat >= l.cfg.HeartbeatTicks {
 			l.heartbeat()
 		}
-		for s, p := range l.pending {
-			if l.now-p.sentAt >= l.cfg.ResendTicks {
+		for _, s := range sortedKeys(l.pending) {
+			if p := l.pending[s]; l.now-p.sentAt >= l.cfg.ResendTicks {
 				l.sendPhase2a(s, p.value)
 			}
 		}

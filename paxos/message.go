@@ -11,7 +11,9 @@
 package paxos
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -114,6 +116,7 @@ type Message struct {
 	Reply   Reply     `msgpack:"r,omitempty"`
 	Leader  string    `msgpack:"l,omitempty"`
 	Data    []byte    `msgpack:"d,omitempty"` // snapshot bytes
+	Durable uint64    `msgpack:"du,omitempty"` // watermark: the replica's durable snapshot slot
 }
 
 func (m Message) String() string {
@@ -139,7 +142,10 @@ func Decode(b []byte) (Message, error) {
 // sync it), then send Messages. Messages must not leave before the state
 // they depend on is durable.
 type Ready struct {
-	Persist  []PersistOp
+	Persist []PersistOp
+	// Snapshot, from a replica, is its latest state to store durably; the
+	// replica restarts from it.
+	Snapshot []byte
 	Messages []Message
 }
 
@@ -173,4 +179,16 @@ func (o *outbox) Ready() Ready {
 	rd := o.rd
 	o.rd = Ready{}
 	return rd
+}
+
+// sortedKeys returns a map's keys in order, so that roles emit messages in
+// an order that does not depend on map iteration: a simulation run must be
+// a pure function of its seed.
+func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
 }

@@ -74,8 +74,8 @@ func (p *ProxyLeader) sendPhase2a(slot uint64, cur *phase2) {
 // Tick resends phase 2a to acceptors that have not voted.
 func (p *ProxyLeader) Tick() {
 	p.now++
-	for slot, cur := range p.pending {
-		if p.now-cur.sentAt >= p.cfg.ResendTicks {
+	for _, slot := range sortedKeys(p.pending) {
+		if cur := p.pending[slot]; p.now-cur.sentAt >= p.cfg.ResendTicks {
 			p.sendPhase2a(slot, cur)
 		}
 	}

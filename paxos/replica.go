@@ -61,11 +61,19 @@ type Replica struct {
 	Executed func(slot uint64, v Value)
 }
 
-// NewReplica returns replica number idx of cfg.Replicas running sm.
-func NewReplica(cfg Config, idx int, sm StateMachine) *Replica {
+// NewReplica returns replica number idx of cfg.Replicas running sm,
+// restored from snapshot (a Ready.Snapshot it persisted earlier) if that is
+// not nil.
+func NewReplica(cfg Config, idx int, sm StateMachine, snapshot []byte) (*Replica, error) {
 	cfg = cfg.withDefaults()
-	return &Replica{outbox: outbox{self: cfg.Replicas[idx]}, cfg: cfg, idx: idx, sm: sm,
+	r := &Replica{outbox: outbox{self: cfg.Replicas[idx]}, cfg: cfg, idx: idx, sm: sm,
 		log: map[uint64]Value{}, clients: map[uint64]clientRecord{}}
+	if snapshot != nil {
+		if err := r.restore(snapshot); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
 }
 
 // Executed returns the next slot to execute: every slot below it has run.
@@ -87,6 +95,7 @@ func (r *Replica) Step(m Message) {
 	case KindSnapshot:
 		if m.Slot > r.exec {
 			if err := r.restore(m.Data); err == nil {
+				r.rd.Snapshot = m.Data
 				r.execute()
 			}
 		}
@@ -178,6 +187,7 @@ func (r *Replica) snapshot() {
 		return
 	}
 	r.snap, r.snapSlot = b, r.exec
+	r.rd.Snapshot = b
 	for slot := range r.log {
 		if slot < r.exec {
 			delete(r.log, slot)
@@ -242,7 +252,7 @@ func (r *Replica) Tick() {
 	if r.now-r.lastReport >= 2*r.cfg.ResendTicks {
 		r.lastReport = r.now
 		for _, l := range r.cfg.Leaders {
-			r.send(Message{Kind: KindWatermark, To: l, Slot: r.exec})
+			r.send(Message{Kind: KindWatermark, To: l, Slot: r.exec, Durable: r.snapSlot})
 		}
 	}
 	behind := len(r.log) > int(r.exec-min(r.exec, r.snapSlot)) || len(r.reads) > 0

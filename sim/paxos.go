@@ -1,0 +1,281 @@
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+
+	"tide/paxos"
+)
+
+// PaxosNet is a deterministic simulation of a whole compartmentalized
+// MultiPaxos deployment: every role of a paxos.Config, connected by a
+// seeded network that drops, duplicates, delays and reorders messages, cuts
+// links, and crashes and restarts roles. Acceptors keep what they persisted
+// across a crash; every other role restarts empty.
+type PaxosNet struct {
+	Rand *rand.Rand
+	Cfg  paxos.Config
+	Now  int
+
+	// Faults, changeable at any time.
+	DropRate float64
+	DupRate  float64
+	MaxDelay int // extra ticks a message may wait; reordering follows
+
+	roles   map[string]paxos.Role
+	kind    map[string]string
+	index   map[string]int
+	durable map[string]*paxos.AcceptorState
+	snaps   map[string][]byte // replicas' durable snapshots
+	down    map[string]bool
+	cut     map[[2]string]bool
+	flight  []flight
+	seed    uint64
+
+	// Chosen is every slot any replica executed, with its value; Violations
+	// lists every slot two replicas executed differently.
+	Chosen     map[uint64]paxos.Value
+	Violations []string
+	Delivered  int
+	// Trace, if set, sees every delivered message.
+	Trace func(now int, m paxos.Message)
+}
+
+type flight struct {
+	m  paxos.Message
+	at int
+}
+
+// NewPaxosNet builds every role of cfg.
+func NewPaxosNet(cfg paxos.Config, seed uint64) *PaxosNet {
+	n := &PaxosNet{
+		Rand: rand.New(rand.NewPCG(seed, seed*31+7)), Cfg: cfg, seed: seed,
+		roles: map[string]paxos.Role{}, kind: map[string]string{}, index: map[string]int{},
+		durable: map[string]*paxos.AcceptorState{}, snaps: map[string][]byte{}, down: map[string]bool{}, cut: map[[2]string]bool{},
+		Chosen: map[uint64]paxos.Value{},
+	}
+	reg := func(kind string, addrs []string) {
+		for i, a := range addrs {
+			n.kind[a], n.index[a] = kind, i
+		}
+	}
+	reg("batcher", cfg.Batchers)
+	reg("leader", cfg.Leaders)
+	reg("proxy", cfg.ProxyLeaders)
+	for _, g := range cfg.Groups {
+		reg("acceptor", g.Acceptors)
+	}
+	reg("replica", cfg.Replicas)
+	reg("unbatcher", cfg.Unbatchers)
+	for _, a := range cfg.All() {
+		n.start(a)
+	}
+	return n
+}
+
+// start creates the role at addr, from durable state for an acceptor.
+func (n *PaxosNet) start(a string) {
+	i := n.index[a]
+	switch n.kind[a] {
+	case "batcher":
+		n.roles[a] = paxos.NewBatcher(n.Cfg, i)
+	case "leader":
+		var last paxos.Ballot
+		if st := n.durable[a]; st != nil {
+			last = st.Promised
+		}
+		n.roles[a] = paxos.NewLeader(n.Cfg, i, n.Rand.Uint64(), last)
+	case "proxy":
+		n.roles[a] = paxos.NewProxyLeader(n.Cfg, i)
+	case "acceptor":
+		st := n.durable[a]
+		if st == nil {
+			st = &paxos.AcceptorState{}
+			n.durable[a] = st
+		}
+		n.roles[a] = paxos.NewAcceptor(a, cloneState(*st))
+	case "replica":
+		r, err := paxos.NewReplica(n.Cfg, i, paxos.NewKV(), n.snaps[a])
+		if err != nil {
+			panic(err)
+		}
+		r.Executed = func(slot uint64, v paxos.Value) {
+			if prev, ok := n.Chosen[slot]; ok {
+				if !reflect.DeepEqual(normalize(prev), normalize(v)) {
+					n.Violations = append(n.Violations, fmt.Sprintf("t=%d slot %d: replica %s executed %+v, another executed %+v", n.Now, slot, a, v, prev))
+				}
+				return
+			}
+			n.Chosen[slot] = v
+		}
+		n.roles[a] = r
+	case "unbatcher":
+		n.roles[a] = paxos.NewUnbatcher(n.Cfg, i)
+	}
+}
+
+func normalize(v paxos.Value) paxos.Value {
+	if len(v.Commands) == 0 {
+		v.Commands = nil
+	}
+	for i := range v.Commands {
+		if len(v.Commands[i].Op) == 0 {
+			v.Commands[i].Op = nil
+		}
+	}
+	return v
+}
+
+func cloneState(s paxos.AcceptorState) paxos.AcceptorState {
+	c := paxos.AcceptorState{Promised: s.Promised, GCBelow: s.GCBelow, Accepted: map[uint64]paxos.Entry{}}
+	for k, v := range s.Accepted {
+		c.Accepted[k] = v
+	}
+	return c
+}
+
+// AddClient registers a client role at addr (clients never crash).
+func (n *PaxosNet) AddClient(addr string, c *paxos.Client) {
+	n.roles[addr] = c
+	n.kind[addr] = "client"
+}
+
+// Crash stops the role at addr: it loses every message to it and all
+// volatile state.
+func (n *PaxosNet) Crash(a string) {
+	n.down[a] = true
+	delete(n.roles, a)
+}
+
+// Restart brings a crashed role back.
+func (n *PaxosNet) Restart(a string) {
+	if !n.down[a] {
+		return
+	}
+	delete(n.down, a)
+	n.start(a)
+}
+
+// Down reports whether addr is crashed.
+func (n *PaxosNet) Down(a string) bool { return n.down[a] }
+
+// Kind returns the role kind at addr.
+func (n *PaxosNet) Kind(a string) string { return n.kind[a] }
+
+// Role returns the live role at addr, or nil.
+func (n *PaxosNet) Role(a string) paxos.Role { return n.roles[a] }
+
+// Partition cuts the link between a and b both ways.
+func (n *PaxosNet) Partition(a, b string) {
+	n.cut[[2]string{a, b}] = true
+	n.cut[[2]string{b, a}] = true
+}
+
+// Heal restores every link.
+func (n *PaxosNet) Heal() { clear(n.cut) }
+
+// RestartAll brings every crashed role back.
+func (n *PaxosNet) RestartAll() {
+	for _, a := range sortedStrings(n.down) {
+		n.Restart(a)
+	}
+}
+
+func sortedStrings(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// collect takes a role's output into the network. An acceptor's persisted
+// state is made durable before its messages leave.
+func (n *PaxosNet) collect(a string, r paxos.Role) {
+	rd := r.Ready()
+	if rd.Snapshot != nil {
+		n.snaps[a] = rd.Snapshot
+	}
+	if len(rd.Persist) > 0 {
+		st := n.durable[a]
+		if st == nil {
+			st = &paxos.AcceptorState{}
+			n.durable[a] = st
+		}
+		for _, op := range rd.Persist {
+			st.Apply(op)
+		}
+	}
+	for _, m := range rd.Messages {
+		if n.DropRate > 0 && n.Rand.Float64() < n.DropRate {
+			continue
+		}
+		copies := 1
+		if n.DupRate > 0 && n.Rand.Float64() < n.DupRate {
+			copies = 2
+		}
+		for range copies {
+			delay := 1
+			if n.MaxDelay > 0 {
+				delay += n.Rand.IntN(n.MaxDelay + 1)
+			}
+			n.flight = append(n.flight, flight{m: m, at: n.Now + delay})
+		}
+	}
+}
+
+// Step advances the simulation by one tick: due messages are delivered in
+// a random order, then every live role ticks, in a fixed order.
+func (n *PaxosNet) Step() {
+	n.Now++
+	var due, later []flight
+	for _, f := range n.flight {
+		if f.at <= n.Now {
+			due = append(due, f)
+		} else {
+			later = append(later, f)
+		}
+	}
+	n.flight = later
+	n.Rand.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
+	for _, f := range due {
+		m := f.m
+		if n.down[m.To] || n.cut[[2]string{m.From, m.To}] {
+			continue
+		}
+		r := n.roles[m.To]
+		if r == nil {
+			continue
+		}
+		n.Delivered++
+		if n.Trace != nil {
+			n.Trace(n.Now, m)
+		}
+		r.Step(m)
+		n.collect(m.To, r)
+	}
+	for _, a := range n.sortedRoles() {
+		r := n.roles[a]
+		r.Tick()
+		n.collect(a, r)
+	}
+}
+
+func (n *PaxosNet) sortedRoles() []string {
+	out := make([]string, 0, len(n.roles))
+	for a := range n.roles {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Send injects a client's output (after Propose or Read) into the network.
+func (n *PaxosNet) Send(addr string) {
+	if r := n.roles[addr]; r != nil {
+		n.collect(addr, r)
+	}
+}
