@@ -2,6 +2,7 @@
 
 GO ?= go
 SIM_SEEDS ?= 300
+PAXOS_SEEDS ?= 2000
 
 .PHONY: build up test deps vet fuzz bench-chord bench-files
 
@@ -25,8 +26,12 @@ vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
 
+# The race detector slows the Paxos simulation tenfold, so the suite runs
+# under -race with 100 Paxos seeds, then the simulation alone with
+# $(PAXOS_SEEDS) seeds.
 test: deps vet
-	TIDE_SIM_SEEDS=$(SIM_SEEDS) $(GO) test -race -count=1 -timeout 20m ./...
+	TIDE_SIM_SEEDS=$(SIM_SEEDS) TIDE_PAXOS_SEEDS=100 $(GO) test -race -count=1 -timeout 20m ./...
+	TIDE_PAXOS_SEEDS=$(PAXOS_SEEDS) $(GO) test -count=1 -timeout 20m -run 'TestPaxos' ./sim
 
 # Run each fuzz target for a while (not part of `make test`, which replays
 # the seed corpora only).

@@ -235,7 +235,10 @@ func (l *Leader) becomeActive() {
 	for s := range l.best {
 		top = max(top, s+1)
 	}
-	l.nextSlot = max(l.nextSlot, top)
+	// No slot at or past top was accepted by a read quorum of its group, so
+	// none can have been chosen: assignment restarts there, whatever this
+	// leader handed out under an older ballot.
+	l.nextSlot = top
 	for s := l.watermark; s < top; s++ {
 		if _, done := l.chosen[s]; done {
 			continue
