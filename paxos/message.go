@@ -115,7 +115,7 @@ type Message struct {
 	Replies []Reply   `msgpack:"rp,omitempty"`
 	Reply   Reply     `msgpack:"r,omitempty"`
 	Leader  string    `msgpack:"l,omitempty"`
-	Data    []byte    `msgpack:"d,omitempty"` // snapshot bytes
+	Data    []byte    `msgpack:"d,omitempty"`  // snapshot bytes
 	Durable uint64    `msgpack:"du,omitempty"` // watermark: the replica's durable snapshot slot
 }
 
