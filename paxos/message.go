@@ -16,6 +16,8 @@ import (
 	"slices"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"tide/wire"
 )
 
 // Kind says what a message is.
@@ -126,8 +128,13 @@ func (m Message) String() string {
 // Encode serializes m.
 func Encode(m *Message) ([]byte, error) { return msgpack.Marshal(m) }
 
-// Decode parses a message and checks that its kind is known.
+// Decode parses a message and checks that its kind is known. Its bounds are
+// checked before decoding, so garbage cannot make it allocate more than a
+// small multiple of len(b).
 func Decode(b []byte) (Message, error) {
+	if err := wire.Check(b); err != nil {
+		return Message{}, fmt.Errorf("decode paxos message: %w", err)
+	}
 	var m Message
 	if err := msgpack.Unmarshal(b, &m); err != nil {
 		return Message{}, fmt.Errorf("decode paxos message: %w", err)
@@ -192,3 +199,5 @@ func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
 	slices.Sort(keys)
 	return keys
 }
+
+func decodeRaw(b []byte, m *Message) error { return msgpack.Unmarshal(b, m) }

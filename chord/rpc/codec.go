@@ -6,15 +6,14 @@ package rpc
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 
 	"github.com/vmihailenco/msgpack/v5"
 
 	"tide/chord"
+	"tide/wire"
 )
 
 // MaxMessage bounds one decoded message. Chord messages are tiny; the bound
@@ -202,110 +201,6 @@ func encodeRefs(rs []chord.Ref) []any {
 	return out
 }
 
-// readFrame reads the bytes of exactly one msgpack value from r, checking
-// every length against MaxMessage before anything is allocated for it. The
-// frame can then be decoded knowing it is complete and small: the msgpack
-// library trusts length headers and would allocate whatever they claim.
-func readFrame(r *bufio.Reader) ([]byte, error) {
-	buf := make([]byte, 0, 64)
-	need := func(n int) ([]byte, error) {
-		if n < 0 || len(buf)+n > MaxMessage {
-			return nil, fmt.Errorf("%w: message longer than %d bytes", ErrBadMessage, MaxMessage)
-		}
-		start := len(buf)
-		buf = append(buf, make([]byte, n)...)
-		if _, err := io.ReadFull(r, buf[start:]); err != nil {
-			if len(buf) > n && err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		return buf[start:], nil
-	}
-	length := func(size int) (int, error) {
-		b, err := need(size)
-		if err != nil {
-			return 0, err
-		}
-		switch size {
-		case 1:
-			return int(b[0]), nil
-		case 2:
-			return int(binary.BigEndian.Uint16(b)), nil
-		}
-		v := binary.BigEndian.Uint32(b)
-		if v > MaxMessage {
-			return 0, fmt.Errorf("%w: length %d exceeds %d", ErrBadMessage, v, MaxMessage)
-		}
-		return int(v), nil
-	}
-	for pending := 1; pending > 0; pending-- {
-		if pending > MaxMessage-len(buf) {
-			return nil, fmt.Errorf("%w: more elements than bytes allowed", ErrBadMessage)
-		}
-		h, err := need(1)
-		if err != nil {
-			return nil, err
-		}
-		c := h[0]
-		var payload, children int
-		switch {
-		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
-		case c >= 0x80 && c <= 0x8f:
-			children = 2 * int(c&0x0f)
-		case c >= 0x90 && c <= 0x9f:
-			children = int(c & 0x0f)
-		case c >= 0xa0 && c <= 0xbf:
-			payload = int(c & 0x1f)
-		case c == 0xc4 || c == 0xd9:
-			payload, err = length(1)
-		case c == 0xc5 || c == 0xda:
-			payload, err = length(2)
-		case c == 0xc6 || c == 0xdb:
-			payload, err = length(4)
-		case c == 0xc7:
-			payload, err = length(1)
-			payload++
-		case c == 0xc8:
-			payload, err = length(2)
-			payload++
-		case c == 0xc9:
-			payload, err = length(4)
-			payload++
-		case c == 0xca || c == 0xce || c == 0xd2:
-			payload = 4
-		case c == 0xcb || c == 0xcf || c == 0xd3:
-			payload = 8
-		case c == 0xcc || c == 0xd0:
-			payload = 1
-		case c == 0xcd || c == 0xd1:
-			payload = 2
-		case c >= 0xd4 && c <= 0xd8:
-			payload = 1 + 1<<(c-0xd4)
-		case c == 0xdc:
-			children, err = length(2)
-		case c == 0xdd:
-			children, err = length(4)
-		case c == 0xde:
-			children, err = length(2)
-			children *= 2
-		case c == 0xdf:
-			children, err = length(4)
-			children *= 2
-		default:
-			return nil, fmt.Errorf("%w: reserved byte 0x%02x", ErrBadMessage, c)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if _, err := need(payload); err != nil {
-			return nil, err
-		}
-		pending += children
-	}
-	return buf, nil
-}
-
 // decodeFrame decodes a frame read by readFrame.
 func decodeFrame(frame []byte) (any, error) {
 	var v any
@@ -317,8 +212,11 @@ func decodeFrame(frame []byte) (any, error) {
 
 // readMessage reads and decodes the next message from a stream.
 func readMessage(r *bufio.Reader) (any, error) {
-	frame, err := readFrame(r)
+	frame, err := wire.ReadValue(r, MaxMessage)
 	if err != nil {
+		if errors.Is(err, wire.ErrBad) {
+			err = fmt.Errorf("%w: %v", ErrBadMessage, err)
+		}
 		return nil, err
 	}
 	return decodeFrame(frame)
