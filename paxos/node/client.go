@@ -1,0 +1,232 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"tide/paxos"
+	"tide/transport"
+)
+
+// Client submits commands to a tide log. It holds a pool of sessions, each
+// a paxos.Client with its own id and at most one command in flight (the
+// replicas' exactly-once table keeps one entry per session), so up to
+// Sessions commands run at once.
+type Client struct {
+	d      Deployment
+	tr     *transport.Transport
+	addr   string
+	free   chan *session
+	byID   map[uint64]*session
+	mu     sync.Mutex // guards sessions' state machines
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type session struct {
+	c      *paxos.Client
+	seq    uint64
+	result chan []byte
+}
+
+// ErrClosed is returned by calls on a closed client.
+var ErrClosed = errors.New("log client closed")
+
+// NewClient connects a client with the given number of sessions. host is
+// the address the log's replicas reply to; port 0 picks one.
+func NewClient(d Deployment, host string, sessions int) (*Client, error) {
+	if sessions <= 0 {
+		sessions = 1
+	}
+	cfg := d.Log
+	if d.Unreplicated != "" {
+		cfg = unreplicatedConfig(d.Unreplicated)
+	}
+	c := &Client{d: d, tr: transport.New(), free: make(chan *session, sessions), byID: map[uint64]*session{},
+		done: make(chan struct{})}
+	addr, err := c.tr.Listen(net.JoinHostPort(host, "0"), c.deliver)
+	if err != nil {
+		return nil, err
+	}
+	c.addr = addr
+	base := rand.Uint64() &^ 0xffff
+	for i := range sessions {
+		id := base | uint64(i+1)
+		s := &session{c: paxos.NewClient(cfg, addr, id), result: make(chan []byte, 1)}
+		c.byID[id] = s
+		c.free <- s
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go c.loop(ctx, d.Tick())
+	return c, nil
+}
+
+// unreplicatedConfig points clients at the baseline server as their only
+// leader, with no batchers.
+func unreplicatedConfig(addr string) paxos.Config {
+	return paxos.Config{Leaders: []string{addr}, ProxyLeaders: []string{addr}, Replicas: []string{addr},
+		Groups: []paxos.Group{{Acceptors: []string{addr}}}}
+}
+
+func (c *Client) deliver(frame []byte) {
+	m, err := paxos.Decode(frame)
+	if err != nil {
+		return
+	}
+	id := m.Reply.Client
+	if m.Kind == paxos.KindMaxSlotReply {
+		id = m.Command.Client
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.byID[id]
+	if s == nil {
+		if m.Kind == paxos.KindNotLeader {
+			for _, s := range c.byID {
+				s.c.Step(m)
+				c.flush(s)
+			}
+		}
+		return
+	}
+	s.c.Step(m)
+	c.flush(s)
+	for _, done := range s.c.Completed() {
+		if done.Seq == s.seq {
+			s.result <- done.Result
+		}
+	}
+}
+
+func (c *Client) flush(s *session) {
+	for _, m := range s.c.Ready().Messages {
+		b, err := paxos.Encode(&m)
+		if err == nil {
+			c.tr.Send(m.To, b)
+		}
+	}
+}
+
+func (c *Client) loop(ctx context.Context, tick time.Duration) {
+	defer close(c.done)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		for _, s := range c.byID {
+			if s.c.Pending() > 0 {
+				s.c.Tick()
+				c.flush(s)
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// Do runs one command and returns its result. mode chooses how a read
+// (a get) is served; writes always go through the log.
+func (c *Client) Do(ctx context.Context, op []byte, read bool, mode paxos.ReadMode) ([]byte, error) {
+	var s *session
+	select {
+	case s = <-c.free:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.done:
+		return nil, ErrClosed
+	}
+	defer func() { c.free <- s }()
+	c.mu.Lock()
+	if read {
+		s.seq = s.c.Read(op, mode)
+	} else {
+		s.seq = s.c.Propose(op)
+	}
+	c.flush(s)
+	c.mu.Unlock()
+	select {
+	case r := <-s.result:
+		return r, nil
+	case <-ctx.Done():
+		// The command may still take effect; the session is retired so a
+		// late reply cannot be mistaken for the next command's.
+		c.mu.Lock()
+		delete(c.byID, s.c.ID())
+		cfg := c.d.Log
+		if c.d.Unreplicated != "" {
+			cfg = unreplicatedConfig(c.d.Unreplicated)
+		}
+		id := rand.Uint64()
+		s = &session{c: paxos.NewClient(cfg, c.addr, id), result: make(chan []byte, 1)}
+		c.byID[id] = s
+		c.mu.Unlock()
+		return nil, ctx.Err()
+	case <-c.done:
+		return nil, ErrClosed
+	}
+}
+
+func (c *Client) kv(ctx context.Context, op paxos.KVOp, mode paxos.ReadMode) (paxos.KVResult, error) {
+	b, err := c.Do(ctx, paxos.EncodeKV(op), op.Op == "get", mode)
+	if err != nil {
+		return paxos.KVResult{}, err
+	}
+	r, err := paxos.DecodeKVResult(b)
+	if err == nil && r.Err != "" {
+		err = fmt.Errorf("%s %q: %s", op.Op, op.Key, r.Err)
+	}
+	return r, err
+}
+
+// Put sets key to value.
+func (c *Client) Put(ctx context.Context, key string, value []byte) error {
+	_, err := c.kv(ctx, paxos.KVOp{Op: "put", Key: key, Value: value}, 0)
+	return err
+}
+
+// Get reads key through the log or by quorum read.
+func (c *Client) Get(ctx context.Context, key string, mode paxos.ReadMode) ([]byte, bool, error) {
+	r, err := c.kv(ctx, paxos.KVOp{Op: "get", Key: key}, mode)
+	return r.Value, r.Found, err
+}
+
+// Del deletes key and reports whether it existed.
+func (c *Client) Del(ctx context.Context, key string) (bool, error) {
+	r, err := c.kv(ctx, paxos.KVOp{Op: "del", Key: key}, 0)
+	return r.OK, err
+}
+
+// CAS sets key to value if its current value is expect (nil: absent), and
+// returns whether it did and the value before.
+func (c *Client) CAS(ctx context.Context, key string, expect, value []byte) (bool, []byte, error) {
+	r, err := c.kv(ctx, paxos.KVOp{Op: "cas", Key: key, Expect: expect, Value: value}, 0)
+	return r.OK, r.Value, err
+}
+
+// Close stops the client.
+func (c *Client) Close() {
+	c.cancel()
+	<-c.done
+	c.tr.Close()
+}
+
+// HostOf returns the host part of an address, for choosing the interface a
+// client listens on.
+func HostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil || strings.TrimSpace(h) == "" {
+		return "127.0.0.1"
+	}
+	return h
+}

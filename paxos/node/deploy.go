@@ -1,0 +1,94 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"tide/paxos"
+)
+
+// Deployment is what every process of a tide log shares: the protocol
+// configuration, where each role's process serves HTTP (metrics, status,
+// and this deployment), and the tick.
+type Deployment struct {
+	Log paxos.Config `json:"log"`
+	// HTTP maps a role address to its process's HTTP address.
+	HTTP map[string]string `json:"http"`
+	// TickMillis is the protocol tick. Default 10.
+	TickMillis int `json:"tick_ms"`
+	// Unreplicated, if set, is the address of a single unreplicated KV
+	// server used as a baseline; the log roles are then ignored.
+	Unreplicated string `json:"unreplicated,omitempty"`
+}
+
+// Tick returns the tick duration.
+func (d Deployment) Tick() time.Duration {
+	if d.TickMillis <= 0 {
+		return 10 * time.Millisecond
+	}
+	return time.Duration(d.TickMillis) * time.Millisecond
+}
+
+// Validate checks the deployment.
+func (d Deployment) Validate() error {
+	if d.Unreplicated != "" {
+		return nil
+	}
+	return d.Log.Validate()
+}
+
+// LoadDeployment reads a deployment from a JSON file.
+func LoadDeployment(path string) (Deployment, error) {
+	var d Deployment
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		return d, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return d, d.Validate()
+}
+
+// Save writes the deployment as JSON.
+func (d Deployment) Save(path string) error {
+	b, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// RoleOf returns the kind ("batcher", "leader", "proxy", "acceptor",
+// "replica", "unbatcher") and index of a role address.
+func (d Deployment) RoleOf(addr string) (string, int, error) {
+	c := d.Log
+	find := func(list []string) int {
+		for i, a := range list {
+			if a == addr {
+				return i
+			}
+		}
+		return -1
+	}
+	for _, k := range []struct {
+		kind string
+		list []string
+	}{{"batcher", c.Batchers}, {"leader", c.Leaders}, {"proxy", c.ProxyLeaders}, {"replica", c.Replicas}, {"unbatcher", c.Unbatchers}} {
+		if i := find(k.list); i >= 0 {
+			return k.kind, i, nil
+		}
+	}
+	for gi, g := range c.Groups {
+		if i := find(g.Acceptors); i >= 0 {
+			return "acceptor", gi*1000 + i, nil
+		}
+	}
+	if addr == d.Unreplicated && addr != "" {
+		return "unreplicated", 0, nil
+	}
+	return "", 0, errors.New("address " + addr + " is not a role of this deployment")
+}

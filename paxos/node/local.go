@@ -1,0 +1,117 @@
+package node
+
+import (
+	"fmt"
+	"net"
+
+	"tide/paxos"
+)
+
+// Shape is how many of each role a deployment has.
+type Shape struct {
+	Batchers     int // 0: clients send to the leader, unbatched
+	Leaders      int
+	ProxyLeaders int
+	Groups       int
+	F            int // each group has 2f+1 acceptors
+	Replicas     int
+	Unbatchers   int
+	BatchSize    int
+	TickMillis   int
+	Host         string // default 127.0.0.1
+}
+
+// DefaultShape is `tide log up`'s default: 1 batcher, 2 leaders, 2 proxy
+// leaders, one group of 3 acceptors, 2 replicas and 1 unbatcher.
+var DefaultShape = Shape{Batchers: 1, Leaders: 2, ProxyLeaders: 2, Groups: 1, F: 1, Replicas: 2, Unbatchers: 1}
+
+// Validate checks a shape.
+func (s Shape) Validate() error {
+	switch {
+	case s.Leaders < 1, s.ProxyLeaders < 1, s.Groups < 1, s.Replicas < 1:
+		return fmt.Errorf("need at least one leader, proxy leader, acceptor group and replica")
+	case s.F < 0 || s.F > 16:
+		return fmt.Errorf("f=%d out of range [0, 16]", s.F)
+	case s.Batchers < 0 || s.Unbatchers < 0:
+		return fmt.Errorf("negative role count")
+	}
+	return nil
+}
+
+// FreeAddrs returns n distinct free TCP addresses on host.
+func FreeAddrs(host string, n int) ([]string, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	out := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+// NewLocalDeployment lays out a deployment of shape s on free ports of one
+// host, one HTTP port per role.
+func NewLocalDeployment(s Shape) (Deployment, error) {
+	if err := s.Validate(); err != nil {
+		return Deployment{}, err
+	}
+	if s.Host == "" {
+		s.Host = "127.0.0.1"
+	}
+	groupSize := 2*s.F + 1
+	n := s.Batchers + s.Leaders + s.ProxyLeaders + s.Groups*groupSize + s.Replicas + s.Unbatchers
+	addrs, err := FreeAddrs(s.Host, 2*n)
+	if err != nil {
+		return Deployment{}, err
+	}
+	next := 0
+	take := func(k int) []string {
+		out := addrs[next : next+k]
+		next += k
+		return out
+	}
+	cfg := paxos.Config{
+		Batchers: take(s.Batchers), Leaders: take(s.Leaders), ProxyLeaders: take(s.ProxyLeaders),
+		BatchSize: s.BatchSize,
+	}
+	for range s.Groups {
+		cfg.Groups = append(cfg.Groups, paxos.Group{Acceptors: take(groupSize)})
+	}
+	cfg.Replicas = take(s.Replicas)
+	cfg.Unbatchers = take(s.Unbatchers)
+	d := Deployment{Log: cfg, HTTP: map[string]string{}, TickMillis: s.TickMillis}
+	for _, a := range cfg.All() {
+		d.HTTP[a] = addrs[next]
+		next++
+	}
+	return d, d.Validate()
+}
+
+// NewUnreplicatedDeployment lays out the single-server baseline.
+func NewUnreplicatedDeployment(host string) (Deployment, error) {
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	addrs, err := FreeAddrs(host, 2)
+	if err != nil {
+		return Deployment{}, err
+	}
+	return Deployment{Unreplicated: addrs[0], HTTP: map[string]string{addrs[0]: addrs[1]}}, nil
+}
+
+// Roles lists every role address of the deployment.
+func (d Deployment) Roles() []string {
+	if d.Unreplicated != "" {
+		return []string{d.Unreplicated}
+	}
+	return d.Log.All()
+}

@@ -1,0 +1,81 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"tide/paxos"
+)
+
+// startInProcess runs every role of d in this process, each on its own
+// port with its own HTTP port, and returns a stop function.
+func startInProcess(t *testing.T, d Deployment) func() {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, a := range d.Roles() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := Serve(ctx, d, []string{a}, dir, d.HTTP[a], log); err != nil {
+				t.Errorf("serve %s: %v", a, err)
+			}
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+func TestLogInProcess(t *testing.T) {
+	for _, shape := range []Shape{
+		DefaultShape,
+		{Leaders: 2, ProxyLeaders: 1, Groups: 2, F: 1, Replicas: 3}, // unbatched, two groups
+	} {
+		t.Run(fmt.Sprintf("%+v", shape), func(t *testing.T) {
+			d, err := NewLocalDeployment(shape)
+			if err != nil {
+				t.Fatal(err)
+			}
+			stop := startInProcess(t, d)
+			defer stop()
+			c, err := NewClient(d, "127.0.0.1", 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			for i := range 20 {
+				if err := c.Put(ctx, fmt.Sprint("k", i%5), []byte(fmt.Sprint(i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, mode := range []paxos.ReadMode{paxos.ReadThroughLog, paxos.ReadQuorum} {
+				v, found, err := c.Get(ctx, "k4", mode)
+				if err != nil || !found || string(v) != "19" {
+					t.Fatalf("get k4 (mode %d) = %q %v %v, want 19", mode, v, found, err)
+				}
+			}
+			ok, old, err := c.CAS(ctx, "k0", []byte("15"), []byte("x"))
+			if err != nil || !ok || string(old) != "15" {
+				t.Fatalf("cas = %v %q %v", ok, old, err)
+			}
+			ok, _, err = c.CAS(ctx, "k0", []byte("15"), []byte("y"))
+			if err != nil || ok {
+				t.Fatalf("second cas should fail: %v %v", ok, err)
+			}
+			if existed, err := c.Del(ctx, "k0"); err != nil || !existed {
+				t.Fatalf("del = %v %v", existed, err)
+			}
+			if _, found, err := c.Get(ctx, "k0", paxos.ReadThroughLog); err != nil || found {
+				t.Fatalf("k0 after del: found=%v %v", found, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,92 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tide/transport"
+)
+
+// Serve runs the given roles of d in this process until ctx ends: each
+// role listens on its own address, durable state goes under dataDir, and
+// httpAddr serves /metrics, /status and /deployment.
+func Serve(ctx context.Context, d Deployment, roles []string, dataDir, httpAddr string, log *slog.Logger) error {
+	if len(roles) == 0 {
+		return errors.New("no roles to run")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := NewMetrics(reg)
+	tr := transport.New()
+	tr.Log = log
+	defer tr.Close()
+	var runners []*Runner
+	for _, addr := range roles {
+		r, err := NewRunner(d, addr, dataDir, tr, m, log)
+		if err != nil {
+			return err
+		}
+		runners = append(runners, r)
+	}
+	for _, r := range runners {
+		if _, err := tr.Listen(r.Addr, r.Deliver); err != nil {
+			return err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		var st []Status
+		for _, r := range runners {
+			st = append(st, r.Status())
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(st)
+	})
+	mux.HandleFunc("GET /deployment", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(d)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	ln, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", httpAddr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(runners))
+	for _, r := range runners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Run(ctx); err != nil {
+				errs <- err
+				cancel()
+			}
+		}()
+		log.Info("role running", "kind", r.Kind, "addr", r.Addr)
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}

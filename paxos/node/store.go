@@ -1,0 +1,139 @@
+// Package node runs paxos roles for real: over package transport, with
+// durable state in pebble, on a ticker. It also provides the client that
+// tools and benchmarks use.
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"tide/paxos"
+)
+
+// Store keeps a role's durable state in pebble: an acceptor's promise and
+// votes, a leader's highest ballot, a replica's latest snapshot. Every Save
+// is one synced batch, so a burst of votes costs one fsync (group commit).
+type Store struct {
+	db *pebble.DB
+}
+
+var (
+	keyPromised = []byte("promised")
+	keyGC       = []byte("gc")
+	keySnapshot = []byte("snapshot")
+	prefixVote  = []byte("v/")
+)
+
+func voteKey(slot uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixVote...), slot)
+}
+
+// OpenStore opens or creates the store in dir.
+func OpenStore(dir string) (*Store, error) {
+	db, err := pebble.Open(filepath.Join(dir, "paxos"), &pebble.Options{Logger: quiet{}})
+	if err != nil {
+		return nil, fmt.Errorf("open paxos store in %s: %w", dir, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Save makes ops and snapshot durable in one synced batch.
+func (s *Store) Save(ops []paxos.PersistOp, snapshot []byte) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	for _, op := range ops {
+		if op.Promised != nil {
+			v, _ := msgpack.Marshal(op.Promised)
+			b.Set(keyPromised, v, nil)
+		}
+		if op.Accept != nil {
+			v, _ := msgpack.Marshal(op.Accept)
+			b.Set(voteKey(op.Accept.Slot), v, nil)
+		}
+		if op.GCBelow > 0 {
+			b.DeleteRange(voteKey(0), voteKey(op.GCBelow), nil)
+			b.Set(keyGC, binary.BigEndian.AppendUint64(nil, op.GCBelow), nil)
+		}
+	}
+	if snapshot != nil {
+		b.Set(keySnapshot, snapshot, nil)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("persist paxos state: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) get(k []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer closer.Close()
+	return append([]byte(nil), v...), nil
+}
+
+// AcceptorState loads what an acceptor persisted.
+func (s *Store) AcceptorState() (paxos.AcceptorState, error) {
+	st := paxos.AcceptorState{Accepted: map[uint64]paxos.Entry{}}
+	var err error
+	if st.Promised, err = s.Ballot(); err != nil {
+		return st, err
+	}
+	if v, err := s.get(keyGC); err != nil {
+		return st, err
+	} else if len(v) == 8 {
+		st.GCBelow = binary.BigEndian.Uint64(v)
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: voteKey(0), UpperBound: []byte("v0")})
+	if err != nil {
+		return st, err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		var e paxos.Entry
+		if err := msgpack.Unmarshal(it.Value(), &e); err != nil {
+			return st, fmt.Errorf("decode vote %x: %w", it.Key(), err)
+		}
+		if e.Slot >= st.GCBelow {
+			st.Accepted[e.Slot] = e
+		}
+	}
+	return st, it.Error()
+}
+
+// Ballot loads the highest ballot persisted (an acceptor's promise or a
+// leader's last campaign).
+func (s *Store) Ballot() (paxos.Ballot, error) {
+	var b paxos.Ballot
+	v, err := s.get(keyPromised)
+	if err != nil || v == nil {
+		return b, err
+	}
+	if err := msgpack.Unmarshal(v, &b); err != nil {
+		return b, fmt.Errorf("decode ballot: %w", err)
+	}
+	return b, nil
+}
+
+// Snapshot loads a replica's latest snapshot, or nil.
+func (s *Store) Snapshot() ([]byte, error) { return s.get(keySnapshot) }
+
+type quiet struct{}
+
+func (quiet) Infof(string, ...any)  {}
+func (quiet) Errorf(string, ...any) {}
+func (quiet) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf(format, args...))
+}

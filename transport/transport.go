@@ -1,0 +1,266 @@
+// Package transport carries node-to-node messages over TCP: one persistent
+// connection per destination, length-prefixed frames, and write coalescing
+// (frames queued while a write is in progress go out in one system call).
+//
+// Delivery is best effort, as the protocols above expect: a frame to an
+// unreachable peer, or one that finds its peer's queue full, is dropped and
+// the protocol's own retransmission covers it.
+package transport
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MaxFrame bounds one frame.
+const MaxFrame = 64 << 20
+
+// Handler receives each inbound frame. It must not keep the slice.
+type Handler func(frame []byte)
+
+// Stats counts a transport's traffic.
+type Stats struct {
+	FramesSent, FramesReceived, FramesDropped, BytesSent atomic.Int64
+}
+
+// Transport sends frames to addresses and serves the addresses it listens
+// on.
+type Transport struct {
+	// QueueLen is each peer's send queue. Default 65536 frames.
+	QueueLen int
+	Log      *slog.Logger
+	Stats    Stats
+
+	mu        sync.Mutex
+	peers     map[string]*peer
+	listeners []net.Listener
+	conns     map[net.Conn]struct{}
+	closed    bool
+	wg        sync.WaitGroup
+}
+
+// New returns a transport with default settings.
+func New() *Transport { return &Transport{} }
+
+// Listen serves addr, passing every inbound frame to h. It returns the
+// bound address (useful with port 0).
+func (t *Transport) Listen(addr string, h Handler) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("listen %s: %w", addr, err)
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		ln.Close()
+		return "", errors.New("transport closed")
+	}
+	t.listeners = append(t.listeners, ln)
+	t.wg.Add(1)
+	t.mu.Unlock()
+	go func() {
+		defer t.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.mu.Lock()
+			if t.closed {
+				t.mu.Unlock()
+				c.Close()
+				return
+			}
+			if t.conns == nil {
+				t.conns = map[net.Conn]struct{}{}
+			}
+			t.conns[c] = struct{}{}
+			t.wg.Add(1)
+			t.mu.Unlock()
+			go t.serve(c, h)
+		}
+	}()
+	return ln.Addr().String(), nil
+}
+
+func (t *Transport) serve(c net.Conn, h Handler) {
+	defer t.wg.Done()
+	defer func() {
+		c.Close()
+		t.mu.Lock()
+		delete(t.conns, c)
+		t.mu.Unlock()
+	}()
+	r := bufio.NewReaderSize(c, 256<<10)
+	var hdr [4]byte
+	buf := make([]byte, 0, 4096)
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n > MaxFrame {
+			t.logf("transport: frame of %d bytes from %s exceeds %d; closing", n, c.RemoteAddr(), MaxFrame)
+			return
+		}
+		if cap(buf) < int(n) {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return
+		}
+		t.Stats.FramesReceived.Add(1)
+		h(buf)
+	}
+}
+
+func (t *Transport) logf(format string, args ...any) {
+	if t.Log != nil {
+		t.Log.Warn(fmt.Sprintf(format, args...))
+	}
+}
+
+// Send queues frame for addr. It never blocks; a full queue drops the frame.
+func (t *Transport) Send(addr string, frame []byte) {
+	p := t.peer(addr)
+	if p == nil {
+		return
+	}
+	select {
+	case p.q <- frame:
+	default:
+		t.Stats.FramesDropped.Add(1)
+	}
+}
+
+type peer struct {
+	addr string
+	q    chan []byte
+	done chan struct{}
+}
+
+func (t *Transport) peer(addr string) *peer {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	if p, ok := t.peers[addr]; ok {
+		return p
+	}
+	if t.peers == nil {
+		t.peers = map[string]*peer{}
+	}
+	ql := t.QueueLen
+	if ql == 0 {
+		ql = 65536
+	}
+	p := &peer{addr: addr, q: make(chan []byte, ql), done: make(chan struct{})}
+	t.peers[addr] = p
+	t.wg.Add(1)
+	go t.writeLoop(p)
+	return p
+}
+
+// writeLoop owns one peer's connection: it dials, writes every queued frame,
+// and flushes only when the queue is empty, so a burst leaves in few
+// writes. After a failure it redials with backoff, dropping what was queued
+// meanwhile.
+func (t *Transport) writeLoop(p *peer) {
+	defer t.wg.Done()
+	backoff := 10 * time.Millisecond
+	var hdr [4]byte
+	for {
+		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		if err != nil {
+			// Drain what is queued: it would be stale by the time we connect.
+			for drained := false; !drained; {
+				select {
+				case <-p.q:
+					t.Stats.FramesDropped.Add(1)
+				case <-p.done:
+					return
+				default:
+					drained = true
+				}
+			}
+			select {
+			case <-time.After(backoff):
+			case <-p.done:
+				return
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 10 * time.Millisecond
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetNoDelay(true)
+		}
+		w := bufio.NewWriterSize(c, 256<<10)
+		ok := true
+		for ok {
+			var f []byte
+			select {
+			case f = <-p.q:
+			case <-p.done:
+				w.Flush()
+				c.Close()
+				return
+			}
+			for {
+				binary.BigEndian.PutUint32(hdr[:], uint32(len(f)))
+				if _, err := w.Write(hdr[:]); err != nil {
+					ok = false
+					break
+				}
+				if _, err := w.Write(f); err != nil {
+					ok = false
+					break
+				}
+				t.Stats.FramesSent.Add(1)
+				t.Stats.BytesSent.Add(int64(len(f)) + 4)
+				select {
+				case f = <-p.q:
+					continue
+				default:
+				}
+				break
+			}
+			if ok && w.Flush() != nil {
+				ok = false
+			}
+		}
+		c.Close()
+	}
+}
+
+// Close stops listening, closes every connection and waits for the
+// transport's goroutines.
+func (t *Transport) Close() {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	for _, ln := range t.listeners {
+		ln.Close()
+	}
+	for c := range t.conns {
+		c.Close()
+	}
+	for _, p := range t.peers {
+		close(p.done)
+	}
+	t.mu.Unlock()
+	t.wg.Wait()
+}
