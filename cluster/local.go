@@ -29,14 +29,16 @@ type NodeSpec struct {
 	Extra []string
 }
 
-// Proc is a running node process.
+// Proc is a running child process.
 type Proc struct {
-	Spec    NodeSpec
+	Name    string
+	Spec    NodeSpec // for storage nodes
 	DataDir string
 	LogPath string
 	cmd     *exec.Cmd
 	done    chan struct{}
 	err     error
+	health  string
 }
 
 // Local starts and stops node processes of one tide binary.
@@ -50,19 +52,9 @@ type Local struct {
 	procs []*Proc
 }
 
-// Launch starts a node and waits until its file service answers.
+// Launch starts a storage node and waits until its file service answers.
 func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
-	bin := l.Binary
-	if bin == "" {
-		var err error
-		if bin, err = os.Executable(); err != nil {
-			return nil, err
-		}
-	}
 	dir := filepath.Join(l.Dir, s.Name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
 	args := []string{"node", "--chord-addr", s.ChordAddr, "--http-addr", s.HTTPAddr, "--data-dir", dir}
 	if s.Join != "" {
 		args = append(args, "--join", s.Join)
@@ -74,7 +66,27 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 		args = append(args, "--capacity", strconv.FormatInt(s.Capacity, 10))
 	}
 	args = append(args, s.Extra...)
-	logPath := filepath.Join(l.Dir, s.Name+".log")
+	p, err := l.Start(ctx, s.Name, args, "http://"+s.HTTPAddr+"/healthz")
+	if p != nil {
+		p.Spec, p.DataDir = s, dir
+	}
+	return p, err
+}
+
+// Start runs `tide ARGS...` as a child process named name, logging to
+// Dir/name.log, and waits until healthURL answers 200.
+func (l *Local) Start(ctx context.Context, name string, args []string, healthURL string) (*Proc, error) {
+	bin := l.Binary
+	if bin == "" {
+		var err error
+		if bin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(l.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(l.Dir, name+".log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -84,9 +96,9 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", s.Name, err)
+		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Proc{Spec: s, DataDir: dir, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &Proc{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{}), health: healthURL}
 	go func() {
 		p.err = cmd.Wait()
 		logf.Close()
@@ -97,7 +109,7 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 	l.mu.Unlock()
 	if err := p.waitReady(ctx); err != nil {
 		p.Kill()
-		return nil, fmt.Errorf("%s did not become ready (log: %s): %w", s.Name, logPath, err)
+		return nil, fmt.Errorf("%s did not become ready (log: %s): %w", name, logPath, err)
 	}
 	return p, nil
 }
@@ -113,7 +125,7 @@ func (p *Proc) waitReady(ctx context.Context) error {
 			return ctx.Err()
 		default:
 		}
-		resp, err := c.Get("http://" + p.Spec.HTTPAddr + "/healthz")
+		resp, err := c.Get(p.health)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tide/cluster"
+	"tide/paxos"
+	"tide/paxos/node"
+)
+
+func newLogCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "log",
+		Short: "The tide log: compartmentalized MultiPaxos with a linearizable KV",
+		Long: `The tide log is a replicated log built as compartmentalized MultiPaxos:
+batchers, leaders, proxy leaders, acceptor groups, replicas and unbatchers,
+each its own process, each scaling on its own. Replicas run a linearizable
+key-value store (get, put, del, cas).
+
+TARGET in the client commands is a deployment file (written by 'tide log up')
+or the HTTP address of any role process.`,
+	}
+	cmd.AddCommand(newLogUpCmd(), newLogServeCmd(), newLogStatusCmd(),
+		newLogKVCmd("put", "put TARGET KEY VALUE", 3), newLogKVCmd("get", "get TARGET KEY", 2),
+		newLogKVCmd("del", "del TARGET KEY", 2), newLogKVCmd("cas", "cas TARGET KEY EXPECT VALUE", 4))
+	return cmd
+}
+
+func shapeFlags(cmd *cobra.Command, s *node.Shape) {
+	f := cmd.Flags()
+	f.IntVar(&s.Batchers, "batchers", s.Batchers, "batchers (0: clients send single commands to the leader)")
+	f.IntVar(&s.Leaders, "leaders", s.Leaders, "leaders (one active, the rest standby)")
+	f.IntVar(&s.ProxyLeaders, "proxy-leaders", s.ProxyLeaders, "proxy leaders")
+	f.IntVar(&s.Groups, "groups", s.Groups, "acceptor groups")
+	f.IntVar(&s.F, "f", s.F, "failures tolerated: each group has 2f+1 acceptors")
+	f.IntVar(&s.Replicas, "replicas", s.Replicas, "replicas")
+	f.IntVar(&s.Unbatchers, "unbatchers", s.Unbatchers, "unbatchers (0: replicas reply to clients)")
+	f.IntVar(&s.BatchSize, "batch-size", 40, "commands per batch")
+	f.IntVar(&s.TickMillis, "tick-ms", 10, "protocol tick in milliseconds (heartbeats every 5 ticks, elections after 30-60)")
+}
+
+// startLog launches every role of d as a child process and waits until all
+// answer.
+func startLog(ctx context.Context, local *cluster.Local, d node.Deployment, depPath, dataDir string) error {
+	for _, a := range d.Roles() {
+		kind, _, _ := d.RoleOf(a)
+		name := kind + "-" + strings.NewReplacer(":", "_", ".", "_").Replace(a)
+		args := []string{"log", "serve", "--deployment", depPath, "--role", a, "--data-dir", dataDir, "--http-addr", d.HTTP[a]}
+		if _, err := local.Start(ctx, name, args, "http://"+d.HTTP[a]+"/healthz"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newLogUpCmd() *cobra.Command {
+	shape := node.DefaultShape
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start a local tide log, one process per role, until Ctrl-C",
+		Long: `Start a local tide log with every role as its own child process: by default
+1 batcher, 2 leaders, 2 proxy leaders, one group of 3 acceptors, 2 replicas and
+1 unbatcher. The deployment is written to --data-dir/deployment.json; pass it
+(or any role's HTTP address) to 'tide log put|get|del|cas|status'.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := node.NewLocalDeployment(shape)
+			if err != nil {
+				return err
+			}
+			abs, err := filepath.Abs(dir)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(abs, 0o755); err != nil {
+				return err
+			}
+			depPath := filepath.Join(abs, "deployment.json")
+			if err := d.Save(depPath); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			local := &cluster.Local{Dir: abs}
+			defer func() {
+				fmt.Fprintln(os.Stderr, "stopping roles...")
+				local.StopAll(10 * time.Second)
+			}()
+			fmt.Printf("starting %d roles (logs in %s)\n", len(d.Roles()), abs)
+			if err := startLog(ctx, local, d, depPath, filepath.Join(abs, "state")); err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ROLE\tADDRESS\tHTTP")
+			for _, a := range d.Roles() {
+				kind, _, _ := d.RoleOf(a)
+				fmt.Fprintf(w, "%s\t%s\thttp://%s\n", kind, a, d.HTTP[a])
+			}
+			w.Flush()
+			fmt.Printf("\nlog is up; deployment: %s\nTry:\n  tide log put %s greeting hello\n  tide log get %s greeting\n  tide log status %s\nPress Ctrl-C to stop.\n", depPath, depPath, depPath, depPath)
+			<-ctx.Done()
+			return nil
+		},
+	}
+	shapeFlags(cmd, &shape)
+	cmd.Flags().StringVar(&dir, "data-dir", "tide-log", "directory for the deployment, role state and logs")
+	return cmd
+}
+
+func newLogServeCmd() *cobra.Command {
+	var depPath, dataDir, httpAddr string
+	var roles []string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run one or more roles of a tide log deployment in this process",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := node.LoadDeployment(depPath)
+			if err != nil {
+				return err
+			}
+			if len(roles) == 0 {
+				roles = d.Roles()
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return node.Serve(ctx, d, roles, dataDir, httpAddr, slog.Default())
+		},
+	}
+	cmd.Flags().StringVar(&depPath, "deployment", "deployment.json", "deployment file")
+	cmd.Flags().StringSliceVar(&roles, "role", nil, "role addresses to run here (default: all)")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "tide-log-state", "directory for durable role state")
+	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:0", "address for /metrics, /status and /deployment")
+	return cmd
+}
+
+// loadTarget reads a deployment from a file or from a role's HTTP address.
+func loadTarget(target string) (node.Deployment, error) {
+	if st, err := os.Stat(target); err == nil && !st.IsDir() {
+		return node.LoadDeployment(target)
+	}
+	var d node.Deployment
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + strings.TrimPrefix(target, "http://") + "/deployment")
+	if err != nil {
+		return d, fmt.Errorf("%s is neither a deployment file nor a reachable role: %w", target, err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
+		return d, fmt.Errorf("deployment from %s: %w", target, err)
+	}
+	return d, d.Validate()
+}
+
+func newLogKVCmd(op, use string, nargs int) *cobra.Command {
+	var quorum, absent bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: map[string]string{"put": "Set a key", "get": "Read a key", "del": "Delete a key", "cas": "Compare-and-swap a key"}[op],
+		Args:  cobra.ExactArgs(nargs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := loadTarget(args[0])
+			if err != nil {
+				return err
+			}
+			c, err := node.NewClient(d, "127.0.0.1", 1)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			key := args[1]
+			switch op {
+			case "put":
+				if err := c.Put(ctx, key, []byte(args[2])); err != nil {
+					return err
+				}
+				fmt.Println("OK")
+			case "get":
+				mode := paxos.ReadThroughLog
+				if quorum {
+					mode = paxos.ReadQuorum
+				}
+				v, found, err := c.Get(ctx, key, mode)
+				if err != nil {
+					return err
+				}
+				if !found {
+					return fmt.Errorf("key %q not found", key)
+				}
+				fmt.Println(string(v))
+			case "del":
+				existed, err := c.Del(ctx, key)
+				if err != nil {
+					return err
+				}
+				if !existed {
+					return fmt.Errorf("key %q not found", key)
+				}
+				fmt.Println("OK")
+			case "cas":
+				var expect []byte
+				if !absent {
+					expect = []byte(args[2])
+				}
+				ok, old, err := c.CAS(ctx, key, expect, []byte(args[3]))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return fmt.Errorf("cas %q: current value is %q", key, old)
+				}
+				fmt.Println("OK")
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "give up after this long")
+	if op == "get" {
+		cmd.Flags().BoolVar(&quorum, "quorum-read", false, "read from acceptor quorums and a replica instead of through the log")
+	}
+	if op == "cas" {
+		cmd.Flags().BoolVar(&absent, "expect-absent", false, "succeed only if the key does not exist (EXPECT is ignored)")
+	}
+	return cmd
+}
+
+func newLogStatusCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status TARGET",
+		Short: "Show every role: ballot, chosen watermark, executed slots, message rates",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := loadTarget(args[0])
+			if err != nil {
+				return err
+			}
+			first, err := collectStatus(d)
+			if err != nil {
+				return err
+			}
+			time.Sleep(time.Second)
+			second, _ := collectStatus(d)
+			type row struct {
+				node.Status
+				InPerSec  float64 `json:"in_per_sec"`
+				OutPerSec float64 `json:"out_per_sec"`
+				Up        bool    `json:"up"`
+			}
+			var rows []row
+			for _, a := range d.Roles() {
+				r := row{Status: node.Status{Addr: a}}
+				r.Kind, _, _ = d.RoleOf(a)
+				if s, ok := second[a]; ok {
+					r.Status, r.Up = s, true
+					if f, ok := first[a]; ok {
+						r.InPerSec = float64(s.MessagesIn - f.MessagesIn)
+						r.OutPerSec = float64(s.MessagesOut - f.MessagesOut)
+					}
+				}
+				rows = append(rows, r)
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(rows)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ROLE\tADDRESS\tUP\tBALLOT\tACTIVE\tCHOSEN<\tEXECUTED<\tIN/s\tOUT/s")
+			for _, r := range rows {
+				fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%v\t%d\t%d\t%.0f\t%.0f\n", r.Kind, r.Addr, r.Up, r.Ballot, r.Active, r.Chosen, r.Executed, r.InPerSec, r.OutPerSec)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func collectStatus(d node.Deployment) (map[string]node.Status, error) {
+	out := map[string]node.Status{}
+	c := http.Client{Timeout: 2 * time.Second}
+	seen := map[string]bool{}
+	var addrs []string
+	for _, h := range d.HTTP {
+		if !seen[h] {
+			seen[h] = true
+			addrs = append(addrs, h)
+		}
+	}
+	sort.Strings(addrs)
+	for _, h := range addrs {
+		resp, err := c.Get("http://" + h + "/status")
+		if err != nil {
+			continue
+		}
+		var st []node.Status
+		json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		for _, s := range st {
+			out[s.Addr] = s
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no role of the deployment answered")
+	}
+	return out, nil
+}
