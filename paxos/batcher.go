@@ -9,6 +9,7 @@ type Batcher struct {
 	buf     []Command
 	firstAt int
 	leader  int
+	ballot  Ballot // of the leader followed
 	// Batches counts batches sent, for metrics.
 	Batches int
 }
@@ -32,6 +33,16 @@ func (b *Batcher) Step(m Message) {
 		}
 	case KindNotLeader:
 		b.leader = hintIndex(b.cfg.Leaders, m.Leader, b.leader)
+	case KindHeartbeat:
+		// Follow the newest active leader.
+		if !m.Ballot.Less(b.ballot) {
+			b.ballot = m.Ballot
+			for i, l := range b.cfg.Leaders {
+				if l == m.From {
+					b.leader = i
+				}
+			}
+		}
 	}
 }
 

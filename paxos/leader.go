@@ -351,12 +351,17 @@ func (l *Leader) onWatermark(from string, exec, durable uint64) {
 	}
 }
 
+// heartbeat tells the other leaders this one is alive, and the batchers
+// where to send their batches.
 func (l *Leader) heartbeat() {
 	l.lastBeat = l.now
 	for _, o := range l.cfg.Leaders {
 		if o != l.self {
 			l.send(Message{Kind: KindHeartbeat, To: o, Ballot: l.ballot})
 		}
+	}
+	for _, b := range l.cfg.Batchers {
+		l.send(Message{Kind: KindHeartbeat, To: b, Ballot: l.ballot})
 	}
 }
 

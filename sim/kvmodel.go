@@ -49,12 +49,26 @@ var KVModel = porcupine.Model{
 	Step: func(state, input, output any) (bool, any) {
 		s := state.(kvState)
 		in := input.(KVInput)
+		if output == nil {
+			// The operation's outcome is unknown (its client gave up): it
+			// may take effect at any point after its call.
+			switch in.Op {
+			case "put":
+				return true, kvState{present: true, value: in.Value}
+			case "del":
+				return true, kvState{}
+			case "get":
+				return true, s
+			}
+			return false, s
+		}
 		out := output.(KVOutput)
 		switch in.Op {
 		case "get":
 			return out.Found == s.present && (!s.present || out.Value == s.value), s
 		case "put":
-			return out.OK && out.Found == s.present, kvState{present: true, value: in.Value}
+			// Whether the key existed is not part of a put's contract.
+			return out.OK, kvState{present: true, value: in.Value}
 		case "del":
 			return out.OK == s.present && out.Found == s.present, kvState{}
 		case "cas":
@@ -70,7 +84,11 @@ var KVModel = porcupine.Model{
 		return false, s
 	},
 	DescribeOperation: func(input, output any) string {
-		in, out := input.(KVInput), output.(KVOutput)
+		in := input.(KVInput)
+		if output == nil {
+			return fmt.Sprintf("%s(%s, %q) -> unknown", in.Op, in.Key, in.Value)
+		}
+		out := output.(KVOutput)
 		exp := "<absent>"
 		if in.Expect != nil {
 			exp = *in.Expect

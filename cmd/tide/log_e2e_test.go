@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"tide/cluster"
+	"tide/paxos"
+	"tide/paxos/node"
+	"tide/sim"
+)
+
+// TestLogSurvivesKills runs the log as real processes under a client load,
+// kill -9s the active leader, then an acceptor, and checks that the log
+// keeps serving and that every client history is linearizable.
+func TestLogSurvivesKills(t *testing.T) {
+	dir := t.TempDir()
+	shape := node.DefaultShape
+	shape.TickMillis = 10
+	d, err := node.NewLocalDeployment(shape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	depPath := filepath.Join(dir, "deployment.json")
+	if err := d.Save(depPath); err != nil {
+		t.Fatal(err)
+	}
+	local := &cluster.Local{Binary: tideBin, Dir: dir}
+	defer local.StopAll(5 * time.Second)
+	ctx := context.Background()
+	procs, err := startLog(ctx, local, d, depPath, filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	var history []porcupine.Operation
+	var completed atomic.Int64
+	start := time.Now()
+	now := func() int64 { return int64(time.Since(start)) }
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for ci := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := node.NewClient(d, "127.0.0.1", 1)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			rng := rand.New(rand.NewPCG(uint64(ci), 1))
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := fmt.Sprint("k", rng.IntN(3))
+				in := sim.KVInput{Key: key}
+				opCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				call := now()
+				var out any
+				var err error
+				switch rng.IntN(4) {
+				case 0, 1:
+					in.Op, in.Value = "put", fmt.Sprintf("c%d-%d", ci, n)
+					err = c.Put(opCtx, key, []byte(in.Value))
+					out = sim.KVOutput{OK: true}
+				case 2:
+					in.Op = "get"
+					mode := paxos.ReadThroughLog
+					if rng.IntN(2) == 0 {
+						mode = paxos.ReadQuorum
+					}
+					var v []byte
+					var found bool
+					v, found, err = c.Get(opCtx, key, mode)
+					out = sim.KVOutput{OK: true, Found: found, Value: string(v)}
+				default:
+					in.Op = "del"
+					var existed bool
+					existed, err = c.Del(opCtx, key)
+					out = sim.KVOutput{OK: existed, Found: existed}
+				}
+				cancel()
+				ret := now()
+				if err != nil {
+					if !errors.Is(err, context.DeadlineExceeded) {
+						t.Errorf("%s: %v", in.Op, err)
+						return
+					}
+					out, ret = nil, math.MaxInt64
+				} else {
+					completed.Add(1)
+				}
+				mu.Lock()
+				history = append(history, porcupine.Operation{ClientId: ci, Input: in, Call: call, Output: out, Return: ret})
+				mu.Unlock()
+			}
+		}()
+	}
+	waitProgress := func(what string, more int64) {
+		t.Helper()
+		target := completed.Load() + more
+		waitFor(t, what, time.Minute, func() error {
+			if completed.Load() < target {
+				return fmt.Errorf("%d of %d operations", completed.Load(), target)
+			}
+			return nil
+		})
+	}
+	waitProgress("initial load", 200)
+	leader := activeLeader(t, d)
+	procs[leader].Kill()
+	t.Logf("killed active leader %s after %d operations", leader, completed.Load())
+	waitProgress("progress after the leader was killed", 200)
+	acc := d.Log.Groups[0].Acceptors[1]
+	procs[acc].Kill()
+	t.Logf("killed acceptor %s after %d operations", acc, completed.Load())
+	waitProgress("progress after an acceptor was killed", 200)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d operations completed", completed.Load())
+	if res := porcupine.CheckOperationsTimeout(sim.KVModel, history, time.Minute); res == porcupine.Illegal {
+		t.Fatalf("history of %d operations is not linearizable", len(history))
+	}
+}
+
+func activeLeader(t *testing.T, d node.Deployment) string {
+	t.Helper()
+	var found string
+	waitFor(t, "an active leader", time.Minute, func() error {
+		for _, l := range d.Log.Leaders {
+			resp, err := http.Get("http://" + d.HTTP[l] + "/status")
+			if err != nil {
+				continue
+			}
+			var st []node.Status
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			for _, s := range st {
+				if s.Active {
+					found = s.Addr
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no leader reports active")
+	})
+	return found
+}
