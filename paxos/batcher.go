@@ -63,6 +63,13 @@ func (b *Batcher) flush() {
 	b.buf = nil
 }
 
+// Flush sends whatever is waiting (see Flusher).
+func (b *Batcher) Flush() {
+	if len(b.buf) > 0 {
+		b.flush()
+	}
+}
+
 // Tick flushes a batch that has waited BatchTicks.
 func (b *Batcher) Tick() {
 	b.now++

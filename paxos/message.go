@@ -170,6 +170,14 @@ type Role interface {
 	Ready() Ready
 }
 
+// Flusher is implemented by roles that hold input back to batch it. A
+// driver calls Flush whenever no more input is waiting, so a batch holds
+// whatever arrived while the last one was being handled: small batches and
+// low latency under light load, full batches under heavy load.
+type Flusher interface {
+	Flush()
+}
+
 // outbox collects a role's pending output.
 type outbox struct {
 	self string

@@ -259,6 +259,9 @@ func (n *PaxosNet) Step() {
 	}
 	for _, a := range n.sortedRoles() {
 		r := n.roles[a]
+		if f, ok := r.(paxos.Flusher); ok && n.Rand.IntN(2) == 0 {
+			f.Flush()
+		}
 		r.Tick()
 		n.collect(a, r)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,7 +19,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure tide on this machine with real node processes",
 	}
-	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd())
+	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd(), newBenchLogCmd())
 	return cmd
 }
 
@@ -97,5 +98,81 @@ func newBenchFilesCmd() *cobra.Command {
 	cmd.Flags().StringVar(&total, "total", "256MiB", "bytes to transfer per size")
 	cmd.Flags().IntVar(&crash, "crash-files", 200, "files of 256 KiB to upload before killing a node (0 skips)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+func newBenchLogCmd() *cobra.Command {
+	var clients, modes, target string
+	var duration time.Duration
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "log",
+		Short: "Throughput and latency of the tide log against its unreplicated baseline",
+		Long: `Drive closed-loop clients that put 16-byte values and report operations per
+second and p50/p99 latency.
+
+Given no --target, each mode starts a fresh local log as child processes
+(1 batcher, 2 leaders, 2 proxy leaders, 3 acceptors with fsync, 2 replicas,
+1 unbatcher), measures it and stops it:
+  batched       the default deployment
+  unbatched     no batchers or unbatchers: one command per slot
+  unreplicated  the same KV, transport and client with no consensus (the ceiling)
+
+--clients and --modes take comma-separated lists and every combination is
+measured in one run. With --json and a single combination the output is one
+object with ops_per_sec, p50_ms and p99_ms; otherwise a JSON array.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var counts []int
+			for _, s := range strings.Split(clients, ",") {
+				var n int
+				if _, err := fmt.Sscan(strings.TrimSpace(s), &n); err != nil || n < 1 || n > 10000 {
+					return fmt.Errorf("--clients: bad count %q", s)
+				}
+				counts = append(counts, n)
+			}
+			var results []bench.LogResult
+			for _, mode := range strings.Split(modes, ",") {
+				mode = strings.TrimSpace(mode)
+				for _, n := range counts {
+					var res bench.LogResult
+					var err error
+					if target != "" {
+						d, lerr := loadTarget(target)
+						if lerr != nil {
+							return lerr
+						}
+						res, err = bench.Log(cmd.Context(), d, "target", n, duration, os.Stderr)
+					} else {
+						res, err = bench.LogLocal(cmd.Context(), mode, n, duration, os.Stderr)
+					}
+					if err != nil {
+						return err
+					}
+					results = append(results, res)
+				}
+				if target != "" {
+					break
+				}
+			}
+			if asJSON && len(results) == 1 {
+				return json.NewEncoder(os.Stdout).Encode(results[0])
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(results)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "MODE\tCLIENTS\tOPS/S\tP50 MS\tP99 MS\tERRORS")
+			for _, r := range results {
+				fmt.Fprintf(w, "%s\t%d\t%.0f\t%.2f\t%.2f\t%d\n", r.Mode, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&clients, "clients", "10", "closed-loop clients, comma-separated for several runs")
+	cmd.Flags().StringVar(&modes, "modes", "batched", "batched, unbatched, unreplicated (comma-separated)")
+	cmd.Flags().StringVar(&target, "target", "", "measure an existing log (deployment file or role HTTP address) instead")
+	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

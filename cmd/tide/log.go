@@ -53,23 +53,6 @@ func shapeFlags(cmd *cobra.Command, s *node.Shape) {
 	f.IntVar(&s.TickMillis, "tick-ms", 10, "protocol tick in milliseconds (heartbeats every 5 ticks, elections after 30-60)")
 }
 
-// startLog launches every role of d as a child process, waits until all
-// answer, and returns each role's process.
-func startLog(ctx context.Context, local *cluster.Local, d node.Deployment, depPath, dataDir string) (map[string]*cluster.Proc, error) {
-	procs := map[string]*cluster.Proc{}
-	for _, a := range d.Roles() {
-		kind, _, _ := d.RoleOf(a)
-		name := kind + "-" + strings.NewReplacer(":", "_", ".", "_").Replace(a)
-		args := []string{"log", "serve", "--deployment", depPath, "--role", a, "--data-dir", dataDir, "--http-addr", d.HTTP[a]}
-		p, err := local.Start(ctx, name, args, "http://"+d.HTTP[a]+"/healthz")
-		if err != nil {
-			return procs, err
-		}
-		procs[a] = p
-	}
-	return procs, nil
-}
-
 func newLogUpCmd() *cobra.Command {
 	shape := node.DefaultShape
 	var dir string
@@ -105,7 +88,7 @@ func newLogUpCmd() *cobra.Command {
 				local.StopAll(10 * time.Second)
 			}()
 			fmt.Printf("starting %d roles (logs in %s)\n", len(d.Roles()), abs)
-			if _, err := startLog(ctx, local, d, depPath, filepath.Join(abs, "state")); err != nil {
+			if _, err := local.StartLog(ctx, d, depPath, filepath.Join(abs, "state")); err != nil {
 				return err
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)

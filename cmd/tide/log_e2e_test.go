@@ -40,7 +40,7 @@ func TestLogSurvivesKills(t *testing.T) {
 	local := &cluster.Local{Binary: tideBin, Dir: dir}
 	defer local.StopAll(5 * time.Second)
 	ctx := context.Background()
-	procs, err := startLog(ctx, local, d, depPath, filepath.Join(dir, "state"))
+	procs, err := local.StartLog(ctx, d, depPath, filepath.Join(dir, "state"))
 	if err != nil {
 		t.Fatal(err)
 	}

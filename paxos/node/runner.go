@@ -154,14 +154,17 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.mu.Lock()
 			r.step(m)
 			// Take whatever else is waiting, so one sync covers it all.
-			for k := 0; k < 4096; k++ {
+			drained := false
+			for k := 0; k < 4096 && !drained; k++ {
 				select {
 				case m := <-r.inbox:
 					r.step(m)
-					continue
 				default:
+					drained = true
 				}
-				break
+			}
+			if f, ok := r.role.(paxos.Flusher); ok && drained {
+				f.Flush()
 			}
 		case <-t.C:
 			r.mu.Lock()
