@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"tide/wire"
 )
 
 // KVOp is a command of the replicated key-value state machine.
@@ -51,10 +53,19 @@ func result(r KVResult) []byte {
 	return b
 }
 
+// decodeOp parses a client's operation, bounds first: operations come from
+// clients, and a replica must not be made to allocate what a header claims.
+func decodeOp(op []byte, o *KVOp) error {
+	if err := wire.Check(op); err != nil {
+		return err
+	}
+	return msgpack.Unmarshal(op, o)
+}
+
 // Apply implements StateMachine.
 func (kv *KV) Apply(op []byte) []byte {
 	var o KVOp
-	if err := msgpack.Unmarshal(op, &o); err != nil {
+	if err := decodeOp(op, &o); err != nil {
 		return result(KVResult{Err: "bad operation: " + err.Error()})
 	}
 	old, found := kv.m[o.Key]
@@ -80,7 +91,7 @@ func (kv *KV) Apply(op []byte) []byte {
 // Read implements StateMachine: only get is allowed.
 func (kv *KV) Read(op []byte) []byte {
 	var o KVOp
-	if err := msgpack.Unmarshal(op, &o); err != nil || o.Op != "get" {
+	if err := decodeOp(op, &o); err != nil || o.Op != "get" {
 		return result(KVResult{Err: "only get can be read outside the log"})
 	}
 	v, found := kv.m[o.Key]
@@ -96,6 +107,9 @@ func (kv *KV) Snapshot() []byte {
 // Restore implements StateMachine.
 func (kv *KV) Restore(b []byte) error {
 	m := map[string][]byte{}
+	if err := wire.Check(b); err != nil {
+		return fmt.Errorf("restore kv: %w", err)
+	}
 	if err := msgpack.Unmarshal(b, &m); err != nil {
 		return fmt.Errorf("restore kv: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"tide/wire"
 )
 
 // StateMachine is what replicas run. Apply and Read must be deterministic:
@@ -197,6 +199,9 @@ func (r *Replica) snapshot() {
 
 func (r *Replica) restore(data []byte) error {
 	var s replicaSnapshot
+	if err := wire.Check(data); err != nil {
+		return fmt.Errorf("decode snapshot: %w", err)
+	}
 	if err := msgpack.Unmarshal(data, &s); err != nil {
 		return fmt.Errorf("decode snapshot: %w", err)
 	}

@@ -50,7 +50,10 @@ func shapeFlags(cmd *cobra.Command, s *node.Shape) {
 	f.IntVar(&s.Replicas, "replicas", s.Replicas, "replicas")
 	f.IntVar(&s.Unbatchers, "unbatchers", s.Unbatchers, "unbatchers (0: replicas reply to clients)")
 	f.IntVar(&s.BatchSize, "batch-size", 40, "commands per batch")
-	f.IntVar(&s.TickMillis, "tick-ms", 10, "protocol tick in milliseconds (heartbeats every 5 ticks, elections after 30-60)")
+	f.IntVar(&s.TickMillis, "tick-ms", 10, "protocol tick in milliseconds")
+	f.IntVar(&s.HeartbeatTicks, "heartbeat-ticks", 5, "active leader's heartbeat period, in ticks")
+	f.IntVar(&s.ElectionTicks, "election-ticks", 30, "silence before a standby leader campaigns, in ticks (randomized up to twice this)")
+	f.IntVar(&s.ResendTicks, "resend-ticks", 10, "wait before retransmitting an unanswered message, in ticks")
 }
 
 func newLogUpCmd() *cobra.Command {

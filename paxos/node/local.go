@@ -18,7 +18,11 @@ type Shape struct {
 	Unbatchers   int
 	BatchSize    int
 	TickMillis   int
-	Host         string // default 127.0.0.1
+	// Timeouts in ticks; zero takes paxos.Config's defaults.
+	HeartbeatTicks int
+	ElectionTicks  int
+	ResendTicks    int
+	Host           string // default 127.0.0.1
 }
 
 // DefaultShape is `tide log up`'s default: 1 batcher, 2 leaders, 2 proxy
@@ -81,7 +85,7 @@ func NewLocalDeployment(s Shape) (Deployment, error) {
 	}
 	cfg := paxos.Config{
 		Batchers: take(s.Batchers), Leaders: take(s.Leaders), ProxyLeaders: take(s.ProxyLeaders),
-		BatchSize: s.BatchSize,
+		BatchSize: s.BatchSize, HeartbeatTicks: s.HeartbeatTicks, ElectionTicks: s.ElectionTicks, ResendTicks: s.ResendTicks,
 	}
 	for range s.Groups {
 		cfg.Groups = append(cfg.Groups, paxos.Group{Acceptors: take(groupSize)})

@@ -44,6 +44,7 @@ func Serve(ctx context.Context, d Deployment, roles []string, dataDir, httpAddr 
 			return err
 		}
 	}
+	reg.MustRegister(&statusCollector{runners: runners})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
@@ -88,5 +89,50 @@ func Serve(ctx context.Context, d Deployment, roles []string, dataDir, httpAddr 
 		return err
 	default:
 		return nil
+	}
+}
+
+// statusCollector exports each role's protocol state as Prometheus series.
+type statusCollector struct{ runners []*Runner }
+
+var (
+	descChosen    = prometheus.NewDesc("tide_paxos_chosen_watermark", "Leader: every slot below is known chosen.", []string{"role", "addr"}, nil)
+	descNext      = prometheus.NewDesc("tide_paxos_next_slot", "Leader: the next slot it will assign.", []string{"role", "addr"}, nil)
+	descActive    = prometheus.NewDesc("tide_paxos_leader_active", "Leader: 1 while active.", []string{"role", "addr"}, nil)
+	descElections = prometheus.NewDesc("tide_paxos_elections_total", "Leader: campaigns started.", []string{"role", "addr"}, nil)
+	descExecuted  = prometheus.NewDesc("tide_paxos_executed_slots", "Replica: slots executed.", []string{"role", "addr"}, nil)
+	descBatches   = prometheus.NewDesc("tide_paxos_batches_total", "Batcher: batches sent.", []string{"role", "addr"}, nil)
+	descAccepted  = prometheus.NewDesc("tide_paxos_accepted_slots", "Acceptor: votes held (not yet garbage-collected).", []string{"role", "addr"}, nil)
+)
+
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descChosen, descNext, descActive, descElections, descExecuted, descBatches, descAccepted} {
+		ch <- d
+	}
+}
+
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, r := range c.runners {
+		s := r.Status()
+		g := func(d *prometheus.Desc, t prometheus.ValueType, v float64) {
+			ch <- prometheus.MustNewConstMetric(d, t, v, s.Kind, s.Addr)
+		}
+		switch s.Kind {
+		case "leader":
+			g(descChosen, prometheus.GaugeValue, float64(s.Chosen))
+			g(descNext, prometheus.GaugeValue, float64(s.NextSlot))
+			active := 0.0
+			if s.Active {
+				active = 1
+			}
+			g(descActive, prometheus.GaugeValue, active)
+			g(descElections, prometheus.CounterValue, float64(s.Elections))
+		case "replica":
+			g(descExecuted, prometheus.GaugeValue, float64(s.Executed))
+		case "batcher":
+			g(descBatches, prometheus.CounterValue, float64(s.Batches))
+		case "acceptor":
+			g(descAccepted, prometheus.GaugeValue, float64(s.Accepted))
+		}
 	}
 }
