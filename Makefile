@@ -4,7 +4,7 @@ GO ?= go
 SIM_SEEDS ?= 300
 PAXOS_SEEDS ?= 2000
 
-.PHONY: build up test deps vet fuzz bench-chord bench-files
+.PHONY: build up test deps vet fuzz bench-chord bench-files bench-log
 
 build:
 	$(GO) build -o bin/tide ./cmd/tide
@@ -38,9 +38,14 @@ test: deps vet
 fuzz:
 	$(GO) test ./chord/rpc -run XXX -fuzz FuzzDecodeMessage -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzUpload -fuzztime 60s
+	$(GO) test ./paxos -run XXX -fuzz FuzzDecode -fuzztime 60s
+	$(GO) test ./paxos -run XXX -fuzz FuzzKV -fuzztime 60s
 
 bench-chord: build
 	./bin/tide bench chord --nodes 16
 
 bench-files: build
 	./bin/tide bench files
+
+bench-log: build
+	./bin/tide bench log --clients 1,10,100 --modes batched,unbatched,unreplicated
