@@ -1,0 +1,120 @@
+// Package kv is the Dynamo-style replication core of the tide store: N
+// replicas on a key's N distinct ring successors, W acknowledgements per
+// write, R answers per read, last-writer-wins versions, read repair, hinted
+// handoff and range-digest anti-entropy.
+//
+// A Node is a state machine in the style of package paxos: Step takes a
+// message, Tick a unit of time, Ready hands back what to persist and what
+// to send. Its only seam to the outside is Storage, which production backs
+// with pebble and tests with a map.
+package kv
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// Record is one version of a key. Tombstones record deletes so that an old
+// value cannot come back through repair.
+type Record struct {
+	Key     []byte `msgpack:"k"`
+	Value   []byte `msgpack:"v,omitempty"`
+	Version uint64 `msgpack:"ver"`
+	Tomb    bool   `msgpack:"t,omitempty"`
+}
+
+// Newer reports whether r should replace o: the higher version wins, and
+// equal versions are ordered by value so every replica picks the same one.
+func (r Record) Newer(o Record) bool {
+	if r.Version != o.Version {
+		return r.Version > o.Version
+	}
+	if r.Tomb != o.Tomb {
+		return r.Tomb
+	}
+	return bytes.Compare(r.Value, o.Value) > 0
+}
+
+// Storage is a node's local copy of its keys.
+type Storage interface {
+	// Get returns the stored record of key.
+	Get(key []byte) (Record, bool, error)
+	// Scan calls fn for every record whose position is in (from, to], in
+	// position order; from == to scans everything.
+	Scan(from, to uint32, fn func(pos uint32, r Record) bool) error
+}
+
+// Ring tells a node where keys live.
+type Ring interface {
+	// Position maps a key to its ring position.
+	Position(key []byte) uint32
+	// Preference returns the N distinct nodes that hold a position, the
+	// owner first.
+	Preference(pos uint32, n int) []string
+	// Members lists every node with its token, in token order.
+	Members() []Member
+}
+
+// Member is one node of the ring.
+type Member struct {
+	Addr  string
+	Token uint32
+}
+
+// Config configures a Node.
+type Config struct {
+	// N, W, R: replicas, write quorum, read quorum. Default 3/2/2.
+	N, W, R int
+	// ResendTicks: a replica request unanswered this long is sent again;
+	// after TimeoutTicks the client request fails. Defaults 20 and 200.
+	ResendTicks, TimeoutTicks int
+	// HintTicks is how often held hints are retried. Default 50.
+	HintTicks int
+	// SyncTicks is how often anti-entropy compares one range with one peer.
+	// Default 100.
+	SyncTicks int
+	// Buckets splits a range for digest comparison. Default 64.
+	Buckets int
+	// MaxValue bounds a value. Default 1 MiB.
+	MaxValue int
+}
+
+func (c Config) withDefaults() Config {
+	if c.N == 0 {
+		c.N = 3
+	}
+	if c.W == 0 {
+		c.W = min(2, c.N)
+	}
+	if c.R == 0 {
+		c.R = min(2, c.N)
+	}
+	if c.ResendTicks == 0 {
+		c.ResendTicks = 20
+	}
+	if c.TimeoutTicks == 0 {
+		c.TimeoutTicks = 200
+	}
+	if c.HintTicks == 0 {
+		c.HintTicks = 50
+	}
+	if c.SyncTicks == 0 {
+		c.SyncTicks = 100
+	}
+	if c.Buckets == 0 {
+		c.Buckets = 64
+	}
+	if c.MaxValue == 0 {
+		c.MaxValue = 1 << 20
+	}
+	return c
+}
+
+// Validate checks the quorum settings.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.N < 1 || c.W < 1 || c.R < 1 || c.W > c.N || c.R > c.N {
+		return fmt.Errorf("kv: need 1 <= W, R <= N (N=%d W=%d R=%d)", c.N, c.W, c.R)
+	}
+	return nil
+}

@@ -1,0 +1,147 @@
+package kv
+
+import (
+	"crypto/md5"
+	"encoding/binary"
+	"slices"
+	"sort"
+)
+
+// MemStorage is an in-memory Storage for tests and the simulator.
+type MemStorage struct {
+	Pos  func([]byte) uint32
+	recs map[string]Record
+}
+
+// NewMemStorage returns an empty store placing keys with pos.
+func NewMemStorage(pos func([]byte) uint32) *MemStorage {
+	return &MemStorage{Pos: pos, recs: map[string]Record{}}
+}
+
+// Apply performs persisted operations (what a driver does with Ready).
+func (m *MemStorage) Apply(ops []PersistOp) {
+	for _, op := range ops {
+		if op.Put != nil {
+			m.recs[string(op.Put.Key)] = *op.Put
+		}
+		if op.Delete != nil {
+			delete(m.recs, string(op.Delete))
+		}
+	}
+}
+
+// Get implements Storage.
+func (m *MemStorage) Get(key []byte) (Record, bool, error) {
+	r, ok := m.recs[string(key)]
+	return r, ok, nil
+}
+
+// Len returns the number of records.
+func (m *MemStorage) Len() int { return len(m.recs) }
+
+// Scan implements Storage.
+func (m *MemStorage) Scan(from, to uint32, fn func(uint32, Record) bool) error {
+	type pr struct {
+		pos uint32
+		key string
+	}
+	var all []pr
+	for k := range m.recs {
+		p := m.Pos([]byte(k))
+		if from == to || inHalfOpen(p, from, to) {
+			all = append(all, pr{p, k})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].pos != all[j].pos {
+			return all[i].pos < all[j].pos
+		}
+		return all[i].key < all[j].key
+	})
+	for _, p := range all {
+		if !fn(p.pos, m.recs[p.key]) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func inHalfOpen(x, a, b uint32) bool {
+	if a == b {
+		return true
+	}
+	if a < b {
+		return a < x && x <= b
+	}
+	return x > a || x <= b
+}
+
+// Partitioners map keys to ring positions.
+var Partitioners = map[string]func([]byte) uint32{
+	// md5-low32: the low 32 bits of MD5, read big-endian; shared with the
+	// file store and the Chord identifier space.
+	"md5-low32": func(k []byte) uint32 {
+		s := md5.Sum(k)
+		return binary.BigEndian.Uint32(s[12:])
+	},
+	// md5-mod10000: int(md5(key).hexdigest(), 16) % 10000, the Dynamo
+	// seed's ring of 10,000 positions.
+	"md5-mod10000": func(k []byte) uint32 {
+		s := md5.Sum(k)
+		// The 128-bit digest mod 10000, computed in two 64-bit halves.
+		hi := binary.BigEndian.Uint64(s[:8]) % 10000
+		lo := binary.BigEndian.Uint64(s[8:]) % 10000
+		// 2^64 mod 10000 = 1616
+		return uint32((hi*1616 + lo) % 10000)
+	},
+}
+
+// StaticRing is a Ring over a fixed member list.
+type StaticRing struct {
+	Pos     func([]byte) uint32
+	members []Member
+}
+
+// NewStaticRing returns a ring of the given members (any order).
+func NewStaticRing(pos func([]byte) uint32, members []Member) *StaticRing {
+	ms := slices.Clone(members)
+	slices.SortFunc(ms, func(a, b Member) int {
+		switch {
+		case a.Token < b.Token:
+			return -1
+		case a.Token > b.Token:
+			return 1
+		}
+		return 0
+	})
+	return &StaticRing{Pos: pos, members: ms}
+}
+
+// Position implements Ring.
+func (r *StaticRing) Position(key []byte) uint32 { return r.Pos(key) }
+
+// Members implements Ring.
+func (r *StaticRing) Members() []Member { return r.members }
+
+// Owner returns the member that owns pos.
+func (r *StaticRing) Owner(pos uint32) Member {
+	i := sort.Search(len(r.members), func(i int) bool { return r.members[i].Token >= pos })
+	return r.members[i%len(r.members)]
+}
+
+// Preference implements Ring: the owner of pos and the next distinct
+// members clockwise.
+func (r *StaticRing) Preference(pos uint32, n int) []string {
+	if len(r.members) == 0 {
+		return nil
+	}
+	i := sort.Search(len(r.members), func(i int) bool { return r.members[i].Token >= pos })
+	var out []string
+	for k := 0; k < len(r.members) && len(out) < n; k++ {
+		a := r.members[(i+k)%len(r.members)].Addr
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}

@@ -1,0 +1,107 @@
+package kv
+
+import (
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"tide/wire"
+)
+
+// Kind says what a message is.
+type Kind uint8
+
+// Message kinds.
+const (
+	KindInvalid    Kind = iota
+	KindClientPut       // client -> coordinator: write Rec (Tomb for delete)
+	KindClientGet       // client -> coordinator: read Rec.Key
+	KindClientResp      // coordinator -> client
+	KindPut             // coordinator -> replica: store Rec
+	KindPutAck          // replica -> coordinator
+	KindGet             // coordinator -> replica: send me Rec.Key
+	KindGetResp         // replica -> coordinator
+	KindDigest          // anti-entropy: bucket hashes of (Lo, Hi], please
+	KindDigestResp      // Hashes
+	KindKeys            // anti-entropy: key versions of (Lo, Hi], please
+	KindKeysResp        // Versions
+	KindPush            // Records to store; acked with KindPushAck
+	KindPushAck
+	KindPull // send me these Keys (as a KindPush)
+	kindCount
+)
+
+var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
+	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind(%d)", k)
+}
+
+// KeyVersion names one version of a key, for anti-entropy.
+type KeyVersion struct {
+	Key     []byte `msgpack:"k"`
+	Version uint64 `msgpack:"v"`
+	Tomb    bool   `msgpack:"t,omitempty"`
+}
+
+// Message is every message of the protocol.
+type Message struct {
+	Kind     Kind         `msgpack:"k"`
+	From     string       `msgpack:"f"`
+	To       string       `msgpack:"to"`
+	ID       uint64       `msgpack:"id,omitempty"`
+	Rec      Record       `msgpack:"r,omitempty"`
+	Found    bool         `msgpack:"fd,omitempty"`
+	Err      string       `msgpack:"e,omitempty"`
+	W        int          `msgpack:"w,omitempty"` // client override of W or R
+	Lo       uint32       `msgpack:"lo,omitempty"`
+	Hi       uint32       `msgpack:"hi,omitempty"`
+	Buckets  int          `msgpack:"b,omitempty"`
+	Hashes   []uint64     `msgpack:"h,omitempty"`
+	Versions []KeyVersion `msgpack:"vs,omitempty"`
+	Records  []Record     `msgpack:"rs,omitempty"`
+	Keys     [][]byte     `msgpack:"ks,omitempty"`
+}
+
+// Encode serializes m.
+func Encode(m *Message) ([]byte, error) { return msgpack.Marshal(m) }
+
+// Decode parses a message, bounds first.
+func Decode(b []byte) (Message, error) {
+	var m Message
+	if err := wire.Check(b); err != nil {
+		return m, fmt.Errorf("decode kv message: %w", err)
+	}
+	if err := msgpack.Unmarshal(b, &m); err != nil {
+		return Message{}, fmt.Errorf("decode kv message: %w", err)
+	}
+	if m.Kind == KindInvalid || m.Kind >= kindCount {
+		return Message{}, fmt.Errorf("decode kv message: unknown kind %d", m.Kind)
+	}
+	return m, nil
+}
+
+// Ready is what a Node needs done: persist Persist durably, then send
+// Messages.
+type Ready struct {
+	Persist  []PersistOp
+	Messages []Message
+}
+
+// PersistOp is one change to a node's durable state.
+type PersistOp struct {
+	Put      *Record // store this record (already known to be newer)
+	Delete   []byte  // forget this key entirely (handed off)
+	Hint     *Hint   // hold this write for a replica that did not answer
+	DoneHint *Hint   // the hint was delivered
+}
+
+// Hint is a write held for a replica that did not acknowledge it.
+type Hint struct {
+	Target string `msgpack:"t"`
+	Rec    Record `msgpack:"r"`
+}

@@ -1,0 +1,732 @@
+package kv
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"slices"
+	"strings"
+)
+
+type op struct {
+	write     bool
+	client    string
+	clientID  uint64
+	rec       Record // write: the record; read: Key only
+	replicas  []string
+	answered  map[string]bool
+	got       map[string]*Record // read: each replica's record (nil: not found)
+	need      int
+	start     int
+	lastSend  int
+	replied   bool
+	hint      *Hint // a hint delivery
+	writeback bool  // read: the newest version is being written back
+	push      *strayPush
+}
+
+// strayPush is a batch of records this node holds but no longer replicates,
+// on its way to the nodes that do.
+type strayPush struct {
+	recs    []Record
+	targets []string
+}
+
+// Stats counts what a node did, for metrics and tests.
+type Stats struct {
+	Writes, Reads, WriteFailures, ReadFailures int
+	ReadRepairs, HintsHeld, HintsDelivered     int
+	Pushed, Pulled, HandedOff                  int
+	PushedBytes                                int64
+}
+
+// Node is one member of the replicated KV: a coordinator for client
+// requests it receives, a replica for the keys it holds, and an
+// anti-entropy peer of its ring neighbours.
+type Node struct {
+	cfg   Config
+	self  string
+	ring  Ring
+	st    Storage
+	clock func() uint64
+
+	now     int
+	nextID  uint64
+	last    uint64
+	rd      Ready
+	pending map[string]Record
+	ops     map[uint64]*op
+	hints   map[string]map[string]Record // target -> key -> record
+
+	lastHint    int
+	lastSync    int
+	syncPeer    int
+	lastMembers string
+	lastStray   int
+	strayBusy   bool
+	salt        uint64
+	Stats       Stats
+}
+
+// NewNode returns a node at self. clock gives physical time in
+// nanoseconds for versions; hints are the hints it persisted before a
+// restart.
+func NewNode(cfg Config, self string, ring Ring, st Storage, clock func() uint64, hints []Hint) *Node {
+	h := fnv.New64a()
+	h.Write([]byte(self))
+	n := &Node{cfg: cfg.withDefaults(), self: self, ring: ring, st: st, clock: clock, salt: h.Sum64() & 0xff,
+		pending: map[string]Record{}, ops: map[uint64]*op{}, hints: map[string]map[string]Record{}}
+	for _, h := range hints {
+		n.holdHint(h, false)
+	}
+	return n
+}
+
+// SetRing replaces the node's view of the ring (membership changed, or the
+// node is draining and must count itself out).
+func (n *Node) SetRing(r Ring) { n.ring = r }
+
+func (n *Node) send(m Message) {
+	m.From = n.self
+	n.rd.Messages = append(n.rd.Messages, m)
+}
+
+// Ready returns and clears the pending output.
+func (n *Node) Ready() Ready {
+	rd := n.rd
+	n.rd = Ready{}
+	clear(n.pending)
+	return rd
+}
+
+// version hands out a hybrid logical clock timestamp: physical time, never
+// behind any version seen, with this node's salt in the low 8 bits so that
+// two coordinators cannot mint the same version for different writes.
+func (n *Node) version() uint64 {
+	n.last = max(n.clock()&^0xff, (n.last&^0xff)+0x100) | n.salt
+	return n.last
+}
+
+func (n *Node) observe(v uint64) { n.last = max(n.last, v) }
+
+// local returns this node's record of key, including writes persisted in
+// the current round.
+func (n *Node) local(key []byte) (Record, bool) {
+	if r, ok := n.pending[string(key)]; ok {
+		return r, true
+	}
+	r, ok, err := n.st.Get(key)
+	if err != nil {
+		return Record{}, false
+	}
+	return r, ok
+}
+
+// apply stores r if it is newer than what this node holds.
+func (n *Node) apply(r Record) bool {
+	n.observe(r.Version)
+	if cur, ok := n.local(r.Key); ok && !r.Newer(cur) {
+		return false
+	}
+	rc := r
+	n.pending[string(r.Key)] = rc
+	n.rd.Persist = append(n.rd.Persist, PersistOp{Put: &rc})
+	return true
+}
+
+// Step handles one message.
+func (n *Node) Step(m Message) {
+	switch m.Kind {
+	case KindClientPut:
+		n.clientPut(m)
+	case KindClientGet:
+		n.clientGet(m)
+	case KindPut:
+		n.apply(m.Rec)
+		if m.ID != 0 {
+			n.send(Message{Kind: KindPutAck, To: m.From, ID: m.ID})
+		}
+	case KindPutAck:
+		n.onPutAck(m)
+	case KindGet:
+		r, ok := n.local(m.Rec.Key)
+		n.send(Message{Kind: KindGetResp, To: m.From, ID: m.ID, Rec: r, Found: ok})
+	case KindGetResp:
+		n.onGetResp(m)
+	case KindDigest:
+		n.send(Message{Kind: KindDigestResp, To: m.From, Lo: m.Lo, Hi: m.Hi, Buckets: m.Buckets, Hashes: n.digest(m.Lo, m.Hi, m.Buckets)})
+	case KindDigestResp:
+		n.onDigestResp(m)
+	case KindKeys:
+		n.send(Message{Kind: KindKeysResp, To: m.From, Lo: m.Lo, Hi: m.Hi, Versions: n.versions(m.Lo, m.Hi)})
+	case KindKeysResp:
+		n.onKeysResp(m)
+	case KindPush:
+		for _, r := range m.Records {
+			n.apply(r)
+		}
+		if m.ID != 0 {
+			n.send(Message{Kind: KindPushAck, To: m.From, ID: m.ID})
+		}
+	case KindPushAck:
+		n.onPushAck(m)
+	case KindPull:
+		var recs []Record
+		for _, k := range m.Keys {
+			if r, ok := n.local(k); ok {
+				recs = append(recs, r)
+			}
+		}
+		if len(recs) > 0 {
+			n.Stats.Pushed += len(recs)
+			n.send(Message{Kind: KindPush, To: m.From, Records: recs})
+		}
+	}
+}
+
+func (n *Node) newOp(o *op) uint64 {
+	n.nextID++
+	o.start, o.lastSend = n.now, n.now
+	o.answered = map[string]bool{}
+	n.ops[n.nextID] = o
+	return n.nextID
+}
+
+func (n *Node) reply(o *op, m Message) {
+	if o.replied || o.client == "" {
+		o.replied = true
+		return
+	}
+	o.replied = true
+	m.Kind, m.To, m.ID = KindClientResp, o.client, o.clientID
+	n.send(m)
+}
+
+func (n *Node) clientPut(m Message) {
+	if len(m.Rec.Value) > n.cfg.MaxValue {
+		n.send(Message{Kind: KindClientResp, To: m.From, ID: m.ID, Err: "value too large"})
+		return
+	}
+	rec := Record{Key: m.Rec.Key, Value: m.Rec.Value, Tomb: m.Rec.Tomb, Version: n.version()}
+	if rec.Tomb {
+		rec.Value = nil
+	}
+	w := n.cfg.W
+	if m.W > 0 {
+		w = min(m.W, n.cfg.N)
+	}
+	reps := n.ring.Preference(n.ring.Position(rec.Key), n.cfg.N)
+	o := &op{write: true, client: m.From, clientID: m.ID, rec: rec, replicas: reps, need: min(w, len(reps))}
+	id := n.newOp(o)
+	n.Stats.Writes++
+	for _, r := range reps {
+		if r == n.self {
+			n.apply(rec)
+			o.answered[r] = true
+		} else {
+			n.send(Message{Kind: KindPut, To: r, ID: id, Rec: rec})
+		}
+	}
+	n.checkWrite(id, o)
+}
+
+func (n *Node) checkWrite(id uint64, o *op) {
+	if !o.replied && len(o.answered) >= o.need {
+		n.reply(o, Message{Rec: Record{Key: o.rec.Key, Version: o.rec.Version}, Found: true})
+	}
+	if len(o.answered) == len(o.replicas) {
+		delete(n.ops, id)
+	}
+}
+
+func (n *Node) onPutAck(m Message) {
+	o := n.ops[m.ID]
+	if o == nil {
+		return
+	}
+	switch {
+	case o.hint != nil:
+		delete(n.ops, m.ID)
+		h := *o.hint
+		if cur, ok := n.hints[h.Target][string(h.Rec.Key)]; ok && cur.Version == h.Rec.Version {
+			delete(n.hints[h.Target], string(h.Rec.Key))
+			n.rd.Persist = append(n.rd.Persist, PersistOp{DoneHint: &h})
+			n.Stats.HintsDelivered++
+		}
+	case o.write:
+		o.answered[m.From] = true
+		n.checkWrite(m.ID, o)
+	case o.writeback:
+		if best := newest(o.got); best != nil {
+			b := *best
+			o.got[m.From] = &b
+			n.checkRead(m.ID, o)
+		}
+	}
+}
+
+func (n *Node) clientGet(m Message) {
+	r := n.cfg.R
+	if m.W > 0 {
+		r = min(m.W, n.cfg.N)
+	}
+	reps := n.ring.Preference(n.ring.Position(m.Rec.Key), n.cfg.N)
+	o := &op{client: m.From, clientID: m.ID, rec: Record{Key: m.Rec.Key}, replicas: reps, need: min(r, len(reps)), got: map[string]*Record{}}
+	id := n.newOp(o)
+	n.Stats.Reads++
+	for _, rep := range reps {
+		if rep == n.self {
+			if rec, ok := n.local(m.Rec.Key); ok {
+				o.got[rep] = &rec
+			} else {
+				o.got[rep] = nil
+			}
+			o.answered[rep] = true
+		} else {
+			n.send(Message{Kind: KindGet, To: rep, ID: id, Rec: Record{Key: m.Rec.Key}})
+		}
+	}
+	n.checkRead(id, o)
+}
+
+func (n *Node) onGetResp(m Message) {
+	o := n.ops[m.ID]
+	if o == nil || o.write || o.answered[m.From] {
+		return
+	}
+	o.answered[m.From] = true
+	if m.Found {
+		r := m.Rec
+		o.got[m.From] = &r
+		n.observe(r.Version)
+	} else {
+		o.got[m.From] = nil
+	}
+	n.checkRead(m.ID, o)
+}
+
+// newest returns the newest record among the answers.
+func newest(got map[string]*Record) *Record {
+	var best *Record
+	for _, r := range got {
+		if r != nil && (best == nil || r.Newer(*best)) {
+			best = r
+		}
+	}
+	return best
+}
+
+// checkRead answers a read once R replicas have answered and the newest
+// version among them is held by a write quorum. If it is not, the read
+// first writes that version back to the replicas that answered with less
+// (ABD's write-back), so that no later read can return an older value:
+// with a single writer per key this makes reads linearizable.
+func (n *Node) checkRead(id uint64, o *op) {
+	if !o.replied && len(o.answered) >= o.need {
+		best := newest(o.got)
+		holding := 0
+		for _, r := range o.got {
+			if r != nil && best != nil && r.Version == best.Version {
+				holding++
+			}
+		}
+		w := min(n.cfg.W, len(o.replicas))
+		switch {
+		case best == nil:
+			n.reply(o, Message{Rec: Record{Key: o.rec.Key}})
+		case holding >= w:
+			if best.Tomb {
+				n.reply(o, Message{Rec: Record{Key: o.rec.Key, Version: best.Version}})
+			} else {
+				n.reply(o, Message{Rec: *best, Found: true})
+			}
+		case !o.writeback:
+			o.writeback = true
+			for _, rep := range o.replicas {
+				if cur, ok := o.got[rep]; ok && (cur == nil || best.Newer(*cur)) {
+					if rep == n.self {
+						n.apply(*best)
+						b := *best
+						o.got[rep] = &b
+					} else {
+						n.send(Message{Kind: KindPut, To: rep, ID: id, Rec: *best})
+					}
+				}
+			}
+			n.Stats.ReadRepairs++
+			n.checkRead(id, o)
+			return
+		}
+	}
+	if len(o.answered) == len(o.replicas) && o.replied {
+		n.readRepair(o)
+		delete(n.ops, id)
+	}
+}
+
+// readRepair sends the newest version to every replica that answered with
+// an older one or none.
+func (n *Node) readRepair(o *op) {
+	best := newest(o.got)
+	if best == nil {
+		return
+	}
+	for _, rep := range o.replicas {
+		if !o.answered[rep] {
+			continue
+		}
+		if cur := o.got[rep]; cur == nil || best.Newer(*cur) {
+			n.Stats.ReadRepairs++
+			if rep == n.self {
+				n.apply(*best)
+			} else {
+				n.send(Message{Kind: KindPut, To: rep, Rec: *best})
+			}
+		}
+	}
+}
+
+func (n *Node) holdHint(h Hint, persist bool) {
+	if n.hints[h.Target] == nil {
+		n.hints[h.Target] = map[string]Record{}
+	}
+	if cur, ok := n.hints[h.Target][string(h.Rec.Key)]; ok && !h.Rec.Newer(cur) {
+		return
+	}
+	n.hints[h.Target][string(h.Rec.Key)] = h.Rec
+	if persist {
+		hc := h
+		n.rd.Persist = append(n.rd.Persist, PersistOp{Hint: &hc})
+		n.Stats.HintsHeld++
+	}
+}
+
+// Hints returns how many writes are held for other nodes.
+func (n *Node) Hints() int {
+	k := 0
+	for _, m := range n.hints {
+		k += len(m)
+	}
+	return k
+}
+
+// Tick advances time: retransmissions, time-outs (which turn unanswered
+// writes into hints), hint delivery, and anti-entropy.
+func (n *Node) Tick() {
+	n.now++
+	ids := make([]uint64, 0, len(n.ops))
+	for id := range n.ops {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		o := n.ops[id]
+		if n.now-o.start >= n.cfg.TimeoutTicks {
+			n.expire(id, o)
+			continue
+		}
+		if n.now-o.lastSend >= n.cfg.ResendTicks && o.hint == nil && o.push == nil {
+			o.lastSend = n.now
+			for _, rep := range o.replicas {
+				if o.answered[rep] {
+					continue
+				}
+				if o.write {
+					n.send(Message{Kind: KindPut, To: rep, ID: id, Rec: o.rec})
+				} else {
+					n.send(Message{Kind: KindGet, To: rep, ID: id, Rec: Record{Key: o.rec.Key}})
+				}
+			}
+		}
+	}
+	if n.now-n.lastHint >= n.cfg.HintTicks {
+		n.lastHint = n.now
+		n.deliverHints()
+	}
+	if n.now-n.lastSync >= n.cfg.SyncTicks {
+		n.lastSync = n.now
+		n.syncRound()
+	}
+}
+
+func (n *Node) expire(id uint64, o *op) {
+	delete(n.ops, id)
+	switch {
+	case o.push != nil:
+		n.strayBusy = false
+	case o.hint != nil:
+	case o.write:
+		for _, rep := range o.replicas {
+			if !o.answered[rep] {
+				n.holdHint(Hint{Target: rep, Rec: o.rec}, true)
+			}
+		}
+		if !o.replied {
+			n.Stats.WriteFailures++
+			n.reply(o, Message{Err: "write quorum not reached"})
+		}
+	default:
+		n.readRepair(o)
+		if !o.replied {
+			n.Stats.ReadFailures++
+			n.reply(o, Message{Err: "read quorum not reached"})
+		}
+	}
+}
+
+func (n *Node) deliverHints() {
+	targets := make([]string, 0, len(n.hints))
+	for t := range n.hints {
+		targets = append(targets, t)
+	}
+	slices.Sort(targets)
+	for _, t := range targets {
+		keys := make([]string, 0, len(n.hints[t]))
+		for k := range n.hints[t] {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i >= 256 {
+				break
+			}
+			h := Hint{Target: t, Rec: n.hints[t][k]}
+			id := n.newOp(&op{hint: &h, replicas: []string{t}})
+			n.send(Message{Kind: KindPut, To: t, ID: id, Rec: h.Rec})
+		}
+	}
+}
+
+// primaryRange returns the range this node is primary for: (predecessor's
+// token, own token].
+func (n *Node) primaryRange() (lo, hi uint32, ok bool) {
+	ms := n.ring.Members()
+	for i, m := range ms {
+		if m.Addr == n.self {
+			return ms[(i+len(ms)-1)%len(ms)].Token, m.Token, true
+		}
+	}
+	return 0, 0, false
+}
+
+// syncRound compares this node's primary range with one of its replicas,
+// and hands off keys it no longer replicates when the ring has changed.
+func (n *Node) syncRound() {
+	members := fmtMembers(n.ring.Members())
+	if (members != n.lastMembers || n.now-n.lastStray >= 10*n.cfg.SyncTicks) && !n.strayBusy {
+		n.lastMembers = members
+		n.lastStray = n.now
+		n.handOff()
+	}
+	lo, hi, ok := n.primaryRange()
+	if !ok {
+		return
+	}
+	pref := n.ring.Preference(hi, n.cfg.N)
+	var peers []string
+	for _, p := range pref {
+		if p != n.self {
+			peers = append(peers, p)
+		}
+	}
+	if len(peers) == 0 {
+		return
+	}
+	n.syncPeer = (n.syncPeer + 1) % len(peers)
+	n.send(Message{Kind: KindDigest, To: peers[n.syncPeer], Lo: lo, Hi: hi, Buckets: n.cfg.Buckets})
+}
+
+func fmtMembers(ms []Member) string {
+	var b strings.Builder
+	for _, m := range ms {
+		b.WriteString(m.Addr)
+		binary.Write(&b, binary.BigEndian, m.Token)
+	}
+	return b.String()
+}
+
+// bucketOf maps a position in (lo, hi] to one of b buckets.
+func bucketOf(pos, lo, hi uint32, b int) int {
+	width := uint64(hi - lo)
+	if lo == hi {
+		width = 1 << 32
+	}
+	off := uint64(pos - lo - 1)
+	return int(off * uint64(b) / width)
+}
+
+// bucketRange returns the sub-range of bucket i of (lo, hi] split in b.
+func bucketRange(i int, lo, hi uint32, b int) (uint32, uint32) {
+	width := uint64(hi - lo)
+	if lo == hi {
+		width = 1 << 32
+	}
+	start := func(k int) uint32 {
+		// smallest offset o with o*b/width >= k, minus one position
+		o := (uint64(k)*width + uint64(b) - 1) / uint64(b)
+		return lo + uint32(o)
+	}
+	return start(i), start(i + 1)
+}
+
+func recordHash(r Record) uint64 {
+	h := fnv.New64a()
+	h.Write(r.Key)
+	var v [9]byte
+	binary.BigEndian.PutUint64(v[:8], r.Version)
+	if r.Tomb {
+		v[8] = 1
+	}
+	h.Write(v[:])
+	return h.Sum64()
+}
+
+// digest hashes the records of (lo, hi] into b buckets.
+func (n *Node) digest(lo, hi uint32, b int) []uint64 {
+	if b <= 0 || b > 4096 {
+		return nil
+	}
+	out := make([]uint64, b)
+	n.st.Scan(lo, hi, func(pos uint32, r Record) bool {
+		out[bucketOf(pos, lo, hi, b)] ^= recordHash(r)
+		return true
+	})
+	return out
+}
+
+func (n *Node) versions(lo, hi uint32) []KeyVersion {
+	var out []KeyVersion
+	n.st.Scan(lo, hi, func(_ uint32, r Record) bool {
+		out = append(out, KeyVersion{Key: r.Key, Version: r.Version, Tomb: r.Tomb})
+		return len(out) < 100000
+	})
+	return out
+}
+
+func (n *Node) onDigestResp(m Message) {
+	mine := n.digest(m.Lo, m.Hi, m.Buckets)
+	if len(mine) != len(m.Hashes) {
+		return
+	}
+	for i := range mine {
+		if mine[i] != m.Hashes[i] {
+			lo, hi := bucketRange(i, m.Lo, m.Hi, m.Buckets)
+			n.send(Message{Kind: KindKeys, To: m.From, Lo: lo, Hi: hi})
+		}
+	}
+}
+
+// onKeysResp compares a bucket key by key: pushes what the peer lacks,
+// pulls what the peer has newer.
+func (n *Node) onKeysResp(m Message) {
+	theirs := map[string]KeyVersion{}
+	for _, kv := range m.Versions {
+		theirs[string(kv.Key)] = kv
+	}
+	var push []Record
+	var pull [][]byte
+	seen := map[string]bool{}
+	n.st.Scan(m.Lo, m.Hi, func(_ uint32, r Record) bool {
+		seen[string(r.Key)] = true
+		t, ok := theirs[string(r.Key)]
+		other := Record{Key: t.Key, Version: t.Version, Tomb: t.Tomb}
+		switch {
+		case !ok || (r.Version > t.Version) || (r.Version == t.Version && r.Tomb && !t.Tomb):
+			push = append(push, r)
+		case t.Version > r.Version || (t.Tomb && !r.Tomb && other.Version == r.Version):
+			pull = append(pull, r.Key)
+		}
+		return true
+	})
+	for _, kv := range m.Versions {
+		if !seen[string(kv.Key)] {
+			pull = append(pull, kv.Key)
+		}
+	}
+	for len(push) > 0 {
+		k := min(len(push), 256)
+		n.Stats.Pushed += k
+		n.send(Message{Kind: KindPush, To: m.From, Records: push[:k]})
+		push = push[k:]
+	}
+	if len(pull) > 0 {
+		n.Stats.Pulled += len(pull)
+		n.send(Message{Kind: KindPull, To: m.From, Keys: pull})
+	}
+}
+
+// handOff finds records this node holds but does not replicate (the ring
+// changed, or the node is draining), sends each batch to the nodes that
+// replicate it, and forgets the records once all of them acknowledge.
+func (n *Node) handOff() {
+	groups := map[string]*strayPush{}
+	var order []string
+	var size int64
+	n.st.Scan(0, 0, func(pos uint32, r Record) bool {
+		pref := n.ring.Preference(pos, n.cfg.N)
+		if slices.Contains(pref, n.self) || len(pref) == 0 {
+			return true
+		}
+		key := strings.Join(pref, ",")
+		g := groups[key]
+		if g == nil {
+			g = &strayPush{targets: pref}
+			groups[key] = g
+			order = append(order, key)
+		}
+		g.recs = append(g.recs, r)
+		size += int64(len(r.Key) + len(r.Value))
+		return size < 64<<20
+	})
+	for _, key := range order {
+		g := groups[key]
+		for len(g.recs) > 0 {
+			k := min(len(g.recs), 256)
+			batch := &strayPush{recs: g.recs[:k], targets: g.targets}
+			g.recs = g.recs[k:]
+			id := n.newOp(&op{push: batch, replicas: batch.targets})
+			for _, t := range batch.targets {
+				n.send(Message{Kind: KindPush, To: t, ID: id, Records: batch.recs})
+			}
+			n.strayBusy = true
+		}
+	}
+}
+
+func (n *Node) onPushAck(m Message) {
+	o := n.ops[m.ID]
+	if o == nil || o.push == nil {
+		return
+	}
+	o.answered[m.From] = true
+	if len(o.answered) < len(o.replicas) {
+		return
+	}
+	delete(n.ops, m.ID)
+	for _, r := range o.push.recs {
+		if cur, ok := n.local(r.Key); ok && cur.Version == r.Version {
+			n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key})
+			delete(n.pending, string(r.Key))
+			n.Stats.HandedOff++
+		}
+	}
+	busy := false
+	for _, o := range n.ops {
+		if o.push != nil {
+			busy = true
+		}
+	}
+	n.strayBusy = busy
+	if !busy {
+		// More may be waiting beyond the first 64 MiB.
+		n.lastStray = n.now - 10*n.cfg.SyncTicks
+	}
+}
+
+// Rebalance asks for a hand-off pass at the next anti-entropy round.
+func (n *Node) Rebalance() {
+	n.lastMembers = ""
+	n.lastSync = n.now - n.cfg.SyncTicks
+}
+
+// Busy reports whether hand-offs are in flight.
+func (n *Node) Busy() bool { return n.strayBusy }

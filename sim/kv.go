@@ -1,0 +1,205 @@
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+
+	"tide/kv"
+)
+
+// KVNet is a deterministic simulation of replicated KV nodes on a static
+// ring, connected by a seeded network that drops, duplicates, delays and
+// reorders messages and cuts links; nodes crash (losing everything but
+// their storage and hints) and restart.
+type KVNet struct {
+	Rand     *rand.Rand
+	Cfg      kv.Config
+	Ring     *kv.StaticRing
+	Now      int
+	DropRate float64
+	DupRate  float64
+	MaxDelay int
+
+	nodes  map[string]*kv.Node
+	stores map[string]*kv.MemStorage
+	hints  map[string]map[string]kv.Hint
+	down   map[string]bool
+	cut    map[[2]string]bool
+	flight []kvFlight
+	// Client receives every KindClientResp.
+	Client func(m kv.Message)
+}
+
+type kvFlight struct {
+	m  kv.Message
+	at int
+}
+
+// NewKVNet builds nodes n0..n(k-1) at random tokens.
+func NewKVNet(cfg kv.Config, k int, seed uint64) *KVNet {
+	net := &KVNet{Rand: rand.New(rand.NewPCG(seed, 77)), Cfg: cfg, nodes: map[string]*kv.Node{},
+		stores: map[string]*kv.MemStorage{}, hints: map[string]map[string]kv.Hint{}, down: map[string]bool{}, cut: map[[2]string]bool{}}
+	pos := kv.Partitioners["md5-low32"]
+	var ms []kv.Member
+	for i := range k {
+		ms = append(ms, kv.Member{Addr: fmt.Sprintf("n%d", i), Token: net.Rand.Uint32()})
+	}
+	net.Ring = kv.NewStaticRing(pos, ms)
+	for _, m := range ms {
+		net.stores[m.Addr] = kv.NewMemStorage(pos)
+		net.hints[m.Addr] = map[string]kv.Hint{}
+		net.start(m.Addr)
+	}
+	return net
+}
+
+func (net *KVNet) start(a string) {
+	var hs []kv.Hint
+	for _, k := range sortedKeys(net.hints[a]) {
+		hs = append(hs, net.hints[a][k])
+	}
+	clock := func() uint64 { return uint64(net.Now) * 1000 }
+	net.nodes[a] = kv.NewNode(net.Cfg, a, net.Ring, net.stores[a], clock, hs)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Addrs lists the nodes.
+func (net *KVNet) Addrs() []string { return sortedKeys(net.stores) }
+
+// Crash stops a node; its storage and persisted hints survive.
+func (net *KVNet) Crash(a string) { net.down[a] = true; delete(net.nodes, a) }
+
+// Restart brings a node back from its storage.
+func (net *KVNet) Restart(a string) {
+	if net.down[a] {
+		delete(net.down, a)
+		net.start(a)
+	}
+}
+
+// Down reports whether a node is crashed.
+func (net *KVNet) Down(a string) bool { return net.down[a] }
+
+// Partition cuts a link both ways; Heal restores all links.
+func (net *KVNet) Partition(a, b string) {
+	net.cut[[2]string{a, b}], net.cut[[2]string{b, a}] = true, true
+}
+
+// Heal restores every link.
+func (net *KVNet) Heal() { clear(net.cut) }
+
+// Node returns a live node.
+func (net *KVNet) Node(a string) *kv.Node { return net.nodes[a] }
+
+// Store returns a node's storage.
+func (net *KVNet) Store(a string) *kv.MemStorage { return net.stores[a] }
+
+// Send injects a message (from a client) into the network.
+func (net *KVNet) Send(m kv.Message) { net.enqueue(m) }
+
+func (net *KVNet) enqueue(m kv.Message) {
+	if net.DropRate > 0 && net.Rand.Float64() < net.DropRate {
+		return
+	}
+	copies := 1
+	if net.DupRate > 0 && net.Rand.Float64() < net.DupRate {
+		copies = 2
+	}
+	for range copies {
+		d := 1
+		if net.MaxDelay > 0 {
+			d += net.Rand.IntN(net.MaxDelay + 1)
+		}
+		net.flight = append(net.flight, kvFlight{m: m, at: net.Now + d})
+	}
+}
+
+func (net *KVNet) collect(a string) {
+	n := net.nodes[a]
+	rd := n.Ready()
+	net.stores[a].Apply(rd.Persist)
+	for _, op := range rd.Persist {
+		if op.Hint != nil {
+			net.hints[a][op.Hint.Target+"/"+string(op.Hint.Rec.Key)] = *op.Hint
+		}
+		if op.DoneHint != nil {
+			delete(net.hints[a], op.DoneHint.Target+"/"+string(op.DoneHint.Rec.Key))
+		}
+	}
+	for _, m := range rd.Messages {
+		net.enqueue(m)
+	}
+}
+
+// Step advances one tick: due messages are delivered in random order, then
+// every live node ticks.
+func (net *KVNet) Step() {
+	net.Now++
+	var due, later []kvFlight
+	for _, f := range net.flight {
+		if f.at <= net.Now {
+			due = append(due, f)
+		} else {
+			later = append(later, f)
+		}
+	}
+	net.flight = later
+	net.Rand.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
+	for _, f := range due {
+		m := f.m
+		if net.cut[[2]string{m.From, m.To}] || net.down[m.From] {
+			continue
+		}
+		if m.Kind == kv.KindClientResp {
+			if net.Client != nil {
+				net.Client(m)
+			}
+			continue
+		}
+		n := net.nodes[m.To]
+		if n == nil {
+			continue
+		}
+		n.Step(m)
+		net.collect(m.To)
+	}
+	for _, a := range net.Addrs() {
+		if n := net.nodes[a]; n != nil {
+			n.Tick()
+			net.collect(a)
+		}
+	}
+}
+
+// SetMembers changes the ring: new members start empty; every node's view
+// is replaced. A node absent from members keeps running with a ring that
+// leaves it out, which makes it hand everything off (a drain).
+func (net *KVNet) SetMembers(ms []kv.Member) {
+	net.Ring = kv.NewStaticRing(net.Ring.Pos, ms)
+	for _, m := range ms {
+		if _, ok := net.stores[m.Addr]; !ok {
+			net.stores[m.Addr] = kv.NewMemStorage(net.Ring.Pos)
+			net.hints[m.Addr] = map[string]kv.Hint{}
+			net.start(m.Addr)
+		}
+	}
+	for _, n := range net.nodes {
+		n.SetRing(net.Ring)
+	}
+}
+
+// Remove takes a node out of the network for good.
+func (net *KVNet) Remove(a string) {
+	delete(net.nodes, a)
+	delete(net.stores, a)
+	delete(net.hints, a)
+}

@@ -1,0 +1,208 @@
+package sim
+
+import (
+	"flag"
+	"fmt"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+
+	"tide/kv"
+)
+
+var kvSeeds = flag.Int("kv.seeds", envInt("TIDE_KV_SEEDS", 200), "seeds for the KV simulation")
+
+type kvCall struct {
+	in    KVInput
+	call  int64
+	start int
+}
+
+// RunKV simulates one seed: 5 nodes, N=3 W=2 R=2, clients each writing
+// their own keys and reading everyone's, under message loss, duplication,
+// delay, partitions and node crashes; then faults heal. It returns the
+// history and, after healing, whether every replica converged.
+func RunKV(t *testing.T, seed uint64, faultTicks int) {
+	cfg := kv.Config{N: 3, W: 2, R: 2, ResendTicks: 5, TimeoutTicks: 60, HintTicks: 20, SyncTicks: 25, Buckets: 8}
+	net := NewKVNet(cfg, 5, seed)
+	net.DropRate, net.DupRate, net.MaxDelay = 0.05, 0.03, 3
+	const clients = 3
+	var clock int64
+	pending := map[uint64]*kvCall{}
+	var history []porcupine.Operation
+	var nextID uint64
+	busy := make([]bool, clients)
+	owner := map[uint64]int{}
+	net.Client = func(m kv.Message) {
+		c := pending[m.ID]
+		if c == nil {
+			return
+		}
+		delete(pending, m.ID)
+		ci := owner[m.ID]
+		busy[ci] = false
+		clock++
+		op := porcupine.Operation{ClientId: ci, Input: c.in, Call: c.call, Return: clock}
+		if m.Err != "" {
+			if c.in.Op == "get" {
+				return // a failed read has no effect
+			}
+			op.Output, op.Return = nil, math.MaxInt64
+		} else if c.in.Op == "get" {
+			op.Output = KVOutput{OK: true, Found: m.Found, Value: string(m.Rec.Value)}
+		} else {
+			op.Output = KVOutput{OK: true, Found: true}
+		}
+		history = append(history, op)
+	}
+	addrs := net.Addrs()
+	seq := 0
+	issue := func(ci int) {
+		nextID++
+		seq++
+		// Writes spread over 8 keys per client; reads touch only the first
+		// two, so the others converge only through hints and anti-entropy.
+		key := fmt.Sprintf("c%d-k%d", ci, net.Rand.IntN(8))
+		in := KVInput{Key: key}
+		m := kv.Message{From: fmt.Sprintf("client%d", ci), ID: nextID, Rec: kv.Record{Key: []byte(key)}}
+		if net.Rand.IntN(2) == 0 {
+			in.Op, in.Value = "put", fmt.Sprintf("v%d", seq)
+			m.Kind, m.Rec.Value = kv.KindClientPut, []byte(in.Value)
+		} else {
+			in.Op = "get"
+			m.Kind = kv.KindClientGet
+			in.Key = fmt.Sprintf("c%d-k%d", ci, net.Rand.IntN(2))
+			m.Rec.Key = []byte(in.Key)
+			// read someone else's key too
+			if net.Rand.IntN(2) == 0 {
+				in.Key = fmt.Sprintf("c%d-k%d", net.Rand.IntN(clients), net.Rand.IntN(2))
+				m.Rec.Key = []byte(in.Key)
+			}
+		}
+		coord := addrs[net.Rand.IntN(len(addrs))]
+		m.To = coord
+		clock++
+		pending[nextID] = &kvCall{in: in, call: clock, start: net.Now}
+		owner[nextID] = ci
+		busy[ci] = true
+		net.Send(m)
+	}
+	total := faultTicks + 2000
+	for tick := 0; tick < total; tick++ {
+		faulty := tick < faultTicks
+		if tick == faultTicks {
+			for _, a := range addrs {
+				net.Restart(a)
+			}
+			net.Heal()
+			net.DropRate, net.DupRate, net.MaxDelay = 0, 0, 0
+		}
+		if faulty && net.Rand.IntN(30) == 0 {
+			a := addrs[net.Rand.IntN(len(addrs))]
+			switch net.Rand.IntN(4) {
+			case 0:
+				down := 0
+				for _, x := range addrs {
+					if net.Down(x) {
+						down++
+					}
+				}
+				if down < 2 {
+					net.Crash(a)
+				}
+			case 1:
+				net.Restart(a)
+			case 2:
+				net.Partition(a, addrs[net.Rand.IntN(len(addrs))])
+			default:
+				net.Heal()
+			}
+		}
+		// A client whose coordinator vanished gives up after a while: its
+		// operation's outcome is unknown.
+		for id, c := range pending {
+			if net.Now-c.start > 200 {
+				delete(pending, id)
+				busy[owner[id]] = false
+				if c.in.Op != "get" {
+					history = append(history, porcupine.Operation{ClientId: owner[id], Input: c.in, Call: c.call, Output: nil, Return: math.MaxInt64})
+				}
+			}
+		}
+		for ci := range clients {
+			if !busy[ci] && tick < faultTicks+300 && net.Rand.IntN(4) == 0 {
+				issue(ci)
+			}
+		}
+		switch tick {
+		case faultTicks + 400:
+			// A sixth node joins at a random token.
+			ms := net.Ring.Members()
+			net.SetMembers(append(append([]kv.Member(nil), ms...), kv.Member{Addr: "n5", Token: net.Rand.Uint32()}))
+		case faultTicks + 900:
+			// n0 drains: the ring leaves it out; it hands everything off.
+			var ms []kv.Member
+			for _, m := range net.Ring.Members() {
+				if m.Addr != "n0" {
+					ms = append(ms, m)
+				}
+			}
+			net.SetMembers(ms)
+		case faultTicks + 1900:
+			if k := net.Store("n0").Len(); k != 0 {
+				t.Errorf("seed %d: drained node still holds %d records", seed, k)
+			}
+			net.Remove("n0")
+		}
+		net.Step()
+	}
+	addrs = net.Addrs()
+	if res := porcupine.CheckOperationsTimeout(KVModel, history, 30*time.Second); res == porcupine.Illegal {
+		t.Errorf("seed %d: history of %d operations is not linearizable", seed, len(history))
+	}
+	// Convergence: every key's replicas hold identical records, and no
+	// node holds a key it does not replicate.
+	keys := map[string]bool{}
+	for _, a := range addrs {
+		net.Store(a).Scan(0, 0, func(_ uint32, r kv.Record) bool { keys[string(r.Key)] = true; return true })
+	}
+	for _, a := range addrs {
+		net.Store(a).Scan(0, 0, func(pos uint32, r kv.Record) bool {
+			if pref := net.Ring.Preference(pos, cfg.N); !slices.Contains(pref, a) {
+				t.Errorf("seed %d: %s still holds %s, which it does not replicate", seed, a, r.Key)
+			}
+			return true
+		})
+	}
+	for k := range keys {
+		pref := net.Ring.Preference(net.Ring.Position([]byte(k)), cfg.N)
+		var first *kv.Record
+		for _, a := range pref {
+			r, ok, _ := net.Store(a).Get([]byte(k))
+			if !ok {
+				t.Errorf("seed %d: key %s missing on replica %s after healing", seed, k, a)
+				continue
+			}
+			if first == nil {
+				first = &r
+			} else if r.Version != first.Version {
+				t.Errorf("seed %d: key %s diverged: %d on %s vs %d", seed, k, r.Version, a, first.Version)
+			}
+		}
+	}
+	if t.Failed() {
+		t.Logf("reproduce: go test ./sim -run TestKVSimulation -kv.seeds=%d (seed %d)", seed+1, seed)
+	}
+}
+
+func TestKVSimulation(t *testing.T) {
+	for seed := range uint64(*kvSeeds) {
+		RunKV(t, seed, 1500)
+		if t.Failed() {
+			return
+		}
+	}
+}
