@@ -39,6 +39,7 @@ type Meta struct {
 // only then is the metadata committed with a synced write.
 type Engine struct {
 	dir  string
+	pos  func([]byte) uint32 // the cluster's partitioner
 	db   *pebble.DB
 	mu   sync.Mutex // serialises commits so version checks and renames agree
 	used atomic.Int64
@@ -48,8 +49,9 @@ type Engine struct {
 // ErrNotFound is returned for a name with no live file.
 var ErrNotFound = errors.New("file not found")
 
-// OpenEngine opens or creates the engine in dir.
-func OpenEngine(dir string) (*Engine, error) {
+// OpenEngine opens or creates the engine in dir; pos places names and keys
+// on the ring.
+func OpenEngine(dir string, pos func([]byte) uint32) (*Engine, error) {
 	for _, d := range []string{"files", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("create %s: %w", filepath.Join(dir, d), err)
@@ -65,7 +67,7 @@ func OpenEngine(dir string) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
 	}
-	e := &Engine{dir: dir, db: db}
+	e := &Engine{dir: dir, db: db, pos: pos}
 	err = e.Scan(0, 0, func(m Meta) bool {
 		if !m.Deleted {
 			e.used.Add(m.Size)
@@ -89,6 +91,9 @@ func (e *Engine) Used() int64 { return e.used.Load() }
 // Files returns the number of live files stored.
 func (e *Engine) Files() int64 { return e.nfil.Load() }
 
+// KeyOf is a file name's ring position.
+func (e *Engine) KeyOf(name string) chord.ID { return chord.ID(e.pos([]byte(name))) }
+
 func metaKey(key chord.ID, name string) []byte {
 	b := make([]byte, 0, 6+len(name))
 	b = append(b, 'm', '/')
@@ -104,7 +109,7 @@ func (e *Engine) path(name string) string {
 
 // Get returns the metadata of name, including a tombstone.
 func (e *Engine) Get(name string) (Meta, bool, error) {
-	v, closer, err := e.db.Get(metaKey(chord.KeyOf(name), name))
+	v, closer, err := e.db.Get(metaKey(e.KeyOf(name), name))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return Meta{}, false, nil
 	}
@@ -212,7 +217,7 @@ func (w *Writer) Commit(name string, version uint64) (Meta, bool, error) {
 	if err := w.f.Close(); err != nil {
 		return Meta{}, false, fmt.Errorf("close %q: %w", name, err)
 	}
-	m := Meta{Name: name, Key: chord.KeyOf(name), Size: w.n, MD5: hex.EncodeToString(w.h.Sum(nil)), Version: version}
+	m := Meta{Name: name, Key: w.e.KeyOf(name), Size: w.n, MD5: hex.EncodeToString(w.h.Sum(nil)), Version: version}
 	e := w.e
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -251,7 +256,7 @@ func (e *Engine) Delete(name string, version uint64) (bool, error) {
 	if had && old.Version >= version {
 		return false, nil
 	}
-	m := Meta{Name: name, Key: chord.KeyOf(name), Version: version, Deleted: true}
+	m := Meta{Name: name, Key: e.KeyOf(name), Version: version, Deleted: true}
 	if err := e.putMeta(m); err != nil {
 		return false, err
 	}

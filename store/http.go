@@ -52,6 +52,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("DELETE /internal/file/{name...}", n.handleReplicaDelete)
 	mux.HandleFunc("POST /internal/have", n.handleHave)
 	mux.HandleFunc("POST /internal/leave", n.handleLeave)
+	n.kvRoutes(mux)
 	mux.HandleFunc("GET /{name...}", n.handleGet)
 	return mux
 }

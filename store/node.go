@@ -15,6 +15,7 @@ import (
 
 	"tide/chord"
 	"tide/chord/rpc"
+	"tide/kv"
 )
 
 // Config configures a storage node. Zero fields take the defaults noted.
@@ -54,6 +55,18 @@ type Config struct {
 	// FullRepairInterval forces a full placement check even when nothing
 	// seems to have changed. Default 30s.
 	FullRepairInterval time.Duration
+	// Partitioner places keys and file names on the ring: "md5-low32"
+	// (default) or "md5-mod10000" (the Dynamo seed's 10,000 positions, where
+	// tokens are below 10000).
+	Partitioner string
+	// PeerAddr is where the KV layer listens for other nodes. Default: the
+	// Chord host with a free port.
+	PeerAddr string
+	// RESPAddr, if set, serves the Redis protocol.
+	RESPAddr string
+	// KV configures the key-value layer; its N is Replicas. Zero fields take
+	// kv's defaults (W=2, R=2, 1 MiB values).
+	KV kv.Config
 	// Log receives the node's structured log. Default slog.Default().
 	Log *slog.Logger
 }
@@ -96,6 +109,31 @@ func (c *Config) validate() error {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
+	if c.Partitioner == "" {
+		c.Partitioner = "md5-low32"
+	}
+	if _, ok := kv.Partitioners[c.Partitioner]; !ok {
+		return fmt.Errorf("store: unknown partitioner %q (want md5-low32 or md5-mod10000)", c.Partitioner)
+	}
+	if c.Partitioner == "md5-mod10000" && c.ID != nil && *c.ID >= 10000 {
+		return fmt.Errorf("store: token %d out of range [0, 10000) for md5-mod10000", *c.ID)
+	}
+	c.KV.N = c.Replicas
+	if c.KV.W == 0 {
+		c.KV.W = min(2, c.Replicas)
+	}
+	if c.KV.R == 0 {
+		c.KV.R = min(2, c.Replicas)
+	}
+	if err := c.KV.Validate(); err != nil {
+		return err
+	}
+	if c.KV.SyncTicks == 0 {
+		c.KV.SyncTicks = 500 // one range digest every 5s (10ms ticks)
+	}
+	if c.KV.MaxValue == 0 {
+		c.KV.MaxValue = 1 << 20
+	}
 	return nil
 }
 
@@ -113,6 +151,12 @@ type Node struct {
 	m       *metrics
 	clock   hlc
 
+	pos       func([]byte) uint32
+	peerAddr  string
+	respAddr  string
+	kv        *kvNode
+	ringKick  chan struct{}
+	lock      lease
 	httpAddrs sync.Map // chord address -> http address
 	leaving   atomic.Bool
 	kick      chan struct{} // asks the repair loop to run now
@@ -130,11 +174,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	eng, err := OpenEngine(cfg.DataDir)
+	pos := kv.Partitioners[cfg.Partitioner]
+	eng, err := OpenEngine(cfg.DataDir, pos)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Log, eng: eng, kick: make(chan struct{}, 1), stopped: make(chan struct{})}
+	n := &Node{cfg: cfg, log: cfg.Log, eng: eng, pos: pos, kick: make(chan struct{}, 1), ringKick: make(chan struct{}, 1), stopped: make(chan struct{})}
 	fail := func(err error) (*Node, error) {
 		n.shutdown()
 		return nil, err
@@ -156,7 +201,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		chordLn.Close()
 		return fail(fmt.Errorf("listen on http address %s: %w", cfg.HTTPAddr, err))
 	}
-	self, httpAdv, err := advertised(cfg, chordLn.Addr().String(), httpLn.Addr().String())
+	self, httpAdv, err := advertised(cfg, pos, chordLn.Addr().String(), httpLn.Addr().String())
 	if err != nil {
 		chordLn.Close()
 		httpLn.Close()
@@ -169,8 +214,27 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return fail(err)
 	}
 	n.httpAddrs.Store(self.Addr(), httpAdv)
+	peerLn := cfg.PeerAddr
+	if peerLn == "" {
+		peerLn = net.JoinHostPort(self.IP, "0")
+	}
+	if n.peerAddr, err = reserve(peerLn, self.IP); err != nil {
+		chordLn.Close()
+		httpLn.Close()
+		return fail(err)
+	}
+	var respLn net.Listener
+	if cfg.RESPAddr != "" {
+		if respLn, err = net.Listen("tcp", cfg.RESPAddr); err != nil {
+			chordLn.Close()
+			httpLn.Close()
+			return fail(fmt.Errorf("listen on resp address %s: %w", cfg.RESPAddr, err))
+		}
+		_, rport, _ := net.SplitHostPort(respLn.Addr().String())
+		n.respAddr = net.JoinHostPort(self.IP, rport)
+	}
 	n.rpcSrv = &rpc.Server{
-		Node: n.ring, HTTPAddr: httpAdv, Log: n.log,
+		Node: n.ring, HTTPAddr: httpAdv, Log: n.log, Addrs: n.addrs(),
 		OnKill: func() { n.log.Warn("killed by rpc"); n.stop() },
 		OnCall: func(m string) { n.m.rpcReceived.WithLabelValues(m).Inc() },
 	}
@@ -179,11 +243,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.rpcSrv.Serve(chordLn) }()
 	go func() { defer n.wg.Done(); n.httpSrv.Serve(httpLn) }()
 
+	bg, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	if err := n.startKV(bg, n.peerAddr); err != nil {
+		return fail(err)
+	}
+	if respLn != nil {
+		n.startRESP(bg, respLn)
+	}
 	if err := n.joinRing(ctx); err != nil {
 		return fail(err)
 	}
-	bg, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.RefreshRing()
 	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.tickLoop(bg) }()
 	go func() { defer n.wg.Done(); n.repairLoop(bg) }()
@@ -192,7 +263,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	return n, nil
 }
 
-func advertised(cfg Config, chordAddr, httpAddr string) (chord.Ref, string, error) {
+func advertised(cfg Config, pos func([]byte) uint32, chordAddr, httpAddr string) (chord.Ref, string, error) {
 	host, cport, _ := net.SplitHostPort(chordAddr)
 	_, hport, _ := net.SplitHostPort(httpAddr)
 	if cfg.Advertise != "" {
@@ -201,7 +272,7 @@ func advertised(cfg Config, chordAddr, httpAddr string) (chord.Ref, string, erro
 		return chord.Ref{}, "", fmt.Errorf("chord address %s has no concrete host: set --advertise", cfg.ChordAddr)
 	}
 	adv := net.JoinHostPort(host, cport)
-	id := chord.IDOfAddr(adv)
+	id := chord.ID(pos([]byte(adv)))
 	if cfg.ID != nil {
 		id = *cfg.ID
 	}
@@ -210,6 +281,22 @@ func advertised(cfg Config, chordAddr, httpAddr string) (chord.Ref, string, erro
 		return chord.Ref{}, "", err
 	}
 	return self, net.JoinHostPort(host, hport), nil
+}
+
+// reserve resolves a listen address with port 0 to a concrete free port,
+// so it can be advertised before the listener starts.
+func reserve(addr, advHost string) (string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("listen on peer address %s: %w", addr, err)
+	}
+	a := ln.Addr().(*net.TCPAddr)
+	ln.Close()
+	host := advHost
+	if ip := a.IP; ip != nil && !ip.IsUnspecified() {
+		host = ip.String()
+	}
+	return net.JoinHostPort(host, fmt.Sprint(a.Port)), nil
 }
 
 // ringState is what a node remembers of its ring across restarts.

@@ -63,7 +63,7 @@ func (n *Node) store(name string, body io.Reader, size int64, version uint64) (M
 // copies it to the rest of the replica set, and answers once a majority of
 // the set holds it.
 func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool) (Meta, error) {
-	key := chord.KeyOf(name)
+	key := n.eng.KeyOf(name)
 	if !forwarded || n.leaving.Load() {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
@@ -227,7 +227,7 @@ func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, bod
 	if resp.StatusCode/100 != 2 {
 		return Meta{}, &StatusError{Code: resp.StatusCode, Msg: string(trimNL(msg))}
 	}
-	return Meta{Name: name, Key: chord.KeyOf(name), Size: size}, nil
+	return Meta{Name: name, Key: n.eng.KeyOf(name), Size: size}, nil
 }
 
 // sourceReader remembers a read error of the client's body, so that a
@@ -255,7 +255,7 @@ func trimNL(b []byte) []byte {
 // Delete removes a file everywhere by writing a tombstone at its owner and
 // the owner's replicas.
 func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
-	key := chord.KeyOf(name)
+	key := n.eng.KeyOf(name)
 	if !forwarded || n.leaving.Load() {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
@@ -339,7 +339,7 @@ func (n *Node) fallbacks() []chord.Ref {
 // from its successors while a transfer is in flight; other nodes proxy to
 // the owner, and to the owner's successors if the owner is unreachable.
 func (n *Node) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) error {
-	key := chord.KeyOf(name)
+	key := n.eng.KeyOf(name)
 	forwarded := r.Header.Get(hdrForwarded) != ""
 	if !forwarded {
 		owner, err := n.owner(ctx, key)

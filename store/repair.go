@@ -242,17 +242,24 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 		n.leaving.Store(false)
 		return 0, statusf(http.StatusConflict, "the last node of a ring cannot leave while it holds %d files", n.eng.Files())
 	}
+	// The KV layer counts this node out of every preference list and
+	// hands its keys to their next holders.
+	n.kv.drain.Store(true)
+	n.RefreshRing()
 	if err := n.ring.Leave(ctx); err != nil {
 		n.log.Warn("leave: a neighbour was not told; stabilization will catch up", "err", err)
 	}
+	n.announceRingChange(ctx, "")
 	moved := 0
 	var err error
-	for attempt := range 20 {
+	for attempt := range 600 {
 		var res RepairResult
 		res, err = n.repair(ctx, true)
 		moved += res.Pushed
 		left := 0
 		n.eng.Scan(0, 0, func(Meta) bool { left++; return true })
+		keys, _ := n.eng.kvCount()
+		left += keys
 		if err == nil && left == 0 {
 			n.log.Info("left the ring", "moved", moved)
 			return moved, nil
@@ -267,5 +274,7 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 	// Stay, with every file: stabilization brings the node back into the
 	// ring and a later leave can try again.
 	n.leaving.Store(false)
+	n.kv.drain.Store(false)
+	n.RefreshRing()
 	return moved, fmt.Errorf("leave: files remain after repeated hand-off, node stays: %v", err)
 }

@@ -271,3 +271,22 @@ func (cl *Client) HTTPAddr(ctx context.Context, addr string) (string, error) {
 	}
 	return s, nil
 }
+
+// Addrs asks a node for its service addresses by name.
+func (cl *Client) Addrs(ctx context.Context, addr string) (map[string]string, error) {
+	v, err := cl.Call(ctx, addr, "get_addrs")
+	if err != nil {
+		return nil, err
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: get_addrs reply is not a map", ErrBadMessage)
+	}
+	out := make(map[string]string, len(m))
+	for k, x := range m {
+		if s, ok := asString(x); ok {
+			out[k] = s
+		}
+	}
+	return out, nil
+}

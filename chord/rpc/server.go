@@ -21,12 +21,15 @@ import (
 // Seed methods: get_info, create, join, find_successor, get_predecessor,
 // get_successor, notify, stabilize, check_predecessor, kill.
 // Extensions: ping, get_state (predecessor and successor list in one call),
-// get_successors, leave, get_http_addr.
+// get_successors, leave, get_http_addr, get_addrs.
 type Server struct {
 	Node *chord.Node
 	// HTTPAddr is the node's file service address, answered by get_http_addr
 	// so that clients can find the file port of any node.
 	HTTPAddr string
+	// Addrs are the node's other service addresses by name ("http", "peer",
+	// "resp"), answered by get_addrs.
+	Addrs map[string]string
 	// OnKill runs when a kill request arrives, after the reply is sent.
 	OnKill func()
 	// OnCall, if set, is told of every request received.
@@ -273,6 +276,8 @@ func (s *Server) handle(method string, p []any) (any, error) {
 		return nil, wantParams(method, p, 0)
 	case "get_http_addr":
 		return s.HTTPAddr, wantParams(method, p, 0)
+	case "get_addrs":
+		return s.Addrs, wantParams(method, p, 0)
 	case "kill":
 		if s.OnKill == nil {
 			return nil, errors.New("kill: not supported by this node")

@@ -35,7 +35,7 @@ before a restart (remembered in --data-dir).`,
 			if id != "" {
 				v, err := strconv.ParseUint(id, 10, 32)
 				if err != nil {
-					return fmt.Errorf("--id %q: want an integer in [0, 4294967295]", id)
+					return fmt.Errorf("--token %q: want an integer in [0, 4294967295]", id)
 				}
 				cid := chord.ID(v)
 				cfg.ID = &cid
@@ -51,6 +51,10 @@ before a restart (remembered in --data-dir).`,
 				cfg.Join = chordAddr(cfg.Join)
 			}
 			cfg.Log = slog.Default()
+			if cfg.KV.W > cfg.Replicas || cfg.KV.R > cfg.Replicas {
+				cfg.KV.W, cfg.KV.R = min(cfg.KV.W, cfg.Replicas), min(cfg.KV.R, cfg.Replicas)
+				slog.Warn("quorums lowered to --replicas", "replicas", cfg.Replicas, "w", cfg.KV.W, "r", cfg.KV.R)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			n, err := store.Start(ctx, cfg)
@@ -71,7 +75,14 @@ before a restart (remembered in --data-dir).`,
 	f.StringVar(&cfg.Advertise, "advertise", "", "host other nodes use to reach this one (needed when listening on 0.0.0.0)")
 	f.StringVar(&cfg.DataDir, "data-dir", "tide-data", "directory for files and metadata")
 	f.StringVar(&cfg.Join, "join", "", "Chord address of any ring member to join")
-	f.StringVar(&id, "id", "", "ring identifier (default: low 32 bits of MD5 of the Chord address)")
+	f.StringVar(&id, "token", "", "ring token (default: the partitioner's position of the Chord address)")
+	f.StringVar(&id, "id", "", "alias of --token")
+	f.StringVar(&cfg.Partitioner, "partitioner", "md5-low32", "key placement: md5-low32, or md5-mod10000 (the Dynamo seed's ring; tokens below 10000)")
+	f.StringVar(&cfg.PeerAddr, "peer-addr", "", "address for KV replication traffic (default: the Chord host, any free port)")
+	f.StringVar(&cfg.RESPAddr, "resp-addr", "", "serve the Redis protocol here, e.g. 127.0.0.1:6379 (default: off)")
+	f.IntVar(&cfg.KV.W, "write-quorum", 2, "KV writes wait for W acknowledgements")
+	f.IntVar(&cfg.KV.R, "read-quorum", 2, "KV reads wait for R answers")
+	f.IntVar(&cfg.KV.MaxValue, "max-value", 1<<20, "largest KV value, in bytes")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each file (N)")
 	f.IntVar(&cfg.Successors, "successors", 3, "successor list length r (raised to --replicas)")
 	f.StringVar(&capacity, "capacity", "", "bytes this node may store, e.g. 64MiB (default: the filesystem's size)")

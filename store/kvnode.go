@@ -1,0 +1,310 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tide/chord"
+	"tide/kv"
+	"tide/transport"
+)
+
+// member is one ring member as the KV layer sees it.
+type member struct {
+	ref   chord.Ref
+	addrs map[string]string // http, peer, resp
+}
+
+// kvRing is a kv.Ring over a snapshot of the ring's members.
+type kvRing struct {
+	*kv.StaticRing
+	members []member
+}
+
+// clientAddr is the address a node's own KV clients use; replies to it are
+// handed to the waiting caller instead of the network.
+const clientAddr = "local"
+
+// kvNode drives a kv.Node: one goroutine steps it with messages from peers
+// and local callers and ticks it, persists what it asks in one synced batch
+// per round, and only then sends.
+type kvNode struct {
+	n      *Node
+	node   *kv.Node
+	tr     *transport.Transport
+	inbox  chan kv.Message
+	rings  chan *kvRing
+	ring   atomic.Pointer[kvRing]
+	nextID atomic.Uint64
+	mu     sync.Mutex
+	wait   map[uint64]chan kv.Message
+	stats  atomic.Pointer[kv.Stats]
+	drain  atomic.Bool
+}
+
+func (n *Node) startKV(ctx context.Context, peerLn string) error {
+	k := &kvNode{n: n, tr: transport.New(), inbox: make(chan kv.Message, 1<<16), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{}}
+	k.tr.Log = n.log
+	pos := n.pos
+	self := n.ring.Self()
+	initial := &kvRing{StaticRing: kv.NewStaticRing(pos, []kv.Member{{Addr: n.peerAddr, Token: uint32(self.ID)}}),
+		members: []member{{ref: self, addrs: n.addrs()}}}
+	k.ring.Store(initial)
+	hints, err := n.eng.hints()
+	if err != nil {
+		return err
+	}
+	k.node = kv.NewNode(n.cfg.KV, n.peerAddr, initial, kvStorage{n.eng}, func() uint64 { return uint64(time.Now().UnixNano()) }, hints)
+	k.stats.Store(&kv.Stats{})
+	if _, err := k.tr.Listen(peerLn, k.deliver); err != nil {
+		return err
+	}
+	n.kv = k
+	n.wg.Add(2)
+	go func() { defer n.wg.Done(); k.loop(ctx) }()
+	go func() { defer n.wg.Done(); n.ringLoop(ctx) }()
+	return nil
+}
+
+func (k *kvNode) deliver(frame []byte) {
+	m, err := kv.Decode(frame)
+	if err != nil {
+		return
+	}
+	select {
+	case k.inbox <- m:
+	default:
+	}
+}
+
+func (k *kvNode) loop(ctx context.Context) {
+	defer k.tr.Close()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-k.rings:
+			k.node.SetRing(r)
+		case m := <-k.inbox:
+			k.node.Step(m)
+			for i := 0; i < 4096; i++ {
+				select {
+				case m := <-k.inbox:
+					k.node.Step(m)
+					continue
+				default:
+				}
+				break
+			}
+		case <-t.C:
+			k.node.Tick()
+			st := k.node.Stats
+			k.stats.Store(&st)
+		}
+		rd := k.node.Ready()
+		if err := k.n.eng.applyKV(rd.Persist); err != nil {
+			k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
+			continue
+		}
+		for i := range rd.Messages {
+			m := &rd.Messages[i]
+			if m.To == clientAddr {
+				k.mu.Lock()
+				ch := k.wait[m.ID]
+				delete(k.wait, m.ID)
+				k.mu.Unlock()
+				if ch != nil {
+					ch <- *m
+				}
+				continue
+			}
+			b, err := kv.Encode(m)
+			if err == nil {
+				k.tr.Send(m.To, b)
+			}
+		}
+	}
+}
+
+// ErrQuorum is returned when a write or read did not reach its quorum.
+var ErrQuorum = errors.New("quorum not reached")
+
+// do runs one client request through the local coordinator.
+func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
+	id := k.nextID.Add(1)
+	m.ID, m.From = id, clientAddr
+	ch := make(chan kv.Message, 1)
+	k.mu.Lock()
+	k.wait[id] = ch
+	k.mu.Unlock()
+	select {
+	case k.inbox <- m:
+	case <-ctx.Done():
+		return kv.Message{}, ctx.Err()
+	}
+	select {
+	case r := <-ch:
+		if r.Err != "" {
+			if r.Err == "value too large" {
+				return r, statusf(413, "value larger than %d bytes", k.n.cfg.KV.MaxValue)
+			}
+			return r, fmt.Errorf("%w: %s", ErrQuorum, r.Err)
+		}
+		return r, nil
+	case <-ctx.Done():
+		k.mu.Lock()
+		delete(k.wait, id)
+		k.mu.Unlock()
+		return kv.Message{}, ctx.Err()
+	}
+}
+
+// KVPut writes key=value (W overrides the write quorum when > 0) and returns
+// the version written.
+func (n *Node) KVPut(ctx context.Context, key, value []byte, w int) (uint64, error) {
+	if len(value) > n.cfg.KV.MaxValue {
+		return 0, statusf(413, "value of %d bytes is larger than the limit of %d", len(value), n.cfg.KV.MaxValue)
+	}
+	r, err := n.kv.do(ctx, kv.Message{Kind: kv.KindClientPut, Rec: kv.Record{Key: key, Value: value}, W: w})
+	return r.Rec.Version, err
+}
+
+// KVDelete deletes key, leaving a tombstone.
+func (n *Node) KVDelete(ctx context.Context, key []byte, w int) (uint64, error) {
+	r, err := n.kv.do(ctx, kv.Message{Kind: kv.KindClientPut, Rec: kv.Record{Key: key, Tomb: true}, W: w})
+	return r.Rec.Version, err
+}
+
+// KVGet reads key (R overrides the read quorum when > 0).
+func (n *Node) KVGet(ctx context.Context, key []byte, r int) (kv.Record, bool, error) {
+	m, err := n.kv.do(ctx, kv.Message{Kind: kv.KindClientGet, Rec: kv.Record{Key: key}, W: r})
+	return m.Rec, m.Found, err
+}
+
+// KVOwner returns the member that owns key.
+func (n *Node) KVOwner(key []byte) member {
+	r := n.kv.ring.Load()
+	pos := n.pos(key)
+	ms := r.members
+	i := sort.Search(len(ms), func(i int) bool { return uint32(ms[i].ref.ID) >= pos })
+	return ms[i%len(ms)]
+}
+
+// addrs are this node's service addresses.
+func (n *Node) addrs() map[string]string {
+	a := map[string]string{"http": n.HTTPAddr(), "peer": n.peerAddr}
+	if n.respAddr != "" {
+		a["resp"] = n.respAddr
+	}
+	return a
+}
+
+// ringLoop keeps the KV layer's member table: a walk of the ring whenever
+// this node's neighbourhood changes, when asked (RefreshRing), and every
+// 60 seconds regardless.
+func (n *Node) ringLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var lastEpoch uint64
+	var lastWalk time.Time
+	cache := map[string]map[string]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-n.ringKick:
+			lastWalk = time.Time{}
+		}
+		if e := n.ring.Epoch(); e == lastEpoch && time.Since(lastWalk) < time.Minute && !lastWalk.IsZero() {
+			continue
+		} else {
+			lastEpoch = e
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ms, err := n.walk(wctx, cache)
+		cancel()
+		if err != nil {
+			n.log.Debug("ring walk failed; will retry", "err", err)
+			continue
+		}
+		lastWalk = time.Now()
+		if n.kv.drain.Load() {
+			ms = slices.DeleteFunc(ms, func(m member) bool { return m.ref == n.ring.Self() })
+		}
+		n.setMembers(ms)
+	}
+}
+
+// setMembers installs a new member table in the KV layer.
+func (n *Node) setMembers(ms []member) {
+	var kms []kv.Member
+	for _, m := range ms {
+		kms = append(kms, kv.Member{Addr: m.addrs["peer"], Token: uint32(m.ref.ID)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].ref.ID < ms[j].ref.ID })
+	r := &kvRing{StaticRing: kv.NewStaticRing(n.pos, kms), members: ms}
+	old := n.kv.ring.Swap(r)
+	if old == nil || fmtRing(old.members) != fmtRing(ms) {
+		n.log.Info("kv ring changed", "members", len(ms))
+	}
+	n.kv.rings <- r
+}
+
+func fmtRing(ms []member) string {
+	s := ""
+	for _, m := range ms {
+		s += m.ref.String() + ";"
+	}
+	return s
+}
+
+// walk follows successor pointers around the ring from this node.
+func (n *Node) walk(ctx context.Context, cache map[string]map[string]string) ([]member, error) {
+	self := n.ring.Self()
+	out := []member{{ref: self, addrs: n.addrs()}}
+	seen := map[chord.Ref]bool{self: true}
+	cur := n.ring.Successor(0)
+	for range 4096 {
+		if seen[cur] || cur.IsZero() {
+			break
+		}
+		seen[cur] = true
+		a, ok := cache[cur.Addr()]
+		if !ok {
+			var err error
+			if a, err = n.rpc.Addrs(ctx, cur.Addr()); err != nil {
+				return nil, fmt.Errorf("addresses of %s: %w", cur.Addr(), err)
+			}
+			cache[cur.Addr()] = a
+		}
+		if a["peer"] != "" {
+			out = append(out, member{ref: cur, addrs: a})
+		}
+		next, err := n.rpc.CallRef(ctx, cur.Addr(), "get_successor", 0)
+		if err != nil {
+			return nil, fmt.Errorf("successor of %s: %w", cur.Addr(), err)
+		}
+		cur = next
+	}
+	return out, nil
+}
+
+// RefreshRing asks for an immediate walk of the ring.
+func (n *Node) RefreshRing() {
+	select {
+	case n.ringKick <- struct{}{}:
+	default:
+	}
+}
+
+// KVStats returns the KV layer's counters.
+func (n *Node) KVStats() kv.Stats { return *n.kv.stats.Load() }

@@ -1,0 +1,148 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"tide/kv"
+)
+
+// The KV namespace lives in the node's pebble database beside the file
+// metadata: records under "k/" + position + key, so a ring range is one
+// ordered scan, and hints under "h/" + target + NUL + key.
+
+func kvKey(pos uint32, key []byte) []byte {
+	b := make([]byte, 0, 6+len(key))
+	b = append(b, 'k', '/')
+	b = binary.BigEndian.AppendUint32(b, pos)
+	return append(b, key...)
+}
+
+func hintKey(target string, key []byte) []byte {
+	b := append([]byte("h/"+target), 0)
+	return append(b, key...)
+}
+
+// kvStorage adapts the engine to kv.Storage.
+type kvStorage struct{ e *Engine }
+
+// Get implements kv.Storage.
+func (s kvStorage) Get(key []byte) (kv.Record, bool, error) {
+	v, closer, err := s.e.db.Get(kvKey(s.e.pos(key), key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return kv.Record{}, false, nil
+	}
+	if err != nil {
+		return kv.Record{}, false, err
+	}
+	defer closer.Close()
+	var r kv.Record
+	if err := msgpack.Unmarshal(v, &r); err != nil {
+		return kv.Record{}, false, fmt.Errorf("decode kv record: %w", err)
+	}
+	return r, true, nil
+}
+
+// Scan implements kv.Storage: records with positions in (from, to].
+func (s kvStorage) Scan(from, to uint32, fn func(uint32, kv.Record) bool) error {
+	scan := func(lo, hi []byte) (bool, error) {
+		it, err := s.e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+		if err != nil {
+			return false, err
+		}
+		defer it.Close()
+		for it.First(); it.Valid(); it.Next() {
+			k := it.Key()
+			var r kv.Record
+			if err := msgpack.Unmarshal(it.Value(), &r); err != nil {
+				return false, fmt.Errorf("decode kv record %x: %w", k, err)
+			}
+			if !fn(binary.BigEndian.Uint32(k[2:6]), r) {
+				return false, nil
+			}
+		}
+		return true, it.Error()
+	}
+	// bound(p) is the first key of position p.
+	bound := func(p uint64) []byte {
+		if p > 0xffffffff {
+			return []byte("k0")
+		}
+		return binary.BigEndian.AppendUint32([]byte("k/"), uint32(p))
+	}
+	switch {
+	case from == to:
+		_, err := scan(bound(0), bound(1<<32))
+		return err
+	case from < to:
+		_, err := scan(bound(uint64(from)+1), bound(uint64(to)+1))
+		return err
+	default: // wraps: (from, max] then [0, to]
+		more, err := scan(bound(uint64(from)+1), bound(1<<32))
+		if err != nil || !more {
+			return err
+		}
+		_, err = scan(bound(0), bound(uint64(to)+1))
+		return err
+	}
+}
+
+// applyKV persists a KV node's changes in one synced batch.
+func (e *Engine) applyKV(ops []kv.PersistOp) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	b := e.db.NewBatch()
+	defer b.Close()
+	for _, op := range ops {
+		switch {
+		case op.Put != nil:
+			v, err := msgpack.Marshal(op.Put)
+			if err != nil {
+				return err
+			}
+			b.Set(kvKey(e.pos(op.Put.Key), op.Put.Key), v, nil)
+		case op.Delete != nil:
+			b.Delete(kvKey(e.pos(op.Delete), op.Delete), nil)
+		case op.Hint != nil:
+			v, _ := msgpack.Marshal(op.Hint)
+			b.Set(hintKey(op.Hint.Target, op.Hint.Rec.Key), v, nil)
+		case op.DoneHint != nil:
+			b.Delete(hintKey(op.DoneHint.Target, op.DoneHint.Rec.Key), nil)
+		}
+	}
+	return b.Commit(pebble.Sync)
+}
+
+// hints loads the hints held for other nodes.
+func (e *Engine) hints() ([]kv.Hint, error) {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("h/"), UpperBound: []byte("h0")})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []kv.Hint
+	for it.First(); it.Valid(); it.Next() {
+		var h kv.Hint
+		if err := msgpack.Unmarshal(it.Value(), &h); err != nil {
+			return nil, fmt.Errorf("decode hint: %w", err)
+		}
+		out = append(out, h)
+	}
+	return out, it.Error()
+}
+
+// kvCount counts KV records (tombstones included) and their bytes.
+func (e *Engine) kvCount() (n int, size int64) {
+	kvStorage{e}.Scan(0, 0, func(_ uint32, r kv.Record) bool {
+		n++
+		size += int64(len(r.Key) + len(r.Value))
+		return true
+	})
+	return n, size
+}
+

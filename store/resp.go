@@ -1,0 +1,369 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"tide/kv"
+)
+
+// The Redis protocol (RESP2) front end: GET, SET, DEL, EXISTS, MGET, MSET,
+// PING, ECHO, INFO, COMMAND, CONFIG GET, SELECT 0, CLIENT and QUIT, enough
+// for redis-cli and redis-benchmark. Pipelined commands are read together,
+// executed concurrently and answered in order.
+
+// maxBulk bounds one argument; maxArgs bounds one command.
+const (
+	maxArgs = 1 << 20
+)
+
+// errProtocol is a malformed request: answered with -ERR, then the
+// connection is closed, as Redis does.
+var errProtocol = errors.New("Protocol error")
+
+// readCommand reads one command: a RESP array of bulk strings, or an inline
+// command line.
+func readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) {
+	line, err := readLine(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(line) == 0 {
+		return nil, nil
+	}
+	if line[0] != '*' {
+		return splitInline(line), nil
+	}
+	n, err := strconv.Atoi(string(line[1:]))
+	if err != nil || n > maxArgs {
+		return nil, fmt.Errorf("%w: invalid multibulk length", errProtocol)
+	}
+	if n <= 0 {
+		return nil, nil
+	}
+	args := make([][]byte, 0, min(n, 64))
+	for range n {
+		hdr, err := readLine(r)
+		if err != nil {
+			return nil, err
+		}
+		if len(hdr) == 0 || hdr[0] != '$' {
+			return nil, fmt.Errorf("%w: expected '$', got '%s'", errProtocol, firstByte(hdr))
+		}
+		l, err := strconv.Atoi(string(hdr[1:]))
+		if err != nil || l < 0 || l > maxBulk {
+			return nil, fmt.Errorf("%w: invalid bulk length", errProtocol)
+		}
+		buf := make([]byte, l+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		if buf[l] != '\r' || buf[l+1] != '\n' {
+			return nil, fmt.Errorf("%w: bulk string not terminated by CRLF", errProtocol)
+		}
+		args = append(args, buf[:l])
+	}
+	return args, nil
+}
+
+func firstByte(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return string(b[:1])
+}
+
+// readLine reads a CRLF- (or LF-) terminated line of at most 64 KiB.
+func readLine(r *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		line = append(line, chunk...)
+		if err == nil {
+			break
+		}
+		if err != bufio.ErrBufferFull {
+			if err == io.EOF && len(line) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if len(line) > 64<<10 {
+			return nil, fmt.Errorf("%w: too big inline request", errProtocol)
+		}
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+func splitInline(line []byte) [][]byte {
+	var out [][]byte
+	for _, f := range strings.Fields(string(line)) {
+		out = append(out, []byte(f))
+	}
+	return out
+}
+
+// respWriter encodes replies.
+type respWriter struct{ w *bufio.Writer }
+
+func (r respWriter) simple(s string) { r.w.WriteString("+" + s + "\r\n") }
+func (r respWriter) err(s string)    { r.w.WriteString("-" + s + "\r\n") }
+func (r respWriter) int(n int64)     { r.w.WriteString(":" + strconv.FormatInt(n, 10) + "\r\n") }
+func (r respWriter) nilBulk()        { r.w.WriteString("$-1\r\n") }
+func (r respWriter) bulk(b []byte) {
+	r.w.WriteString("$" + strconv.Itoa(len(b)) + "\r\n")
+	r.w.Write(b)
+	r.w.WriteString("\r\n")
+}
+func (r respWriter) array(n int) { r.w.WriteString("*" + strconv.Itoa(n) + "\r\n") }
+
+// reply is a command's answer, rendered after concurrent execution.
+type reply func(respWriter)
+
+func (n *Node) startRESP(ctx context.Context, ln net.Listener) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		var conns sync.WaitGroup
+		go func() { <-ctx.Done(); ln.Close() }()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				break
+			}
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				n.serveRESP(ctx, c)
+			}()
+		}
+		conns.Wait()
+	}()
+}
+
+func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	go func() { <-ctx.Done(); c.Close() }()
+	br := bufio.NewReaderSize(c, 64<<10)
+	bw := bufio.NewWriterSize(c, 64<<10)
+	w := respWriter{bw}
+	maxBulk := n.cfg.KV.MaxValue + 1<<10
+	for {
+		var cmds [][][]byte
+		var perr error
+		for len(cmds) < 1024 {
+			args, err := readCommand(br, maxBulk)
+			if err != nil {
+				perr = err
+				break
+			}
+			if args != nil {
+				cmds = append(cmds, args)
+			}
+			if br.Buffered() == 0 {
+				break
+			}
+		}
+		replies := make([]reply, len(cmds))
+		var wg sync.WaitGroup
+		quit := false
+		for i, args := range cmds {
+			if strings.EqualFold(string(args[0]), "QUIT") {
+				replies[i] = func(w respWriter) { w.simple("OK") }
+				quit = true
+				cmds = cmds[:i+1]
+				replies = replies[:i+1]
+				break
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				replies[i] = n.execRESP(ctx, args)
+			}()
+		}
+		wg.Wait()
+		for _, r := range replies {
+			r(w)
+		}
+		if perr != nil {
+			if errors.Is(perr, errProtocol) {
+				w.err("ERR " + perr.Error())
+			}
+			bw.Flush()
+			return
+		}
+		if err := bw.Flush(); err != nil || quit {
+			return
+		}
+	}
+}
+
+// execRESP runs one command.
+func (n *Node) execRESP(ctx context.Context, args [][]byte) reply {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	name := strings.ToUpper(string(args[0]))
+	argc := len(args) - 1
+	wrongArgs := func() reply {
+		return func(w respWriter) {
+			w.err(fmt.Sprintf("ERR wrong number of arguments for '%s' command", strings.ToLower(name)))
+		}
+	}
+	fail := func(err error) reply {
+		return func(w respWriter) { w.err("ERR " + err.Error()) }
+	}
+	switch name {
+	case "PING":
+		switch argc {
+		case 0:
+			return func(w respWriter) { w.simple("PONG") }
+		case 1:
+			return func(w respWriter) { w.bulk(args[1]) }
+		}
+		return wrongArgs()
+	case "ECHO":
+		if argc != 1 {
+			return wrongArgs()
+		}
+		return func(w respWriter) { w.bulk(args[1]) }
+	case "GET":
+		if argc != 1 {
+			return wrongArgs()
+		}
+		r, found, err := n.KVGet(ctx, args[1], 0)
+		if err != nil {
+			return fail(err)
+		}
+		if !found {
+			return func(w respWriter) { w.nilBulk() }
+		}
+		return func(w respWriter) { w.bulk(r.Value) }
+	case "SET":
+		if argc < 2 {
+			return wrongArgs()
+		}
+		if argc > 2 {
+			return func(w respWriter) { w.err("ERR SET options are not supported by tide") }
+		}
+		if _, err := n.KVPut(ctx, args[1], args[2], 0); err != nil {
+			return fail(err)
+		}
+		return func(w respWriter) { w.simple("OK") }
+	case "MSET":
+		if argc == 0 || argc%2 != 0 {
+			return wrongArgs()
+		}
+		errs := make([]error, argc/2)
+		var wg sync.WaitGroup
+		for i := 0; i < argc/2; i++ {
+			wg.Add(1)
+			go func() { defer wg.Done(); _, errs[i] = n.KVPut(ctx, args[1+2*i], args[2+2*i], 0) }()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return fail(err)
+		}
+		return func(w respWriter) { w.simple("OK") }
+	case "MGET", "EXISTS", "DEL":
+		if argc == 0 {
+			return wrongArgs()
+		}
+		vals := make([][]byte, argc)
+		found := make([]bool, argc)
+		errs := make([]error, argc)
+		var wg sync.WaitGroup
+		for i := range argc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var r kv.Record
+				r, found[i], errs[i] = n.KVGet(ctx, args[1+i], 0)
+				vals[i] = r.Value
+				if name == "DEL" && found[i] && errs[i] == nil {
+					_, errs[i] = n.KVDelete(ctx, args[1+i], 0)
+				}
+			}()
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return fail(err)
+		}
+		if name == "MGET" {
+			return func(w respWriter) {
+				w.array(argc)
+				for i := range argc {
+					if found[i] {
+						w.bulk(vals[i])
+					} else {
+						w.nilBulk()
+					}
+				}
+			}
+		}
+		count := int64(0)
+		for _, f := range found {
+			if f {
+				count++
+			}
+		}
+		return func(w respWriter) { w.int(count) }
+	case "INFO":
+		info := n.respInfo()
+		return func(w respWriter) { w.bulk([]byte(info)) }
+	case "COMMAND":
+		if argc >= 1 && strings.EqualFold(string(args[1]), "COUNT") {
+			return func(w respWriter) { w.int(int64(len(respCommands))) }
+		}
+		return func(w respWriter) { w.array(0) }
+	case "CONFIG":
+		if argc >= 1 && strings.EqualFold(string(args[1]), "GET") {
+			return func(w respWriter) { w.array(0) }
+		}
+		return func(w respWriter) { w.err("ERR CONFIG supports only GET in tide") }
+	case "SELECT":
+		if argc == 1 && string(args[1]) == "0" {
+			return func(w respWriter) { w.simple("OK") }
+		}
+		return func(w respWriter) { w.err("ERR tide has a single database (0)") }
+	case "CLIENT":
+		return func(w respWriter) { w.simple("OK") }
+	}
+	preview := make([]string, 0, 3)
+	for _, a := range args[1:min(len(args), 4)] {
+		preview = append(preview, "'"+string(a)+"'")
+	}
+	return func(w respWriter) {
+		w.err(fmt.Sprintf("ERR unknown command '%s', with args beginning with: %s", string(args[0]), strings.Join(preview, " ")))
+	}
+}
+
+var respCommands = []string{"get", "set", "del", "exists", "mget", "mset", "ping", "echo", "info", "command", "config", "select", "client", "quit"}
+
+func (n *Node) respInfo() string {
+	st := n.KVStats()
+	r := n.kv.ring.Load()
+	keys, bytes := n.eng.kvCount()
+	return fmt.Sprintf("# Server\r\nredis_version:7.0.0\r\ntide_version:dev\r\nredis_mode:tide\r\ntcp_port:%s\r\n"+
+		"# Replication\r\nrole:master\r\ntide_replicas:%d\r\ntide_write_quorum:%d\r\ntide_read_quorum:%d\r\ntide_ring_members:%d\r\n"+
+		"# Stats\r\ntide_writes:%d\r\ntide_reads:%d\r\ntide_write_failures:%d\r\ntide_read_failures:%d\r\ntide_read_repairs:%d\r\ntide_hints_held:%d\r\n"+
+		"# Keyspace\r\ndb0:keys=%d,bytes=%d\r\n",
+		portOf(n.respAddr), n.cfg.KV.N, n.cfg.KV.W, n.cfg.KV.R, len(r.members),
+		st.Writes, st.Reads, st.WriteFailures, st.ReadFailures, st.ReadRepairs, st.HintsHeld, keys, bytes)
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
