@@ -177,7 +177,6 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 			}
 		}
 		replies := make([]reply, len(cmds))
-		var wg sync.WaitGroup
 		quit := false
 		for i, args := range cmds {
 			if strings.EqualFold(string(args[0]), "QUIT") {
@@ -187,13 +186,43 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 				replies = replies[:i+1]
 				break
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				replies[i] = n.execRESP(ctx, args)
-			}()
 		}
-		wg.Wait()
+		// Commands run concurrently in waves; a command that touches a key
+		// an earlier command of the wave touches starts the next wave, so
+		// a pipeline takes effect in order.
+		for start := 0; start < len(cmds); {
+			touched := map[string]bool{}
+			end := start
+			for end < len(cmds) && replies[end] == nil {
+				ks := respKeys(cmds[end])
+				clash := false
+				for _, k := range ks {
+					if touched[k] {
+						clash = true
+					}
+				}
+				if clash && end > start {
+					break
+				}
+				for _, k := range ks {
+					touched[k] = true
+				}
+				end++
+			}
+			var wg sync.WaitGroup
+			for i := start; i < end; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					replies[i] = n.execRESP(ctx, cmds[i])
+				}()
+			}
+			wg.Wait()
+			if end == start { // a QUIT
+				end++
+			}
+			start = end
+		}
 		for _, r := range replies {
 			r(w)
 		}
@@ -347,6 +376,30 @@ func (n *Node) execRESP(ctx context.Context, args [][]byte) reply {
 	return func(w respWriter) {
 		w.err(fmt.Sprintf("ERR unknown command '%s', with args beginning with: %s", string(args[0]), strings.Join(preview, " ")))
 	}
+}
+
+// respKeys lists the keys a command touches.
+func respKeys(args [][]byte) []string {
+	if len(args) < 2 {
+		return nil
+	}
+	switch strings.ToUpper(string(args[0])) {
+	case "GET", "SET":
+		return []string{string(args[1])}
+	case "DEL", "EXISTS", "MGET":
+		ks := make([]string, 0, len(args)-1)
+		for _, a := range args[1:] {
+			ks = append(ks, string(a))
+		}
+		return ks
+	case "MSET":
+		var ks []string
+		for i := 1; i < len(args); i += 2 {
+			ks = append(ks, string(args[i]))
+		}
+		return ks
+	}
+	return nil
 }
 
 var respCommands = []string{"get", "set", "del", "exists", "mget", "mset", "ping", "echo", "info", "command", "config", "select", "client", "quit"}

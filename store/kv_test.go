@@ -1,0 +1,204 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func httpGet(t *testing.T, u string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func kvCluster(t *testing.T, size int, mod func(*Config)) []*Node {
+	t.Helper()
+	nodes := []*Node{startTestNode(t, "", 3, mod)}
+	for len(nodes) < size {
+		nodes = append(nodes, startTestNode(t, nodes[0].ring.Self().Addr(), 3, mod))
+	}
+	waitFor(t, "ring to converge", func() bool { return ringConverged(nodes) })
+	waitFor(t, "every node to see every member", func() bool {
+		for _, n := range nodes {
+			if len(n.kv.ring.Load().members) != size {
+				n.RefreshRing()
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+func TestKVQuorumRoundTrip(t *testing.T) {
+	nodes := kvCluster(t, 4, nil)
+	ctx := context.Background()
+	for i := range 50 {
+		key := []byte(fmt.Sprintf("key-%d\xff", i)) // not UTF-8: allowed
+		if _, err := nodes[i%4].KVPut(ctx, key, []byte(fmt.Sprint(i)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		key := []byte(fmt.Sprintf("key-%d\xff", i))
+		rec, found, err := nodes[(i+1)%4].KVGet(ctx, key, 0)
+		if err != nil || !found || string(rec.Value) != fmt.Sprint(i) {
+			t.Fatalf("get %q = %q %v %v", key, rec.Value, found, err)
+		}
+	}
+	// Every key is on exactly N=3 nodes.
+	waitFor(t, "3 copies of every key", func() bool {
+		for i := range 50 {
+			key := []byte(fmt.Sprintf("key-%d\xff", i))
+			k := 0
+			for _, n := range nodes {
+				if _, ok, _ := (kvStorage{n.eng}).Get(key); ok {
+					k++
+				}
+			}
+			if k != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	if _, err := nodes[0].KVDelete(ctx, []byte("key-1\xff"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := nodes[2].KVGet(ctx, []byte("key-1\xff"), 0); err != nil || found {
+		t.Fatalf("deleted key: found=%v %v", found, err)
+	}
+}
+
+func TestSeedRoutes(t *testing.T) {
+	nodes := kvCluster(t, 3, nil)
+	base := "http://" + nodes[1].HTTPAddr()
+	resp, err := http.PostForm(base+"/route", url.Values{"key": {"bed"}, "val": {"sheets"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "OK" {
+		t.Fatalf("POST /route: %d %q", resp.StatusCode, b)
+	}
+	if code, body := httpGet(t, "http://"+nodes[2].HTTPAddr()+"/route?key=bed"); code != 200 || body != "sheets" {
+		t.Fatalf("GET /route: %d %q", code, body)
+	}
+	if code, body := httpGet(t, base+"/route?key=nothing"); code != 200 || body != "N/A" {
+		t.Fatalf("GET /route unknown key: %d %q", code, body)
+	}
+	code, owner := httpGet(t, base+"/route_test?key=bed")
+	if code != 200 || owner != nodes[1].KVOwner([]byte("bed")).addrs["http"] {
+		t.Fatalf("route_test: %d %q", code, owner)
+	}
+	code, ring := httpGet(t, base+"/hash_ring")
+	if code != 200 || !strings.Contains(ring, `"_sorted_keys"`) || !strings.Contains(ring, nodes[0].HTTPAddr()) {
+		t.Fatalf("hash_ring: %d %s", code, ring)
+	}
+	// Bad input.
+	if code, _ := httpGet(t, base+"/remove_node/127.0.0.1:1"); code != 404 {
+		t.Errorf("remove of an unknown node: %d, want 404", code)
+	}
+	if code, _ := httpGet(t, base+"/add_node/abc/127.0.0.1:1"); code != 400 {
+		t.Errorf("add_node with a bad token: %d, want 400", code)
+	}
+	tok := nodes[0].ring.Self().ID
+	if code, _ := httpGet(t, fmt.Sprintf("%s/add_node/%d/127.0.0.1:1", base, tok)); code != 409 {
+		t.Errorf("add_node with a taken token: %d, want 409", code)
+	}
+	big := strings.Repeat("x", (1<<20)+1)
+	req, _ := http.NewRequest(http.MethodPut, base+"/kv/big", strings.NewReader(big))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Errorf("oversized value: %d, want 413", resp.StatusCode)
+	}
+}
+
+func respDo(t *testing.T, c net.Conn, r *bufio.Reader, cmd string) string {
+	t.Helper()
+	c.Write([]byte(cmd))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("%q: %v", cmd, err)
+	}
+	if line[0] == '$' && line != "$-1\r\n" {
+		var n int
+		fmt.Sscanf(line, "$%d", &n)
+		b := make([]byte, n+2)
+		io.ReadFull(r, b)
+		return line + string(b)
+	}
+	return line
+}
+
+func TestRESP(t *testing.T) {
+	var addr string
+	nodes := kvCluster(t, 3, func(c *Config) { c.RESPAddr = "127.0.0.1:0" })
+	addr = nodes[0].respAddr
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	cases := []struct{ cmd, want string }{
+		{"PING\r\n", "+PONG\r\n"},
+		{"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$5\r\nhello\r\n", "+OK\r\n"},
+		{"*2\r\n$3\r\nGET\r\n$1\r\na\r\n", "$5\r\nhello\r\n"},
+		{"*2\r\n$3\r\nGET\r\n$7\r\nmissing\r\n", "$-1\r\n"},
+		{"*3\r\n$6\r\nEXISTS\r\n$1\r\na\r\n$7\r\nmissing\r\n", ":1\r\n"},
+		{"*2\r\n$3\r\nDEL\r\n$1\r\na\r\n", ":1\r\n"},
+		{"*2\r\n$3\r\nGET\r\n$1\r\na\r\n", "$-1\r\n"},
+		{"*2\r\n$5\r\nFLUSH\r\n$1\r\nx\r\n", "-ERR unknown command 'FLUSH', with args beginning with: 'x'\r\n"},
+		{"*1\r\n$3\r\nGET\r\n", "-ERR wrong number of arguments for 'get' command\r\n"},
+	}
+	for _, tc := range cases {
+		if got := respDo(t, c, r, tc.cmd); got != tc.want {
+			t.Errorf("%q: got %q, want %q", tc.cmd, got, tc.want)
+		}
+	}
+	// Pipelining: many commands in one write, answered in order.
+	var b strings.Builder
+	for i := range 100 {
+		fmt.Fprintf(&b, "*3\r\n$3\r\nSET\r\n$4\r\nk%03d\r\n$3\r\n%03d\r\n", i, i)
+	}
+	for i := range 100 {
+		fmt.Fprintf(&b, "*2\r\n$3\r\nGET\r\n$4\r\nk%03d\r\n", i)
+	}
+	c.Write([]byte(b.String()))
+	for range 100 {
+		if line, _ := r.ReadString('\n'); line != "+OK\r\n" {
+			t.Fatalf("pipelined SET: %q", line)
+		}
+	}
+	for i := range 100 {
+		line, _ := r.ReadString('\n')
+		val, _ := r.ReadString('\n')
+		if line != "$3\r\n" || val != fmt.Sprintf("%03d\r\n", i) {
+			t.Fatalf("pipelined GET %d: %q %q", i, line, val)
+		}
+	}
+	// A wrong bulk length is a protocol error that closes the connection.
+	if got := respDo(t, c, r, "*2\r\n$3\r\nGET\r\n$abc\r\n"); !strings.HasPrefix(got, "-ERR Protocol error") {
+		t.Fatalf("bad bulk length: %q", got)
+	}
+}
