@@ -21,6 +21,7 @@ type op struct {
 	replied   bool
 	hint      *Hint // a hint delivery
 	writeback bool  // read: the newest version is being written back
+	fallback  bool  // read: the node after the preference list was asked
 	push      *strayPush
 }
 
@@ -331,6 +332,30 @@ func (n *Node) checkRead(id uint64, o *op) {
 		}
 		w := min(n.cfg.W, len(o.replicas))
 		switch {
+		case best == nil && !o.fallback:
+			// Nothing anywhere in the preference list: right after a
+			// membership change the key may still sit only with its
+			// previous holder, the next node along the ring. Ask it.
+			o.fallback = true
+			pref := n.ring.Preference(n.ring.Position(o.rec.Key), len(o.replicas)+1)
+			if len(pref) > len(o.replicas) {
+				extra := pref[len(pref)-1]
+				o.replicas = append(o.replicas, extra)
+				o.need = len(o.answered) + 1
+				if extra == n.self {
+					if rec, ok := n.local(o.rec.Key); ok {
+						o.got[extra] = &rec
+					} else {
+						o.got[extra] = nil
+					}
+					o.answered[extra] = true
+					n.checkRead(id, o)
+				} else {
+					n.send(Message{Kind: KindGet, To: extra, ID: id, Rec: Record{Key: o.rec.Key}})
+				}
+				return
+			}
+			n.reply(o, Message{Rec: Record{Key: o.rec.Key}})
 		case best == nil:
 			n.reply(o, Message{Rec: Record{Key: o.rec.Key}})
 		case holding >= w:

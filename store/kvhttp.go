@@ -28,6 +28,15 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /kv/{key...}", n.handleKVPut)
 	mux.HandleFunc("DELETE /kv/{key...}", n.handleKVDelete)
 	mux.HandleFunc("POST /internal/join", n.handleJoin)
+	mux.HandleFunc("GET /internal/kv/local", func(w http.ResponseWriter, r *http.Request) {
+		rec, ok, err := kvStorage{n.eng}.Get([]byte(r.URL.Query().Get("key")))
+		if err != nil || !ok || rec.Tomb {
+			http.Error(w, "not held here", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("X-Tide-Version", strconv.FormatUint(rec.Version, 10))
+		w.Write(rec.Value)
+	})
 	mux.HandleFunc("POST /internal/ring-changed", func(w http.ResponseWriter, r *http.Request) {
 		n.RefreshRing()
 		w.WriteHeader(http.StatusNoContent)

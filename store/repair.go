@@ -243,9 +243,20 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 		return 0, statusf(http.StatusConflict, "the last node of a ring cannot leave while it holds %d files", n.eng.Files())
 	}
 	// The KV layer counts this node out of every preference list and
-	// hands its keys to their next holders.
+	// hands its keys to their next holders while the rest of the ring
+	// still routes to it, so reads find every key throughout.
 	n.kv.drain.Store(true)
 	n.RefreshRing()
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+		if keys, _ := n.eng.kvCount(); keys == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	if err := n.ring.Leave(ctx); err != nil {
 		n.log.Warn("leave: a neighbour was not told; stabilization will catch up", "err", err)
 	}
