@@ -145,4 +145,3 @@ func (e *Engine) kvCount() (n int, size int64) {
 	})
 	return n, size
 }
-
