@@ -2,12 +2,14 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -201,12 +203,33 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		chordLn.Close()
 		return fail(fmt.Errorf("listen on http address %s: %w", cfg.HTTPAddr, err))
 	}
+	if cfg.ID == nil {
+		// A token chosen once is kept across restarts.
+		if raw, _ := eng.State("token"); len(raw) == 4 {
+			t := chord.ID(binary.BigEndian.Uint32(raw))
+			cfg.ID = &t
+		} else if cfg.Join != "" {
+			t, err := n.halvingToken(ctx, cfg.Join)
+			if err != nil {
+				chordLn.Close()
+				httpLn.Close()
+				return fail(err)
+			}
+			cfg.ID = &t
+		}
+	}
 	self, httpAdv, err := advertised(cfg, pos, chordLn.Addr().String(), httpLn.Addr().String())
 	if err != nil {
 		chordLn.Close()
 		httpLn.Close()
 		return fail(err)
 	}
+	if err := eng.PutState("token", binary.BigEndian.AppendUint32(nil, uint32(self.ID))); err != nil {
+		chordLn.Close()
+		httpLn.Close()
+		return fail(err)
+	}
+	n.cfg = cfg
 	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors}, n.rpc)
 	if err != nil {
 		chordLn.Close()
@@ -281,6 +304,65 @@ func advertised(cfg Config, pos func([]byte) uint32, chordAddr, httpAddr string)
 		return chord.Ref{}, "", err
 	}
 	return self, net.JoinHostPort(host, hport), nil
+}
+
+// halvingToken picks a joining node's token: the middle of the largest
+// range between consecutive members of the ring it joins, so the new node
+// relieves the node that owns the most, instead of landing at random.
+func (n *Node) halvingToken(ctx context.Context, join string) (chord.ID, error) {
+	// Explore the ring live from the join node through predecessors and
+	// successor lists, so a node that joined a moment ago is seen even
+	// before every pointer around it has stabilized.
+	start, err := n.rpc.CallRef(ctx, join, "get_info")
+	if err != nil {
+		return 0, fmt.Errorf("join %s: %w", join, err)
+	}
+	seen := map[chord.Ref]bool{start: true}
+	queue := []chord.Ref{start}
+	for len(queue) > 0 && len(seen) < 4096 {
+		cur := queue[0]
+		queue = queue[1:]
+		pred, succs, err := n.rpc.State(ctx, cur, chord.Ref{})
+		if err != nil {
+			continue
+		}
+		for _, r := range append(succs, pred) {
+			if !r.IsZero() && !seen[r] {
+				seen[r] = true
+				queue = append(queue, r)
+			}
+		}
+	}
+	var tokens []uint32
+	for r := range seen {
+		tokens = append(tokens, uint32(r.ID))
+	}
+	slices.Sort(tokens)
+	space := uint64(1) << 32
+	if n.cfg.Partitioner == "md5-mod10000" {
+		space = 10000
+	}
+	return chord.ID(halve(tokens, space)), nil
+}
+
+// halve returns the midpoint of the largest gap between sorted tokens on a
+// ring of the given size.
+func halve(tokens []uint32, space uint64) uint32 {
+	if len(tokens) == 0 {
+		return 0
+	}
+	best, bestGap := uint64(0), uint64(0)
+	for i, t := range tokens {
+		next := uint64(tokens[(i+1)%len(tokens)])
+		gap := (next + space - uint64(t)) % space
+		if gap == 0 {
+			gap = space
+		}
+		if gap > bestGap {
+			best, bestGap = uint64(t), gap
+		}
+	}
+	return uint32((best + bestGap/2) % space)
 }
 
 // reserve resolves a listen address with port 0 to a concrete free port,

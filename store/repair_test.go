@@ -71,3 +71,21 @@ func TestRepairDropsStrayCopies(t *testing.T) {
 		}
 	}
 }
+
+func TestHalve(t *testing.T) {
+	cases := []struct {
+		tokens []uint32
+		space  uint64
+		want   uint32
+	}{
+		{[]uint32{3000, 8000}, 10000, 5500}, // gap 8000->3000 wraps: 5000; 3000->8000: 5000; first wins
+		{[]uint32{1000, 2000}, 10000, 6500}, // the wrapping gap 2000->1000 (9000) is largest
+		{[]uint32{0}, 1 << 32, 1 << 31},     // one node: the opposite point
+		{[]uint32{100, 200, 9000}, 10000, 4600},
+	}
+	for _, c := range cases {
+		if got := halve(c.tokens, c.space); got != c.want {
+			t.Errorf("halve(%v, %d) = %d, want %d", c.tokens, c.space, got, c.want)
+		}
+	}
+}
