@@ -77,6 +77,14 @@ type Config struct {
 	Buckets int
 	// MaxValue bounds a value. Default 1 MiB.
 	MaxValue int
+	// MigrationBytesPerTick caps the bytes anti-entropy and hand-off send
+	// per tick, so moving data does not starve foreground traffic. 0: no
+	// cap.
+	MigrationBytesPerTick int64
+	// TombstoneTTL is how long, in version units (nanoseconds), a delete's
+	// tombstone is kept before it is collected. Anti-entropy must have
+	// spread it to every replica by then. Default one hour.
+	TombstoneTTL uint64
 }
 
 func (c Config) withDefaults() Config {
@@ -106,6 +114,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxValue == 0 {
 		c.MaxValue = 1 << 20
+	}
+	if c.TombstoneTTL == 0 {
+		c.TombstoneTTL = uint64(3600e9)
 	}
 	return c
 }

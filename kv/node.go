@@ -34,10 +34,10 @@ type strayPush struct {
 
 // Stats counts what a node did, for metrics and tests.
 type Stats struct {
-	Writes, Reads, WriteFailures, ReadFailures int
-	ReadRepairs, HintsHeld, HintsDelivered     int
-	Pushed, Pulled, HandedOff                  int
-	PushedBytes                                int64
+	Writes, Reads, WriteFailures, ReadFailures     int
+	ReadRepairs, HintsHeld, HintsDelivered         int
+	Pushed, Pulled, HandedOff, TombstonesCollected int
+	PushedBytes                                    int64
 }
 
 // Node is one member of the replicated KV: a coordinator for client
@@ -65,6 +65,7 @@ type Node struct {
 	lastStray   int
 	strayBusy   bool
 	salt        uint64
+	migrations  []Message // anti-entropy and hand-off sends waiting for budget
 	Stats       Stats
 }
 
@@ -89,6 +90,24 @@ func (n *Node) SetRing(r Ring) { n.ring = r }
 func (n *Node) send(m Message) {
 	m.From = n.self
 	n.rd.Messages = append(n.rd.Messages, m)
+}
+
+// migrate sends data that moves between replicas (anti-entropy, hand-off)
+// within the per-tick budget; the rest waits for the next ticks.
+func (n *Node) migrate(m Message) {
+	if n.cfg.MigrationBytesPerTick <= 0 {
+		n.send(m)
+		return
+	}
+	n.migrations = append(n.migrations, m)
+}
+
+func recordsSize(rs []Record) int64 {
+	var s int64
+	for _, r := range rs {
+		s += int64(len(r.Key) + len(r.Value) + 16)
+	}
+	return s
 }
 
 // Ready returns and clears the pending output.
@@ -179,7 +198,8 @@ func (n *Node) Step(m Message) {
 		}
 		if len(recs) > 0 {
 			n.Stats.Pushed += len(recs)
-			n.send(Message{Kind: KindPush, To: m.From, Records: recs})
+			n.Stats.PushedBytes += recordsSize(recs)
+			n.migrate(Message{Kind: KindPush, To: m.From, Records: recs})
 		}
 	}
 }
@@ -438,6 +458,16 @@ func (n *Node) Hints() int {
 // writes into hints), hint delivery, and anti-entropy.
 func (n *Node) Tick() {
 	n.now++
+	budget := n.cfg.MigrationBytesPerTick
+	for len(n.migrations) > 0 && budget > 0 {
+		m := n.migrations[0]
+		n.migrations = n.migrations[1:]
+		budget -= recordsSize(m.Records)
+		n.send(m)
+		if o := n.ops[m.ID]; o != nil && o.push != nil {
+			o.start, o.lastSend = n.now, n.now // time out from when it leaves
+		}
+	}
 	ids := make([]uint64, 0, len(n.ops))
 	for id := range n.ops {
 		ids = append(ids, id)
@@ -670,7 +700,8 @@ func (n *Node) onKeysResp(m Message) {
 	for len(push) > 0 {
 		k := min(len(push), 256)
 		n.Stats.Pushed += k
-		n.send(Message{Kind: KindPush, To: m.From, Records: push[:k]})
+		n.Stats.PushedBytes += recordsSize(push[:k])
+		n.migrate(Message{Kind: KindPush, To: m.From, Records: push[:k]})
 		push = push[k:]
 	}
 	if len(pull) > 0 {
@@ -686,7 +717,14 @@ func (n *Node) handOff() {
 	groups := map[string]*strayPush{}
 	var order []string
 	var size int64
+	now := n.clock()
 	n.st.Scan(0, 0, func(pos uint32, r Record) bool {
+		if r.Tomb && now > r.Version && now-r.Version > n.cfg.TombstoneTTL {
+			// Old enough that every replica has it: collect the tombstone.
+			n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key})
+			n.Stats.TombstonesCollected++
+			return true
+		}
 		pref := n.ring.Preference(pos, n.cfg.N)
 		if slices.Contains(pref, n.self) || len(pref) == 0 {
 			return true
@@ -710,7 +748,8 @@ func (n *Node) handOff() {
 			g.recs = g.recs[k:]
 			id := n.newOp(&op{push: batch, replicas: batch.targets})
 			for _, t := range batch.targets {
-				n.send(Message{Kind: KindPush, To: t, ID: id, Records: batch.recs})
+				n.Stats.PushedBytes += recordsSize(batch.recs)
+				n.migrate(Message{Kind: KindPush, To: t, ID: id, Records: batch.recs})
 			}
 			n.strayBusy = true
 		}

@@ -26,7 +26,7 @@ type kvCall struct {
 // delay, partitions and node crashes; then faults heal. It returns the
 // history and, after healing, whether every replica converged.
 func RunKV(t *testing.T, seed uint64, faultTicks int) {
-	cfg := kv.Config{N: 3, W: 2, R: 2, ResendTicks: 5, TimeoutTicks: 60, HintTicks: 20, SyncTicks: 25, Buckets: 8}
+	cfg := kv.Config{N: 3, W: 2, R: 2, ResendTicks: 5, TimeoutTicks: 60, HintTicks: 20, SyncTicks: 25, Buckets: 8, MigrationBytesPerTick: 4096}
 	net := NewKVNet(cfg, 5, seed)
 	net.DropRate, net.DupRate, net.MaxDelay = 0.05, 0.03, 3
 	const clients = 3

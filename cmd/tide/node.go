@@ -19,7 +19,8 @@ import (
 func newNodeCmd() *cobra.Command {
 	var cfg store.Config
 	var id string
-	var capacity string
+	var capacity, migrationRate string
+	var tombstoneTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run a storage node",
@@ -50,6 +51,12 @@ before a restart (remembered in --data-dir).`,
 			if cfg.Join != "" {
 				cfg.Join = chordAddr(cfg.Join)
 			}
+			rate, err := parseBytes(migrationRate)
+			if err != nil {
+				return fmt.Errorf("--migration-rate: %w", err)
+			}
+			cfg.KV.MigrationBytesPerTick = rate / 100 // the KV layer ticks every 10ms
+			cfg.KV.TombstoneTTL = uint64(tombstoneTTL.Nanoseconds())
 			cfg.Log = slog.Default()
 			if cfg.KV.W > cfg.Replicas || cfg.KV.R > cfg.Replicas {
 				cfg.KV.W, cfg.KV.R = min(cfg.KV.W, cfg.Replicas), min(cfg.KV.R, cfg.Replicas)
@@ -83,6 +90,8 @@ before a restart (remembered in --data-dir).`,
 	f.IntVar(&cfg.KV.W, "write-quorum", 2, "KV writes wait for W acknowledgements")
 	f.IntVar(&cfg.KV.R, "read-quorum", 2, "KV reads wait for R answers")
 	f.IntVar(&cfg.KV.MaxValue, "max-value", 1<<20, "largest KV value, in bytes")
+	f.StringVar(&migrationRate, "migration-rate", "128MiB", "bytes per second anti-entropy and hand-off may send (0: unlimited)")
+	f.DurationVar(&tombstoneTTL, "tombstone-ttl", time.Hour, "how long a KV delete's tombstone is kept")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each file (N)")
 	f.IntVar(&cfg.Successors, "successors", 3, "successor list length r (raised to --replicas)")
 	f.StringVar(&capacity, "capacity", "", "bytes this node may store, e.g. 64MiB (default: the filesystem's size)")
