@@ -19,7 +19,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure tide on this machine with real node processes",
 	}
-	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd(), newBenchLogCmd())
+	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd(), newBenchLogCmd(), newBenchKVCmd())
 	return cmd
 }
 
@@ -173,6 +173,52 @@ object with ops_per_sec, p50_ms and p99_ms; otherwise a JSON array.`,
 	cmd.Flags().StringVar(&modes, "modes", "batched", "batched, unbatched, unreplicated (comma-separated)")
 	cmd.Flags().StringVar(&target, "target", "", "measure an existing log (deployment file or role HTTP address) instead")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newBenchKVCmd() *cobra.Command {
+	var requests, clients int
+	var pipelines string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "kv",
+		Short: "redis-benchmark against tide, a single redis-server and a Redis Cluster, side by side",
+		Long: `Run redis-benchmark -t set,get against, in turn:
+  - a 3-node tide cluster (N=3, W=2, R=2), entering through one node's RESP port;
+  - a single redis-server with persistence off (the unreplicated ceiling);
+  - a Redis Cluster of 3 masters with 1 replica each (redis-benchmark --cluster),
+    replicated asynchronously with no write quorum.
+Needs redis-server, redis-cli and redis-benchmark (Debian: redis-server,
+redis-tools).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ps []int
+			for _, s := range strings.Split(pipelines, ",") {
+				var p int
+				if _, err := fmt.Sscan(strings.TrimSpace(s), &p); err != nil || p < 1 {
+					return fmt.Errorf("--pipelines: bad depth %q", s)
+				}
+				ps = append(ps, p)
+			}
+			res, err := bench.RedisComparison(cmd.Context(), requests, clients, ps, os.Stderr)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(os.Stdout).Encode(res)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TARGET\tPIPELINE\tTEST\tREQ/S\tP50 MS")
+			for _, r := range res {
+				fmt.Fprintf(w, "%s\t%d\t%s\t%.0f\t%.3f\n", r.Target, r.Pipeline, r.Test, r.RPS, r.P50ms)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().IntVar(&requests, "requests", 200000, "requests per test (-n)")
+	cmd.Flags().IntVar(&clients, "clients", 50, "parallel connections (-c)")
+	cmd.Flags().StringVar(&pipelines, "pipelines", "1,16", "pipeline depths (-P), comma-separated")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -1,0 +1,227 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"tide/cluster"
+)
+
+// RedisResult is one redis-benchmark figure.
+type RedisResult struct {
+	Target   string  `json:"target"`
+	Pipeline int     `json:"pipeline"`
+	Test     string  `json:"test"`
+	RPS      float64 `json:"requests_per_sec"`
+	P50ms    float64 `json:"p50_ms"`
+}
+
+var rpsLine = regexp.MustCompile(`([A-Z]+): ([0-9.]+) requests per second, p50=([0-9.]+) msec`)
+
+// RunRedisBenchmark runs redis-benchmark and parses its -q summary.
+func RunRedisBenchmark(ctx context.Context, target string, pipeline int, args ...string) ([]RedisResult, error) {
+	a := append([]string{"-q"}, args...)
+	if pipeline > 1 {
+		a = append(a, "-P", strconv.Itoa(pipeline))
+	}
+	out, err := exec.CommandContext(ctx, "redis-benchmark", a...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("redis-benchmark %s: %v\n%s", strings.Join(a, " "), err, out)
+	}
+	var res []RedisResult
+	// -q output rewrites progress with carriage returns; the summaries
+	// are the last segment of each line.
+	for _, seg := range regexp.MustCompile(`[\r\n]`).Split(string(out), -1) {
+		if m := rpsLine.FindStringSubmatch(seg); m != nil {
+			rps, _ := strconv.ParseFloat(m[2], 64)
+			p50, _ := strconv.ParseFloat(m[3], 64)
+			res = append(res, RedisResult{Target: target, Pipeline: max(pipeline, 1), Test: m[1], RPS: rps, P50ms: p50})
+		}
+	}
+	if len(res) == 0 {
+		return nil, fmt.Errorf("redis-benchmark printed no results:\n%s", out)
+	}
+	return res, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func waitPort(addr string) error {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not open", addr)
+}
+
+// startRedis starts redis-server on a free port with the given extra
+// arguments, persistence off.
+func startRedis(ctx context.Context, dir string, extra ...string) (int, *exec.Cmd, error) {
+	port, err := freePort()
+	if err != nil {
+		return 0, nil, err
+	}
+	d := filepath.Join(dir, fmt.Sprint(port))
+	os.MkdirAll(d, 0o755)
+	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d}, extra...)
+	cmd := exec.CommandContext(ctx, "redis-server", args...)
+	if err := cmd.Start(); err != nil {
+		return 0, nil, fmt.Errorf("start redis-server: %w", err)
+	}
+	return port, cmd, waitPort(fmt.Sprintf("127.0.0.1:%d", port))
+}
+
+// RedisComparison runs redis-benchmark -t set,get against a 3-node tide
+// cluster (N=3, W=2, R=2), a single redis-server, and a Redis Cluster of 3
+// masters with 1 replica each, for every pipeline depth.
+func RedisComparison(ctx context.Context, requests, clients int, pipelines []int, log io.Writer) ([]RedisResult, error) {
+	if _, err := exec.LookPath("redis-benchmark"); err != nil {
+		return nil, fmt.Errorf("redis-benchmark not found: install Debian's redis-tools and redis-server")
+	}
+	dir, err := os.MkdirTemp("", "tide-bench-redis-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var results []RedisResult
+	run := func(target string, args ...string) error {
+		for _, p := range pipelines {
+			fmt.Fprintf(log, "redis-benchmark against %s, pipeline %d\n", target, p)
+			r, err := RunRedisBenchmark(ctx, target, p, append([]string{"-t", "set,get", "-n", fmt.Sprint(requests), "-c", fmt.Sprint(clients)}, args...)...)
+			if err != nil {
+				return err
+			}
+			for _, x := range r {
+				fmt.Fprintf(log, "  %s %s: %.0f req/s, p50 %.3f ms\n", target, x.Test, x.RPS, x.P50ms)
+			}
+			results = append(results, r...)
+		}
+		return nil
+	}
+
+	// tide: three nodes, RESP on the first.
+	local := &cluster.Local{Dir: filepath.Join(dir, "tide")}
+	respPort, err := startTideRESP(ctx, local, 3)
+	if err != nil {
+		local.StopAll(5 * time.Second)
+		return nil, err
+	}
+	err = run("tide (3 nodes, N=3 W=2 R=2)", "-p", fmt.Sprint(respPort))
+	local.StopAll(5 * time.Second)
+	if err != nil {
+		return results, err
+	}
+
+	// A single redis-server.
+	port, cmd, err := startRedis(ctx, dir)
+	if err != nil {
+		return results, err
+	}
+	err = run("redis-server (single, unreplicated)", "-p", fmt.Sprint(port))
+	cmd.Process.Kill()
+	cmd.Wait()
+	if err != nil {
+		return results, err
+	}
+
+	// Redis Cluster: 3 masters, 1 replica each.
+	var ports []string
+	var cmds []*exec.Cmd
+	defer func() {
+		for _, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	for range 6 {
+		p, c, err := startRedis(ctx, dir, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+		if err != nil {
+			return results, err
+		}
+		ports = append(ports, fmt.Sprintf("127.0.0.1:%d", p))
+		cmds = append(cmds, c)
+	}
+	create := append(append([]string{"--cluster", "create"}, ports...), "--cluster-replicas", "1", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, "redis-cli", create...).CombinedOutput(); err != nil {
+		return results, fmt.Errorf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	if err := waitClusterOK(ctx, ports[0]); err != nil {
+		return results, err
+	}
+	_, firstPort, _ := net.SplitHostPort(ports[0])
+	err = run("Redis Cluster (3 masters + 3 replicas)", "--cluster", "-p", firstPort)
+	return results, err
+}
+
+func waitClusterOK(ctx context.Context, addr string) error {
+	host, port, _ := net.SplitHostPort(addr)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		out, _ := exec.CommandContext(ctx, "redis-cli", "-h", host, "-p", port, "cluster", "info").Output()
+		sc := bufio.NewScanner(strings.NewReader(string(out)))
+		for sc.Scan() {
+			if strings.TrimSpace(sc.Text()) == "cluster_state:ok" {
+				return nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("redis cluster did not reach cluster_state:ok")
+}
+
+// startTideRESP starts a tide ring of n nodes with RESP on each and returns
+// the first node's RESP port once every node sees the whole ring.
+func startTideRESP(ctx context.Context, local *cluster.Local, n int) (int, error) {
+	addrs, err := FreeAddrs(3 * n)
+	if err != nil {
+		return 0, err
+	}
+	for i := range n {
+		spec := cluster.NodeSpec{Name: fmt.Sprintf("node%d", i+1), ChordAddr: addrs[3*i], HTTPAddr: addrs[3*i+1], Replicas: 3,
+			Extra: []string{"--resp-addr", addrs[3*i+2]}}
+		if i > 0 {
+			spec.Join = addrs[0]
+		}
+		if _, err := local.Launch(ctx, spec); err != nil {
+			return 0, err
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		out, err := exec.CommandContext(ctx, "redis-cli", "-p", portOf(addrs[2]), "info").Output()
+		if err == nil && strings.Contains(string(out), fmt.Sprintf("tide_ring_members:%d", n)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("tide ring did not form: %s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	p, _ := strconv.Atoi(portOf(addrs[2]))
+	return p, nil
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
