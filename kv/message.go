@@ -105,3 +105,15 @@ type Hint struct {
 	Target string `msgpack:"t"`
 	Rec    Record `msgpack:"r"`
 }
+
+// AfterPersist reports whether m may only leave once the Persist of the same
+// Ready is durable: answers and acknowledgements vouch for local state.
+// Requests to other nodes can leave at once, so a coordinator's own write
+// overlaps with its replicas' writes.
+func (m Message) AfterPersist() bool {
+	switch m.Kind {
+	case KindPut, KindGet, KindDigest, KindKeys, KindPull:
+		return false
+	}
+	return true
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net/http/pprof"
 	"net/http"
 	"net/url"
 	"slices"
@@ -46,6 +47,8 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("DELETE /files/{name...}", n.handleDelete)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.m.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /internal/info", n.handleInfo)
 	mux.HandleFunc("GET /internal/file/{name...}", n.handleReplicaGet)
 	mux.HandleFunc("PUT /internal/file/{name...}", n.handleReplicaPut)

@@ -110,12 +110,22 @@ func (k *kvNode) loop(ctx context.Context) {
 			k.stats.Store(&st)
 		}
 		rd := k.node.Ready()
+		// Requests to other nodes leave before the local sync, so the sync
+		// overlaps with theirs; answers wait until local state is durable.
+		for i := range rd.Messages {
+			if m := &rd.Messages[i]; !m.AfterPersist() {
+				k.send(m)
+			}
+		}
 		if err := k.n.eng.applyKV(rd.Persist); err != nil {
 			k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
 			continue
 		}
 		for i := range rd.Messages {
 			m := &rd.Messages[i]
+			if !m.AfterPersist() {
+				continue
+			}
 			if m.To == clientAddr {
 				k.mu.Lock()
 				ch := k.wait[m.ID]
@@ -126,11 +136,14 @@ func (k *kvNode) loop(ctx context.Context) {
 				}
 				continue
 			}
-			b, err := kv.Encode(m)
-			if err == nil {
-				k.tr.Send(m.To, b)
-			}
+			k.send(m)
 		}
+	}
+}
+
+func (k *kvNode) send(m *kv.Message) {
+	if b, err := kv.Encode(m); err == nil {
+		k.tr.Send(m.To, b)
 	}
 }
 
