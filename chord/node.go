@@ -111,6 +111,9 @@ type Node struct {
 	// forgotten successors. A node that finds itself cut off from every
 	// other node retries them instead of carrying on as a ring of one.
 	contacts []Ref
+	// left is set once the node has handed its place to its neighbours: it
+	// no longer stabilizes, which would announce it to them again.
+	left bool
 }
 
 const maxContacts = 8
@@ -482,6 +485,7 @@ func (n *Node) HandleLeave(leaver, pred Ref, succs []Ref) {
 // predecessor. The node keeps answering lookups until its driver stops it.
 func (n *Node) Leave(ctx context.Context) error {
 	n.mu.Lock()
+	n.left = true
 	pred, succs := n.pred, append([]Ref(nil), n.succ...)
 	n.mu.Unlock()
 	var errs []error
@@ -496,6 +500,14 @@ func (n *Node) Leave(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Unleave undoes Leave's stop of periodic work: the node stabilizes again
+// and so finds its way back into the ring.
+func (n *Node) Unleave() {
+	n.mu.Lock()
+	n.left = false
+	n.mu.Unlock()
 }
 
 // CheckPredecessor pings the predecessor and forgets it if it does not answer.
@@ -555,6 +567,10 @@ func (n *Node) FixFingers(ctx context.Context) {
 // work is due.
 func (n *Node) Tick(ctx context.Context) {
 	n.mu.Lock()
+	if n.left {
+		n.mu.Unlock()
+		return
+	}
 	n.tick++
 	t := n.tick
 	silent := !n.pred.IsZero() && t-n.predHeard >= uint64(n.cfg.PredecessorTimeoutTicks)

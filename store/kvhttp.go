@@ -264,7 +264,8 @@ func (n *Node) handleRemoveNode(w http.ResponseWriter, r *http.Request) {
 		if len(ms) == 1 {
 			return statusf(http.StatusBadRequest, "cannot remove the last node of the ring")
 		}
-		if err := n.post(ctx, "http://"+addr+"/internal/leave"); err != nil {
+		// Draining takes as long as the data takes to move.
+		if err := n.postWith(ctx, &http.Client{}, "http://"+addr+"/internal/leave"); err != nil {
 			return statusf(http.StatusBadGateway, "drain %s: %v", addr, err)
 		}
 		n.announceRingChange(ctx, "")
@@ -278,12 +279,14 @@ func (n *Node) handleRemoveNode(w http.ResponseWriter, r *http.Request) {
 	text(w, 200, "OK")
 }
 
-func (n *Node) post(ctx context.Context, u string) error {
+func (n *Node) post(ctx context.Context, u string) error { return n.postWith(ctx, n.hc, u) }
+
+func (n *Node) postWith(ctx context.Context, hc *http.Client, u string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := n.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}

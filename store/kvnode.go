@@ -46,6 +46,8 @@ type kvNode struct {
 	wait   map[uint64]chan kv.Message
 	stats  atomic.Pointer[kv.Stats]
 	drain  atomic.Bool
+	// handingOff mirrors kv.Node.Busy for other goroutines.
+	handingOff atomic.Bool
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
@@ -108,6 +110,7 @@ func (k *kvNode) loop(ctx context.Context) {
 			k.node.Tick()
 			st := k.node.Stats
 			k.stats.Store(&st)
+			k.handingOff.Store(k.node.Busy())
 		}
 		rd := k.node.Ready()
 		// Requests to other nodes leave before the local sync, so the sync
@@ -318,6 +321,9 @@ func (n *Node) RefreshRing() {
 	default:
 	}
 }
+
+// busy reports whether hand-offs are in flight.
+func (k *kvNode) busy() bool { return k.handingOff.Load() }
 
 // KVStats returns the KV layer's counters.
 func (n *Node) KVStats() kv.Stats { return *n.kv.stats.Load() }

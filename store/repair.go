@@ -247,14 +247,22 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 	// still routes to it, so reads find every key throughout.
 	n.kv.drain.Store(true)
 	n.RefreshRing()
+	// Writes keep arriving while the rest of the ring routes here, so the
+	// node does not wait to be empty: it waits until the keys it held have
+	// been handed off once (the count stops falling), then leaves the ring.
+	// Later arrivals are handed off afterwards; until then each has its
+	// other W-1 acknowledged copies.
+	prev := -1
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
-		if keys, _ := n.eng.kvCount(); keys == 0 {
+		keys, _ := n.eng.kvCount()
+		if keys == 0 || (keys >= prev && prev >= 0 && !n.kv.busy()) {
 			break
 		}
+		prev = keys
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(time.Second):
 		}
 	}
 	if err := n.ring.Leave(ctx); err != nil {
@@ -286,6 +294,7 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 	// ring and a later leave can try again.
 	n.leaving.Store(false)
 	n.kv.drain.Store(false)
+	n.ring.Unleave()
 	n.RefreshRing()
 	return moved, fmt.Errorf("leave: files remain after repeated hand-off, node stays: %v", err)
 }

@@ -337,3 +337,163 @@ func TestKVKillDuringWrites(t *testing.T) {
 	}
 	t.Logf("%d operations, %d acknowledged writes", len(history), acked.Load())
 }
+
+// TestKVScaleUnderLoad grows a ring from 3 to 6 nodes and shrinks it back
+// to 3 while clients write (one writer per key) and read, then checks that
+// no acknowledged write was lost, that the history is linearizable, and
+// reports the longest time any client saw requests fail.
+func TestKVScaleUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
+	defer local.StopAll(5 * time.Second)
+	extra := []string{"--tick", "200ms"}
+	procs, err := bench.StartRing(ctx, local, 3, 3, extra, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alive atomic.Pointer[[]string]
+	setAlive := func(ps []*cluster.Proc) {
+		var hs []string
+		for _, p := range ps {
+			hs = append(hs, p.Spec.HTTPAddr)
+		}
+		alive.Store(&hs)
+	}
+	setAlive(procs)
+	waitMembers := func(n int) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("every node to see %d members", n), 2*time.Minute, func() error {
+			for _, h := range *alive.Load() {
+				_, body := get(t, "http://"+h+"/hash_ring")
+				var hr struct{ Ring map[string]string }
+				json.Unmarshal([]byte(body), &hr)
+				if len(hr.Ring) != n {
+					return fmt.Errorf("%s sees %d members", h, len(hr.Ring))
+				}
+			}
+			return nil
+		})
+	}
+	waitMembers(3)
+
+	hc := &http.Client{Timeout: 10 * time.Second}
+	var mu sync.Mutex
+	var history []porcupine.Operation
+	lastAcked := map[string]string{}
+	var worstGap atomic.Int64
+	var acked, failed atomic.Int64
+	begin := time.Now()
+	now := func() int64 { return int64(time.Since(begin)) }
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 9))
+			var failingSince time.Time
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				time.Sleep(time.Millisecond) // pace the load: the history stays checkable
+				nodes := *alive.Load()
+				node := nodes[rng.IntN(len(nodes))]
+				key := fmt.Sprintf("s%d-k%d", w, rng.IntN(20))
+				call := now()
+				ok := false
+				if rng.IntN(2) == 0 {
+					val := fmt.Sprintf("s%d-%d", w, i)
+					req, _ := http.NewRequest(http.MethodPut, "http://"+node+"/kv/"+key, strings.NewReader(val))
+					resp, err := hc.Do(req)
+					op := porcupine.Operation{ClientId: w, Input: sim.KVInput{Op: "put", Key: key, Value: val}, Call: call, Output: nil, Return: math.MaxInt64}
+					if err == nil && resp.StatusCode == http.StatusNoContent {
+						op.Output, op.Return, ok = sim.KVOutput{OK: true}, now(), true
+						acked.Add(1)
+						mu.Lock()
+						lastAcked[key] = val
+						mu.Unlock()
+					}
+					if resp != nil {
+						resp.Body.Close()
+					}
+					mu.Lock()
+					history = append(history, op)
+					mu.Unlock()
+				} else if resp, err := hc.Get("http://" + node + "/kv/" + key); err == nil {
+					body, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == 200 || resp.StatusCode == 404 {
+						ok = true
+						mu.Lock()
+						history = append(history, porcupine.Operation{ClientId: w, Input: sim.KVInput{Op: "get", Key: key}, Call: call,
+							Output: sim.KVOutput{OK: true, Found: resp.StatusCode == 200, Value: string(body)}, Return: now()})
+						mu.Unlock()
+					}
+				}
+				if ok {
+					if !failingSince.IsZero() {
+						if gap := time.Since(failingSince); int64(gap) > worstGap.Load() {
+							worstGap.Store(int64(gap))
+						}
+						failingSince = time.Time{}
+					}
+				} else {
+					failed.Add(1)
+					if failingSince.IsZero() {
+						failingSince = time.Now()
+					}
+				}
+			}
+		}()
+	}
+	progress := func(what string) {
+		t.Helper()
+		target := acked.Load() + 100
+		waitFor(t, what, time.Minute, func() error {
+			if acked.Load() < target {
+				return fmt.Errorf("%d acknowledged", acked.Load())
+			}
+			return nil
+		})
+	}
+	progress("load on 3 nodes")
+	addrs, _ := bench.FreeAddrs(6)
+	for i := range 3 {
+		spec := cluster.NodeSpec{Name: fmt.Sprint("grow", i), ChordAddr: addrs[2*i], HTTPAddr: addrs[2*i+1], Join: procs[0].Spec.ChordAddr, Replicas: 3, Extra: extra}
+		p, err := local.Launch(ctx, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+		setAlive(procs)
+		waitMembers(len(procs))
+		progress(fmt.Sprintf("load on %d nodes", len(procs)))
+	}
+	for len(procs) > 3 {
+		leaving := procs[len(procs)-1]
+		rest := procs[:len(procs)-1]
+		setAlive(rest)
+		if code, body := get(t, "http://"+rest[0].Spec.HTTPAddr+"/remove_node/"+leaving.Spec.HTTPAddr); code != 200 {
+			t.Fatalf("remove_node %s: %d %s", leaving.Spec.Name, code, body)
+		}
+		procs = rest
+		waitMembers(len(procs))
+		progress(fmt.Sprintf("load on %d nodes", len(procs)))
+	}
+	close(stop)
+	wg.Wait()
+	for key, want := range lastAcked {
+		code, got := get(t, "http://"+procs[0].Spec.HTTPAddr+"/kv/"+key)
+		if code != 200 || got != want {
+			t.Errorf("%s = %d %q, want the last acknowledged %q", key, code, got, want)
+		}
+	}
+	if res := porcupine.CheckOperationsTimeout(sim.KVModel, history, time.Minute); res == porcupine.Illegal {
+		t.Fatalf("history of %d operations is not linearizable", len(history))
+	}
+	t.Logf("3 -> 6 -> 3 nodes: %d operations, %d acknowledged writes, %d failed requests, longest failure window %s",
+		len(history), acked.Load(), failed.Load(), time.Duration(worstGap.Load()).Round(time.Millisecond))
+}
