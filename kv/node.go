@@ -66,6 +66,7 @@ type Node struct {
 	strayBusy   bool
 	salt        uint64
 	migrations  []Message // anti-entropy and hand-off sends waiting for budget
+	diverged    bool      // the last digest comparison found differences
 	Stats       Stats
 }
 
@@ -85,7 +86,12 @@ func NewNode(cfg Config, self string, ring Ring, st Storage, clock func() uint64
 
 // SetRing replaces the node's view of the ring (membership changed, or the
 // node is draining and must count itself out).
-func (n *Node) SetRing(r Ring) { n.ring = r }
+func (n *Node) SetRing(r Ring) {
+	n.ring = r
+	if fmtMembers(r.Members()) != n.lastMembers {
+		n.lastSync = n.now - n.cfg.SyncTicks // compare and hand off at the next tick
+	}
+}
 
 func (n *Node) send(m Message) {
 	m.From = n.self
@@ -563,11 +569,15 @@ func (n *Node) primaryRange() (lo, hi uint32, ok bool) {
 	return 0, 0, false
 }
 
-// syncRound compares this node's primary range with one of its replicas,
-// and hands off keys it no longer replicates when the ring has changed.
+// syncRound compares this node's primary range with its replicas: one
+// replica per round normally, every replica at once after the ring changed
+// or while the last comparison found differences, so data moves to new
+// replicas without waiting for the rotation. It also hands off keys this
+// node no longer replicates when the ring has changed.
 func (n *Node) syncRound() {
 	members := fmtMembers(n.ring.Members())
-	if (members != n.lastMembers || n.now-n.lastStray >= 10*n.cfg.SyncTicks) && !n.strayBusy {
+	changed := members != n.lastMembers
+	if (changed || n.now-n.lastStray >= 10*n.cfg.SyncTicks) && !n.strayBusy {
 		n.lastMembers = members
 		n.lastStray = n.now
 		n.handOff()
@@ -584,6 +594,13 @@ func (n *Node) syncRound() {
 		}
 	}
 	if len(peers) == 0 {
+		return
+	}
+	if changed || n.diverged {
+		n.diverged = false
+		for _, p := range peers {
+			n.send(Message{Kind: KindDigest, To: p, Lo: lo, Hi: hi, Buckets: n.cfg.Buckets})
+		}
 		return
 	}
 	n.syncPeer = (n.syncPeer + 1) % len(peers)
@@ -662,11 +679,18 @@ func (n *Node) onDigestResp(m Message) {
 	if len(mine) != len(m.Hashes) {
 		return
 	}
+	differ := false
 	for i := range mine {
 		if mine[i] != m.Hashes[i] {
+			differ = true
 			lo, hi := bucketRange(i, m.Lo, m.Hi, m.Buckets)
 			n.send(Message{Kind: KindKeys, To: m.From, Lo: lo, Hi: hi})
 		}
+	}
+	if differ {
+		// Compare again soon, with every replica, until the range agrees.
+		n.diverged = true
+		n.lastSync = min(n.lastSync, n.now-n.cfg.SyncTicks+max(n.cfg.SyncTicks/20, 1))
 	}
 }
 

@@ -247,6 +247,8 @@ type Info struct {
 	DiskPercent float64  `json:"disk_used_percent"`
 	Replicas    int      `json:"replicas"`
 	Leaving     bool     `json:"leaving"`
+	KVKeys      int      `json:"kv_keys"`
+	KVBytes     int64    `json:"kv_bytes"`
 }
 
 // Info reports this node's state.
@@ -258,6 +260,7 @@ func (n *Node) Info() Info {
 		Files: n.eng.Files(), Bytes: n.eng.Used(), DiskUsed: used, DiskCap: capacity,
 		Replicas: n.cfg.Replicas, Leaving: n.leaving.Load(),
 	}
+	in.KVKeys, in.KVBytes = n.eng.kvCount()
 	if capacity > 0 {
 		in.DiskPercent = 100 * float64(used) / float64(capacity)
 	}

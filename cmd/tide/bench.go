@@ -19,7 +19,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure tide on this machine with real node processes",
 	}
-	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd(), newBenchLogCmd(), newBenchKVCmd())
+	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd(), newBenchLogCmd(), newBenchKVCmd(), newBenchRebalanceCmd())
 	return cmd
 }
 
@@ -220,5 +220,28 @@ redis-tools).`,
 	cmd.Flags().IntVar(&clients, "clients", 50, "parallel connections (-c)")
 	cmd.Flags().StringVar(&pipelines, "pipelines", "1,16", "pipeline depths (-P), comma-separated")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newBenchRebalanceCmd() *cobra.Command {
+	var keys, valueBytes int
+	var rate string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "rebalance",
+		Short: "Keys moved and migration MB/s when a 4th node joins a loaded 3-node ring",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := bench.Rebalance(cmd.Context(), keys, valueBytes, rate, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return benchOut(asJSON, res)
+		},
+	}
+	cmd.Flags().IntVar(&keys, "keys", 100000, "keys to load")
+	cmd.Flags().IntVar(&valueBytes, "value-bytes", 1024, "bytes per value")
+	cmd.Flags().StringVar(&rate, "migration-rate", "0", "the nodes' --migration-rate (0: unlimited)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }

@@ -1,0 +1,198 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"tide/cluster"
+	"tide/kv"
+)
+
+// RebalanceResult is what `tide bench rebalance` measures.
+type RebalanceResult struct {
+	Keys            int     `json:"keys"`
+	ValueBytes      int     `json:"value_bytes"`
+	DataBytes       int64   `json:"data_bytes"`
+	OwnersChanged   int     `json:"owners_changed"`
+	FractionMoved   float64 `json:"fraction_of_keys_changing_owner"`
+	IdealFraction   float64 `json:"ideal_fraction"`
+	ReceivedKeys    int     `json:"keys_received_by_new_node"`
+	ReceivedBytes   int64   `json:"bytes_received_by_new_node"`
+	MigrationSecs   float64 `json:"migration_seconds"`
+	MigrationMBps   float64 `json:"migration_mb_per_sec"`
+	MigrationRateMB string  `json:"migration_rate_flag"`
+}
+
+type ringInfo struct {
+	Ring       map[string]string `json:"ring"`
+	SortedKeys []uint32          `json:"_sorted_keys"`
+}
+
+// Rebalance loads a 3-node ring (N=3) with keys, starts a 4th node, and
+// measures the fraction of keys whose owner changes and how fast the new
+// node receives everything it now replicates.
+func Rebalance(ctx context.Context, keys, valueBytes int, rate string, log io.Writer) (RebalanceResult, error) {
+	res := RebalanceResult{Keys: keys, ValueBytes: valueBytes, MigrationRateMB: rate}
+	dir, err := os.MkdirTemp("", "tide-bench-rebalance-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	local := &cluster.Local{Dir: dir}
+	defer local.StopAll(10 * time.Second)
+	extra := []string{"--migration-rate", rate}
+	procs, err := StartRing(ctx, local, 3, 3, extra, log)
+	if err != nil {
+		return res, err
+	}
+	first := procs[0].Spec.HTTPAddr
+	if err := waitMembers(ctx, first, 3); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(log, "loading %d keys of %d bytes\n", keys, valueBytes)
+	value := bytes.Repeat([]byte("v"), valueBytes)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	next := make(chan int)
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 30 * time.Second}
+			for i := range next {
+				target := procs[(i+w)%3].Spec.HTTPAddr
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("http://%s/kv/key-%08d", target, i), bytes.NewReader(value))
+				resp, err := c.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					errs <- fmt.Errorf("put: %s", resp.Status)
+					return
+				}
+			}
+		}()
+	}
+	for i := range keys {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return res, err
+	default:
+	}
+	res.DataBytes = int64(keys) * int64(valueBytes)
+	before, err := readRing(ctx, first)
+	if err != nil {
+		return res, err
+	}
+
+	addrs, err := FreeAddrs(2)
+	if err != nil {
+		return res, err
+	}
+	fmt.Fprintln(log, "starting a 4th node")
+	start := time.Now()
+	p, err := local.Launch(ctx, cluster.NodeSpec{Name: "node4", ChordAddr: addrs[0], HTTPAddr: addrs[1], Join: procs[0].Spec.ChordAddr, Replicas: 3, Extra: extra})
+	if err != nil {
+		return res, err
+	}
+	if err := waitMembers(ctx, first, 4); err != nil {
+		return res, err
+	}
+	after, err := readRing(ctx, first)
+	if err != nil {
+		return res, err
+	}
+	pos := kv.Partitioners["md5-low32"]
+	ownerOf := func(r ringInfo, key string) string {
+		var ms []kv.Member
+		for tok, a := range r.Ring {
+			var t uint32
+			fmt.Sscan(tok, &t)
+			ms = append(ms, kv.Member{Addr: a, Token: t})
+		}
+		return kv.NewStaticRing(pos, ms).Owner(pos([]byte(key))).Addr
+	}
+	// The new node replicates every key whose preference list includes it.
+	var ms []kv.Member
+	for tok, a := range after.Ring {
+		var t uint32
+		fmt.Sscan(tok, &t)
+		ms = append(ms, kv.Member{Addr: a, Token: t})
+	}
+	afterRing := kv.NewStaticRing(pos, ms)
+	want := 0
+	for i := range keys {
+		key := fmt.Sprintf("key-%08d", i)
+		if ownerOf(before, key) != ownerOf(after, key) {
+			res.OwnersChanged++
+		}
+		for _, a := range afterRing.Preference(pos([]byte(key)), 3) {
+			if a == p.Spec.HTTPAddr {
+				want++
+			}
+		}
+	}
+	res.FractionMoved = float64(res.OwnersChanged) / float64(keys)
+	res.IdealFraction = 0.25
+	fmt.Fprintf(log, "new node replicates %d keys; waiting for them to arrive\n", want)
+	for {
+		var st struct {
+			Keys  int   `json:"kv_keys"`
+			Bytes int64 `json:"kv_bytes"`
+		}
+		if err := getJSONCtx(ctx, "http://"+p.Spec.HTTPAddr+"/internal/info", &st); err == nil && st.Keys >= want {
+			res.ReceivedKeys, res.ReceivedBytes = st.Keys, st.Bytes
+			break
+		}
+		if time.Since(start) > 30*time.Minute {
+			return res, fmt.Errorf("the new node did not receive its %d keys within 30 minutes", want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	res.MigrationSecs = time.Since(start).Seconds()
+	res.MigrationMBps = float64(res.ReceivedBytes) / 1e6 / res.MigrationSecs
+	return res, nil
+}
+
+func readRing(ctx context.Context, httpAddr string) (ringInfo, error) {
+	var r ringInfo
+	err := getJSONCtx(ctx, "http://"+httpAddr+"/hash_ring", &r)
+	return r, err
+}
+
+func waitMembers(ctx context.Context, httpAddr string, n int) error {
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+		if r, err := readRing(ctx, httpAddr); err == nil && len(r.Ring) == n {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s did not see %d members", httpAddr, n)
+}
+
+func getJSONCtx(ctx context.Context, u string, v any) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
