@@ -51,19 +51,23 @@ func FreeAddrs(n int) ([]string, error) {
 // StartRing launches n node processes on free loopback ports, joined into
 // one ring, and returns their chord and http addresses.
 func StartRing(ctx context.Context, local *cluster.Local, n, replicas int, extra []string, log io.Writer) ([]*cluster.Proc, error) {
-	addrs, err := FreeAddrs(2 * n)
-	if err != nil {
-		return nil, err
-	}
 	var procs []*cluster.Proc
+	var first string
 	for i := range n {
-		spec := cluster.NodeSpec{Name: fmt.Sprintf("node%d", i+1), ChordAddr: addrs[2*i], HTTPAddr: addrs[2*i+1], Replicas: replicas, Extra: extra}
-		if i > 0 {
-			spec.Join = addrs[0]
+		// Ports are picked right before each launch: picked all at once,
+		// one could be taken by another node's connections meanwhile.
+		addrs, err := FreeAddrs(3)
+		if err != nil {
+			return procs, err
 		}
+		spec := cluster.NodeSpec{Name: fmt.Sprintf("node%d", i+1), ChordAddr: addrs[0], HTTPAddr: addrs[1], Replicas: replicas,
+			Join: first, Extra: append([]string{"--peer-addr", addrs[2]}, extra...)}
 		p, err := local.Launch(ctx, spec)
 		if err != nil {
 			return procs, err
+		}
+		if first == "" {
+			first = addrs[0]
 		}
 		procs = append(procs, p)
 		fmt.Fprintf(log, "started %s chord=%s http=%s\n", spec.Name, spec.ChordAddr, spec.HTTPAddr)

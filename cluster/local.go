@@ -112,7 +112,7 @@ func (l *Local) Start(ctx context.Context, name string, args []string, healthURL
 	l.mu.Unlock()
 	if err := p.waitReady(ctx); err != nil {
 		p.Kill()
-		return nil, fmt.Errorf("%s did not become ready (log: %s): %w", name, logPath, err)
+		return nil, fmt.Errorf("%s did not become ready (log: %s): %w\n%s", name, logPath, err, tail(logPath, 10))
 	}
 	return p, nil
 }
@@ -220,4 +220,17 @@ func (l *Local) StartLog(ctx context.Context, d node.Deployment, depPath, stateD
 		procs[a] = p
 	}
 	return procs, nil
+}
+
+// tail returns the last n lines of a file, for error messages.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

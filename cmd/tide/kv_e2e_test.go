@@ -93,12 +93,12 @@ func TestDynamoSeedScenario(t *testing.T) {
 	dir := t.TempDir()
 	local := &cluster.Local{Binary: tideBin, Dir: dir}
 	defer local.StopAll(5 * time.Second)
-	addrs, err := bench.FreeAddrs(6)
-	if err != nil {
-		t.Fatal(err)
-	}
 	start := func(name string, i, token int, join string) *cluster.Proc {
-		spec := cluster.NodeSpec{Name: name, ChordAddr: addrs[2*i], HTTPAddr: addrs[2*i+1], Join: join, Replicas: 1,
+		addrs, err := bench.FreeAddrs(2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := cluster.NodeSpec{Name: name, ChordAddr: addrs[0], HTTPAddr: addrs[1], Join: join, Replicas: 1,
 			Extra: []string{"--partitioner", "md5-mod10000", "--token", fmt.Sprint(token), "--tick", "200ms"}}
 		p, err := local.Launch(ctx, spec)
 		if err != nil {
@@ -107,7 +107,7 @@ func TestDynamoSeedScenario(t *testing.T) {
 		return p
 	}
 	a := start("a", 0, 3000, "")
-	b := start("b", 1, 8000, addrs[0])
+	b := start("b", 1, 8000, a.Spec.ChordAddr)
 	rr := &roundRobin{}
 	rr.set(a.Spec.HTTPAddr, b.Spec.HTTPAddr)
 	lb := httptest.NewServer(rr.handler())
@@ -460,9 +460,9 @@ func TestKVScaleUnderLoad(t *testing.T) {
 		})
 	}
 	progress("load on 3 nodes")
-	addrs, _ := bench.FreeAddrs(6)
 	for i := range 3 {
-		spec := cluster.NodeSpec{Name: fmt.Sprint("grow", i), ChordAddr: addrs[2*i], HTTPAddr: addrs[2*i+1], Join: procs[0].Spec.ChordAddr, Replicas: 3, Extra: extra}
+		addrs, _ := bench.FreeAddrs(2)
+		spec := cluster.NodeSpec{Name: fmt.Sprint("grow", i), ChordAddr: addrs[0], HTTPAddr: addrs[1], Join: procs[0].Spec.ChordAddr, Replicas: 3, Extra: extra}
 		p, err := local.Launch(ctx, spec)
 		if err != nil {
 			t.Fatal(err)
