@@ -231,6 +231,7 @@ func (n *Node) ringLoop(ctx context.Context) {
 	defer t.Stop()
 	var lastEpoch uint64
 	var lastWalk time.Time
+	announced := false
 	cache := map[string]map[string]string{}
 	for {
 		select {
@@ -257,6 +258,15 @@ func (n *Node) ringLoop(ctx context.Context) {
 			ms = slices.DeleteFunc(ms, func(m member) bool { return m.ref == n.ring.Self() })
 		}
 		n.setMembers(ms)
+		if !announced && len(ms) > 1 {
+			// A node that joined tells every member at once, so that
+			// distant nodes do not route by an old table until their next
+			// periodic walk.
+			announced = true
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			n.announceRingChange(actx, "")
+			cancel()
+		}
 	}
 }
 
