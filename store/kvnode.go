@@ -232,6 +232,7 @@ func (n *Node) ringLoop(ctx context.Context) {
 	var lastEpoch uint64
 	var lastWalk time.Time
 	announced := false
+	followUps := 0
 	cache := map[string]map[string]string{}
 	for {
 		select {
@@ -239,12 +240,18 @@ func (n *Node) ringLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-n.ringKick:
+			// Walk now and for the next few seconds: pointers around a
+			// new member take a few stabilization rounds to settle.
+			followUps = 3
 			lastWalk = time.Time{}
 		}
-		if e := n.ring.Epoch(); e == lastEpoch && time.Since(lastWalk) < time.Minute && !lastWalk.IsZero() {
+		if e := n.ring.Epoch(); e == lastEpoch && time.Since(lastWalk) < time.Minute && !lastWalk.IsZero() && followUps == 0 {
 			continue
 		} else {
 			lastEpoch = e
+		}
+		if followUps > 0 {
+			followUps--
 		}
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		ms, err := n.walk(wctx, cache)

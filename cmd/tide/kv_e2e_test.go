@@ -451,6 +451,7 @@ func TestKVScaleUnderLoad(t *testing.T) {
 	}
 	progress := func(what string) {
 		t.Helper()
+		t.Logf("%s: %s", time.Since(begin).Round(time.Millisecond), what)
 		target := acked.Load() + 100
 		waitFor(t, what, time.Minute, func() error {
 			if acked.Load() < target {
@@ -476,6 +477,7 @@ func TestKVScaleUnderLoad(t *testing.T) {
 		leaving := procs[len(procs)-1]
 		rest := procs[:len(procs)-1]
 		setAlive(rest)
+		t.Logf("%s: removing %s", time.Since(begin).Round(time.Millisecond), leaving.Spec.Name)
 		if code, body := get(t, "http://"+rest[0].Spec.HTTPAddr+"/remove_node/"+leaving.Spec.HTTPAddr); code != 200 {
 			t.Fatalf("remove_node %s: %d %s", leaving.Spec.Name, code, body)
 		}
