@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -277,12 +278,7 @@ func TestSeedScripts(t *testing.T) {
 // TestUp runs `tide up` as a user would, checks its nodes form a ring and
 // serve files, then interrupts it and checks every node process is gone.
 func TestUp(t *testing.T) {
-	addrs, err := bench.FreeAddrs(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := strings.Cut(addrs[0], ":")
-	base := 20000 + int(chord.KeyOf(port)%20000)
+	base := freeRun(t, 6)
 	dir := t.TempDir()
 	cmd := exec.Command(tideBin, "up", "--nodes", "3", "--host-per-node=false", "--base-port", fmt.Sprint(base), "--data-dir", dir)
 	out := &syncBuffer{}
@@ -347,4 +343,32 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// freeRun finds n consecutive free ports below the kernel's ephemeral range
+// (32768 and up), so that no outgoing connection can take one meanwhile.
+func freeRun(t *testing.T, n int) int {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
+	for range 100 {
+		base := 15000 + rng.IntN(15000)
+		ok := true
+		var lns []net.Listener
+		for i := range n {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
+			if err != nil {
+				ok = false
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if ok {
+			return base
+		}
+	}
+	t.Fatal("no run of free ports found")
+	return 0
 }
