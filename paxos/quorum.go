@@ -38,34 +38,25 @@ func (g Group) index(a string) int {
 // IsReadQuorum reports whether the acceptors in set form a phase 1 quorum:
 // a majority, or one full row of the grid.
 func (g Group) IsReadQuorum(set map[string]bool) bool {
-	if g.Rows == 0 {
-		return g.count(set) > len(g.Acceptors)/2
-	}
-	for r := range g.Rows {
-		full := true
-		for c := range g.Cols {
-			if !set[g.Acceptors[r*g.Cols+c]] {
-				full = false
-				break
-			}
-		}
-		if full {
-			return true
-		}
-	}
-	return false
+	return g.quorum(set, g.Rows, g.Cols, func(line, k int) int { return line*g.Cols + k })
 }
 
 // IsWriteQuorum reports whether the acceptors in set form a phase 2 quorum:
 // a majority, or one full column of the grid.
 func (g Group) IsWriteQuorum(set map[string]bool) bool {
+	return g.quorum(set, g.Cols, g.Rows, func(line, k int) int { return k*g.Cols + line })
+}
+
+// quorum reports whether set holds a majority (no grid), or every member of
+// one of the grid's lines, a line being `length` acceptors at index(line, k).
+func (g Group) quorum(set map[string]bool, lines, length int, index func(line, k int) int) bool {
 	if g.Rows == 0 {
 		return g.count(set) > len(g.Acceptors)/2
 	}
-	for c := range g.Cols {
+	for line := range lines {
 		full := true
-		for r := range g.Rows {
-			if !set[g.Acceptors[r*g.Cols+c]] {
+		for k := range length {
+			if !set[g.Acceptors[index(line, k)]] {
 				full = false
 				break
 			}
