@@ -17,10 +17,11 @@ import (
 // Record is one version of a key. Tombstones record deletes so that an old
 // value cannot come back through repair.
 type Record struct {
-	Key     []byte `msgpack:"k"`
-	Value   []byte `msgpack:"v,omitempty"`
-	Version uint64 `msgpack:"ver"`
-	Tomb    bool   `msgpack:"t,omitempty"`
+	_msgpack struct{} `msgpack:",as_array"`
+	Key      []byte   `msgpack:"k"`
+	Value    []byte   `msgpack:"v,omitempty"`
+	Version  uint64   `msgpack:"ver"`
+	Tomb     bool     `msgpack:"t,omitempty"`
 }
 
 // Newer reports whether r should replace o: the higher version wins, and

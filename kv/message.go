@@ -43,13 +43,15 @@ func (k Kind) String() string {
 
 // KeyVersion names one version of a key, for anti-entropy.
 type KeyVersion struct {
-	Key     []byte `msgpack:"k"`
-	Version uint64 `msgpack:"v"`
-	Tomb    bool   `msgpack:"t,omitempty"`
+	_msgpack struct{} `msgpack:",as_array"`
+	Key      []byte   `msgpack:"k"`
+	Version  uint64   `msgpack:"v"`
+	Tomb     bool     `msgpack:"t,omitempty"`
 }
 
 // Message is every message of the protocol.
 type Message struct {
+	_msgpack struct{}     `msgpack:",as_array"` // positional: no field names or omit checks on the hot path
 	Kind     Kind         `msgpack:"k"`
 	From     string       `msgpack:"f"`
 	To       string       `msgpack:"to"`
