@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"time"
 
 	"tide/chord"
 	"tide/chord/rpc"
 	"tide/cluster"
+	"tide/paxos/node"
 )
 
 // ChordResult is what `tide bench chord` measures on a ring of real node
@@ -29,24 +29,7 @@ type ChordResult struct {
 }
 
 // FreeAddrs returns n distinct free loopback addresses.
-func FreeAddrs(n int) ([]string, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
-}
+func FreeAddrs(n int) ([]string, error) { return node.FreeAddrs("127.0.0.1", n) }
 
 // StartRing launches n node processes on free loopback ports, joined into
 // one ring, and returns their chord and http addresses.
