@@ -1,0 +1,137 @@
+// Package provision is the seam between tide's autoscaling controller and
+// whatever runs tide nodes: local child processes, Docker containers,
+// Kubernetes workloads or EC2 Auto Scaling Groups. The controller decides;
+// a Provisioner carries the decision out.
+package provision
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// Instance is one tide node run by a provisioner.
+type Instance struct {
+	// ID is the provider's own name for the instance: a process name, a
+	// container ID, a pod name or an EC2 instance ID.
+	ID string `json:"id"`
+	// HTTPAddr is host:port of the node's HTTP service (files, KV,
+	// /metrics, /internal/leave) as the controller reaches it.
+	HTTPAddr string `json:"http_addr"`
+	// ChordAddr is host:port of the node's ring RPC service, which new
+	// nodes join through.
+	ChordAddr string `json:"chord_addr"`
+	// State is one of the State* constants.
+	State   string    `json:"state"`
+	Started time.Time `json:"started"`
+}
+
+// Instance states, as List reports them.
+const (
+	StatePending    = "pending"    // launched, not yet serving
+	StateRunning    = "running"    // serving
+	StateDraining   = "draining"   // handing its data off
+	StateTerminated = "terminated" // gone, or going
+)
+
+// Spec says how to launch one node.
+type Spec struct {
+	// Name is a unique name the controller suggests (e.g. "node-4").
+	// Provisioners that name instances themselves may ignore it.
+	Name string
+	// Join is the chord address of a live ring member; empty starts a new
+	// ring.
+	Join string
+	// Token is the node's ring position in decimal; empty lets the node
+	// pick the token that halves the largest range.
+	Token string
+	// Capacity in bytes (--capacity); 0 means the filesystem's size.
+	Capacity int64
+	// Replicas is the replication factor (--replicas); 0 means the default.
+	Replicas int
+	// Extra holds further `tide node` flags.
+	Extra []string
+}
+
+// Provisioner launches, drains, terminates and lists tide nodes.
+//
+// Launch returns once the instance exists; it need not be serving yet (the
+// controller waits for that through the node's /healthz). Drain hands the
+// node's data to the rest of the ring and returns when nothing is left on
+// it; Terminate then removes the instance. Every method is safe to call
+// again after a failure or a controller crash: draining a node that already
+// left, or terminating one that is gone, succeeds.
+type Provisioner interface {
+	Name() string
+	Launch(ctx context.Context, s Spec) (Instance, error)
+	Drain(ctx context.Context, in Instance) error
+	Terminate(ctx context.Context, in Instance) error
+	List(ctx context.Context) ([]Instance, error)
+}
+
+// ErrNotFound reports an instance the provisioner does not know.
+var ErrNotFound = errors.New("provision: no such instance")
+
+// DrainNode asks the tide node at httpAddr to leave the ring gracefully
+// (POST /internal/leave). The node hands every file and key to its new
+// owners, answers, and exits. A node that no longer answers is taken to
+// have left already, so a drain that a crashed controller started can be
+// repeated safely.
+func DrainNode(ctx context.Context, client *http.Client, httpAddr string) (moved int, err error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+httpAddr+"/internal/leave", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		var ne interface{ Timeout() bool }
+		if errors.As(err, &ne) && ne.Timeout() {
+			return 0, fmt.Errorf("drain %s: %w", httpAddr, err)
+		}
+		// Connection refused or reset: the node is not running.
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("drain %s: %s: %s", httpAddr, resp.Status, body)
+	}
+	var out struct {
+		Moved int `json:"moved"`
+	}
+	_ = json.Unmarshal(body, &out)
+	return out.Moved, nil
+}
+
+// WaitHealthy polls http://httpAddr/healthz until it answers 200 or ctx
+// ends.
+func WaitHealthy(ctx context.Context, client *http.Client, httpAddr string) error {
+	if client == nil {
+		client = &http.Client{Timeout: 2 * time.Second}
+	}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not healthy: %w", httpAddr, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
