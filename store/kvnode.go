@@ -48,10 +48,18 @@ type kvNode struct {
 	drain  atomic.Bool
 	// handingOff mirrors kv.Node.Busy for other goroutines.
 	handingOff atomic.Bool
+	// Group commit: the driver commits rounds without waiting for the
+	// disk and counts them in committed; the sync loop fsyncs and records
+	// the last commit it covered in synced.
+	periodic  bool
+	committed uint64
+	synced    atomic.Uint64
+	syncq     chan syncJob
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
-	k := &kvNode{n: n, tr: transport.New(), inbox: make(chan kv.Message, 1<<16), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{}}
+	k := &kvNode{n: n, tr: transport.New(), inbox: make(chan kv.Message, 1<<16), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
+		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14)}
 	k.tr.Log = n.log
 	pos := n.pos
 	self := n.ring.Self()
@@ -68,8 +76,9 @@ func (n *Node) startKV(ctx context.Context, peerLn string) error {
 		return err
 	}
 	n.kv = k
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() { defer n.wg.Done(); k.loop(ctx) }()
+	go func() { defer n.wg.Done(); k.syncLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.ringLoop(ctx) }()
 	return nil
 }
@@ -113,40 +122,122 @@ func (k *kvNode) loop(ctx context.Context) {
 			k.handingOff.Store(k.node.Busy())
 		}
 		rd := k.node.Ready()
-		// Requests to other nodes leave before the local sync, so the sync
-		// overlaps with theirs; answers wait until local state is durable.
+		// Requests to other nodes leave at once, so a coordinator's own
+		// write overlaps with its replicas'; answers vouch for local state
+		// and wait until it is durable.
+		var after []kv.Message
+		ob := outbox{}
 		for i := range rd.Messages {
 			if m := &rd.Messages[i]; !m.AfterPersist() {
-				k.send(m)
+				ob.add(m)
+			} else {
+				after = append(after, *m)
 			}
 		}
-		if err := k.n.eng.applyKV(rd.Persist); err != nil {
-			k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
+		k.flush(ob)
+		if len(rd.Persist) > 0 {
+			if err := k.n.eng.applyKV(rd.Persist, false); err != nil {
+				k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
+				continue
+			}
+			k.committed++
+		}
+		if len(after) == 0 {
 			continue
 		}
-		for i := range rd.Messages {
-			m := &rd.Messages[i]
-			if !m.AfterPersist() {
-				continue
-			}
-			if m.To == clientAddr {
-				k.mu.Lock()
-				ch := k.wait[m.ID]
-				delete(k.wait, m.ID)
-				k.mu.Unlock()
-				if ch != nil {
-					ch <- *m
-				}
-				continue
-			}
-			k.send(m)
+		if k.periodic || k.committed == k.synced.Load() {
+			// Nothing this round or before waits for an fsync.
+			k.dispatch(after)
+			continue
+		}
+		select {
+		case k.syncq <- syncJob{seq: k.committed, msgs: after}:
+		case <-ctx.Done():
+			return
 		}
 	}
 }
 
-func (k *kvNode) send(m *kv.Message) {
+// syncJob is a round's answers, waiting until the round's writes (commit
+// number seq) are durable.
+type syncJob struct {
+	seq  uint64
+	msgs []kv.Message
+}
+
+// syncLoop is the group commit: while one fsync runs, the driver keeps
+// stepping, and the rounds it commits meanwhile share the next fsync.
+func (k *kvNode) syncLoop(ctx context.Context) {
+	var t <-chan time.Time
+	if k.periodic {
+		tk := time.NewTicker(k.n.cfg.KVSyncPeriod)
+		defer tk.Stop()
+		t = tk.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t:
+			if err := k.n.eng.syncWAL(); err != nil {
+				k.n.log.Error("kv: periodic sync failed", "err", err)
+			}
+		case j := <-k.syncq:
+			jobs := []syncJob{j}
+			for more := true; more; {
+				select {
+				case j := <-k.syncq:
+					jobs = append(jobs, j)
+				default:
+					more = false
+				}
+			}
+			// Every job queued so far was committed before this fsync.
+			if err := k.n.eng.syncWAL(); err != nil {
+				k.n.log.Error("kv: sync failed; dropping answers", "err", err)
+				continue
+			}
+			k.synced.Store(jobs[len(jobs)-1].seq)
+			for _, j := range jobs {
+				k.dispatch(j.msgs)
+			}
+		}
+	}
+}
+
+// dispatch hands answers to local callers or sends them to peers.
+func (k *kvNode) dispatch(msgs []kv.Message) {
+	ob := outbox{}
+	defer k.flush(ob)
+	for i := range msgs {
+		m := &msgs[i]
+		if m.To == clientAddr {
+			k.mu.Lock()
+			ch := k.wait[m.ID]
+			delete(k.wait, m.ID)
+			k.mu.Unlock()
+			if ch != nil {
+				ch <- *m
+			}
+			continue
+		}
+		ob.add(m)
+	}
+}
+
+// outbox gathers a round's messages by destination, so that each peer's
+// share leaves in one write.
+type outbox map[string][][]byte
+
+func (ob outbox) add(m *kv.Message) {
 	if b, err := kv.Encode(m); err == nil {
-		k.tr.Send(m.To, b)
+		ob[m.To] = append(ob[m.To], b)
+	}
+}
+
+func (k *kvNode) flush(ob outbox) {
+	for to, frames := range ob {
+		k.tr.SendBatch(to, frames)
 	}
 }
 
@@ -168,19 +259,71 @@ func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 	}
 	select {
 	case r := <-ch:
-		if r.Err != "" {
-			if r.Err == "value too large" {
-				return r, statusf(413, "value larger than %d bytes", k.n.cfg.KV.MaxValue)
-			}
-			return r, fmt.Errorf("%w: %s", ErrQuorum, r.Err)
-		}
-		return r, nil
+		return r, k.replyErr(r)
 	case <-ctx.Done():
 		k.mu.Lock()
 		delete(k.wait, id)
 		k.mu.Unlock()
 		return kv.Message{}, ctx.Err()
 	}
+}
+
+// doBatch runs client requests through the local coordinator together:
+// one timeout and one reply channel for all of them. errs[i] is the
+// failure of ms[i], if any.
+func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message) ([]kv.Message, []error) {
+	out := make([]kv.Message, len(ms))
+	errs := make([]error, len(ms))
+	ch := make(chan kv.Message, len(ms))
+	idx := make(map[uint64]int, len(ms))
+	k.mu.Lock()
+	for i := range ms {
+		id := k.nextID.Add(1)
+		ms[i].ID, ms[i].From = id, clientAddr
+		k.wait[id] = ch
+		idx[id] = i
+	}
+	k.mu.Unlock()
+	forget := func() {
+		k.mu.Lock()
+		for id := range idx {
+			delete(k.wait, id)
+		}
+		k.mu.Unlock()
+		for _, i := range idx {
+			errs[i] = ctx.Err()
+		}
+	}
+	for i := range ms {
+		select {
+		case k.inbox <- ms[i]:
+		case <-ctx.Done():
+			forget()
+			return out, errs
+		}
+	}
+	for range ms {
+		select {
+		case r := <-ch:
+			i := idx[r.ID]
+			delete(idx, r.ID)
+			out[i], errs[i] = r, k.replyErr(r)
+		case <-ctx.Done():
+			forget()
+			return out, errs
+		}
+	}
+	return out, errs
+}
+
+func (k *kvNode) replyErr(r kv.Message) error {
+	switch r.Err {
+	case "":
+		return nil
+	case "value too large":
+		return statusf(413, "value larger than %d bytes", k.n.cfg.KV.MaxValue)
+	}
+	return fmt.Errorf("%w: %s", ErrQuorum, r.Err)
 }
 
 // KVPut writes key=value (W overrides the write quorum when > 0) and returns

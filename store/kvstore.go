@@ -91,8 +91,10 @@ func (s kvStorage) Scan(from, to uint32, fn func(uint32, kv.Record) bool) error 
 	}
 }
 
-// applyKV persists a KV node's changes in one synced batch.
-func (e *Engine) applyKV(ops []kv.PersistOp) error {
+// applyKV applies a KV node's changes in one batch. The batch is visible to
+// reads at once; it is durable once syncWAL returns for a later call, or at
+// once when sync is set.
+func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 	if len(ops) == 0 {
 		return nil
 	}
@@ -115,7 +117,17 @@ func (e *Engine) applyKV(ops []kv.PersistOp) error {
 			b.Delete(hintKey(op.DoneHint.Target, op.DoneHint.Rec.Key), nil)
 		}
 	}
-	return b.Commit(pebble.Sync)
+	if sync {
+		return b.Commit(pebble.Sync)
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// syncWAL makes every batch committed before the call durable: it appends a
+// one-byte log record with a synced write, and the write-ahead log is
+// sequential, so the fsync covers all that came before it.
+func (e *Engine) syncWAL() error {
+	return e.db.LogData([]byte{0}, pebble.Sync)
 }
 
 // hints loads the hints held for other nodes.

@@ -69,11 +69,30 @@ type Config struct {
 	// KV configures the key-value layer; its N is Replicas. Zero fields take
 	// kv's defaults (W=2, R=2, 1 MiB values).
 	KV kv.Config
+	// KVSync says when KV writes are made durable before they are
+	// acknowledged: "always" (default: every acknowledgement waits for an
+	// fsync; concurrent writes share one fsync) or "periodic" (writes reach
+	// the operating system before the acknowledgement, so they survive a
+	// process crash, and are fsynced every KVSyncPeriod, as Cassandra's
+	// default commitlog_sync: periodic does).
+	KVSync string
+	// KVSyncPeriod is the fsync period of KVSync "periodic". Default 100ms.
+	KVSyncPeriod time.Duration
 	// Log receives the node's structured log. Default slog.Default().
 	Log *slog.Logger
 }
 
 func (c *Config) validate() error {
+	switch c.KVSync {
+	case "":
+		c.KVSync = "always"
+	case "always", "periodic":
+	default:
+		return fmt.Errorf("kv sync mode %q: want always or periodic", c.KVSync)
+	}
+	if c.KVSyncPeriod <= 0 {
+		c.KVSyncPeriod = 100 * time.Millisecond
+	}
 	if c.ChordAddr == "" {
 		c.ChordAddr = "127.0.0.1:5057"
 	}

@@ -209,15 +209,7 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 				}
 				end++
 			}
-			var wg sync.WaitGroup
-			for i := start; i < end; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					replies[i] = n.execRESP(ctx, cmds[i])
-				}()
-			}
-			wg.Wait()
+			n.execWave(ctx, cmds[start:end], replies[start:end])
 			if end == start { // a QUIT
 				end++
 			}
@@ -237,6 +229,53 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 			return
 		}
 	}
+}
+
+// execWave runs commands that touch distinct keys concurrently. Plain GETs
+// and SETs, the bulk of any load, go to the coordinator as one batch;
+// the rest run on goroutines of their own.
+func (n *Node) execWave(ctx context.Context, cmds [][][]byte, replies []reply) {
+	var batch []kv.Message
+	var at []int
+	var wg sync.WaitGroup
+	for i, args := range cmds {
+		name := args[0]
+		switch {
+		case len(args) == 2 && len(name) == 3 && strings.EqualFold(string(name), "GET"):
+			batch = append(batch, kv.Message{Kind: kv.KindClientGet, Rec: kv.Record{Key: args[1]}})
+			at = append(at, i)
+		case len(args) == 3 && len(name) == 3 && strings.EqualFold(string(name), "SET") && len(args[2]) <= n.cfg.KV.MaxValue:
+			batch = append(batch, kv.Message{Kind: kv.KindClientPut, Rec: kv.Record{Key: args[1], Value: args[2]}})
+			at = append(at, i)
+		default:
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				replies[i] = n.execRESP(ctx, args)
+			}()
+		}
+	}
+	if len(batch) > 0 {
+		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		out, errs := n.kv.doBatch(bctx, batch)
+		cancel()
+		for j, i := range at {
+			r, err := out[j], errs[j]
+			switch {
+			case err != nil:
+				msg := "ERR " + err.Error()
+				replies[i] = func(w respWriter) { w.err(msg) }
+			case batch[j].Kind == kv.KindClientPut:
+				replies[i] = func(w respWriter) { w.simple("OK") }
+			case !r.Found || r.Rec.Tomb:
+				replies[i] = func(w respWriter) { w.nilBulk() }
+			default:
+				v := r.Rec.Value
+				replies[i] = func(w respWriter) { w.bulk(v) }
+			}
+		}
+	}
+	wg.Wait()
 }
 
 // execRESP runs one command.

@@ -91,6 +91,8 @@ before a restart (remembered in --data-dir).`,
 	f.IntVar(&cfg.KV.R, "read-quorum", 2, "KV reads wait for R answers")
 	f.IntVar(&cfg.KV.MaxValue, "max-value", 1<<20, "largest KV value, in bytes")
 	f.StringVar(&migrationRate, "migration-rate", "128MiB", "bytes per second anti-entropy and hand-off may send (0: unlimited)")
+	f.StringVar(&cfg.KVSync, "kv-sync", "always", "when KV writes are fsynced: always (before each acknowledgement; concurrent writes share an fsync) or periodic (every --kv-sync-period; acknowledged writes survive a process crash, not a power loss)")
+	f.DurationVar(&cfg.KVSyncPeriod, "kv-sync-period", 100*time.Millisecond, "fsync period of --kv-sync periodic")
 	f.DurationVar(&tombstoneTTL, "tombstone-ttl", time.Hour, "how long a KV delete's tombstone is kept")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each file (N)")
 	f.IntVar(&cfg.Successors, "successors", 3, "successor list length r (raised to --replicas)")
