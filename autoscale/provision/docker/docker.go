@@ -14,6 +14,8 @@ package docker
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -102,8 +104,9 @@ type Config struct {
 	// SIGTERM before the engine kills it. Default DefaultStopTimeout.
 	StopTimeout time.Duration
 	// Restart is the engine's restart policy for node containers: "" or
-	// "no" (the controller replaces failed nodes), "on-failure", "always"
-	// or "unless-stopped".
+	// "no" (the controller replaces failed nodes), or "on-failure" (the
+	// engine restarts a node that crashed; one that drained exits 0 and
+	// stays down). "always" is refused: it would bring drained nodes back.
 	Restart string
 
 	// Client is the Engine API client; nil connects with NewClient, and
@@ -213,10 +216,9 @@ func (c *Config) fill() error {
 		c.StopTimeout = DefaultStopTimeout
 	}
 	switch container.RestartPolicyMode(c.Restart) {
-	case "", container.RestartPolicyDisabled, container.RestartPolicyOnFailure,
-		container.RestartPolicyAlways, container.RestartPolicyUnlessStopped:
+	case "", container.RestartPolicyDisabled, container.RestartPolicyOnFailure:
 	default:
-		return fmt.Errorf("docker: restart policy %q: want no, on-failure, always or unless-stopped", c.Restart)
+		return fmt.Errorf("docker: restart policy %q: want no or on-failure (always and unless-stopped would restart drained nodes)", c.Restart)
 	}
 	return nil
 }
@@ -245,7 +247,9 @@ func (p *Provisioner) Close() error {
 func (p *Provisioner) Launch(ctx context.Context, s provision.Spec) (provision.Instance, error) {
 	name := s.Name
 	if name == "" {
-		name = "node-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+		var b [4]byte
+		rand.Read(b[:])
+		name = "node-" + hex.EncodeToString(b[:])
 	}
 	if !nameRE.MatchString(name) {
 		return provision.Instance{}, fmt.Errorf("docker: node name %q: want letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
@@ -413,6 +417,12 @@ func (p *Provisioner) Drain(ctx context.Context, in provision.Instance) error {
 	}
 	p.setDraining(c.ID, true)
 	defer p.setDraining(c.ID, false)
+	// DrainNode takes a node that does not answer for one that left. A
+	// running container whose node does not serve yet has not left: wait
+	// until it serves (or its container stops) before asking.
+	if exited, err := p.waitServing(ctx, c.ID, addr); err != nil || exited {
+		return err
+	}
 	if _, err := provision.DrainNode(ctx, p.http, addr); err != nil {
 		return fmt.Errorf("docker: drain %s: %w", in.ID, err)
 	}
@@ -428,6 +438,30 @@ func (p *Provisioner) Drain(ctx context.Context, in provision.Instance) error {
 			return fmt.Errorf("docker: drain %s: the node left the ring but its container still runs: %w", in.ID, ctx.Err())
 		}
 		return fmt.Errorf("docker: drain %s: wait for exit: %w", in.ID, err)
+	}
+}
+
+// waitServing polls until the node at httpAddr answers /healthz (false)
+// or its container is no longer running (true).
+func (p *Provisioner) waitServing(ctx context.Context, id, httpAddr string) (exited bool, err error) {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
+		if resp, err := hc.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return false, nil
+			}
+		}
+		r, err := p.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		if cerrdefs.IsNotFound(err) || err == nil && (r.Container.State == nil || !r.Container.State.Running) {
+			return true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("docker: drain %s: its node never served at %s: %w", id, httpAddr, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ import (
 var (
 	testCli    *client.Client
 	testImage  string
+	testBinary string
 	skipReason string
 )
 
@@ -71,6 +72,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	bin := filepath.Join(dir, "tide")
+	testBinary = bin
 	start := time.Now()
 	if err := BuildBinary(ctx, root, bin); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -469,6 +471,50 @@ func TestAddressesAcrossProvisioners(t *testing.T) {
 	}
 }
 
+// TestRebuildRemovesOldImage builds one tag from two different binaries
+// and expects the first image to be gone after the second build.
+func TestRebuildRemovesOldImage(t *testing.T) {
+	needDocker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tag := "tide-node:rebuild-" + randHex(4)
+	t.Cleanup(func() {
+		if err := RemoveImage(context.Background(), testCli, tag); err != nil {
+			t.Error(err)
+		}
+	})
+	orig, err := os.ReadFile(testBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var imageIDs []string
+	for i := range 2 {
+		// Bytes after the ELF image change the file, not the program.
+		bin := filepath.Join(t.TempDir(), "tide")
+		if err := os.WriteFile(bin, append(slices.Clip(orig), randHex(8)...), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := BuildImage(ctx, testCli, bin, tag); err != nil {
+			t.Fatal(err)
+		}
+		img, err := testCli.ImageInspect(ctx, tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img.Config == nil || !slices.Equal(img.Config.Entrypoint, []string{"/tide"}) || img.Config.Labels[LabelManaged] != "true" {
+			t.Errorf("image %s: config %+v, want entrypoint /tide and label %s", tag, img.Config, LabelManaged)
+		}
+		imageIDs = append(imageIDs, img.ID)
+		t.Logf("build %d: %s", i, img.ID)
+	}
+	if imageIDs[0] == imageIDs[1] {
+		t.Fatalf("two different binaries gave the same image %s", imageIDs[0])
+	}
+	if _, err := testCli.ImageInspect(ctx, imageIDs[0]); !cerrdefs.IsNotFound(err) {
+		t.Errorf("the replaced image %s is still there (inspect error %v)", imageIDs[0], err)
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	for _, cfg := range []Config{
 		{Cluster: "bad name"},
@@ -481,6 +527,7 @@ func TestConfigErrors(t *testing.T) {
 		{NanoCPUs: -1},
 		{Memory: 1 << 10},
 		{Restart: "sometimes"},
+		{Restart: "always"},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) accepted a bad config", cfg)

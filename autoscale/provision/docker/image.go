@@ -15,6 +15,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/build"
 	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/moby/moby/client"
 )
@@ -145,6 +146,9 @@ func BuildImage(ctx context.Context, cli *client.Client, binaryPath, tag string)
 		Remove:      true,
 		ForceRemove: true,
 		Labels:      map[string]string{LabelManaged: "true"},
+		// The classic builder needs no session, which a context
+		// streamed over the API cannot offer BuildKit.
+		Version: build.BuilderV1,
 	})
 	if err != nil {
 		pr.CloseWithError(err)
