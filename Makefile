@@ -40,6 +40,10 @@ fuzz:
 	$(GO) test ./store -run XXX -fuzz FuzzUpload -fuzztime 60s
 	$(GO) test ./paxos -run XXX -fuzz FuzzDecode -fuzztime 60s
 	$(GO) test ./paxos -run XXX -fuzz FuzzKV -fuzztime 60s
+	$(GO) test ./kv -run XXX -fuzz FuzzDecodeMessage -fuzztime 60s
+	$(GO) test ./kv -run XXX -fuzz FuzzDecodeRecord -fuzztime 60s
+	$(GO) test ./store -run XXX -fuzz FuzzRESP -fuzztime 60s
+	$(GO) test ./store -run XXX -fuzz FuzzKVHTTP -fuzztime 60s
 
 bench-chord: build
 	./bin/tide bench chord --nodes 16

@@ -25,8 +25,11 @@ type RebalanceResult struct {
 	IdealFraction   float64 `json:"ideal_fraction"`
 	ReceivedKeys    int     `json:"keys_received_by_new_node"`
 	ReceivedBytes   int64   `json:"bytes_received_by_new_node"`
+	JoinSecs        float64 `json:"join_seconds"`
 	MigrationSecs   float64 `json:"migration_seconds"`
 	MigrationMBps   float64 `json:"migration_mb_per_sec"`
+	StreamSecs      float64 `json:"stream_seconds"`
+	StreamMBps      float64 `json:"stream_mb_per_sec"`
 	MigrationRateMB string  `json:"migration_rate_flag"`
 }
 
@@ -112,6 +115,9 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate string, log io.Wr
 	if err := waitMembers(ctx, first, 4); err != nil {
 		return res, err
 	}
+	joined := time.Now()
+	res.JoinSecs = joined.Sub(start).Seconds()
+	fmt.Fprintf(log, "node4 is a ring member after %.2fs\n", res.JoinSecs)
 	after, err := readRing(ctx, first)
 	if err != nil {
 		return res, err
@@ -149,14 +155,20 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate string, log io.Wr
 	res.FractionMoved = float64(res.OwnersChanged) / float64(keys)
 	res.IdealFraction = 0.25
 	fmt.Fprintf(log, "new node replicates %d keys; waiting for them to arrive\n", want)
+	lastLog := time.Now()
 	for {
 		var st struct {
 			Keys  int   `json:"kv_keys"`
 			Bytes int64 `json:"kv_bytes"`
 		}
-		if err := getJSONCtx(ctx, "http://"+p.Spec.HTTPAddr+"/internal/info", &st); err == nil && st.Keys >= want {
+		err := getJSONCtx(ctx, "http://"+p.Spec.HTTPAddr+"/internal/info", &st)
+		if err == nil && st.Keys >= want {
 			res.ReceivedKeys, res.ReceivedBytes = st.Keys, st.Bytes
 			break
+		}
+		if time.Since(lastLog) >= time.Second {
+			lastLog = time.Now()
+			fmt.Fprintf(log, "  %6.1fs  %d of %d keys, %.1f MB\n", time.Since(start).Seconds(), st.Keys, want, float64(st.Bytes)/1e6)
 		}
 		if time.Since(start) > 30*time.Minute {
 			return res, fmt.Errorf("the new node did not receive its %d keys within 30 minutes", want)
@@ -165,6 +177,8 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate string, log io.Wr
 	}
 	res.MigrationSecs = time.Since(start).Seconds()
 	res.MigrationMBps = float64(res.ReceivedBytes) / 1e6 / res.MigrationSecs
+	res.StreamSecs = time.Since(joined).Seconds()
+	res.StreamMBps = float64(res.ReceivedBytes) / 1e6 / res.StreamSecs
 	return res, nil
 }
 

@@ -27,12 +27,13 @@ const (
 	KindKeysResp        // Versions
 	KindPush            // Records to store; acked with KindPushAck
 	KindPushAck
-	KindPull // send me these Keys (as a KindPush)
+	KindPull      // send me these Keys (as a KindPush)
+	KindPullRange // send me every record of (Lo, Hi] (as KindPushes)
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
-	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull"}
+	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -114,7 +115,7 @@ type Hint struct {
 // overlaps with its replicas' writes.
 func (m Message) AfterPersist() bool {
 	switch m.Kind {
-	case KindPut, KindGet, KindDigest, KindKeys, KindPull:
+	case KindPut, KindGet, KindDigest, KindKeys, KindPull, KindPullRange:
 		return false
 	}
 	return true

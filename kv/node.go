@@ -25,6 +25,18 @@ type op struct {
 	push      *strayPush
 }
 
+// rangeSend is a whole range of records owed to a peer that holds none of
+// it (a node that just joined, or an empty replica). It is read and sent
+// in chunks as the migration budget allows, so its records are not all in
+// memory at once.
+type rangeSend struct {
+	to     string
+	lo, hi uint32
+}
+
+// rangeChunk bounds the records of one KindPush of a range send.
+const rangeChunk = 1 << 20
+
 // strayPush is a batch of records this node holds but no longer replicates,
 // on its way to the nodes that do.
 type strayPush struct {
@@ -66,6 +78,9 @@ type Node struct {
 	strayBusy   bool
 	salt        uint64
 	migrations  []Message // anti-entropy and hand-off sends waiting for budget
+	rangeSends  []rangeSend
+	pulling     map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
+	lastPushIn  int               // tick of the last KindPush received
 	diverged    bool      // the last digest comparison found differences
 	Stats       Stats
 }
@@ -187,6 +202,7 @@ func (n *Node) Step(m Message) {
 	case KindKeysResp:
 		n.onKeysResp(m)
 	case KindPush:
+		n.lastPushIn = n.now
 		for _, r := range m.Records {
 			n.apply(r)
 		}
@@ -195,6 +211,8 @@ func (n *Node) Step(m Message) {
 		}
 	case KindPushAck:
 		n.onPushAck(m)
+	case KindPullRange:
+		n.queueRange(m.From, m.Lo, m.Hi)
 	case KindPull:
 		var recs []Record
 		for _, k := range m.Keys {
@@ -474,6 +492,14 @@ func (n *Node) Tick() {
 			o.start, o.lastSend = n.now, n.now // time out from when it leaves
 		}
 	}
+	if n.cfg.MigrationBytesPerTick <= 0 {
+		budget = 64 << 20
+	}
+	for budget > 0 && len(n.rangeSends) > 0 {
+		rs := n.rangeSends[0]
+		n.rangeSends = n.rangeSends[1:]
+		budget -= n.sendRange(rs)
+	}
 	ids := make([]uint64, 0, len(n.ops))
 	for id := range n.ops {
 		ids = append(ids, id)
@@ -503,7 +529,11 @@ func (n *Node) Tick() {
 		n.lastHint = n.now
 		n.deliverHints()
 	}
-	if n.now-n.lastSync >= n.cfg.SyncTicks {
+	// Compare again only once data has stopped flowing in and out: a
+	// comparison in the middle of a stream finds it half done and asks for
+	// the rest twice.
+	quiet := len(n.rangeSends) == 0 && len(n.migrations) == 0 && n.now-n.lastPushIn >= 20
+	if n.now-n.lastSync >= n.cfg.SyncTicks && quiet {
 		n.lastSync = n.now
 		n.syncRound()
 	}
@@ -575,6 +605,11 @@ func (n *Node) primaryRange() (lo, hi uint32, ok bool) {
 // replicas without waiting for the rotation. It also hands off keys this
 // node no longer replicates when the ring has changed.
 func (n *Node) syncRound() {
+	for r, t := range n.pulling {
+		if n.now-t >= 10*n.cfg.SyncTicks {
+			delete(n.pulling, r)
+		}
+	}
 	members := fmtMembers(n.ring.Members())
 	changed := members != n.lastMembers
 	if (changed || n.now-n.lastStray >= 10*n.cfg.SyncTicks) && !n.strayBusy {
@@ -665,6 +700,40 @@ func (n *Node) digest(lo, hi uint32, b int) []uint64 {
 	return out
 }
 
+func (n *Node) queueRange(to string, lo, hi uint32) {
+	rs := rangeSend{to: to, lo: lo, hi: hi}
+	if !slices.Contains(n.rangeSends, rs) {
+		n.rangeSends = append(n.rangeSends, rs)
+	}
+}
+
+// sendRange sends every record of a range send in chunks, and returns the
+// bytes sent.
+func (n *Node) sendRange(rs rangeSend) int64 {
+	var chunk []Record
+	var size, total int64
+	flush := func() {
+		if len(chunk) == 0 {
+			return
+		}
+		n.Stats.Pushed += len(chunk)
+		n.Stats.PushedBytes += size
+		n.send(Message{Kind: KindPush, To: rs.to, Records: chunk})
+		total += size
+		chunk, size = nil, 0
+	}
+	n.st.Scan(rs.lo, rs.hi, func(_ uint32, r Record) bool {
+		chunk = append(chunk, r)
+		size += int64(len(r.Key) + len(r.Value) + 16)
+		if size >= rangeChunk {
+			flush()
+		}
+		return true
+	})
+	flush()
+	return total
+}
+
 func (n *Node) versions(lo, hi uint32) []KeyVersion {
 	var out []KeyVersion
 	n.st.Scan(lo, hi, func(_ uint32, r Record) bool {
@@ -684,7 +753,24 @@ func (n *Node) onDigestResp(m Message) {
 		if mine[i] != m.Hashes[i] {
 			differ = true
 			lo, hi := bucketRange(i, m.Lo, m.Hi, m.Buckets)
-			n.send(Message{Kind: KindKeys, To: m.From, Lo: lo, Hi: hi})
+			switch {
+			case m.Hashes[i] == 0:
+				// The peer holds nothing here (it just joined): send it
+				// the whole bucket, without comparing keys.
+				n.queueRange(m.From, lo, hi)
+			case mine[i] == 0:
+				// Ask one replica for the bucket, not every one that
+				// answers; ask again if it has not come after a while.
+				if n.pulling == nil {
+					n.pulling = map[[2]uint32]int{}
+				}
+				if t, ok := n.pulling[[2]uint32{lo, hi}]; !ok || n.now-t >= 10*n.cfg.SyncTicks {
+					n.pulling[[2]uint32{lo, hi}] = n.now
+					n.send(Message{Kind: KindPullRange, To: m.From, Lo: lo, Hi: hi})
+				}
+			default:
+				n.send(Message{Kind: KindKeys, To: m.From, Lo: lo, Hi: hi})
+			}
 		}
 	}
 	if differ {

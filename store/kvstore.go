@@ -40,8 +40,8 @@ func (s kvStorage) Get(key []byte) (kv.Record, bool, error) {
 		return kv.Record{}, false, err
 	}
 	defer closer.Close()
-	var r kv.Record
-	if err := msgpack.Unmarshal(v, &r); err != nil {
+	r, err := kv.DecodeRecord(v, false)
+	if err != nil {
 		return kv.Record{}, false, fmt.Errorf("decode kv record: %w", err)
 	}
 	return r, true, nil
@@ -57,8 +57,8 @@ func (s kvStorage) Scan(from, to uint32, fn func(uint32, kv.Record) bool) error 
 		defer it.Close()
 		for it.First(); it.Valid(); it.Next() {
 			k := it.Key()
-			var r kv.Record
-			if err := msgpack.Unmarshal(it.Value(), &r); err != nil {
+			r, err := kv.DecodeRecord(it.Value(), false)
+			if err != nil {
 				return false, fmt.Errorf("decode kv record %x: %w", k, err)
 			}
 			if !fn(binary.BigEndian.Uint32(k[2:6]), r) {
@@ -103,11 +103,7 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 	for _, op := range ops {
 		switch {
 		case op.Put != nil:
-			v, err := msgpack.Marshal(op.Put)
-			if err != nil {
-				return err
-			}
-			b.Set(kvKey(e.pos(op.Put.Key), op.Put.Key), v, nil)
+			b.Set(kvKey(e.pos(op.Put.Key), op.Put.Key), kv.AppendRecord(nil, op.Put), nil)
 		case op.Delete != nil:
 			b.Delete(kvKey(e.pos(op.Delete), op.Delete), nil)
 		case op.Hint != nil:
@@ -148,12 +144,21 @@ func (e *Engine) hints() ([]kv.Hint, error) {
 	return out, it.Error()
 }
 
-// kvCount counts KV records (tombstones included) and their bytes.
+// kvCount counts KV records (tombstones included) and their bytes,
+// decoding no more than each record's lengths.
 func (e *Engine) kvCount() (n int, size int64) {
-	kvStorage{e}.Scan(0, 0, func(_ uint32, r kv.Record) bool {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("k/"), UpperBound: []byte("k0")})
+	if err != nil {
+		return 0, 0
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		r, err := kv.DecodeRecord(it.Value(), true)
+		if err != nil {
+			continue
+		}
 		n++
 		size += int64(len(r.Key) + len(r.Value))
-		return true
-	})
+	}
 	return n, size
 }
