@@ -81,7 +81,7 @@ type Node struct {
 	rangeSends  []rangeSend
 	pulling     map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
 	lastPushIn  int               // tick of the last KindPush received
-	diverged    bool      // the last digest comparison found differences
+	diverged    bool              // the last digest comparison found differences
 	Stats       Stats
 }
 
