@@ -8,8 +8,10 @@
 // the host routes to bridge networks directly) reach it at the same
 // address: HTTPAddr is IP:5058 and ChordAddr IP:5057.
 //
-// Everything List needs is kept in container labels, so a restarted
-// controller finds its nodes again.
+// The engine must therefore run on the controller's machine (a Linux
+// host; Docker Desktop's VM does not route its bridge networks to the
+// host). Everything List needs is kept in container labels, so a
+// restarted controller finds its nodes again.
 package docker
 
 import (

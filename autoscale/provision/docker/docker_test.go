@@ -412,6 +412,16 @@ func TestLimits(t *testing.T) {
 	if list, err := p.List(ctx); err != nil || len(list) != 0 {
 		t.Errorf("List after Terminate: %+v, %v", list, err)
 	}
+
+	// With the network removed behind its back, the provisioner makes it
+	// again for the next node.
+	if err := p.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again := launchHealthy(t, p, provision.Spec{Name: "again"})
+	if err := p.Terminate(ctx, again); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestBadImage checks that launching from an image the engine lacks fails

@@ -187,6 +187,13 @@ func overlapsAny(p netip.Prefix, others []netip.Prefix) bool {
 func (p *Provisioner) usedIPs(ctx context.Context) (map[netip.Addr]bool, error) {
 	used := map[netip.Addr]bool{}
 	r, err := p.cli.NetworkInspect(ctx, p.netID, client.NetworkInspectOptions{})
+	if cerrdefs.IsNotFound(err) {
+		// Removed since (by Cleanup, or by hand): make it again.
+		if err := p.ensureNetwork(ctx); err != nil {
+			return nil, err
+		}
+		r, err = p.cli.NetworkInspect(ctx, p.netID, client.NetworkInspectOptions{})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("docker: inspect network %s: %w", p.cfg.Network, err)
 	}
