@@ -118,6 +118,9 @@ func NewClients(ctx context.Context, o ClientOptions) (Clients, error) {
 		opts = append(opts, config.WithRetryMaxAttempts(o.RetryMaxAttempts))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil && o.Region == "" && o.IMDSRegion {
+		return Clients{}, fmt.Errorf("aws: no region given (--region, AWS_REGION) and none from the instance metadata service: %w", err)
+	}
 	if err != nil {
 		return Clients{}, fmt.Errorf("aws: load SDK configuration: %w", err)
 	}
@@ -263,6 +266,10 @@ func (p *Provisioner) Launch(ctx context.Context, s provision.Spec) (provision.I
 		return provision.Instance{}, fmt.Errorf("aws: set desired capacity of %s to %d: %w", p.cfg.Group, desired+1, err)
 	}
 	p.log.Info("desired capacity raised", "desired", desired+1, "name", s.Name)
+	if s.Join != "" || s.Token != "" || s.Capacity != 0 || s.Replicas != 0 || len(s.Extra) > 0 {
+		p.log.Debug("the launch template's user data starts the node; Spec's node settings are not passed on",
+			"join", s.Join, "token", s.Token, "capacity", s.Capacity, "replicas", s.Replicas, "extra", s.Extra)
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.LaunchTimeout)
 	defer cancel()

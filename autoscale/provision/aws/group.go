@@ -20,6 +20,8 @@ import (
 // a group unless told another name.
 const DefaultLifecycleHook = "tide-drain"
 
+var errAlreadyExists = errors.New("auto scaling group exists")
+
 // GroupOptions describe an Auto Scaling group of tide nodes for EnsureGroup.
 type GroupOptions struct {
 	// Group is the Auto Scaling group's name (required).
@@ -67,8 +69,10 @@ type GroupOptions struct {
 //
 //   - the launch template o.LaunchTemplate with o.UserData (IMDSv2 required),
 //     or a new version of it if it exists;
-//   - the group with o's sizes, launching the template's $Latest version,
-//     or, if it exists, the group updated to them;
+//   - the group with o's sizes, launching the template's $Latest version;
+//     a group that exists gets the template and o's MinSize and MaxSize but
+//     keeps its desired capacity (the controller's to set), which the group
+//     raises to MinSize or lowers to MaxSize as needed;
 //   - the termination lifecycle hook (autoscaling:EC2_INSTANCE_TERMINATING,
 //     default result CONTINUE), so that an instance the group terminates on
 //     its own waits in Terminating:Wait until Provisioner.Drain has moved its
@@ -180,24 +184,37 @@ func EnsureGroup(ctx context.Context, c Clients, o GroupOptions) (string, error)
 		DefaultResult:       sdkaws.String("CONTINUE"),
 		HeartbeatTimeout:    sdkaws.Int32(hookSeconds),
 	}
-	_, err = c.AutoScaling.CreateAutoScalingGroup(ctx, &autoscaling.CreateAutoScalingGroupInput{
-		AutoScalingGroupName:           sdkaws.String(o.Group),
-		LaunchTemplate:                 lt,
-		MinSize:                        sdkaws.Int32(o.MinSize),
-		MaxSize:                        sdkaws.Int32(o.MaxSize),
-		DesiredCapacity:                sdkaws.Int32(o.DesiredCapacity),
-		VPCZoneIdentifier:              vpcZones,
-		AvailabilityZones:              zones,
-		LifecycleHookSpecificationList: []astypes.LifecycleHookSpecification{hook},
-		Tags:                           tags,
+	existing, err := c.AutoScaling.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{
+		AutoScalingGroupNames: []string{o.Group},
 	})
-	if apiCode(err) == "AlreadyExists" {
+	if err != nil {
+		return "", fmt.Errorf("aws: describe auto scaling group %s: %w", o.Group, err)
+	}
+	exists := false
+	for _, g := range existing.AutoScalingGroups {
+		exists = exists || sdkaws.ToString(g.AutoScalingGroupName) == o.Group
+	}
+	if exists {
+		err = errAlreadyExists
+	} else {
+		_, err = c.AutoScaling.CreateAutoScalingGroup(ctx, &autoscaling.CreateAutoScalingGroupInput{
+			AutoScalingGroupName:           sdkaws.String(o.Group),
+			LaunchTemplate:                 lt,
+			MinSize:                        sdkaws.Int32(o.MinSize),
+			MaxSize:                        sdkaws.Int32(o.MaxSize),
+			DesiredCapacity:                sdkaws.Int32(o.DesiredCapacity),
+			VPCZoneIdentifier:              vpcZones,
+			AvailabilityZones:              zones,
+			LifecycleHookSpecificationList: []astypes.LifecycleHookSpecification{hook},
+			Tags:                           tags,
+		})
+	}
+	if errors.Is(err, errAlreadyExists) || apiCode(err) == "AlreadyExists" {
 		_, err = c.AutoScaling.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
 			AutoScalingGroupName: sdkaws.String(o.Group),
 			LaunchTemplate:       lt,
 			MinSize:              sdkaws.Int32(o.MinSize),
 			MaxSize:              sdkaws.Int32(o.MaxSize),
-			DesiredCapacity:      sdkaws.Int32(o.DesiredCapacity),
 			VPCZoneIdentifier:    vpcZones,
 			AvailabilityZones:    zones,
 		})
