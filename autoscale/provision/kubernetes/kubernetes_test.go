@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -639,6 +641,33 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if p.Namespace() != "default" || p.Kind() != KindStatefulSet || p.Name() != "kubernetes" {
 		t.Errorf("defaults: namespace %q, kind %q, name %q", p.Namespace(), p.Kind(), p.Name())
+	}
+	if _, err := New(Config{Name: "tide", Kubeconfig: filepath.Join(t.TempDir(), "missing")}); err == nil {
+		t.Error("New with a missing kubeconfig succeeded")
+	}
+	kc := filepath.Join(t.TempDir(), "config")
+	const kubeconfig = `apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: https://127.0.0.1:1
+contexts:
+- name: x
+  context:
+    cluster: c
+    namespace: from-kubeconfig
+current-context: x
+`
+	if err := os.WriteFile(kc, []byte(kubeconfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := New(Config{Name: "tide", Kubeconfig: kc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromFile.Namespace() != "from-kubeconfig" {
+		t.Errorf("namespace %q, want the kubeconfig context's", fromFile.Namespace())
 	}
 	if err := p.Drain(context.Background(), provision.Instance{}); err == nil {
 		t.Error("Drain of an instance without an ID succeeded")
