@@ -158,7 +158,8 @@ type Config struct {
 	// with provision.DrainNode against the instance's HTTP address
 	// (privateIP:HTTPPort) through HTTPClient: a node that refuses the
 	// connection has left already and counts as drained; a timeout or an
-	// error answer is an error.
+	// error answer is an error. HTTPClient defaults to a client with a
+	// 30-minute timeout (a drain moves all of a node's data).
 	Drain      func(ctx context.Context, in provision.Instance) error
 	HTTPClient *http.Client
 

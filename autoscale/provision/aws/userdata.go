@@ -21,7 +21,8 @@ type UserDataOptions struct {
 	// presigned S3 URL. Empty means the AMI already has it at BinaryPath.
 	BinaryURL string
 	// BinaryPath is where the binary is installed (default
-	// /usr/local/bin/tide); the start script goes next to it as tide-start.
+	// /usr/local/bin/tide), an absolute path without whitespace; the start
+	// script goes next to it as tide-start.
 	BinaryPath string
 	// DataDir is the node's --data-dir (default /var/lib/tide).
 	DataDir string
