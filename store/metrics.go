@@ -58,6 +58,14 @@ func newMetrics(n *Node) *metrics {
 				}
 				return 100 * float64(u) / float64(c)
 			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_requests_total", Help: "KV reads and writes this node coordinated."},
+			func() float64 {
+				if n.kv == nil {
+					return 0
+				}
+				st := n.KVStats()
+				return float64(st.Reads + st.Writes)
+			}),
 		gauge("tide_store_files", "Live files stored on this node (owned and replicas).",
 			func() float64 { return float64(n.eng.Files()) }),
 		gauge("tide_store_bytes", "Bytes of live files stored on this node.",
