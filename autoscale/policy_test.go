@@ -2,6 +2,9 @@ package autoscale
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +150,28 @@ func TestStoreConfigValidate(t *testing.T) {
 	}
 	if err := (StoreConfig{}).Validate(); err != nil {
 		t.Errorf("defaults: %v", err)
+	}
+}
+
+func TestDefaultConfigIsTheDefault(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "autoscale.yaml")
+	if err := os.WriteFile(path, []byte(DefaultConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := LoadConfig("")
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("DefaultConfig reads as\n%+v\nbut the defaults are\n%+v", got, want)
+	}
+	os.WriteFile(path, []byte("store:\n  hihg: 50\n"), 0o644)
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "hihg") {
+		t.Fatalf("a misspelt key: %v", err)
+	}
+	os.WriteFile(path, []byte("store:\n  high: 20\n  low: 30\n"), 0o644)
+	if _, err := LoadConfig(path); err == nil {
+		t.Fatal("low above high was accepted")
 	}
 }

@@ -12,13 +12,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tide/autoscale"
 	"tide/cluster"
 )
 
 func newUpCmd() *cobra.Command {
 	var nodes, replicas, basePort int
 	var dir, capacity, host string
-	var hostPerNode bool
+	var hostPerNode, autoscaleOn bool
+	var autoscaleConfig, autoscaleListen string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start a local cluster of storage nodes and run it until Ctrl-C",
@@ -55,6 +57,19 @@ with consecutive ports from --base-port instead.`,
 				fmt.Fprintln(os.Stderr, "stopped")
 			}()
 			layout := cluster.Layout{HostPerNode: hostPerNode, Host: host, BasePort: basePort}
+			if autoscaleOn {
+				cfg, err := autoscale.LoadConfig(autoscaleConfig)
+				if err != nil {
+					return err
+				}
+				if capacity != "" {
+					cfg.Launch.Capacity = capacity
+				}
+				if cmd.Flags().Changed("replicas") {
+					cfg.Launch.Replicas = replicas
+				}
+				return upAutoscale(ctx, abs, layout, nodes, cfg, autoscaleListen)
+			}
 			var first string
 			fmt.Printf("starting %d nodes (data and logs in %s)\n", nodes, abs)
 			for i := range nodes {
@@ -82,5 +97,8 @@ with consecutive ports from --base-port instead.`,
 	f.BoolVar(&hostPerNode, "host-per-node", true, "give node i the address 127.0.0.(i+1) with the standard ports")
 	f.StringVar(&host, "host", "127.0.0.1", "host for every node with --host-per-node=false")
 	f.IntVar(&basePort, "base-port", 5057, "first port (Chord; files on the next)")
+	f.BoolVar(&autoscaleOn, "autoscale", false, "run the autoscaling controller over the ring (local provisioner)")
+	f.StringVar(&autoscaleConfig, "autoscale-config", "", "autoscaler policy file (see 'tide autoscale config')")
+	f.StringVar(&autoscaleListen, "autoscale-listen", "127.0.0.1:7070", "where the autoscaler serves /events, /status and /metrics")
 	return cmd
 }

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tide/autoscale"
+	"tide/autoscale/provision"
+	tideaws "tide/autoscale/provision/aws"
+	dockerprov "tide/autoscale/provision/docker"
+	k8sprov "tide/autoscale/provision/kubernetes"
+	localprov "tide/autoscale/provision/local"
+	"tide/cluster"
+	"tide/paxos/node"
+)
+
+// autoscaleFlags are `tide autoscale`'s settings.
+type autoscaleFlags struct {
+	config, provisioner, listen, stateDir, prometheus, logLease, holder string
+	// docker
+	dockerImage, dockerNetwork, dockerCluster, dockerMemory string
+	dockerCPUs                                              float64
+	dockerBuild                                             bool
+	// kubernetes
+	k8sNamespace, k8sKind, k8sName, k8sSelector, k8sService string
+	// aws
+	awsGroup, awsRegion, awsEndpoint, awsHook string
+}
+
+func newAutoscaleCmd() *cobra.Command {
+	var f autoscaleFlags
+	cmd := &cobra.Command{
+		Use:   "autoscale",
+		Short: "Run the autoscaling controller for the storage ring",
+		Long: `Run the autoscaling controller: every period it reads each node's metrics
+(its /metrics, or a Prometheus server with --prometheus), evaluates the store
+policy, and launches, drains or terminates nodes through a provisioner:
+
+  local       child processes on this machine (default)
+  docker      containers of a FROM-scratch tide image on a user-defined network
+  kubernetes  a StatefulSet or Deployment, through the scale subresource
+  aws         an EC2 Auto Scaling group, with a termination lifecycle hook
+
+Several controllers may run; one is active. Leadership is a lock file in
+--state-dir, or with --log-lease a lease in the tide log, so a crashed
+controller is replaced and the change it left in flight is finished.
+
+Every decision is an event: in the log, at GET /events on --listen, in the
+tide_autoscale_events_total metric, and in --state-dir/events.jsonl.
+'tide autoscale config' prints the policy settings and their defaults.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runAutoscale(cmd.Context(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.config, "config", "", "policy file (YAML; see 'tide autoscale config'); default: the built-in defaults")
+	fl.StringVar(&f.provisioner, "provisioner", "local", "local, docker, kubernetes or aws")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:7070", "serve /events, /status and /metrics here (empty: off)")
+	fl.StringVar(&f.stateDir, "state-dir", "tide-autoscale", "controller state: leader lock, change in flight, events; and the local provisioner's nodes")
+	fl.StringVar(&f.prometheus, "prometheus", "", "read metrics from this Prometheus server (e.g. http://127.0.0.1:9090) instead of scraping nodes")
+	fl.StringVar(&f.logLease, "log-lease", "", "elect the leader through a lease in the tide log (a deployment file or a role's HTTP address), and keep the change in flight there")
+	fl.StringVar(&f.holder, "id", "", "this controller's name in the log lease (default: host name and pid)")
+	fl.StringVar(&f.dockerImage, "docker-image", dockerprov.DefaultImage, "docker: image of tide nodes")
+	fl.StringVar(&f.dockerNetwork, "docker-network", "", "docker: user-defined network (default tide-<cluster>, created if missing)")
+	fl.StringVar(&f.dockerCluster, "docker-cluster", dockerprov.DefaultCluster, "docker: cluster label, so several clusters share an engine")
+	fl.Float64Var(&f.dockerCPUs, "docker-cpus", 0, "docker: CPU limit per node (0: none)")
+	fl.StringVar(&f.dockerMemory, "docker-memory", "", "docker: memory limit per node, e.g. 512MiB (empty: none)")
+	fl.BoolVar(&f.dockerBuild, "docker-build", false, "docker: build the image FROM scratch around this (static) tide binary first")
+	fl.StringVar(&f.k8sNamespace, "k8s-namespace", "", "kubernetes: namespace (default: the kubeconfig's, or the pod's own)")
+	fl.StringVar(&f.k8sKind, "k8s-kind", k8sprov.KindStatefulSet, "kubernetes: StatefulSet or Deployment")
+	fl.StringVar(&f.k8sName, "k8s-name", "tide", "kubernetes: the workload's name")
+	fl.StringVar(&f.k8sSelector, "k8s-selector", "app.kubernetes.io/name=tide", "kubernetes: label selector of the tide pods")
+	fl.StringVar(&f.k8sService, "k8s-service", "", "kubernetes: headless service of the pods' DNS names (default: the pods' subdomain)")
+	fl.StringVar(&f.awsGroup, "aws-group", "", "aws: Auto Scaling group name")
+	fl.StringVar(&f.awsRegion, "aws-region", "", "aws: region (default: the SDK's configuration)")
+	fl.StringVar(&f.awsEndpoint, "aws-endpoint-url", "", "aws: API endpoint (e.g. a moto_server)")
+	fl.StringVar(&f.awsHook, "aws-lifecycle-hook", tideaws.DefaultLifecycleHook, "aws: termination lifecycle hook name (empty: none)")
+	cmd.AddCommand(newAutoscaleEventsCmd(), newAutoscaleStatusCmd(), newAutoscaleConfigCmd())
+	return cmd
+}
+
+// controllerOptions is what `tide autoscale` and `tide up --autoscale`
+// share.
+type controllerOptions struct {
+	cfg      autoscale.Config
+	prov     provision.Provisioner
+	stateDir string
+	listen   string
+	source   autoscale.Source
+	leader   autoscale.Leader
+	state    autoscale.State
+}
+
+func runAutoscale(ctx context.Context, f autoscaleFlags) error {
+	cfg, err := autoscale.LoadConfig(f.config)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(f.stateDir, 0o755); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	capacity, err := launchCapacity(cfg)
+	if err != nil {
+		return err
+	}
+	var prov provision.Provisioner
+	switch f.provisioner {
+	case "local":
+		prov, err = localprov.New(localprov.Config{Dir: filepath.Join(f.stateDir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas, Extra: cfg.Launch.Flags})
+	case "docker":
+		var mem int64
+		if f.dockerMemory != "" {
+			if mem, err = parseBytes(f.dockerMemory); err != nil {
+				return fmt.Errorf("--docker-memory: %w", err)
+			}
+		}
+		if f.dockerBuild {
+			cli, err := dockerprov.NewClient()
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "building image %s around %s\n", f.dockerImage, self)
+			if err := dockerprov.BuildImage(ctx, cli, self, f.dockerImage); err != nil {
+				return err
+			}
+		}
+		prov, err = dockerprov.New(dockerprov.Config{Image: f.dockerImage, Cluster: f.dockerCluster, Network: f.dockerNetwork,
+			NanoCPUs: int64(f.dockerCPUs * 1e9), Memory: mem, Capacity: capacity, Replicas: cfg.Launch.Replicas, Extra: cfg.Launch.Flags})
+	case "kubernetes":
+		prov, err = k8sprov.New(k8sprov.Config{Namespace: f.k8sNamespace, Kind: f.k8sKind, Name: f.k8sName, Selector: f.k8sSelector, Service: f.k8sService})
+	case "aws":
+		if f.awsGroup == "" {
+			return fmt.Errorf("--provisioner aws needs --aws-group")
+		}
+		prov, err = tideaws.New(ctx, tideaws.Config{Group: f.awsGroup, Region: f.awsRegion, EndpointURL: f.awsEndpoint, LifecycleHook: f.awsHook})
+	default:
+		return fmt.Errorf("--provisioner %q: want local, docker, kubernetes or aws", f.provisioner)
+	}
+	if err != nil {
+		return fmt.Errorf("%s provisioner: %w", f.provisioner, err)
+	}
+	opts := controllerOptions{cfg: cfg, prov: prov, stateDir: f.stateDir, listen: f.listen}
+	if f.prometheus != "" {
+		opts.source = &autoscale.PrometheusSource{URL: strings.TrimRight(f.prometheus, "/")}
+	}
+	if f.logLease != "" {
+		d, err := loadTarget(f.logLease)
+		if err != nil {
+			return fmt.Errorf("--log-lease: %w", err)
+		}
+		c, err := node.NewClient(d, "127.0.0.1", 1)
+		if err != nil {
+			return fmt.Errorf("--log-lease: %w", err)
+		}
+		defer c.Close()
+		holder := f.holder
+		if holder == "" {
+			h, _ := os.Hostname()
+			holder = fmt.Sprintf("%s-%d", h, os.Getpid())
+		}
+		opts.leader = &autoscale.LogLease{KV: c, Holder: holder, TTL: 5 * time.Duration(cfg.Period)}
+		opts.state = autoscale.LogState{KV: c}
+	}
+	err = runController(ctx, opts)
+	if lp, ok := prov.(*localprov.Provisioner); ok {
+		// Local nodes are this process's children: they stop with it, and
+		// keep their data for the next run.
+		lp.StopAll(10 * time.Second)
+	}
+	return err
+}
+
+func launchCapacity(cfg autoscale.Config) (int64, error) {
+	if cfg.Launch.Capacity == "" {
+		return 0, nil
+	}
+	v, err := parseBytes(cfg.Launch.Capacity)
+	if err != nil {
+		return 0, fmt.Errorf("launch.capacity: %w", err)
+	}
+	return v, nil
+}
+
+// runController runs a controller until ctx ends.
+func runController(ctx context.Context, o controllerOptions) error {
+	if o.leader == nil {
+		o.leader = &autoscale.FileLock{Path: filepath.Join(o.stateDir, "leader.lock")}
+	}
+	if o.state == nil {
+		o.state = autoscale.FileState{Path: filepath.Join(o.stateDir, "pending.json")}
+	}
+	c := &autoscale.Controller{
+		Policy: autoscale.StorePolicy{Cfg: o.cfg.Store, StaleAfter: time.Duration(o.cfg.StaleAfter)},
+		Prov:   o.prov, Source: o.source, Leader: o.leader, State: o.state,
+		EventsPath: filepath.Join(o.stateDir, "events.jsonl"),
+		Period:     time.Duration(o.cfg.Period), Log: slog.Default(),
+		Template: provision.Spec{Replicas: o.cfg.Launch.Replicas, Extra: o.cfg.Launch.Flags},
+	}
+	if capBytes, err := launchCapacity(o.cfg); err == nil {
+		c.Template.Capacity = capBytes
+	}
+	if err := c.Init(); err != nil {
+		return err
+	}
+	if o.listen != "" {
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		srv := &http.Server{Handler: c.Handler()}
+		go srv.Serve(ln)
+		defer srv.Close()
+		slog.Info("autoscale: serving events and status", "addr", ln.Addr().String())
+	}
+	slog.Info("autoscale: controller running", "provisioner", o.prov.Name(), "period", time.Duration(o.cfg.Period),
+		"min", o.cfg.Store.Min, "max", o.cfg.Store.Max, "high", o.cfg.Store.High, "low", o.cfg.Store.Low)
+	return c.Run(ctx)
+}
+
+func newAutoscaleEventsCmd() *cobra.Command {
+	var addr, file string
+	var since uint64
+	var asJSON, follow bool
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "List the autoscaler's events: decisions, their reasons, actions and outcomes",
+		Long: `List the events of a running controller (GET /events on its --listen address)
+or, with --file, of an events.jsonl in a controller's --state-dir (readable
+after it stopped). --follow keeps printing new events.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			print := func(evs []autoscale.Event) {
+				if asJSON {
+					enc := json.NewEncoder(os.Stdout)
+					for _, ev := range evs {
+						enc.Encode(ev)
+					}
+					return
+				}
+				tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+				for _, ev := range evs {
+					extra := ev.Instance
+					if ev.Error != "" {
+						extra += " error: " + ev.Error
+					}
+					if ev.Seconds > 0 {
+						extra += fmt.Sprintf(" (%.1fs)", ev.Seconds)
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.Seq, ev.Time.Local().Format("15:04:05.000"), ev.System, ev.Action, ev.Outcome, ev.Reason, strings.TrimSpace(extra))
+				}
+				tw.Flush()
+			}
+			if file != "" {
+				ev, err := autoscale.NewEvents(1<<20, "", nil)
+				if err != nil {
+					return err
+				}
+				b, err := os.ReadFile(file)
+				if err != nil {
+					return err
+				}
+				var evs []autoscale.Event
+				for _, line := range strings.Split(string(b), "\n") {
+					var e autoscale.Event
+					if json.Unmarshal([]byte(line), &e) == nil && e.Seq > since {
+						evs = append(evs, e)
+					}
+				}
+				_ = ev
+				print(evs)
+				return nil
+			}
+			for {
+				var evs []autoscale.Event
+				if err := fetchJSON(cmd.Context(), fmt.Sprintf("http://%s/events?since=%d", addr, since), &evs); err != nil {
+					return fmt.Errorf("controller at %s: %w", addr, err)
+				}
+				print(evs)
+				if len(evs) > 0 {
+					since = evs[len(evs)-1].Seq
+				}
+				if !follow {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(time.Second):
+				}
+			}
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:7070", "the controller's --listen address")
+	cmd.Flags().StringVar(&file, "file", "", "read an events.jsonl file instead")
+	cmd.Flags().Uint64Var(&since, "since", 0, "only events after this sequence number")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new events")
+	return cmd
+}
+
+func newAutoscaleStatusCmd() *cobra.Command {
+	var addr string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show a running controller's view: leadership, instances, ring and last metrics",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var st json.RawMessage
+			if err := fetchJSON(cmd.Context(), "http://"+addr+"/status", &st); err != nil {
+				return fmt.Errorf("controller at %s: %w", addr, err)
+			}
+			fmt.Println(string(st))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:7070", "the controller's --listen address")
+	return cmd
+}
+
+func newAutoscaleConfigCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "config",
+		Short: "Print the policy configuration file with every default",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, args []string) {
+			fmt.Print(autoscale.DefaultConfig)
+		},
+	}
+}
+
+func fetchJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// upAutoscale runs `tide up --autoscale`: the nodes are the local
+// provisioner's, and the controller runs in this process.
+func upAutoscale(ctx context.Context, dir string, layout cluster.Layout, nodes int, cfg autoscale.Config, listen string) error {
+	capacity, err := launchCapacity(cfg)
+	if err != nil {
+		return err
+	}
+	prov, err := localprov.New(localprov.Config{Dir: filepath.Join(dir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas, Extra: cfg.Launch.Flags,
+		Layout: func(i int) (string, string, error) { c, h := layout.Addrs(i); return c, h, nil }})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		fmt.Fprintln(os.Stderr, "stopping nodes...")
+		prov.StopAll(10 * time.Second)
+		fmt.Fprintln(os.Stderr, "stopped")
+	}()
+	have, err := prov.List(ctx)
+	if err != nil {
+		return err
+	}
+	var join string
+	running := 0
+	for _, in := range have {
+		if in.State == provision.StateRunning {
+			running++
+			join = in.ChordAddr
+		}
+	}
+	fmt.Printf("starting %d nodes (data and logs in %s)\n", max(nodes-running, 0), dir)
+	for i := running; i < nodes; i++ {
+		in, err := prov.Launch(ctx, provision.Spec{Join: join})
+		if err != nil {
+			return err
+		}
+		if join == "" {
+			join = in.ChordAddr
+		}
+		fmt.Printf("  %-6s chord %-18s files http://%s\n", in.ID, in.ChordAddr, in.HTTPAddr)
+	}
+	fmt.Printf("\nring is up; the autoscaler watches it (events: tide autoscale events --addr %s). Press Ctrl-C to stop.\n", listen)
+	if cfg.Store.Min > nodes {
+		fmt.Printf("note: store.min is %d, so the autoscaler adds nodes at once\n", cfg.Store.Min)
+	}
+	return runController(ctx, controllerOptions{cfg: cfg, prov: prov, stateDir: dir, listen: listen})
+}
