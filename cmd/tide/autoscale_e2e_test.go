@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"tide/autoscale"
+	"tide/autoscale/provision"
+)
+
+// asStatus reads a controller's /status.
+func asStatus(t *testing.T, addr string) autoscale.Status {
+	t.Helper()
+	var st autoscale.Status
+	if err := getJSON(context.Background(), "http://"+addr+"/status", &st); err != nil {
+		return autoscale.Status{}
+	}
+	return st
+}
+
+func asEvents(addr string) []autoscale.Event {
+	var evs []autoscale.Event
+	getJSON(context.Background(), "http://"+addr+"/events", &evs)
+	return evs
+}
+
+func running(st autoscale.Status) []provision.Instance {
+	var out []provision.Instance
+	for _, in := range st.Instances {
+		if in.State == provision.StateRunning {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+func diskPercent(httpAddr string) (float64, error) {
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	o, err := autoscale.ParseMetrics(resp.Body)
+	return o.DiskPercent, err
+}
+
+func putFile(httpAddr, name string, data []byte) error {
+	req, _ := http.NewRequest(http.MethodPut, "http://"+httpAddr+"/files/"+name, bytes.NewReader(data))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("put %s: %s %s", name, resp.Status, b)
+	}
+	return nil
+}
+
+func fetchFile(httpAddr, name string) ([]byte, error) {
+	resp, err := http.Get("http://" + httpAddr + "/files/" + name)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("get %s from %s: %s", name, httpAddr, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
+}
+
+// TestAutoscaleLocal is the seed's autoscaling scenario for real: `tide up
+// --autoscale` runs 3 nodes of 16 MiB; files are uploaded until a node
+// crosses the disk threshold; a 4th node launches, joins and takes data,
+// the full node's use drops, and every file still downloads. Deleting the
+// files drains the ring back to its minimum, losing nothing that was kept.
+func TestAutoscaleLocal(t *testing.T) {
+	base := freeRun(t, 24)
+	dir := t.TempDir()
+	listen := fmt.Sprintf("127.0.0.1:%d", base+23)
+	cfgPath := filepath.Join(dir, "autoscale.yaml")
+	os.WriteFile(cfgPath, []byte(`period: 500ms
+store: {min: 3, max: 6, high: 70, low: 30, periods: 3, scale_out_cooldown: 10s, scale_in_cooldown: 3s}
+launch: {capacity: 16MiB}
+`), 0o644)
+	cmd := exec.Command(tideBin, "up", "--autoscale", "--autoscale-config", cfgPath, "--autoscale-listen", listen,
+		"--host-per-node=false", "--base-port", fmt.Sprint(base), "--data-dir", filepath.Join(dir, "data"))
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+		}
+		if t.Failed() {
+			t.Logf("tide up output:\n%s", out.String())
+		}
+	}()
+	waitFor(t, "3 running nodes under a leading controller", time.Minute, func() error {
+		st := asStatus(t, listen)
+		if !st.Leader || len(running(st)) != 3 || len(st.Ring) != 3 {
+			return fmt.Errorf("leader %v, %d running, ring of %d", st.Leader, len(running(st)), len(st.Ring))
+		}
+		return nil
+	})
+	first := running(asStatus(t, listen))[0].HTTPAddr
+
+	// Two small files are kept throughout; twelve of 1 MiB fill the ring
+	// (3 copies each, so every node holds 12 MiB of 16: 75%).
+	files := map[string][]byte{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	mk := func(name string, n int) {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		files[name] = b
+		if err := putFile(first, name, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("keep-a", 10_000)
+	mk("keep-b", 20_000)
+	for i := range 12 {
+		mk(fmt.Sprintf("big-%02d", i), 1<<20)
+	}
+	full := 0.0
+	for _, in := range running(asStatus(t, listen)) {
+		p, err := diskPercent(in.HTTPAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full = max(full, p)
+	}
+	if full < 70 {
+		t.Fatalf("fullest node at %.1f%% after the uploads; the scenario needs >= 70%%", full)
+	}
+
+	var added provision.Instance
+	waitFor(t, "a scale out", 2*time.Minute, func() error {
+		for _, ev := range asEvents(listen) {
+			if ev.Action == autoscale.ActScaleOut && ev.Outcome == "succeeded" {
+				for _, in := range asStatus(t, listen).Instances {
+					if in.ID == ev.Instance {
+						added = in
+						return nil
+					}
+				}
+			}
+		}
+		return fmt.Errorf("no scale out yet")
+	})
+	t.Logf("added %s at %s", added.ID, added.HTTPAddr)
+	// The new node serves reads, and receives data of its own.
+	waitFor(t, "the new node to serve a read", time.Minute, func() error {
+		got, err := fetchFile(added.HTTPAddr, "big-00")
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, files["big-00"]) {
+			return fmt.Errorf("big-00 differs through %s", added.HTTPAddr)
+		}
+		return nil
+	})
+	waitFor(t, "data to move to the new node and the full nodes to drop", 2*time.Minute, func() error {
+		p, err := diskPercent(added.HTTPAddr)
+		if err != nil || p == 0 {
+			return fmt.Errorf("new node at %.1f%% (%v)", p, err)
+		}
+		for _, in := range running(asStatus(t, listen)) {
+			q, err := diskPercent(in.HTTPAddr)
+			if err != nil {
+				return err
+			}
+			if q >= full {
+				return fmt.Errorf("%s still at %.1f%%", in.ID, q)
+			}
+		}
+		return nil
+	})
+	checkAll := func(names []string) {
+		t.Helper()
+		ins := running(asStatus(t, listen))
+		for i, name := range names {
+			via := ins[i%len(ins)].HTTPAddr
+			waitFor(t, "download of "+name, time.Minute, func() error {
+				got, err := fetchFile(via, name)
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(got, files[name]) {
+					return fmt.Errorf("%s differs through %s", name, via)
+				}
+				return nil
+			})
+		}
+	}
+	var all []string
+	for name := range files {
+		all = append(all, name)
+	}
+	checkAll(all)
+
+	// Delete the big files: the ring drains back to its minimum of 3.
+	for i := range 12 {
+		name := fmt.Sprintf("big-%02d", i)
+		req, _ := http.NewRequest(http.MethodDelete, "http://"+first+"/files/"+name, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	waitFor(t, "the ring to drain back to 3 nodes", 3*time.Minute, func() error {
+		st := asStatus(t, listen)
+		if n := len(running(st)); n != 3 || len(st.Ring) != 3 || st.InFlight {
+			return fmt.Errorf("%d running, ring of %d, in flight %v", n, len(st.Ring), st.InFlight)
+		}
+		return nil
+	})
+	scaleIns := 0
+	for _, ev := range asEvents(listen) {
+		if ev.Action == autoscale.ActScaleIn && ev.Outcome == "succeeded" {
+			scaleIns++
+		}
+		if ev.Outcome == "failed" {
+			t.Errorf("failed event: %+v", ev)
+		}
+	}
+	if scaleIns == 0 {
+		t.Fatal("back at 3 nodes without a scale in event")
+	}
+	checkAll([]string{"keep-a", "keep-b"})
+	if !strings.Contains(out.String(), "autoscale: scaled in") {
+		t.Errorf("the controller's log lacks the scale in")
+	}
+}
