@@ -226,8 +226,22 @@ func (p StorePolicy) Decide(v View) Decision {
 			return none("metrics from %s are %s old (limit %s): not acting on stale data", in.ID, age.Round(time.Millisecond), p.StaleAfter)
 		}
 	}
-	if len(v.History) < c.Periods {
-		return none("%d of %d periods observed", len(v.History), c.Periods)
+	// Only periods observed after the last change count: the ring needs
+	// time to move data after a change, and the same condition must not
+	// trigger twice.
+	changed := v.LastScaleOut
+	if v.LastScaleIn.After(changed) {
+		changed = v.LastScaleIn
+	}
+	fresh := 0
+	for i := len(v.History) - 1; i >= 0 && v.History[i].Time.After(changed); i-- {
+		fresh++
+	}
+	if fresh < c.Periods {
+		if !changed.IsZero() && fresh < len(v.History) {
+			return none("%d of %d periods observed since the last change", fresh, c.Periods)
+		}
+		return none("%d of %d periods observed", fresh, c.Periods)
 	}
 	recent := v.History[len(v.History)-c.Periods:]
 	since := func(t time.Time) time.Duration {

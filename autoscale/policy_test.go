@@ -86,6 +86,20 @@ func TestStorePolicy(t *testing.T) {
 
 // Removing a node must not push the rest past the midpoint of low and
 // high, or the removal would cause the next scale out.
+// Periods observed before the last change do not count toward K.
+func TestPolicyCountsPeriodsSinceLastChange(t *testing.T) {
+	p := StorePolicy{Cfg: StoreConfig{ScaleOutCooldown: Duration(time.Second)}}
+	v := View{Now: t0, Instances: running(3), History: rounds(3, t0, 80, 80, 80), LastScaleOut: t0.Add(-1500 * time.Millisecond)}
+	if d := p.Decide(v); d.Action != ActNone || !strings.Contains(d.Reason, "2 of 3 periods observed since the last change") {
+		t.Fatalf("decision %+v: want none, 2 fresh periods", d)
+	}
+	v.History = rounds(4, t0.Add(time.Second), 80, 80, 80)
+	v.Now = t0.Add(time.Second)
+	if d := p.Decide(v); d.Action != ActScaleOut {
+		t.Fatalf("decision %+v: want scale out after 3 fresh periods", d)
+	}
+}
+
 func TestScaleInHysteresis(t *testing.T) {
 	p := StorePolicy{Cfg: StoreConfig{Min: 1}}
 	d := p.Decide(View{Now: t0, Instances: running(2), History: rounds(3, t0, 29, 29), LastScaleOut: t0.Add(-time.Hour)})
