@@ -14,11 +14,13 @@ up: build
 	./bin/tide up
 
 # Everything the tests need beyond Go: python3-msgpack, for the tests that
-# speak to tide as the seed's Python client scripts do.
+# speak to tide as the seed's Python client scripts do, and prometheus, for
+# the autoscaler's Prometheus metrics source. (moto_server, for the AWS
+# provisioner's tests, and the Docker engine come with the machine.)
 deps:
-	@if ! /usr/bin/python3 -c 'import msgpack' 2>/dev/null; then \
+	@if ! /usr/bin/python3 -c 'import msgpack' 2>/dev/null || ! command -v prometheus >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq python3 python3-msgpack; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3 python3-msgpack prometheus; \
 	fi
 	$(GO) mod download
 

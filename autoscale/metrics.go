@@ -171,6 +171,12 @@ func (s *PrometheusSource) Collect(ctx context.Context, ins []provision.Instance
 	for id := range out {
 		have[id] = true
 	}
+	// The time of the sample is when Prometheus scraped it, not when the
+	// query ran: a target that stopped answering goes stale.
+	_ = get("timestamp(tide_disk_used_percent)", func(o *Observation, v float64) {
+		sec := int64(v)
+		o.Time = time.Unix(sec, int64((v-float64(sec))*1e9))
+	})
 	_ = get("tide_disk_used_bytes", func(o *Observation, v float64) { o.DiskUsed = v })
 	_ = get("tide_disk_capacity_bytes", func(o *Observation, v float64) { o.DiskCap = v })
 	_ = get("sum by (instance) (tide_http_requests_total) + on(instance) sum by (instance) (tide_kv_requests_total)",
