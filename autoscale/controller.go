@@ -214,6 +214,28 @@ func (c *Controller) Step(ctx context.Context) {
 	for _, st := range []string{provision.StatePending, provision.StateRunning, provision.StateDraining, provision.StateTerminated} {
 		c.gInstance.WithLabelValues(sys, st).Set(float64(counts[st]))
 	}
+	// An instance draining while no change of ours is in flight was chosen
+	// by the platform (an Auto Scaling group's own scale in, waiting on its
+	// lifecycle hook) or left by a controller that lost its state: finish
+	// it before anything else.
+	c.mu.Lock()
+	busy := c.inflight
+	c.mu.Unlock()
+	if !busy {
+		for _, in := range ins {
+			if in.State != provision.StateDraining {
+				continue
+			}
+			reason := fmt.Sprintf("the %s provisioner reports %s draining", c.Prov.Name(), in.ID)
+			p := &Pending{System: sys, Action: ActScaleIn, Instance: in.ID, Phase: "drain", Reason: reason, Started: time.Now()}
+			if err := c.save(ctx, p); err != nil {
+				c.Log.Warn("autoscale: saving state failed", "err", err)
+				return
+			}
+			c.start(ctx, func(ctx context.Context) { c.scaleIn(ctx, sys, reason, in, p, nil) })
+			return
+		}
+	}
 	obs := c.Source.Collect(ctx, ins)
 	now := time.Now()
 	c.mu.Lock()

@@ -299,3 +299,25 @@ func TestFileLockElectsOne(t *testing.T) {
 		t.Fatal("lock not taken over after release")
 	}
 }
+
+// An instance the platform put in draining (an Auto Scaling group's own
+// choice) is drained and terminated.
+func TestControllerFinishesPlatformDrain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		prov := &fakeProv{}
+		for range 4 {
+			prov.Launch(t.Context(), provision.Spec{})
+		}
+		prov.ins[2].State = provision.StateDraining
+		src := &fakeSource{pct: map[string]float64{"node1": 50, "node2": 50, "node3": 50, "node4": 50}}
+		c := newTestController(t, prov, src, StoreConfig{})
+		c.Step(t.Context())
+		synctest.Wait()
+		if len(prov.drained) != 1 || prov.drained[0] != "node3" || len(prov.terminated) != 1 || prov.terminated[0] != "node3" {
+			t.Fatalf("drained %v terminated %v, want node3", prov.drained, prov.terminated)
+		}
+		if evs := events(c, ActScaleIn, "succeeded"); len(evs) != 1 || !strings.Contains(evs[0].Reason, "reports node3 draining") {
+			t.Fatalf("events %+v", c.Events.Since(0))
+		}
+	})
+}
