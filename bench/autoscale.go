@@ -142,7 +142,7 @@ type ReactionSummary struct {
 // ReactionRun is one measurement, from the upload that takes a node to the
 // threshold until a new node serves a read.
 type ReactionRun struct {
-	Run      int    `json:"run"`
+	Run      int    `json:"run,omitempty"`
 	Instance string `json:"instance,omitempty"`
 	// Files and bytes uploaded until a node reached High, and that node's
 	// disk use then.
