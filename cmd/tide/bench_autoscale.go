@@ -111,7 +111,7 @@ func printAutoscaleBench(out io.Writer, res bench.AutoscaleResult) {
 	secs := func(s float64) string { return fmt.Sprintf("%.2fs", s) }
 	for _, r := range res.Reaction {
 		if r.Skipped != "" {
-			fmt.Fprintf(w, "%s\t-\tskipped: %s\t\t\t\n", r.Provisioner, r.Skipped)
+			fmt.Fprintf(w, "%s\t-\tskipped (below)\t-\t-\t-\n", r.Provisioner)
 			continue
 		}
 		for _, run := range r.Runs {
@@ -123,6 +123,11 @@ func printAutoscaleBench(out io.Writer, res bench.AutoscaleResult) {
 	}
 	fmt.Fprintln(w, "aws (seed, quoted)\t-\tCloudWatch alarm: 60 s metric period\tEC2 boot (minutes)\t-\tminutes")
 	w.Flush()
+	for _, r := range res.Reaction {
+		if r.Skipped != "" {
+			fmt.Fprintf(out, "%s skipped: %s\n", r.Provisioner, r.Skipped)
+		}
+	}
 	if d := res.Drain; d != nil {
 		fmt.Fprintf(out, "\ndrain: %d local nodes, %d replicas, %d files of %s; the drained node held %d files\n\n", d.Nodes, d.Replicas, d.Files, fmtBytes(d.FileSize), d.NodeFiles)
 		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
