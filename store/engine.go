@@ -44,6 +44,9 @@ type Engine struct {
 	mu   sync.Mutex // serialises commits so version checks and renames agree
 	used atomic.Int64
 	nfil atomic.Int64
+	// tombTTL is the KV tombstone TTL in nanoseconds: a tombstone older
+	// than this is not stored (0 stores every tombstone).
+	tombTTL uint64
 }
 
 // ErrNotFound is returned for a name with no live file.

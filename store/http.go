@@ -249,6 +249,7 @@ type Info struct {
 	Leaving     bool     `json:"leaving"`
 	KVKeys      int      `json:"kv_keys"`
 	KVBytes     int64    `json:"kv_bytes"`
+	KVHints     int      `json:"kv_hints"`
 }
 
 // Info reports this node's state.
@@ -261,6 +262,7 @@ func (n *Node) Info() Info {
 		Replicas: n.cfg.Replicas, Leaving: n.leaving.Load(),
 	}
 	in.KVKeys, in.KVBytes = n.eng.kvCount()
+	in.KVHints = n.eng.hintCount()
 	if capacity > 0 {
 		in.DiskPercent = 100 * float64(used) / float64(capacity)
 	}

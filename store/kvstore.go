@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/vmihailenco/msgpack/v5"
@@ -102,6 +103,12 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 	defer b.Close()
 	for _, op := range ops {
 		switch {
+		case op.Put != nil && op.Put.Tomb && e.tombExpired(op.Put.Version):
+			// A tombstone past its TTL, come back from a replica that
+			// has not collected it yet (anti-entropy, a hint, read
+			// repair): store it as collected, or replicas would keep
+			// handing it back to each other.
+			b.Delete(kvKey(e.pos(op.Put.Key), op.Put.Key), nil)
 		case op.Put != nil:
 			b.Set(kvKey(e.pos(op.Put.Key), op.Put.Key), kv.AppendRecord(nil, op.Put), nil)
 		case op.Delete != nil:
@@ -117,6 +124,16 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 		return b.Commit(pebble.Sync)
 	}
 	return b.Commit(pebble.NoSync)
+}
+
+// tombExpired reports whether a tombstone of version v (a timestamp in
+// nanoseconds) is older than the tombstone TTL, as kv.Node collects it.
+func (e *Engine) tombExpired(v uint64) bool {
+	if e.tombTTL == 0 {
+		return false
+	}
+	now := uint64(time.Now().UnixNano())
+	return now > v && now-v > e.tombTTL
 }
 
 // syncWAL makes every batch committed before the call durable: it appends a
@@ -142,6 +159,20 @@ func (e *Engine) hints() ([]kv.Hint, error) {
 		out = append(out, h)
 	}
 	return out, it.Error()
+}
+
+// hintCount counts the hints held for other nodes.
+func (e *Engine) hintCount() int {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("h/"), UpperBound: []byte("h0")})
+	if err != nil {
+		return 0
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		n++
+	}
+	return n
 }
 
 // kvCount counts KV records (tombstones included) and their bytes,

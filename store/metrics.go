@@ -66,6 +66,22 @@ func newMetrics(n *Node) *metrics {
 				st := n.KVStats()
 				return float64(st.Reads + st.Writes)
 			}),
+		gauge("tide_kv_hints_held", "KV writes held for replicas that did not acknowledge them (hinted hand-off), awaiting delivery.",
+			func() float64 { return float64(n.eng.hintCount()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_hints_delivered_total", Help: "Held KV hints delivered to their replicas."},
+			func() float64 {
+				if n.kv == nil {
+					return 0
+				}
+				return float64(n.KVStats().HintsDelivered)
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_tombstones_collected_total", Help: "KV delete tombstones removed after --tombstone-ttl."},
+			func() float64 {
+				if n.kv == nil {
+					return 0
+				}
+				return float64(n.KVStats().TombstonesCollected)
+			}),
 		gauge("tide_store_files", "Live files stored on this node (owned and replicas).",
 			func() float64 { return float64(n.eng.Files()) }),
 		gauge("tide_store_bytes", "Bytes of live files stored on this node.",

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,7 +34,8 @@ type Config struct {
 	// DataDir holds the files and the pebble metadata.
 	DataDir string
 	// Join is the Chord address of any ring member. Empty creates a ring,
-	// or rejoins the ring remembered in DataDir.
+	// or rejoins the ring remembered in DataDir; so does an address of this
+	// node itself, so every member can be given the same Join.
 	Join string
 	// ID overrides the ring identifier, which is otherwise the low 32 bits
 	// of MD5 of the advertised Chord address.
@@ -155,6 +157,9 @@ func (c *Config) validate() error {
 	if c.KV.MaxValue == 0 {
 		c.KV.MaxValue = 1 << 20
 	}
+	if c.KV.TombstoneTTL == 0 {
+		c.KV.TombstoneTTL = uint64(time.Hour) // kv's default, which the engine also applies
+	}
 	return nil
 }
 
@@ -200,6 +205,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if raw, err := eng.State(stateLeft); err != nil || raw != nil {
+		eng.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read node state in %s: %w", cfg.DataDir, err)
+		}
+		return nil, fmt.Errorf("%w on %s; start it with an empty --data-dir to join again (data dir: %s)", ErrLeft, raw, cfg.DataDir)
+	}
+	eng.tombTTL = cfg.KV.TombstoneTTL
 	n := &Node{cfg: cfg, log: cfg.Log, eng: eng, pos: pos, kick: make(chan struct{}, 1), ringKick: make(chan struct{}, 1), stopped: make(chan struct{})}
 	fail := func(err error) (*Node, error) {
 		n.shutdown()
@@ -221,6 +234,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		chordLn.Close()
 		return fail(fmt.Errorf("listen on http address %s: %w", cfg.HTTPAddr, err))
+	}
+	if cfg.Join != "" && joinsItself(ctx, cfg.Join, cfg.Advertise, chordLn.Addr()) {
+		// One configuration for every member (a StatefulSet's pods all
+		// joining pod 0): the member it names creates or rejoins the ring.
+		n.log.Info("--join names this node itself; starting as without --join", "join", cfg.Join)
+		cfg.Join = ""
 	}
 	if cfg.ID == nil {
 		// A token chosen once is kept across restarts.
@@ -400,6 +419,74 @@ func reserve(addr, advHost string) (string, error) {
 	return net.JoinHostPort(host, fmt.Sprint(a.Port)), nil
 }
 
+// ErrLeft is returned by Start for a data directory whose node left its
+// ring gracefully: its data was handed off, and rejoining with the old
+// token and ring state would take ranges back without their data.
+var ErrLeft = errors.New("this node left the ring")
+
+// stateLeft names the engine state that records a completed graceful
+// leave (its value is the time, RFC 3339).
+const stateLeft = "left"
+
+// joinsItself reports whether join, a chord address, names this node: the
+// chord listener's port on the advertised host, on the listen host, or on
+// a name that resolves to the listen address (any address of this machine
+// when the listener is on the unspecified address).
+func joinsItself(ctx context.Context, join, advertise string, chordLn net.Addr) bool {
+	jhost, jport, err := net.SplitHostPort(join)
+	if err != nil {
+		return false
+	}
+	lhost, lport, err := net.SplitHostPort(chordLn.String())
+	if err != nil || jport != lport {
+		return false
+	}
+	if advertise != "" && strings.EqualFold(strings.TrimSuffix(jhost, "."), strings.TrimSuffix(advertise, ".")) {
+		return true
+	}
+	lip := net.ParseIP(lhost)
+	var ips []net.IP
+	if ip := net.ParseIP(jhost); ip != nil {
+		ips = []net.IP{ip}
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		addrs, err := net.DefaultResolver.LookupIPAddr(rctx, jhost)
+		cancel()
+		if err != nil {
+			return false
+		}
+		for _, a := range addrs {
+			ips = append(ips, a.IP)
+		}
+	}
+	for _, ip := range ips {
+		switch {
+		case lip != nil && !lip.IsUnspecified():
+			if ip.Equal(lip) {
+				return true
+			}
+		case ip.IsLoopback() || ip.IsUnspecified() || localIP(ip):
+			return true
+		}
+	}
+	return false
+}
+
+// localIP reports whether ip is assigned to one of this machine's
+// interfaces.
+func localIP(ip net.IP) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
 // ringState is what a node remembers of its ring across restarts.
 type ringState struct {
 	Known []string `json:"known"` // chord addresses of successors and fingers
@@ -413,11 +500,16 @@ func (n *Node) joinRing(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("join %s: %w", n.cfg.Join, err)
 		}
-		if err := n.ring.Join(ctx, via); err != nil {
-			return err
+		if via != n.ring.Self() {
+			if err := n.ring.Join(ctx, via); err != nil {
+				return err
+			}
+			n.log.Info("joined ring", "via", via.String(), "successor", n.ring.Successor(0).String())
+			return nil
 		}
-		n.log.Info("joined ring", "via", via.String(), "successor", n.ring.Successor(0).String())
-		return nil
+		// A name of this node that joinsItself could not tell (an alias
+		// its listener answers on): as without --join.
+		n.log.Info("--join answered as this node itself; starting as without --join", "join", n.cfg.Join)
 	}
 	if raw, _ := n.eng.State("ring"); raw != nil {
 		var st ringState

@@ -280,6 +280,12 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 		keys, _ := n.eng.kvCount()
 		left += keys
 		if err == nil && left == 0 {
+			// A restart on this data directory must not rejoin with the
+			// old token: Start refuses it (ErrLeft).
+			at := time.Now().UTC().Format(time.RFC3339)
+			if err := n.eng.PutState(stateLeft, []byte(at)); err != nil {
+				n.log.Error("leave: could not record the leave; a restart on this data directory would rejoin the ring", "err", err)
+			}
 			n.log.Info("left the ring", "moved", moved)
 			return moved, nil
 		}

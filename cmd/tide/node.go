@@ -28,7 +28,15 @@ func newNodeCmd() *cobra.Command {
 service (HTTP on --http-addr) that stores files under --data-dir.
 
 Without --join the node creates a new ring, or rejoins the ring it was part of
-before a restart (remembered in --data-dir).`,
+before a restart (remembered in --data-dir). A --join that names the node
+itself (its advertised or listen host, or a name resolving to it, with its
+chord port) counts as no --join, so every member of a deployment can be given
+the address of the first one.
+
+A node that left its ring gracefully (tide node leave) refuses to start again
+on the same --data-dir and exits with an error: its data was handed off, and
+rejoining with its old token would take ranges back without their data. Start
+it with an empty --data-dir to join again.`,
 		Example: `  tide node --data-dir /var/lib/tide
   tide node --chord-addr 127.0.0.2:5057 --http-addr 127.0.0.2:5058 --data-dir d2 --join 127.0.0.1:5057`,
 		Args: cobra.NoArgs,
@@ -109,8 +117,9 @@ func newLeaveCmd() *cobra.Command {
 		Use:   "leave ADDR",
 		Short: "Hand off a node's files and take it out of the ring",
 		Long: `Ask the node at ADDR (its Chord address) to leave gracefully: it hands every
-file it holds to the nodes that hold it once it is gone, leaves the ring, and
-exits. If a hand-off fails the node stays, with its files.`,
+file and key it holds to the nodes that hold it once it is gone, leaves the
+ring, and exits. If a hand-off fails the node stays, with its files. A node
+that left does not start again on the same --data-dir.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := store.NewClient()
