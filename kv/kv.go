@@ -76,6 +76,13 @@ type Config struct {
 	SyncTicks int
 	// Buckets splits a range for digest comparison. Default 64.
 	Buckets int
+	// HandOffTicks is how long the member table must stay unchanged before
+	// a node hands off and drops records it no longer replicates.
+	// Default 300 (3 s at the store's 10 ms tick).
+	HandOffTicks int
+	// TransitionTicks is how long a replaced ring view still counts: its
+	// preference lists must also meet the quorums. Default 1000 (10 s).
+	TransitionTicks int
 	// MaxValue bounds a value. Default 1 MiB.
 	MaxValue int
 	// MigrationBytesPerTick caps the bytes anti-entropy and hand-off send
@@ -112,6 +119,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Buckets == 0 {
 		c.Buckets = 64
+	}
+	if c.HandOffTicks == 0 {
+		c.HandOffTicks = 300
+	}
+	if c.TransitionTicks == 0 {
+		c.TransitionTicks = 1000
 	}
 	if c.MaxValue == 0 {
 		c.MaxValue = 1 << 20

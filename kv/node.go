@@ -19,10 +19,18 @@ type op struct {
 	start     int
 	lastSend  int
 	replied   bool
-	hint      *Hint // a hint delivery
-	writeback bool  // read: the newest version is being written back
-	fallback  bool  // read: the node after the preference list was asked
+	hint      *Hint      // a hint delivery
+	writeback bool       // read: the newest version is being written back
+	sets      [][]string // the preference lists of every ring view in the transition window; quorums count in each
+	fallback  bool       // read: the node after the preference list was asked
+	extra     string     // read: that node, until it answers or is given up on
+	extraAt   int
 	push      *strayPush
+}
+
+type prevView struct {
+	ring  Ring
+	until int
 }
 
 // rangeSend is a whole range of records owed to a peer that holds none of
@@ -81,8 +89,19 @@ type Node struct {
 	rangeSends  []rangeSend
 	pulling     map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
 	lastPushIn  int               // tick of the last KindPush received
-	diverged    bool              // the last digest comparison found differences
-	Stats       Stats
+	// ringChangedAt is the tick of the last change of the member table.
+	// Records are handed off (and dropped) only once the table has been
+	// stable for HandOffTicks: a table that flaps while pointers settle
+	// must not make a replica drop what it replicates.
+	ringChangedAt int
+	// prev are the ring views replaced within the last TransitionTicks.
+	// Until they expire, quorums must be met in the preference list of
+	// every view as well as the current one: a write acknowledged under
+	// an older view is then seen by a read under the newer one, and the
+	// other way round, while data moves.
+	prev     []prevView
+	diverged bool // the last digest comparison found differences
+	Stats    Stats
 }
 
 // NewNode returns a node at self. clock gives physical time in
@@ -102,9 +121,37 @@ func NewNode(cfg Config, self string, ring Ring, st Storage, clock func() uint64
 // SetRing replaces the node's view of the ring (membership changed, or the
 // node is draining and must count itself out).
 func (n *Node) SetRing(r Ring) {
+	oldRing := n.ring
+	old := fmtMembers(oldRing.Members())
 	n.ring = r
+	if m := fmtMembers(r.Members()); m != old {
+		n.ringChangedAt = n.now
+		prev := oldRing
+		if len(oldRing.Members()) <= 1 {
+			// This node's first real view: the ring as it was before this
+			// node joined is the view other coordinators may still use.
+			var ms []Member
+			for _, mb := range r.Members() {
+				if mb.Addr != n.self {
+					ms = append(ms, mb)
+				}
+			}
+			prev = NewStaticRing(r.Position, ms)
+		}
+		// Members that left are not waited for: a node leaves after
+		// handing its data off, and a crashed one cannot answer.
+		var kept []Member
+		for _, mb := range prev.Members() {
+			if slices.ContainsFunc(r.Members(), func(x Member) bool { return x.Addr == mb.Addr }) {
+				kept = append(kept, mb)
+			}
+		}
+		if len(kept) > 0 && len(kept) < len(r.Members()) {
+			n.prev = append(n.prev, prevView{ring: NewStaticRing(r.Position, kept), until: n.now + n.cfg.TransitionTicks})
+		}
+	}
 	if fmtMembers(r.Members()) != n.lastMembers {
-		n.lastSync = n.now - n.cfg.SyncTicks // compare and hand off at the next tick
+		n.lastSync = n.now - n.cfg.SyncTicks // compare at the next tick, hand off once the ring is stable
 	}
 }
 
@@ -228,6 +275,51 @@ func (n *Node) Step(m Message) {
 	}
 }
 
+// prefSets returns the preference lists of pos under the current view and
+// every view still in its transition window, the current one first, and
+// their union.
+func (n *Node) prefSets(pos uint32) ([][]string, []string) {
+	cur := n.ring.Preference(pos, n.cfg.N)
+	sets := [][]string{cur}
+	union := slices.Clone(cur)
+	live := n.prev[:0]
+	for _, p := range n.prev {
+		if n.now >= p.until {
+			continue
+		}
+		live = append(live, p)
+		s := p.ring.Preference(pos, n.cfg.N)
+		if len(s) == 0 || slices.Equal(s, cur) {
+			continue
+		}
+		sets = append(sets, s)
+		for _, a := range s {
+			if !slices.Contains(union, a) {
+				union = append(union, a)
+			}
+		}
+	}
+	n.prev = live
+	return sets, union
+}
+
+// quorumIn reports whether, in every set, at least min(q, len(set))
+// members satisfy has.
+func quorumIn(sets [][]string, q int, has func(string) bool) bool {
+	for _, set := range sets {
+		c := 0
+		for _, a := range set {
+			if has(a) {
+				c++
+			}
+		}
+		if c < min(q, len(set)) {
+			return false
+		}
+	}
+	return true
+}
+
 func (n *Node) newOp(o *op) uint64 {
 	n.nextID++
 	o.start, o.lastSend = n.now, n.now
@@ -259,8 +351,8 @@ func (n *Node) clientPut(m Message) {
 	if m.W > 0 {
 		w = min(m.W, n.cfg.N)
 	}
-	reps := n.ring.Preference(n.ring.Position(rec.Key), n.cfg.N)
-	o := &op{write: true, client: m.From, clientID: m.ID, rec: rec, replicas: reps, need: min(w, len(reps))}
+	sets, reps := n.prefSets(n.ring.Position(rec.Key))
+	o := &op{write: true, client: m.From, clientID: m.ID, rec: rec, replicas: reps, sets: sets, need: w}
 	id := n.newOp(o)
 	n.Stats.Writes++
 	for _, r := range reps {
@@ -275,7 +367,7 @@ func (n *Node) clientPut(m Message) {
 }
 
 func (n *Node) checkWrite(id uint64, o *op) {
-	if !o.replied && len(o.answered) >= o.need {
+	if !o.replied && quorumIn(o.sets, o.need, func(a string) bool { return o.answered[a] }) {
 		n.reply(o, Message{Rec: Record{Key: o.rec.Key, Version: o.rec.Version}, Found: true})
 	}
 	if len(o.answered) == len(o.replicas) {
@@ -314,8 +406,8 @@ func (n *Node) clientGet(m Message) {
 	if m.W > 0 {
 		r = min(m.W, n.cfg.N)
 	}
-	reps := n.ring.Preference(n.ring.Position(m.Rec.Key), n.cfg.N)
-	o := &op{client: m.From, clientID: m.ID, rec: Record{Key: m.Rec.Key}, replicas: reps, need: min(r, len(reps)), got: map[string]*Record{}}
+	sets, reps := n.prefSets(n.ring.Position(m.Rec.Key))
+	o := &op{client: m.From, clientID: m.ID, rec: Record{Key: m.Rec.Key}, replicas: reps, sets: sets, need: r, got: map[string]*Record{}}
 	id := n.newOp(o)
 	n.Stats.Reads++
 	for _, rep := range reps {
@@ -366,26 +458,31 @@ func newest(got map[string]*Record) *Record {
 // (ABD's write-back), so that no later read can return an older value:
 // with a single writer per key this makes reads linearizable.
 func (n *Node) checkRead(id uint64, o *op) {
-	if !o.replied && len(o.answered) >= o.need {
+	if !o.replied && quorumIn(o.sets, o.need, func(a string) bool { return o.answered[a] }) {
 		best := newest(o.got)
-		holding := 0
-		for _, r := range o.got {
-			if r != nil && best != nil && r.Version == best.Version {
-				holding++
-			}
+		holds := func(a string) bool {
+			r := o.got[a]
+			return r != nil && best != nil && r.Version == best.Version
 		}
-		w := min(n.cfg.W, len(o.replicas))
+		missing := false
+		for _, r := range o.got {
+			missing = missing || r == nil
+		}
 		switch {
-		case best == nil && !o.fallback:
-			// Nothing anywhere in the preference list: right after a
-			// membership change the key may still sit only with its
-			// previous holder, the next node along the ring. Ask it.
+		case o.extra != "" && !o.answered[o.extra]:
+			return // wait for the node after the preference list
+		case missing && !o.fallback:
+			// A replica that answered lacks the key. Right after a node
+			// joins, the new replica is still receiving its ranges and the
+			// node it displaced, the next one along the ring, may hold
+			// the newest version that a write quorum acknowledged. Ask it
+			// before answering.
 			o.fallback = true
 			pref := n.ring.Preference(n.ring.Position(o.rec.Key), len(o.replicas)+1)
 			if len(pref) > len(o.replicas) {
 				extra := pref[len(pref)-1]
 				o.replicas = append(o.replicas, extra)
-				o.need = len(o.answered) + 1
+				o.extra, o.extraAt = extra, n.now
 				if extra == n.self {
 					if rec, ok := n.local(o.rec.Key); ok {
 						o.got[extra] = &rec
@@ -399,10 +496,11 @@ func (n *Node) checkRead(id uint64, o *op) {
 				}
 				return
 			}
-			n.reply(o, Message{Rec: Record{Key: o.rec.Key}})
+			n.checkRead(id, o) // no node beyond the preference list
+			return
 		case best == nil:
 			n.reply(o, Message{Rec: Record{Key: o.rec.Key}})
-		case holding >= w:
+		case quorumIn(o.sets, n.cfg.W, holds):
 			if best.Tomb {
 				n.reply(o, Message{Rec: Record{Key: o.rec.Key, Version: best.Version}})
 			} else {
@@ -511,6 +609,14 @@ func (n *Node) Tick() {
 			n.expire(id, o)
 			continue
 		}
+		if o.extra != "" && !o.answered[o.extra] && n.now-o.extraAt >= n.cfg.ResendTicks {
+			// The node after the preference list does not answer: read
+			// without it, as without any node that holds nothing.
+			o.answered[o.extra] = true
+			o.got[o.extra] = nil
+			n.checkRead(id, o)
+			continue
+		}
 		if n.now-o.lastSend >= n.cfg.ResendTicks && o.hint == nil && o.push == nil {
 			o.lastSend = n.now
 			for _, rep := range o.replicas {
@@ -612,10 +718,14 @@ func (n *Node) syncRound() {
 	}
 	members := fmtMembers(n.ring.Members())
 	changed := members != n.lastMembers
-	if (changed || n.now-n.lastStray >= 10*n.cfg.SyncTicks) && !n.strayBusy {
+	stable := n.now-n.ringChangedAt >= n.cfg.HandOffTicks
+	if (changed || n.now-n.lastStray >= 10*n.cfg.SyncTicks) && !n.strayBusy && stable {
 		n.lastMembers = members
 		n.lastStray = n.now
 		n.handOff()
+	} else if changed && !stable {
+		// Come back when the table has been stable long enough.
+		n.lastSync = min(n.lastSync, n.ringChangedAt+n.cfg.HandOffTicks-n.cfg.SyncTicks)
 	}
 	lo, hi, ok := n.primaryRange()
 	if !ok {

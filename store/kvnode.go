@@ -55,11 +55,16 @@ type kvNode struct {
 	committed uint64
 	synced    atomic.Uint64
 	syncq     chan syncJob
+	// ready is closed once the first walk of the ring installs a member
+	// table. Until then the node knows only itself, and a write it
+	// coordinated would count itself as the whole preference list.
+	ready     chan struct{}
+	readyOnce sync.Once
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
 	k := &kvNode{n: n, tr: transport.New(), inbox: make(chan kv.Message, 1<<16), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
-		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14)}
+		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{})}
 	k.tr.Log = n.log
 	pos := n.pos
 	self := n.ring.Self()
@@ -246,6 +251,9 @@ var ErrQuorum = errors.New("quorum not reached")
 
 // do runs one client request through the local coordinator.
 func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
+	if err := k.waitReady(ctx); err != nil {
+		return kv.Message{}, err
+	}
 	id := k.nextID.Add(1)
 	m.ID, m.From = id, clientAddr
 	ch := make(chan kv.Message, 1)
@@ -274,6 +282,12 @@ func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message) ([]kv.Message, []error) {
 	out := make([]kv.Message, len(ms))
 	errs := make([]error, len(ms))
+	if err := k.waitReady(ctx); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return out, errs
+	}
 	ch := make(chan kv.Message, len(ms))
 	idx := make(map[uint64]int, len(ms))
 	k.mu.Lock()
@@ -314,6 +328,16 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message) ([]kv.Message, []
 		}
 	}
 	return out, errs
+}
+
+// waitReady holds client requests until the node knows the ring.
+func (k *kvNode) waitReady(ctx context.Context) error {
+	select {
+	case <-k.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: this node has not learned the ring yet", ErrQuorum)
+	}
 }
 
 func (k *kvNode) replyErr(r kv.Message) error {
@@ -376,6 +400,7 @@ func (n *Node) ringLoop(ctx context.Context) {
 	var lastWalk time.Time
 	announced := false
 	followUps := 0
+	shrinkSeen := "" // a smaller table seen once, waiting for a second walk
 	cache := map[string]map[string]string{}
 	for {
 		select {
@@ -407,6 +432,18 @@ func (n *Node) ringLoop(ctx context.Context) {
 		if n.kv.drain.Load() {
 			ms = slices.DeleteFunc(ms, func(m member) bool { return m.ref == n.ring.Self() })
 		}
+		// A walk while successor pointers settle can skip a member. A
+		// table that loses members is installed only when the next walk,
+		// a second later, agrees: a replica must not hand off and drop
+		// records because of one short walk.
+		if cur := n.kv.ring.Load(); cur != nil && lostMembers(cur.members, ms) && !n.kv.drain.Load() {
+			if f := fmtRing(ms); f != shrinkSeen {
+				shrinkSeen = f
+				followUps = max(followUps, 1)
+				continue
+			}
+		}
+		shrinkSeen = ""
 		n.setMembers(ms)
 		if !announced && len(ms) > 1 {
 			// A node that joined tells every member at once, so that
@@ -418,6 +455,20 @@ func (n *Node) ringLoop(ctx context.Context) {
 			cancel()
 		}
 	}
+}
+
+// lostMembers reports whether next lacks a member of cur.
+func lostMembers(cur, next []member) bool {
+	have := map[chord.Ref]bool{}
+	for _, m := range next {
+		have[m.ref] = true
+	}
+	for _, m := range cur {
+		if !have[m.ref] {
+			return true
+		}
+	}
+	return false
 }
 
 // setMembers installs a new member table in the KV layer.
@@ -433,6 +484,7 @@ func (n *Node) setMembers(ms []member) {
 		n.log.Info("kv ring changed", "members", len(ms))
 	}
 	n.kv.rings <- r
+	n.kv.readyOnce.Do(func() { close(n.kv.ready) })
 }
 
 func fmtRing(ms []member) string {

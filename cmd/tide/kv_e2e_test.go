@@ -494,6 +494,21 @@ func TestKVScaleUnderLoad(t *testing.T) {
 		}
 	}
 	if res := porcupine.CheckOperationsTimeout(sim.KVModel, history, time.Minute); res == porcupine.Illegal {
+		byKey := map[string][]porcupine.Operation{}
+		for _, op := range history {
+			k := op.Input.(sim.KVInput).Key
+			byKey[k] = append(byKey[k], op)
+		}
+		for k, ops := range byKey {
+			if porcupine.CheckOperations(sim.KVModel, ops) {
+				continue
+			}
+			sort.Slice(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+			for _, op := range ops {
+				t.Logf("%s %v call=%v ret=%v in=%+v out=%+v", k, op.ClientId, time.Duration(op.Call), time.Duration(op.Return), op.Input, op.Output)
+			}
+			break
+		}
 		t.Fatalf("history of %d operations is not linearizable", len(history))
 	}
 	t.Logf("3 -> 6 -> 3 nodes: %d operations, %d acknowledged writes, %d failed requests, longest failure window %s",
