@@ -185,6 +185,12 @@ type Node struct {
 	lock      lease
 	httpAddrs sync.Map // chord address -> http address
 	leaving   atomic.Bool
+	// bg lives as long as the node; a leave runs under it, so a client
+	// that disconnects (a controller that crashed) does not cut a hand-off
+	// short.
+	bg      context.Context
+	leaveMu sync.Mutex
+	leaveOp *leaveOp
 	kick      chan struct{} // asks the repair loop to run now
 
 	stopOnce  sync.Once
@@ -305,7 +311,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go func() { defer n.wg.Done(); n.httpSrv.Serve(httpLn) }()
 
 	bg, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.cancel, n.bg = cancel, bg
 	if err := n.startKV(bg, n.peerAddr); err != nil {
 		return fail(err)
 	}

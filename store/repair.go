@@ -230,11 +230,54 @@ func (n *Node) lacking(ctx context.Context, t chord.Ref, metas []Meta, idx []int
 	return out, nil
 }
 
+// leaveOp is a leave in progress; every caller of Leave waits for the same
+// one.
+type leaveOp struct {
+	done  chan struct{}
+	moved int
+	err   error
+}
+
 // Leave hands every local file to the nodes that hold it once this node is
 // gone, takes the node out of the ring, and reports how many copies moved.
 // The node stops only once nothing is left; on failure it keeps running and
 // keeps its files, so nothing is lost.
+// A leave runs to its end even if ctx ends first (the caller stops
+// waiting, not the hand-off); concurrent calls wait for the same leave.
 func (n *Node) Leave(ctx context.Context) (int, error) {
+	n.leaveMu.Lock()
+	op := n.leaveOp
+	if op == nil {
+		op = &leaveOp{done: make(chan struct{})}
+		n.leaveOp = op
+		bg := n.bg
+		if bg == nil {
+			bg = context.WithoutCancel(ctx)
+		}
+		go func() {
+			op.moved, op.err = n.leave(bg)
+			n.leaveMu.Lock()
+			if op.err != nil {
+				n.leaveOp = nil // the node stays; a later leave may try again
+			} else {
+				// The node is empty and out of the ring: it stops, even if
+				// whoever asked is gone (a waiting caller is answered first).
+				time.AfterFunc(2*time.Second, n.stop)
+			}
+			n.leaveMu.Unlock()
+			close(op.done)
+		}()
+	}
+	n.leaveMu.Unlock()
+	select {
+	case <-op.done:
+		return op.moved, op.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (n *Node) leave(ctx context.Context) (int, error) {
 	if !n.leaving.CompareAndSwap(false, true) {
 		return 0, statusf(http.StatusConflict, "node is already leaving")
 	}

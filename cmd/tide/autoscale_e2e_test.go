@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -251,5 +253,144 @@ launch: {capacity: 16MiB}
 	checkAll([]string{"keep-a", "keep-b"})
 	if !strings.Contains(out.String(), "autoscale: scaled in") {
 		t.Errorf("the controller's log lacks the scale in")
+	}
+}
+
+// TestAutoscaleControllerCrashResumesDrain kills controllers with SIGKILL:
+// one right after it launched the ring, and one in the middle of a drain.
+// The next controller, on the same state directory, adopts the nodes the
+// dead ones started, finds the drain in flight and finishes it; no file is
+// lost.
+func TestAutoscaleControllerCrashResumesDrain(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	listen := fmt.Sprintf("127.0.0.1:%d", freeRun(t, 1))
+	writeCfg := func(min int) string {
+		p := filepath.Join(dir, fmt.Sprintf("min%d.yaml", min))
+		os.WriteFile(p, []byte(fmt.Sprintf(`period: 300ms
+store: {min: %d, max: 5, high: 90, low: 50, periods: 2, scale_out_cooldown: 1s, scale_in_cooldown: 1s}
+launch: {capacity: 4GiB, replicas: 2}
+`, min)), 0o644)
+		return p
+	}
+	start := func(cfg string) (*exec.Cmd, *syncBuffer) {
+		cmd := exec.Command(tideBin, "autoscale", "--config", cfg, "--state-dir", state, "--listen", listen)
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return cmd, out
+	}
+	// The nodes outlive their controllers; stop them at the end.
+	t.Cleanup(func() {
+		ents, _ := os.ReadDir(filepath.Join(state, "nodes"))
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(state, "nodes", e.Name(), "instance.json"))
+			if err != nil {
+				continue
+			}
+			var r struct{ Pid int }
+			if json.Unmarshal(b, &r) == nil && r.Pid > 0 {
+				syscall.Kill(r.Pid, syscall.SIGKILL)
+			}
+		}
+	})
+
+	a, aOut := start(writeCfg(4))
+	waitFor(t, "the first controller to launch 4 nodes", 2*time.Minute, func() error {
+		st := asStatus(t, listen)
+		if len(running(st)) != 4 || len(st.Ring) != 4 || st.InFlight {
+			return fmt.Errorf("%d running, ring of %d", len(running(st)), len(st.Ring))
+		}
+		return nil
+	})
+	files := map[string][]byte{}
+	first := running(asStatus(t, listen))[0].HTTPAddr
+	// Enough data that a drain takes a while (the victim holds about
+	// 60 MB), so the controller can be killed in the middle of it.
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 120 {
+		name := fmt.Sprintf("f%03d", i)
+		b := make([]byte, 1<<20)
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		files[name] = b
+		if err := putFile(first, name, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Process.Kill() // crash: the nodes keep running
+	a.Wait()
+	_ = aOut
+
+	b, bOut := start(writeCfg(3))
+	pending := filepath.Join(state, "pending.json")
+	var victim string
+	for deadline := time.Now().Add(2 * time.Minute); victim == ""; time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second controller never started a drain:\n%s", bOut.String())
+		}
+		raw, err := os.ReadFile(pending)
+		if err != nil {
+			continue
+		}
+		var p autoscale.Pending
+		if json.Unmarshal(raw, &p) == nil && p.Action == autoscale.ActScaleIn {
+			victim = p.Instance
+		}
+	}
+	b.Process.Kill() // crash in the middle of the drain
+	b.Wait()
+	t.Logf("second controller killed while draining %s", victim)
+	if _, err := os.Stat(pending); err != nil {
+		t.Fatalf("the drain's state is gone after the crash: %v\n%s", err, bOut.String())
+	}
+
+	_, cOut := start(writeCfg(3))
+	defer func() {
+		if t.Failed() {
+			t.Logf("third controller:\n%s", cOut.String())
+		}
+	}()
+	waitFor(t, "the third controller to finish the drain", 2*time.Minute, func() error {
+		st := asStatus(t, listen)
+		if !st.Leader || st.InFlight || len(running(st)) != 3 || len(st.Ring) != 3 {
+			return fmt.Errorf("leader %v, in flight %v, %d running, ring of %d", st.Leader, st.InFlight, len(running(st)), len(st.Ring))
+		}
+		for _, in := range running(st) {
+			if in.ID == victim {
+				return fmt.Errorf("%s still runs", victim)
+			}
+		}
+		return nil
+	})
+	resumed := false
+	for _, ev := range asEvents(listen) {
+		resumed = resumed || (ev.Outcome == "resumed" && ev.Instance == victim)
+	}
+	if !resumed {
+		t.Fatalf("no resumed event for %s:\n%s", victim, cOut.String())
+	}
+	if _, err := os.Stat(pending); !os.IsNotExist(err) {
+		t.Fatalf("state left after the resumed drain: %v", err)
+	}
+	ins := running(asStatus(t, listen))
+	i := 0
+	for name, want := range files {
+		via := ins[i%len(ins)].HTTPAddr
+		i++
+		waitFor(t, "download of "+name, time.Minute, func() error {
+			got, err := fetchFile(via, name)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(got, want) {
+				return fmt.Errorf("%s differs through %s", name, via)
+			}
+			return nil
+		})
 	}
 }
