@@ -191,7 +191,7 @@ type Node struct {
 	bg      context.Context
 	leaveMu sync.Mutex
 	leaveOp *leaveOp
-	kick      chan struct{} // asks the repair loop to run now
+	kick    chan struct{} // asks the repair loop to run now
 
 	stopOnce  sync.Once
 	closeOnce sync.Once
