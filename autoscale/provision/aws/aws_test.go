@@ -722,7 +722,9 @@ func TestMotoAWSPeersCommand(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "tide")
 	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	if out, err := exec.CommandContext(bctx, goBin, "build", "-o", bin, "tide/cmd/tide").CombinedOutput(); err != nil {
+	build := exec.CommandContext(bctx, goBin, "build", "-o", bin, "tide/cmd/tide")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // shares the compile of `make build`
+	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build tide: %v\n%s", err, out)
 	}
 	home := t.TempDir()
