@@ -2,10 +2,6 @@ package kv
 
 import (
 	"fmt"
-
-	"github.com/vmihailenco/msgpack/v5"
-
-	"tide/wire"
 )
 
 // Kind says what a message is.
@@ -71,15 +67,15 @@ type Message struct {
 }
 
 // Encode serializes m.
-func Encode(m *Message) ([]byte, error) { return msgpack.Marshal(m) }
+func Encode(m *Message) ([]byte, error) {
+	return AppendMessage(make([]byte, 0, messageSize(m)), m), nil
+}
 
-// Decode parses a message, bounds first.
+// Decode parses a message, bounds first. The result does not share memory
+// with b.
 func Decode(b []byte) (Message, error) {
-	var m Message
-	if err := wire.Check(b); err != nil {
-		return m, fmt.Errorf("decode kv message: %w", err)
-	}
-	if err := msgpack.Unmarshal(b, &m); err != nil {
+	m, err := DecodeMessage(append([]byte(nil), b...))
+	if err != nil {
 		return Message{}, fmt.Errorf("decode kv message: %w", err)
 	}
 	if m.Kind == KindInvalid || m.Kind >= kindCount {

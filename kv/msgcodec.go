@@ -1,0 +1,329 @@
+package kv
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+)
+
+// Messages are encoded by hand too: every client request costs a few of
+// them, and reflection was a fifth of a coordinator's CPU. The bytes are
+// the positional msgpack array the reflective encoder writes for Message
+// (fields in declaration order, records through AppendRecord), so either
+// side can read the other's.
+
+// messageFields is the number of positional fields of Message.
+const messageFields = 15
+
+// AppendMessage appends m's encoding to b.
+func AppendMessage(b []byte, m *Message) []byte {
+	b = append(b, 0x90|messageFields)
+	b = appendUint(b, uint64(m.Kind))
+	b = appendStr(b, m.From)
+	b = appendStr(b, m.To)
+	b = appendUint(b, m.ID)
+	b = AppendRecord(b, &m.Rec)
+	b = appendBool(b, m.Found)
+	b = appendStr(b, m.Err)
+	b = appendInt(b, int64(m.W))
+	b = appendUint(b, uint64(m.Lo))
+	b = appendUint(b, uint64(m.Hi))
+	b = appendInt(b, int64(m.Buckets))
+	if m.Hashes == nil {
+		b = append(b, 0xc0)
+	} else {
+		b = appendArrayLen(b, len(m.Hashes))
+		for _, h := range m.Hashes {
+			b = appendUint(b, h)
+		}
+	}
+	if m.Versions == nil {
+		b = append(b, 0xc0)
+	} else {
+		b = appendArrayLen(b, len(m.Versions))
+		for i := range m.Versions {
+			v := &m.Versions[i]
+			b = append(b, 0x93)
+			b = appendBin(b, v.Key)
+			b = appendUint(b, v.Version)
+			b = appendBool(b, v.Tomb)
+		}
+	}
+	if m.Records == nil {
+		b = append(b, 0xc0)
+	} else {
+		b = appendArrayLen(b, len(m.Records))
+		for i := range m.Records {
+			b = AppendRecord(b, &m.Records[i])
+		}
+	}
+	if m.Keys == nil {
+		b = append(b, 0xc0)
+	} else {
+		b = appendArrayLen(b, len(m.Keys))
+		for _, k := range m.Keys {
+			b = appendBin(b, k)
+		}
+	}
+	return b
+}
+
+// messageSize is an upper bound of m's encoding, to allocate once.
+func messageSize(m *Message) int {
+	n := 64 + len(m.From) + len(m.To) + len(m.Err) + len(m.Rec.Key) + len(m.Rec.Value) + 9*len(m.Hashes)
+	for i := range m.Versions {
+		n += 16 + len(m.Versions[i].Key)
+	}
+	for i := range m.Records {
+		n += 24 + len(m.Records[i].Key) + len(m.Records[i].Value)
+	}
+	for _, k := range m.Keys {
+		n += 5 + len(k)
+	}
+	return n
+}
+
+func appendUint(b []byte, v uint64) []byte {
+	switch {
+	case v <= 0x7f:
+		return append(b, byte(v))
+	case v <= math.MaxUint8:
+		return append(b, 0xcc, byte(v))
+	case v <= math.MaxUint16:
+		return binary.BigEndian.AppendUint16(append(b, 0xcd), uint16(v))
+	case v <= math.MaxUint32:
+		return binary.BigEndian.AppendUint32(append(b, 0xce), uint32(v))
+	}
+	return binary.BigEndian.AppendUint64(append(b, 0xcf), v)
+}
+
+func appendInt(b []byte, v int64) []byte {
+	if v >= 0 {
+		return appendUint(b, uint64(v))
+	}
+	return binary.BigEndian.AppendUint64(append(b, 0xd3), uint64(v))
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 0xc3)
+	}
+	return append(b, 0xc2)
+}
+
+func appendStr(b []byte, s string) []byte {
+	switch n := len(s); {
+	case n <= 31:
+		b = append(b, 0xa0|byte(n))
+	case n <= math.MaxUint8:
+		b = append(b, 0xd9, byte(n))
+	case n <= math.MaxUint16:
+		b = binary.BigEndian.AppendUint16(append(b, 0xda), uint16(n))
+	default:
+		b = binary.BigEndian.AppendUint32(append(b, 0xdb), uint32(n))
+	}
+	return append(b, s...)
+}
+
+func appendArrayLen(b []byte, n int) []byte {
+	switch {
+	case n <= 15:
+		return append(b, 0x90|byte(n))
+	case n <= math.MaxUint16:
+		return binary.BigEndian.AppendUint16(append(b, 0xdc), uint16(n))
+	}
+	return binary.BigEndian.AppendUint32(append(b, 0xdd), uint32(n))
+}
+
+// DecodeMessage parses an encoded message. Byte slices in the result point
+// into b, which the caller must not reuse. Lengths are checked against
+// what is left of b before anything is allocated.
+func DecodeMessage(b []byte) (Message, error) {
+	var m Message
+	d := decoder{b: b}
+	n := d.arrayLen()
+	if d.err == nil && n < 3 {
+		d.err = fmt.Errorf("%w: message of %d fields", errRecord, n)
+	}
+	field := 0
+	next := func() bool { field++; return field <= n && d.err == nil }
+	if next() {
+		k := d.uint()
+		if k > math.MaxUint8 {
+			d.err = errRecord
+		}
+		m.Kind = Kind(k)
+	}
+	if next() {
+		m.From = string(d.bytes(true))
+	}
+	if next() {
+		m.To = string(d.bytes(true))
+	}
+	if next() {
+		m.ID = d.uint()
+	}
+	if next() {
+		m.Rec = d.record()
+	}
+	if next() {
+		m.Found = d.bool()
+	}
+	if next() {
+		m.Err = string(d.bytes(true))
+	}
+	if next() {
+		m.W = int(d.int())
+	}
+	if next() {
+		m.Lo = d.uint32()
+	}
+	if next() {
+		m.Hi = d.uint32()
+	}
+	if next() {
+		m.Buckets = int(d.int())
+	}
+	if next() {
+		if c, ok := d.nilOrArray(); ok {
+			m.Hashes = make([]uint64, 0, min(c, len(d.b)))
+			for range c {
+				m.Hashes = append(m.Hashes, d.uint())
+			}
+		}
+	}
+	if next() {
+		if c, ok := d.nilOrArray(); ok {
+			m.Versions = make([]KeyVersion, 0, min(c, len(d.b)/3))
+			for i := 0; i < c && d.err == nil; i++ {
+				f := d.arrayLen()
+				if d.err == nil && (f < 2 || f > 3) {
+					d.err = errRecord
+				}
+				v := KeyVersion{Key: d.bytes(true), Version: d.uint()}
+				if f == 3 {
+					v.Tomb = d.bool()
+				}
+				m.Versions = append(m.Versions, v)
+			}
+		}
+	}
+	if next() {
+		if c, ok := d.nilOrArray(); ok {
+			m.Records = make([]Record, 0, min(c, len(d.b)/4))
+			for i := 0; i < c && d.err == nil; i++ {
+				m.Records = append(m.Records, d.record())
+			}
+		}
+	}
+	if next() {
+		if c, ok := d.nilOrArray(); ok {
+			m.Keys = make([][]byte, 0, min(c, len(d.b)))
+			for i := 0; i < c && d.err == nil; i++ {
+				m.Keys = append(m.Keys, d.bytes(true))
+			}
+		}
+	}
+	if d.err == nil && n > messageFields {
+		d.err = fmt.Errorf("%w: message of %d fields", errRecord, n)
+	}
+	if d.err == nil && len(d.b) > 0 {
+		d.err = fmt.Errorf("%w: %d bytes after the message", errRecord, len(d.b))
+	}
+	if d.err != nil {
+		return Message{}, d.err
+	}
+	return m, nil
+}
+
+// record reads one record in place (see DecodeRecord).
+func (d *decoder) record() Record {
+	if d.err != nil {
+		return Record{}
+	}
+	if len(d.b) > 0 && d.b[0] == 0xc0 {
+		d.b = d.b[1:]
+		return Record{}
+	}
+	n := d.arrayLen()
+	if d.err == nil && (n < 3 || n > 4) {
+		d.err = errRecord
+	}
+	r := Record{Key: d.bytes(true), Value: d.bytes(true), Version: d.uint()}
+	if n == 4 {
+		r.Tomb = d.bool()
+	}
+	if d.err != nil {
+		return Record{}
+	}
+	return r
+}
+
+// nilOrArray reads an array header, or nil (ok false).
+func (d *decoder) nilOrArray() (int, bool) {
+	if d.err != nil {
+		return 0, false
+	}
+	if len(d.b) > 0 && d.b[0] == 0xc0 {
+		d.b = d.b[1:]
+		return 0, false
+	}
+	if len(d.b) > 0 && d.b[0] == 0xdd {
+		v := d.take(5)
+		if v == nil {
+			return 0, false
+		}
+		c := binary.BigEndian.Uint32(v[1:])
+		if uint64(c) > uint64(len(d.b)) { // every element takes a byte at least
+			d.err = errRecord
+			return 0, false
+		}
+		return int(c), true
+	}
+	c := d.arrayLen()
+	if d.err == nil && c > len(d.b) {
+		d.err = errRecord
+	}
+	return c, d.err == nil
+}
+
+func (d *decoder) int() int64 {
+	if d.err != nil || len(d.b) == 0 {
+		return int64(d.uint()) // sets the error
+	}
+	switch c := d.b[0]; {
+	case c >= 0xe0: // negative fixint
+		d.b = d.b[1:]
+		return int64(int8(c))
+	case c >= 0xd0 && c <= 0xd3:
+		size := 1 << (c - 0xd0)
+		v := d.take(1 + size)
+		if v == nil {
+			return 0
+		}
+		switch size {
+		case 1:
+			return int64(int8(v[1]))
+		case 2:
+			return int64(int16(binary.BigEndian.Uint16(v[1:])))
+		case 4:
+			return int64(int32(binary.BigEndian.Uint32(v[1:])))
+		}
+		return int64(binary.BigEndian.Uint64(v[1:]))
+	}
+	u := d.uint()
+	if u > math.MaxInt64 {
+		d.err = errRecord
+		return 0
+	}
+	return int64(u)
+}
+
+func (d *decoder) uint32() uint32 {
+	u := d.uint()
+	if u > math.MaxUint32 {
+		d.err = errRecord
+		return 0
+	}
+	return uint32(u)
+}
