@@ -69,6 +69,15 @@ type Config struct {
 	// ResendTicks: a replica request unanswered this long is sent again;
 	// after TimeoutTicks the client request fails. Defaults 20 and 200.
 	ResendTicks, TimeoutTicks int
+	// A read asks only as many replicas as its quorum needs (the
+	// coordinator itself first, then the preference order), as Cassandra
+	// does; the others are asked too when it has no answer after
+	// SpeculateTicks (default 3), or when a replica lacks the key. A read
+	// whose quorum is smaller than W asks every replica at once (its
+	// write-back needs W of them), and so does every read with ReadAll,
+	// as in the Dynamo paper.
+	SpeculateTicks int
+	ReadAll        bool
 	// HintTicks is how often held hints are retried. Default 50.
 	HintTicks int
 	// SyncTicks is how often anti-entropy compares one range with one peer.
@@ -110,6 +119,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TimeoutTicks == 0 {
 		c.TimeoutTicks = 200
+	}
+	if c.SpeculateTicks == 0 {
+		c.SpeculateTicks = 3
 	}
 	if c.HintTicks == 0 {
 		c.HintTicks = 50

@@ -64,6 +64,19 @@ type Message struct {
 	Versions []KeyVersion `msgpack:"vs,omitempty"`
 	Records  []Record     `msgpack:"rs,omitempty"`
 	Keys     [][]byte     `msgpack:"ks,omitempty"`
+
+	dep uint64 // local only: 1 + the round whose persistence this answer waits for
+}
+
+// DurableAfter reports, for an answer that vouches for local state, the
+// round (see Ready.Round) up to which that state must be durable before
+// it leaves. Without one (ok false), it is the round the answer comes
+// from, or the latest that persisted anything.
+func (m Message) DurableAfter() (round uint64, ok bool) {
+	if m.dep == 0 {
+		return 0, false
+	}
+	return m.dep - 1, true
 }
 
 // Encode serializes m.
@@ -89,6 +102,8 @@ func Decode(b []byte) (Message, error) {
 type Ready struct {
 	Persist  []PersistOp
 	Messages []Message
+	// Round numbers the Ready calls: 0, 1, 2, ...
+	Round uint64
 }
 
 // PersistOp is one change to a node's durable state.

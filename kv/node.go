@@ -25,6 +25,8 @@ type op struct {
 	fallback  bool       // read: the node after the preference list was asked
 	extra     string     // read: that node, until it answers or is given up on
 	extraAt   int
+	spare     []string // read: replicas not asked yet (see Config.SpeculateTicks)
+	round     uint64   // write: the round of the coordinator's own copy
 	push      *strayPush
 }
 
@@ -71,6 +73,7 @@ type Node struct {
 	clock func() uint64
 
 	now     int
+	round   uint64 // rounds are numbered by Ready
 	nextID  uint64
 	last    uint64
 	rd      Ready
@@ -86,6 +89,7 @@ type Node struct {
 	strayBusy   bool
 	salt        uint64
 	migrations  []Message // anti-entropy and hand-off sends waiting for budget
+	migBudget   int64     // bytes they may send now; negative after an overdraft
 	rangeSends  []rangeSend
 	pulling     map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
 	lastPushIn  int               // tick of the last KindPush received
@@ -178,9 +182,11 @@ func recordsSize(rs []Record) int64 {
 	return s
 }
 
-// Ready returns and clears the pending output.
+// Ready returns and clears the pending output of this round.
 func (n *Node) Ready() Ready {
 	rd := n.rd
+	rd.Round = n.round
+	n.round++
 	n.rd = Ready{}
 	clear(n.pending)
 	return rd
@@ -352,7 +358,7 @@ func (n *Node) clientPut(m Message) {
 		w = min(m.W, n.cfg.N)
 	}
 	sets, reps := n.prefSets(n.ring.Position(rec.Key))
-	o := &op{write: true, client: m.From, clientID: m.ID, rec: rec, replicas: reps, sets: sets, need: w}
+	o := &op{write: true, client: m.From, clientID: m.ID, rec: rec, replicas: reps, sets: sets, need: w, round: n.round}
 	id := n.newOp(o)
 	n.Stats.Writes++
 	for _, r := range reps {
@@ -368,7 +374,10 @@ func (n *Node) clientPut(m Message) {
 
 func (n *Node) checkWrite(id uint64, o *op) {
 	if !o.replied && quorumIn(o.sets, o.need, func(a string) bool { return o.answered[a] }) {
-		n.reply(o, Message{Rec: Record{Key: o.rec.Key, Version: o.rec.Version}, Found: true})
+		// The acknowledgement vouches for the replicas' copies, each
+		// durable before it was acknowledged, and for this node's own,
+		// durable once the round that stored it is.
+		n.reply(o, Message{Rec: Record{Key: o.rec.Key, Version: o.rec.Version}, Found: true, dep: o.round + 1})
 	}
 	if len(o.answered) == len(o.replicas) {
 		delete(n.ops, id)
@@ -408,6 +417,11 @@ func (n *Node) clientGet(m Message) {
 	}
 	sets, reps := n.prefSets(n.ring.Position(m.Rec.Key))
 	o := &op{client: m.From, clientID: m.ID, rec: Record{Key: m.Rec.Key}, replicas: reps, sets: sets, need: r, got: map[string]*Record{}}
+	// The write-back of a read needs W holders among the replicas it
+	// asked; a read quorum smaller than W asks everyone.
+	if !n.cfg.ReadAll && r >= n.cfg.W {
+		o.replicas, o.spare = readSet(n.self, sets, reps, r)
+	}
 	id := n.newOp(o)
 	n.Stats.Reads++
 	for _, rep := range reps {
@@ -439,6 +453,39 @@ func (n *Node) onGetResp(m Message) {
 		o.got[m.From] = nil
 	}
 	n.checkRead(m.ID, o)
+}
+
+// readSet splits reps into the replicas a read asks first, the fewest
+// that make a quorum of r in every set (self first, then in order), and
+// the rest.
+func readSet(self string, sets [][]string, reps []string, r int) (ask, spare []string) {
+	in := func(a string) bool { return slices.Contains(ask, a) }
+	if slices.Contains(reps, self) {
+		ask = append(ask, self)
+	}
+	for _, a := range reps {
+		if quorumIn(sets, r, in) {
+			break
+		}
+		if !in(a) {
+			ask = append(ask, a)
+		}
+	}
+	for _, a := range reps {
+		if !in(a) {
+			spare = append(spare, a)
+		}
+	}
+	return ask, spare
+}
+
+// askSpares sends a read to the replicas it has not asked yet.
+func (n *Node) askSpares(id uint64, o *op) {
+	for _, a := range o.spare {
+		o.replicas = append(o.replicas, a)
+		n.send(Message{Kind: KindGet, To: a, ID: id, Rec: Record{Key: o.rec.Key}})
+	}
+	o.spare = nil
 }
 
 // newest returns the newest record among the answers.
@@ -478,6 +525,7 @@ func (n *Node) checkRead(id uint64, o *op) {
 			// the newest version that a write quorum acknowledged. Ask it
 			// before answering.
 			o.fallback = true
+			n.askSpares(id, o)
 			pref := n.ring.Preference(n.ring.Position(o.rec.Key), len(o.replicas)+1)
 			if len(pref) > len(o.replicas) {
 				extra := pref[len(pref)-1]
@@ -580,23 +628,27 @@ func (n *Node) Hints() int {
 // writes into hints), hint delivery, and anti-entropy.
 func (n *Node) Tick() {
 	n.now++
-	budget := n.cfg.MigrationBytesPerTick
-	for len(n.migrations) > 0 && budget > 0 {
+	// The migration budget refills by one tick's worth, up to one tick's
+	// worth: a send that overdraws it (a whole chunk leaves at once) is
+	// paid back by the ticks after, so the rate holds on average.
+	per := n.cfg.MigrationBytesPerTick
+	if per <= 0 {
+		per = 64 << 20
+	}
+	n.migBudget = min(n.migBudget+per, per)
+	for len(n.migrations) > 0 && n.migBudget > 0 {
 		m := n.migrations[0]
 		n.migrations = n.migrations[1:]
-		budget -= recordsSize(m.Records)
+		n.migBudget -= recordsSize(m.Records)
 		n.send(m)
 		if o := n.ops[m.ID]; o != nil && o.push != nil {
 			o.start, o.lastSend = n.now, n.now // time out from when it leaves
 		}
 	}
-	if n.cfg.MigrationBytesPerTick <= 0 {
-		budget = 64 << 20
-	}
-	for budget > 0 && len(n.rangeSends) > 0 {
+	for n.migBudget > 0 && len(n.rangeSends) > 0 {
 		rs := n.rangeSends[0]
 		n.rangeSends = n.rangeSends[1:]
-		budget -= n.sendRange(rs)
+		n.migBudget -= n.sendRange(rs)
 	}
 	ids := make([]uint64, 0, len(n.ops))
 	for id := range n.ops {
@@ -608,6 +660,9 @@ func (n *Node) Tick() {
 		if n.now-o.start >= n.cfg.TimeoutTicks {
 			n.expire(id, o)
 			continue
+		}
+		if len(o.spare) > 0 && !o.replied && n.now-o.start >= n.cfg.SpeculateTicks {
+			n.askSpares(id, o)
 		}
 		if o.extra != "" && !o.answered[o.extra] && n.now-o.extraAt >= n.cfg.ResendTicks {
 			// The node after the preference list does not answer: read

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -39,6 +40,7 @@ type kvNode struct {
 	node   *kv.Node
 	tr     *transport.Transport
 	inbox  chan kv.Message
+	bulk   chan kv.Message // anti-entropy and hand-off traffic
 	rings  chan *kvRing
 	ring   atomic.Pointer[kvRing]
 	nextID atomic.Uint64
@@ -52,9 +54,13 @@ type kvNode struct {
 	// disk and counts them in committed; the sync loop fsyncs and records
 	// the last commit it covered in synced.
 	periodic  bool
-	committed uint64
+	committed atomic.Uint64
 	synced    atomic.Uint64
 	syncq     chan syncJob
+	// commits lists (round, commit number) for recent rounds that
+	// committed, oldest first, to find what an answer waits for (see
+	// kv.Message.DurableAfter). Entries already synced are dropped.
+	commits []roundCommit
 	// ready is closed once the first walk of the ring installs a member
 	// table. Until then the node knows only itself, and a write it
 	// coordinated would count itself as the whole preference list.
@@ -63,7 +69,7 @@ type kvNode struct {
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
-	k := &kvNode{n: n, tr: transport.New(), inbox: make(chan kv.Message, 1<<16), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
+	k := &kvNode{n: n, tr: transport.New(), inbox: make(chan kv.Message, 1<<16), bulk: make(chan kv.Message, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{})}
 	k.tr.Log = n.log
 	pos := n.pos
@@ -93,8 +99,13 @@ func (k *kvNode) deliver(frame []byte) {
 	if err != nil {
 		return
 	}
+	q := k.inbox
+	switch m.Kind {
+	case kv.KindPush, kv.KindPull, kv.KindDigest, kv.KindDigestResp, kv.KindKeys, kv.KindKeysResp:
+		q = k.bulk
+	}
 	select {
-	case k.inbox <- m:
+	case q <- m:
 	default:
 	}
 }
@@ -109,14 +120,28 @@ func (k *kvNode) loop(ctx context.Context) {
 			return
 		case r := <-k.rings:
 			k.node.SetRing(r)
+		case m := <-k.bulk:
+			// Data moving between replicas takes a round to itself, so
+			// that client requests never queue behind more than one
+			// chunk of it.
+			k.node.Step(m)
 		case m := <-k.inbox:
 			k.node.Step(m)
+			yielded := false
 			for i := 0; i < 4096; i++ {
 				select {
 				case m := <-k.inbox:
 					k.node.Step(m)
 					continue
 				default:
+				}
+				if !yielded {
+					// Let the connections with requests under way hand
+					// them over, so that one round (one write per peer,
+					// one commit) carries them all.
+					yielded = true
+					runtime.Gosched()
+					continue
 				}
 				break
 			}
@@ -145,28 +170,66 @@ func (k *kvNode) loop(ctx context.Context) {
 				k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
 				continue
 			}
-			k.committed++
+			seq := k.committed.Add(1)
+			if !k.periodic {
+				k.commits = append(k.commits, roundCommit{round: rd.Round, seq: seq})
+			}
 		}
 		if len(after) == 0 {
 			continue
 		}
-		if k.periodic || k.committed == k.synced.Load() {
-			// Nothing this round or before waits for an fsync.
+		if k.periodic {
 			k.dispatch(after)
 			continue
 		}
+		// Each answer waits for the commit it vouches for: by default
+		// everything committed so far; a write's acknowledgement, only the
+		// round that stored the coordinator's copy, usually synced by the
+		// time the replicas' acknowledgements arrive.
+		synced := k.synced.Load()
+		for len(k.commits) > 0 && k.commits[0].seq <= synced {
+			k.commits = k.commits[1:]
+		}
+		latest := k.committed.Load()
+		var now, later []kv.Message
+		for _, m := range after {
+			need := latest
+			if r, ok := m.DurableAfter(); ok {
+				need = k.seqAt(r)
+			}
+			if need <= synced {
+				now = append(now, m)
+			} else {
+				later = append(later, m)
+			}
+		}
+		k.dispatch(now)
+		if len(later) == 0 {
+			continue
+		}
 		select {
-		case k.syncq <- syncJob{seq: k.committed, msgs: after}:
+		case k.syncq <- syncJob{msgs: later}:
 		case <-ctx.Done():
 			return
 		}
 	}
 }
 
-// syncJob is a round's answers, waiting until the round's writes (commit
-// number seq) are durable.
+type roundCommit struct{ round, seq uint64 }
+
+// seqAt is the commit number everything up to round r is in. Rounds older
+// than the entries kept were synced.
+func (k *kvNode) seqAt(r uint64) uint64 {
+	i := sort.Search(len(k.commits), func(i int) bool { return k.commits[i].round > r })
+	if i == 0 {
+		return 0
+	}
+	return k.commits[i-1].seq
+}
+
+// syncJob is a round's answers waiting for an fsync: they need no more
+// than what was committed when they were queued.
 type syncJob struct {
-	seq  uint64
 	msgs []kv.Message
 }
 
@@ -197,12 +260,14 @@ func (k *kvNode) syncLoop(ctx context.Context) {
 					more = false
 				}
 			}
-			// Every job queued so far was committed before this fsync.
+			// Every job queued so far waits for commits made before this
+			// fsync, and so does everything committed up to now.
+			upTo := k.committed.Load()
 			if err := k.n.eng.syncWAL(); err != nil {
 				k.n.log.Error("kv: sync failed; dropping answers", "err", err)
 				continue
 			}
-			k.synced.Store(jobs[len(jobs)-1].seq)
+			k.synced.Store(upTo)
 			for _, j := range jobs {
 				k.dispatch(j.msgs)
 			}

@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -233,6 +234,7 @@ func (t *Transport) writeLoop(p *peer) {
 				c.Close()
 				return
 			}
+			yielded := false
 		write:
 			for {
 				for _, f := range fs {
@@ -252,6 +254,14 @@ func (t *Transport) writeLoop(p *peer) {
 				case fs = <-p.q:
 					continue
 				default:
+				}
+				if !yielded {
+					// Let the goroutines producing frames run once
+					// before the write, so that a burst leaves in one.
+					yielded = true
+					runtime.Gosched()
+					fs = nil
+					continue
 				}
 				break
 			}
