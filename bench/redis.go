@@ -121,17 +121,25 @@ func RedisComparison(ctx context.Context, requests, clients int, pipelines []int
 		return nil
 	}
 
-	// tide: three nodes, RESP on the first.
-	local := &cluster.Local{Dir: filepath.Join(dir, "tide")}
-	respPort, err := startTideRESP(ctx, local, 3)
-	if err != nil {
+	// tide: three nodes, RESP on the first; once with every write fsynced
+	// before its acknowledgement (the default), once with periodic fsync
+	// (acknowledged writes survive a process crash, as with Redis's
+	// appendfsync everysec; the Redis servers here persist nothing).
+	for _, mode := range []struct{ name, sync string }{
+		{"tide (3 nodes, N=3 W=2 R=2, fsync before ack)", "always"},
+		{"tide (3 nodes, N=3 W=2 R=2, fsync every 100ms)", "periodic"},
+	} {
+		local := &cluster.Local{Dir: filepath.Join(dir, "tide-"+mode.sync)}
+		respPort, err := startTideRESP(ctx, local, 3, "--kv-sync", mode.sync)
+		if err != nil {
+			local.StopAll(5 * time.Second)
+			return nil, err
+		}
+		err = run(mode.name, "-p", fmt.Sprint(respPort))
 		local.StopAll(5 * time.Second)
-		return nil, err
-	}
-	err = run("tide (3 nodes, N=3 W=2 R=2)", "-p", fmt.Sprint(respPort))
-	local.StopAll(5 * time.Second)
-	if err != nil {
-		return results, err
+		if err != nil {
+			return results, err
+		}
 	}
 
 	// A single redis-server.
@@ -192,14 +200,14 @@ func waitClusterOK(ctx context.Context, addr string) error {
 
 // startTideRESP starts a tide ring of n nodes with RESP on each and returns
 // the first node's RESP port once every node sees the whole ring.
-func startTideRESP(ctx context.Context, local *cluster.Local, n int) (int, error) {
+func startTideRESP(ctx context.Context, local *cluster.Local, n int, extra ...string) (int, error) {
 	addrs, err := FreeAddrs(3 * n)
 	if err != nil {
 		return 0, err
 	}
 	for i := range n {
 		spec := cluster.NodeSpec{Name: fmt.Sprintf("node%d", i+1), ChordAddr: addrs[3*i], HTTPAddr: addrs[3*i+1], Replicas: 3,
-			Extra: []string{"--resp-addr", addrs[3*i+2]}}
+			Extra: append([]string{"--resp-addr", addrs[3*i+2]}, extra...)}
 		if i > 0 {
 			spec.Join = addrs[0]
 		}

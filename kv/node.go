@@ -90,6 +90,7 @@ type Node struct {
 	salt        uint64
 	migrations  []Message // anti-entropy and hand-off sends waiting for budget
 	migBudget   int64     // bytes they may send now; negative after an overdraft
+	scanDebt    int64     // bytes background scans read, not yet paid off
 	rangeSends  []rangeSend
 	pulling     map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
 	lastPushIn  int               // tick of the last KindPush received
@@ -694,7 +695,10 @@ func (n *Node) Tick() {
 	// comparison in the middle of a stream finds it half done and asks for
 	// the rest twice.
 	quiet := len(n.rangeSends) == 0 && len(n.migrations) == 0 && n.now-n.lastPushIn >= 20
-	if n.now-n.lastSync >= n.cfg.SyncTicks && quiet {
+	// A comparison reads whole ranges: the next waits until what the last
+	// ones read is paid off at ScanBytesPerTick, unless the ring changed.
+	n.scanDebt = max(0, n.scanDebt-n.cfg.ScanBytesPerTick)
+	if n.now-n.lastSync >= n.cfg.SyncTicks && quiet && (n.scanDebt == 0 || fmtMembers(n.ring.Members()) != n.lastMembers) {
 		n.lastSync = n.now
 		n.syncRound()
 	}
@@ -853,12 +857,22 @@ func recordHash(r Record) uint64 {
 }
 
 // digest hashes the records of (lo, hi] into b buckets.
+// scan is st.Scan for the background work that reads whole ranges
+// (digests, key versions, hand-off), counting the bytes it reads against
+// the scan budget (Config.ScanBytesPerTick).
+func (n *Node) scan(lo, hi uint32, fn func(uint32, Record) bool) {
+	n.st.Scan(lo, hi, func(pos uint32, r Record) bool {
+		n.scanDebt += int64(len(r.Key) + len(r.Value) + 16)
+		return fn(pos, r)
+	})
+}
+
 func (n *Node) digest(lo, hi uint32, b int) []uint64 {
 	if b <= 0 || b > 4096 {
 		return nil
 	}
 	out := make([]uint64, b)
-	n.st.Scan(lo, hi, func(pos uint32, r Record) bool {
+	n.scan(lo, hi, func(pos uint32, r Record) bool {
 		out[bucketOf(pos, lo, hi, b)] ^= recordHash(r)
 		return true
 	})
@@ -901,7 +915,7 @@ func (n *Node) sendRange(rs rangeSend) int64 {
 
 func (n *Node) versions(lo, hi uint32) []KeyVersion {
 	var out []KeyVersion
-	n.st.Scan(lo, hi, func(_ uint32, r Record) bool {
+	n.scan(lo, hi, func(_ uint32, r Record) bool {
 		out = append(out, KeyVersion{Key: r.Key, Version: r.Version, Tomb: r.Tomb})
 		return len(out) < 100000
 	})
@@ -955,7 +969,7 @@ func (n *Node) onKeysResp(m Message) {
 	var push []Record
 	var pull [][]byte
 	seen := map[string]bool{}
-	n.st.Scan(m.Lo, m.Hi, func(_ uint32, r Record) bool {
+	n.scan(m.Lo, m.Hi, func(_ uint32, r Record) bool {
 		seen[string(r.Key)] = true
 		t, ok := theirs[string(r.Key)]
 		other := Record{Key: t.Key, Version: t.Version, Tomb: t.Tomb}
@@ -993,7 +1007,7 @@ func (n *Node) handOff() {
 	var order []string
 	var size int64
 	now := n.clock()
-	n.st.Scan(0, 0, func(pos uint32, r Record) bool {
+	n.scan(0, 0, func(pos uint32, r Record) bool {
 		if r.Tomb && now > r.Version && now-r.Version > n.cfg.TombstoneTTL {
 			// Old enough that every replica has it: collect the tombstone.
 			n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key})

@@ -185,7 +185,8 @@ func newBenchKVCmd() *cobra.Command {
 		Use:   "kv",
 		Short: "redis-benchmark against tide, a single redis-server and a Redis Cluster, side by side",
 		Long: `Run redis-benchmark -t set,get against, in turn:
-  - a 3-node tide cluster (N=3, W=2, R=2), entering through one node's RESP port;
+  - a 3-node tide cluster (N=3, W=2, R=2), entering through one node's RESP port,
+    once with --kv-sync always (the default) and once with --kv-sync periodic;
   - a single redis-server with persistence off (the unreplicated ceiling);
   - a Redis Cluster of 3 masters with 1 replica each (redis-benchmark --cluster),
     replicated asynchronously with no write quorum.
