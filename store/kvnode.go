@@ -36,18 +36,20 @@ const clientAddr = "local"
 // and local callers and ticks it, persists what it asks in one synced batch
 // per round, and only then sends.
 type kvNode struct {
-	n      *Node
-	node   *kv.Node
-	tr     *transport.Transport
-	inbox  chan kv.Message
-	bulk   chan kv.Message // anti-entropy and hand-off traffic
-	rings  chan *kvRing
-	ring   atomic.Pointer[kvRing]
-	nextID atomic.Uint64
-	mu     sync.Mutex
-	wait   map[uint64]chan kv.Message
-	stats  atomic.Pointer[kv.Stats]
-	drain  atomic.Bool
+	n     *Node
+	node  *kv.Node
+	tr    *transport.Transport
+	inbox chan kv.Message
+	bulk  chan kv.Message // anti-entropy and hand-off traffic
+	// dropped counts inbound messages a full queue turned away.
+	dropped atomic.Int64
+	rings   chan *kvRing
+	ring    atomic.Pointer[kvRing]
+	nextID  atomic.Uint64
+	mu      sync.Mutex
+	wait    map[uint64]chan kv.Message
+	stats   atomic.Pointer[kv.Stats]
+	drain   atomic.Bool
 	// handingOff mirrors kv.Node.Busy for other goroutines.
 	handingOff atomic.Bool
 	// Group commit: the driver commits rounds without waiting for the
@@ -107,6 +109,7 @@ func (k *kvNode) deliver(frame []byte) {
 	select {
 	case q <- m:
 	default:
+		k.dropped.Add(1)
 	}
 }
 

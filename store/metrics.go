@@ -82,6 +82,13 @@ func newMetrics(n *Node) *metrics {
 				}
 				return float64(n.KVStats().TombstonesCollected)
 			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_inbound_dropped_total", Help: "KV messages from peers dropped because this node's queue for them was full (client and replication traffic, or anti-entropy and hand-off); the senders' retries and anti-entropy recover them."},
+			func() float64 {
+				if n.kv == nil {
+					return 0
+				}
+				return float64(n.kv.dropped.Load())
+			}),
 		gauge("tide_store_files", "Live files stored on this node (owned and replicas).",
 			func() float64 { return float64(n.eng.Files()) }),
 		gauge("tide_store_bytes", "Bytes of live files stored on this node.",
