@@ -29,42 +29,15 @@ func AppendMessage(b []byte, m *Message) []byte {
 	b = appendUint(b, uint64(m.Lo))
 	b = appendUint(b, uint64(m.Hi))
 	b = appendInt(b, int64(m.Buckets))
-	if m.Hashes == nil {
-		b = append(b, 0xc0)
-	} else {
-		b = appendArrayLen(b, len(m.Hashes))
-		for _, h := range m.Hashes {
-			b = appendUint(b, h)
-		}
-	}
-	if m.Versions == nil {
-		b = append(b, 0xc0)
-	} else {
-		b = appendArrayLen(b, len(m.Versions))
-		for i := range m.Versions {
-			v := &m.Versions[i]
-			b = append(b, 0x93)
-			b = appendBin(b, v.Key)
-			b = appendUint(b, v.Version)
-			b = appendBool(b, v.Tomb)
-		}
-	}
-	if m.Records == nil {
-		b = append(b, 0xc0)
-	} else {
-		b = appendArrayLen(b, len(m.Records))
-		for i := range m.Records {
-			b = AppendRecord(b, &m.Records[i])
-		}
-	}
-	if m.Keys == nil {
-		b = append(b, 0xc0)
-	} else {
-		b = appendArrayLen(b, len(m.Keys))
-		for _, k := range m.Keys {
-			b = appendBin(b, k)
-		}
-	}
+	b = appendArray(b, m.Hashes, func(b []byte, h *uint64) []byte { return appendUint(b, *h) })
+	b = appendArray(b, m.Versions, func(b []byte, v *KeyVersion) []byte {
+		b = append(b, 0x93)
+		b = appendBin(b, v.Key)
+		b = appendUint(b, v.Version)
+		return appendBool(b, v.Tomb)
+	})
+	b = appendArray(b, m.Records, AppendRecord)
+	b = appendArray(b, m.Keys, func(b []byte, k *[]byte) []byte { return appendBin(b, *k) })
 	return b
 }
 
@@ -123,6 +96,18 @@ func appendStr(b []byte, s string) []byte {
 		b = binary.BigEndian.AppendUint32(append(b, 0xdb), uint32(n))
 	}
 	return append(b, s...)
+}
+
+// appendArray appends xs as an array, each element by f; nil as nil.
+func appendArray[T any](b []byte, xs []T, f func([]byte, *T) []byte) []byte {
+	if xs == nil {
+		return append(b, 0xc0)
+	}
+	b = appendArrayLen(b, len(xs))
+	for i := range xs {
+		b = f(b, &xs[i])
+	}
+	return b
 }
 
 func appendArrayLen(b []byte, n int) []byte {
@@ -185,44 +170,26 @@ func DecodeMessage(b []byte) (Message, error) {
 		m.Buckets = int(d.int())
 	}
 	if next() {
-		if c, ok := d.nilOrArray(); ok {
-			m.Hashes = make([]uint64, 0, min(c, len(d.b)))
-			for range c {
-				m.Hashes = append(m.Hashes, d.uint())
-			}
-		}
+		m.Hashes = decodeArray(&d, 1, d.uint)
 	}
 	if next() {
-		if c, ok := d.nilOrArray(); ok {
-			m.Versions = make([]KeyVersion, 0, min(c, len(d.b)/3))
-			for i := 0; i < c && d.err == nil; i++ {
-				f := d.arrayLen()
-				if d.err == nil && (f < 2 || f > 3) {
-					d.err = errRecord
-				}
-				v := KeyVersion{Key: d.bytes(true), Version: d.uint()}
-				if f == 3 {
-					v.Tomb = d.bool()
-				}
-				m.Versions = append(m.Versions, v)
+		m.Versions = decodeArray(&d, 3, func() KeyVersion {
+			f := d.arrayLen()
+			if d.err == nil && (f < 2 || f > 3) {
+				d.err = errRecord
 			}
-		}
+			v := KeyVersion{Key: d.bytes(true), Version: d.uint()}
+			if f == 3 {
+				v.Tomb = d.bool()
+			}
+			return v
+		})
 	}
 	if next() {
-		if c, ok := d.nilOrArray(); ok {
-			m.Records = make([]Record, 0, min(c, len(d.b)/4))
-			for i := 0; i < c && d.err == nil; i++ {
-				m.Records = append(m.Records, d.record())
-			}
-		}
+		m.Records = decodeArray(&d, 4, d.record)
 	}
 	if next() {
-		if c, ok := d.nilOrArray(); ok {
-			m.Keys = make([][]byte, 0, min(c, len(d.b)))
-			for i := 0; i < c && d.err == nil; i++ {
-				m.Keys = append(m.Keys, d.bytes(true))
-			}
-		}
+		m.Keys = decodeArray(&d, 1, func() []byte { return d.bytes(true) })
 	}
 	if d.err == nil && n > messageFields {
 		d.err = fmt.Errorf("%w: message of %d fields", errRecord, n)
@@ -234,6 +201,21 @@ func DecodeMessage(b []byte) (Message, error) {
 		return Message{}, d.err
 	}
 	return m, nil
+}
+
+// decodeArray reads an array (nil stays nil) of elements read by f, each
+// taking minSize bytes at least, so that the allocation is bounded by the
+// bytes left.
+func decodeArray[T any](d *decoder, minSize int, f func() T) []T {
+	c, ok := d.nilOrArray()
+	if !ok {
+		return nil
+	}
+	out := make([]T, 0, min(c, len(d.b)/minSize))
+	for i := 0; i < c && d.err == nil; i++ {
+		out = append(out, f())
+	}
+	return out
 }
 
 // record reads one record in place (see DecodeRecord).

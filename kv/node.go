@@ -856,7 +856,6 @@ func recordHash(r Record) uint64 {
 	return h.Sum64()
 }
 
-// digest hashes the records of (lo, hi] into b buckets.
 // scan is st.Scan for the background work that reads whole ranges
 // (digests, key versions, hand-off), counting the bytes it reads against
 // the scan budget (Config.ScanBytesPerTick).
@@ -867,6 +866,7 @@ func (n *Node) scan(lo, hi uint32, fn func(uint32, Record) bool) {
 	})
 }
 
+// digest hashes the records of (lo, hi] into b buckets.
 func (n *Node) digest(lo, hi uint32, b int) []uint64 {
 	if b <= 0 || b > 4096 {
 		return nil
