@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -405,7 +406,19 @@ func (c *Controller) scaleOut(ctx context.Context, sys string, d Decision, obs m
 		if ctx.Err() != nil {
 			return
 		}
-		fail(in.ID, fmt.Errorf("%s did not join: %w; terminating it", in.ID, err))
+		err = fmt.Errorf("%s did not join: %w; terminating it", in.ID, err)
+		if lt, ok := c.Prov.(provision.LogTailer); ok {
+			// Its output goes with it: keep the end of it in the log and
+			// the event, where the operator looks first.
+			lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			tail, lerr := lt.Logs(lctx, in.ID, 20)
+			cancel()
+			if lerr == nil && strings.TrimSpace(tail) != "" {
+				c.Log.Warn("autoscale: the node that did not join printed", "instance", in.ID, "log", tail)
+				err = fmt.Errorf("%w; its last output:\n%s", err, tail)
+			}
+		}
+		fail(in.ID, err)
 		tctx, cancel := context.WithTimeout(ctx, time.Minute)
 		c.Prov.Terminate(tctx, in)
 		cancel()

@@ -202,6 +202,44 @@ func TestControllerLaunchBackoff(t *testing.T) {
 	})
 }
 
+// tailingProv is a fakeProv whose instances have output to show.
+type tailingProv struct{ fakeProv }
+
+func (p *tailingProv) Logs(ctx context.Context, id string, tail int) (string, error) {
+	return "level=ERROR msg=\"join 10.0.0.2:5057: connection refused\" node=" + id, nil
+}
+
+// A node that never joins is terminated, and the failure quotes the end of
+// its output, which goes with it.
+func TestControllerQuotesLogOfNodeThatDidNotJoin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		prov := &tailingProv{}
+		src := &fakeSource{pct: map[string]float64{}}
+		c := &Controller{Policy: StorePolicy{Cfg: StoreConfig{Min: 1}, StaleAfter: 3 * time.Second}, Prov: prov, Source: src,
+			Log:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+			ReadyTimeout: 5 * time.Second,
+			Ready: func(ctx context.Context, in provision.Instance, n int) error {
+				<-ctx.Done()
+				return fmt.Errorf("not a ring member of %d: %w", n, ctx.Err())
+			}}
+		if err := c.Init(); err != nil {
+			t.Fatal(err)
+		}
+		c.Step(t.Context())
+		for len(events(c, ActScaleOut, "failed")) == 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		ev := events(c, ActScaleOut, "failed")[0]
+		if ev.Instance != "node1" || !strings.Contains(ev.Error, "did not join") || !strings.Contains(ev.Error, "connection refused\" node=node1") {
+			t.Fatalf("failure event %+v: want the instance, the cause and its last output", ev)
+		}
+		synctest.Wait()
+		if len(prov.terminated) != 1 || prov.terminated[0] != "node1" {
+			t.Fatalf("terminated %v, want [node1]", prov.terminated)
+		}
+	})
+}
+
 // Only one membership change is in flight: while a drain runs, nothing
 // else starts.
 func TestControllerOneChangeInFlight(t *testing.T) {

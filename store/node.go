@@ -37,6 +37,10 @@ type Config struct {
 	// or rejoins the ring remembered in DataDir; so does an address of this
 	// node itself, so every member can be given the same Join.
 	Join string
+	// JoinTimeout is how long a node keeps trying to reach Join when it
+	// does not answer (a member that is still starting, a network that is
+	// not up yet). Default 30s.
+	JoinTimeout time.Duration
 	// ID overrides the ring identifier, which is otherwise the low 32 bits
 	// of MD5 of the advertised Chord address.
 	ID *chord.ID
@@ -122,6 +126,9 @@ func (c *Config) validate() error {
 	}
 	if c.TickInterval == 0 {
 		c.TickInterval = time.Second
+	}
+	if c.JoinTimeout == 0 {
+		c.JoinTimeout = 30 * time.Second
 	}
 	if c.RepairInterval == 0 {
 		c.RepairInterval = time.Second
@@ -253,7 +260,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			t := chord.ID(binary.BigEndian.Uint32(raw))
 			cfg.ID = &t
 		} else if cfg.Join != "" {
-			t, err := n.halvingToken(ctx, cfg.Join)
+			var t chord.ID
+			err := n.retryJoin(ctx, cfg.Join, cfg.JoinTimeout, func(ctx context.Context) (err error) {
+				t, err = n.halvingToken(ctx, cfg.Join)
+				return err
+			})
 			if err != nil {
 				chordLn.Close()
 				httpLn.Close()
@@ -493,6 +504,31 @@ func localIP(ip net.IP) bool {
 	return false
 }
 
+// retryJoin runs f, the steps of joining through join, until it succeeds,
+// fails for a reason retrying cannot fix (a token another member holds),
+// or timeout has passed: the member named may still be starting, or the
+// network not up yet, as when containers or pods start together.
+func (n *Node) retryJoin(ctx context.Context, join string, timeout time.Duration, f func(context.Context) error) error {
+	deadline := time.Now().Add(timeout)
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f(ctx)
+		if err == nil || errors.Is(err, chord.ErrIDTaken) || ctx.Err() != nil {
+			return err
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("%w (gave up after %d attempts in %s)", err, attempt, timeout)
+		}
+		n.log.Warn("join failed; retrying", "join", join, "attempt", attempt, "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
 // ringState is what a node remembers of its ring across restarts.
 type ringState struct {
 	Known []string `json:"known"` // chord addresses of successors and fingers
@@ -502,14 +538,20 @@ type ringState struct {
 // remembered from a previous run; failing that, creates a ring.
 func (n *Node) joinRing(ctx context.Context) error {
 	if n.cfg.Join != "" {
-		via, err := n.rpc.CallRef(ctx, n.cfg.Join, "get_info")
+		var via chord.Ref
+		err := n.retryJoin(ctx, n.cfg.Join, n.cfg.JoinTimeout, func(ctx context.Context) (err error) {
+			if via, err = n.rpc.CallRef(ctx, n.cfg.Join, "get_info"); err != nil {
+				return fmt.Errorf("join %s: %w", n.cfg.Join, err)
+			}
+			if via == n.ring.Self() {
+				return nil
+			}
+			return n.ring.Join(ctx, via)
+		})
 		if err != nil {
-			return fmt.Errorf("join %s: %w", n.cfg.Join, err)
+			return err
 		}
 		if via != n.ring.Self() {
-			if err := n.ring.Join(ctx, via); err != nil {
-				return err
-			}
 			n.log.Info("joined ring", "via", via.String(), "successor", n.ring.Successor(0).String())
 			return nil
 		}

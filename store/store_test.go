@@ -429,3 +429,41 @@ func TestDeleteAndRestart(t *testing.T) {
 		t.Fatalf("kept.txt after restart: %q %v", got, err)
 	}
 }
+
+// A node whose --join member is not up yet keeps trying, and joins once it
+// starts; one that cannot reach it within JoinTimeout fails with the cause.
+func TestJoinRetriesUntilMemberStarts(t *testing.T) {
+	seed := freeAddr(t)
+	type res struct {
+		n   *Node
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		cfg := Config{ChordAddr: freeAddr(t), HTTPAddr: freeAddr(t), DataDir: t.TempDir(), Join: seed, Replicas: 2,
+			TickInterval: 50 * time.Millisecond, RepairInterval: 50 * time.Millisecond, FullRepairInterval: time.Second,
+			JoinTimeout: time.Minute, Log: testLog()}
+		n, err := Start(context.Background(), cfg)
+		done <- res{n, err}
+	}()
+	time.Sleep(700 * time.Millisecond) // a few refused attempts
+	a := startTestNode(t, "", 2, func(c *Config) { c.ChordAddr = seed })
+	var b *Node
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("joining node failed instead of retrying: %v", r.err)
+		}
+		b = r.n
+		t.Cleanup(func() { b.Close() })
+	case <-time.After(time.Minute):
+		t.Fatal("joining node still starting a minute after its member came up")
+	}
+	waitFor(t, "the two nodes to form one ring", func() bool { return ringConverged([]*Node{a, b}) })
+
+	_, err := Start(context.Background(), Config{ChordAddr: freeAddr(t), HTTPAddr: freeAddr(t), DataDir: t.TempDir(),
+		Join: freeAddr(t), JoinTimeout: 600 * time.Millisecond, Log: testLog()})
+	if err == nil || !strings.Contains(err.Error(), "gave up after") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("join of a member that never answers: %v; want a refusal after retries", err)
+	}
+}

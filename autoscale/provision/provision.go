@@ -73,6 +73,14 @@ type Provisioner interface {
 	List(ctx context.Context) ([]Instance, error)
 }
 
+// LogTailer is implemented by provisioners that can show an instance's
+// recent output. The controller quotes it when a new node fails to join,
+// before the instance is terminated and its output is gone.
+type LogTailer interface {
+	// Logs returns up to the last tail lines the instance printed.
+	Logs(ctx context.Context, id string, tail int) (string, error)
+}
+
 // ErrNotFound reports an instance the provisioner does not know.
 var ErrNotFound = errors.New("provision: no such instance")
 

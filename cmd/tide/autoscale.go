@@ -122,7 +122,7 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 	var prov provision.Provisioner
 	switch f.provisioner {
 	case "local":
-		prov, err = localprov.New(localprov.Config{Dir: filepath.Join(f.stateDir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas, Extra: cfg.Launch.Flags})
+		prov, err = localprov.New(localprov.Config{Dir: filepath.Join(f.stateDir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas})
 	case "docker":
 		var mem int64
 		if f.dockerMemory != "" {
@@ -145,7 +145,7 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 			}
 		}
 		prov, err = dockerprov.New(dockerprov.Config{Image: f.dockerImage, Cluster: f.dockerCluster, Network: f.dockerNetwork,
-			NanoCPUs: int64(f.dockerCPUs * 1e9), Memory: mem, Capacity: capacity, Replicas: cfg.Launch.Replicas, Extra: cfg.Launch.Flags})
+			NanoCPUs: int64(f.dockerCPUs * 1e9), Memory: mem, Capacity: capacity, Replicas: cfg.Launch.Replicas})
 	case "kubernetes":
 		prov, err = k8sprov.New(k8sprov.Config{Namespace: f.k8sNamespace, Kind: f.k8sKind, Name: f.k8sName, Selector: f.k8sSelector, Service: f.k8sService})
 	case "aws":
@@ -214,6 +214,8 @@ func runController(ctx context.Context, o controllerOptions) error {
 		Prov:   o.prov, Source: o.source, Leader: o.leader, State: o.state,
 		EventsPath: filepath.Join(o.stateDir, "events.jsonl"),
 		Period:     time.Duration(o.cfg.Period), Log: slog.Default(),
+		// launch.flags reach nodes once, through the template: the local
+		// and docker provisioners add Spec.Extra to every node they start.
 		Template: provision.Spec{Replicas: o.cfg.Launch.Replicas, Extra: o.cfg.Launch.Flags},
 	}
 	if capBytes, err := launchCapacity(o.cfg); err == nil {
@@ -371,7 +373,7 @@ func upAutoscale(ctx context.Context, dir string, layout cluster.Layout, nodes i
 	if err != nil {
 		return err
 	}
-	prov, err := localprov.New(localprov.Config{Dir: filepath.Join(dir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas, Extra: cfg.Launch.Flags,
+	prov, err := localprov.New(localprov.Config{Dir: filepath.Join(dir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas,
 		Layout: func(i int) (string, string, error) { c, h := layout.Addrs(i); return c, h, nil }})
 	if err != nil {
 		return err
@@ -395,7 +397,7 @@ func upAutoscale(ctx context.Context, dir string, layout cluster.Layout, nodes i
 	}
 	fmt.Printf("starting %d nodes (data and logs in %s)\n", max(nodes-running, 0), dir)
 	for i := running; i < nodes; i++ {
-		in, err := prov.Launch(ctx, provision.Spec{Join: join})
+		in, err := prov.Launch(ctx, provision.Spec{Join: join, Extra: cfg.Launch.Flags})
 		if err != nil {
 			return err
 		}

@@ -90,6 +90,7 @@ it with an empty --data-dir to join again.`,
 	f.StringVar(&cfg.Advertise, "advertise", "", "host other nodes use to reach this one (needed when listening on 0.0.0.0)")
 	f.StringVar(&cfg.DataDir, "data-dir", "tide-data", "directory for files and metadata")
 	f.StringVar(&cfg.Join, "join", "", "Chord address of any ring member to join")
+	f.DurationVar(&cfg.JoinTimeout, "join-timeout", 30*time.Second, "how long to keep retrying a --join member that does not answer")
 	f.StringVar(&id, "token", "", "ring token (default: the partitioner's position of the Chord address)")
 	f.StringVar(&id, "id", "", "alias of --token")
 	f.StringVar(&cfg.Partitioner, "partitioner", "md5-low32", "key placement: md5-low32, or md5-mod10000 (the Dynamo seed's ring; tokens below 10000)")

@@ -133,7 +133,10 @@ type Provisioner struct {
 	drained map[string]bool // containers being drained, by ID
 }
 
-var _ provision.Provisioner = (*Provisioner)(nil)
+var (
+	_ provision.Provisioner = (*Provisioner)(nil)
+	_ provision.LogTailer   = (*Provisioner)(nil)
+)
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 

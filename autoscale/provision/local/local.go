@@ -305,3 +305,34 @@ func (p *Provisioner) StopAll(grace time.Duration) { p.local.StopAll(grace) }
 func freeAddrs(n int) ([]string, error) {
 	return node.FreeAddrs("127.0.0.1", n)
 }
+
+// Logs implements provision.LogTailer: up to the last tail lines of the
+// instance's log file, which outlives the instance.
+func (p *Provisioner) Logs(ctx context.Context, id string, tail int) (string, error) {
+	if strings.ContainsAny(id, "/\\") || id == "." || id == ".." {
+		return "", fmt.Errorf("bad instance name %q", id)
+	}
+	f, err := os.Open(filepath.Join(p.cfg.Dir, id+".log"))
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	const window = 64 << 10
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	off := max(st.Size()-window, 0)
+	buf := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		return "", err
+	}
+	lines := strings.Split(strings.TrimRight(string(buf), "\n"), "\n")
+	if off > 0 && len(lines) > 1 {
+		lines = lines[1:] // the first may be cut
+	}
+	if tail > 0 && len(lines) > tail {
+		lines = lines[len(lines)-tail:]
+	}
+	return strings.Join(lines, "\n"), nil
+}
