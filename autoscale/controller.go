@@ -112,10 +112,17 @@ func (c *Controller) Init() error {
 	}
 	if c.Ready == nil {
 		c.Ready = func(ctx context.Context, in provision.Instance, members int) error {
-			if err := provision.WaitHealthy(ctx, c.HTTP, in.HTTPAddr); err != nil {
-				return err
+			ctx, cancel := context.WithCancelCause(ctx)
+			defer cancel(nil)
+			go c.watchExit(ctx, in, cancel)
+			err := provision.WaitHealthy(ctx, c.HTTP, in.HTTPAddr)
+			if err == nil {
+				err = c.waitMember(ctx, in.HTTPAddr, members)
 			}
-			return c.waitMember(ctx, in.HTTPAddr, members)
+			if cause := context.Cause(ctx); err != nil && errors.Is(cause, errExited) {
+				return cause
+			}
+			return err
 		}
 	}
 	if c.reg == nil {
@@ -555,6 +562,31 @@ func (c *Controller) ringOf([]provision.Instance) []RingMember {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.ring
+}
+
+var errExited = errors.New("exited")
+
+// watchExit ends ctx early, with errExited as the cause, when the
+// provisioner lists the instance as gone: a node that failed to start does
+// not keep the controller waiting out the whole ReadyTimeout.
+func (c *Controller) watchExit(ctx context.Context, in provision.Instance, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ins, err := c.Prov.List(ctx)
+		if err != nil {
+			continue
+		}
+		if cur, ok := findInstance(ins, in.ID); ok && cur.State == provision.StateTerminated {
+			cancel(fmt.Errorf("%s %w before it joined", in.ID, errExited))
+			return
+		}
+	}
 }
 
 // waitMember waits until the node at httpAddr sees a ring of at least n

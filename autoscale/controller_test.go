@@ -25,6 +25,7 @@ type fakeProv struct {
 	drained    []string
 	terminated []string
 	drainGate  chan struct{} // if set, Drain waits for it
+	exitAfter  bool          // launched instances exit at once
 }
 
 func (f *fakeProv) Name() string { return "fake" }
@@ -39,6 +40,9 @@ func (f *fakeProv) Launch(ctx context.Context, s provision.Spec) (provision.Inst
 	}
 	in := provision.Instance{ID: fmt.Sprintf("node%d", len(f.ins)+1), HTTPAddr: "127.0.0.1:1", State: provision.StateRunning, Started: time.Now()}
 	f.ins = append(f.ins, in)
+	if f.exitAfter {
+		f.ins[len(f.ins)-1].State = provision.StateTerminated
+	}
 	return in, nil
 }
 
@@ -238,6 +242,30 @@ func TestControllerQuotesLogOfNodeThatDidNotJoin(t *testing.T) {
 			t.Fatalf("terminated %v, want [node1]", prov.terminated)
 		}
 	})
+}
+
+// A launched node that exits is noticed through the provisioner's list:
+// the scale out fails within seconds, not after the whole ready timeout.
+func TestControllerNoticesNodeThatExited(t *testing.T) {
+	prov := &tailingProv{fakeProv{exitAfter: true}}
+	src := &fakeSource{pct: map[string]float64{}}
+	c := &Controller{Policy: StorePolicy{Cfg: StoreConfig{Min: 1}, StaleAfter: 3 * time.Second}, Prov: prov, Source: src,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), ReadyTimeout: 10 * time.Minute}
+	if err := c.Init(); err != nil {
+		t.Fatal(err)
+	}
+	c.Step(t.Context())
+	deadline := time.Now().Add(2 * time.Minute)
+	for len(events(c, ActScaleOut, "failed")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no failure event two minutes after launching a node that exited")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ev := events(c, ActScaleOut, "failed")[0]
+	if !strings.Contains(ev.Error, "node1 exited before it joined") || !strings.Contains(ev.Error, "connection refused") {
+		t.Fatalf("failure event error %q: want the exit and the node's last output", ev.Error)
+	}
 }
 
 // Only one membership change is in flight: while a drain runs, nothing
