@@ -197,6 +197,51 @@ func TestRESP(t *testing.T) {
 			t.Fatalf("pipelined GET %d: %q %q", i, line, val)
 		}
 	}
+	// A pipeline takes effect in order also when its commands share a key:
+	// batched GETs and SETs among themselves, and around the commands that
+	// run on their own.
+	bulk := func(args ...string) string {
+		out := fmt.Sprintf("*%d\r\n", len(args))
+		for _, a := range args {
+			out += fmt.Sprintf("$%d\r\n%s\r\n", len(a), a)
+		}
+		return out
+	}
+	for round := range 20 {
+		b.Reset()
+		var want []string
+		for k := range 8 {
+			key := fmt.Sprintf("same%d-%d", round, k)
+			steps := []struct{ cmd, want string }{
+				{bulk("SET", key, "v1"), "+OK\r\n"},
+				{bulk("GET", key), "$2\r\nv1\r\n"},
+				{bulk("SET", key, "v2"), "+OK\r\n"},
+				{bulk("SET", key, "v3"), "+OK\r\n"},
+				{bulk("GET", key), "$2\r\nv3\r\n"},
+				{bulk("DEL", key), ":1\r\n"},
+				{bulk("GET", key), "$-1\r\n"},
+				{bulk("SET", key, "v4"), "+OK\r\n"},
+				{bulk("EXISTS", key), ":1\r\n"},
+				{bulk("MSET", key, "v5", key+"x", "y"), "+OK\r\n"},
+				{bulk("GET", key), "$2\r\nv5\r\n"},
+			}
+			for _, st := range steps {
+				b.WriteString(st.cmd)
+				want = append(want, st.want)
+			}
+		}
+		c.Write([]byte(b.String()))
+		for i, w := range want {
+			got, _ := r.ReadString('\n')
+			if got[0] == '$' && got != "$-1\r\n" {
+				val, _ := r.ReadString('\n')
+				got += val
+			}
+			if got != w {
+				t.Fatalf("round %d, reply %d of a same-key pipeline: %q, want %q", round, i, got, w)
+			}
+		}
+	}
 	// A wrong bulk length is a protocol error that closes the connection.
 	if got := respDo(t, c, r, "*2\r\n$3\r\nGET\r\n$abc\r\n"); !strings.HasPrefix(got, "-ERR Protocol error") {
 		t.Fatalf("bad bulk length: %q", got)

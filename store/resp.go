@@ -189,15 +189,19 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 		}
 		// Commands run concurrently in waves; a command that touches a key
 		// an earlier command of the wave touches starts the next wave, so
-		// a pipeline takes effect in order.
+		// a pipeline takes effect in order. Plain GETs and SETs are the
+		// exception among themselves: they reach the coordinator as one
+		// ordered batch, which applies them in order (a GET after a SET of
+		// its key reads the coordinator's new copy).
 		for start := 0; start < len(cmds); {
-			touched := map[string]bool{}
+			touched := map[string]bool{} // key -> touched by a command outside the batch
 			end := start
 			for end < len(cmds) && replies[end] == nil {
+				batched := n.batchable(cmds[end])
 				ks := respKeys(cmds[end])
 				clash := false
 				for _, k := range ks {
-					if touched[k] {
+					if other, ok := touched[k]; ok && (other || !batched) {
 						clash = true
 					}
 				}
@@ -205,7 +209,7 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 					break
 				}
 				for _, k := range ks {
-					touched[k] = true
+					touched[k] = touched[k] || !batched
 				}
 				end++
 			}
@@ -231,29 +235,29 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 	}
 }
 
-// execWave runs commands that touch distinct keys concurrently. Plain GETs
-// and SETs, the bulk of any load, go to the coordinator as one batch;
-// the rest run on goroutines of their own.
+// execWave runs a wave of commands. Plain GETs and SETs, the bulk of any
+// load, go to the coordinator as one batch that it applies in order, so
+// they may share keys; the rest, which touch keys nothing else in the
+// wave touches, run on goroutines of their own.
 func (n *Node) execWave(ctx context.Context, cmds [][][]byte, replies []reply) {
 	var batch []kv.Message
 	var at []int
 	var wg sync.WaitGroup
 	for i, args := range cmds {
-		name := args[0]
-		switch {
-		case len(args) == 2 && len(name) == 3 && strings.EqualFold(string(name), "GET"):
-			batch = append(batch, kv.Message{Kind: kv.KindClientGet, Rec: kv.Record{Key: args[1]}})
-			at = append(at, i)
-		case len(args) == 3 && len(name) == 3 && strings.EqualFold(string(name), "SET") && len(args[2]) <= n.cfg.KV.MaxValue:
-			batch = append(batch, kv.Message{Kind: kv.KindClientPut, Rec: kv.Record{Key: args[1], Value: args[2]}})
-			at = append(at, i)
-		default:
+		if !n.batchable(args) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				replies[i] = n.execRESP(ctx, args)
 			}()
+			continue
 		}
+		if len(args) == 2 {
+			batch = append(batch, kv.Message{Kind: kv.KindClientGet, Rec: kv.Record{Key: args[1]}})
+		} else {
+			batch = append(batch, kv.Message{Kind: kv.KindClientPut, Rec: kv.Record{Key: args[1], Value: args[2]}})
+		}
+		at = append(at, i)
 	}
 	if len(batch) > 0 {
 		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -276,6 +280,22 @@ func (n *Node) execWave(ctx context.Context, cmds [][][]byte, replies []reply) {
 		}
 	}
 	wg.Wait()
+}
+
+// batchable reports whether a command is a plain GET or SET, which
+// execWave hands to the coordinator in one batch.
+func (n *Node) batchable(args [][]byte) bool {
+	name := args[0]
+	if len(name) != 3 {
+		return false
+	}
+	switch {
+	case len(args) == 2:
+		return strings.EqualFold(string(name), "GET")
+	case len(args) == 3:
+		return strings.EqualFold(string(name), "SET") && len(args[2]) <= n.cfg.KV.MaxValue
+	}
+	return false
 }
 
 // execRESP runs one command.
