@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -170,10 +171,25 @@ func TestRESP(t *testing.T) {
 		{"*2\r\n$3\r\nGET\r\n$1\r\na\r\n", "$-1\r\n"},
 		{"*2\r\n$5\r\nFLUSH\r\n$1\r\nx\r\n", "-ERR unknown command 'FLUSH', with args beginning with: 'x'\r\n"},
 		{"*1\r\n$3\r\nGET\r\n", "-ERR wrong number of arguments for 'get' command\r\n"},
+		{"*4\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$4\r\nsave\r\n$7\r\nappend*\r\n", "*6\r\n"},
+		{"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$7\r\nnothing\r\n", "*0\r\n"},
+		{"*2\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n", "-ERR CONFIG supports only GET in tide\r\n"},
 	}
 	for _, tc := range cases {
 		if got := respDo(t, c, r, tc.cmd); got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.cmd, got, tc.want)
+		}
+		if tc.want == "*6\r\n" {
+			var got []string
+			for range 6 {
+				hdr, _ := r.ReadString('\n')
+				v, _ := r.ReadString('\n')
+				got = append(got, hdr+v)
+			}
+			want := []string{"$4\r\nsave\r\n", "$0\r\n\r\n", "$10\r\nappendonly\r\n", "$3\r\nyes\r\n", "$11\r\nappendfsync\r\n", "$6\r\nalways\r\n"}
+			if !slices.Equal(got, want) {
+				t.Errorf("CONFIG GET save append*: %q, want %q", got, want)
+			}
 		}
 	}
 	// Pipelining: many commands in one write, answered in order.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -416,8 +417,33 @@ func (n *Node) execRESP(ctx context.Context, args [][]byte) reply {
 		}
 		return func(w respWriter) { w.array(0) }
 	case "CONFIG":
-		if argc >= 1 && strings.EqualFold(string(args[1]), "GET") {
-			return func(w respWriter) { w.array(0) }
+		if argc >= 2 && strings.EqualFold(string(args[1]), "GET") {
+			// What clients ask before a run (redis-benchmark asks save
+			// and appendonly), answered as tide behaves: no snapshots,
+			// and a log that every write goes through, fsynced as
+			// --kv-sync says.
+			fsync := "always"
+			if n.cfg.KVSync == "periodic" {
+				fsync = "everysec"
+			}
+			params := [][2]string{{"save", ""}, {"appendonly", "yes"}, {"appendfsync", fsync}, {"databases", "1"},
+				{"proto-max-bulk-len", strconv.Itoa(n.cfg.KV.MaxValue)}}
+			var out []string
+			seen := map[string]bool{}
+			for _, pat := range args[2:] {
+				for _, p := range params {
+					if ok, _ := path.Match(strings.ToLower(string(pat)), p[0]); ok && !seen[p[0]] {
+						seen[p[0]] = true
+						out = append(out, p[0], p[1])
+					}
+				}
+			}
+			return func(w respWriter) {
+				w.array(len(out))
+				for _, v := range out {
+					w.bulk([]byte(v))
+				}
+			}
 		}
 		return func(w respWriter) { w.err("ERR CONFIG supports only GET in tide") }
 	case "SELECT":
