@@ -11,6 +11,10 @@ import (
 type MemStorage struct {
 	Pos  func([]byte) uint32
 	recs map[string]Record
+	// Miscounts counts Put and Delete ops whose Had or HadBytes did not
+	// match what the store held: a driver keeping counts from them would
+	// drift.
+	Miscounts int
 }
 
 // NewMemStorage returns an empty store placing keys with pos.
@@ -20,11 +24,19 @@ func NewMemStorage(pos func([]byte) uint32) *MemStorage {
 
 // Apply performs persisted operations (what a driver does with Ready).
 func (m *MemStorage) Apply(ops []PersistOp) {
+	check := func(op PersistOp, key []byte) {
+		cur, had := m.recs[string(key)]
+		if had != op.Had || (had && cur.size() != op.HadBytes) {
+			m.Miscounts++
+		}
+	}
 	for _, op := range ops {
 		if op.Put != nil {
+			check(op, op.Put.Key)
 			m.recs[string(op.Put.Key)] = *op.Put
 		}
 		if op.Delete != nil {
+			check(op, op.Delete)
 			delete(m.recs, string(op.Delete))
 		}
 	}

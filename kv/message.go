@@ -112,6 +112,12 @@ type PersistOp struct {
 	Delete   []byte  // forget this key entirely (handed off)
 	Hint     *Hint   // hold this write for a replica that did not answer
 	DoneHint *Hint   // the hint was delivered
+	// Had says whether the key of a Put or Delete held a record before
+	// this op (earlier ops of the same Ready included), and HadBytes that
+	// record's key and value bytes: the storage layer keeps its record
+	// counts with them instead of scanning.
+	Had      bool
+	HadBytes int64
 }
 
 // Hint is a write held for a replica that did not acknowledge it.

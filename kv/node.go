@@ -78,6 +78,7 @@ type Node struct {
 	last    uint64
 	rd      Ready
 	pending map[string]Record
+	gone    map[string]bool // keys deleted in this round (see local)
 	ops     map[uint64]*op
 	hints   map[string]map[string]Record // target -> key -> record
 
@@ -116,7 +117,7 @@ func NewNode(cfg Config, self string, ring Ring, st Storage, clock func() uint64
 	h := fnv.New64a()
 	h.Write([]byte(self))
 	n := &Node{cfg: cfg.withDefaults(), self: self, ring: ring, st: st, clock: clock, salt: h.Sum64() & 0xff,
-		pending: map[string]Record{}, ops: map[uint64]*op{}, hints: map[string]map[string]Record{}}
+		pending: map[string]Record{}, gone: map[string]bool{}, ops: map[uint64]*op{}, hints: map[string]map[string]Record{}}
 	for _, h := range hints {
 		n.holdHint(h, false)
 	}
@@ -190,6 +191,7 @@ func (n *Node) Ready() Ready {
 	n.round++
 	n.rd = Ready{}
 	clear(n.pending)
+	clear(n.gone)
 	return rd
 }
 
@@ -209,6 +211,9 @@ func (n *Node) local(key []byte) (Record, bool) {
 	if r, ok := n.pending[string(key)]; ok {
 		return r, true
 	}
+	if n.gone[string(key)] {
+		return Record{}, false
+	}
 	r, ok, err := n.st.Get(key)
 	if err != nil {
 		return Record{}, false
@@ -219,13 +224,22 @@ func (n *Node) local(key []byte) (Record, bool) {
 // apply stores r if it is newer than what this node holds.
 func (n *Node) apply(r Record) bool {
 	n.observe(r.Version)
-	if cur, ok := n.local(r.Key); ok && !r.Newer(cur) {
+	cur, had := n.local(r.Key)
+	if had && !r.Newer(cur) {
 		return false
 	}
 	rc := r
 	n.pending[string(r.Key)] = rc
-	n.rd.Persist = append(n.rd.Persist, PersistOp{Put: &rc})
+	delete(n.gone, string(r.Key))
+	n.rd.Persist = append(n.rd.Persist, PersistOp{Put: &rc, Had: had, HadBytes: cur.size()})
 	return true
+}
+
+// forget deletes r's key entirely, in this round.
+func (n *Node) forget(r Record) {
+	n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key, Had: true, HadBytes: r.size()})
+	delete(n.pending, string(r.Key))
+	n.gone[string(r.Key)] = true
 }
 
 // Step handles one message.
@@ -1009,9 +1023,12 @@ func (n *Node) handOff() {
 	now := n.clock()
 	n.scan(0, 0, func(pos uint32, r Record) bool {
 		if r.Tomb && now > r.Version && now-r.Version > n.cfg.TombstoneTTL {
-			// Old enough that every replica has it: collect the tombstone.
-			n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key})
-			n.Stats.TombstonesCollected++
+			// Old enough that every replica has it: collect the tombstone
+			// (unless this round wrote the key since).
+			if cur, ok := n.local(r.Key); ok && cur.Version == r.Version {
+				n.forget(cur)
+				n.Stats.TombstonesCollected++
+			}
 			return true
 		}
 		pref := n.ring.Preference(pos, n.cfg.N)
@@ -1057,8 +1074,7 @@ func (n *Node) onPushAck(m Message) {
 	delete(n.ops, m.ID)
 	for _, r := range o.push.recs {
 		if cur, ok := n.local(r.Key); ok && cur.Version == r.Version {
-			n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key})
-			delete(n.pending, string(r.Key))
+			n.forget(cur)
 			n.Stats.HandedOff++
 		}
 	}

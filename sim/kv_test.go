@@ -193,6 +193,13 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 			}
 		}
 	}
+	// The counts a driver keeps from the persisted ops (Had, HadBytes)
+	// match what each store held.
+	for _, a := range addrs {
+		if c := net.Store(a).Miscounts; c > 0 {
+			t.Errorf("seed %d: %d persisted ops on %s misreported what the key held before", seed, c, a)
+		}
+	}
 	if t.Failed() {
 		t.Logf("reproduce: go test ./sim -run TestKVSimulation -kv.seeds=%d (seed %d)", seed+1, seed)
 	}

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 
 	"tide/chord"
 )
@@ -44,6 +45,9 @@ type Engine struct {
 	mu   sync.Mutex // serialises commits so version checks and renames agree
 	used atomic.Int64
 	nfil atomic.Int64
+	// KV record counts (see applyKV); kvMu orders their updates.
+	kvKeys, kvBytes atomic.Int64
+	kvMu            sync.Mutex
 	// tombTTL is the KV tombstone TTL in nanoseconds: a tombstone older
 	// than this is not stored (0 stores every tombstone).
 	tombTTL uint64
@@ -66,11 +70,17 @@ func OpenEngine(dir string, pos func([]byte) uint32) (*Engine, error) {
 			os.Remove(filepath.Join(dir, "tmp", t.Name()))
 		}
 	}
-	db, err := pebble.Open(filepath.Join(dir, "meta"), &pebble.Options{Logger: quietLogger{}})
+	opts := pebbleOptions()
+	db, err := pebble.Open(filepath.Join(dir, "meta"), opts)
+	opts.Cache.Unref() // the DB holds its own reference
 	if err != nil {
 		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
 	}
 	e := &Engine{dir: dir, db: db, pos: pos}
+	if err := e.loadKVCount(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("kv record count in %s: %w", dir, err)
+	}
 	err = e.Scan(0, 0, func(m Meta) bool {
 		if !m.Deleted {
 			e.used.Add(m.Size)
@@ -349,4 +359,20 @@ func (quietLogger) Infof(string, ...any)  {}
 func (quietLogger) Errorf(string, ...any) {}
 func (quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf(format, args...))
+}
+
+// pebbleOptions tunes pebble for the KV layer's load: bloom filters so
+// that a write's look-up of the key's current version (which misses for
+// every new key) does not read and decompress data blocks; a block cache
+// large enough for the hot part of the data; and memtables that hold many
+// rounds of writes before a flush. The caller drops its reference to the
+// cache once the DB is open.
+func pebbleOptions() *pebble.Options {
+	o := &pebble.Options{Logger: quietLogger{}, Cache: pebble.NewCache(128 << 20), MemTableSize: 32 << 20}
+	o.Levels = make([]pebble.LevelOptions, 7)
+	for i := range o.Levels {
+		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		o.Levels[i].FilterType = pebble.TableFilter
+	}
+	return o.EnsureDefaults()
 }

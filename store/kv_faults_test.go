@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cockroachdb/pebble"
+
+	"tide/kv"
 )
 
 // TestKVTombstoneCollected deletes keys in a 3-node ring (N=3) with a short
@@ -115,7 +119,68 @@ func TestKVTombstoneCollected(t *testing.T) {
 			t.Fatalf("live key on node %d: %s", j, h)
 		}
 	}
+	// The record counts each node keeps as it writes match its records:
+	// writes, tombstones and collections all counted.
+	for j, n := range nodes {
+		keys, bytes := n.eng.kvCount()
+		sk, sb, err := n.eng.scanKVCount()
+		if err != nil || int64(keys) != sk || bytes != sb || sk != 1 {
+			t.Fatalf("node %d counts %d records of %d bytes; a scan finds %d of %d (%v), want the one live key", j, keys, bytes, sk, sb, err)
+		}
+	}
 	t.Logf("%d tombstones collected; every replica clean %s after the deletes (TTL %s)", collected, gone.Round(time.Millisecond), ttl)
+}
+
+// The KV record counts follow puts, overwrites, tombstones and deletes,
+// and survive a restart; a data directory without them is counted once.
+func TestKVCountsKept(t *testing.T) {
+	dir := t.TempDir()
+	pos := kv.Partitioners["md5-low32"]
+	e, err := OpenEngine(dir, pos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(k, v string, ver uint64, tomb bool) *kv.Record {
+		return &kv.Record{Key: []byte(k), Value: []byte(v), Version: ver, Tomb: tomb}
+	}
+	steps := [][]kv.PersistOp{
+		{{Put: rec("a", "1234", 1, false)}, {Put: rec("b", "56", 1, false)}},
+		{{Put: rec("a", "7", 2, false), Had: true, HadBytes: 5}},
+		{{Put: rec("b", "", 3, true), Had: true, HadBytes: 3}, {Put: rec("c", "xyz", 1, false)}},
+		{{Delete: []byte("b"), Had: true, HadBytes: 1}},
+	}
+	for i, ops := range steps {
+		if err := e.applyKV(ops, false); err != nil {
+			t.Fatal(err)
+		}
+		keys, bytes := e.kvCount()
+		sk, sb, err := e.scanKVCount()
+		if err != nil || int64(keys) != sk || bytes != sb {
+			t.Fatalf("after step %d: counted %d records of %d bytes, a scan finds %d of %d (%v)", i, keys, bytes, sk, sb, err)
+		}
+	}
+	e.Close()
+	e, err = OpenEngine(dir, pos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, bytes := e.kvCount(); keys != 2 || bytes != 2+4 {
+		t.Fatalf("after a restart: %d records of %d bytes, want 2 of 6", keys, bytes)
+	}
+	// Without the stored counts (a directory from before them), the
+	// records are counted when the engine opens.
+	if err := e.db.Delete([]byte(kvCountKey), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	e, err = OpenEngine(dir, pos)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if keys, bytes := e.kvCount(); keys != 2 || bytes != 6 {
+		t.Fatalf("counted on open: %d records of %d bytes, want 2 of 6", keys, bytes)
+	}
 }
 
 func TestJoinsItself(t *testing.T) {

@@ -68,11 +68,14 @@ type kvNode struct {
 	// coordinated would count itself as the whole preference list.
 	ready     chan struct{}
 	readyOnce sync.Once
+	// closing is closed when the node stops: a bulk message waiting for
+	// room in the queue is dropped then.
+	closing <-chan struct{}
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
 	k := &kvNode{n: n, tr: transport.New(), inbox: make(chan kv.Message, 1<<16), bulk: make(chan kv.Message, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
-		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{})}
+		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	pos := n.pos
 	self := n.ring.Self()
@@ -101,16 +104,33 @@ func (k *kvNode) deliver(frame []byte) {
 	if err != nil {
 		return
 	}
-	q := k.inbox
-	switch m.Kind {
-	case kv.KindPush, kv.KindPull, kv.KindDigest, kv.KindDigestResp, kv.KindKeys, kv.KindKeysResp:
-		q = k.bulk
+	if bulkKind(m.Kind) {
+		// Data moving between replicas arrives on a lane of its own (see
+		// flush): waiting here for room stops reading that connection
+		// alone, and TCP slows the sender down instead of losing chunks
+		// that anti-entropy would have to find again.
+		select {
+		case k.bulk <- m:
+		case <-k.closing:
+			k.dropped.Add(1)
+		}
+		return
 	}
 	select {
-	case q <- m:
+	case k.inbox <- m:
 	default:
 		k.dropped.Add(1)
 	}
+}
+
+// bulkKind reports whether messages of kind k move data between replicas
+// (anti-entropy, hand-off, range streams) rather than serve requests.
+func bulkKind(k kv.Kind) bool {
+	switch k {
+	case kv.KindPush, kv.KindPull, kv.KindPullRange, kv.KindDigest, kv.KindDigestResp, kv.KindKeys, kv.KindKeysResp:
+		return true
+	}
+	return false
 }
 
 func (k *kvNode) loop(ctx context.Context) {
@@ -298,19 +318,31 @@ func (k *kvNode) dispatch(msgs []kv.Message) {
 	}
 }
 
-// outbox gathers a round's messages by destination, so that each peer's
-// share leaves in one write.
-type outbox map[string][][]byte
+// outbox gathers a round's messages by destination and lane, so that
+// each peer's share leaves in one write, and data moving between replicas
+// never queues in front of requests.
+type outbox map[outKey][][]byte
+
+type outKey struct {
+	to   string
+	lane transport.Lane
+}
 
 func (ob outbox) add(m *kv.Message) {
-	if b, err := kv.Encode(m); err == nil {
-		ob[m.To] = append(ob[m.To], b)
+	b, err := kv.Encode(m)
+	if err != nil {
+		return
 	}
+	key := outKey{m.To, transport.Foreground}
+	if bulkKind(m.Kind) {
+		key.lane = transport.Bulk
+	}
+	ob[key] = append(ob[key], b)
 }
 
 func (k *kvNode) flush(ob outbox) {
-	for to, frames := range ob {
-		k.tr.SendBatch(to, frames)
+	for key, frames := range ob {
+		k.tr.SendBatchOn(key.lane, key.to, frames)
 	}
 }
 

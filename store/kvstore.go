@@ -101,6 +101,13 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 	}
 	b := e.db.NewBatch()
 	defer b.Close()
+	var dKeys, dBytes int64
+	gone := func(op kv.PersistOp) {
+		if op.Had {
+			dKeys--
+			dBytes -= op.HadBytes
+		}
+	}
 	for _, op := range ops {
 		switch {
 		case op.Put != nil && op.Put.Tomb && e.tombExpired(op.Put.Version):
@@ -109,10 +116,15 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 			// repair): store it as collected, or replicas would keep
 			// handing it back to each other.
 			b.Delete(kvKey(e.pos(op.Put.Key), op.Put.Key), nil)
+			gone(op)
 		case op.Put != nil:
 			b.Set(kvKey(e.pos(op.Put.Key), op.Put.Key), kv.AppendRecord(nil, op.Put), nil)
+			gone(op)
+			dKeys++
+			dBytes += int64(len(op.Put.Key) + len(op.Put.Value))
 		case op.Delete != nil:
 			b.Delete(kvKey(e.pos(op.Delete), op.Delete), nil)
+			gone(op)
 		case op.Hint != nil:
 			v, _ := msgpack.Marshal(op.Hint)
 			b.Set(hintKey(op.Hint.Target, op.Hint.Rec.Key), v, nil)
@@ -120,10 +132,58 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 			b.Delete(hintKey(op.DoneHint.Target, op.DoneHint.Rec.Key), nil)
 		}
 	}
-	if sync {
-		return b.Commit(pebble.Sync)
+	e.kvMu.Lock()
+	defer e.kvMu.Unlock()
+	if dKeys != 0 || dBytes != 0 {
+		// The counts change in the same batch as the records.
+		b.Set([]byte(kvCountKey), kvCountValue(e.kvKeys.Load()+dKeys, e.kvBytes.Load()+dBytes), nil)
 	}
-	return b.Commit(pebble.NoSync)
+	opt := pebble.NoSync
+	if sync {
+		opt = pebble.Sync
+	}
+	if err := b.Commit(opt); err != nil {
+		return err
+	}
+	e.kvKeys.Add(dKeys)
+	e.kvBytes.Add(dBytes)
+	return nil
+}
+
+// kvCountKey holds the number of KV records and their bytes, kept in step
+// with the records by applyKV.
+const kvCountKey = "s/kvcount"
+
+func kvCountValue(keys, bytes int64) []byte {
+	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, uint64(keys)), uint64(bytes))
+}
+
+// loadKVCount reads the KV record counts, or counts the records once for
+// a data directory written before the counts were kept.
+func (e *Engine) loadKVCount() error {
+	v, closer, err := e.db.Get([]byte(kvCountKey))
+	if err == nil {
+		defer closer.Close()
+		if len(v) != 16 {
+			return fmt.Errorf("kv record count: %d bytes, want 16", len(v))
+		}
+		e.kvKeys.Store(int64(binary.BigEndian.Uint64(v)))
+		e.kvBytes.Store(int64(binary.BigEndian.Uint64(v[8:])))
+		return nil
+	}
+	if !errors.Is(err, pebble.ErrNotFound) {
+		return err
+	}
+	keys, bytes, err := e.scanKVCount()
+	if err != nil {
+		return err
+	}
+	if err := e.db.Set([]byte(kvCountKey), kvCountValue(keys, bytes), pebble.Sync); err != nil {
+		return err
+	}
+	e.kvKeys.Store(keys)
+	e.kvBytes.Store(bytes)
+	return nil
 }
 
 // tombExpired reports whether a tombstone of version v (a timestamp in
@@ -175,12 +235,17 @@ func (e *Engine) hintCount() int {
 	return n
 }
 
-// kvCount counts KV records (tombstones included) and their bytes,
-// decoding no more than each record's lengths.
+// kvCount returns the number of KV records (tombstones included) and
+// their key and value bytes.
 func (e *Engine) kvCount() (n int, size int64) {
+	return int(e.kvKeys.Load()), e.kvBytes.Load()
+}
+
+// scanKVCount counts KV records and their bytes by reading them all.
+func (e *Engine) scanKVCount() (n, size int64, err error) {
 	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("k/"), UpperBound: []byte("k0")})
 	if err != nil {
-		return 0, 0
+		return 0, 0, err
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
@@ -191,5 +256,5 @@ func (e *Engine) kvCount() (n int, size int64) {
 		n++
 		size += int64(len(r.Key) + len(r.Value))
 	}
-	return n, size
+	return n, size, it.Error()
 }

@@ -24,7 +24,10 @@ import (
 // MaxFrame bounds one frame.
 const MaxFrame = 64 << 20
 
-// Handler receives each inbound frame. It must not keep the slice.
+// Handler receives each inbound frame. It must not keep the slice. It runs
+// on the goroutine reading the frame's connection: while it blocks, that
+// connection (one lane of one peer) is not read, and TCP flow control
+// slows its sender down.
 type Handler func(frame []byte)
 
 // Stats counts a transport's traffic.
@@ -41,7 +44,7 @@ type Transport struct {
 	Stats    Stats
 
 	mu        sync.Mutex
-	peers     map[string]*peer
+	peers     map[peerKey]*peer
 	listeners []net.Listener
 	conns     map[net.Conn]struct{}
 	closed    bool
@@ -132,7 +135,7 @@ func (t *Transport) logf(format string, args ...any) {
 
 // Send queues frame for addr. It never blocks; a full queue drops the frame.
 func (t *Transport) Send(addr string, frame []byte) {
-	p := t.peer(addr)
+	p := t.peer(addr, Foreground)
 	if p == nil {
 		return
 	}
@@ -146,10 +149,33 @@ func (t *Transport) Send(addr string, frame []byte) {
 // SendBatch queues frames for addr, in order, to leave together in as few
 // writes as possible. Like Send it never blocks; a full queue drops them.
 func (t *Transport) SendBatch(addr string, frames [][]byte) {
+	t.sendOn(addr, Foreground, frames)
+}
+
+// Lane is a connection class: each lane has a connection and a queue of
+// its own to every peer, so that frames on one never wait behind frames
+// on another. A receiver may apply backpressure to a lane (stop reading
+// it while it catches up) without holding up the others.
+type Lane uint8
+
+const (
+	// Foreground carries requests and their answers.
+	Foreground Lane = iota
+	// Bulk carries data moving between nodes in large frames.
+	Bulk
+)
+
+// SendBatchOn queues frames to addr on lane l, to leave in order in one
+// write when possible.
+func (t *Transport) SendBatchOn(l Lane, addr string, frames [][]byte) {
+	t.sendOn(addr, l, frames)
+}
+
+func (t *Transport) sendOn(addr string, l Lane, frames [][]byte) {
 	if len(frames) == 0 {
 		return
 	}
-	p := t.peer(addr)
+	p := t.peer(addr, l)
 	if p == nil {
 		return
 	}
@@ -166,24 +192,30 @@ type peer struct {
 	done chan struct{}
 }
 
-func (t *Transport) peer(addr string) *peer {
+type peerKey struct {
+	addr string
+	lane Lane
+}
+
+func (t *Transport) peer(addr string, l Lane) *peer {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil
 	}
-	if p, ok := t.peers[addr]; ok {
+	key := peerKey{addr, l}
+	if p, ok := t.peers[key]; ok {
 		return p
 	}
 	if t.peers == nil {
-		t.peers = map[string]*peer{}
+		t.peers = map[peerKey]*peer{}
 	}
 	ql := t.QueueLen
 	if ql == 0 {
 		ql = 65536
 	}
 	p := &peer{addr: addr, q: make(chan [][]byte, ql), done: make(chan struct{})}
-	t.peers[addr] = p
+	t.peers[key] = p
 	t.wg.Add(1)
 	go t.writeLoop(p)
 	return p
