@@ -48,6 +48,13 @@ type Storage interface {
 	Scan(from, to uint32, fn func(pos uint32, r Record) bool) error
 }
 
+// VersionScanner is a Storage that can scan without copying values out:
+// fn sees each record's key, version and tombstone flag (no value), in
+// memory that is valid only during the call. Range digests use it.
+type VersionScanner interface {
+	ScanVersions(from, to uint32, fn func(pos uint32, r Record) bool) error
+}
+
 // Ring tells a node where keys live.
 type Ring interface {
 	// Position maps a key to its ring position.

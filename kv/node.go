@@ -93,6 +93,12 @@ type Node struct {
 	migBudget   int64     // bytes they may send now; negative after an overdraft
 	scanDebt    int64     // bytes background scans read, not yet paid off
 	rangeSends  []rangeSend
+	// rangesOut are range sends gone out and not yet acknowledged (the
+	// last chunk of each carries an ID), by ID, with the tick they left.
+	// While any is out, this node does not compare ranges again: the
+	// receiver is still storing what the last comparison found missing,
+	// and a comparison now would find it missing again and resend it.
+	rangesOut map[uint64]int
 	pulling     map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
 	lastPushIn  int               // tick of the last KindPush received
 	// ringChangedAt is the tick of the last change of the member table.
@@ -708,7 +714,12 @@ func (n *Node) Tick() {
 	// Compare again only once data has stopped flowing in and out: a
 	// comparison in the middle of a stream finds it half done and asks for
 	// the rest twice.
-	quiet := len(n.rangeSends) == 0 && len(n.migrations) == 0 && n.now-n.lastPushIn >= 20
+	for id, at := range n.rangesOut {
+		if n.now-at >= 10*n.cfg.SyncTicks {
+			delete(n.rangesOut, id) // lost: the next comparison finds what is missing
+		}
+	}
+	quiet := len(n.rangeSends) == 0 && len(n.rangesOut) == 0 && len(n.migrations) == 0 && n.now-n.lastPushIn >= 20
 	// A comparison reads whole ranges: the next waits until what the last
 	// ones read is paid off at ScanBytesPerTick, unless the ring changed.
 	n.scanDebt = max(0, n.scanDebt-n.cfg.ScanBytesPerTick)
@@ -886,10 +897,18 @@ func (n *Node) digest(lo, hi uint32, b int) []uint64 {
 		return nil
 	}
 	out := make([]uint64, b)
-	n.scan(lo, hi, func(pos uint32, r Record) bool {
+	add := func(pos uint32, r Record) bool {
 		out[bucketOf(pos, lo, hi, b)] ^= recordHash(r)
 		return true
-	})
+	}
+	if vs, ok := n.st.(VersionScanner); ok {
+		vs.ScanVersions(lo, hi, func(pos uint32, r Record) bool {
+			n.scanDebt += int64(len(r.Key) + 16) // the values are read but not copied
+			return add(pos, r)
+		})
+		return out
+	}
+	n.scan(lo, hi, add)
 	return out
 }
 
@@ -905,13 +924,17 @@ func (n *Node) queueRange(to string, lo, hi uint32) {
 func (n *Node) sendRange(rs rangeSend) int64 {
 	var chunk []Record
 	var size, total int64
+	var held *Message // the latest chunk, sent once the next is read
 	flush := func() {
 		if len(chunk) == 0 {
 			return
 		}
 		n.Stats.Pushed += len(chunk)
 		n.Stats.PushedBytes += size
-		n.send(Message{Kind: KindPush, To: rs.to, Records: chunk})
+		if held != nil {
+			n.send(*held)
+		}
+		held = &Message{Kind: KindPush, To: rs.to, Records: chunk}
 		total += size
 		chunk, size = nil, 0
 	}
@@ -924,6 +947,17 @@ func (n *Node) sendRange(rs rangeSend) int64 {
 		return true
 	})
 	flush()
+	if held != nil {
+		// The last chunk is acknowledged: chunks arrive in order, so the
+		// acknowledgement covers the whole range.
+		n.nextID++
+		held.ID = n.nextID
+		if n.rangesOut == nil {
+			n.rangesOut = map[uint64]int{}
+		}
+		n.rangesOut[held.ID] = n.now
+		n.send(*held)
+	}
 	return total
 }
 
@@ -1063,6 +1097,10 @@ func (n *Node) handOff() {
 }
 
 func (n *Node) onPushAck(m Message) {
+	if _, ok := n.rangesOut[m.ID]; ok {
+		delete(n.rangesOut, m.ID)
+		return
+	}
 	o := n.ops[m.ID]
 	if o == nil || o.push == nil {
 		return

@@ -159,6 +159,22 @@ func TestKVCountsKept(t *testing.T) {
 			t.Fatalf("after step %d: counted %d records of %d bytes, a scan finds %d of %d (%v)", i, keys, bytes, sk, sb, err)
 		}
 	}
+	// ScanVersions sees what Scan sees, without the values.
+	var full, meta []string
+	kvStorage{e}.Scan(0, 0, func(p uint32, r kv.Record) bool {
+		full = append(full, fmt.Sprint(p, string(r.Key), r.Version, r.Tomb))
+		return true
+	})
+	kvStorage{e}.ScanVersions(0, 0, func(p uint32, r kv.Record) bool {
+		if r.Value != nil {
+			t.Errorf("ScanVersions passed the value of %s", r.Key)
+		}
+		meta = append(meta, fmt.Sprint(p, string(r.Key), r.Version, r.Tomb))
+		return true
+	})
+	if len(full) != 2 || strings.Join(full, ";") != strings.Join(meta, ";") {
+		t.Fatalf("Scan saw %q, ScanVersions %q", full, meta)
+	}
 	e.Close()
 	e, err = OpenEngine(dir, pos)
 	if err != nil {

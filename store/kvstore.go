@@ -50,6 +50,19 @@ func (s kvStorage) Get(key []byte) (kv.Record, bool, error) {
 
 // Scan implements kv.Storage: records with positions in (from, to].
 func (s kvStorage) Scan(from, to uint32, fn func(uint32, kv.Record) bool) error {
+	return s.scan(from, to, false, fn)
+}
+
+// ScanVersions implements kv.VersionScanner: Scan without the values, and
+// with keys that alias the iterator's memory.
+func (s kvStorage) ScanVersions(from, to uint32, fn func(uint32, kv.Record) bool) error {
+	return s.scan(from, to, true, func(pos uint32, r kv.Record) bool {
+		r.Value = nil
+		return fn(pos, r)
+	})
+}
+
+func (s kvStorage) scan(from, to uint32, alias bool, fn func(uint32, kv.Record) bool) error {
 	scan := func(lo, hi []byte) (bool, error) {
 		it, err := s.e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 		if err != nil {
@@ -58,7 +71,7 @@ func (s kvStorage) Scan(from, to uint32, fn func(uint32, kv.Record) bool) error 
 		defer it.Close()
 		for it.First(); it.Valid(); it.Next() {
 			k := it.Key()
-			r, err := kv.DecodeRecord(it.Value(), false)
+			r, err := kv.DecodeRecord(it.Value(), alias)
 			if err != nil {
 				return false, fmt.Errorf("decode kv record %x: %w", k, err)
 			}
