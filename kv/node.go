@@ -98,9 +98,9 @@ type Node struct {
 	// While any is out, this node does not compare ranges again: the
 	// receiver is still storing what the last comparison found missing,
 	// and a comparison now would find it missing again and resend it.
-	rangesOut map[uint64]int
-	pulling     map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
-	lastPushIn  int               // tick of the last KindPush received
+	rangesOut  map[uint64]int
+	pulling    map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
+	lastPushIn int               // tick of the last KindPush received
 	// ringChangedAt is the tick of the last change of the member table.
 	// Records are handed off (and dropped) only once the table has been
 	// stable for HandOffTicks: a table that flaps while pointers settle
