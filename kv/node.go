@@ -77,6 +77,7 @@ type Node struct {
 	nextID  uint64
 	last    uint64
 	rd      Ready
+	spare   Ready // buffers of a released Ready, for the next round
 	pending map[string]Record
 	gone    map[string]bool // keys deleted in this round (see local)
 	ops     map[uint64]*op
@@ -195,10 +196,20 @@ func (n *Node) Ready() Ready {
 	rd := n.rd
 	rd.Round = n.round
 	n.round++
-	n.rd = Ready{}
+	n.rd = Ready{Messages: n.spare.Messages, Persist: n.spare.Persist}
+	n.spare = Ready{}
 	clear(n.pending)
 	clear(n.gone)
 	return rd
+}
+
+// Release hands back a Ready the driver is done with (its messages sent
+// or copied, its ops persisted), so that a later round reuses its buffers
+// instead of growing new ones. Calling it is optional.
+func (n *Node) Release(rd Ready) {
+	clear(rd.Messages)
+	clear(rd.Persist)
+	n.spare = Ready{Messages: rd.Messages[:0], Persist: rd.Persist[:0]}
 }
 
 // version hands out a hybrid logical clock timestamp: physical time, never

@@ -198,6 +198,8 @@ func (k *kvNode) loop(ctx context.Context) {
 				k.commits = append(k.commits, roundCommit{round: rd.Round, seq: seq})
 			}
 		}
+		// Sent, copied or persisted: the next rounds reuse its buffers.
+		k.node.Release(rd)
 		if len(after) == 0 {
 			continue
 		}
