@@ -902,24 +902,31 @@ func (n *Node) scan(lo, hi uint32, fn func(uint32, Record) bool) {
 	})
 }
 
+// scanVersions is scan for work that needs no values: through the
+// storage's VersionScanner when it has one, which copies no values out
+// (the records fn sees are valid only during the call).
+func (n *Node) scanVersions(lo, hi uint32, fn func(uint32, Record) bool) {
+	vs, ok := n.st.(VersionScanner)
+	if !ok {
+		n.scan(lo, hi, fn)
+		return
+	}
+	vs.ScanVersions(lo, hi, func(pos uint32, r Record) bool {
+		n.scanDebt += int64(len(r.Key) + 16) // the values are read but not copied
+		return fn(pos, r)
+	})
+}
+
 // digest hashes the records of (lo, hi] into b buckets.
 func (n *Node) digest(lo, hi uint32, b int) []uint64 {
 	if b <= 0 || b > 4096 {
 		return nil
 	}
 	out := make([]uint64, b)
-	add := func(pos uint32, r Record) bool {
+	n.scanVersions(lo, hi, func(pos uint32, r Record) bool {
 		out[bucketOf(pos, lo, hi, b)] ^= recordHash(r)
 		return true
-	}
-	if vs, ok := n.st.(VersionScanner); ok {
-		vs.ScanVersions(lo, hi, func(pos uint32, r Record) bool {
-			n.scanDebt += int64(len(r.Key) + 16) // the values are read but not copied
-			return add(pos, r)
-		})
-		return out
-	}
-	n.scan(lo, hi, add)
+	})
 	return out
 }
 
@@ -1069,9 +1076,10 @@ func (n *Node) handOff() {
 	n.scan(0, 0, func(pos uint32, r Record) bool {
 		if r.Tomb && now > r.Version && now-r.Version > n.cfg.TombstoneTTL {
 			// Old enough that every replica has it: collect the tombstone
-			// (unless this round wrote the key since).
-			if cur, ok := n.local(r.Key); ok && cur.Version == r.Version {
-				n.forget(cur)
+			// (unless this round wrote or dropped the key since: the scan
+			// sees storage as the round began).
+			if _, written := n.pending[string(r.Key)]; !written && !n.gone[string(r.Key)] {
+				n.forget(r)
 				n.Stats.TombstonesCollected++
 			}
 			return true

@@ -149,7 +149,7 @@ func (t *Transport) Send(addr string, frame []byte) {
 // SendBatch queues frames for addr, in order, to leave together in as few
 // writes as possible. Like Send it never blocks; a full queue drops them.
 func (t *Transport) SendBatch(addr string, frames [][]byte) {
-	t.sendOn(addr, Foreground, frames)
+	t.SendBatchOn(Foreground, addr, frames)
 }
 
 // Lane is a connection class: each lane has a connection and a queue of
@@ -168,10 +168,6 @@ const (
 // SendBatchOn queues frames to addr on lane l, to leave in order in one
 // write when possible.
 func (t *Transport) SendBatchOn(l Lane, addr string, frames [][]byte) {
-	t.sendOn(addr, l, frames)
-}
-
-func (t *Transport) sendOn(addr string, l Lane, frames [][]byte) {
 	if len(frames) == 0 {
 		return
 	}
