@@ -45,11 +45,43 @@ var errRecord = errors.New("malformed record")
 // DecodeRecord parses an encoded record. Key and Value are copied out of
 // b unless alias is set, in which case they point into b.
 func DecodeRecord(b []byte, alias bool) (Record, error) {
+	r, _, sep, err := decodeRecord(b, alias, false)
+	if err == nil && sep {
+		err = fmt.Errorf("%w: 5 fields", errRecord)
+	}
+	return r, err
+}
+
+// AppendStub appends the stored stub of a record whose value is kept
+// elsewhere (storage keeps large values apart from keys and versions, so
+// scans that need no values read no values): the record without its
+// value, and the value's length as a fifth field.
+func AppendStub(b []byte, r *Record) []byte {
+	b = append(b, 0x95)
+	b = appendBin(b, r.Key)
+	b = append(b, 0xc0, 0xcf)
+	b = binary.BigEndian.AppendUint64(b, r.Version)
+	if r.Tomb {
+		b = append(b, 0xc3)
+	} else {
+		b = append(b, 0xc2)
+	}
+	b = append(b, 0xce)
+	return binary.BigEndian.AppendUint32(b, uint32(len(r.Value)))
+}
+
+// DecodeStored parses what AppendRecord or AppendStub wrote. For a stub,
+// sep is set and valueLen is the length of the value kept elsewhere.
+func DecodeStored(b []byte, alias bool) (r Record, valueLen int, sep bool, err error) {
+	return decodeRecord(b, alias, true)
+}
+
+func decodeRecord(b []byte, alias, stub bool) (Record, int, bool, error) {
 	var r Record
 	d := decoder{b: b}
 	n := d.arrayLen()
-	if d.err == nil && n < 3 {
-		d.err = errRecord
+	if d.err == nil && (n < 3 || n > 5) {
+		d.err = fmt.Errorf("%w: %d fields", errRecord, n)
 	}
 	r.Key = d.bytes(alias)
 	r.Value = d.bytes(alias)
@@ -57,13 +89,20 @@ func DecodeRecord(b []byte, alias bool) (Record, error) {
 	if n >= 4 {
 		r.Tomb = d.bool()
 	}
-	for i := 4; i < n && d.err == nil; i++ {
-		d.err = fmt.Errorf("%w: %d fields", errRecord, n)
+	var valueLen uint64
+	if n == 5 {
+		valueLen = d.uint()
+		if d.err == nil && (len(r.Value) != 0 || valueLen > math.MaxInt32) {
+			d.err = errRecord
+		}
+	}
+	if d.err == nil && len(d.b) != 0 && stub {
+		d.err = fmt.Errorf("%w: %d bytes after it", errRecord, len(d.b))
 	}
 	if d.err != nil {
-		return Record{}, d.err
+		return Record{}, 0, false, d.err
 	}
-	return r, nil
+	return r, int(valueLen), n == 5, nil
 }
 
 type decoder struct {

@@ -98,3 +98,47 @@ func FuzzDecodeMessage(f *testing.F) {
 		}
 	})
 }
+
+func TestStubRoundTrip(t *testing.T) {
+	r := Record{Key: []byte("key"), Value: bytes.Repeat([]byte("x"), 70000), Version: 1 << 40}
+	stub := AppendStub(nil, &r)
+	got, n, sep, err := DecodeStored(stub, false)
+	if err != nil || !sep || n != len(r.Value) || string(got.Key) != "key" || got.Version != r.Version || got.Value != nil {
+		t.Fatalf("stub decoded to %+v, %d, %v, %v", got, n, sep, err)
+	}
+	if _, err := DecodeRecord(stub, false); err == nil {
+		t.Fatal("DecodeRecord took a stub: a message must carry its values")
+	}
+	got, _, sep, err = DecodeStored(AppendRecord(nil, &r), true)
+	if err != nil || sep || !recordsEqual(got, r) {
+		t.Fatalf("whole record decoded to %v, %v", sep, err)
+	}
+	for i := range stub {
+		if _, _, _, err := DecodeStored(stub[:i], false); err == nil {
+			t.Fatalf("a stub cut to %d of %d bytes decoded", i, len(stub))
+		}
+	}
+}
+
+func FuzzDecodeStored(f *testing.F) {
+	f.Add(AppendStub(nil, &Record{Key: []byte("k"), Value: []byte("value"), Version: 3}))
+	f.Add(AppendRecord(nil, &Record{Key: []byte("k"), Value: []byte("v"), Version: 3, Tomb: true}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, n, sep, err := DecodeStored(b, false)
+		if err != nil {
+			return
+		}
+		if !sep {
+			again, _, _, err := DecodeStored(AppendRecord(nil, &r), true)
+			if err != nil || !recordsEqual(again, r) {
+				t.Fatalf("round trip of %+v: %+v, %v", r, again, err)
+			}
+			return
+		}
+		r.Value = make([]byte, n)
+		again, m, sep, err := DecodeStored(AppendStub(nil, &r), true)
+		if err != nil || !sep || m != n || string(again.Key) != string(r.Key) || again.Version != r.Version || again.Tomb != r.Tomb {
+			t.Fatalf("stub round trip of %+v (%d): %+v %d %v", r, n, again, m, err)
+		}
+	})
+}

@@ -24,8 +24,8 @@ type Record struct {
 	Tomb     bool     `msgpack:"t,omitempty"`
 }
 
-// size is the record's key and value bytes, as storage counts them.
-func (r Record) size() int64 { return int64(len(r.Key) + len(r.Value)) }
+// Size is the record's key and value bytes, as storage counts them.
+func (r Record) Size() int64 { return int64(len(r.Key) + len(r.Value)) }
 
 // Newer reports whether r should replace o: the higher version wins, and
 // equal versions are ordered by value so every replica picks the same one.

@@ -26,7 +26,7 @@ func NewMemStorage(pos func([]byte) uint32) *MemStorage {
 func (m *MemStorage) Apply(ops []PersistOp) {
 	check := func(op PersistOp, key []byte) {
 		cur, had := m.recs[string(key)]
-		if had != op.Had || (had && cur.size() != op.HadBytes) {
+		if had != op.Had || (had && cur.Size() != op.HadBytes) {
 			m.Miscounts++
 		}
 	}

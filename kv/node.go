@@ -248,13 +248,13 @@ func (n *Node) apply(r Record) bool {
 	rc := r
 	n.pending[string(r.Key)] = rc
 	delete(n.gone, string(r.Key))
-	n.rd.Persist = append(n.rd.Persist, PersistOp{Put: &rc, Had: had, HadBytes: cur.size()})
+	n.rd.Persist = append(n.rd.Persist, PersistOp{Put: &rc, Had: had, HadBytes: cur.Size()})
 	return true
 }
 
 // forget deletes r's key entirely, in this round.
 func (n *Node) forget(r Record) {
-	n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key, Had: true, HadBytes: r.size()})
+	n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key, Had: true, HadBytes: r.Size()})
 	delete(n.pending, string(r.Key))
 	n.gone[string(r.Key)] = true
 }

@@ -38,7 +38,15 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 		w.Write(rec.Value)
 	})
 	mux.HandleFunc("POST /internal/ring-changed", func(w http.ResponseWriter, r *http.Request) {
-		n.RefreshRing()
+		// Stabilize at once rather than at the next Chord tick, so that a
+		// new member's predecessor adopts it and the walk that follows
+		// finds it.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			n.ring.Stabilize(ctx)
+			n.RefreshRing()
+		}()
 		w.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("POST /internal/lock", n.handleLock)

@@ -496,7 +496,7 @@ func (n *Node) addrs() map[string]string {
 // this node's neighbourhood changes, when asked (RefreshRing), and every
 // 60 seconds regardless.
 func (n *Node) ringLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	var lastEpoch uint64
 	var lastWalk time.Time
@@ -510,10 +510,17 @@ func (n *Node) ringLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-n.ringKick:
-			// Walk now and for the next few seconds: pointers around a
-			// new member take a few stabilization rounds to settle.
-			followUps = 3
+			// Walk now and a few times more: pointers around a new
+			// member take a few stabilization rounds to settle.
+			followUps = 6
 			lastWalk = time.Time{}
+		}
+		// Follow-up walks come quickly, so that the table catches up
+		// with a change within a few stabilization rounds, not seconds.
+		if followUps > 1 {
+			t.Reset(200 * time.Millisecond)
+		} else {
+			t.Reset(time.Second)
 		}
 		if e := n.ring.Epoch(); e == lastEpoch && time.Since(lastWalk) < time.Minute && !lastWalk.IsZero() && followUps == 0 {
 			continue

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,10 +16,24 @@ import (
 // The KV namespace lives in the node's pebble database beside the file
 // metadata: records under "k/" + position + key, so a ring range is one
 // ordered scan, and hints under "h/" + target + NUL + key.
+//
+// A value of sepValueBytes or more is kept apart, under "v/" + position +
+// key, and its record under "k/" is a stub (kv.AppendStub) that gives the
+// value's length. Anti-entropy's digests, key-version lists and hand-off
+// passes scan keys and versions only, so they read the small "k/" records
+// and none of the large values; a scan that needs values walks "v/" in
+// the same order beside "k/". Whether a value is kept apart follows from
+// its length alone, so the length of what a key held before (PersistOp's
+// HadBytes) tells whether a "v/" entry is to be deleted.
+const sepValueBytes = 256
 
-func kvKey(pos uint32, key []byte) []byte {
+func kvKey(pos uint32, key []byte) []byte { return posKey('k', pos, key) }
+
+func valueKey(pos uint32, key []byte) []byte { return posKey('v', pos, key) }
+
+func posKey(prefix byte, pos uint32, key []byte) []byte {
 	b := make([]byte, 0, 6+len(key))
-	b = append(b, 'k', '/')
+	b = append(b, prefix, '/')
 	b = binary.BigEndian.AppendUint32(b, pos)
 	return append(b, key...)
 }
@@ -33,17 +48,29 @@ type kvStorage struct{ e *Engine }
 
 // Get implements kv.Storage.
 func (s kvStorage) Get(key []byte) (kv.Record, bool, error) {
-	v, closer, err := s.e.db.Get(kvKey(s.e.pos(key), key))
+	pos := s.e.pos(key)
+	v, closer, err := s.e.db.Get(kvKey(pos, key))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return kv.Record{}, false, nil
 	}
 	if err != nil {
 		return kv.Record{}, false, err
 	}
-	defer closer.Close()
-	r, err := kv.DecodeRecord(v, false)
+	r, n, sep, err := kv.DecodeStored(v, false)
+	closer.Close()
 	if err != nil {
 		return kv.Record{}, false, fmt.Errorf("decode kv record: %w", err)
+	}
+	if sep {
+		v, closer, err := s.e.db.Get(valueKey(pos, key))
+		if err != nil {
+			return kv.Record{}, false, fmt.Errorf("kv value of %q: %w", key, err)
+		}
+		defer closer.Close()
+		if len(v) != n {
+			return kv.Record{}, false, fmt.Errorf("kv value of %q: %d bytes, its record says %d", key, len(v), n)
+		}
+		r.Value = append(make([]byte, 0, n), v...)
 	}
 	return r, true, nil
 }
@@ -54,7 +81,8 @@ func (s kvStorage) Scan(from, to uint32, fn func(uint32, kv.Record) bool) error 
 }
 
 // ScanVersions implements kv.VersionScanner: Scan without the values, and
-// with keys that alias the iterator's memory.
+// with keys that alias the iterator's memory. It reads no value kept
+// apart.
 func (s kvStorage) ScanVersions(from, to uint32, fn func(uint32, kv.Record) bool) error {
 	return s.scan(from, to, true, func(pos uint32, r kv.Record) bool {
 		r.Value = nil
@@ -62,18 +90,47 @@ func (s kvStorage) ScanVersions(from, to uint32, fn func(uint32, kv.Record) bool
 	})
 }
 
-func (s kvStorage) scan(from, to uint32, alias bool, fn func(uint32, kv.Record) bool) error {
-	scan := func(lo, hi []byte) (bool, error) {
-		it, err := s.e.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+// scan walks the records of positions (from, to]. Without versionsOnly,
+// the values kept apart are read from "v/" beside them and copied out;
+// with it, none is read, and keys alias the iterator's memory.
+func (s kvStorage) scan(from, to uint32, versionsOnly bool, fn func(uint32, kv.Record) bool) error {
+	scan := func(lo, hi uint64) (bool, error) {
+		it, err := s.e.db.NewIter(&pebble.IterOptions{LowerBound: posBound('k', lo), UpperBound: posBound('k', hi)})
 		if err != nil {
 			return false, err
 		}
 		defer it.Close()
+		var vit *pebble.Iterator // opened at the first value kept apart
+		defer func() {
+			if vit != nil {
+				vit.Close()
+			}
+		}()
 		for it.First(); it.Valid(); it.Next() {
 			k := it.Key()
-			r, err := kv.DecodeRecord(it.Value(), alias)
+			r, n, sep, err := kv.DecodeStored(it.Value(), versionsOnly)
 			if err != nil {
 				return false, fmt.Errorf("decode kv record %x: %w", k, err)
+			}
+			if sep && !versionsOnly {
+				if vit == nil {
+					if vit, err = s.e.db.NewIter(&pebble.IterOptions{LowerBound: posBound('v', lo), UpperBound: posBound('v', hi)}); err != nil {
+						return false, err
+					}
+				}
+				// Both walks go in the same order, so successive seeks
+				// move forward (pebble then steps instead of seeking).
+				vk := append([]byte{'v'}, k[1:]...)
+				if !vit.SeekGE(vk) || !bytes.Equal(vit.Key(), vk) {
+					if err := vit.Error(); err != nil {
+						return false, err
+					}
+					return false, fmt.Errorf("kv record %x: its value is missing", k)
+				}
+				if len(vit.Value()) != n {
+					return false, fmt.Errorf("kv record %x: value of %d bytes, its record says %d", k, len(vit.Value()), n)
+				}
+				r.Value = append(make([]byte, 0, n), vit.Value()...)
 			}
 			if !fn(binary.BigEndian.Uint32(k[2:6]), r) {
 				return false, nil
@@ -81,28 +138,30 @@ func (s kvStorage) scan(from, to uint32, alias bool, fn func(uint32, kv.Record) 
 		}
 		return true, it.Error()
 	}
-	// bound(p) is the first key of position p.
-	bound := func(p uint64) []byte {
-		if p > 0xffffffff {
-			return []byte("k0")
-		}
-		return binary.BigEndian.AppendUint32([]byte("k/"), uint32(p))
-	}
 	switch {
 	case from == to:
-		_, err := scan(bound(0), bound(1<<32))
+		_, err := scan(0, 1<<32)
 		return err
 	case from < to:
-		_, err := scan(bound(uint64(from)+1), bound(uint64(to)+1))
+		_, err := scan(uint64(from)+1, uint64(to)+1)
 		return err
 	default: // wraps: (from, max] then [0, to]
-		more, err := scan(bound(uint64(from)+1), bound(1<<32))
+		more, err := scan(uint64(from)+1, 1<<32)
 		if err != nil || !more {
 			return err
 		}
-		_, err = scan(bound(0), bound(uint64(to)+1))
+		_, err = scan(0, uint64(to)+1)
 		return err
 	}
+}
+
+// posBound is the first key of position p under prefix ('k' or 'v'), or
+// the end of the prefix for p = 1<<32.
+func posBound(prefix byte, p uint64) []byte {
+	if p > 0xffffffff {
+		return []byte{prefix, '0'}
+	}
+	return binary.BigEndian.AppendUint32([]byte{prefix, '/'}, uint32(p))
 }
 
 // applyKV applies a KV node's changes in one batch. The batch is visible to
@@ -112,13 +171,27 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	b := e.db.NewBatch()
+	size := 64
+	for _, op := range ops {
+		if op.Put != nil {
+			size += 2*len(op.Put.Key) + len(op.Put.Value) + 64
+		} else {
+			size += 64
+		}
+	}
+	b := e.db.NewBatchWithSize(size)
 	defer b.Close()
 	var dKeys, dBytes int64
-	gone := func(op kv.PersistOp) {
-		if op.Had {
-			dKeys--
-			dBytes -= op.HadBytes
+	// gone accounts for what key held before, and deletes its value kept
+	// apart unless keep (a new value kept apart replaces it).
+	gone := func(pos uint32, key []byte, op kv.PersistOp, keep bool) {
+		if !op.Had {
+			return
+		}
+		dKeys--
+		dBytes -= op.HadBytes
+		if !keep && op.HadBytes-int64(len(key)) >= sepValueBytes {
+			b.Delete(valueKey(pos, key), nil)
 		}
 	}
 	for _, op := range ops {
@@ -128,16 +201,31 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 			// has not collected it yet (anti-entropy, a hint, read
 			// repair): store it as collected, or replicas would keep
 			// handing it back to each other.
-			b.Delete(kvKey(e.pos(op.Put.Key), op.Put.Key), nil)
-			gone(op)
+			pos := e.pos(op.Put.Key)
+			b.Delete(kvKey(pos, op.Put.Key), nil)
+			gone(pos, op.Put.Key, op, false)
 		case op.Put != nil:
-			b.Set(kvKey(e.pos(op.Put.Key), op.Put.Key), kv.AppendRecord(nil, op.Put), nil)
-			gone(op)
+			r := op.Put
+			pos := e.pos(r.Key)
+			sep := len(r.Value) >= sepValueBytes
+			gone(pos, r.Key, op, sep)
+			if sep {
+				d := b.SetDeferred(6+len(r.Key), len(r.Value))
+				d.Key[0], d.Key[1] = 'v', '/'
+				binary.BigEndian.PutUint32(d.Key[2:], pos)
+				copy(d.Key[6:], r.Key)
+				copy(d.Value, r.Value)
+				d.Finish()
+				b.Set(kvKey(pos, r.Key), kv.AppendStub(nil, r), nil)
+			} else {
+				b.Set(kvKey(pos, r.Key), kv.AppendRecord(nil, r), nil)
+			}
 			dKeys++
-			dBytes += int64(len(op.Put.Key) + len(op.Put.Value))
+			dBytes += int64(len(r.Key) + len(r.Value))
 		case op.Delete != nil:
-			b.Delete(kvKey(e.pos(op.Delete), op.Delete), nil)
-			gone(op)
+			pos := e.pos(op.Delete)
+			b.Delete(kvKey(pos, op.Delete), nil)
+			gone(pos, op.Delete, op, false)
 		case op.Hint != nil:
 			v, _ := msgpack.Marshal(op.Hint)
 			b.Set(hintKey(op.Hint.Target, op.Hint.Rec.Key), v, nil)
@@ -262,12 +350,12 @@ func (e *Engine) scanKVCount() (n, size int64, err error) {
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
-		r, err := kv.DecodeRecord(it.Value(), true)
+		r, vlen, _, err := kv.DecodeStored(it.Value(), true)
 		if err != nil {
 			continue
 		}
 		n++
-		size += int64(len(r.Key) + len(r.Value))
+		size += int64(len(r.Key) + len(r.Value) + vlen)
 	}
 	return n, size, it.Error()
 }
