@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"sync"
@@ -31,6 +32,7 @@ type RebalanceResult struct {
 	StreamSecs      float64 `json:"stream_seconds"`
 	StreamMBps      float64 `json:"stream_mb_per_sec"`
 	MigrationRateMB string  `json:"migration_rate_flag"`
+	Values          string  `json:"values"`
 }
 
 type ringInfo struct {
@@ -40,9 +42,14 @@ type ringInfo struct {
 
 // Rebalance loads a 3-node ring (N=3) with keys, starts a 4th node, and
 // measures the fraction of keys whose owner changes and how fast the new
-// node receives everything it now replicates.
-func Rebalance(ctx context.Context, keys, valueBytes int, rate string, log io.Writer) (RebalanceResult, error) {
-	res := RebalanceResult{Keys: keys, ValueBytes: valueBytes, MigrationRateMB: rate}
+// node receives everything it now replicates. values is "random" (every
+// value different and incompressible) or "repeated" (one byte repeated,
+// which compresses to almost nothing).
+func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, log io.Writer) (RebalanceResult, error) {
+	res := RebalanceResult{Keys: keys, ValueBytes: valueBytes, MigrationRateMB: rate, Values: values}
+	if values != "random" && values != "repeated" {
+		return res, fmt.Errorf("values: %q is neither random nor repeated", values)
+	}
 	dir, err := os.MkdirTemp("", "tide-bench-rebalance-")
 	if err != nil {
 		return res, err
@@ -60,7 +67,7 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate string, log io.Wr
 		return res, err
 	}
 	fmt.Fprintf(log, "loading %d keys of %d bytes\n", keys, valueBytes)
-	value := bytes.Repeat([]byte("v"), valueBytes)
+	repeated := bytes.Repeat([]byte("v"), valueBytes)
 	var wg sync.WaitGroup
 	errs := make(chan error, 32)
 	next := make(chan int)
@@ -69,7 +76,14 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate string, log io.Wr
 		go func() {
 			defer wg.Done()
 			c := &http.Client{Timeout: 30 * time.Second}
+			rng := rand.NewChaCha8([32]byte{byte(w)})
+			random := make([]byte, valueBytes)
 			for i := range next {
+				value := repeated
+				if values == "random" {
+					rng.Read(random)
+					value = random
+				}
 				target := procs[(i+w)%3].Spec.HTTPAddr
 				req, _ := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("http://%s/kv/key-%08d", target, i), bytes.NewReader(value))
 				resp, err := c.Do(req)

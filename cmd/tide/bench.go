@@ -226,14 +226,14 @@ redis-tools).`,
 
 func newBenchRebalanceCmd() *cobra.Command {
 	var keys, valueBytes int
-	var rate string
+	var rate, values string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "rebalance",
 		Short: "Keys moved and migration MB/s when a 4th node joins a loaded 3-node ring",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := bench.Rebalance(cmd.Context(), keys, valueBytes, rate, os.Stderr)
+			res, err := bench.Rebalance(cmd.Context(), keys, valueBytes, rate, values, os.Stderr)
 			if err != nil {
 				return err
 			}
@@ -243,6 +243,7 @@ func newBenchRebalanceCmd() *cobra.Command {
 	cmd.Flags().IntVar(&keys, "keys", 100000, "keys to load")
 	cmd.Flags().IntVar(&valueBytes, "value-bytes", 1024, "bytes per value")
 	cmd.Flags().StringVar(&rate, "migration-rate", "0", "the nodes' --migration-rate (0: unlimited)")
+	cmd.Flags().StringVar(&values, "values", "random", "value contents: random (incompressible) or repeated (one byte repeated, compresses to almost nothing)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }
