@@ -91,10 +91,10 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, l
 					errs <- err
 					return
 				}
-				io.Copy(io.Discard, resp.Body)
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusNoContent {
-					errs <- fmt.Errorf("put: %s", resp.Status)
+					errs <- fmt.Errorf("put key-%08d on %s: %s: %s", i, target, resp.Status, bytes.TrimSpace(body))
 					return
 				}
 			}
@@ -119,6 +119,9 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, l
 	addrs, err := FreeAddrs(2)
 	if err != nil {
 		return res, err
+	}
+	if d, err := time.ParseDuration(os.Getenv("XP_SETTLE")); err == nil {
+		time.Sleep(d)
 	}
 	fmt.Fprintln(log, "starting a 4th node")
 	start := time.Now()

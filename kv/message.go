@@ -87,7 +87,13 @@ func Encode(m *Message) ([]byte, error) {
 // Decode parses a message, bounds first. The result does not share memory
 // with b.
 func Decode(b []byte) (Message, error) {
-	m, err := DecodeMessage(append([]byte(nil), b...))
+	return DecodeOwned(append([]byte(nil), b...))
+}
+
+// DecodeOwned is Decode of a buffer the caller hands over: the message's
+// keys and values point into b, which must not change afterwards.
+func DecodeOwned(b []byte) (Message, error) {
+	m, err := DecodeMessage(b)
 	if err != nil {
 		return Message{}, fmt.Errorf("decode kv message: %w", err)
 	}
@@ -118,6 +124,11 @@ type PersistOp struct {
 	// counts with them instead of scanning.
 	Had      bool
 	HadBytes int64
+	// Bulk, on a Put, names the node whose push (a range stream, a
+	// hand-off, an answer to a pull) carried the record. Storage may write
+	// such records in bulk, in files of their own, rather than through its
+	// log.
+	Bulk string
 }
 
 // Hint is a write held for a replica that did not acknowledge it.

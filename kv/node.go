@@ -113,7 +113,8 @@ type Node struct {
 	// an older view is then seen by a read under the newer one, and the
 	// other way round, while data moves.
 	prev     []prevView
-	diverged bool // the last digest comparison found differences
+	diverged bool   // the last digest comparison found differences
+	bulkFrom string // the sender of the push being applied (PersistOp.Bulk)
 	Stats    Stats
 }
 
@@ -248,7 +249,7 @@ func (n *Node) apply(r Record) bool {
 	rc := r
 	n.pending[string(r.Key)] = rc
 	delete(n.gone, string(r.Key))
-	n.rd.Persist = append(n.rd.Persist, PersistOp{Put: &rc, Had: had, HadBytes: cur.Size()})
+	n.rd.Persist = append(n.rd.Persist, PersistOp{Put: &rc, Had: had, HadBytes: cur.Size(), Bulk: n.bulkFrom})
 	return true
 }
 
@@ -288,9 +289,11 @@ func (n *Node) Step(m Message) {
 		n.onKeysResp(m)
 	case KindPush:
 		n.lastPushIn = n.now
+		n.bulkFrom = m.From
 		for _, r := range m.Records {
 			n.apply(r)
 		}
+		n.bulkFrom = ""
 		if m.ID != 0 {
 			n.send(Message{Kind: KindPushAck, To: m.From, ID: m.ID})
 		}

@@ -51,6 +51,11 @@ type Engine struct {
 	// tombTTL is the KV tombstone TTL in nanoseconds: a tombstone older
 	// than this is not stored (0 stores every tombstone).
 	tombTTL uint64
+	opts    *pebble.Options
+	// recountMarked: this process has ingested, and kvRecountKey is set.
+	recountMarked bool
+	// ingested counts the KV bytes written by ingestion (kvingest.go).
+	ingested atomic.Int64
 }
 
 // ErrNotFound is returned for a name with no live file.
@@ -76,7 +81,7 @@ func OpenEngine(dir string, pos func([]byte) uint32) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
 	}
-	e := &Engine{dir: dir, db: db, pos: pos}
+	e := &Engine{dir: dir, db: db, pos: pos, opts: opts}
 	if err := e.loadKVCount(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("kv record count in %s: %w", dir, err)
@@ -96,7 +101,15 @@ func OpenEngine(dir string, pos func([]byte) uint32) (*Engine, error) {
 }
 
 // Close closes the metadata database.
-func (e *Engine) Close() error { return e.db.Close() }
+func (e *Engine) Close() error {
+	e.kvMu.Lock()
+	err := e.clearRecount()
+	e.kvMu.Unlock()
+	if cerr := e.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // Used returns the bytes of live files stored.
 func (e *Engine) Used() int64 { return e.used.Load() }
@@ -368,7 +381,10 @@ func (quietLogger) Fatalf(format string, args ...any) {
 // rounds of writes before a flush. The caller drops its reference to the
 // cache once the DB is open.
 func pebbleOptions() *pebble.Options {
-	o := &pebble.Options{Logger: quietLogger{}, Cache: pebble.NewCache(128 << 20), MemTableSize: 32 << 20}
+	o := &pebble.Options{Logger: quietLogger{}, Cache: pebble.NewCache(128 << 20), MemTableSize: 32 << 20,
+		// Ingestions that overlap the memtable queue behind it instead of
+		// flushing it (see kvingest.go).
+		FormatMajorVersion: pebble.FormatFlushableIngest}
 	o.Levels = make([]pebble.LevelOptions, 7)
 	for i := range o.Levels {
 		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)

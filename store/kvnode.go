@@ -74,7 +74,7 @@ type kvNode struct {
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
-	k := &kvNode{n: n, tr: transport.New(), inbox: make(chan kv.Message, 1<<16), bulk: make(chan kv.Message, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
+	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), bulk: make(chan kv.Message, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	pos := n.pos
@@ -100,7 +100,7 @@ func (n *Node) startKV(ctx context.Context, peerLn string) error {
 }
 
 func (k *kvNode) deliver(frame []byte) {
-	m, err := kv.Decode(frame)
+	m, err := kv.DecodeOwned(frame) // the transport hands over each frame (OwnFrames)
 	if err != nil {
 		return
 	}
@@ -145,9 +145,21 @@ func (k *kvNode) loop(ctx context.Context) {
 			k.node.SetRing(r)
 		case m := <-k.bulk:
 			// Data moving between replicas takes a round to itself, so
-			// that client requests never queue behind more than one
-			// chunk of it.
+			// that client requests never queue behind more than a few
+			// MiB of it; pushes waiting already join the round, so that
+			// storage writes them in large files (see kvingest.go).
 			k.node.Step(m)
+			size := pushBytes(m)
+		more:
+			for size < bulkRoundBytes {
+				select {
+				case m := <-k.bulk:
+					k.node.Step(m)
+					size += pushBytes(m)
+				default:
+					break more
+				}
+			}
 		case m := <-k.inbox:
 			k.node.Step(m)
 			yielded := false
@@ -238,6 +250,17 @@ func (k *kvNode) loop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// bulkRoundBytes bounds the pushes one round takes.
+const bulkRoundBytes = 8 << 20
+
+func pushBytes(m kv.Message) int {
+	n := 0
+	for _, r := range m.Records {
+		n += len(r.Key) + len(r.Value)
+	}
+	return n
 }
 
 type roundCommit struct{ round, seq uint64 }

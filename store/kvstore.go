@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/cockroachdb/pebble"
@@ -179,9 +180,27 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 			size += 64
 		}
 	}
+	e.kvMu.Lock()
+	defer e.kvMu.Unlock()
+	var dKeys, dBytes int64
+	if rest, groups := e.splitBulk(ops); len(groups) > 0 {
+		if err := e.ingestKV(groups); err != nil {
+			// Write them through the batch instead: each is the last
+			// write of its key in the round, so it may come last.
+			slog.Warn("kv: ingesting bulk records failed; writing them through the log", "err", err)
+		} else {
+			for _, g := range groups {
+				for _, r := range g {
+					dKeys++
+					dBytes += r.Size()
+				}
+			}
+			e.ingested.Add(dBytes)
+			ops = rest
+		}
+	}
 	b := e.db.NewBatchWithSize(size)
 	defer b.Close()
-	var dKeys, dBytes int64
 	// gone accounts for what key held before, and deletes its value kept
 	// apart unless keep (a new value kept apart replaces it).
 	gone := func(pos uint32, key []byte, op kv.PersistOp, keep bool) {
@@ -233,8 +252,6 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 			b.Delete(hintKey(op.DoneHint.Target, op.DoneHint.Rec.Key), nil)
 		}
 	}
-	e.kvMu.Lock()
-	defer e.kvMu.Unlock()
 	if dKeys != 0 || dBytes != 0 {
 		// The counts change in the same batch as the records.
 		b.Set([]byte(kvCountKey), kvCountValue(e.kvKeys.Load()+dKeys, e.kvBytes.Load()+dBytes), nil)
@@ -262,7 +279,15 @@ func kvCountValue(keys, bytes int64) []byte {
 // loadKVCount reads the KV record counts, or counts the records once for
 // a data directory written before the counts were kept.
 func (e *Engine) loadKVCount() error {
+	recount, err := e.recountNeeded()
+	if err != nil {
+		return err
+	}
 	v, closer, err := e.db.Get([]byte(kvCountKey))
+	if err == nil && recount {
+		closer.Close()
+		err = pebble.ErrNotFound
+	}
 	if err == nil {
 		defer closer.Close()
 		if len(v) != 16 {
@@ -279,7 +304,11 @@ func (e *Engine) loadKVCount() error {
 	if err != nil {
 		return err
 	}
-	if err := e.db.Set([]byte(kvCountKey), kvCountValue(keys, bytes), pebble.Sync); err != nil {
+	b := e.db.NewBatch()
+	defer b.Close()
+	b.Set([]byte(kvCountKey), kvCountValue(keys, bytes), nil)
+	b.Delete([]byte(kvRecountKey), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
 		return err
 	}
 	e.kvKeys.Store(keys)

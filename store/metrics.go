@@ -75,6 +75,8 @@ func newMetrics(n *Node) *metrics {
 				}
 				return float64(n.KVStats().HintsDelivered)
 			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_ingested_bytes_total", Help: "KV record bytes from range streams and hand-offs written as sstables and ingested, bypassing the write-ahead log and compactions."},
+			func() float64 { return float64(n.eng.ingested.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_tombstones_collected_total", Help: "KV delete tombstones removed after --tombstone-ttl."},
 			func() float64 {
 				if n.kv == nil {

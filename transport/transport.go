@@ -25,7 +25,8 @@ import (
 const MaxFrame = 64 << 20
 
 // Handler receives each inbound frame. It must not keep the slice. It runs
-// on the goroutine reading the frame's connection: while it blocks, that
+// on the goroutine reading the frame's connection (frame is reused for the
+// next one unless Transport.OwnFrames is set): while it blocks, that
 // connection (one lane of one peer) is not read, and TCP flow control
 // slows its sender down.
 type Handler func(frame []byte)
@@ -40,8 +41,13 @@ type Stats struct {
 type Transport struct {
 	// QueueLen is each peer's send queue, in Send or SendBatch calls. Default 65536.
 	QueueLen int
-	Log      *slog.Logger
-	Stats    Stats
+	// OwnFrames hands each inbound frame to the handler in a buffer of
+	// its own, which the handler may keep, instead of one buffer reused
+	// for every frame of a connection. A handler that decodes in place
+	// then copies nothing.
+	OwnFrames bool
+	Log       *slog.Logger
+	Stats     Stats
 
 	mu        sync.Mutex
 	peers     map[peerKey]*peer
@@ -115,7 +121,7 @@ func (t *Transport) serve(c net.Conn, h Handler) {
 			t.logf("transport: frame of %d bytes from %s exceeds %d; closing", n, c.RemoteAddr(), MaxFrame)
 			return
 		}
-		if cap(buf) < int(n) {
+		if cap(buf) < int(n) || t.OwnFrames {
 			buf = make([]byte, n)
 		}
 		buf = buf[:n]
