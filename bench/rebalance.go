@@ -120,9 +120,6 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, l
 	if err != nil {
 		return res, err
 	}
-	if d, err := time.ParseDuration(os.Getenv("XP_SETTLE")); err == nil {
-		time.Sleep(d)
-	}
 	fmt.Fprintln(log, "starting a 4th node")
 	start := time.Now()
 	p, err := local.Launch(ctx, cluster.NodeSpec{Name: "node4", ChordAddr: addrs[0], HTTPAddr: addrs[1], Join: procs[0].Spec.ChordAddr, Replicas: 3, Extra: extra})
