@@ -121,7 +121,8 @@ func RedisComparison(ctx context.Context, requests, clients int, pipelines []int
 		return nil
 	}
 
-	// tide: three nodes, RESP on the first; once with every write fsynced
+	// tide: three nodes, RESP on each, benchmarked through the first and
+	// as a cluster; once with every write fsynced
 	// before its acknowledgement (the default), once with periodic fsync
 	// (acknowledged writes survive a process crash, as with Redis's
 	// appendfsync everysec; the Redis servers here persist nothing).
@@ -136,6 +137,11 @@ func RedisComparison(ctx context.Context, requests, clients int, pipelines []int
 			return nil, err
 		}
 		err = run(mode.name, "-p", fmt.Sprint(respPort))
+		if err == nil {
+			// As a Redis Cluster client: CLUSTER NODES spreads the
+			// clients over the three nodes, each coordinating its share.
+			err = run(strings.Replace(mode.name, ")", ", redis-benchmark --cluster)", 1), "--cluster", "-p", fmt.Sprint(respPort))
+		}
 		local.StopAll(5 * time.Second)
 		if err != nil {
 			return results, err

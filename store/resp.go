@@ -453,6 +453,8 @@ func (n *Node) execRESP(ctx context.Context, args [][]byte) reply {
 		return func(w respWriter) { w.err("ERR tide has a single database (0)") }
 	case "CLIENT":
 		return func(w respWriter) { w.simple("OK") }
+	case "CLUSTER":
+		return n.execCluster(args)
 	}
 	preview := make([]string, 0, 3)
 	for _, a := range args[1:min(len(args), 4)] {
@@ -487,7 +489,7 @@ func respKeys(args [][]byte) []string {
 	return nil
 }
 
-var respCommands = []string{"get", "set", "del", "exists", "mget", "mset", "ping", "echo", "info", "command", "config", "select", "client", "quit"}
+var respCommands = []string{"get", "set", "del", "exists", "mget", "mset", "ping", "echo", "info", "command", "config", "select", "client", "cluster", "quit"}
 
 func (n *Node) respInfo() string {
 	st := n.KVStats()

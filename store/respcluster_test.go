@@ -1,0 +1,175 @@
+package store
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// respValue reads one RESP reply: string, int64, nil or []any.
+func respValue(t *testing.T, r *bufio.Reader) any {
+	t.Helper()
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	line = strings.TrimSuffix(line, "\r\n")
+	switch line[0] {
+	case '+', '-':
+		return line
+	case ':':
+		n, _ := strconv.ParseInt(line[1:], 10, 64)
+		return n
+	case '$':
+		n, _ := strconv.Atoi(line[1:])
+		if n < 0 {
+			return nil
+		}
+		b := make([]byte, n+2)
+		io.ReadFull(r, b)
+		return string(b[:n])
+	case '*':
+		n, _ := strconv.Atoi(line[1:])
+		out := make([]any, n)
+		for i := range out {
+			out[i] = respValue(t, r)
+		}
+		return out
+	}
+	t.Fatalf("bad reply line %q", line)
+	return nil
+}
+
+func respCmd(t *testing.T, c net.Conn, r *bufio.Reader, args ...string) any {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	return respValue(t, r)
+}
+
+// TestRESPCluster checks the slot table that Redis Cluster clients read:
+// every node answers the same table, the slots are covered once, each
+// range names a member's RESP address, and any node serves any key.
+func TestRESPCluster(t *testing.T) {
+	nodes := kvCluster(t, 3, func(c *Config) { c.RESPAddr = "127.0.0.1:0" })
+	var resp []string
+	for _, n := range nodes {
+		resp = append(resp, n.respAddr)
+	}
+	var first string
+	for i, n := range nodes {
+		c, err := net.Dial("tcp", n.respAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		text, ok := respCmd(t, c, r, "CLUSTER", "NODES").(string)
+		if !ok {
+			t.Fatalf("CLUSTER NODES is not a bulk string")
+		}
+		covered := make([]int, clusterSlots)
+		myself := 0
+		var addrs []string
+		for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 9 || len(f[0]) != 40 || f[3] != "-" || f[7] != "connected" {
+				t.Fatalf("CLUSTER NODES line %q", line)
+			}
+			addr := strings.Split(f[1], "@")[0]
+			addrs = append(addrs, addr)
+			if strings.Contains(f[2], "myself") {
+				myself++
+				if addr != n.respAddr {
+					t.Errorf("node %d: myself is %s, want %s", i, addr, n.respAddr)
+				}
+			}
+			var from, to int
+			if _, err := fmt.Sscanf(f[8], "%d-%d", &from, &to); err != nil {
+				t.Fatalf("slots %q: %v", f[8], err)
+			}
+			for s := from; s <= to; s++ {
+				covered[s]++
+			}
+		}
+		slices.Sort(addrs)
+		want := slices.Sorted(slices.Values(resp))
+		if myself != 1 || !slices.Equal(addrs, want) {
+			t.Fatalf("node %d: members %v (myself %d times), want %v", i, addrs, myself, want)
+		}
+		for s, k := range covered {
+			if k != 1 {
+				t.Fatalf("node %d: slot %d covered %d times", i, s, k)
+			}
+		}
+		// CLUSTER SLOTS agrees with CLUSTER NODES, and every node
+		// answers the same table.
+		slots, ok := respCmd(t, c, r, "CLUSTER", "SLOTS").([]any)
+		if !ok || len(slots) != 3 {
+			t.Fatalf("CLUSTER SLOTS: %v", slots)
+		}
+		table := fmt.Sprint(slots)
+		if first == "" {
+			first = table
+		} else if table != first {
+			t.Errorf("node %d answers another slot table: %s, want %s", i, table, first)
+		}
+		for _, e := range slots {
+			e := e.([]any)
+			node := e[2].([]any)
+			addr := net.JoinHostPort(node[0].(string), fmt.Sprint(node[1].(int64)))
+			if !strings.Contains(text, node[2].(string)+" "+addr+"@") {
+				t.Errorf("CLUSTER SLOTS range %v-%v at %s (%s) is not in CLUSTER NODES", e[0], e[1], addr, node[2])
+			}
+		}
+		if got := respCmd(t, c, r, "CLUSTER", "KEYSLOT", "foo"); got != int64(12182) {
+			t.Errorf("KEYSLOT foo = %v, want 12182", got)
+		}
+		if a, b := respCmd(t, c, r, "CLUSTER", "KEYSLOT", "{user1000}.following"), respCmd(t, c, r, "CLUSTER", "KEYSLOT", "{user1000}.followers"); a != b {
+			t.Errorf("keys with one hash tag in slots %v and %v", a, b)
+		}
+		if got := respCmd(t, c, r, "CLUSTER", "FAILOVER"); !strings.HasPrefix(fmt.Sprint(got), "-ERR unknown subcommand") {
+			t.Errorf("CLUSTER FAILOVER: %v", got)
+		}
+		// Any node serves any key: no MOVED.
+		key := fmt.Sprintf("{tag%d}key", i)
+		if got := respCmd(t, c, r, "SET", key, "v"); got != "+OK" {
+			t.Fatalf("SET %s on node %d: %v", key, i, got)
+		}
+	}
+	c, err := net.Dial("tcp", nodes[2].respAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for i := range nodes {
+		if got := respCmd(t, c, r, "GET", fmt.Sprintf("{tag%d}key", i)); got != "v" {
+			t.Errorf("GET {tag%d}key: %v", i, got)
+		}
+	}
+}
+
+func TestKeySlot(t *testing.T) {
+	for key, want := range map[string]int{"123456789": 0x31c3 % clusterSlots, "foo": 12182, "{}foo": keySlot([]byte("{}foo")), "a{b}c": keySlot([]byte("b")), "a{}{b}": keySlot([]byte("a{}{b}"))} {
+		if got := keySlot([]byte(key)); got != want {
+			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
+		}
+	}
+	if keySlot([]byte("{}foo")) == keySlot([]byte("")) {
+		t.Error("an empty hash tag was used as the tag")
+	}
+}
