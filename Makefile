@@ -58,6 +58,7 @@ fuzz:
 	$(GO) test ./paxos -run XXX -fuzz FuzzKV -fuzztime 60s
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeMessage -fuzztime 60s
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeRecord -fuzztime 60s
+	$(GO) test ./kv -run XXX -fuzz FuzzDecodeStored -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzRESP -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzKVHTTP -fuzztime 60s
 
