@@ -63,6 +63,7 @@ type kvNode struct {
 	// committed, oldest first, to find what an answer waits for (see
 	// kv.Message.DurableAfter). Entries already synced are dropped.
 	commits []roundCommit
+	after   []kv.Message // the loop's buffer of answers, reused every round
 	// ready is closed once the first walk of the ring installs a member
 	// table. Until then the node knows only itself, and a write it
 	// coordinated would count itself as the whole preference list.
@@ -190,7 +191,7 @@ func (k *kvNode) loop(ctx context.Context) {
 		// Requests to other nodes leave at once, so a coordinator's own
 		// write overlaps with its replicas'; answers vouch for local state
 		// and wait until it is durable.
-		var after []kv.Message
+		after := k.after[:0]
 		ob := outbox{}
 		for i := range rd.Messages {
 			if m := &rd.Messages[i]; !m.AfterPersist() {
@@ -212,6 +213,7 @@ func (k *kvNode) loop(ctx context.Context) {
 		}
 		// Sent, copied or persisted: the next rounds reuse its buffers.
 		k.node.Release(rd)
+		k.after = after[:0] // what is kept of it below is copied out
 		if len(after) == 0 {
 			continue
 		}
@@ -404,17 +406,29 @@ func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 // doBatch runs client requests through the local coordinator together:
 // one timeout and one reply channel for all of them. errs[i] is the
 // failure of ms[i], if any.
-func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message) ([]kv.Message, []error) {
-	out := make([]kv.Message, len(ms))
-	errs := make([]error, len(ms))
+func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) ([]kv.Message, []error) {
+	out := slices.Grow(st.out[:0], len(ms))[:len(ms)]
+	errs := slices.Grow(st.errs[:0], len(ms))[:len(ms)]
+	clear(out)
+	clear(errs)
+	st.out, st.errs = out, errs
 	if err := k.waitReady(ctx); err != nil {
 		for i := range errs {
 			errs[i] = err
 		}
 		return out, errs
 	}
-	ch := make(chan kv.Message, len(ms))
-	idx := make(map[uint64]int, len(ms))
+	// The reply channel is kept for the next batch of the connection,
+	// unless this one times out: an answer may then still arrive in it.
+	if cap(st.ch) < len(ms) {
+		st.ch = make(chan kv.Message, max(len(ms), 16))
+	}
+	ch := st.ch
+	if st.idx == nil {
+		st.idx = make(map[uint64]int, len(ms))
+	}
+	idx := st.idx
+	clear(idx)
 	k.mu.Lock()
 	for i := range ms {
 		id := k.nextID.Add(1)
@@ -432,6 +446,7 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message) ([]kv.Message, []
 		for _, i := range idx {
 			errs[i] = ctx.Err()
 		}
+		st.ch = nil
 	}
 	for i := range ms {
 		select {
@@ -453,6 +468,15 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message) ([]kv.Message, []
 		}
 	}
 	return out, errs
+}
+
+// batchState is what doBatch reuses from one batch of a connection to
+// the next.
+type batchState struct {
+	out  []kv.Message
+	errs []error
+	ch   chan kv.Message
+	idx  map[uint64]int
 }
 
 // waitReady holds client requests until the node knows the ring.

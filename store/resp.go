@@ -161,8 +161,9 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 	bw := bufio.NewWriterSize(c, 64<<10)
 	w := respWriter{bw}
 	maxBulk := n.cfg.KV.MaxValue + 1<<10
+	cs := &connState{}
 	for {
-		var cmds [][][]byte
+		cmds := cs.cmds[:0]
 		var perr error
 		for len(cmds) < 1024 {
 			args, err := readCommand(br, maxBulk)
@@ -177,7 +178,12 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 				break
 			}
 		}
-		replies := make([]reply, len(cmds))
+		cs.cmds = cmds
+		replies := cs.replies[:0]
+		for range cmds {
+			replies = append(replies, nil)
+		}
+		cs.replies = replies
 		quit := false
 		for i, args := range cmds {
 			if strings.EqualFold(string(args[0]), "QUIT") {
@@ -194,7 +200,15 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 		// exception among themselves: they reach the coordinator as one
 		// ordered batch, which applies them in order (a GET after a SET of
 		// its key reads the coordinator's new copy).
-		for start := 0; start < len(cmds); {
+		all := !quit
+		for _, args := range cmds {
+			all = all && n.batchable(args)
+		}
+		if all {
+			// Only plain GETs and SETs (the common case): one wave.
+			n.execWave(ctx, cmds, replies, cs)
+		}
+		for start := 0; start < len(cmds) && !all; {
 			touched := map[string]bool{} // key -> touched by a command outside the batch
 			end := start
 			for end < len(cmds) && replies[end] == nil {
@@ -214,15 +228,17 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 				}
 				end++
 			}
-			n.execWave(ctx, cmds[start:end], replies[start:end])
+			n.execWave(ctx, cmds[start:end], replies[start:end], cs)
 			if end == start { // a QUIT
 				end++
 			}
 			start = end
 		}
-		for _, r := range replies {
+		for i, r := range replies {
 			r(w)
+			replies[i] = nil
 		}
+		clear(cmds)
 		if perr != nil {
 			if errors.Is(perr, errProtocol) {
 				w.err("ERR " + perr.Error())
@@ -240,9 +256,13 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 // load, go to the coordinator as one batch that it applies in order, so
 // they may share keys; the rest, which touch keys nothing else in the
 // wave touches, run on goroutines of their own.
-func (n *Node) execWave(ctx context.Context, cmds [][][]byte, replies []reply) {
-	var batch []kv.Message
-	var at []int
+func (n *Node) execWave(ctx context.Context, cmds [][][]byte, replies []reply, cs *connState) {
+	batch := cs.batch[:0]
+	at := cs.at[:0]
+	defer func() {
+		clear(batch)
+		cs.batch, cs.at = batch[:0], at[:0]
+	}()
 	var wg sync.WaitGroup
 	for i, args := range cmds {
 		if !n.batchable(args) {
@@ -262,7 +282,7 @@ func (n *Node) execWave(ctx context.Context, cmds [][][]byte, replies []reply) {
 	}
 	if len(batch) > 0 {
 		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		out, errs := n.kv.doBatch(bctx, batch)
+		out, errs := n.kv.doBatch(bctx, batch, &cs.batchState)
 		cancel()
 		for j, i := range at {
 			r, err := out[j], errs[j]
@@ -271,9 +291,9 @@ func (n *Node) execWave(ctx context.Context, cmds [][][]byte, replies []reply) {
 				msg := "ERR " + err.Error()
 				replies[i] = func(w respWriter) { w.err(msg) }
 			case batch[j].Kind == kv.KindClientPut:
-				replies[i] = func(w respWriter) { w.simple("OK") }
+				replies[i] = replyOK
 			case !r.Found || r.Rec.Tomb:
-				replies[i] = func(w respWriter) { w.nilBulk() }
+				replies[i] = replyNil
 			default:
 				v := r.Rec.Value
 				replies[i] = func(w respWriter) { w.bulk(v) }
@@ -282,6 +302,21 @@ func (n *Node) execWave(ctx context.Context, cmds [][][]byte, replies []reply) {
 	}
 	wg.Wait()
 }
+
+// connState is what one RESP connection reuses from one pipeline to the
+// next.
+type connState struct {
+	cmds       [][][]byte
+	replies    []reply
+	batch      []kv.Message
+	at         []int
+	batchState batchState
+}
+
+var (
+	replyOK  reply = func(w respWriter) { w.simple("OK") }
+	replyNil reply = func(w respWriter) { w.nilBulk() }
+)
 
 // batchable reports whether a command is a plain GET or SET, which
 // execWave hands to the coordinator in one batch.
