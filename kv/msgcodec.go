@@ -42,6 +42,9 @@ func AppendMessage(b []byte, m *Message) []byte {
 }
 
 // messageSize is an upper bound of m's encoding, to allocate once.
+// EncodedSize bounds the bytes AppendMessage appends for m.
+func EncodedSize(m *Message) int { return messageSize(m) }
+
 func messageSize(m *Message) int {
 	n := 64 + len(m.From) + len(m.To) + len(m.Err) + len(m.Rec.Key) + len(m.Rec.Value) + 9*len(m.Hashes)
 	for i := range m.Versions {

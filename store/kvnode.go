@@ -347,8 +347,9 @@ func (k *kvNode) dispatch(msgs []kv.Message) {
 
 // outbox gathers a round's messages by destination and lane, so that
 // each peer's share leaves in one write, and data moving between replicas
-// never queues in front of requests.
-type outbox map[outKey][][]byte
+// never queues in front of requests. The messages must stay valid until
+// flush, which encodes each peer's share into one buffer.
+type outbox map[outKey][]*kv.Message
 
 type outKey struct {
 	to   string
@@ -356,19 +357,26 @@ type outKey struct {
 }
 
 func (ob outbox) add(m *kv.Message) {
-	b, err := kv.Encode(m)
-	if err != nil {
-		return
-	}
 	key := outKey{m.To, transport.Foreground}
 	if bulkKind(m.Kind) {
 		key.lane = transport.Bulk
 	}
-	ob[key] = append(ob[key], b)
+	ob[key] = append(ob[key], m)
 }
 
 func (k *kvNode) flush(ob outbox) {
-	for key, frames := range ob {
+	for key, ms := range ob {
+		size := 0
+		for _, m := range ms {
+			size += kv.EncodedSize(m)
+		}
+		buf := make([]byte, 0, size)
+		frames := make([][]byte, 0, len(ms))
+		for _, m := range ms {
+			start := len(buf)
+			buf = kv.AppendMessage(buf, m)
+			frames = append(frames, buf[start:len(buf):len(buf)])
+		}
 		k.tr.SendBatchOn(key.lane, key.to, frames)
 	}
 }
