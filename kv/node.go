@@ -28,6 +28,7 @@ type op struct {
 	spare     []string // read: replicas not asked yet (see Config.SpeculateTicks)
 	round     uint64   // write: the round of the coordinator's own copy
 	push      *strayPush
+	resends   int // times the requests of this op were sent again
 }
 
 type prevView struct {
@@ -707,8 +708,12 @@ func (n *Node) Tick() {
 			n.checkRead(id, o)
 			continue
 		}
-		if n.now-o.lastSend >= n.cfg.ResendTicks && o.hint == nil && o.push == nil {
+		if n.now-o.lastSend >= n.cfg.ResendTicks<<min(o.resends, 4) && o.hint == nil && o.push == nil {
+			// Sent again after ResendTicks, then twice, four, eight and
+			// sixteen times as long: a replica that is slow, not cut
+			// off, is not sent the same request over and over.
 			o.lastSend = n.now
+			o.resends++
 			for _, rep := range o.replicas {
 				if o.answered[rep] {
 					continue

@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
@@ -56,6 +58,44 @@ type Engine struct {
 	recountMarked bool
 	// ingested counts the KV bytes written by ingestion (kvingest.go).
 	ingested atomic.Int64
+	stalls   *stallStats
+}
+
+// stallStats counts pebble's write stalls: writes held back because
+// flushes or compactions fell behind. A stall holds the KV driver, and
+// one that outlasts the quorum time-out fails the writes in flight.
+type stallStats struct {
+	count   atomic.Int64
+	nanos   atomic.Int64
+	mu      sync.Mutex
+	began   time.Time
+	reason  string
+	lastLog time.Time
+}
+
+func (s *stallStats) listener() *pebble.EventListener {
+	return &pebble.EventListener{
+		WriteStallBegin: func(i pebble.WriteStallBeginInfo) {
+			s.mu.Lock()
+			s.began, s.reason = time.Now(), i.Reason
+			s.mu.Unlock()
+			s.count.Add(1)
+		},
+		WriteStallEnd: func() {
+			s.mu.Lock()
+			d := time.Since(s.began)
+			reason := s.reason
+			logIt := d > 500*time.Millisecond && time.Since(s.lastLog) > 10*time.Second
+			if logIt {
+				s.lastLog = time.Now()
+			}
+			s.mu.Unlock()
+			s.nanos.Add(int64(d))
+			if logIt {
+				slog.Warn("storage write stall: writes waited for flushes or compactions", "waited", d.Round(time.Millisecond), "reason", reason)
+			}
+		},
+	}
 }
 
 // ErrNotFound is returned for a name with no live file.
@@ -76,12 +116,14 @@ func OpenEngine(dir string, pos func([]byte) uint32) (*Engine, error) {
 		}
 	}
 	opts := pebbleOptions()
+	st := &stallStats{}
+	opts.EventListener = st.listener()
 	db, err := pebble.Open(filepath.Join(dir, "meta"), opts)
 	opts.Cache.Unref() // the DB holds its own reference
 	if err != nil {
 		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
 	}
-	e := &Engine{dir: dir, db: db, pos: pos, opts: opts}
+	e := &Engine{dir: dir, db: db, pos: pos, opts: opts, stalls: st}
 	if err := e.loadKVCount(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("kv record count in %s: %w", dir, err)
@@ -382,6 +424,11 @@ func (quietLogger) Fatalf(format string, args ...any) {
 // cache once the DB is open.
 func pebbleOptions() *pebble.Options {
 	o := &pebble.Options{Logger: quietLogger{}, Cache: pebble.NewCache(128 << 20), MemTableSize: 32 << 20,
+		// Room to absorb bursts while flushes and compactions catch up,
+		// rather than stalling writes at pebble's defaults (2 memtables,
+		// 12 level-0 files).
+		MemTableStopWritesThreshold: 4, L0StopWritesThreshold: 24,
+		MaxConcurrentCompactions: func() int { return 2 },
 		// Ingestions that overlap the memtable queue behind it instead of
 		// flushing it (see kvingest.go).
 		FormatMajorVersion: pebble.FormatFlushableIngest}

@@ -75,6 +75,10 @@ func newMetrics(n *Node) *metrics {
 				}
 				return float64(n.KVStats().HintsDelivered)
 			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_write_stalls_total", Help: "Times the storage engine held writes back because flushes or compactions fell behind."},
+			func() float64 { return float64(n.eng.stalls.count.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_write_stall_seconds_total", Help: "Seconds writes were held back by storage write stalls."},
+			func() float64 { return float64(n.eng.stalls.nanos.Load()) / 1e9 }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_ingested_bytes_total", Help: "KV record bytes from range streams and hand-offs written as sstables and ingested, bypassing the write-ahead log and compactions."},
 			func() float64 { return float64(n.eng.ingested.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_tombstones_collected_total", Help: "KV delete tombstones removed after --tombstone-ttl."},

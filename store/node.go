@@ -164,6 +164,12 @@ func (c *Config) validate() error {
 	if c.KV.MaxValue == 0 {
 		c.KV.MaxValue = 1 << 20
 	}
+	if c.KV.TimeoutTicks == 0 {
+		// 8 s, under the RESP and HTTP handlers' 10 s: a write waits out
+		// replicas whose fsyncs crawl under a heavy write load instead of
+		// failing after kv's default 2 s.
+		c.KV.TimeoutTicks = 800
+	}
 	if c.KV.TombstoneTTL == 0 {
 		c.KV.TombstoneTTL = uint64(time.Hour) // kv's default, which the engine also applies
 	}
