@@ -428,7 +428,6 @@ func pebbleOptions() *pebble.Options {
 		// rather than stalling writes at pebble's defaults (2 memtables,
 		// 12 level-0 files).
 		MemTableStopWritesThreshold: 4, L0StopWritesThreshold: 24,
-		MaxConcurrentCompactions: func() int { return 2 },
 		// Ingestions that overlap the memtable queue behind it instead of
 		// flushing it (see kvingest.go).
 		FormatMajorVersion: pebble.FormatFlushableIngest}
