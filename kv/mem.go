@@ -112,7 +112,13 @@ var Partitioners = map[string]func([]byte) uint32{
 type StaticRing struct {
 	Pos     func([]byte) uint32
 	members []Member
+	// pref[i] lists the first prefMax distinct nodes from member i on:
+	// every position in i's arc shares its preference lists, which are
+	// prefixes of it.
+	pref [][]string
 }
+
+const prefMax = 8
 
 // NewStaticRing returns a ring of the given members (any order).
 func NewStaticRing(pos func([]byte) uint32, members []Member) *StaticRing {
@@ -126,7 +132,23 @@ func NewStaticRing(pos func([]byte) uint32, members []Member) *StaticRing {
 		}
 		return 0
 	})
-	return &StaticRing{Pos: pos, members: ms}
+	r := &StaticRing{Pos: pos, members: ms, pref: make([][]string, len(ms))}
+	for i := range ms {
+		r.pref[i] = slices.Clip(r.walk(i, prefMax))
+	}
+	return r
+}
+
+// walk lists the first n distinct nodes from member i on.
+func (r *StaticRing) walk(i, n int) []string {
+	var out []string
+	for k := 0; k < len(r.members) && len(out) < n; k++ {
+		a := r.members[(i+k)%len(r.members)].Addr
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Position implements Ring.
@@ -147,13 +169,14 @@ func (r *StaticRing) Preference(pos uint32, n int) []string {
 	if len(r.members) == 0 {
 		return nil
 	}
-	i := sort.Search(len(r.members), func(i int) bool { return r.members[i].Token >= pos })
-	var out []string
-	for k := 0; k < len(r.members) && len(out) < n; k++ {
-		a := r.members[(i+k)%len(r.members)].Addr
-		if !slices.Contains(out, a) {
-			out = append(out, a)
-		}
+	i := sort.Search(len(r.members), func(i int) bool { return r.members[i].Token >= pos }) % len(r.members)
+	// The list is shared: callers only read it, and its capacity ends
+	// where it does, so an append copies.
+	switch p := r.pref[i]; {
+	case n <= len(p):
+		return p[:n:n]
+	case len(p) < prefMax:
+		return p // every node there is
 	}
-	return out
+	return r.walk(i, n)
 }

@@ -323,7 +323,7 @@ func (n *Node) Step(m Message) {
 func (n *Node) prefSets(pos uint32) ([][]string, []string) {
 	cur := n.ring.Preference(pos, n.cfg.N)
 	sets := [][]string{cur}
-	union := slices.Clone(cur)
+	union := slices.Clip(cur) // copied below before anything is added
 	live := n.prev[:0]
 	for _, p := range n.prev {
 		if n.now >= p.until {
@@ -337,7 +337,7 @@ func (n *Node) prefSets(pos uint32) ([][]string, []string) {
 		sets = append(sets, s)
 		for _, a := range s {
 			if !slices.Contains(union, a) {
-				union = append(union, a)
+				union = append(slices.Clip(union), a)
 			}
 		}
 	}
