@@ -24,6 +24,8 @@ type slotRange struct {
 	from, to int
 	m        member
 	id       string
+	host     string // of the member's RESP address
+	port     int
 }
 
 // clusterID is a member's 40-hex-digit node ID, stable for its address.
@@ -42,7 +44,9 @@ func (n *Node) slotTable() []slotRange {
 	}
 	out := make([]slotRange, 0, len(ms))
 	for i, m := range ms {
-		out = append(out, slotRange{from: i * clusterSlots / len(ms), to: (i+1)*clusterSlots/len(ms) - 1, m: m, id: clusterID(m)})
+		host, port, _ := net.SplitHostPort(m.addrs["resp"])
+		p, _ := strconv.Atoi(port)
+		out = append(out, slotRange{from: i * clusterSlots / len(ms), to: (i+1)*clusterSlots/len(ms) - 1, m: m, id: clusterID(m), host: host, port: p})
 	}
 	return out
 }
@@ -89,8 +93,7 @@ func (n *Node) execCluster(args [][]byte) reply {
 			if s.m.ref == self {
 				flags = "myself,master"
 			}
-			host, port, _ := net.SplitHostPort(s.m.addrs["resp"])
-			fmt.Fprintf(&b, "%s %s:%s@%s %s - 0 0 %d connected %d-%d\n", s.id, host, port, port, flags, i+1, s.from, s.to)
+			fmt.Fprintf(&b, "%s %s:%d@%d %s - 0 0 %d connected %d-%d\n", s.id, s.host, s.port, s.port, flags, i+1, s.from, s.to)
 		}
 		out := b.String()
 		return func(w respWriter) { w.bulk([]byte(out)) }
@@ -99,14 +102,12 @@ func (n *Node) execCluster(args [][]byte) reply {
 		return func(w respWriter) {
 			w.array(len(table))
 			for _, s := range table {
-				host, port, _ := net.SplitHostPort(s.m.addrs["resp"])
-				p, _ := strconv.Atoi(port)
 				w.array(3)
 				w.int(int64(s.from))
 				w.int(int64(s.to))
 				w.array(3)
-				w.bulk([]byte(host))
-				w.int(int64(p))
+				w.bulk([]byte(s.host))
+				w.int(int64(s.port))
 				w.bulk([]byte(s.id))
 			}
 		}
@@ -115,8 +116,6 @@ func (n *Node) execCluster(args [][]byte) reply {
 		return func(w respWriter) {
 			w.array(len(table))
 			for _, s := range table {
-				host, port, _ := net.SplitHostPort(s.m.addrs["resp"])
-				p, _ := strconv.Atoi(port)
 				w.array(4)
 				w.bulk([]byte("slots"))
 				w.array(2)
@@ -128,8 +127,8 @@ func (n *Node) execCluster(args [][]byte) reply {
 				w.bulk([]byte("id"))
 				w.bulk([]byte(s.id))
 				w.bulk([]byte("port"))
-				w.int(int64(p))
-				for _, kv := range [][2]string{{"ip", host}, {"endpoint", host}, {"role", "master"}} {
+				w.int(int64(s.port))
+				for _, kv := range [][2]string{{"ip", s.host}, {"endpoint", s.host}, {"role", "master"}} {
 					w.bulk([]byte(kv[0]))
 					w.bulk([]byte(kv[1]))
 				}
