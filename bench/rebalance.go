@@ -33,6 +33,7 @@ type RebalanceResult struct {
 	StreamMBps      float64 `json:"stream_mb_per_sec"`
 	MigrationRateMB string  `json:"migration_rate_flag"`
 	Values          string  `json:"values"`
+	SettleSecs      float64 `json:"settle_seconds"`
 }
 
 type ringInfo struct {
@@ -45,8 +46,12 @@ type ringInfo struct {
 // node receives everything it now replicates. values is "random" (every
 // value different and incompressible) or "repeated" (one byte repeated,
 // which compresses to almost nothing).
-func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, log io.Writer) (RebalanceResult, error) {
-	res := RebalanceResult{Keys: keys, ValueBytes: valueBytes, MigrationRateMB: rate, Values: values}
+//
+// settle is how long to wait between the load and the 4th node's launch:
+// the 3 nodes are still compacting what was just loaded, and a migration
+// started at once shares the disk and the CPU with those compactions.
+func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, settle time.Duration, log io.Writer) (RebalanceResult, error) {
+	res := RebalanceResult{Keys: keys, ValueBytes: valueBytes, MigrationRateMB: rate, Values: values, SettleSecs: settle.Seconds()}
 	if values != "random" && values != "repeated" {
 		return res, fmt.Errorf("values: %q is neither random nor repeated", values)
 	}
@@ -119,6 +124,14 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, l
 	addrs, err := FreeAddrs(2)
 	if err != nil {
 		return res, err
+	}
+	if settle > 0 {
+		fmt.Fprintf(log, "waiting %s for the nodes to compact what was loaded\n", settle)
+		select {
+		case <-time.After(settle):
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
 	}
 	fmt.Fprintln(log, "starting a 4th node")
 	start := time.Now()

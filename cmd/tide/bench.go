@@ -227,13 +227,14 @@ redis-tools).`,
 func newBenchRebalanceCmd() *cobra.Command {
 	var keys, valueBytes int
 	var rate, values string
+	var settle time.Duration
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "rebalance",
 		Short: "Keys moved and migration MB/s when a 4th node joins a loaded 3-node ring",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := bench.Rebalance(cmd.Context(), keys, valueBytes, rate, values, os.Stderr)
+			res, err := bench.Rebalance(cmd.Context(), keys, valueBytes, rate, values, settle, os.Stderr)
 			if err != nil {
 				return err
 			}
@@ -243,6 +244,7 @@ func newBenchRebalanceCmd() *cobra.Command {
 	cmd.Flags().IntVar(&keys, "keys", 100000, "keys to load")
 	cmd.Flags().IntVar(&valueBytes, "value-bytes", 1024, "bytes per value")
 	cmd.Flags().StringVar(&rate, "migration-rate", "0", "the nodes' --migration-rate (0: unlimited)")
+	cmd.Flags().DurationVar(&settle, "settle", 0, "wait this long after loading before the 4th node starts (0: start at once, while the nodes still compact the load)")
 	cmd.Flags().StringVar(&values, "values", "random", "value contents: random (incompressible) or repeated (one byte repeated, compresses to almost nothing)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
