@@ -46,13 +46,25 @@ const (
 
 var ingestSeq atomic.Uint64
 
+// bulkRecord is a record to ingest with its pebble key, computed once.
+type bulkRecord struct {
+	key []byte
+	r   *kv.Record
+}
+
+// ingestible reports whether op may be ingested, the round's other writes
+// aside: a new key's live record, brought by a push.
+func ingestible(op kv.PersistOp) bool {
+	return op.Bulk != "" && op.Put != nil && !op.Had && !op.Put.Tomb
+}
+
 // splitBulk takes the records of ops that can be ingested out of ops: by
 // sender, sorted in key order. It returns ops unchanged when the round
 // has too few of them.
-func (e *Engine) splitBulk(ops []kv.PersistOp) (rest []kv.PersistOp, groups [][]*kv.Record) {
+func (e *Engine) splitBulk(ops []kv.PersistOp) (rest []kv.PersistOp, groups [][]bulkRecord) {
 	var total int64
 	for _, op := range ops {
-		if op.Bulk != "" && op.Put != nil && !op.Had && !op.Put.Tomb {
+		if ingestible(op) {
 			total += op.Put.Size()
 		}
 	}
@@ -75,7 +87,7 @@ func (e *Engine) splitBulk(ops []kv.PersistOp) (rest []kv.PersistOp, groups [][]
 	size := map[string]int64{}
 	var order []string
 	for _, op := range ops {
-		if op.Bulk == "" || op.Put == nil || op.Had || op.Put.Tomb || writes[string(op.Put.Key)] != 1 {
+		if !ingestible(op) || writes[string(op.Put.Key)] != 1 {
 			continue
 		}
 		if _, ok := bySender[op.Bulk]; !ok {
@@ -89,10 +101,12 @@ func (e *Engine) splitBulk(ops []kv.PersistOp) (rest []kv.PersistOp, groups [][]
 		if size[from] < ingestGroupMinBytes {
 			continue
 		}
-		g := bySender[from]
-		for _, r := range g {
+		g := make([]bulkRecord, len(bySender[from]))
+		for i, r := range bySender[from] {
 			take[r] = true
+			g[i] = bulkRecord{kvKey(e.pos(r.Key), r.Key), r}
 		}
+		slices.SortFunc(g, compareBulk)
 		groups = append(groups, g)
 	}
 	if len(groups) == 0 {
@@ -104,30 +118,15 @@ func (e *Engine) splitBulk(ops []kv.PersistOp) (rest []kv.PersistOp, groups [][]
 			rest = append(rest, op)
 		}
 	}
-	type keyed struct {
-		k []byte
-		r *kv.Record
-	}
-	for gi, g := range groups {
-		ks := make([]keyed, len(g))
-		for i, r := range g {
-			ks[i] = keyed{kvKey(e.pos(r.Key), r.Key), r}
-		}
-		slices.SortFunc(ks, func(a, b keyed) int { return bytes.Compare(a.k, b.k) })
-		for i := range ks {
-			g[i] = ks[i].r
-		}
-		groups[gi] = g
-	}
 	// Files of one ingestion must not overlap: senders whose spans
 	// overlap (hand-offs, pulls) share one file.
-	slices.SortFunc(groups, func(a, b []*kv.Record) int { return bytes.Compare(e.kvKeyOf(a[0]), e.kvKeyOf(b[0])) })
+	slices.SortFunc(groups, func(a, b []bulkRecord) int { return compareBulk(a[0], b[0]) })
 	merged := groups[:1]
 	for _, g := range groups[1:] {
 		prev := merged[len(merged)-1]
-		if bytes.Compare(e.kvKeyOf(g[0]), e.kvKeyOf(prev[len(prev)-1])) <= 0 {
+		if compareBulk(g[0], prev[len(prev)-1]) <= 0 {
 			all := append(slices.Clone(prev), g...)
-			slices.SortFunc(all, func(a, b *kv.Record) int { return bytes.Compare(e.kvKeyOf(a), e.kvKeyOf(b)) })
+			slices.SortFunc(all, compareBulk)
 			merged[len(merged)-1] = all
 			continue
 		}
@@ -136,11 +135,11 @@ func (e *Engine) splitBulk(ops []kv.PersistOp) (rest []kv.PersistOp, groups [][]
 	return rest, merged
 }
 
-func (e *Engine) kvKeyOf(r *kv.Record) []byte { return kvKey(e.pos(r.Key), r.Key) }
+func compareBulk(a, b bulkRecord) int { return bytes.Compare(a.key, b.key) }
 
 // ingestKV writes groups (each sorted, spans apart) into sstables, a file
 // of records and a file of values kept apart per group, and ingests them.
-func (e *Engine) ingestKV(groups [][]*kv.Record) error {
+func (e *Engine) ingestKV(groups [][]bulkRecord) error {
 	if !e.recountMarked {
 		if err := e.db.Set([]byte(kvRecountKey), nil, pebble.Sync); err != nil {
 			return err
@@ -170,14 +169,16 @@ func (e *Engine) ingestKV(groups [][]*kv.Record) error {
 	}
 	var buf []byte
 	for _, g := range groups {
+		apart := 0
 		err := write(func(w *sstable.Writer) error {
-			for _, r := range g {
-				if len(r.Value) >= sepValueBytes {
-					buf = kv.AppendStub(buf[:0], r)
+			for _, b := range g {
+				if len(b.r.Value) >= sepValueBytes {
+					apart++
+					buf = kv.AppendStub(buf[:0], b.r)
 				} else {
-					buf = kv.AppendRecord(buf[:0], r)
+					buf = kv.AppendRecord(buf[:0], b.r)
 				}
-				if err := w.Set(e.kvKeyOf(r), buf); err != nil {
+				if err := w.Set(b.key, buf); err != nil {
 					return err
 				}
 			}
@@ -186,19 +187,16 @@ func (e *Engine) ingestKV(groups [][]*kv.Record) error {
 		if err != nil {
 			return err
 		}
-		apart := 0
-		for _, r := range g {
-			if len(r.Value) >= sepValueBytes {
-				apart++
-			}
-		}
 		if apart == 0 {
 			continue
 		}
 		err = write(func(w *sstable.Writer) error {
-			for _, r := range g {
-				if len(r.Value) >= sepValueBytes {
-					if err := w.Set(valueKey(e.pos(r.Key), r.Key), r.Value); err != nil {
+			var vk []byte
+			for _, b := range g {
+				if len(b.r.Value) >= sepValueBytes {
+					// The value's key is the record's under 'v'.
+					vk = append(append(vk[:0], 'v'), b.key[1:]...)
+					if err := w.Set(vk, b.r.Value); err != nil {
 						return err
 					}
 				}

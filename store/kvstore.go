@@ -190,9 +190,9 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 			slog.Warn("kv: ingesting bulk records failed; writing them through the log", "err", err)
 		} else {
 			for _, g := range groups {
-				for _, r := range g {
+				for _, b := range g {
 					dKeys++
-					dBytes += r.Size()
+					dBytes += b.r.Size()
 				}
 			}
 			e.ingested.Add(dBytes)
