@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,10 +180,8 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 			}
 		}
 		cs.cmds = cmds
-		replies := cs.replies[:0]
-		for range cmds {
-			replies = append(replies, nil)
-		}
+		replies := slices.Grow(cs.replies[:0], len(cmds))[:len(cmds)]
+		clear(replies)
 		cs.replies = replies
 		quit := false
 		for i, args := range cmds {
