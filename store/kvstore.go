@@ -102,6 +102,7 @@ func (s kvStorage) scan(from, to uint32, versionsOnly bool, fn func(uint32, kv.R
 		}
 		defer it.Close()
 		var vit *pebble.Iterator // opened at the first value kept apart
+		var vk []byte
 		defer func() {
 			if vit != nil {
 				vit.Close()
@@ -121,7 +122,7 @@ func (s kvStorage) scan(from, to uint32, versionsOnly bool, fn func(uint32, kv.R
 				}
 				// Both walks go in the same order, so successive seeks
 				// move forward (pebble then steps instead of seeking).
-				vk := append([]byte{'v'}, k[1:]...)
+				vk = append(append(vk[:0], 'v'), k[1:]...)
 				if !vit.SeekGE(vk) || !bytes.Equal(vit.Key(), vk) {
 					if err := vit.Error(); err != nil {
 						return false, err
