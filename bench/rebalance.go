@@ -34,6 +34,12 @@ type RebalanceResult struct {
 	MigrationRateMB string  `json:"migration_rate_flag"`
 	Values          string  `json:"values"`
 	SettleSecs      float64 `json:"settle_seconds"`
+	// PushedBytes is what the old nodes sent to other replicas during the
+	// migration (range streams, repairs and hand-offs, to any node):
+	// against ReceivedBytes, the traffic the move cost.
+	PushedBytes int64 `json:"bytes_pushed_by_old_nodes"`
+	// Abandoned counts range streams the old nodes gave up on.
+	Abandoned int `json:"range_streams_abandoned"`
 }
 
 type ringInfo struct {
@@ -133,6 +139,7 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, s
 			return res, ctx.Err()
 		}
 	}
+	pushed0, abandoned0 := pushStats(ctx, procs)
 	fmt.Fprintln(log, "starting a 4th node")
 	start := time.Now()
 	p, err := local.Launch(ctx, cluster.NodeSpec{Name: "node4", ChordAddr: addrs[0], HTTPAddr: addrs[1], Join: procs[0].Spec.ChordAddr, Replicas: 3, Extra: extra})
@@ -203,10 +210,25 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, s
 		time.Sleep(100 * time.Millisecond)
 	}
 	res.MigrationSecs = time.Since(start).Seconds()
+	pushed1, abandoned1 := pushStats(ctx, procs)
+	res.PushedBytes, res.Abandoned = int64(pushed1-pushed0), int(abandoned1-abandoned0)
 	res.MigrationMBps = float64(res.ReceivedBytes) / 1e6 / res.MigrationSecs
 	res.StreamSecs = time.Since(joined).Seconds()
 	res.StreamMBps = float64(res.ReceivedBytes) / 1e6 / res.StreamSecs
 	return res, nil
+}
+
+// pushStats sums the nodes' pushed bytes and abandoned range streams.
+func pushStats(ctx context.Context, procs []*cluster.Proc) (pushed, abandoned float64) {
+	for _, p := range procs {
+		m, err := Scrape(ctx, p.Spec.HTTPAddr)
+		if err != nil {
+			continue
+		}
+		pushed += m["tide_kv_pushed_bytes_total"][""]
+		abandoned += m["tide_kv_range_streams_abandoned_total"][""]
+	}
+	return pushed, abandoned
 }
 
 func readRing(ctx context.Context, httpAddr string) (ringInfo, error) {

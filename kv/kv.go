@@ -44,7 +44,9 @@ type Storage interface {
 	// Get returns the stored record of key.
 	Get(key []byte) (Record, bool, error)
 	// Scan calls fn for every record whose position is in (from, to], in
-	// position order; from == to scans everything.
+	// ring order from from (a range that wraps yields (from, max] before
+	// [0, to]), and by key within a position; from == to scans
+	// everything, from position 0. It stops when fn returns false.
 	Scan(from, to uint32, fn func(pos uint32, r Record) bool) error
 }
 

@@ -64,9 +64,14 @@ func (m *MemStorage) Scan(from, to uint32, fn func(uint32, Record) bool) error {
 			all = append(all, pr{p, k})
 		}
 	}
+	// Ring order: from the position after from around to to.
+	off := from + 1
+	if from == to {
+		off = 0
+	}
 	sort.Slice(all, func(i, j int) bool {
 		if all[i].pos != all[j].pos {
-			return all[i].pos < all[j].pos
+			return all[i].pos-off < all[j].pos-off
 		}
 		return all[i].key < all[j].key
 	})

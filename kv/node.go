@@ -38,15 +38,31 @@ type prevView struct {
 
 // rangeSend is a whole range of records owed to a peer that holds none of
 // it (a node that just joined, or an empty replica). It is read and sent
-// in chunks as the migration budget allows, so its records are not all in
-// memory at once.
+// as a stream of chunks of about rangeChunk bytes, each acknowledged once
+// the peer has stored it. At most rangeWindow bytes per peer are out at a
+// time: a sender reads no faster than its peer stores, and a stream holds
+// a few MiB in memory, not its whole range.
 type rangeSend struct {
 	to     string
 	lo, hi uint32
+	next   uint32               // the next chunk starts after this position
+	done   bool                 // the last chunk has been read
+	out    map[uint64]chunkSent // chunks sent and not yet acknowledged, by ID
 }
 
-// rangeChunk bounds the records of one KindPush of a range send.
-const rangeChunk = 1 << 20
+type chunkSent struct {
+	at   int // the tick it left
+	size int64
+}
+
+const (
+	// rangeChunk is the size of one chunk (KindPush) of a range send.
+	rangeChunk = 1 << 20
+	// rangeWindow bounds the bytes of range chunks unacknowledged by one
+	// peer. It spans a few of the receiver's rounds (which take up to
+	// 8 MiB of pushes each), so that the receiver never waits for data.
+	rangeWindow = 16 << 20
+)
 
 // strayPush is a batch of records this node holds but no longer replicates,
 // on its way to the nodes that do.
@@ -61,6 +77,9 @@ type Stats struct {
 	ReadRepairs, HintsHeld, HintsDelivered         int
 	Pushed, Pulled, HandedOff, TombstonesCollected int
 	PushedBytes                                    int64
+	// RangesAbandoned counts range streams given up because a chunk went
+	// unacknowledged (see expireRanges).
+	RangesAbandoned int
 }
 
 // Node is one member of the replicated KV: a coordinator for client
@@ -94,15 +113,16 @@ type Node struct {
 	migrations  []Message // anti-entropy and hand-off sends waiting for budget
 	migBudget   int64     // bytes they may send now; negative after an overdraft
 	scanDebt    int64     // bytes background scans read, not yet paid off
-	rangeSends  []rangeSend
-	// rangesOut are range sends gone out and not yet acknowledged (the
-	// last chunk of each carries an ID), by ID, with the tick they left.
-	// While any is out, this node does not compare ranges again: the
-	// receiver is still storing what the last comparison found missing,
-	// and a comparison now would find it missing again and resend it.
-	rangesOut  map[uint64]int
-	pulling    map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
-	lastPushIn int               // tick of the last KindPush received
+	// rangeSends are the range streams owed to peers, oldest first; a
+	// stream stays until its last chunk is acknowledged. While any is
+	// there, this node does not compare ranges again: the receiver is
+	// still storing what the last comparison found missing, and a
+	// comparison now would find it missing again and resend it.
+	rangeSends []*rangeSend
+	chunksOut  map[uint64]*rangeSend // the stream of each chunk out
+	windowOut  map[string]int64      // bytes of chunks out, by peer
+	pulling    map[[2]uint32]int     // ranges asked of a peer with KindPullRange, and when
+	lastPushIn int                   // tick of the last KindPush received
 	// ringChangedAt is the tick of the last change of the member table.
 	// Records are handed off (and dropped) only once the table has been
 	// stable for HandOffTicks: a table that flaps while pointers settle
@@ -302,6 +322,7 @@ func (n *Node) Step(m Message) {
 		n.onPushAck(m)
 	case KindPullRange:
 		n.queueRange(m.From, m.Lo, m.Hi)
+		n.pumpRanges()
 	case KindPull:
 		var recs []Record
 		for _, k := range m.Keys {
@@ -681,11 +702,7 @@ func (n *Node) Tick() {
 			o.start, o.lastSend = n.now, n.now // time out from when it leaves
 		}
 	}
-	for n.migBudget > 0 && len(n.rangeSends) > 0 {
-		rs := n.rangeSends[0]
-		n.rangeSends = n.rangeSends[1:]
-		n.migBudget -= n.sendRange(rs)
-	}
+	n.pumpRanges()
 	ids := make([]uint64, 0, len(n.ops))
 	for id := range n.ops {
 		ids = append(ids, id)
@@ -733,12 +750,8 @@ func (n *Node) Tick() {
 	// Compare again only once data has stopped flowing in and out: a
 	// comparison in the middle of a stream finds it half done and asks for
 	// the rest twice.
-	for id, at := range n.rangesOut {
-		if n.now-at >= 10*n.cfg.SyncTicks {
-			delete(n.rangesOut, id) // lost: the next comparison finds what is missing
-		}
-	}
-	quiet := len(n.rangeSends) == 0 && len(n.rangesOut) == 0 && len(n.migrations) == 0 && n.now-n.lastPushIn >= 20
+	n.expireRanges()
+	quiet := len(n.rangeSends) == 0 && len(n.migrations) == 0 && n.now-n.lastPushIn >= 20
 	// A comparison reads whole ranges: the next waits until what the last
 	// ones read is paid off at ScanBytesPerTick, unless the ring changed.
 	n.scanDebt = max(0, n.scanDebt-n.cfg.ScanBytesPerTick)
@@ -938,53 +951,114 @@ func (n *Node) digest(lo, hi uint32, b int) []uint64 {
 	return out
 }
 
+// queueRange queues the range (lo, hi] for to; pumpRanges sends it.
 func (n *Node) queueRange(to string, lo, hi uint32) {
-	rs := rangeSend{to: to, lo: lo, hi: hi}
-	if !slices.Contains(n.rangeSends, rs) {
-		n.rangeSends = append(n.rangeSends, rs)
+	if lo == hi {
+		// The whole ring, as two halves: a stream resumes after the last
+		// position it sent, which needs a range with a start.
+		n.queueRange(to, lo, lo+1<<31)
+		n.queueRange(to, lo+1<<31, lo)
+		return
 	}
-}
-
-// sendRange sends every record of a range send in chunks, and returns the
-// bytes sent.
-func (n *Node) sendRange(rs rangeSend) int64 {
-	var chunk []Record
-	var size, total int64
-	var held *Message // the latest chunk, sent once the next is read
-	flush := func() {
-		if len(chunk) == 0 {
+	for _, rs := range n.rangeSends {
+		if rs.to != to || rs.done {
+			continue
+		}
+		if rs.lo == lo && rs.hi == hi && rs.next == lo {
+			return // queued and not started: it will send everything
+		}
+		if rs.hi == lo && hi != rs.lo {
+			// The range right after one still being read (the next
+			// bucket of a comparison): one stream reads both, in
+			// chunks of full size.
+			rs.hi = hi
 			return
 		}
-		n.Stats.Pushed += len(chunk)
-		n.Stats.PushedBytes += size
-		if held != nil {
-			n.send(*held)
-		}
-		held = &Message{Kind: KindPush, To: rs.to, Records: chunk}
-		total += size
-		chunk, size = nil, 0
 	}
-	n.st.Scan(rs.lo, rs.hi, func(_ uint32, r Record) bool {
+	n.rangeSends = append(n.rangeSends, &rangeSend{to: to, lo: lo, hi: hi, next: lo})
+}
+
+// pumpRanges sends the next chunks of the range streams, oldest stream
+// first, while their peers' windows and the migration budget allow, and
+// drops the streams that are complete.
+func (n *Node) pumpRanges() {
+	for _, rs := range n.rangeSends {
+		for !rs.done && n.windowOut[rs.to] < rangeWindow && n.migBudget > 0 {
+			n.migBudget -= n.sendChunk(rs)
+		}
+	}
+	n.rangeSends = slices.DeleteFunc(n.rangeSends, func(rs *rangeSend) bool { return rs.done && len(rs.out) == 0 })
+}
+
+// sendChunk reads and sends the next chunk of rs, and returns its bytes.
+// A chunk ends only where the position changes, so the next one starts
+// after a position with nothing left in it.
+func (n *Node) sendChunk(rs *rangeSend) int64 {
+	var chunk []Record
+	var size int64
+	last, more := rs.next, false
+	n.st.Scan(rs.next, rs.hi, func(pos uint32, r Record) bool {
+		if size >= rangeChunk && pos != last {
+			more = true
+			return false
+		}
 		chunk = append(chunk, r)
 		size += int64(len(r.Key) + len(r.Value) + 16)
-		if size >= rangeChunk {
-			flush()
-		}
+		last = pos
 		return true
 	})
-	flush()
-	if held != nil {
-		// The last chunk is acknowledged: chunks arrive in order, so the
-		// acknowledgement covers the whole range.
-		n.nextID++
-		held.ID = n.nextID
-		if n.rangesOut == nil {
-			n.rangesOut = map[uint64]int{}
-		}
-		n.rangesOut[held.ID] = n.now
-		n.send(*held)
+	rs.next, rs.done = last, !more
+	if len(chunk) == 0 {
+		return 0
 	}
-	return total
+	n.Stats.Pushed += len(chunk)
+	n.Stats.PushedBytes += size
+	n.nextID++
+	id := n.nextID
+	if rs.out == nil {
+		rs.out = map[uint64]chunkSent{}
+	}
+	if n.chunksOut == nil {
+		n.chunksOut, n.windowOut = map[uint64]*rangeSend{}, map[string]int64{}
+	}
+	rs.out[id] = chunkSent{at: n.now, size: size}
+	n.chunksOut[id] = rs
+	n.windowOut[rs.to] += size
+	n.send(Message{Kind: KindPush, To: rs.to, ID: id, Records: chunk})
+	return size
+}
+
+// onChunkAck takes the acknowledgement of a range chunk, if id is one,
+// and sends what the window then allows.
+func (n *Node) onChunkAck(id uint64) bool {
+	rs, ok := n.chunksOut[id]
+	if !ok {
+		return false
+	}
+	delete(n.chunksOut, id)
+	n.windowOut[rs.to] -= rs.out[id].size
+	delete(rs.out, id)
+	n.pumpRanges()
+	return true
+}
+
+// expireRanges gives up the streams with a chunk unacknowledged for
+// 10 × SyncTicks (the peer is gone, or the chunk was lost): the next
+// comparison finds what is missing.
+func (n *Node) expireRanges() {
+	n.rangeSends = slices.DeleteFunc(n.rangeSends, func(rs *rangeSend) bool {
+		for _, c := range rs.out {
+			if n.now-c.at >= 10*n.cfg.SyncTicks {
+				for id, c := range rs.out {
+					delete(n.chunksOut, id)
+					n.windowOut[rs.to] -= c.size
+				}
+				n.Stats.RangesAbandoned++
+				return true
+			}
+		}
+		return false
+	})
 }
 
 func (n *Node) versions(lo, hi uint32) []KeyVersion {
@@ -1026,6 +1100,7 @@ func (n *Node) onDigestResp(m Message) {
 			}
 		}
 	}
+	n.pumpRanges() // what the comparison queued
 	if differ {
 		// Compare again soon, with every replica, until the range agrees.
 		n.diverged = true
@@ -1124,8 +1199,7 @@ func (n *Node) handOff() {
 }
 
 func (n *Node) onPushAck(m Message) {
-	if _, ok := n.rangesOut[m.ID]; ok {
-		delete(n.rangesOut, m.ID)
+	if n.onChunkAck(m.ID) {
 		return
 	}
 	o := n.ops[m.ID]

@@ -40,7 +40,11 @@ type kvNode struct {
 	node  *kv.Node
 	tr    *transport.Transport
 	inbox chan kv.Message
-	bulk  chan kv.Message // anti-entropy and hand-off traffic
+	bulk  chan bulkMsg // anti-entropy and hand-off traffic
+	// frames recycles the buffers of inbound pushes; recycle lists those
+	// of this round, handed back once the round is persisted.
+	frames  framePool
+	recycle [][]byte
 	// dropped counts inbound messages a full queue turned away.
 	dropped atomic.Int64
 	rings   chan *kvRing
@@ -75,9 +79,10 @@ type kvNode struct {
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
-	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), bulk: make(chan kv.Message, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
+	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
+	k.tr.Alloc = k.frames.get
 	pos := n.pos
 	self := n.ring.Self()
 	initial := &kvRing{StaticRing: kv.NewStaticRing(pos, []kv.Member{{Addr: n.peerAddr, Token: uint32(self.ID)}}),
@@ -110,8 +115,14 @@ func (k *kvNode) deliver(frame []byte) {
 		// flush): waiting here for room stops reading that connection
 		// alone, and TCP slows the sender down instead of losing chunks
 		// that anti-entropy would have to find again.
+		b := bulkMsg{m: m}
+		if m.Kind == kv.KindPush {
+			// A push's records alias its frame until the round that
+			// stores them is persisted; then the frame is recycled.
+			b.frame = frame
+		}
 		select {
-		case k.bulk <- m:
+		case k.bulk <- b:
 		case <-k.closing:
 			k.dropped.Add(1)
 		}
@@ -144,19 +155,19 @@ func (k *kvNode) loop(ctx context.Context) {
 			return
 		case r := <-k.rings:
 			k.node.SetRing(r)
-		case m := <-k.bulk:
+		case b := <-k.bulk:
 			// Data moving between replicas takes a round to itself, so
 			// that client requests never queue behind more than a few
 			// MiB of it; pushes waiting already join the round, so that
 			// storage writes them in large files (see kvingest.go).
-			k.node.Step(m)
-			size := pushBytes(m)
+			k.stepBulk(b)
+			size := pushBytes(b.m)
 		more:
 			for size < bulkRoundBytes {
 				select {
-				case m := <-k.bulk:
-					k.node.Step(m)
-					size += pushBytes(m)
+				case b := <-k.bulk:
+					k.stepBulk(b)
+					size += pushBytes(b.m)
 				default:
 					break more
 				}
@@ -204,6 +215,7 @@ func (k *kvNode) loop(ctx context.Context) {
 		if len(rd.Persist) > 0 {
 			if err := k.n.eng.applyKV(rd.Persist, false); err != nil {
 				k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
+				k.recycle = k.recycle[:0] // left to the garbage collector
 				continue
 			}
 			seq := k.committed.Add(1)
@@ -213,6 +225,11 @@ func (k *kvNode) loop(ctx context.Context) {
 		}
 		// Sent, copied or persisted: the next rounds reuse its buffers.
 		k.node.Release(rd)
+		for i, f := range k.recycle {
+			k.frames.put(f)
+			k.recycle[i] = nil
+		}
+		k.recycle = k.recycle[:0]
 		k.after = after[:0] // what is kept of it below is copied out
 		if len(after) == 0 {
 			continue
@@ -251,6 +268,21 @@ func (k *kvNode) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// bulkMsg is an inbound message of the bulk lane, with the frame it was
+// decoded from when that frame may be recycled after the round.
+type bulkMsg struct {
+	m     kv.Message
+	frame []byte
+}
+
+// stepBulk steps b's message and keeps its frame for recycling.
+func (k *kvNode) stepBulk(b bulkMsg) {
+	k.node.Step(b.m)
+	if b.frame != nil {
+		k.recycle = append(k.recycle, b.frame)
 	}
 }
 

@@ -88,6 +88,20 @@ func newMetrics(n *Node) *metrics {
 				}
 				return float64(n.KVStats().TombstonesCollected)
 			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_pushed_bytes_total", Help: "KV record bytes this node sent to other replicas: range streams to nodes that lacked a range, anti-entropy repairs and hand-offs."},
+			func() float64 {
+				if n.kv == nil {
+					return 0
+				}
+				return float64(n.KVStats().PushedBytes)
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_range_streams_abandoned_total", Help: "KV range streams this node gave up because a chunk went unacknowledged for 10 anti-entropy periods; the next comparison sends what is still missing."},
+			func() float64 {
+				if n.kv == nil {
+					return 0
+				}
+				return float64(n.KVStats().RangesAbandoned)
+			}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_inbound_dropped_total", Help: "KV messages from peers dropped because this node's queue for them was full (client and replication traffic, or anti-entropy and hand-off); the senders' retries and anti-entropy recover them."},
 			func() float64 {
 				if n.kv == nil {

@@ -46,8 +46,12 @@ type Transport struct {
 	// for every frame of a connection. A handler that decodes in place
 	// then copies nothing.
 	OwnFrames bool
-	Log       *slog.Logger
-	Stats     Stats
+	// Alloc, when set with OwnFrames, gives the buffer of each inbound
+	// frame of n bytes (it must return a slice of length n), so that a
+	// handler can recycle the buffers of frames it is done with.
+	Alloc func(n int) []byte
+	Log   *slog.Logger
+	Stats Stats
 
 	mu        sync.Mutex
 	peers     map[peerKey]*peer
@@ -121,7 +125,10 @@ func (t *Transport) serve(c net.Conn, h Handler) {
 			t.logf("transport: frame of %d bytes from %s exceeds %d; closing", n, c.RemoteAddr(), MaxFrame)
 			return
 		}
-		if cap(buf) < int(n) || t.OwnFrames {
+		switch {
+		case t.OwnFrames && t.Alloc != nil:
+			buf = t.Alloc(int(n))
+		case cap(buf) < int(n) || t.OwnFrames:
 			buf = make([]byte, n)
 		}
 		buf = buf[:n]
