@@ -25,11 +25,13 @@ const (
 	KindPushAck
 	KindPull      // send me these Keys (as a KindPush)
 	KindPullRange // send me every record of (Lo, Hi] (as KindPushes)
+	KindOffer     // hand-off: Versions of records I would push; which do you lack?
+	KindOfferResp // Keys lacking (pushed next, acked with KindPushAck); none: all held
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
-	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range"}
+	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range", "offer", "offer_resp"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {

@@ -50,6 +50,13 @@ type rangeSend struct {
 	out    map[uint64]chunkSent // chunks sent and not yet acknowledged, by ID
 }
 
+// inboundStream names a range stream coming in: its sender and the start
+// of its range (the end grows when the sender adds the next bucket).
+type inboundStream struct {
+	from string
+	lo   uint32
+}
+
 type chunkSent struct {
 	at   int // the tick it left
 	size int64
@@ -120,9 +127,14 @@ type Node struct {
 	// comparison now would find it missing again and resend it.
 	rangeSends []*rangeSend
 	chunksOut  map[uint64]*rangeSend // the stream of each chunk out
-	windowOut  map[string]int64      // bytes of chunks out, by peer
-	pulling    map[[2]uint32]int     // ranges asked of a peer with KindPullRange, and when
-	lastPushIn int                   // tick of the last KindPush received
+	// inbound are the range streams coming in, with the tick of their
+	// latest chunk. While any is, this node does not compare ranges: a
+	// comparison would find the rest of the stream missing, and fetch
+	// it a second time.
+	inbound    map[inboundStream]int
+	windowOut  map[string]int64  // bytes of chunks out, by peer
+	pulling    map[[2]uint32]int // ranges asked of a peer with KindPullRange, and when
+	lastPushIn int               // tick of the last KindPush received
 	// ringChangedAt is the tick of the last change of the member table.
 	// Records are handed off (and dropped) only once the table has been
 	// stable for HandOffTicks: a table that flaps while pointers settle
@@ -310,6 +322,17 @@ func (n *Node) Step(m Message) {
 		n.onKeysResp(m)
 	case KindPush:
 		n.lastPushIn = n.now
+		if m.Lo != m.Hi { // a chunk of a range stream
+			k := inboundStream{m.From, m.Lo}
+			if m.Found {
+				delete(n.inbound, k)
+			} else {
+				if n.inbound == nil {
+					n.inbound = map[inboundStream]int{}
+				}
+				n.inbound[k] = n.now
+			}
+		}
 		n.bulkFrom = m.From
 		for _, r := range m.Records {
 			n.apply(r)
@@ -320,6 +343,19 @@ func (n *Node) Step(m Message) {
 		}
 	case KindPushAck:
 		n.onPushAck(m)
+	case KindOffer:
+		// Answered once what this round stored is durable (AfterPersist):
+		// the sender drops its copies of every key not asked for.
+		var want [][]byte
+		for _, v := range m.Versions {
+			cur, ok := n.local(v.Key)
+			if !ok || v.Version > cur.Version || (v.Version == cur.Version && v.Tomb && !cur.Tomb) {
+				want = append(want, v.Key)
+			}
+		}
+		n.send(Message{Kind: KindOfferResp, To: m.From, ID: m.ID, Keys: want})
+	case KindOfferResp:
+		n.onOfferResp(m)
 	case KindPullRange:
 		n.queueRange(m.From, m.Lo, m.Hi)
 		n.pumpRanges()
@@ -751,7 +787,12 @@ func (n *Node) Tick() {
 	// comparison in the middle of a stream finds it half done and asks for
 	// the rest twice.
 	n.expireRanges()
-	quiet := len(n.rangeSends) == 0 && len(n.migrations) == 0 && n.now-n.lastPushIn >= 20
+	for k, at := range n.inbound {
+		if n.now-at >= 10*n.cfg.SyncTicks {
+			delete(n.inbound, k) // the sender gave up, or is gone
+		}
+	}
+	quiet := len(n.rangeSends) == 0 && len(n.inbound) == 0 && len(n.migrations) == 0 && n.now-n.lastPushIn >= 20
 	// A comparison reads whole ranges: the next waits until what the last
 	// ones read is paid off at ScanBytesPerTick, unless the ring changed.
 	n.scanDebt = max(0, n.scanDebt-n.cfg.ScanBytesPerTick)
@@ -1024,7 +1065,10 @@ func (n *Node) sendChunk(rs *rangeSend) int64 {
 	rs.out[id] = chunkSent{at: n.now, size: size}
 	n.chunksOut[id] = rs
 	n.windowOut[rs.to] += size
-	n.send(Message{Kind: KindPush, To: rs.to, ID: id, Records: chunk})
+	// The chunk names its stream (Lo, Hi) and whether it is the last
+	// (Found), so that the receiver holds off comparing ranges until the
+	// stream is in.
+	n.send(Message{Kind: KindPush, To: rs.to, ID: id, Records: chunk, Lo: rs.lo, Hi: rs.hi, Found: rs.done})
 	return size
 }
 
@@ -1189,9 +1233,16 @@ func (n *Node) handOff() {
 			batch := &strayPush{recs: g.recs[:k], targets: g.targets}
 			g.recs = g.recs[k:]
 			id := n.newOp(&op{push: batch, replicas: batch.targets})
+			// Each target is offered the versions first and sent only
+			// what it lacks: after a join, anti-entropy has usually
+			// brought the new replica most of them already, and the
+			// other targets held them all along.
+			vs := make([]KeyVersion, len(batch.recs))
+			for i, r := range batch.recs {
+				vs[i] = KeyVersion{Key: r.Key, Version: r.Version, Tomb: r.Tomb}
+			}
 			for _, t := range batch.targets {
-				n.Stats.PushedBytes += recordsSize(batch.recs)
-				n.migrate(Message{Kind: KindPush, To: t, ID: id, Records: batch.recs})
+				n.send(Message{Kind: KindOffer, To: t, ID: id, Versions: vs})
 			}
 			n.strayBusy = true
 		}
@@ -1202,15 +1253,50 @@ func (n *Node) onPushAck(m Message) {
 	if n.onChunkAck(m.ID) {
 		return
 	}
+	n.pushAnswered(m.ID, m.From)
+}
+
+// onOfferResp sends a hand-off target the records it lacks, or counts it
+// as holding them all.
+func (n *Node) onOfferResp(m Message) {
 	o := n.ops[m.ID]
+	if o == nil || o.push == nil || o.answered[m.From] {
+		return
+	}
+	if len(m.Keys) == 0 {
+		n.pushAnswered(m.ID, m.From)
+		return
+	}
+	want := make(map[string]bool, len(m.Keys))
+	for _, k := range m.Keys {
+		want[string(k)] = true
+	}
+	var recs []Record
+	for _, r := range o.push.recs {
+		if want[string(r.Key)] {
+			recs = append(recs, r)
+		}
+	}
+	if len(recs) == 0 {
+		n.pushAnswered(m.ID, m.From) // it asked for nothing it was offered
+		return
+	}
+	n.Stats.PushedBytes += recordsSize(recs)
+	n.migrate(Message{Kind: KindPush, To: m.From, ID: m.ID, Records: recs})
+}
+
+// pushAnswered records that target from holds a hand-off batch; once
+// every target does, this node drops its copies.
+func (n *Node) pushAnswered(id uint64, from string) {
+	o := n.ops[id]
 	if o == nil || o.push == nil {
 		return
 	}
-	o.answered[m.From] = true
+	o.answered[from] = true
 	if len(o.answered) < len(o.replicas) {
 		return
 	}
-	delete(n.ops, m.ID)
+	delete(n.ops, id)
 	for _, r := range o.push.recs {
 		if cur, ok := n.local(r.Key); ok && cur.Version == r.Version {
 			n.forget(cur)

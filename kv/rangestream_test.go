@@ -15,6 +15,8 @@ type streamPair struct {
 	out      map[uint64]int64 // chunks a sent and b has not acknowledged
 	maxOut   int64
 	chunks   int
+	// sawInbound: the receiver knew a stream was coming in
+	sawInbound bool
 }
 
 func newStreamPair(t *testing.T, keys int) *streamPair {
@@ -69,6 +71,9 @@ func (p *streamPair) run(t *testing.T, drop func(id uint64) bool) {
 		}
 		for _, m := range pushes {
 			p.b.Step(m)
+		}
+		if len(p.b.inbound) > 0 {
+			p.sawInbound = true
 		}
 		rdb := p.b.Ready()
 		p.dst.Apply(rdb.Persist)
@@ -131,6 +136,11 @@ func TestRangeStreams(t *testing.T) {
 		}
 		if len(p.a.rangeSends) != 0 || len(p.a.chunksOut) != 0 {
 			t.Fatalf("%d streams and %d chunks left after the end", len(p.a.rangeSends), len(p.a.chunksOut))
+		}
+		// The receiver held off comparing while the streams came in, and
+		// knows they ended.
+		if !p.sawInbound || len(p.b.inbound) != 0 {
+			t.Fatalf("receiver's inbound streams: seen %v, %d left at the end", p.sawInbound, len(p.b.inbound))
 		}
 	})
 	t.Run("shared positions", func(t *testing.T) {

@@ -139,7 +139,7 @@ func (k *kvNode) deliver(frame []byte) {
 // (anti-entropy, hand-off, range streams) rather than serve requests.
 func bulkKind(k kv.Kind) bool {
 	switch k {
-	case kv.KindPush, kv.KindPull, kv.KindPullRange, kv.KindDigest, kv.KindDigestResp, kv.KindKeys, kv.KindKeysResp:
+	case kv.KindPush, kv.KindPull, kv.KindPullRange, kv.KindDigest, kv.KindDigestResp, kv.KindKeys, kv.KindKeysResp, kv.KindOffer, kv.KindOfferResp:
 		return true
 	}
 	return false
