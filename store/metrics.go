@@ -109,6 +109,10 @@ func newMetrics(n *Node) *metrics {
 				}
 				return float64(n.kv.dropped.Load())
 			}),
+		gauge("tide_storage_compaction_debt_bytes", "Bytes the storage engine estimates it must compact to bring its levels back into shape (high after a bulk load).",
+			func() float64 { return float64(n.eng.db.Metrics().Compact.EstimatedDebt) }),
+		gauge("tide_storage_compactions_running", "Storage compactions under way.",
+			func() float64 { return float64(n.eng.db.Metrics().Compact.NumInProgress) }),
 		gauge("tide_store_files", "Live files stored on this node (owned and replicas).",
 			func() float64 { return float64(n.eng.Files()) }),
 		gauge("tide_store_bytes", "Bytes of live files stored on this node.",
