@@ -357,8 +357,10 @@ func (n *Node) Step(m Message) {
 	case KindOfferResp:
 		n.onOfferResp(m)
 	case KindPullRange:
+		// Sent at the next tick: a comparison asks for each bucket it
+		// lacks in a message of its own, and those that arrive meanwhile
+		// join one stream.
 		n.queueRange(m.From, m.Lo, m.Hi)
-		n.pumpRanges()
 	case KindPull:
 		var recs []Record
 		for _, k := range m.Keys {
