@@ -371,6 +371,12 @@ func (c *Controller) scaleOut(ctx context.Context, sys string, d Decision, obs m
 	spec := c.Template
 	spec.Extra = append([]string(nil), c.Template.Extra...)
 	spec.Token = d.Token
+	// The join address comes from the platform's current list: the tick's
+	// list may predate the end of the previous launch, and show the node
+	// it started as pending, or not at all.
+	if fresh, err := c.Prov.List(ctx); err == nil {
+		ins = fresh
+	}
 	for _, in := range ins {
 		if in.State == provision.StateRunning && in.ChordAddr != "" {
 			spec.Join = in.ChordAddr
