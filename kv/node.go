@@ -349,7 +349,7 @@ func (n *Node) Step(m Message) {
 		var want [][]byte
 		for _, v := range m.Versions {
 			cur, ok := n.local(v.Key)
-			if !ok || v.Version > cur.Version || (v.Version == cur.Version && v.Tomb && !cur.Tomb) {
+			if !ok || (Record{Version: v.Version, Tomb: v.Tomb}).Newer(cur) {
 				want = append(want, v.Key)
 			}
 		}

@@ -3,6 +3,8 @@ package store
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"tide/kv"
 )
 
 // metrics are one node's Prometheus series. Each node has its own registry
@@ -44,6 +46,15 @@ func newMetrics(n *Node) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
+	// kvCounter is a counter read from the KV layer's stats (0 until it runs).
+	kvCounter := func(name, help string, f func(kv.Stats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			if n.kv == nil {
+				return 0
+			}
+			return f(n.KVStats())
+		})
+	}
 	m.reg.MustRegister(m.rpcReceived, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
@@ -58,50 +69,24 @@ func newMetrics(n *Node) *metrics {
 				}
 				return 100 * float64(u) / float64(c)
 			}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_requests_total", Help: "KV reads and writes this node coordinated."},
-			func() float64 {
-				if n.kv == nil {
-					return 0
-				}
-				st := n.KVStats()
-				return float64(st.Reads + st.Writes)
-			}),
+		kvCounter("tide_kv_requests_total", "KV reads and writes this node coordinated.",
+			func(st kv.Stats) float64 { return float64(st.Reads + st.Writes) }),
 		gauge("tide_kv_hints_held", "KV writes held for replicas that did not acknowledge them (hinted hand-off), awaiting delivery.",
 			func() float64 { return float64(n.eng.hintCount()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_hints_delivered_total", Help: "Held KV hints delivered to their replicas."},
-			func() float64 {
-				if n.kv == nil {
-					return 0
-				}
-				return float64(n.KVStats().HintsDelivered)
-			}),
+		kvCounter("tide_kv_hints_delivered_total", "Held KV hints delivered to their replicas.",
+			func(st kv.Stats) float64 { return float64(st.HintsDelivered) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_write_stalls_total", Help: "Times the storage engine held writes back because flushes or compactions fell behind."},
 			func() float64 { return float64(n.eng.stalls.count.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_write_stall_seconds_total", Help: "Seconds writes were held back by storage write stalls."},
 			func() float64 { return float64(n.eng.stalls.nanos.Load()) / 1e9 }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_ingested_bytes_total", Help: "KV record bytes from range streams and hand-offs written as sstables and ingested, bypassing the write-ahead log and compactions."},
 			func() float64 { return float64(n.eng.ingested.Load()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_tombstones_collected_total", Help: "KV delete tombstones removed after --tombstone-ttl."},
-			func() float64 {
-				if n.kv == nil {
-					return 0
-				}
-				return float64(n.KVStats().TombstonesCollected)
-			}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_pushed_bytes_total", Help: "KV record bytes this node sent to other replicas: range streams to nodes that lacked a range, anti-entropy repairs and hand-offs."},
-			func() float64 {
-				if n.kv == nil {
-					return 0
-				}
-				return float64(n.KVStats().PushedBytes)
-			}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_range_streams_abandoned_total", Help: "KV range streams this node gave up because a chunk went unacknowledged for 10 anti-entropy periods; the next comparison sends what is still missing."},
-			func() float64 {
-				if n.kv == nil {
-					return 0
-				}
-				return float64(n.KVStats().RangesAbandoned)
-			}),
+		kvCounter("tide_kv_tombstones_collected_total", "KV delete tombstones removed after --tombstone-ttl.",
+			func(st kv.Stats) float64 { return float64(st.TombstonesCollected) }),
+		kvCounter("tide_kv_pushed_bytes_total", "KV record bytes this node sent to other replicas: range streams to nodes that lacked a range, anti-entropy repairs and hand-offs.",
+			func(st kv.Stats) float64 { return float64(st.PushedBytes) }),
+		kvCounter("tide_kv_range_streams_abandoned_total", "KV range streams this node gave up because a chunk went unacknowledged for 10 anti-entropy periods; the next comparison sends what is still missing.",
+			func(st kv.Stats) float64 { return float64(st.RangesAbandoned) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_inbound_dropped_total", Help: "KV messages from peers dropped because this node's queue for them was full (client and replication traffic, or anti-entropy and hand-off); the senders' retries and anti-entropy recover them."},
 			func() float64 {
 				if n.kv == nil {
