@@ -101,6 +101,12 @@ type Config struct {
 	// 256 KiB (25 MiB/s at the store's 10 ms tick): a primary range of
 	// 350 MB is compared about every 15 s instead of every second.
 	ScanBytesPerTick int64
+	// SettleTicks: anti-entropy compares the records written up to this
+	// long before a comparison starts, and leaves newer ones to the next:
+	// under load, writes still on their way to a replica would otherwise
+	// make every comparison differ, and send records the replicas are
+	// about to get anyway. Default 40.
+	SettleTicks int
 	// Buckets splits a range for digest comparison. Default 64.
 	Buckets int
 	// HandOffTicks is how long the member table must stay unchanged before
@@ -110,6 +116,11 @@ type Config struct {
 	// TransitionTicks is how long a replaced ring view still counts: its
 	// preference lists must also meet the quorums. Default 1000 (10 s).
 	TransitionTicks int
+	// VersionCache is how many keys' versions a node keeps in memory, so
+	// that a write of a key written recently compares versions without
+	// reading storage. Default 262144 (about 20 MB with short keys);
+	// negative: none.
+	VersionCache int
 	// MaxValue bounds a value. Default 1 MiB.
 	MaxValue int
 	// MigrationBytesPerTick caps the bytes anti-entropy and hand-off send
@@ -150,6 +161,9 @@ func (c Config) withDefaults() Config {
 	if c.SyncTicks == 0 {
 		c.SyncTicks = 100
 	}
+	if c.SettleTicks == 0 {
+		c.SettleTicks = 40
+	}
 	if c.Buckets == 0 {
 		c.Buckets = 64
 	}
@@ -158,6 +172,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TransitionTicks == 0 {
 		c.TransitionTicks = 1000
+	}
+	if c.VersionCache == 0 {
+		c.VersionCache = 1 << 18
 	}
 	if c.MaxValue == 0 {
 		c.MaxValue = 1 << 20

@@ -66,6 +66,10 @@ type Message struct {
 	Versions []KeyVersion `msgpack:"vs,omitempty"`
 	Records  []Record     `msgpack:"rs,omitempty"`
 	Keys     [][]byte     `msgpack:"ks,omitempty"`
+	// Horizon, on anti-entropy messages, is the newest version a
+	// comparison covers: records written since are likely still on their
+	// way to some replica, and would look like differences.
+	Horizon uint64 `msgpack:"hz,omitempty"`
 
 	dep uint64 // local only: 1 + the round whose persistence this answer waits for
 }

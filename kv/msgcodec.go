@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"sync/atomic"
 )
 
 // Messages are encoded by hand too: every client request costs a few of
@@ -13,11 +14,11 @@ import (
 // side can read the other's.
 
 // messageFields is the number of positional fields of Message.
-const messageFields = 15
+const messageFields = 16
 
 // AppendMessage appends m's encoding to b.
 func AppendMessage(b []byte, m *Message) []byte {
-	b = append(b, 0x90|messageFields)
+	b = append(b, 0xdc, 0, messageFields) // array16: more than 15 fields
 	b = appendUint(b, uint64(m.Kind))
 	b = appendStr(b, m.From)
 	b = appendStr(b, m.To)
@@ -38,6 +39,7 @@ func AppendMessage(b []byte, m *Message) []byte {
 	})
 	b = appendArray(b, m.Records, AppendRecord)
 	b = appendArray(b, m.Keys, func(b []byte, k *[]byte) []byte { return appendBin(b, *k) })
+	b = appendUint(b, m.Horizon)
 	return b
 }
 
@@ -123,6 +125,32 @@ func appendArrayLen(b []byte, n int) []byte {
 	return binary.BigEndian.AppendUint32(append(b, 0xdd), uint32(n))
 }
 
+// internTab holds recently decoded node addresses: a cluster has few, and
+// every message names two, so decoding them need not allocate.
+var internTab [256]atomic.Pointer[string]
+
+// intern returns b as a string, shared with earlier calls for the same
+// bytes while its slot of internTab holds it.
+func intern(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if len(b) > 128 {
+		return string(b)
+	}
+	h := uint32(2166136261)
+	for _, c := range b {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	slot := &internTab[h%uint32(len(internTab))]
+	if p := slot.Load(); p != nil && *p == string(b) {
+		return *p
+	}
+	s := string(b)
+	slot.Store(&s)
+	return s
+}
+
 // DecodeMessage parses an encoded message. Byte slices in the result point
 // into b, which the caller must not reuse. Lengths are checked against
 // what is left of b before anything is allocated.
@@ -143,10 +171,10 @@ func DecodeMessage(b []byte) (Message, error) {
 		m.Kind = Kind(k)
 	}
 	if next() {
-		m.From = string(d.bytes(true))
+		m.From = intern(d.bytes(true))
 	}
 	if next() {
-		m.To = string(d.bytes(true))
+		m.To = intern(d.bytes(true))
 	}
 	if next() {
 		m.ID = d.uint()
@@ -193,6 +221,9 @@ func DecodeMessage(b []byte) (Message, error) {
 	}
 	if next() {
 		m.Keys = decodeArray(&d, 1, func() []byte { return d.bytes(true) })
+	}
+	if next() {
+		m.Horizon = d.uint()
 	}
 	if d.err == nil && n > messageFields {
 		d.err = fmt.Errorf("%w: message of %d fields", errRecord, n)

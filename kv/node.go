@@ -13,8 +13,8 @@ type op struct {
 	clientID  uint64
 	rec       Record // write: the record; read: Key only
 	replicas  []string
-	answered  map[string]bool
-	got       map[string]*Record // read: each replica's record (nil: not found)
+	answered  addrSet
+	got       gotSet // read: each replica's record (nil: not found)
 	need      int
 	start     int
 	lastSend  int
@@ -29,6 +29,49 @@ type op struct {
 	round     uint64   // write: the round of the coordinator's own copy
 	push      *strayPush
 	resends   int // times the requests of this op were sent again
+	// room for answered and got, enough for most ops
+	answeredBuf [4]string
+	gotBuf      [4]gotEntry
+}
+
+// addrSet is a small set of node addresses, a few preference lists' worth:
+// a slice searched in order beats a map at that size.
+type addrSet []string
+
+func (s addrSet) has(a string) bool { return slices.Contains(s, a) }
+
+func (s *addrSet) add(a string) {
+	if !s.has(a) {
+		*s = append(*s, a)
+	}
+}
+
+// gotSet is what each replica answered to a read.
+type gotSet []gotEntry
+
+type gotEntry struct {
+	addr string
+	rec  *Record // nil: not found
+}
+
+// get returns what a answered (nil: not found), and whether it answered.
+func (g gotSet) get(a string) (*Record, bool) {
+	for _, e := range g {
+		if e.addr == a {
+			return e.rec, true
+		}
+	}
+	return nil, false
+}
+
+func (g *gotSet) set(a string, r *Record) {
+	for i := range *g {
+		if (*g)[i].addr == a {
+			(*g)[i].rec = r
+			return
+		}
+	}
+	*g = append(*g, gotEntry{a, r})
 }
 
 type prevView struct {
@@ -106,6 +149,9 @@ type Node struct {
 	rd      Ready
 	spare   Ready // buffers of a released Ready, for the next round
 	pending map[string]Record
+	// vcache is the version cache (see remember): the version and size of
+	// recently stored records, by key, up to Config.VersionCache of them.
+	vcache map[string]vmeta
 	gone    map[string]bool // keys deleted in this round (see local)
 	ops     map[uint64]*op
 	hints   map[string]map[string]Record // target -> key -> record
@@ -146,7 +192,10 @@ type Node struct {
 	// an older view is then seen by a read under the newer one, and the
 	// other way round, while data moves.
 	prev     []prevView
-	diverged bool   // the last digest comparison found differences
+	diverged bool // the last comparison found differences
+	// marks holds, for each of the last SettleTicks+1 ticks, the newest
+	// version this node had seen or could mint then (see horizon).
+	marks    []uint64
 	bulkFrom string // the sender of the push being applied (PersistOp.Bulk)
 	Stats    Stats
 }
@@ -275,21 +324,73 @@ func (n *Node) local(key []byte) (Record, bool) {
 // apply stores r if it is newer than what this node holds.
 func (n *Node) apply(r Record) bool {
 	n.observe(r.Version)
-	cur, had := n.local(r.Key)
-	if had && !r.Newer(cur) {
-		return false
+	var had bool
+	var hadBytes int64
+	if m, ok := n.vcache[string(r.Key)]; ok && m.version != r.Version {
+		// Known without reading storage. (Equal versions are ordered by
+		// value, which the cache does not keep.)
+		if r.Version < m.version {
+			return false
+		}
+		had, hadBytes = true, m.size
+	} else {
+		cur, ok := n.local(r.Key)
+		if ok && !r.Newer(cur) {
+			return false
+		}
+		had, hadBytes = ok, cur.Size()
 	}
 	rc := r
-	n.pending[string(r.Key)] = rc
-	delete(n.gone, string(r.Key))
-	n.rd.Persist = append(n.rd.Persist, PersistOp{Put: &rc, Had: had, HadBytes: cur.Size(), Bulk: n.bulkFrom})
+	ks := string(r.Key) // one copy of the key for both maps
+	n.pending[ks] = rc
+	delete(n.gone, ks)
+	n.remember(ks, r)
+	n.rd.Persist = append(n.rd.Persist, PersistOp{Put: &rc, Had: had, HadBytes: hadBytes, Bulk: n.bulkFrom})
 	return true
 }
+
+// vmeta is what the version cache keeps of a stored record.
+type vmeta struct {
+	version uint64
+	size    int64 // key and value bytes (Record.Size)
+}
+
+// remember notes the version of a record being stored, so that the next
+// write of its key need not read storage to compare versions. Tombstones
+// are not kept: storage may collect one as it writes it.
+func (n *Node) remember(ks string, r Record) {
+	if n.cfg.VersionCache < 0 {
+		return
+	}
+	if r.Tomb {
+		delete(n.vcache, ks)
+		return
+	}
+	if n.vcache == nil {
+		n.vcache = make(map[string]vmeta)
+	}
+	if _, ok := n.vcache[ks]; !ok && len(n.vcache) >= n.cfg.VersionCache {
+		// Full: drop a sixteenth, wherever map iteration starts.
+		drop := max(len(n.vcache)/16, 1)
+		for k := range n.vcache {
+			delete(n.vcache, k)
+			if drop--; drop == 0 {
+				break
+			}
+		}
+	}
+	n.vcache[ks] = vmeta{r.Version, r.Size()}
+}
+
+// ForgetVersions empties the version cache. The driver calls it when
+// persisting a round failed: the cache then runs ahead of storage.
+func (n *Node) ForgetVersions() { clear(n.vcache) }
 
 // forget deletes r's key entirely, in this round.
 func (n *Node) forget(r Record) {
 	n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key, Had: true, HadBytes: r.Size()})
 	delete(n.pending, string(r.Key))
+	delete(n.vcache, string(r.Key))
 	n.gone[string(r.Key)] = true
 }
 
@@ -313,11 +414,11 @@ func (n *Node) Step(m Message) {
 	case KindGetResp:
 		n.onGetResp(m)
 	case KindDigest:
-		n.send(Message{Kind: KindDigestResp, To: m.From, Lo: m.Lo, Hi: m.Hi, Buckets: m.Buckets, Hashes: n.digest(m.Lo, m.Hi, m.Buckets)})
+		n.send(Message{Kind: KindDigestResp, To: m.From, Lo: m.Lo, Hi: m.Hi, Buckets: m.Buckets, Horizon: m.Horizon, Hashes: n.digest(m.Lo, m.Hi, m.Buckets, m.Horizon)})
 	case KindDigestResp:
 		n.onDigestResp(m)
 	case KindKeys:
-		n.send(Message{Kind: KindKeysResp, To: m.From, Lo: m.Lo, Hi: m.Hi, Versions: n.versions(m.Lo, m.Hi)})
+		n.send(Message{Kind: KindKeysResp, To: m.From, Lo: m.Lo, Hi: m.Hi, Horizon: m.Horizon, Versions: n.versions(m.Lo, m.Hi)})
 	case KindKeysResp:
 		n.onKeysResp(m)
 	case KindPush:
@@ -424,7 +525,7 @@ func quorumIn(sets [][]string, q int, has func(string) bool) bool {
 func (n *Node) newOp(o *op) uint64 {
 	n.nextID++
 	o.start, o.lastSend = n.now, n.now
-	o.answered = map[string]bool{}
+	o.answered = o.answeredBuf[:0]
 	n.ops[n.nextID] = o
 	return n.nextID
 }
@@ -459,7 +560,7 @@ func (n *Node) clientPut(m Message) {
 	for _, r := range reps {
 		if r == n.self {
 			n.apply(rec)
-			o.answered[r] = true
+			o.answered.add(r)
 		} else {
 			n.send(Message{Kind: KindPut, To: r, ID: id, Rec: rec})
 		}
@@ -468,7 +569,7 @@ func (n *Node) clientPut(m Message) {
 }
 
 func (n *Node) checkWrite(id uint64, o *op) {
-	if !o.replied && quorumIn(o.sets, o.need, func(a string) bool { return o.answered[a] }) {
+	if !o.replied && quorumIn(o.sets, o.need, func(a string) bool { return o.answered.has(a) }) {
 		// The acknowledgement vouches for the replicas' copies, each
 		// durable before it was acknowledged, and for this node's own,
 		// durable once the round that stored it is.
@@ -494,12 +595,12 @@ func (n *Node) onPutAck(m Message) {
 			n.Stats.HintsDelivered++
 		}
 	case o.write:
-		o.answered[m.From] = true
+		o.answered.add(m.From)
 		n.checkWrite(m.ID, o)
 	case o.writeback:
 		if best := newest(o.got); best != nil {
 			b := *best
-			o.got[m.From] = &b
+			o.got.set(m.From, &b)
 			n.checkRead(m.ID, o)
 		}
 	}
@@ -511,7 +612,8 @@ func (n *Node) clientGet(m Message) {
 		r = min(m.W, n.cfg.N)
 	}
 	sets, reps := n.prefSets(n.ring.Position(m.Rec.Key))
-	o := &op{client: m.From, clientID: m.ID, rec: Record{Key: m.Rec.Key}, replicas: reps, sets: sets, need: r, got: map[string]*Record{}}
+	o := &op{client: m.From, clientID: m.ID, rec: Record{Key: m.Rec.Key}, replicas: reps, sets: sets, need: r}
+	o.got = o.gotBuf[:0]
 	// The write-back of a read needs W holders among the replicas it
 	// asked; a read quorum smaller than W asks everyone.
 	if !n.cfg.ReadAll && r >= n.cfg.W {
@@ -522,11 +624,11 @@ func (n *Node) clientGet(m Message) {
 	for _, rep := range reps {
 		if rep == n.self {
 			if rec, ok := n.local(m.Rec.Key); ok {
-				o.got[rep] = &rec
+				o.got.set(rep, &rec)
 			} else {
-				o.got[rep] = nil
+				o.got.set(rep, nil)
 			}
-			o.answered[rep] = true
+			o.answered.add(rep)
 		} else {
 			n.send(Message{Kind: KindGet, To: rep, ID: id, Rec: Record{Key: m.Rec.Key}})
 		}
@@ -536,16 +638,16 @@ func (n *Node) clientGet(m Message) {
 
 func (n *Node) onGetResp(m Message) {
 	o := n.ops[m.ID]
-	if o == nil || o.write || o.answered[m.From] {
+	if o == nil || o.write || o.answered.has(m.From) {
 		return
 	}
-	o.answered[m.From] = true
+	o.answered.add(m.From)
 	if m.Found {
 		r := m.Rec
-		o.got[m.From] = &r
+		o.got.set(m.From, &r)
 		n.observe(r.Version)
 	} else {
-		o.got[m.From] = nil
+		o.got.set(m.From, nil)
 	}
 	n.checkRead(m.ID, o)
 }
@@ -584,9 +686,10 @@ func (n *Node) askSpares(id uint64, o *op) {
 }
 
 // newest returns the newest record among the answers.
-func newest(got map[string]*Record) *Record {
+func newest(got gotSet) *Record {
 	var best *Record
-	for _, r := range got {
+	for _, e := range got {
+		r := e.rec
 		if r != nil && (best == nil || r.Newer(*best)) {
 			best = r
 		}
@@ -600,18 +703,18 @@ func newest(got map[string]*Record) *Record {
 // (ABD's write-back), so that no later read can return an older value:
 // with a single writer per key this makes reads linearizable.
 func (n *Node) checkRead(id uint64, o *op) {
-	if !o.replied && quorumIn(o.sets, o.need, func(a string) bool { return o.answered[a] }) {
+	if !o.replied && quorumIn(o.sets, o.need, func(a string) bool { return o.answered.has(a) }) {
 		best := newest(o.got)
 		holds := func(a string) bool {
-			r := o.got[a]
+			r, _ := o.got.get(a)
 			return r != nil && best != nil && r.Version == best.Version
 		}
 		missing := false
-		for _, r := range o.got {
-			missing = missing || r == nil
+		for _, e := range o.got {
+			missing = missing || e.rec == nil
 		}
 		switch {
-		case o.extra != "" && !o.answered[o.extra]:
+		case o.extra != "" && !o.answered.has(o.extra):
 			return // wait for the node after the preference list
 		case missing && !o.fallback:
 			// A replica that answered lacks the key. Right after a node
@@ -628,11 +731,11 @@ func (n *Node) checkRead(id uint64, o *op) {
 				o.extra, o.extraAt = extra, n.now
 				if extra == n.self {
 					if rec, ok := n.local(o.rec.Key); ok {
-						o.got[extra] = &rec
+						o.got.set(extra, &rec)
 					} else {
-						o.got[extra] = nil
+						o.got.set(extra, nil)
 					}
-					o.answered[extra] = true
+					o.answered.add(extra)
 					n.checkRead(id, o)
 				} else {
 					n.send(Message{Kind: KindGet, To: extra, ID: id, Rec: Record{Key: o.rec.Key}})
@@ -652,11 +755,11 @@ func (n *Node) checkRead(id uint64, o *op) {
 		case !o.writeback:
 			o.writeback = true
 			for _, rep := range o.replicas {
-				if cur, ok := o.got[rep]; ok && (cur == nil || best.Newer(*cur)) {
+				if cur, ok := o.got.get(rep); ok && (cur == nil || best.Newer(*cur)) {
 					if rep == n.self {
 						n.apply(*best)
 						b := *best
-						o.got[rep] = &b
+						o.got.set(rep, &b)
 					} else {
 						n.send(Message{Kind: KindPut, To: rep, ID: id, Rec: *best})
 					}
@@ -681,10 +784,10 @@ func (n *Node) readRepair(o *op) {
 		return
 	}
 	for _, rep := range o.replicas {
-		if !o.answered[rep] {
+		if !o.answered.has(rep) {
 			continue
 		}
-		if cur := o.got[rep]; cur == nil || best.Newer(*cur) {
+		if cur, _ := o.got.get(rep); cur == nil || best.Newer(*cur) {
 			n.Stats.ReadRepairs++
 			if rep == n.self {
 				n.apply(*best)
@@ -701,6 +804,16 @@ func (n *Node) holdHint(h Hint, persist bool) {
 	}
 	if cur, ok := n.hints[h.Target][string(h.Rec.Key)]; ok && !h.Rec.Newer(cur) {
 		return
+	}
+	if persist {
+		// A hint may be held for long: it gets memory of its own rather
+		// than keep alive the request buffer its key and value are in.
+		kv := make([]byte, len(h.Rec.Key)+len(h.Rec.Value))
+		copy(kv[copy(kv, h.Rec.Key):], h.Rec.Value)
+		h.Rec.Key = kv[:len(h.Rec.Key):len(h.Rec.Key)]
+		if h.Rec.Value != nil {
+			h.Rec.Value = kv[len(h.Rec.Key):]
+		}
 	}
 	n.hints[h.Target][string(h.Rec.Key)] = h.Rec
 	if persist {
@@ -723,6 +836,10 @@ func (n *Node) Hints() int {
 // writes into hints), hint delivery, and anti-entropy.
 func (n *Node) Tick() {
 	n.now++
+	if n.marks == nil {
+		n.marks = make([]uint64, n.cfg.SettleTicks+1)
+	}
+	n.marks[n.now%len(n.marks)] = max(n.last, n.clock())
 	// The migration budget refills by one tick's worth, up to one tick's
 	// worth: a send that overdraws it (a whole chunk leaves at once) is
 	// paid back by the ticks after, so the rate holds on average.
@@ -755,11 +872,11 @@ func (n *Node) Tick() {
 		if len(o.spare) > 0 && !o.replied && n.now-o.start >= n.cfg.SpeculateTicks {
 			n.askSpares(id, o)
 		}
-		if o.extra != "" && !o.answered[o.extra] && n.now-o.extraAt >= n.cfg.ResendTicks {
+		if o.extra != "" && !o.answered.has(o.extra) && n.now-o.extraAt >= n.cfg.ResendTicks {
 			// The node after the preference list does not answer: read
 			// without it, as without any node that holds nothing.
-			o.answered[o.extra] = true
-			o.got[o.extra] = nil
+			o.answered.add(o.extra)
+			o.got.set(o.extra, nil)
 			n.checkRead(id, o)
 			continue
 		}
@@ -770,7 +887,7 @@ func (n *Node) Tick() {
 			o.lastSend = n.now
 			o.resends++
 			for _, rep := range o.replicas {
-				if o.answered[rep] {
+				if o.answered.has(rep) {
 					continue
 				}
 				if o.write {
@@ -812,7 +929,7 @@ func (n *Node) expire(id uint64, o *op) {
 	case o.hint != nil:
 	case o.write:
 		for _, rep := range o.replicas {
-			if !o.answered[rep] {
+			if !o.answered.has(rep) {
 				n.holdHint(Hint{Target: rep, Rec: o.rec}, true)
 			}
 		}
@@ -900,15 +1017,16 @@ func (n *Node) syncRound() {
 	if len(peers) == 0 {
 		return
 	}
+	h := n.horizon()
 	if changed || n.diverged {
 		n.diverged = false
 		for _, p := range peers {
-			n.send(Message{Kind: KindDigest, To: p, Lo: lo, Hi: hi, Buckets: n.cfg.Buckets})
+			n.send(Message{Kind: KindDigest, To: p, Lo: lo, Hi: hi, Buckets: n.cfg.Buckets, Horizon: h})
 		}
 		return
 	}
 	n.syncPeer = (n.syncPeer + 1) % len(peers)
-	n.send(Message{Kind: KindDigest, To: peers[n.syncPeer], Lo: lo, Hi: hi, Buckets: n.cfg.Buckets})
+	n.send(Message{Kind: KindDigest, To: peers[n.syncPeer], Lo: lo, Hi: hi, Buckets: n.cfg.Buckets, Horizon: h})
 }
 
 func fmtMembers(ms []Member) string {
@@ -982,12 +1100,33 @@ func (n *Node) scanVersions(lo, hi uint32, fn func(uint32, Record) bool) {
 }
 
 // digest hashes the records of (lo, hi] into b buckets.
-func (n *Node) digest(lo, hi uint32, b int) []uint64 {
+// horizon is the newest version a comparison starting now covers: what
+// this node had seen or could mint SettleTicks ago (the oldest mark it
+// has, right after it starts).
+func (n *Node) horizon() uint64 {
+	if len(n.marks) == 0 {
+		return max(n.last, n.clock())
+	}
+	if n.now < len(n.marks)-1 {
+		return n.marks[min(1, n.now)]
+	}
+	return n.marks[(n.now+1)%len(n.marks)]
+}
+
+// settled reports whether a record of version v is covered by a
+// comparison up to horizon h (0: everything).
+func settled(v, h uint64) bool { return h == 0 || v <= h }
+
+// digest hashes the records of (lo, hi] up to version h into b buckets.
+func (n *Node) digest(lo, hi uint32, b int, h uint64) []uint64 {
 	if b <= 0 || b > 4096 {
 		return nil
 	}
 	out := make([]uint64, b)
 	n.scanVersions(lo, hi, func(pos uint32, r Record) bool {
+		if !settled(r.Version, h) {
+			return true
+		}
 		out[bucketOf(pos, lo, hi, b)] ^= recordHash(r)
 		return true
 	})
@@ -1117,20 +1256,20 @@ func (n *Node) versions(lo, hi uint32) []KeyVersion {
 }
 
 func (n *Node) onDigestResp(m Message) {
-	mine := n.digest(m.Lo, m.Hi, m.Buckets)
+	mine := n.digest(m.Lo, m.Hi, m.Buckets, m.Horizon)
 	if len(mine) != len(m.Hashes) {
 		return
 	}
-	differ := false
+	moved := false
 	for i := range mine {
 		if mine[i] != m.Hashes[i] {
-			differ = true
 			lo, hi := bucketRange(i, m.Lo, m.Hi, m.Buckets)
 			switch {
 			case m.Hashes[i] == 0:
 				// The peer holds nothing here (it just joined): send it
 				// the whole bucket, without comparing keys.
 				n.queueRange(m.From, lo, hi)
+				moved = true
 			case mine[i] == 0:
 				// Ask one replica for the bucket, not every one that
 				// answers; ask again if it has not come after a while.
@@ -1141,21 +1280,27 @@ func (n *Node) onDigestResp(m Message) {
 					n.pulling[[2]uint32{lo, hi}] = n.now
 					n.send(Message{Kind: KindPullRange, To: m.From, Lo: lo, Hi: hi})
 				}
+				moved = true
 			default:
-				n.send(Message{Kind: KindKeys, To: m.From, Lo: lo, Hi: hi})
+				// Compared key by key (onKeysResp), which decides
+				// whether anything needs to move.
+				n.send(Message{Kind: KindKeys, To: m.From, Lo: lo, Hi: hi, Horizon: m.Horizon})
 			}
 		}
 	}
 	n.pumpRanges() // what the comparison queued
-	if differ {
-		// Compare again soon, with every replica, until the range agrees.
-		n.diverged = true
-		n.lastSync = min(n.lastSync, n.now-n.cfg.SyncTicks+max(n.cfg.SyncTicks/20, 1))
+	if moved {
+		n.compareSoon()
 	}
 }
 
-// onKeysResp compares a bucket key by key: pushes what the peer lacks,
-// pulls what the peer has newer.
+// compareSoon makes the next comparison come soon, with every replica:
+// one found differences, and runs until the ranges agree.
+func (n *Node) compareSoon() {
+	n.diverged = true
+	n.lastSync = min(n.lastSync, n.now-n.cfg.SyncTicks+max(n.cfg.SyncTicks/20, 1))
+}
+
 func (n *Node) onKeysResp(m Message) {
 	theirs := map[string]KeyVersion{}
 	for _, kv := range m.Versions {
@@ -1167,6 +1312,9 @@ func (n *Node) onKeysResp(m Message) {
 	n.scan(m.Lo, m.Hi, func(_ uint32, r Record) bool {
 		seen[string(r.Key)] = true
 		t, ok := theirs[string(r.Key)]
+		if !settled(r.Version, m.Horizon) || (ok && !settled(t.Version, m.Horizon)) {
+			return true // written since the comparison's horizon: left to the next one
+		}
 		other := Record{Key: t.Key, Version: t.Version, Tomb: t.Tomb}
 		switch {
 		case !ok || (r.Version > t.Version) || (r.Version == t.Version && r.Tomb && !t.Tomb):
@@ -1177,9 +1325,12 @@ func (n *Node) onKeysResp(m Message) {
 		return true
 	})
 	for _, kv := range m.Versions {
-		if !seen[string(kv.Key)] {
+		if !seen[string(kv.Key)] && settled(kv.Version, m.Horizon) {
 			pull = append(pull, kv.Key)
 		}
+	}
+	if len(push) > 0 || len(pull) > 0 {
+		n.compareSoon()
 	}
 	for len(push) > 0 {
 		k := min(len(push), 256)
@@ -1262,7 +1413,7 @@ func (n *Node) onPushAck(m Message) {
 // as holding them all.
 func (n *Node) onOfferResp(m Message) {
 	o := n.ops[m.ID]
-	if o == nil || o.push == nil || o.answered[m.From] {
+	if o == nil || o.push == nil || o.answered.has(m.From) {
 		return
 	}
 	if len(m.Keys) == 0 {
@@ -1294,7 +1445,7 @@ func (n *Node) pushAnswered(id uint64, from string) {
 	if o == nil || o.push == nil {
 		return
 	}
-	o.answered[from] = true
+	o.answered.add(from)
 	if len(o.answered) < len(o.replicas) {
 		return
 	}

@@ -50,6 +50,7 @@ type Engine struct {
 	// KV record counts (see applyKV); kvMu orders their updates.
 	kvKeys, kvBytes atomic.Int64
 	kvMu            sync.Mutex
+	keyBuf, recBuf  []byte // applyKV's scratch space, under kvMu
 	// tombTTL is the KV tombstone TTL in nanoseconds: a tombstone older
 	// than this is not stored (0 stores every tombstone).
 	tombTTL uint64

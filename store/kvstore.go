@@ -33,7 +33,10 @@ func kvKey(pos uint32, key []byte) []byte { return posKey('k', pos, key) }
 func valueKey(pos uint32, key []byte) []byte { return posKey('v', pos, key) }
 
 func posKey(prefix byte, pos uint32, key []byte) []byte {
-	b := make([]byte, 0, 6+len(key))
+	return appendPosKey(make([]byte, 0, 6+len(key)), prefix, pos, key)
+}
+
+func appendPosKey(b []byte, prefix byte, pos uint32, key []byte) []byte {
 	b = append(b, prefix, '/')
 	b = binary.BigEndian.AppendUint32(b, pos)
 	return append(b, key...)
@@ -236,9 +239,15 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 				copy(d.Key[6:], r.Key)
 				copy(d.Value, r.Value)
 				d.Finish()
-				b.Set(kvKey(pos, r.Key), kv.AppendStub(nil, r), nil)
+				// The batch copies key and value: the scratch buffers
+				// serve every op of the round.
+				e.keyBuf = appendPosKey(e.keyBuf[:0], 'k', pos, r.Key)
+				e.recBuf = kv.AppendStub(e.recBuf[:0], r)
+				b.Set(e.keyBuf, e.recBuf, nil)
 			} else {
-				b.Set(kvKey(pos, r.Key), kv.AppendRecord(nil, r), nil)
+				e.keyBuf = appendPosKey(e.keyBuf[:0], 'k', pos, r.Key)
+				e.recBuf = kv.AppendRecord(e.recBuf[:0], r)
+				b.Set(e.keyBuf, e.recBuf, nil)
 			}
 			dKeys++
 			dBytes += int64(len(r.Key) + len(r.Value))

@@ -34,6 +34,56 @@ var errProtocol = errors.New("Protocol error")
 // readCommand reads one command: a RESP array of bulk strings, or an inline
 // command line.
 func readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) {
+	var a respArena
+	return a.readCommand(r, maxBulk)
+}
+
+// respArena is where a connection's commands are parsed into. Arguments
+// are cut from shared chunks instead of allocated one by one. A chunk is
+// never reused: the records of a write keep pointing into it for as long
+// as the write is under way, which can outlast its reply. The argument
+// slices of a pipeline's commands are reused once it is answered (reset).
+type respArena struct {
+	chunk []byte
+	slots [][]byte
+	used  int
+}
+
+// arenaChunk is the size of the chunks arguments are cut from; larger
+// arguments are allocated on their own.
+const arenaChunk = 16 << 10
+
+func (a *respArena) bytes(n int) []byte {
+	if n > arenaChunk/4 {
+		return make([]byte, n)
+	}
+	if cap(a.chunk)-len(a.chunk) < n {
+		a.chunk = make([]byte, 0, arenaChunk)
+	}
+	l := len(a.chunk)
+	a.chunk = a.chunk[:l+n]
+	return a.chunk[l : l+n : l+n]
+}
+
+// args returns room for n arguments.
+func (a *respArena) args(n int) [][]byte {
+	if len(a.slots)-a.used < n {
+		a.slots = make([][]byte, max(n, 1024))
+		a.used = 0
+	}
+	s := a.slots[a.used : a.used : a.used+n]
+	a.used += n
+	return s
+}
+
+// reset makes the argument slices of the commands read so far available
+// again; their bytes stay where they are.
+func (a *respArena) reset() {
+	clear(a.slots[:a.used])
+	a.used = 0
+}
+
+func (a *respArena) readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) {
 	line, err := readLine(r)
 	if err != nil {
 		return nil, err
@@ -44,14 +94,19 @@ func readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) {
 	if line[0] != '*' {
 		return splitInline(line), nil
 	}
-	n, err := strconv.Atoi(string(line[1:]))
+	n, err := atoiLine(line[1:])
 	if err != nil || n > maxArgs {
 		return nil, fmt.Errorf("%w: invalid multibulk length", errProtocol)
 	}
 	if n <= 0 {
 		return nil, nil
 	}
-	args := make([][]byte, 0, min(n, 64))
+	var args [][]byte
+	if n <= 64 {
+		args = a.args(n)
+	} else {
+		args = make([][]byte, 0, 64)
+	}
 	for range n {
 		hdr, err := readLine(r)
 		if err != nil {
@@ -60,20 +115,53 @@ func readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) {
 		if len(hdr) == 0 || hdr[0] != '$' {
 			return nil, fmt.Errorf("%w: expected '$', got '%s'", errProtocol, firstByte(hdr))
 		}
-		l, err := strconv.Atoi(string(hdr[1:]))
+		l, err := atoiLine(hdr[1:])
 		if err != nil || l < 0 || l > maxBulk {
 			return nil, fmt.Errorf("%w: invalid bulk length", errProtocol)
 		}
-		buf := make([]byte, l+2)
+		buf := a.bytes(l)
 		if _, err := io.ReadFull(r, buf); err != nil {
 			return nil, err
 		}
-		if buf[l] != '\r' || buf[l+1] != '\n' {
+		crlf, err := r.Peek(2)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if crlf[0] != '\r' || crlf[1] != '\n' {
 			return nil, fmt.Errorf("%w: bulk string not terminated by CRLF", errProtocol)
 		}
-		args = append(args, buf[:l])
+		r.Discard(2)
+		args = append(args, buf)
 	}
 	return args, nil
+}
+
+// atoiLine parses a length from a protocol line.
+func atoiLine(b []byte) (int, error) {
+	if len(b) == 0 || len(b) > 18 {
+		return strconv.Atoi(string(b))
+	}
+	neg := b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, strconv.ErrSyntax
+		}
+		n = n*10 + int(c-'0')
+	}
+	if len(b) == 0 {
+		return 0, strconv.ErrSyntax
+	}
+	if neg {
+		n = -n
+	}
+	return n, nil
 }
 
 func firstByte(b []byte) string {
@@ -83,24 +171,30 @@ func firstByte(b []byte) string {
 	return string(b[:1])
 }
 
-// readLine reads a CRLF- (or LF-) terminated line of at most 64 KiB.
+// readLine reads a CRLF- (or LF-) terminated line of at most 64 KiB. The
+// line may point into r's buffer: it is valid until the next read.
 func readLine(r *bufio.Reader) ([]byte, error) {
-	var line []byte
-	for {
-		chunk, err := r.ReadSlice('\n')
-		line = append(line, chunk...)
-		if err == nil {
-			break
-		}
-		if err != bufio.ErrBufferFull {
-			if err == io.EOF && len(line) > 0 {
-				err = io.ErrUnexpectedEOF
+	line, err := r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		// Longer than the buffer: gather it.
+		line = append([]byte(nil), line...)
+		for err == bufio.ErrBufferFull {
+			if len(line) > 64<<10 {
+				return nil, fmt.Errorf("%w: too big inline request", errProtocol)
 			}
-			return nil, err
+			var chunk []byte
+			chunk, err = r.ReadSlice('\n')
+			line = append(line, chunk...)
 		}
-		if len(line) > 64<<10 {
-			return nil, fmt.Errorf("%w: too big inline request", errProtocol)
+	}
+	if err != nil {
+		if err == io.EOF && len(line) > 0 {
+			err = io.ErrUnexpectedEOF
 		}
+		return nil, err
+	}
+	if len(line) > 64<<10 {
+		return nil, fmt.Errorf("%w: too big inline request", errProtocol)
 	}
 	line = line[:len(line)-1]
 	if n := len(line); n > 0 && line[n-1] == '\r' {
@@ -167,7 +261,7 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 		cmds := cs.cmds[:0]
 		var perr error
 		for len(cmds) < 1024 {
-			args, err := readCommand(br, maxBulk)
+			args, err := cs.arena.readCommand(br, maxBulk)
 			if err != nil {
 				perr = err
 				break
@@ -238,6 +332,7 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 			replies[i] = nil
 		}
 		clear(cmds)
+		cs.arena.reset()
 		if perr != nil {
 			if errors.Is(perr, errProtocol) {
 				w.err("ERR " + perr.Error())
@@ -310,6 +405,7 @@ type connState struct {
 	batch      []kv.Message
 	at         []int
 	batchState batchState
+	arena      respArena
 }
 
 var (
