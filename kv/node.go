@@ -152,9 +152,9 @@ type Node struct {
 	// vcache is the version cache (see remember): the version and size of
 	// recently stored records, by key, up to Config.VersionCache of them.
 	vcache map[string]vmeta
-	gone    map[string]bool // keys deleted in this round (see local)
-	ops     map[uint64]*op
-	hints   map[string]map[string]Record // target -> key -> record
+	gone   map[string]bool // keys deleted in this round (see local)
+	ops    map[uint64]*op
+	hints  map[string]map[string]Record // target -> key -> record
 
 	lastHint    int
 	lastSync    int

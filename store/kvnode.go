@@ -215,7 +215,7 @@ func (k *kvNode) loop(ctx context.Context) {
 		if len(rd.Persist) > 0 {
 			if err := k.n.eng.applyKV(rd.Persist, false); err != nil {
 				k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
-				k.node.ForgetVersions() // it knows of writes storage lacks
+				k.node.ForgetVersions()   // it knows of writes storage lacks
 				k.recycle = k.recycle[:0] // left to the garbage collector
 				continue
 			}
