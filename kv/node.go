@@ -1123,13 +1123,26 @@ func (n *Node) digest(lo, hi uint32, b int, h uint64) []uint64 {
 		return nil
 	}
 	out := make([]uint64, b)
+	var recent []bool // buckets with records newer than h
 	n.scanVersions(lo, hi, func(pos uint32, r Record) bool {
+		i := bucketOf(pos, lo, hi, b)
 		if !settled(r.Version, h) {
+			if recent == nil {
+				recent = make([]bool, b)
+			}
+			recent[i] = true
 			return true
 		}
-		out[bucketOf(pos, lo, hi, b)] ^= recordHash(r)
+		out[i] ^= recordHash(r)
 		return true
 	})
+	// 0 says the bucket is empty, and has it sent whole (onDigestResp):
+	// one that holds only newer records is not.
+	for i, r := range recent {
+		if r && out[i] == 0 {
+			out[i] = 1
+		}
+	}
 	return out
 }
 
