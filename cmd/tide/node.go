@@ -65,6 +65,12 @@ it with an empty --data-dir to join again.`,
 			}
 			cfg.KV.MigrationBytesPerTick = rate / 100 // the KV layer ticks every 10ms
 			cfg.KV.TombstoneTTL = uint64(tombstoneTTL.Nanoseconds())
+			switch {
+			case cfg.KV.VersionCache < 0:
+				return fmt.Errorf("--version-cache: %d keys: want 0 or more", cfg.KV.VersionCache)
+			case cfg.KV.VersionCache == 0:
+				cfg.KV.VersionCache = -1 // the KV layer's "none"
+			}
 			cfg.Log = slog.Default()
 			if cfg.KV.W > cfg.Replicas || cfg.KV.R > cfg.Replicas {
 				cfg.KV.W, cfg.KV.R = min(cfg.KV.W, cfg.Replicas), min(cfg.KV.R, cfg.Replicas)
@@ -99,6 +105,7 @@ it with an empty --data-dir to join again.`,
 	f.IntVar(&cfg.KV.W, "write-quorum", 2, "KV writes wait for W acknowledgements")
 	f.IntVar(&cfg.KV.R, "read-quorum", 2, "KV reads wait for R answers")
 	f.IntVar(&cfg.KV.MaxValue, "max-value", 1<<20, "largest KV value, in bytes")
+	f.IntVar(&cfg.KV.VersionCache, "version-cache", 1<<18, "keys whose versions a node keeps in memory, so that writing them again does not read storage first (0: none)")
 	f.StringVar(&migrationRate, "migration-rate", "128MiB", "bytes per second anti-entropy and hand-off may send (0: unlimited)")
 	f.StringVar(&cfg.KVSync, "kv-sync", "always", "when KV writes are fsynced: always (before each acknowledgement; concurrent writes share an fsync) or periodic (every --kv-sync-period; acknowledged writes survive a process crash, not a power loss)")
 	f.DurationVar(&cfg.KVSyncPeriod, "kv-sync-period", 100*time.Millisecond, "fsync period of --kv-sync periodic")
