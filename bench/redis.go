@@ -93,8 +93,10 @@ func startRedis(ctx context.Context, dir string, extra ...string) (int, *exec.Cm
 
 // RedisComparison runs redis-benchmark -t set,get against a 3-node tide
 // cluster (N=3, W=2, R=2), a single redis-server, and a Redis Cluster of 3
-// masters with 1 replica each, for every pipeline depth.
-func RedisComparison(ctx context.Context, requests, clients int, pipelines []int, log io.Writer) ([]RedisResult, error) {
+// masters with 1 replica each, for every pipeline depth. With keyspace > 0,
+// the requests spread over that many keys (redis-benchmark -r) instead of
+// one.
+func RedisComparison(ctx context.Context, requests, clients, keyspace int, pipelines []int, log io.Writer) ([]RedisResult, error) {
 	if _, err := exec.LookPath("redis-benchmark"); err != nil {
 		return nil, fmt.Errorf("redis-benchmark not found: install Debian's redis-tools and redis-server")
 	}
@@ -109,7 +111,11 @@ func RedisComparison(ctx context.Context, requests, clients int, pipelines []int
 	run := func(target string, args ...string) error {
 		for _, p := range pipelines {
 			fmt.Fprintf(log, "redis-benchmark against %s, pipeline %d\n", target, p)
-			r, err := RunRedisBenchmark(ctx, target, p, append([]string{"-t", "set,get", "-n", fmt.Sprint(requests), "-c", fmt.Sprint(clients)}, args...)...)
+			a := []string{"-t", "set,get", "-n", fmt.Sprint(requests), "-c", fmt.Sprint(clients)}
+			if keyspace > 0 {
+				a = append(a, "-r", fmt.Sprint(keyspace))
+			}
+			r, err := RunRedisBenchmark(ctx, target, p, append(a, args...)...)
 			if err != nil {
 				return err
 			}

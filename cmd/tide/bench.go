@@ -178,7 +178,7 @@ object with ops_per_sec, p50_ms and p99_ms; otherwise a JSON array.`,
 }
 
 func newBenchKVCmd() *cobra.Command {
-	var requests, clients int
+	var requests, clients, keyspace int
 	var pipelines string
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -202,7 +202,10 @@ redis-tools).`,
 				}
 				ps = append(ps, p)
 			}
-			res, err := bench.RedisComparison(cmd.Context(), requests, clients, ps, os.Stderr)
+			if keyspace < 0 {
+				return fmt.Errorf("--keyspace: %d keys: want 0 or more", keyspace)
+			}
+			res, err := bench.RedisComparison(cmd.Context(), requests, clients, keyspace, ps, os.Stderr)
 			if err != nil {
 				return err
 			}
@@ -219,6 +222,7 @@ redis-tools).`,
 	}
 	cmd.Flags().IntVar(&requests, "requests", 200000, "requests per test (-n)")
 	cmd.Flags().IntVar(&clients, "clients", 50, "parallel connections (-c)")
+	cmd.Flags().IntVar(&keyspace, "keyspace", 0, "spread the requests over this many keys (redis-benchmark -r); 0: one key, as redis-benchmark does by default")
 	cmd.Flags().StringVar(&pipelines, "pipelines", "1,16", "pipeline depths (-P), comma-separated")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
