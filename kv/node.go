@@ -130,6 +130,9 @@ type Stats struct {
 	// RangesAbandoned counts range streams given up because a chunk went
 	// unacknowledged (see expireRanges).
 	RangesAbandoned int
+	// VersionHits counts writes whose version was compared from the
+	// version cache; VersionMisses those that read storage to compare.
+	VersionHits, VersionMisses int
 }
 
 // Node is one member of the replicated KV: a coordinator for client
@@ -329,11 +332,13 @@ func (n *Node) apply(r Record) bool {
 	if m, ok := n.vcache[string(r.Key)]; ok && m.version != r.Version {
 		// Known without reading storage. (Equal versions are ordered by
 		// value, which the cache does not keep.)
+		n.Stats.VersionHits++
 		if r.Version < m.version {
 			return false
 		}
 		had, hadBytes = true, m.size
 	} else {
+		n.Stats.VersionMisses++
 		cur, ok := n.local(r.Key)
 		if ok && !r.Newer(cur) {
 			return false

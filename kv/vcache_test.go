@@ -72,6 +72,12 @@ func TestVersionCache(t *testing.T) {
 	if len(nodes[4].vcache) == 0 {
 		t.Fatal("the default cache holds nothing")
 	}
+	if h := nodes[0].Stats.VersionHits; h != 0 {
+		t.Fatalf("the node without a cache counts %d cache hits", h)
+	}
+	if st := nodes[4].Stats; st.VersionHits == 0 || st.VersionMisses == 0 {
+		t.Fatalf("the default cache counts %d hits, %d misses; want both", st.VersionHits, st.VersionMisses)
+	}
 	nodes[4].ForgetVersions()
 	if len(nodes[4].vcache) != 0 {
 		t.Fatal("ForgetVersions left versions")

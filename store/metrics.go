@@ -87,6 +87,10 @@ func newMetrics(n *Node) *metrics {
 			func(st kv.Stats) float64 { return float64(st.PushedBytes) }),
 		kvCounter("tide_kv_range_streams_abandoned_total", "KV range streams this node gave up because a chunk went unacknowledged for 10 anti-entropy periods; the next comparison sends what is still missing.",
 			func(st kv.Stats) float64 { return float64(st.RangesAbandoned) }),
+		kvCounter("tide_kv_version_cache_hits_total", "KV writes whose version was compared with the one held from the version cache (--version-cache), without reading storage.",
+			func(st kv.Stats) float64 { return float64(st.VersionHits) }),
+		kvCounter("tide_kv_version_cache_misses_total", "KV writes that read storage to compare versions: the key was not in the version cache.",
+			func(st kv.Stats) float64 { return float64(st.VersionMisses) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_inbound_dropped_total", Help: "KV messages from peers dropped because this node's queue for them was full (client and replication traffic, or anti-entropy and hand-off); the senders' retries and anti-entropy recover them."},
 			func() float64 {
 				if n.kv == nil {
