@@ -40,6 +40,9 @@ type kvNode struct {
 	node  *kv.Node
 	tr    *transport.Transport
 	inbox chan kv.Message
+	// batches carries the requests of client connections, a pipeline
+	// at a time (doBatch).
+	batches chan []kv.Message
 	bulk  chan bulkMsg // anti-entropy and hand-off traffic
 	// frames recycles the buffers of inbound pushes; recycle lists those
 	// of this round, handed back once the round is persisted.
@@ -79,7 +82,7 @@ type kvNode struct {
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
-	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
+	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan []kv.Message, 4096), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	k.tr.Alloc = k.frames.get
@@ -174,24 +177,10 @@ func (k *kvNode) loop(ctx context.Context) {
 			}
 		case m := <-k.inbox:
 			k.node.Step(m)
-			yielded := false
-			for i := 0; i < 4096; i++ {
-				select {
-				case m := <-k.inbox:
-					k.node.Step(m)
-					continue
-				default:
-				}
-				if !yielded {
-					// Let the connections with requests under way hand
-					// them over, so that one round (one write per peer,
-					// one commit) carries them all.
-					yielded = true
-					runtime.Gosched()
-					continue
-				}
-				break
-			}
+			k.stepMore()
+		case b := <-k.batches:
+			k.stepBatch(b)
+			k.stepMore()
 		case <-t.C:
 			k.node.Tick()
 			st := k.node.Stats
@@ -269,6 +258,39 @@ func (k *kvNode) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
+	}
+}
+
+// stepMore steps what else is waiting, up to a few thousand messages, so
+// that one round (one write per peer, one commit) carries them all.
+func (k *kvNode) stepMore() {
+	yielded := false
+	for i := 0; i < 4096; i++ {
+		select {
+		case m := <-k.inbox:
+			k.node.Step(m)
+			continue
+		case b := <-k.batches:
+			k.stepBatch(b)
+			i += len(b)
+			continue
+		default:
+		}
+		if !yielded {
+			// Let the connections with requests under way hand them
+			// over.
+			yielded = true
+			runtime.Gosched()
+			continue
+		}
+		break
+	}
+}
+
+// stepBatch steps a connection's requests (doBatch), in order.
+func (k *kvNode) stepBatch(b []kv.Message) {
+	for i := range b {
+		k.node.Step(b[i])
 	}
 }
 
@@ -488,25 +510,31 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) (
 			errs[i] = ctx.Err()
 		}
 		st.ch = nil
+		// The loop may not have stepped ms yet: the caller must not reuse
+		// it.
+		st.abandoned = true
 	}
-	for i := range ms {
-		select {
-		case k.inbox <- ms[i]:
-		case <-ctx.Done():
-			forget()
-			return out, errs
-		}
+	select {
+	case k.batches <- ms:
+	case <-ctx.Done():
+		forget()
+		return out, errs
 	}
 	for range ms {
+		var r kv.Message
 		select {
-		case r := <-ch:
-			i := idx[r.ID]
-			delete(idx, r.ID)
-			out[i], errs[i] = r, k.replyErr(r)
-		case <-ctx.Done():
-			forget()
-			return out, errs
+		case r = <-ch: // answers come in bursts: most are waiting already
+		default:
+			select {
+			case r = <-ch:
+			case <-ctx.Done():
+				forget()
+				return out, errs
+			}
 		}
+		i := idx[r.ID]
+		delete(idx, r.ID)
+		out[i], errs[i] = r, k.replyErr(r)
 	}
 	return out, errs
 }
@@ -518,6 +546,9 @@ type batchState struct {
 	errs []error
 	ch   chan kv.Message
 	idx  map[uint64]int
+	// abandoned: the last batch timed out, and the loop may still read
+	// its requests.
+	abandoned bool
 }
 
 // waitReady holds client requests until the node knows the ring.

@@ -354,6 +354,12 @@ func (n *Node) execWave(ctx context.Context, cmds [][][]byte, replies []reply, c
 	batch := cs.batch[:0]
 	at := cs.at[:0]
 	defer func() {
+		if cs.batchState.abandoned {
+			// The coordinator may still read the requests: leave them
+			// to it, and start a new buffer.
+			cs.batchState.abandoned = false
+			batch = nil
+		}
 		clear(batch)
 		cs.batch, cs.at = batch[:0], at[:0]
 	}()
