@@ -43,7 +43,7 @@ type kvNode struct {
 	// batches carries the requests of client connections, a pipeline
 	// at a time (doBatch).
 	batches chan []kv.Message
-	bulk  chan bulkMsg // anti-entropy and hand-off traffic
+	bulk    chan bulkMsg // anti-entropy and hand-off traffic
 	// frames recycles the buffers of inbound pushes; recycle lists those
 	// of this round, handed back once the round is persisted.
 	frames  framePool
