@@ -48,7 +48,7 @@ func AppendMessage(b []byte, m *Message) []byte {
 func EncodedSize(m *Message) int { return messageSize(m) }
 
 func messageSize(m *Message) int {
-	n := 64 + len(m.From) + len(m.To) + len(m.Err) + len(m.Rec.Key) + len(m.Rec.Value) + 9*len(m.Hashes)
+	n := 80 + len(m.From) + len(m.To) + len(m.Err) + len(m.Rec.Key) + len(m.Rec.Value) + 9*len(m.Hashes)
 	for i := range m.Versions {
 		n += 16 + len(m.Versions[i].Key)
 	}
