@@ -48,7 +48,10 @@ func AppendMessage(b []byte, m *Message) []byte {
 func EncodedSize(m *Message) int { return messageSize(m) }
 
 func messageSize(m *Message) int {
-	n := 80 + len(m.From) + len(m.To) + len(m.Err) + len(m.Rec.Key) + len(m.Rec.Value) + 9*len(m.Hashes)
+	// 108 bytes of headers and fixed-size fields at most (array header 3,
+	// kind 2, three string headers 15, ID 9, record 21, found 1, W 9, Lo and
+	// Hi 10, buckets 9, four array headers 20, horizon 9).
+	n := 112 + len(m.From) + len(m.To) + len(m.Err) + len(m.Rec.Key) + len(m.Rec.Value) + 9*len(m.Hashes)
 	for i := range m.Versions {
 		n += 16 + len(m.Versions[i].Key)
 	}
