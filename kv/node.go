@@ -1104,7 +1104,6 @@ func (n *Node) scanVersions(lo, hi uint32, fn func(uint32, Record) bool) {
 	})
 }
 
-// digest hashes the records of (lo, hi] into b buckets.
 // horizon is the newest version a comparison starting now covers: what
 // this node had seen or could mint SettleTicks ago (the oldest mark it
 // has, right after it starts).
@@ -1113,7 +1112,7 @@ func (n *Node) horizon() uint64 {
 		return max(n.last, n.clock())
 	}
 	if n.now < len(n.marks)-1 {
-		return n.marks[min(1, n.now)]
+		return n.marks[1] // the first tick's
 	}
 	return n.marks[(n.now+1)%len(n.marks)]
 }
@@ -1319,6 +1318,8 @@ func (n *Node) compareSoon() {
 	n.lastSync = min(n.lastSync, n.now-n.cfg.SyncTicks+max(n.cfg.SyncTicks/20, 1))
 }
 
+// onKeysResp compares a bucket key by key: pushes what the peer lacks,
+// pulls what the peer has newer.
 func (n *Node) onKeysResp(m Message) {
 	theirs := map[string]KeyVersion{}
 	for _, kv := range m.Versions {

@@ -239,16 +239,14 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 				copy(d.Key[6:], r.Key)
 				copy(d.Value, r.Value)
 				d.Finish()
-				// The batch copies key and value: the scratch buffers
-				// serve every op of the round.
-				e.keyBuf = appendPosKey(e.keyBuf[:0], 'k', pos, r.Key)
 				e.recBuf = kv.AppendStub(e.recBuf[:0], r)
-				b.Set(e.keyBuf, e.recBuf, nil)
 			} else {
-				e.keyBuf = appendPosKey(e.keyBuf[:0], 'k', pos, r.Key)
 				e.recBuf = kv.AppendRecord(e.recBuf[:0], r)
-				b.Set(e.keyBuf, e.recBuf, nil)
 			}
+			// The batch copies key and value: the scratch buffers serve
+			// every op of the round.
+			e.keyBuf = appendPosKey(e.keyBuf[:0], 'k', pos, r.Key)
+			b.Set(e.keyBuf, e.recBuf, nil)
 			dKeys++
 			dBytes += int64(len(r.Key) + len(r.Value))
 		case op.Delete != nil:

@@ -94,7 +94,7 @@ func (a *respArena) readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) 
 	if line[0] != '*' {
 		return splitInline(line), nil
 	}
-	n, err := atoiLine(line[1:])
+	n, err := strconv.Atoi(string(line[1:]))
 	if err != nil || n > maxArgs {
 		return nil, fmt.Errorf("%w: invalid multibulk length", errProtocol)
 	}
@@ -115,7 +115,7 @@ func (a *respArena) readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) 
 		if len(hdr) == 0 || hdr[0] != '$' {
 			return nil, fmt.Errorf("%w: expected '$', got '%s'", errProtocol, firstByte(hdr))
 		}
-		l, err := atoiLine(hdr[1:])
+		l, err := strconv.Atoi(string(hdr[1:]))
 		if err != nil || l < 0 || l > maxBulk {
 			return nil, fmt.Errorf("%w: invalid bulk length", errProtocol)
 		}
@@ -137,31 +137,6 @@ func (a *respArena) readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) 
 		args = append(args, buf)
 	}
 	return args, nil
-}
-
-// atoiLine parses a length from a protocol line.
-func atoiLine(b []byte) (int, error) {
-	if len(b) == 0 || len(b) > 18 {
-		return strconv.Atoi(string(b))
-	}
-	neg := b[0] == '-'
-	if neg {
-		b = b[1:]
-	}
-	n := 0
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, strconv.ErrSyntax
-		}
-		n = n*10 + int(c-'0')
-	}
-	if len(b) == 0 {
-		return 0, strconv.ErrSyntax
-	}
-	if neg {
-		n = -n
-	}
-	return n, nil
 }
 
 func firstByte(b []byte) string {
