@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -156,31 +157,29 @@ func Rebalance(ctx context.Context, keys, valueBytes int, rate, values string, s
 	if err != nil {
 		return res, err
 	}
+	// The rings are built once: this runs while data moves, on the same
+	// cores.
 	pos := kv.Partitioners["md5-low32"]
-	ownerOf := func(r ringInfo, key string) string {
+	ringOf := func(r ringInfo) *kv.StaticRing {
 		var ms []kv.Member
 		for tok, a := range r.Ring {
-			var t uint32
-			fmt.Sscan(tok, &t)
-			ms = append(ms, kv.Member{Addr: a, Token: t})
+			t, err := strconv.ParseUint(tok, 10, 32)
+			if err != nil {
+				continue
+			}
+			ms = append(ms, kv.Member{Addr: a, Token: uint32(t)})
 		}
-		return kv.NewStaticRing(pos, ms).Owner(pos([]byte(key))).Addr
+		return kv.NewStaticRing(pos, ms)
 	}
+	beforeRing, afterRing := ringOf(before), ringOf(after)
 	// The new node replicates every key whose preference list includes it.
-	var ms []kv.Member
-	for tok, a := range after.Ring {
-		var t uint32
-		fmt.Sscan(tok, &t)
-		ms = append(ms, kv.Member{Addr: a, Token: t})
-	}
-	afterRing := kv.NewStaticRing(pos, ms)
 	want := 0
 	for i := range keys {
-		key := fmt.Sprintf("key-%08d", i)
-		if ownerOf(before, key) != ownerOf(after, key) {
+		kp := pos([]byte(fmt.Sprintf("key-%08d", i)))
+		if beforeRing.Owner(kp).Addr != afterRing.Owner(kp).Addr {
 			res.OwnersChanged++
 		}
-		for _, a := range afterRing.Preference(pos([]byte(key)), 3) {
+		for _, a := range afterRing.Preference(kp, 3) {
 			if a == p.Spec.HTTPAddr {
 				want++
 			}

@@ -161,7 +161,14 @@ func (e *Engine) ingestKV(groups [][]bulkRecord) error {
 			return err
 		}
 		paths = append(paths, path)
-		w := sstable.NewWriter(newIngestWritable(f), e.opts.MakeWriterOptions(6, format))
+		// Written back as it is written, a MiB at a time, so that the
+		// final sync has little left to wait for.
+		f = vfs.NewSyncingFile(f, vfs.SyncingFileOptions{BytesPerSync: 1 << 20})
+		if e.ingestBuf == nil {
+			e.ingestBuf = bufio.NewWriterSize(f, 1<<20)
+		}
+		e.ingestBuf.Reset(f)
+		w := sstable.NewWriter(&ingestWritable{f: f, bw: e.ingestBuf}, e.opts.MakeWriterOptions(6, format))
 		if err := fill(w); err != nil {
 			w.Close()
 			return err
@@ -215,20 +222,16 @@ func (e *Engine) ingestKV(groups [][]bulkRecord) error {
 	return nil
 }
 
-// ingestWritable writes an sstable to be ingested through a 1 MiB buffer.
-// Pebble's own file writable buffers 4 KiB, so that every block of a
-// large value (a block each) costs a write system call, which was most of
-// a receiving node's CPU during a join.
+// ingestWritable writes an sstable to be ingested through a 1 MiB buffer
+// (Engine.ingestBuf). Pebble's own file writable buffers 4 KiB, so that
+// every block of a large value (a block each) costs a write system call,
+// which was most of a receiving node's CPU during a join.
 type ingestWritable struct {
 	f  vfs.File
 	bw *bufio.Writer
 }
 
 var _ objstorage.Writable = (*ingestWritable)(nil)
-
-func newIngestWritable(f vfs.File) *ingestWritable {
-	return &ingestWritable{f: f, bw: bufio.NewWriterSize(f, 1<<20)}
-}
 
 func (w *ingestWritable) Write(p []byte) error {
 	_, err := w.bw.Write(p)
@@ -247,7 +250,10 @@ func (w *ingestWritable) Finish() error {
 	return err
 }
 
-func (w *ingestWritable) Abort() { w.f.Close() }
+func (w *ingestWritable) Abort() {
+	w.bw.Reset(nil) // what is buffered is dropped
+	w.f.Close()
+}
 
 // clearRecount removes the recount mark at a clean close: every batch
 // committed before this synced write is durable with it.
