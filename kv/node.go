@@ -626,7 +626,7 @@ func (n *Node) clientGet(m Message) {
 	}
 	id := n.newOp(o)
 	n.Stats.Reads++
-	for _, rep := range reps {
+	for _, rep := range o.replicas {
 		if rep == n.self {
 			if rec, ok := n.local(m.Rec.Key); ok {
 				o.got.set(rep, &rec)
@@ -775,7 +775,7 @@ func (n *Node) checkRead(id uint64, o *op) {
 			return
 		}
 	}
-	if len(o.answered) == len(o.replicas) && o.replied {
+	if len(o.answered) >= len(o.replicas) && o.replied {
 		n.readRepair(o)
 		delete(n.ops, id)
 	}
