@@ -201,6 +201,7 @@ func (k *kvNode) loop(ctx context.Context) {
 			}
 		}
 		k.flush(ob)
+		committed := false
 		if len(rd.Persist) > 0 {
 			if err := k.n.eng.applyKV(rd.Persist, false); err != nil {
 				k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
@@ -208,6 +209,7 @@ func (k *kvNode) loop(ctx context.Context) {
 				k.recycle = k.recycle[:0] // left to the garbage collector
 				continue
 			}
+			committed = true
 			seq := k.committed.Add(1)
 			if !k.periodic {
 				k.commits = append(k.commits, roundCommit{round: rd.Round, seq: seq})
@@ -222,6 +224,17 @@ func (k *kvNode) loop(ctx context.Context) {
 		k.recycle = k.recycle[:0]
 		k.after = after[:0] // what is kept of it below is copied out
 		if len(after) == 0 {
+			if committed && !k.periodic {
+				// Nothing waits for this round yet, but the answers
+				// that vouch for it soon will: a coordinator's own copy
+				// of a write is acknowledged once its replicas answer.
+				// Syncing now overlaps this node's fsync with theirs
+				// instead of starting it when they have answered.
+				select {
+				case k.syncq <- syncJob{}:
+				default: // the queue is full: a sync is coming anyway
+				}
+			}
 			continue
 		}
 		if k.periodic {
