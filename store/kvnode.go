@@ -41,7 +41,8 @@ type kvNode struct {
 	tr    *transport.Transport
 	inbox chan kv.Message
 	// batches carries the requests of client connections, a pipeline
-	// at a time (doBatch).
+	// at a time (doBatch), and the messages of peers, what arrived
+	// together at a time (deliver).
 	batches chan []kv.Message
 	bulk    chan bulkMsg // anti-entropy and hand-off traffic
 	// frames recycles the buffers of inbound pushes; recycle lists those
@@ -82,7 +83,7 @@ type kvNode struct {
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
-	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan []kv.Message, 4096), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
+	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan []kv.Message, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	k.tr.Alloc = k.frames.get
@@ -97,7 +98,7 @@ func (n *Node) startKV(ctx context.Context, peerLn string) error {
 	}
 	k.node = kv.NewNode(n.cfg.KV, n.peerAddr, initial, kvStorage{n.eng}, func() uint64 { return uint64(time.Now().UnixNano()) }, hints)
 	k.stats.Store(&kv.Stats{})
-	if _, err := k.tr.Listen(peerLn, k.deliver); err != nil {
+	if _, err := k.tr.ListenBatch(peerLn, k.deliver); err != nil {
 		return err
 	}
 	n.kv = k
@@ -108,32 +109,51 @@ func (n *Node) startKV(ctx context.Context, peerLn string) error {
 	return nil
 }
 
-func (k *kvNode) deliver(frame []byte) {
-	m, err := kv.DecodeOwned(frame) // the transport hands over each frame (OwnFrames)
-	if err != nil {
-		return
+// deliver hands the messages a peer sent together to the loop: requests
+// and answers as one batch, so that one round steps them all and one
+// fsync covers what they store (one at a time, a pipeline's writes to a
+// replica could take two rounds and two fsyncs); data moving between
+// replicas through the bulk lane.
+func (k *kvNode) deliver(frames [][]byte) {
+	var fg []kv.Message
+	for _, f := range frames {
+		m, err := kv.DecodeOwned(f) // the transport hands over each frame (OwnFrames)
+		if err != nil {
+			continue
+		}
+		if bulkKind(m.Kind) {
+			k.deliverBulk(m, f)
+			continue
+		}
+		if fg == nil {
+			fg = make([]kv.Message, 0, len(frames))
+		}
+		fg = append(fg, m)
 	}
-	if bulkKind(m.Kind) {
-		// Data moving between replicas arrives on a lane of its own (see
-		// flush): waiting here for room stops reading that connection
-		// alone, and TCP slows the sender down instead of losing chunks
-		// that anti-entropy would have to find again.
-		b := bulkMsg{m: m}
-		if m.Kind == kv.KindPush {
-			// A push's records alias its frame until the round that
-			// stores them is persisted; then the frame is recycled.
-			b.frame = frame
-		}
-		select {
-		case k.bulk <- b:
-		case <-k.closing:
-			k.dropped.Add(1)
-		}
+	if len(fg) == 0 {
 		return
 	}
 	select {
-	case k.inbox <- m:
+	case k.batches <- fg:
 	default:
+		k.dropped.Add(int64(len(fg)))
+	}
+}
+
+// deliverBulk queues a message of the bulk lane. Data moving between
+// replicas arrives on a lane of its own (see flush): waiting here for room
+// stops reading that connection alone, and TCP slows the sender down
+// instead of losing chunks that anti-entropy would have to find again.
+func (k *kvNode) deliverBulk(m kv.Message, frame []byte) {
+	b := bulkMsg{m: m}
+	if m.Kind == kv.KindPush {
+		// A push's records alias its frame until the round that stores
+		// them is persisted; then the frame is recycled.
+		b.frame = frame
+	}
+	select {
+	case k.bulk <- b:
+	case <-k.closing:
 		k.dropped.Add(1)
 	}
 }

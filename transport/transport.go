@@ -31,6 +31,16 @@ const MaxFrame = 64 << 20
 // slows its sender down.
 type Handler func(frame []byte)
 
+// BatchHandler receives the frames of a connection that arrived together:
+// those read in one go, up to maxBatchFrames. The slice is reused after
+// the call returns; the frames are the handler's to keep only with
+// OwnFrames.
+type BatchHandler func(frames [][]byte)
+
+// maxBatchFrames bounds the frames of a batch. Its bytes are bounded by
+// the read buffer's 256 KiB, the first frame aside.
+const maxBatchFrames = 1024
+
 // Stats counts a transport's traffic.
 type Stats struct {
 	FramesSent, FramesReceived, FramesDropped, BytesSent atomic.Int64
@@ -67,6 +77,18 @@ func New() *Transport { return &Transport{} }
 // Listen serves addr, passing every inbound frame to h. It returns the
 // bound address (useful with port 0).
 func (t *Transport) Listen(addr string, h Handler) (string, error) {
+	return t.ListenBatch(addr, func(frames [][]byte) {
+		for _, f := range frames {
+			h(f)
+		}
+	})
+}
+
+// ListenBatch is Listen with a handler of several frames at a time: with
+// OwnFrames, every frame of a connection already read when one arrives
+// is handed over with it, so that what a peer sent in one write is
+// handled as one. Without OwnFrames, frames come one at a time.
+func (t *Transport) ListenBatch(addr string, h BatchHandler) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", fmt.Errorf("listen %s: %w", addr, err)
@@ -105,7 +127,7 @@ func (t *Transport) Listen(addr string, h Handler) (string, error) {
 	return ln.Addr().String(), nil
 }
 
-func (t *Transport) serve(c net.Conn, h Handler) {
+func (t *Transport) serve(c net.Conn, h BatchHandler) {
 	defer t.wg.Done()
 	defer func() {
 		c.Close()
@@ -116,14 +138,11 @@ func (t *Transport) serve(c net.Conn, h Handler) {
 	r := bufio.NewReaderSize(c, 256<<10)
 	var hdr [4]byte
 	buf := make([]byte, 0, 4096)
-	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
-			return
-		}
-		n := binary.BigEndian.Uint32(hdr[:])
+	var frames [][]byte
+	read := func(n uint32) bool {
 		if n > MaxFrame {
 			t.logf("transport: frame of %d bytes from %s exceeds %d; closing", n, c.RemoteAddr(), MaxFrame)
-			return
+			return false
 		}
 		switch {
 		case t.OwnFrames && t.Alloc != nil:
@@ -133,10 +152,36 @@ func (t *Transport) serve(c net.Conn, h Handler) {
 		}
 		buf = buf[:n]
 		if _, err := io.ReadFull(r, buf); err != nil {
-			return
+			return false
 		}
 		t.Stats.FramesReceived.Add(1)
-		h(buf)
+		frames = append(frames, buf)
+		return true
+	}
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			return
+		}
+		if !read(binary.BigEndian.Uint32(hdr[:])) {
+			return
+		}
+		// The frames read along with this one join it, as long as they
+		// are whole in the buffer: waiting for more would hold those.
+		for t.OwnFrames && len(frames) < maxBatchFrames && r.Buffered() >= 4 {
+			p, _ := r.Peek(4)
+			n := binary.BigEndian.Uint32(p)
+			if r.Buffered() < 4+int(n) {
+				break
+			}
+			r.Discard(4)
+			if !read(n) {
+				h(frames) // those read so far
+				return
+			}
+		}
+		h(frames)
+		clear(frames)
+		frames = frames[:0]
 	}
 }
 
