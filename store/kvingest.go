@@ -161,9 +161,6 @@ func (e *Engine) ingestKV(groups [][]bulkRecord) error {
 			return err
 		}
 		paths = append(paths, path)
-		// Written back as it is written, a MiB at a time, so that the
-		// final sync has little left to wait for.
-		f = vfs.NewSyncingFile(f, vfs.SyncingFileOptions{BytesPerSync: 1 << 20})
 		if e.ingestBuf == nil {
 			e.ingestBuf = bufio.NewWriterSize(f, 1<<20)
 		}
