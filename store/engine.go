@@ -425,18 +425,19 @@ func (quietLogger) Fatalf(format string, args ...any) {
 // pebbleOptions tunes pebble for the KV layer's load: bloom filters so
 // that a write's look-up of the key's current version (which misses for
 // every new key) does not read and decompress data blocks; a block cache
-// large enough for the hot part of the data; and small memtables. Every
-// write inserts into the memtable's skiplist, and in a 32 MiB one, whose
-// nodes are far apart in memory, an insert of a random key cost a replica
-// about 40% of its CPU under redis-benchmark -r 100000 -P 16 (cache misses
-// down some twenty levels); 4 MiB ones fit in cache and gave 23% more SETs.
-// The caller drops its reference to the cache once the DB is open.
+// large enough for the hot part of the data; and memtables that hold many
+// rounds of writes before a flush. (4 MiB memtables made random-key SETs
+// 23% faster, since skiplist inserts then hit the CPU cache, but a join
+// right after loading 1 GiB of 16 KiB values migrated at 54-70 MB/s
+// instead of 94-106, alternating runs; presumably the load leaves many
+// more small level-0 files to compact.) The caller drops its reference to the cache once the DB is
+// open.
 func pebbleOptions() *pebble.Options {
-	o := &pebble.Options{Logger: quietLogger{}, Cache: pebble.NewCache(128 << 20), MemTableSize: 4 << 20,
+	o := &pebble.Options{Logger: quietLogger{}, Cache: pebble.NewCache(128 << 20), MemTableSize: 32 << 20,
 		// Room to absorb bursts while flushes and compactions catch up,
 		// rather than stalling writes at pebble's defaults (2 memtables,
-		// 12 level-0 files): 64 MiB of memtables.
-		MemTableStopWritesThreshold: 16, L0StopWritesThreshold: 24,
+		// 12 level-0 files).
+		MemTableStopWritesThreshold: 4, L0StopWritesThreshold: 24,
 		// Ingestions that overlap the memtable queue behind it instead of
 		// flushing it (see kvingest.go).
 		FormatMajorVersion: pebble.FormatFlushableIngest}
