@@ -428,10 +428,10 @@ func (quietLogger) Fatalf(format string, args ...any) {
 // large enough for the hot part of the data; and memtables that hold many
 // rounds of writes before a flush. (4 MiB memtables made random-key SETs
 // 23% faster, since skiplist inserts then hit the CPU cache, but a join
-// right after loading 1 GiB of 16 KiB values migrated at 54-70 MB/s
+// right after loading 1 GiB of 16 KiB values migrated at 54-71 MB/s
 // instead of 94-106, alternating runs; presumably the load leaves many
-// more small level-0 files to compact.) The caller drops its reference to the cache once the DB is
-// open.
+// more small level-0 files to compact.) The caller drops its reference
+// to the cache once the DB is open.
 func pebbleOptions() *pebble.Options {
 	o := &pebble.Options{Logger: quietLogger{}, Cache: pebble.NewCache(128 << 20), MemTableSize: 32 << 20,
 		// Room to absorb bursts while flushes and compactions catch up,

@@ -320,7 +320,8 @@ func (k *kvNode) stepMore() {
 	}
 }
 
-// stepBatch steps a connection's requests (doBatch), in order.
+// stepBatch steps a batch in order: a client connection's requests
+// (doBatch), or what a peer sent together (deliver).
 func (k *kvNode) stepBatch(b []kv.Message) {
 	for i := range b {
 		k.node.Step(b[i])
