@@ -52,6 +52,7 @@ type Engine struct {
 	kvKeys, kvBytes atomic.Int64
 	kvMu            sync.Mutex
 	keyBuf, recBuf  []byte // applyKV's scratch space, under kvMu
+	kvBatch         *pebble.Batch
 	// tombTTL is the KV tombstone TTL in nanoseconds: a tombstone older
 	// than this is not stored (0 stores every tombstone).
 	tombTTL uint64
@@ -152,6 +153,10 @@ func OpenEngine(dir string, pos func([]byte) uint32) (*Engine, error) {
 func (e *Engine) Close() error {
 	e.kvMu.Lock()
 	err := e.clearRecount()
+	if e.kvBatch != nil {
+		e.kvBatch.Close()
+		e.kvBatch = nil
+	}
 	e.kvMu.Unlock()
 	if cerr := e.db.Close(); err == nil {
 		err = cerr

@@ -43,8 +43,11 @@ type kvNode struct {
 	// batches carries the requests of client connections, a pipeline
 	// at a time (doBatch), and the messages of peers, what arrived
 	// together at a time (deliver).
-	batches chan []kv.Message
-	bulk    chan bulkMsg // anti-entropy and hand-off traffic
+	batches chan msgBatch
+	// peerBatches recycles the slices deliver decodes peers' messages
+	// into, once the loop has stepped them.
+	peerBatches sync.Pool
+	bulk        chan bulkMsg // anti-entropy and hand-off traffic
 	// frames recycles the buffers of inbound pushes; recycle lists those
 	// of this round, handed back once the round is persisted.
 	frames  framePool
@@ -72,6 +75,7 @@ type kvNode struct {
 	// kv.Message.DurableAfter). Entries already synced are dropped.
 	commits []roundCommit
 	after   []kv.Message // the loop's buffer of answers, reused every round
+	now     []kv.Message // and of those of them that may leave at once
 	// ready is closed once the first walk of the ring installs a member
 	// table. Until then the node knows only itself, and a write it
 	// coordinated would count itself as the whole preference list.
@@ -83,7 +87,7 @@ type kvNode struct {
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn string) error {
-	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan []kv.Message, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
+	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	k.tr.Alloc = k.frames.get
@@ -115,7 +119,7 @@ func (n *Node) startKV(ctx context.Context, peerLn string) error {
 // replica could take two rounds and two fsyncs); data moving between
 // replicas through the bulk lane.
 func (k *kvNode) deliver(frames [][]byte) {
-	var fg []kv.Message
+	var fg *[]kv.Message
 	for _, f := range frames {
 		m, err := kv.DecodeOwned(f) // the transport hands over each frame (OwnFrames)
 		if err != nil {
@@ -126,17 +130,21 @@ func (k *kvNode) deliver(frames [][]byte) {
 			continue
 		}
 		if fg == nil {
-			fg = make([]kv.Message, 0, len(frames))
+			fg, _ = k.peerBatches.Get().(*[]kv.Message)
+			if fg == nil {
+				fg = new([]kv.Message)
+			}
 		}
-		fg = append(fg, m)
+		*fg = append(*fg, m)
 	}
-	if len(fg) == 0 {
+	if fg == nil {
 		return
 	}
 	select {
-	case k.batches <- fg:
+	case k.batches <- msgBatch{ms: *fg, pooled: fg}:
 	default:
-		k.dropped.Add(int64(len(fg)))
+		k.dropped.Add(int64(len(*fg)))
+		k.putPeerBatch(fg)
 	}
 }
 
@@ -270,7 +278,8 @@ func (k *kvNode) loop(ctx context.Context) {
 			k.commits = k.commits[1:]
 		}
 		latest := k.committed.Load()
-		var now, later []kv.Message
+		now := k.now[:0]
+		var later []kv.Message
 		for _, m := range after {
 			need := latest
 			if r, ok := m.DurableAfter(); ok {
@@ -283,6 +292,8 @@ func (k *kvNode) loop(ctx context.Context) {
 			}
 		}
 		k.dispatch(now)
+		clear(now)
+		k.now = now[:0]
 		if len(later) == 0 {
 			continue
 		}
@@ -305,7 +316,7 @@ func (k *kvNode) stepMore() {
 			continue
 		case b := <-k.batches:
 			k.stepBatch(b)
-			i += len(b)
+			i += len(b.ms)
 			continue
 		default:
 		}
@@ -320,12 +331,35 @@ func (k *kvNode) stepMore() {
 	}
 }
 
-// stepBatch steps a batch in order: a client connection's requests
-// (doBatch), or what a peer sent together (deliver).
-func (k *kvNode) stepBatch(b []kv.Message) {
-	for i := range b {
-		k.node.Step(b[i])
+// msgBatch is a batch of messages for the loop: a client connection's
+// requests (doBatch), or what a peer sent together (deliver), in a slice
+// from peerBatches (pooled) that the loop recycles once it has stepped
+// them.
+type msgBatch struct {
+	ms     []kv.Message
+	pooled *[]kv.Message
+}
+
+// stepBatch steps a batch in order.
+func (k *kvNode) stepBatch(b msgBatch) {
+	for i := range b.ms {
+		k.node.Step(b.ms[i])
 	}
+	if b.pooled != nil {
+		// Step keeps what it needs of a message, not the slice.
+		*b.pooled = b.ms
+		k.putPeerBatch(b.pooled)
+	}
+}
+
+// putPeerBatch recycles a slice of deliver's, unless it grew large.
+func (k *kvNode) putPeerBatch(p *[]kv.Message) {
+	if cap(*p) > 4096 {
+		return
+	}
+	clear(*p)
+	*p = (*p)[:0]
+	k.peerBatches.Put(p)
 }
 
 // bulkMsg is an inbound message of the bulk lane, with the frame it was
@@ -549,7 +583,7 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) (
 		st.abandoned = true
 	}
 	select {
-	case k.batches <- ms:
+	case k.batches <- msgBatch{ms: ms}:
 	case <-ctx.Done():
 		forget()
 		return out, errs

@@ -203,8 +203,24 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 			ops = rest
 		}
 	}
-	b := e.db.NewBatchWithSize(size)
-	defer b.Close()
+	// One batch serves round after round: a fresh one per round cost a
+	// coordinator 2-3% of its CPU in allocating and clearing its buffer.
+	b := e.kvBatch
+	if b == nil {
+		b = e.db.NewBatchWithSize(max(size, 64<<10))
+		e.kvBatch = b
+	}
+	keep := false
+	defer func() {
+		if !keep || len(b.Repr()) > maxKeptBatch {
+			// A failed commit, or a round of bulk writes: not worth
+			// holding on to.
+			b.Close()
+			e.kvBatch = nil
+			return
+		}
+		b.Reset()
+	}()
 	// gone accounts for what key held before, and deletes its value kept
 	// apart unless keep (a new value kept apart replaces it).
 	gone := func(pos uint32, key []byte, op kv.PersistOp, keep bool) {
@@ -271,10 +287,14 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 	if err := b.Commit(opt); err != nil {
 		return err
 	}
+	keep = true
 	e.kvKeys.Add(dKeys)
 	e.kvBytes.Add(dBytes)
 	return nil
 }
+
+// maxKeptBatch bounds the batch applyKV keeps for the next round.
+const maxKeptBatch = 4 << 20
 
 // kvCountKey holds the number of KV records and their bytes, kept in step
 // with the records by applyKV.
