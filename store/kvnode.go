@@ -76,6 +76,7 @@ type kvNode struct {
 	commits []roundCommit
 	after   []kv.Message // the loop's buffer of answers, reused every round
 	now     []kv.Message // and of those of them that may leave at once
+	stepped int          // messages stepped in this round, for metrics
 	// ready is closed once the first walk of the ring installs a member
 	// table. Until then the node knows only itself, and a write it
 	// coordinated would count itself as the whole preference list.
@@ -205,6 +206,7 @@ func (k *kvNode) loop(ctx context.Context) {
 			}
 		case m := <-k.inbox:
 			k.node.Step(m)
+			k.stepped++
 			k.stepMore()
 		case b := <-k.batches:
 			k.stepBatch(b)
@@ -214,6 +216,10 @@ func (k *kvNode) loop(ctx context.Context) {
 			st := k.node.Stats
 			k.stats.Store(&st)
 			k.handingOff.Store(k.node.Busy())
+		}
+		if k.stepped > 0 {
+			k.n.m.kvRound.Observe(float64(k.stepped))
+			k.stepped = 0
 		}
 		rd := k.node.Ready()
 		// Requests to other nodes leave at once, so a coordinator's own
@@ -313,6 +319,7 @@ func (k *kvNode) stepMore() {
 		select {
 		case m := <-k.inbox:
 			k.node.Step(m)
+			k.stepped++
 			continue
 		case b := <-k.batches:
 			k.stepBatch(b)
@@ -345,6 +352,7 @@ func (k *kvNode) stepBatch(b msgBatch) {
 	for i := range b.ms {
 		k.node.Step(b.ms[i])
 	}
+	k.stepped += len(b.ms)
 	if b.pooled != nil {
 		// Step keeps what it needs of a message, not the slice.
 		*b.pooled = b.ms
@@ -420,7 +428,7 @@ func (k *kvNode) syncLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t:
-			if err := k.n.eng.syncWAL(); err != nil {
+			if err := k.syncWAL(); err != nil {
 				k.n.log.Error("kv: periodic sync failed", "err", err)
 			}
 		case j := <-k.syncq:
@@ -436,7 +444,7 @@ func (k *kvNode) syncLoop(ctx context.Context) {
 			// Every job queued so far waits for commits made before this
 			// fsync, and so does everything committed up to now.
 			upTo := k.committed.Load()
-			if err := k.n.eng.syncWAL(); err != nil {
+			if err := k.syncWAL(); err != nil {
 				k.n.log.Error("kv: sync failed; dropping answers", "err", err)
 				continue
 			}
@@ -446,6 +454,14 @@ func (k *kvNode) syncLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// syncWAL makes every round committed so far durable, and times it.
+func (k *kvNode) syncWAL() error {
+	start := time.Now()
+	err := k.n.eng.syncWAL()
+	k.n.m.kvSync.Observe(time.Since(start).Seconds())
+	return err
 }
 
 // dispatch hands answers to local callers or sends them to peers.
