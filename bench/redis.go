@@ -24,6 +24,13 @@ type RedisResult struct {
 	Test     string  `json:"test"`
 	RPS      float64 `json:"requests_per_sec"`
 	P50ms    float64 `json:"p50_ms"`
+	// CPUus is the CPU time the target's server processes spent per
+	// request (user and system, summed over the processes), in µs: what
+	// a request costs the servers, whatever the machine's idle time.
+	CPUus float64 `json:"server_cpu_us_per_request"`
+	// ClientCPUus is redis-benchmark's CPU time per request, in µs: on
+	// a machine of a few cores the client's share bounds the servers'.
+	ClientCPUus float64 `json:"client_cpu_us_per_request"`
 }
 
 var rpsLine = regexp.MustCompile(`([A-Z]+): ([0-9.]+) requests per second, p50=([0-9.]+) msec`)
@@ -34,7 +41,8 @@ func RunRedisBenchmark(ctx context.Context, target string, pipeline int, args ..
 	if pipeline > 1 {
 		a = append(a, "-P", strconv.Itoa(pipeline))
 	}
-	out, err := exec.CommandContext(ctx, "redis-benchmark", a...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "redis-benchmark", a...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return nil, fmt.Errorf("redis-benchmark %s: %v\n%s", strings.Join(a, " "), err, out)
 	}
@@ -51,7 +59,24 @@ func RunRedisBenchmark(ctx context.Context, target string, pipeline int, args ..
 	if len(res) == 0 {
 		return nil, fmt.Errorf("redis-benchmark printed no results:\n%s", out)
 	}
+	if n := requestsArg(a); n > 0 {
+		cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		for i := range res {
+			res[i].ClientCPUus = float64(cpu.Microseconds()) / float64(n*len(res))
+		}
+	}
 	return res, nil
+}
+
+// requestsArg is the -n of redis-benchmark arguments, or 0.
+func requestsArg(a []string) int {
+	for i := 0; i+1 < len(a); i++ {
+		if a[i] == "-n" {
+			n, _ := strconv.Atoi(a[i+1])
+			return n
+		}
+	}
+	return 0
 }
 
 func freePort() (int, error) {
@@ -108,21 +133,35 @@ func RedisComparison(ctx context.Context, requests, clients, keyspace int, pipel
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var results []RedisResult
-	run := func(target string, args ...string) error {
+	// run benchmarks target, whose server processes are pids, one test
+	// at a time so that each gets its own CPU figure.
+	run := func(target string, pids []int, args ...string) error {
 		for _, p := range pipelines {
 			fmt.Fprintf(log, "redis-benchmark against %s, pipeline %d\n", target, p)
-			a := []string{"-t", "set,get", "-n", fmt.Sprint(requests), "-c", fmt.Sprint(clients)}
-			if keyspace > 0 {
-				a = append(a, "-r", fmt.Sprint(keyspace))
+			for _, test := range []string{"set", "get"} {
+				a := []string{"-t", test, "-n", fmt.Sprint(requests), "-c", fmt.Sprint(clients)}
+				if keyspace > 0 {
+					a = append(a, "-r", fmt.Sprint(keyspace))
+				}
+				cpu0, err := ProcCPU(pids)
+				if err != nil {
+					return err
+				}
+				r, err := RunRedisBenchmark(ctx, target, p, append(a, args...)...)
+				if err != nil {
+					return err
+				}
+				cpu1, err := ProcCPU(pids)
+				if err != nil {
+					return err
+				}
+				for i := range r {
+					r[i].CPUus = float64((cpu1 - cpu0).Microseconds()) / float64(requests) / float64(len(r))
+					x := r[i]
+					fmt.Fprintf(log, "  %s %s: %.0f req/s, p50 %.3f ms, CPU per request: %.1f µs servers, %.1f µs client\n", target, x.Test, x.RPS, x.P50ms, x.CPUus, x.ClientCPUus)
+				}
+				results = append(results, r...)
 			}
-			r, err := RunRedisBenchmark(ctx, target, p, append(a, args...)...)
-			if err != nil {
-				return err
-			}
-			for _, x := range r {
-				fmt.Fprintf(log, "  %s %s: %.0f req/s, p50 %.3f ms\n", target, x.Test, x.RPS, x.P50ms)
-			}
-			results = append(results, r...)
 		}
 		return nil
 	}
@@ -137,16 +176,16 @@ func RedisComparison(ctx context.Context, requests, clients, keyspace int, pipel
 		{"tide (3 nodes, N=3 W=2 R=2, fsync every 100ms)", "periodic"},
 	} {
 		local := &cluster.Local{Dir: filepath.Join(dir, "tide-"+mode.sync)}
-		respPort, err := startTideRESP(ctx, local, 3, "--kv-sync", mode.sync)
+		respPort, pids, err := startTideRESP(ctx, local, 3, "--kv-sync", mode.sync)
 		if err != nil {
 			local.StopAll(5 * time.Second)
 			return nil, err
 		}
-		err = run(mode.name, "-p", fmt.Sprint(respPort))
+		err = run(mode.name, pids, "-p", fmt.Sprint(respPort))
 		if err == nil {
 			// As a Redis Cluster client: CLUSTER NODES spreads the
 			// clients over the three nodes, each coordinating its share.
-			err = run(strings.Replace(mode.name, ")", ", redis-benchmark --cluster)", 1), "--cluster", "-p", fmt.Sprint(respPort))
+			err = run(strings.Replace(mode.name, ")", ", redis-benchmark --cluster)", 1), pids, "--cluster", "-p", fmt.Sprint(respPort))
 		}
 		local.StopAll(5 * time.Second)
 		if err != nil {
@@ -159,7 +198,7 @@ func RedisComparison(ctx context.Context, requests, clients, keyspace int, pipel
 	if err != nil {
 		return results, err
 	}
-	err = run("redis-server (single, unreplicated)", "-p", fmt.Sprint(port))
+	err = run("redis-server (single, unreplicated)", []int{cmd.Process.Pid}, "-p", fmt.Sprint(port))
 	cmd.Process.Kill()
 	cmd.Wait()
 	if err != nil {
@@ -169,6 +208,7 @@ func RedisComparison(ctx context.Context, requests, clients, keyspace int, pipel
 	// Redis Cluster: 3 masters, 1 replica each.
 	var ports []string
 	var cmds []*exec.Cmd
+	var pids []int
 	defer func() {
 		for _, c := range cmds {
 			c.Process.Kill()
@@ -182,6 +222,7 @@ func RedisComparison(ctx context.Context, requests, clients, keyspace int, pipel
 		}
 		ports = append(ports, fmt.Sprintf("127.0.0.1:%d", p))
 		cmds = append(cmds, c)
+		pids = append(pids, c.Process.Pid)
 	}
 	create := append(append([]string{"--cluster", "create"}, ports...), "--cluster-replicas", "1", "--cluster-yes")
 	if out, err := exec.CommandContext(ctx, "redis-cli", create...).CombinedOutput(); err != nil {
@@ -191,7 +232,20 @@ func RedisComparison(ctx context.Context, requests, clients, keyspace int, pipel
 		return results, err
 	}
 	_, firstPort, _ := net.SplitHostPort(ports[0])
-	err = run("Redis Cluster (3 masters + 3 replicas)", "--cluster", "-p", firstPort)
+	err = run("Redis Cluster (3 masters + 3 replicas)", pids, "--cluster", "-p", firstPort)
+	if err != nil {
+		return results, err
+	}
+
+	// The reference: a Go RESP server in this process that parses each
+	// command and answers it, storing nothing. No Go server can beat it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return results, err
+	}
+	go ServeNullRESP(ctx, ln)
+	err = run("Go RESP server storing nothing (reference)", []int{os.Getpid()}, "-p", portOf(ln.Addr().String()))
+	ln.Close()
 	return results, err
 }
 
@@ -211,21 +265,25 @@ func waitClusterOK(ctx context.Context, addr string) error {
 }
 
 // startTideRESP starts a tide ring of n nodes with RESP on each and returns
-// the first node's RESP port once every node sees the whole ring.
-func startTideRESP(ctx context.Context, local *cluster.Local, n int, extra ...string) (int, error) {
+// the first node's RESP port, once every node sees the whole ring, and the
+// nodes' process IDs.
+func startTideRESP(ctx context.Context, local *cluster.Local, n int, extra ...string) (int, []int, error) {
 	addrs, err := FreeAddrs(3 * n)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
+	var pids []int
 	for i := range n {
 		spec := cluster.NodeSpec{Name: fmt.Sprintf("node%d", i+1), ChordAddr: addrs[3*i], HTTPAddr: addrs[3*i+1], Replicas: 3,
 			Extra: append([]string{"--resp-addr", addrs[3*i+2]}, extra...)}
 		if i > 0 {
 			spec.Join = addrs[0]
 		}
-		if _, err := local.Launch(ctx, spec); err != nil {
-			return 0, err
+		p, err := local.Launch(ctx, spec)
+		if err != nil {
+			return 0, nil, err
 		}
+		pids = append(pids, p.Pid())
 	}
 	for deadline := time.Now().Add(time.Minute); ; {
 		out, err := exec.CommandContext(ctx, "redis-cli", "-p", portOf(addrs[2]), "info").Output()
@@ -233,12 +291,12 @@ func startTideRESP(ctx context.Context, local *cluster.Local, n int, extra ...st
 			break
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("tide ring did not form: %s", out)
+			return 0, nil, fmt.Errorf("tide ring did not form: %s", out)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	p, _ := strconv.Atoi(portOf(addrs[2]))
-	return p, nil
+	return p, pids, nil
 }
 
 func portOf(addr string) string {
