@@ -27,11 +27,18 @@ const (
 	KindPullRange // send me every record of (Lo, Hi] (as KindPushes)
 	KindOffer     // hand-off: Versions of records I would push; which do you lack?
 	KindOfferResp // Keys lacking (pushed next, acked with KindPushAck); none: all held
+	// KindPutBatch carries a round's client writes from their coordinator
+	// to one replica: store Records, then answer once with
+	// KindPutBatchAck and the batch's ID. The coordinator keeps which ops
+	// the batch holds.
+	KindPutBatch
+	KindPutBatchAck
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
-	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range", "offer", "offer_resp"}
+	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range", "offer", "offer_resp",
+	"put_batch", "put_batch_ack"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -149,7 +156,7 @@ type Hint struct {
 // overlaps with its replicas' writes.
 func (m Message) AfterPersist() bool {
 	switch m.Kind {
-	case KindPut, KindGet, KindDigest, KindKeys, KindPull, KindPullRange:
+	case KindPut, KindPutBatch, KindGet, KindDigest, KindKeys, KindPull, KindPullRange:
 		return false
 	}
 	return true

@@ -19,19 +19,31 @@ type op struct {
 	start     int
 	lastSend  int
 	replied   bool
-	hint      *Hint      // a hint delivery
-	writeback bool       // read: the newest version is being written back
-	sets      [][]string // the preference lists of every ring view in the transition window; quorums count in each
-	fallback  bool       // read: the node after the preference list was asked
-	extra     string     // read: that node, until it answers or is given up on
-	extraAt   int
-	spare     []string // read: replicas not asked yet (see Config.SpeculateTicks)
-	round     uint64   // write: the round of the coordinator's own copy
-	push      *strayPush
-	resends   int // times the requests of this op were sent again
+	hint      *Hint // a hint delivery
+	writeback bool  // read: the newest version is being written back
+	// wbRec is the record last written back; wbSent lists the write-backs
+	// each replica has not acknowledged yet, oldest first. A replica
+	// answers in the order it was sent to, so an acknowledgement vouches
+	// for the oldest write-back sent to its replica.
+	wbRec    Record
+	wbSent   []wbSent
+	sets     [][]string // the preference lists of every ring view in the transition window; quorums count in each
+	fallback bool       // read: the node after the preference list was asked
+	extra    string     // read: that node, until it answers or is given up on
+	extraAt  int
+	spare    []string // read: replicas not asked yet (see Config.SpeculateTicks)
+	round    uint64   // write: the round of the coordinator's own copy
+	push     *strayPush
+	resends  int // times the requests of this op were sent again
 	// room for answered and got, enough for most ops
 	answeredBuf [4]string
 	gotBuf      [4]gotEntry
+}
+
+// wbSent is a record written back to a replica by a read.
+type wbSent struct {
+	addr string
+	rec  Record
 }
 
 // addrSet is a small set of node addresses, a few preference lists' worth:
@@ -158,6 +170,13 @@ type Node struct {
 	gone   map[string]bool // keys deleted in this round (see local)
 	ops    map[uint64]*op
 	hints  map[string]map[string]Record // target -> key -> record
+	// outPuts gathers this round's client writes to each replica, in
+	// the order replicas were first written to (outOrder); Ready sends
+	// each replica's share as one KindPutBatch. putBatches are the
+	// batches sent and not yet acknowledged, by ID.
+	outPuts    map[string]*putGather
+	outOrder   []string
+	putBatches map[uint64]putBatch
 
 	lastHint    int
 	lastSync    int
@@ -255,6 +274,19 @@ func (n *Node) SetRing(r Ring) {
 }
 
 func (n *Node) send(m Message) {
+	if len(n.outOrder) > 0 {
+		// Writes queued for m.To leave first: a replica sees a node's
+		// messages in the order the node sent them, a GET after a SET
+		// of its key included.
+		if g := n.outPuts[m.To]; g != nil && len(g.ops) > 0 {
+			n.sendPuts(m.To, g)
+		}
+	}
+	n.emit(m)
+}
+
+// emit adds m to this round's output.
+func (n *Node) emit(m Message) {
 	m.From = n.self
 	n.rd.Messages = append(n.rd.Messages, m)
 }
@@ -277,8 +309,78 @@ func recordsSize(rs []Record) int64 {
 	return s
 }
 
+// putGather is a round's client writes to one replica.
+type putGather struct {
+	recs  []Record
+	ops   []uint64
+	bytes int
+}
+
+// putBatch is a KindPutBatch sent: the ops it carries writes of, and the
+// tick it left.
+type putBatch struct {
+	ops []uint64
+	at  int
+}
+
+// maxPutBatch bounds the record bytes of one KindPutBatch.
+const maxPutBatch = 1 << 20
+
+// queuePut adds a client write (op id) to what this round sends replica
+// to: one message per replica per round instead of one per write, and
+// one acknowledgement.
+func (n *Node) queuePut(to string, id uint64, rec Record) {
+	if n.outPuts == nil {
+		n.outPuts = map[string]*putGather{}
+	}
+	g := n.outPuts[to]
+	if g == nil {
+		g = &putGather{}
+		n.outPuts[to] = g
+	}
+	if len(g.ops) == 0 {
+		n.outOrder = append(n.outOrder, to)
+	}
+	g.recs = append(g.recs, rec)
+	g.ops = append(g.ops, id)
+	g.bytes += len(rec.Key) + len(rec.Value)
+	if g.bytes >= maxPutBatch {
+		n.sendPuts(to, g)
+	}
+}
+
+// flushPuts sends the writes queued this round.
+func (n *Node) flushPuts() {
+	for _, to := range n.outOrder {
+		if g := n.outPuts[to]; len(g.ops) > 0 {
+			n.sendPuts(to, g)
+		}
+	}
+	n.outOrder = n.outOrder[:0]
+}
+
+// sendPuts sends g's writes to replica to: a lone write as a KindPut of
+// its op, several as a KindPutBatch.
+func (n *Node) sendPuts(to string, g *putGather) {
+	if len(g.ops) == 1 {
+		n.emit(Message{Kind: KindPut, To: to, ID: g.ops[0], Rec: g.recs[0]})
+	} else {
+		n.nextID++
+		if n.putBatches == nil {
+			n.putBatches = map[uint64]putBatch{}
+		}
+		// The message and the batch keep their slices: g starts new
+		// ones.
+		n.putBatches[n.nextID] = putBatch{ops: g.ops, at: n.now}
+		n.emit(Message{Kind: KindPutBatch, To: to, ID: n.nextID, Records: g.recs})
+		g.recs, g.ops = nil, nil
+	}
+	g.recs, g.ops, g.bytes = g.recs[:0], g.ops[:0], 0
+}
+
 // Ready returns and clears the pending output of this round.
 func (n *Node) Ready() Ready {
+	n.flushPuts()
 	rd := n.rd
 	rd.Round = n.round
 	n.round++
@@ -412,7 +514,21 @@ func (n *Node) Step(m Message) {
 			n.send(Message{Kind: KindPutAck, To: m.From, ID: m.ID})
 		}
 	case KindPutAck:
-		n.onPutAck(m)
+		n.onPutAck(m.ID, m.From)
+	case KindPutBatch:
+		for _, r := range m.Records {
+			n.apply(r)
+		}
+		n.send(Message{Kind: KindPutBatchAck, To: m.From, ID: m.ID})
+	case KindPutBatchAck:
+		b, ok := n.putBatches[m.ID]
+		if !ok {
+			return
+		}
+		delete(n.putBatches, m.ID)
+		for _, id := range b.ops {
+			n.onPutAck(id, m.From)
+		}
 	case KindGet:
 		r, ok := n.local(m.Rec.Key)
 		n.send(Message{Kind: KindGetResp, To: m.From, ID: m.ID, Rec: r, Found: ok})
@@ -567,7 +683,7 @@ func (n *Node) clientPut(m Message) {
 			n.apply(rec)
 			o.answered.add(r)
 		} else {
-			n.send(Message{Kind: KindPut, To: r, ID: id, Rec: rec})
+			n.queuePut(r, id, rec)
 		}
 	}
 	n.checkWrite(id, o)
@@ -585,14 +701,15 @@ func (n *Node) checkWrite(id uint64, o *op) {
 	}
 }
 
-func (n *Node) onPutAck(m Message) {
-	o := n.ops[m.ID]
+// onPutAck notes that replica from stored the write of op id.
+func (n *Node) onPutAck(id uint64, from string) {
+	o := n.ops[id]
 	if o == nil {
 		return
 	}
 	switch {
 	case o.hint != nil:
-		delete(n.ops, m.ID)
+		delete(n.ops, id)
 		h := *o.hint
 		if cur, ok := n.hints[h.Target][string(h.Rec.Key)]; ok && cur.Version == h.Rec.Version {
 			delete(n.hints[h.Target], string(h.Rec.Key))
@@ -600,13 +717,20 @@ func (n *Node) onPutAck(m Message) {
 			n.Stats.HintsDelivered++
 		}
 	case o.write:
-		o.answered.add(m.From)
-		n.checkWrite(m.ID, o)
+		o.answered.add(from)
+		n.checkWrite(id, o)
 	case o.writeback:
-		if best := newest(o.got); best != nil {
-			b := *best
-			o.got.set(m.From, &b)
-			n.checkRead(m.ID, o)
+		for i, w := range o.wbSent {
+			if w.addr != from {
+				continue
+			}
+			o.wbSent = slices.Delete(o.wbSent, i, i+1)
+			if cur, _ := o.got.get(from); cur == nil || w.rec.Newer(*cur) {
+				r := w.rec
+				o.got.set(from, &r)
+			}
+			n.checkRead(id, o)
+			break
 		}
 	}
 }
@@ -757,8 +881,13 @@ func (n *Node) checkRead(id uint64, o *op) {
 			} else {
 				n.reply(o, Message{Rec: *best, Found: true})
 			}
-		case !o.writeback:
+		case !o.writeback || best.Newer(o.wbRec):
+			// Write the newest version back to the replicas that answered
+			// with an older one; again if a newer one turns up meanwhile
+			// (a write that raced the read), or the read could never see
+			// a quorum hold what it would answer.
 			o.writeback = true
+			o.wbRec = *best
 			for _, rep := range o.replicas {
 				if cur, ok := o.got.get(rep); ok && (cur == nil || best.Newer(*cur)) {
 					if rep == n.self {
@@ -767,6 +896,7 @@ func (n *Node) checkRead(id uint64, o *op) {
 						o.got.set(rep, &b)
 					} else {
 						n.send(Message{Kind: KindPut, To: rep, ID: id, Rec: *best})
+						o.wbSent = append(o.wbSent, wbSent{rep, *best})
 					}
 				}
 			}
@@ -863,6 +993,13 @@ func (n *Node) Tick() {
 		}
 	}
 	n.pumpRanges()
+	for id, b := range n.putBatches {
+		if n.now-b.at >= n.cfg.TimeoutTicks {
+			// Unacknowledged: its ops were resent one by one, and
+			// have timed out by now.
+			delete(n.putBatches, id)
+		}
+	}
 	ids := make([]uint64, 0, len(n.ops))
 	for id := range n.ops {
 		ids = append(ids, id)
