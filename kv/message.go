@@ -33,12 +33,17 @@ const (
 	// the batch holds.
 	KindPutBatch
 	KindPutBatchAck
+	// KindGetBatch carries a round's reads from their coordinator to one
+	// replica: Keys to read. KindGetBatchResp answers with Records, one per
+	// key in order; a record of version 0 means the key is not held.
+	KindGetBatch
+	KindGetBatchResp
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
 	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range", "offer", "offer_resp",
-	"put_batch", "put_batch_ack"}
+	"put_batch", "put_batch_ack", "get_batch", "get_batch_resp"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -156,7 +161,7 @@ type Hint struct {
 // overlaps with its replicas' writes.
 func (m Message) AfterPersist() bool {
 	switch m.Kind {
-	case KindPut, KindPutBatch, KindGet, KindDigest, KindKeys, KindPull, KindPullRange:
+	case KindPut, KindPutBatch, KindGet, KindGetBatch, KindDigest, KindKeys, KindPull, KindPullRange:
 		return false
 	}
 	return true

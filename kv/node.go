@@ -170,13 +170,14 @@ type Node struct {
 	gone   map[string]bool // keys deleted in this round (see local)
 	ops    map[uint64]*op
 	hints  map[string]map[string]Record // target -> key -> record
-	// outPuts gathers this round's client writes to each replica, in
-	// the order replicas were first written to (outOrder); Ready sends
-	// each replica's share as one KindPutBatch. putBatches are the
-	// batches sent and not yet acknowledged, by ID.
-	outPuts    map[string]*putGather
+	// outReqs gathers this round's client writes and reads to each
+	// replica, in the order replicas were first sent to (outOrder); they
+	// leave as one KindPutBatch or KindGetBatch per replica and run of
+	// the same kind (see queueReq). reqBatches are the batches sent and
+	// not yet answered, by ID.
+	outReqs    map[string]*reqGather
 	outOrder   []string
-	putBatches map[uint64]putBatch
+	reqBatches map[uint64]reqBatch
 
 	lastHint    int
 	lastSync    int
@@ -275,11 +276,10 @@ func (n *Node) SetRing(r Ring) {
 
 func (n *Node) send(m Message) {
 	if len(n.outOrder) > 0 {
-		// Writes queued for m.To leave first: a replica sees a node's
-		// messages in the order the node sent them, a GET after a SET
-		// of its key included.
-		if g := n.outPuts[m.To]; g != nil && len(g.ops) > 0 {
-			n.sendPuts(m.To, g)
+		// Requests queued for m.To leave first: a replica sees a node's
+		// messages in the order the node sent them.
+		if g := n.outReqs[m.To]; g != nil && len(g.ops) > 0 {
+			n.sendReqs(m.To, g)
 		}
 	}
 	n.emit(m)
@@ -309,70 +309,89 @@ func recordsSize(rs []Record) int64 {
 	return s
 }
 
-// putGather is a round's client writes to one replica.
-type putGather struct {
-	recs  []Record
+// reqGather is a run of client requests of one kind (KindPut or KindGet)
+// to one replica, this round.
+type reqGather struct {
+	kind  Kind
+	recs  []Record // KindPut: the records; KindGet: the keys, in Key
 	ops   []uint64
 	bytes int
 }
 
-// putBatch is a KindPutBatch sent: the ops it carries writes of, and the
-// tick it left.
-type putBatch struct {
+// reqBatch is a KindPutBatch or KindGetBatch sent: the ops it carries
+// requests of, in order, and the tick it left.
+type reqBatch struct {
 	ops []uint64
 	at  int
 }
 
-// maxPutBatch bounds the record bytes of one KindPutBatch.
-const maxPutBatch = 1 << 20
+// maxReqBatch bounds the record bytes of one batch.
+const maxReqBatch = 1 << 20
 
-// queuePut adds a client write (op id) to what this round sends replica
-// to: one message per replica per round instead of one per write, and
-// one acknowledgement.
-func (n *Node) queuePut(to string, id uint64, rec Record) {
-	if n.outPuts == nil {
-		n.outPuts = map[string]*putGather{}
+// queueReq adds a client write (KindPut of rec) or read (KindGet of
+// rec.Key) of op id to what this round sends replica to: one message per
+// replica per round instead of one per request, and one answer. A request
+// of the other kind than those queued sends them first, so that the
+// replica sees every request in the order it was made.
+func (n *Node) queueReq(kind Kind, to string, id uint64, rec Record) {
+	if n.outReqs == nil {
+		n.outReqs = map[string]*reqGather{}
 	}
-	g := n.outPuts[to]
+	g := n.outReqs[to]
 	if g == nil {
-		g = &putGather{}
-		n.outPuts[to] = g
+		g = &reqGather{}
+		n.outReqs[to] = g
+	}
+	if len(g.ops) > 0 && g.kind != kind {
+		n.sendReqs(to, g)
 	}
 	if len(g.ops) == 0 {
 		n.outOrder = append(n.outOrder, to)
 	}
+	g.kind = kind
 	g.recs = append(g.recs, rec)
 	g.ops = append(g.ops, id)
 	g.bytes += len(rec.Key) + len(rec.Value)
-	if g.bytes >= maxPutBatch {
-		n.sendPuts(to, g)
+	if g.bytes >= maxReqBatch {
+		n.sendReqs(to, g)
 	}
 }
 
-// flushPuts sends the writes queued this round.
-func (n *Node) flushPuts() {
+// flushReqs sends the requests queued this round.
+func (n *Node) flushReqs() {
 	for _, to := range n.outOrder {
-		if g := n.outPuts[to]; len(g.ops) > 0 {
-			n.sendPuts(to, g)
+		if g := n.outReqs[to]; len(g.ops) > 0 {
+			n.sendReqs(to, g)
 		}
 	}
 	n.outOrder = n.outOrder[:0]
 }
 
-// sendPuts sends g's writes to replica to: a lone write as a KindPut of
-// its op, several as a KindPutBatch.
-func (n *Node) sendPuts(to string, g *putGather) {
-	if len(g.ops) == 1 {
+// sendReqs sends g's requests to replica to: a lone one as a KindPut or
+// KindGet of its op, several as a KindPutBatch or KindGetBatch.
+func (n *Node) sendReqs(to string, g *reqGather) {
+	switch {
+	case len(g.ops) == 1 && g.kind == KindGet:
+		n.emit(Message{Kind: KindGet, To: to, ID: g.ops[0], Rec: Record{Key: g.recs[0].Key}})
+	case len(g.ops) == 1:
 		n.emit(Message{Kind: KindPut, To: to, ID: g.ops[0], Rec: g.recs[0]})
-	} else {
+	default:
 		n.nextID++
-		if n.putBatches == nil {
-			n.putBatches = map[uint64]putBatch{}
+		if n.reqBatches == nil {
+			n.reqBatches = map[uint64]reqBatch{}
 		}
 		// The message and the batch keep their slices: g starts new
 		// ones.
-		n.putBatches[n.nextID] = putBatch{ops: g.ops, at: n.now}
-		n.emit(Message{Kind: KindPutBatch, To: to, ID: n.nextID, Records: g.recs})
+		n.reqBatches[n.nextID] = reqBatch{ops: g.ops, at: n.now}
+		m := Message{Kind: KindPutBatch, To: to, ID: n.nextID, Records: g.recs}
+		if g.kind == KindGet {
+			keys := make([][]byte, len(g.recs))
+			for i := range g.recs {
+				keys[i] = g.recs[i].Key
+			}
+			m = Message{Kind: KindGetBatch, To: to, ID: n.nextID, Keys: keys}
+		}
+		n.emit(m)
 		g.recs, g.ops = nil, nil
 	}
 	g.recs, g.ops, g.bytes = g.recs[:0], g.ops[:0], 0
@@ -380,7 +399,7 @@ func (n *Node) sendPuts(to string, g *putGather) {
 
 // Ready returns and clears the pending output of this round.
 func (n *Node) Ready() Ready {
-	n.flushPuts()
+	n.flushReqs()
 	rd := n.rd
 	rd.Round = n.round
 	n.round++
@@ -521,19 +540,41 @@ func (n *Node) Step(m Message) {
 		}
 		n.send(Message{Kind: KindPutBatchAck, To: m.From, ID: m.ID})
 	case KindPutBatchAck:
-		b, ok := n.putBatches[m.ID]
+		b, ok := n.reqBatches[m.ID]
 		if !ok {
 			return
 		}
-		delete(n.putBatches, m.ID)
+		delete(n.reqBatches, m.ID)
 		for _, id := range b.ops {
 			n.onPutAck(id, m.From)
+		}
+	case KindGetBatch:
+		recs := make([]Record, len(m.Keys))
+		for i, k := range m.Keys {
+			if r, ok := n.local(k); ok {
+				recs[i] = r
+			} else {
+				recs[i] = Record{Key: k} // version 0: not held
+			}
+		}
+		n.send(Message{Kind: KindGetBatchResp, To: m.From, ID: m.ID, Records: recs})
+	case KindGetBatchResp:
+		b, ok := n.reqBatches[m.ID]
+		if !ok {
+			return
+		}
+		delete(n.reqBatches, m.ID)
+		for i, id := range b.ops {
+			if i < len(m.Records) {
+				r := m.Records[i]
+				n.onGetResp(id, m.From, r, r.Version != 0)
+			}
 		}
 	case KindGet:
 		r, ok := n.local(m.Rec.Key)
 		n.send(Message{Kind: KindGetResp, To: m.From, ID: m.ID, Rec: r, Found: ok})
 	case KindGetResp:
-		n.onGetResp(m)
+		n.onGetResp(m.ID, m.From, m.Rec, m.Found)
 	case KindDigest:
 		n.send(Message{Kind: KindDigestResp, To: m.From, Lo: m.Lo, Hi: m.Hi, Buckets: m.Buckets, Horizon: m.Horizon, Hashes: n.digest(m.Lo, m.Hi, m.Buckets, m.Horizon)})
 	case KindDigestResp:
@@ -683,7 +724,7 @@ func (n *Node) clientPut(m Message) {
 			n.apply(rec)
 			o.answered.add(r)
 		} else {
-			n.queuePut(r, id, rec)
+			n.queueReq(KindPut, r, id, rec)
 		}
 	}
 	n.checkWrite(id, o)
@@ -759,26 +800,26 @@ func (n *Node) clientGet(m Message) {
 			}
 			o.answered.add(rep)
 		} else {
-			n.send(Message{Kind: KindGet, To: rep, ID: id, Rec: Record{Key: m.Rec.Key}})
+			n.queueReq(KindGet, rep, id, Record{Key: m.Rec.Key})
 		}
 	}
 	n.checkRead(id, o)
 }
 
-func (n *Node) onGetResp(m Message) {
-	o := n.ops[m.ID]
-	if o == nil || o.write || o.answered.has(m.From) {
+// onGetResp notes replica from's answer to read op id: rec if found.
+func (n *Node) onGetResp(id uint64, from string, rec Record, found bool) {
+	o := n.ops[id]
+	if o == nil || o.write || o.answered.has(from) {
 		return
 	}
-	o.answered.add(m.From)
-	if m.Found {
-		r := m.Rec
-		o.got.set(m.From, &r)
-		n.observe(r.Version)
+	o.answered.add(from)
+	if found {
+		o.got.set(from, &rec)
+		n.observe(rec.Version)
 	} else {
-		o.got.set(m.From, nil)
+		o.got.set(from, nil)
 	}
-	n.checkRead(m.ID, o)
+	n.checkRead(id, o)
 }
 
 // readSet splits reps into the replicas a read asks first, the fewest
@@ -993,11 +1034,11 @@ func (n *Node) Tick() {
 		}
 	}
 	n.pumpRanges()
-	for id, b := range n.putBatches {
+	for id, b := range n.reqBatches {
 		if n.now-b.at >= n.cfg.TimeoutTicks {
-			// Unacknowledged: its ops were resent one by one, and
-			// have timed out by now.
-			delete(n.putBatches, id)
+			// Unanswered: its ops were resent one by one, and have
+			// timed out by now.
+			delete(n.reqBatches, id)
 		}
 	}
 	ids := make([]uint64, 0, len(n.ops))

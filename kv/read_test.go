@@ -41,8 +41,10 @@ func TestReadAsksQuorum(t *testing.T) {
 						continue
 					case m.Kind == KindGet:
 						gets[m.To]++
+					case m.Kind == KindGetBatch:
+						gets[m.To] += len(m.Keys) // a round's reads, together
 					}
-					if held[m.To] && m.Kind == KindGet {
+					if held[m.To] && (m.Kind == KindGet || m.Kind == KindGetBatch) {
 						continue
 					}
 					nodes[m.To].Step(m)
