@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"slices"
 	"sort"
@@ -87,7 +88,7 @@ type kvNode struct {
 	closing <-chan struct{}
 }
 
-func (n *Node) startKV(ctx context.Context, peerLn string) error {
+func (n *Node) startKV(ctx context.Context, peerLn net.Listener) error {
 	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
@@ -99,11 +100,12 @@ func (n *Node) startKV(ctx context.Context, peerLn string) error {
 	k.ring.Store(initial)
 	hints, err := n.eng.hints()
 	if err != nil {
+		peerLn.Close()
 		return err
 	}
 	k.node = kv.NewNode(n.cfg.KV, n.peerAddr, initial, kvStorage{n.eng}, func() uint64 { return uint64(time.Now().UnixNano()) }, hints)
 	k.stats.Store(&kv.Stats{})
-	if _, err := k.tr.ListenBatch(peerLn, k.deliver); err != nil {
+	if err := k.tr.ServeBatch(peerLn, k.deliver); err != nil {
 		return err
 	}
 	n.kv = k

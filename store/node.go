@@ -302,7 +302,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if peerLn == "" {
 		peerLn = net.JoinHostPort(self.IP, "0")
 	}
-	if n.peerAddr, err = reserve(peerLn, self.IP); err != nil {
+	var peerListener net.Listener
+	if peerListener, n.peerAddr, err = listenPeer(peerLn, self.IP); err != nil {
 		chordLn.Close()
 		httpLn.Close()
 		return fail(err)
@@ -312,6 +313,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		if respLn, err = net.Listen("tcp", cfg.RESPAddr); err != nil {
 			chordLn.Close()
 			httpLn.Close()
+			peerListener.Close()
 			return fail(fmt.Errorf("listen on resp address %s: %w", cfg.RESPAddr, err))
 		}
 		_, rport, _ := net.SplitHostPort(respLn.Addr().String())
@@ -329,7 +331,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel, n.bg = cancel, bg
-	if err := n.startKV(bg, n.peerAddr); err != nil {
+	if err := n.startKV(bg, peerListener); err != nil {
 		return fail(err)
 	}
 	if respLn != nil {
@@ -426,20 +428,21 @@ func halve(tokens []uint32, space uint64) uint32 {
 	return uint32((best + bestGap/2) % space)
 }
 
-// reserve resolves a listen address with port 0 to a concrete free port,
-// so it can be advertised before the listener starts.
-func reserve(addr, advHost string) (string, error) {
+// listenPeer listens on the KV peer address and returns the address to
+// advertise: the port the listener got (addr may ask for any, port 0) on
+// the listener's host, or advHost when it listens on every interface. The
+// KV layer serves on that very listener, so the port stays this node's.
+func listenPeer(addr, advHost string) (net.Listener, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", fmt.Errorf("listen on peer address %s: %w", addr, err)
+		return nil, "", fmt.Errorf("listen on peer address %s: %w", addr, err)
 	}
 	a := ln.Addr().(*net.TCPAddr)
-	ln.Close()
 	host := advHost
 	if ip := a.IP; ip != nil && !ip.IsUnspecified() {
 		host = ip.String()
 	}
-	return net.JoinHostPort(host, fmt.Sprint(a.Port)), nil
+	return ln, net.JoinHostPort(host, fmt.Sprint(a.Port)), nil
 }
 
 // ErrLeft is returned by Start for a data directory whose node left its

@@ -93,11 +93,22 @@ func (t *Transport) ListenBatch(addr string, h BatchHandler) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("listen %s: %w", addr, err)
 	}
+	if err := t.ServeBatch(ln, h); err != nil {
+		return "", err
+	}
+	return ln.Addr().String(), nil
+}
+
+// ServeBatch is ListenBatch on a listener the caller opened (and the
+// transport closes): a caller that must know its address before it can
+// build the handler keeps the port bound in between, where closing it and
+// listening again would let another process take it.
+func (t *Transport) ServeBatch(ln net.Listener, h BatchHandler) error {
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
 		ln.Close()
-		return "", errors.New("transport closed")
+		return errors.New("transport closed")
 	}
 	t.listeners = append(t.listeners, ln)
 	t.wg.Add(1)
@@ -124,7 +135,7 @@ func (t *Transport) ListenBatch(addr string, h BatchHandler) (string, error) {
 			go t.serve(c, h)
 		}
 	}()
-	return ln.Addr().String(), nil
+	return nil
 }
 
 func (t *Transport) serve(c net.Conn, h BatchHandler) {
