@@ -397,6 +397,15 @@ func (n *Node) sendReqs(to string, g *reqGather) {
 	g.recs, g.ops, g.bytes = g.recs[:0], g.ops[:0], 0
 }
 
+// answeredBatch forgets batch id, answered, and returns the ops it
+// carried requests of, in order (none if the batch is unknown: answered
+// already, or timed out).
+func (n *Node) answeredBatch(id uint64) []uint64 {
+	b := n.reqBatches[id]
+	delete(n.reqBatches, id)
+	return b.ops
+}
+
 // Ready returns and clears the pending output of this round.
 func (n *Node) Ready() Ready {
 	n.flushReqs()
@@ -540,12 +549,7 @@ func (n *Node) Step(m Message) {
 		}
 		n.send(Message{Kind: KindPutBatchAck, To: m.From, ID: m.ID})
 	case KindPutBatchAck:
-		b, ok := n.reqBatches[m.ID]
-		if !ok {
-			return
-		}
-		delete(n.reqBatches, m.ID)
-		for _, id := range b.ops {
+		for _, id := range n.answeredBatch(m.ID) {
 			n.onPutAck(id, m.From)
 		}
 	case KindGetBatch:
@@ -559,12 +563,7 @@ func (n *Node) Step(m Message) {
 		}
 		n.send(Message{Kind: KindGetBatchResp, To: m.From, ID: m.ID, Records: recs})
 	case KindGetBatchResp:
-		b, ok := n.reqBatches[m.ID]
-		if !ok {
-			return
-		}
-		delete(n.reqBatches, m.ID)
-		for i, id := range b.ops {
+		for i, id := range n.answeredBatch(m.ID) {
 			if i < len(m.Records) {
 				r := m.Records[i]
 				n.onGetResp(id, m.From, r, r.Version != 0)

@@ -5,48 +5,25 @@ import (
 	"testing"
 )
 
+// sentKinds returns a route for trio.deliver that counts the messages
+// sent by kind, and keeps those of kind drop[m.To] from their destination.
+func sentKinds(drop map[string]Kind) (func(Message) bool, map[Kind]int) {
+	sent := map[Kind]int{}
+	return func(m Message) bool {
+		sent[m.Kind]++
+		k, ok := drop[m.To]
+		return !ok || k != m.Kind
+	}, sent
+}
+
 // TestPutBatches checks that a round's client writes reach each other
 // replica as one KindPutBatch, acknowledged once, and that every write is
 // acknowledged to its client with nothing left behind; and that when a
 // replica misses a batch, its writes are still acknowledged (W=2) and
 // resent to it one by one until it holds them all.
 func TestPutBatches(t *testing.T) {
-	pos := Partitioners["md5-low32"]
-	ring := NewStaticRing(pos, []Member{{Addr: "a", Token: 1 << 30}, {Addr: "b", Token: 2 << 30}, {Addr: "c", Token: 3 << 30}})
-	nodes := map[string]*Node{}
-	st := map[string]*MemStorage{}
-	clock := func() uint64 { return 1 << 40 }
-	for _, x := range []string{"a", "b", "c"} {
-		st[x] = NewMemStorage(pos)
-		nodes[x] = NewNode(Config{N: 3, W: 2, R: 2}, x, ring, st[x], clock, nil)
-	}
-	// run delivers messages until none is left, dropping those of the
-	// kinds in drop to the nodes in it, and returns the client's answers
-	// and the messages sent by kind.
-	run := func(drop map[string]Kind) (answers []Message, sent map[Kind]int) {
-		sent = map[Kind]int{}
-		for moved := true; moved; {
-			moved = false
-			for _, name := range []string{"a", "b", "c"} {
-				rd := nodes[name].Ready()
-				st[name].Apply(rd.Persist)
-				for _, m := range rd.Messages {
-					if m.To == "client" {
-						answers = append(answers, m)
-						continue
-					}
-					sent[m.Kind]++
-					if k, ok := drop[m.To]; ok && k == m.Kind {
-						continue
-					}
-					nodes[m.To].Step(m)
-					moved = true
-				}
-			}
-		}
-		return answers, sent
-	}
-	a := nodes["a"]
+	tr := newTrio(abcRing())
+	a := tr.nodes["a"]
 	write := func(from, to int) {
 		for i := from; i < to; i++ {
 			a.Step(Message{Kind: KindClientPut, From: "client", ID: uint64(i + 1), Rec: Record{Key: fmt.Appendf(nil, "k%02d", i), Value: fmt.Appendf(nil, "v%d", i)}})
@@ -55,7 +32,7 @@ func TestPutBatches(t *testing.T) {
 	holds := func(name string, from, to int) int {
 		n := 0
 		for i := from; i < to; i++ {
-			if r, ok, _ := st[name].Get(fmt.Appendf(nil, "k%02d", i)); ok && string(r.Value) == fmt.Sprint("v", i) {
+			if r, ok, _ := tr.st[name].Get(fmt.Appendf(nil, "k%02d", i)); ok && string(r.Value) == fmt.Sprint("v", i) {
 				n++
 			}
 		}
@@ -63,7 +40,8 @@ func TestPutBatches(t *testing.T) {
 	}
 
 	write(0, 20)
-	answers, sent := run(nil)
+	route, sent := sentKinds(nil)
+	answers := tr.deliver(route)
 	if len(answers) != 20 {
 		t.Fatalf("%d answers to 20 writes", len(answers))
 	}
@@ -75,7 +53,7 @@ func TestPutBatches(t *testing.T) {
 	if sent[KindPutBatch] != 2 || sent[KindPutBatchAck] != 2 || sent[KindPut] != 0 || sent[KindPutAck] != 0 {
 		t.Fatalf("20 writes in one round sent %v; want one batch to each of b and c, and one acknowledgement each", sent)
 	}
-	for _, x := range []string{"a", "b", "c"} {
+	for _, x := range trioNames {
 		if got := holds(x, 0, 20); got != 20 {
 			t.Fatalf("%s holds %d of the 20 writes", x, got)
 		}
@@ -87,8 +65,8 @@ func TestPutBatches(t *testing.T) {
 	// c misses the next batch: the writes are acknowledged with a's and
 	// b's copies, then resent to c one by one.
 	write(20, 30)
-	answers, _ = run(map[string]Kind{"c": KindPutBatch})
-	if len(answers) != 10 {
+	route, _ = sentKinds(map[string]Kind{"c": KindPutBatch})
+	if answers := tr.deliver(route); len(answers) != 10 {
 		t.Fatalf("%d answers to 10 writes with one replica missing them", len(answers))
 	}
 	if got := holds("c", 20, 30); got != 0 {
@@ -97,7 +75,8 @@ func TestPutBatches(t *testing.T) {
 	for range a.cfg.ResendTicks {
 		a.Tick()
 	}
-	_, sent = run(nil)
+	route, sent = sentKinds(nil)
+	tr.deliver(route)
 	if sent[KindPut] != 10 {
 		t.Fatalf("resending to c sent %v, want 10 single writes", sent)
 	}
@@ -122,47 +101,20 @@ func TestPutBatches(t *testing.T) {
 // the replica already holding it (requests keep their order), so no read
 // repair is needed.
 func TestGetBatches(t *testing.T) {
-	pos := Partitioners["md5-low32"]
-	ring := NewStaticRing(pos, []Member{{Addr: "a", Token: 1 << 30}, {Addr: "b", Token: 2 << 30}, {Addr: "c", Token: 3 << 30}})
-	nodes := map[string]*Node{}
-	st := map[string]*MemStorage{}
-	clock := func() uint64 { return 1 << 40 }
-	for _, x := range []string{"a", "b", "c"} {
-		st[x] = NewMemStorage(pos)
-		nodes[x] = NewNode(Config{N: 3, W: 2, R: 2}, x, ring, st[x], clock, nil)
-	}
+	tr := newTrio(abcRing())
 	for i := range 10 { // k00..k09 are held everywhere; k10..k19 nowhere
-		r := Record{Key: fmt.Appendf(nil, "k%02d", i), Value: fmt.Appendf(nil, "v%d", i), Version: 100}
-		for _, s := range st {
-			s.Apply([]PersistOp{{Put: &r}})
-		}
+		tr.store(Record{Key: fmt.Appendf(nil, "k%02d", i), Value: fmt.Appendf(nil, "v%d", i), Version: 100}, trioNames...)
 	}
-	run := func() (answers map[uint64]Message, sent map[Kind]int) {
-		answers, sent = map[uint64]Message{}, map[Kind]int{}
-		for moved := true; moved; {
-			moved = false
-			for _, name := range []string{"a", "b", "c"} {
-				rd := nodes[name].Ready()
-				st[name].Apply(rd.Persist)
-				for _, m := range rd.Messages {
-					if m.To == "client" {
-						answers[m.ID] = m
-						continue
-					}
-					sent[m.Kind]++
-					nodes[m.To].Step(m)
-					moved = true
-				}
-			}
-		}
-		return answers, sent
-	}
-	a := nodes["a"]
-	read := func(from, to int) (map[uint64]Message, map[Kind]int) {
+	a := tr.nodes["a"]
+	read := func(from, to int) map[Kind]int {
 		for i := from; i < to; i++ {
 			a.Step(Message{Kind: KindClientGet, From: "client", ID: uint64(i + 1), Rec: Record{Key: fmt.Appendf(nil, "k%02d", i)}})
 		}
-		answers, sent := run()
+		route, sent := sentKinds(nil)
+		answers := map[uint64]Message{}
+		for _, m := range tr.deliver(route) {
+			answers[m.ID] = m
+		}
 		if len(answers) != to-from {
 			t.Fatalf("%d answers to %d reads", len(answers), to-from)
 		}
@@ -172,17 +124,16 @@ func TestGetBatches(t *testing.T) {
 				t.Fatalf("read of k%02d answered %+v", i, m)
 			}
 		}
-		return answers, sent
+		return sent
 	}
 	// Each read asks one other replica: one message to each replica.
-	_, sent := read(0, 10)
+	sent := read(0, 10)
 	if sent[KindGetBatch] == 0 || sent[KindGetBatch]+sent[KindGet] > 2 || sent[KindGetBatchResp] != sent[KindGetBatch] {
 		t.Fatalf("10 reads in one round sent %v; want a batch to each replica asked, answered once", sent)
 	}
 	// Keys no replica holds: told apart from held ones in the batch's
 	// answer (each read then asks the replica it spared, one by one).
-	_, sent = read(10, 20)
-	if sent[KindGetBatch] == 0 {
+	if sent = read(10, 20); sent[KindGetBatch] == 0 {
 		t.Fatalf("10 reads in one round sent %v; want batches", sent)
 	}
 	if len(a.ops) != 0 || len(a.reqBatches) != 0 {
@@ -194,7 +145,10 @@ func TestGetBatches(t *testing.T) {
 		a.Step(Message{Kind: KindClientPut, From: "client", ID: uint64(100 + i), Rec: Record{Key: fmt.Appendf(nil, "n%02d", i), Value: []byte("new")}})
 		a.Step(Message{Kind: KindClientGet, From: "client", ID: uint64(200 + i), Rec: Record{Key: fmt.Appendf(nil, "n%02d", i)}})
 	}
-	answers, _ := run()
+	answers := map[uint64]Message{}
+	for _, m := range tr.deliver(nil) {
+		answers[m.ID] = m
+	}
 	for i := range 10 {
 		if m := answers[uint64(200+i)]; !m.Found || string(m.Rec.Value) != "new" {
 			t.Fatalf("read after a write of n%02d in the same round answered %+v", i, m)

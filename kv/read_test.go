@@ -10,51 +10,29 @@ import (
 // them, and leaves no op behind; and that a replica that is slow to
 // answer is asked after SpeculateTicks, and the op still ends.
 func TestReadAsksQuorum(t *testing.T) {
-	pos := Partitioners["md5-low32"]
-	ring := NewStaticRing(pos, []Member{{Addr: "a", Token: 1 << 30}, {Addr: "b", Token: 2 << 30}, {Addr: "c", Token: 3 << 30}})
-	nodes := map[string]*Node{}
-	st := map[string]*MemStorage{}
-	clock := func() uint64 { return 1 << 40 }
-	for _, a := range []string{"a", "b", "c"} {
-		st[a] = NewMemStorage(pos)
-		nodes[a] = NewNode(Config{N: 3, W: 2, R: 2}, a, ring, st[a], clock, nil)
-	}
+	tr := newTrio(abcRing())
 	for i := range 20 {
-		r := Record{Key: fmt.Appendf(nil, "k%02d", i), Value: []byte("v"), Version: 100}
-		for _, s := range st {
-			s.Apply([]PersistOp{{Put: &r}})
-		}
+		tr.store(Record{Key: fmt.Appendf(nil, "k%02d", i), Value: []byte("v"), Version: 100}, trioNames...)
 	}
-	// run delivers messages until none is left, except those to hold,
-	// and returns the client's answers and the requests sent per node.
+	// run delivers messages until none is left, except requests to the
+	// nodes held, and returns the client's answers and the reads asked
+	// of each node.
 	run := func(held map[string]bool) (answers []Message, gets map[string]int) {
 		gets = map[string]int{}
-		for moved := true; moved; {
-			moved = false
-			for _, name := range []string{"a", "b", "c"} {
-				rd := nodes[name].Ready()
-				st[name].Apply(rd.Persist)
-				for _, m := range rd.Messages {
-					switch {
-					case m.To == "client":
-						answers = append(answers, m)
-						continue
-					case m.Kind == KindGet:
-						gets[m.To]++
-					case m.Kind == KindGetBatch:
-						gets[m.To] += len(m.Keys) // a round's reads, together
-					}
-					if held[m.To] && (m.Kind == KindGet || m.Kind == KindGetBatch) {
-						continue
-					}
-					nodes[m.To].Step(m)
-					moved = true
-				}
+		answers = tr.deliver(func(m Message) bool {
+			switch m.Kind {
+			case KindGet:
+				gets[m.To]++
+			case KindGetBatch:
+				gets[m.To] += len(m.Keys) // a round's reads, together
+			default:
+				return true
 			}
-		}
+			return !held[m.To]
+		})
 		return answers, gets
 	}
-	a := nodes["a"]
+	a := tr.nodes["a"]
 	for i := range 20 {
 		a.Step(Message{Kind: KindClientGet, From: "client", ID: uint64(i + 1), Rec: Record{Key: fmt.Appendf(nil, "k%02d", i)}})
 	}
