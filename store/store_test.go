@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,20 +38,27 @@ func testLog() *slog.Logger {
 
 func startTestNode(t testing.TB, join string, replicas int, mod func(*Config)) *Node {
 	t.Helper()
-	cfg := Config{
-		ChordAddr: freeAddr(t), HTTPAddr: freeAddr(t), DataDir: t.TempDir(), Join: join,
-		Replicas: replicas, TickInterval: 50 * time.Millisecond, RepairInterval: 50 * time.Millisecond,
-		FullRepairInterval: time.Second, Log: testLog(),
+	for attempt := 1; ; attempt++ {
+		cfg := Config{
+			ChordAddr: freeAddr(t), HTTPAddr: freeAddr(t), DataDir: t.TempDir(), Join: join,
+			Replicas: replicas, TickInterval: 50 * time.Millisecond, RepairInterval: 50 * time.Millisecond,
+			FullRepairInterval: time.Second, Log: testLog(),
+		}
+		if mod != nil {
+			mod(&cfg)
+		}
+		n, err := Start(context.Background(), cfg)
+		if err != nil && errors.Is(err, syscall.EADDRINUSE) && attempt < 5 {
+			// freeAddr's port was free when it looked, and another
+			// process (a test package running alongside) took it since.
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
 	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	n, err := Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
 }
 
 // waitFor polls cond until it holds or a generous deadline passes.
@@ -465,5 +474,25 @@ func TestJoinRetriesUntilMemberStarts(t *testing.T) {
 		Join: freeAddr(t), JoinTimeout: 600 * time.Millisecond, Log: testLog()})
 	if err == nil || !strings.Contains(err.Error(), "gave up after") || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("join of a member that never answers: %v; want a refusal after retries", err)
+	}
+}
+
+// TestStartPortInUse checks that a node whose address is taken fails to
+// start with an error that names the address and unwraps to EADDRINUSE
+// (startTestNode retries on it).
+func TestStartPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := Config{ChordAddr: ln.Addr().String(), HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(), Replicas: 3, Log: testLog()}
+	n, err := Start(context.Background(), cfg)
+	if err == nil {
+		n.Close()
+		t.Fatal("started on a port in use")
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("error %q: want EADDRINUSE naming %s", err, ln.Addr())
 	}
 }
