@@ -380,8 +380,6 @@ func (n *Node) sendReqs(to string, g *reqGather) {
 		if n.reqBatches == nil {
 			n.reqBatches = map[uint64]reqBatch{}
 		}
-		// The message and the batch keep their slices: g starts new
-		// ones.
 		n.reqBatches[n.nextID] = reqBatch{ops: g.ops, at: n.now}
 		m := Message{Kind: KindPutBatch, To: to, ID: n.nextID, Records: g.recs}
 		if g.kind == KindGet {
@@ -392,7 +390,10 @@ func (n *Node) sendReqs(to string, g *reqGather) {
 			m = Message{Kind: KindGetBatch, To: to, ID: n.nextID, Keys: keys}
 		}
 		n.emit(m)
-		g.recs, g.ops = nil, nil
+		// The message and the batch keep their slices: g starts new
+		// ones.
+		g.recs, g.ops, g.bytes = nil, nil, 0
+		return
 	}
 	g.recs, g.ops, g.bytes = g.recs[:0], g.ops[:0], 0
 }

@@ -357,7 +357,6 @@ func (k *kvNode) stepBatch(b msgBatch) {
 	k.stepped += len(b.ms)
 	if b.pooled != nil {
 		// Step keeps what it needs of a message, not the slice.
-		*b.pooled = b.ms
 		k.putPeerBatch(b.pooled)
 	}
 }

@@ -176,14 +176,6 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	size := 64
-	for _, op := range ops {
-		if op.Put != nil {
-			size += 2*len(op.Put.Key) + len(op.Put.Value) + 64
-		} else {
-			size += 64
-		}
-	}
 	e.kvMu.Lock()
 	defer e.kvMu.Unlock()
 	var dKeys, dBytes int64
@@ -203,11 +195,12 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 			ops = rest
 		}
 	}
-	// One batch serves round after round: a fresh one per round cost a
-	// coordinator 2-3% of its CPU in allocating and clearing its buffer.
+	// One batch serves round after round, growing as a round needs: a
+	// fresh one per round cost a coordinator 2-3% of its CPU in
+	// allocating and clearing its buffer.
 	b := e.kvBatch
 	if b == nil {
-		b = e.db.NewBatchWithSize(max(size, 64<<10))
+		b = e.db.NewBatchWithSize(64 << 10)
 		e.kvBatch = b
 	}
 	keep := false
