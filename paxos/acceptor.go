@@ -85,7 +85,14 @@ func (a *Acceptor) Step(m Message) {
 			a.send(Message{Kind: KindPhase2b, To: m.From, Ballot: m.Ballot, Slot: m.Slot})
 			return
 		}
-		if cur, ok := a.st.Accepted[m.Slot]; !ok || cur.Ballot != m.Ballot || a.st.Promised != m.Ballot {
+		cur, ok := a.st.Accepted[m.Slot]
+		if ok && cur.Ballot == m.Ballot && !sameValue(cur.Value, m.Value) {
+			// One ballot proposes one value per slot: a second value means
+			// two leaders share a ballot, or a message was corrupted.
+			a.violated("slot %d ballot %s: accepted %s, now asked to accept %s", m.Slot, m.Ballot, describe(cur.Value), describe(m.Value))
+			return
+		}
+		if !ok || cur.Ballot != m.Ballot || a.st.Promised != m.Ballot {
 			op := PersistOp{Accept: &Entry{Slot: m.Slot, Ballot: m.Ballot, Value: m.Value}}
 			if a.st.Promised != m.Ballot {
 				b := m.Ballot
@@ -109,7 +116,9 @@ func (a *Acceptor) Step(m Message) {
 		if !has && a.st.GCBelow > 0 {
 			max, has = a.st.GCBelow-1, true
 		}
-		reply := Message{Kind: KindMaxSlotReply, To: m.From, Command: m.Command}
+		// The promise tells a reading client whether a round newer than
+		// the configurations it read from has started.
+		reply := Message{Kind: KindMaxSlotReply, To: m.From, Command: m.Command, Ballot: a.st.Promised}
 		if has {
 			reply.Slot = max + 1 // 0 means "none"
 		}

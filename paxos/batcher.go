@@ -1,29 +1,55 @@
 package paxos
 
+import "slices"
+
 // Batcher groups client commands into batches, flushed to the leader when
-// BatchSize commands are waiting or BatchTicks have passed.
+// BatchSize commands are waiting or BatchTicks have passed. A batcher the
+// configuration leaves out keeps forwarding what still reaches it until
+// its clients have moved on; Drained reports when it has been idle for a
+// while.
 type Batcher struct {
 	outbox
-	cfg     Config
-	now     int
-	buf     []Command
-	firstAt int
-	leader  int
-	ballot  Ballot // of the leader followed
+	membership
+	now      int
+	buf      []Command
+	firstAt  int
+	leader   string
+	ballot   Ballot // of the leader followed
+	lastSeen int    // tick of the last request
 	// Batches counts batches sent, for metrics.
 	Batches int
 }
 
 // NewBatcher returns batcher number id of cfg.Batchers.
 func NewBatcher(cfg Config, id int) *Batcher {
-	cfg = cfg.withDefaults()
-	return &Batcher{outbox: outbox{self: cfg.Batchers[id]}, cfg: cfg}
+	return NewBatcherAt(cfg, cfg.Batchers[id])
+}
+
+// NewBatcherAt returns the batcher at self.
+func NewBatcherAt(cfg Config, self string) *Batcher {
+	b := &Batcher{outbox: outbox{self: self}}
+	b.adopt(&b.outbox, cfg)
+	b.leader = b.cfg.Leaders[0]
+	return b
+}
+
+// Drained reports whether the batcher is out of the configuration, holds
+// nothing, and has had no request for 10 resend periods.
+func (b *Batcher) Drained() bool {
+	return len(b.buf) == 0 && !slices.Contains(b.cfg.Batchers, b.self) && b.now-b.lastSeen > 10*b.cfg.ResendTicks
 }
 
 // Step handles one message.
 func (b *Batcher) Step(m Message) {
+	if next, handled := b.gossip(&b.outbox, b.now, m); handled {
+		if next != nil && b.adopt(&b.outbox, *next) && !slices.Contains(b.cfg.Leaders, b.leader) {
+			b.leader = b.cfg.Leaders[0]
+		}
+		return
+	}
 	switch m.Kind {
 	case KindRequest:
+		b.lastSeen = b.now
 		if len(b.buf) == 0 {
 			b.firstAt = b.now
 		}
@@ -32,34 +58,28 @@ func (b *Batcher) Step(m Message) {
 			b.flush()
 		}
 	case KindNotLeader:
-		b.leader = hintIndex(b.cfg.Leaders, m.Leader, b.leader)
+		b.leader = nextLeader(b.cfg.Leaders, m.Leader, b.leader)
 	case KindHeartbeat:
 		// Follow the newest active leader.
 		if !m.Ballot.Less(b.ballot) {
 			b.ballot = m.Ballot
-			for i, l := range b.cfg.Leaders {
-				if l == m.From {
-					b.leader = i
-				}
-			}
+			b.leader = m.From
 		}
 	}
 }
 
-// hintIndex returns the index of hint among leaders, or the leader after
-// cur when there is no usable hint.
-func hintIndex(leaders []string, hint string, cur int) int {
-	for i, l := range leaders {
-		if l == hint {
-			return i
-		}
+// nextLeader returns hint if it is a leader, or else the leader after cur.
+func nextLeader(leaders []string, hint, cur string) string {
+	if slices.Contains(leaders, hint) {
+		return hint
 	}
-	return (cur + 1) % len(leaders)
+	i := slices.Index(leaders, cur)
+	return leaders[(i+1)%len(leaders)]
 }
 
 func (b *Batcher) flush() {
 	b.Batches++
-	b.send(Message{Kind: KindBatch, To: b.cfg.Leaders[b.leader], Batch: b.buf})
+	b.send(Message{Kind: KindBatch, To: b.leader, Batch: b.buf})
 	b.buf = nil
 }
 
@@ -82,22 +102,46 @@ func (b *Batcher) Tick() {
 // client.
 type Unbatcher struct {
 	outbox
+	membership
+	now      int
+	lastSeen int
 }
 
 // NewUnbatcher returns unbatcher number id of cfg.Unbatchers.
 func NewUnbatcher(cfg Config, id int) *Unbatcher {
-	return &Unbatcher{outbox: outbox{self: cfg.Unbatchers[id]}}
+	return NewUnbatcherAt(cfg, cfg.Unbatchers[id])
+}
+
+// NewUnbatcherAt returns the unbatcher at self.
+func NewUnbatcherAt(cfg Config, self string) *Unbatcher {
+	u := &Unbatcher{outbox: outbox{self: self}}
+	u.adopt(&u.outbox, cfg)
+	return u
+}
+
+// Drained reports whether the unbatcher is out of the configuration and
+// has had nothing to relay for 10 resend periods. It holds nothing: each
+// batch is relayed as it arrives.
+func (u *Unbatcher) Drained() bool {
+	return !slices.Contains(u.cfg.Unbatchers, u.self) && u.now-u.lastSeen > 10*u.cfg.ResendTicks
 }
 
 // Step handles one message.
 func (u *Unbatcher) Step(m Message) {
+	if next, handled := u.gossip(&u.outbox, u.now, m); handled {
+		if next != nil {
+			u.adopt(&u.outbox, *next)
+		}
+		return
+	}
 	if m.Kind != KindReplyBatch {
 		return
 	}
+	u.lastSeen = u.now
 	for _, r := range m.Replies {
 		u.send(Message{Kind: KindReply, To: r.ReplyTo, Reply: r})
 	}
 }
 
-// Tick does nothing.
-func (u *Unbatcher) Tick() {}
+// Tick counts time for Drained.
+func (u *Unbatcher) Tick() { u.now++ }

@@ -1,6 +1,9 @@
 package paxos
 
-import "math/rand/v2"
+import (
+	"math/rand/v2"
+	"slices"
+)
 
 // ReadMode says how a client reads.
 type ReadMode uint8
@@ -8,10 +11,18 @@ type ReadMode uint8
 const (
 	// ReadThroughLog orders reads in the log like writes.
 	ReadThroughLog ReadMode = iota
-	// ReadQuorum reads without the leader (paper §3.4): ask a read quorum
-	// of every acceptor group for the largest slot it accepted, then have a
-	// replica execute the read once it has executed through that slot.
+	// ReadQuorum reads without the leader (paper §3.4): ask acceptors for
+	// the largest slot they accepted, then have a replica execute the read
+	// once it has executed through that slot.
 	ReadQuorum
+)
+
+type readPhase uint8
+
+const (
+	readMatch  readPhase = iota // learning the live configurations
+	readSlots                   // asking acceptors for their largest slot
+	readAtSlot                  // a replica executes the read
 )
 
 type call struct {
@@ -19,42 +30,74 @@ type call struct {
 	read   bool
 	sentAt int
 	// quorum reads
-	votes   []map[string]bool
+	phase   readPhase
+	votes   map[string]bool // matchmakers or acceptors that answered
 	maxSlot uint64
-	phase2  bool
 }
 
 // Completion is a finished command.
 type Completion struct {
 	Seq    uint64
 	Result []byte
+	Err    string // the replicas refused the command (Reply.Err)
 }
 
 // Client submits commands and retries them, with the same sequence number,
 // until a reply arrives; replicas apply each (client, seq) once.
+//
+// A quorum read must see every write completed before it started. The
+// client reads from every acceptor configuration still live, as the
+// matchmakers list them, and needs both a read and a write quorum of every
+// group: the read quorum meets the write quorum of any chosen slot, and the
+// write quorum meets the read quorum of any newer round's phase 1, so an
+// acceptor's promise shows the client when a newer round (perhaps with new
+// acceptors) has begun. It then asks the matchmakers again.
 type Client struct {
 	outbox
-	cfg     Config
+	membership
 	id      uint64
 	now     int
 	seq     uint64
 	rng     *rand.Rand
 	calls   map[uint64]*call
-	leader  int
+	leader  string
 	hinted  bool // the current leader came from a NotLeader hint
 	done    []Completion
 	Retries int
+
+	// the live acceptor configurations, for quorum reads
+	live      []RoundConfig
+	liveTop   Ballot // the newest round among them
+	liveKnown bool
+	mmRounds  map[Ballot]RoundConfig
+	mmRetired Ballot
 }
 
 // NewClient returns a client with a unique id whose replies go to self.
 func NewClient(cfg Config, self string, id uint64) *Client {
-	cfg = cfg.withDefaults()
-	return &Client{outbox: outbox{self: self}, cfg: cfg, id: id, calls: map[uint64]*call{},
+	c := &Client{outbox: outbox{self: self}, id: id, calls: map[uint64]*call{},
 		rng: rand.New(rand.NewPCG(id, 99))}
+	c.adopt(&c.outbox, cfg)
+	c.leader = c.cfg.Leaders[0]
+	c.resetLive()
+	return c
 }
 
 // ID returns the client's id.
 func (c *Client) ID() uint64 { return c.id }
+
+// Config returns the client's configuration.
+func (c *Client) Config() Config { return c.cfg }
+
+func (c *Client) resetLive() {
+	c.liveKnown = false
+	c.live = nil
+	if len(c.cfg.Matchmakers) == 0 {
+		// Acceptor groups never change: they are the only configuration.
+		c.live = []RoundConfig{{Epoch: c.cfg.Epoch, Groups: c.cfg.Groups}}
+		c.liveKnown = true
+	}
+}
 
 // Propose submits a command through the log and returns its sequence
 // number.
@@ -85,54 +128,130 @@ func (c *Client) sendWrite(cl *call) {
 		c.send(Message{Kind: KindRequest, To: b, Command: cl.cmd})
 		return
 	}
-	c.send(Message{Kind: KindRequest, To: c.cfg.Leaders[c.leader], Command: cl.cmd})
+	c.send(Message{Kind: KindRequest, To: c.leader, Command: cl.cmd})
 }
 
+// sendRead starts (or restarts) a quorum read.
 func (c *Client) sendRead(cl *call) {
 	cl.sentAt = c.now
-	cl.phase2 = false
 	cl.maxSlot = 0
-	cl.votes = make([]map[string]bool, len(c.cfg.Groups))
-	for i, g := range c.cfg.Groups {
-		cl.votes[i] = map[string]bool{}
-		for _, a := range g.Acceptors {
-			c.send(Message{Kind: KindMaxSlotRequest, To: a, Command: Command{Client: c.id, Seq: cl.cmd.Seq}})
+	cl.votes = map[string]bool{}
+	if !c.liveKnown {
+		cl.phase = readMatch
+		c.mmRounds = map[Ballot]RoundConfig{}
+		c.mmRetired = Ballot{}
+		for _, mm := range c.cfg.Matchmakers {
+			c.send(Message{Kind: KindMatchQuery, To: mm, Command: Command{Client: c.id, Seq: cl.cmd.Seq}})
+		}
+		return
+	}
+	cl.phase = readSlots
+	for _, a := range c.liveAcceptors() {
+		c.send(Message{Kind: KindMaxSlotRequest, To: a, Command: Command{Client: c.id, Seq: cl.cmd.Seq}})
+	}
+}
+
+func (c *Client) liveAcceptors() []string {
+	var out []string
+	for _, rc := range c.live {
+		for _, g := range rc.Groups {
+			for _, a := range g.Acceptors {
+				if !slices.Contains(out, a) {
+					out = append(out, a)
+				}
+			}
 		}
 	}
+	return out
 }
 
 // Step handles one message.
 func (c *Client) Step(m Message) {
-	switch m.Kind {
-	case KindReply:
-		if cl, ok := c.calls[m.Reply.Seq]; ok && m.Reply.Client == c.id {
-			delete(c.calls, m.Reply.Seq)
-			_ = cl
-			c.done = append(c.done, Completion{Seq: m.Reply.Seq, Result: m.Reply.Result})
-		}
-	case KindNotLeader:
-		c.leader = hintIndex(c.cfg.Leaders, m.Leader, c.leader)
-		c.hinted = m.Leader != ""
-	case KindMaxSlotReply:
-		cl, ok := c.calls[m.Command.Seq]
-		if !ok || !cl.read || cl.phase2 {
-			return
-		}
-		for gi, g := range c.cfg.Groups {
-			if g.index(m.From) >= 0 {
-				cl.votes[gi][m.From] = true
+	if next, handled := c.gossip(&c.outbox, c.now, m); handled {
+		if next != nil && c.adopt(&c.outbox, *next) {
+			if !slices.Contains(c.cfg.Leaders, c.leader) {
+				c.leader = c.cfg.Leaders[0]
+			}
+			if len(c.cfg.Matchmakers) == 0 {
+				c.resetLive()
 			}
 		}
-		cl.maxSlot = max(cl.maxSlot, m.Slot)
-		for gi, g := range c.cfg.Groups {
-			if !g.IsReadQuorum(cl.votes[gi]) {
+		return
+	}
+	switch m.Kind {
+	case KindReply:
+		if _, ok := c.calls[m.Reply.Seq]; ok && m.Reply.Client == c.id {
+			delete(c.calls, m.Reply.Seq)
+			c.done = append(c.done, Completion{Seq: m.Reply.Seq, Result: m.Reply.Result, Err: m.Reply.Err})
+		}
+	case KindNotLeader:
+		c.leader = nextLeader(c.cfg.Leaders, m.Leader, c.leader)
+		c.hinted = m.Leader != ""
+	case KindMatchReply:
+		c.onMatchReply(m)
+	case KindMaxSlotReply:
+		c.onMaxSlot(m)
+	}
+}
+
+func (c *Client) onMatchReply(m Message) {
+	cl, ok := c.calls[m.Command.Seq]
+	if !ok || !cl.read || cl.phase != readMatch || !slices.Contains(c.cfg.Matchmakers, m.From) {
+		return
+	}
+	cl.votes[m.From] = true
+	for _, rc := range m.Rounds {
+		c.mmRounds[rc.Ballot] = rc
+	}
+	if c.mmRetired.Less(m.Retired) {
+		c.mmRetired = m.Retired
+	}
+	if len(cl.votes) < c.cfg.matchQuorum() {
+		return
+	}
+	c.live, c.liveTop = nil, Ballot{}
+	for _, b := range sortedBallots(c.mmRounds) {
+		rc := c.mmRounds[b]
+		if b.Less(c.mmRetired) {
+			continue
+		}
+		c.liveTop = b
+		if !slices.ContainsFunc(c.live, func(x RoundConfig) bool { return groupsEqual(x.Groups, rc.Groups) }) {
+			c.live = append(c.live, rc)
+		}
+	}
+	if len(c.live) == 0 {
+		// No round has started: nothing was ever written.
+		c.live = []RoundConfig{{Groups: c.cfg.Groups}}
+	}
+	c.liveKnown = true
+	c.sendRead(cl)
+}
+
+func (c *Client) onMaxSlot(m Message) {
+	cl, ok := c.calls[m.Command.Seq]
+	if !ok || !cl.read || cl.phase != readSlots {
+		return
+	}
+	if len(c.cfg.Matchmakers) > 0 && c.liveTop.Less(m.Ballot) {
+		// A newer round has begun, perhaps with other acceptors: ask the
+		// matchmakers again.
+		c.liveKnown = false
+		c.sendRead(cl)
+		return
+	}
+	cl.votes[m.From] = true
+	cl.maxSlot = max(cl.maxSlot, m.Slot)
+	for _, rc := range c.live {
+		for _, g := range rc.Groups {
+			if !g.IsReadQuorum(cl.votes) || (len(c.cfg.Matchmakers) > 0 && !g.IsWriteQuorum(cl.votes)) {
 				return
 			}
 		}
-		cl.phase2 = true
-		r := c.cfg.Replicas[c.rng.IntN(len(c.cfg.Replicas))]
-		c.send(Message{Kind: KindRead, To: r, Slot: cl.maxSlot, Command: cl.cmd})
 	}
+	cl.phase = readAtSlot
+	r := c.cfg.Replicas[c.rng.IntN(len(c.cfg.Replicas))]
+	c.send(Message{Kind: KindRead, To: r, Slot: cl.maxSlot, Command: cl.cmd})
 }
 
 // Tick retries calls that have waited ResendTicks.
@@ -145,10 +264,13 @@ func (c *Client) Tick() {
 		}
 		c.Retries++
 		if cl.read {
+			if len(c.cfg.Matchmakers) > 0 {
+				c.liveKnown = false // the acceptors asked may be gone
+			}
 			c.sendRead(cl)
 		} else {
 			if len(c.cfg.Batchers) == 0 && !c.hinted {
-				c.leader = (c.leader + 1) % len(c.cfg.Leaders)
+				c.leader = nextLeader(c.cfg.Leaders, "", c.leader)
 			}
 			c.hinted = false
 			c.sendWrite(cl)

@@ -229,7 +229,7 @@ func (in *interaction) handle(t *testing.T, d *datadriven.TestData) string {
 		for _, a := range names {
 			switch r := in.roles[a].(type) {
 			case *Leader:
-				st := []string{"follower", "candidate", "active"}[r.lead]
+				st := leaderStateNames[r.lead]
 				fmt.Fprintf(&out, "%s: %s ballot=%s watermark=%d next=%d\n", a, st, r.ballot, r.watermark, r.nextSlot)
 			case *Acceptor:
 				var slots []string

@@ -9,38 +9,88 @@ type leaderState uint8
 
 const (
 	follower leaderState = iota
-	candidate
+	matching             // registering the round with the matchmakers
+	candidate            // phase 1
 	active
 )
+
+var leaderStateNames = [...]string{"follower", "matching", "candidate", "active"}
 
 type proposal struct {
 	value  Value
 	sentAt int
 }
 
-// Leader is a proposer. One leader is active at a time: it runs phase 1
-// against every acceptor group once per ballot, then assigns each batch a
-// slot and hands it to a proxy leader for phase 2. Standby leaders watch the
-// active leader's heartbeats and campaign, with a higher ballot, when they
-// stop.
+// phase1Config is one live configuration in a leader's phase 1 and the
+// acceptors of each of its groups that have promised.
+type phase1Config struct {
+	rc    RoundConfig
+	votes []map[string]bool
+}
+
+// Leader is a proposer. One leader is active at a time. A leader's round
+// (its ballot) uses one set of acceptor groups for phase 2, registered
+// with the matchmakers first; phase 1 then runs against every configuration
+// older rounds registered that is still live, and the leader assigns each
+// batch a slot and hands it to a proxy leader for phase 2. Standby leaders
+// watch the active leader's heartbeats and campaign, with a higher ballot,
+// when they stop.
+//
+// Reconfiguration. The configuration (Config) is chosen in the log: the
+// active leader proposes the next epoch as a slot's value and adopts it
+// when that slot is chosen. Roles other than acceptors simply follow the
+// newest epoch. When the acceptor groups change, the leader starts a new
+// round with the new groups: it registers them with the matchmakers, runs
+// phase 1 over the old round's groups (and any other live ones), and from
+// then on proposes in the new groups only. Once every slot that could have
+// been chosen in an older round is chosen in the new one (or held durably
+// by a quorum of replicas), it tells the matchmakers to retire the older
+// rounds; their acceptors are no longer needed.
+//
+// Safety argument (after Matchmaker Paxos, §4-5). Suppose v is chosen in
+// slot s in round j: a write quorum of s's group in round j's
+// configuration C_j accepted it. Take the next round i > j that reaches
+// phase 2. It registered with a majority of matchmakers; round j did too,
+// before any of its phase 2. A matchmaker answers round i only if it has
+// not seen a newer round, and refuses round j once it has seen round i, so
+// a matchmaker in both majorities recorded j before i and reported C_j to
+// round i, unless round j was retired. Rounds below r are retired only when
+// the leader of round r >= ... has every slot that older rounds could have
+// chosen chosen again in round r (or durable on replicas), so then round
+// i's phase 1 over C_r finds v instead. Either way round i's phase 1 reads
+// a read quorum of every group of a configuration where v's slot is held
+// by a write quorum, quorums intersect, and round i proposes the value of
+// the highest ballot it sees: by induction on rounds between j and i, that
+// is v. Rounds below i cannot gain votes from acceptors that promised i.
+// Values chosen by different configurations for different slots never
+// conflict: the slot-to-group mapping only decides where phase 2 runs.
 type Leader struct {
 	outbox
-	cfg  Config
-	id   uint32
-	rng  *rand.Rand
-	now  int
-	lead leaderState
+	membership
+	id      uint32
+	rng     *rand.Rand
+	now     int
+	lead    leaderState
+	removed bool // no longer a leader of the configuration
 
-	ballot  Ballot // this leader's ballot while candidate or active
+	ballot  Ballot // this leader's ballot while matching, candidate or active
 	highest Ballot // the highest ballot seen anywhere
 	hint    string // the leader believed active
 
+	// matchmaking
+	round     RoundConfig // this round's acceptor groups
+	mmVotes   map[string]bool
+	mmRounds  map[Ballot]RoundConfig
+	mmRetired Ballot
+	mmSent    int
+
 	// phase 1
-	votes   []map[string]bool
-	best    map[uint64]Entry
-	p1GC    uint64
-	p1Sent  int
-	waiting []Command
+	p1       []phase1Config
+	best     map[uint64]Entry
+	p1GC     uint64
+	p1Sent   int
+	waiting  []Command
+	previous map[uint64]Value // what this leader proposed in its last round
 
 	// phase 2
 	nextSlot  uint64
@@ -49,13 +99,40 @@ type Leader struct {
 	chosen    map[uint64]*Value // values chosen at or above the GC point
 	watermark uint64            // every slot below is chosen
 
-	lastHeard  int
-	timeout    int
-	lastBeat   int
-	replicaWM  map[string]uint64
-	gcSent     uint64
-	Elections  int // campaigns started, for metrics
+	// retirement of older rounds
+	live         []RoundConfig // configurations phase 1 covered, then only round
+	retireAt     uint64        // once the watermark passes this, older rounds may go
+	retireVotes  map[string]bool
+	retireSent   int
+	retiring     bool
+	retiredBelow Ballot
+
+	// reconfiguration
+	cfgSlot    uint64 // slot of the reconfiguration in flight
+	cfgPending bool
+	cfgFrom    string // who asked for it
+
+	lastHeard int
+	timeout   int
+	lastBeat  int
+	replicaWM map[string]uint64
+	gcSent    uint64
+	stats     LeaderStatus
+}
+
+// LeaderStatus is a leader's counters and state, for metrics and status.
+type LeaderStatus struct {
+	State      string
+	Ballot     Ballot
+	Epoch      uint64
+	Watermark  uint64
+	NextSlot   uint64
+	Elections  int
+	Dropped    int           // commands dropped while not yet active
+	Live       []RoundConfig // acceptor configurations not yet retired
+	Retired    Ballot        // rounds below are retired
 	ChosenRecv int
+	Removed    bool
 }
 
 // NewLeader returns leader number id of cfg.Leaders, seeded for its random
@@ -64,18 +141,34 @@ type Leader struct {
 // same ballot, even across restarts, because two proposals in one ballot
 // could differ.
 func NewLeader(cfg Config, id int, seed uint64, last Ballot) *Leader {
-	cfg = cfg.withDefaults()
+	return NewLeaderAt(cfg, cfg.Leaders[id], seed, last)
+}
+
+// NewLeaderAt returns the leader at self. A leader not (or no longer) in
+// cfg.Leaders only follows until a configuration that lists it arrives.
+func NewLeaderAt(cfg Config, self string, seed uint64, last Ballot) *Leader {
 	l := &Leader{
-		outbox: outbox{self: cfg.Leaders[id]}, cfg: cfg, id: uint32(id),
-		rng:     rand.New(rand.NewPCG(seed, uint64(id)+1)),
+		outbox:  outbox{self: self},
 		pending: map[uint64]*proposal{}, chosen: map[uint64]*Value{}, replicaWM: map[string]uint64{},
 		best: map[uint64]Entry{}, highest: last,
 	}
+	l.adoptConfig(cfg)
+	l.rng = rand.New(rand.NewPCG(seed, uint64(l.id)+1))
 	l.timeout = l.randomTimeout()
-	if id == 0 {
+	if i := slices.Index(cfg.Leaders, self); i == 0 {
 		l.timeout = 1 // the first leader campaigns at once
 	}
 	return l
+}
+
+// adoptConfig makes c the leader's configuration and finds its ballot id.
+func (l *Leader) adoptConfig(c Config) {
+	l.adopt(&l.outbox, c)
+	i := slices.Index(l.cfg.Leaders, l.self)
+	l.removed = i < 0
+	if i >= 0 {
+		l.id = l.cfg.LeaderID(i)
+	}
 }
 
 func (l *Leader) randomTimeout() int {
@@ -94,13 +187,35 @@ func (l *Leader) Watermark() uint64 { return l.watermark }
 // NextSlot returns the next slot the leader will assign.
 func (l *Leader) NextSlot() uint64 { return l.nextSlot }
 
+// Config returns the leader's configuration.
+func (l *Leader) Config() Config { return l.cfg }
+
+// Status returns the leader's counters and state.
+func (l *Leader) Status() LeaderStatus {
+	s := l.stats
+	s.State, s.Ballot, s.Epoch = leaderStateNames[l.lead], l.ballot, l.cfg.Epoch
+	s.Watermark, s.NextSlot, s.Retired, s.Removed = l.watermark, l.nextSlot, l.retiredBelow, l.removed
+	s.Live = slices.Clone(l.live)
+	return s
+}
+
 // Step handles one message.
 func (l *Leader) Step(m Message) {
+	if next, handled := l.gossip(&l.outbox, l.now, m); handled {
+		if next != nil {
+			l.applyConfig(*next)
+		}
+		return
+	}
 	switch m.Kind {
 	case KindRequest:
 		l.propose(m.From, []Command{m.Command})
 	case KindBatch:
 		l.propose(m.From, m.Batch)
+	case KindMatchB:
+		l.onMatchB(m)
+	case KindGarbageB:
+		l.onGarbageB(m)
 	case KindPhase1b:
 		l.onPhase1b(m)
 	case KindNack:
@@ -113,10 +228,21 @@ func (l *Leader) Step(m Message) {
 			l.hint = m.From
 			l.lastHeard = l.now
 		}
+	case KindTakeover:
+		if l.lead == follower && !l.removed {
+			l.campaign()
+		}
 	case KindRecover:
 		l.sendChosen(m.From, m.Slot)
+		if l.lead == active && m.Upto > l.nextSlot && m.Upto <= l.nextSlot+1<<20 {
+			// A read waits for slots below Upto, one of which only a lone
+			// acceptor reported: fill them, so the replica can execute.
+			l.fillTo(m.Upto)
+		}
 	case KindWatermark:
 		l.onWatermark(m.From, m.Slot, m.Durable)
+	case KindReconfigure:
+		l.onReconfigure(m)
 	}
 }
 
@@ -128,18 +254,31 @@ func (l *Leader) observe(b Ballot) {
 	l.highest = b
 	l.lastHeard = l.now
 	if l.lead != follower {
-		l.lead = follower
-		l.pending = map[uint64]*proposal{}
-		l.waiting = nil
-		l.timeout = l.randomTimeout()
+		l.stepDown()
 	}
+}
+
+func (l *Leader) stepDown() {
+	l.lead = follower
+	l.pending = map[uint64]*proposal{}
+	l.waiting = nil
+	l.timeout = l.randomTimeout()
+	if l.cfgPending && l.cfgFrom != "" {
+		l.send(Message{Kind: KindReconfigured, To: l.cfgFrom, Note: "leader stepped down; retry"})
+	}
+	l.cfgPending, l.cfgFrom = false, ""
+	l.retiring = false
 }
 
 func (l *Leader) propose(from string, cmds []Command) {
 	switch l.lead {
 	case active:
 		l.assign(Value{Commands: cmds})
-	case candidate:
+	case matching, candidate:
+		if len(l.waiting)+len(cmds) > l.cfg.MaxWaiting {
+			l.stats.Dropped += len(cmds) // the clients retry
+			return
+		}
 		l.waiting = append(l.waiting, cmds...)
 	default:
 		hint := l.hint
@@ -150,74 +289,189 @@ func (l *Leader) propose(from string, cmds []Command) {
 	}
 }
 
-func (l *Leader) assign(v Value) {
+func (l *Leader) assign(v Value) uint64 {
 	slot := l.nextSlot
 	l.nextSlot++
 	l.sendPhase2a(slot, v)
+	return slot
+}
+
+// fillTo proposes no-ops up to slot end.
+func (l *Leader) fillTo(end uint64) {
+	for l.nextSlot < end {
+		l.assign(Value{Noop: true})
+	}
 }
 
 func (l *Leader) sendPhase2a(slot uint64, v Value) {
 	l.pending[slot] = &proposal{value: v, sentAt: l.now}
 	proxy := l.cfg.ProxyLeaders[l.nextProxy%len(l.cfg.ProxyLeaders)]
 	l.nextProxy++
-	l.send(Message{Kind: KindPhase2a, To: proxy, Ballot: l.ballot, Slot: slot, Value: v})
+	g := l.round.Groups[slot%uint64(len(l.round.Groups))]
+	l.send(Message{Kind: KindPhase2a, To: proxy, Ballot: l.ballot, Slot: slot, Value: v, Group: &g})
 }
 
+// campaign starts a new round with the configuration's acceptor groups.
 func (l *Leader) campaign() {
-	l.Elections++
+	if l.removed {
+		return
+	}
+	// What this leader had in flight may not have reached any acceptor;
+	// if phase 1 finds no vote for such a slot, it proposes the same value
+	// again rather than a no-op, so its clients need not retry.
+	l.previous = map[uint64]Value{}
+	for s, p := range l.pending {
+		l.previous[s] = p.value
+	}
+	l.pending = map[uint64]*proposal{}
+	l.stats.Elections++
 	l.ballot = Ballot{Round: l.highest.Round + 1, ID: l.id}
 	l.highest = l.ballot
 	b := l.ballot
 	l.rd.Persist = append(l.rd.Persist, PersistOp{Promised: &b})
-	l.lead = candidate
 	l.hint = ""
-	l.votes = make([]map[string]bool, len(l.cfg.Groups))
-	for i := range l.votes {
-		l.votes[i] = map[string]bool{}
+	l.retiring = false
+	l.round = RoundConfig{Ballot: l.ballot, Epoch: l.cfg.Epoch, Groups: cloneGroups(l.cfg.Groups)}
+	if len(l.cfg.Matchmakers) == 0 {
+		// A fixed set of acceptor groups: phase 1 covers just those.
+		l.startPhase1([]RoundConfig{l.round})
+		return
 	}
+	l.lead = matching
+	l.mmVotes = map[string]bool{}
+	l.mmRounds = map[Ballot]RoundConfig{}
+	l.mmRetired = Ballot{}
+	l.sendMatchA()
+}
+
+func (l *Leader) sendMatchA() {
+	l.mmSent = l.now
+	for _, mm := range l.cfg.Matchmakers {
+		if !l.mmVotes[mm] {
+			l.send(Message{Kind: KindMatchA, To: mm, Ballot: l.ballot, Rounds: []RoundConfig{l.round}})
+		}
+	}
+}
+
+func (l *Leader) onMatchB(m Message) {
+	if l.lead != matching || m.Ballot != l.ballot || !slices.Contains(l.cfg.Matchmakers, m.From) {
+		return
+	}
+	l.mmVotes[m.From] = true
+	for _, rc := range m.Rounds {
+		l.mmRounds[rc.Ballot] = rc
+	}
+	if l.mmRetired.Less(m.Retired) {
+		l.mmRetired = m.Retired
+	}
+	if len(l.mmVotes) < l.cfg.matchQuorum() {
+		return
+	}
+	// Every older round not retired, each configuration once.
+	var live []RoundConfig
+	for _, b := range sortedBallots(l.mmRounds) {
+		rc := l.mmRounds[b]
+		if b.Less(l.mmRetired) {
+			continue
+		}
+		if i := slices.IndexFunc(live, func(x RoundConfig) bool { return groupsEqual(x.Groups, rc.Groups) }); i >= 0 {
+			live[i] = rc // the newest round of a configuration stands for it
+			continue
+		}
+		live = append(live, rc)
+	}
+	l.retiredBelow = l.mmRetired
+	l.startPhase1(live)
+}
+
+func sortedBallots(m map[Ballot]RoundConfig) []Ballot {
+	out := make([]Ballot, 0, len(m))
+	for b := range m {
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b Ballot) int { return cmpRound(RoundConfig{Ballot: a}, b) })
+	return out
+}
+
+// startPhase1 runs phase 1 against every live configuration; with none
+// (the very first round), no value was ever accepted and the leader is
+// active at once.
+func (l *Leader) startPhase1(live []RoundConfig) {
+	l.lead = candidate
+	l.p1 = nil
+	for _, rc := range live {
+		pc := phase1Config{rc: rc, votes: make([]map[string]bool, len(rc.Groups))}
+		for i := range pc.votes {
+			pc.votes[i] = map[string]bool{}
+		}
+		l.p1 = append(l.p1, pc)
+	}
+	l.live = live
 	l.best = map[uint64]Entry{}
 	l.p1GC = 0
+	if len(l.p1) == 0 {
+		l.becomeActive()
+		return
+	}
 	l.sendPhase1a()
 }
 
 func (l *Leader) sendPhase1a() {
 	l.p1Sent = l.now
-	for gi, g := range l.cfg.Groups {
-		for _, a := range g.Acceptors {
-			if !l.votes[gi][a] {
-				l.send(Message{Kind: KindPhase1a, To: a, Ballot: l.ballot, Slot: l.watermark})
+	sent := map[string]bool{}
+	for _, pc := range l.p1 {
+		for gi, g := range pc.rc.Groups {
+			for _, a := range g.Acceptors {
+				if !pc.votes[gi][a] && !sent[a] {
+					sent[a] = true
+					l.send(Message{Kind: KindPhase1a, To: a, Ballot: l.ballot, Slot: l.watermark})
+				}
 			}
 		}
 	}
 }
 
-func (l *Leader) groupOf(acceptor string) int {
-	for gi, g := range l.cfg.Groups {
-		if g.index(acceptor) >= 0 {
-			return gi
+func (l *Leader) onPhase1b(m Message) {
+	if m.Ballot != l.ballot {
+		return
+	}
+	if l.lead == active {
+		// A late answer: phase 1 finished without it, so nothing it
+		// reports was chosen, but a slot past the ones assigned must not
+		// stay empty, or a leaderless read that saw it would wait forever.
+		for _, e := range m.Entries {
+			if e.Slot >= l.nextSlot && e.Slot < l.nextSlot+1<<20 {
+				l.fillTo(e.Slot + 1)
+			}
+		}
+		return
+	}
+	if l.lead != candidate {
+		return
+	}
+	member := false
+	for _, pc := range l.p1 {
+		for gi, g := range pc.rc.Groups {
+			if g.index(m.From) >= 0 {
+				pc.votes[gi][m.From] = true
+				member = true
+			}
 		}
 	}
-	return -1
-}
-
-func (l *Leader) onPhase1b(m Message) {
-	if l.lead != candidate || m.Ballot != l.ballot {
+	if !member {
 		return
 	}
-	gi := l.groupOf(m.From)
-	if gi < 0 {
-		return
-	}
-	l.votes[gi][m.From] = true
 	l.p1GC = max(l.p1GC, m.Slot)
 	for _, e := range m.Entries {
 		if cur, ok := l.best[e.Slot]; !ok || cur.Ballot.Less(e.Ballot) {
 			l.best[e.Slot] = e
 		}
 	}
-	for gi, g := range l.cfg.Groups {
-		if !g.IsReadQuorum(l.votes[gi]) {
-			return
+	for _, pc := range l.p1 {
+		for gi, g := range pc.rc.Groups {
+			if !g.IsReadQuorum(pc.votes[gi]) {
+				return
+			}
 		}
 	}
 	l.becomeActive()
@@ -225,7 +479,8 @@ func (l *Leader) onPhase1b(m Message) {
 
 // becomeActive finishes phase 1: every slot from the watermark up to the
 // highest slot any acceptor reported is proposed again, with the value
-// accepted in the highest ballot, or a no-op where nothing was accepted.
+// accepted in the highest ballot, or where nothing was accepted the value
+// this leader proposed there before, or a no-op.
 func (l *Leader) becomeActive() {
 	l.lead = active
 	l.hint = l.self
@@ -235,21 +490,34 @@ func (l *Leader) becomeActive() {
 	for s := range l.best {
 		top = max(top, s+1)
 	}
-	// No slot at or past top was accepted by a read quorum of its group, so
-	// none can have been chosen: assignment restarts there, whatever this
-	// leader handed out under an older ballot.
+	// No slot at or past top was accepted by a read quorum of its group in
+	// any live configuration, so none can have been chosen: assignment
+	// restarts there, whatever this leader handed out in an older round.
 	l.nextSlot = top
 	for s := l.watermark; s < top; s++ {
 		if _, done := l.chosen[s]; done {
 			continue
 		}
+		v := Value{Noop: true}
 		if e, ok := l.best[s]; ok {
-			l.sendPhase2a(s, e.Value)
-		} else {
-			l.sendPhase2a(s, Value{Noop: true})
+			v = e.Value
+		} else if p, ok := l.previous[s]; ok {
+			v = p
 		}
+		if v.Config != nil {
+			l.cfgSlot, l.cfgPending = s, true
+		}
+		l.sendPhase2a(s, v)
 	}
 	l.best = map[uint64]Entry{}
+	l.previous = nil
+	l.retireAt = top
+	l.retiring = len(l.live) > 1 || (len(l.live) == 1 && l.live[0].Ballot != l.ballot)
+	l.retireVotes = map[string]bool{}
+	l.retireSent = l.now - l.cfg.ResendTicks
+	if !l.retiring {
+		l.live = []RoundConfig{l.round}
+	}
 	if len(l.waiting) > 0 {
 		cmds := l.waiting
 		l.waiting = nil
@@ -260,6 +528,37 @@ func (l *Leader) becomeActive() {
 		}
 	}
 	l.heartbeat()
+	l.maybeRetire()
+}
+
+// maybeRetire asks the matchmakers to retire the rounds below this one
+// once every slot that could have been chosen in them is chosen in this
+// round or below the replicas' GC point.
+func (l *Leader) maybeRetire() {
+	if l.lead != active || !l.retiring || l.watermark < l.retireAt || len(l.cfg.Matchmakers) == 0 {
+		return
+	}
+	if l.now-l.retireSent < l.cfg.ResendTicks {
+		return
+	}
+	l.retireSent = l.now
+	for _, mm := range l.cfg.Matchmakers {
+		if !l.retireVotes[mm] {
+			l.send(Message{Kind: KindGarbageA, To: mm, Ballot: l.ballot})
+		}
+	}
+}
+
+func (l *Leader) onGarbageB(m Message) {
+	if l.lead != active || !l.retiring || m.Ballot != l.ballot || !slices.Contains(l.cfg.Matchmakers, m.From) {
+		return
+	}
+	l.retireVotes[m.From] = true
+	if len(l.retireVotes) >= l.cfg.matchQuorum() {
+		l.retiring = false
+		l.retiredBelow = l.ballot
+		l.live = []RoundConfig{l.round}
+	}
 }
 
 // onChosen records a slot a proxy leader saw chosen. The message carries
@@ -269,7 +568,7 @@ func (l *Leader) becomeActive() {
 // that it can serve replicas that missed them, and so that phase 1 after a
 // restart of leadership recovers from the right place.
 func (l *Leader) onChosen(m Message) {
-	l.ChosenRecv++
+	l.stats.ChosenRecv++
 	slot := m.Slot
 	p := l.pending[slot]
 	if p == nil || m.Ballot != l.ballot || slot < l.watermark {
@@ -282,15 +581,89 @@ func (l *Leader) onChosen(m Message) {
 }
 
 // advanceWatermark raises the watermark to at least w, then past every
-// slot known chosen.
+// slot known chosen, adopting each configuration it passes.
 func (l *Leader) advanceWatermark(w uint64) {
 	l.watermark = max(l.watermark, w)
 	for {
-		if _, ok := l.chosen[l.watermark]; !ok {
+		v, ok := l.chosen[l.watermark]
+		if !ok {
 			break
 		}
 		l.watermark++
+		if v.Config != nil {
+			l.configChosen(l.watermark-1, *v.Config)
+		}
 	}
+	if l.cfgPending && l.watermark > l.cfgSlot {
+		// The reconfiguration's slot is behind the watermark: chosen, or
+		// garbage-collected because replicas executed it.
+		l.cfgPending = false
+	}
+	l.maybeRetire()
+}
+
+// configChosen adopts a configuration chosen in slot s.
+func (l *Leader) configChosen(s uint64, c Config) {
+	if l.cfgPending && s == l.cfgSlot {
+		l.cfgPending = false
+		if l.cfgFrom != "" {
+			cc := c.Clone()
+			l.send(Message{Kind: KindReconfigured, To: l.cfgFrom, Config: &cc, Slot: s})
+			l.cfgFrom = ""
+		}
+	}
+	l.applyConfig(c)
+}
+
+// applyConfig adopts a newer configuration. A leader the configuration
+// leaves out hands leadership to one that stays; an active leader whose
+// acceptor groups changed starts a round with the new ones.
+func (l *Leader) applyConfig(c Config) {
+	if c.Epoch <= l.cfg.Epoch {
+		return
+	}
+	l.adoptConfig(c)
+	if l.removed {
+		if l.lead != follower {
+			l.stepDown()
+			if len(l.cfg.Leaders) > 0 {
+				l.send(Message{Kind: KindTakeover, To: l.cfg.Leaders[0]})
+			}
+		}
+		return
+	}
+	if l.lead == active && !groupsEqual(l.round.Groups, l.cfg.Groups) {
+		l.campaign()
+	}
+}
+
+// onReconfigure proposes the next configuration, one at a time.
+func (l *Leader) onReconfigure(m Message) {
+	reply := func(note string) {
+		l.send(Message{Kind: KindReconfigured, To: m.From, Note: note})
+	}
+	if l.lead != active {
+		hint := l.hint
+		if hint == l.self {
+			hint = ""
+		}
+		l.send(Message{Kind: KindNotLeader, To: m.From, Leader: hint})
+		return
+	}
+	if m.Config == nil {
+		reply("no configuration")
+		return
+	}
+	if l.cfgPending || l.lead != active || !groupsEqual(l.round.Groups, l.cfg.Groups) {
+		reply("a reconfiguration is in progress; retry")
+		return
+	}
+	if err := l.cfg.ValidateChange(*m.Config); err != nil {
+		reply(err.Error())
+		return
+	}
+	c := m.Config.Clone()
+	l.cfgSlot, l.cfgPending, l.cfgFrom = l.assign(Value{Config: &c}), true, m.From
 }
 
 // sendChosen answers a replica that is missing slots from `from` on with
@@ -312,17 +685,22 @@ func (l *Leader) sendChosen(to string, from uint64) {
 // past w, acceptors may forget the slots below w: every replica can recover
 // them from a peer's snapshot, even after all replicas restart.
 func (l *Leader) onWatermark(from string, exec, durable uint64) {
+	if !slices.Contains(l.cfg.Replicas, from) {
+		return
+	}
 	l.replicaWM[from] = durable
 	if l.lead == active && exec < l.watermark {
 		l.sendChosen(from, exec)
 	}
 	q := l.cfg.replicaQuorum()
-	if len(l.replicaWM) < q {
-		return
+	wms := make([]uint64, 0, len(l.cfg.Replicas))
+	for _, r := range l.cfg.Replicas {
+		if v, ok := l.replicaWM[r]; ok {
+			wms = append(wms, v)
+		}
 	}
-	wms := make([]uint64, 0, len(l.replicaWM))
-	for _, v := range l.replicaWM {
-		wms = append(wms, v)
+	if len(wms) < q {
+		return
 	}
 	slices.Sort(wms)
 	slices.Reverse(wms)
@@ -344,9 +722,15 @@ func (l *Leader) onWatermark(from string, exec, durable uint64) {
 		}
 	}
 	l.advanceWatermark(gc)
-	for _, g := range l.cfg.Groups {
-		for _, a := range g.Acceptors {
-			l.send(Message{Kind: KindGC, To: a, Slot: gc})
+	sent := map[string]bool{}
+	for _, rc := range l.live {
+		for _, g := range rc.Groups {
+			for _, a := range g.Acceptors {
+				if !sent[a] {
+					sent[a] = true
+					l.send(Message{Kind: KindGC, To: a, Slot: gc})
+				}
+			}
 		}
 	}
 }
@@ -366,7 +750,8 @@ func (l *Leader) heartbeat() {
 }
 
 // Tick advances time: heartbeats and retransmissions for the active leader,
-// phase 1 retries for a candidate, election timeouts for a follower.
+// matchmaking and phase 1 retries for a candidate, election timeouts for a
+// follower.
 func (l *Leader) Tick() {
 	l.now++
 	switch l.lead {
@@ -379,12 +764,17 @@ func (l *Leader) Tick() {
 				l.sendPhase2a(s, p.value)
 			}
 		}
+		l.maybeRetire()
+	case matching:
+		if l.now-l.mmSent >= l.cfg.ResendTicks {
+			l.sendMatchA()
+		}
 	case candidate:
 		if l.now-l.p1Sent >= l.cfg.ResendTicks {
 			l.sendPhase1a()
 		}
 	default:
-		if l.now-l.lastHeard >= l.timeout {
+		if !l.removed && l.now-l.lastHeard >= l.timeout {
 			l.timeout = l.randomTimeout()
 			l.campaign()
 		}

@@ -45,12 +45,24 @@ const (
 	KindMaxSlotRequest      // client -> acceptors: largest slot you accepted?
 	KindMaxSlotReply        // acceptor -> client
 	KindRead                // client -> replica: execute this read after slot Slot
+	KindMatchA              // leader -> matchmakers: register Ballot's acceptor groups
+	KindMatchB              // matchmaker -> leader: the older rounds' groups still live
+	KindGarbageA            // leader -> matchmakers: rounds below Ballot are retired
+	KindGarbageB            // matchmaker -> leader: retired
+	KindMatchQuery          // client -> matchmakers: every live round's groups
+	KindMatchReply          // matchmaker -> client
+	KindConfigQuery         // any -> any: send me your configuration
+	KindConfigReply         // any -> any: my configuration
+	KindReconfigure         // operator -> leader: propose Config as the next epoch
+	KindReconfigured        // leader -> operator: Config is chosen, or Note says why not
+	KindTakeover            // leaving leader -> leader: campaign now
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "request", "batch", "not_leader", "phase1a", "phase1b", "phase2a", "phase2b",
 	"nack", "chosen", "reply_batch", "reply", "heartbeat", "recover", "snapshot", "watermark", "gc",
-	"max_slot_request", "max_slot_reply", "read"}
+	"max_slot_request", "max_slot_reply", "read", "match_a", "match_b", "garbage_a", "garbage_b",
+	"match_query", "match_reply", "config_query", "config_reply", "reconfigure", "reconfigured", "takeover"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -81,11 +93,21 @@ type Command struct {
 	ReplyTo string `msgpack:"t"` // the client's address
 }
 
-// Value is what a slot holds: a batch of commands, or a no-op that fills a
-// hole.
+// Value is what a slot holds: a batch of commands, a no-op that fills a
+// hole, or a reconfiguration: the configuration of the next epoch, which
+// takes effect at this slot.
 type Value struct {
 	Noop     bool      `msgpack:"n,omitempty"`
 	Commands []Command `msgpack:"c,omitempty"`
+	Config   *Config   `msgpack:"cf,omitempty"`
+}
+
+// RoundConfig is the acceptor groups one leader round (ballot) uses for
+// phase 2, as the matchmakers record it.
+type RoundConfig struct {
+	Ballot Ballot  `msgpack:"b"`
+	Epoch  uint64  `msgpack:"e"`
+	Groups []Group `msgpack:"g"`
 }
 
 // Entry is an accepted or chosen slot.
@@ -101,6 +123,9 @@ type Reply struct {
 	Seq     uint64 `msgpack:"s"`
 	Result  []byte `msgpack:"r"`
 	ReplyTo string `msgpack:"t"`
+	// Err, if set, says the replicas refused the command without applying
+	// it (its session was forgotten).
+	Err string `msgpack:"e,omitempty"`
 }
 
 // Message is every message of the protocol; Kind says which fields matter.
@@ -119,6 +144,17 @@ type Message struct {
 	Leader  string    `msgpack:"l,omitempty"`
 	Data    []byte    `msgpack:"d,omitempty"`  // snapshot bytes
 	Durable uint64    `msgpack:"du,omitempty"` // watermark: the replica's durable snapshot slot
+	// Epoch is the sender's configuration epoch: a receiver that is behind
+	// asks the sender for its configuration.
+	Epoch  uint64        `msgpack:"ep,omitempty"`
+	Config *Config       `msgpack:"cf,omitempty"` // config_reply, reconfigure, reconfigured
+	Group  *Group        `msgpack:"g,omitempty"`  // leader -> proxy leader phase2a: the slot's acceptors
+	Rounds []RoundConfig `msgpack:"rc,omitempty"` // match_a (one), match_b, match_reply
+	Upto   uint64        `msgpack:"u,omitempty"`  // recover: a pending read waits for the slots below
+	Note   string        `msgpack:"nt,omitempty"` // reconfigured: why not
+	// Retired is a matchmaker's retirement point: rounds below it need no
+	// phase 1 any longer.
+	Retired Ballot `msgpack:"rb,omitempty"`
 }
 
 func (m Message) String() string {
@@ -156,11 +192,16 @@ type Ready struct {
 	Messages []Message
 }
 
-// PersistOp is one change to an acceptor's durable state.
+// PersistOp is one change to an acceptor's or matchmaker's durable state
+// (a leader persists only Promised, its last ballot).
 type PersistOp struct {
 	Promised *Ballot `msgpack:"p,omitempty"`
 	Accept   *Entry  `msgpack:"a,omitempty"`
 	GCBelow  uint64  `msgpack:"g,omitempty"`
+	// Match records a round's acceptor groups at a matchmaker.
+	Match *RoundConfig `msgpack:"m,omitempty"`
+	// Retire drops a matchmaker's rounds below this ballot.
+	Retire *Ballot `msgpack:"rb,omitempty"`
 }
 
 // Role is the interface every role state machine implements.
@@ -180,14 +221,34 @@ type Flusher interface {
 
 // outbox collects a role's pending output.
 type outbox struct {
-	self string
-	rd   Ready
+	self  string
+	epoch uint64 // stamped on every message sent
+	rd    Ready
+	// Invariant is called when a state that should be impossible is seen
+	// (two values for one slot, a ballot re-acknowledged with another
+	// value): the role refuses the input and reports the evidence. Nil
+	// panics, which is what tests want; a driver may log and count instead.
+	Invariant func(msg string)
 }
 
 func (o *outbox) send(m Message) {
 	m.From = o.self
+	m.Epoch = o.epoch
 	o.rd.Messages = append(o.rd.Messages, m)
 }
+
+// violated reports a broken invariant.
+func (o *outbox) violated(format string, args ...any) {
+	msg := fmt.Sprintf("%s: invariant violated: ", o.self) + fmt.Sprintf(format, args...)
+	if o.Invariant == nil {
+		panic(msg)
+	}
+	o.Invariant(msg)
+}
+
+// SetInvariantHandler replaces the panic on a broken invariant (see
+// outbox.Invariant).
+func (o *outbox) SetInvariantHandler(f func(string)) { o.Invariant = f }
 
 // Ready returns and clears the pending output.
 func (o *outbox) Ready() Ready {
@@ -209,3 +270,42 @@ func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
 }
 
 func decodeRaw(b []byte, m *Message) error { return msgpack.Unmarshal(b, m) }
+
+// sameValue reports whether two values are the same proposal.
+func sameValue(a, b Value) bool {
+	if a.Noop != b.Noop || len(a.Commands) != len(b.Commands) || (a.Config == nil) != (b.Config == nil) {
+		return false
+	}
+	if a.Config != nil && a.Config.Epoch != b.Config.Epoch {
+		return false
+	}
+	for i := range a.Commands {
+		x, y := &a.Commands[i], &b.Commands[i]
+		if x.Client != y.Client || x.Seq != y.Seq || string(x.Op) != string(y.Op) {
+			return false
+		}
+	}
+	return true
+}
+
+// describe is a short form of a value for invariant reports.
+func describe(v Value) string {
+	switch {
+	case v.Noop:
+		return "noop"
+	case v.Config != nil:
+		return fmt.Sprintf("config epoch %d", v.Config.Epoch)
+	}
+	s := "["
+	for i, c := range v.Commands {
+		if i > 0 {
+			s += " "
+		}
+		if i == 8 {
+			s += fmt.Sprintf("... %d more", len(v.Commands)-8)
+			break
+		}
+		s += fmt.Sprintf("%d.%d", c.Client, c.Seq)
+	}
+	return s + "]"
+}

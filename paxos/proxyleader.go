@@ -1,50 +1,84 @@
 package paxos
 
+import "slices"
+
 type phase2 struct {
 	ballot Ballot
 	value  Value
+	group  Group
 	leader string
 	votes  map[string]bool
 	sentAt int
+	born   int
 }
 
+// giveUpResends is how many unanswered resends a proxy leader makes before
+// it drops a slot; the leader resends what it still needs.
+const giveUpResends = 50
+
 // ProxyLeader runs phase 2 for the leader: it sends a slot's value to the
-// acceptors of the slot's group, counts their votes until a write quorum
-// has accepted, and announces the value as chosen to the replicas and the
-// leader. This takes the fan-out and fan-in off the leader.
+// acceptors of the group the leader named, counts their votes until a
+// write quorum has accepted, and announces the value as chosen to the
+// replicas and the leader. This takes the fan-out and fan-in off the
+// leader. A proxy leader the configuration leaves out finishes what it
+// holds; Drained reports when it has nothing left.
 type ProxyLeader struct {
 	outbox
-	cfg     Config
+	membership
 	now     int
 	pending map[uint64]*phase2
 }
 
 // NewProxyLeader returns proxy leader number id of cfg.ProxyLeaders.
 func NewProxyLeader(cfg Config, id int) *ProxyLeader {
-	cfg = cfg.withDefaults()
-	return &ProxyLeader{outbox: outbox{self: cfg.ProxyLeaders[id]}, cfg: cfg, pending: map[uint64]*phase2{}}
+	return NewProxyLeaderAt(cfg, cfg.ProxyLeaders[id])
 }
+
+// NewProxyLeaderAt returns the proxy leader at self.
+func NewProxyLeaderAt(cfg Config, self string) *ProxyLeader {
+	p := &ProxyLeader{outbox: outbox{self: self}, pending: map[uint64]*phase2{}}
+	p.adopt(&p.outbox, cfg)
+	return p
+}
+
+// Drained reports whether the proxy leader is out of the configuration
+// and holds no slot in flight: its process may stop.
+func (p *ProxyLeader) Drained() bool {
+	return len(p.pending) == 0 && !slices.Contains(p.cfg.ProxyLeaders, p.self)
+}
+
+// Pending returns how many slots the proxy leader holds in flight.
+func (p *ProxyLeader) Pending() int { return len(p.pending) }
 
 // Step handles one message.
 func (p *ProxyLeader) Step(m Message) {
+	if next, handled := p.gossip(&p.outbox, p.now, m); handled {
+		if next != nil {
+			p.adopt(&p.outbox, *next)
+		}
+		return
+	}
 	switch m.Kind {
 	case KindPhase2a:
+		if m.Group == nil || m.Group.Validate() != nil {
+			return
+		}
 		cur := p.pending[m.Slot]
 		if cur != nil && m.Ballot.Less(cur.ballot) {
 			return
 		}
 		if cur == nil || cur.ballot != m.Ballot {
-			cur = &phase2{ballot: m.Ballot, value: m.Value, leader: m.From, votes: map[string]bool{}}
+			cur = &phase2{ballot: m.Ballot, value: m.Value, group: *m.Group, leader: m.From, votes: map[string]bool{}, born: p.now}
 			p.pending[m.Slot] = cur
 		}
 		p.sendPhase2a(m.Slot, cur)
 	case KindPhase2b:
 		cur := p.pending[m.Slot]
-		if cur == nil || cur.ballot != m.Ballot {
+		if cur == nil || cur.ballot != m.Ballot || cur.group.index(m.From) < 0 {
 			return
 		}
 		cur.votes[m.From] = true
-		if p.cfg.Groups[p.cfg.GroupOf(m.Slot)].IsWriteQuorum(cur.votes) {
+		if cur.group.IsWriteQuorum(cur.votes) {
 			delete(p.pending, m.Slot)
 			for _, r := range p.cfg.Replicas {
 				p.send(Message{Kind: KindChosen, To: r, Slot: m.Slot, Value: cur.value})
@@ -64,18 +98,26 @@ func (p *ProxyLeader) Step(m Message) {
 
 func (p *ProxyLeader) sendPhase2a(slot uint64, cur *phase2) {
 	cur.sentAt = p.now
-	for _, a := range p.cfg.Groups[p.cfg.GroupOf(slot)].Acceptors {
+	for _, a := range cur.group.Acceptors {
 		if !cur.votes[a] {
 			p.send(Message{Kind: KindPhase2a, To: a, Ballot: cur.ballot, Slot: slot, Value: cur.value})
 		}
 	}
 }
 
-// Tick resends phase 2a to acceptors that have not voted.
+// Tick resends phase 2a to acceptors that have not voted. A slot whose
+// leader has moved to a newer ballot is resent by that leader, possibly
+// through another proxy leader; this one gives up on it after a while so
+// that it can drain.
 func (p *ProxyLeader) Tick() {
 	p.now++
 	for _, slot := range sortedKeys(p.pending) {
-		if cur := p.pending[slot]; p.now-cur.sentAt >= p.cfg.ResendTicks {
+		cur := p.pending[slot]
+		if p.now-cur.born > giveUpResends*p.cfg.ResendTicks {
+			delete(p.pending, slot)
+			continue
+		}
+		if p.now-cur.sentAt >= p.cfg.ResendTicks {
 			p.sendPhase2a(slot, cur)
 		}
 	}

@@ -18,6 +18,16 @@ func (g Group) Validate() error {
 	if len(g.Acceptors) == 0 {
 		return fmt.Errorf("acceptor group has no acceptors")
 	}
+	if g.Rows < 0 || g.Cols < 0 {
+		return fmt.Errorf("grid %dx%d has a negative side", g.Rows, g.Cols)
+	}
+	seen := map[string]bool{}
+	for _, a := range g.Acceptors {
+		if seen[a] {
+			return fmt.Errorf("acceptor %q listed twice", a)
+		}
+		seen[a] = true
+	}
 	if g.Rows != 0 || g.Cols != 0 {
 		if g.Rows*g.Cols != len(g.Acceptors) {
 			return fmt.Errorf("grid %dx%d needs %d acceptors, has %d", g.Rows, g.Cols, g.Rows*g.Cols, len(g.Acceptors))

@@ -2,6 +2,7 @@ package paxos
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -25,13 +26,19 @@ type StateMachine interface {
 type clientRecord struct {
 	Seq    uint64 `msgpack:"s"`
 	Result []byte `msgpack:"r"`
+	Slot   uint64 `msgpack:"l"` // the slot of the session's last command
 }
 
 type replicaSnapshot struct {
 	Slot    uint64                  `msgpack:"s"`
 	State   []byte                  `msgpack:"st"`
 	Clients map[uint64]clientRecord `msgpack:"c"`
+	Config  *Config                 `msgpack:"cf,omitempty"`
 }
+
+// errSessionExpired is the reply to a command of a session the replicas
+// have forgotten: applying it could apply it twice.
+const errSessionExpired = "session expired: its last command was too long ago; start a new session"
 
 type pendingRead struct {
 	slot uint64
@@ -40,12 +47,15 @@ type pendingRead struct {
 
 // Replica learns chosen slots, executes them in slot order on its state
 // machine, and answers the commands of the slots it is responsible for
-// (slot mod replicas). A client's retried command is applied once: the
-// replica remembers each client's last sequence number and result.
+// (slot mod replicas, in the configuration of that slot). A client's
+// retried command is applied once: the replica remembers each session's
+// last sequence number and result, and forgets sessions silent for
+// SessionSlots slots. Its configuration changes only as the log it
+// executes does, so every replica agrees on it at every slot.
 type Replica struct {
 	outbox
-	cfg Config
-	idx int
+	membership
+	idx int // in cfg.Replicas, or -1 when not a member
 	now int
 	sm  StateMachine
 
@@ -67,9 +77,13 @@ type Replica struct {
 // restored from snapshot (a Ready.Snapshot it persisted earlier) if that is
 // not nil.
 func NewReplica(cfg Config, idx int, sm StateMachine, snapshot []byte) (*Replica, error) {
-	cfg = cfg.withDefaults()
-	r := &Replica{outbox: outbox{self: cfg.Replicas[idx]}, cfg: cfg, idx: idx, sm: sm,
-		log: map[uint64]Value{}, clients: map[uint64]clientRecord{}}
+	return NewReplicaAt(cfg, cfg.Replicas[idx], sm, snapshot)
+}
+
+// NewReplicaAt returns the replica at self; see NewReplica.
+func NewReplicaAt(cfg Config, self string, sm StateMachine, snapshot []byte) (*Replica, error) {
+	r := &Replica{outbox: outbox{self: self}, sm: sm, log: map[uint64]Value{}, clients: map[uint64]clientRecord{}}
+	r.setConfig(cfg)
 	if snapshot != nil {
 		if err := r.restore(snapshot); err != nil {
 			return nil, err
@@ -78,11 +92,33 @@ func NewReplica(cfg Config, idx int, sm StateMachine, snapshot []byte) (*Replica
 	return r, nil
 }
 
-// Executed returns the next slot to execute: every slot below it has run.
+// setConfig makes c the replica's configuration, whatever its epoch.
+func (r *Replica) setConfig(c Config) {
+	r.cfg = c.withDefaults()
+	r.epoch = r.cfg.Epoch
+	r.idx = slices.Index(r.cfg.Replicas, r.self)
+}
+
+// ExecutedThrough returns the next slot to execute: every slot below it
+// has run.
 func (r *Replica) ExecutedThrough() uint64 { return r.exec }
+
+// Config returns the configuration as of the slots executed.
+func (r *Replica) Config() Config { return r.cfg }
+
+// Durable returns the slot of the replica's latest snapshot.
+func (r *Replica) Durable() uint64 { return r.snapSlot }
+
+// Sessions returns how many client sessions the replica remembers.
+func (r *Replica) Sessions() int { return len(r.clients) }
 
 // Step handles one message.
 func (r *Replica) Step(m Message) {
+	if m.Kind == KindConfigQuery {
+		c := r.cfg.Clone()
+		r.send(Message{Kind: KindConfigReply, To: m.From, Config: &c})
+		return
+	}
 	switch m.Kind {
 	case KindChosen:
 		if len(m.Entries) == 0 {
@@ -111,11 +147,16 @@ func (r *Replica) Step(m Message) {
 }
 
 func (r *Replica) learn(slot uint64, v Value) {
-	if slot >= r.exec {
-		if _, ok := r.log[slot]; !ok {
-			r.log[slot] = v
-		}
+	if slot < r.exec {
+		return
 	}
+	if cur, ok := r.log[slot]; ok {
+		if !sameValue(cur, v) {
+			r.violated("slot %d learned as %s and as %s", slot, describe(cur), describe(v))
+		}
+		return
+	}
+	r.log[slot] = v
 }
 
 func (r *Replica) execute() {
@@ -129,22 +170,32 @@ func (r *Replica) execute() {
 		if r.Executed != nil {
 			r.Executed(slot, v)
 		}
-		mine := int(slot%uint64(len(r.cfg.Replicas))) == r.idx
+		mine := r.idx >= 0 && int(slot%uint64(len(r.cfg.Replicas))) == r.idx
 		for _, c := range v.Commands {
 			rec, seen := r.clients[c.Client]
-			var result []byte
+			reply := Reply{Client: c.Client, Seq: c.Seq, ReplyTo: c.ReplyTo}
 			switch {
 			case seen && c.Seq < rec.Seq:
 				continue // an old retry; its client has moved on
 			case seen && c.Seq == rec.Seq:
-				result = rec.Result
+				reply.Result = rec.Result
+			case !seen && c.Seq > 1:
+				// A session this replica forgot (or never saw start):
+				// its command may have been applied before.
+				reply.Err = errSessionExpired
 			default:
-				result = r.sm.Apply(c.Op)
-				r.clients[c.Client] = clientRecord{Seq: c.Seq, Result: result}
+				reply.Result = r.sm.Apply(c.Op)
+				r.clients[c.Client] = clientRecord{Seq: c.Seq, Result: reply.Result, Slot: slot}
 			}
 			if mine {
-				replies = append(replies, Reply{Client: c.Client, Seq: c.Seq, Result: result, ReplyTo: c.ReplyTo})
+				replies = append(replies, reply)
 			}
+		}
+		if v.Config != nil && v.Config.Epoch > r.cfg.Epoch {
+			// Takes effect from the next slot on; unbatchers are picked
+			// below by the configuration that executed the batch's last
+			// slot, which is fine: any unbatcher can relay any reply.
+			r.setConfig(*v.Config)
 		}
 		r.exec++
 		r.lastExec = r.now
@@ -183,7 +234,15 @@ func (r *Replica) answerRead(c Command) {
 // snapshot saves the state machine and client table at r.exec and drops
 // the log below it.
 func (r *Replica) snapshot() {
-	s := replicaSnapshot{Slot: r.exec, State: r.sm.Snapshot(), Clients: r.clients}
+	// Forget sessions silent for SessionSlots: every replica does so at the
+	// same slot, so their tables agree.
+	for id, rec := range r.clients {
+		if rec.Slot+r.cfg.SessionSlots < r.exec {
+			delete(r.clients, id)
+		}
+	}
+	cfg := r.cfg.Clone()
+	s := replicaSnapshot{Slot: r.exec, State: r.sm.Snapshot(), Clients: r.clients, Config: &cfg}
 	b, err := msgpack.Marshal(&s)
 	if err != nil {
 		return
@@ -213,6 +272,9 @@ func (r *Replica) restore(data []byte) error {
 	}
 	r.clients = s.Clients
 	r.exec = s.Slot
+	if s.Config != nil && s.Config.Validate() == nil {
+		r.setConfig(*s.Config)
+	}
 	r.snap, r.snapSlot = data, s.Slot
 	for slot := range r.log {
 		if slot < r.exec {
@@ -263,15 +325,19 @@ func (r *Replica) Tick() {
 	behind := len(r.log) > int(r.exec-min(r.exec, r.snapSlot)) || len(r.reads) > 0
 	if behind && r.now-r.lastExec >= r.cfg.ResendTicks && r.now-r.lastAsk >= r.cfg.ResendTicks {
 		r.lastAsk = r.now
-		if len(r.cfg.Replicas) > 1 {
-			r.peer = (r.peer + 1) % len(r.cfg.Replicas)
+		var upto uint64
+		for _, rd := range r.reads {
+			upto = max(upto, rd.slot) // a read at slot s waits for the slots below s
+		}
+		if n := len(r.cfg.Replicas); n > 1 || (n == 1 && r.idx < 0) {
+			r.peer = (r.peer + 1) % n
 			if r.peer == r.idx {
-				r.peer = (r.peer + 1) % len(r.cfg.Replicas)
+				r.peer = (r.peer + 1) % n
 			}
 			r.send(Message{Kind: KindRecover, To: r.cfg.Replicas[r.peer], Slot: r.exec})
 		}
 		for _, l := range r.cfg.Leaders {
-			r.send(Message{Kind: KindRecover, To: l, Slot: r.exec})
+			r.send(Message{Kind: KindRecover, To: l, Slot: r.exec, Upto: upto})
 		}
 	}
 }

@@ -62,7 +62,7 @@ func (d Deployment) Save(path string) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// RoleOf returns the kind ("batcher", "leader", "proxy", "acceptor",
+// RoleOf returns the kind ("matchmaker", "batcher", "leader", "proxy", "acceptor",
 // "replica", "unbatcher") and index of a role address.
 func (d Deployment) RoleOf(addr string) (string, int, error) {
 	c := d.Log
@@ -77,7 +77,7 @@ func (d Deployment) RoleOf(addr string) (string, int, error) {
 	for _, k := range []struct {
 		kind string
 		list []string
-	}{{"batcher", c.Batchers}, {"leader", c.Leaders}, {"proxy", c.ProxyLeaders}, {"replica", c.Replicas}, {"unbatcher", c.Unbatchers}} {
+	}{{"matchmaker", c.Matchmakers}, {"batcher", c.Batchers}, {"leader", c.Leaders}, {"proxy", c.ProxyLeaders}, {"replica", c.Replicas}, {"unbatcher", c.Unbatchers}} {
 		if i := find(k.list); i >= 0 {
 			return k.kind, i, nil
 		}

@@ -71,7 +71,7 @@ func NewRunner(d Deployment, addr, dataDir string, tr *transport.Transport, m *M
 		return nil, err
 	}
 	r := &Runner{Addr: addr, Kind: kind, tr: tr, inbox: make(chan paxos.Message, 1<<16), tick: d.Tick(), m: m, log: log, closed: make(chan struct{})}
-	needStore := kind == "acceptor" || kind == "leader" || kind == "replica"
+	needStore := kind == "acceptor" || kind == "leader" || kind == "replica" || kind == "matchmaker"
 	if needStore {
 		if r.store, err = OpenStore(filepath.Join(dataDir, sanitize(addr))); err != nil {
 			return nil, err
@@ -105,6 +105,12 @@ func NewRunner(d Deployment, addr, dataDir string, tr *transport.Transport, m *M
 		}
 	case "unbatcher":
 		r.role = paxos.NewUnbatcher(cfg, idx)
+	case "matchmaker":
+		st, err := r.store.MatchmakerState()
+		if err != nil {
+			return nil, err
+		}
+		r.role = paxos.NewMatchmaker(addr, st)
 	case "unreplicated":
 		r.role = NewUnreplicated(addr)
 	}
@@ -229,7 +235,8 @@ func (r *Runner) Status() Status {
 	s := Status{Addr: r.Addr, Kind: r.Kind, MessagesIn: r.in.Load(), MessagesOut: r.out.Load()}
 	switch role := r.role.(type) {
 	case *paxos.Leader:
-		s.Ballot, s.Active, s.Chosen, s.NextSlot, s.Elections = role.Ballot().String(), role.Active(), role.Watermark(), role.NextSlot(), role.Elections
+		ls := role.Status()
+		s.Ballot, s.Active, s.Chosen, s.NextSlot, s.Elections = ls.Ballot.String(), role.Active(), ls.Watermark, ls.NextSlot, ls.Elections
 	case *paxos.Acceptor:
 		st := role.State()
 		s.Ballot, s.Accepted = st.Promised.String(), len(st.Accepted)

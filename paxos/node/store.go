@@ -27,7 +27,14 @@ var (
 	keyGC       = []byte("gc")
 	keySnapshot = []byte("snapshot")
 	prefixVote  = []byte("v/")
+	prefixRound = []byte("m/")
+	keyRetired  = []byte("retired")
 )
+
+func roundKey(b paxos.Ballot) []byte {
+	k := binary.BigEndian.AppendUint64(append([]byte(nil), prefixRound...), b.Round)
+	return binary.BigEndian.AppendUint32(k, b.ID)
+}
 
 func voteKey(slot uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixVote...), slot)
@@ -57,6 +64,15 @@ func (s *Store) Save(ops []paxos.PersistOp, snapshot []byte) error {
 		if op.Accept != nil {
 			v, _ := msgpack.Marshal(op.Accept)
 			b.Set(voteKey(op.Accept.Slot), v, nil)
+		}
+		if op.Match != nil {
+			v, _ := msgpack.Marshal(op.Match)
+			b.Set(roundKey(op.Match.Ballot), v, nil)
+		}
+		if op.Retire != nil {
+			v, _ := msgpack.Marshal(op.Retire)
+			b.DeleteRange(roundKey(paxos.Ballot{}), roundKey(*op.Retire), nil)
+			b.Set(keyRetired, v, nil)
 		}
 		if op.GCBelow > 0 {
 			b.DeleteRange(voteKey(0), voteKey(op.GCBelow), nil)
@@ -109,6 +125,31 @@ func (s *Store) AcceptorState() (paxos.AcceptorState, error) {
 		if e.Slot >= st.GCBelow {
 			st.Accepted[e.Slot] = e
 		}
+	}
+	return st, it.Error()
+}
+
+// MatchmakerState loads what a matchmaker persisted.
+func (s *Store) MatchmakerState() (paxos.MatchmakerState, error) {
+	var st paxos.MatchmakerState
+	if v, err := s.get(keyRetired); err != nil {
+		return st, err
+	} else if v != nil {
+		if err := msgpack.Unmarshal(v, &st.Retired); err != nil {
+			return st, fmt.Errorf("decode retirement ballot: %w", err)
+		}
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefixRound, UpperBound: []byte("m0")})
+	if err != nil {
+		return st, err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		var rc paxos.RoundConfig
+		if err := msgpack.Unmarshal(it.Value(), &rc); err != nil {
+			return st, fmt.Errorf("decode round %x: %w", it.Key(), err)
+		}
+		st.Apply(paxos.PersistOp{Match: &rc})
 	}
 	return st, it.Error()
 }

@@ -1,0 +1,102 @@
+package paxos
+
+import "slices"
+
+// MatchmakerState is a matchmaker's durable state: the acceptor groups of
+// every round not yet retired, in ballot order.
+type MatchmakerState struct {
+	Rounds  []RoundConfig
+	Retired Ballot
+}
+
+// Apply replays one persisted change onto s, as a driver does on restart.
+func (s *MatchmakerState) Apply(op PersistOp) {
+	if op.Match != nil && !op.Match.Ballot.Less(s.Retired) {
+		i, found := slices.BinarySearchFunc(s.Rounds, op.Match.Ballot, cmpRound)
+		if !found {
+			s.Rounds = slices.Insert(s.Rounds, i, *op.Match)
+		}
+	}
+	if op.Retire != nil && s.Retired.Less(*op.Retire) {
+		s.Retired = *op.Retire
+		i, _ := slices.BinarySearchFunc(s.Rounds, s.Retired, cmpRound)
+		s.Rounds = slices.Clone(s.Rounds[i:])
+	}
+}
+
+func cmpRound(r RoundConfig, b Ballot) int {
+	switch {
+	case r.Ballot.Less(b):
+		return -1
+	case b.Less(r.Ballot):
+		return 1
+	}
+	return 0
+}
+
+// Matchmaker records which acceptor groups each leader round uses
+// (Matchmaker Paxos, Whittaker et al. 2021). A leader registers its round
+// with a majority of matchmakers before phase 1, and each answers with the
+// older rounds it holds. A matchmaker refuses a round once it has seen a
+// newer one, so of two rounds, the later to register always learns of the
+// earlier, or the earlier cannot register at all: phase 1 of round i then
+// covers every configuration any round below i may have chosen a value in.
+type Matchmaker struct {
+	outbox
+	st MatchmakerState
+}
+
+// NewMatchmaker returns a matchmaker at self with recovered state st.
+func NewMatchmaker(self string, st MatchmakerState) *Matchmaker {
+	return &Matchmaker{outbox: outbox{self: self}, st: st}
+}
+
+// State returns the matchmaker's state (for tests and status).
+func (mm *Matchmaker) State() MatchmakerState { return mm.st }
+
+func (mm *Matchmaker) persist(op PersistOp) {
+	mm.st.Apply(op)
+	mm.rd.Persist = append(mm.rd.Persist, op)
+}
+
+// Tick does nothing: matchmakers only answer.
+func (mm *Matchmaker) Tick() {}
+
+// Step handles one message.
+func (mm *Matchmaker) Step(m Message) {
+	switch m.Kind {
+	case KindMatchA:
+		if len(m.Rounds) != 1 || m.Rounds[0].Ballot != m.Ballot {
+			return
+		}
+		if m.Ballot.Less(mm.st.Retired) {
+			mm.send(Message{Kind: KindNack, To: m.From, Ballot: mm.st.Retired})
+			return
+		}
+		if n := len(mm.st.Rounds); n > 0 && m.Ballot.Less(mm.st.Rounds[n-1].Ballot) {
+			mm.send(Message{Kind: KindNack, To: m.From, Ballot: mm.st.Rounds[n-1].Ballot})
+			return
+		}
+		i, found := slices.BinarySearchFunc(mm.st.Rounds, m.Ballot, cmpRound)
+		if found {
+			if !groupsEqual(mm.st.Rounds[i].Groups, m.Rounds[0].Groups) {
+				mm.violated("round %s registered twice with different acceptor groups", m.Ballot)
+				return
+			}
+		} else {
+			rc := m.Rounds[0]
+			rc.Groups = cloneGroups(rc.Groups)
+			mm.persist(PersistOp{Match: &rc})
+			i, _ = slices.BinarySearchFunc(mm.st.Rounds, m.Ballot, cmpRound)
+		}
+		mm.send(Message{Kind: KindMatchB, To: m.From, Ballot: m.Ballot, Rounds: slices.Clone(mm.st.Rounds[:i]), Retired: mm.st.Retired})
+	case KindGarbageA:
+		if mm.st.Retired.Less(m.Ballot) {
+			b := m.Ballot
+			mm.persist(PersistOp{Retire: &b})
+		}
+		mm.send(Message{Kind: KindGarbageB, To: m.From, Ballot: m.Ballot})
+	case KindMatchQuery:
+		mm.send(Message{Kind: KindMatchReply, To: m.From, Command: m.Command, Rounds: slices.Clone(mm.st.Rounds), Retired: mm.st.Retired})
+	}
+}
