@@ -63,6 +63,7 @@ type Client struct {
 	leader  string
 	hinted  bool // the current leader came from a NotLeader hint
 	done    []Completion
+	logged  bool // a command went through the log
 	Retries int
 
 	// the live acceptor configurations, for quorum reads
@@ -103,7 +104,8 @@ func (c *Client) resetLive() {
 // number.
 func (c *Client) Propose(op []byte) uint64 {
 	c.seq++
-	cl := &call{cmd: Command{Client: c.id, Seq: c.seq, Op: op, ReplyTo: c.self}}
+	cl := &call{cmd: Command{Client: c.id, Seq: c.seq, Op: op, ReplyTo: c.self, First: !c.logged}}
+	c.logged = true
 	c.calls[c.seq] = cl
 	c.sendWrite(cl)
 	return c.seq

@@ -91,6 +91,10 @@ type Command struct {
 	Seq     uint64 `msgpack:"s"`
 	Op      []byte `msgpack:"o"`
 	ReplyTo string `msgpack:"t"` // the client's address
+	// First marks a session's first command through the log: replicas
+	// start a session on it, and refuse any other command of a session
+	// they do not know (one they forgot), which may have been applied.
+	First bool `msgpack:"1,omitempty"`
 }
 
 // Value is what a slot holds: a batch of commands, a no-op that fills a

@@ -179,7 +179,7 @@ func (r *Replica) execute() {
 				continue // an old retry; its client has moved on
 			case seen && c.Seq == rec.Seq:
 				reply.Result = rec.Result
-			case !seen && c.Seq > 1:
+			case !seen && !c.First:
 				// A session this replica forgot (or never saw start):
 				// its command may have been applied before.
 				reply.Err = errSessionExpired
