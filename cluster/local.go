@@ -213,6 +213,9 @@ func (l *Local) StartLog(ctx context.Context, d node.Deployment, depPath, stateD
 		kind, _, _ := d.RoleOf(a)
 		name := kind + "-" + strings.NewReplacer(":", "_", ".", "_").Replace(a)
 		args := []string{"log", "serve", "--deployment", depPath, "--role", a, "--data-dir", stateDir, "--http-addr", d.HTTP[a]}
+		if d.Control != "" {
+			args = append(args, "--control", d.Control)
+		}
 		p, err := l.Start(ctx, name, args, "http://"+d.HTTP[a]+"/healthz")
 		if err != nil {
 			return procs, err

@@ -69,6 +69,32 @@ type Config struct {
 	// active; beyond it, commands are dropped and their clients retry.
 	// Default 65536.
 	MaxWaiting int `msgpack:"mw,omitempty"`
+
+	// HTTP maps a role address to the HTTP address of its process
+	// (status, metrics), for operators and tools. Optional.
+	HTTP map[string]string `msgpack:"http,omitempty"`
+	// History lists the latest changes, oldest first, at most
+	// MaxHistory of them.
+	History []Change `msgpack:"hist,omitempty"`
+}
+
+// Change records one reconfiguration, for `tide log status`.
+type Change struct {
+	Epoch uint64 `msgpack:"e"`
+	What  string `msgpack:"w"` // e.g. "add proxy leader 127.0.0.1:7001"
+	Why   string `msgpack:"y"` // who or what asked, e.g. "tide log scale"
+	At    int64  `msgpack:"t"` // when it was proposed, Unix milliseconds
+}
+
+// MaxHistory is how many changes a configuration remembers.
+const MaxHistory = 32
+
+// Record appends a change to c's history.
+func (c *Config) Record(what, why string, atMillis int64) {
+	c.History = append(c.History, Change{Epoch: c.Epoch, What: what, Why: why, At: atMillis})
+	if n := len(c.History); n > MaxHistory {
+		c.History = slices.Clone(c.History[n-MaxHistory:])
+	}
 }
 
 // withDefaults returns c with zero knobs set to their defaults.
@@ -237,6 +263,13 @@ func (c Config) Clone() Config {
 	n.Groups = cloneGroups(c.Groups)
 	n.Replicas = slices.Clone(c.Replicas)
 	n.Unbatchers = slices.Clone(c.Unbatchers)
+	n.History = slices.Clone(c.History)
+	if c.HTTP != nil {
+		n.HTTP = make(map[string]string, len(c.HTTP))
+		for k, v := range c.HTTP {
+			n.HTTP[k] = v
+		}
+	}
 	return n
 }
 

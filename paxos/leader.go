@@ -117,8 +117,13 @@ type Leader struct {
 	lastBeat  int
 	replicaWM map[string]uint64
 	gcSent    uint64
+	leaving   map[string]int // roles removed, and how many more heartbeats tell them
 	stats     LeaderStatus
 }
+
+// leavingBeats is how many heartbeats tell a removed role of the
+// configuration that removed it.
+const leavingBeats = 20
 
 // LeaderStatus is a leader's counters and state, for metrics and status.
 type LeaderStatus struct {
@@ -133,6 +138,7 @@ type LeaderStatus struct {
 	Retired    Ballot        // rounds below are retired
 	ChosenRecv int
 	Removed    bool
+	RoundEpoch uint64 // the configuration epoch of the round's acceptor groups
 }
 
 // NewLeader returns leader number id of cfg.Leaders, seeded for its random
@@ -150,7 +156,7 @@ func NewLeaderAt(cfg Config, self string, seed uint64, last Ballot) *Leader {
 	l := &Leader{
 		outbox:  outbox{self: self},
 		pending: map[uint64]*proposal{}, chosen: map[uint64]*Value{}, replicaWM: map[string]uint64{},
-		best: map[uint64]Entry{}, highest: last,
+		best: map[uint64]Entry{}, highest: last, leaving: map[string]int{},
 	}
 	l.adoptConfig(cfg)
 	l.rng = rand.New(rand.NewPCG(seed, uint64(l.id)+1))
@@ -187,15 +193,13 @@ func (l *Leader) Watermark() uint64 { return l.watermark }
 // NextSlot returns the next slot the leader will assign.
 func (l *Leader) NextSlot() uint64 { return l.nextSlot }
 
-// Config returns the leader's configuration.
-func (l *Leader) Config() Config { return l.cfg }
-
 // Status returns the leader's counters and state.
 func (l *Leader) Status() LeaderStatus {
 	s := l.stats
 	s.State, s.Ballot, s.Epoch = leaderStateNames[l.lead], l.ballot, l.cfg.Epoch
 	s.Watermark, s.NextSlot, s.Retired, s.Removed = l.watermark, l.nextSlot, l.retiredBelow, l.removed
 	s.Live = slices.Clone(l.live)
+	s.RoundEpoch = l.round.Epoch
 	return s
 }
 
@@ -622,6 +626,13 @@ func (l *Leader) applyConfig(c Config) {
 	if c.Epoch <= l.cfg.Epoch {
 		return
 	}
+	// Roles the new configuration leaves out hear of it from no one else:
+	// tell them for a while, so that they drain and stop.
+	for _, a := range l.cfg.All() {
+		if !c.Has(a) {
+			l.leaving[a] = leavingBeats
+		}
+	}
 	l.adoptConfig(c)
 	if l.removed {
 		if l.lead != follower {
@@ -640,7 +651,8 @@ func (l *Leader) applyConfig(c Config) {
 // onReconfigure proposes the next configuration, one at a time.
 func (l *Leader) onReconfigure(m Message) {
 	reply := func(note string) {
-		l.send(Message{Kind: KindReconfigured, To: m.From, Note: note})
+		cur := l.cfg.Clone()
+		l.send(Message{Kind: KindReconfigured, To: m.From, Note: note, Config: &cur})
 	}
 	if l.lead != active {
 		hint := l.hint
@@ -746,6 +758,13 @@ func (l *Leader) heartbeat() {
 	}
 	for _, b := range l.cfg.Batchers {
 		l.send(Message{Kind: KindHeartbeat, To: b, Ballot: l.ballot})
+	}
+	for _, a := range sortedKeys(l.leaving) {
+		c := l.cfg.Clone()
+		l.send(Message{Kind: KindConfigReply, To: a, Config: &c})
+		if l.leaving[a]--; l.leaving[a] <= 0 {
+			delete(l.leaving, a)
+		}
 	}
 }
 

@@ -41,3 +41,6 @@ func (ms *membership) adopt(o *outbox, c Config) bool {
 	o.epoch = ms.cfg.Epoch
 	return true
 }
+
+// Config returns the role's configuration.
+func (ms *membership) Config() Config { return ms.cfg }

@@ -103,9 +103,6 @@ func (r *Replica) setConfig(c Config) {
 // has run.
 func (r *Replica) ExecutedThrough() uint64 { return r.exec }
 
-// Config returns the configuration as of the slots executed.
-func (r *Replica) Config() Config { return r.cfg }
-
 // Durable returns the slot of the replica's latest snapshot.
 func (r *Replica) Durable() uint64 { return r.snapSlot }
 
@@ -199,7 +196,9 @@ func (r *Replica) execute() {
 		}
 		r.exec++
 		r.lastExec = r.now
-		if r.exec%r.cfg.SnapshotEvery == 0 {
+		// A configuration change snapshots too: a replica that leaves may
+		// stop once a quorum of those that stay hold the log through it.
+		if r.exec%r.cfg.SnapshotEvery == 0 || v.Config != nil {
 			r.snapshot()
 		}
 	}

@@ -1,15 +1,22 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -32,9 +39,13 @@ each its own process, each scaling on its own. Replicas run a linearizable
 key-value store (get, put, del, cas).
 
 TARGET in the client commands is a deployment file (written by 'tide log up')
-or the HTTP address of any role process.`,
+or the HTTP address of any role process.
+
+The configuration is state of the log itself: 'tide log scale' and 'tide log
+replace' change it while the log runs, each change chosen in the log as a new
+epoch; 'tide log status' shows the epoch and the history of changes.`,
 	}
-	cmd.AddCommand(newLogUpCmd(), newLogServeCmd(), newLogStatusCmd(),
+	cmd.AddCommand(newLogUpCmd(), newLogServeCmd(), newLogStatusCmd(), newLogScaleCmd(), newLogReplaceCmd(),
 		newLogKVCmd("put", "put TARGET KEY VALUE", 3), newLogKVCmd("get", "get TARGET KEY", 2),
 		newLogKVCmd("del", "del TARGET KEY", 2), newLogKVCmd("cas", "cas TARGET KEY EXPECT VALUE", 4))
 	return cmd
@@ -42,6 +53,7 @@ or the HTTP address of any role process.`,
 
 func shapeFlags(cmd *cobra.Command, s *node.Shape) {
 	f := cmd.Flags()
+	f.IntVar(&s.Matchmakers, "matchmakers", s.Matchmakers, "matchmakers, which let acceptor groups change at runtime (0: acceptor groups are fixed)")
 	f.IntVar(&s.Batchers, "batchers", s.Batchers, "batchers (0: clients send single commands to the leader)")
 	f.IntVar(&s.Leaders, "leaders", s.Leaders, "leaders (one active, the rest standby)")
 	f.IntVar(&s.ProxyLeaders, "proxy-leaders", s.ProxyLeaders, "proxy leaders")
@@ -90,10 +102,25 @@ func newLogUpCmd() *cobra.Command {
 				fmt.Fprintln(os.Stderr, "stopping roles...")
 				local.StopAll(10 * time.Second)
 			}()
-			fmt.Printf("starting %d roles (logs in %s)\n", len(d.Roles()), abs)
-			if _, err := local.StartLog(ctx, d, depPath, filepath.Join(abs, "state")); err != nil {
+			// The control endpoint starts and stops role processes for
+			// 'tide log scale' and 'tide log replace'.
+			ctlLn, err := net.Listen("tcp", net.JoinHostPort(shape.Host, "0"))
+			if err != nil {
 				return err
 			}
+			d.Control = ctlLn.Addr().String()
+			if err := d.Save(depPath); err != nil {
+				return err
+			}
+			fmt.Printf("starting %d roles (logs in %s)\n", len(d.Roles()), abs)
+			procs, err := local.StartLog(ctx, d, depPath, filepath.Join(abs, "state"))
+			if err != nil {
+				return err
+			}
+			ctl := cluster.NewLogControl(local, d, procs, depPath, filepath.Join(abs, "state"))
+			ctlSrv := &http.Server{Handler: ctl.Handler(), ReadHeaderTimeout: 5 * time.Second}
+			go ctlSrv.Serve(ctlLn)
+			defer ctlSrv.Close()
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ROLE\tADDRESS\tHTTP")
 			for _, a := range d.Roles() {
@@ -101,41 +128,152 @@ func newLogUpCmd() *cobra.Command {
 				fmt.Fprintf(w, "%s\t%s\thttp://%s\n", kind, a, d.HTTP[a])
 			}
 			w.Flush()
-			fmt.Printf("\nlog is up; deployment: %s\nTry:\n  tide log put %s greeting hello\n  tide log get %s greeting\n  tide log status %s\nPress Ctrl-C to stop.\n", depPath, depPath, depPath, depPath)
+			fmt.Printf("\nlog is up; deployment: %s\nTry:\n  tide log put %s greeting hello\n  tide log get %s greeting\n  tide log status %s\n  tide log scale %s proxy-leaders 3\nPress Ctrl-C to stop.\n", depPath, depPath, depPath, depPath, depPath)
 			<-ctx.Done()
 			return nil
 		},
 	}
 	shapeFlags(cmd, &shape)
 	cmd.Flags().StringVar(&dir, "data-dir", "tide-log", "directory for the deployment, role state and logs")
+	cmd.Flags().StringVar(&shape.Host, "host", "127.0.0.1", "interface every role listens on")
 	return cmd
 }
 
 func newLogServeCmd() *cobra.Command {
-	var depPath, dataDir, httpAddr string
+	var depPath, dataDir, httpAddr, join, kind, control string
 	var roles []string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run one or more roles of a tide log deployment in this process",
-		Args:  cobra.NoArgs,
+		Long: `Run roles of a tide log in this process. Either --deployment names the
+deployment file and --role picks roles it lists (default: all), or --join names
+the HTTP address of any running role process: the current configuration is
+fetched from it, and --role with --kind starts a new instance, which serves once
+a reconfiguration adds it (tide log scale does both).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := node.LoadDeployment(depPath)
-			if err != nil {
+			var d node.Deployment
+			var err error
+			if join != "" {
+				if d, err = loadTarget(join); err != nil {
+					return err
+				}
+			} else if d, err = node.LoadDeployment(depPath); err != nil {
 				return err
+			}
+			if control != "" {
+				d.Control = control
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if kind != "" {
+				if !slices.Contains(node.Kinds, kind) {
+					return fmt.Errorf("--kind %q: want one of %s", kind, strings.Join(node.Kinds, ", "))
+				}
+				if len(roles) == 0 {
+					return errors.New("--kind needs --role ADDR")
+				}
+				var specs []node.RoleSpec
+				for _, a := range roles {
+					specs = append(specs, node.RoleSpec{Addr: a, Kind: kind})
+				}
+				return node.ServeRoles(ctx, d, specs, dataDir, httpAddr, slog.Default())
 			}
 			if len(roles) == 0 {
 				roles = d.Roles()
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			return node.Serve(ctx, d, roles, dataDir, httpAddr, slog.Default())
 		},
 	}
 	cmd.Flags().StringVar(&depPath, "deployment", "deployment.json", "deployment file")
+	cmd.Flags().StringVar(&join, "join", "", "HTTP address of a running role process to fetch the configuration from (instead of --deployment)")
+	cmd.Flags().StringVar(&kind, "kind", "", "role kind of --role addresses the configuration does not list yet: "+strings.Join(node.Kinds, ", "))
 	cmd.Flags().StringSliceVar(&roles, "role", nil, "role addresses to run here (default: all)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "tide-log-state", "directory for durable role state")
 	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:0", "address for /metrics, /status and /deployment")
+	cmd.Flags().StringVar(&control, "control", "", "HTTP address of the process that starts and stops roles (set by tide log up)")
 	return cmd
+}
+
+func newLogScaleCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "scale TARGET ROLE N",
+		Short: "Grow or shrink one compartment of a running log",
+		Long: `Make compartment ROLE of the log have N instances, while the log runs:
+ROLE is one of ` + strings.Join(cluster.RoleNames, ", ") + `.
+New instances start as processes, join, and are added by a reconfiguration
+chosen in the log; removed ones drain what they hold in flight before they stop.
+Acceptor groups change by a new leader round over the new groups; the old
+groups stop once no slot depends on them. TARGET is the deployment file or a
+role's HTTP address, of a log started by 'tide log up'.`,
+		Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := strconv.Atoi(args[2])
+			if err != nil || n < 0 {
+				return fmt.Errorf("N must be a count, got %q", args[2])
+			}
+			if _, ok := cluster.Roles[args[1]]; !ok {
+				return fmt.Errorf("unknown role %q: want one of %s", args[1], strings.Join(cluster.RoleNames, ", "))
+			}
+			return control(cmd.Context(), args[0], "/scale?role="+url.QueryEscape(args[1])+"&n="+args[2])
+		},
+	}
+	return cmd
+}
+
+func newLogReplaceCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "replace TARGET ACCEPTOR",
+		Short: "Replace one acceptor of a running log with a new one",
+		Long: `Start a new acceptor, put it in ACCEPTOR's place through a reconfiguration
+chosen in the log, wait until the old acceptor configuration is retired (no slot
+depends on it), then stop ACCEPTOR. TARGET is the deployment file or a role's
+HTTP address, of a log started by 'tide log up'.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return control(cmd.Context(), args[0], "/replace?addr="+url.QueryEscape(args[1]))
+		},
+	}
+}
+
+// control posts a change to the control endpoint of the log's supervisor
+// and streams its progress.
+func control(ctx context.Context, target, path string) error {
+	d, err := loadTarget(target)
+	if err != nil {
+		return err
+	}
+	if d.Control == "" {
+		return fmt.Errorf("%s has no control endpoint: scale and replace need a log started by 'tide log up'", target)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+d.Control+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("control endpoint %s: %w", d.Control, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("control endpoint %s: %s", d.Control, strings.TrimSpace(string(b)))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	last := ""
+	for sc.Scan() {
+		last = sc.Text()
+		if last != "ok" {
+			fmt.Println(last)
+		}
+	}
+	if strings.HasPrefix(last, "error: ") {
+		return errors.New(strings.TrimPrefix(last, "error: "))
+	}
+	if last != "ok" {
+		return fmt.Errorf("control endpoint %s: the change ended without an answer: %v", d.Control, sc.Err())
+	}
+	return nil
 }
 
 // loadTarget reads a deployment from a file or from a role's HTTP address.
@@ -156,6 +294,19 @@ func loadTarget(target string) (node.Deployment, error) {
 	return d, d.Validate()
 }
 
+// loadCurrent is loadTarget with the newest configuration any role of the
+// deployment knows (a deployment file holds the one it was written with).
+func loadCurrent(target string) (node.Deployment, error) {
+	d, err := loadTarget(target)
+	if err != nil || d.Unreplicated != "" {
+		return d, err
+	}
+	if nd, err := cluster.Newest(d); err == nil {
+		return nd, nil
+	}
+	return d, nil
+}
+
 func newLogKVCmd(op, use string, nargs int) *cobra.Command {
 	var quorum, absent bool
 	var timeout time.Duration
@@ -164,7 +315,7 @@ func newLogKVCmd(op, use string, nargs int) *cobra.Command {
 		Short: map[string]string{"put": "Set a key", "get": "Read a key", "del": "Delete a key", "cas": "Compare-and-swap a key"}[op],
 		Args:  cobra.ExactArgs(nargs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := loadTarget(args[0])
+			d, err := loadCurrent(args[0])
 			if err != nil {
 				return err
 			}
@@ -235,10 +386,10 @@ func newLogStatusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status TARGET",
-		Short: "Show every role: ballot, chosen watermark, executed slots, message rates",
+		Short: "Show the configuration (epoch and history) and every role: ballot, chosen watermark, executed slots, message rates",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := loadTarget(args[0])
+			d, err := loadCurrent(args[0])
 			if err != nil {
 				return err
 			}
@@ -268,12 +419,31 @@ func newLogStatusCmd() *cobra.Command {
 				rows = append(rows, r)
 			}
 			if asJSON {
-				return json.NewEncoder(os.Stdout).Encode(rows)
+				return json.NewEncoder(os.Stdout).Encode(struct {
+					Epoch   uint64         `json:"epoch"`
+					Config  paxos.Config   `json:"config"`
+					History []paxos.Change `json:"history"`
+					Roles   []row          `json:"roles"`
+				}{d.Log.Epoch, d.Log, d.Log.History, rows})
 			}
+			c := d.Log
+			groups := make([]string, len(c.Groups))
+			for i, g := range c.Groups {
+				groups[i] = strconv.Itoa(len(g.Acceptors))
+			}
+			fmt.Printf("configuration epoch %d: %d matchmakers, %d batchers, %d leaders, %d proxy leaders, %d acceptor groups (%s acceptors), %d replicas, %d unbatchers\n",
+				c.Epoch, len(c.Matchmakers), len(c.Batchers), len(c.Leaders), len(c.ProxyLeaders), len(c.Groups), strings.Join(groups, "+"), len(c.Replicas), len(c.Unbatchers))
+			if len(c.History) > 0 {
+				fmt.Println("history:")
+				for _, h := range c.History {
+					fmt.Printf("  epoch %d  %s  %s  (%s)\n", h.Epoch, time.UnixMilli(h.At).Format(time.DateTime), h.What, h.Why)
+				}
+			}
+			fmt.Println()
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ROLE\tADDRESS\tUP\tBALLOT\tACTIVE\tCHOSEN<\tEXECUTED<\tIN/s\tOUT/s")
+			fmt.Fprintln(w, "ROLE\tADDRESS\tUP\tEPOCH\tBALLOT\tACTIVE\tCHOSEN<\tEXECUTED<\tIN/s\tOUT/s")
 			for _, r := range rows {
-				fmt.Fprintf(w, "%s\t%s\t%v\t%s\t%v\t%d\t%d\t%.0f\t%.0f\n", r.Kind, r.Addr, r.Up, r.Ballot, r.Active, r.Chosen, r.Executed, r.InPerSec, r.OutPerSec)
+				fmt.Fprintf(w, "%s\t%s\t%v\t%d\t%s\t%v\t%d\t%d\t%.0f\t%.0f\n", r.Kind, r.Addr, r.Up, r.Epoch, r.Ballot, r.Active, r.Chosen, r.Executed, r.InPerSec, r.OutPerSec)
 			}
 			return w.Flush()
 		},
@@ -287,7 +457,7 @@ func collectStatus(d node.Deployment) (map[string]node.Status, error) {
 	c := http.Client{Timeout: 2 * time.Second}
 	seen := map[string]bool{}
 	var addrs []string
-	for _, h := range d.HTTP {
+	for _, h := range d.HTTPMap() {
 		if !seen[h] {
 			seen[h] = true
 			addrs = append(addrs, h)

@@ -81,14 +81,17 @@ func (c *Client) deliver(frame []byte) {
 		return
 	}
 	id := m.Reply.Client
-	if m.Kind == paxos.KindMaxSlotReply {
+	if m.Kind == paxos.KindMaxSlotReply || m.Kind == paxos.KindMatchReply {
 		id = m.Command.Client
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.byID[id]
 	if s == nil {
-		if m.Kind == paxos.KindNotLeader {
+		switch m.Kind {
+		case paxos.KindNotLeader, paxos.KindConfigReply:
+			// News for every session: where the leader is, or a newer
+			// configuration (asked for by one session, useful to all).
 			for _, s := range c.byID {
 				s.c.Step(m)
 				c.flush(s)

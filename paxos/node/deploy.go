@@ -22,6 +22,23 @@ type Deployment struct {
 	// Unreplicated, if set, is the address of a single unreplicated KV
 	// server used as a baseline; the log roles are then ignored.
 	Unreplicated string `json:"unreplicated,omitempty"`
+	// Control is the HTTP address of the process that starts and stops
+	// this deployment's role processes (`tide log up`), which `tide log
+	// scale` and `tide log replace` ask. Empty if none.
+	Control string `json:"control,omitempty"`
+}
+
+// HTTPMap returns every known role's HTTP address: those the
+// configuration records, and those the deployment started with.
+func (d Deployment) HTTPMap() map[string]string {
+	out := map[string]string{}
+	for k, v := range d.HTTP {
+		out[k] = v
+	}
+	for k, v := range d.Log.HTTP {
+		out[k] = v
+	}
+	return out
 }
 
 // Tick returns the tick duration.

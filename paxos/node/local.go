@@ -9,6 +9,9 @@ import (
 
 // Shape is how many of each role a deployment has.
 type Shape struct {
+	// Matchmakers record each leader round's acceptor groups; 0 fixes the
+	// acceptor groups for good (no acceptor reconfiguration).
+	Matchmakers  int
 	Batchers     int // 0: clients send to the leader, unbatched
 	Leaders      int
 	ProxyLeaders int
@@ -25,9 +28,10 @@ type Shape struct {
 	Host           string // default 127.0.0.1
 }
 
-// DefaultShape is `tide log up`'s default: 1 batcher, 2 leaders, 2 proxy
-// leaders, one group of 3 acceptors, 2 replicas and 1 unbatcher.
-var DefaultShape = Shape{Batchers: 1, Leaders: 2, ProxyLeaders: 2, Groups: 1, F: 1, Replicas: 2, Unbatchers: 1}
+// DefaultShape is `tide log up`'s default: 3 matchmakers, 1 batcher, 2
+// leaders, 2 proxy leaders, one group of 3 acceptors, 2 replicas and 1
+// unbatcher.
+var DefaultShape = Shape{Matchmakers: 3, Batchers: 1, Leaders: 2, ProxyLeaders: 2, Groups: 1, F: 1, Replicas: 2, Unbatchers: 1}
 
 // Validate checks a shape.
 func (s Shape) Validate() error {
@@ -36,7 +40,7 @@ func (s Shape) Validate() error {
 		return fmt.Errorf("need at least one leader, proxy leader, acceptor group and replica")
 	case s.F < 0 || s.F > 16:
 		return fmt.Errorf("f=%d out of range [0, 16]", s.F)
-	case s.Batchers < 0 || s.Unbatchers < 0:
+	case s.Batchers < 0 || s.Unbatchers < 0 || s.Matchmakers < 0:
 		return fmt.Errorf("negative role count")
 	}
 	return nil
@@ -72,7 +76,7 @@ func NewLocalDeployment(s Shape) (Deployment, error) {
 		s.Host = "127.0.0.1"
 	}
 	groupSize := 2*s.F + 1
-	n := s.Batchers + s.Leaders + s.ProxyLeaders + s.Groups*groupSize + s.Replicas + s.Unbatchers
+	n := s.Matchmakers + s.Batchers + s.Leaders + s.ProxyLeaders + s.Groups*groupSize + s.Replicas + s.Unbatchers
 	addrs, err := FreeAddrs(s.Host, 2*n)
 	if err != nil {
 		return Deployment{}, err
@@ -84,7 +88,8 @@ func NewLocalDeployment(s Shape) (Deployment, error) {
 		return out
 	}
 	cfg := paxos.Config{
-		Batchers: take(s.Batchers), Leaders: take(s.Leaders), ProxyLeaders: take(s.ProxyLeaders),
+		Matchmakers: take(s.Matchmakers),
+		Batchers:    take(s.Batchers), Leaders: take(s.Leaders), ProxyLeaders: take(s.ProxyLeaders),
 		BatchSize: s.BatchSize, HeartbeatTicks: s.HeartbeatTicks, ElectionTicks: s.ElectionTicks, ResendTicks: s.ResendTicks,
 	}
 	for range s.Groups {
@@ -97,6 +102,7 @@ func NewLocalDeployment(s Shape) (Deployment, error) {
 		d.HTTP[a] = addrs[next]
 		next++
 	}
+	d.Log.HTTP = d.HTTP
 	return d, d.Validate()
 }
 

@@ -23,6 +23,9 @@ type Metrics struct {
 	Persisted prometheus.Counter
 	Syncs     prometheus.Counter
 	Dropped   prometheus.Counter
+	// Violations counts inputs refused because they would break an
+	// invariant (see paxos outbox.Invariant): each one is a bug report.
+	Violations prometheus.Counter
 }
 
 // NewMetrics registers the role metrics on reg.
@@ -38,8 +41,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Synced writes; persisted ops per sync is the group commit factor."}),
 		Dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "tide_paxos_inbox_dropped_total",
 			Help: "Messages dropped because a role's inbox was full."}),
+		Violations: prometheus.NewCounter(prometheus.CounterOpts{Name: "tide_paxos_invariant_violations_total",
+			Help: "Inputs refused because accepting them would break a protocol invariant (two values for one slot, ...)."}),
 	}
-	reg.MustRegister(m.In, m.Out, m.Persisted, m.Syncs, m.Dropped)
+	reg.MustRegister(m.In, m.Out, m.Persisted, m.Syncs, m.Dropped, m.Violations)
 	return m
 }
 
@@ -64,55 +69,81 @@ type Runner struct {
 }
 
 // NewRunner builds the role at addr of d, with durable state under
-// dataDir (acceptors, leaders and replicas), and registers it with tr.
+// dataDir (acceptors, leaders, replicas and matchmakers), and registers it
+// with tr.
 func NewRunner(d Deployment, addr, dataDir string, tr *transport.Transport, m *Metrics, log *slog.Logger) (*Runner, error) {
-	kind, idx, err := d.RoleOf(addr)
+	kind, _, err := d.RoleOf(addr)
 	if err != nil {
 		return nil, err
 	}
+	return NewRunnerKind(d, kind, addr, dataDir, tr, m, log)
+}
+
+// Kinds are the role kinds a runner can run.
+var Kinds = []string{"matchmaker", "batcher", "leader", "proxy", "acceptor", "replica", "unbatcher"}
+
+// NewRunnerKind builds a role of the given kind at addr, which d's
+// configuration need not list yet: a role joining a running log starts
+// with the configuration it fetched and learns the one that adds it.
+func NewRunnerKind(d Deployment, kind, addr, dataDir string, tr *transport.Transport, m *Metrics, log *slog.Logger) (*Runner, error) {
 	r := &Runner{Addr: addr, Kind: kind, tr: tr, inbox: make(chan paxos.Message, 1<<16), tick: d.Tick(), m: m, log: log, closed: make(chan struct{})}
 	needStore := kind == "acceptor" || kind == "leader" || kind == "replica" || kind == "matchmaker"
+	var err error
 	if needStore {
 		if r.store, err = OpenStore(filepath.Join(dataDir, sanitize(addr))); err != nil {
 			return nil, err
 		}
 	}
+	fail := func(err error) (*Runner, error) {
+		if r.store != nil {
+			r.store.Close()
+		}
+		return nil, err
+	}
 	cfg := d.Log
 	switch kind {
 	case "batcher":
-		r.role = paxos.NewBatcher(cfg, idx)
+		r.role = paxos.NewBatcherAt(cfg, addr)
 	case "leader":
 		b, err := r.store.Ballot()
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
-		r.role = paxos.NewLeader(cfg, idx, rand.Uint64(), b)
+		r.role = paxos.NewLeaderAt(cfg, addr, rand.Uint64(), b)
 	case "proxy":
-		r.role = paxos.NewProxyLeader(cfg, idx)
+		r.role = paxos.NewProxyLeaderAt(cfg, addr)
 	case "acceptor":
 		st, err := r.store.AcceptorState()
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		r.role = paxos.NewAcceptor(addr, st)
 	case "replica":
 		snap, err := r.store.Snapshot()
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
-		if r.role, err = paxos.NewReplica(cfg, idx, paxos.NewKV(), snap); err != nil {
-			return nil, err
+		if r.role, err = paxos.NewReplicaAt(cfg, addr, paxos.NewKV(), snap); err != nil {
+			return fail(err)
 		}
 	case "unbatcher":
-		r.role = paxos.NewUnbatcher(cfg, idx)
+		r.role = paxos.NewUnbatcherAt(cfg, addr)
 	case "matchmaker":
 		st, err := r.store.MatchmakerState()
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		r.role = paxos.NewMatchmaker(addr, st)
 	case "unreplicated":
 		r.role = NewUnreplicated(addr)
+	default:
+		return fail(fmt.Errorf("unknown role kind %q (want one of %v)", kind, Kinds))
+	}
+	if h, ok := r.role.(interface{ SetInvariantHandler(func(string)) }); ok {
+		h.SetInvariantHandler(func(msg string) {
+			m.Violations.Inc()
+			log.Error("paxos: invariant violated; input refused", "role", addr, "kind", kind, "evidence", msg)
+		})
 	}
 	return r, nil
 }
@@ -226,24 +257,61 @@ type Status struct {
 	Accepted    int    `json:"accepted,omitempty"`
 	Elections   int    `json:"elections,omitempty"`
 	Batches     int    `json:"batches,omitempty"`
+	// Epoch is the configuration epoch the role knows.
+	Epoch uint64 `json:"epoch"`
+	// Member is false once the configuration no longer lists the role.
+	Member bool `json:"member"`
+	// Drained: out of the configuration and holding nothing; the process
+	// may stop.
+	Drained bool `json:"drained,omitempty"`
+	// Durable is a replica's latest snapshot slot.
+	Durable uint64 `json:"durable,omitempty"`
+	// Leader: its round's configuration epoch, the acceptor
+	// configurations still live (1 once older rounds are retired), and
+	// its state.
+	RoundEpoch uint64 `json:"round_epoch,omitempty"`
+	Live       int    `json:"live_configs,omitempty"`
+	State      string `json:"state,omitempty"`
+	// Matchmaker: rounds it holds.
+	Rounds int `json:"rounds,omitempty"`
 }
 
 // Status reports the role's state.
 func (r *Runner) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := Status{Addr: r.Addr, Kind: r.Kind, MessagesIn: r.in.Load(), MessagesOut: r.out.Load()}
+	s := Status{Addr: r.Addr, Kind: r.Kind, MessagesIn: r.in.Load(), MessagesOut: r.out.Load(), Member: true}
+	if c, ok := r.role.(interface{ Config() paxos.Config }); ok {
+		cfg := c.Config()
+		s.Epoch, s.Member = cfg.Epoch, cfg.Has(r.Addr)
+	}
+	if d, ok := r.role.(interface{ Drained() bool }); ok {
+		s.Drained = d.Drained()
+	}
 	switch role := r.role.(type) {
 	case *paxos.Leader:
 		ls := role.Status()
 		s.Ballot, s.Active, s.Chosen, s.NextSlot, s.Elections = ls.Ballot.String(), role.Active(), ls.Watermark, ls.NextSlot, ls.Elections
+		s.State, s.Live, s.RoundEpoch = ls.State, len(ls.Live), ls.RoundEpoch
 	case *paxos.Acceptor:
 		st := role.State()
 		s.Ballot, s.Accepted = st.Promised.String(), len(st.Accepted)
 	case *paxos.Replica:
-		s.Executed = role.ExecutedThrough()
+		s.Executed, s.Durable = role.ExecutedThrough(), role.Durable()
 	case *paxos.Batcher:
 		s.Batches = role.Batches
+	case *paxos.Matchmaker:
+		s.Rounds = len(role.State().Rounds)
 	}
 	return s
+}
+
+// Config returns the newest configuration the role knows, if it keeps one.
+func (r *Runner) Config() (paxos.Config, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.role.(interface{ Config() paxos.Config }); ok {
+		return c.Config(), true
+	}
+	return paxos.Config{}, false
 }

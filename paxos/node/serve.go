@@ -22,6 +22,26 @@ import (
 // role listens on its own address, durable state goes under dataDir, and
 // httpAddr serves /metrics, /status and /deployment.
 func Serve(ctx context.Context, d Deployment, roles []string, dataDir, httpAddr string, log *slog.Logger) error {
+	var specs []RoleSpec
+	for _, a := range roles {
+		kind, _, err := d.RoleOf(a)
+		if err != nil {
+			return err
+		}
+		specs = append(specs, RoleSpec{Addr: a, Kind: kind})
+	}
+	return ServeRoles(ctx, d, specs, dataDir, httpAddr, log)
+}
+
+// RoleSpec is one role for ServeRoles: its address and kind (see Kinds).
+type RoleSpec struct {
+	Addr, Kind string
+}
+
+// ServeRoles is Serve for roles given with their kinds, which d's
+// configuration need not list: that is how a new instance joins a running
+// log (it then waits to be added by a reconfiguration).
+func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, httpAddr string, log *slog.Logger) error {
 	if len(roles) == 0 {
 		return errors.New("no roles to run")
 	}
@@ -32,8 +52,8 @@ func Serve(ctx context.Context, d Deployment, roles []string, dataDir, httpAddr 
 	tr.Log = log
 	defer tr.Close()
 	var runners []*Runner
-	for _, addr := range roles {
-		r, err := NewRunner(d, addr, dataDir, tr, m, log)
+	for _, rs := range roles {
+		r, err := NewRunnerKind(d, rs.Kind, rs.Addr, dataDir, tr, m, log)
 		if err != nil {
 			return err
 		}
@@ -57,7 +77,7 @@ func Serve(ctx context.Context, d Deployment, roles []string, dataDir, httpAddr 
 	})
 	mux.HandleFunc("GET /deployment", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(d)
+		json.NewEncoder(w).Encode(current(d, runners))
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	ln, err := net.Listen("tcp", httpAddr)
@@ -135,4 +155,15 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 			g(descAccepted, prometheus.GaugeValue, float64(s.Accepted))
 		}
 	}
+}
+
+// current is d with the newest configuration any of runners knows.
+func current(d Deployment, runners []*Runner) Deployment {
+	for _, r := range runners {
+		if c, ok := r.Config(); ok && c.Leaders != nil && (c.Epoch > d.Log.Epoch) {
+			d.Log = c
+		}
+	}
+	d.HTTP = d.HTTPMap()
+	return d
 }

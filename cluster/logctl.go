@@ -1,0 +1,549 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"tide/paxos"
+	"tide/paxos/node"
+)
+
+// LogControl starts and stops the role processes of a local tide log and
+// changes its configuration through the log: it is what `tide log up`
+// serves to `tide log scale` and `tide log replace`.
+type LogControl struct {
+	Local    *Local
+	DepPath  string // the deployment file, rewritten after each change
+	StateDir string
+	Host     string // where new roles listen; default 127.0.0.1
+
+	mu    sync.Mutex // one change at a time
+	d     node.Deployment
+	procs map[string]*Proc
+}
+
+// Roles are the compartments `tide log scale` changes, with the kind of
+// role process each one runs.
+var Roles = map[string]string{
+	"batchers": "batcher", "leaders": "leader", "proxy-leaders": "proxy",
+	"acceptor-groups": "acceptor", "replicas": "replica", "unbatchers": "unbatcher",
+}
+
+// RoleNames lists Roles' keys in a fixed order, for help and errors.
+var RoleNames = []string{"batchers", "leaders", "proxy-leaders", "acceptor-groups", "replicas", "unbatchers"}
+
+// NewLogControl manages deployment d, whose roles procs runs.
+func NewLogControl(local *Local, d node.Deployment, procs map[string]*Proc, depPath, stateDir string) *LogControl {
+	if procs == nil {
+		procs = map[string]*Proc{}
+	}
+	return &LogControl{Local: local, DepPath: depPath, StateDir: stateDir, d: d, procs: procs}
+}
+
+func (c *LogControl) host() string {
+	if c.Host == "" {
+		return "127.0.0.1"
+	}
+	return c.Host
+}
+
+// Current asks the role processes for the newest configuration any of
+// them knows.
+func (c *LogControl) Current() (node.Deployment, error) {
+	return Newest(c.d)
+}
+
+// Newest asks every role process of d (as d and its configuration know
+// them) for its configuration and returns d with the newest.
+func Newest(d node.Deployment) (node.Deployment, error) {
+	hc := http.Client{Timeout: 2 * time.Second}
+	best := d
+	answered := false
+	seen := map[string]bool{}
+	queue := []node.Deployment{d}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		for _, h := range sortedValues(cur.HTTPMap()) {
+			if seen[h] {
+				continue
+			}
+			seen[h] = true
+			resp, err := hc.Get("http://" + h + "/deployment")
+			if err != nil {
+				continue
+			}
+			var got node.Deployment
+			err = json.NewDecoder(resp.Body).Decode(&got)
+			resp.Body.Close()
+			if err != nil || got.Log.Validate() != nil {
+				continue
+			}
+			answered = true
+			if got.Log.Epoch > best.Log.Epoch {
+				best.Log = got.Log
+				queue = append(queue, got) // its configuration may name new roles
+			}
+		}
+	}
+	if !answered {
+		return d, node.ErrNoMember
+	}
+	best.HTTP = best.HTTPMap()
+	return best, nil
+}
+
+func sortedValues(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, v := range m {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// list returns a pointer to the address list of a role kind.
+func list(cfg *paxos.Config, kind string) *[]string {
+	switch kind {
+	case "batcher":
+		return &cfg.Batchers
+	case "proxy":
+		return &cfg.ProxyLeaders
+	case "replica":
+		return &cfg.Replicas
+	case "unbatcher":
+		return &cfg.Unbatchers
+	}
+	return nil
+}
+
+// Scale makes compartment role (see Roles) have n instances: it starts
+// new role processes and adds them, or removes the last ones, waits until
+// they have drained (or, for acceptors, until their rounds are retired),
+// and stops them. It reports progress to out.
+func (c *LogControl) Scale(ctx context.Context, role string, n int, out io.Writer) error {
+	kind, ok := Roles[role]
+	if !ok {
+		return fmt.Errorf("unknown role %q (want one of %s)", role, strings.Join(RoleNames, ", "))
+	}
+	if n < 0 {
+		return fmt.Errorf("%s: count %d is negative", role, n)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, err := c.Current()
+	if err != nil {
+		return err
+	}
+	cfg := d.Log
+	have := len(cfg.Leaders)
+	switch kind {
+	case "acceptor":
+		have = len(cfg.Groups)
+	case "leader":
+	default:
+		have = len(*list(&cfg, kind))
+	}
+	switch {
+	case n == have:
+		fmt.Fprintf(out, "%s: already %d at epoch %d\n", role, n, cfg.Epoch)
+		return nil
+	case n == 0 && (kind == "leader" || kind == "acceptor" || kind == "replica" || kind == "proxy"):
+		return fmt.Errorf("%s: at least one is needed", role)
+	}
+	if n > have {
+		return c.grow(ctx, d, role, kind, n-have, out)
+	}
+	return c.shrink(ctx, d, role, kind, have-n, out)
+}
+
+// start runs a new role process of kind at a fresh address, joining
+// through a member of d.
+func (c *LogControl) start(ctx context.Context, d node.Deployment, kind string) (addr, httpAddr string, err error) {
+	addrs, err := node.FreeAddrs(c.host(), 2)
+	if err != nil {
+		return "", "", err
+	}
+	addr, httpAddr = addrs[0], addrs[1]
+	join := ""
+	for _, h := range sortedValues(d.HTTPMap()) {
+		if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + h + "/healthz"); err == nil {
+			resp.Body.Close()
+			join = h
+			break
+		}
+	}
+	if join == "" {
+		return "", "", node.ErrNoMember
+	}
+	name := kind + "-" + strings.NewReplacer(":", "_", ".", "_").Replace(addr)
+	args := []string{"log", "serve", "--join", join, "--kind", kind, "--role", addr, "--data-dir", c.StateDir, "--http-addr", httpAddr}
+	if d.Control != "" {
+		args = append(args, "--control", d.Control)
+	}
+	p, err := c.Local.Start(ctx, name, args, "http://"+httpAddr+"/healthz")
+	if err != nil {
+		return "", "", err
+	}
+	c.procs[addr] = p
+	return addr, httpAddr, nil
+}
+
+func describeKind(kind string) string {
+	switch kind {
+	case "proxy":
+		return "proxy leader"
+	case "acceptor":
+		return "acceptor"
+	}
+	return kind
+}
+
+func (c *LogControl) grow(ctx context.Context, d node.Deployment, role, kind string, k int, out io.Writer) error {
+	per := 1
+	if kind == "acceptor" {
+		per = len(d.Log.Groups[0].Acceptors) // a new group has the shape of the first
+	}
+	var added []string
+	for range k * per {
+		addr, h, err := c.start(ctx, d, kind)
+		if err != nil {
+			return fmt.Errorf("start a %s: %w", describeKind(kind), err)
+		}
+		if d.Log.HTTP == nil {
+			d.Log.HTTP = map[string]string{}
+		}
+		d.Log.HTTP[addr] = h
+		added = append(added, addr)
+		fmt.Fprintf(out, "started %s %s (http %s)\n", describeKind(kind), addr, h)
+	}
+	build := func(cur paxos.Config) paxos.Config {
+		next := cur.Next()
+		if next.HTTP == nil {
+			next.HTTP = map[string]string{}
+		}
+		for _, a := range added {
+			next.HTTP[a] = d.Log.HTTP[a]
+		}
+		switch kind {
+		case "leader":
+			next = next.WithLeaders(append(slices.Clone(next.Leaders), added...))
+		case "acceptor":
+			shape := next.Groups[0]
+			for i := 0; i < len(added); i += per {
+				next.Groups = append(next.Groups, paxos.Group{Acceptors: slices.Clone(added[i : i+per]), Rows: shape.Rows, Cols: shape.Cols})
+			}
+		default:
+			l := list(&next, kind)
+			*l = append(*l, added...)
+		}
+		next.Record(fmt.Sprintf("add %s %s", describeKind(kind), strings.Join(added, ",")), "tide log scale "+role+" "+strconv.Itoa(countOf(next, kind)), time.Now().UnixMilli())
+		return next
+	}
+	next, err := c.reconfigure(ctx, build, out)
+	if err != nil {
+		return err
+	}
+	if kind == "acceptor" {
+		return c.awaitRetired(ctx, next, out)
+	}
+	return nil
+}
+
+func countOf(cfg paxos.Config, kind string) int {
+	switch kind {
+	case "leader":
+		return len(cfg.Leaders)
+	case "acceptor":
+		return len(cfg.Groups)
+	}
+	return len(*list(&cfg, kind))
+}
+
+func (c *LogControl) shrink(ctx context.Context, d node.Deployment, role, kind string, k int, out io.Writer) error {
+	var removed []string
+	build := func(cur paxos.Config) paxos.Config {
+		next := cur.Next()
+		removed = nil
+		switch kind {
+		case "leader":
+			removed = slices.Clone(next.Leaders[len(next.Leaders)-k:])
+			next = next.WithLeaders(next.Leaders[:len(next.Leaders)-k])
+		case "acceptor":
+			for _, g := range next.Groups[len(next.Groups)-k:] {
+				removed = append(removed, g.Acceptors...)
+			}
+			next.Groups = next.Groups[:len(next.Groups)-k]
+		default:
+			l := list(&next, kind)
+			removed = slices.Clone((*l)[len(*l)-k:])
+			*l = (*l)[:len(*l)-k]
+		}
+		next.Record(fmt.Sprintf("remove %s %s", describeKind(kind), strings.Join(removed, ",")), "tide log scale "+role+" "+strconv.Itoa(countOf(next, kind)), time.Now().UnixMilli())
+		return next
+	}
+	next, err := c.reconfigure(ctx, build, out)
+	if err != nil {
+		return err
+	}
+	if kind == "acceptor" {
+		if err := c.awaitRetired(ctx, next, out); err != nil {
+			return err
+		}
+	}
+	return c.retire(ctx, next, kind, removed, out)
+}
+
+// Replace swaps acceptor addr for a new one: the new acceptor joins its
+// group, the old one leaves once its rounds are retired.
+func (c *LogControl) Replace(ctx context.Context, addr string, out io.Writer) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, err := c.Current()
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, g := range d.Log.Groups {
+		found = found || slices.Contains(g.Acceptors, addr)
+	}
+	if !found {
+		return fmt.Errorf("%s is not an acceptor of epoch %d", addr, d.Log.Epoch)
+	}
+	fresh, h, err := c.start(ctx, d, "acceptor")
+	if err != nil {
+		return fmt.Errorf("start an acceptor: %w", err)
+	}
+	fmt.Fprintf(out, "started acceptor %s (http %s)\n", fresh, h)
+	build := func(cur paxos.Config) paxos.Config {
+		next := cur.Next()
+		for gi, g := range next.Groups {
+			if i := slices.Index(g.Acceptors, addr); i >= 0 {
+				next.Groups[gi].Acceptors[i] = fresh
+			}
+		}
+		if next.HTTP == nil {
+			next.HTTP = map[string]string{}
+		}
+		next.HTTP[fresh] = h
+		next.Record(fmt.Sprintf("replace acceptor %s with %s", addr, fresh), "tide log replace", time.Now().UnixMilli())
+		return next
+	}
+	next, err := c.reconfigure(ctx, build, out)
+	if err != nil {
+		return err
+	}
+	if err := c.awaitRetired(ctx, next, out); err != nil {
+		return err
+	}
+	return c.retire(ctx, next, "acceptor", []string{addr}, out)
+}
+
+// reconfigure proposes build(current) until it is chosen, rebuilding on a
+// newer configuration when another change got in first.
+func (c *LogControl) reconfigure(ctx context.Context, build func(paxos.Config) paxos.Config, out io.Writer) (paxos.Config, error) {
+	for attempt := 0; ; attempt++ {
+		d, err := c.Current()
+		if err != nil {
+			return paxos.Config{}, err
+		}
+		next := build(d.Log)
+		if err := d.Log.ValidateChange(next); err != nil {
+			return paxos.Config{}, err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		got, err := node.Reconfigure(rctx, d.Log, next, c.host())
+		cancel()
+		if errors.Is(err, paxos.ErrStaleConfig) && attempt < 5 {
+			fmt.Fprintf(out, "epoch %d was taken by another change; retrying\n", next.Epoch)
+			continue
+		}
+		if err != nil {
+			return paxos.Config{}, err
+		}
+		c.d.Log = got
+		c.d.HTTP = c.d.HTTPMap()
+		if c.DepPath != "" {
+			if err := c.d.Save(c.DepPath); err != nil {
+				return got, fmt.Errorf("epoch %d chosen, but saving %s failed: %w", got.Epoch, c.DepPath, err)
+			}
+		}
+		last := got.History[len(got.History)-1]
+		fmt.Fprintf(out, "epoch %d: %s\n", got.Epoch, last.What)
+		return got, nil
+	}
+}
+
+// statusOf fetches the status of the roles of the process at httpAddr.
+func statusOf(httpAddr string) ([]node.Status, error) {
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + httpAddr + "/status")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var st []node.Status
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// poll calls cond every 100 ms until it holds, ctx ends, or limit passes.
+func poll(ctx context.Context, limit time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return errors.New("timed out")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// awaitRetired waits until the active leader runs a round with cfg's
+// acceptor groups and has retired every older round.
+func (c *LogControl) awaitRetired(ctx context.Context, cfg paxos.Config, out io.Writer) error {
+	fmt.Fprintf(out, "waiting for the leader to retire the old acceptor configuration...\n")
+	err := poll(ctx, 2*time.Minute, func() bool {
+		for _, l := range cfg.Leaders {
+			st, err := statusOf(cfg.HTTP[l])
+			if err != nil {
+				continue
+			}
+			for _, s := range st {
+				if s.Addr == l && s.Active && s.RoundEpoch >= cfg.Epoch && s.Live == 1 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if err != nil {
+		return fmt.Errorf("old acceptor configuration not retired: %w", err)
+	}
+	fmt.Fprintf(out, "old acceptor configuration retired\n")
+	return nil
+}
+
+// retire waits until each removed role has drained, then stops its
+// process. Replicas leave once a majority of those that stay have
+// executed (and snapshotted) the configuration that removed them.
+func (c *LogControl) retire(ctx context.Context, cfg paxos.Config, kind string, removed []string, out io.Writer) error {
+	for _, a := range removed {
+		h := c.d.HTTPMap()[a]
+		var cond func() bool
+		switch kind {
+		case "replica":
+			cond = func() bool {
+				n := 0
+				for _, r := range cfg.Replicas {
+					st, _ := statusOf(cfg.HTTP[r])
+					for _, s := range st {
+						if s.Addr == r && s.Epoch >= cfg.Epoch {
+							n++
+						}
+					}
+				}
+				return n > len(cfg.Replicas)/2
+			}
+		case "leader":
+			cond = func() bool {
+				st, err := statusOf(h)
+				if err != nil {
+					return true
+				}
+				for _, s := range st {
+					if s.Addr == a {
+						return !s.Active && s.Epoch >= cfg.Epoch
+					}
+				}
+				return true
+			}
+		case "acceptor":
+			cond = func() bool { return true } // retired already
+		default:
+			cond = func() bool {
+				st, err := statusOf(h)
+				if err != nil {
+					return true
+				}
+				for _, s := range st {
+					if s.Addr == a {
+						return s.Drained
+					}
+				}
+				return true
+			}
+		}
+		fmt.Fprintf(out, "draining %s %s...\n", describeKind(kind), a)
+		if err := poll(ctx, time.Minute, cond); err != nil {
+			return fmt.Errorf("%s %s did not drain: %w", describeKind(kind), a, err)
+		}
+		if p := c.procs[a]; p != nil {
+			p.Stop(10 * time.Second)
+			delete(c.procs, a)
+		}
+		fmt.Fprintf(out, "stopped %s %s\n", describeKind(kind), a)
+	}
+	return nil
+}
+
+// Handler serves POST /scale?role=R&n=N and POST /replace?addr=A,
+// streaming progress as text; the last line is "ok" or "error: ...".
+func (c *LogControl) Handler() http.Handler {
+	mux := http.NewServeMux()
+	run := func(w http.ResponseWriter, r *http.Request, op func(io.Writer) error) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fw := flushWriter{w}
+		if err := op(fw); err != nil {
+			fmt.Fprintf(fw, "error: %v\n", err)
+			return
+		}
+		fmt.Fprintln(fw, "ok")
+	}
+	mux.HandleFunc("POST /scale", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil {
+			http.Error(w, "n must be a number", http.StatusBadRequest)
+			return
+		}
+		role := r.URL.Query().Get("role")
+		if _, ok := Roles[role]; !ok {
+			http.Error(w, fmt.Sprintf("unknown role %q (want one of %s)", role, strings.Join(RoleNames, ", ")), http.StatusBadRequest)
+			return
+		}
+		run(w, r, func(out io.Writer) error { return c.Scale(r.Context(), role, n, out) })
+	})
+	mux.HandleFunc("POST /replace", func(w http.ResponseWriter, r *http.Request) {
+		addr := r.URL.Query().Get("addr")
+		if addr == "" {
+			http.Error(w, "addr is required", http.StatusBadRequest)
+			return
+		}
+		run(w, r, func(out io.Writer) error { return c.Replace(r.Context(), addr, out) })
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	return mux
+}
+
+type flushWriter struct{ w http.ResponseWriter }
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+	return n, err
+}
