@@ -8,9 +8,9 @@ import (
 type leaderState uint8
 
 const (
-	follower leaderState = iota
-	matching             // registering the round with the matchmakers
-	candidate            // phase 1
+	follower  leaderState = iota
+	matching              // registering the round with the matchmakers
+	candidate             // phase 1
 	active
 )
 
