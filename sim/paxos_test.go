@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/anishathalye/porcupine"
 
@@ -251,9 +250,8 @@ func checkRun(t *testing.T, seed uint64, run PaxosRun) {
 		t.Logf("reproduce: go test ./sim -run TestPaxosSimulation -paxos.seed=%d -v", seed)
 		return
 	}
-	res := porcupine.CheckOperationsTimeout(KVModel, run.History, 30*time.Second)
-	if res == porcupine.Illegal {
-		t.Errorf("seed %d: history of %d operations is not linearizable", seed, len(run.History))
+	if err := linearizable(run.History, linearizeTimeout); err != nil {
+		t.Errorf("seed %d: %v", seed, err)
 	}
 	if t.Failed() {
 		t.Logf("reproduce: go test ./sim -run TestPaxosSimulation -paxos.seed=%d -v", seed)
