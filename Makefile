@@ -4,7 +4,7 @@ GO ?= go
 SIM_SEEDS ?= 300
 PAXOS_SEEDS ?= 2000
 
-.PHONY: build up test deps vet fuzz bench-chord bench-files bench-log
+.PHONY: build up test deps vet fuzz mutants bench-chord bench-files bench-log
 
 # Every build outside the race-detector tests is pure Go (CGO_ENABLED=0):
 # the binary is static, and vet, the end-to-end tests' binary, the Docker
@@ -61,6 +61,13 @@ fuzz:
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeStored -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzRESP -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzKVHTTP -fuzztime 60s
+
+# Mutation testing of the Paxos safety rules: each mutant in
+# tools/mutants/mutants.txt breaks one rule in a copy of the HEAD commit, and
+# the tests must fail on it. One mutant at a time, a few minutes in all; not
+# part of `make test`. MUTANTS=regexp runs only the mutants it matches.
+mutants:
+	$(GO) run ./tools/mutants -run '$(MUTANTS)'
 
 bench-chord: build
 	./bin/tide bench chord --nodes 16

@@ -20,13 +20,20 @@ type interaction struct {
 	clients map[string]*Client
 }
 
-func newInteraction() *interaction {
+// newInteraction builds a deployment of leaders l0.., one proxy leader p0,
+// one majority group of acceptors a0.. and one replica r0.
+func newInteraction(leaders, acceptors int) *interaction {
 	cfg := Config{
-		Leaders:        []string{"l0", "l1"},
 		ProxyLeaders:   []string{"p0"},
-		Groups:         []Group{{Acceptors: []string{"a0", "a1", "a2"}}},
+		Groups:         []Group{{}},
 		Replicas:       []string{"r0"},
 		HeartbeatTicks: 2, ElectionTicks: 5, ResendTicks: 3, SnapshotEvery: 1000,
+	}
+	for i := range leaders {
+		cfg.Leaders = append(cfg.Leaders, fmt.Sprintf("l%d", i))
+	}
+	for i := range acceptors {
+		cfg.Groups[0].Acceptors = append(cfg.Groups[0].Acceptors, fmt.Sprintf("a%d", i))
 	}
 	in := &interaction{cfg: cfg, roles: map[string]Role{}, durable: map[string]*AcceptorState{}, clients: map[string]*Client{}}
 	for _, a := range cfg.All() {
@@ -150,6 +157,18 @@ func (in *interaction) handle(t *testing.T, d *datadriven.TestData) string {
 	}
 	has := func(key string) bool { return d.HasArg(key) }
 	switch d.Cmd {
+	case "config":
+		// config [leaders=N] [acceptors=N]: start over with N leaders and N
+		// acceptors (2 and 3 unless told).
+		leaders, acceptors := 2, 3
+		if v := arg("leaders"); v != "" {
+			fmt.Sscan(v, &leaders)
+		}
+		if v := arg("acceptors"); v != "" {
+			fmt.Sscan(v, &acceptors)
+		}
+		*in = *newInteraction(leaders, acceptors)
+		fmt.Fprintf(&out, "leaders=%v acceptors=%v\n", in.cfg.Leaders, in.cfg.Groups[0].Acceptors)
 	case "tick":
 		n := 1
 		if v := arg("n"); v != "" {
@@ -257,7 +276,7 @@ func (in *interaction) handle(t *testing.T, d *datadriven.TestData) string {
 
 func TestInteractions(t *testing.T) {
 	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
-		in := newInteraction()
+		in := newInteraction(2, 3)
 		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
 			return in.handle(t, d)
 		})

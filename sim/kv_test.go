@@ -6,7 +6,6 @@ import (
 	"math"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/anishathalye/porcupine"
 
@@ -160,8 +159,8 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 		net.Step()
 	}
 	addrs = net.Addrs()
-	if res := porcupine.CheckOperationsTimeout(KVModel, history, 30*time.Second); res == porcupine.Illegal {
-		t.Errorf("seed %d: history of %d operations is not linearizable", seed, len(history))
+	if err := linearizable(history, linearizeTimeout); err != nil {
+		t.Errorf("seed %d: %v", seed, err)
 	}
 	// Convergence: every key's replicas hold identical records, and no
 	// node holds a key it does not replicate.

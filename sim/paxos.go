@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 
 	"tide/paxos"
 )
@@ -12,8 +13,9 @@ import (
 // PaxosNet is a deterministic simulation of a whole compartmentalized
 // MultiPaxos deployment: every role of a paxos.Config, connected by a
 // seeded network that drops, duplicates, delays and reorders messages, cuts
-// links, and crashes and restarts roles. Acceptors keep what they persisted
-// across a crash; every other role restarts empty.
+// links (both ways or one way), and crashes and restarts roles. Acceptors
+// keep what they persisted across a crash; replicas keep their durable
+// snapshots; every other role restarts empty.
 type PaxosNet struct {
 	Rand *rand.Rand
 	Cfg  paxos.Config
@@ -32,15 +34,27 @@ type PaxosNet struct {
 	down    map[string]bool
 	cut     map[[2]string]bool
 	flight  []flight
+	due     []flight // Step's buffer, reused
+	order   []string // every address with a role, sorted; nil when stale
 	seed    uint64
 
-	// Chosen is every slot any replica executed, with its value; Violations
-	// lists every slot two replicas executed differently.
+	// Chosen is every slot any replica executed, with its value; announced
+	// is every slot any role told a replica was chosen, with the first
+	// announcement. Violations lists every slot two replicas executed
+	// differently, and every slot announced with two different values.
 	Chosen     map[uint64]paxos.Value
+	announced  map[uint64]announcement
 	Violations []string
 	Delivered  int
 	// Trace, if set, sees every delivered message.
 	Trace func(now int, m paxos.Message)
+}
+
+type announcement struct {
+	v        paxos.Value
+	by       string
+	at       int
+	reported bool
 }
 
 type flight struct {
@@ -54,7 +68,7 @@ func NewPaxosNet(cfg paxos.Config, seed uint64) *PaxosNet {
 		Rand: rand.New(rand.NewPCG(seed, seed*31+7)), Cfg: cfg, seed: seed,
 		roles: map[string]paxos.Role{}, kind: map[string]string{}, index: map[string]int{},
 		durable: map[string]*paxos.AcceptorState{}, snaps: map[string][]byte{}, down: map[string]bool{}, cut: map[[2]string]bool{},
-		Chosen: map[uint64]paxos.Value{},
+		Chosen: map[uint64]paxos.Value{}, announced: map[uint64]announcement{},
 	}
 	reg := func(kind string, addrs []string) {
 		for i, a := range addrs {
@@ -77,6 +91,7 @@ func NewPaxosNet(cfg paxos.Config, seed uint64) *PaxosNet {
 
 // start creates the role at addr, from durable state for an acceptor.
 func (n *PaxosNet) start(a string) {
+	n.order = nil
 	i := n.index[a]
 	switch n.kind[a] {
 	case "batcher":
@@ -104,7 +119,7 @@ func (n *PaxosNet) start(a string) {
 		r.Executed = func(slot uint64, v paxos.Value) {
 			if prev, ok := n.Chosen[slot]; ok {
 				if !reflect.DeepEqual(normalize(prev), normalize(v)) {
-					n.Violations = append(n.Violations, fmt.Sprintf("t=%d slot %d: replica %s executed %+v, another executed %+v", n.Now, slot, a, v, prev))
+					n.Violations = append(n.Violations, fmt.Sprintf("t=%d slot %d: replica %s executed %s, another executed %s", n.Now, slot, a, fmtValue(v), fmtValue(prev)))
 				}
 				return
 			}
@@ -114,6 +129,19 @@ func (n *PaxosNet) start(a string) {
 	case "unbatcher":
 		n.roles[a] = paxos.NewUnbatcher(n.Cfg, i)
 	}
+}
+
+// fmtValue shows a value as its commands' client.seq ids, as the paxos
+// transcripts do.
+func fmtValue(v paxos.Value) string {
+	if v.Noop {
+		return "noop"
+	}
+	ids := make([]string, len(v.Commands))
+	for i, c := range v.Commands {
+		ids[i] = fmt.Sprintf("%d.%d", c.Client, c.Seq)
+	}
+	return "[" + strings.Join(ids, " ") + "]"
 }
 
 func normalize(v paxos.Value) paxos.Value {
@@ -136,9 +164,11 @@ func cloneState(s paxos.AcceptorState) paxos.AcceptorState {
 	return c
 }
 
-// AddClient registers a client role at addr (clients never crash).
-func (n *PaxosNet) AddClient(addr string, c *paxos.Client) {
+// AddClient registers a client role at addr, a paxos.Client or a
+// ClientHost (clients never crash).
+func (n *PaxosNet) AddClient(addr string, c paxos.Role) {
 	n.roles[addr] = c
+	n.order = nil
 	n.kind[addr] = "client"
 }
 
@@ -147,6 +177,7 @@ func (n *PaxosNet) AddClient(addr string, c *paxos.Client) {
 func (n *PaxosNet) Crash(a string) {
 	n.down[a] = true
 	delete(n.roles, a)
+	n.order = nil
 }
 
 // Restart brings a crashed role back.
@@ -172,6 +203,9 @@ func (n *PaxosNet) Partition(a, b string) {
 	n.cut[[2]string{a, b}] = true
 	n.cut[[2]string{b, a}] = true
 }
+
+// Cut cuts the link from a to b only: b still reaches a.
+func (n *PaxosNet) Cut(a, b string) { n.cut[[2]string{a, b}] = true }
 
 // Heal restores every link.
 func (n *PaxosNet) Heal() { clear(n.cut) }
@@ -210,6 +244,9 @@ func (n *PaxosNet) collect(a string, r paxos.Role) {
 		}
 	}
 	for _, m := range rd.Messages {
+		if m.Kind == paxos.KindChosen && n.kind[m.To] == "replica" {
+			n.checkAnnounced(a, m)
+		}
 		if n.DropRate > 0 && n.Rand.Float64() < n.DropRate {
 			continue
 		}
@@ -227,11 +264,39 @@ func (n *PaxosNet) collect(a string, r paxos.Role) {
 	}
 }
 
+// checkAnnounced records the values m tells a replica are chosen (a proxy
+// leader's news, a leader's or a peer's recovery answer) and reports, once,
+// a slot announced with two different values: consensus broken, whether
+// or not any replica goes on to execute both.
+func (n *PaxosNet) checkAnnounced(from string, m paxos.Message) {
+	check := func(slot uint64, v paxos.Value) {
+		prev, ok := n.announced[slot]
+		if !ok {
+			n.announced[slot] = announcement{v: v, by: from, at: n.Now}
+			return
+		}
+		if !prev.reported && !reflect.DeepEqual(normalize(prev.v), normalize(v)) {
+			prev.reported = true
+			n.announced[slot] = prev
+			n.Violations = append(n.Violations, fmt.Sprintf("t=%d slot %d: %s announced %s chosen to %s; %s announced %s at t=%d",
+				n.Now, slot, from, fmtValue(v), m.To, prev.by, fmtValue(prev.v), prev.at))
+		}
+	}
+	if len(m.Entries) == 0 {
+		check(m.Slot, m.Value)
+	}
+	for _, e := range m.Entries {
+		check(e.Slot, e.Value)
+	}
+}
+
 // Step advances the simulation by one tick: due messages are delivered in
 // a random order, then every live role ticks, in a fixed order.
 func (n *PaxosNet) Step() {
 	n.Now++
-	var due, later []flight
+	// Split the messages due from the rest in place, keeping both in
+	// order: a simulation run must be a pure function of its seed.
+	due, later := n.due[:0], n.flight[:0]
 	for _, f := range n.flight {
 		if f.at <= n.Now {
 			due = append(due, f)
@@ -239,7 +304,9 @@ func (n *PaxosNet) Step() {
 			later = append(later, f)
 		}
 	}
+	clear(n.flight[len(later):])
 	n.flight = later
+	defer func() { clear(due); n.due = due[:0] }()
 	n.Rand.Shuffle(len(due), func(i, j int) { due[i], due[j] = due[j], due[i] })
 	for _, f := range due {
 		m := f.m
@@ -267,13 +334,17 @@ func (n *PaxosNet) Step() {
 	}
 }
 
+// sortedRoles returns the addresses of the live roles in order. Step
+// calls it every tick, so the list is kept until a role comes or goes.
 func (n *PaxosNet) sortedRoles() []string {
-	out := make([]string, 0, len(n.roles))
-	for a := range n.roles {
-		out = append(out, a)
+	if n.order == nil {
+		n.order = make([]string, 0, len(n.roles))
+		for a := range n.roles {
+			n.order = append(n.order, a)
+		}
+		slices.Sort(n.order)
 	}
-	slices.Sort(out)
-	return out
+	return n.order
 }
 
 // Send injects a client's output (after Propose or Read) into the network.

@@ -3,8 +3,9 @@ package sim
 import (
 	"flag"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"testing"
-	"time"
 
 	"github.com/anishathalye/porcupine"
 
@@ -21,8 +22,9 @@ var (
 	paxosSeed  = flag.Int("paxos.seed", -1, "run only this Paxos simulation seed")
 )
 
-// paxosConfig is a full compartmentalized deployment: 2 batchers, 3 leaders,
-// 3 proxy leaders, 2 groups of 3 acceptors, 3 replicas and 2 unbatchers.
+// paxosConfig is a full compartmentalized deployment: 3 leaders, 3 proxy
+// leaders and 3 replicas, with acceptors, batchers and unbatchers shaped by
+// variant (taken mod 5).
 func paxosConfig(variant int) paxos.Config {
 	cfg := paxos.Config{
 		Leaders:      []string{"leader0", "leader1", "leader2"},
@@ -35,7 +37,7 @@ func paxosConfig(variant int) paxos.Config {
 		BatchSize:     4,
 		SnapshotEvery: 16,
 	}
-	switch variant % 3 {
+	switch variant % 5 {
 	case 0: // batched, with unbatchers
 		cfg.Batchers = []string{"batcher0", "batcher1"}
 		cfg.Unbatchers = []string{"unbatcher0", "unbatcher1"}
@@ -43,8 +45,60 @@ func paxosConfig(variant int) paxos.Config {
 	case 2: // one group as a 2x2 grid
 		cfg.Batchers = []string{"batcher0"}
 		cfg.Groups = []paxos.Group{{Acceptors: []string{"g00", "g01", "g10", "g11"}, Rows: 2, Cols: 2}}
+	case 3: // one group as a 2x3 grid: read quorums of 3, write quorums of 2
+		cfg.Batchers = []string{"batcher0"}
+		cfg.Unbatchers = []string{"unbatcher0"}
+		cfg.Groups = []paxos.Group{{Acceptors: []string{"g00", "g01", "g02", "g10", "g11", "g12"}, Rows: 2, Cols: 3}}
+	case 4: // a 3x2 grid (read quorums of 2, write quorums of 3) beside a majority group
+		cfg.Groups = []paxos.Group{
+			{Acceptors: []string{"g00", "g01", "g10", "g11", "g20", "g21"}, Rows: 3, Cols: 2},
+			{Acceptors: []string{"acc1.0", "acc1.1", "acc1.2"}},
+		}
 	}
 	return cfg
+}
+
+// Scenario is what one simulated run exercises besides its seed.
+type Scenario struct {
+	// Variant is the deployment's shape (see paxosConfig).
+	Variant int
+	// Hosts lists, for each client address, how many sessions it holds
+	// (see ClientHost): a host with several keeps several commands in
+	// flight at once.
+	Hosts []int
+	// OneWay lets a partition cut a link in one direction only, and lets
+	// partitions cut clients off as well as roles.
+	OneWay bool
+	// Duel cuts the leaders off from each other while faults last (every
+	// other role still reaches all of them) and shortens election
+	// timeouts, so that leaders keep preempting each other, in phase 1 and
+	// in the middle of phase 2: slots collect different values accepted in
+	// different ballots, and every phase 1 must pick the right one.
+	Duel bool
+}
+
+func (sc Scenario) String() string {
+	return fmt.Sprintf("variant %d, hosts %v, one-way %v, duel %v", sc.Variant%5, sc.Hosts, sc.OneWay, sc.Duel)
+}
+
+// legacyScenario is what every seed ran before scenarios existed: four
+// one-session clients, two-way partitions, no duels, three shapes. The
+// regression seeds were found under it and keep it.
+func legacyScenario(seed uint64) Scenario {
+	return Scenario{Variant: int(seed % 3), Hosts: []int{1, 1, 1, 1}}
+}
+
+// scenarioFor is TestPaxosSimulation's mix: every shape (seed mod 5), a
+// duel on every fourth seed (seed mod 4 == 3, so every shape duels), one-way
+// cuts always, and three client hosts of one to three sessions.
+func scenarioFor(seed uint64) Scenario {
+	r := rand.New(rand.NewPCG(seed, 0x5ce7a210))
+	return Scenario{
+		Variant: int(seed % 5),
+		Hosts:   []int{1, 1 + r.IntN(3), 1 + r.IntN(3)},
+		OneWay:  true,
+		Duel:    seed%4 == 3,
+	}
 }
 
 // traceHook, when set by a debugging test, sees every delivered message.
@@ -56,8 +110,10 @@ type simOp struct {
 	call int64
 }
 
-type simClient struct {
-	addr string
+// simSession is one client session: one command in flight at a time.
+type simSession struct {
+	name string // the prefix of the values it writes
+	host string
 	c    *paxos.Client
 	op   *simOp
 	next int
@@ -72,13 +128,21 @@ type PaxosRun struct {
 	Net        *PaxosNet
 }
 
-// RunPaxos simulates one seed: clients issue random operations on a few
-// keys while the network drops, duplicates, delays and reorders messages,
-// links are cut, and roles crash and restart (never more than a minority
-// of any acceptor group at once); then every fault is healed and all
-// operations must complete.
-func RunPaxos(seed uint64, faultTicks, healTicks int) PaxosRun {
-	cfg := paxosConfig(int(seed))
+// RunPaxos simulates one seed: client sessions issue random operations on a
+// few keys while the network drops, duplicates, delays and reorders
+// messages, links are cut, and roles crash and restart (never so many
+// acceptors of a group that no read or no write quorum is left up); then
+// every fault is healed and all operations must complete.
+func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
+	cfg := paxosConfig(sc.Variant)
+	if sc.Duel {
+		// A leader campaigns after 6 to 11 silent ticks, one or two phase 2
+		// round trips (a hop takes 1 to 4 ticks): 6 caught a leader that
+		// re-proposed the wrong value of a slot most often among 2 to 20.
+		// Heartbeats every tick keep a leader in place once the leaders
+		// hear each other again.
+		cfg.HeartbeatTicks, cfg.ElectionTicks = 1, 6
+	}
 	net := NewPaxosNet(cfg, seed)
 	if traceHook != nil {
 		net.Trace = traceHook
@@ -86,87 +150,94 @@ func RunPaxos(seed uint64, faultTicks, healTicks int) PaxosRun {
 	net.DropRate = 0.05
 	net.DupRate = 0.03
 	net.MaxDelay = 3
-	var clients []*simClient
-	for i := range 4 {
+	var sessions []*simSession
+	var hosts []string
+	for i, n := range sc.Hosts {
 		addr := fmt.Sprintf("client%d", i)
-		c := paxos.NewClient(cfg, addr, uint64(i+1))
-		net.AddClient(addr, c)
-		clients = append(clients, &simClient{addr: addr, c: c})
+		h := NewClientHost(cfg, addr, uint64(len(sessions)+1), n)
+		net.AddClient(addr, h)
+		hosts = append(hosts, addr)
+		for j, c := range h.Sessions {
+			name := addr
+			if n > 1 {
+				name = fmt.Sprintf("%s.%d", addr, j)
+			}
+			sessions = append(sessions, &simSession{name: name, host: addr, c: c})
+		}
 	}
 	var clock int64
 	var run PaxosRun
 	keys := []string{"a", "b", "c"}
-	issue := func(sc *simClient) {
-		sc.next++
+	issue := func(ss *simSession) {
+		if ss.c.Pending() > 0 {
+			panic(fmt.Sprintf("session %s would have two commands in flight", ss.name))
+		}
+		ss.next++
 		in := KVInput{Key: keys[net.Rand.IntN(len(keys))]}
 		var seq uint64
 		switch r := net.Rand.IntN(10); {
 		case r < 3:
 			in.Op = "put"
-			in.Value = fmt.Sprintf("%s-%d", sc.addr, sc.next)
-			seq = sc.c.Propose(paxos.EncodeKV(paxos.KVOp{Op: "put", Key: in.Key, Value: []byte(in.Value)}))
+			in.Value = fmt.Sprintf("%s-%d", ss.name, ss.next)
+			seq = ss.c.Propose(paxos.EncodeKV(paxos.KVOp{Op: "put", Key: in.Key, Value: []byte(in.Value)}))
 		case r < 5:
 			in.Op = "get"
-			seq = sc.c.Propose(paxos.EncodeKV(paxos.KVOp{Op: "get", Key: in.Key}))
+			seq = ss.c.Propose(paxos.EncodeKV(paxos.KVOp{Op: "get", Key: in.Key}))
 		case r < 7:
 			in.Op = "get"
-			seq = sc.c.Read(paxos.EncodeKV(paxos.KVOp{Op: "get", Key: in.Key}), paxos.ReadQuorum)
+			seq = ss.c.Read(paxos.EncodeKV(paxos.KVOp{Op: "get", Key: in.Key}), paxos.ReadQuorum)
 		case r < 8:
 			in.Op = "del"
-			seq = sc.c.Propose(paxos.EncodeKV(paxos.KVOp{Op: "del", Key: in.Key}))
+			seq = ss.c.Propose(paxos.EncodeKV(paxos.KVOp{Op: "del", Key: in.Key}))
 		default:
 			in.Op = "cas"
-			in.Value = fmt.Sprintf("%s-%d", sc.addr, sc.next)
+			in.Value = fmt.Sprintf("%s-%d", ss.name, ss.next)
 			var expect []byte
 			if net.Rand.IntN(3) > 0 {
-				e := fmt.Sprintf("client%d-%d", net.Rand.IntN(len(clients)), net.Rand.IntN(sc.next+1))
+				e := fmt.Sprintf("%s-%d", sessions[net.Rand.IntN(len(sessions))].name, net.Rand.IntN(ss.next+1))
 				if net.Rand.IntN(2) == 0 {
-					e = fmt.Sprintf("%s-%d", sc.addr, sc.next-1)
+					e = fmt.Sprintf("%s-%d", ss.name, ss.next-1)
 				}
 				in.Expect = &e
 				expect = []byte(e)
 			}
-			seq = sc.c.Propose(paxos.EncodeKV(paxos.KVOp{Op: "cas", Key: in.Key, Value: []byte(in.Value), Expect: expect}))
+			seq = ss.c.Propose(paxos.EncodeKV(paxos.KVOp{Op: "cas", Key: in.Key, Value: []byte(in.Value), Expect: expect}))
 		}
 		clock++
-		sc.op = &simOp{seq: seq, in: in, call: clock}
-		net.Send(sc.addr)
+		ss.op = &simOp{seq: seq, in: in, call: clock}
+		net.Send(ss.host)
 	}
 	harvest := func() {
-		for i, sc := range clients {
-			for _, done := range sc.c.Completed() {
-				if sc.op == nil || done.Seq != sc.op.seq {
+		for i, ss := range sessions {
+			for _, done := range ss.c.Completed() {
+				if ss.op == nil || done.Seq != ss.op.seq {
 					continue
 				}
 				res, err := paxos.DecodeKVResult(done.Result)
 				if err != nil || res.Err != "" {
-					run.Violations = append(run.Violations, fmt.Sprintf("bad result for %+v: %v %s", sc.op.in, err, res.Err))
+					run.Violations = append(run.Violations, fmt.Sprintf("bad result for %+v: %v %s", ss.op.in, err, res.Err))
 				}
 				clock++
 				run.History = append(run.History, porcupine.Operation{
-					ClientId: i, Input: sc.op.in, Call: sc.op.call, Return: clock,
+					ClientId: i, Input: ss.op.in, Call: ss.op.call, Return: clock,
 					Output: KVOutput{OK: res.OK, Found: res.Found, Value: string(res.Value)},
 				})
 				run.Completed++
-				sc.op = nil
+				ss.op = nil
 			}
 		}
 	}
 	all := cfg.All()
+	// Partitions may cut clients off too in the broader fault model.
+	ends := all
+	if sc.OneWay {
+		ends = append(slices.Clip(all), hosts...)
+	}
 	acceptorGroup := map[string]int{}
 	for gi, g := range cfg.Groups {
 		for _, a := range g.Acceptors {
 			acceptorGroup[a] = gi
 		}
-	}
-	downIn := func(gi int) int {
-		k := 0
-		for _, a := range cfg.Groups[gi].Acceptors {
-			if net.Down(a) {
-				k++
-			}
-		}
-		return k
 	}
 	for t := 0; t < faultTicks+healTicks; t++ {
 		faulty := t < faultTicks
@@ -179,11 +250,8 @@ func RunPaxos(seed uint64, faultTicks, healTicks int) PaxosRun {
 			a := all[net.Rand.IntN(len(all))]
 			switch r := net.Rand.IntN(6); {
 			case r < 2:
-				if gi, isAcc := acceptorGroup[a]; isAcc {
-					g := cfg.Groups[gi]
-					if downIn(gi)+1 > len(g.Acceptors)-minReadWrite(g) {
-						break
-					}
+				if gi, isAcc := acceptorGroup[a]; isAcc && !quorumsSurvive(cfg.Groups[gi], net, a) {
+					break
 				}
 				net.Crash(a)
 			case r < 4:
@@ -192,22 +260,37 @@ func RunPaxos(seed uint64, faultTicks, healTicks int) PaxosRun {
 					break
 				}
 			case r < 5:
-				net.Partition(a, all[net.Rand.IntN(len(all))])
+				b := ends[net.Rand.IntN(len(ends))]
+				if sc.OneWay && net.Rand.IntN(2) == 0 {
+					if net.Rand.IntN(2) == 0 {
+						a, b = b, a
+					}
+					net.Cut(a, b)
+				} else {
+					net.Partition(a, b)
+				}
 			default:
 				net.Heal()
 			}
 		}
-		for _, sc := range clients {
-			if sc.op == nil && (faulty || t < faultTicks+healTicks/2) && net.Rand.IntN(3) == 0 {
-				issue(sc)
+		if faulty && sc.Duel {
+			for i, a := range cfg.Leaders {
+				for _, b := range cfg.Leaders[i+1:] {
+					net.Partition(a, b)
+				}
+			}
+		}
+		for _, ss := range sessions {
+			if ss.op == nil && (faulty || t < faultTicks+healTicks/2) && net.Rand.IntN(3) == 0 {
+				issue(ss)
 			}
 		}
 		net.Step()
 		harvest()
 		if !faulty {
 			pending := 0
-			for _, sc := range clients {
-				if sc.op != nil {
+			for _, ss := range sessions {
+				if ss.op != nil {
 					pending++
 				}
 			}
@@ -216,9 +299,9 @@ func RunPaxos(seed uint64, faultTicks, healTicks int) PaxosRun {
 			}
 		}
 	}
-	for _, sc := range clients {
-		if sc.op != nil && run.Stuck == "" {
-			run.Stuck = fmt.Sprintf("%s still waiting for %+v after faults stopped %d ticks ago", sc.addr, sc.op.in, healTicks)
+	for _, ss := range sessions {
+		if ss.op != nil && run.Stuck == "" {
+			run.Stuck = fmt.Sprintf("%s still waiting for %+v after faults stopped %d ticks ago", ss.name, ss.op.in, healTicks)
 		}
 	}
 	run.Violations = append(run.Violations, net.Violations...)
@@ -226,52 +309,62 @@ func RunPaxos(seed uint64, faultTicks, healTicks int) PaxosRun {
 	return run
 }
 
-// minReadWrite is how many acceptors of a group must stay up for both a
-// read and a write quorum to remain: a majority, or for a grid, enough that
-// a full row and a full column survive (rows+cols-1 in the best case; the
-// simulation keeps it simple and allows one crash).
-func minReadWrite(g paxos.Group) int {
-	if g.Rows > 0 {
-		return len(g.Acceptors) - 1
+// quorumsSurvive reports whether g keeps both a read quorum and a write
+// quorum of live acceptors if crash goes down as well: a majority, or for
+// a grid a full row and a full column. While they survive, a leader with
+// the network healed enough can always finish phase 1 and phase 2.
+func quorumsSurvive(g paxos.Group, net *PaxosNet, crash string) bool {
+	live := map[string]bool{}
+	for _, a := range g.Acceptors {
+		if a != crash && !net.Down(a) {
+			live[a] = true
+		}
 	}
-	return len(g.Acceptors)/2 + 1
+	return g.IsReadQuorum(live) && g.IsWriteQuorum(live)
 }
 
-func checkRun(t *testing.T, seed uint64, run PaxosRun) {
+// checkRun fails t unless run was safe (no violation), live (every
+// operation completed once faults healed) and linearizable. repro is the
+// command that runs the seed again.
+func checkRun(t *testing.T, seed uint64, sc Scenario, run PaxosRun, repro string) {
 	t.Helper()
-	for _, v := range run.Violations {
-		t.Errorf("seed %d: safety: %s", seed, v)
-	}
-	if run.Stuck != "" {
-		t.Errorf("seed %d: liveness: %s", seed, run.Stuck)
+	for i, v := range run.Violations {
+		if i == 10 {
+			t.Errorf("seed %d: %d more safety violations", seed, len(run.Violations)-i)
+			break
+		}
+		t.Errorf("seed %d (%s): safety: %s", seed, sc, v)
 	}
 	if run.Stuck != "" {
 		// Operations still pending may or may not have taken effect; the
 		// history cannot be judged without them.
-		t.Logf("reproduce: go test ./sim -run TestPaxosSimulation -paxos.seed=%d -v", seed)
-		return
-	}
-	res := porcupine.CheckOperationsTimeout(KVModel, run.History, 30*time.Second)
-	if res == porcupine.Illegal {
-		t.Errorf("seed %d: history of %d operations is not linearizable", seed, len(run.History))
+		t.Errorf("seed %d (%s): liveness: %s", seed, sc, run.Stuck)
+	} else if err := linearizable(run.History, linearizeTimeout); err != nil {
+		t.Errorf("seed %d (%s): %v", seed, sc, err)
 	}
 	if t.Failed() {
-		t.Logf("reproduce: go test ./sim -run TestPaxosSimulation -paxos.seed=%d -v", seed)
+		t.Logf("reproduce: %s", repro)
 	}
 }
 
 func TestPaxosSimulation(t *testing.T) {
+	repro := func(seed uint64) string {
+		return fmt.Sprintf("go test ./sim -run TestPaxosSimulation -paxos.seed=%d -v", seed)
+	}
 	if *paxosSeed >= 0 {
-		run := RunPaxos(uint64(*paxosSeed), 1500, 3000)
-		t.Logf("seed %d: %d operations completed", *paxosSeed, run.Completed)
-		checkRun(t, uint64(*paxosSeed), run)
+		seed := uint64(*paxosSeed)
+		sc := scenarioFor(seed)
+		run := RunPaxos(seed, sc, 1500, 3000)
+		t.Logf("seed %d (%s): %d operations completed", seed, sc, run.Completed)
+		checkRun(t, seed, sc, run, repro(seed))
 		return
 	}
 	total := 0
 	for seed := range uint64(*paxosSeeds) {
-		run := RunPaxos(seed, 1500, 3000)
+		sc := scenarioFor(seed)
+		run := RunPaxos(seed, sc, 1500, 3000)
 		total += run.Completed
-		checkRun(t, seed, run)
+		checkRun(t, seed, sc, run, repro(seed))
 		if t.Failed() {
 			return
 		}
@@ -280,7 +373,7 @@ func TestPaxosSimulation(t *testing.T) {
 }
 
 // TestPaxosRegressionSeeds pins the seeds on which the simulator found
-// bugs, whatever the seed count:
+// bugs, whatever the seed count, each in the scenario it was found in:
 //   - 0: a leader that learned a slot chosen in an older ballot counted it
 //     without knowing its value, so replicas that missed it never got it;
 //     and replicas restarted empty after acceptors had forgotten the log
@@ -291,6 +384,7 @@ func TestPaxosSimulation(t *testing.T) {
 //     handed out under a preempted ballot, which nothing ever filled.
 func TestPaxosRegressionSeeds(t *testing.T) {
 	for _, seed := range []uint64{0, 43, 116} {
-		checkRun(t, seed, RunPaxos(seed, 1500, 3000))
+		sc := legacyScenario(seed)
+		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}
 }
