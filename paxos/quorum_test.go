@@ -52,8 +52,8 @@ func subset(g Group, mask uint) map[string]bool {
 	return set
 }
 
-// describe names the acceptors in mask, for failure messages.
-func describe(g Group, mask uint) string {
+// describeMask names the acceptors in mask, for failure messages.
+func describeMask(g Group, mask uint) string {
 	var names []string
 	for i, a := range g.Acceptors {
 		if mask&(1<<i) != 0 {
@@ -127,10 +127,10 @@ func TestQuorumMatchesOracle(t *testing.T) {
 			read, write := quorumTables(g)
 			for mask := range full + 1 {
 				if want := oracleRead(g, mask); read[mask] != want {
-					t.Fatalf("IsReadQuorum(%s) = %v, want %v", describe(g, mask), read[mask], want)
+					t.Fatalf("IsReadQuorum(%s) = %v, want %v", describeMask(g, mask), read[mask], want)
 				}
 				if want := oracleWrite(g, mask); write[mask] != want {
-					t.Fatalf("IsWriteQuorum(%s) = %v, want %v", describe(g, mask), write[mask], want)
+					t.Fatalf("IsWriteQuorum(%s) = %v, want %v", describeMask(g, mask), write[mask], want)
 				}
 			}
 		})
@@ -151,16 +151,16 @@ func TestQuorumIntersection(t *testing.T) {
 				for w := range full + 1 {
 					pairs++
 					if read[r] && write[w] && r&w == 0 {
-						t.Fatalf("read quorum %s and write quorum %s are disjoint", describe(g, r), describe(g, w))
+						t.Fatalf("read quorum %s and write quorum %s are disjoint", describeMask(g, r), describeMask(g, w))
 					}
 				}
 			}
 			for mask := range full + 1 {
 				if read[mask] && write[full&^mask] {
-					t.Fatalf("read quorum %s leaves write quorum %s", describe(g, mask), describe(g, full&^mask))
+					t.Fatalf("read quorum %s leaves write quorum %s", describeMask(g, mask), describeMask(g, full&^mask))
 				}
 				if write[mask] && read[full&^mask] {
-					t.Fatalf("write quorum %s leaves read quorum %s", describe(g, mask), describe(g, full&^mask))
+					t.Fatalf("write quorum %s leaves read quorum %s", describeMask(g, mask), describeMask(g, full&^mask))
 				}
 			}
 		})
@@ -179,10 +179,10 @@ func TestQuorumMonotone(t *testing.T) {
 				for i := range n {
 					more := mask | 1<<i
 					if read[mask] && !read[more] {
-						t.Fatalf("read quorum %s, but not superset %s", describe(g, mask), describe(g, more))
+						t.Fatalf("read quorum %s, but not superset %s", describeMask(g, mask), describeMask(g, more))
 					}
 					if write[mask] && !write[more] {
-						t.Fatalf("write quorum %s, but not superset %s", describe(g, mask), describe(g, more))
+						t.Fatalf("write quorum %s, but not superset %s", describeMask(g, mask), describeMask(g, more))
 					}
 				}
 			}
@@ -219,10 +219,10 @@ func TestQuorumIgnoresOutsiders(t *testing.T) {
 					set[x] = true
 				}
 				if got, want := g.IsReadQuorum(set), oracleRead(g, mask); got != want {
-					t.Fatalf("IsReadQuorum(%s plus outsiders) = %v, want %v", describe(g, mask), got, want)
+					t.Fatalf("IsReadQuorum(%s plus outsiders) = %v, want %v", describeMask(g, mask), got, want)
 				}
 				if got, want := g.IsWriteQuorum(set), oracleWrite(g, mask); got != want {
-					t.Fatalf("IsWriteQuorum(%s plus outsiders) = %v, want %v", describe(g, mask), got, want)
+					t.Fatalf("IsWriteQuorum(%s plus outsiders) = %v, want %v", describeMask(g, mask), got, want)
 				}
 			}
 		})
