@@ -423,7 +423,7 @@ func (c *LogControl) awaitRetired(ctx context.Context, cfg paxos.Config, out io.
 				continue
 			}
 			for _, s := range st {
-				if s.Addr == l && s.Active && s.RoundEpoch >= cfg.Epoch && s.Live == 1 {
+				if s.Addr == l && s.Active && s.RoundEpoch >= cfg.Epoch && s.Live == 1 && !s.Retiring {
 					return true
 				}
 			}

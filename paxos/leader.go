@@ -82,6 +82,7 @@ type Leader struct {
 	mmVotes   map[string]bool
 	mmRounds  map[Ballot]RoundConfig
 	mmRetired Ballot
+	mmFloor   uint64
 	mmSent    int
 
 	// phase 1
@@ -136,6 +137,7 @@ type LeaderStatus struct {
 	Dropped    int           // commands dropped while not yet active
 	Live       []RoundConfig // acceptor configurations not yet retired
 	Retired    Ballot        // rounds below are retired
+	Retiring   bool          // older rounds are still live
 	ChosenRecv int
 	Removed    bool
 	RoundEpoch uint64 // the configuration epoch of the round's acceptor groups
@@ -200,6 +202,7 @@ func (l *Leader) Status() LeaderStatus {
 	s.Watermark, s.NextSlot, s.Retired, s.Removed = l.watermark, l.nextSlot, l.retiredBelow, l.removed
 	s.Live = slices.Clone(l.live)
 	s.RoundEpoch = l.round.Epoch
+	s.Retiring = l.retiring || l.lead != active
 	return s
 }
 
@@ -223,6 +226,18 @@ func (l *Leader) Step(m Message) {
 	case KindPhase1b:
 		l.onPhase1b(m)
 	case KindNack:
+		if l.lead == matching && m.Ballot == l.ballot && m.Epoch > l.cfg.Epoch && slices.Contains(l.cfg.Matchmakers, m.From) {
+			// The matchmakers hold rounds of a newer configuration than
+			// ours: stand by, and ask roles that follow the log for it.
+			l.stepDown()
+			l.lastHeard = l.now
+			for _, a := range slices.Concat(l.cfg.Replicas, l.cfg.ProxyLeaders, l.cfg.Leaders) {
+				if a != l.self {
+					l.send(Message{Kind: KindConfigQuery, To: a})
+				}
+			}
+			return
+		}
 		l.observe(m.Ballot)
 	case KindChosen:
 		l.onChosen(m)
@@ -328,6 +343,18 @@ func (l *Leader) campaign() {
 		l.previous[s] = p.value
 	}
 	l.pending = map[uint64]*proposal{}
+	// A new round forgets which slots it knows chosen above the replicas'
+	// GC point and proposes them again: they were chosen in an older
+	// round's acceptor groups, and those may be retired only once every
+	// such slot is chosen in this round's groups too (or durable on a
+	// quorum of replicas). Phase 1 finds their values again.
+	for s, v := range l.chosen {
+		if s >= l.gcSent {
+			l.previous[s] = *v
+		}
+	}
+	clear(l.chosen)
+	l.watermark = min(l.watermark, l.gcSent)
 	l.stats.Elections++
 	l.ballot = Ballot{Round: l.highest.Round + 1, ID: l.id}
 	l.highest = l.ballot
@@ -345,6 +372,7 @@ func (l *Leader) campaign() {
 	l.mmVotes = map[string]bool{}
 	l.mmRounds = map[Ballot]RoundConfig{}
 	l.mmRetired = Ballot{}
+	l.mmFloor = 0
 	l.sendMatchA()
 }
 
@@ -368,9 +396,14 @@ func (l *Leader) onMatchB(m Message) {
 	if l.mmRetired.Less(m.Retired) {
 		l.mmRetired = m.Retired
 	}
+	l.mmFloor = max(l.mmFloor, m.Slot)
 	if len(l.mmVotes) < l.cfg.matchQuorum() {
 		return
 	}
+	// Slots below the floor are durable on a quorum of replicas, and the
+	// acceptor groups that chose them may be retired: never recover them.
+	l.gcSent = max(l.gcSent, l.mmFloor)
+	l.watermark = max(l.watermark, l.mmFloor)
 	// Every older round not retired, each configuration once.
 	var live []RoundConfig
 	for _, b := range sortedBallots(l.mmRounds) {
@@ -489,6 +522,9 @@ func (l *Leader) becomeActive() {
 	l.lead = active
 	l.hint = l.self
 	l.lastBeat = l.now - l.cfg.HeartbeatTicks
+	// Acceptors forget slots below p1GC only once a quorum of replicas
+	// holds them durably: that is a floor this leader may hand on.
+	l.gcSent = max(l.gcSent, l.p1GC)
 	l.advanceWatermark(l.p1GC)
 	top := l.watermark
 	for s := range l.best {
@@ -521,6 +557,8 @@ func (l *Leader) becomeActive() {
 	l.retireSent = l.now - l.cfg.ResendTicks
 	if !l.retiring {
 		l.live = []RoundConfig{l.round}
+	} else if !slices.ContainsFunc(l.live, func(x RoundConfig) bool { return groupsEqual(x.Groups, l.round.Groups) }) {
+		l.live = append(l.live, l.round)
 	}
 	if len(l.waiting) > 0 {
 		cmds := l.waiting
@@ -533,6 +571,11 @@ func (l *Leader) becomeActive() {
 	}
 	l.heartbeat()
 	l.maybeRetire()
+	if !groupsEqual(l.round.Groups, l.cfg.Groups) {
+		// A newer configuration arrived during phase 1: move to its
+		// acceptor groups.
+		l.campaign()
+	}
 }
 
 // maybeRetire asks the matchmakers to retire the rounds below this one
@@ -548,7 +591,7 @@ func (l *Leader) maybeRetire() {
 	l.retireSent = l.now
 	for _, mm := range l.cfg.Matchmakers {
 		if !l.retireVotes[mm] {
-			l.send(Message{Kind: KindGarbageA, To: mm, Ballot: l.ballot})
+			l.send(Message{Kind: KindGarbageA, To: mm, Ballot: l.ballot, Slot: l.gcSent})
 		}
 	}
 }

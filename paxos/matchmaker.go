@@ -7,6 +7,10 @@ import "slices"
 type MatchmakerState struct {
 	Rounds  []RoundConfig
 	Retired Ballot
+	// Floor is the slot below which every slot is durable on a quorum of
+	// replicas, as of the last retirement: a new leader recovers slots
+	// from there, since the rounds that chose the slots below may be gone.
+	Floor uint64
 }
 
 // Apply replays one persisted change onto s, as a driver does on restart.
@@ -17,11 +21,21 @@ func (s *MatchmakerState) Apply(op PersistOp) {
 			s.Rounds = slices.Insert(s.Rounds, i, *op.Match)
 		}
 	}
+	s.Floor = max(s.Floor, op.Floor)
 	if op.Retire != nil && s.Retired.Less(*op.Retire) {
 		s.Retired = *op.Retire
 		i, _ := slices.BinarySearchFunc(s.Rounds, s.Retired, cmpRound)
 		s.Rounds = slices.Clone(s.Rounds[i:])
 	}
+}
+
+// maxEpoch is the newest configuration epoch any round registered.
+func (mm *Matchmaker) maxEpoch() uint64 {
+	var e uint64
+	for _, r := range mm.st.Rounds {
+		e = max(e, r.Epoch)
+	}
+	return e
 }
 
 func cmpRound(r RoundConfig, b Ballot) int {
@@ -77,6 +91,13 @@ func (mm *Matchmaker) Step(m Message) {
 			mm.send(Message{Kind: KindNack, To: m.From, Ballot: mm.st.Rounds[n-1].Ballot})
 			return
 		}
+		if e := mm.maxEpoch(); m.Rounds[0].Epoch < e {
+			// A leader with a stale configuration: its acceptor groups may
+			// be retired already. Rounds use ever newer configurations, so
+			// once older rounds are retired no round uses their groups.
+			mm.send(Message{Kind: KindNack, To: m.From, Ballot: m.Ballot, Epoch: e})
+			return
+		}
 		i, found := slices.BinarySearchFunc(mm.st.Rounds, m.Ballot, cmpRound)
 		if found {
 			if !groupsEqual(mm.st.Rounds[i].Groups, m.Rounds[0].Groups) {
@@ -89,14 +110,14 @@ func (mm *Matchmaker) Step(m Message) {
 			mm.persist(PersistOp{Match: &rc})
 			i, _ = slices.BinarySearchFunc(mm.st.Rounds, m.Ballot, cmpRound)
 		}
-		mm.send(Message{Kind: KindMatchB, To: m.From, Ballot: m.Ballot, Rounds: slices.Clone(mm.st.Rounds[:i]), Retired: mm.st.Retired})
+		mm.send(Message{Kind: KindMatchB, To: m.From, Ballot: m.Ballot, Rounds: slices.Clone(mm.st.Rounds[:i]), Retired: mm.st.Retired, Slot: mm.st.Floor})
 	case KindGarbageA:
-		if mm.st.Retired.Less(m.Ballot) {
+		if mm.st.Retired.Less(m.Ballot) || m.Slot > mm.st.Floor {
 			b := m.Ballot
-			mm.persist(PersistOp{Retire: &b})
+			mm.persist(PersistOp{Retire: &b, Floor: m.Slot})
 		}
 		mm.send(Message{Kind: KindGarbageB, To: m.From, Ballot: m.Ballot})
 	case KindMatchQuery:
-		mm.send(Message{Kind: KindMatchReply, To: m.From, Command: m.Command, Rounds: slices.Clone(mm.st.Rounds), Retired: mm.st.Retired})
+		mm.send(Message{Kind: KindMatchReply, To: m.From, Command: m.Command, Rounds: slices.Clone(mm.st.Rounds), Retired: mm.st.Retired, Slot: mm.st.Floor})
 	}
 }

@@ -46,8 +46,8 @@ const (
 	KindMaxSlotReply        // acceptor -> client
 	KindRead                // client -> replica: execute this read after slot Slot
 	KindMatchA              // leader -> matchmakers: register Ballot's acceptor groups
-	KindMatchB              // matchmaker -> leader: the older rounds' groups still live
-	KindGarbageA            // leader -> matchmakers: rounds below Ballot are retired
+	KindMatchB              // matchmaker -> leader: the older rounds' groups still live, and the floor (Slot)
+	KindGarbageA            // leader -> matchmakers: rounds below Ballot are retired; slots below Slot are durable on replicas
 	KindGarbageB            // matchmaker -> leader: retired
 	KindMatchQuery          // client -> matchmakers: every live round's groups
 	KindMatchReply          // matchmaker -> client
@@ -206,6 +206,9 @@ type PersistOp struct {
 	Match *RoundConfig `msgpack:"m,omitempty"`
 	// Retire drops a matchmaker's rounds below this ballot.
 	Retire *Ballot `msgpack:"rb,omitempty"`
+	// Floor raises a matchmaker's floor: slots below it are durable on a
+	// quorum of replicas, so no leader need recover them.
+	Floor uint64 `msgpack:"fl,omitempty"`
 }
 
 // Role is the interface every role state machine implements.
@@ -237,7 +240,7 @@ type outbox struct {
 
 func (o *outbox) send(m Message) {
 	m.From = o.self
-	m.Epoch = o.epoch
+	m.Epoch = max(m.Epoch, o.epoch)
 	o.rd.Messages = append(o.rd.Messages, m)
 }
 

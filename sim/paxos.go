@@ -31,12 +31,17 @@ type PaxosNet struct {
 	index   map[string]int
 	durable map[string]*paxos.AcceptorState
 	snaps   map[string][]byte // replicas' durable snapshots
-	down    map[string]bool
-	cut     map[[2]string]bool
-	flight  []flight
-	due     []flight // Step's buffer, reused
-	order   []string // every address with a role, sorted; nil when stale
-	seed    uint64
+	// matchmakers' durable state
+	mmDurable map[string]*paxos.MatchmakerState
+	// the configuration a role added at runtime starts (and restarts) with
+	startCfg map[string]paxos.Config
+	gone     map[string]bool // removed for good
+	down     map[string]bool
+	cut      map[[2]string]bool
+	flight   []flight
+	due      []flight // Step's buffer, reused
+	order    []string // every address with a role, sorted; nil when stale
+	seed     uint64
 
 	// Chosen is every slot any replica executed, with its value; announced
 	// is every slot any role told a replica was chosen, with the first
@@ -69,12 +74,14 @@ func NewPaxosNet(cfg paxos.Config, seed uint64) *PaxosNet {
 		roles: map[string]paxos.Role{}, kind: map[string]string{}, index: map[string]int{},
 		durable: map[string]*paxos.AcceptorState{}, snaps: map[string][]byte{}, down: map[string]bool{}, cut: map[[2]string]bool{},
 		Chosen: map[uint64]paxos.Value{}, announced: map[uint64]announcement{},
+		mmDurable: map[string]*paxos.MatchmakerState{}, startCfg: map[string]paxos.Config{}, gone: map[string]bool{},
 	}
 	reg := func(kind string, addrs []string) {
 		for i, a := range addrs {
 			n.kind[a], n.index[a] = kind, i
 		}
 	}
+	reg("matchmaker", cfg.Matchmakers)
 	reg("batcher", cfg.Batchers)
 	reg("leader", cfg.Leaders)
 	reg("proxy", cfg.ProxyLeaders)
@@ -89,21 +96,56 @@ func NewPaxosNet(cfg paxos.Config, seed uint64) *PaxosNet {
 	return n
 }
 
+// AddRole starts a role of kind at addr that cfg need not list yet, as a
+// process joining a running log does: it starts with cfg (the
+// configuration it fetched) and so does it after a crash.
+func (n *PaxosNet) AddRole(kind, addr string, cfg paxos.Config) {
+	n.kind[addr] = kind
+	n.startCfg[addr] = cfg
+	n.start(addr)
+}
+
+// Remove stops the role at addr for good: it crashes and never restarts.
+func (n *PaxosNet) Remove(addr string) {
+	n.Crash(addr)
+	n.gone[addr] = true
+}
+
+// Gone reports whether addr was removed for good.
+func (n *PaxosNet) Gone(a string) bool { return n.gone[a] }
+
 // start creates the role at addr, from durable state for an acceptor.
 func (n *PaxosNet) start(a string) {
 	n.order = nil
-	i := n.index[a]
+	cfg := n.Cfg
+	if c, ok := n.startCfg[a]; ok {
+		cfg = c
+	}
+	defer func() {
+		if h, ok := n.roles[a].(interface{ SetInvariantHandler(func(string)) }); ok {
+			h.SetInvariantHandler(func(msg string) {
+				n.Violations = append(n.Violations, fmt.Sprintf("t=%d %s", n.Now, msg))
+			})
+		}
+	}()
 	switch n.kind[a] {
+	case "matchmaker":
+		st := n.mmDurable[a]
+		if st == nil {
+			st = &paxos.MatchmakerState{}
+			n.mmDurable[a] = st
+		}
+		n.roles[a] = paxos.NewMatchmaker(a, paxos.MatchmakerState{Rounds: slices.Clone(st.Rounds), Retired: st.Retired})
 	case "batcher":
-		n.roles[a] = paxos.NewBatcher(n.Cfg, i)
+		n.roles[a] = paxos.NewBatcherAt(cfg, a)
 	case "leader":
 		var last paxos.Ballot
 		if st := n.durable[a]; st != nil {
 			last = st.Promised
 		}
-		n.roles[a] = paxos.NewLeader(n.Cfg, i, n.Rand.Uint64(), last)
+		n.roles[a] = paxos.NewLeaderAt(cfg, a, n.Rand.Uint64(), last)
 	case "proxy":
-		n.roles[a] = paxos.NewProxyLeader(n.Cfg, i)
+		n.roles[a] = paxos.NewProxyLeaderAt(cfg, a)
 	case "acceptor":
 		st := n.durable[a]
 		if st == nil {
@@ -112,7 +154,7 @@ func (n *PaxosNet) start(a string) {
 		}
 		n.roles[a] = paxos.NewAcceptor(a, cloneState(*st))
 	case "replica":
-		r, err := paxos.NewReplica(n.Cfg, i, paxos.NewKV(), n.snaps[a])
+		r, err := paxos.NewReplicaAt(cfg, a, paxos.NewKV(), n.snaps[a])
 		if err != nil {
 			panic(err)
 		}
@@ -127,7 +169,7 @@ func (n *PaxosNet) start(a string) {
 		}
 		n.roles[a] = r
 	case "unbatcher":
-		n.roles[a] = paxos.NewUnbatcher(n.Cfg, i)
+		n.roles[a] = paxos.NewUnbatcherAt(cfg, a)
 	}
 }
 
@@ -182,7 +224,7 @@ func (n *PaxosNet) Crash(a string) {
 
 // Restart brings a crashed role back.
 func (n *PaxosNet) Restart(a string) {
-	if !n.down[a] {
+	if !n.down[a] || n.gone[a] {
 		return
 	}
 	delete(n.down, a)
@@ -233,7 +275,12 @@ func (n *PaxosNet) collect(a string, r paxos.Role) {
 	if rd.Snapshot != nil {
 		n.snaps[a] = rd.Snapshot
 	}
-	if len(rd.Persist) > 0 {
+	if len(rd.Persist) > 0 && n.kind[a] == "matchmaker" {
+		st := n.mmDurable[a]
+		for _, op := range rd.Persist {
+			st.Apply(op)
+		}
+	} else if len(rd.Persist) > 0 {
 		st := n.durable[a]
 		if st == nil {
 			st = &paxos.AcceptorState{}
@@ -352,4 +399,14 @@ func (n *PaxosNet) Send(addr string) {
 	if r := n.roles[addr]; r != nil {
 		n.collect(addr, r)
 	}
+}
+
+// Addrs lists every role address the network has known, in order.
+func (n *PaxosNet) Addrs() []string {
+	out := make([]string, 0, len(n.kind))
+	for a := range n.kind {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out
 }

@@ -7,7 +7,7 @@ import "tide/paxos"
 // and at most one command in flight (a replica remembers one sequence
 // number and result per client id), and every session's replies come to
 // the host's one address. A reply goes to the session it names; a
-// NotLeader hint, which names none, goes to every session.
+// NotLeader hint or a configuration, which name none, go to every session.
 type ClientHost struct {
 	Sessions []*paxos.Client
 	byID     map[uint64]*paxos.Client
@@ -28,14 +28,14 @@ func NewClientHost(cfg paxos.Config, addr string, firstID uint64, n int) *Client
 // Step routes a message to the session it is for.
 func (h *ClientHost) Step(m paxos.Message) {
 	id := m.Reply.Client
-	if m.Kind == paxos.KindMaxSlotReply {
+	if m.Kind == paxos.KindMaxSlotReply || m.Kind == paxos.KindMatchReply {
 		id = m.Command.Client
 	}
 	if s := h.byID[id]; s != nil {
 		s.Step(m)
 		return
 	}
-	if m.Kind == paxos.KindNotLeader {
+	if m.Kind == paxos.KindNotLeader || m.Kind == paxos.KindConfigReply {
 		for _, s := range h.Sessions {
 			s.Step(m)
 		}

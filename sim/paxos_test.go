@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/anishathalye/porcupine"
@@ -75,10 +76,15 @@ type Scenario struct {
 	// in the middle of phase 2: slots collect different values accepted in
 	// different ballots, and every phase 1 must pick the right one.
 	Duel bool
+	// Reconfig adds matchmakers and, while faults last, changes the
+	// configuration every so often: roles of every kind join and leave,
+	// acceptor groups are added, removed and replaced (one member or the
+	// whole group), and what leaves is stopped for good once it may be.
+	Reconfig bool
 }
 
 func (sc Scenario) String() string {
-	return fmt.Sprintf("variant %d, hosts %v, one-way %v, duel %v", sc.Variant%5, sc.Hosts, sc.OneWay, sc.Duel)
+	return fmt.Sprintf("variant %d, hosts %v, one-way %v, duel %v, reconfig %v", sc.Variant%5, sc.Hosts, sc.OneWay, sc.Duel, sc.Reconfig)
 }
 
 // legacyScenario is what every seed ran before scenarios existed: four
@@ -96,8 +102,9 @@ func scenarioFor(seed uint64) Scenario {
 	return Scenario{
 		Variant: int(seed % 5),
 		Hosts:   []int{1, 1 + r.IntN(3), 1 + r.IntN(3)},
-		OneWay:  true,
-		Duel:    seed%4 == 3,
+		OneWay:   true,
+		Duel:     seed%4 == 3,
+		Reconfig: seed%3 != 2,
 	}
 }
 
@@ -126,6 +133,7 @@ type PaxosRun struct {
 	Completed  int
 	Stuck      string // non-empty if progress did not resume
 	Net        *PaxosNet
+	reconf     *reconfigurer
 }
 
 // RunPaxos simulates one seed: client sessions issue random operations on a
@@ -134,6 +142,7 @@ type PaxosRun struct {
 // acceptors of a group that no read or no write quorum is left up); then
 // every fault is healed and all operations must complete.
 func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
+	var run PaxosRun
 	cfg := paxosConfig(sc.Variant)
 	if sc.Duel {
 		// A leader campaigns after 6 to 11 silent ticks, one or two phase 2
@@ -143,9 +152,17 @@ func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
 		// hear each other again.
 		cfg.HeartbeatTicks, cfg.ElectionTicks = 1, 6
 	}
+	if sc.Reconfig {
+		cfg.Matchmakers = []string{"mm0", "mm1", "mm2"}
+	}
 	net := NewPaxosNet(cfg, seed)
 	if traceHook != nil {
 		net.Trace = traceHook
+	}
+	var rc *reconfigurer
+	if sc.Reconfig {
+		rc = newReconfigurer(net, cfg, seed)
+		run.reconf = rc
 	}
 	net.DropRate = 0.05
 	net.DupRate = 0.03
@@ -166,7 +183,6 @@ func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
 		}
 	}
 	var clock int64
-	var run PaxosRun
 	keys := []string{"a", "b", "c"}
 	issue := func(ss *simSession) {
 		if ss.c.Pending() > 0 {
@@ -246,11 +262,25 @@ func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
 			net.Heal()
 			net.DropRate, net.DupRate, net.MaxDelay = 0, 0, 0
 		}
+		if rc != nil {
+			if faulty && net.Rand.IntN(80) == 0 {
+				rc.propose()
+			}
+			rc.settle()
+			all = rc.members()
+			if sc.OneWay {
+				ends = append(slices.Clip(all), hosts...)
+			}
+		}
 		if faulty && net.Rand.IntN(25) == 0 {
 			a := all[net.Rand.IntN(len(all))]
 			switch r := net.Rand.IntN(6); {
 			case r < 2:
-				if gi, isAcc := acceptorGroup[a]; isAcc && !quorumsSurvive(cfg.Groups[gi], net, a) {
+				if rc != nil {
+					if !rc.mayCrash(a) {
+						break
+					}
+				} else if gi, isAcc := acceptorGroup[a]; isAcc && !quorumsSurvive(cfg.Groups[gi], net, a) {
 					break
 				}
 				net.Crash(a)
@@ -274,8 +304,12 @@ func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
 			}
 		}
 		if faulty && sc.Duel {
-			for i, a := range cfg.Leaders {
-				for _, b := range cfg.Leaders[i+1:] {
+			leaders := cfg.Leaders
+			if rc != nil {
+				leaders = rc.op.Config().Leaders
+			}
+			for i, a := range leaders {
+				for _, b := range leaders[i+1:] {
 					net.Partition(a, b)
 				}
 			}
@@ -294,7 +328,7 @@ func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
 					pending++
 				}
 			}
-			if t >= faultTicks+healTicks/2 && pending == 0 {
+			if t >= faultTicks+healTicks/2 && pending == 0 && (rc == nil || !rc.op.Busy()) {
 				break
 			}
 		}
@@ -303,6 +337,9 @@ func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
 		if ss.op != nil && run.Stuck == "" {
 			run.Stuck = fmt.Sprintf("%s still waiting for %+v after faults stopped %d ticks ago", ss.name, ss.op.in, healTicks)
 		}
+	}
+	if rc != nil && rc.op.Busy() && run.Stuck == "" {
+		run.Stuck = fmt.Sprintf("reconfiguration to epoch %d still not chosen after faults stopped %d ticks ago", rc.op.pending.Epoch, healTicks)
 	}
 	run.Violations = append(run.Violations, net.Violations...)
 	run.Net = net
@@ -343,6 +380,9 @@ func checkRun(t *testing.T, seed uint64, sc Scenario, run PaxosRun, repro string
 		t.Errorf("seed %d (%s): %v", seed, sc, err)
 	}
 	if t.Failed() {
+		if run.reconf != nil {
+			t.Logf("seed %d: %d changes chosen, %d refused:\n%s", seed, run.reconf.op.Done, run.reconf.op.Refused, strings.Join(run.reconf.Changes, "\n"))
+		}
 		t.Logf("reproduce: %s", repro)
 	}
 }

@@ -72,12 +72,16 @@ func Reconfigure(ctx context.Context, cur paxos.Config, next paxos.Config, host 
 			switch m.Kind {
 			case paxos.KindNotLeader:
 				mu.Lock()
-				if slices.Contains(leaders, m.Leader) {
+				moved := m.From == leader
+				if moved && slices.Contains(leaders, m.Leader) {
 					leader = m.Leader
-				} else {
+				} else if moved {
 					leader = leaders[(slices.Index(leaders, leader)+1)%len(leaders)]
 				}
 				mu.Unlock()
+				if moved {
+					send()
+				}
 			case paxos.KindReconfigured:
 				if m.Note == "" && m.Config != nil && m.Config.Epoch == next.Epoch {
 					return *m.Config, nil

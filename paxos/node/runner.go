@@ -271,6 +271,7 @@ type Status struct {
 	// its state.
 	RoundEpoch uint64 `json:"round_epoch,omitempty"`
 	Live       int    `json:"live_configs,omitempty"`
+	Retiring   bool   `json:"retiring,omitempty"`
 	State      string `json:"state,omitempty"`
 	// Matchmaker: rounds it holds.
 	Rounds int `json:"rounds,omitempty"`
@@ -292,7 +293,7 @@ func (r *Runner) Status() Status {
 	case *paxos.Leader:
 		ls := role.Status()
 		s.Ballot, s.Active, s.Chosen, s.NextSlot, s.Elections = ls.Ballot.String(), role.Active(), ls.Watermark, ls.NextSlot, ls.Elections
-		s.State, s.Live, s.RoundEpoch = ls.State, len(ls.Live), ls.RoundEpoch
+		s.State, s.Live, s.RoundEpoch, s.Retiring = ls.State, len(ls.Live), ls.RoundEpoch, ls.Retiring
 	case *paxos.Acceptor:
 		st := role.State()
 		s.Ballot, s.Accepted = st.Promised.String(), len(st.Accepted)

@@ -29,6 +29,7 @@ var (
 	prefixVote  = []byte("v/")
 	prefixRound = []byte("m/")
 	keyRetired  = []byte("retired")
+	keyFloor    = []byte("floor")
 )
 
 func roundKey(b paxos.Ballot) []byte {
@@ -73,6 +74,9 @@ func (s *Store) Save(ops []paxos.PersistOp, snapshot []byte) error {
 			v, _ := msgpack.Marshal(op.Retire)
 			b.DeleteRange(roundKey(paxos.Ballot{}), roundKey(*op.Retire), nil)
 			b.Set(keyRetired, v, nil)
+		}
+		if op.Floor > 0 {
+			b.Set(keyFloor, binary.BigEndian.AppendUint64(nil, op.Floor), nil)
 		}
 		if op.GCBelow > 0 {
 			b.DeleteRange(voteKey(0), voteKey(op.GCBelow), nil)
@@ -138,6 +142,11 @@ func (s *Store) MatchmakerState() (paxos.MatchmakerState, error) {
 		if err := msgpack.Unmarshal(v, &st.Retired); err != nil {
 			return st, fmt.Errorf("decode retirement ballot: %w", err)
 		}
+	}
+	if v, err := s.get(keyFloor); err != nil {
+		return st, err
+	} else if len(v) == 8 {
+		st.Floor = binary.BigEndian.Uint64(v)
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: prefixRound, UpperBound: []byte("m0")})
 	if err != nil {
