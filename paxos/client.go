@@ -72,6 +72,7 @@ type Client struct {
 	liveKnown bool
 	mmRounds  map[Ballot]RoundConfig
 	mmRetired Ballot
+	mmEpoch   uint64
 }
 
 // NewClient returns a client with a unique id whose replies go to self.
@@ -138,7 +139,7 @@ func (c *Client) sendRead(cl *call) {
 	if !c.liveKnown {
 		cl.phase = readMatch
 		c.mmRounds = map[Ballot]RoundConfig{}
-		c.mmRetired = Ballot{}
+		c.mmRetired, c.mmEpoch = Ballot{}, 0
 		for _, mm := range c.cfg.Matchmakers {
 			c.send(Message{Kind: KindMatchQuery, To: mm, Command: Command{Client: c.id, Seq: cl.cmd.Seq}})
 		}
@@ -205,13 +206,14 @@ func (c *Client) onMatchReply(m Message) {
 	if c.mmRetired.Less(m.Retired) {
 		c.mmRetired = m.Retired
 	}
+	c.mmEpoch = max(c.mmEpoch, m.RetiredEpoch)
 	if len(cl.votes) < c.cfg.matchQuorum() {
 		return
 	}
 	c.live, c.liveTop = nil, Ballot{}
 	for _, b := range sortedBallots(c.mmRounds) {
 		rc := c.mmRounds[b]
-		if b.Less(c.mmRetired) {
+		if b.Less(c.mmRetired) || rc.Epoch < c.mmEpoch {
 			continue
 		}
 		c.liveTop = b
@@ -262,6 +264,12 @@ func (c *Client) Tick() {
 			continue
 		}
 		c.Retries++
+		if c.Retries%2 == 0 {
+			// Perhaps the roles this client knows have left: ask a member
+			// of its configuration for a newer one.
+			members := slices.Concat(c.cfg.Leaders, c.cfg.Replicas, c.cfg.ProxyLeaders)
+			c.send(Message{Kind: KindConfigQuery, To: members[c.rng.IntN(len(members))]})
+		}
 		if cl.read {
 			if len(c.cfg.Matchmakers) > 0 {
 				c.liveKnown = false // the acceptors asked may be gone

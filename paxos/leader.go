@@ -83,6 +83,7 @@ type Leader struct {
 	mmRounds  map[Ballot]RoundConfig
 	mmRetired Ballot
 	mmFloor   uint64
+	mmEpoch   uint64 // retired epoch
 	mmSent    int
 
 	// phase 1
@@ -372,7 +373,7 @@ func (l *Leader) campaign() {
 	l.mmVotes = map[string]bool{}
 	l.mmRounds = map[Ballot]RoundConfig{}
 	l.mmRetired = Ballot{}
-	l.mmFloor = 0
+	l.mmFloor, l.mmEpoch = 0, 0
 	l.sendMatchA()
 }
 
@@ -397,6 +398,7 @@ func (l *Leader) onMatchB(m Message) {
 		l.mmRetired = m.Retired
 	}
 	l.mmFloor = max(l.mmFloor, m.Slot)
+	l.mmEpoch = max(l.mmEpoch, m.RetiredEpoch)
 	if len(l.mmVotes) < l.cfg.matchQuorum() {
 		return
 	}
@@ -408,7 +410,7 @@ func (l *Leader) onMatchB(m Message) {
 	var live []RoundConfig
 	for _, b := range sortedBallots(l.mmRounds) {
 		rc := l.mmRounds[b]
-		if b.Less(l.mmRetired) {
+		if b.Less(l.mmRetired) || rc.Epoch < l.mmEpoch {
 			continue
 		}
 		if i := slices.IndexFunc(live, func(x RoundConfig) bool { return groupsEqual(x.Groups, rc.Groups) }); i >= 0 {
@@ -591,7 +593,7 @@ func (l *Leader) maybeRetire() {
 	l.retireSent = l.now
 	for _, mm := range l.cfg.Matchmakers {
 		if !l.retireVotes[mm] {
-			l.send(Message{Kind: KindGarbageA, To: mm, Ballot: l.ballot, Slot: l.gcSent})
+			l.send(Message{Kind: KindGarbageA, To: mm, Ballot: l.ballot, Slot: l.gcSent, Rounds: []RoundConfig{l.round}})
 		}
 	}
 }

@@ -11,6 +11,12 @@ type MatchmakerState struct {
 	// replicas, as of the last retirement: a new leader recovers slots
 	// from there, since the rounds that chose the slots below may be gone.
 	Floor uint64
+	// RetiredEpoch is the configuration epoch of the round that retired
+	// the older ones. That round completed matchmaking, so a round of an
+	// older configuration registered above it cannot have (a matchmaker
+	// of both quorums would have refused one of them): such rounds are
+	// dropped, and refused from then on.
+	RetiredEpoch uint64
 }
 
 // Apply replays one persisted change onto s, as a driver does on restart.
@@ -26,6 +32,10 @@ func (s *MatchmakerState) Apply(op PersistOp) {
 		s.Retired = *op.Retire
 		i, _ := slices.BinarySearchFunc(s.Rounds, s.Retired, cmpRound)
 		s.Rounds = slices.Clone(s.Rounds[i:])
+	}
+	if op.RetireEpoch > s.RetiredEpoch {
+		s.RetiredEpoch = op.RetireEpoch
+		s.Rounds = slices.DeleteFunc(s.Rounds, func(r RoundConfig) bool { return r.Epoch < s.RetiredEpoch })
 	}
 }
 
@@ -91,7 +101,7 @@ func (mm *Matchmaker) Step(m Message) {
 			mm.send(Message{Kind: KindNack, To: m.From, Ballot: mm.st.Rounds[n-1].Ballot})
 			return
 		}
-		if e := mm.maxEpoch(); m.Rounds[0].Epoch < e {
+		if e := max(mm.maxEpoch(), mm.st.RetiredEpoch); m.Rounds[0].Epoch < e {
 			// A leader with a stale configuration: its acceptor groups may
 			// be retired already. Rounds use ever newer configurations, so
 			// once older rounds are retired no round uses their groups.
@@ -110,14 +120,18 @@ func (mm *Matchmaker) Step(m Message) {
 			mm.persist(PersistOp{Match: &rc})
 			i, _ = slices.BinarySearchFunc(mm.st.Rounds, m.Ballot, cmpRound)
 		}
-		mm.send(Message{Kind: KindMatchB, To: m.From, Ballot: m.Ballot, Rounds: slices.Clone(mm.st.Rounds[:i]), Retired: mm.st.Retired, Slot: mm.st.Floor})
+		mm.send(Message{Kind: KindMatchB, To: m.From, Ballot: m.Ballot, Rounds: slices.Clone(mm.st.Rounds[:i]), Retired: mm.st.Retired, RetiredEpoch: mm.st.RetiredEpoch, Slot: mm.st.Floor})
 	case KindGarbageA:
-		if mm.st.Retired.Less(m.Ballot) || m.Slot > mm.st.Floor {
+		var epoch uint64
+		if len(m.Rounds) == 1 && m.Rounds[0].Ballot == m.Ballot {
+			epoch = m.Rounds[0].Epoch
+		}
+		if mm.st.Retired.Less(m.Ballot) || m.Slot > mm.st.Floor || epoch > mm.st.RetiredEpoch {
 			b := m.Ballot
-			mm.persist(PersistOp{Retire: &b, Floor: m.Slot})
+			mm.persist(PersistOp{Retire: &b, Floor: m.Slot, RetireEpoch: epoch})
 		}
 		mm.send(Message{Kind: KindGarbageB, To: m.From, Ballot: m.Ballot})
 	case KindMatchQuery:
-		mm.send(Message{Kind: KindMatchReply, To: m.From, Command: m.Command, Rounds: slices.Clone(mm.st.Rounds), Retired: mm.st.Retired, Slot: mm.st.Floor})
+		mm.send(Message{Kind: KindMatchReply, To: m.From, Command: m.Command, Rounds: slices.Clone(mm.st.Rounds), Retired: mm.st.Retired, RetiredEpoch: mm.st.RetiredEpoch, Slot: mm.st.Floor})
 	}
 }

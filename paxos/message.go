@@ -159,6 +159,10 @@ type Message struct {
 	// Retired is a matchmaker's retirement point: rounds below it need no
 	// phase 1 any longer.
 	Retired Ballot `msgpack:"rb,omitempty"`
+	// RetiredEpoch is the configuration epoch of the round that retired
+	// the older ones: no round of an older configuration can have started
+	// phase 1 after it, so such rounds are not live either.
+	RetiredEpoch uint64 `msgpack:"re,omitempty"`
 }
 
 func (m Message) String() string {
@@ -209,6 +213,9 @@ type PersistOp struct {
 	// Floor raises a matchmaker's floor: slots below it are durable on a
 	// quorum of replicas, so no leader need recover them.
 	Floor uint64 `msgpack:"fl,omitempty"`
+	// RetireEpoch is the configuration epoch of the round retiring the
+	// older ones (with Retire).
+	RetireEpoch uint64 `msgpack:"re,omitempty"`
 }
 
 // Role is the interface every role state machine implements.

@@ -100,8 +100,8 @@ func legacyScenario(seed uint64) Scenario {
 func scenarioFor(seed uint64) Scenario {
 	r := rand.New(rand.NewPCG(seed, 0x5ce7a210))
 	return Scenario{
-		Variant: int(seed % 5),
-		Hosts:   []int{1, 1 + r.IntN(3), 1 + r.IntN(3)},
+		Variant:  int(seed % 5),
+		Hosts:    []int{1, 1 + r.IntN(3), 1 + r.IntN(3)},
 		OneWay:   true,
 		Duel:     seed%4 == 3,
 		Reconfig: seed%3 != 2,

@@ -23,13 +23,14 @@ type Store struct {
 }
 
 var (
-	keyPromised = []byte("promised")
-	keyGC       = []byte("gc")
-	keySnapshot = []byte("snapshot")
-	prefixVote  = []byte("v/")
-	prefixRound = []byte("m/")
-	keyRetired  = []byte("retired")
-	keyFloor    = []byte("floor")
+	keyPromised     = []byte("promised")
+	keyGC           = []byte("gc")
+	keySnapshot     = []byte("snapshot")
+	prefixVote      = []byte("v/")
+	prefixRound     = []byte("m/")
+	keyRetired      = []byte("retired")
+	keyFloor        = []byte("floor")
+	keyRetiredEpoch = []byte("retired_epoch")
 )
 
 func roundKey(b paxos.Ballot) []byte {
@@ -74,6 +75,9 @@ func (s *Store) Save(ops []paxos.PersistOp, snapshot []byte) error {
 			v, _ := msgpack.Marshal(op.Retire)
 			b.DeleteRange(roundKey(paxos.Ballot{}), roundKey(*op.Retire), nil)
 			b.Set(keyRetired, v, nil)
+		}
+		if op.RetireEpoch > 0 {
+			b.Set(keyRetiredEpoch, binary.BigEndian.AppendUint64(nil, op.RetireEpoch), nil)
 		}
 		if op.Floor > 0 {
 			b.Set(keyFloor, binary.BigEndian.AppendUint64(nil, op.Floor), nil)
@@ -142,6 +146,11 @@ func (s *Store) MatchmakerState() (paxos.MatchmakerState, error) {
 		if err := msgpack.Unmarshal(v, &st.Retired); err != nil {
 			return st, fmt.Errorf("decode retirement ballot: %w", err)
 		}
+	}
+	if v, err := s.get(keyRetiredEpoch); err != nil {
+		return st, err
+	} else if len(v) == 8 {
+		st.RetiredEpoch = binary.BigEndian.Uint64(v)
 	}
 	if v, err := s.get(keyFloor); err != nil {
 		return st, err
