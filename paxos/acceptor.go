@@ -5,6 +5,9 @@ type AcceptorState struct {
 	Promised Ballot
 	Accepted map[uint64]Entry
 	GCBelow  uint64
+	// Config is the newest configuration persisted; only leaders persist
+	// one, so that a restarted leader knows the acceptor groups rounds use.
+	Config *Config
 }
 
 // Apply replays one persisted change onto s, as a driver does on restart.
@@ -17,6 +20,10 @@ func (s *AcceptorState) Apply(op PersistOp) {
 	}
 	if op.Accept != nil && op.Accept.Slot >= s.GCBelow {
 		s.Accepted[op.Accept.Slot] = *op.Accept
+	}
+	if op.Config != nil && (s.Config == nil || s.Config.Epoch < op.Config.Epoch) {
+		c := op.Config.Clone()
+		s.Config = &c
 	}
 	if op.GCBelow > s.GCBelow {
 		s.GCBelow = op.GCBelow

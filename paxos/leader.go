@@ -170,9 +170,23 @@ func NewLeaderAt(cfg Config, self string, seed uint64, last Ballot) *Leader {
 	return l
 }
 
+// Restore makes a configuration the leader persisted before a restart its
+// own, if it is newer than the one it started with.
+func (l *Leader) Restore(c Config) {
+	if c.Epoch > l.cfg.Epoch && c.Validate() == nil {
+		l.adoptConfig(c)
+	}
+}
+
 // adoptConfig makes c the leader's configuration and finds its ballot id.
+// The configuration is persisted: a leader that restarts with an older
+// one could not register rounds (matchmakers refuse rounds of an older
+// configuration) and might find no member left to learn from.
 func (l *Leader) adoptConfig(c Config) {
-	l.adopt(&l.outbox, c)
+	if l.adopt(&l.outbox, c) && l.cfg.Epoch > 0 {
+		cc := l.cfg.Clone()
+		l.rd.Persist = append(l.rd.Persist, PersistOp{Config: &cc})
+	}
 	i := slices.Index(l.cfg.Leaders, l.self)
 	l.removed = i < 0
 	if i >= 0 {

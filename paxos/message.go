@@ -213,6 +213,8 @@ type PersistOp struct {
 	// Floor raises a matchmaker's floor: slots below it are durable on a
 	// quorum of replicas, so no leader need recover them.
 	Floor uint64 `msgpack:"fl,omitempty"`
+	// Config is a leader's newest configuration.
+	Config *Config `msgpack:"cf,omitempty"`
 	// RetireEpoch is the configuration epoch of the round retiring the
 	// older ones (with Retire).
 	RetireEpoch uint64 `msgpack:"re,omitempty"`

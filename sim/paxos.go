@@ -143,7 +143,12 @@ func (n *PaxosNet) start(a string) {
 		if st := n.durable[a]; st != nil {
 			last = st.Promised
 		}
-		n.roles[a] = paxos.NewLeaderAt(cfg, a, n.Rand.Uint64(), last)
+		l := paxos.NewLeaderAt(cfg, a, n.Rand.Uint64(), last)
+		if st := n.durable[a]; st != nil && st.Config != nil {
+			l.Restore(*st.Config)
+		}
+		l.Ready() // what it persists on start is persisted already
+		n.roles[a] = l
 	case "proxy":
 		n.roles[a] = paxos.NewProxyLeaderAt(cfg, a)
 	case "acceptor":

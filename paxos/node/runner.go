@@ -109,7 +109,13 @@ func NewRunnerKind(d Deployment, kind, addr, dataDir string, tr *transport.Trans
 		if err != nil {
 			return fail(err)
 		}
-		r.role = paxos.NewLeaderAt(cfg, addr, rand.Uint64(), b)
+		l := paxos.NewLeaderAt(cfg, addr, rand.Uint64(), b)
+		if c, err := r.store.Config(); err != nil {
+			return fail(err)
+		} else if c != nil {
+			l.Restore(*c)
+		}
+		r.role = l
 	case "proxy":
 		r.role = paxos.NewProxyLeaderAt(cfg, addr)
 	case "acceptor":

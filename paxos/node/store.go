@@ -30,6 +30,7 @@ var (
 	prefixRound     = []byte("m/")
 	keyRetired      = []byte("retired")
 	keyFloor        = []byte("floor")
+	keyConfig       = []byte("config")
 	keyRetiredEpoch = []byte("retired_epoch")
 )
 
@@ -62,6 +63,10 @@ func (s *Store) Save(ops []paxos.PersistOp, snapshot []byte) error {
 		if op.Promised != nil {
 			v, _ := msgpack.Marshal(op.Promised)
 			b.Set(keyPromised, v, nil)
+		}
+		if op.Config != nil {
+			v, _ := msgpack.Marshal(op.Config)
+			b.Set(keyConfig, v, nil)
 		}
 		if op.Accept != nil {
 			v, _ := msgpack.Marshal(op.Accept)
@@ -184,6 +189,19 @@ func (s *Store) Ballot() (paxos.Ballot, error) {
 		return b, fmt.Errorf("decode ballot: %w", err)
 	}
 	return b, nil
+}
+
+// Config loads the configuration a leader persisted, or nil.
+func (s *Store) Config() (*paxos.Config, error) {
+	v, err := s.get(keyConfig)
+	if err != nil || v == nil {
+		return nil, err
+	}
+	var c paxos.Config
+	if err := msgpack.Unmarshal(v, &c); err != nil {
+		return nil, fmt.Errorf("decode configuration: %w", err)
+	}
+	return &c, nil
 }
 
 // Snapshot loads a replica's latest snapshot, or nil.
