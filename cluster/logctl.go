@@ -305,6 +305,35 @@ func (c *LogControl) shrink(ctx context.Context, d node.Deployment, role, kind s
 	return c.retire(ctx, next, kind, removed, out)
 }
 
+// RemoveGroup removes acceptor group i (counting from 0), waits until no
+// slot depends on it, and stops its acceptors.
+func (c *LogControl) RemoveGroup(ctx context.Context, i int, out io.Writer) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, err := c.Current()
+	if err != nil {
+		return err
+	}
+	if i < 0 || i >= len(d.Log.Groups) || len(d.Log.Groups) == 1 {
+		return fmt.Errorf("cannot remove group %d of %d", i, len(d.Log.Groups))
+	}
+	removed := slices.Clone(d.Log.Groups[i].Acceptors)
+	build := func(cur paxos.Config) paxos.Config {
+		next := cur.Next()
+		next.Groups = slices.DeleteFunc(next.Groups, func(g paxos.Group) bool { return slices.Equal(g.Acceptors, removed) })
+		next.Record(fmt.Sprintf("remove acceptor group %s", strings.Join(removed, ",")), "remove group", time.Now().UnixMilli())
+		return next
+	}
+	next, err := c.reconfigure(ctx, build, out)
+	if err != nil {
+		return err
+	}
+	if err := c.awaitRetired(ctx, next, out); err != nil {
+		return err
+	}
+	return c.retire(ctx, next, "acceptor", removed, out)
+}
+
 // Replace swaps acceptor addr for a new one: the new acceptor joins its
 // group, the old one leaves once its rounds are retired.
 func (c *LogControl) Replace(ctx context.Context, addr string, out io.Writer) error {

@@ -45,17 +45,42 @@ func TestLogSurvivesKills(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var mu sync.Mutex
-	var history []porcupine.Operation
-	var completed atomic.Int64
+	ld := startLoad(t, d, 4)
+	waitProgress := ld.waitProgress
+	waitProgress("initial load", 200)
+	leader := activeLeader(t, d)
+	procs[leader].Kill()
+	t.Logf("killed active leader %s after %d operations", leader, ld.completed.Load())
+	waitProgress("progress after the leader was killed", 200)
+	acc := d.Log.Groups[0].Acceptors[1]
+	procs[acc].Kill()
+	t.Logf("killed acceptor %s after %d operations", acc, ld.completed.Load())
+	waitProgress("progress after an acceptor was killed", 200)
+	ld.check()
+}
+
+// load runs clients of random puts, gets (through the log and by quorum
+// read) and deletes on a few keys against a log, recording a porcupine
+// history.
+type load struct {
+	t         *testing.T
+	mu        sync.Mutex
+	history   []porcupine.Operation
+	completed atomic.Int64
+	stop      chan struct{}
+	wg        sync.WaitGroup
+}
+
+func startLoad(t *testing.T, d node.Deployment, clients int) *load {
+	ld := &load{t: t, stop: make(chan struct{})}
+	ctx := context.Background()
 	start := time.Now()
 	now := func() int64 { return int64(time.Since(start)) }
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for ci := range 4 {
-		wg.Add(1)
+	stop := ld.stop
+	for ci := range clients {
+		ld.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer ld.wg.Done()
 			c, err := node.NewClient(d, "127.0.0.1", 1)
 			if err != nil {
 				t.Error(err)
@@ -105,38 +130,38 @@ func TestLogSurvivesKills(t *testing.T) {
 					}
 					out, ret = nil, math.MaxInt64
 				} else {
-					completed.Add(1)
+					ld.completed.Add(1)
 				}
-				mu.Lock()
-				history = append(history, porcupine.Operation{ClientId: ci, Input: in, Call: call, Output: out, Return: ret})
-				mu.Unlock()
+				ld.mu.Lock()
+				ld.history = append(ld.history, porcupine.Operation{ClientId: ci, Input: in, Call: call, Output: out, Return: ret})
+				ld.mu.Unlock()
 			}
 		}()
 	}
-	waitProgress := func(what string, more int64) {
-		t.Helper()
-		target := completed.Load() + more
-		waitFor(t, what, time.Minute, func() error {
-			if completed.Load() < target {
-				return fmt.Errorf("%d of %d operations", completed.Load(), target)
-			}
-			return nil
-		})
-	}
-	waitProgress("initial load", 200)
-	leader := activeLeader(t, d)
-	procs[leader].Kill()
-	t.Logf("killed active leader %s after %d operations", leader, completed.Load())
-	waitProgress("progress after the leader was killed", 200)
-	acc := d.Log.Groups[0].Acceptors[1]
-	procs[acc].Kill()
-	t.Logf("killed acceptor %s after %d operations", acc, completed.Load())
-	waitProgress("progress after an acceptor was killed", 200)
-	close(stop)
-	wg.Wait()
-	t.Logf("%d operations completed", completed.Load())
-	if res := porcupine.CheckOperationsTimeout(sim.KVModel, history, time.Minute); res == porcupine.Illegal {
-		t.Fatalf("history of %d operations is not linearizable", len(history))
+	return ld
+}
+
+// waitProgress waits until more operations have completed.
+func (ld *load) waitProgress(what string, more int64) {
+	ld.t.Helper()
+	target := ld.completed.Load() + more
+	waitFor(ld.t, what, time.Minute, func() error {
+		if n := ld.completed.Load(); n < target {
+			return fmt.Errorf("%d of %d operations", n, target)
+		}
+		return nil
+	})
+}
+
+// check stops the clients and checks the history: linearizable, so no
+// acknowledged write is lost or applied twice.
+func (ld *load) check() {
+	ld.t.Helper()
+	close(ld.stop)
+	ld.wg.Wait()
+	ld.t.Logf("%d operations completed", ld.completed.Load())
+	if res := porcupine.CheckOperationsTimeout(sim.KVModel, ld.history, time.Minute); res != porcupine.Ok {
+		ld.t.Fatalf("history of %d operations is not linearizable (porcupine: %v)", len(ld.history), res)
 	}
 }
 
