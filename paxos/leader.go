@@ -47,23 +47,42 @@ type phase1Config struct {
 // by a quorum of replicas), it tells the matchmakers to retire the older
 // rounds; their acceptors are no longer needed.
 //
-// Safety argument (after Matchmaker Paxos, §4-5). Suppose v is chosen in
-// slot s in round j: a write quorum of s's group in round j's
-// configuration C_j accepted it. Take the next round i > j that reaches
-// phase 2. It registered with a majority of matchmakers; round j did too,
-// before any of its phase 2. A matchmaker answers round i only if it has
-// not seen a newer round, and refuses round j once it has seen round i, so
-// a matchmaker in both majorities recorded j before i and reported C_j to
-// round i, unless round j was retired. Rounds below r are retired only when
-// the leader of round r >= ... has every slot that older rounds could have
-// chosen chosen again in round r (or durable on replicas), so then round
-// i's phase 1 over C_r finds v instead. Either way round i's phase 1 reads
-// a read quorum of every group of a configuration where v's slot is held
-// by a write quorum, quorums intersect, and round i proposes the value of
-// the highest ballot it sees: by induction on rounds between j and i, that
-// is v. Rounds below i cannot gain votes from acceptors that promised i.
-// Values chosen by different configurations for different slots never
-// conflict: the slot-to-group mapping only decides where phase 2 runs.
+// Safety argument (after Matchmaker Paxos, §4-5). Rounds are ballots; round
+// i's configuration C_i is the acceptor groups it registered with a
+// majority of matchmakers before anything else. Claim: if v is chosen in
+// slot s in round j (a write quorum of s's group in C_j accepted (s, j, v)),
+// every round i > j that reaches phase 2 proposes v in s, if it proposes
+// anything there.
+//
+//  1. Round i learns C_j, or C_j was retired. Both registered with a
+//     majority; a matchmaker in both recorded one first. Had it recorded i
+//     first, it would have refused j (it refuses rounds below the newest it
+//     holds), so it recorded j first and reported C_j to i: leader i unions
+//     every older round that a majority of matchmakers report, minus
+//     retired ones. (Rounds of an older configuration than the retiring
+//     round's are dropped too: such a round registered above a round that
+//     completed matchmaking would have been refused by some matchmaker in
+//     both majorities, so it never completed matchmaking and chose nothing.)
+//  2. Retired rounds hold nothing i needs. The leader of round r retires
+//     rounds below r only when every slot from the floor up to the highest
+//     slot its phase 1 saw is chosen in round r (a new round forgets what it
+//     knew chosen above the floor and proposes it again), and every slot
+//     below the floor is durable on a quorum of replicas; the floor travels
+//     through the matchmakers, and no leader recovers a slot below it. By
+//     induction on rounds, a v chosen below r is then chosen in C_r as well.
+//  3. Round i's phase 1 reads a read quorum of every group of every live
+//     configuration, so it meets the write quorum that chose v (in C_j, or
+//     in the C_r of step 2), and proposes the value of the highest ballot it
+//     sees in s. That ballot is at least j, and by induction every round
+//     between j and i proposed v in s. Rounds below i can gain no vote from
+//     an acceptor that promised i.
+//
+// The slot-to-group mapping only decides where phase 2 runs: different
+// rounds may map a slot to different groups without conflict. A
+// configuration enters the log (Value.Config) before any round uses its
+// groups, and matchmakers refuse rounds of a configuration older than one
+// they hold, so a leader with a stale configuration cannot bring retired
+// acceptors back.
 type Leader struct {
 	outbox
 	membership
