@@ -1,0 +1,329 @@
+package paxos
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func baseConfig() Config {
+	return Config{
+		Matchmakers:  []string{"m0", "m1", "m2"},
+		Batchers:     []string{"b0"},
+		Leaders:      []string{"l0", "l1"},
+		ProxyLeaders: []string{"p0", "p1"},
+		Groups:       []Group{{Acceptors: []string{"a0", "a1", "a2"}}},
+		Replicas:     []string{"r0", "r1", "r2"},
+		Unbatchers:   []string{"u0"},
+	}
+}
+
+func TestValidateChange(t *testing.T) {
+	cur := baseConfig()
+	ok := cur.Next()
+	ok.ProxyLeaders = append(ok.ProxyLeaders, "p2")
+	if err := cur.ValidateChange(ok); err != nil {
+		t.Fatalf("adding a proxy leader: %v", err)
+	}
+	stale := cur.Next()
+	stale.Epoch = cur.Epoch + 2
+	if err := cur.ValidateChange(stale); err == nil || !strings.Contains(err.Error(), ErrStaleConfig.Error()) {
+		t.Fatalf("epoch +2: %v, want a stale configuration", err)
+	}
+	mm := cur.Next()
+	mm.Matchmakers = []string{"m0", "m1"}
+	if err := cur.ValidateChange(mm); err == nil {
+		t.Fatal("matchmakers changed: no error")
+	}
+	static := baseConfig()
+	static.Matchmakers = nil
+	groups := static.Next()
+	groups.Groups = []Group{{Acceptors: []string{"a0", "a1", "a9"}}}
+	if err := static.ValidateChange(groups); err == nil {
+		t.Fatal("acceptor groups changed without matchmakers: no error")
+	}
+	// A leader removed and a new one added never share a ballot id.
+	n := cur.Next().WithLeaders([]string{"l1"})
+	n2 := n.Next().WithLeaders([]string{"l1", "l9"})
+	if err := n.ValidateChange(n2); err != nil {
+		t.Fatal(err)
+	}
+	if id := n2.LeaderID(1); id == cur.LeaderID(0) || id == cur.LeaderID(1) {
+		t.Fatalf("new leader l9 got id %d, used before", id)
+	}
+	reuse := n2.Next()
+	reuse.LeaderIDs[1] = 0
+	if err := n2.ValidateChange(reuse); err == nil {
+		t.Fatal("a changed leader id passed")
+	}
+	dup := cur.Next()
+	dup.Replicas = append(dup.Replicas, "p0")
+	if err := cur.ValidateChange(dup); err == nil {
+		t.Fatal("an address serving two roles passed")
+	}
+}
+
+// A proxy leader the configuration leaves out finishes the slot it holds
+// before it reports drained.
+func TestProxyLeaderDrains(t *testing.T) {
+	cfg := baseConfig()
+	p := NewProxyLeaderAt(cfg, "p1")
+	g := cfg.Groups[0]
+	p.Step(Message{Kind: KindPhase2a, From: "l0", Ballot: Ballot{1, 0}, Slot: 7, Value: Value{Noop: true}, Group: &g})
+	p.Ready()
+	next := cfg.Next()
+	next.ProxyLeaders = []string{"p0"}
+	p.Step(Message{Kind: KindConfigReply, From: "l0", Config: &next})
+	if p.Drained() {
+		t.Fatal("drained with slot 7 in flight")
+	}
+	p.Step(Message{Kind: KindPhase2b, From: "a0", Ballot: Ballot{1, 0}, Slot: 7})
+	p.Step(Message{Kind: KindPhase2b, From: "a2", Ballot: Ballot{1, 0}, Slot: 7})
+	var chosen []string
+	for _, m := range p.Ready().Messages {
+		if m.Kind == KindChosen {
+			chosen = append(chosen, m.To)
+		}
+	}
+	slices.Sort(chosen)
+	if want := []string{"l0", "r0", "r1", "r2"}; !slices.Equal(chosen, want) {
+		t.Fatalf("chosen sent to %v, want %v", chosen, want)
+	}
+	if !p.Drained() {
+		t.Fatal("not drained once nothing is in flight")
+	}
+}
+
+// A batcher the configuration leaves out still forwards what reaches it,
+// and reports drained only once idle.
+func TestBatcherDrains(t *testing.T) {
+	cfg := baseConfig()
+	cfg.BatchSize = 10
+	b := NewBatcherAt(cfg, "b0")
+	b.Step(Message{Kind: KindRequest, From: "c", Command: Command{Client: 1, Seq: 1}})
+	next := cfg.Next()
+	next.Batchers = nil
+	b.Step(Message{Kind: KindConfigReply, From: "l0", Config: &next})
+	if b.Drained() {
+		t.Fatal("drained holding a command")
+	}
+	b.Flush()
+	rd := b.Ready()
+	if len(rd.Messages) != 1 || rd.Messages[0].Kind != KindBatch || len(rd.Messages[0].Batch) != 1 {
+		t.Fatalf("flush sent %v", rd.Messages)
+	}
+	for range 10*cfg.withDefaults().ResendTicks + 1 {
+		b.Tick()
+	}
+	if !b.Drained() {
+		t.Fatal("not drained after being idle")
+	}
+}
+
+// Roles learn a newer configuration from any message's epoch.
+func TestConfigGossip(t *testing.T) {
+	cfg := baseConfig()
+	u := NewUnbatcherAt(cfg, "u0")
+	u.Step(Message{Kind: KindReplyBatch, From: "r0", Epoch: 3})
+	var asked bool
+	for _, m := range u.Ready().Messages {
+		asked = asked || (m.Kind == KindConfigQuery && m.To == "r0")
+	}
+	if !asked {
+		t.Fatal("a message from epoch 3 did not make the unbatcher ask for it")
+	}
+	next := cfg.Next()
+	next.Epoch = 3
+	u.Step(Message{Kind: KindConfigReply, From: "r0", Config: &next})
+	if u.Config().Epoch != 3 {
+		t.Fatalf("epoch %d after the reply, want 3", u.Config().Epoch)
+	}
+	old := cfg
+	u.Step(Message{Kind: KindConfigReply, From: "r0", Config: &old})
+	if u.Config().Epoch != 3 {
+		t.Fatal("an older configuration replaced a newer one")
+	}
+}
+
+func TestAcceptorConflictIsLoud(t *testing.T) {
+	a := NewAcceptor("a0", AcceptorState{})
+	var got []string
+	a.SetInvariantHandler(func(msg string) { got = append(got, msg) })
+	b := Ballot{2, 1}
+	a.Step(Message{Kind: KindPhase2a, From: "p0", Ballot: b, Slot: 4, Value: Value{Commands: []Command{{Client: 1, Seq: 1}}}})
+	a.Ready()
+	a.Step(Message{Kind: KindPhase2a, From: "p0", Ballot: b, Slot: 4, Value: Value{Commands: []Command{{Client: 1, Seq: 1}}}})
+	if rd := a.Ready(); len(rd.Messages) != 1 || rd.Messages[0].Kind != KindPhase2b || len(got) != 0 {
+		t.Fatalf("a retransmission was not re-acknowledged quietly: %v %v", rd.Messages, got)
+	}
+	a.Step(Message{Kind: KindPhase2a, From: "p1", Ballot: b, Slot: 4, Value: Value{Noop: true}})
+	rd := a.Ready()
+	if len(got) != 1 || !strings.Contains(got[0], "slot 4 ballot 2.1") {
+		t.Fatalf("second value in one ballot reported %v", got)
+	}
+	if len(rd.Messages) != 0 || len(rd.Persist) != 0 {
+		t.Fatalf("second value in one ballot was acknowledged or persisted: %v", rd)
+	}
+	if v := a.State().Accepted[4].Value; v.Noop {
+		t.Fatal("the second value replaced the first")
+	}
+	// Without a handler it panics.
+	a.SetInvariantHandler(nil)
+	defer func() {
+		if recover() == nil {
+			t.Fatal("no panic")
+		}
+	}()
+	a.Step(Message{Kind: KindPhase2a, From: "p1", Ballot: b, Slot: 4, Value: Value{Noop: true}})
+}
+
+func TestReplicaConflictIsLoud(t *testing.T) {
+	r, err := NewReplicaAt(baseConfig(), "r0", NewKV(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	r.SetInvariantHandler(func(msg string) { got = append(got, msg) })
+	r.Step(Message{Kind: KindChosen, Slot: 3, Value: Value{Noop: true}})
+	r.Step(Message{Kind: KindChosen, Slot: 3, Value: Value{Noop: true}})
+	if len(got) != 0 {
+		t.Fatalf("the same value twice reported: %v", got)
+	}
+	r.Step(Message{Kind: KindChosen, Slot: 3, Value: Value{Commands: []Command{{Client: 9, Seq: 1}}}})
+	if len(got) != 1 || !strings.Contains(got[0], "slot 3") {
+		t.Fatalf("two values for slot 3 reported %v", got)
+	}
+}
+
+// Replicas forget sessions silent for SessionSlots, and refuse (never
+// apply) their later commands.
+func TestSessionsExpire(t *testing.T) {
+	cfg := baseConfig()
+	cfg.SessionSlots, cfg.SnapshotEvery = 4, 2
+	r, err := NewReplicaAt(cfg, "r0", NewKV(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(client, seq uint64, first bool) Command {
+		return Command{Client: client, Seq: seq, First: first, ReplyTo: "c", Op: EncodeKV(KVOp{Op: "put", Key: "k", Value: []byte("v")})}
+	}
+	r.Step(Message{Kind: KindChosen, Slot: 0, Value: Value{Commands: []Command{put(1, 1, true)}}})
+	for s := uint64(1); s < 12; s++ {
+		r.Step(Message{Kind: KindChosen, Slot: s, Value: Value{Commands: []Command{put(2, s, s == 1)}}})
+	}
+	if n := r.Sessions(); n != 1 {
+		t.Fatalf("%d sessions remembered, want 1 (client 1 silent for 11 slots)", n)
+	}
+	r.Ready()
+	r.Step(Message{Kind: KindChosen, Slot: 12, Value: Value{Commands: []Command{put(1, 2, false)}}})
+	var errs []string
+	for _, m := range r.Ready().Messages {
+		for _, rep := range m.Replies {
+			if rep.Client == 1 {
+				errs = append(errs, rep.Err)
+			}
+		}
+		if m.Kind == KindReply && m.Reply.Client == 1 {
+			errs = append(errs, m.Reply.Err)
+		}
+	}
+	if r.Sessions() != 1 {
+		t.Fatal("an expired session's command started it again")
+	}
+	for _, e := range errs {
+		if !strings.Contains(e, "session expired") {
+			t.Fatalf("reply %q, want session expired", e)
+		}
+	}
+}
+
+// A candidate leader holds at most MaxWaiting commands.
+func TestLeaderWaitingIsBounded(t *testing.T) {
+	cfg := baseConfig()
+	cfg.MaxWaiting = 5
+	l := NewLeaderAt(cfg, "l0", 1, Ballot{})
+	l.Tick() // campaigns: matching
+	l.Ready()
+	for i := range 20 {
+		l.Step(Message{Kind: KindRequest, From: "c", Command: Command{Client: 1, Seq: uint64(i)}})
+	}
+	if len(l.waiting) != 5 || l.Status().Dropped != 15 {
+		t.Fatalf("waiting %d, dropped %d; want 5 and 15", len(l.waiting), l.Status().Dropped)
+	}
+}
+
+// On an idle log, a slot only one acceptor accepted under an old leader
+// is filled once a read waits on it, so the read completes.
+func TestLeaderFillsSlotAReadWaitsFor(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Matchmakers = nil
+	l := NewLeaderAt(cfg, "l0", 1, Ballot{})
+	l.Tick()
+	for _, a := range []string{"a0", "a1"} {
+		l.Step(Message{Kind: KindPhase1b, From: a, Ballot: l.Ballot()})
+	}
+	if !l.Active() || l.NextSlot() != 0 {
+		t.Fatalf("active %v next %d", l.Active(), l.NextSlot())
+	}
+	l.Ready()
+	// a2 accepted slot 3 under an older leader; a read saw it and waits
+	// for the slots below 4.
+	l.Step(Message{Kind: KindRecover, From: "r0", Slot: 0, Upto: 4})
+	var slots []uint64
+	for _, m := range l.Ready().Messages {
+		if m.Kind == KindPhase2a {
+			slots = append(slots, m.Slot)
+		}
+	}
+	if !slices.Equal(slots, []uint64{0, 1, 2, 3}) || l.NextSlot() != 4 {
+		t.Fatalf("filled %v (next %d), want 0-3", slots, l.NextSlot())
+	}
+	// A late phase 1 answer that reports slot 6 fills up to it too.
+	l.Step(Message{Kind: KindPhase1b, From: "a2", Ballot: l.Ballot(), Entries: []Entry{{Slot: 6, Ballot: Ballot{0, 1}, Value: Value{Noop: true}}}})
+	if l.NextSlot() != 7 {
+		t.Fatalf("next %d after a late report of slot 6, want 7", l.NextSlot())
+	}
+}
+
+func TestMatchmaker(t *testing.T) {
+	mm := NewMatchmaker("m0", MatchmakerState{})
+	reg := func(b Ballot, epoch uint64, acc ...string) Message {
+		mm.Step(Message{Kind: KindMatchA, From: "l", Ballot: b, Rounds: []RoundConfig{{Ballot: b, Epoch: epoch, Groups: []Group{{Acceptors: acc}}}}})
+		rd := mm.Ready()
+		if len(rd.Messages) != 1 {
+			t.Fatalf("register %s: %d answers", b, len(rd.Messages))
+		}
+		return rd.Messages[0]
+	}
+	if m := reg(Ballot{1, 0}, 0, "a"); m.Kind != KindMatchB || len(m.Rounds) != 0 {
+		t.Fatalf("first round: %v", m)
+	}
+	if m := reg(Ballot{2, 0}, 1, "b"); m.Kind != KindMatchB || len(m.Rounds) != 1 || m.Rounds[0].Ballot != (Ballot{1, 0}) {
+		t.Fatalf("second round: %v", m)
+	}
+	if m := reg(Ballot{1, 5}, 1, "b"); m.Kind != KindNack || m.Ballot != (Ballot{2, 0}) {
+		t.Fatalf("an older round was not refused: %v", m)
+	}
+	if m := reg(Ballot{3, 0}, 0, "a"); m.Kind != KindNack || m.Epoch != 1 {
+		t.Fatalf("a round of an older configuration was not refused: %v", m)
+	}
+	mm.Step(Message{Kind: KindGarbageA, From: "l", Ballot: Ballot{2, 0}, Slot: 40, Rounds: []RoundConfig{{Ballot: Ballot{2, 0}, Epoch: 1}}})
+	mm.Ready()
+	if st := mm.State(); len(st.Rounds) != 1 || st.Floor != 40 || st.Retired != (Ballot{2, 0}) || st.RetiredEpoch != 1 {
+		t.Fatalf("after retirement: %+v", st)
+	}
+	if m := reg(Ballot{4, 1}, 1, "b"); m.Kind != KindMatchB || m.Slot != 40 || len(m.Rounds) != 1 {
+		t.Fatalf("round after retirement: %v", m)
+	}
+	// Replaying what it persisted rebuilds the same state.
+	var st MatchmakerState
+	for _, op := range []PersistOp{
+		{Match: &RoundConfig{Ballot: Ballot{1, 0}}}, {Match: &RoundConfig{Ballot: Ballot{2, 0}, Epoch: 1}},
+		{Retire: &Ballot{2, 0}, Floor: 40, RetireEpoch: 1}, {Match: &RoundConfig{Ballot: Ballot{4, 1}, Epoch: 1}},
+	} {
+		st.Apply(op)
+	}
+	if got := mm.State(); len(got.Rounds) != len(st.Rounds) || got.Floor != st.Floor || got.Retired != st.Retired {
+		t.Fatalf("replayed %+v, live %+v", st, got)
+	}
+}
