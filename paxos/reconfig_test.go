@@ -327,3 +327,41 @@ func TestMatchmaker(t *testing.T) {
 		t.Fatalf("replayed %+v, live %+v", st, got)
 	}
 }
+
+// Acceptors may forget a slot only once a quorum of replicas holds it in
+// a durable snapshot: one replica far ahead is not enough.
+func TestGCNeedsReplicaQuorum(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Matchmakers = nil
+	l := NewLeaderAt(cfg, "l0", 1, Ballot{})
+	l.Tick()
+	for _, a := range []string{"a0", "a1"} {
+		l.Step(Message{Kind: KindPhase1b, From: a, Ballot: l.Ballot()})
+	}
+	l.Ready()
+	gcs := func() []uint64 {
+		var out []uint64
+		for _, m := range l.Ready().Messages {
+			if m.Kind == KindGC {
+				out = append(out, m.Slot)
+			}
+		}
+		return out
+	}
+	l.Step(Message{Kind: KindWatermark, From: "r0", Slot: 100, Durable: 100})
+	l.Step(Message{Kind: KindWatermark, From: "r1", Slot: 10, Durable: 0})
+	l.Step(Message{Kind: KindWatermark, From: "r2", Slot: 10, Durable: 0})
+	if got := gcs(); len(got) != 0 {
+		t.Fatalf("GC to %v with one replica of three durable past it", got)
+	}
+	l.Step(Message{Kind: KindWatermark, From: "r1", Slot: 60, Durable: 50})
+	if got := gcs(); len(got) != 3 || got[0] != 50 {
+		t.Fatalf("GC messages %v, want slot 50 to each of 3 acceptors", got)
+	}
+	// A replica outside the configuration does not count.
+	l.Step(Message{Kind: KindWatermark, From: "r9", Slot: 200, Durable: 200})
+	l.Step(Message{Kind: KindWatermark, From: "r2", Slot: 60, Durable: 60})
+	if got := gcs(); len(got) != 3 || got[0] != 60 {
+		t.Fatalf("GC messages %v, want slot 60", got)
+	}
+}
