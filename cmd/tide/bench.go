@@ -103,8 +103,8 @@ func newBenchFilesCmd() *cobra.Command {
 
 func newBenchLogCmd() *cobra.Command {
 	var clients, modes, target string
-	var duration time.Duration
-	var asJSON bool
+	var duration, hold time.Duration
+	var asJSON, live bool
 	cmd := &cobra.Command{
 		Use:   "log",
 		Short: "Throughput and latency of the tide log against its unreplicated baseline",
@@ -120,9 +120,35 @@ Given no --target, each mode starts a fresh local log as child processes
 
 --clients and --modes take comma-separated lists and every combination is
 measured in one run. With --json and a single combination the output is one
-object with ops_per_sec, p50_ms and p99_ms; otherwise a JSON array.`,
+object with ops_per_sec, p50_ms and p99_ms; otherwise a JSON array.
+
+--live measures reconfiguration under load instead: it starts the batched
+default, prints throughput every second, and while the clients run changes
+the log as 'tide log scale' does: proxy leaders 2 -> 1 -> 2 -> 4, acceptor
+groups 1 -> 2, one acceptor replaced, groups 2 -> 1, holding --hold between
+changes. For each change it reports how long it took, the throughput before
+and after, and the lowest throughput of any 100 ms window while it ran.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if live {
+				n := 10
+				if _, err := fmt.Sscan(strings.TrimSpace(clients), &n); err != nil || n < 1 {
+					return fmt.Errorf("--clients: --live takes one count, got %q", clients)
+				}
+				res, err := bench.LogReconfig(cmd.Context(), n, hold, bench.DefaultReconfigSteps, progressLog(asJSON))
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(os.Stdout).Encode(res)
+				}
+				w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "CHANGE\tTOOK S\tOPS/S BEFORE\tOPS/S AFTER\tLOWEST 100MS (OPS/S)")
+				for _, r := range res {
+					fmt.Fprintf(w, "%s\t%.2f\t%.0f\t%.0f\t%.0f\n", r.Step, r.Seconds, r.Before, r.After, r.Dip)
+				}
+				return w.Flush()
+			}
 			var counts []int
 			for _, s := range strings.Split(clients, ",") {
 				var n int
@@ -173,6 +199,8 @@ object with ops_per_sec, p50_ms and p99_ms; otherwise a JSON array.`,
 	cmd.Flags().StringVar(&modes, "modes", "batched", "batched, unbatched, unreplicated (comma-separated)")
 	cmd.Flags().StringVar(&target, "target", "", "measure an existing log (deployment file or role HTTP address) instead")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
+	cmd.Flags().BoolVar(&live, "live", false, "measure live reconfiguration under load (see above)")
+	cmd.Flags().DurationVar(&hold, "hold", 5*time.Second, "with --live: time between changes")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
