@@ -74,13 +74,23 @@ func (a *Acceptor) Step(m Message) {
 			b := m.Ballot
 			a.persist(PersistOp{Promised: &b})
 		}
+		// Votes from slot m.Slot on, a page at a time: Upto, if set, is
+		// where the leader asks again.
 		var entries []Entry
+		var more uint64
+		size := 0
 		for _, slot := range sortedKeys(a.st.Accepted) {
-			if slot >= m.Slot {
-				entries = append(entries, a.st.Accepted[slot])
+			if slot < m.Slot {
+				continue
 			}
+			e := a.st.Accepted[slot]
+			if size += entrySize(&e); size > phase1bBytes && len(entries) > 0 {
+				more = slot
+				break
+			}
+			entries = append(entries, e)
 		}
-		a.send(Message{Kind: KindPhase1b, To: m.From, Ballot: m.Ballot, Slot: a.st.GCBelow, Entries: entries})
+		a.send(Message{Kind: KindPhase1b, To: m.From, Ballot: m.Ballot, Slot: a.st.GCBelow, Entries: entries, Upto: more})
 	case KindPhase2a:
 		if m.Ballot.Less(a.st.Promised) {
 			a.send(Message{Kind: KindNack, To: m.From, Ballot: a.st.Promised, Slot: m.Slot})

@@ -107,6 +107,7 @@ type Leader struct {
 
 	// phase 1
 	p1       []phase1Config
+	p1Cursor map[string]uint64 // acceptors whose votes come in pages: the next page
 	best     map[uint64]Entry
 	p1GC     uint64
 	p1Sent   int
@@ -480,6 +481,7 @@ func (l *Leader) startPhase1(live []RoundConfig) {
 	}
 	l.live = live
 	l.best = map[uint64]Entry{}
+	l.p1Cursor = map[string]uint64{}
 	l.p1GC = 0
 	if len(l.p1) == 0 {
 		l.becomeActive()
@@ -496,7 +498,11 @@ func (l *Leader) sendPhase1a() {
 			for _, a := range g.Acceptors {
 				if !pc.votes[gi][a] && !sent[a] {
 					sent[a] = true
-					l.send(Message{Kind: KindPhase1a, To: a, Ballot: l.ballot, Slot: l.watermark})
+					from := l.watermark
+					if c, ok := l.p1Cursor[a]; ok {
+						from = c
+					}
+					l.send(Message{Kind: KindPhase1a, To: a, Ballot: l.ballot, Slot: from})
 				}
 			}
 		}
@@ -521,6 +527,19 @@ func (l *Leader) onPhase1b(m Message) {
 	if l.lead != candidate {
 		return
 	}
+	if m.Upto != 0 {
+		// One page of the acceptor's votes: keep it, and ask for the next.
+		// The acceptor promised this ballot, so its votes can change only
+		// by a higher ballot, which would end this phase 1 anyway.
+		if c, ok := l.p1Cursor[m.From]; ok && m.Upto <= c {
+			return // a duplicate of an earlier page
+		}
+		l.p1GC = max(l.p1GC, m.Slot)
+		l.mergeVotes(m.Entries)
+		l.p1Cursor[m.From] = m.Upto
+		l.send(Message{Kind: KindPhase1a, To: m.From, Ballot: l.ballot, Slot: m.Upto})
+		return
+	}
 	member := false
 	for _, pc := range l.p1 {
 		for gi, g := range pc.rc.Groups {
@@ -534,11 +553,7 @@ func (l *Leader) onPhase1b(m Message) {
 		return
 	}
 	l.p1GC = max(l.p1GC, m.Slot)
-	for _, e := range m.Entries {
-		if cur, ok := l.best[e.Slot]; !ok || cur.Ballot.Less(e.Ballot) {
-			l.best[e.Slot] = e
-		}
-	}
+	l.mergeVotes(m.Entries)
 	for _, pc := range l.p1 {
 		for gi, g := range pc.rc.Groups {
 			if !g.IsReadQuorum(pc.votes[gi]) {
@@ -547,6 +562,17 @@ func (l *Leader) onPhase1b(m Message) {
 		}
 	}
 	l.becomeActive()
+}
+
+// mergeVotes keeps, for each slot, the vote of the highest ballot.
+func (l *Leader) mergeVotes(entries []Entry) {
+	for _, e := range entries {
+		if cur, ok := l.best[e.Slot]; !ok || cur.Ballot.Less(e.Ballot) {
+			l.best[e.Slot] = e
+		} else if cur.Ballot == e.Ballot && !sameValue(cur.Value, e.Value) {
+			l.violated("phase 1: slot %d has two values in ballot %s: %s and %s", e.Slot, e.Ballot, describe(cur.Value), describe(e.Value))
+		}
+	}
 }
 
 // becomeActive finishes phase 1: every slot from the watermark up to the

@@ -30,7 +30,7 @@ const (
 	KindBatch               // batcher -> leader: commands to order
 	KindNotLeader           // standby leader -> sender: try Leader
 	KindPhase1a             // leader -> acceptors
-	KindPhase1b             // acceptor -> leader
+	KindPhase1b             // acceptor -> leader; Upto != 0: more votes from slot Upto, ask again
 	KindPhase2a             // leader -> proxy leader -> acceptors
 	KindPhase2b             // acceptor -> proxy leader
 	KindNack                // acceptor -> proxy leader/leader: a higher ballot exists
@@ -39,7 +39,7 @@ const (
 	KindReply               // unbatcher or replica -> client
 	KindHeartbeat           // leader -> leaders
 	KindRecover             // replica -> leader or replica: send me slots from Slot
-	KindSnapshot            // replica -> replica: state up to Slot
+	KindSnapshot            // replica -> replica: a chunk (at offset Upto, of Durable bytes) of the state up to Slot
 	KindWatermark           // replica -> leaders: executed up to Slot
 	KindGC                  // leader -> acceptors: slots below Slot are executed by f+1 replicas
 	KindMaxSlotRequest      // client -> acceptors: largest slot you accepted?
@@ -56,13 +56,14 @@ const (
 	KindReconfigure         // operator -> leader: propose Config as the next epoch
 	KindReconfigured        // leader -> operator: Config is chosen, or Note says why not
 	KindTakeover            // leaving leader -> leader: campaign now
+	KindSnapshotPull        // replica -> replica: send the chunk of snapshot Slot at offset Upto
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "request", "batch", "not_leader", "phase1a", "phase1b", "phase2a", "phase2b",
 	"nack", "chosen", "reply_batch", "reply", "heartbeat", "recover", "snapshot", "watermark", "gc",
 	"max_slot_request", "max_slot_reply", "read", "match_a", "match_b", "garbage_a", "garbage_b",
-	"match_query", "match_reply", "config_query", "config_reply", "reconfigure", "reconfigured", "takeover"}
+	"match_query", "match_reply", "config_query", "config_reply", "reconfigure", "reconfigured", "takeover", "snapshot_pull"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -324,4 +325,26 @@ func describe(v Value) string {
 		s += fmt.Sprintf("%d.%d", c.Client, c.Seq)
 	}
 	return s + "]"
+}
+
+// Frames must stay well below the transport's 64 MiB limit: a phase 1b
+// carries at most phase1bBytes of votes (the leader asks for the rest), and
+// a snapshot travels in chunks of snapshotChunk bytes. Variables so that
+// tests can make them small.
+var (
+	phase1bBytes  = 8 << 20
+	snapshotChunk = 4 << 20
+)
+
+// entrySize estimates an entry's encoded size.
+func entrySize(e *Entry) int {
+	n := 32
+	for i := range e.Value.Commands {
+		c := &e.Value.Commands[i]
+		n += 24 + len(c.Op) + len(c.ReplyTo)
+	}
+	if e.Value.Config != nil {
+		n += 256 * len(e.Value.Config.All())
+	}
+	return n
 }

@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -363,5 +364,116 @@ func TestGCNeedsReplicaQuorum(t *testing.T) {
 	l.Step(Message{Kind: KindWatermark, From: "r2", Slot: 60, Durable: 60})
 	if got := gcs(); len(got) != 3 || got[0] != 60 {
 		t.Fatalf("GC messages %v, want slot 60", got)
+	}
+}
+
+// A leader recovers votes that do not fit one phase 1b page by asking for
+// the next page, and counts an acceptor only once it has all of them.
+func TestPhase1bPages(t *testing.T) {
+	defer func(n int) { phase1bBytes = n }(phase1bBytes)
+	phase1bBytes = 300 // a few entries a page
+	st := AcceptorState{Accepted: map[uint64]Entry{}}
+	for s := range uint64(40) {
+		st.Accepted[s] = Entry{Slot: s, Ballot: Ballot{1, 1}, Value: Value{Commands: []Command{{Client: 7, Seq: s + 1, Op: []byte("0123456789")}}}}
+	}
+	accs := map[string]*Acceptor{}
+	for _, a := range []string{"a0", "a1", "a2"} {
+		accs[a] = NewAcceptor(a, AcceptorState{Accepted: map[uint64]Entry{}})
+	}
+	accs["a0"] = NewAcceptor("a0", st)
+	cfg := baseConfig()
+	cfg.Matchmakers = nil
+	l := NewLeaderAt(cfg, "l0", 1, Ballot{5, 0})
+	l.Tick()
+	queue := l.Ready().Messages
+	pages := 0
+	for len(queue) > 0 {
+		m := queue[0]
+		queue = queue[1:]
+		switch {
+		case m.Kind == KindPhase1a && (m.To == "a0" || m.To == "a1"):
+			accs[m.To].Step(m)
+			for _, r := range accs[m.To].Ready().Messages {
+				if r.To == "l0" && r.Kind == KindPhase1b && r.From == "a0" {
+					pages++
+					if len(r.Entries) > 4 {
+						t.Fatalf("a page of %d entries, over the byte bound", len(r.Entries))
+					}
+				}
+				l.Step(r)
+				queue = append(queue, l.Ready().Messages...)
+			}
+		}
+	}
+	if pages < 10 {
+		t.Fatalf("%d pages for 40 votes", pages)
+	}
+	if !l.Active() || l.NextSlot() != 40 {
+		t.Fatalf("active %v, next slot %d: want active with every recovered slot re-proposed", l.Active(), l.NextSlot())
+	}
+}
+
+// A snapshot travels in chunks, each asked for in turn; lost and
+// duplicated chunks only delay it.
+func TestSnapshotChunks(t *testing.T) {
+	defer func(n int) { snapshotChunk = n }(snapshotChunk)
+	snapshotChunk = 64
+	cfg := baseConfig()
+	cfg.SnapshotEvery = 50
+	src, _ := NewReplicaAt(cfg, "r0", NewKV(), nil)
+	for s := range uint64(50) {
+		src.Step(Message{Kind: KindChosen, Slot: s, Value: Value{Commands: []Command{{Client: 1, Seq: s + 1, First: s == 0,
+			Op: EncodeKV(KVOp{Op: "put", Key: fmt.Sprint("key", s), Value: []byte("a value of some length")})}}}})
+	}
+	src.Ready()
+	if src.Durable() != 50 {
+		t.Fatalf("source snapshot at %d", src.Durable())
+	}
+	dst, _ := NewReplicaAt(cfg, "r1", NewKV(), nil)
+	queue := []Message{{Kind: KindRecover, From: "r1", To: "r0", Slot: 0}}
+	chunks, n := 0, 0
+	for n < 10000 {
+		if len(queue) == 0 {
+			if dst.ExecutedThrough() >= 50 {
+				break
+			}
+			for range 20 { // nothing in flight: time passes
+				dst.Tick()
+			}
+			queue = append(queue, dst.Ready().Messages...)
+			continue
+		}
+		n++
+		m := queue[0]
+		queue = queue[1:]
+		if n%7 == 0 {
+			continue // lost
+		}
+		if n%5 == 0 {
+			queue = append(queue, m) // duplicated
+		}
+		var r *Replica
+		switch m.To {
+		case "r0":
+			r = src
+		case "r1":
+			r = dst
+			if m.Kind == KindSnapshot {
+				chunks++
+			}
+		default:
+			continue
+		}
+		r.Step(m)
+		queue = append(queue, r.Ready().Messages...)
+	}
+	if dst.ExecutedThrough() != 50 {
+		t.Fatalf("destination executed through %d after %d messages, want 50", dst.ExecutedThrough(), n)
+	}
+	if chunks < 10 {
+		t.Fatalf("%d chunks", chunks)
+	}
+	if kv := dst.sm.(*KV); kv.Len() != 50 {
+		t.Fatalf("%d keys restored", kv.Len())
 	}
 }

@@ -69,6 +69,7 @@ type Replica struct {
 	lastReport int
 	reads      []pendingRead
 	peer       int
+	pulling    *pull
 	// Executed records every executed slot's value when non-nil (tests).
 	Executed func(slot uint64, v Value)
 }
@@ -128,12 +129,9 @@ func (r *Replica) Step(m Message) {
 	case KindRecover:
 		r.serveRecover(m.From, m.Slot)
 	case KindSnapshot:
-		if m.Slot > r.exec {
-			if err := r.restore(m.Data); err == nil {
-				r.rd.Snapshot = m.Data
-				r.execute()
-			}
-		}
+		r.onSnapshotChunk(m)
+	case KindSnapshotPull:
+		r.sendSnapshotChunk(m.From, m.Slot, m.Upto)
 	case KindRead:
 		if r.exec >= m.Slot {
 			r.answerRead(m.Command)
@@ -284,12 +282,66 @@ func (r *Replica) restore(data []byte) error {
 	return nil
 }
 
+// pull is a snapshot being received chunk by chunk.
+type pull struct {
+	from  string
+	slot  uint64
+	total uint64
+	buf   []byte
+	at    int // tick of the last chunk
+	tries int // asks for the same chunk
+}
+
+// sendSnapshotChunk sends the chunk at offset off of the snapshot at slot,
+// or, if this replica's snapshot is another by now, its first chunk.
+func (r *Replica) sendSnapshotChunk(to string, slot, off uint64) {
+	if r.snap == nil {
+		return
+	}
+	if slot != r.snapSlot || off >= uint64(len(r.snap)) {
+		off = 0
+	}
+	end := min(off+uint64(snapshotChunk), uint64(len(r.snap)))
+	r.send(Message{Kind: KindSnapshot, To: to, Slot: r.snapSlot, Upto: off, Durable: uint64(len(r.snap)), Data: r.snap[off:end]})
+}
+
+// onSnapshotChunk assembles a peer's snapshot, asking for each next chunk
+// in turn (so at most one is in flight), and restores it once complete.
+func (r *Replica) onSnapshotChunk(m Message) {
+	if m.Slot <= r.exec || m.Durable == 0 || m.Durable > 1<<40 {
+		return
+	}
+	p := r.pulling
+	if m.Upto == 0 && (p == nil || p.slot != m.Slot || p.from != m.From || len(p.buf) == 0 || m.Slot > p.slot) {
+		p = &pull{from: m.From, slot: m.Slot, total: m.Durable}
+		r.pulling = p
+	}
+	if p == nil || p.from != m.From || p.slot != m.Slot || p.total != m.Durable || m.Upto != uint64(len(p.buf)) {
+		return // not the chunk expected next
+	}
+	p.buf = append(p.buf, m.Data...)
+	p.at, p.tries = r.now, 0
+	if uint64(len(p.buf)) < p.total {
+		r.send(Message{Kind: KindSnapshotPull, To: p.from, Slot: p.slot, Upto: uint64(len(p.buf))})
+		return
+	}
+	r.pulling = nil
+	if uint64(len(p.buf)) == p.total {
+		if err := r.restore(p.buf); err == nil {
+			r.rd.Snapshot = p.buf
+			r.execute()
+			// and the slots chosen after it
+			r.send(Message{Kind: KindRecover, To: p.from, Slot: r.exec})
+		}
+	}
+}
+
 // serveRecover sends a lagging peer what it is missing: the snapshot if
 // the slots it asks for are truncated here, then chosen slots in order.
 func (r *Replica) serveRecover(to string, from uint64) {
 	if from < r.snapSlot && r.snap != nil {
-		r.send(Message{Kind: KindSnapshot, To: to, Slot: r.snapSlot, Data: r.snap})
-		from = r.snapSlot
+		r.sendSnapshotChunk(to, r.snapSlot, 0)
+		return // the chosen slots after it, once the peer has it
 	}
 	var slots []uint64
 	for s := range r.log {
@@ -319,6 +371,17 @@ func (r *Replica) Tick() {
 		r.lastReport = r.now
 		for _, l := range r.cfg.Leaders {
 			r.send(Message{Kind: KindWatermark, To: l, Slot: r.exec, Durable: r.snapSlot})
+		}
+	}
+	if p := r.pulling; p != nil && r.now-p.at >= r.cfg.ResendTicks {
+		// A chunk went missing: ask for it again, a few times, then give
+		// up on this peer.
+		if p.tries++; p.tries > 3 {
+			r.pulling = nil
+		} else {
+			p.at = r.now
+			r.send(Message{Kind: KindSnapshotPull, To: p.from, Slot: p.slot, Upto: uint64(len(p.buf))})
+			return
 		}
 	}
 	behind := len(r.log) > int(r.exec-min(r.exec, r.snapSlot)) || len(r.reads) > 0
