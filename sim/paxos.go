@@ -227,6 +227,13 @@ func (n *PaxosNet) Crash(a string) {
 	n.order = nil
 }
 
+// WipeDisk crashes the replica at a and loses its disk: it restarts with
+// no snapshot and must recover everything from its peers.
+func (n *PaxosNet) WipeDisk(a string) {
+	n.Crash(a)
+	delete(n.snaps, a)
+}
+
 // Restart brings a crashed role back.
 func (n *PaxosNet) Restart(a string) {
 	if !n.down[a] || n.gone[a] {

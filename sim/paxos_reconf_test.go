@@ -369,3 +369,27 @@ func (rc *reconfigurer) mayCrash(a string) bool {
 	}
 	return true
 }
+
+// loseAcceptor loses an acceptor's disk, if its groups can spare it: it
+// is stopped for good (an acceptor must never come back without the votes
+// it gave), and the operator replaces it with a new one.
+func (rc *reconfigurer) loseAcceptor() {
+	cur := rc.op.Config()
+	g := cur.Groups[rc.rng.IntN(len(cur.Groups))]
+	a := g.Acceptors[rc.rng.IntN(len(g.Acceptors))]
+	if rc.net.Gone(a) || !rc.mayCrash(a) {
+		return
+	}
+	rc.net.Remove(a)
+	next := cur.Next()
+	fresh := rc.addr("acceptor")
+	for gi := range next.Groups {
+		if i := slices.Index(next.Groups[gi].Acceptors, a); i >= 0 {
+			next.Groups[gi].Acceptors[i] = fresh
+		}
+	}
+	rc.net.AddRole("acceptor", fresh, cur)
+	rc.groups = append(rc.groups, next.Groups...)
+	rc.Changes = append(rc.Changes, fmt.Sprintf("t=%d epoch %d: lost %s's disk, replace it", rc.net.Now, next.Epoch, a))
+	rc.op.Propose(next)
+}

@@ -81,10 +81,14 @@ type Scenario struct {
 	// acceptor groups are added, removed and replaced (one member or the
 	// whole group), and what leaves is stopped for good once it may be.
 	Reconfig bool
+	// Wipe loses one replica's disk once while faults last (it restarts
+	// empty), and in reconfiguration runs loses an acceptor's disk too,
+	// which the operator answers by replacing the acceptor.
+	Wipe bool
 }
 
 func (sc Scenario) String() string {
-	return fmt.Sprintf("variant %d, hosts %v, one-way %v, duel %v, reconfig %v", sc.Variant%5, sc.Hosts, sc.OneWay, sc.Duel, sc.Reconfig)
+	return fmt.Sprintf("variant %d, hosts %v, one-way %v, duel %v, reconfig %v, wipe %v", sc.Variant%5, sc.Hosts, sc.OneWay, sc.Duel, sc.Reconfig, sc.Wipe)
 }
 
 // legacyScenario is what every seed ran before scenarios existed: four
@@ -105,6 +109,7 @@ func scenarioFor(seed uint64) Scenario {
 		OneWay:   true,
 		Duel:     seed%4 == 3,
 		Reconfig: seed%3 != 2,
+		Wipe:     true,
 	}
 }
 
@@ -255,6 +260,10 @@ func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
 			acceptorGroup[a] = gi
 		}
 	}
+	wipeAt := -1
+	if sc.Wipe {
+		wipeAt = net.Rand.IntN(faultTicks / 2)
+	}
 	for t := 0; t < faultTicks+healTicks; t++ {
 		faulty := t < faultTicks
 		if t == faultTicks {
@@ -271,6 +280,23 @@ func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
 			if sc.OneWay {
 				ends = append(slices.Clip(all), hosts...)
 			}
+		}
+		if sc.Wipe && t == wipeAt {
+			// Lose a replica's disk. A replica that stays down for good
+			// is the same to the others; this one comes back empty.
+			// Only while the others can cover for it: replicas let
+			// acceptors forget a slot once a quorum of them holds it, so
+			// of 3 or more, one may lose everything.
+			replicas := cfg.Replicas
+			if rc != nil {
+				replicas = rc.op.Config().Replicas
+			}
+			if r := replicas[net.Rand.IntN(len(replicas))]; len(replicas) >= 3 && !net.Gone(r) {
+				net.WipeDisk(r)
+			}
+		}
+		if sc.Wipe && rc != nil && t == wipeAt+faultTicks/4 && !rc.op.Busy() {
+			rc.loseAcceptor()
 		}
 		if faulty && net.Rand.IntN(25) == 0 {
 			a := all[net.Rand.IntN(len(all))]
