@@ -70,6 +70,12 @@ type Replica struct {
 	reads      []pendingRead
 	peer       int
 	pulling    *pull
+	// latest is the newest configuration heard of, ahead of the log the
+	// replica has executed: whom to report to and recover from. A replica
+	// that fell behind several changes would otherwise ask only roles
+	// that have left.
+	latest   Config
+	lastAsk2 int
 	// Executed records every executed slot's value when non-nil (tests).
 	Executed func(slot uint64, v Value)
 }
@@ -98,6 +104,9 @@ func (r *Replica) setConfig(c Config) {
 	r.cfg = c.withDefaults()
 	r.epoch = r.cfg.Epoch
 	r.idx = slices.Index(r.cfg.Replicas, r.self)
+	if r.cfg.Epoch >= r.latest.Epoch || r.latest.Leaders == nil {
+		r.latest = r.cfg
+	}
 }
 
 // ExecutedThrough returns the next slot to execute: every slot below it
@@ -112,10 +121,19 @@ func (r *Replica) Sessions() int { return len(r.clients) }
 
 // Step handles one message.
 func (r *Replica) Step(m Message) {
-	if m.Kind == KindConfigQuery {
-		c := r.cfg.Clone()
+	switch {
+	case m.Kind == KindConfigQuery:
+		c := r.latest.Clone()
 		r.send(Message{Kind: KindConfigReply, To: m.From, Config: &c})
 		return
+	case m.Kind == KindConfigReply:
+		if m.Config != nil && m.Config.Epoch > r.latest.Epoch && m.Config.Validate() == nil {
+			r.latest = m.Config.Clone().withDefaults()
+		}
+		return
+	case m.Epoch > r.latest.Epoch && r.now-r.lastAsk2 >= r.cfg.ResendTicks:
+		r.lastAsk2 = r.now
+		r.send(Message{Kind: KindConfigQuery, To: m.From})
 	}
 	switch m.Kind {
 	case KindChosen:
@@ -187,9 +205,9 @@ func (r *Replica) execute() {
 			}
 		}
 		if v.Config != nil && v.Config.Epoch > r.cfg.Epoch {
-			// Takes effect from the next slot on; unbatchers are picked
-			// below by the configuration that executed the batch's last
-			// slot, which is fine: any unbatcher can relay any reply.
+			// Takes effect from the next slot on. Unbatchers are picked
+			// from the newest configuration known: any unbatcher can
+			// relay any reply.
 			r.setConfig(*v.Config)
 		}
 		r.exec++
@@ -201,8 +219,8 @@ func (r *Replica) execute() {
 		}
 	}
 	if len(replies) > 0 {
-		if len(r.cfg.Unbatchers) > 0 {
-			u := r.cfg.Unbatchers[int(r.exec)%len(r.cfg.Unbatchers)]
+		if len(r.latest.Unbatchers) > 0 {
+			u := r.latest.Unbatchers[int(r.exec)%len(r.latest.Unbatchers)]
 			r.send(Message{Kind: KindReplyBatch, To: u, Replies: replies})
 		} else {
 			for _, rep := range replies {
@@ -369,7 +387,7 @@ func (r *Replica) Tick() {
 	r.now++
 	if r.now-r.lastReport >= 2*r.cfg.ResendTicks {
 		r.lastReport = r.now
-		for _, l := range r.cfg.Leaders {
+		for _, l := range r.latest.Leaders {
 			r.send(Message{Kind: KindWatermark, To: l, Slot: r.exec, Durable: r.snapSlot})
 		}
 	}
@@ -391,14 +409,15 @@ func (r *Replica) Tick() {
 		for _, rd := range r.reads {
 			upto = max(upto, rd.slot) // a read at slot s waits for the slots below s
 		}
-		if n := len(r.cfg.Replicas); n > 1 || (n == 1 && r.idx < 0) {
+		peers := r.latest.Replicas
+		if n := len(peers); n > 1 || (n == 1 && peers[0] != r.self) {
 			r.peer = (r.peer + 1) % n
-			if r.peer == r.idx {
+			if peers[r.peer] == r.self {
 				r.peer = (r.peer + 1) % n
 			}
-			r.send(Message{Kind: KindRecover, To: r.cfg.Replicas[r.peer], Slot: r.exec})
+			r.send(Message{Kind: KindRecover, To: peers[r.peer], Slot: r.exec})
 		}
-		for _, l := range r.cfg.Leaders {
+		for _, l := range r.latest.Leaders {
 			r.send(Message{Kind: KindRecover, To: l, Slot: r.exec, Upto: upto})
 		}
 	}
