@@ -164,7 +164,7 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 		opts.source = &autoscale.PrometheusSource{URL: strings.TrimRight(f.prometheus, "/")}
 	}
 	if f.logLease != "" {
-		d, err := loadTarget(f.logLease)
+		d, err := loadCurrent(f.logLease)
 		if err != nil {
 			return fmt.Errorf("--log-lease: %w", err)
 		}

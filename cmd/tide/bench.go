@@ -164,7 +164,7 @@ and after, and the lowest throughput of any 100 ms window while it ran.`,
 					var res bench.LogResult
 					var err error
 					if target != "" {
-						d, lerr := loadTarget(target)
+						d, lerr := loadCurrent(target)
 						if lerr != nil {
 							return lerr
 						}
