@@ -480,7 +480,7 @@ func (c *LogControl) retire(ctx context.Context, cfg paxos.Config, kind string, 
 				for _, r := range cfg.Replicas {
 					st, _ := statusOf(cfg.HTTP[r])
 					for _, s := range st {
-						if s.Addr == r && s.Epoch >= cfg.Epoch {
+						if s.Addr == r && s.LogEpoch >= cfg.Epoch {
 							n++
 						}
 					}

@@ -113,6 +113,11 @@ func (r *Replica) setConfig(c Config) {
 // has run.
 func (r *Replica) ExecutedThrough() uint64 { return r.exec }
 
+// LogEpoch returns the epoch of the newest configuration in the log the
+// replica has executed (or restored from a snapshot): once a replica's
+// LogEpoch reaches e, it holds durably everything up to the change to e.
+func (r *Replica) LogEpoch() uint64 { return r.logEpoch }
+
 // Durable returns the slot of the replica's latest snapshot.
 func (r *Replica) Durable() uint64 { return r.snapSlot }
 
@@ -204,6 +209,9 @@ func (r *Replica) execute() {
 				replies = append(replies, reply)
 			}
 		}
+		if v.Config != nil {
+			r.logEpoch = max(r.logEpoch, v.Config.Epoch)
+		}
 		if v.Config != nil && v.Config.Epoch > r.cfg.Epoch {
 			// Takes effect from the next slot on. Unbatchers are picked
 			// from the newest configuration known: any unbatcher can
@@ -289,6 +297,7 @@ func (r *Replica) restore(data []byte) error {
 	r.exec = s.Slot
 	if s.Config != nil && s.Config.Validate() == nil {
 		r.setConfig(*s.Config)
+		r.logEpoch = max(r.logEpoch, s.Config.Epoch)
 	}
 	r.snap, r.snapSlot = data, s.Slot
 	for slot := range r.log {

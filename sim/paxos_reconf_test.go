@@ -283,7 +283,7 @@ func (rc *reconfigurer) settle() {
 		case "replica":
 			n := 0
 			for _, r := range cfg.Replicas {
-				if rep, ok := rc.net.Role(r).(*paxos.Replica); ok && rep.Config().Epoch >= epoch {
+				if rep, ok := rc.net.Role(r).(*paxos.Replica); ok && rep.LogEpoch() >= epoch {
 					n++
 				}
 			}

@@ -272,6 +272,9 @@ type Status struct {
 	Drained bool `json:"drained,omitempty"`
 	// Durable is a replica's latest snapshot slot.
 	Durable uint64 `json:"durable,omitempty"`
+	// LogEpoch is the newest configuration epoch in the log a replica
+	// has executed (or restored): it holds durably everything up to it.
+	LogEpoch uint64 `json:"log_epoch,omitempty"`
 	// Leader: its round's configuration epoch, the acceptor
 	// configurations still live (1 once older rounds are retired), and
 	// its state.
@@ -304,7 +307,7 @@ func (r *Runner) Status() Status {
 		st := role.State()
 		s.Ballot, s.Accepted = st.Promised.String(), len(st.Accepted)
 	case *paxos.Replica:
-		s.Executed, s.Durable = role.ExecutedThrough(), role.Durable()
+		s.Executed, s.Durable, s.LogEpoch = role.ExecutedThrough(), role.Durable(), role.LogEpoch()
 	case *paxos.Batcher:
 		s.Batches = role.Batches
 	case *paxos.Matchmaker:
