@@ -76,6 +76,10 @@ type Replica struct {
 	// that have left.
 	latest   Config
 	lastAsk2 int
+	// logEpoch is the epoch of the newest configuration the executed log
+	// (or the snapshot restored) holds; a replica that joined starts at 0
+	// whatever configuration it was given.
+	logEpoch uint64
 	// Executed records every executed slot's value when non-nil (tests).
 	Executed func(slot uint64, v Value)
 }
