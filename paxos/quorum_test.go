@@ -253,6 +253,8 @@ func TestQuorumValidate(t *testing.T) {
 		{"grid transposed count", Group{Acceptors: testAcceptors(6), Rows: 3, Cols: 3}, "grid 3x3 needs 9 acceptors, has 6"},
 		{"rows only", Group{Acceptors: testAcceptors(2), Rows: 2}, "grid 2x0 needs 0 acceptors, has 2"},
 		{"cols only", Group{Acceptors: testAcceptors(3), Cols: 3}, "grid 0x3 needs 0 acceptors, has 3"},
+		{"negative grid", Group{Acceptors: testAcceptors(2), Rows: -1, Cols: -2}, "grid -1x-2 has a negative side"},
+		{"duplicate acceptor", Group{Acceptors: []string{"a0", "a0", "a1"}}, `acceptor "a0" listed twice`},
 		{"majority 1", Group{Acceptors: testAcceptors(1)}, ""},
 		{"majority 3", Group{Acceptors: testAcceptors(3)}, ""},
 		{"majority 4", Group{Acceptors: testAcceptors(4)}, ""},

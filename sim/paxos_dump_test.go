@@ -9,8 +9,13 @@ import (
 	"tide/paxos"
 )
 
-func TestDebugReconf(t *testing.T) {
-	s := os.Getenv("DBG_SEED")
+// TestPaxosDump runs the seed TIDE_PAXOS_DUMP names and prints every
+// role's final state (leaders' rounds and live configurations, matchmakers'
+// rounds, replicas' progress): where a stuck run stopped.
+//
+//	TIDE_PAXOS_DUMP=N go test ./sim -run TestPaxosDump -v
+func TestPaxosDump(t *testing.T) {
+	s := os.Getenv("TIDE_PAXOS_DUMP")
 	if s == "" {
 		t.Skip()
 	}
