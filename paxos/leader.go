@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 )
@@ -778,8 +779,27 @@ func (l *Leader) onReconfigure(m Message) {
 		reply(err.Error())
 		return
 	}
+	if !slices.Equal(l.cfg.Replicas, m.Config.Replicas) && !l.replicasCover(m.Config.Replicas) {
+		// Acceptors have forgotten the slots below the GC point: a quorum
+		// of the replicas that stay must hold them, or a replica that
+		// falls behind could never catch up.
+		reply(fmt.Sprintf("the replicas that stay do not hold slots below %d durably yet; retry", l.gcSent))
+		return
+	}
 	c := m.Config.Clone()
 	l.cfgSlot, l.cfgPending, l.cfgFrom = l.assign(Value{Config: &c}), true, m.From
+}
+
+// replicasCover reports whether a quorum of replicas holds every slot
+// below the GC point in durable snapshots.
+func (l *Leader) replicasCover(replicas []string) bool {
+	n := 0
+	for _, r := range replicas {
+		if wm, ok := l.replicaWM[r]; ok && wm >= l.gcSent {
+			n++
+		}
+	}
+	return n >= len(replicas)/2+1
 }
 
 // sendChosen answers a replica that is missing slots from `from` on with
