@@ -790,8 +790,10 @@ func (l *Leader) onReconfigure(m Message) {
 	l.cfgSlot, l.cfgPending, l.cfgFrom = l.assign(Value{Config: &c}), true, m.From
 }
 
-// replicasCover reports whether a quorum of replicas holds every slot
-// below the GC point in durable snapshots.
+// replicasCover reports whether enough of replicas hold every slot below
+// the GC point in durable snapshots for them to replace the current
+// replicas: a quorum of them, or of the current ones if that is fewer (a
+// replica added holds nothing yet, and learns from those that do).
 func (l *Leader) replicasCover(replicas []string) bool {
 	n := 0
 	for _, r := range replicas {
@@ -799,7 +801,7 @@ func (l *Leader) replicasCover(replicas []string) bool {
 			n++
 		}
 	}
-	return n >= len(replicas)/2+1
+	return n >= min(len(replicas), len(l.cfg.Replicas))/2+1
 }
 
 // sendChosen answers a replica that is missing slots from `from` on with
