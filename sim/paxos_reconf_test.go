@@ -55,7 +55,13 @@ func (o *Operator) Step(m paxos.Message) {
 	switch m.Kind {
 	case paxos.KindNotLeader:
 		if m.From == o.leader {
-			o.leader = nextAddr(o.cfg.Leaders, m.Leader, o.leader)
+			// A hint names a member, perhaps one newer than what the
+			// operator knows (the change it proposes may add it).
+			if m.Leader != "" {
+				o.leader = m.Leader
+			} else {
+				o.leader = nextAddr(o.leaders(), "", o.leader)
+			}
 			o.send()
 		}
 	case paxos.KindReconfigured:
@@ -91,9 +97,23 @@ func nextAddr(list []string, hint, cur string) string {
 func (o *Operator) Tick() {
 	o.now++
 	if o.pending != nil && o.now-o.sentAt >= 20 {
-		o.leader = nextAddr(o.cfg.Leaders, "", o.leader)
+		o.leader = nextAddr(o.leaders(), "", o.leader)
 		o.send()
 	}
+}
+
+// leaders are the leaders of the configuration known and of the one
+// proposed.
+func (o *Operator) leaders() []string {
+	out := slices.Clone(o.cfg.Leaders)
+	if o.pending != nil {
+		for _, l := range o.pending.Leaders {
+			if !slices.Contains(out, l) {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
 }
 
 // Ready returns the operator's messages.

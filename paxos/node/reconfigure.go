@@ -43,7 +43,12 @@ func Reconfigure(ctx context.Context, cur paxos.Config, next paxos.Config, host 
 	if err != nil {
 		return paxos.Config{}, err
 	}
-	leaders := cur.Leaders
+	leaders := slices.Clone(cur.Leaders)
+	for _, l := range next.Leaders {
+		if !slices.Contains(leaders, l) {
+			leaders = append(leaders, l)
+		}
+	}
 	leader := leaders[0]
 	var mu sync.Mutex
 	send := func() {
@@ -73,8 +78,8 @@ func Reconfigure(ctx context.Context, cur paxos.Config, next paxos.Config, host 
 			case paxos.KindNotLeader:
 				mu.Lock()
 				moved := m.From == leader
-				if moved && slices.Contains(leaders, m.Leader) {
-					leader = m.Leader
+				if moved && m.Leader != "" {
+					leader = m.Leader // a member's hint, perhaps newer than cur
 				} else if moved {
 					leader = leaders[(slices.Index(leaders, leader)+1)%len(leaders)]
 				}
