@@ -21,7 +21,7 @@ type MatchmakerState struct {
 
 // Apply replays one persisted change onto s, as a driver does on restart.
 func (s *MatchmakerState) Apply(op PersistOp) {
-	if op.Match != nil && !op.Match.Ballot.Less(s.Retired) {
+	if op.Match != nil && !op.Match.Ballot.Less(s.Retired) && op.Match.Epoch >= s.RetiredEpoch {
 		i, found := slices.BinarySearchFunc(s.Rounds, op.Match.Ballot, cmpRound)
 		if !found {
 			s.Rounds = slices.Insert(s.Rounds, i, *op.Match)

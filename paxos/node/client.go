@@ -32,11 +32,15 @@ type Client struct {
 type session struct {
 	c      *paxos.Client
 	seq    uint64
-	result chan []byte
+	result chan paxos.Completion
 }
 
 // ErrClosed is returned by calls on a closed client.
 var ErrClosed = errors.New("log client closed")
+
+// ErrRefused is returned when the replicas refused a command without
+// applying it (its session had expired); retrying it is safe.
+var ErrRefused = errors.New("command refused")
 
 // NewClient connects a client with the given number of sessions. host is
 // the address the log's replicas reply to; port 0 picks one.
@@ -58,7 +62,7 @@ func NewClient(d Deployment, host string, sessions int) (*Client, error) {
 	base := rand.Uint64() &^ 0xffff
 	for i := range sessions {
 		id := base | uint64(i+1)
-		s := &session{c: paxos.NewClient(cfg, addr, id), result: make(chan []byte, 1)}
+		s := &session{c: paxos.NewClient(cfg, addr, id), result: make(chan paxos.Completion, 1)}
 		c.byID[id] = s
 		c.free <- s
 	}
@@ -103,7 +107,7 @@ func (c *Client) deliver(frame []byte) {
 	c.flush(s)
 	for _, done := range s.c.Completed() {
 		if done.Seq == s.seq {
-			s.result <- done.Result
+			s.result <- done
 		}
 	}
 }
@@ -160,7 +164,10 @@ func (c *Client) Do(ctx context.Context, op []byte, read bool, mode paxos.ReadMo
 	c.mu.Unlock()
 	select {
 	case r := <-s.result:
-		return r, nil
+		if r.Err != "" {
+			return nil, fmt.Errorf("%w: %s", ErrRefused, r.Err)
+		}
+		return r.Result, nil
 	case <-ctx.Done():
 		// The command may still take effect; the session is retired so a
 		// late reply cannot be mistaken for the next command's.
@@ -171,7 +178,7 @@ func (c *Client) Do(ctx context.Context, op []byte, read bool, mode paxos.ReadMo
 			cfg = unreplicatedConfig(c.d.Unreplicated)
 		}
 		id := rand.Uint64()
-		s = &session{c: paxos.NewClient(cfg, c.addr, id), result: make(chan []byte, 1)}
+		s = &session{c: paxos.NewClient(cfg, c.addr, id), result: make(chan paxos.Completion, 1)}
 		c.byID[id] = s
 		c.mu.Unlock()
 		return nil, ctx.Err()

@@ -152,10 +152,11 @@ func (s *Store) MatchmakerState() (paxos.MatchmakerState, error) {
 			return st, fmt.Errorf("decode retirement ballot: %w", err)
 		}
 	}
+	var retiredEpoch uint64
 	if v, err := s.get(keyRetiredEpoch); err != nil {
 		return st, err
 	} else if len(v) == 8 {
-		st.RetiredEpoch = binary.BigEndian.Uint64(v)
+		retiredEpoch = binary.BigEndian.Uint64(v)
 	}
 	if v, err := s.get(keyFloor); err != nil {
 		return st, err
@@ -174,6 +175,9 @@ func (s *Store) MatchmakerState() (paxos.MatchmakerState, error) {
 		}
 		st.Apply(paxos.PersistOp{Match: &rc})
 	}
+	// Rounds of configurations older than the retiring round's were
+	// dropped in memory, not on disk.
+	st.Apply(paxos.PersistOp{RetireEpoch: retiredEpoch})
 	return st, it.Error()
 }
 
