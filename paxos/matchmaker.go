@@ -90,8 +90,13 @@ func (mm *Matchmaker) Tick() {}
 func (mm *Matchmaker) Step(m Message) {
 	switch m.Kind {
 	case KindMatchA:
-		if len(m.Rounds) != 1 || m.Rounds[0].Ballot != m.Ballot {
+		if len(m.Rounds) != 1 || m.Rounds[0].Ballot != m.Ballot || len(m.Rounds[0].Groups) == 0 {
 			return
+		}
+		for _, g := range m.Rounds[0].Groups {
+			if g.Validate() != nil {
+				return
+			}
 		}
 		if m.Ballot.Less(mm.st.Retired) {
 			mm.send(Message{Kind: KindNack, To: m.From, Ballot: mm.st.Retired})
