@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"tide/paxos"
+	"tide/paxos/node"
 )
 
 // PaxosNet is a deterministic simulation of a whole compartmentalized
@@ -20,6 +21,13 @@ type PaxosNet struct {
 	Rand *rand.Rand
 	Cfg  paxos.Config
 	Now  int
+
+	// UseStores keeps acceptors', leaders', matchmakers' and replicas'
+	// durable state in pebble stores (in memory), through the same code
+	// as the real driver (paxos/node.Store): what a role reloads after a
+	// crash is what that code decodes. Set before the first Step.
+	UseStores bool
+	stores    map[string]*node.Store
 
 	// Faults, changeable at any time.
 	DropRate float64
@@ -75,6 +83,7 @@ func NewPaxosNet(cfg paxos.Config, seed uint64) *PaxosNet {
 		durable: map[string]*paxos.AcceptorState{}, snaps: map[string][]byte{}, down: map[string]bool{}, cut: map[[2]string]bool{},
 		Chosen: map[uint64]paxos.Value{}, announced: map[uint64]announcement{},
 		mmDurable: map[string]*paxos.MatchmakerState{}, startCfg: map[string]paxos.Config{}, gone: map[string]bool{},
+		stores: map[string]*node.Store{},
 	}
 	reg := func(kind string, addrs []string) {
 		for i, a := range addrs {
@@ -135,17 +144,35 @@ func (n *PaxosNet) start(a string) {
 			st = &paxos.MatchmakerState{}
 			n.mmDurable[a] = st
 		}
-		n.roles[a] = paxos.NewMatchmaker(a, paxos.MatchmakerState{Rounds: slices.Clone(st.Rounds), Retired: st.Retired})
+		cp := *st
+		cp.Rounds = slices.Clone(st.Rounds)
+		if s := n.store(a); s != nil {
+			var err error
+			if cp, err = s.MatchmakerState(); err != nil {
+				panic(err)
+			}
+		}
+		n.roles[a] = paxos.NewMatchmaker(a, cp)
 	case "batcher":
 		n.roles[a] = paxos.NewBatcherAt(cfg, a)
 	case "leader":
 		var last paxos.Ballot
+		var saved *paxos.Config
 		if st := n.durable[a]; st != nil {
-			last = st.Promised
+			last, saved = st.Promised, st.Config
+		}
+		if s := n.store(a); s != nil {
+			var err error
+			if last, err = s.Ballot(); err != nil {
+				panic(err)
+			}
+			if saved, err = s.Config(); err != nil {
+				panic(err)
+			}
 		}
 		l := paxos.NewLeaderAt(cfg, a, n.Rand.Uint64(), last)
-		if st := n.durable[a]; st != nil && st.Config != nil {
-			l.Restore(*st.Config)
+		if saved != nil {
+			l.Restore(*saved)
 		}
 		l.Ready() // what it persists on start is persisted already
 		n.roles[a] = l
@@ -157,9 +184,23 @@ func (n *PaxosNet) start(a string) {
 			st = &paxos.AcceptorState{}
 			n.durable[a] = st
 		}
-		n.roles[a] = paxos.NewAcceptor(a, cloneState(*st))
+		cp := cloneState(*st)
+		if s := n.store(a); s != nil {
+			var err error
+			if cp, err = s.AcceptorState(); err != nil {
+				panic(err)
+			}
+		}
+		n.roles[a] = paxos.NewAcceptor(a, cp)
 	case "replica":
-		r, err := paxos.NewReplicaAt(cfg, a, paxos.NewKV(), n.snaps[a])
+		snap := n.snaps[a]
+		if s := n.store(a); s != nil {
+			var err error
+			if snap, err = s.Snapshot(); err != nil {
+				panic(err)
+			}
+		}
+		r, err := paxos.NewReplicaAt(cfg, a, paxos.NewKV(), snap)
 		if err != nil {
 			panic(err)
 		}
@@ -232,6 +273,40 @@ func (n *PaxosNet) Crash(a string) {
 func (n *PaxosNet) WipeDisk(a string) {
 	n.Crash(a)
 	delete(n.snaps, a)
+	if s := n.stores[a]; s != nil {
+		s.Close()
+		delete(n.stores, a)
+	}
+}
+
+// store returns the pebble store of the role at a, when the network keeps
+// durable state in pebble (UseStores) and the role has durable state.
+func (n *PaxosNet) store(a string) *node.Store {
+	if !n.UseStores {
+		return nil
+	}
+	switch n.kind[a] {
+	case "acceptor", "leader", "replica", "matchmaker":
+	default:
+		return nil
+	}
+	if s := n.stores[a]; s != nil {
+		return s
+	}
+	s, err := node.OpenMemStore()
+	if err != nil {
+		panic(err)
+	}
+	n.stores[a] = s
+	return s
+}
+
+// Close releases the pebble stores.
+func (n *PaxosNet) Close() {
+	for a, s := range n.stores {
+		s.Close()
+		delete(n.stores, a)
+	}
 }
 
 // Restart brings a crashed role back.
@@ -284,6 +359,11 @@ func sortedStrings(m map[string]bool) []string {
 // state is made durable before its messages leave.
 func (n *PaxosNet) collect(a string, r paxos.Role) {
 	rd := r.Ready()
+	if s := n.store(a); s != nil && (len(rd.Persist) > 0 || rd.Snapshot != nil) {
+		if err := s.Save(rd.Persist, rd.Snapshot); err != nil {
+			panic(err)
+		}
+	}
 	if rd.Snapshot != nil {
 		n.snaps[a] = rd.Snapshot
 	}

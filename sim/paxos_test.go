@@ -85,10 +85,13 @@ type Scenario struct {
 	// empty), and in reconfiguration runs loses an acceptor's disk too,
 	// which the operator answers by replacing the acceptor.
 	Wipe bool
+	// Stores keeps durable state in pebble through paxos/node.Store, as
+	// the real driver does, so restarts reload what that code decodes.
+	Stores bool
 }
 
 func (sc Scenario) String() string {
-	return fmt.Sprintf("variant %d, hosts %v, one-way %v, duel %v, reconfig %v, wipe %v", sc.Variant%5, sc.Hosts, sc.OneWay, sc.Duel, sc.Reconfig, sc.Wipe)
+	return fmt.Sprintf("variant %d, hosts %v, one-way %v, duel %v, reconfig %v, wipe %v, stores %v", sc.Variant%5, sc.Hosts, sc.OneWay, sc.Duel, sc.Reconfig, sc.Wipe, sc.Stores)
 }
 
 // legacyScenario is what every seed ran before scenarios existed: four
@@ -110,6 +113,7 @@ func scenarioFor(seed uint64) Scenario {
 		Duel:     seed%4 == 3,
 		Reconfig: seed%3 != 2,
 		Wipe:     true,
+		Stores:   seed%10 == 5,
 	}
 }
 
@@ -161,6 +165,8 @@ func RunPaxos(seed uint64, sc Scenario, faultTicks, healTicks int) PaxosRun {
 		cfg.Matchmakers = []string{"mm0", "mm1", "mm2"}
 	}
 	net := NewPaxosNet(cfg, seed)
+	net.UseStores = sc.Stores
+	defer net.Close()
 	if traceHook != nil {
 		net.Trace = traceHook
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"tide/paxos"
@@ -48,6 +49,16 @@ func OpenStore(dir string) (*Store, error) {
 	db, err := pebble.Open(filepath.Join(dir, "paxos"), &pebble.Options{Logger: quiet{}})
 	if err != nil {
 		return nil, fmt.Errorf("open paxos store in %s: %w", dir, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// OpenMemStore opens a store that lives in memory (pebble's vfs.NewMem),
+// for the simulator: the same encoding and recovery code as on disk.
+func OpenMemStore() (*Store, error) {
+	db, err := pebble.Open("paxos", &pebble.Options{Logger: quiet{}, FS: vfs.NewMem()})
+	if err != nil {
+		return nil, fmt.Errorf("open in-memory paxos store: %w", err)
 	}
 	return &Store{db: db}, nil
 }
