@@ -305,6 +305,45 @@ func (c *LogControl) shrink(ctx context.Context, d node.Deployment, role, kind s
 	return c.retire(ctx, next, kind, removed, out)
 }
 
+// Remove takes the instance at addr out of the log: a batcher, leader
+// (the active one hands leadership over), proxy leader, replica or
+// unbatcher. It waits until the instance has drained and stops it.
+// Acceptors leave by Replace or RemoveGroup, matchmakers not at all.
+func (c *LogControl) Remove(ctx context.Context, addr string, out io.Writer) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d, err := c.Current()
+	if err != nil {
+		return err
+	}
+	kind, _, err := d.RoleOf(addr)
+	if err != nil {
+		return fmt.Errorf("%s is not a role of epoch %d", addr, d.Log.Epoch)
+	}
+	switch kind {
+	case "acceptor":
+		return fmt.Errorf("%s is an acceptor: replace it (tide log replace) or remove its group (tide log scale acceptor-groups)", addr)
+	case "matchmaker":
+		return fmt.Errorf("%s is a matchmaker: matchmakers cannot change", addr)
+	}
+	build := func(cur paxos.Config) paxos.Config {
+		next := cur.Next()
+		if kind == "leader" {
+			next = next.WithLeaders(slices.DeleteFunc(slices.Clone(next.Leaders), func(a string) bool { return a == addr }))
+		} else {
+			l := list(&next, kind)
+			*l = slices.DeleteFunc(slices.Clone(*l), func(a string) bool { return a == addr })
+		}
+		next.Record(fmt.Sprintf("remove %s %s", describeKind(kind), addr), "tide log remove", time.Now().UnixMilli())
+		return next
+	}
+	next, err := c.reconfigure(ctx, build, out)
+	if err != nil {
+		return err
+	}
+	return c.retire(ctx, next, kind, []string{addr}, out)
+}
+
 // RemoveGroup removes acceptor group i (counting from 0), waits until no
 // slot depends on it, and stops its acceptors.
 func (c *LogControl) RemoveGroup(ctx context.Context, i int, out io.Writer) error {
@@ -529,7 +568,8 @@ func (c *LogControl) retire(ctx context.Context, cfg paxos.Config, kind string, 
 	return nil
 }
 
-// Handler serves POST /scale?role=R&n=N and POST /replace?addr=A,
+// Handler serves POST /scale?role=R&n=N, POST /replace?addr=A and POST
+// /remove?addr=A,
 // streaming progress as text; the last line is "ok" or "error: ...".
 func (c *LogControl) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -562,6 +602,14 @@ func (c *LogControl) Handler() http.Handler {
 			return
 		}
 		run(w, r, func(out io.Writer) error { return c.Replace(r.Context(), addr, out) })
+	})
+	mux.HandleFunc("POST /remove", func(w http.ResponseWriter, r *http.Request) {
+		addr := r.URL.Query().Get("addr")
+		if addr == "" {
+			http.Error(w, "addr is required", http.StatusBadRequest)
+			return
+		}
+		run(w, r, func(out io.Writer) error { return c.Remove(r.Context(), addr, out) })
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	return mux

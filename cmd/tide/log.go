@@ -45,7 +45,7 @@ The configuration is state of the log itself: 'tide log scale' and 'tide log
 replace' change it while the log runs, each change chosen in the log as a new
 epoch; 'tide log status' shows the epoch and the history of changes.`,
 	}
-	cmd.AddCommand(newLogUpCmd(), newLogServeCmd(), newLogStatusCmd(), newLogScaleCmd(), newLogReplaceCmd(),
+	cmd.AddCommand(newLogUpCmd(), newLogServeCmd(), newLogStatusCmd(), newLogScaleCmd(), newLogReplaceCmd(), newLogRemoveCmd(),
 		newLogKVCmd("put", "put TARGET KEY VALUE", 3), newLogKVCmd("get", "get TARGET KEY", 2),
 		newLogKVCmd("del", "del TARGET KEY", 2), newLogKVCmd("cas", "cas TARGET KEY EXPECT VALUE", 4))
 	return cmd
@@ -232,6 +232,23 @@ HTTP address, of a log started by 'tide log up'.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return control(cmd.Context(), args[0], "/replace?addr="+url.QueryEscape(args[1]))
+		},
+	}
+}
+
+func newLogRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove TARGET ADDR",
+		Short: "Take one batcher, leader, proxy leader, replica or unbatcher out of a running log",
+		Long: `Remove the instance at ADDR through a reconfiguration chosen in the log, wait
+until it has drained (a leader hands leadership over first if it is the active
+one; a replica leaves once a majority of those staying hold the log through the
+change), then stop it. Acceptors are replaced ('tide log replace') or leave with
+their group ('tide log scale TARGET acceptor-groups N'). TARGET is the
+deployment file or a role's HTTP address, of a log started by 'tide log up'.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return control(cmd.Context(), args[0], "/remove?addr="+url.QueryEscape(args[1]))
 		},
 	}
 }

@@ -60,9 +60,21 @@ func TestLogReconfiguresUnderLoad(t *testing.T) {
 	} {
 		step("scale "+sc.role, ctl.Scale(ctx, sc.role, sc.n, &out))
 	}
+	// Remove the active leader: it hands leadership to one that stays.
+	active := activeLeader(t, d)
 	cur, err := ctl.Current()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.Contains(cur.Log.Leaders, active) {
+		active = activeLeader(t, cur)
+	}
+	step("remove the active leader "+active, ctl.Remove(ctx, active, &out))
+	if cur, err = ctl.Current(); err != nil {
+		t.Fatal(err)
+	}
+	if now := activeLeader(t, cur); now == active {
+		t.Fatalf("%s still active after its removal", active)
 	}
 	for _, a := range slices.Clone(cur.Log.Groups[0].Acceptors) {
 		step("replace acceptor "+a, ctl.Replace(ctx, a, &out))
