@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"tide/paxos"
 	"tide/paxos/node"
 )
@@ -235,6 +237,19 @@ func fmtValue(v paxos.Value) string {
 func normalize(v paxos.Value) paxos.Value {
 	if len(v.Commands) == 0 {
 		v.Commands = nil
+	}
+	if v.Config != nil {
+		// A configuration decoded from a store may hold nil where the
+		// original held an empty list: compare their encodings' decodings.
+		b, err := msgpack.Marshal(v.Config)
+		if err != nil {
+			panic(err)
+		}
+		var c paxos.Config
+		if err := msgpack.Unmarshal(b, &c); err != nil {
+			panic(err)
+		}
+		v.Config = &c
 	}
 	for i := range v.Commands {
 		if len(v.Commands[i].Op) == 0 {
