@@ -2,6 +2,7 @@ package kv
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/fnv"
 	"slices"
 	"strings"
@@ -86,9 +87,31 @@ func (g *gotSet) set(a string, r *Record) {
 	*g = append(*g, gotEntry{a, r})
 }
 
+// prevView is a ring view replaced within the transition window (see
+// Node.prev).
 type prevView struct {
 	ring  Ring
 	until int
+	// gone lists the view's members that are no longer in the ring. They
+	// handed their data off before they left (or crashed, and cannot
+	// answer), so the view's quorums do not wait for them.
+	gone []string
+}
+
+// preference is the view's preference list of pos without the members
+// that have left.
+func (p prevView) preference(pos uint32, n int) []string {
+	s := p.ring.Preference(pos, n)
+	if len(p.gone) == 0 || !slices.ContainsFunc(s, func(a string) bool { return slices.Contains(p.gone, a) }) {
+		return s
+	}
+	out := make([]string, 0, len(s))
+	for _, a := range s {
+		if !slices.Contains(p.gone, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // rangeSend is a whole range of records owed to a peer that holds none of
@@ -145,6 +168,9 @@ type Stats struct {
 	// VersionHits counts writes whose version was compared from the
 	// version cache; VersionMisses those that read storage to compare.
 	VersionHits, VersionMisses int
+	// Resends counts client requests (and read write-backs) sent to a
+	// replica again because it had not answered within ResendTicks.
+	Resends int
 }
 
 // Node is one member of the replicated KV: a coordinator for client
@@ -239,6 +265,13 @@ func NewNode(cfg Config, self string, ring Ring, st Storage, clock func() uint64
 
 // SetRing replaces the node's view of the ring (membership changed, or the
 // node is draining and must count itself out).
+//
+// A view replaced by one that adds a member stays in the transition window
+// (see Node.prev). A member that leaves is dropped from every view of the
+// window at once, not only from the view replaced: a departing node hands
+// its data off before it leaves, and a view that still waited for it would
+// stall every request whose preference list named it until the view
+// expired.
 func (n *Node) SetRing(r Ring) {
 	oldRing := n.ring
 	old := fmtMembers(oldRing.Members())
@@ -257,21 +290,51 @@ func (n *Node) SetRing(r Ring) {
 			}
 			prev = NewStaticRing(r.Position, ms)
 		}
-		// Members that left are not waited for: a node leaves after
-		// handing its data off, and a crashed one cannot answer.
-		var kept []Member
-		for _, mb := range prev.Members() {
-			if slices.ContainsFunc(r.Members(), func(x Member) bool { return x.Addr == mb.Addr }) {
-				kept = append(kept, mb)
+		if joined(prev.Members(), r.Members()) && len(prev.Members()) > 0 {
+			n.prev = append(n.prev, prevView{ring: prev, until: n.now + n.cfg.TransitionTicks})
+		}
+		live := n.prev[:0]
+		for _, p := range n.prev {
+			p.gone = p.gone[:0]
+			for _, mb := range p.ring.Members() {
+				if !hasAddr(r.Members(), mb.Addr) && !slices.Contains(p.gone, mb.Addr) {
+					p.gone = append(p.gone, mb.Addr)
+				}
+			}
+			if len(p.gone) < len(distinctAddrs(p.ring.Members())) {
+				live = append(live, p)
 			}
 		}
-		if len(kept) > 0 && len(kept) < len(r.Members()) {
-			n.prev = append(n.prev, prevView{ring: NewStaticRing(r.Position, kept), until: n.now + n.cfg.TransitionTicks})
-		}
+		clear(n.prev[len(live):])
+		n.prev = live
 	}
 	if fmtMembers(r.Members()) != n.lastMembers {
 		n.lastSync = n.now - n.cfg.SyncTicks // compare at the next tick, hand off once the ring is stable
 	}
+}
+
+// joined reports whether next has a member (by address) that prev lacks.
+func joined(prev, next []Member) bool {
+	for _, m := range next {
+		if !hasAddr(prev, m.Addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasAddr(ms []Member, addr string) bool {
+	return slices.ContainsFunc(ms, func(m Member) bool { return m.Addr == addr })
+}
+
+func distinctAddrs(ms []Member) []string {
+	var out []string
+	for _, m := range ms {
+		if !slices.Contains(out, m.Addr) {
+			out = append(out, m.Addr)
+		}
+	}
+	return out
 }
 
 func (n *Node) send(m Message) {
@@ -652,7 +715,7 @@ func (n *Node) prefSets(pos uint32) ([][]string, []string) {
 			continue
 		}
 		live = append(live, p)
-		s := p.ring.Preference(pos, n.cfg.N)
+		s := p.preference(pos, n.cfg.N)
 		if len(s) == 0 || slices.Equal(s, cur) {
 			continue
 		}
@@ -1069,6 +1132,7 @@ func (n *Node) Tick() {
 			// off, is not sent the same request over and over.
 			o.lastSend = n.now
 			o.resends++
+			n.Stats.Resends++
 			for _, rep := range o.replicas {
 				if o.answered.has(rep) {
 					continue
@@ -1118,7 +1182,7 @@ func (n *Node) expire(id uint64, o *op) {
 		}
 		if !o.replied {
 			n.Stats.WriteFailures++
-			n.reply(o, Message{Err: "write quorum not reached"})
+			n.reply(o, Message{Err: writeUnknown(o)})
 		}
 	default:
 		n.readRepair(o)
@@ -1127,6 +1191,32 @@ func (n *Node) expire(id uint64, o *op) {
 			n.reply(o, Message{Err: "read quorum not reached"})
 		}
 	}
+}
+
+// writeUnknown says why a write timed out, and that it may still take
+// effect: the replicas that acknowledged it hold it, and the others are
+// sent it as hints until they do. A client must not take the error for a
+// write that did not happen.
+func writeUnknown(o *op) string {
+	var b strings.Builder
+	b.WriteString("write quorum not reached; outcome unknown: ")
+	if len(o.answered) == 0 {
+		b.WriteString("no replica acknowledged it in time")
+	} else {
+		fmt.Fprintf(&b, "stored on %s", strings.Join(o.answered, ", "))
+	}
+	fmt.Fprintf(&b, " (%d acknowledgements needed)", o.need)
+	var rest []string
+	for _, rep := range o.replicas {
+		if !o.answered.has(rep) {
+			rest = append(rest, rep)
+		}
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(&b, ", held for %s as a hint", strings.Join(rest, ", "))
+	}
+	b.WriteString(": the write may still take effect")
+	return b.String()
 }
 
 func (n *Node) deliverHints() {

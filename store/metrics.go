@@ -94,6 +94,8 @@ func newMetrics(n *Node) *metrics {
 				}
 				return float64(n.kv.committed.Load())
 			}),
+		kvCounter("tide_kv_resends_total", "KV requests this node coordinated and sent to a replica again because it had not answered within 200 ms (then 400 ms, 800 ms, ...).",
+			func(st kv.Stats) float64 { return float64(st.Resends) }),
 		kvCounter("tide_kv_hints_delivered_total", "Held KV hints delivered to their replicas.",
 			func(st kv.Stats) float64 { return float64(st.HintsDelivered) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_write_stalls_total", Help: "Times the storage engine held writes back because flushes or compactions fell behind."},
