@@ -123,10 +123,13 @@ var (
 	descExecuted  = prometheus.NewDesc("tide_paxos_executed_slots", "Replica: slots executed.", []string{"role", "addr"}, nil)
 	descBatches   = prometheus.NewDesc("tide_paxos_batches_total", "Batcher: batches sent.", []string{"role", "addr"}, nil)
 	descAccepted  = prometheus.NewDesc("tide_paxos_accepted_slots", "Acceptor: votes held (not yet garbage-collected).", []string{"role", "addr"}, nil)
+	descEpoch     = prometheus.NewDesc("tide_paxos_config_epoch", "The configuration epoch the role knows.", []string{"role", "addr"}, nil)
+	descLive      = prometheus.NewDesc("tide_paxos_live_configs", "Leader: acceptor configurations not yet retired (1 once older rounds are).", []string{"role", "addr"}, nil)
+	descDrained   = prometheus.NewDesc("tide_paxos_drained", "1 once the role is out of the configuration and holds nothing: its process may stop.", []string{"role", "addr"}, nil)
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descChosen, descNext, descActive, descElections, descExecuted, descBatches, descAccepted} {
+	for _, d := range []*prometheus.Desc{descChosen, descNext, descActive, descElections, descExecuted, descBatches, descAccepted, descEpoch, descLive, descDrained} {
 		ch <- d
 	}
 }
@@ -137,8 +140,17 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 		g := func(d *prometheus.Desc, t prometheus.ValueType, v float64) {
 			ch <- prometheus.MustNewConstMetric(d, t, v, s.Kind, s.Addr)
 		}
+		if s.Kind != "acceptor" && s.Kind != "matchmaker" {
+			g(descEpoch, prometheus.GaugeValue, float64(s.Epoch))
+			drained := 0.0
+			if s.Drained {
+				drained = 1
+			}
+			g(descDrained, prometheus.GaugeValue, drained)
+		}
 		switch s.Kind {
 		case "leader":
+			g(descLive, prometheus.GaugeValue, float64(s.Live))
 			g(descChosen, prometheus.GaugeValue, float64(s.Chosen))
 			g(descNext, prometheus.GaugeValue, float64(s.NextSlot))
 			active := 0.0
