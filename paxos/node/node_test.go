@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -75,6 +77,17 @@ func TestLogInProcess(t *testing.T) {
 			}
 			if _, found, err := c.Get(ctx, "k0", paxos.ReadThroughLog); err != nil || found {
 				t.Fatalf("k0 after del: found=%v %v", found, err)
+			}
+			resp, err := http.Get("http://" + d.HTTP[d.Log.Leaders[0]] + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, series := range []string{"tide_paxos_config_epoch{", "tide_paxos_live_configs{", "tide_paxos_leader_active{"} {
+				if !strings.Contains(string(body), series) {
+					t.Errorf("leader /metrics lacks %s", series)
+				}
 			}
 		})
 	}
