@@ -55,6 +55,10 @@ type Config struct {
 	// taken for dead and forgotten. One lost message is not a crash.
 	// Default 3.
 	FailureLimit int
+	// Idle starts the node outside any ring, as the course's ./chord IP
+	// PORT does: it serves lookups and does periodic work only once Create
+	// or Join has made it a member.
+	Idle bool
 }
 
 func (c *Config) validate() error {
@@ -92,6 +96,10 @@ var ErrIDTaken = errors.New("chord: identifier already taken by another node")
 // ErrNoRoute is returned by FindSuccessor when every candidate hop failed.
 var ErrNoRoute = errors.New("chord: no live node to route the lookup through")
 
+// ErrNotInRing is returned by a node that is not a member of any ring: it
+// started idle and has not been told to create or join one, or it left.
+var ErrNotInRing = errors.New("chord: this node is not in a ring (create or join one first)")
+
 // Node is one member of a Chord ring.
 type Node struct {
 	cfg Config
@@ -111,9 +119,11 @@ type Node struct {
 	// forgotten successors. A node that finds itself cut off from every
 	// other node retries them instead of carrying on as a ring of one.
 	contacts []Ref
-	// left is set once the node has handed its place to its neighbours: it
-	// no longer stabilizes, which would announce it to them again.
-	left bool
+	// out is set while the node is not a member of a ring: it started
+	// idle, or it has handed its place to its neighbours (Leave). It does
+	// no periodic work then (stabilizing would announce it to its old
+	// neighbours again) and answers no lookups.
+	out bool
 }
 
 const maxContacts = 8
@@ -129,46 +139,84 @@ func (n *Node) rememberLocked(r Ref) {
 	}
 }
 
-// NewNode returns a node that is alone in its own ring, as after create().
+// NewNode returns a node that is alone in its own ring, as after create(),
+// or with Config.Idle a node outside any ring.
 func NewNode(cfg Config, tr Transport) (*Node, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, tr: tr, self: cfg.Self, failures: map[Ref]int{}}
+	n := &Node{cfg: cfg, tr: tr, self: cfg.Self, failures: map[Ref]int{}, out: cfg.Idle}
 	n.succ = []Ref{cfg.Self}
 	return n, nil
 }
 
 // Self returns this node's Ref.
-func (n *Node) Self() Ref { return n.self }
+func (n *Node) Self() Ref {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.self
+}
+
+// InRing reports whether the node is a member of a ring: it created or
+// joined one and has not left it.
+func (n *Node) InRing() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.out
+}
+
+// SetID gives a node that is not in a ring a new identifier, which it
+// takes into the ring it creates or joins next.
+func (n *Node) SetID(id ID) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.out {
+		return fmt.Errorf("chord: cannot change the identifier of %s while it is in a ring", n.self)
+	}
+	n.self.ID = id
+	n.cfg.Self = n.self
+	n.pred = Ref{}
+	n.succ = []Ref{n.self}
+	n.finger = [Bits]Ref{}
+	n.epoch++
+	return nil
+}
 
 // Config returns the node's configuration with defaults filled in.
 func (n *Node) Config() Config { return n.cfg }
 
-// Create starts a new ring containing only this node.
+// Create starts a new ring containing only this node. The contacts of any
+// ring it was in before are forgotten: it must not merge back into it.
 func (n *Node) Create() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.pred = Ref{}
 	n.succ = []Ref{n.self}
 	n.finger = [Bits]Ref{}
+	n.contacts = nil
+	n.out = false
 	n.epoch++
 }
 
-// Join makes this node a member of the ring that via belongs to.
+// Join makes this node a member of the ring that via belongs to. Its
+// contacts are via alone from then on: those of a ring it was in before
+// must not pull it back there.
 func (n *Node) Join(ctx context.Context, via Ref) error {
-	s, err := n.tr.FindSuccessor(ctx, via, n.self.ID)
+	self := n.Self()
+	s, err := n.tr.FindSuccessor(ctx, via, self.ID)
 	if err != nil {
 		return fmt.Errorf("join via %s: %w", via, err)
 	}
-	if s.ID == n.self.ID && s != n.self {
+	if s.ID == self.ID && s != self {
 		return fmt.Errorf("join via %s: %w (%s)", via, ErrIDTaken, s)
 	}
 	n.mu.Lock()
 	n.pred = Ref{}
 	n.succ = []Ref{s}
 	n.finger = [Bits]Ref{}
+	n.contacts = nil
 	n.rememberLocked(via)
+	n.out = false
 	n.epoch++
 	n.mu.Unlock()
 	n.Stabilize(ctx)
@@ -182,6 +230,10 @@ func (n *Node) FindSuccessor(ctx context.Context, id ID) (Ref, error) {
 	var skip []Ref
 	for attempt := 0; attempt < Bits; attempt++ {
 		n.mu.Lock()
+		if n.out {
+			n.mu.Unlock()
+			return Ref{}, ErrNotInRing
+		}
 		s := n.firstSuccessorLocked(skip)
 		if InHalfOpen(id, n.self.ID, s.ID) {
 			n.mu.Unlock()
@@ -312,6 +364,7 @@ func (n *Node) forgetLocked(r Ref) {
 func (n *Node) Stabilize(ctx context.Context) {
 	for attempt := 0; attempt <= n.cfg.Successors; attempt++ {
 		n.mu.Lock()
+		self := n.self
 		s := n.succ[0]
 		if s == n.self {
 			if n.pred.IsZero() || n.pred == n.self {
@@ -333,7 +386,7 @@ func (n *Node) Stabilize(ctx context.Context) {
 		}
 		n.mu.Unlock()
 
-		p, list, err := n.tr.State(ctx, s, n.self)
+		p, list, err := n.tr.State(ctx, s, self)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -368,7 +421,7 @@ func (n *Node) Stabilize(ctx context.Context) {
 		notify := target != n.self && (target != s || p != n.self)
 		n.mu.Unlock()
 		if notify {
-			if err := n.tr.Notify(ctx, target, n.self); err != nil && ctx.Err() == nil {
+			if err := n.tr.Notify(ctx, target, self); err != nil && ctx.Err() == nil {
 				n.Failed(target)
 			}
 		}
@@ -379,8 +432,9 @@ func (n *Node) Stabilize(ctx context.Context) {
 // rejoin asks contact via for this node's successor and adopts the answer
 // if it is closer than the successor this node has.
 func (n *Node) rejoin(ctx context.Context, via Ref) {
-	s, err := n.tr.FindSuccessor(ctx, via, n.self.ID+1)
-	if err != nil || s == n.self || s.ID == n.self.ID {
+	self := n.Self()
+	s, err := n.tr.FindSuccessor(ctx, via, self.ID+1)
+	if err != nil || s == self || s.ID == self.ID {
 		return
 	}
 	n.mu.Lock()
@@ -482,20 +536,22 @@ func (n *Node) HandleLeave(leaver, pred Ref, succs []Ref) {
 
 // Leave hands this node's place in the ring to its neighbours: the
 // predecessor adopts its successors and the successor adopts its
-// predecessor. The node keeps answering lookups until its driver stops it.
+// predecessor. From then on the node is out of the ring: it answers no
+// lookups (ErrNotInRing), so nodes that still point at it skip it, until
+// Create or Join makes it a member again.
 func (n *Node) Leave(ctx context.Context) error {
 	n.mu.Lock()
-	n.left = true
-	pred, succs := n.pred, append([]Ref(nil), n.succ...)
+	n.out = true
+	self, pred, succs := n.self, n.pred, append([]Ref(nil), n.succ...)
 	n.mu.Unlock()
 	var errs []error
-	if succs[0] != n.self {
-		if err := n.tr.Leave(ctx, succs[0], n.self, pred, succs); err != nil {
+	if succs[0] != self {
+		if err := n.tr.Leave(ctx, succs[0], self, pred, succs); err != nil {
 			errs = append(errs, fmt.Errorf("tell successor %s: %w", succs[0], err))
 		}
 	}
-	if !pred.IsZero() && pred != n.self && pred != succs[0] {
-		if err := n.tr.Leave(ctx, pred, n.self, pred, succs); err != nil {
+	if !pred.IsZero() && pred != self && pred != succs[0] {
+		if err := n.tr.Leave(ctx, pred, self, pred, succs); err != nil {
 			errs = append(errs, fmt.Errorf("tell predecessor %s: %w", pred, err))
 		}
 	}
@@ -506,7 +562,7 @@ func (n *Node) Leave(ctx context.Context) error {
 // and so finds its way back into the ring.
 func (n *Node) Unleave() {
 	n.mu.Lock()
-	n.left = false
+	n.out = false
 	n.mu.Unlock()
 }
 
@@ -567,7 +623,7 @@ func (n *Node) FixFingers(ctx context.Context) {
 // work is due.
 func (n *Node) Tick(ctx context.Context) {
 	n.mu.Lock()
-	if n.left {
+	if n.out {
 		n.mu.Unlock()
 		return
 	}

@@ -27,13 +27,20 @@ type testNode struct {
 
 func startNode(t *testing.T, cl *Client) *testNode {
 	t.Helper()
+	return startNodeCfg(t, cl, chord.Config{})
+}
+
+// startNodeCfg starts a node with cfg (its Self filled in).
+func startNodeCfg(t *testing.T, cl *Client, cfg chord.Config) *testNode {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ref, _ := chord.RefFor(addr, chord.IDOfAddr(addr))
-	n, err := chord.NewNode(chord.Config{Self: ref}, cl)
+	cfg.Self = ref
+	n, err := chord.NewNode(cfg, cl)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +95,94 @@ func TestRingOverRPC(t *testing.T) {
 	s9, err := cl.CallRef(ctx, nodes[0].addr, "get_successor", 99)
 	if err != nil || !s9.IsZero() {
 		t.Fatalf("get_successor(99) = %v, %v; want the empty node", s9, err)
+	}
+}
+
+// TestIdleNodes forms a ring as the course's grader does: every node starts
+// idle (./chord IP PORT) and answers no lookups until it is told, over
+// msgpack-rpc, to create a ring or join one. A node that leaves is out of
+// the ring again: it answers no lookups, the others route around it, and it
+// can join again under a new identifier.
+func TestIdleNodes(t *testing.T) {
+	ctx := context.Background()
+	cl := NewClient()
+	defer cl.Close()
+	var nodes []*testNode
+	for range 5 {
+		nodes = append(nodes, startNodeCfg(t, cl, chord.Config{Idle: true}))
+	}
+	for _, m := range []string{"find_successor", "get_successor", "get_predecessor"} {
+		arg := []any{uint32(1)}
+		if m == "get_predecessor" {
+			arg = nil
+		}
+		_, err := cl.Call(ctx, nodes[0].addr, m, arg...)
+		if err == nil || !strings.Contains(err.Error(), "not in a ring") {
+			t.Fatalf("%s on an idle node: %v, want an error saying it is not in a ring", m, err)
+		}
+	}
+	if _, err := cl.CallRef(ctx, nodes[0].addr, "get_info"); err != nil {
+		t.Fatalf("get_info on an idle node: %v", err)
+	}
+	if _, err := cl.Call(ctx, nodes[0].addr, "create"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range nodes[1:] {
+		if _, err := cl.Call(ctx, tn.addr, "join", EncodeRef(nodes[0].node.Self())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stabilize := func(ns []*testNode) {
+		for range 30 {
+			for _, tn := range ns {
+				tn.node.Tick(ctx)
+			}
+		}
+	}
+	check := func(ns []*testNode) {
+		t.Helper()
+		var ids []chord.Ref
+		for _, tn := range ns {
+			ids = append(ids, tn.node.Self())
+		}
+		for _, key := range []string{"a.txt", "b.txt", "hello", "tide"} {
+			id := chord.KeyOf(key)
+			want := chord.SuccessorAmong(ids, id)
+			for _, tn := range ns {
+				got, err := cl.CallRef(ctx, tn.addr, "find_successor", uint32(id))
+				if err != nil || got != want {
+					t.Fatalf("find_successor(%d) at %s = %v, %v; want %v", id, tn.addr, got, err, want)
+				}
+			}
+		}
+	}
+	stabilize(nodes)
+	check(nodes)
+
+	leaver := nodes[2]
+	if err := leaver.node.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rest := append(append([]*testNode(nil), nodes[:2]...), nodes[3:]...)
+	if _, err := cl.Call(ctx, leaver.addr, "find_successor", uint32(7)); err == nil || !strings.Contains(err.Error(), "not in a ring") {
+		t.Fatalf("find_successor on a node that left: %v, want an error saying it is not in a ring", err)
+	}
+	stabilize(rest)
+	check(rest)
+
+	if err := nodes[0].node.SetID(12345); err == nil {
+		t.Fatal("SetID on a member succeeded")
+	}
+	if err := leaver.node.SetID(12345); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Call(ctx, leaver.addr, "join", EncodeRef(nodes[0].node.Self())); err != nil {
+		t.Fatal(err)
+	}
+	stabilize(nodes)
+	check(nodes)
+	if got := leaver.node.Self().ID; got != 12345 {
+		t.Fatalf("rejoined with identifier %d, want 12345", got)
 	}
 }
 

@@ -34,6 +34,9 @@ type Server struct {
 	OnKill func()
 	// OnCall, if set, is told of every request received.
 	OnCall func(method string)
+	// OnMember, if set, runs after a create or join request has made the
+	// node a member of a ring.
+	OnMember func(method string)
 	// CallTimeout bounds the work one request may cause (a lookup may hop).
 	CallTimeout time.Duration
 	Log         *slog.Logger
@@ -162,6 +165,12 @@ func (s *Server) serveConn(c net.Conn) {
 	}
 }
 
+// ringMethods are the methods only a member of a ring answers.
+var ringMethods = map[string]bool{
+	"find_successor": true, "get_predecessor": true, "get_successor": true, "get_successors": true,
+	"get_state": true, "notify": true, "stabilize": true, "check_predecessor": true, "leave": true,
+}
+
 func wantParams(method string, p []any, n int) error {
 	if len(p) != n {
 		return fmt.Errorf("%s takes %d argument(s), got %d", method, n, len(p))
@@ -178,6 +187,11 @@ func (s *Server) handle(method string, p []any) (any, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.CallTimeout)
 	defer cancel()
 	n := s.Node
+	if ringMethods[method] && !n.InRing() {
+		// An idle node (or one that left) knows no ring: an answer from
+		// its stale state would lead callers astray.
+		return nil, fmt.Errorf("%s: %w", method, chord.ErrNotInRing)
+	}
 	switch method {
 	case "get_info":
 		return EncodeRef(n.Self()), wantParams(method, p, 0)
@@ -188,6 +202,9 @@ func (s *Server) handle(method string, p []any) (any, error) {
 			return nil, err
 		}
 		n.Create()
+		if s.OnMember != nil {
+			s.OnMember(method)
+		}
 		return nil, nil
 	case "join":
 		if err := wantParams(method, p, 1); err != nil {
@@ -200,7 +217,13 @@ func (s *Server) handle(method string, p []any) (any, error) {
 		if via.IsZero() {
 			return nil, errors.New("join: empty node")
 		}
-		return nil, n.Join(ctx, via)
+		if err := n.Join(ctx, via); err != nil {
+			return nil, err
+		}
+		if s.OnMember != nil {
+			s.OnMember(method)
+		}
+		return nil, nil
 	case "find_successor":
 		if err := wantParams(method, p, 1); err != nil {
 			return nil, err
