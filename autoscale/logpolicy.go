@@ -252,7 +252,7 @@ func (p LogPolicy) Decide(v LogView) LogDecision {
 		}
 		to := min(max(want(l), l.n+1), c.Max[l.role])
 		return LogDecision{Role: l.role, From: l.n, To: to,
-			Reason: fmt.Sprintf("%s at %.0f%% or more of capacity for %d periods (%.0f msgs/s over %d); %d bring it to %.0f%%", l.role, 100*l.least, c.Periods, l.total, l.n, to, 100*c.Target)}
+			Reason: fmt.Sprintf("%s at %.0f%% or more of capacity for %d periods (%.0f msgs/s over %d); %d would bring it to %.0f%% (max %d)", l.role, 100*l.least, c.Periods, l.total, l.n, want(l), 100*c.Target, c.Max[l.role])}
 	}
 	// Shrink the least loaded role that stayed below Low.
 	in := slices.Clone(loads)

@@ -624,3 +624,60 @@ func (f flushWriter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Sample implements autoscale.LogTarget: every instance's cumulative count
+// of messages received, by role, from its /status (for acceptor-groups,
+// each group's busiest acceptor). An instance that does not answer fails
+// the sample: the policy must not act on a partial view.
+func (c *LogControl) Sample(ctx context.Context) (map[string]map[string]float64, error) {
+	d, err := c.Current()
+	if err != nil {
+		return nil, err
+	}
+	cfg := d.Log
+	httpOf := d.HTTPMap()
+	in := func(addr string) (float64, error) {
+		st, err := statusOf(httpOf[addr])
+		if err != nil {
+			return 0, fmt.Errorf("status of %s: %w", addr, err)
+		}
+		for _, s := range st {
+			if s.Addr == addr {
+				return float64(s.MessagesIn), nil
+			}
+		}
+		return 0, fmt.Errorf("status of %s: role not listed", addr)
+	}
+	out := map[string]map[string]float64{}
+	for _, role := range RoleNames {
+		if role == "leaders" {
+			continue
+		}
+		out[role] = map[string]float64{}
+		if role == "acceptor-groups" {
+			for gi, g := range cfg.Groups {
+				busiest := 0.0
+				for _, a := range g.Acceptors {
+					v, err := in(a)
+					if err != nil {
+						return nil, err
+					}
+					busiest = max(busiest, v)
+				}
+				out[role][fmt.Sprintf("group%d:%s", gi, g.Acceptors[0])] = busiest
+			}
+			continue
+		}
+		for _, a := range *list(&cfg, Roles[role]) {
+			v, err := in(a)
+			if err != nil {
+				return nil, err
+			}
+			out[role][a] = v
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"tide/autoscale"
 	"tide/cluster"
 	"tide/paxos"
 	"tide/paxos/node"
@@ -70,7 +71,9 @@ func shapeFlags(cmd *cobra.Command, s *node.Shape) {
 
 func newLogUpCmd() *cobra.Command {
 	shape := node.DefaultShape
-	var dir string
+	var dir, capacity string
+	var autoscaleOn bool
+	var period time.Duration
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start a local tide log, one process per role, until Ctrl-C",
@@ -121,6 +124,25 @@ func newLogUpCmd() *cobra.Command {
 			ctlSrv := &http.Server{Handler: ctl.Handler(), ReadHeaderTimeout: 5 * time.Second}
 			go ctlSrv.Serve(ctlLn)
 			defer ctlSrv.Close()
+			if autoscaleOn {
+				policy, err := logPolicy(capacity)
+				if err != nil {
+					return err
+				}
+				events, err := autoscale.NewEvents(1000, filepath.Join(abs, "autoscale-events.jsonl"), nil)
+				if err != nil {
+					return err
+				}
+				defer events.Close()
+				events.OnEvent(func(ev autoscale.Event) {
+					if ev.Outcome != "decided" {
+						fmt.Printf("autoscale: %s %s: %s (%s)\n", ev.Action, ev.Outcome, ev.Reason, ev.Error)
+					}
+				})
+				lc := &autoscale.LogController{Target: ctl, Policy: policy, Period: period, Events: events, Log: slog.Default()}
+				go lc.Run(ctx)
+				fmt.Printf("autoscaling every %s with capacities %v (events in %s)\n", period, policy.Cfg.Capacity, filepath.Join(abs, "autoscale-events.jsonl"))
+			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ROLE\tADDRESS\tHTTP")
 			for _, a := range d.Roles() {
@@ -136,7 +158,38 @@ func newLogUpCmd() *cobra.Command {
 	shapeFlags(cmd, &shape)
 	cmd.Flags().StringVar(&dir, "data-dir", "tide-log", "directory for the deployment, role state and logs")
 	cmd.Flags().StringVar(&shape.Host, "host", "127.0.0.1", "interface every role listens on")
+	cmd.Flags().BoolVar(&autoscaleOn, "autoscale", false, "resize batchers, proxy leaders, acceptor groups, replicas and unbatchers with load (needs --capacity)")
+	cmd.Flags().StringVar(&capacity, "capacity", "", "with --autoscale: each role's capacity in messages/s, a JSON file (tide bench component --profile) or role=rate,... ")
+	cmd.Flags().DurationVar(&period, "autoscale-period", 5*time.Second, "with --autoscale: how often to measure and decide")
 	return cmd
+}
+
+// logPolicy builds the log policy from --capacity: a JSON file of
+// role -> messages/s, or role=rate pairs.
+func logPolicy(capacity string) (autoscale.LogPolicy, error) {
+	var cfg autoscale.LogConfig
+	if capacity == "" {
+		return autoscale.LogPolicy{}, errors.New("--autoscale needs --capacity (measure it with tide bench component --profile FILE)")
+	}
+	if b, err := os.ReadFile(capacity); err == nil {
+		if err := json.Unmarshal(b, &cfg.Capacity); err != nil {
+			return autoscale.LogPolicy{}, fmt.Errorf("--capacity %s: %w", capacity, err)
+		}
+	} else {
+		cfg.Capacity = map[string]float64{}
+		for _, kv := range strings.Split(capacity, ",") {
+			role, rate, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			v, err := strconv.ParseFloat(rate, 64)
+			if !ok || err != nil {
+				return autoscale.LogPolicy{}, fmt.Errorf("--capacity %q: want a JSON file or role=rate pairs (%q is neither)", capacity, kv)
+			}
+			cfg.Capacity[role] = v
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return autoscale.LogPolicy{}, fmt.Errorf("--capacity: %w", err)
+	}
+	return autoscale.LogPolicy{Cfg: cfg}, nil
 }
 
 func newLogServeCmd() *cobra.Command {
