@@ -249,10 +249,10 @@ type Info struct {
 	Leaving     bool     `json:"leaving"`
 	// State is member, leaving, standby (out of the ring, following it)
 	// or idle (out of any ring, knowing none).
-	State string `json:"state"`
-	KVKeys      int      `json:"kv_keys"`
-	KVBytes     int64    `json:"kv_bytes"`
-	KVHints     int      `json:"kv_hints"`
+	State   string `json:"state"`
+	KVKeys  int    `json:"kv_keys"`
+	KVBytes int64  `json:"kv_bytes"`
+	KVHints int    `json:"kv_hints"`
 }
 
 // Info reports this node's state.

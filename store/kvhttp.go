@@ -205,4 +205,3 @@ func (n *Node) handleKVDelete(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Tide-Version", strconv.FormatUint(v, 10))
 	w.WriteHeader(http.StatusNoContent)
 }
-

@@ -195,19 +195,19 @@ type Node struct {
 	m       *metrics
 	clock   hlc
 
-	pos       func([]byte) uint32
-	peerAddr  string
-	respAddr  string
-	kv        *kvNode
-	ringKick  chan struct{}
-	lock      lease
+	pos      func([]byte) uint32
+	peerAddr string
+	respAddr string
+	kv       *kvNode
+	ringKick chan struct{}
+	lock     lease
 	// follow lists the members (Chord addresses) a standby walks the ring
 	// from; standbys, for a member, the standbys that follow its ring (see
 	// standby.go). memberMu orders the changes of this node between member
 	// and standby.
-	follow   atomic.Pointer[[]string]
-	standbys standbys
-	memberMu sync.Mutex
+	follow    atomic.Pointer[[]string]
+	standbys  standbys
+	memberMu  sync.Mutex
 	httpAddrs sync.Map // chord address -> http address
 	leaving   atomic.Bool
 	// bg lives as long as the node; a leave runs under it, so a client
@@ -358,8 +358,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		OnKill: func() { n.log.Warn("killed by rpc"); n.stop() },
 		// A create or join over msgpack-rpc (the course's grader starts
 		// nodes idle and tells them which) makes a standby a member.
-		OnMember: func(method string) { n.log.Info("chord "+method+" over rpc"); n.becameMember() },
-		OnCall: func(m string) { n.m.rpcReceived.WithLabelValues(m).Inc() },
+		OnMember: func(method string) { n.log.Info("chord " + method + " over rpc"); n.becameMember() },
+		OnCall:   func(m string) { n.m.rpcReceived.WithLabelValues(m).Inc() },
 	}
 	n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(2)
