@@ -364,6 +364,10 @@ func (n *Node) forgetLocked(r Ref) {
 func (n *Node) Stabilize(ctx context.Context) {
 	for attempt := 0; attempt <= n.cfg.Successors; attempt++ {
 		n.mu.Lock()
+		if n.out {
+			n.mu.Unlock()
+			return
+		}
 		self := n.self
 		s := n.succ[0]
 		if s == n.self {

@@ -581,6 +581,14 @@ func (n *Node) remember(ks string, r Record) {
 	n.vcache[ks] = vmeta{r.Version, r.Size()}
 }
 
+// Clear forgets the hints this node holds and the versions it cached: the
+// driver calls it when it empties the node's storage (the Dynamo seed's
+// clear_cache), and persists nothing for it.
+func (n *Node) Clear() {
+	clear(n.hints)
+	clear(n.vcache)
+}
+
 // ForgetVersions empties the version cache. The driver calls it when
 // persisting a round failed: the cache then runs ahead of storage.
 func (n *Node) ForgetVersions() { clear(n.vcache) }

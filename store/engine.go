@@ -388,6 +388,11 @@ func (e *Engine) PutState(name string, v []byte) error {
 	return e.db.Set([]byte("s/"+name), v, pebble.Sync)
 }
 
+// DeleteState forgets a blob stored with PutState.
+func (e *Engine) DeleteState(name string) error {
+	return e.db.Delete([]byte("s/"+name), pebble.Sync)
+}
+
 // State returns a blob stored with PutState, or nil.
 func (e *Engine) State(name string) ([]byte, error) {
 	v, closer, err := e.db.Get([]byte("s/" + name))

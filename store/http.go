@@ -247,9 +247,12 @@ type Info struct {
 	DiskPercent float64  `json:"disk_used_percent"`
 	Replicas    int      `json:"replicas"`
 	Leaving     bool     `json:"leaving"`
-	KVKeys      int      `json:"kv_keys"`
-	KVBytes     int64    `json:"kv_bytes"`
-	KVHints     int      `json:"kv_hints"`
+	// State is member, leaving, standby (out of the ring, following it)
+	// or idle (out of any ring, knowing none).
+	State   string `json:"state"`
+	KVKeys  int    `json:"kv_keys"`
+	KVBytes int64  `json:"kv_bytes"`
+	KVHints int    `json:"kv_hints"`
 }
 
 // Info reports this node's state.
@@ -259,7 +262,7 @@ func (n *Node) Info() Info {
 	in := Info{
 		ID: uint32(snap.Self.ID), ChordAddr: snap.Self.Addr(), HTTPAddr: n.HTTPAddr(),
 		Files: n.eng.Files(), Bytes: n.eng.Used(), DiskUsed: used, DiskCap: capacity,
-		Replicas: n.cfg.Replicas, Leaving: n.leaving.Load(),
+		Replicas: n.cfg.Replicas, Leaving: n.leaving.Load(), State: n.state(),
 	}
 	in.KVKeys, in.KVBytes = n.eng.kvCount()
 	in.KVHints = n.eng.hintCount()
@@ -370,18 +373,23 @@ func (n *Node) handleHave(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(lacking)
 }
 
+// handleLeave hands everything off and leaves the ring, then exits; with
+// ?stay=1 (remove_node) the node stays up as a standby instead.
 func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
-	moved, err := n.Leave(r.Context())
+	stay := r.URL.Query().Get("stay") != ""
+	moved, err := n.Leave(r.Context(), stay)
 	if err != nil {
 		n.fail(w, "leave", err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"moved": moved, "node": n.ring.Self().Addr()})
+	json.NewEncoder(w).Encode(map[string]any{"moved": moved, "node": n.ring.Self().Addr(), "standby": stay})
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
-	go n.stop()
+	if !stay {
+		go n.stop()
+	}
 }
 
 // fileURL builds the URL of name under prefix on a node's file service.
@@ -393,6 +401,15 @@ func fileURL(httpAddr, prefix, name string) string {
 func (n *Node) List(ctx context.Context) ([]Meta, error) {
 	byName := map[string]Meta{}
 	cur := n.ring.Self()
+	if !n.ring.InRing() {
+		// A standby lists the ring it follows.
+		for _, via := range n.following() {
+			if ref, err := n.rpc.CallRef(ctx, via, "get_info"); err == nil {
+				cur = ref
+				break
+			}
+		}
+	}
 	seen := map[chord.Ref]bool{}
 	for range 4096 {
 		if seen[cur] {

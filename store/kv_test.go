@@ -103,7 +103,7 @@ func TestSeedRoutes(t *testing.T) {
 		t.Fatalf("GET /route unknown key: %d %q", code, body)
 	}
 	code, owner := httpGet(t, base+"/route_test?key=bed")
-	if code != 200 || owner != nodes[1].KVOwner([]byte("bed")).addrs["http"] {
+	if want, err := nodes[1].KVOwner([]byte("bed")); err != nil || code != 200 || owner != want.addrs["http"] {
 		t.Fatalf("route_test: %d %q", code, owner)
 	}
 	code, ring := httpGet(t, base+"/hash_ring")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"runtime"
 	"slices"
 	"sort"
@@ -57,11 +58,17 @@ type kvNode struct {
 	dropped atomic.Int64
 	rings   chan *kvRing
 	ring    atomic.Pointer[kvRing]
-	nextID  atomic.Uint64
-	mu      sync.Mutex
-	wait    map[uint64]chan kv.Message
-	stats   atomic.Pointer[kv.Stats]
-	drain   atomic.Bool
+	// applied is the table the loop has handed to the kv.Node: the one
+	// requests are routed by (ring may be a moment ahead of it).
+	applied atomic.Pointer[kvRing]
+	// clears carries clear_cache requests to the loop, which answers on
+	// the channel sent.
+	clears chan chan error
+	nextID atomic.Uint64
+	mu     sync.Mutex
+	wait   map[uint64]chan kv.Message
+	stats  atomic.Pointer[kv.Stats]
+	drain  atomic.Bool
 	// handingOff mirrors kv.Node.Busy for other goroutines.
 	handingOff atomic.Bool
 	// Group commit: the driver commits rounds without waiting for the
@@ -89,7 +96,7 @@ type kvNode struct {
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn net.Listener) error {
-	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), wait: map[uint64]chan kv.Message{},
+	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	k.tr.Alloc = k.frames.get
@@ -97,6 +104,10 @@ func (n *Node) startKV(ctx context.Context, peerLn net.Listener) error {
 	self := n.ring.Self()
 	initial := &kvRing{StaticRing: kv.NewStaticRing(pos, []kv.Member{{Addr: n.peerAddr, Token: uint32(self.ID)}}),
 		members: []member{{ref: self, addrs: n.addrs()}}}
+	if !n.ring.InRing() {
+		// A standby owns nothing, and knows no ring before its first walk.
+		initial = &kvRing{StaticRing: kv.NewStaticRing(pos, nil)}
+	}
 	k.ring.Store(initial)
 	hints, err := n.eng.hints()
 	if err != nil {
@@ -189,6 +200,12 @@ func (k *kvNode) loop(ctx context.Context) {
 			return
 		case r := <-k.rings:
 			k.node.SetRing(r)
+			k.applied.Store(r)
+		case done := <-k.clears:
+			// The seed's clear_cache: storage is emptied between rounds,
+			// and the node forgets the hints and versions it kept of it.
+			k.node.Clear()
+			done <- k.n.eng.clearKV()
 		case b := <-k.bulk:
 			// Data moving between replicas takes a round to itself, so
 			// that client requests never queue behind more than a few
@@ -636,15 +653,31 @@ type batchState struct {
 	abandoned bool
 }
 
-// waitReady holds client requests until the node knows the ring.
+// waitReady holds client requests until the node knows the ring (at most
+// readyWait): a standby that knows none answers at once.
 func (k *kvNode) waitReady(ctx context.Context) error {
 	select {
 	case <-k.ready:
 		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%w: this node has not learned the ring yet", ErrQuorum)
+	default:
 	}
+	if !k.n.ring.InRing() && len(k.n.following()) == 0 && !k.n.leaving.Load() {
+		return statusf(http.StatusServiceUnavailable, "%v", errNoRing)
+	}
+	t := time.NewTimer(readyWait)
+	defer t.Stop()
+	select {
+	case <-k.ready:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return fmt.Errorf("%w: this node has not learned the ring yet", ErrQuorum)
 }
+
+// readyWait bounds how long a request waits for a starting node to learn
+// the ring.
+const readyWait = 10 * time.Second
 
 func (k *kvNode) replyErr(r kv.Message) error {
 	switch r.Err {
@@ -679,12 +712,15 @@ func (n *Node) KVGet(ctx context.Context, key []byte, r int) (kv.Record, bool, e
 }
 
 // KVOwner returns the member that owns key.
-func (n *Node) KVOwner(key []byte) member {
+func (n *Node) KVOwner(key []byte) (member, error) {
 	r := n.kv.ring.Load()
 	pos := n.pos(key)
 	ms := r.members
+	if len(ms) == 0 {
+		return member{}, statusf(http.StatusServiceUnavailable, "%v", errNoRing)
+	}
 	i := sort.Search(len(ms), func(i int) bool { return uint32(ms[i].ref.ID) >= pos })
-	return ms[i%len(ms)]
+	return ms[i%len(ms)], nil
 }
 
 // addrs are this node's service addresses.
@@ -707,6 +743,8 @@ func (n *Node) ringLoop(ctx context.Context) {
 	announced := false
 	followUps := 0
 	shrinkSeen := "" // a smaller table seen once, waiting for a second walk
+	var lastHello time.Time
+	helloFor := "" // the table the members were last told of
 	cache := map[string]map[string]string{}
 	for {
 		select {
@@ -726,7 +764,14 @@ func (n *Node) ringLoop(ctx context.Context) {
 		} else {
 			t.Reset(time.Second)
 		}
-		if e := n.ring.Epoch(); e == lastEpoch && time.Since(lastWalk) < time.Minute && !lastWalk.IsZero() && followUps == 0 {
+		// A member walks when its neighbourhood changed, a standby (whose
+		// Chord node sees no changes) every few seconds; both at least
+		// every minute, and whenever asked.
+		period := time.Minute
+		if !n.ring.InRing() {
+			period = standbyWalk
+		}
+		if e := n.ring.Epoch(); e == lastEpoch && time.Since(lastWalk) < period && !lastWalk.IsZero() && followUps == 0 {
 			continue
 		} else {
 			lastEpoch = e
@@ -758,13 +803,21 @@ func (n *Node) ringLoop(ctx context.Context) {
 		}
 		shrinkSeen = ""
 		n.setMembers(ms)
+		if standby := !n.ring.InRing(); standby && (time.Since(lastHello) >= standbyHello || fmtRing(ms) != helloFor) {
+			// Tell the members this standby follows them, so that their
+			// membership changes wait for it too.
+			lastHello, helloFor = time.Now(), fmtRing(ms)
+			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			n.helloMembers(hctx, ms)
+			cancel()
+		}
 		if !announced && len(ms) > 1 {
 			// A node that joined tells every member at once, so that
 			// distant nodes do not route by an old table until their next
 			// periodic walk.
 			announced = true
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			n.announceRingChange(actx, "")
+			n.announceRingChange(actx)
 			cancel()
 		}
 	}
@@ -808,8 +861,15 @@ func fmtRing(ms []member) string {
 	return s
 }
 
-// walk follows successor pointers around the ring from this node.
+// standbyWalk is how often a standby walks the ring it follows.
+const standbyWalk = 5 * time.Second
+
+// walk follows successor pointers around the ring from this node, or for a
+// standby from a member it follows.
 func (n *Node) walk(ctx context.Context, cache map[string]map[string]string) ([]member, error) {
+	if !n.ring.InRing() && !n.leaving.Load() {
+		return n.walkFollowed(ctx, cache)
+	}
 	self := n.ring.Self()
 	out := []member{{ref: self, addrs: n.addrs()}}
 	seen := map[chord.Ref]bool{self: true}

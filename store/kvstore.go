@@ -354,6 +354,27 @@ func (e *Engine) syncWAL() error {
 	return e.db.LogData([]byte{0}, pebble.Sync)
 }
 
+// clearKV deletes every KV record, value and hint, durably: the seed's
+// clear_cache. The KV driver calls it between rounds.
+func (e *Engine) clearKV() error {
+	e.kvMu.Lock()
+	defer e.kvMu.Unlock()
+	b := e.db.NewBatch()
+	defer b.Close()
+	for _, p := range []string{"k", "v", "h"} {
+		if err := b.DeleteRange([]byte(p+"/"), []byte(p+"0"), nil); err != nil {
+			return err
+		}
+	}
+	b.Set([]byte(kvCountKey), kvCountValue(0, 0), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("clear kv data: %w", err)
+	}
+	e.kvKeys.Store(0)
+	e.kvBytes.Store(0)
+	return nil
+}
+
 // hints loads the hints held for other nodes.
 func (e *Engine) hints() ([]kv.Hint, error) {
 	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("h/"), UpperBound: []byte("h0")})

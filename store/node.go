@@ -63,6 +63,11 @@ type Config struct {
 	// FullRepairInterval forces a full placement check even when nothing
 	// seems to have changed. Default 30s.
 	FullRepairInterval time.Duration
+	// Standby starts the node outside any ring: it answers KV requests as
+	// a member does, for the ring of Join (or, without Join, of the first
+	// POST /hash_ring, add_node, or create or join over msgpack-rpc that
+	// names it), and owns no range until add_node makes it a member.
+	Standby bool
 	// Partitioner places keys and file names on the ring: "md5-low32"
 	// (default) or "md5-mod10000" (the Dynamo seed's 10,000 positions, where
 	// tokens are below 10000).
@@ -190,12 +195,19 @@ type Node struct {
 	m       *metrics
 	clock   hlc
 
-	pos       func([]byte) uint32
-	peerAddr  string
-	respAddr  string
-	kv        *kvNode
-	ringKick  chan struct{}
-	lock      lease
+	pos      func([]byte) uint32
+	peerAddr string
+	respAddr string
+	kv       *kvNode
+	ringKick chan struct{}
+	lock     lease
+	// follow lists the members (Chord addresses) a standby walks the ring
+	// from; standbys, for a member, the standbys that follow its ring (see
+	// standby.go). memberMu orders the changes of this node between member
+	// and standby.
+	follow    atomic.Pointer[[]string]
+	standbys  standbys
+	memberMu  sync.Mutex
 	httpAddrs sync.Map // chord address -> http address
 	leaving   atomic.Bool
 	// bg lives as long as the node; a leave runs under it, so a client
@@ -254,6 +266,28 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		chordLn.Close()
 		return fail(fmt.Errorf("listen on http address %s: %w", cfg.HTTPAddr, err))
 	}
+	var follow []string // the members a standby follows
+	if raw, err := eng.State(stateStandby); err != nil {
+		chordLn.Close()
+		httpLn.Close()
+		return fail(fmt.Errorf("read node state in %s: %w", cfg.DataDir, err))
+	} else if raw != nil {
+		// remove_node or POST /hash_ring made this node a standby: it stays
+		// one across restarts, until add_node names it.
+		var st standbyState
+		if err := json.Unmarshal(raw, &st); err != nil {
+			chordLn.Close()
+			httpLn.Close()
+			return fail(fmt.Errorf("read standby state in %s: %w", cfg.DataDir, err))
+		}
+		cfg.Standby, follow = true, st.Follow
+	}
+	if cfg.Standby {
+		if cfg.Join != "" {
+			follow = append([]string{cfg.Join}, follow...)
+		}
+		cfg.Join = "" // a standby joins no ring: it only follows one
+	}
 	if cfg.Join != "" && joinsItself(ctx, cfg.Join, cfg.Advertise, chordLn.Addr()) {
 		// One configuration for every member (a StatefulSet's pods all
 		// joining pod 0): the member it names creates or rejoins the ring.
@@ -291,7 +325,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return fail(err)
 	}
 	n.cfg = cfg
-	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors}, n.rpc)
+	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors, Idle: cfg.Standby}, n.rpc)
 	if err != nil {
 		chordLn.Close()
 		httpLn.Close()
@@ -322,7 +356,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.rpcSrv = &rpc.Server{
 		Node: n.ring, HTTPAddr: httpAdv, Log: n.log, Addrs: n.addrs(),
 		OnKill: func() { n.log.Warn("killed by rpc"); n.stop() },
-		OnCall: func(m string) { n.m.rpcReceived.WithLabelValues(m).Inc() },
+		// A create or join over msgpack-rpc (the course's grader starts
+		// nodes idle and tells them which) makes a standby a member.
+		OnMember: func(method string) { n.log.Info("chord " + method + " over rpc"); n.becameMember() },
+		OnCall:   func(m string) { n.m.rpcReceived.WithLabelValues(m).Inc() },
 	}
 	n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(2)
@@ -337,7 +374,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if respLn != nil {
 		n.startRESP(bg, respLn)
 	}
-	if err := n.joinRing(ctx); err != nil {
+	if cfg.Standby {
+		n.setFollowing(follow)
+		if len(follow) > 0 {
+			n.log.Info("standby: following the ring", "via", follow[0])
+		} else {
+			n.log.Info("idle: waiting for POST /hash_ring, add_node, or a create or join over msgpack-rpc")
+		}
+	} else if err := n.joinRing(ctx); err != nil {
 		return fail(err)
 	}
 	n.RefreshRing()

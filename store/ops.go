@@ -100,6 +100,17 @@ func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 		}
 		return o, nil
 	}
+	if !n.ring.InRing() {
+		// A standby asks the ring it follows.
+		for _, via := range n.following() {
+			if ref, err := n.rpc.CallRef(ctx, via, "get_info"); err == nil {
+				if o, err := n.rpc.FindSuccessor(ctx, ref, key); err == nil {
+					return o, nil
+				}
+			}
+		}
+		return chord.Ref{}, statusf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, errNoRing)
+	}
 	if n.ring.Owns(key) {
 		return self, nil
 	}

@@ -32,8 +32,8 @@ func (n *Node) repairLoop(ctx context.Context) {
 		if !pending && epoch == lastEpoch && time.Since(lastFull) < n.cfg.FullRepairInterval {
 			continue
 		}
-		if n.leaving.Load() {
-			continue
+		if n.leaving.Load() || !n.ring.InRing() {
+			continue // a leave hands its files off itself; a standby holds none
 		}
 		res, err := n.repair(ctx, false)
 		if err != nil {
@@ -238,13 +238,14 @@ type leaveOp struct {
 	err   error
 }
 
-// Leave hands every local file to the nodes that hold it once this node is
-// gone, takes the node out of the ring, and reports how many copies moved.
-// The node stops only once nothing is left; on failure it keeps running and
-// keeps its files, so nothing is lost.
-// A leave runs to its end even if ctx ends first (the caller stops
+// Leave hands every local file and key to the nodes that hold it once this
+// node is gone, takes the node out of the ring, and reports how many copies
+// moved. The node then stops, or with stay (remove_node) keeps running as a
+// standby that follows the ring; it does either only once nothing is left.
+// On failure it keeps running as a member and keeps its files, so nothing
+// is lost. A leave runs to its end even if ctx ends first (the caller stops
 // waiting, not the hand-off); concurrent calls wait for the same leave.
-func (n *Node) Leave(ctx context.Context) (int, error) {
+func (n *Node) Leave(ctx context.Context, stay bool) (int, error) {
 	n.leaveMu.Lock()
 	op := n.leaveOp
 	if op == nil {
@@ -255,11 +256,14 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 			bg = context.WithoutCancel(ctx)
 		}
 		go func() {
-			op.moved, op.err = n.leave(bg)
+			op.moved, op.err = n.leave(bg, stay)
 			n.leaveMu.Lock()
-			if op.err != nil {
+			switch {
+			case op.err != nil:
 				n.leaveOp = nil // the node stays; a later leave may try again
-			} else {
+			case stay:
+				n.leaveOp = nil // a standby may be added and leave again
+			default:
 				// The node is empty and out of the ring: it stops, even if
 				// whoever asked is gone (a waiting caller is answered first).
 				time.AfterFunc(2*time.Second, n.stop)
@@ -277,7 +281,12 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 	}
 }
 
-func (n *Node) leave(ctx context.Context) (int, error) {
+func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
+	n.memberMu.Lock()
+	defer n.memberMu.Unlock()
+	if !n.ring.InRing() {
+		return 0, statusf(http.StatusConflict, "node is not in a ring")
+	}
 	if !n.leaving.CompareAndSwap(false, true) {
 		return 0, statusf(http.StatusConflict, "node is already leaving")
 	}
@@ -308,10 +317,18 @@ func (n *Node) leave(ctx context.Context) (int, error) {
 		case <-time.After(time.Second):
 		}
 	}
+	var follow []string
+	if stay {
+		// Out of the ring, the node walks it from the members it leaves.
+		for _, m := range n.kv.ring.Load().members {
+			follow = append(follow, m.ref.Addr())
+		}
+		n.setFollowing(follow)
+	}
 	if err := n.ring.Leave(ctx); err != nil {
 		n.log.Warn("leave: a neighbour was not told; stabilization will catch up", "err", err)
 	}
-	n.announceRingChange(ctx, "")
+	n.announceRingChange(ctx)
 	moved := 0
 	var err error
 	for attempt := range 600 {
@@ -322,6 +339,15 @@ func (n *Node) leave(ctx context.Context) (int, error) {
 		n.eng.Scan(0, 0, func(Meta) bool { left++; return true })
 		keys, _ := n.eng.kvCount()
 		left += keys
+		if err == nil && left == 0 && stay {
+			if err := n.becomeStandby(follow); err != nil {
+				n.log.Error("leave: could not record the standby state; a restart on this data directory would rejoin the ring", "err", err)
+			}
+			n.kv.drain.Store(false)
+			n.leaving.Store(false)
+			n.log.Info("left the ring; staying up as a standby", "moved", moved)
+			return moved, nil
+		}
 		if err == nil && left == 0 {
 			// A restart on this data directory must not rejoin with the
 			// old token: Start refuses it (ErrLeft).
@@ -343,6 +369,7 @@ func (n *Node) leave(ctx context.Context) (int, error) {
 	// ring and a later leave can try again.
 	n.leaving.Store(false)
 	n.kv.drain.Store(false)
+	n.follow.Store(nil)
 	n.ring.Unleave()
 	n.RefreshRing()
 	return moved, fmt.Errorf("leave: files remain after repeated hand-off, node stays: %v", err)
