@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -103,8 +104,9 @@ func newBenchFilesCmd() *cobra.Command {
 
 func newBenchLogCmd() *cobra.Command {
 	var clients, modes, target string
-	var duration, hold time.Duration
+	var duration, hold, step time.Duration
 	var asJSON, live bool
+	var ramp, capacity string
 	cmd := &cobra.Command{
 		Use:   "log",
 		Short: "Throughput and latency of the tide log against its unreplicated baseline",
@@ -127,9 +129,47 @@ default, prints throughput every second, and while the clients run changes
 the log as 'tide log scale' does: proxy leaders 2 -> 1 -> 2 -> 4, acceptor
 groups 1 -> 2, one acceptor replaced, groups 2 -> 1, holding --hold between
 changes. For each change it reports how long it took, the throughput before
-and after, and the lowest throughput of any 100 ms window while it ran.`,
+and after, and the lowest throughput of any 100 ms window while it ran.
+
+--ramp runs closed-loop clients in steps (--ramp 1,100,1000,100,1 --step 20s)
+against --target (say, a 'tide log up --autoscale'), or against a local log it
+starts, autoscaled with --capacity if given, and prints every second the client
+count, throughput, p99, errors, the configuration epoch and each role's
+instance count (--json: the same as a time series).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if ramp != "" {
+				var counts []int
+				for _, f := range strings.Split(ramp, ",") {
+					n, err := strconv.Atoi(strings.TrimSpace(f))
+					if err != nil || n < 0 || n > 10000 {
+						return fmt.Errorf("--ramp: bad client count %q (want counts 0-10000, comma-separated)", f)
+					}
+					counts = append(counts, n)
+				}
+				rc := bench.RampConfig{Clients: counts, Step: step}
+				if target != "" {
+					d, err := loadCurrent(target)
+					if err != nil {
+						return err
+					}
+					rc.Target = &d
+				} else if capacity != "" {
+					policy, err := logPolicy(capacity)
+					if err != nil {
+						return err
+					}
+					rc.Capacity = policy.Cfg.Capacity
+				}
+				points, err := bench.LogRamp(cmd.Context(), rc, progressLog(asJSON))
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(os.Stdout).Encode(points)
+				}
+				return nil
+			}
 			if live {
 				n := 10
 				if _, err := fmt.Sscan(strings.TrimSpace(clients), &n); err != nil || n < 1 {
@@ -200,6 +240,9 @@ and after, and the lowest throughput of any 100 ms window while it ran.`,
 	cmd.Flags().StringVar(&target, "target", "", "measure an existing log (deployment file or role HTTP address) instead")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
 	cmd.Flags().BoolVar(&live, "live", false, "measure live reconfiguration under load (see above)")
+	cmd.Flags().StringVar(&ramp, "ramp", "", "client counts, comma-separated (e.g. 1,100,1000,100,1): run each for --step and print load, throughput, p99 and each role's instances every second")
+	cmd.Flags().DurationVar(&step, "step", 20*time.Second, "with --ramp: time at each client count")
+	cmd.Flags().StringVar(&capacity, "capacity", "", "with --ramp and no --target: autoscale the local log with these capacities (a JSON file or role=rate,...)")
 	cmd.Flags().DurationVar(&hold, "hold", 5*time.Second, "with --live: time between changes")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd

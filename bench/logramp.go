@@ -1,0 +1,206 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"tide/autoscale"
+	"tide/cluster"
+	"tide/paxos/node"
+)
+
+// RampPoint is one second of `tide bench log --ramp`.
+type RampPoint struct {
+	Second    int            `json:"second"`
+	Clients   int            `json:"clients"`
+	OpsPerSec float64        `json:"ops_per_sec"`
+	P99ms     float64        `json:"p99_ms"`
+	Errors    int            `json:"errors"`
+	Epoch     uint64         `json:"epoch"`
+	Instances map[string]int `json:"instances"`
+}
+
+// RampConfig is a ramp: Clients[i] closed-loop clients for Step each.
+type RampConfig struct {
+	Clients []int
+	Step    time.Duration
+	// Target is an existing log (as loadable by the CLI); nil starts a
+	// local one (the batched default) under Dir.
+	Target *node.Deployment
+	// Capacity, for a local log, runs the log controller with these
+	// role capacities (messages/s); nil does not autoscale.
+	Capacity map[string]float64
+	// Period is the controller's period (default 2s).
+	Period time.Duration
+}
+
+// LogRamp drives a ramp of closed-loop clients putting 16-byte values and
+// reports every second the load, throughput, p99 latency and each role's
+// instance count, printing a line per second to log.
+func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, error) {
+	if len(rc.Clients) == 0 || slices.Min(rc.Clients) < 0 || rc.Step <= 0 {
+		return nil, fmt.Errorf("a ramp needs client counts >= 0 and a positive step")
+	}
+	var d node.Deployment
+	var ctl *cluster.LogControl
+	if rc.Target != nil {
+		d = *rc.Target
+	} else {
+		var err error
+		if d, err = LogShape("batched"); err != nil {
+			return nil, err
+		}
+		dir, err := os.MkdirTemp("", "tide-bench-ramp-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		local := &cluster.Local{Dir: dir}
+		defer local.StopAll(5 * time.Second)
+		depPath := filepath.Join(dir, "deployment.json")
+		if err := d.Save(depPath); err != nil {
+			return nil, err
+		}
+		procs, err := local.StartLog(ctx, d, depPath, filepath.Join(dir, "state"))
+		if err != nil {
+			return nil, err
+		}
+		ctl = cluster.NewLogControl(local, d, procs, depPath, filepath.Join(dir, "state"))
+		if rc.Capacity != nil {
+			cfg := autoscale.LogConfig{Capacity: rc.Capacity, ScaleOutCooldown: autoscale.Duration(5 * time.Second), ScaleInCooldown: autoscale.Duration(15 * time.Second)}
+			if err := cfg.Validate(); err != nil {
+				return nil, err
+			}
+			period := rc.Period
+			if period <= 0 {
+				period = 2 * time.Second
+			}
+			events, err := autoscale.NewEvents(1000, "", nil)
+			if err != nil {
+				return nil, err
+			}
+			events.OnEvent(func(ev autoscale.Event) {
+				if ev.Outcome != "decided" {
+					fmt.Fprintf(log, "autoscale: %s %s: %s %s\n", ev.Action, ev.Outcome, ev.Reason, ev.Error)
+				}
+			})
+			lc := &autoscale.LogController{Target: ctl, Policy: autoscale.LogPolicy{Cfg: cfg}, Period: period, Events: events}
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go lc.Run(cctx)
+		}
+	}
+	c, err := node.NewClient(d, "127.0.0.1", max(slices.Max(rc.Clients), 1))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+
+	type sample struct {
+		sec int
+		lat float64
+		err bool
+	}
+	var mu sync.Mutex
+	var samples []sample
+	start := time.Now()
+	value := []byte("0123456789abcdef")
+	stops := []chan struct{}{}
+	var wg sync.WaitGroup
+	setClients := func(n int) {
+		for len(stops) < n {
+			stop := make(chan struct{})
+			stops = append(stops, stop)
+			i := len(stops)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := 0; ; k++ {
+					select {
+					case <-stop:
+						return
+					case <-ctx.Done():
+						return
+					default:
+					}
+					t := time.Now()
+					opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+					err := c.Put(opCtx, fmt.Sprintf("c%d-%d", i, k%1000), value)
+					cancel()
+					mu.Lock()
+					samples = append(samples, sample{sec: int(time.Since(start) / time.Second), lat: float64(time.Since(t).Microseconds()) / 1000, err: err != nil})
+					mu.Unlock()
+				}
+			}()
+		}
+		for len(stops) > n {
+			close(stops[len(stops)-1])
+			stops = stops[:len(stops)-1]
+		}
+	}
+	current := func() node.Deployment {
+		if ctl != nil {
+			if cur, err := ctl.Current(); err == nil {
+				return cur
+			}
+			return d
+		}
+		if cur, err := cluster.Newest(d); err == nil {
+			return cur
+		}
+		return d
+	}
+	var points []RampPoint
+	clientsAt := func(sec int) int {
+		i := min(int(time.Duration(sec)*time.Second/rc.Step), len(rc.Clients)-1)
+		return rc.Clients[i]
+	}
+	total := time.Duration(len(rc.Clients)) * rc.Step
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	setClients(rc.Clients[0])
+	for sec := 1; time.Duration(sec)*time.Second <= total; sec++ {
+		select {
+		case <-ctx.Done():
+			setClients(0)
+			wg.Wait()
+			return points, ctx.Err()
+		case <-tick.C:
+		}
+		mu.Lock()
+		var lat []float64
+		errs := 0
+		kept := samples[:0]
+		for _, s := range samples {
+			switch {
+			case s.sec == sec-1 && s.err:
+				errs++
+			case s.sec == sec-1:
+				lat = append(lat, s.lat)
+			case s.sec >= sec:
+				kept = append(kept, s)
+			}
+		}
+		samples = kept
+		mu.Unlock()
+		cur := current()
+		p := RampPoint{Second: sec, Clients: clientsAt(sec - 1), OpsPerSec: float64(len(lat)), P99ms: Percentile(lat, 99), Errors: errs,
+			Epoch: cur.Log.Epoch, Instances: map[string]int{
+				"batchers": len(cur.Log.Batchers), "proxy-leaders": len(cur.Log.ProxyLeaders), "acceptor-groups": len(cur.Log.Groups),
+				"replicas": len(cur.Log.Replicas), "unbatchers": len(cur.Log.Unbatchers),
+			}}
+		points = append(points, p)
+		fmt.Fprintf(log, "t=%4ds clients %5d  %8.0f ops/s  p99 %7.2f ms  errors %d  epoch %d  batchers %d proxy-leaders %d acceptor-groups %d replicas %d unbatchers %d\n",
+			p.Second, p.Clients, p.OpsPerSec, p.P99ms, p.Errors, p.Epoch, p.Instances["batchers"], p.Instances["proxy-leaders"], p.Instances["acceptor-groups"], p.Instances["replicas"], p.Instances["unbatchers"])
+		setClients(clientsAt(sec))
+	}
+	setClients(0)
+	wg.Wait()
+	return points, nil
+}
