@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"tide/autoscale"
+	"tide/bench"
 	"tide/cluster"
 	"tide/paxos/node"
 )
@@ -76,4 +80,41 @@ func TestLogAutoscalesUnderLoad(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBenchLogRamp runs a short ramp against a local autoscaled log and
+// checks its time series: one point a second, the client count following
+// the ramp, operations completed in each step, no errors.
+func TestBenchLogRamp(t *testing.T) {
+	cmd := exec.Command(tideBin, "bench", "log", "--ramp", "1,6", "--step", "3s", "--capacity", "proxy-leaders=100000", "--json")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output() // the JSON; the per-second lines go to stderr
+	if err != nil {
+		t.Fatalf("tide bench log --ramp: %v\n%s", err, stderr.String())
+	}
+	var points []bench.RampPoint
+	if err := json.Unmarshal(out, &points); err != nil {
+		t.Fatalf("decode %q: %v", out, err)
+	}
+	if len(points) != 6 {
+		t.Fatalf("%d points for a 6-second ramp", len(points))
+	}
+	var ops [2]float64
+	for i, p := range points {
+		want := []int{1, 6}[i/3]
+		if p.Clients != want {
+			t.Errorf("second %d: %d clients, want %d", p.Second, p.Clients, want)
+		}
+		if p.Errors != 0 {
+			t.Errorf("second %d: %d errors", p.Second, p.Errors)
+		}
+		if p.Instances["proxy-leaders"] < 1 || p.Instances["replicas"] < 1 {
+			t.Errorf("second %d: instances %v", p.Second, p.Instances)
+		}
+		ops[i/3] += p.OpsPerSec
+	}
+	if ops[0] == 0 || ops[1] == 0 {
+		t.Fatalf("operations per step %v: want some in each", ops)
+	}
 }
