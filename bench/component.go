@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -130,11 +131,24 @@ func Component(ctx context.Context, role string, round int, o ComponentOptions) 
 	if o.InProcess {
 		res.Mode = "in-process"
 	}
-	addrs, err := node.FreeAddrs("127.0.0.1", 2)
-	if err != nil {
-		return res, err
+	// The role's ports stay bound until it starts, so that the synthetic
+	// peers, bound meanwhile, cannot be given them.
+	var held []net.Listener
+	release := func() {
+		for _, l := range held {
+			l.Close()
+		}
+		held = nil
 	}
-	addr, httpAddr := addrs[0], addrs[1]
+	defer release()
+	for range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return res, fmt.Errorf("bind the role's ports: %w", err)
+		}
+		held = append(held, l)
+	}
+	addr, httpAddr := held[0].Addr().String(), held[1].Addr().String()
 	r, err := newRig(role, addr, o.BatchSize, o.Window)
 	if err != nil {
 		return res, err
@@ -151,6 +165,7 @@ func Component(ctx context.Context, role string, round int, o ComponentOptions) 
 	defer os.RemoveAll(dir)
 	dataDir := filepath.Join(dir, "state")
 	d := node.Deployment{Log: r.cfg, HTTP: map[string]string{addr: httpAddr}}
+	release()
 	running, err := startRole(ctx, o, d, r.kind, addr, dir, dataDir, httpAddr)
 	if err != nil {
 		return res, err
