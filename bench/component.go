@@ -12,11 +12,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
-	"slices"
 	"time"
 
-	"tide/autoscale"
 	"tide/cluster"
 	"tide/paxos/node"
 )
@@ -372,95 +369,71 @@ func roleStatus(ctx context.Context, httpAddr, addr string) (node.Status, error)
 	return node.Status{}, fmt.Errorf("status of %s: role not listed", addr)
 }
 
-// CapacityProfile is what `tide bench component --profile FILE` writes:
-// each role's capacity in messages received per second by one instance
-// (the best round), the form autoscale.LogConfig.Capacity takes, with the
-// figures behind it. Decoding the file with encoding/json into an
-// autoscale.LogConfig sets its Capacity and nothing else.
-type CapacityProfile struct {
-	// Capacity maps a role (autoscale.LogRoles) to messages received per
-	// second per instance; for acceptor-groups, per acceptor.
-	Capacity map[string]float64 `json:"capacity"`
-	// CommandsPerSec is each role's commands per second in the same round.
-	CommandsPerSec map[string]float64 `json:"commands_per_sec"`
-	// CPUusPerMsg is each role's median CPU time per message received,
-	// in microseconds: steadier than the rates on a shared machine.
-	CPUusPerMsg map[string]float64 `json:"cpu_us_per_message,omitempty"`
-	BatchSize   int                `json:"batch_size"`
-	// Measured says where and when: the host's CPU count and the time.
-	CPUs     int               `json:"cpus"`
-	Measured time.Time         `json:"measured_at"`
-	Runs     []ComponentResult `json:"runs"`
+// Capacity is a capacity profile, what `tide bench component --profile
+// FILE` writes and `tide log up --autoscale --capacity FILE` reads: each
+// role (autoscale.LogRoles) mapped to the messages one instance receives
+// per second at full speed (for acceptor-groups, one acceptor), the form
+// of autoscale.LogConfig.Capacity. As JSON it is that map and nothing
+// else.
+type Capacity map[string]float64
+
+// Summary is each role's figures over the rounds measured: its capacity
+// (the best round), and the commands per second of that round and the
+// median CPU time per message over all rounds.
+type Summary struct {
+	Capacity       Capacity
+	CommandsPerSec map[string]float64
+	CPUusPerMsg    map[string]float64
 }
 
-// Profile summarizes results: for each role, the round with the most
-// messages per second is its capacity. It adds to (and replaces the roles
-// measured in) base, if given, so that roles measured one at a time build
-// one profile.
-func Profile(base *CapacityProfile, results []ComponentResult) CapacityProfile {
-	p := CapacityProfile{Capacity: map[string]float64{}, CommandsPerSec: map[string]float64{}, CPUusPerMsg: map[string]float64{},
-		CPUs: runtime.NumCPU(), Measured: time.Now().UTC().Round(time.Second)}
-	measured := map[string]bool{}
-	for _, r := range results {
-		measured[r.Role] = true
-	}
-	if base != nil {
-		for role, v := range base.Capacity {
-			if !measured[role] {
-				p.Capacity[role], p.CommandsPerSec[role] = v, base.CommandsPerSec[role]
-				if c, ok := base.CPUusPerMsg[role]; ok {
-					p.CPUusPerMsg[role] = c
-				}
-			}
-		}
-		for _, r := range base.Runs {
-			if !measured[r.Role] {
-				p.Runs = append(p.Runs, r)
-			}
-		}
-	}
+// Summarize reduces results to a summary. A role's best round is its
+// capacity: on a shared machine, slower rounds are other work's.
+func Summarize(results []ComponentResult) Summary {
+	s := Summary{Capacity: Capacity{}, CommandsPerSec: map[string]float64{}, CPUusPerMsg: map[string]float64{}}
 	cpu := map[string][]float64{}
 	for _, r := range results {
-		p.BatchSize = r.BatchSize
-		if r.MsgsPerSec > p.Capacity[r.Role] {
-			p.Capacity[r.Role], p.CommandsPerSec[r.Role] = r.MsgsPerSec, r.CmdsPerSec
+		if r.MsgsPerSec > s.Capacity[r.Role] {
+			s.Capacity[r.Role], s.CommandsPerSec[r.Role] = math.Round(r.MsgsPerSec), math.Round(r.CmdsPerSec)
 		}
 		if r.CPUusPerMsg > 0 {
 			cpu[r.Role] = append(cpu[r.Role], r.CPUusPerMsg)
 		}
-		p.Runs = append(p.Runs, r)
 	}
 	for role, xs := range cpu {
-		p.CPUusPerMsg[role] = math.Round(10*Percentile(xs, 50)) / 10
+		s.CPUusPerMsg[role] = math.Round(10*Percentile(xs, 50)) / 10
 	}
-	for role := range p.Capacity {
-		p.Capacity[role], p.CommandsPerSec[role] = math.Round(p.Capacity[role]), math.Round(p.CommandsPerSec[role])
-	}
-	if p.BatchSize == 0 && base != nil {
-		p.BatchSize = base.BatchSize
-	}
-	slices.SortStableFunc(p.Runs, func(a, b ComponentResult) int {
-		return slices.Index(autoscale.LogRoles, a.Role) - slices.Index(autoscale.LogRoles, b.Role)
-	})
-	return p
+	return s
 }
 
-// LoadProfile reads a capacity profile.
-func LoadProfile(path string) (CapacityProfile, error) {
-	var p CapacityProfile
+// Merge returns c with the roles of newer replaced, so that roles
+// measured one at a time build one profile.
+func (c Capacity) Merge(newer Capacity) Capacity {
+	out := Capacity{}
+	for role, v := range c {
+		out[role] = v
+	}
+	for role, v := range newer {
+		out[role] = v
+	}
+	return out
+}
+
+// LoadCapacity reads a capacity profile.
+func LoadCapacity(path string) (Capacity, error) {
+	var c Capacity
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return p, err
+		return nil, err
 	}
-	if err := json.Unmarshal(b, &p); err != nil {
-		return p, fmt.Errorf("parse capacity profile %s: %w", path, err)
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("parse capacity profile %s: %w", path, err)
 	}
-	return p, nil
+	return c, nil
 }
 
 // Save writes the profile as indented JSON.
-func (p CapacityProfile) Save(path string) error {
-	b, err := json.MarshalIndent(p, "", "  ")
+func (c Capacity) Save(path string) error {
+	b, err := json.MarshalIndent(c, "", "  ")
 	if err != nil {
 		return err
 	}

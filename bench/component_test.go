@@ -53,13 +53,16 @@ func BenchmarkComponent(b *testing.B) {
 	}
 }
 
-func ExampleProfile() {
+func ExampleSummarize() {
 	runs := []ComponentResult{
 		{Role: "proxy-leaders", BatchSize: 40, MsgsPerSec: 11000, CmdsPerSec: 110000, CPUusPerMsg: 60},
 		{Role: "proxy-leaders", BatchSize: 40, MsgsPerSec: 12000.4, CmdsPerSec: 120000, CPUusPerMsg: 58},
+		{Role: "replicas", BatchSize: 40, MsgsPerSec: 5000, CmdsPerSec: 200000, CPUusPerMsg: 100},
 	}
-	base := CapacityProfile{Capacity: map[string]float64{"proxy-leaders": 1, "replicas": 4000}, BatchSize: 40}
-	p := Profile(&base, runs)
-	fmt.Println(p.Capacity, p.CommandsPerSec, p.CPUusPerMsg, len(p.Runs))
-	// Output: map[proxy-leaders:12000 replicas:4000] map[proxy-leaders:120000 replicas:0] map[proxy-leaders:58] 2
+	s := Summarize(runs)
+	fmt.Println(s.Capacity, s.CommandsPerSec, s.CPUusPerMsg)
+	fmt.Println(Capacity{"proxy-leaders": 1, "unbatchers": 2000}.Merge(s.Capacity))
+	// Output:
+	// map[proxy-leaders:12000 replicas:5000] map[proxy-leaders:120000 replicas:200000] map[proxy-leaders:58 replicas:100]
+	// map[proxy-leaders:12000 replicas:5000 unbatchers:2000]
 }

@@ -58,12 +58,15 @@ With all, the roles alternate within each of --rounds rounds, so that a noisy
 spell on a shared machine spreads over all of them; a role's capacity is its
 best round.
 
---profile FILE writes the capacity profile, JSON: "capacity" maps each role to
-messages received per second per instance (what autoscale.LogConfig.Capacity
-takes; decoding the file into a LogConfig sets that field and nothing else),
-beside "commands_per_sec", "cpu_us_per_message" (median over rounds),
-"batch_size", "cpus", "measured_at" and every run. An existing profile of the
-same batch size keeps the roles not measured now.`,
+--profile FILE writes the capacity profile: a JSON object mapping each role
+measured to the messages one instance receives per second (its best round),
+what 'tide log up --autoscale --capacity FILE' reads into
+autoscale.LogConfig.Capacity, for example
+  {"acceptor-groups": 9409, "batchers": 197801, "proxy-leaders": 14634,
+   "replicas": 5976, "unbatchers": 2153}
+An existing file keeps the roles not measured now. The commands per second
+and CPU per message behind each figure are printed (and with --json, every
+run).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			roles := []string{args[0]}
@@ -75,27 +78,22 @@ same batch size keeps the roles not measured now.`,
 			if rounds < 1 {
 				return fmt.Errorf("--rounds %d: want at least 1", rounds)
 			}
-			var base *bench.CapacityProfile
+			var base bench.Capacity
 			if profile != "" {
-				p, err := bench.LoadProfile(profile)
-				switch {
-				case errors.Is(err, fs.ErrNotExist):
-				case err != nil:
+				c, err := bench.LoadCapacity(profile)
+				if err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return err
-				case p.BatchSize != 0 && p.BatchSize != o.BatchSize:
-					return fmt.Errorf("--profile %s was measured with batch size %d, not %d: use another file", profile, p.BatchSize, o.BatchSize)
-				default:
-					base = &p
 				}
+				base = c
 			}
 			o.Log = os.Stderr
 			res, err := bench.Components(cmd.Context(), roles, rounds, o)
 			if err != nil {
 				return err
 			}
-			p := bench.Profile(base, res)
+			sum := bench.Summarize(res)
 			if profile != "" {
-				if err := p.Save(profile); err != nil {
+				if err := base.Merge(sum.Capacity).Save(profile); err != nil {
 					return err
 				}
 				fmt.Fprintf(os.Stderr, "capacity profile written to %s\n", profile)
@@ -111,7 +109,7 @@ same batch size keeps the roles not measured now.`,
 			}
 			fmt.Fprintln(w, "\nCAPACITY (best round)\tMSGS/S\tCMDS/S\tCPU µS/MSG (median)")
 			for _, role := range roles {
-				fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.1f\n", role, p.Capacity[role], p.CommandsPerSec[role], p.CPUusPerMsg[role])
+				fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.1f\n", role, sum.Capacity[role], sum.CommandsPerSec[role], sum.CPUusPerMsg[role])
 			}
 			return w.Flush()
 		},
