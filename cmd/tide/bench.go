@@ -20,7 +20,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure tide on this machine with real node processes",
 	}
-	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd(), newBenchLogCmd(), newBenchKVCmd(), newBenchRebalanceCmd(), newBenchAutoscaleCmd())
+	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd(), newBenchLogCmd(), newBenchKVCmd(), newBenchRebalanceCmd(), newBenchAutoscaleCmd(), newBenchComponentCmd())
 	return cmd
 }
 
