@@ -745,7 +745,7 @@ func (n *Node) ringLoop(ctx context.Context) {
 	shrinkSeen := "" // a smaller table seen once, waiting for a second walk
 	var lastHello time.Time
 	helloFor := "" // the table the members were last told of
-	cache := map[string]map[string]string{}
+	cache := addrCache{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -787,7 +787,9 @@ func (n *Node) ringLoop(ctx context.Context) {
 			continue
 		}
 		lastWalk = time.Now()
-		if n.kv.drain.Load() {
+		if n.kv.drain.Load() || !n.ring.InRing() {
+			// A draining node counts itself out; a node out of the ring
+			// (it left while this walk ran) is never in its own table.
 			ms = slices.DeleteFunc(ms, func(m member) bool { return m.ref == n.ring.Self() })
 		}
 		// A walk while successor pointers settle can skip a member. A
@@ -866,7 +868,7 @@ const standbyWalk = 5 * time.Second
 
 // walk follows successor pointers around the ring from this node, or for a
 // standby from a member it follows.
-func (n *Node) walk(ctx context.Context, cache map[string]map[string]string) ([]member, error) {
+func (n *Node) walk(ctx context.Context, cache addrCache) ([]member, error) {
 	if !n.ring.InRing() && !n.leaving.Load() {
 		return n.walkFollowed(ctx, cache)
 	}
@@ -879,13 +881,9 @@ func (n *Node) walk(ctx context.Context, cache map[string]map[string]string) ([]
 			break
 		}
 		seen[cur] = true
-		a, ok := cache[cur.Addr()]
-		if !ok {
-			var err error
-			if a, err = n.rpc.Addrs(ctx, cur.Addr()); err != nil {
-				return nil, fmt.Errorf("addresses of %s: %w", cur.Addr(), err)
-			}
-			cache[cur.Addr()] = a
+		a, err := n.addrsOf(ctx, cur, cache)
+		if err != nil {
+			return nil, err
 		}
 		if a["peer"] != "" {
 			out = append(out, member{ref: cur, addrs: a})

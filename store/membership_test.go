@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -159,6 +160,13 @@ func TestSeedReconfigure(t *testing.T) {
 		t.Fatalf("the removed node is %s, want standby", b.state())
 	}
 	checkValues([]*Node{a, c})
+	checkValues(nodes)
+	waitFor(t, "the removed node to hold nothing", func() bool { k, _ := b.eng.kvCount(); return k == 0 })
+	// Shut down, the removed node answers nothing; still within the
+	// transition window of the add, no request through the two nodes left
+	// may wait for it.
+	bCfg := b.cfg
+	b.Close()
 	for i, k := range keys {
 		resp, err := http.PostForm("http://"+nodes[i%2*2].HTTPAddr()+"/route", url.Values{"key": {k}, "val": {fmt.Sprint("v", i)}})
 		if err != nil {
@@ -168,11 +176,23 @@ func TestSeedReconfigure(t *testing.T) {
 			t.Fatalf("store %s after the removal: %d %q", k, resp.StatusCode, body)
 		}
 	}
+	checkValues([]*Node{a, c})
 	if r := resends() - before; r != 0 {
 		t.Fatalf("requests through the two nodes left were sent to a replica again %d times: one waited for a node that left", r)
 	}
-	checkValues(nodes)
-	waitFor(t, "the removed node to hold nothing", func() bool { k, _ := b.eng.kvCount(); return k == 0 })
+	// Restarted, it is a standby again.
+	bCfg.Standby = false
+	b, err := Start(context.Background(), bCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	nodes[1] = b
+	waitFor(t, "the restarted standby to know the ring", func() bool { r := b.kv.applied.Load(); return r != nil && len(r.members) == 2 })
+	if b.state() != "standby" {
+		t.Fatalf("the restarted removed node is %s, want standby", b.state())
+	}
+	checkSeedRing(t, nodes, ring, keys)
 
 	// Bad input is refused with a reason.
 	for _, tc := range []struct{ data, want string }{

@@ -343,8 +343,8 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 			if err := n.becomeStandby(follow); err != nil {
 				n.log.Error("leave: could not record the standby state; a restart on this data directory would rejoin the ring", "err", err)
 			}
-			n.kv.drain.Store(false)
 			n.leaving.Store(false)
+			n.kv.drain.Store(false)
 			n.log.Info("left the ring; staying up as a standby", "moved", moved)
 			return moved, nil
 		}

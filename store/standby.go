@@ -103,7 +103,7 @@ func (n *Node) state() string {
 
 // walkFollowed walks the ring from the members a standby follows, the
 // first that answers, and keeps the members found as the ones to follow.
-func (n *Node) walkFollowed(ctx context.Context, cache map[string]map[string]string) ([]member, error) {
+func (n *Node) walkFollowed(ctx context.Context, cache addrCache) ([]member, error) {
 	follow := n.following()
 	if len(follow) == 0 {
 		return nil, errNoRing
@@ -133,7 +133,7 @@ func (n *Node) walkFollowed(ctx context.Context, cache map[string]map[string]str
 // walkFrom follows successor pointers around the ring from start, a
 // member. A node that answers that it is not in a ring (it left) ends the
 // walk with an error: a table must never bring it back.
-func (n *Node) walkFrom(ctx context.Context, start chord.Ref, cache map[string]map[string]string) ([]member, error) {
+func (n *Node) walkFrom(ctx context.Context, start chord.Ref, cache addrCache) ([]member, error) {
 	var out []member
 	seen := map[chord.Ref]bool{}
 	cur := start
@@ -146,12 +146,9 @@ func (n *Node) walkFrom(ctx context.Context, start chord.Ref, cache map[string]m
 		if err != nil {
 			return nil, fmt.Errorf("successor of %s: %w", cur.Addr(), err)
 		}
-		a, ok := cache[cur.Addr()]
-		if !ok {
-			if a, err = n.rpc.Addrs(ctx, cur.Addr()); err != nil {
-				return nil, fmt.Errorf("addresses of %s: %w", cur.Addr(), err)
-			}
-			cache[cur.Addr()] = a
+		a, err := n.addrsOf(ctx, cur, cache)
+		if err != nil {
+			return nil, err
 		}
 		if a["peer"] != "" {
 			out = append(out, member{ref: cur, addrs: a})
@@ -235,3 +232,39 @@ func (n *Node) helloMembers(ctx context.Context, ms []member) {
 }
 
 func tokenBytes(t uint32) []byte { return []byte{byte(t >> 24), byte(t >> 16), byte(t >> 8), byte(t)} }
+
+// addrCache keeps the service addresses of the nodes a ring walk met, by
+// Chord address.
+type addrCache map[string]cachedAddrs
+
+type cachedAddrs struct {
+	ref   chord.Ref
+	addrs map[string]string
+	at    time.Time
+}
+
+// addrCacheTTL bounds how long a walk trusts the addresses it learned of a
+// member: a node that restarts on its Chord address gets a new KV peer
+// port.
+const addrCacheTTL = 10 * time.Second
+
+// addrsOf returns the service addresses of r, from the cache if r is in
+// the table installed now (not a node that joins, or comes back) and was
+// asked lately.
+func (n *Node) addrsOf(ctx context.Context, r chord.Ref, cache addrCache) (map[string]string, error) {
+	if c, ok := cache[r.Addr()]; ok && c.ref == r && time.Since(c.at) < addrCacheTTL && n.inTable(r) {
+		return c.addrs, nil
+	}
+	a, err := n.rpc.Addrs(ctx, r.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("addresses of %s: %w", r.Addr(), err)
+	}
+	cache[r.Addr()] = cachedAddrs{ref: r, addrs: a, at: time.Now()}
+	return a, nil
+}
+
+// inTable reports whether r is in the member table installed now.
+func (n *Node) inTable(r chord.Ref) bool {
+	cur := n.kv.ring.Load()
+	return cur != nil && slices.ContainsFunc(cur.members, func(m member) bool { return m.ref == r })
+}

@@ -10,7 +10,6 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -82,130 +81,6 @@ func get(t *testing.T, u string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// TestDynamoSeedScenario replays the seed's own scenario against real node
-// processes behind a round-robin proxy: a 2-node ring at tokens 3000 and
-// 8000 with md5-mod10000, 12 keys, a third node added at 5000, then a node
-// removed.
-func TestDynamoSeedScenario(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	local := &cluster.Local{Binary: tideBin, Dir: dir}
-	defer local.StopAll(5 * time.Second)
-	start := func(name string, i, token int, join string) *cluster.Proc {
-		addrs, err := bench.FreeAddrs(2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec := cluster.NodeSpec{Name: name, ChordAddr: addrs[0], HTTPAddr: addrs[1], Join: join, Replicas: 1,
-			Extra: []string{"--partitioner", "md5-mod10000", "--token", fmt.Sprint(token), "--tick", "200ms"}}
-		p, err := local.Launch(ctx, spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	a := start("a", 0, 3000, "")
-	b := start("b", 1, 8000, a.Spec.ChordAddr)
-	rr := &roundRobin{}
-	rr.set(a.Spec.HTTPAddr, b.Spec.HTTPAddr)
-	lb := httptest.NewServer(rr.handler())
-	defer lb.Close()
-	ring := map[int]string{3000: a.Spec.HTTPAddr, 8000: b.Spec.HTTPAddr}
-	waitRing := func(want map[int]string) {
-		t.Helper()
-		waitFor(t, "hash_ring to show the expected members", time.Minute, func() error {
-			for _, h := range want {
-				var hr struct {
-					Ring       map[string]string `json:"ring"`
-					SortedKeys []int             `json:"_sorted_keys"`
-				}
-				code, body := get(t, "http://"+h+"/hash_ring")
-				if code != 200 || json.Unmarshal([]byte(body), &hr) != nil {
-					return fmt.Errorf("hash_ring: %d %s", code, body)
-				}
-				if len(hr.Ring) != len(want) || len(hr.SortedKeys) != len(want) {
-					return fmt.Errorf("%s sees %s", h, body)
-				}
-				for tok, addr := range want {
-					if hr.Ring[fmt.Sprint(tok)] != addr {
-						return fmt.Errorf("%s sees %s", h, body)
-					}
-				}
-			}
-			return nil
-		})
-	}
-	waitRing(ring)
-
-	keys := []string{"bed", "apple", "chair", "desk", "lamp", "rug", "sofa", "stool", "table", "vase", "clock", "shelf"}
-	for i, k := range keys {
-		resp, err := http.PostForm(lb.URL+"/route", url.Values{"key": {k}, "val": {fmt.Sprint("v", i)}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if string(body) != "OK" {
-			t.Fatalf("store %s: %d %q", k, resp.StatusCode, body)
-		}
-	}
-	check := func(ring map[int]string) {
-		t.Helper()
-		for i, k := range keys {
-			want := seedOwner(ring, k)
-			if _, owner := get(t, lb.URL+"/route_test?key="+k); owner != want {
-				t.Fatalf("route_test %s (position %d) = %s, want %s", k, seedPos(k), owner, want)
-			}
-			if _, v := get(t, lb.URL+"/route?key="+k); v != fmt.Sprint("v", i) {
-				t.Fatalf("route %s = %q, want v%d", k, v, i)
-			}
-			// The value lives on its owner and only there (N=1).
-			waitFor(t, "key "+k+" to sit on its owner", time.Minute, func() error {
-				for _, h := range ring {
-					code, _ := get(t, "http://"+h+"/internal/kv/local?key="+k)
-					if (code == 200) != (h == want) {
-						return fmt.Errorf("%s held by %s: %v", k, h, code == 200)
-					}
-				}
-				return nil
-			})
-		}
-		if _, v := get(t, lb.URL+"/route?key=unknown-key"); v != "N/A" {
-			t.Fatalf("unknown key: %q", v)
-		}
-	}
-	check(ring)
-
-	// A third node at token 5000 takes over the keys in (3000, 5000].
-	c := start("c", 2, 5000, "")
-	if code, body := get(t, lb.URL+"/add_node/5000/"+c.Spec.HTTPAddr); code != 200 || body != "OK" {
-		t.Fatalf("add_node: %d %q", code, body)
-	}
-	ring[5000] = c.Spec.HTTPAddr
-	rr.set(a.Spec.HTTPAddr, b.Spec.HTTPAddr, c.Spec.HTTPAddr)
-	waitRing(ring)
-	moved := 0
-	for _, k := range keys {
-		if p := seedPos(k); p > 3000 && p <= 5000 {
-			moved++
-		}
-	}
-	t.Logf("%d of %d keys fall in (3000, 5000] and move to the new node", moved, len(keys))
-	check(ring)
-
-	// Removing b hands its keys to its successor.
-	if code, body := get(t, lb.URL+"/remove_node/"+b.Spec.HTTPAddr); code != 200 || body != "OK" {
-		t.Fatalf("remove_node: %d %q", code, body)
-	}
-	delete(ring, 8000)
-	rr.set(a.Spec.HTTPAddr, c.Spec.HTTPAddr)
-	waitRing(ring)
-	check(ring)
-	if code, _ := get(t, lb.URL+"/remove_node/"+b.Spec.HTTPAddr); code != 404 {
-		t.Fatalf("removing a removed node: %d, want 404", code)
-	}
 }
 
 // TestKVKillDuringWrites kills one of 5 node processes (N=3, W=2, R=2)

@@ -54,11 +54,13 @@ TIDE_DATA_DIR). A flag given on the command line wins.`,
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&format, "log-format", "text", "log format: text or json")
-	root.AddCommand(newNodeCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd())
+	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd())
 	return root
 }
 
-// applyEnv sets every flag not given on the command line from TIDE_<NAME>.
+// applyEnv sets every flag not given on the command line from TIDE_<NAME>:
+// the command's own flags and the global ones it inherits (--log-level is
+// TIDE_LOG_LEVEL). A flag set this way counts as given.
 func applyEnv(cmd *cobra.Command) error {
 	var err error
 	set := func(f *pflag.Flag) {
@@ -69,7 +71,9 @@ func applyEnv(cmd *cobra.Command) error {
 		if v, ok := os.LookupEnv(env); ok {
 			if e := f.Value.Set(v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", env, v, e)
+				return
 			}
+			f.Changed = true // given, as on the command line
 		}
 	}
 	cmd.Flags().VisitAll(set)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -16,11 +18,18 @@ import (
 	"tide/store"
 )
 
+// nodeOpts are the settings of tide node (and tide chord) as flags give
+// them.
+type nodeOpts struct {
+	cfg                     store.Config
+	id                      string
+	capacity, migrationRate string
+	tombstoneTTL            time.Duration
+	idle                    bool
+}
+
 func newNodeCmd() *cobra.Command {
-	var cfg store.Config
-	var id string
-	var capacity, migrationRate string
-	var tombstoneTTL time.Duration
+	var o nodeOpts
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run a storage node",
@@ -33,72 +42,87 @@ itself (its advertised or listen host, or a name resolving to it, with its
 chord port) counts as no --join, so every member of a deployment can be given
 the address of the first one.
 
+--standby starts the node outside the ring, as the Dynamo seed's third node:
+it knows the ring of --join (or, without --join, the ring a POST /hash_ring
+or add_node gives it), coordinates every KV request sent to it as a member
+does, and owns nothing until add_node names it. A node that remove_node takes
+out of the ring, or that POST /hash_ring leaves out, is a standby too, and
+stays one across restarts until add_node names it.
+
+--idle starts the Chord node outside any ring, as the course's ./chord IP
+PORT does: it answers get_info, and waits for create or join over
+msgpack-rpc before it serves lookups (tide chord IP PORT is the same).
+
 A node that left its ring gracefully (tide node leave) refuses to start again
 on the same --data-dir and exits with an error: its data was handed off, and
 rejoining with its old token would take ranges back without their data. Start
 it with an empty --data-dir to join again.`,
 		Example: `  tide node --data-dir /var/lib/tide
-  tide node --chord-addr 127.0.0.2:5057 --http-addr 127.0.0.2:5058 --data-dir d2 --join 127.0.0.1:5057`,
+  tide node --chord-addr 127.0.0.2:5057 --http-addr 127.0.0.2:5058 --data-dir d2 --join 127.0.0.1:5057
+  tide node --standby --partitioner md5-mod10000 --http-addr 127.0.0.3:5000 --data-dir d3`,
 		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runNode(&o) },
+	}
+	addNodeFlags(cmd, &o)
+	cmd.AddCommand(newLeaveCmd())
+	return cmd
+}
+
+// newChordCmd is the course's binary: ./chord IP PORT.
+func newChordCmd() *cobra.Command {
+	var o nodeOpts
+	cmd := &cobra.Command{
+		Use:   "chord IP PORT",
+		Short: "Run an idle node that waits for create or join over msgpack-rpc (the course's ./chord IP PORT)",
+		Long: `Run a node as the course's ./chord IP PORT does: Chord msgpack-rpc on IP:PORT,
+idle until a create or join arrives over msgpack-rpc; until then it answers
+get_info, and lookups with an error saying it is not in a ring. Once a member
+it is a full storage node: the file service listens on IP and PORT+1 (5057
+and 5058, as in the course's deployment) unless --http-addr says otherwise,
+and data goes to --data-dir (default tide-data/chord-IP-PORT). Every flag of
+tide node applies.`,
+		Example: `  tide chord 127.0.0.1 5057
+  tide chord 127.0.0.2 5057 --data-dir /var/lib/tide`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if id != "" {
-				v, err := strconv.ParseUint(id, 10, 32)
-				if err != nil {
-					return fmt.Errorf("--token %q: want an integer in [0, 4294967295]", id)
-				}
-				cid := chord.ID(v)
-				cfg.ID = &cid
+			port, err := strconv.Atoi(args[1])
+			if err != nil || port < 1 || port > 65534 {
+				return fmt.Errorf("PORT %q: want an integer in [1, 65534] (the file service takes PORT+1)", args[1])
 			}
-			if capacity != "" {
-				c, err := parseBytes(capacity)
-				if err != nil {
-					return fmt.Errorf("--capacity: %w", err)
-				}
-				cfg.Capacity = c
+			if net.ParseIP(args[0]) == nil {
+				return fmt.Errorf("IP %q: want an IP address", args[0])
 			}
-			if cfg.Join != "" {
-				cfg.Join = chordAddr(cfg.Join)
+			o.cfg.ChordAddr = net.JoinHostPort(args[0], strconv.Itoa(port))
+			if !cmd.Flags().Changed("http-addr") {
+				o.cfg.HTTPAddr = net.JoinHostPort(args[0], strconv.Itoa(port+1))
 			}
-			rate, err := parseBytes(migrationRate)
-			if err != nil {
-				return fmt.Errorf("--migration-rate: %w", err)
+			if !cmd.Flags().Changed("data-dir") {
+				o.cfg.DataDir = filepath.Join("tide-data", "chord-"+args[0]+"-"+args[1])
 			}
-			cfg.KV.MigrationBytesPerTick = rate / 100 // the KV layer ticks every 10ms
-			cfg.KV.TombstoneTTL = uint64(tombstoneTTL.Nanoseconds())
-			switch {
-			case cfg.KV.VersionCache < 0:
-				return fmt.Errorf("--version-cache: %d keys: want 0 or more", cfg.KV.VersionCache)
-			case cfg.KV.VersionCache == 0:
-				cfg.KV.VersionCache = -1 // the KV layer's "none"
-			}
-			cfg.Log = slog.Default()
-			if cfg.KV.W > cfg.Replicas || cfg.KV.R > cfg.Replicas {
-				cfg.KV.W, cfg.KV.R = min(cfg.KV.W, cfg.Replicas), min(cfg.KV.R, cfg.Replicas)
-				slog.Warn("quorums lowered to --replicas", "replicas", cfg.Replicas, "w", cfg.KV.W, "r", cfg.KV.R)
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			n, err := store.Start(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			select {
-			case <-ctx.Done():
-				slog.Info("signal received; stopping")
-			case <-n.Stopped():
-			}
-			return n.Close()
+			o.idle = true
+			return runNode(&o)
 		},
 	}
+	addNodeFlags(cmd, &o)
+	for _, name := range []string{"idle", "standby", "join", "join-timeout", "chord-addr"} {
+		cmd.Flags().MarkHidden(name) // IP PORT and create or join over msgpack-rpc say it all
+	}
+	return cmd
+}
+
+func addNodeFlags(cmd *cobra.Command, o *nodeOpts) {
+	cfg := &o.cfg
 	f := cmd.Flags()
 	f.StringVar(&cfg.ChordAddr, "chord-addr", "127.0.0.1:5057", "Chord msgpack-rpc listen address")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:5058", "file service HTTP listen address")
 	f.StringVar(&cfg.Advertise, "advertise", "", "host other nodes use to reach this one (needed when listening on 0.0.0.0)")
 	f.StringVar(&cfg.DataDir, "data-dir", "tide-data", "directory for files and metadata")
-	f.StringVar(&cfg.Join, "join", "", "Chord address of any ring member to join")
+	f.StringVar(&cfg.Join, "join", "", "Chord address of any ring member to join (with --standby: whose ring to follow)")
+	f.BoolVar(&cfg.Standby, "standby", false, "start outside the ring: know it (through --join, POST /hash_ring or add_node), coordinate requests, own nothing until add_node names this node")
+	f.BoolVar(&o.idle, "idle", false, "start the Chord node outside any ring, waiting for create or join over msgpack-rpc (as the course's ./chord IP PORT)")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", 30*time.Second, "how long to keep retrying a --join member that does not answer")
-	f.StringVar(&id, "token", "", "ring token (default: the partitioner's position of the Chord address)")
-	f.StringVar(&id, "id", "", "alias of --token")
+	f.StringVar(&o.id, "token", "", "ring token (default: the partitioner's position of the Chord address)")
+	f.StringVar(&o.id, "id", "", "alias of --token")
 	f.StringVar(&cfg.Partitioner, "partitioner", "md5-low32", "key placement: md5-low32, or md5-mod10000 (the Dynamo seed's ring; tokens below 10000)")
 	f.StringVar(&cfg.PeerAddr, "peer-addr", "", "address for KV replication traffic (default: the Chord host, any free port)")
 	f.StringVar(&cfg.RESPAddr, "resp-addr", "", "serve the Redis protocol here, e.g. 127.0.0.1:6379 (default: off)")
@@ -106,18 +130,78 @@ it with an empty --data-dir to join again.`,
 	f.IntVar(&cfg.KV.R, "read-quorum", 2, "KV reads wait for R answers")
 	f.IntVar(&cfg.KV.MaxValue, "max-value", 1<<20, "largest KV value, in bytes")
 	f.IntVar(&cfg.KV.VersionCache, "version-cache", 1<<18, "keys whose versions a node keeps in memory, so that writing them again does not read storage first (0: none)")
-	f.StringVar(&migrationRate, "migration-rate", "128MiB", "bytes per second anti-entropy and hand-off may send (0: unlimited)")
+	f.StringVar(&o.migrationRate, "migration-rate", "128MiB", "bytes per second anti-entropy and hand-off may send (0: unlimited)")
 	f.StringVar(&cfg.KVSync, "kv-sync", "always", "when KV writes are fsynced: always (before each acknowledgement; concurrent writes share an fsync) or periodic (every --kv-sync-period; acknowledged writes survive a process crash, not a power loss)")
 	f.DurationVar(&cfg.KVSyncPeriod, "kv-sync-period", 100*time.Millisecond, "fsync period of --kv-sync periodic")
-	f.DurationVar(&tombstoneTTL, "tombstone-ttl", time.Hour, "how long a KV delete's tombstone is kept")
+	f.DurationVar(&o.tombstoneTTL, "tombstone-ttl", time.Hour, "how long a KV delete's tombstone is kept")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each file (N)")
 	f.IntVar(&cfg.Successors, "successors", 3, "successor list length r (raised to --replicas)")
-	f.StringVar(&capacity, "capacity", "", "bytes this node may store, e.g. 64MiB (default: the filesystem's size)")
+	f.StringVar(&o.capacity, "capacity", "", "bytes this node may store, e.g. 64MiB (default: the filesystem's size)")
 	f.Int64Var(&cfg.MaxFileSize, "max-file-size", 1<<30, "largest file accepted, in bytes")
 	f.DurationVar(&cfg.TickInterval, "tick", time.Second, "Chord stabilize period")
 	f.DurationVar(&cfg.FullRepairInterval, "full-repair", 30*time.Second, "period of the full placement check")
-	cmd.AddCommand(newLeaveCmd())
-	return cmd
+}
+
+// runNode starts a storage node from o and runs it until a signal, a kill
+// over msgpack-rpc or a graceful leave stops it.
+func runNode(o *nodeOpts) error {
+	cfg := o.cfg
+	if o.id != "" {
+		v, err := strconv.ParseUint(o.id, 10, 32)
+		if err != nil {
+			return fmt.Errorf("--token %q: want an integer in [0, 4294967295]", o.id)
+		}
+		cid := chord.ID(v)
+		cfg.ID = &cid
+	}
+	if o.capacity != "" {
+		c, err := parseBytes(o.capacity)
+		if err != nil {
+			return fmt.Errorf("--capacity: %w", err)
+		}
+		cfg.Capacity = c
+	}
+	if o.idle {
+		if cfg.Join != "" {
+			return fmt.Errorf("--idle waits for create or join over msgpack-rpc and takes no --join (--standby --join follows a ring without joining it)")
+		}
+		cfg.Standby = true
+	}
+	if cfg.Join != "" {
+		cfg.Join = chordAddr(cfg.Join)
+	}
+	rate, err := parseBytes(o.migrationRate)
+	if err != nil {
+		return fmt.Errorf("--migration-rate: %w", err)
+	}
+	cfg.KV.MigrationBytesPerTick = rate / 100 // the KV layer ticks every 10ms
+	cfg.KV.TombstoneTTL = uint64(o.tombstoneTTL.Nanoseconds())
+	switch {
+	case cfg.KV.VersionCache < 0:
+		return fmt.Errorf("--version-cache: %d keys: want 0 or more", cfg.KV.VersionCache)
+	case cfg.KV.VersionCache == 0:
+		cfg.KV.VersionCache = -1 // the KV layer's "none"
+	}
+	cfg.Log = slog.Default()
+	if cfg.KV.W > cfg.Replicas || cfg.KV.R > cfg.Replicas {
+		cfg.KV.W, cfg.KV.R = min(cfg.KV.W, cfg.Replicas), min(cfg.KV.R, cfg.Replicas)
+		slog.Warn("quorums lowered to --replicas", "replicas", cfg.Replicas, "w", cfg.KV.W, "r", cfg.KV.R)
+	}
+	slog.Debug("node configuration", "chord", cfg.ChordAddr, "http", cfg.HTTPAddr, "data", cfg.DataDir, "join", cfg.Join,
+		"standby", cfg.Standby, "partitioner", cfg.Partitioner, "replicas", cfg.Replicas, "w", cfg.KV.W, "r", cfg.KV.R,
+		"kv_sync", cfg.KVSync, "tick", cfg.TickInterval)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := store.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		slog.Info("signal received; stopping")
+	case <-n.Stopped():
+	}
+	return n.Close()
 }
 
 func newLeaveCmd() *cobra.Command {
