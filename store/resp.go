@@ -273,16 +273,29 @@ func (n *Node) serveRESP(ctx context.Context, c net.Conn) {
 			all = all && n.batchable(args)
 		}
 		if all {
-			// Only plain GETs and SETs (the common case): one wave.
-			n.execWave(ctx, cmds, replies, cs)
+			// Only plain GETs and SETs (the common case): one wave, unless
+			// a SET follows a GET of its key (see writeAfterRead).
+			for start := 0; start < len(cmds); {
+				end := start + 1
+				read := map[string]bool{}
+				for i := start; i < len(cmds); i++ {
+					if writeAfterRead(cmds[i], read) && i > start {
+						break
+					}
+					end = i + 1
+				}
+				n.execWave(ctx, cmds[start:end], replies[start:end], cs)
+				start = end
+			}
 		}
 		for start := 0; start < len(cmds) && !all; {
 			touched := map[string]bool{} // key -> touched by a command outside the batch
+			read := map[string]bool{}    // keys a batched GET of the wave reads
 			end := start
 			for end < len(cmds) && replies[end] == nil {
 				batched := n.batchable(cmds[end])
 				ks := respKeys(cmds[end])
-				clash := false
+				clash := batched && writeAfterRead(cmds[end], read)
 				for _, k := range ks {
 					if other, ok := touched[k]; ok && (other || !batched) {
 						clash = true
@@ -393,6 +406,21 @@ var (
 	replyOK  reply = func(w respWriter) { w.simple("OK") }
 	replyNil reply = func(w respWriter) { w.nilBulk() }
 )
+
+// writeAfterRead reports whether args, a batchable command, is a SET of a
+// key a GET before it in the wave reads, and otherwise notes the key a GET
+// reads. Such a SET starts the next wave: the coordinator applies a batch
+// in order, but a read that must ask again (a replica that lacks the key,
+// a retry) reads what is there by then, which must not be a write the
+// client sent after it.
+func writeAfterRead(args [][]byte, read map[string]bool) bool {
+	k := string(args[1])
+	if len(args) == 2 {
+		read[k] = true
+		return false
+	}
+	return read[k]
+}
 
 // batchable reports whether a command is a plain GET or SET, which
 // execWave hands to the coordinator in one batch.
