@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tide/kv"
 )
 
 func httpGet(t *testing.T, u string) (int, string) {
@@ -300,5 +303,18 @@ func TestKVDriverMetrics(t *testing.T) {
 	}
 	if got["tide_kv_wal_sync_seconds_count"] < 1 || got["tide_kv_wal_sync_seconds_sum"] <= 0 {
 		t.Errorf("no fsync timed: count %v, sum %v", got["tide_kv_wal_sync_seconds_count"], got["tide_kv_wal_sync_seconds_sum"])
+	}
+}
+
+// TestGaveUpWriteOutcome: a write the caller stopped waiting for after the
+// coordinator took it may still take effect, and its error says so; a read
+// given up on is just that.
+func TestGaveUpWriteOutcome(t *testing.T) {
+	err := gaveUp(kv.Message{Kind: kv.KindClientPut}, context.DeadlineExceeded)
+	if !errors.Is(err, ErrQuorum) || !strings.Contains(err.Error(), "outcome unknown") {
+		t.Fatalf("write given up on: %v, want an unknown outcome", err)
+	}
+	if err := gaveUp(kv.Message{Kind: kv.KindClientGet}, context.DeadlineExceeded); err != context.DeadlineExceeded {
+		t.Fatalf("read given up on: %v", err)
 	}
 }

@@ -564,8 +564,18 @@ func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 		k.mu.Lock()
 		delete(k.wait, id)
 		k.mu.Unlock()
-		return kv.Message{}, ctx.Err()
+		return kv.Message{}, gaveUp(m, ctx.Err())
 	}
+}
+
+// gaveUp is the error of a request the caller stopped waiting for once
+// the coordinator had it: a write may still take effect, and must not be
+// reported as failed.
+func gaveUp(m kv.Message, err error) error {
+	if m.Kind == kv.KindClientPut {
+		return fmt.Errorf("%w: write outcome unknown: no answer before the caller gave up (%v); the write may still take effect", ErrQuorum, err)
+	}
+	return err
 }
 
 // doBatch runs client requests through the local coordinator together:
@@ -602,7 +612,9 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) (
 		idx[id] = i
 	}
 	k.mu.Unlock()
-	forget := func() {
+	// forget gives up on the requests not answered; handed says whether
+	// the coordinator has them (a write's outcome is then unknown).
+	forget := func(handed bool) {
 		k.mu.Lock()
 		for id := range idx {
 			delete(k.wait, id)
@@ -610,6 +622,9 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) (
 		k.mu.Unlock()
 		for _, i := range idx {
 			errs[i] = ctx.Err()
+			if handed {
+				errs[i] = gaveUp(ms[i], ctx.Err())
+			}
 		}
 		st.ch = nil
 		// The loop may not have stepped ms yet: the caller must not reuse
@@ -619,7 +634,7 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) (
 	select {
 	case k.batches <- msgBatch{ms: ms}:
 	case <-ctx.Done():
-		forget()
+		forget(false)
 		return out, errs
 	}
 	for range ms {
@@ -630,7 +645,7 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) (
 			select {
 			case r = <-ch:
 			case <-ctx.Done():
-				forget()
+				forget(true)
 				return out, errs
 			}
 		}

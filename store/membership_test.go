@@ -229,6 +229,24 @@ func TestSeedReconfigure(t *testing.T) {
 	if slices.ContainsFunc(nodes, func(n *Node) bool { return n.state() != "member" }) {
 		t.Fatal("a node is not a member after the last add_node")
 	}
+
+	// Two removals leave a one-node ring, which still answers every
+	// request at once, through every node.
+	before = resends() + b.KVStats().Resends
+	for _, x := range []*Node{b, c} {
+		if code, body := httpGet(t, "http://"+a.HTTPAddr()+"/remove_node/"+x.HTTPAddr()); code != 200 || body != "OK" {
+			t.Fatalf("remove_node %s: %d %q", x.HTTPAddr(), code, body)
+		}
+	}
+	ring = seedRing{3000: a.HTTPAddr()}
+	checkSeedRing(t, nodes, ring, keys)
+	checkValues(nodes)
+	if r := resends() + b.KVStats().Resends - before; r != 0 {
+		t.Fatalf("requests on the one-node ring were sent to a replica again %d times", r)
+	}
+	if code, _ := httpGet(t, "http://"+c.HTTPAddr()+"/remove_node/"+a.HTTPAddr()); code != 400 {
+		t.Fatalf("removing the last node: %d, want 400", code)
+	}
 }
 
 func readAll(resp *http.Response) string {

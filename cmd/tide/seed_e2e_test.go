@@ -32,7 +32,8 @@ import (
 // included (it stays up, out of the ring), and every value is there. The
 // requests through the proxy after the removal are answered before the
 // first retry to a replica would be sent: no node waits for the one that
-// left.
+// left, even once it is shut down, nor after a second removal leaves a
+// ring of one.
 func TestDynamoSeedScenario(t *testing.T) {
 	ctx := context.Background()
 	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
@@ -200,6 +201,21 @@ func TestDynamoSeedScenario(t *testing.T) {
 	checkValues(vals)
 	if r := resends() - before; r != 0 {
 		t.Fatalf("after remove_node, coordinators sent requests to a replica again %v times: a request waited for a node that left", r)
+	}
+	// A second removal leaves a ring of one, which answers just as well,
+	// through itself and through the standby c has become.
+	if code, body := get(t, lb.URL+"/remove_node/"+c.Spec.HTTPAddr); code != 200 || body != "OK" {
+		t.Fatalf("remove_node c: %d %q", code, body)
+	}
+	delete(ring, 5000)
+	checkRing(ring)
+	for i, k := range keys {
+		vals[k] = fmt.Sprint("y", i)
+		put(k, vals[k])
+	}
+	checkValues(vals)
+	if r := resends() - before; r != 0 {
+		t.Fatalf("on the ring of one, coordinators sent requests to a replica again %v times", r)
 	}
 }
 
