@@ -139,6 +139,7 @@ type Leader struct {
 	timeout   int
 	lastBeat  int
 	replicaWM map[string]uint64
+	heldBy    map[string]uint64 // durable snapshot slot of every replica that reports, member or not
 	gcSent    uint64
 	leaving   map[string]int // roles removed, and how many more heartbeats tell them
 	stats     LeaderStatus
@@ -179,7 +180,7 @@ func NewLeader(cfg Config, id int, seed uint64, last Ballot) *Leader {
 func NewLeaderAt(cfg Config, self string, seed uint64, last Ballot) *Leader {
 	l := &Leader{
 		outbox:  outbox{self: self},
-		pending: map[uint64]*proposal{}, chosen: map[uint64]*Value{}, replicaWM: map[string]uint64{},
+		pending: map[uint64]*proposal{}, chosen: map[uint64]*Value{}, replicaWM: map[string]uint64{}, heldBy: map[string]uint64{},
 		best: map[uint64]Entry{}, highest: last, leaving: map[string]int{},
 	}
 	l.adoptConfig(cfg)
@@ -289,6 +290,7 @@ func (l *Leader) Step(m Message) {
 		}
 	case KindRecover:
 		l.sendChosen(m.From, m.Slot)
+		l.pointToHolder(m.From, m.Slot)
 		if l.lead == active && m.Upto > l.nextSlot && m.Upto <= l.nextSlot+1<<20 {
 			// A read waits for slots below Upto, one of which only a lone
 			// acceptor reported: fill them, so the replica can execute.
@@ -790,6 +792,25 @@ func (l *Leader) onReconfigure(m Message) {
 	l.cfgSlot, l.cfgPending, l.cfgFrom = l.assign(Value{Config: &c}), true, m.From
 }
 
+// pointToHolder helps a replica that needs slots below the GC point, which
+// neither acceptors nor this leader hold any longer: it asks a replica
+// whose durable snapshot covers them, in the configuration or one that
+// left and still runs, to serve the one that needs them.
+func (l *Leader) pointToHolder(to string, from uint64) {
+	if l.lead != active || from >= l.gcSent {
+		return
+	}
+	if _, ok := l.chosen[from]; ok {
+		return // sendChosen has it
+	}
+	for _, h := range sortedKeys(l.heldBy) {
+		if h != to && l.heldBy[h] > from {
+			l.send(Message{Kind: KindRecover, To: h, Slot: from, Leader: to})
+			return
+		}
+	}
+}
+
 // replicasCover reports whether enough of replicas hold every slot below
 // the GC point in durable snapshots for them to replace the current
 // replicas: a quorum of them, or of the current ones if that is fewer (a
@@ -823,6 +844,7 @@ func (l *Leader) sendChosen(to string, from uint64) {
 // past w, acceptors may forget the slots below w: every replica can recover
 // them from a peer's snapshot, even after all replicas restart.
 func (l *Leader) onWatermark(from string, exec, durable uint64) {
+	l.heldBy[from] = durable
 	if !slices.Contains(l.cfg.Replicas, from) {
 		return
 	}

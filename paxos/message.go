@@ -38,7 +38,7 @@ const (
 	KindReplyBatch          // replica -> unbatcher
 	KindReply               // unbatcher or replica -> client
 	KindHeartbeat           // leader -> leaders
-	KindRecover             // replica -> leader or replica: send me slots from Slot
+	KindRecover             // replica -> leader or replica: send me (or Leader, if set) slots from Slot
 	KindSnapshot            // replica -> replica: a chunk (at offset Upto, of Durable bytes) of the state up to Slot
 	KindWatermark           // replica -> leaders: executed up to Slot
 	KindGC                  // leader -> acceptors: slots below Slot are executed by f+1 replicas

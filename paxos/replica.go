@@ -154,7 +154,11 @@ func (r *Replica) Step(m Message) {
 		}
 		r.execute()
 	case KindRecover:
-		r.serveRecover(m.From, m.Slot)
+		to := m.From
+		if m.Leader != "" {
+			to = m.Leader // the leader asks this replica to serve another
+		}
+		r.serveRecover(to, m.Slot)
 	case KindSnapshot:
 		r.onSnapshotChunk(m)
 	case KindSnapshotPull:
