@@ -143,6 +143,12 @@ type Leader struct {
 	gcSent    uint64
 	leaving   map[string]int // roles removed, and how many more heartbeats tell them
 	stats     LeaderStatus
+
+	// a change of acceptor groups waiting for the replicas to hold the log
+	// through it before the new round starts
+	moving    bool
+	moveAt    uint64
+	moveSince int
 }
 
 // leavingBeats is how many heartbeats tell a removed role of the
@@ -373,6 +379,7 @@ func (l *Leader) campaign() {
 	if l.removed {
 		return
 	}
+	l.moving = false
 	// What this leader had in flight may not have reached any acceptor;
 	// if phase 1 finds no vote for such a slot, it proposes the same value
 	// again rather than a no-op, so its clients need not retry.
@@ -751,6 +758,23 @@ func (l *Leader) applyConfig(c Config) {
 		return
 	}
 	if l.lead == active && !groupsEqual(l.round.Groups, l.cfg.Groups) {
+		// Replicas snapshot at a configuration slot and report it at once:
+		// once a quorum holds the log through it, the new round has only
+		// the slots after it to propose again. Wait for that, briefly.
+		l.moveAt, l.moveSince, l.moving = l.watermark, l.now, true
+		l.maybeMove()
+	}
+}
+
+// maybeMove starts the round with the configuration's acceptor groups
+// once the replicas hold the log through the change durably, or after a
+// few resend periods whatever they hold.
+func (l *Leader) maybeMove() {
+	if !l.moving || l.lead != active {
+		return
+	}
+	if l.gcSent >= l.moveAt || l.now-l.moveSince >= 3*l.cfg.ResendTicks {
+		l.moving = false
 		l.campaign()
 	}
 }
@@ -882,6 +906,7 @@ func (l *Leader) onWatermark(from string, exec, durable uint64) {
 		}
 	}
 	l.advanceWatermark(gc)
+	defer l.maybeMove()
 	sent := map[string]bool{}
 	for _, rc := range l.live {
 		for _, g := range rc.Groups {
@@ -932,6 +957,7 @@ func (l *Leader) Tick() {
 			}
 		}
 		l.maybeRetire()
+		l.maybeMove()
 	case matching:
 		if l.now-l.mmSent >= l.cfg.ResendTicks {
 			l.sendMatchA()

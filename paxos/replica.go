@@ -233,6 +233,9 @@ func (r *Replica) execute() {
 		if r.exec%r.cfg.SnapshotEvery == 0 || v.Config != nil {
 			r.snapshot()
 		}
+		if v.Config != nil {
+			r.lastReport = r.now - 2*r.cfg.ResendTicks // report the new snapshot at the next tick
+		}
 	}
 	if len(replies) > 0 {
 		if len(r.latest.Unbatchers) > 0 {
