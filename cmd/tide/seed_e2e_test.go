@@ -150,9 +150,11 @@ func TestDynamoSeedScenario(t *testing.T) {
 	checkValues(vals)
 
 	// The standby joins at 5000 and takes over (3000, 5000].
+	began := time.Now()
 	if code, body := get(t, lb.URL+"/add_node/5000/"+c.Spec.HTTPAddr); code != 200 || body != "OK" {
 		t.Fatalf("add_node: %d %q", code, body)
 	}
+	t.Logf("add_node answered OK in %s", time.Since(began).Round(time.Millisecond))
 	ring[5000] = c.Spec.HTTPAddr
 	checkRing(ring)
 	checkValues(vals)
@@ -171,9 +173,11 @@ func TestDynamoSeedScenario(t *testing.T) {
 	before := resends()
 	// b leaves the ring; its keys move to the two nodes left, and it stays
 	// up as a standby.
+	began = time.Now()
 	if code, body := get(t, lb.URL+"/remove_node/"+b.Spec.HTTPAddr); code != 200 || body != "OK" {
 		t.Fatalf("remove_node: %d %q", code, body)
 	}
+	t.Logf("remove_node answered OK in %s", time.Since(began).Round(time.Millisecond))
 	delete(ring, 8000)
 	checkRing(ring)
 	if s := state(b); s != "standby" {
@@ -194,11 +198,13 @@ func TestDynamoSeedScenario(t *testing.T) {
 	b.Kill()
 	rr.set(a.Spec.HTTPAddr, c.Spec.HTTPAddr)
 	nodes = []*cluster.Proc{a, c}
+	began = time.Now()
 	for i, k := range keys {
 		vals[k] = fmt.Sprint("x", i)
 		put(k, vals[k])
 	}
 	checkValues(vals)
+	t.Logf("with the removed node gone: %d writes and %d reads in %s", len(keys), 2*len(keys)+2, time.Since(began).Round(time.Millisecond))
 	if r := resends() - before; r != 0 {
 		t.Fatalf("after remove_node, coordinators sent requests to a replica again %v times: a request waited for a node that left", r)
 	}
