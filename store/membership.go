@@ -496,8 +496,9 @@ func (n *Node) setRing(ctx context.Context, want []ringEntry) error {
 		want[i].Chord = info.ChordAddr
 	}
 	ring := entriesOf(n.kv.ring.Load().members)
-	if len(ring) == 0 {
-		// This node knows no ring: build on the one a listed member is in.
+	if len(ring) <= 1 {
+		// This node knows no ring, or only a ring of its own: build on the
+		// ring a listed member shares with others, if there is one.
 		for _, e := range want {
 			if infos[e.HTTP].State != "member" {
 				continue

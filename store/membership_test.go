@@ -261,3 +261,37 @@ func readAll(resp *http.Response) string {
 		}
 	}
 }
+
+// TestSetRingFromLoneNodes posts the seed's ring to nodes started as plain
+// `tide node`s, each a ring of its own at the token its address hashes to:
+// the listed ones take their tokens and form one ring, the third becomes a
+// standby, and a key it held in its own ring moves to the members.
+func TestSetRingFromLoneNodes(t *testing.T) {
+	var nodes []*Node
+	for range 3 {
+		nodes = append(nodes, startTestNode(t, "", 3, func(c *Config) { c.Partitioner = "md5-mod10000" }))
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	if _, err := c.KVPut(context.Background(), []byte("before"), []byte("on c"), 0); err != nil {
+		t.Fatal(err)
+	}
+	ring := seedRing{3000: a.HTTPAddr(), 8000: b.HTTPAddr()}
+	for _, n := range []*Node{c, a, b} {
+		resp, err := http.PostForm("http://"+n.HTTPAddr()+"/hash_ring", url.Values{"data": {ring.data()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(resp); resp.StatusCode != 200 || body != "OK" {
+			t.Fatalf("POST /hash_ring to %s: %d %q", n.HTTPAddr(), resp.StatusCode, body)
+		}
+	}
+	checkSeedRing(t, nodes, ring, []string{"bed", "roof", "before"})
+	if a.state() != "member" || b.state() != "member" || c.state() != "standby" {
+		t.Fatalf("states %s %s %s, want member member standby", a.state(), b.state(), c.state())
+	}
+	waitFor(t, "c's key to move to the members", func() bool {
+		rec, found, err := a.KVGet(context.Background(), []byte("before"), 0)
+		return err == nil && found && string(rec.Value) == "on c"
+	})
+	waitFor(t, "the standby to hold nothing", func() bool { k, _ := c.eng.kvCount(); return k == 0 })
+}

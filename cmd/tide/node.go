@@ -24,7 +24,7 @@ type nodeOpts struct {
 	cfg                     store.Config
 	id                      string
 	capacity, migrationRate string
-	tombstoneTTL            time.Duration
+	tombstoneTTL, kvResend  time.Duration
 	idle                    bool
 }
 
@@ -134,6 +134,7 @@ func addNodeFlags(cmd *cobra.Command, o *nodeOpts) {
 	f.StringVar(&cfg.KVSync, "kv-sync", "always", "when KV writes are fsynced: always (before each acknowledgement; concurrent writes share an fsync) or periodic (every --kv-sync-period; acknowledged writes survive a process crash, not a power loss)")
 	f.DurationVar(&cfg.KVSyncPeriod, "kv-sync-period", 100*time.Millisecond, "fsync period of --kv-sync periodic")
 	f.DurationVar(&o.tombstoneTTL, "tombstone-ttl", time.Hour, "how long a KV delete's tombstone is kept")
+	f.DurationVar(&o.kvResend, "kv-resend", 200*time.Millisecond, "a KV replica that has not answered a request is asked again after this long, then after twice as long, up to 16 times (the request fails after 8s)")
 	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each file (N)")
 	f.IntVar(&cfg.Successors, "successors", 3, "successor list length r (raised to --replicas)")
 	f.StringVar(&o.capacity, "capacity", "", "bytes this node may store, e.g. 64MiB (default: the filesystem's size)")
@@ -176,6 +177,10 @@ func runNode(o *nodeOpts) error {
 	}
 	cfg.KV.MigrationBytesPerTick = rate / 100 // the KV layer ticks every 10ms
 	cfg.KV.TombstoneTTL = uint64(o.tombstoneTTL.Nanoseconds())
+	if o.kvResend < 10*time.Millisecond {
+		return fmt.Errorf("--kv-resend %s: want at least 10ms (the KV layer's tick)", o.kvResend)
+	}
+	cfg.KV.ResendTicks = int(o.kvResend / (10 * time.Millisecond))
 	switch {
 	case cfg.KV.VersionCache < 0:
 		return fmt.Errorf("--version-cache: %d keys: want 0 or more", cfg.KV.VersionCache)
