@@ -44,12 +44,12 @@ vet:
 PLAIN_PKGS = tide/cmd/tide tide/bench tide/autoscale/provision/docker tide/autoscale/provision/aws tide/autoscale/provision/kubernetes
 RACE_PKGS = $(filter-out $(PLAIN_PKGS),$(shell $(GO) list ./...))
 
+# The last step runs `make mutants`: every safety mutant must die (about 2
+# minutes); a change that lets one survive, or leaves one stale, fails CI.
 test: deps vet
 	TIDE_SIM_SEEDS=$(SIM_SEEDS) TIDE_PAXOS_SEEDS=100 $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(NOCGO) $(GO) test -count=1 -timeout 20m $(PLAIN_PKGS)
 	$(NOCGO) TIDE_PAXOS_SEEDS=$(PAXOS_SEEDS) $(GO) test -count=1 -timeout 20m -run 'TestPaxos' ./sim
-	# Every safety mutant must die (about 2 minutes): a change that lets one
-	# survive, or that leaves one stale, fails CI.
 	$(NOCGO) $(GO) run ./tools/mutants
 
 # Run each fuzz target for a while (not part of `make test`, which replays
