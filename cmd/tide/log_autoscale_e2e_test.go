@@ -5,15 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"tide/autoscale"
 	"tide/bench"
-	"tide/cluster"
-	"tide/paxos/node"
 )
 
 // TestLogAutoscalesUnderLoad runs the log as real processes with the log
@@ -21,26 +18,9 @@ import (
 // capacity) grow, and when the load stops they shrink again; the clients'
 // history stays linearizable throughout.
 func TestLogAutoscalesUnderLoad(t *testing.T) {
-	dir := t.TempDir()
-	shape := node.DefaultShape
-	shape.TickMillis = 10
-	d, err := node.NewLocalDeployment(shape)
-	if err != nil {
-		t.Fatal(err)
-	}
-	depPath := filepath.Join(dir, "deployment.json")
-	if err := d.Save(depPath); err != nil {
-		t.Fatal(err)
-	}
-	local := &cluster.Local{Binary: tideBin, Dir: dir}
-	defer local.StopAll(5 * time.Second)
+	d, _, ctl := startTestLog(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	procs, err := local.StartLog(ctx, d, depPath, filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctl := cluster.NewLogControl(local, d, procs, depPath, filepath.Join(dir, "state"))
 	events, err := autoscale.NewEvents(100, "", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -26,24 +26,7 @@ import (
 // kill -9s the active leader, then an acceptor, and checks that the log
 // keeps serving and that every client history is linearizable.
 func TestLogSurvivesKills(t *testing.T) {
-	dir := t.TempDir()
-	shape := node.DefaultShape
-	shape.TickMillis = 10
-	d, err := node.NewLocalDeployment(shape)
-	if err != nil {
-		t.Fatal(err)
-	}
-	depPath := filepath.Join(dir, "deployment.json")
-	if err := d.Save(depPath); err != nil {
-		t.Fatal(err)
-	}
-	local := &cluster.Local{Binary: tideBin, Dir: dir}
-	defer local.StopAll(5 * time.Second)
-	ctx := context.Background()
-	procs, err := local.StartLog(ctx, d, depPath, filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, procs, _ := startTestLog(t)
 
 	ld := startLoad(t, d, 4)
 	waitProgress := ld.waitProgress
@@ -57,6 +40,31 @@ func TestLogSurvivesKills(t *testing.T) {
 	t.Logf("killed acceptor %s after %d operations", acc, ld.completed.Load())
 	waitProgress("progress after an acceptor was killed", 200)
 	ld.check()
+}
+
+// startTestLog starts the default log (10 ms ticks) as child processes,
+// stopped when the test ends, and returns its deployment, its processes
+// and the control that reconfigures it.
+func startTestLog(t *testing.T) (node.Deployment, map[string]*cluster.Proc, *cluster.LogControl) {
+	t.Helper()
+	dir := t.TempDir()
+	shape := node.DefaultShape
+	shape.TickMillis = 10
+	d, err := node.NewLocalDeployment(shape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	depPath := filepath.Join(dir, "deployment.json")
+	if err := d.Save(depPath); err != nil {
+		t.Fatal(err)
+	}
+	local := &cluster.Local{Binary: tideBin, Dir: dir}
+	t.Cleanup(func() { local.StopAll(5 * time.Second) })
+	procs, err := local.StartLog(context.Background(), d, depPath, filepath.Join(dir, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, procs, cluster.NewLogControl(local, d, procs, depPath, filepath.Join(dir, "state"))
 }
 
 // load runs clients of random puts, gets (through the log and by quorum

@@ -3,13 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
-
-	"tide/cluster"
-	"tide/paxos/node"
 )
 
 // TestLogReconfiguresUnderLoad runs the log as real processes under a
@@ -20,26 +16,9 @@ import (
 // history must be linearizable, so no acknowledged command was lost or
 // applied twice.
 func TestLogReconfiguresUnderLoad(t *testing.T) {
-	dir := t.TempDir()
-	shape := node.DefaultShape
-	shape.TickMillis = 10
-	d, err := node.NewLocalDeployment(shape)
-	if err != nil {
-		t.Fatal(err)
-	}
-	depPath := filepath.Join(dir, "deployment.json")
-	if err := d.Save(depPath); err != nil {
-		t.Fatal(err)
-	}
-	local := &cluster.Local{Binary: tideBin, Dir: dir}
-	defer local.StopAll(5 * time.Second)
+	d, _, ctl := startTestLog(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	procs, err := local.StartLog(ctx, d, depPath, filepath.Join(dir, "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctl := cluster.NewLogControl(local, d, procs, depPath, filepath.Join(dir, "state"))
 	ld := startLoad(t, d, 4)
 	ld.waitProgress("initial load", 100)
 	var out bytes.Buffer
