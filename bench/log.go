@@ -42,14 +42,26 @@ func LogShape(mode string) (node.Deployment, error) {
 	return node.Deployment{}, fmt.Errorf("unknown mode %q: want batched, unbatched or unreplicated", mode)
 }
 
-// StartLocalLog saves d under dir and starts its roles as child processes.
+// StartLocalLog saves d under local.Dir and starts its roles as child
+// processes.
 func StartLocalLog(ctx context.Context, local *cluster.Local, d node.Deployment) error {
+	_, err := startControlled(ctx, local, d)
+	return err
+}
+
+// startControlled is StartLocalLog returning the control that
+// reconfigures the log as `tide log scale` does.
+func startControlled(ctx context.Context, local *cluster.Local, d node.Deployment) (*cluster.LogControl, error) {
 	depPath := filepath.Join(local.Dir, "deployment.json")
 	if err := d.Save(depPath); err != nil {
-		return err
+		return nil, err
 	}
-	_, err := local.StartLog(ctx, d, depPath, filepath.Join(local.Dir, "state"))
-	return err
+	stateDir := filepath.Join(local.Dir, "state")
+	procs, err := local.StartLog(ctx, d, depPath, stateDir)
+	if err != nil {
+		return nil, err
+	}
+	return cluster.NewLogControl(local, d, procs, depPath, stateDir), nil
 }
 
 // Log drives closed-loop clients, each putting 16-byte values to its own

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -63,15 +62,9 @@ func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, er
 		defer os.RemoveAll(dir)
 		local := &cluster.Local{Dir: dir}
 		defer local.StopAll(5 * time.Second)
-		depPath := filepath.Join(dir, "deployment.json")
-		if err := d.Save(depPath); err != nil {
+		if ctl, err = startControlled(ctx, local, d); err != nil {
 			return nil, err
 		}
-		procs, err := local.StartLog(ctx, d, depPath, filepath.Join(dir, "state"))
-		if err != nil {
-			return nil, err
-		}
-		ctl = cluster.NewLogControl(local, d, procs, depPath, filepath.Join(dir, "state"))
 		if rc.Capacity != nil {
 			cfg := autoscale.LogConfig{Capacity: rc.Capacity, ScaleOutCooldown: autoscale.Duration(5 * time.Second), ScaleInCooldown: autoscale.Duration(15 * time.Second)}
 			if err := cfg.Validate(); err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -67,15 +66,10 @@ func LogReconfig(ctx context.Context, clients int, hold time.Duration, steps []R
 	defer os.RemoveAll(dir)
 	local := &cluster.Local{Dir: dir}
 	defer local.StopAll(5 * time.Second)
-	depPath := filepath.Join(dir, "deployment.json")
-	if err := d.Save(depPath); err != nil {
-		return nil, err
-	}
-	procs, err := local.StartLog(ctx, d, depPath, filepath.Join(dir, "state"))
+	ctl, err := startControlled(ctx, local, d)
 	if err != nil {
 		return nil, err
 	}
-	ctl := cluster.NewLogControl(local, d, procs, depPath, filepath.Join(dir, "state"))
 	c, err := node.NewClient(d, "127.0.0.1", clients)
 	if err != nil {
 		return nil, err
