@@ -114,8 +114,8 @@ func newBenchLogCmd() *cobra.Command {
 second and p50/p99 latency.
 
 Given no --target, each mode starts a fresh local log as child processes
-(1 batcher, 2 leaders, 2 proxy leaders, 3 acceptors with fsync, 2 replicas,
-1 unbatcher), measures it and stops it:
+(3 matchmakers, 1 batcher, 2 leaders, 2 proxy leaders, 3 acceptors with fsync,
+2 replicas, 1 unbatcher), measures it and stops it:
   batched       the default deployment
   unbatched     no batchers or unbatchers: one command per slot
   unreplicated  the same KV, transport and client with no consensus (the ceiling)

@@ -78,9 +78,13 @@ func newLogUpCmd() *cobra.Command {
 		Use:   "up",
 		Short: "Start a local tide log, one process per role, until Ctrl-C",
 		Long: `Start a local tide log with every role as its own child process: by default
-1 batcher, 2 leaders, 2 proxy leaders, one group of 3 acceptors, 2 replicas and
-1 unbatcher. The deployment is written to --data-dir/deployment.json; pass it
-(or any role's HTTP address) to 'tide log put|get|del|cas|status'.`,
+3 matchmakers, 1 batcher, 2 leaders, 2 proxy leaders, one group of 3 acceptors,
+2 replicas and 1 unbatcher. The deployment is written to
+--data-dir/deployment.json; pass it (or any role's HTTP address) to
+'tide log put|get|del|cas|status|scale|replace|remove', which this process's
+control endpoint serves while it runs. With --autoscale and --capacity, a
+controller resizes batchers, proxy leaders, acceptor groups, replicas and
+unbatchers with load.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := node.NewLocalDeployment(shape)
