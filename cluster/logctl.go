@@ -147,14 +147,7 @@ func (c *LogControl) Scale(ctx context.Context, role string, n int, out io.Write
 		return err
 	}
 	cfg := d.Log
-	have := len(cfg.Leaders)
-	switch kind {
-	case "acceptor":
-		have = len(cfg.Groups)
-	case "leader":
-	default:
-		have = len(*list(&cfg, kind))
-	}
+	have := countOf(cfg, kind)
 	switch {
 	case n == have:
 		fmt.Fprintf(out, "%s: already %d at epoch %d\n", role, n, cfg.Epoch)

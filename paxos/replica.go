@@ -74,8 +74,8 @@ type Replica struct {
 	// replica has executed: whom to report to and recover from. A replica
 	// that fell behind several changes would otherwise ask only roles
 	// that have left.
-	latest   Config
-	lastAsk2 int
+	latest        Config
+	lastConfigAsk int
 	// logEpoch is the epoch of the newest configuration the executed log
 	// (or the snapshot restored) holds; a replica that joined starts at 0
 	// whatever configuration it was given.
@@ -140,8 +140,8 @@ func (r *Replica) Step(m Message) {
 			r.latest = m.Config.Clone().withDefaults()
 		}
 		return
-	case m.Epoch > r.latest.Epoch && r.now-r.lastAsk2 >= r.cfg.ResendTicks:
-		r.lastAsk2 = r.now
+	case m.Epoch > r.latest.Epoch && r.now-r.lastConfigAsk >= r.cfg.ResendTicks:
+		r.lastConfigAsk = r.now
 		r.send(Message{Kind: KindConfigQuery, To: m.From})
 	}
 	switch m.Kind {
