@@ -89,7 +89,7 @@ func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, er
 			go lc.Run(cctx)
 		}
 	}
-	c, err := node.NewClient(d, "127.0.0.1", max(slices.Max(rc.Clients), 1))
+	c, err := node.NewClient(d, "", max(slices.Max(rc.Clients), 1))
 	if err != nil {
 		return nil, err
 	}
