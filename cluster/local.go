@@ -16,7 +16,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
 )
 
 // NodeSpec describes one storage node process.

@@ -69,19 +69,30 @@ func roleName(kind, addr string) string {
 	return kind + "-" + strings.NewReplacer(":", "_", ".", "_").Replace(addr)
 }
 
-// StartLog starts every role of deployment d on host and returns once
-// all answer. A role that fails to start stops the ones started.
+// StartLog starts every role of deployment d on host, all at once, and
+// returns once all answer, or with the first error.
 func StartLog(ctx context.Context, host RoleHost, d node.Deployment) error {
+	errs := make(chan error, len(d.Roles()))
 	for _, a := range d.Roles() {
 		kind, _, err := d.RoleOf(a)
 		if err != nil {
 			return err
 		}
-		if err := host.Start(ctx, RoleSpec{Kind: kind, Addr: a, HTTP: d.HTTP[a], Deployment: &d, Control: d.Control}); err != nil {
-			return fmt.Errorf("start %s %s: %w", kind, a, err)
+		go func() {
+			if err := host.Start(ctx, RoleSpec{Kind: kind, Addr: a, HTTP: d.HTTP[a], Deployment: &d, Control: d.Control}); err != nil {
+				errs <- fmt.Errorf("start %s %s: %w", kind, a, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for range d.Roles() {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // NewDeploymentOn lays out shape s on addresses host hands out.

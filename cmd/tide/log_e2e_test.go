@@ -89,7 +89,7 @@ func startLoad(t *testing.T, d node.Deployment, clients int) *load {
 		ld.wg.Add(1)
 		go func() {
 			defer ld.wg.Done()
-			c, err := node.NewClient(d, "127.0.0.1", 1)
+			c, err := node.NewClient(d, "", 1)
 			if err != nil {
 				t.Error(err)
 				return
