@@ -64,6 +64,8 @@ fuzz:
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeStored -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzRESP -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzKVHTTP -fuzztime 60s
+	$(GO) test ./antipode -run XXX -fuzz 'FuzzDecode$$' -fuzztime 60s
+	$(GO) test ./antipode -run XXX -fuzz FuzzDecodeText -fuzztime 60s
 
 # Mutation testing of the Paxos safety rules: each mutant in
 # tools/mutants/mutants.txt breaks one rule in a copy of the HEAD commit, and

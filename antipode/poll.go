@@ -1,0 +1,184 @@
+package antipode
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Backoff bounds the polling of a store that cannot tell when a write
+// arrives: the first check is immediate, the next after Min, each later
+// one after twice the last, never more than Max apart. Max bounds the
+// extra latency a barrier adds over the replication lag itself.
+type Backoff struct {
+	Min, Max time.Duration
+}
+
+// DefaultBackoff polls after 1ms, 2ms, 4ms, then every 5ms at most.
+var DefaultBackoff = Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}
+
+func (b Backoff) orDefault() Backoff {
+	if b.Min <= 0 {
+		b.Min = DefaultBackoff.Min
+	}
+	if b.Max < b.Min {
+		b.Max = max(b.Min, DefaultBackoff.Max)
+	}
+	return b
+}
+
+func (b Backoff) next(d time.Duration) time.Duration {
+	if d <= 0 {
+		return b.Min
+	}
+	return min(2*d, b.Max)
+}
+
+// Poll calls check until it reports true, with backoff b between calls,
+// or until ctx ends; a signal on wake (which may be nil) re-checks at once.
+// Errors from check are retried: when ctx ends, Poll returns an error
+// wrapping ctx.Err() with the last of them.
+func Poll(ctx context.Context, b Backoff, wake <-chan struct{}, check func(context.Context) (bool, error)) error {
+	b = b.orDefault()
+	var lastErr error
+	var d time.Duration
+	t := time.NewTimer(0)
+	defer t.Stop()
+	<-t.C
+	for {
+		ok, err := check(ctx)
+		if err == nil && ok {
+			return nil
+		}
+		if err != nil {
+			lastErr = err
+		}
+		d = b.next(d)
+		t.Reset(d)
+		select {
+		case <-ctx.Done():
+			return ctxErr(ctx, lastErr)
+		case <-wake:
+			if !t.Stop() {
+				<-t.C
+			}
+		case <-t.C:
+		}
+	}
+}
+
+func ctxErr(ctx context.Context, last error) error {
+	if last != nil {
+		return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+	}
+	return ctx.Err()
+}
+
+// Tracker follows a replica's position: a number that only grows and that
+// says how much of the primary's history the replica shows (a replication
+// offset, a WAL replay position). However many barriers wait on one
+// replica, a Tracker polls it with one loop, running only while someone
+// waits, at Backoff.Min while the position moves and backing off to
+// Backoff.Max while it stands still.
+type Tracker struct {
+	// Position reads the replica's current position.
+	Position func(ctx context.Context) (uint64, error)
+	// Backoff paces the polls; zero takes DefaultBackoff.
+	Backoff Backoff
+	// ReadTimeout bounds one Position call; zero means 2s.
+	ReadTimeout time.Duration
+
+	mu      sync.Mutex
+	pos     uint64
+	lastErr error
+	waiters map[chan struct{}]uint64
+	running bool
+}
+
+// Wait returns once the replica's position reaches v, or ctx ends.
+func (t *Tracker) Wait(ctx context.Context, v uint64) error {
+	t.mu.Lock()
+	if t.pos >= v {
+		t.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	if t.waiters == nil {
+		t.waiters = map[chan struct{}]uint64{}
+	}
+	t.waiters[ch] = v
+	if !t.running {
+		t.running = true
+		go t.loop()
+	}
+	t.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		t.mu.Lock()
+		_, still := t.waiters[ch]
+		delete(t.waiters, ch)
+		last, pos := t.lastErr, t.pos
+		t.mu.Unlock()
+		if !still {
+			return nil // released as ctx ended
+		}
+		if last != nil {
+			return fmt.Errorf("%w (replica at position %d, waiting for %d; last error: %v)", ctx.Err(), pos, v, last)
+		}
+		return fmt.Errorf("%w (replica at position %d, waiting for %d)", ctx.Err(), pos, v)
+	}
+}
+
+// Last returns the last position read.
+func (t *Tracker) Last() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pos
+}
+
+// loop polls while anyone waits; it exits when the last waiter is released
+// or gives up.
+func (t *Tracker) loop() {
+	b := t.Backoff.orDefault()
+	timeout := t.ReadTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	var d time.Duration
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		p, err := t.Position(ctx)
+		cancel()
+		t.mu.Lock()
+		moved := false
+		if err != nil {
+			t.lastErr = err
+		} else {
+			t.lastErr = nil
+			if p > t.pos {
+				t.pos, moved = p, true
+			}
+		}
+		for ch, v := range t.waiters {
+			if t.pos >= v {
+				close(ch)
+				delete(t.waiters, ch)
+			}
+		}
+		if len(t.waiters) == 0 {
+			t.running = false
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+		if moved {
+			d = b.Min
+		} else {
+			d = b.next(d)
+		}
+		time.Sleep(d)
+	}
+}
