@@ -65,6 +65,15 @@ func parseRoleCPUs(def float64, spec string) (map[string]int64, error) {
 	return out, nil
 }
 
+// limits are the CPU limits the flags give each kind, in billionths of
+// a CPU ("" for the default); none for local roles.
+func (f *roleHostFlags) limits() (map[string]int64, error) {
+	if f.provisioner == "local" {
+		return nil, nil
+	}
+	return parseRoleCPUs(f.cpus, f.roleCPUs)
+}
+
 // open returns the role host the flags name.
 func (f *roleHostFlags) open(ctx context.Context, dir, depPath, host string) (cluster.RoleHost, error) {
 	switch f.provisioner {
