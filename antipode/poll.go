@@ -2,6 +2,7 @@ package antipode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -50,7 +51,7 @@ func Poll(ctx context.Context, b Backoff, wake <-chan struct{}, check func(conte
 		if err == nil && ok {
 			return nil
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, ctx.Err()) {
 			lastErr = err
 		}
 		d = b.next(d)
@@ -197,11 +198,13 @@ func (t *Tracker) loop(wake <-chan struct{}) {
 		} else {
 			d = b.next(d)
 		}
+		// d == 0 only right after a wake, and b.next(0) is b.Min.
 		timer.Reset(d)
 		select {
 		case <-timer.C:
 		case <-wake:
 			timer.Stop()
+			d = 0 // what woke us may land a moment later: poll from Min again
 		}
 	}
 }
