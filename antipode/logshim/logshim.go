@@ -2,7 +2,8 @@
 // notification channel. A topic is a sequence of slots in the log's
 // key-value store, "<topic>/<n>" for n = 1, 2, ...; publishing takes the
 // next free slot with a compare-and-swap, so slots fill in order with no
-// gap, and a message keeps its sender's lineage beside its data. The log
+// gap, and a message keeps its sender's lineage beside its data (and a
+// nonce, so a retried publish is never stored twice). The log
 // is linearizable: a message is visible to every reader once Publish
 // returns, so a Waiter's first check succeeds for any published message.
 //
@@ -13,12 +14,15 @@
 package logshim
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
+	"time"
 
 	"tide/antipode"
 	"tide/paxos"
@@ -39,8 +43,18 @@ type Topic struct {
 
 func (t *Topic) key(slot uint64) string { return t.Name + "/" + strconv.FormatUint(slot, 10) }
 
+// AttemptTimeout bounds one request to the log (a compare-and-swap of
+// Publish, a read of a Subscription or Waiter); one that times out is
+// retried on a fresh session.
+var AttemptTimeout = 5 * time.Second
+
 // Publish appends data, with ctx's lineage, to the topic and returns the
 // write's identifier (the topic as key, its slot as version).
+//
+// Each message carries a random nonce, so an attempt whose outcome was
+// lost (it timed out, yet the log applied it) is recognized when the retry
+// finds the slot taken by the very same message: nothing is published
+// twice.
 func (t *Topic) Publish(ctx context.Context, data []byte) (antipode.WriteID, error) {
 	msg, err := encodeMessage(ctx, data)
 	if err != nil {
@@ -50,32 +64,48 @@ func (t *Topic) Publish(ctx context.Context, data []byte) (antipode.WriteID, err
 	slot := max(t.next, 1)
 	t.mu.Unlock()
 	for {
-		ok, _, err := t.Client.CAS(ctx, t.key(slot), nil, msg)
+		actx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+		ok, old, err := t.Client.CAS(actx, t.key(slot), nil, msg)
+		cancel()
 		if err != nil {
+			if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				continue // outcome unknown: ask again
+			}
 			return antipode.WriteID{}, fmt.Errorf("tide log publish to %s: %w", t.Name, err)
 		}
 		t.mu.Lock()
 		t.next = max(t.next, slot+1)
 		t.mu.Unlock()
-		if ok {
+		if ok || bytes.Equal(old, msg) {
 			return antipode.WriteID{Store: t.Store, Key: t.Name, Version: slot}, nil
 		}
-		slot++ // taken by another publisher
+		slot++ // taken by another message
 	}
 }
 
 // encodeMessage lays out a stored message: a format byte (1), the length
-// of the lineage's text form as a varint, the lineage, then the data.
+// of the lineage's text form as a varint, the lineage, then the data,
+// then an 8-byte random nonce.
 func encodeMessage(ctx context.Context, data []byte) ([]byte, error) {
 	lin, err := antipode.Encode(ctx)
 	if err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(lin)+len(data))
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(lin)+len(data)+nonceLen)
 	b = append(b, 1)
 	b = binary.AppendUvarint(b, uint64(len(lin)))
 	b = append(b, lin...)
-	return append(b, data...), nil
+	b = append(b, data...)
+	return binary.LittleEndian.AppendUint64(b, rand.Uint64()), nil
+}
+
+const nonceLen = 8
+
+// MessageSize is the bytes a message takes in the log: the format byte,
+// the lineage's length, the lineage's text form, and the data.
+func MessageSize(lineageLen, dataLen int) int {
+	var b [binary.MaxVarintLen64]byte
+	return 1 + binary.PutUvarint(b[:], uint64(lineageLen)) + lineageLen + dataLen + nonceLen
 }
 
 // ErrMessage is returned (wrapped) for a slot that does not hold a
@@ -83,9 +113,10 @@ func encodeMessage(ctx context.Context, data []byte) ([]byte, error) {
 var ErrMessage = errors.New("bad tide log message")
 
 func decodeMessage(ctx context.Context, b []byte) (context.Context, []byte, error) {
-	if len(b) == 0 || b[0] != 1 {
+	if len(b) < 1+nonceLen || b[0] != 1 {
 		return ctx, nil, fmt.Errorf("%w: format byte %v", ErrMessage, b[:min(1, len(b))])
 	}
+	b = b[:len(b)-nonceLen]
 	n, k := binary.Uvarint(b[1:])
 	if k <= 0 || n > uint64(len(b)-1-k) {
 		return ctx, nil, fmt.Errorf("%w: lineage length", ErrMessage)
@@ -120,6 +151,8 @@ func (t *Topic) Subscribe(from uint64, b antipode.Backoff) *Subscription {
 func (s *Subscription) Next(ctx context.Context) (context.Context, uint64, []byte, error) {
 	var raw []byte
 	err := antipode.Poll(ctx, s.backoff, nil, func(ctx context.Context) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+		defer cancel()
 		v, found, err := s.t.Client.Get(ctx, s.t.key(s.next), paxos.ReadQuorum)
 		raw = v
 		return found, err
@@ -146,6 +179,8 @@ type Waiter struct {
 func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
 	t := Topic{Name: id.Key}
 	return antipode.Poll(ctx, w.Backoff, nil, func(ctx context.Context) (bool, error) {
+		ctx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+		defer cancel()
 		_, found, err := w.Client.Get(ctx, t.key(id.Version), paxos.ReadQuorum)
 		return found, err
 	})

@@ -22,7 +22,7 @@ type Log struct {
 }
 
 // LogShape is the tide log StartLog runs.
-var LogShape = node.Shape{Leaders: 1, ProxyLeaders: 1, Groups: 1, F: 1, Replicas: 2, TickMillis: 5}
+var LogShape = node.Shape{Leaders: 1, ProxyLeaders: 1, Groups: 1, F: 1, Replicas: 2}
 
 // StartLog starts a tide log under dir: each role a child process of
 // binary (a tide executable), or, with binary "", each role in this
