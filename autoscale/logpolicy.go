@@ -117,6 +117,19 @@ func (c LogConfig) Validate() error {
 	return nil
 }
 
+// Needed is how many instances of role the capacity profile says carry
+// rate messages per second at the Target utilization, within Min and
+// Max; -1 if the role has no capacity.
+func (c LogConfig) Needed(role string, rate float64) int {
+	c = c.WithDefaults()
+	capacity, ok := c.Capacity[role]
+	if !ok || capacity <= 0 {
+		return -1
+	}
+	n := int(math.Ceil(rate / (capacity * c.Target)))
+	return min(max(n, c.Min[role], 1), c.Max[role])
+}
+
 // LogRound is one period's load on the log: for each role, the messages
 // per second each of its instances received (for acceptor-groups, each
 // group's busiest acceptor). A role that could not be scraped is absent.

@@ -23,6 +23,13 @@ type RampPoint struct {
 	Errors    int            `json:"errors"`
 	Epoch     uint64         `json:"epoch"`
 	Instances map[string]int `json:"instances"`
+	// Rates is each role's messages received per second over the second,
+	// summed over its instances (acceptor-groups: each group's busiest
+	// acceptor); absent while a role's instances change.
+	Rates map[string]float64 `json:"msgs_per_sec,omitempty"`
+	// Predicted is the instances per role the capacity profile says carry
+	// Rates (autoscale.LogConfig.Needed), when a profile was given.
+	Predicted map[string]int `json:"predicted,omitempty"`
 }
 
 // RampConfig is a ramp: Clients[i] closed-loop clients for Step each.
@@ -33,7 +40,8 @@ type RampConfig struct {
 	// local one (the batched default) under Dir.
 	Target *node.Deployment
 	// Capacity, for a local log, runs the log controller with these
-	// role capacities (messages/s); nil does not autoscale.
+	// role capacities (messages/s); nil does not autoscale. Either way,
+	// the points predict from it the instances each role needs.
 	Capacity map[string]float64
 	// Period is the controller's period (default 2s).
 	Period time.Duration
@@ -89,7 +97,7 @@ func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, er
 			go lc.Run(cctx)
 		}
 	}
-	c, err := node.NewClient(d, "127.0.0.1", max(slices.Max(rc.Clients), 1))
+	c, err := node.NewClient(d, "", max(slices.Max(rc.Clients), 1))
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +157,42 @@ func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, er
 		}
 		return d
 	}
+	// The roles' message counters, sampled every second as the log
+	// controller samples them.
+	sampler := ctl
+	if sampler == nil {
+		sampler = cluster.NewLogControl(nil, d, "")
+	}
+	var prev map[string]map[string]float64
+	prevAt := time.Now()
+	rates := func() map[string]float64 {
+		now := time.Now()
+		cur, err := sampler.Sample(ctx)
+		if err != nil {
+			prev = nil
+			return nil
+		}
+		out := map[string]float64{}
+		if prev != nil {
+			secs := now.Sub(prevAt).Seconds()
+		roles:
+			for role, insts := range cur {
+				total := 0.0
+				for id, v := range insts {
+					b, ok := prev[role][id]
+					if !ok || v < b || len(insts) != len(prev[role]) {
+						continue roles
+					}
+					total += (v - b) / secs
+				}
+				out[role] = total
+			}
+		}
+		prev, prevAt = cur, now
+		return out
+	}
+	rates()
+	profile := autoscale.LogConfig{Capacity: rc.Capacity}
 	var points []RampPoint
 	clientsAt := func(sec int) int {
 		i := min(int(time.Duration(sec)*time.Second/rc.Step), len(rc.Clients)-1)
@@ -188,6 +232,15 @@ func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, er
 				"batchers": len(cur.Log.Batchers), "proxy-leaders": len(cur.Log.ProxyLeaders), "acceptor-groups": len(cur.Log.Groups),
 				"replicas": len(cur.Log.Replicas), "unbatchers": len(cur.Log.Unbatchers),
 			}}
+		p.Rates = rates()
+		if len(rc.Capacity) > 0 {
+			p.Predicted = map[string]int{}
+			for role, r := range p.Rates {
+				if n := profile.Needed(role, r); n >= 0 {
+					p.Predicted[role] = n
+				}
+			}
+		}
 		points = append(points, p)
 		fmt.Fprintf(log, "t=%4ds clients %5d  %8.0f ops/s  p99 %7.2f ms  errors %d  epoch %d  batchers %d proxy-leaders %d acceptor-groups %d replicas %d unbatchers %d\n",
 			p.Second, p.Clients, p.OpsPerSec, p.P99ms, p.Errors, p.Epoch, p.Instances["batchers"], p.Instances["proxy-leaders"], p.Instances["acceptor-groups"], p.Instances["replicas"], p.Instances["unbatchers"])

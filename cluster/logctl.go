@@ -21,14 +21,14 @@ import (
 // changes its configuration through the log: it is what `tide log up`
 // serves to `tide log scale` and `tide log replace`.
 type LogControl struct {
-	Local    *Local
-	DepPath  string // the deployment file, rewritten after each change
-	StateDir string
-	Host     string // where new roles listen; default 127.0.0.1
+	Roles   RoleHost
+	DepPath string // the deployment file, rewritten after each change
+	// Client is the interface reconfiguration clients bind; empty picks
+	// the one that reaches the roles (node.ReplyHost).
+	Client string
 
-	mu    sync.Mutex // one change at a time
-	d     node.Deployment
-	procs map[string]*Proc
+	mu sync.Mutex // one change at a time
+	d  node.Deployment
 }
 
 // Roles are the compartments `tide log scale` changes, with the kind of
@@ -41,20 +41,12 @@ var Roles = map[string]string{
 // RoleNames lists Roles' keys in a fixed order, for help and errors.
 var RoleNames = []string{"batchers", "leaders", "proxy-leaders", "acceptor-groups", "replicas", "unbatchers"}
 
-// NewLogControl manages deployment d, whose roles procs runs.
-func NewLogControl(local *Local, d node.Deployment, procs map[string]*Proc, depPath, stateDir string) *LogControl {
-	if procs == nil {
-		procs = map[string]*Proc{}
-	}
-	return &LogControl{Local: local, DepPath: depPath, StateDir: stateDir, d: d, procs: procs}
+// NewLogControl manages deployment d, whose roles run on roles.
+func NewLogControl(roles RoleHost, d node.Deployment, depPath string) *LogControl {
+	return &LogControl{Roles: roles, DepPath: depPath, d: d}
 }
 
-func (c *LogControl) host() string {
-	if c.Host == "" {
-		return "127.0.0.1"
-	}
-	return c.Host
-}
+func (c *LogControl) client() string { return c.Client }
 
 // Current asks the role processes for the newest configuration any of
 // them knows.
@@ -161,14 +153,13 @@ func (c *LogControl) Scale(ctx context.Context, role string, n int, out io.Write
 	return c.shrink(ctx, d, role, kind, have-n, out)
 }
 
-// start runs a new role process of kind at a fresh address, joining
-// through a member of d.
+// start runs a new role process of kind, joining through a member of d.
 func (c *LogControl) start(ctx context.Context, d node.Deployment, kind string) (addr, httpAddr string, err error) {
-	addrs, err := node.FreeAddrs(c.host(), 2)
+	roles, https, err := c.Roles.Addrs(ctx, 1)
 	if err != nil {
 		return "", "", err
 	}
-	addr, httpAddr = addrs[0], addrs[1]
+	addr, httpAddr = roles[0], https[0]
 	join := ""
 	for _, h := range sortedValues(d.HTTPMap()) {
 		if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + h + "/healthz"); err == nil {
@@ -180,16 +171,9 @@ func (c *LogControl) start(ctx context.Context, d node.Deployment, kind string) 
 	if join == "" {
 		return "", "", node.ErrNoMember
 	}
-	name := kind + "-" + strings.NewReplacer(":", "_", ".", "_").Replace(addr)
-	args := []string{"log", "serve", "--join", join, "--kind", kind, "--role", addr, "--data-dir", c.StateDir, "--http-addr", httpAddr}
-	if d.Control != "" {
-		args = append(args, "--control", d.Control)
-	}
-	p, err := c.Local.Start(ctx, name, args, "http://"+httpAddr+"/healthz")
-	if err != nil {
+	if err := c.Roles.Start(ctx, RoleSpec{Kind: kind, Addr: addr, HTTP: httpAddr, Join: join, Control: d.Control}); err != nil {
 		return "", "", err
 	}
-	c.procs[addr] = p
 	return addr, httpAddr, nil
 }
 
@@ -424,7 +408,7 @@ func (c *LogControl) reconfigure(ctx context.Context, build func(paxos.Config) p
 			return paxos.Config{}, err
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		got, err := node.Reconfigure(rctx, d.Log, next, c.host())
+		got, err := node.Reconfigure(rctx, d.Log, next, c.client())
 		cancel()
 		if errors.Is(err, paxos.ErrStaleConfig) && attempt < 5 {
 			fmt.Fprintf(out, "epoch %d was taken by another change; retrying\n", next.Epoch)
@@ -552,9 +536,8 @@ func (c *LogControl) retire(ctx context.Context, cfg paxos.Config, kind string, 
 		if err := poll(ctx, time.Minute, cond); err != nil {
 			return fmt.Errorf("%s %s did not drain: %w", describeKind(kind), a, err)
 		}
-		if p := c.procs[a]; p != nil {
-			p.Stop(10 * time.Second)
-			delete(c.procs, a)
+		if err := c.Roles.Stop(ctx, a); err != nil {
+			return fmt.Errorf("stop %s %s: %w", describeKind(kind), a, err)
 		}
 		fmt.Fprintf(out, "stopped %s %s\n", describeKind(kind), a)
 	}

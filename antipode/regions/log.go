@@ -45,7 +45,8 @@ func StartLog(ctx context.Context, dir, binary string) (*Log, error) {
 			return nil, err
 		}
 		l.stop = func() { local.StopAll(10 * time.Second) }
-		if _, err := local.StartLog(ctx, d, depPath, filepath.Join(dir, "state")); err != nil {
+		host := &cluster.LocalRoles{Local: local, DepPath: depPath, StateDir: filepath.Join(dir, "state")}
+		if err := cluster.StartLog(ctx, host, d); err != nil {
 			l.Close()
 			return nil, err
 		}
