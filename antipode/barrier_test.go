@@ -185,3 +185,23 @@ func TestPollRetriesErrorsAndWakes(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Wake reads the position at once, whatever the backoff.
+func TestTrackerWake(t *testing.T) {
+	r := &replica{}
+	tr := &Tracker{Position: r.position, Backoff: Backoff{Min: time.Hour, Max: time.Hour}}
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		done <- tr.Wait(ctx, 5)
+	}()
+	for r.reads.Load() == 0 { // the loop's first read
+		time.Sleep(time.Millisecond)
+	}
+	r.set(5)
+	tr.Wake()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

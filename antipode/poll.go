@@ -2,6 +2,7 @@ package antipode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -43,15 +44,14 @@ func Poll(ctx context.Context, b Backoff, wake <-chan struct{}, check func(conte
 	b = b.orDefault()
 	var lastErr error
 	var d time.Duration
-	t := time.NewTimer(0)
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
-	<-t.C
 	for {
 		ok, err := check(ctx)
 		if err == nil && ok {
 			return nil
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, ctx.Err()) {
 			lastErr = err
 		}
 		d = b.next(d)
@@ -60,9 +60,7 @@ func Poll(ctx context.Context, b Backoff, wake <-chan struct{}, check func(conte
 		case <-ctx.Done():
 			return ctxErr(ctx, lastErr)
 		case <-wake:
-			if !t.Stop() {
-				<-t.C
-			}
+			t.Stop() // Go 1.23 timers: no stale value to drain
 		case <-t.C:
 		}
 	}
@@ -94,6 +92,22 @@ type Tracker struct {
 	lastErr error
 	waiters map[chan struct{}]uint64
 	running bool
+	wake    chan struct{}
+}
+
+// Wake makes the poll loop, if running, read the position at once: a shim
+// calls it when the store signals that something arrived, so waits are
+// event-driven where the store allows and back off otherwise.
+func (t *Tracker) Wake() {
+	t.mu.Lock()
+	w := t.wake
+	t.mu.Unlock()
+	if w != nil {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Wait returns once the replica's position reaches v, or ctx ends.
@@ -110,7 +124,10 @@ func (t *Tracker) Wait(ctx context.Context, v uint64) error {
 	t.waiters[ch] = v
 	if !t.running {
 		t.running = true
-		go t.loop()
+		if t.wake == nil {
+			t.wake = make(chan struct{}, 1)
+		}
+		go t.loop(t.wake)
 	}
 	t.mu.Unlock()
 	select {
@@ -141,13 +158,15 @@ func (t *Tracker) Last() uint64 {
 
 // loop polls while anyone waits; it exits when the last waiter is released
 // or gives up.
-func (t *Tracker) loop() {
+func (t *Tracker) loop(wake <-chan struct{}) {
 	b := t.Backoff.orDefault()
 	timeout := t.ReadTimeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
 	}
 	var d time.Duration
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		p, err := t.Position(ctx)
@@ -179,6 +198,13 @@ func (t *Tracker) loop() {
 		} else {
 			d = b.next(d)
 		}
-		time.Sleep(d)
+		// d == 0 only right after a wake, and b.next(0) is b.Min.
+		timer.Reset(d)
+		select {
+		case <-timer.C:
+		case <-wake:
+			timer.Stop()
+			d = 0 // what woke us may land a moment later: poll from Min again
+		}
 	}
 }
