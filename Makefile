@@ -20,13 +20,16 @@ up: build
 	./bin/tide up
 
 # Everything the tests need beyond Go: python3-msgpack, for the tests that
-# speak to tide as the seed's Python client scripts do, and prometheus, for
-# the autoscaler's Prometheus metrics source. (moto_server, for the AWS
-# provisioner's tests, and the Docker engine come with the machine.)
+# speak to tide as the seed's Python client scripts do; prometheus, for
+# the autoscaler's Prometheus metrics source; redis-server, postgresql and
+# nats-server, the real stores antipode's shims and benchmark run against.
+# (moto_server, for the AWS provisioner's tests, and the Docker engine come
+# with the machine.)
 deps:
-	@if ! /usr/bin/python3 -c 'import msgpack' 2>/dev/null || ! command -v prometheus >/dev/null; then \
+	@if ! /usr/bin/python3 -c 'import msgpack' 2>/dev/null || ! command -v prometheus >/dev/null || \
+		! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3 python3-msgpack prometheus; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3 python3-msgpack prometheus redis-server postgresql nats-server; \
 	fi
 	$(GO) mod download
 
@@ -69,6 +72,8 @@ fuzz:
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeStored -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzRESP -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzKVHTTP -fuzztime 60s
+	$(GO) test ./antipode -run XXX -fuzz 'FuzzDecode$$' -fuzztime 60s
+	$(GO) test ./antipode -run XXX -fuzz FuzzDecodeText -fuzztime 60s
 
 # Mutation testing of the Paxos safety rules: each mutant in
 # tools/mutants/mutants.txt breaks one rule in a copy of the HEAD commit, and

@@ -158,3 +158,18 @@ func TestLogConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestLogConfigNeeded(t *testing.T) {
+	c := LogConfig{Capacity: map[string]float64{"proxy-leaders": 1000}}
+	for _, tc := range []struct {
+		rate float64
+		want int
+	}{{0, 1}, {600, 1}, {601, 2}, {3000, 5}, {1e9, 16}} {
+		if got := c.Needed("proxy-leaders", tc.rate); got != tc.want {
+			t.Errorf("Needed(proxy-leaders, %v) = %d, want %d", tc.rate, got, tc.want)
+		}
+	}
+	if got := c.Needed("replicas", 100); got != -1 {
+		t.Errorf("Needed of a role without capacity = %d, want -1", got)
+	}
+}

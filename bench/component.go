@@ -405,6 +405,21 @@ func Summarize(results []ComponentResult) Summary {
 	return s
 }
 
+// ForCPUs is the profile for instances limited to cpus CPUs (a
+// container's --cpus): each role's best rate, or what its CPU time per
+// message lets cpus CPUs handle, whichever is lower. A role whose CPU
+// time was not measured keeps its best rate.
+func (s Summary) ForCPUs(cpus float64) Capacity {
+	out := Capacity{}
+	for role, v := range s.Capacity {
+		if us := s.CPUusPerMsg[role]; us > 0 && cpus > 0 {
+			v = min(v, math.Round(cpus*1e6/us))
+		}
+		out[role] = v
+	}
+	return out
+}
+
 // Merge returns c with the roles of newer replaced, so that roles
 // measured one at a time build one profile.
 func (c Capacity) Merge(newer Capacity) Capacity {

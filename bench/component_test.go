@@ -66,3 +66,20 @@ func ExampleSummarize() {
 	// map[proxy-leaders:12000 replicas:5000] map[proxy-leaders:120000 replicas:200000] map[proxy-leaders:58 replicas:100]
 	// map[proxy-leaders:12000 replicas:5000 unbatchers:2000]
 }
+
+func TestSummaryForCPUs(t *testing.T) {
+	s := Summary{Capacity: Capacity{"proxy-leaders": 20000, "acceptor-groups": 5000, "batchers": 1000},
+		CPUusPerMsg: map[string]float64{"proxy-leaders": 40, "acceptor-groups": 20}}
+	got := s.ForCPUs(0.5)
+	// 0.5 CPU at 40 µs a message: 12500/s, below the best round.
+	if got["proxy-leaders"] != 12500 {
+		t.Errorf("proxy-leaders %v, want 12500", got["proxy-leaders"])
+	}
+	// 25000/s of CPU, but the best round (fsync-bound) was 5000.
+	if got["acceptor-groups"] != 5000 {
+		t.Errorf("acceptor-groups %v, want 5000", got["acceptor-groups"])
+	}
+	if got["batchers"] != 1000 {
+		t.Errorf("batchers without a CPU figure %v, want 1000", got["batchers"])
+	}
+}

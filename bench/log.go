@@ -56,12 +56,11 @@ func startControlled(ctx context.Context, local *cluster.Local, d node.Deploymen
 	if err := d.Save(depPath); err != nil {
 		return nil, err
 	}
-	stateDir := filepath.Join(local.Dir, "state")
-	procs, err := local.StartLog(ctx, d, depPath, stateDir)
-	if err != nil {
+	roles := &cluster.LocalRoles{Local: local, DepPath: depPath, StateDir: filepath.Join(local.Dir, "state")}
+	if err := cluster.StartLog(ctx, roles, d); err != nil {
 		return nil, err
 	}
-	return cluster.NewLogControl(local, d, procs, depPath, stateDir), nil
+	return cluster.NewLogControl(roles, d, depPath), nil
 }
 
 // Log drives closed-loop clients, each putting 16-byte values to its own
@@ -69,7 +68,7 @@ func startControlled(ctx context.Context, local *cluster.Local, d node.Deploymen
 // short warm-up, and reports throughput and latency.
 func Log(ctx context.Context, d node.Deployment, mode string, clients int, duration time.Duration, log io.Writer) (LogResult, error) {
 	res := LogResult{Mode: mode, Clients: clients}
-	c, err := node.NewClient(d, "127.0.0.1", clients)
+	c, err := node.NewClient(d, "", clients)
 	if err != nil {
 		return res, err
 	}

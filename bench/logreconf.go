@@ -70,7 +70,7 @@ func LogReconfig(ctx context.Context, clients int, hold time.Duration, steps []R
 	if err != nil {
 		return nil, err
 	}
-	c, err := node.NewClient(d, "127.0.0.1", clients)
+	c, err := node.NewClient(d, "", clients)
 	if err != nil {
 		return nil, err
 	}

@@ -16,8 +16,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"tide/paxos/node"
 )
 
 // NodeSpec describes one storage node process.
@@ -201,28 +199,6 @@ func (l Layout) Addrs(i int) (chordAddr, httpAddr string) {
 		return net.JoinHostPort(host, strconv.Itoa(l.BasePort)), net.JoinHostPort(host, strconv.Itoa(l.BasePort+1))
 	}
 	return net.JoinHostPort(l.Host, strconv.Itoa(l.BasePort+2*i)), net.JoinHostPort(l.Host, strconv.Itoa(l.BasePort+2*i+1))
-}
-
-// StartLog launches every role of a tide log deployment as its own child
-// process (`tide log serve`), waits until all answer, and returns each
-// role's process. depPath is where the deployment is saved; state goes
-// under stateDir.
-func (l *Local) StartLog(ctx context.Context, d node.Deployment, depPath, stateDir string) (map[string]*Proc, error) {
-	procs := map[string]*Proc{}
-	for _, a := range d.Roles() {
-		kind, _, _ := d.RoleOf(a)
-		name := kind + "-" + strings.NewReplacer(":", "_", ".", "_").Replace(a)
-		args := []string{"log", "serve", "--deployment", depPath, "--role", a, "--data-dir", stateDir, "--http-addr", d.HTTP[a]}
-		if d.Control != "" {
-			args = append(args, "--control", d.Control)
-		}
-		p, err := l.Start(ctx, name, args, "http://"+d.HTTP[a]+"/healthz")
-		if err != nil {
-			return procs, err
-		}
-		procs[a] = p
-	}
-	return procs, nil
 }
 
 // tail returns the last n lines of a file, for error messages.

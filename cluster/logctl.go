@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"tide/autoscale"
 	"tide/paxos"
 	"tide/paxos/node"
 )
@@ -21,14 +23,14 @@ import (
 // changes its configuration through the log: it is what `tide log up`
 // serves to `tide log scale` and `tide log replace`.
 type LogControl struct {
-	Local    *Local
-	DepPath  string // the deployment file, rewritten after each change
-	StateDir string
-	Host     string // where new roles listen; default 127.0.0.1
+	Roles   RoleHost
+	DepPath string // the deployment file, rewritten after each change
+	// Client is the interface reconfiguration clients bind; empty picks
+	// the one that reaches the roles (node.ReplyHost).
+	Client string
 
-	mu    sync.Mutex // one change at a time
-	d     node.Deployment
-	procs map[string]*Proc
+	mu sync.Mutex // one change at a time
+	d  node.Deployment
 }
 
 // Roles are the compartments `tide log scale` changes, with the kind of
@@ -41,20 +43,12 @@ var Roles = map[string]string{
 // RoleNames lists Roles' keys in a fixed order, for help and errors.
 var RoleNames = []string{"batchers", "leaders", "proxy-leaders", "acceptor-groups", "replicas", "unbatchers"}
 
-// NewLogControl manages deployment d, whose roles procs runs.
-func NewLogControl(local *Local, d node.Deployment, procs map[string]*Proc, depPath, stateDir string) *LogControl {
-	if procs == nil {
-		procs = map[string]*Proc{}
-	}
-	return &LogControl{Local: local, DepPath: depPath, StateDir: stateDir, d: d, procs: procs}
+// NewLogControl manages deployment d, whose roles run on roles.
+func NewLogControl(roles RoleHost, d node.Deployment, depPath string) *LogControl {
+	return &LogControl{Roles: roles, DepPath: depPath, d: d}
 }
 
-func (c *LogControl) host() string {
-	if c.Host == "" {
-		return "127.0.0.1"
-	}
-	return c.Host
-}
+func (c *LogControl) client() string { return c.Client }
 
 // Current asks the role processes for the newest configuration any of
 // them knows.
@@ -161,14 +155,13 @@ func (c *LogControl) Scale(ctx context.Context, role string, n int, out io.Write
 	return c.shrink(ctx, d, role, kind, have-n, out)
 }
 
-// start runs a new role process of kind at a fresh address, joining
-// through a member of d.
+// start runs a new role process of kind, joining through a member of d.
 func (c *LogControl) start(ctx context.Context, d node.Deployment, kind string) (addr, httpAddr string, err error) {
-	addrs, err := node.FreeAddrs(c.host(), 2)
+	roles, https, err := c.Roles.Addrs(ctx, 1)
 	if err != nil {
 		return "", "", err
 	}
-	addr, httpAddr = addrs[0], addrs[1]
+	addr, httpAddr = roles[0], https[0]
 	join := ""
 	for _, h := range sortedValues(d.HTTPMap()) {
 		if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + h + "/healthz"); err == nil {
@@ -180,16 +173,9 @@ func (c *LogControl) start(ctx context.Context, d node.Deployment, kind string) 
 	if join == "" {
 		return "", "", node.ErrNoMember
 	}
-	name := kind + "-" + strings.NewReplacer(":", "_", ".", "_").Replace(addr)
-	args := []string{"log", "serve", "--join", join, "--kind", kind, "--role", addr, "--data-dir", c.StateDir, "--http-addr", httpAddr}
-	if d.Control != "" {
-		args = append(args, "--control", d.Control)
-	}
-	p, err := c.Local.Start(ctx, name, args, "http://"+httpAddr+"/healthz")
-	if err != nil {
+	if err := c.Roles.Start(ctx, RoleSpec{Kind: kind, Addr: addr, HTTP: httpAddr, Join: join, Control: d.Control}); err != nil {
 		return "", "", err
 	}
-	c.procs[addr] = p
 	return addr, httpAddr, nil
 }
 
@@ -424,7 +410,7 @@ func (c *LogControl) reconfigure(ctx context.Context, build func(paxos.Config) p
 			return paxos.Config{}, err
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		got, err := node.Reconfigure(rctx, d.Log, next, c.host())
+		got, err := node.Reconfigure(rctx, d.Log, next, c.client())
 		cancel()
 		if errors.Is(err, paxos.ErrStaleConfig) && attempt < 5 {
 			fmt.Fprintf(out, "epoch %d was taken by another change; retrying\n", next.Epoch)
@@ -552,9 +538,8 @@ func (c *LogControl) retire(ctx context.Context, cfg paxos.Config, kind string, 
 		if err := poll(ctx, time.Minute, cond); err != nil {
 			return fmt.Errorf("%s %s did not drain: %w", describeKind(kind), a, err)
 		}
-		if p := c.procs[a]; p != nil {
-			p.Stop(10 * time.Second)
-			delete(c.procs, a)
+		if err := c.Roles.Stop(ctx, a); err != nil {
+			return fmt.Errorf("stop %s %s: %w", describeKind(kind), a, err)
 		}
 		fmt.Fprintf(out, "stopped %s %s\n", describeKind(kind), a)
 	}
@@ -618,58 +603,86 @@ func (f flushWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Sample implements autoscale.LogTarget: every instance's cumulative count
-// of messages received, by role, from its /status (for acceptor-groups,
-// each group's busiest acceptor). An instance that does not answer fails
-// the sample: the policy must not act on a partial view.
-func (c *LogControl) Sample(ctx context.Context) (map[string]map[string]float64, error) {
+// Sample implements autoscale.LogTarget: every instance's cumulative
+// count of messages received and its process's CPU seconds and limit, by
+// role, from its /status (for acceptor-groups, each group's busiest
+// acceptor). An instance that does not answer fails the sample: the
+// policy must not act on a partial view. Instances are asked at once.
+func (c *LogControl) Sample(ctx context.Context) (map[string]map[string]autoscale.LogCounters, error) {
 	d, err := c.Current()
 	if err != nil {
 		return nil, err
 	}
 	cfg := d.Log
 	httpOf := d.HTTPMap()
-	in := func(addr string) (float64, error) {
-		st, err := statusOf(httpOf[addr])
-		if err != nil {
-			return 0, fmt.Errorf("status of %s: %w", addr, err)
-		}
-		for _, s := range st {
-			if s.Addr == addr {
-				return float64(s.MessagesIn), nil
-			}
-		}
-		return 0, fmt.Errorf("status of %s: role not listed", addr)
+	type answer struct {
+		c   autoscale.LogCounters
+		err error
 	}
-	out := map[string]map[string]float64{}
+	answers := map[string]*answer{}
+	var wg sync.WaitGroup
 	for _, role := range RoleNames {
 		if role == "leaders" {
 			continue
 		}
-		out[role] = map[string]float64{}
+		var addrs []string
+		if role == "acceptor-groups" {
+			for _, g := range cfg.Groups {
+				addrs = append(addrs, g.Acceptors...)
+			}
+		} else {
+			addrs = *list(&cfg, Roles[role])
+		}
+		for _, a := range addrs {
+			ans := &answer{}
+			answers[a] = ans
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st, err := statusOf(httpOf[a])
+				if err != nil {
+					ans.err = fmt.Errorf("status of %s: %w", a, err)
+					return
+				}
+				for _, s := range st {
+					if s.Addr == a {
+						ans.c = autoscale.LogCounters{Messages: float64(s.MessagesIn), CPUSeconds: s.CPUSeconds, CPULimit: s.CPULimit}
+						return
+					}
+				}
+				ans.err = fmt.Errorf("status of %s: role not listed", a)
+			}()
+		}
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for _, a := range slices.Sorted(maps.Keys(answers)) {
+		if err := answers[a].err; err != nil {
+			return nil, err
+		}
+	}
+	out := map[string]map[string]autoscale.LogCounters{}
+	for _, role := range RoleNames {
+		if role == "leaders" {
+			continue
+		}
+		out[role] = map[string]autoscale.LogCounters{}
 		if role == "acceptor-groups" {
 			for gi, g := range cfg.Groups {
-				busiest := 0.0
+				var busiest autoscale.LogCounters
 				for _, a := range g.Acceptors {
-					v, err := in(a)
-					if err != nil {
-						return nil, err
+					if c := answers[a].c; c.Messages >= busiest.Messages {
+						busiest = c
 					}
-					busiest = max(busiest, v)
 				}
 				out[role][fmt.Sprintf("group%d:%s", gi, g.Acceptors[0])] = busiest
 			}
 			continue
 		}
 		for _, a := range *list(&cfg, Roles[role]) {
-			v, err := in(a)
-			if err != nil {
-				return nil, err
-			}
-			out[role][a] = v
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
+			out[role][a] = answers[a].c
 		}
 	}
 	return out, nil

@@ -26,7 +26,10 @@ type Instance struct {
 	// nodes join through.
 	ChordAddr string `json:"chord_addr"`
 	// State is one of the State* constants.
-	State   string    `json:"state"`
+	State string `json:"state"`
+	// Kind is "node" or a tide log role kind, as Spec.Kind said; empty
+	// for instances a provisioner cannot tell.
+	Kind    string    `json:"kind,omitempty"`
 	Started time.Time `json:"started"`
 }
 
@@ -55,6 +58,21 @@ type Spec struct {
 	Replicas int
 	// Extra holds further `tide node` flags.
 	Extra []string
+
+	// Args, when set, replaces the `tide node` command line: the instance
+	// runs `tide Args...` (a tide log role: `log serve ...`). Join, Token,
+	// Capacity, Replicas and Extra are then ignored. Provisioners that do
+	// not run arbitrary tide commands refuse it.
+	Args []string
+	// IP is the address to give the instance, one the provisioner handed
+	// out (docker: Reserve); empty lets the provisioner pick.
+	IP string
+	// Kind labels the instance ("node", or a tide log role kind); List
+	// reports it. Empty is "node".
+	Kind string
+	// NanoCPUs, when above 0, overrides the provisioner's CPU limit for
+	// this instance, in billionths of a CPU.
+	NanoCPUs int64
 }
 
 // Provisioner launches, drains, terminates and lists tide nodes.

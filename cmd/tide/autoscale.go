@@ -131,16 +131,7 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 			}
 		}
 		if f.dockerBuild {
-			cli, err := dockerprov.NewClient()
-			if err != nil {
-				return err
-			}
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(os.Stderr, "building image %s around %s\n", f.dockerImage, self)
-			if err := dockerprov.BuildImage(ctx, cli, self, f.dockerImage); err != nil {
+			if err := buildSelfImage(ctx, f.dockerImage); err != nil {
 				return err
 			}
 		}
@@ -168,7 +159,7 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 		if err != nil {
 			return fmt.Errorf("--log-lease: %w", err)
 		}
-		c, err := node.NewClient(d, "127.0.0.1", 1)
+		c, err := node.NewClient(d, "", 1)
 		if err != nil {
 			return fmt.Errorf("--log-lease: %w", err)
 		}
@@ -411,4 +402,20 @@ func upAutoscale(ctx context.Context, dir string, layout cluster.Layout, nodes i
 		fmt.Printf("note: store.min is %d, so the autoscaler adds nodes at once\n", cfg.Store.Min)
 	}
 	return runController(ctx, controllerOptions{cfg: cfg, prov: prov, stateDir: dir, listen: listen})
+}
+
+// buildSelfImage builds the node image FROM scratch around this (static)
+// tide binary.
+func buildSelfImage(ctx context.Context, image string) error {
+	cli, err := dockerprov.NewClient()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "building image %s around %s\n", image, self)
+	return dockerprov.BuildImage(ctx, cli, self, image)
 }

@@ -32,43 +32,10 @@ import (
 // still downloads. Deleting all but two small files drains the ring back
 // to three containers, and the kept files still download.
 func TestAutoscaleDocker(t *testing.T) {
-	cli, err := dockerprov.NewClient()
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
-		cancel()
-	}
-	if err != nil {
-		t.Skipf("Docker engine unreachable (%v): the docker autoscaling scenario needs one on this host", err)
-	}
-	t.Cleanup(func() { cli.Close() })
+	cli, image := dockerTestImage(t)
 	ctx := context.Background()
-
-	// The node image: the static binary FROM scratch, under a tag of this
-	// run's own.
 	suffix := dockerE2ESuffix()
 	work := t.TempDir()
-	root, err := dockerprov.ModuleRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	static := filepath.Join(work, "tide-static")
-	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	if err := dockerprov.BuildBinary(bctx, root, static); err != nil {
-		t.Fatal(err)
-	}
-	image := "tide-node:e2e-" + suffix
-	if err := dockerprov.BuildImage(bctx, cli, static, image); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := dockerprov.RemoveImage(ctx, cli, image); err != nil {
-			t.Errorf("remove image: %v", err)
-		}
-	})
 
 	// A provisioner on the same cluster, to list the containers and to
 	// remove them and the network at the end whatever happens.
@@ -364,4 +331,38 @@ func dockerE2ESuffix() string {
 	var b [4]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// dockerTestImage skips the test unless a Docker engine answers, and
+// builds the node image FROM scratch around the test's (static) tide
+// binary under a tag of its own, removed when the test ends.
+func dockerTestImage(t *testing.T) (*client.Client, string) {
+	t.Helper()
+	cli, err := dockerprov.NewClient()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err = cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
+		cancel()
+	}
+	if err != nil {
+		t.Skipf("Docker engine unreachable (%v): this scenario needs one on this host", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	if err := dockerprov.CheckStatic(tideBin); err != nil {
+		t.Fatalf("the test binary cannot go in a FROM scratch image: %v", err)
+	}
+	image := "tide-node:e2e-" + dockerE2ESuffix()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := dockerprov.BuildImage(ctx, cli, tideBin, image); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := dockerprov.RemoveImage(ctx, cli, image); err != nil {
+			t.Errorf("remove image: %v", err)
+		}
+	})
+	return cli, image
 }

@@ -106,7 +106,9 @@ func newBenchLogCmd() *cobra.Command {
 	var clients, modes, target string
 	var duration, hold, step time.Duration
 	var asJSON, live bool
-	var ramp, capacity string
+	var ramp, capacity, plotPath string
+	var scaling []string
+	var rh roleHostFlags
 	cmd := &cobra.Command{
 		Use:   "log",
 		Short: "Throughput and latency of the tide log against its unreplicated baseline",
@@ -135,9 +137,20 @@ and after, and the lowest throughput of any 100 ms window while it ran.
 against --target (say, a 'tide log up --autoscale'), or against a local log it
 starts, autoscaled with --capacity if given, and prints every second the client
 count, throughput, p99, errors, the configuration epoch and each role's
-instance count (--json: the same as a time series).`,
+instance count (--json: the same as a time series, with each role's messages/s
+and, given --capacity, the instances the profile predicts for that load). At
+the end it prints a table by step; --plot FILE.png draws the series.
+
+--scaling ROLE=N,... starts a log of --modes' shape (one mode) with its roles
+where --provisioner puts them (docker with --cpus gives each role a fixed CPU
+slice), resizes ROLE to each N in turn and measures --clients (one count) for
+--duration at each, reporting throughput, latency, and each role kind's
+busiest instance's CPU use against its limit: the bottleneck.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(scaling) > 0 {
+				return runLogScaling(cmd.Context(), scaling, modes, clients, duration, asJSON, &rh)
+			}
 			if ramp != "" {
 				var counts []int
 				for _, f := range strings.Split(ramp, ",") {
@@ -148,27 +161,34 @@ instance count (--json: the same as a time series).`,
 					counts = append(counts, n)
 				}
 				rc := bench.RampConfig{Clients: counts, Step: step}
+				if capacity != "" {
+					policy, err := logPolicy(capacity, "")
+					if err != nil {
+						return err
+					}
+					rc.Capacity = policy.Cfg.Capacity
+				}
 				if target != "" {
 					d, err := loadCurrent(target)
 					if err != nil {
 						return err
 					}
 					rc.Target = &d
-				} else if capacity != "" {
-					policy, err := logPolicy(capacity)
-					if err != nil {
-						return err
-					}
-					rc.Capacity = policy.Cfg.Capacity
 				}
 				points, err := bench.LogRamp(cmd.Context(), rc, progressLog(asJSON))
 				if err != nil {
 					return err
 				}
+				if plotPath != "" {
+					if err := bench.PlotRamp(points, plotPath); err != nil {
+						return fmt.Errorf("--plot: %w", err)
+					}
+					fmt.Fprintf(os.Stderr, "plot written to %s\n", plotPath)
+				}
 				if asJSON {
 					return json.NewEncoder(os.Stdout).Encode(points)
 				}
-				return nil
+				return bench.PrintRampSteps(os.Stdout, bench.RampSteps(points, step, rc.Capacity))
 			}
 			if live {
 				n := 10
@@ -242,7 +262,10 @@ instance count (--json: the same as a time series).`,
 	cmd.Flags().BoolVar(&live, "live", false, "measure live reconfiguration under load (see above)")
 	cmd.Flags().StringVar(&ramp, "ramp", "", "client counts, comma-separated (e.g. 1,100,1000,100,1): run each for --step and print load, throughput, p99 and each role's instances every second")
 	cmd.Flags().DurationVar(&step, "step", 20*time.Second, "with --ramp: time at each client count")
-	cmd.Flags().StringVar(&capacity, "capacity", "", "with --ramp and no --target: autoscale the local log with these capacities (a JSON file or role=rate,...)")
+	cmd.Flags().StringVar(&capacity, "capacity", "", "with --ramp: the capacity profile (a JSON file or role=rate,...) the output predicts instances from; with no --target, the local log is also autoscaled with it")
+	cmd.Flags().StringArrayVar(&scaling, "scaling", nil, "measure throughput against compartment sizes: ROLE=N,N,... (repeatable; sweeps run in order, each starting where the last ended), e.g. --scaling proxy-leaders=1,2,4,8 --scaling acceptor-groups=1,2,4")
+	rh.flags(cmd)
+	cmd.Flags().StringVar(&plotPath, "plot", "", "with --ramp: write a PNG of throughput, load, p99 and instances per role over time")
 	cmd.Flags().DurationVar(&hold, "hold", 5*time.Second, "with --live: time between changes")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd

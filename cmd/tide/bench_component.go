@@ -22,6 +22,7 @@ func newBenchComponentCmd() *cobra.Command {
 	var rounds int
 	var profile string
 	var asJSON bool
+	var cpus float64
 	cmd := &cobra.Command{
 		Use:   "component ROLE",
 		Short: "Capacity of one log role instance flooded by synthetic peers: messages/s and commands/s",
@@ -64,7 +65,10 @@ what 'tide log up --autoscale --capacity FILE' reads into
 autoscale.LogConfig.Capacity, for example
   {"acceptor-groups": 9409, "batchers": 197801, "proxy-leaders": 14634,
    "replicas": 5976, "unbatchers": 2153}
-An existing file keeps the roles not measured now. The commands per second
+An existing file keeps the roles not measured now. With --cpus Q the profile is
+for instances limited to Q CPUs, as 'tide log up --provisioner docker --cpus Q'
+runs them: each role's rate is capped at Q seconds of CPU per second divided
+by its CPU time per message. The commands per second
 and CPU per message behind each figure are printed (and with --json, every
 run).`,
 		Args: cobra.ExactArgs(1),
@@ -92,8 +96,12 @@ run).`,
 				return err
 			}
 			sum := bench.Summarize(res)
+			capacity := sum.Capacity
+			if cpus > 0 {
+				capacity = sum.ForCPUs(cpus)
+			}
 			if profile != "" {
-				if err := base.Merge(sum.Capacity).Save(profile); err != nil {
+				if err := base.Merge(capacity).Save(profile); err != nil {
 					return err
 				}
 				fmt.Fprintf(os.Stderr, "capacity profile written to %s\n", profile)
@@ -107,9 +115,17 @@ run).`,
 				fmt.Fprintf(w, "%s\t%d\t%.0f\t%.0f\t%d\t%.1f\t%.2f\t%.2f\n", r.Role, r.Round, r.MsgsPerSec, r.CmdsPerSec, r.BatchSize,
 					r.CPUusPerMsg, r.RoleCPU/r.Seconds, r.PeersCPU/r.Seconds)
 			}
-			fmt.Fprintln(w, "\nCAPACITY (best round)\tMSGS/S\tCMDS/S\tCPU µS/MSG (median)")
+			fmt.Fprint(w, "\nCAPACITY (best round)\tMSGS/S\tCMDS/S\tCPU µS/MSG (median)")
+			if cpus > 0 {
+				fmt.Fprintf(w, "\tMSGS/S ON %g CPU", cpus)
+			}
+			fmt.Fprintln(w)
 			for _, role := range roles {
-				fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.1f\n", role, sum.Capacity[role], sum.CommandsPerSec[role], sum.CPUusPerMsg[role])
+				fmt.Fprintf(w, "%s\t%.0f\t%.0f\t%.1f", role, sum.Capacity[role], sum.CommandsPerSec[role], sum.CPUusPerMsg[role])
+				if cpus > 0 {
+					fmt.Fprintf(w, "\t%.0f", capacity[role])
+				}
+				fmt.Fprintln(w)
 			}
 			return w.Flush()
 		},
@@ -120,6 +136,7 @@ run).`,
 	cmd.Flags().IntVar(&o.BatchSize, "batch-size", 40, "commands per slot, batch and reply batch")
 	cmd.Flags().IntVar(&o.Window, "window", 256, "slots (batches) in flight")
 	cmd.Flags().StringVar(&profile, "profile", "", "write the capacity profile (JSON) to this file")
+	cmd.Flags().Float64Var(&cpus, "cpus", 0, "size the profile for instances limited to this many CPUs (tide log up --cpus): a role's rate is capped at what its CPU time per message allows")
 	cmd.Flags().BoolVar(&o.InProcess, "in-process", false, "run the role in this process (no CPU per message)")
 	cmd.Flags().StringVar(&o.Binary, "binary", "", "tide executable that runs the role (default: this one)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the runs as JSON")

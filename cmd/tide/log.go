@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"tide/autoscale"
 	"tide/cluster"
@@ -74,6 +76,8 @@ func newLogUpCmd() *cobra.Command {
 	var dir, capacity string
 	var autoscaleOn bool
 	var period time.Duration
+	var rh roleHostFlags
+	var policyPath string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start a local tide log, one process per role, until Ctrl-C",
@@ -87,10 +91,6 @@ controller resizes batchers, proxy leaders, acceptor groups, replicas and
 unbatchers with load.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := node.NewLocalDeployment(shape)
-			if err != nil {
-				return err
-			}
 			abs, err := filepath.Abs(dir)
 			if err != nil {
 				return err
@@ -98,20 +98,36 @@ unbatchers with load.`,
 			if err := os.MkdirAll(abs, 0o755); err != nil {
 				return err
 			}
-			depPath := filepath.Join(abs, "deployment.json")
-			if err := d.Save(depPath); err != nil {
-				return err
+			if autoscaleOn {
+				if _, err := logPolicy(capacity, policyPath); err != nil {
+					return err
+				}
 			}
+			depPath := filepath.Join(abs, "deployment.json")
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			local := &cluster.Local{Dir: abs}
+			roles, err := rh.open(ctx, abs, depPath, shape.Host)
+			if err != nil {
+				return err
+			}
 			defer func() {
 				fmt.Fprintln(os.Stderr, "stopping roles...")
-				local.StopAll(10 * time.Second)
+				sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				roles.StopAll(sctx)
+				rh.close()
 			}()
+			d, err := cluster.NewDeploymentOn(ctx, roles, shape)
+			if err != nil {
+				return err
+			}
 			// The control endpoint starts and stops role processes for
 			// 'tide log scale' and 'tide log replace'.
-			ctlLn, err := net.Listen("tcp", net.JoinHostPort(shape.Host, "0"))
+			ctlHost := shape.Host
+			if roles.Name() != "local" {
+				ctlHost = "127.0.0.1"
+			}
+			ctlLn, err := net.Listen("tcp", net.JoinHostPort(ctlHost, "0"))
 			if err != nil {
 				return err
 			}
@@ -119,17 +135,16 @@ unbatchers with load.`,
 			if err := d.Save(depPath); err != nil {
 				return err
 			}
-			fmt.Printf("starting %d roles (logs in %s)\n", len(d.Roles()), abs)
-			procs, err := local.StartLog(ctx, d, depPath, filepath.Join(abs, "state"))
-			if err != nil {
+			fmt.Printf("starting %d roles on %s (logs in %s)\n", len(d.Roles()), rh.describe(), abs)
+			if err := cluster.StartLog(ctx, roles, d); err != nil {
 				return err
 			}
-			ctl := cluster.NewLogControl(local, d, procs, depPath, filepath.Join(abs, "state"))
+			ctl := cluster.NewLogControl(roles, d, depPath)
 			ctlSrv := &http.Server{Handler: ctl.Handler(), ReadHeaderTimeout: 5 * time.Second}
 			go ctlSrv.Serve(ctlLn)
 			defer ctlSrv.Close()
 			if autoscaleOn {
-				policy, err := logPolicy(capacity)
+				policy, err := logPolicy(capacity, policyPath)
 				if err != nil {
 					return err
 				}
@@ -165,13 +180,36 @@ unbatchers with load.`,
 	cmd.Flags().BoolVar(&autoscaleOn, "autoscale", false, "resize batchers, proxy leaders, acceptor groups, replicas and unbatchers with load (needs --capacity)")
 	cmd.Flags().StringVar(&capacity, "capacity", "", "with --autoscale: each role's capacity in messages/s, a JSON file (tide bench component --profile) or role=rate,... ")
 	cmd.Flags().DurationVar(&period, "autoscale-period", 5*time.Second, "with --autoscale: how often to measure and decide")
+	cmd.Flags().StringVar(&policyPath, "autoscale-config", "", "with --autoscale: the log policy as YAML: capacity, target, high, low, periods, min, max, scale_out_cooldown, scale_in_cooldown (--capacity replaces its capacity)")
+	rh.flags(cmd)
 	return cmd
 }
 
-// logPolicy builds the log policy from --capacity: a JSON file of
-// role -> messages/s, or role=rate pairs.
-func logPolicy(capacity string) (autoscale.LogPolicy, error) {
+// logPolicy builds the log policy from --autoscale-config (a YAML file
+// of autoscale.LogConfig, optional) and --capacity: a JSON file of role
+// -> messages/s, or role=rate pairs, which replaces the file's capacity.
+func logPolicy(capacity, configPath string) (autoscale.LogPolicy, error) {
 	var cfg autoscale.LogConfig
+	if configPath != "" {
+		b, err := os.ReadFile(configPath)
+		if err != nil {
+			return autoscale.LogPolicy{}, fmt.Errorf("--autoscale-config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return autoscale.LogPolicy{}, fmt.Errorf("--autoscale-config %s: %w", configPath, err)
+		}
+		if capacity == "" {
+			if len(cfg.Capacity) == 0 {
+				return autoscale.LogPolicy{}, fmt.Errorf("--autoscale-config %s names no capacity, and --capacity is not given (measure it with tide bench component --profile FILE)", configPath)
+			}
+			if err := cfg.Validate(); err != nil {
+				return autoscale.LogPolicy{}, fmt.Errorf("--autoscale-config %s: %w", configPath, err)
+			}
+			return autoscale.LogPolicy{Cfg: cfg}, nil
+		}
+	}
 	if capacity == "" {
 		return autoscale.LogPolicy{}, errors.New("--autoscale needs --capacity (measure it with tide bench component --profile FILE)")
 	}
@@ -191,13 +229,13 @@ func logPolicy(capacity string) (autoscale.LogPolicy, error) {
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return autoscale.LogPolicy{}, fmt.Errorf("--capacity: %w", err)
+		return autoscale.LogPolicy{}, fmt.Errorf("--capacity/--autoscale-config: %w", err)
 	}
 	return autoscale.LogPolicy{Cfg: cfg}, nil
 }
 
 func newLogServeCmd() *cobra.Command {
-	var depPath, dataDir, httpAddr, join, kind, control string
+	var depPath, depJSON, dataDir, httpAddr, join, kind, control string
 	var roles []string
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -211,12 +249,22 @@ a reconfiguration adds it (tide log scale does both).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var d node.Deployment
 			var err error
-			if join != "" {
+			switch {
+			case join != "":
 				if d, err = loadTarget(join); err != nil {
 					return err
 				}
-			} else if d, err = node.LoadDeployment(depPath); err != nil {
-				return err
+			case depJSON != "":
+				if err := json.Unmarshal([]byte(depJSON), &d); err != nil {
+					return fmt.Errorf("--deployment-json: %w", err)
+				}
+				if err := d.Validate(); err != nil {
+					return fmt.Errorf("--deployment-json: %w", err)
+				}
+			default:
+				if d, err = node.LoadDeployment(depPath); err != nil {
+					return err
+				}
 			}
 			if control != "" {
 				d.Control = control
@@ -243,6 +291,7 @@ a reconfiguration adds it (tide log scale does both).`,
 		},
 	}
 	cmd.Flags().StringVar(&depPath, "deployment", "deployment.json", "deployment file")
+	cmd.Flags().StringVar(&depJSON, "deployment-json", "", "the deployment itself, as JSON (instead of --deployment; containers use it)")
 	cmd.Flags().StringVar(&join, "join", "", "HTTP address of a running role process to fetch the configuration from (instead of --deployment)")
 	cmd.Flags().StringVar(&kind, "kind", "", "role kind of --role addresses the configuration does not list yet: "+strings.Join(node.Kinds, ", "))
 	cmd.Flags().StringSliceVar(&roles, "role", nil, "role addresses to run here (default: all)")
@@ -393,7 +442,7 @@ func newLogKVCmd(op, use string, nargs int) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := node.NewClient(d, "127.0.0.1", 1)
+			c, err := node.NewClient(d, "", 1)
 			if err != nil {
 				return err
 			}

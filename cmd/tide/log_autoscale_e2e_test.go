@@ -5,12 +5,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"tide/autoscale"
+	dockerprov "tide/autoscale/provision/docker"
 	"tide/bench"
+	"tide/cluster"
+	"tide/paxos/node"
 )
 
 // TestLogAutoscalesUnderLoad runs the log as real processes with the log
@@ -19,15 +24,84 @@ import (
 // history stays linearizable throughout.
 func TestLogAutoscalesUnderLoad(t *testing.T) {
 	d, _, ctl := startTestLog(t)
+	autoscalesUnderLoad(t, d, ctl)
+}
+
+// TestLogAutoscalesDocker is TestLogAutoscalesUnderLoad with every role
+// in a Docker container of its own, each limited to half a CPU, and the
+// new proxy leaders launched as containers.
+func TestLogAutoscalesDocker(t *testing.T) {
+	cli, image := dockerTestImage(t)
+	prov, err := dockerprov.New(dockerprov.Config{Image: image, Cluster: "tide-e2e-log-" + dockerE2ESuffix(), Client: cli})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := prov.Cleanup(ctx); err != nil {
+			t.Errorf("clean up containers: %v", err)
+		}
+	})
+	roles := &cluster.ProvisionedRoles{C: prov, CPUs: map[string]int64{"": 5e8}}
+	shape := node.DefaultShape
+	shape.TickMillis = 10
+	ctx := context.Background()
+	d, err := cluster.NewDeploymentOn(ctx, roles, shape)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.StartLog(ctx, roles, d); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := prov.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inContainer := map[string]bool{}
+	for _, in := range ins {
+		inContainer[in.ChordAddr] = true
+	}
+	for _, a := range d.Roles() {
+		if !inContainer[a] {
+			t.Fatalf("role %s runs in none of the containers %v", a, ins)
+		}
+	}
+	ctl := cluster.NewLogControl(roles, d, filepath.Join(t.TempDir(), "deployment.json"))
+	autoscalesUnderLoad(t, d, ctl)
+	ins, err = prov.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxies := 0
+	for _, in := range ins {
+		if in.Kind == "proxy" && in.State != "terminated" {
+			proxies++
+		}
+	}
+	if proxies != 1 {
+		t.Fatalf("%d proxy leader containers left after the scale-in, want 1", proxies)
+	}
+}
+
+// autoscalesUnderLoad runs the log controller against a running log with
+// a small proxy-leader capacity: the proxy leaders grow to 3 under load
+// and shrink to 1 once it stops, and the clients' history stays
+// linearizable.
+func autoscalesUnderLoad(t *testing.T, d node.Deployment, ctl *cluster.LogControl) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	events, err := autoscale.NewEvents(100, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var shrunk atomic.Bool // a scale-in to one proxy leader finished
 	events.OnEvent(func(ev autoscale.Event) {
 		if ev.Outcome != "decided" {
 			t.Logf("autoscale: %s %s: %s %s", ev.Action, ev.Outcome, ev.Reason, ev.Error)
+		}
+		if ev.Action == autoscale.ActScaleIn && ev.Outcome == "succeeded" && strings.Contains(ev.Reason, "-> 1:") {
+			shrunk.Store(true)
 		}
 	})
 	lc := &autoscale.LogController{Target: ctl, Period: 500 * time.Millisecond, Events: events, Policy: autoscale.LogPolicy{Cfg: autoscale.LogConfig{
@@ -55,8 +129,8 @@ func TestLogAutoscalesUnderLoad(t *testing.T) {
 	ld.waitProgress("progress with 3 proxy leaders", 100)
 	ld.check()
 	waitFor(t, "the proxy leaders to shrink once the load stopped", 2*time.Minute, func() error {
-		if n := proxies(); n > 1 {
-			return fmt.Errorf("%d proxy leaders", n)
+		if n := proxies(); n > 1 || !shrunk.Load() {
+			return fmt.Errorf("%d proxy leaders (the removed ones stopped: %v)", n, shrunk.Load())
 		}
 		return nil
 	})

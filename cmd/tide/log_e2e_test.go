@@ -32,11 +32,11 @@ func TestLogSurvivesKills(t *testing.T) {
 	waitProgress := ld.waitProgress
 	waitProgress("initial load", 200)
 	leader := activeLeader(t, d)
-	procs[leader].Kill()
+	procs.Proc(leader).Kill()
 	t.Logf("killed active leader %s after %d operations", leader, ld.completed.Load())
 	waitProgress("progress after the leader was killed", 200)
 	acc := d.Log.Groups[0].Acceptors[1]
-	procs[acc].Kill()
+	procs.Proc(acc).Kill()
 	t.Logf("killed acceptor %s after %d operations", acc, ld.completed.Load())
 	waitProgress("progress after an acceptor was killed", 200)
 	ld.check()
@@ -45,7 +45,7 @@ func TestLogSurvivesKills(t *testing.T) {
 // startTestLog starts the default log (10 ms ticks) as child processes,
 // stopped when the test ends, and returns its deployment, its processes
 // and the control that reconfigures it.
-func startTestLog(t *testing.T) (node.Deployment, map[string]*cluster.Proc, *cluster.LogControl) {
+func startTestLog(t *testing.T) (node.Deployment, *cluster.LocalRoles, *cluster.LogControl) {
 	t.Helper()
 	dir := t.TempDir()
 	shape := node.DefaultShape
@@ -60,11 +60,11 @@ func startTestLog(t *testing.T) (node.Deployment, map[string]*cluster.Proc, *clu
 	}
 	local := &cluster.Local{Binary: tideBin, Dir: dir}
 	t.Cleanup(func() { local.StopAll(5 * time.Second) })
-	procs, err := local.StartLog(context.Background(), d, depPath, filepath.Join(dir, "state"))
-	if err != nil {
+	roles := &cluster.LocalRoles{Local: local, DepPath: depPath, StateDir: filepath.Join(dir, "state")}
+	if err := cluster.StartLog(context.Background(), roles, d); err != nil {
 		t.Fatal(err)
 	}
-	return d, procs, cluster.NewLogControl(local, d, procs, depPath, filepath.Join(dir, "state"))
+	return d, roles, cluster.NewLogControl(roles, d, depPath)
 }
 
 // load runs clients of random puts, gets (through the log and by quorum
@@ -89,7 +89,7 @@ func startLoad(t *testing.T, d node.Deployment, clients int) *load {
 		ld.wg.Add(1)
 		go func() {
 			defer ld.wg.Done()
-			c, err := node.NewClient(d, "127.0.0.1", 1)
+			c, err := node.NewClient(d, "", 1)
 			if err != nil {
 				t.Error(err)
 				return

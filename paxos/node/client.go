@@ -43,7 +43,8 @@ var ErrClosed = errors.New("log client closed")
 var ErrRefused = errors.New("command refused")
 
 // NewClient connects a client with the given number of sessions. host is
-// the address the log's replicas reply to; port 0 picks one.
+// the address the log's replicas reply to (a free port is picked); empty
+// picks the address this machine reaches the roles from (ReplyHost).
 func NewClient(d Deployment, host string, sessions int) (*Client, error) {
 	if sessions <= 0 {
 		sessions = 1
@@ -51,6 +52,9 @@ func NewClient(d Deployment, host string, sessions int) (*Client, error) {
 	cfg := d.Log
 	if d.Unreplicated != "" {
 		cfg = unreplicatedConfig(d.Unreplicated)
+	}
+	if host == "" {
+		host = ReplyHost(d.Roles()[0])
 	}
 	c := &Client{d: d, tr: transport.New(), free: make(chan *session, sessions), byID: map[uint64]*session{},
 		done: make(chan struct{})}

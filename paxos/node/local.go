@@ -75,15 +75,32 @@ func NewLocalDeployment(s Shape) (Deployment, error) {
 	if s.Host == "" {
 		s.Host = "127.0.0.1"
 	}
-	groupSize := 2*s.F + 1
-	n := s.Matchmakers + s.Batchers + s.Leaders + s.ProxyLeaders + s.Groups*groupSize + s.Replicas + s.Unbatchers
-	addrs, err := FreeAddrs(s.Host, 2*n)
+	addrs, err := FreeAddrs(s.Host, 2*s.Count())
 	if err != nil {
 		return Deployment{}, err
 	}
+	return LayoutDeployment(s, addrs[:s.Count()], addrs[s.Count():])
+}
+
+// Count is the number of role instances of the shape.
+func (s Shape) Count() int {
+	return s.Matchmakers + s.Batchers + s.Leaders + s.ProxyLeaders + s.Groups*(2*s.F+1) + s.Replicas + s.Unbatchers
+}
+
+// LayoutDeployment lays out shape s on the given role addresses and the
+// HTTP addresses of their processes, s.Count() of each, in the order
+// matchmakers, batchers, leaders, proxy leaders, acceptors group by
+// group, replicas, unbatchers.
+func LayoutDeployment(s Shape, roles, https []string) (Deployment, error) {
+	if err := s.Validate(); err != nil {
+		return Deployment{}, err
+	}
+	if len(roles) != s.Count() || len(https) != s.Count() {
+		return Deployment{}, fmt.Errorf("shape has %d roles: got %d role and %d HTTP addresses", s.Count(), len(roles), len(https))
+	}
 	next := 0
 	take := func(k int) []string {
-		out := addrs[next : next+k]
+		out := roles[next : next+k]
 		next += k
 		return out
 	}
@@ -93,14 +110,13 @@ func NewLocalDeployment(s Shape) (Deployment, error) {
 		BatchSize: s.BatchSize, HeartbeatTicks: s.HeartbeatTicks, ElectionTicks: s.ElectionTicks, ResendTicks: s.ResendTicks,
 	}
 	for range s.Groups {
-		cfg.Groups = append(cfg.Groups, paxos.Group{Acceptors: take(groupSize)})
+		cfg.Groups = append(cfg.Groups, paxos.Group{Acceptors: take(2*s.F + 1)})
 	}
 	cfg.Replicas = take(s.Replicas)
 	cfg.Unbatchers = take(s.Unbatchers)
 	d := Deployment{Log: cfg, HTTP: map[string]string{}, TickMillis: s.TickMillis}
-	for _, a := range cfg.All() {
-		d.HTTP[a] = addrs[next]
-		next++
+	for i, a := range roles {
+		d.HTTP[a] = https[i]
 	}
 	d.Log.HTTP = d.HTTP
 	return d, d.Validate()
@@ -124,4 +140,21 @@ func (d Deployment) Roles() []string {
 		return []string{d.Unreplicated}
 	}
 	return d.Log.All()
+}
+
+// ReplyHost returns the local address from which this machine reaches
+// the role at addr: the address a client of the log should listen on so
+// that the roles' replies reach it (loopback for a local log, the bridge
+// gateway for roles in containers). It falls back to 127.0.0.1.
+func ReplyHost(addr string) string {
+	c, err := net.Dial("udp", addr) // no packet is sent: this only routes
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer c.Close()
+	host, _, err := net.SplitHostPort(c.LocalAddr().String())
+	if err != nil {
+		return "127.0.0.1"
+	}
+	return host
 }

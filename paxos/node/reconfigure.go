@@ -24,6 +24,9 @@ func Reconfigure(ctx context.Context, cur paxos.Config, next paxos.Config, host 
 	if err := cur.ValidateChange(next); err != nil {
 		return paxos.Config{}, err
 	}
+	if host == "" {
+		host = ReplyHost(cur.All()[0])
+	}
 	tr := transport.New()
 	defer tr.Close()
 	type answer struct {

@@ -60,6 +60,7 @@ const (
 	labelHTTPAddr  = "tide.node.http-addr"
 	labelChordAddr = "tide.node.chord-addr"
 	labelJoin      = "tide.node.join"
+	labelKind      = "tide.node.kind"
 )
 
 // Defaults for Config.
@@ -131,6 +132,9 @@ type Provisioner struct {
 	next    netip.Addr // where the next address search starts
 	dmu     sync.Mutex
 	drained map[string]bool // containers being drained, by ID
+	// reserved holds addresses Reserve handed out that no container
+	// holds yet; pickIP skips them. Guarded by mu.
+	reserved map[netip.Addr]bool
 }
 
 var (
@@ -149,7 +153,7 @@ func New(cfg Config) (*Provisioner, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	p := &Provisioner{cfg: cfg, cli: cfg.Client, http: cfg.HTTPClient, drained: map[string]bool{}}
+	p := &Provisioner{cfg: cfg, cli: cfg.Client, http: cfg.HTTPClient, drained: map[string]bool{}, reserved: map[netip.Addr]bool{}}
 	if p.http == nil {
 		p.http = &http.Client{}
 	}
@@ -264,13 +268,24 @@ func (p *Provisioner) Launch(ctx context.Context, s provision.Spec) (provision.I
 			return provision.Instance{}, fmt.Errorf("docker: token %q: want an integer in [0, 4294967295]", s.Token)
 		}
 	}
-	if s.Capacity < 0 || s.Replicas < 0 {
-		return provision.Instance{}, fmt.Errorf("docker: capacity (%d) and replicas (%d) must not be negative", s.Capacity, s.Replicas)
+	if s.Capacity < 0 || s.Replicas < 0 || s.NanoCPUs < 0 {
+		return provision.Instance{}, fmt.Errorf("docker: capacity (%d), replicas (%d) and CPUs (%d) must not be negative", s.Capacity, s.Replicas, s.NanoCPUs)
 	}
 	cname := p.cfg.NamePrefix + name
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if s.IP != "" {
+		ip, err := netip.ParseAddr(s.IP)
+		if err != nil || !p.ipam.usable(ip) {
+			return provision.Instance{}, fmt.Errorf("docker: launch %s: address %q is not one of network %s's node addresses (%s-%s)", cname, s.IP, p.cfg.Network, p.ipam.first, p.ipam.last)
+		}
+		in, err := p.launchAt(ctx, s, name, cname, ip)
+		if err == nil {
+			delete(p.reserved, ip)
+		}
+		return in, err
+	}
 	var lastErr error
 	for attempt := 0; attempt < 8; attempt++ {
 		ip, err := p.pickIP(ctx)
@@ -303,8 +318,21 @@ func (p *Provisioner) launchAt(ctx context.Context, s provision.Spec, name, cnam
 		labelHTTPAddr:  httpAddr,
 		labelChordAddr: chordAddr,
 	}
-	if s.Join != "" {
+	if s.Join != "" && len(s.Args) == 0 {
 		labels[labelJoin] = s.Join
+	}
+	kind := s.Kind
+	if kind == "" {
+		kind = "node"
+	}
+	labels[labelKind] = kind
+	args := p.nodeArgs(s, host)
+	if len(s.Args) > 0 {
+		args = slices.Clone(s.Args)
+	}
+	cpus := p.cfg.NanoCPUs
+	if s.NanoCPUs > 0 {
+		cpus = s.NanoCPUs
 	}
 	stop := int(p.cfg.StopTimeout.Round(time.Second) / time.Second)
 	if stop < 1 {
@@ -313,14 +341,14 @@ func (p *Provisioner) launchAt(ctx context.Context, s provision.Spec, name, cnam
 	cfg := &container.Config{
 		Hostname:    cname,
 		Image:       p.cfg.Image,
-		Cmd:         p.nodeArgs(s, host),
+		Cmd:         args,
 		Labels:      labels,
 		StopTimeout: &stop,
 	}
 	hc := &container.HostConfig{
 		NetworkMode:   container.NetworkMode(p.cfg.Network),
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyMode(p.cfg.Restart)},
-		Resources:     container.Resources{NanoCPUs: p.cfg.NanoCPUs, Memory: p.cfg.Memory},
+		Resources:     container.Resources{NanoCPUs: cpus, Memory: p.cfg.Memory},
 		LogConfig:     container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "2"}},
 	}
 	if hc.RestartPolicy.Name == "" {
@@ -357,8 +385,56 @@ func (p *Provisioner) launchAt(ctx context.Context, s provision.Spec, name, cnam
 		HTTPAddr:  httpAddr,
 		ChordAddr: chordAddr,
 		State:     provision.StatePending,
+		Kind:      kind,
 		Started:   time.Now(),
 	}, nil
+}
+
+// Run launches a container running `tide args...` at ip (one Reserve
+// handed out), labelled with kind, with a CPU limit in billionths of a
+// CPU (0: Config.NanoCPUs), and returns its ID: a tide log role process
+// for cluster.ProvisionedRoles.
+func (p *Provisioner) Run(ctx context.Context, name, kind, ip string, nanoCPUs int64, args []string) (string, error) {
+	in, err := p.Launch(ctx, provision.Spec{Name: name, Kind: kind, IP: ip, NanoCPUs: nanoCPUs, Args: args})
+	return in.ID, err
+}
+
+// Remove stops and removes container id (Terminate).
+func (p *Provisioner) Remove(ctx context.Context, id string) error {
+	return p.Terminate(ctx, provision.Instance{ID: id})
+}
+
+// Reserve hands out n free addresses of the network for Spec.IP, so that
+// a caller can name instances' addresses (in a tide log's configuration)
+// before it launches them. Addresses stay reserved until a launch takes
+// them or Release returns them.
+func (p *Provisioner) Reserve(ctx context.Context, n int) ([]string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for range n {
+		ip, err := p.pickIP(ctx)
+		if err != nil {
+			for _, a := range out {
+				delete(p.reserved, netip.MustParseAddr(a))
+			}
+			return nil, err
+		}
+		p.reserved[ip] = true
+		out = append(out, ip.String())
+	}
+	return out, nil
+}
+
+// Release returns reserved addresses that no instance took.
+func (p *Provisioner) Release(ips ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range ips {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			delete(p.reserved, ip)
+		}
+	}
 }
 
 func isAddrInUse(err error) bool {
@@ -549,6 +625,7 @@ func (p *Provisioner) List(ctx context.Context) ([]provision.Instance, error) {
 			HTTPAddr:  c.Labels[labelHTTPAddr],
 			ChordAddr: c.Labels[labelChordAddr],
 			State:     state,
+			Kind:      c.Labels[labelKind],
 			Started:   time.Unix(c.Created, 0),
 		})
 	}

@@ -265,7 +265,7 @@ func (p *Provisioner) pickIP(ctx context.Context) (netip.Addr, error) {
 	}
 	for i := uint64(0); i < size && i < 1<<20; i++ {
 		a := addr4(lo + uint32((uint64(start-lo)+i)%size))
-		if p.ipam.usable(a) && !used[a] {
+		if p.ipam.usable(a) && !used[a] && !p.reserved[a] {
 			p.next = a.Next()
 			return a, nil
 		}

@@ -1,0 +1,210 @@
+package antipode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Backoff bounds the polling of a store that cannot tell when a write
+// arrives: the first check is immediate, the next after Min, each later
+// one after twice the last, never more than Max apart. Max bounds the
+// extra latency a barrier adds over the replication lag itself.
+type Backoff struct {
+	Min, Max time.Duration
+}
+
+// DefaultBackoff polls after 1ms, 2ms, 4ms, then every 5ms at most.
+var DefaultBackoff = Backoff{Min: time.Millisecond, Max: 5 * time.Millisecond}
+
+func (b Backoff) orDefault() Backoff {
+	if b.Min <= 0 {
+		b.Min = DefaultBackoff.Min
+	}
+	if b.Max < b.Min {
+		b.Max = max(b.Min, DefaultBackoff.Max)
+	}
+	return b
+}
+
+func (b Backoff) next(d time.Duration) time.Duration {
+	if d <= 0 {
+		return b.Min
+	}
+	return min(2*d, b.Max)
+}
+
+// Poll calls check until it reports true, with backoff b between calls,
+// or until ctx ends; a signal on wake (which may be nil) re-checks at once.
+// Errors from check are retried: when ctx ends, Poll returns an error
+// wrapping ctx.Err() with the last of them.
+func Poll(ctx context.Context, b Backoff, wake <-chan struct{}, check func(context.Context) (bool, error)) error {
+	b = b.orDefault()
+	var lastErr error
+	var d time.Duration
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		ok, err := check(ctx)
+		if err == nil && ok {
+			return nil
+		}
+		if err != nil && !errors.Is(err, ctx.Err()) {
+			lastErr = err
+		}
+		d = b.next(d)
+		t.Reset(d)
+		select {
+		case <-ctx.Done():
+			return ctxErr(ctx, lastErr)
+		case <-wake:
+			t.Stop() // Go 1.23 timers: no stale value to drain
+		case <-t.C:
+		}
+	}
+}
+
+func ctxErr(ctx context.Context, last error) error {
+	if last != nil {
+		return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+	}
+	return ctx.Err()
+}
+
+// Tracker follows a replica's position: a number that only grows and that
+// says how much of the primary's history the replica shows (a replication
+// offset, a WAL replay position). However many barriers wait on one
+// replica, a Tracker polls it with one loop, running only while someone
+// waits, at Backoff.Min while the position moves and backing off to
+// Backoff.Max while it stands still.
+type Tracker struct {
+	// Position reads the replica's current position.
+	Position func(ctx context.Context) (uint64, error)
+	// Backoff paces the polls; zero takes DefaultBackoff.
+	Backoff Backoff
+	// ReadTimeout bounds one Position call; zero means 2s.
+	ReadTimeout time.Duration
+
+	mu      sync.Mutex
+	pos     uint64
+	lastErr error
+	waiters map[chan struct{}]uint64
+	running bool
+	wake    chan struct{}
+}
+
+// Wake makes the poll loop, if running, read the position at once: a shim
+// calls it when the store signals that something arrived, so waits are
+// event-driven where the store allows and back off otherwise.
+func (t *Tracker) Wake() {
+	t.mu.Lock()
+	w := t.wake
+	t.mu.Unlock()
+	if w != nil {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Wait returns once the replica's position reaches v, or ctx ends.
+func (t *Tracker) Wait(ctx context.Context, v uint64) error {
+	t.mu.Lock()
+	if t.pos >= v {
+		t.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	if t.waiters == nil {
+		t.waiters = map[chan struct{}]uint64{}
+	}
+	t.waiters[ch] = v
+	if !t.running {
+		t.running = true
+		if t.wake == nil {
+			t.wake = make(chan struct{}, 1)
+		}
+		go t.loop(t.wake)
+	}
+	t.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		t.mu.Lock()
+		_, still := t.waiters[ch]
+		delete(t.waiters, ch)
+		last, pos := t.lastErr, t.pos
+		t.mu.Unlock()
+		if !still {
+			return nil // released as ctx ended
+		}
+		if last != nil {
+			return fmt.Errorf("%w (replica at position %d, waiting for %d; last error: %v)", ctx.Err(), pos, v, last)
+		}
+		return fmt.Errorf("%w (replica at position %d, waiting for %d)", ctx.Err(), pos, v)
+	}
+}
+
+// Last returns the last position read.
+func (t *Tracker) Last() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pos
+}
+
+// loop polls while anyone waits; it exits when the last waiter is released
+// or gives up.
+func (t *Tracker) loop(wake <-chan struct{}) {
+	b := t.Backoff.orDefault()
+	timeout := t.ReadTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	var d time.Duration
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		p, err := t.Position(ctx)
+		cancel()
+		t.mu.Lock()
+		moved := false
+		if err != nil {
+			t.lastErr = err
+		} else {
+			t.lastErr = nil
+			if p > t.pos {
+				t.pos, moved = p, true
+			}
+		}
+		for ch, v := range t.waiters {
+			if t.pos >= v {
+				close(ch)
+				delete(t.waiters, ch)
+			}
+		}
+		if len(t.waiters) == 0 {
+			t.running = false
+			t.mu.Unlock()
+			return
+		}
+		t.mu.Unlock()
+		if moved {
+			d = b.Min
+		} else {
+			d = b.next(d)
+		}
+		// d == 0 only right after a wake, and b.next(0) is b.Min.
+		timer.Reset(d)
+		select {
+		case <-timer.C:
+		case <-wake:
+			timer.Stop()
+			d = 0 // what woke us may land a moment later: poll from Min again
+		}
+	}
+}

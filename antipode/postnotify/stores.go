@@ -1,0 +1,457 @@
+package postnotify
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+
+	"tide/antipode"
+	"tide/antipode/logshim"
+	"tide/antipode/natsshim"
+	"tide/antipode/pgshim"
+	"tide/antipode/redisshim"
+	"tide/antipode/regions"
+	"tide/paxos/node"
+)
+
+// PostStore is where the writer (region A) stores posts and the reader
+// (region B) reads them.
+type PostStore interface {
+	// Write stores a post on the primary and returns the write's id.
+	Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error)
+	// Read looks the post up in region B's replica.
+	Read(ctx context.Context, key string) (bool, error)
+	// Waiter is the shim's waiter on region B's replica.
+	Waiter() antipode.Waiter
+	Close()
+}
+
+// Channel carries notifications from the writer to the reader.
+type Channel interface {
+	// Publish sends data with ctx's lineage and returns the bytes the
+	// message takes on the channel (data, attributes, framing of its own).
+	Publish(ctx context.Context, data []byte) (int, error)
+	// Subscribe calls handle for each notification, with a context carrying
+	// its lineage, until ctx ends.
+	Subscribe(ctx context.Context, handle func(ctx context.Context, data []byte, err error)) error
+	Close()
+}
+
+// PostStores and Channels name what --post-store and --notify accept.
+var (
+	PostStores = []string{"redis", "postgres"}
+	Channels   = []string{"nats", "tide-log"}
+)
+
+// Connect maps what --connect names to addresses: redis-primary and
+// redis-replica (host:port or unix:/path), pg-primary and pg-standby
+// (connection strings), nats (a URL), tide-log (a deployment file).
+type Connect map[string]string
+
+func (c Connect) need(keys ...string) error {
+	var missing []string
+	for _, k := range keys {
+		if c[k] == "" {
+			missing = append(missing, k)
+		}
+	}
+	if missing != nil {
+		return fmt.Errorf("--connect needs %s=...", strings.Join(missing, "=..., "))
+	}
+	return nil
+}
+
+// Env is a post store and a channel, started or connected to.
+type Env struct {
+	Post    PostStore
+	Channel Channel
+	// Lag is the injected replication lag (0 when connected: unknown).
+	Lag     time.Duration
+	closers []func()
+}
+
+// Close stops what Setup started.
+func (e *Env) Close() {
+	for i := len(e.closers) - 1; i >= 0; i-- {
+		e.closers[i]()
+	}
+}
+
+// SetupConfig says which stores to start or connect to.
+type SetupConfig struct {
+	PostStore, Notify string
+	Lag               time.Duration
+	// Dir holds the servers' data and logs.
+	Dir string
+	// Connect, if not nil, names running stores instead of starting any.
+	Connect Connect
+	// TideBinary runs the tide log's roles as child processes; "" runs
+	// them in this process.
+	TideBinary string
+	// Prefix tells this run's keys and topics from others'.
+	Prefix string
+}
+
+func init() {
+	// go-redis logs dial failures to stderr on its own; the benchmark
+	// reports errors itself.
+	redis.SetLogger(quietLogger{})
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(context.Context, string, ...any) {}
+
+// Setup starts (or connects to) the post store and channel.
+func Setup(ctx context.Context, cfg SetupConfig) (*Env, error) {
+	e := &Env{Lag: cfg.Lag}
+	if cfg.Connect != nil {
+		e.Lag = 0
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			e.Close()
+		}
+	}()
+	var err error
+	switch cfg.PostStore {
+	case "redis":
+		e.Post, err = setupRedis(ctx, e, cfg)
+	case "postgres":
+		e.Post, err = setupPostgres(ctx, e, cfg)
+	default:
+		return nil, fmt.Errorf("--post-store %q: want one of %s", cfg.PostStore, strings.Join(PostStores, ", "))
+	}
+	if err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, e.Post.Close)
+	switch cfg.Notify {
+	case "nats":
+		e.Channel, err = setupNATS(ctx, e, cfg)
+	case "tide-log":
+		e.Channel, err = setupLog(ctx, e, cfg)
+	default:
+		return nil, fmt.Errorf("--notify %q: want one of %s", cfg.Notify, strings.Join(Channels, ", "))
+	}
+	if err != nil {
+		return nil, err
+	}
+	e.closers = append(e.closers, e.Channel.Close)
+	ok = true
+	return e, nil
+}
+
+// --- Redis ---
+
+type redisPosts struct {
+	w       *redisshim.Writer
+	replica *redis.Client
+	waiter  *redisshim.Waiter
+	clients []*redis.Client
+}
+
+func redisClient(addr string) *redis.Client {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return redis.NewClient(&redis.Options{Network: "unix", Addr: p, PoolSize: 64})
+	}
+	return redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
+}
+
+func setupRedis(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, error) {
+	primary, replica := cfg.Connect["redis-primary"], cfg.Connect["redis-replica"]
+	if cfg.Connect != nil {
+		if err := cfg.Connect.need("redis-primary", "redis-replica"); err != nil {
+			return nil, err
+		}
+	} else {
+		r, err := regions.StartRedis(ctx, filepath.Join(cfg.Dir, "redis"), cfg.Lag)
+		if err != nil {
+			return nil, err
+		}
+		e.closers = append(e.closers, r.Close)
+		primary, replica = "unix:"+r.Primary, "unix:"+r.Replica
+	}
+	p := &redisPosts{}
+	pc, rc := redisClient(primary), redisClient(replica)
+	p.clients = []*redis.Client{pc, rc}
+	p.w = &redisshim.Writer{Client: pc, Store: "posts"}
+	p.replica = rc
+	p.waiter = redisshim.NewWaiter(rc, antipode.Backoff{})
+	for _, c := range p.clients {
+		if err := c.Ping(ctx).Err(); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("redis %s: %w", c.Options().Addr, err)
+		}
+	}
+	return p, nil
+}
+
+func (p *redisPosts) Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error) {
+	return p.w.Set(ctx, key, body, time.Hour)
+}
+
+func (p *redisPosts) Read(ctx context.Context, key string) (bool, error) {
+	n, err := p.replica.Exists(ctx, key).Result()
+	return n == 1, err
+}
+
+func (p *redisPosts) Waiter() antipode.Waiter { return p.waiter }
+
+func (p *redisPosts) Close() {
+	for _, c := range p.clients {
+		c.Close()
+	}
+}
+
+// --- PostgreSQL ---
+
+type pgPosts struct {
+	primary, standby *pgxpool.Pool
+	w                *pgshim.Writer
+	waiter           *pgshim.Waiter
+}
+
+func setupPostgres(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, error) {
+	primaryDSN, standbyDSN := cfg.Connect["pg-primary"], cfg.Connect["pg-standby"]
+	if cfg.Connect != nil {
+		if err := cfg.Connect.need("pg-primary", "pg-standby"); err != nil {
+			return nil, err
+		}
+	} else {
+		pg, err := regions.StartPostgres(ctx, filepath.Join(cfg.Dir, "postgres"), cfg.Lag)
+		if err != nil {
+			return nil, err
+		}
+		e.closers = append(e.closers, pg.Close)
+		primaryDSN, standbyDSN = pg.PrimaryDSN, pg.StandbyDSN
+	}
+	p := &pgPosts{}
+	pool := func(dsn string) (*pgxpool.Pool, error) {
+		c, err := pgxpool.ParseConfig(dsn)
+		if err != nil {
+			return nil, fmt.Errorf("postgres %q: %w", dsn, err)
+		}
+		c.MaxConns = 40
+		return pgxpool.NewWithConfig(ctx, c)
+	}
+	var err error
+	if p.primary, err = pool(primaryDSN); err != nil {
+		return nil, err
+	}
+	if p.standby, err = pool(standbyDSN); err != nil {
+		p.primary.Close()
+		return nil, err
+	}
+	p.w = &pgshim.Writer{DB: p.primary, Store: "posts"}
+	p.waiter = pgshim.NewWaiter(p.standby, antipode.Backoff{})
+	// The table must reach the standby before any read: the barrier says
+	// when.
+	if _, err := p.primary.Exec(ctx, "CREATE TABLE IF NOT EXISTS posts (id text PRIMARY KEY, body bytea NOT NULL)"); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("postgres create table: %w", err)
+	}
+	id, err := p.w.Committed(ctx, "posts table")
+	if err == nil {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute+2*cfg.Lag)
+		err = p.waiter.Wait(wctx, id)
+		cancel()
+	}
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("postgres: the posts table did not reach the standby: %w", err)
+	}
+	return p, nil
+}
+
+func (p *pgPosts) Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error) {
+	return p.w.Exec(ctx, key, "INSERT INTO posts (id, body) VALUES ($1, $2)", key, body)
+}
+
+func (p *pgPosts) Read(ctx context.Context, key string) (bool, error) {
+	var n int
+	err := p.standby.QueryRow(ctx, "SELECT count(*) FROM posts WHERE id = $1", key).Scan(&n)
+	return n == 1, err
+}
+
+func (p *pgPosts) Waiter() antipode.Waiter { return p.waiter }
+
+func (p *pgPosts) Close() {
+	p.primary.Close()
+	p.standby.Close()
+}
+
+// --- NATS ---
+
+type natsChannel struct {
+	pub, sub *nats.Conn
+	subject  string
+}
+
+func setupNATS(ctx context.Context, e *Env, cfg SetupConfig) (Channel, error) {
+	url := cfg.Connect["nats"]
+	if cfg.Connect != nil {
+		if err := cfg.Connect.need("nats"); err != nil {
+			return nil, err
+		}
+	} else {
+		n, err := regions.StartNATS(ctx, filepath.Join(cfg.Dir, "nats"))
+		if err != nil {
+			return nil, err
+		}
+		e.closers = append(e.closers, n.Close)
+		url = n.URL
+	}
+	// Region A publishes on one connection, region B subscribes on another.
+	c := &natsChannel{subject: "antipode.notifications." + cfg.Prefix}
+	var err error
+	if c.pub, err = nats.Connect(url); err != nil {
+		return nil, fmt.Errorf("nats %s: %w", url, err)
+	}
+	if c.sub, err = nats.Connect(url); err != nil {
+		c.pub.Close()
+		return nil, fmt.Errorf("nats %s: %w", url, err)
+	}
+	return c, nil
+}
+
+func (c *natsChannel) Publish(ctx context.Context, data []byte) (int, error) {
+	m, err := natsshim.Msg(ctx, c.subject, data)
+	if err != nil {
+		return 0, err
+	}
+	if err := c.pub.PublishMsg(m); err != nil {
+		return 0, err
+	}
+	return len(data) + headerBytes(m.Header), nil
+}
+
+// headerBytes is the size of a NATS header block: "NATS/1.0\r\n", a
+// "Key: value\r\n" line per value, and the closing "\r\n".
+func headerBytes(h nats.Header) int {
+	if len(h) == 0 {
+		return 0
+	}
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	return n
+}
+
+func (c *natsChannel) Subscribe(ctx context.Context, handle func(context.Context, []byte, error)) error {
+	sub, err := c.sub.Subscribe(c.subject, func(m *nats.Msg) {
+		mctx, err := natsshim.Context(ctx, m)
+		handle(mctx, m.Data, err)
+	})
+	if err != nil {
+		return err
+	}
+	sub.SetPendingLimits(-1, -1)
+	if err := c.sub.Flush(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return sub.Unsubscribe()
+}
+
+func (c *natsChannel) Close() {
+	c.pub.Close()
+	c.sub.Close()
+}
+
+// --- tide log ---
+
+type logChannel struct {
+	pub, sub *logshim.Topic
+	clients  []*node.Client
+}
+
+func setupLog(ctx context.Context, e *Env, cfg SetupConfig) (Channel, error) {
+	var d node.Deployment
+	if cfg.Connect != nil {
+		if err := cfg.Connect.need("tide-log"); err != nil {
+			return nil, err
+		}
+		var err error
+		if d, err = node.LoadDeployment(cfg.Connect["tide-log"]); err != nil {
+			return nil, fmt.Errorf("--connect tide-log: %w", err)
+		}
+	} else {
+		l, err := regions.StartLog(ctx, filepath.Join(cfg.Dir, "tide-log"), cfg.TideBinary)
+		if err != nil {
+			return nil, err
+		}
+		e.closers = append(e.closers, l.Close)
+		d = l.Deployment
+	}
+	c := &logChannel{}
+	for range 2 {
+		cl, err := node.NewClient(d, node.HostOf(d.Log.Leaders[0]), 64)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.clients = append(c.clients, cl)
+	}
+	topic := "antipode/" + cfg.Prefix
+	c.pub = &logshim.Topic{Client: c.clients[0], Name: topic, Store: "notifications"}
+	c.sub = &logshim.Topic{Client: c.clients[1], Name: topic, Store: "notifications"}
+	return c, nil
+}
+
+func (c *logChannel) Publish(ctx context.Context, data []byte) (int, error) {
+	lin, err := antipode.Encode(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := c.pub.Publish(ctx, data); err != nil {
+		return 0, err
+	}
+	return logshim.MessageSize(len(lin), len(data)), nil
+}
+
+func (c *logChannel) Subscribe(ctx context.Context, handle func(context.Context, []byte, error)) error {
+	s := c.sub.Subscribe(1, antipode.Backoff{})
+	for {
+		mctx, _, data, err := s.Next(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		handle(mctx, data, err)
+	}
+}
+
+func (c *logChannel) Close() {
+	for _, cl := range c.clients {
+		cl.Close()
+	}
+}
+
+// ParseConnect parses --connect name=address values.
+func ParseConnect(vals []string) (Connect, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	c := Connect{}
+	known := []string{"redis-primary", "redis-replica", "pg-primary", "pg-standby", "nats", "tide-log"}
+	sort.Strings(known)
+	for _, v := range vals {
+		k, a, ok := strings.Cut(v, "=")
+		if !ok || a == "" || sort.SearchStrings(known, k) == len(known) || known[sort.SearchStrings(known, k)] != k {
+			return nil, fmt.Errorf("--connect %q: want NAME=ADDRESS with NAME one of %s", v, strings.Join(known, ", "))
+		}
+		c[k] = a
+	}
+	return c, nil
+}

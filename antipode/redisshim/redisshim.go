@@ -1,0 +1,131 @@
+// Package redisshim is antipode's shim for Redis with replicas. A write's
+// version is the primary's replication offset once the write is in its
+// replication stream; a replica shows the write once the offset it has
+// processed (INFO replication's slave_repl_offset) reaches that version.
+//
+// The version is per server, not per key, so a wait may also wait for
+// writes that came just after, never less than needed. Redis has no
+// notification of replication progress that a client can block on, so a
+// Waiter polls INFO with one loop per replica shared by every barrier,
+// backing off while the offset stands still.
+package redisshim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"tide/antipode"
+)
+
+// Writer writes to a primary and returns the WriteIDs of its writes.
+type Writer struct {
+	Client *redis.Client
+	// Store is the name lineages use for this store.
+	Store string
+}
+
+// Set sets key to value and returns the write's identifier: the SET and
+// an INFO replication go in one round trip, and Redis has appended the SET
+// to its replication stream before it runs the INFO.
+func (w *Writer) Set(ctx context.Context, key string, value []byte, ttl time.Duration) (antipode.WriteID, error) {
+	pipe := w.Client.Pipeline()
+	set := pipe.Set(ctx, key, value, ttl)
+	info := pipe.Info(ctx, "replication")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return antipode.WriteID{}, fmt.Errorf("redis set %q: %w", key, err)
+	}
+	if err := set.Err(); err != nil {
+		return antipode.WriteID{}, fmt.Errorf("redis set %q: %w", key, err)
+	}
+	off, err := InfoUint(ParseInfo(info.Val()), "master_repl_offset")
+	if err != nil {
+		return antipode.WriteID{}, fmt.Errorf("redis set %q: replication offset: %w", key, err)
+	}
+	return antipode.WriteID{Store: w.Store, Key: key, Version: off}, nil
+}
+
+// Version returns an identifier for key covering every write the primary
+// has acknowledged so far: call it after writes made some other way
+// (MULTI, Lua, a pipeline of your own) to record them.
+func (w *Writer) Version(ctx context.Context, key string) (antipode.WriteID, error) {
+	s, err := w.Client.Info(ctx, "replication").Result()
+	if err != nil {
+		return antipode.WriteID{}, fmt.Errorf("redis info replication: %w", err)
+	}
+	off, err := InfoUint(ParseInfo(s), "master_repl_offset")
+	if err != nil {
+		return antipode.WriteID{}, err
+	}
+	return antipode.WriteID{Store: w.Store, Key: key, Version: off}, nil
+}
+
+// Waiter tells when writes are visible in one server: a replica, or the
+// primary itself for a reader in the writer's region.
+type Waiter struct {
+	t antipode.Tracker
+}
+
+// NewWaiter returns a Waiter for the server c talks to. b paces its polls
+// (zero: antipode.DefaultBackoff).
+func NewWaiter(c *redis.Client, b antipode.Backoff) *Waiter {
+	w := &Waiter{}
+	w.t = antipode.Tracker{Backoff: b, Position: func(ctx context.Context) (uint64, error) { return Offset(ctx, c) }}
+	return w
+}
+
+// Wait implements antipode.Waiter.
+func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
+	return w.t.Wait(ctx, id.Version)
+}
+
+// Offset returns how much of the primary's replication stream the server
+// shows: slave_repl_offset on a replica (the offset it has processed),
+// master_repl_offset on a primary.
+func Offset(ctx context.Context, c *redis.Client) (uint64, error) {
+	s, err := c.Info(ctx, "replication").Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis info replication: %w", err)
+	}
+	m := ParseInfo(s)
+	switch m["role"] {
+	case "slave":
+		return InfoUint(m, "slave_repl_offset")
+	case "master":
+		return InfoUint(m, "master_repl_offset")
+	}
+	return 0, fmt.Errorf("redis info replication: role %q", m["role"])
+}
+
+// ParseInfo parses the field:value lines of Redis's INFO.
+func ParseInfo(s string) map[string]string {
+	m := map[string]string{}
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// InfoUint reads a numeric INFO field.
+func InfoUint(m map[string]string, field string) (uint64, error) {
+	v, ok := m[field]
+	if !ok {
+		return 0, errors.New("INFO has no " + field)
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("INFO %s=%q: %w", field, v, err)
+	}
+	return n, nil
+}
