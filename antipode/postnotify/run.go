@@ -120,8 +120,8 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 			if err == nil && derr != nil {
 				err = derr
 			}
-			if err != nil || id < 0 || id >= cfg.N {
-				return // not ours, or not readable: the request shows up as lost
+			if err != nil || id < 0 || id >= cfg.N || key != postKey(cfg, id) {
+				return // another run's, or not readable: the request shows up as lost
 			}
 			readers.Add(1)
 			go func() {
@@ -227,9 +227,11 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 	return res, nil
 }
 
+func postKey(cfg RunConfig, id int) string { return fmt.Sprintf("post-%s-%d", cfg.Prefix, id) }
+
 // write is one writer request: the post, the delay, the notification.
 func write(ctx context.Context, env *Env, cfg RunConfig, id int, body []byte, starts, published []time.Time, traces []Trace, mu *sync.Mutex) error {
-	key := fmt.Sprintf("post-%s-%d", cfg.Prefix, id)
+	key := postKey(cfg, id)
 	start := time.Now()
 	mu.Lock()
 	starts[id] = start
