@@ -32,6 +32,8 @@ type RunConfig struct {
 	// BarrierTimeout bounds one barrier; a barrier that times out counts
 	// as a barrier error, and the read goes ahead (and may be inconsistent).
 	BarrierTimeout time.Duration
+	// OpTimeout bounds each post write, notification and read; zero: 30s.
+	OpTimeout time.Duration
 	// PostBytes is the size of each post's body.
 	PostBytes int
 	// Prefix tells this run's post keys from others'.
@@ -97,6 +99,9 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 	if cfg.BarrierTimeout <= 0 {
 		cfg.BarrierTimeout = 10*time.Second + 10*env.Lag
 	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = 30 * time.Second
+	}
 	reg := antipode.NewRegistry()
 	reg.Register("posts", env.Post.Waiter())
 
@@ -107,6 +112,8 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 	var finished, inconsistent atomic.Int64
 	allDone := make(chan struct{})
 	var readers sync.WaitGroup
+	var readersMu sync.Mutex
+	readersClosed := false
 
 	subCtx, stopSub := context.WithCancel(ctx)
 	defer stopSub()
@@ -123,7 +130,13 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 			if err != nil || id < 0 || id >= cfg.N || key != postKey(cfg, id) {
 				return // another run's, or not readable: the request shows up as lost
 			}
+			readersMu.Lock()
+			if readersClosed {
+				readersMu.Unlock()
+				return // the run is over
+			}
 			readers.Add(1)
+			readersMu.Unlock()
 			go func() {
 				defer readers.Done()
 				t := Trace{}
@@ -137,7 +150,9 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 						t.Err = berr.Error()
 					}
 				}
-				found, rerr := env.Post.Read(ctx, key)
+				rctx, rcancel := context.WithTimeout(ctx, cfg.OpTimeout)
+				found, rerr := env.Post.Read(rctx, key)
+				rcancel()
 				readDone := time.Now()
 				if rerr != nil && t.Err == "" {
 					t.Err = "read: " + rerr.Error()
@@ -213,6 +228,9 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 		return nil, ctx.Err()
 	}
 	stopSub()
+	readersMu.Lock()
+	readersClosed = true
+	readersMu.Unlock()
 	readers.Wait()
 	res.EndToEnd = time.Since(res.Start).Seconds()
 	mu.Lock()
@@ -236,7 +254,9 @@ func write(ctx context.Context, env *Env, cfg RunConfig, id int, body []byte, st
 	mu.Lock()
 	starts[id] = start
 	mu.Unlock()
-	wid, err := env.Post.Write(ctx, key, body)
+	wctx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
+	wid, err := env.Post.Write(wctx, key, body)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("request %d: %w", id, err)
 	}
@@ -262,7 +282,9 @@ func write(ctx context.Context, env *Env, cfg RunConfig, id int, body []byte, st
 	mu.Lock()
 	published[id] = time.Now()
 	mu.Unlock()
-	size, err := env.Channel.Publish(nctx, note)
+	pctx, pcancel := context.WithTimeout(nctx, cfg.OpTimeout)
+	size, err := env.Channel.Publish(pctx, note)
+	pcancel()
 	if err != nil {
 		return fmt.Errorf("request %d: notify: %w", id, err)
 	}
