@@ -154,7 +154,9 @@ var TraceColumns = []string{"request_id", "delay_ms", "antipode", "writer_latenc
 func WriteTraces(w io.Writer, r *Result) error {
 	cw := csv.NewWriter(w)
 	cw.Write(TraceColumns)
-	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64) }
+	ms := func(d time.Duration) string {
+		return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 3, 64)
+	}
 	for _, t := range r.Traces {
 		if !t.done {
 			cw.Write([]string{strconv.Itoa(t.ID), strconv.FormatInt(r.Config.Delay.Milliseconds(), 10), strconv.FormatBool(r.Config.Antipode),
