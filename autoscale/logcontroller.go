@@ -14,11 +14,20 @@ import (
 // cluster.LogControl).
 type LogTarget interface {
 	// Sample returns, for each role of LogRoles, each instance's (for
-	// acceptor-groups: each group's busiest acceptor's) cumulative count
-	// of messages received, by instance.
-	Sample(ctx context.Context) (map[string]map[string]float64, error)
+	// acceptor-groups: each group's busiest acceptor's) cumulative
+	// counters, by instance.
+	Sample(ctx context.Context) (map[string]map[string]LogCounters, error)
 	// Scale makes role have n instances, reporting progress to out.
 	Scale(ctx context.Context, role string, n int, out io.Writer) error
+}
+
+// LogCounters are one role instance's cumulative counters: messages
+// received, and its process's CPU seconds with its CPU limit in CPUs (0:
+// none).
+type LogCounters struct {
+	Messages   float64 `json:"messages"`
+	CPUSeconds float64 `json:"cpu_seconds"`
+	CPULimit   float64 `json:"cpu_limit,omitempty"`
 }
 
 // LogController runs the log policy against a log: every Period it
@@ -33,7 +42,7 @@ type LogController struct {
 	Log    *slog.Logger  // optional
 
 	history      []LogRound
-	prev         map[string]map[string]float64
+	prev         map[string]map[string]LogCounters
 	prevAt       time.Time
 	lastOut      time.Time
 	lastIn       time.Time
@@ -79,24 +88,32 @@ func (c *LogController) Step(ctx context.Context) LogDecision {
 	}
 	if c.prev != nil {
 		secs := now.Sub(c.prevAt).Seconds()
-		round := LogRound{Time: now, Rates: map[string][]float64{}}
+		round := LogRound{Time: now, Rates: map[string][]float64{}, CPU: map[string][]float64{}}
 		for role, insts := range sample {
 			before, ok := c.prev[role]
 			if !ok || secs <= 0 {
 				continue
 			}
-			var rates []float64
-			complete := true
+			var rates, cpu []float64
+			complete, limited := true, true
 			for id, v := range insts {
 				b, ok := before[id]
-				if !ok || v < b {
+				if !ok || v.Messages < b.Messages || v.CPUSeconds < b.CPUSeconds {
 					complete = false // a new or restarted instance: next period
 					break
 				}
-				rates = append(rates, (v-b)/secs)
+				rates = append(rates, (v.Messages-b.Messages)/secs)
+				if v.CPULimit > 0 {
+					cpu = append(cpu, (v.CPUSeconds-b.CPUSeconds)/secs/v.CPULimit)
+				} else {
+					limited = false
+				}
 			}
 			if complete {
 				round.Rates[role] = rates
+				if limited {
+					round.CPU[role] = cpu
+				}
 			}
 		}
 		c.history = append(c.history, round)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 	"time"
 )
@@ -16,6 +17,9 @@ type fakeLog struct {
 	total   map[string]float64 // messages/s across the role
 	counter map[string]float64 // cumulative, per role (split evenly)
 	scaled  []string
+	// cpuPerMsg, if set, gives every instance a 0.25 CPU limit and this
+	// many CPU seconds per message received.
+	cpuPerMsg map[string]float64
 }
 
 func (f *fakeLog) advance(d time.Duration) {
@@ -25,12 +29,16 @@ func (f *fakeLog) advance(d time.Duration) {
 	f.now = f.now.Add(d)
 }
 
-func (f *fakeLog) Sample(context.Context) (map[string]map[string]float64, error) {
-	out := map[string]map[string]float64{}
+func (f *fakeLog) Sample(context.Context) (map[string]map[string]LogCounters, error) {
+	out := map[string]map[string]LogCounters{}
 	for role, n := range f.counts {
-		out[role] = map[string]float64{}
+		out[role] = map[string]LogCounters{}
 		for i := range n {
-			out[role][fmt.Sprint(role, i)] = f.counter[role] / float64(n)
+			c := LogCounters{Messages: f.counter[role] / float64(n)}
+			if f.cpuPerMsg != nil {
+				c.CPUSeconds, c.CPULimit = c.Messages*f.cpuPerMsg[role], 0.25
+			}
+			out[role][fmt.Sprint(role, i)] = c
 		}
 	}
 	return out, nil
@@ -93,5 +101,33 @@ func TestLogControllerFollowsLoad(t *testing.T) {
 	}
 	if started != 3 || succeeded != 3 {
 		t.Fatalf("%d started and %d succeeded events, want 3 and 3", started, succeeded)
+	}
+}
+
+// Instances limited to a quarter of a CPU that spend 100 µs a message:
+// at 3000 msgs/s over 2 proxy leaders (15% of the profile's capacity) they
+// are at 60% of their CPU each: the controller grows them on CPU, and
+// grows replicas, which have no capacity at all, on CPU alone.
+func TestLogControllerScalesOnCPU(t *testing.T) {
+	f := &fakeLog{now: t0, counts: baseCounts(), total: map[string]float64{"proxy-leaders": 3000, "replicas": 2000},
+		counter: map[string]float64{}, cpuPerMsg: map[string]float64{"proxy-leaders": 100e-6, "replicas": 200e-6}}
+	c := &LogController{Target: f, Policy: LogPolicy{Cfg: LogConfig{Capacity: map[string]float64{"proxy-leaders": 10000}, Periods: 2}}, now: func() time.Time { return f.now }}
+	for range 12 {
+		f.advance(5 * time.Second)
+		c.Step(context.Background())
+	}
+	// proxy leaders: 1500 msgs/s each = 0.15 CPU = 60% of 0.25 -> below
+	// High (80%): left alone. Replicas: 1000 msgs/s each = 0.2 CPU = 80%
+	// -> grow to ceil(2 * 0.8 / 0.6) = 3.
+	if len(f.scaled) == 0 || f.scaled[0] != "replicas 2->3" {
+		t.Fatalf("changes %v, want replicas grown 2->3 first", f.scaled)
+	}
+	f.total["proxy-leaders"] = 4000 // 2000 each = 0.2 CPU = 80%
+	for range 12 {
+		f.advance(5 * time.Second)
+		c.Step(context.Background())
+	}
+	if !slices.Contains(f.scaled, "proxy-leaders 2->3") {
+		t.Fatalf("changes %v, want proxy leaders grown on CPU (40%% of their message capacity)", f.scaled)
 	}
 }

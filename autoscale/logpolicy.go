@@ -17,8 +17,10 @@ var LogRoles = []string{"batchers", "proxy-leaders", "acceptor-groups", "replica
 type LogConfig struct {
 	// Capacity is what one instance of each role handles at full speed,
 	// in messages received per second, as `tide bench component` measures
-	// it (for acceptor-groups: what each acceptor of a group receives). A
-	// role without a capacity is never scaled on load.
+	// it (for acceptor-groups: what each acceptor of a group receives).
+	// Where role instances have a CPU limit (containers), their CPU use
+	// over it is a second utilization, and the higher one counts; a role
+	// with neither a capacity nor a CPU limit is never scaled on load.
 	Capacity map[string]float64 `yaml:"capacity" json:"capacity"`
 	// Target is the utilization (rate / capacity) a change sizes a role
 	// for. Default 0.6.
@@ -136,6 +138,9 @@ func (c LogConfig) Needed(role string, rate float64) int {
 type LogRound struct {
 	Time  time.Time            `json:"time"`
 	Rates map[string][]float64 `json:"rates"`
+	// CPU is, for roles whose instances all have a CPU limit, each
+	// instance's CPU use as a fraction of its limit.
+	CPU map[string][]float64 `json:"cpu,omitempty"`
 }
 
 // LogView is everything the log policy may look at.
@@ -171,15 +176,29 @@ type LogPolicy struct {
 	Cfg LogConfig
 }
 
-// utilization is a role's load over its capacity in one round.
-func utilization(rates []float64, count int, capacity float64) (total, util float64) {
-	for _, r := range rates {
-		total += r
+// utilization is a role's load in one round: its messages over its
+// capacity (if it has one), or its instances' mean CPU use over their
+// limit (if they have one), whichever is higher. ok is false when the
+// round has neither for the role's count instances.
+func utilization(r LogRound, role string, count int, capacity float64) (total, util float64, ok bool) {
+	rates, measured := r.Rates[role]
+	if !measured || len(rates) != count || count == 0 {
+		return 0, 0, false
 	}
-	if count == 0 {
-		return total, 0
+	for _, x := range rates {
+		total += x
 	}
-	return total, total / (float64(count) * capacity)
+	if capacity > 0 {
+		util, ok = total/(float64(count)*capacity), true
+	}
+	if cpu := r.CPU[role]; len(cpu) == count {
+		mean := 0.0
+		for _, x := range cpu {
+			mean += x / float64(count)
+		}
+		util, ok = max(util, mean), true
+	}
+	return total, util, ok
 }
 
 // Decide returns the change to make now, if any.
@@ -224,34 +243,34 @@ func (p LogPolicy) Decide(v LogView) LogDecision {
 		n           int
 		least, most float64 // utilization over the recent rounds
 		total       float64 // the newest round's total rate
+		util        float64 // the newest round's utilization
 	}
 	var loads []load
 	for _, role := range LogRoles {
-		capacity, ok := c.Capacity[role]
 		n := v.Counts[role]
-		if !ok || n == 0 {
-			continue // not measured, or bypassed: nothing to size
+		if n == 0 {
+			continue // bypassed: nothing to size
 		}
 		l := load{role: role, n: n, least: math.Inf(1), most: math.Inf(-1)}
 		complete := true
 		for _, r := range recent {
-			rates, ok := r.Rates[role]
-			if !ok || len(rates) != n {
-				complete = false // missing or stale: not acted on
+			total, u, ok := utilization(r, role, n, c.Capacity[role])
+			if !ok {
+				complete = false // no capacity or CPU limit, or missing or stale: not acted on
 				break
 			}
-			total, u := utilization(rates, n, capacity)
-			l.least, l.most, l.total = min(l.least, u), max(l.most, u), total
+			l.least, l.most, l.total, l.util = min(l.least, u), max(l.most, u), total, u
 		}
 		if complete {
 			loads = append(loads, l)
 		}
 	}
 	if len(loads) == 0 {
-		return none("no role with a capacity and complete metrics for %d periods", c.Periods)
+		return none("no role with a capacity or a CPU limit and complete metrics for %d periods", c.Periods)
 	}
+	// The count that brings the newest round's utilization to Target.
 	want := func(l load) int {
-		return int(math.Ceil(l.total / (c.Capacity[l.role] * c.Target)))
+		return int(math.Ceil(float64(l.n) * l.util / c.Target))
 	}
 	// Grow the most loaded role that stayed above High.
 	out := slices.Clone(loads)

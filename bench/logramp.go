@@ -30,6 +30,9 @@ type RampPoint struct {
 	// Predicted is the instances per role the capacity profile says carry
 	// Rates (autoscale.LogConfig.Needed), when a profile was given.
 	Predicted map[string]int `json:"predicted,omitempty"`
+	// CPU is each role's busiest instance's CPU use over its CPU limit,
+	// for roles in CPU-limited containers.
+	CPU map[string]float64 `json:"cpu_util,omitempty"`
 }
 
 // RampConfig is a ramp: Clients[i] closed-loop clients for Step each.
@@ -163,46 +166,83 @@ func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, er
 	if sampler == nil {
 		sampler = cluster.NewLogControl(nil, d, "")
 	}
-	var prev map[string]map[string]float64
+	var prev map[string]map[string]autoscale.LogCounters
 	prevAt := time.Now()
-	rates := func() map[string]float64 {
+	// rates returns each role's messages per second since the last call,
+	// and its busiest instance's CPU use over its limit (where limited).
+	rates := func() (map[string]float64, map[string]float64) {
 		now := time.Now()
 		cur, err := sampler.Sample(ctx)
 		if err != nil {
 			prev = nil
-			return nil
+			return nil, nil
 		}
-		out := map[string]float64{}
+		out, cpu := map[string]float64{}, map[string]float64{}
 		if prev != nil {
 			secs := now.Sub(prevAt).Seconds()
 		roles:
 			for role, insts := range cur {
-				total := 0.0
+				total, busiest := 0.0, 0.0
 				for id, v := range insts {
 					b, ok := prev[role][id]
-					if !ok || v < b || len(insts) != len(prev[role]) {
+					if !ok || v.Messages < b.Messages || len(insts) != len(prev[role]) {
 						continue roles
 					}
-					total += (v - b) / secs
+					total += (v.Messages - b.Messages) / secs
+					if v.CPULimit > 0 {
+						busiest = max(busiest, (v.CPUSeconds-b.CPUSeconds)/secs/v.CPULimit)
+					}
 				}
 				out[role] = total
+				if busiest > 0 {
+					cpu[role] = busiest
+				}
 			}
 		}
 		prev, prevAt = cur, now
-		return out
+		return out, cpu
 	}
-	rates()
+	// The configuration and the rates are read in the background: on a
+	// loaded machine they can take longer than a second, and the points
+	// must keep to the wall clock.
+	type view struct {
+		cfg        node.Deployment
+		rates, cpu map[string]float64
+	}
+	var vmu sync.Mutex
+	latest := view{cfg: d}
+	sctx, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		rates()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+			}
+			v := view{cfg: current()}
+			v.rates, v.cpu = rates()
+			vmu.Lock()
+			latest = v
+			vmu.Unlock()
+		}
+	}()
 	profile := autoscale.LogConfig{Capacity: rc.Capacity}
 	var points []RampPoint
 	clientsAt := func(sec int) int {
 		i := min(int(time.Duration(sec)*time.Second/rc.Step), len(rc.Clients)-1)
 		return rc.Clients[i]
 	}
-	total := time.Duration(len(rc.Clients)) * rc.Step
+	last := int((time.Duration(len(rc.Clients)) * rc.Step) / time.Second)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	setClients(rc.Clients[0])
-	for sec := 1; time.Duration(sec)*time.Second <= total; sec++ {
+	for done := 0; done < last; {
 		select {
 		case <-ctx.Done():
 			setClients(0)
@@ -210,42 +250,50 @@ func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, er
 			return points, ctx.Err()
 		case <-tick.C:
 		}
-		mu.Lock()
-		var lat []float64
-		errs := 0
-		kept := samples[:0]
-		for _, s := range samples {
-			switch {
-			case s.sec == sec-1 && s.err:
-				errs++
-			case s.sec == sec-1:
-				lat = append(lat, s.lat)
-			case s.sec >= sec:
-				kept = append(kept, s)
-			}
-		}
-		samples = kept
-		mu.Unlock()
-		cur := current()
-		p := RampPoint{Second: sec, Clients: clientsAt(sec - 1), OpsPerSec: float64(len(lat)), P99ms: Percentile(lat, 99), Errors: errs,
-			Epoch: cur.Log.Epoch, Instances: map[string]int{
-				"batchers": len(cur.Log.Batchers), "proxy-leaders": len(cur.Log.ProxyLeaders), "acceptor-groups": len(cur.Log.Groups),
-				"replicas": len(cur.Log.Replicas), "unbatchers": len(cur.Log.Unbatchers),
-			}}
-		p.Rates = rates()
-		if len(rc.Capacity) > 0 {
-			p.Predicted = map[string]int{}
-			for role, r := range p.Rates {
-				if n := profile.Needed(role, r); n >= 0 {
-					p.Predicted[role] = n
+		elapsed := min(int(time.Since(start)/time.Second), last)
+		vmu.Lock()
+		v := latest
+		vmu.Unlock()
+		for sec := done + 1; sec <= elapsed; sec++ {
+			mu.Lock()
+			var lat []float64
+			errs := 0
+			kept := samples[:0]
+			for _, s := range samples {
+				switch {
+				case s.sec == sec-1 && s.err:
+					errs++
+				case s.sec == sec-1:
+					lat = append(lat, s.lat)
+				case s.sec >= sec:
+					kept = append(kept, s)
 				}
 			}
+			samples = kept
+			mu.Unlock()
+			cur := v.cfg
+			p := RampPoint{Second: sec, Clients: clientsAt(sec - 1), OpsPerSec: float64(len(lat)), P99ms: Percentile(lat, 99), Errors: errs,
+				Epoch: cur.Log.Epoch, Instances: map[string]int{
+					"batchers": len(cur.Log.Batchers), "proxy-leaders": len(cur.Log.ProxyLeaders), "acceptor-groups": len(cur.Log.Groups),
+					"replicas": len(cur.Log.Replicas), "unbatchers": len(cur.Log.Unbatchers),
+				}, Rates: v.rates, CPU: v.cpu}
+			if len(rc.Capacity) > 0 {
+				p.Predicted = map[string]int{}
+				for role, r := range p.Rates {
+					if n := profile.Needed(role, r); n >= 0 {
+						p.Predicted[role] = n
+					}
+				}
+			}
+			points = append(points, p)
+			fmt.Fprintf(log, "t=%4ds clients %5d  %8.0f ops/s  p99 %7.2f ms  errors %d  epoch %d  batchers %d proxy-leaders %d acceptor-groups %d replicas %d unbatchers %d\n",
+				p.Second, p.Clients, p.OpsPerSec, p.P99ms, p.Errors, p.Epoch, p.Instances["batchers"], p.Instances["proxy-leaders"], p.Instances["acceptor-groups"], p.Instances["replicas"], p.Instances["unbatchers"])
 		}
-		points = append(points, p)
-		fmt.Fprintf(log, "t=%4ds clients %5d  %8.0f ops/s  p99 %7.2f ms  errors %d  epoch %d  batchers %d proxy-leaders %d acceptor-groups %d replicas %d unbatchers %d\n",
-			p.Second, p.Clients, p.OpsPerSec, p.P99ms, p.Errors, p.Epoch, p.Instances["batchers"], p.Instances["proxy-leaders"], p.Instances["acceptor-groups"], p.Instances["replicas"], p.Instances["unbatchers"])
-		setClients(clientsAt(sec))
+		done = elapsed
+		setClients(clientsAt(elapsed))
 	}
+	stopSampling()
+	<-sampled
 	setClients(0)
 	wg.Wait()
 	return points, nil

@@ -172,4 +172,3 @@ func PrintScaling(w io.Writer, points []ScalingPoint) error {
 	fmt.Fprintln(tw, "(per kind: the busiest instance's CPU use over the measurement, as a share of its CPU limit)")
 	return tw.Flush()
 }
-

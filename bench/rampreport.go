@@ -32,6 +32,9 @@ type RampStep struct {
 	Instances map[string]int     `json:"instances"`
 	Rates     map[string]float64 `json:"msgs_per_sec"`
 	Predicted map[string]int     `json:"predicted,omitempty"`
+	// CPU is each role's busiest instance's CPU use over its limit,
+	// averaged over the step (CPU-limited roles only).
+	CPU map[string]float64 `json:"cpu_util,omitempty"`
 }
 
 // RampSteps groups a ramp's points by step (step seconds each).
@@ -41,8 +44,8 @@ func RampSteps(points []RampPoint, step time.Duration, capacity map[string]float
 	var out []RampStep
 	for i := 0; i < len(points); i += per {
 		group := points[i:min(i+per, len(points))]
-		st := RampStep{Step: len(out) + 1, Clients: group[0].Clients, Rates: map[string]float64{}}
-		counted := map[string]int{}
+		st := RampStep{Step: len(out) + 1, Clients: group[0].Clients, Rates: map[string]float64{}, CPU: map[string]float64{}}
+		counted, cpuCounted := map[string]int{}, map[string]int{}
 		for _, p := range group {
 			st.OpsPerSec += p.OpsPerSec / float64(len(group))
 			st.P99ms = max(st.P99ms, p.P99ms)
@@ -51,9 +54,16 @@ func RampSteps(points []RampPoint, step time.Duration, capacity map[string]float
 				st.Rates[role] += r
 				counted[role]++
 			}
+			for role, u := range p.CPU {
+				st.CPU[role] += u
+				cpuCounted[role]++
+			}
 		}
 		for role, n := range counted {
 			st.Rates[role] /= float64(n)
+		}
+		for role, n := range cpuCounted {
+			st.CPU[role] /= float64(n)
 		}
 		st.Instances = group[len(group)-1].Instances
 		if len(capacity) > 0 {
@@ -88,11 +98,14 @@ func PrintRampSteps(w io.Writer, steps []RampStep) error {
 			if r, ok := s.Rates[role]; ok {
 				cell += fmt.Sprintf(" %.0f/s", r)
 			}
+			if u, ok := s.CPU[role]; ok {
+				cell += fmt.Sprintf(" cpu %.0f%%", 100*u)
+			}
 			fmt.Fprintf(tw, "\t%s", cell)
 		}
 		fmt.Fprintln(tw)
 	}
-	fmt.Fprintln(tw, "(role cells: instances at the step's end, (the capacity profile's prediction for the step's load), messages/s received)")
+	fmt.Fprintln(tw, "(role cells: instances at the step's end, (the capacity profile's prediction for the step's load), messages/s received, busiest instance's CPU over its limit)")
 	return tw.Flush()
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"tide/autoscale"
 	"tide/paxos"
 	"tide/paxos/node"
 )
@@ -601,58 +603,86 @@ func (f flushWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// Sample implements autoscale.LogTarget: every instance's cumulative count
-// of messages received, by role, from its /status (for acceptor-groups,
-// each group's busiest acceptor). An instance that does not answer fails
-// the sample: the policy must not act on a partial view.
-func (c *LogControl) Sample(ctx context.Context) (map[string]map[string]float64, error) {
+// Sample implements autoscale.LogTarget: every instance's cumulative
+// count of messages received and its process's CPU seconds and limit, by
+// role, from its /status (for acceptor-groups, each group's busiest
+// acceptor). An instance that does not answer fails the sample: the
+// policy must not act on a partial view. Instances are asked at once.
+func (c *LogControl) Sample(ctx context.Context) (map[string]map[string]autoscale.LogCounters, error) {
 	d, err := c.Current()
 	if err != nil {
 		return nil, err
 	}
 	cfg := d.Log
 	httpOf := d.HTTPMap()
-	in := func(addr string) (float64, error) {
-		st, err := statusOf(httpOf[addr])
-		if err != nil {
-			return 0, fmt.Errorf("status of %s: %w", addr, err)
-		}
-		for _, s := range st {
-			if s.Addr == addr {
-				return float64(s.MessagesIn), nil
-			}
-		}
-		return 0, fmt.Errorf("status of %s: role not listed", addr)
+	type answer struct {
+		c   autoscale.LogCounters
+		err error
 	}
-	out := map[string]map[string]float64{}
+	answers := map[string]*answer{}
+	var wg sync.WaitGroup
 	for _, role := range RoleNames {
 		if role == "leaders" {
 			continue
 		}
-		out[role] = map[string]float64{}
+		var addrs []string
+		if role == "acceptor-groups" {
+			for _, g := range cfg.Groups {
+				addrs = append(addrs, g.Acceptors...)
+			}
+		} else {
+			addrs = *list(&cfg, Roles[role])
+		}
+		for _, a := range addrs {
+			ans := &answer{}
+			answers[a] = ans
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				st, err := statusOf(httpOf[a])
+				if err != nil {
+					ans.err = fmt.Errorf("status of %s: %w", a, err)
+					return
+				}
+				for _, s := range st {
+					if s.Addr == a {
+						ans.c = autoscale.LogCounters{Messages: float64(s.MessagesIn), CPUSeconds: s.CPUSeconds, CPULimit: s.CPULimit}
+						return
+					}
+				}
+				ans.err = fmt.Errorf("status of %s: role not listed", a)
+			}()
+		}
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for _, a := range slices.Sorted(maps.Keys(answers)) {
+		if err := answers[a].err; err != nil {
+			return nil, err
+		}
+	}
+	out := map[string]map[string]autoscale.LogCounters{}
+	for _, role := range RoleNames {
+		if role == "leaders" {
+			continue
+		}
+		out[role] = map[string]autoscale.LogCounters{}
 		if role == "acceptor-groups" {
 			for gi, g := range cfg.Groups {
-				busiest := 0.0
+				var busiest autoscale.LogCounters
 				for _, a := range g.Acceptors {
-					v, err := in(a)
-					if err != nil {
-						return nil, err
+					if c := answers[a].c; c.Messages >= busiest.Messages {
+						busiest = c
 					}
-					busiest = max(busiest, v)
 				}
 				out[role][fmt.Sprintf("group%d:%s", gi, g.Acceptors[0])] = busiest
 			}
 			continue
 		}
 		for _, a := range *list(&cfg, Roles[role]) {
-			v, err := in(a)
-			if err != nil {
-				return nil, err
-			}
-			out[role][a] = v
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
+			out[role][a] = answers[a].c
 		}
 	}
 	return out, nil

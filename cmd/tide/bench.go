@@ -162,7 +162,7 @@ busiest instance's CPU use against its limit: the bottleneck.`,
 				}
 				rc := bench.RampConfig{Clients: counts, Step: step}
 				if capacity != "" {
-					policy, err := logPolicy(capacity)
+					policy, err := logPolicy(capacity, "")
 					if err != nil {
 						return err
 					}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"tide/autoscale"
 	"tide/cluster"
@@ -75,6 +77,7 @@ func newLogUpCmd() *cobra.Command {
 	var autoscaleOn bool
 	var period time.Duration
 	var rh roleHostFlags
+	var policyPath string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start a local tide log, one process per role, until Ctrl-C",
@@ -96,7 +99,7 @@ unbatchers with load.`,
 				return err
 			}
 			if autoscaleOn {
-				if _, err := logPolicy(capacity); err != nil {
+				if _, err := logPolicy(capacity, policyPath); err != nil {
 					return err
 				}
 			}
@@ -141,7 +144,7 @@ unbatchers with load.`,
 			go ctlSrv.Serve(ctlLn)
 			defer ctlSrv.Close()
 			if autoscaleOn {
-				policy, err := logPolicy(capacity)
+				policy, err := logPolicy(capacity, policyPath)
 				if err != nil {
 					return err
 				}
@@ -177,14 +180,36 @@ unbatchers with load.`,
 	cmd.Flags().BoolVar(&autoscaleOn, "autoscale", false, "resize batchers, proxy leaders, acceptor groups, replicas and unbatchers with load (needs --capacity)")
 	cmd.Flags().StringVar(&capacity, "capacity", "", "with --autoscale: each role's capacity in messages/s, a JSON file (tide bench component --profile) or role=rate,... ")
 	cmd.Flags().DurationVar(&period, "autoscale-period", 5*time.Second, "with --autoscale: how often to measure and decide")
+	cmd.Flags().StringVar(&policyPath, "autoscale-config", "", "with --autoscale: the log policy as YAML: capacity, target, high, low, periods, min, max, scale_out_cooldown, scale_in_cooldown (--capacity replaces its capacity)")
 	rh.flags(cmd)
 	return cmd
 }
 
-// logPolicy builds the log policy from --capacity: a JSON file of
-// role -> messages/s, or role=rate pairs.
-func logPolicy(capacity string) (autoscale.LogPolicy, error) {
+// logPolicy builds the log policy from --autoscale-config (a YAML file
+// of autoscale.LogConfig, optional) and --capacity: a JSON file of role
+// -> messages/s, or role=rate pairs, which replaces the file's capacity.
+func logPolicy(capacity, configPath string) (autoscale.LogPolicy, error) {
 	var cfg autoscale.LogConfig
+	if configPath != "" {
+		b, err := os.ReadFile(configPath)
+		if err != nil {
+			return autoscale.LogPolicy{}, fmt.Errorf("--autoscale-config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return autoscale.LogPolicy{}, fmt.Errorf("--autoscale-config %s: %w", configPath, err)
+		}
+		if capacity == "" {
+			if len(cfg.Capacity) == 0 {
+				return autoscale.LogPolicy{}, fmt.Errorf("--autoscale-config %s names no capacity, and --capacity is not given (measure it with tide bench component --profile FILE)", configPath)
+			}
+			if err := cfg.Validate(); err != nil {
+				return autoscale.LogPolicy{}, fmt.Errorf("--autoscale-config %s: %w", configPath, err)
+			}
+			return autoscale.LogPolicy{Cfg: cfg}, nil
+		}
+	}
 	if capacity == "" {
 		return autoscale.LogPolicy{}, errors.New("--autoscale needs --capacity (measure it with tide bench component --profile FILE)")
 	}
@@ -204,7 +229,7 @@ func logPolicy(capacity string) (autoscale.LogPolicy, error) {
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return autoscale.LogPolicy{}, fmt.Errorf("--capacity: %w", err)
+		return autoscale.LogPolicy{}, fmt.Errorf("--capacity/--autoscale-config: %w", err)
 	}
 	return autoscale.LogPolicy{Cfg: cfg}, nil
 }

@@ -284,13 +284,19 @@ type Status struct {
 	State      string `json:"state,omitempty"`
 	// Matchmaker: rounds it holds.
 	Rounds int `json:"rounds,omitempty"`
+	// CPUSeconds is the CPU time the role's process has used so far, and
+	// CPULimit its CPU limit in CPUs (a container's --cpus; 0: none): the
+	// log autoscaler's second measure of load beside the messages.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	CPULimit   float64 `json:"cpu_limit,omitempty"`
 }
 
 // Status reports the role's state.
 func (r *Runner) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := Status{Addr: r.Addr, Kind: r.Kind, MessagesIn: r.in.Load(), MessagesOut: r.out.Load(), Member: true}
+	s := Status{Addr: r.Addr, Kind: r.Kind, MessagesIn: r.in.Load(), MessagesOut: r.out.Load(), Member: true,
+		CPUSeconds: processCPU(), CPULimit: cpuLimit()}
 	if c, ok := r.role.(interface{ Config() paxos.Config }); ok {
 		cfg := c.Config()
 		s.Epoch, s.Member = cfg.Epoch, cfg.Has(r.Addr)
