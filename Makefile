@@ -4,7 +4,7 @@ GO ?= go
 SIM_SEEDS ?= 300
 PAXOS_SEEDS ?= 2000
 
-.PHONY: build up test deps vet fuzz mutants bench-chord bench-files bench-log
+.PHONY: build up test deps vet tidy fuzz mutants bench-chord bench-files bench-log
 
 # Every build outside the race-detector tests is pure Go (CGO_ENABLED=0):
 # the binary is static, and vet, the end-to-end tests' binary, the Docker
@@ -33,6 +33,11 @@ deps:
 	fi
 	$(GO) mod download
 
+# go.mod and go.sum must be what `go mod tidy` makes them: every module
+# imported is required directly, and nothing unused is left.
+tidy:
+	@$(GO) mod tidy -diff || (echo "go.mod or go.sum is not tidy: run go mod tidy"; exit 1)
+
 vet:
 	$(NOCGO) $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
@@ -49,7 +54,7 @@ RACE_PKGS = $(filter-out $(PLAIN_PKGS),$(shell $(GO) list ./...))
 
 # The last step runs `make mutants`: every safety mutant must die (about 2
 # minutes); a change that lets one survive, or leaves one stale, fails CI.
-test: deps vet
+test: deps tidy vet
 	TIDE_SIM_SEEDS=$(SIM_SEEDS) TIDE_PAXOS_SEEDS=100 $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(NOCGO) $(GO) test -count=1 -timeout 20m $(PLAIN_PKGS)
 	$(NOCGO) TIDE_PAXOS_SEEDS=$(PAXOS_SEEDS) $(GO) test -count=1 -timeout 20m -run 'TestPaxos' ./sim

@@ -14,6 +14,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"tide/autoscale/provision"
 )
@@ -83,7 +84,7 @@ func scrapeOne(ctx context.Context, c *http.Client, addr string) (Observation, e
 // ParseMetrics reads the series the policies use from a node's metrics in
 // the Prometheus text format.
 func ParseMetrics(r io.Reader) (Observation, error) {
-	var p expfmt.TextParser
+	p := expfmt.NewTextParser(model.LegacyValidation) // tide's metric names are all legacy (tide_...) names
 	fams, err := p.TextToMetricFamilies(r)
 	if err != nil {
 		return Observation{}, fmt.Errorf("parse metrics: %w", err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // Scrape reads one node's /metrics and returns the sum of each counter or
@@ -25,7 +26,7 @@ func Scrape(ctx context.Context, httpAddr string) (map[string]map[string]float64
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("scrape %s: %s", httpAddr, resp.Status)
 	}
-	var p expfmt.TextParser
+	p := expfmt.NewTextParser(model.LegacyValidation) // tide's metric names are all legacy (tide_...) names
 	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("parse metrics of %s: %w", httpAddr, err)

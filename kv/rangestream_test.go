@@ -72,7 +72,7 @@ func (p *streamPair) run(t *testing.T, drop func(id uint64) bool) {
 		for _, m := range pushes {
 			p.b.Step(m)
 		}
-		if len(p.b.inbound) > 0 {
+		if len(p.b.streams.inbound) > 0 {
 			p.sawInbound = true
 		}
 		rdb := p.b.Ready()
@@ -134,13 +134,13 @@ func TestRangeStreams(t *testing.T) {
 		if p.maxOut > limit {
 			t.Fatalf("%d bytes were unacknowledged at once; the window is %d", p.maxOut, rangeWindow)
 		}
-		if len(p.a.rangeSends) != 0 || len(p.a.chunksOut) != 0 {
-			t.Fatalf("%d streams and %d chunks left after the end", len(p.a.rangeSends), len(p.a.chunksOut))
+		if len(p.a.streams.sends) != 0 || len(p.a.streams.chunks) != 0 {
+			t.Fatalf("%d streams and %d chunks left after the end", len(p.a.streams.sends), len(p.a.streams.chunks))
 		}
 		// The receiver held off comparing while the streams came in, and
 		// knows they ended.
-		if !p.sawInbound || len(p.b.inbound) != 0 {
-			t.Fatalf("receiver's inbound streams: seen %v, %d left at the end", p.sawInbound, len(p.b.inbound))
+		if !p.sawInbound || len(p.b.streams.inbound) != 0 {
+			t.Fatalf("receiver's inbound streams: seen %v, %d left at the end", p.sawInbound, len(p.b.streams.inbound))
 		}
 	})
 	t.Run("shared positions", func(t *testing.T) {
@@ -189,14 +189,14 @@ func TestRangeStreams(t *testing.T) {
 		})
 		// The window stays open by the chunk that was not acknowledged,
 		// and the stream goes on until the rest is acknowledged.
-		if len(p.a.rangeSends) == 0 {
+		if len(p.a.streams.sends) == 0 {
 			t.Fatal("the stream ended with a chunk unacknowledged")
 		}
 		for range 10 * p.a.cfg.SyncTicks {
 			p.a.Tick()
 		}
-		if len(p.a.rangeSends) != 0 || len(p.a.chunksOut) != 0 || p.a.windowOut["b"] != 0 {
-			t.Fatalf("after the time-out: %d streams, %d chunks, %d bytes out", len(p.a.rangeSends), len(p.a.chunksOut), p.a.windowOut["b"])
+		if len(p.a.streams.sends) != 0 || len(p.a.streams.chunks) != 0 || p.a.streams.window["b"] != 0 {
+			t.Fatalf("after the time-out: %d streams, %d chunks, %d bytes out", len(p.a.streams.sends), len(p.a.streams.chunks), p.a.streams.window["b"])
 		}
 		if p.a.Stats.RangesAbandoned != 1 {
 			t.Fatalf("%d streams abandoned, want 1", p.a.Stats.RangesAbandoned)

@@ -59,7 +59,7 @@ func TestVersionCache(t *testing.T) {
 			if got := clonePersist(rd.Persist); !reflect.DeepEqual(got, want) {
 				t.Fatalf("round %d: cache of %d persisted\n%+v\nwithout cache\n%+v", round, sizes[i], got, want)
 			}
-			if c := len(n.vcache); sizes[i] > 0 && c > sizes[i] {
+			if c := n.vcache.len(); sizes[i] > 0 && c > sizes[i] {
 				t.Fatalf("round %d: cache of %d holds %d versions", round, sizes[i], c)
 			}
 		}
@@ -69,7 +69,7 @@ func TestVersionCache(t *testing.T) {
 			t.Fatalf("storage with a cache of %d differs from storage without one", sizes[i])
 		}
 	}
-	if len(nodes[4].vcache) == 0 {
+	if nodes[4].vcache.len() == 0 {
 		t.Fatal("the default cache holds nothing")
 	}
 	if h := nodes[0].Stats.VersionHits; h != 0 {
@@ -79,7 +79,7 @@ func TestVersionCache(t *testing.T) {
 		t.Fatalf("the default cache counts %d hits, %d misses; want both", st.VersionHits, st.VersionMisses)
 	}
 	nodes[4].ForgetVersions()
-	if len(nodes[4].vcache) != 0 {
+	if nodes[4].vcache.len() != 0 {
 		t.Fatal("ForgetVersions left versions")
 	}
 }

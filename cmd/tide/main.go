@@ -32,6 +32,9 @@ the flag name in upper case with dashes as underscores (--data-dir is
 TIDE_DATA_DIR). A flag given on the command line wins.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// tide's commands are the ones listed here; cobra's generated
+		// completion command is not one of them.
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if err := applyEnv(cmd); err != nil {
 				return err
@@ -54,7 +57,7 @@ TIDE_DATA_DIR). A flag given on the command line wins.`,
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&format, "log-format", "text", "log format: text or json")
-	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd())
+	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd(), newAntipodeCmd(), newNetdelayCmd())
 	return root
 }
 

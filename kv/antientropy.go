@@ -1,0 +1,299 @@
+// Anti-entropy: a node compares its primary range with its replicas by
+// bucket digests, then by key versions, and pushes or pulls what differs.
+
+package kv
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+)
+
+// primaryRange returns the range this node is primary for: (predecessor's
+// token, own token].
+func (n *Node) primaryRange() (lo, hi uint32, ok bool) {
+	ms := n.ring.Members()
+	for i, m := range ms {
+		if m.Addr == n.self {
+			return ms[(i+len(ms)-1)%len(ms)].Token, m.Token, true
+		}
+	}
+	return 0, 0, false
+}
+
+// syncRound compares this node's primary range with its replicas: one
+// replica per round normally, every replica at once after the ring changed
+// or while the last comparison found differences, so data moves to new
+// replicas without waiting for the rotation. It also hands off keys this
+// node no longer replicates when the ring has changed.
+func (n *Node) syncRound() {
+	for r, t := range n.pulling {
+		if n.now-t >= 10*n.cfg.SyncTicks {
+			delete(n.pulling, r)
+		}
+	}
+	members := fmtMembers(n.ring.Members())
+	changed := members != n.lastMembers
+	stable := n.now-n.ringChangedAt >= n.cfg.HandOffTicks
+	if (changed || n.now-n.lastStray >= 10*n.cfg.SyncTicks) && !n.strayBusy && stable {
+		n.lastMembers = members
+		n.lastStray = n.now
+		n.handOff()
+	} else if changed && !stable {
+		// Come back when the table has been stable long enough.
+		n.lastSync = min(n.lastSync, n.ringChangedAt+n.cfg.HandOffTicks-n.cfg.SyncTicks)
+	}
+	lo, hi, ok := n.primaryRange()
+	if !ok {
+		return
+	}
+	pref := n.ring.Preference(hi, n.cfg.N)
+	var peers []string
+	for _, p := range pref {
+		if p != n.self {
+			peers = append(peers, p)
+		}
+	}
+	if len(peers) == 0 {
+		return
+	}
+	h := n.horizon()
+	if changed || n.diverged {
+		n.diverged = false
+		for _, p := range peers {
+			n.send(Message{Kind: KindDigest, To: p, Lo: lo, Hi: hi, Buckets: n.cfg.Buckets, Horizon: h})
+		}
+		return
+	}
+	n.syncPeer = (n.syncPeer + 1) % len(peers)
+	n.send(Message{Kind: KindDigest, To: peers[n.syncPeer], Lo: lo, Hi: hi, Buckets: n.cfg.Buckets, Horizon: h})
+}
+
+// bucketOf maps a position in (lo, hi] to one of b buckets.
+func bucketOf(pos, lo, hi uint32, b int) int {
+	width := uint64(hi - lo)
+	if lo == hi {
+		width = 1 << 32
+	}
+	off := uint64(pos - lo - 1)
+	return int(off * uint64(b) / width)
+}
+
+// bucketRange returns the sub-range of bucket i of (lo, hi] split in b.
+func bucketRange(i int, lo, hi uint32, b int) (uint32, uint32) {
+	width := uint64(hi - lo)
+	if lo == hi {
+		width = 1 << 32
+	}
+	start := func(k int) uint32 {
+		// smallest offset o with o*b/width >= k, minus one position
+		o := (uint64(k)*width + uint64(b) - 1) / uint64(b)
+		return lo + uint32(o)
+	}
+	return start(i), start(i + 1)
+}
+
+func recordHash(r Record) uint64 {
+	h := fnv.New64a()
+	h.Write(r.Key)
+	var v [9]byte
+	binary.BigEndian.PutUint64(v[:8], r.Version)
+	if r.Tomb {
+		v[8] = 1
+	}
+	h.Write(v[:])
+	return h.Sum64()
+}
+
+// scan is st.Scan for the background work that reads whole ranges
+// (digests, key versions, hand-off), counting the bytes it reads against
+// the scan budget (Config.ScanBytesPerTick).
+func (n *Node) scan(lo, hi uint32, fn func(uint32, Record) bool) {
+	n.st.Scan(lo, hi, func(pos uint32, r Record) bool {
+		n.scanDebt += int64(len(r.Key) + len(r.Value) + 16)
+		return fn(pos, r)
+	})
+}
+
+// scanVersions is scan for work that needs no values: through the
+// storage's VersionScanner when it has one, which copies no values out
+// (the records fn sees are valid only during the call).
+func (n *Node) scanVersions(lo, hi uint32, fn func(uint32, Record) bool) {
+	vs, ok := n.st.(VersionScanner)
+	if !ok {
+		n.scan(lo, hi, fn)
+		return
+	}
+	vs.ScanVersions(lo, hi, func(pos uint32, r Record) bool {
+		n.scanDebt += int64(len(r.Key) + 16) // the values are read but not copied
+		return fn(pos, r)
+	})
+}
+
+// horizon is the newest version a comparison starting now covers: what
+// this node had seen or could mint SettleTicks ago (the oldest mark it
+// has, right after it starts).
+func (n *Node) horizon() uint64 {
+	if len(n.marks) == 0 {
+		return max(n.last, n.clock())
+	}
+	if n.now < len(n.marks)-1 {
+		return n.marks[1] // the first tick's
+	}
+	return n.marks[(n.now+1)%len(n.marks)]
+}
+
+// settled reports whether a record of version v is covered by a
+// comparison up to horizon h (0: everything).
+func settled(v, h uint64) bool { return h == 0 || v <= h }
+
+// digest hashes the records of (lo, hi] up to version h into b buckets.
+func (n *Node) digest(lo, hi uint32, b int, h uint64) []uint64 {
+	if b <= 0 || b > 4096 {
+		return nil
+	}
+	out := make([]uint64, b)
+	var recent []bool // buckets with records newer than h
+	n.scanVersions(lo, hi, func(pos uint32, r Record) bool {
+		i := bucketOf(pos, lo, hi, b)
+		if !settled(r.Version, h) {
+			if recent == nil {
+				recent = make([]bool, b)
+			}
+			recent[i] = true
+			return true
+		}
+		out[i] ^= recordHash(r)
+		return true
+	})
+	// 0 says the bucket is empty, and has it sent whole (onDigestResp):
+	// one that holds only newer records is not.
+	for i, r := range recent {
+		if r && out[i] == 0 {
+			out[i] = 1
+		}
+	}
+	return out
+}
+
+func (n *Node) versions(lo, hi uint32) []KeyVersion {
+	var out []KeyVersion
+	n.scan(lo, hi, func(_ uint32, r Record) bool {
+		out = append(out, KeyVersion{Key: r.Key, Version: r.Version, Tomb: r.Tomb})
+		return len(out) < 100000
+	})
+	return out
+}
+
+func (n *Node) onDigestResp(m Message) {
+	mine := n.digest(m.Lo, m.Hi, m.Buckets, m.Horizon)
+	if len(mine) != len(m.Hashes) {
+		return
+	}
+	moved := false
+	for i := range mine {
+		if mine[i] != m.Hashes[i] {
+			lo, hi := bucketRange(i, m.Lo, m.Hi, m.Buckets)
+			switch {
+			case m.Hashes[i] == 0:
+				// The peer holds nothing here (it just joined): send it
+				// the whole bucket, without comparing keys.
+				n.queueRange(m.From, lo, hi)
+				moved = true
+			case mine[i] == 0:
+				// Ask one replica for the bucket, not every one that
+				// answers; ask again if it has not come after a while.
+				if n.pulling == nil {
+					n.pulling = map[[2]uint32]int{}
+				}
+				if t, ok := n.pulling[[2]uint32{lo, hi}]; !ok || n.now-t >= 10*n.cfg.SyncTicks {
+					n.pulling[[2]uint32{lo, hi}] = n.now
+					n.send(Message{Kind: KindPullRange, To: m.From, Lo: lo, Hi: hi})
+				}
+				moved = true
+			default:
+				// Compared key by key (onKeysResp), which decides
+				// whether anything needs to move.
+				n.send(Message{Kind: KindKeys, To: m.From, Lo: lo, Hi: hi, Horizon: m.Horizon})
+			}
+		}
+	}
+	n.pumpRanges() // what the comparison queued
+	if moved {
+		n.compareSoon()
+	}
+}
+
+// compareSoon makes the next comparison come soon, with every replica:
+// one found differences, and runs until the ranges agree.
+func (n *Node) compareSoon() {
+	n.diverged = true
+	n.lastSync = min(n.lastSync, n.now-n.cfg.SyncTicks+max(n.cfg.SyncTicks/20, 1))
+}
+
+// onKeysResp compares a bucket key by key: pushes what the peer lacks,
+// pulls what the peer has newer.
+func (n *Node) onKeysResp(m Message) {
+	theirs := map[string]KeyVersion{}
+	for _, kv := range m.Versions {
+		theirs[string(kv.Key)] = kv
+	}
+	var push []Record
+	var pull [][]byte
+	seen := map[string]bool{}
+	n.scan(m.Lo, m.Hi, func(_ uint32, r Record) bool {
+		seen[string(r.Key)] = true
+		t, ok := theirs[string(r.Key)]
+		if !settled(r.Version, m.Horizon) || (ok && !settled(t.Version, m.Horizon)) {
+			return true // written since the comparison's horizon: left to the next one
+		}
+		other := Record{Key: t.Key, Version: t.Version, Tomb: t.Tomb}
+		switch {
+		case !ok || (r.Version > t.Version) || (r.Version == t.Version && r.Tomb && !t.Tomb):
+			push = append(push, r)
+		case t.Version > r.Version || (t.Tomb && !r.Tomb && other.Version == r.Version):
+			pull = append(pull, r.Key)
+		}
+		return true
+	})
+	for _, kv := range m.Versions {
+		if !seen[string(kv.Key)] && settled(kv.Version, m.Horizon) {
+			pull = append(pull, kv.Key)
+		}
+	}
+	if len(push) > 0 || len(pull) > 0 {
+		n.compareSoon()
+	}
+	for len(push) > 0 {
+		k := min(len(push), 256)
+		n.Stats.Pushed += k
+		n.Stats.PushedBytes += recordsSize(push[:k])
+		n.migrate(Message{Kind: KindPush, To: m.From, Records: push[:k]})
+		push = push[k:]
+	}
+	if len(pull) > 0 {
+		n.Stats.Pulled += len(pull)
+		n.send(Message{Kind: KindPull, To: m.From, Keys: pull})
+	}
+}
+
+// tickSync starts the next comparison (syncRound) when one is due, no data
+// is streaming in or out, and the scan budget allows.
+func (n *Node) tickSync() {
+	// Compare again only once data has stopped flowing in and out: a
+	// comparison in the middle of a stream finds it half done and asks for
+	// the rest twice.
+	n.expireRanges()
+	for k, at := range n.streams.inbound {
+		if n.now-at >= 10*n.cfg.SyncTicks {
+			delete(n.streams.inbound, k) // the sender gave up, or is gone
+		}
+	}
+	quiet := len(n.streams.sends) == 0 && len(n.streams.inbound) == 0 && len(n.migrations) == 0 && n.now-n.lastPushIn >= 20
+	// A comparison reads whole ranges: the next waits until what the last
+	// ones read is paid off at ScanBytesPerTick, unless the ring changed.
+	n.scanDebt = max(0, n.scanDebt-n.cfg.ScanBytesPerTick)
+	if n.now-n.lastSync >= n.cfg.SyncTicks && quiet && (n.scanDebt == 0 || fmtMembers(n.ring.Members()) != n.lastMembers) {
+		n.lastSync = n.now
+		n.syncRound()
+	}
+}
