@@ -88,6 +88,9 @@ func NewClient(cfg Config, self string, id uint64) *Client {
 // ID returns the client's id.
 func (c *Client) ID() uint64 { return c.id }
 
+// Config returns the newest configuration the client knows.
+func (c *Client) Config() Config { return c.cfg }
+
 func (c *Client) resetLive() {
 	c.liveKnown = false
 	c.live = nil

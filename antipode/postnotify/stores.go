@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -375,6 +376,7 @@ func (c *natsChannel) Close() {
 type logChannel struct {
 	pub, sub *logshim.Topic
 	clients  []*node.Client
+	last     atomic.Uint64 // the last slot published
 }
 
 func setupLog(ctx context.Context, e *Env, cfg SetupConfig) (Channel, error) {
@@ -415,14 +417,23 @@ func (c *logChannel) Publish(ctx context.Context, data []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, err := c.pub.Publish(ctx, data); err != nil {
+	id, err := c.pub.Publish(ctx, data)
+	if err != nil {
 		return 0, err
+	}
+	for {
+		last := c.last.Load()
+		if id.Version <= last || c.last.CompareAndSwap(last, id.Version) {
+			break
+		}
 	}
 	return logshim.MessageSize(len(lin), len(data)), nil
 }
 
 func (c *logChannel) Subscribe(ctx context.Context, handle func(context.Context, []byte, error)) error {
-	s := c.sub.Subscribe(1, antipode.Backoff{})
+	// Runs are one after another: a new subscription starts after the
+	// last notification of the runs before.
+	s := c.sub.Subscribe(c.last.Load()+1, antipode.Backoff{})
 	for {
 		mctx, _, data, err := s.Next(ctx)
 		if ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -39,6 +40,9 @@ func StartLog(ctx context.Context, dir, binary string) (*Log, error) {
 	}
 	l := &Log{Deployment: d}
 	if binary != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
 		local := &cluster.Local{Binary: binary, Dir: dir}
 		depPath := filepath.Join(dir, "deployment.json")
 		if err := d.Save(depPath); err != nil {

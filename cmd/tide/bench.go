@@ -185,10 +185,15 @@ busiest instance's CPU use against its limit: the bottleneck.`,
 					}
 					fmt.Fprintf(os.Stderr, "plot written to %s\n", plotPath)
 				}
+				steps := bench.RampSteps(points, step, rc.Capacity)
 				if asJSON {
+					// The table goes with the per-second lines, to stderr.
+					if err := bench.PrintRampSteps(os.Stderr, steps); err != nil {
+						return err
+					}
 					return json.NewEncoder(os.Stdout).Encode(points)
 				}
-				return bench.PrintRampSteps(os.Stdout, bench.RampSteps(points, step, rc.Capacity))
+				return bench.PrintRampSteps(os.Stdout, steps)
 			}
 			if live {
 				n := 10

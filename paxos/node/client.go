@@ -177,10 +177,9 @@ func (c *Client) Do(ctx context.Context, op []byte, read bool, mode paxos.ReadMo
 		// late reply cannot be mistaken for the next command's.
 		c.mu.Lock()
 		delete(c.byID, s.c.ID())
-		cfg := c.d.Log
-		if c.d.Unreplicated != "" {
-			cfg = unreplicatedConfig(c.d.Unreplicated)
-		}
+		// The new session starts from the newest configuration the old
+		// one knew: the deployment's may name roles long gone.
+		cfg := s.c.Config()
 		id := rand.Uint64()
 		s = &session{c: paxos.NewClient(cfg, c.addr, id), result: make(chan paxos.Completion, 1)}
 		c.byID[id] = s
