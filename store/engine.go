@@ -39,8 +39,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cockroachdb/pebble"
-	"github.com/cockroachdb/pebble/bloom"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"tide/chord"
 )
@@ -466,13 +466,14 @@ func pebbleOptions() *pebble.Options {
 		// rather than stalling writes at pebble's defaults (2 memtables,
 		// 12 level-0 files).
 		MemTableStopWritesThreshold: 4, L0StopWritesThreshold: 24,
-		// Ingestions that overlap the memtable queue behind it instead of
-		// flushing it (see kvingest.go).
-		FormatMajorVersion: pebble.FormatFlushableIngest}
-	o.Levels = make([]pebble.LevelOptions, 7)
+		// The newest on-disk format: columnar sstable blocks. (It includes
+		// FormatFlushableIngest: ingestions that overlap the memtable
+		// queue behind it instead of flushing it; see kvingest.go.)
+		FormatMajorVersion: pebble.FormatNewest}
 	for i := range o.Levels {
 		o.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		o.Levels[i].FilterType = pebble.TableFilter
 	}
-	return o.EnsureDefaults()
+	o.EnsureDefaults()
+	return o
 }

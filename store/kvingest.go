@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,10 +11,10 @@ import (
 	"slices"
 	"sync/atomic"
 
-	"github.com/cockroachdb/pebble"
-	"github.com/cockroachdb/pebble/objstorage"
-	"github.com/cockroachdb/pebble/sstable"
-	"github.com/cockroachdb/pebble/vfs"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/objstorage"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"tide/kv"
 )
@@ -156,7 +157,7 @@ func (e *Engine) ingestKV(groups [][]bulkRecord) error {
 	}()
 	write := func(fill func(w *sstable.Writer) error) error {
 		path := filepath.Join(e.dir, "tmp", fmt.Sprintf("ingest-%d-%d.sst", os.Getpid(), ingestSeq.Add(1)))
-		f, err := vfs.Default.Create(path)
+		f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
 		if err != nil {
 			return err
 		}
@@ -212,7 +213,7 @@ func (e *Engine) ingestKV(groups [][]bulkRecord) error {
 			return err
 		}
 	}
-	if err := e.db.Ingest(paths); err != nil {
+	if err := e.db.Ingest(context.Background(), paths); err != nil {
 		return fmt.Errorf("ingest %d files: %w", len(paths), err)
 	}
 	paths = nil
