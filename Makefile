@@ -70,7 +70,7 @@ fuzz:
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeMessage -fuzztime 60s
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeRecord -fuzztime 60s
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeStored -fuzztime 60s
-	$(GO) test ./store -run XXX -fuzz FuzzRESP -fuzztime 60s
+	$(GO) test ./resp -run XXX -fuzz FuzzRESP -fuzztime 60s
 	$(GO) test ./store -run XXX -fuzz FuzzKVHTTP -fuzztime 60s
 	$(GO) test ./antipode -run XXX -fuzz 'FuzzDecode$$' -fuzztime 60s
 	$(GO) test ./antipode -run XXX -fuzz FuzzDecodeText -fuzztime 60s

@@ -5,7 +5,8 @@
 // A Node holds no sockets, goroutines or clocks. It reaches other nodes only
 // through the Transport seam and advances only when its driver calls Tick, so
 // the same code runs over msgpack-rpc in production and over the
-// deterministic in-memory network in package sim.
+// deterministic in-memory network in package sim. It imports nothing of
+// tide.
 package chord
 
 import (

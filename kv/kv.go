@@ -7,6 +7,9 @@
 // message, Tick a unit of time, Ready hands back what to persist and what
 // to send. Its only seam to the outside is Storage, which production backs
 // with pebble and tests with a map.
+//
+// It imports nothing of tide and no I/O: no sockets, goroutines, clocks
+// (time comes in through Tick and the clock function) or files.
 package kv
 
 import (

@@ -7,7 +7,8 @@
 // passes) and Ready (what to persist, then what to send). Roles never touch
 // sockets, clocks, goroutines or disks; package paxos/node drives them over
 // the network and durable storage, and package sim drives them over a
-// seeded, faulty in-memory network.
+// seeded, faulty in-memory network. Of tide it imports only package wire
+// (bounds-checked decoding).
 package paxos
 
 import (

@@ -19,6 +19,7 @@ import (
 	"tide/chord"
 	"tide/chord/rpc"
 	"tide/kv"
+	"tide/resp"
 )
 
 // Config configures a storage node. Zero fields take the defaults noted.
@@ -372,7 +373,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return fail(err)
 	}
 	if respLn != nil {
-		n.startRESP(bg, respLn)
+		srv := resp.NewServer(resp.Config{Addr: n.respAddr, PeerAddr: n.peerAddr, N: cfg.KV.N, W: cfg.KV.W, R: cfg.KV.R,
+			MaxValue: cfg.KV.MaxValue, Sync: cfg.KVSync}, respBackend{n})
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); srv.Serve(bg, respLn) }()
 	}
 	if cfg.Standby {
 		n.setFollowing(follow)

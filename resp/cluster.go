@@ -1,4 +1,6 @@
-package store
+// The CLUSTER commands, for Redis Cluster clients.
+
+package resp
 
 import (
 	"crypto/sha1"
@@ -18,35 +20,32 @@ import (
 // members that serve RESP, in token order. A key sent to any node is
 // served; no MOVED redirection is ever needed.
 
-const clusterSlots = 16384
+// HashSlots is the number of Redis Cluster hash slots.
+const HashSlots = 16384
 
 type slotRange struct {
 	from, to int
-	m        member
+	m        Member
 	id       string
 	host     string // of the member's RESP address
 	port     int
 }
 
-// clusterID is a member's 40-hex-digit node ID, stable for its address.
-func clusterID(m member) string {
-	sum := sha1.Sum([]byte(m.addrs["peer"]))
+// clusterID is the 40-hex-digit node ID of the node with KV peer address
+// peer, stable for its address.
+func clusterID(peer string) string {
+	sum := sha1.Sum([]byte(peer))
 	return hex.EncodeToString(sum[:])
 }
 
 // slotTable splits the slots among the members with a RESP address.
-func (n *Node) slotTable() []slotRange {
-	var ms []member
-	for _, m := range n.kv.ring.Load().members {
-		if m.addrs["resp"] != "" {
-			ms = append(ms, m)
-		}
-	}
+func (srv *Server) slotTable() []slotRange {
+	ms := srv.kv.Members()
 	out := make([]slotRange, 0, len(ms))
 	for i, m := range ms {
-		host, port, _ := net.SplitHostPort(m.addrs["resp"])
+		host, port, _ := net.SplitHostPort(m.RESPAddr)
 		p, _ := strconv.Atoi(port)
-		out = append(out, slotRange{from: i * clusterSlots / len(ms), to: (i+1)*clusterSlots/len(ms) - 1, m: m, id: clusterID(m), host: host, port: p})
+		out = append(out, slotRange{from: i * HashSlots / len(ms), to: (i+1)*HashSlots/len(ms) - 1, m: m, id: clusterID(m.PeerAddr), host: host, port: p})
 	}
 	return out
 }
@@ -60,7 +59,7 @@ func keySlot(key []byte) int {
 			key = key[i+1 : i+1+j]
 		}
 	}
-	return int(crc16(key)) % clusterSlots
+	return int(crc16(key)) % HashSlots
 }
 
 func crc16(b []byte) uint16 {
@@ -79,27 +78,26 @@ func crc16(b []byte) uint16 {
 }
 
 // execCluster answers CLUSTER subcommands.
-func (n *Node) execCluster(args [][]byte) reply {
+func (srv *Server) execCluster(args [][]byte) reply {
 	if len(args) < 2 {
-		return func(w respWriter) { w.err("ERR wrong number of arguments for 'cluster' command") }
+		return func(w writer) { w.err("ERR wrong number of arguments for 'cluster' command") }
 	}
 	sub := strings.ToUpper(string(args[1]))
-	self := n.ring.Self()
 	switch sub {
 	case "NODES":
 		var b strings.Builder
-		for i, s := range n.slotTable() {
+		for i, s := range srv.slotTable() {
 			flags := "master"
-			if s.m.ref == self {
+			if s.m.Self {
 				flags = "myself,master"
 			}
 			fmt.Fprintf(&b, "%s %s:%d@%d %s - 0 0 %d connected %d-%d\n", s.id, s.host, s.port, s.port, flags, i+1, s.from, s.to)
 		}
 		out := b.String()
-		return func(w respWriter) { w.bulk([]byte(out)) }
+		return func(w writer) { w.bulk([]byte(out)) }
 	case "SLOTS":
-		table := n.slotTable()
-		return func(w respWriter) {
+		table := srv.slotTable()
+		return func(w writer) {
 			w.array(len(table))
 			for _, s := range table {
 				w.array(3)
@@ -112,8 +110,8 @@ func (n *Node) execCluster(args [][]byte) reply {
 			}
 		}
 	case "SHARDS":
-		table := n.slotTable()
-		return func(w respWriter) {
+		table := srv.slotTable()
+		return func(w writer) {
 			w.array(len(table))
 			for _, s := range table {
 				w.array(4)
@@ -139,22 +137,22 @@ func (n *Node) execCluster(args [][]byte) reply {
 			}
 		}
 	case "INFO":
-		table := n.slotTable()
+		table := srv.slotTable()
 		info := fmt.Sprintf("cluster_enabled:1\r\ncluster_state:ok\r\ncluster_slots_assigned:%d\r\ncluster_slots_ok:%d\r\n"+
 			"cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:%d\r\ncluster_size:%d\r\ncluster_current_epoch:%d\r\ncluster_my_epoch:0\r\n",
-			clusterSlots, clusterSlots, len(table), len(table), len(table))
-		return func(w respWriter) { w.bulk([]byte(info)) }
+			HashSlots, HashSlots, len(table), len(table), len(table))
+		return func(w writer) { w.bulk([]byte(info)) }
 	case "MYID":
-		id := clusterID(member{addrs: n.addrs()})
-		return func(w respWriter) { w.bulk([]byte(id)) }
+		id := clusterID(srv.cfg.PeerAddr)
+		return func(w writer) { w.bulk([]byte(id)) }
 	case "KEYSLOT":
 		if len(args) != 3 {
-			return func(w respWriter) { w.err("ERR wrong number of arguments for 'cluster|keyslot' command") }
+			return func(w writer) { w.err("ERR wrong number of arguments for 'cluster|keyslot' command") }
 		}
 		slot := keySlot(args[2])
-		return func(w respWriter) { w.int(int64(slot)) }
+		return func(w writer) { w.int(int64(slot)) }
 	}
-	return func(w respWriter) {
+	return func(w writer) {
 		w.err(fmt.Sprintf("ERR unknown subcommand '%s'. tide answers CLUSTER NODES, SLOTS, SHARDS, INFO, MYID and KEYSLOT", string(args[1])))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"tide/resp"
 	"time"
 )
 
@@ -65,9 +66,9 @@ func respCmd(t *testing.T, c net.Conn, r *bufio.Reader, args ...string) any {
 // range names a member's RESP address, and any node serves any key.
 func TestRESPCluster(t *testing.T) {
 	nodes := kvCluster(t, 3, func(c *Config) { c.RESPAddr = "127.0.0.1:0" })
-	var resp []string
+	var addrsRESP []string
 	for _, n := range nodes {
-		resp = append(resp, n.respAddr)
+		addrsRESP = append(addrsRESP, n.respAddr)
 	}
 	var first string
 	for i, n := range nodes {
@@ -81,7 +82,7 @@ func TestRESPCluster(t *testing.T) {
 		if !ok {
 			t.Fatalf("CLUSTER NODES is not a bulk string")
 		}
-		covered := make([]int, clusterSlots)
+		covered := make([]int, resp.HashSlots)
 		myself := 0
 		var addrs []string
 		for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
@@ -106,7 +107,7 @@ func TestRESPCluster(t *testing.T) {
 			}
 		}
 		slices.Sort(addrs)
-		want := slices.Sorted(slices.Values(resp))
+		want := slices.Sorted(slices.Values(addrsRESP))
 		if myself != 1 || !slices.Equal(addrs, want) {
 			t.Fatalf("node %d: members %v (myself %d times), want %v", i, addrs, myself, want)
 		}
@@ -160,16 +161,5 @@ func TestRESPCluster(t *testing.T) {
 		if got := respCmd(t, c, r, "GET", fmt.Sprintf("{tag%d}key", i)); got != "v" {
 			t.Errorf("GET {tag%d}key: %v", i, got)
 		}
-	}
-}
-
-func TestKeySlot(t *testing.T) {
-	for key, want := range map[string]int{"123456789": 0x31c3 % clusterSlots, "foo": 12182, "{}foo": keySlot([]byte("{}foo")), "a{b}c": keySlot([]byte("b")), "a{}{b}": keySlot([]byte("a{}{b}"))} {
-		if got := keySlot([]byte(key)); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
-		}
-	}
-	if keySlot([]byte("{}foo")) == keySlot([]byte("")) {
-		t.Error("an empty hash tag was used as the tag")
 	}
 }

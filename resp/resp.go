@@ -1,0 +1,86 @@
+// Package resp is the Redis protocol (RESP2) front end of a node's
+// key-value service: GET, SET, DEL, EXISTS, MGET, MSET, PING, ECHO, INFO,
+// COMMAND, CONFIG GET, SELECT 0, CLIENT, CLUSTER and QUIT, enough for
+// redis-cli, redis-benchmark and Redis Cluster clients. Pipelined commands
+// are read together, executed concurrently and answered in order; plain
+// GETs and SETs go to the coordinator as one ordered batch.
+//
+// It reaches the key-value service only through Backend, and imports kv
+// for the message and record types alone: no storage, ring or HTTP. The
+// package that composes a node (store) implements Backend and runs Serve.
+package resp
+
+import (
+	"context"
+
+	"tide/kv"
+)
+
+// Config describes the service a Server fronts, as its clients see it.
+type Config struct {
+	// Addr is the advertised RESP address (INFO's tcp_port).
+	Addr string
+	// PeerAddr is this node's KV peer address, whose hash is its cluster
+	// node ID (CLUSTER MYID, and each member's in CLUSTER NODES).
+	PeerAddr string
+	// N, W and R are the replicas and quorums, reported by INFO.
+	N, W, R int
+	// MaxValue bounds a value; a larger SET is refused.
+	MaxValue int
+	// Sync is the KV sync mode, "always" or "periodic", reported by
+	// CONFIG GET appendfsync as always or everysec.
+	Sync string
+}
+
+// Backend is the key-value service a Server fronts. Its errors are
+// answered as -ERR with their text.
+type Backend interface {
+	// Get reads key with the default read quorum.
+	Get(ctx context.Context, key []byte) (kv.Record, bool, error)
+	// Put writes key with the default write quorum.
+	Put(ctx context.Context, key, value []byte) error
+	// Delete deletes key with the default write quorum.
+	Delete(ctx context.Context, key []byte) error
+	// NewBatcher returns what one connection runs its batches of plain
+	// GETs and SETs through.
+	NewBatcher() Batcher
+	// Status is what INFO reports of the service.
+	Status() Status
+	// Members are the ring members that serve RESP, in token order.
+	Members() []Member
+}
+
+// Batcher runs batches of client requests (kv.KindClientGet and
+// kv.KindClientPut messages) through the coordinator, applied in order.
+type Batcher interface {
+	// Do runs ms and returns each one's answer and failure.
+	Do(ctx context.Context, ms []kv.Message) ([]kv.Message, []error)
+	// Abandoned reports whether the last Do gave up on requests the
+	// coordinator may still read, so that ms must not be reused, and
+	// forgets it.
+	Abandoned() bool
+}
+
+// Status is what INFO reports of the key-value service.
+type Status struct {
+	Members int // ring members
+	Stats   kv.Stats
+	Keys    int64 // records this node stores
+	Bytes   int64 // their key and value bytes
+}
+
+// Member is a ring member that serves RESP.
+type Member struct {
+	PeerAddr string // its KV peer address (the cluster node ID's source)
+	RESPAddr string
+	Self     bool // this node
+}
+
+// Server answers RESP connections for a Backend.
+type Server struct {
+	cfg Config
+	kv  Backend
+}
+
+// NewServer returns a server for b.
+func NewServer(cfg Config, b Backend) *Server { return &Server{cfg: cfg, kv: b} }
