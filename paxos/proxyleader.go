@@ -10,7 +10,6 @@ type phase2 struct {
 	votes  map[string]bool
 	sentAt int
 	born   int
-	tries  int // resends so far (backoff)
 }
 
 // giveUpResends is how many unanswered resends a proxy leader makes before
@@ -118,9 +117,8 @@ func (p *ProxyLeader) Tick() {
 			delete(p.pending, slot)
 			continue
 		}
-		if p.now-cur.sentAt >= backoff(p.cfg.ResendTicks, cur.tries) {
+		if p.now-cur.sentAt >= p.cfg.ResendTicks {
 			p.sendPhase2a(slot, cur)
-			cur.tries++
 		}
 	}
 }
