@@ -363,15 +363,24 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		OnCall:   func(m string) { n.m.rpcReceived.WithLabelValues(m).Inc() },
 	}
 	n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
-	n.wg.Add(2)
+	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.rpcSrv.Serve(chordLn) }()
-	go func() { defer n.wg.Done(); n.httpSrv.Serve(httpLn) }()
 
 	bg, cancel := context.WithCancel(context.Background())
 	n.cancel, n.bg = cancel, bg
 	if err := n.startKV(bg, peerListener); err != nil {
+		httpLn.Close()
+		if respLn != nil {
+			respLn.Close()
+		}
 		return fail(err)
 	}
+	// HTTP is served only now: its KV and membership handlers use the KV
+	// layer (a request that came sooner, such as a clear_cache right after
+	// the port opened, found none and crashed the handler). Connections
+	// made meanwhile wait in the listener's backlog.
+	n.wg.Add(1)
+	go func() { defer n.wg.Done(); n.httpSrv.Serve(httpLn) }()
 	if respLn != nil {
 		srv := resp.NewServer(resp.Config{Addr: n.respAddr, PeerAddr: n.peerAddr, N: cfg.KV.N, W: cfg.KV.W, R: cfg.KV.R,
 			MaxValue: cfg.KV.MaxValue, Sync: cfg.KVSync}, respBackend{n})
