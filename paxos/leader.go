@@ -20,6 +20,7 @@ var leaderStateNames = [...]string{"follower", "matching", "candidate", "active"
 type proposal struct {
 	value  Value
 	sentAt int
+	tries  int // resends so far: each waits twice as long (backoff)
 }
 
 // phase1Config is one live configuration in a leader's phase 1 and the
@@ -364,6 +365,17 @@ func (l *Leader) fillTo(end uint64) {
 	for l.nextSlot < end {
 		l.assign(Value{Noop: true})
 	}
+}
+
+// maxBackoff caps how many times a slot's resend period doubles.
+const maxBackoff = 4
+
+// backoff is how long to wait before resending something sent tries
+// times already: base, then twice as long each time, up to 2^maxBackoff
+// times base. A saturated role then gets fewer copies of what it has not
+// yet had time to answer, instead of more.
+func backoff(base, tries int) int {
+	return base << min(tries, maxBackoff)
 }
 
 func (l *Leader) sendPhase2a(slot uint64, v Value) {
@@ -952,8 +964,9 @@ func (l *Leader) Tick() {
 			l.heartbeat()
 		}
 		for _, s := range sortedKeys(l.pending) {
-			if p := l.pending[s]; l.now-p.sentAt >= l.cfg.ResendTicks {
+			if p := l.pending[s]; l.now-p.sentAt >= backoff(l.cfg.ResendTicks, p.tries) {
 				l.sendPhase2a(s, p.value)
+				l.pending[s].tries = p.tries + 1
 			}
 		}
 		l.maybeRetire()
