@@ -272,9 +272,14 @@ func (l *Leader) Step(m Message) {
 	case KindNack:
 		if l.lead == matching && m.Ballot == l.ballot && m.Epoch > l.cfg.Epoch && slices.Contains(l.cfg.Matchmakers, m.From) {
 			// The matchmakers hold rounds of a newer configuration than
-			// ours: stand by, and ask roles that follow the log for it.
+			// ours: stand by, and take the newer configuration from the
+			// refusal, or ask roles that follow the log for it.
 			l.stepDown()
 			l.lastHeard = l.now
+			if c := m.Config; c != nil && c.Epoch > l.cfg.Epoch && c.Validate() == nil {
+				l.applyConfig(c.Clone().withDefaults())
+				return
+			}
 			for _, a := range slices.Concat(l.cfg.Replicas, l.cfg.ProxyLeaders, l.cfg.Leaders) {
 				if a != l.self {
 					l.send(Message{Kind: KindConfigQuery, To: a})
@@ -437,7 +442,8 @@ func (l *Leader) sendMatchA() {
 	l.mmSent = l.now
 	for _, mm := range l.cfg.Matchmakers {
 		if !l.mmVotes[mm] {
-			l.send(Message{Kind: KindMatchA, To: mm, Ballot: l.ballot, Rounds: []RoundConfig{l.round}})
+			c := l.cfg.Clone()
+			l.send(Message{Kind: KindMatchA, To: mm, Ballot: l.ballot, Rounds: []RoundConfig{l.round}, Config: &c})
 		}
 	}
 }

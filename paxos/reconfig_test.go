@@ -477,3 +477,62 @@ func TestSnapshotChunks(t *testing.T) {
 		t.Fatalf("%d keys restored", kv.Len())
 	}
 }
+
+// A leader whose configuration is older than the matchmakers' rounds is
+// refused, and learns the newer configuration from the refusal: the roles
+// that followed the log to it may all be gone or behind (simulation seed
+// 714: the leader of epochs 4-6 was removed, replicas were at epoch 2,
+// and the standbys at epoch 3 were refused forever). The matchmaker keeps
+// that configuration across restarts.
+func TestStaleLeaderLearnsConfigFromMatchmaker(t *testing.T) {
+	old := baseConfig().withDefaults()
+	next := old.Clone()
+	next.Epoch = 1
+	next.Groups = []Group{{Acceptors: []string{"a3", "a4", "a5"}}}
+	mm := NewMatchmaker("m0", MatchmakerState{})
+	b := Ballot{5, 1}
+	mm.Step(Message{Kind: KindMatchA, From: "l1", Ballot: b, Rounds: []RoundConfig{{Ballot: b, Epoch: 1, Groups: next.Groups}}, Config: &next})
+	rd := mm.Ready()
+	if len(rd.Persist) != 1 || rd.Persist[0].Config == nil || rd.Persist[0].Config.Epoch != 1 {
+		t.Fatalf("registering a round of epoch 1 persisted %+v, want the configuration with it", rd.Persist)
+	}
+	var replayed MatchmakerState
+	for _, op := range rd.Persist {
+		replayed.Apply(op)
+	}
+
+	l := NewLeaderAt(old, "l0", 0, Ballot{})
+	mm = NewMatchmaker("m0", replayed) // restarted from what it persisted
+	var refusals int
+	for range 50 {
+		l.Tick()
+		for _, m := range l.Ready().Messages {
+			if m.To != "m0" {
+				continue
+			}
+			m.From = "l0"
+			mm.Step(m)
+			for _, r := range mm.Ready().Messages {
+				if r.Kind == KindNack {
+					refusals++
+				}
+				r.From = "m0"
+				l.Step(r)
+			}
+		}
+		if l.Config().Epoch == 1 {
+			break
+		}
+	}
+	if refusals == 0 {
+		t.Fatalf("the matchmaker never refused the stale leader")
+	}
+	if got := l.Config(); got.Epoch != 1 || !groupsEqual(got.Groups, next.Groups) {
+		t.Fatalf("leader at epoch %d with groups %v after the refusal, want epoch 1 with %v", got.Epoch, got.Groups, next.Groups)
+	}
+	// Asked directly, the matchmaker answers with it too.
+	mm.Step(Message{Kind: KindConfigQuery, From: "r0", Epoch: 0})
+	if ms := mm.Ready().Messages; len(ms) != 1 || ms[0].Kind != KindConfigReply || ms[0].Config.Epoch != 1 {
+		t.Fatalf("config query answered with %v", ms)
+	}
+}

@@ -454,9 +454,20 @@ func TestPaxosSimulation(t *testing.T) {
 //     now); and a GC'd slot left the leader's watermark stuck.
 //   - 116: a re-elected leader kept assigning slots past holes it had
 //     handed out under a preempted ballot, which nothing ever filled.
+//
+// And of the reconfiguring scenarios:
+//   - 714 (with resend backoff): the leader that chose epochs 4-6 was
+//     removed; the standbys, at epoch 3, were refused by the matchmakers
+//     forever, since every role they asked for the newer configuration
+//     was behind too (matchmakers now keep the newest configuration a
+//     round registered under and hand it to a refused leader).
 func TestPaxosRegressionSeeds(t *testing.T) {
 	for _, seed := range []uint64{0, 43, 116} {
 		sc := legacyScenario(seed)
+		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
+	}
+	for _, seed := range []uint64{714} {
+		sc := scenarioFor(seed)
 		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}
 }
