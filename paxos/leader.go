@@ -270,6 +270,13 @@ func (l *Leader) Step(m Message) {
 	case KindPhase1b:
 		l.onPhase1b(m)
 	case KindNack:
+		if l.lead == matching && m.Ballot == l.ballot && m.Epoch > l.round.Epoch && m.Epoch <= l.cfg.Epoch && slices.Contains(l.cfg.Matchmakers, m.From) {
+			// Refused for the configuration this round was registered
+			// under, while this leader has learnt one as new since:
+			// register a new round under that one.
+			l.rematch()
+			return
+		}
 		if l.lead == matching && m.Ballot == l.ballot && m.Epoch > l.cfg.Epoch && slices.Contains(l.cfg.Matchmakers, m.From) {
 			// The matchmakers hold rounds of a newer configuration than
 			// ours: stand by, and take the newer configuration from the
@@ -389,6 +396,19 @@ func (l *Leader) sendPhase2a(slot uint64, v Value) {
 	l.nextProxy++
 	g := l.round.Groups[slot%uint64(len(l.round.Groups))]
 	l.send(Message{Kind: KindPhase2a, To: proxy, Ballot: l.ballot, Slot: slot, Value: v, Group: &g})
+}
+
+// rematch starts a new round under the current configuration while
+// matchmaking an older one. Phase 1 has not run, so what the leader was to
+// propose again is kept.
+func (l *Leader) rematch() {
+	prev := l.previous
+	l.campaign()
+	for s, v := range prev {
+		if _, ok := l.previous[s]; !ok {
+			l.previous[s] = v
+		}
+	}
 }
 
 // campaign starts a new round with the configuration's acceptor groups.

@@ -536,3 +536,61 @@ func TestStaleLeaderLearnsConfigFromMatchmaker(t *testing.T) {
 		t.Fatalf("config query answered with %v", ms)
 	}
 }
+
+// A leader that learns a newer configuration while its round, registered
+// under the older one, is being refused registers a new round under the
+// newer one rather than resending the refused one forever (simulation
+// seed 1324 with client backoff).
+func TestMatchingLeaderRematchesUnderNewerConfig(t *testing.T) {
+	old := baseConfig().withDefaults()
+	next := old.Clone()
+	next.Epoch = 1
+	next.Groups = []Group{{Acceptors: []string{"a3", "a4", "a5"}}}
+	mm := NewMatchmaker("m0", MatchmakerState{})
+	b := Ballot{0, 1} // below the leader's first ballot
+	mm.Step(Message{Kind: KindMatchA, From: "l1", Ballot: b, Rounds: []RoundConfig{{Ballot: b, Epoch: 1, Groups: next.Groups}}, Config: &next})
+	mm.Ready()
+
+	l := NewLeaderAt(old, "l0", 0, Ballot{})
+	var matchA []Message
+	for range 50 {
+		l.Tick()
+		for _, m := range l.Ready().Messages {
+			if m.Kind == KindMatchA && m.To == "m0" {
+				matchA = append(matchA, m)
+			}
+		}
+		if len(matchA) > 0 {
+			break
+		}
+	}
+	if len(matchA) == 0 || matchA[0].Rounds[0].Epoch != 0 {
+		t.Fatalf("leader did not register a round of epoch 0: %v", matchA)
+	}
+	// The newer configuration reaches the leader from elsewhere first.
+	l.Step(Message{Kind: KindConfigReply, From: "r0", Config: &next})
+	l.Ready()
+	m := matchA[0]
+	m.From = "l0"
+	mm.Step(m)
+	ms := mm.Ready().Messages
+	if len(ms) != 1 || ms[0].Kind != KindNack {
+		t.Fatalf("matchmaker answered the stale round with %v", ms)
+	}
+	ms[0].From = "m0"
+	l.Step(ms[0])
+	var again *Message
+	for _, m := range l.Ready().Messages {
+		if m.Kind == KindMatchA && m.To == "m0" {
+			again = &m
+		}
+	}
+	if again == nil || again.Rounds[0].Epoch != 1 || !b.Less(again.Ballot) {
+		t.Fatalf("after the refusal the leader sent %v, want a round above %s under epoch 1", again, b)
+	}
+	again.From = "l0"
+	mm.Step(*again)
+	if ms := mm.Ready().Messages; len(ms) != 1 || ms[0].Kind != KindMatchB {
+		t.Fatalf("matchmaker answered the new round with %v", ms)
+	}
+}

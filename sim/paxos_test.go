@@ -461,12 +461,15 @@ func TestPaxosSimulation(t *testing.T) {
 //     forever, since every role they asked for the newer configuration
 //     was behind too (matchmakers now keep the newest configuration a
 //     round registered under and hand it to a refused leader).
+//   - 1324 (with client backoff): a leader learnt epoch 9 while its
+//     round, registered under epoch 5, was being refused, and resent
+//     that round forever (it now registers a new one under epoch 9).
 func TestPaxosRegressionSeeds(t *testing.T) {
 	for _, seed := range []uint64{0, 43, 116} {
 		sc := legacyScenario(seed)
 		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}
-	for _, seed := range []uint64{714} {
+	for _, seed := range []uint64{714, 1324} {
 		sc := scenarioFor(seed)
 		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}
