@@ -113,6 +113,7 @@ type Leader struct {
 	best     map[uint64]Entry
 	p1GC     uint64
 	p1Sent   int
+	p1Heard  int // when phase 1 last made progress (started, or an answer)
 	waiting  []Command
 	previous map[uint64]Value // what this leader proposed in its last round
 
@@ -398,6 +399,10 @@ func (l *Leader) sendPhase2a(slot uint64, v Value) {
 	l.send(Message{Kind: KindPhase2a, To: proxy, Ballot: l.ballot, Slot: slot, Value: v, Group: &g})
 }
 
+// phase1Stall is how many resend periods phase 1 may go without an answer
+// before the leader matches again.
+const phase1Stall = 10
+
 // rematch starts a new round under the current configuration while
 // matchmaking an older one. Phase 1 has not run, so what the leader was to
 // propose again is kept.
@@ -531,6 +536,7 @@ func (l *Leader) startPhase1(live []RoundConfig) {
 	l.best = map[uint64]Entry{}
 	l.p1Cursor = map[string]uint64{}
 	l.p1GC = 0
+	l.p1Heard = l.now
 	if len(l.p1) == 0 {
 		l.becomeActive()
 		return
@@ -575,6 +581,7 @@ func (l *Leader) onPhase1b(m Message) {
 	if l.lead != candidate {
 		return
 	}
+	l.p1Heard = l.now
 	if m.Upto != 0 {
 		// One page of the acceptor's votes: keep it, and ask for the next.
 		// The acceptor promised this ballot, so its votes can change only
@@ -1002,7 +1009,12 @@ func (l *Leader) Tick() {
 			l.sendMatchA()
 		}
 	case candidate:
-		if l.now-l.p1Sent >= l.cfg.ResendTicks {
+		if l.now-l.p1Heard >= phase1Stall*l.cfg.ResendTicks {
+			// No acceptor has answered for a long time: those of the
+			// rounds the matchmakers named may all be gone, their rounds
+			// retired since by a newer leader. Match again.
+			l.rematch()
+		} else if l.now-l.p1Sent >= l.cfg.ResendTicks {
 			l.sendPhase1a()
 		}
 	default:

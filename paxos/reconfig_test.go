@@ -594,3 +594,53 @@ func TestMatchingLeaderRematchesUnderNewerConfig(t *testing.T) {
 		t.Fatalf("matchmaker answered the new round with %v", ms)
 	}
 }
+
+// A candidate whose phase 1 hears from no acceptor for phase1Stall resend
+// periods matches again: the rounds the matchmakers named may have lost
+// all their acceptors, and been retired since by a newer leader
+// (simulation seed 1519 with client backoff, where the leader resent
+// phase 1a to removed acceptors forever).
+func TestStalledPhase1MatchesAgain(t *testing.T) {
+	cfg := baseConfig().withDefaults()
+	l := NewLeaderAt(cfg, "l0", 0, Ballot{})
+	var first Ballot
+	for range 100 {
+		l.Tick()
+		for _, m := range l.Ready().Messages {
+			if m.Kind == KindMatchA {
+				first = m.Ballot
+			}
+		}
+		if first != (Ballot{}) {
+			break
+		}
+	}
+	if first == (Ballot{}) {
+		t.Fatal("the leader never matched")
+	}
+	gone := RoundConfig{Ballot: Ballot{0, 1}, Epoch: 0, Groups: []Group{{Acceptors: []string{"x0", "x1", "x2"}}}}
+	for _, mm := range []string{"m0", "m1"} {
+		l.Step(Message{Kind: KindMatchB, From: mm, Ballot: first, Rounds: []RoundConfig{gone}})
+	}
+	var phase1a int
+	for _, m := range l.Ready().Messages {
+		if m.Kind == KindPhase1a {
+			phase1a++
+		}
+	}
+	if phase1a == 0 {
+		t.Fatal("the leader did not start phase 1")
+	}
+	var again Ballot
+	for i := 0; i < phase1Stall*cfg.ResendTicks+1 && again == (Ballot{}); i++ {
+		l.Tick()
+		for _, m := range l.Ready().Messages {
+			if m.Kind == KindMatchA {
+				again = m.Ballot
+			}
+		}
+	}
+	if !first.Less(again) {
+		t.Fatalf("phase 1 unanswered for %d resend periods: matched again at %v, want above %v", phase1Stall, again, first)
+	}
+}

@@ -464,12 +464,15 @@ func TestPaxosSimulation(t *testing.T) {
 //   - 1324 (with client backoff): a leader learnt epoch 9 while its
 //     round, registered under epoch 5, was being refused, and resent
 //     that round forever (it now registers a new one under epoch 9).
+//   - 1519 (with client backoff): a candidate resent phase 1a to the
+//     removed acceptors of rounds a newer leader had retired since, and
+//     never heard back (phase 1 that stalls now matches again).
 func TestPaxosRegressionSeeds(t *testing.T) {
 	for _, seed := range []uint64{0, 43, 116} {
 		sc := legacyScenario(seed)
 		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}
-	for _, seed := range []uint64{714, 1324} {
+	for _, seed := range []uint64{714, 1324, 1519} {
 		sc := scenarioFor(seed)
 		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}
