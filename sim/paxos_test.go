@@ -21,6 +21,9 @@ import (
 var (
 	paxosSeeds = flag.Int("paxos.seeds", envInt("TIDE_PAXOS_SEEDS", 200), "seeds for the Paxos simulation")
 	paxosSeed  = flag.Int("paxos.seed", -1, "run only this Paxos simulation seed")
+	// -paxos.from explores seeds CI does not run: -paxos.from=2000
+	// -paxos.seeds=4000 runs seeds 2000 to 5999.
+	paxosFrom = flag.Int("paxos.from", envInt("TIDE_PAXOS_FROM", 0), "first seed of the Paxos simulation")
 )
 
 // paxosConfig is a full compartmentalized deployment: 3 leaders, 3 proxy
@@ -432,7 +435,8 @@ func TestPaxosSimulation(t *testing.T) {
 		return
 	}
 	total := 0
-	for seed := range uint64(*paxosSeeds) {
+	for i := range uint64(*paxosSeeds) {
+		seed := uint64(*paxosFrom) + i
 		sc := scenarioFor(seed)
 		run := RunPaxos(seed, sc, 1500, 3000)
 		total += run.Completed
