@@ -35,7 +35,23 @@ func Serve(ctx context.Context, d Deployment, roles []string, dataDir, httpAddr 
 
 // RoleSpec is one role for ServeRoles: its address and kind (see Kinds).
 type RoleSpec struct {
-	Addr, Kind string
+	// Addr is the role's address: the one the configuration lists and
+	// every peer sends to.
+	Addr string
+	Kind string
+	// Listen is the address the role binds, when that is not Addr: behind
+	// a Kubernetes Service, say, peers send to the Service's ClusterIP
+	// (Addr) and the pod listens on 0.0.0.0 with the same port. Empty
+	// binds Addr.
+	Listen string
+}
+
+// bind is the address r listens on.
+func (r RoleSpec) bind() string {
+	if r.Listen != "" {
+		return r.Listen
+	}
+	return r.Addr
 }
 
 // ServeRoles is Serve for roles given with their kinds, which d's
@@ -59,10 +75,12 @@ func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, ht
 		}
 		runners = append(runners, r)
 	}
-	for _, r := range runners {
-		if _, err := tr.Listen(r.Addr, r.Deliver); err != nil {
-			return err
+	for i, r := range runners {
+		bound, err := tr.Listen(roles[i].bind(), r.Deliver)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", r.Kind, r.Addr, err)
 		}
+		log.Info("role listening", "kind", r.Kind, "addr", r.Addr, "listen", bound)
 	}
 	reg.MustRegister(&statusCollector{runners: runners})
 	mux := http.NewServeMux()
@@ -84,6 +102,7 @@ func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, ht
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", httpAddr, err)
 	}
+	log.Info("http listening", "listen", ln.Addr().String())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
