@@ -44,6 +44,10 @@ type RoleSpec struct {
 	// (Addr) and the pod listens on 0.0.0.0 with the same port. Empty
 	// binds Addr.
 	Listen string
+	// Listener, when set, is served instead of binding anything: the
+	// caller bound it to learn its port and kept it open since (see
+	// RunInProcess).
+	Listener net.Listener
 }
 
 // bind is the address r listens on.
@@ -58,6 +62,20 @@ func (r RoleSpec) bind() string {
 // configuration need not list: that is how a new instance joins a running
 // log (it then waits to be added by a reconfiguration).
 func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, httpAddr string, log *slog.Logger) error {
+	if len(roles) == 0 {
+		return errors.New("no roles to run")
+	}
+	ln, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", httpAddr, err)
+	}
+	return ServeRolesOn(ctx, d, roles, dataDir, ln, log)
+}
+
+// ServeRolesOn is ServeRoles with the HTTP server on a listener the
+// caller opened; it closes it.
+func ServeRolesOn(ctx context.Context, d Deployment, roles []RoleSpec, dataDir string, httpLn net.Listener, log *slog.Logger) error {
+	defer httpLn.Close()
 	if len(roles) == 0 {
 		return errors.New("no roles to run")
 	}
@@ -76,6 +94,18 @@ func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, ht
 		runners = append(runners, r)
 	}
 	for i, r := range runners {
+		if ln := roles[i].Listener; ln != nil {
+			deliver := r.Deliver
+			if err := tr.ServeBatch(ln, func(frames [][]byte) {
+				for _, f := range frames {
+					deliver(f)
+				}
+			}); err != nil {
+				return fmt.Errorf("%s %s: %w", r.Kind, r.Addr, err)
+			}
+			log.Info("role listening", "kind", r.Kind, "addr", r.Addr, "listen", ln.Addr().String())
+			continue
+		}
 		bound, err := tr.Listen(roles[i].bind(), r.Deliver)
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", r.Kind, r.Addr, err)
@@ -98,13 +128,9 @@ func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, ht
 		json.NewEncoder(w).Encode(current(d, runners))
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	ln, err := net.Listen("tcp", httpAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", httpAddr, err)
-	}
-	log.Info("http listening", "listen", ln.Addr().String())
+	log.Info("http listening", "listen", httpLn.Addr().String())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	go srv.Serve(httpLn)
 	defer srv.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
