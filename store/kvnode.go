@@ -62,7 +62,6 @@ type kvNode struct {
 	// regionStatus is the replication to them, as of the last few ticks.
 	regionRings  chan regionRing
 	regionStatus atomic.Pointer[[]kv.RegionStatus]
-	ticks        int
 	// applied is the table the loop has handed to the kv.Node: the one
 	// requests are routed by (ring may be a moment ahead of it).
 	applied atomic.Pointer[kvRing]
@@ -254,7 +253,8 @@ func (k *kvNode) loop(ctx context.Context) {
 			st := k.node.Stats
 			k.stats.Store(&st)
 			k.handingOff.Store(k.node.Busy())
-			if k.ticks++; k.ticks%10 == 0 && len(k.n.cfg.KV.Regions) > 0 {
+			if len(k.n.cfg.KV.Regions) > 0 {
+				// Every tick: a scrape right after a write sees it pending.
 				rs := k.node.RegionStatus()
 				k.regionStatus.Store(&rs)
 			}
