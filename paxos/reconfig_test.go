@@ -706,3 +706,36 @@ func TestBatchHandedBackGoesOn(t *testing.T) {
 		t.Fatalf("a batch handed back %d times was sent on again: %v", maxBatchHops, sent)
 	}
 }
+
+// A role that hears a heartbeat from a leader of an older configuration
+// sends it the newer one (once per resend period): a leader the newer
+// configuration removed, and whom no one told, would otherwise lead under
+// the old one forever, its heartbeats holding off every other leader
+// (simulation seed 1341, once a restarted first leader stopped forcing a
+// failover).
+func TestHeartbeatOfOlderEpochIsAnswered(t *testing.T) {
+	old := baseConfig().withDefaults()
+	next := old.Clone()
+	next.Epoch = 2
+	next.Leaders, next.LeaderIDs = []string{"l0"}, []uint32{0}
+	l0 := NewLeaderAt(next, "l0", 0, Ballot{1, 0})
+	l0.Ready()
+	var told []Message
+	for i := range 3 * old.ResendTicks {
+		l0.Step(Message{Kind: KindHeartbeat, From: "l1", Ballot: Ballot{2, 1}, Epoch: 1})
+		if i%2 == 0 {
+			l0.Tick()
+		}
+		for _, m := range l0.Ready().Messages {
+			if m.Kind == KindConfigReply && m.To == "l1" {
+				told = append(told, m)
+			}
+		}
+	}
+	if len(told) == 0 || told[0].Config.Epoch != 2 {
+		t.Fatalf("a heartbeat of epoch 1 was answered with %v, want epoch 2's configuration", told)
+	}
+	if len(told) > 3 {
+		t.Fatalf("%d configuration replies to %d heartbeats in %d ticks: not once per resend period", len(told), 3*old.ResendTicks, 3*old.ResendTicks/2)
+	}
+}
