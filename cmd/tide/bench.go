@@ -105,7 +105,7 @@ func newBenchFilesCmd() *cobra.Command {
 func newBenchLogCmd() *cobra.Command {
 	var clients, modes, target, peer, peerBin string
 	var duration, hold, step time.Duration
-	var asJSON, live bool
+	var asJSON, live, breakdown bool
 	var ramp, capacity, plotPath string
 	var scaling []string
 	var rh roleHostFlags
@@ -283,6 +283,14 @@ source tree this runs in.`,
 			if err := w.Flush(); err != nil {
 				return err
 			}
+			if breakdown {
+				for _, r := range results {
+					fmt.Printf("\n%s, %d clients: where each role kind's time went (means)\n", r.Mode, r.Clients)
+					if err := bench.PrintBreakdown(os.Stdout, r.Breakdown); err != nil {
+						return err
+					}
+				}
+			}
 			if len(peerResults) > 0 {
 				return printPeerRatios(os.Stdout, results, peerResults)
 			}
@@ -295,6 +303,7 @@ source tree this runs in.`,
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
 	cmd.Flags().StringVar(&peer, "peer", "", "also measure this peer with the same workload in the same run, and print the ratios: etcd")
 	cmd.Flags().StringVar(&peerBin, "peer-bin", "", "with --peer etcd: the etcd-bench binary (default: build it from bench/peers)")
+	cmd.Flags().BoolVar(&breakdown, "breakdown", false, "after each run, print where each role kind's time went: decode, inbox queueing, state machine step, fsync and send, mean microseconds (also in --json as breakdown)")
 	cmd.Flags().BoolVar(&live, "live", false, "measure live reconfiguration under load (see above)")
 	cmd.Flags().StringVar(&ramp, "ramp", "", "client counts, comma-separated (e.g. 1,100,1000,100,1): run each for --step and print load, throughput, p99 and each role's instances every second")
 	cmd.Flags().DurationVar(&step, "step", 20*time.Second, "with --ramp: time at each client count")
