@@ -593,6 +593,15 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) (
 		}
 		return out, errs
 	}
+	start := time.Now()
+	defer func() {
+		// Each request of a batch waited as long as the batch: answers
+		// come in bursts.
+		d := time.Since(start).Seconds()
+		for range ms {
+			k.n.m.kvLatency.Observe(d)
+		}
+	}()
 	// The reply channel is kept for the next batch of the connection,
 	// unless this one times out: an answer may then still arrive in it.
 	if cap(st.ch) < len(ms) {

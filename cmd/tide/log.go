@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -95,71 +94,29 @@ unbatchers with load.`,
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(abs, 0o755); err != nil {
-				return err
-			}
+			var policy autoscale.LogPolicy
 			if autoscaleOn {
-				if _, err := logPolicy(capacity, policyPath); err != nil {
+				if policy, err = logPolicy(capacity, policyPath); err != nil {
 					return err
 				}
 			}
-			depPath := filepath.Join(abs, "deployment.json")
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			defer stop()
-			roles, err := rh.open(ctx, abs, depPath, shape.Host)
+			run, err := startLogRun(ctx, logRunOptions{dir: abs, shape: shape, rh: &rh, autoscale: autoscaleOn, policy: policy, period: period}, os.Stdout)
 			if err != nil {
 				return err
 			}
 			defer func() {
 				fmt.Fprintln(os.Stderr, "stopping roles...")
-				sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				roles.StopAll(sctx)
-				rh.close()
+				run.Close()
 			}()
-			d, err := cluster.NewDeploymentOn(ctx, roles, shape)
-			if err != nil {
-				return err
-			}
-			// The control endpoint starts and stops role processes for
-			// 'tide log scale' and 'tide log replace'.
-			ctlHost := shape.Host
-			if roles.Name() != "local" {
-				ctlHost = "127.0.0.1"
-			}
-			ctlLn, err := net.Listen("tcp", net.JoinHostPort(ctlHost, "0"))
-			if err != nil {
-				return err
-			}
-			d.Control = ctlLn.Addr().String()
-			if err := d.Save(depPath); err != nil {
-				return err
-			}
-			fmt.Printf("starting %d roles on %s (logs in %s)\n", len(d.Roles()), rh.describe(), abs)
-			if err := cluster.StartLog(ctx, roles, d); err != nil {
-				return err
-			}
-			ctl := cluster.NewLogControl(roles, d, depPath)
-			ctlSrv := &http.Server{Handler: ctl.Handler(), ReadHeaderTimeout: 5 * time.Second}
-			go ctlSrv.Serve(ctlLn)
-			defer ctlSrv.Close()
+			d, depPath := run.d, run.depPath
 			if autoscaleOn {
-				policy, err := logPolicy(capacity, policyPath)
-				if err != nil {
-					return err
-				}
-				events, err := autoscale.NewEvents(1000, filepath.Join(abs, "autoscale-events.jsonl"), nil)
-				if err != nil {
-					return err
-				}
-				defer events.Close()
-				events.OnEvent(func(ev autoscale.Event) {
+				run.events.OnEvent(func(ev autoscale.Event) {
 					if ev.Outcome != "decided" {
 						fmt.Printf("autoscale: %s %s: %s (%s)\n", ev.Action, ev.Outcome, ev.Reason, ev.Error)
 					}
 				})
-				lc := &autoscale.LogController{Target: ctl, Policy: policy, Period: period, Events: events, Log: slog.Default()}
-				go lc.Run(ctx)
 				fmt.Printf("autoscaling every %s with capacities %v (events in %s)\n", period, policy.Cfg.Capacity, filepath.Join(abs, "autoscale-events.jsonl"))
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tide/chord"
+	"tide/cluster"
 	"tide/store"
 )
 
@@ -26,6 +28,7 @@ type nodeOpts struct {
 	capacity, migrationRate string
 	tombstoneTTL, kvResend  time.Duration
 	idle                    bool
+	readyFile               string
 }
 
 func newNodeCmd() *cobra.Command {
@@ -141,6 +144,7 @@ func addNodeFlags(cmd *cobra.Command, o *nodeOpts) {
 	f.Int64Var(&cfg.MaxFileSize, "max-file-size", 1<<30, "largest file accepted, in bytes")
 	f.DurationVar(&cfg.TickInterval, "tick", time.Second, "Chord stabilize period")
 	f.DurationVar(&cfg.FullRepairInterval, "full-repair", 30*time.Second, "period of the full placement check")
+	f.StringVar(&o.readyFile, "ready-file", "", "once serving, write the addresses the node holds (JSON: pid, chord_addr, http_addr, resp_addr, peer_addr) to this file; a supervisor that gave ports 0 learns them here")
 }
 
 // runNode starts a storage node from o and runs it until a signal, a kill
@@ -201,6 +205,12 @@ func runNode(o *nodeOpts) error {
 	if err != nil {
 		return err
 	}
+	if o.readyFile != "" {
+		if err := writeReadyFile(o.readyFile, n.Info()); err != nil {
+			n.Close()
+			return fmt.Errorf("--ready-file: %w", err)
+		}
+	}
 	select {
 	case <-ctx.Done():
 		slog.Info("signal received; stopping")
@@ -255,4 +265,18 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q: want bytes, or a number with KiB, MiB, GiB, KB, MB or GB", s)
 	}
 	return v, nil
+}
+
+// writeReadyFile writes the addresses a started node holds, with its pid,
+// atomically: a reader sees the whole file or none.
+func writeReadyFile(path string, in store.Info) error {
+	b, err := json.Marshal(cluster.Ready{Pid: os.Getpid(), ChordAddr: in.ChordAddr, HTTPAddr: in.HTTPAddr, RESPAddr: in.RESPAddr, PeerAddr: in.PeerAddr})
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -25,7 +25,6 @@ import (
 
 	"tide/autoscale/provision"
 	"tide/cluster"
-	"tide/paxos/node"
 )
 
 // Config configures the local provisioner.
@@ -34,8 +33,8 @@ type Config struct {
 	Dir string
 	// Binary is the tide executable. Default: this process's executable.
 	Binary string
-	// Layout gives instance i its addresses. Default: 127.0.0.1 with free
-	// ports.
+	// Layout gives instance i its addresses, which may have port 0 (the
+	// node binds a free port and reports it). Default: 127.0.0.1:0.
 	Layout func(i int) (chordAddr, httpAddr string, err error)
 	// Capacity, Replicas and Extra apply when a Spec leaves them zero.
 	Capacity int64
@@ -77,13 +76,7 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg.StopGrace = 10 * time.Second
 	}
 	if cfg.Layout == nil {
-		cfg.Layout = func(int) (string, string, error) {
-			a, err := freeAddrs(2)
-			if err != nil {
-				return "", "", err
-			}
-			return a[0], a[1], nil
-		}
+		cfg.Layout = func(int) (string, string, error) { return "127.0.0.1:0", "127.0.0.1:0", nil }
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
@@ -187,6 +180,7 @@ func (p *Provisioner) Launch(ctx context.Context, s provision.Spec) (provision.I
 		return provision.Instance{}, err
 	}
 	in.State = provision.StateRunning
+	in.ChordAddr, in.HTTPAddr = proc.Spec.ChordAddr, proc.Spec.HTTPAddr // what the node bound
 	if err := p.save(record{Instance: in, Index: idx, Pid: proc.Pid()}); err != nil {
 		proc.Kill()
 		return provision.Instance{}, err
@@ -298,13 +292,59 @@ func (p *Provisioner) Terminate(ctx context.Context, in provision.Instance) erro
 	return os.RemoveAll(filepath.Join(p.cfg.Dir, in.ID))
 }
 
+// Resume restarts, on their data and addresses, the instances an earlier
+// provisioner left running when it stopped (StopAll keeps their records
+// and data): the first without --join (it rejoins the ring it remembers,
+// or recreates it), the others through it. It returns the instances it
+// restarted and reports each to progress (optional).
+func (p *Provisioner) Resume(ctx context.Context, progress func(provision.Instance)) ([]provision.Instance, error) {
+	recs, err := p.records()
+	if err != nil {
+		return nil, err
+	}
+	var out []provision.Instance
+	join := ""
+	for _, r := range recs {
+		if r.State != provision.StateRunning || p.alive(r) {
+			if r.State == provision.StateRunning && join == "" {
+				join = r.ChordAddr
+			}
+			continue
+		}
+		spec := cluster.NodeSpec{Name: r.ID, ChordAddr: r.ChordAddr, HTTPAddr: r.HTTPAddr, Join: join,
+			Replicas: p.cfg.Replicas, Capacity: p.cfg.Capacity, Extra: append([]string{}, p.cfg.Extra...)}
+		proc, err := p.local.Launch(ctx, spec)
+		if err != nil {
+			return out, fmt.Errorf("restart %s: %w", r.ID, err)
+		}
+		r.Pid = proc.Pid()
+		r.Started = time.Now()
+		if err := p.save(r); err != nil {
+			proc.Kill()
+			return out, err
+		}
+		p.mu.Lock()
+		p.procs[r.ID] = proc
+		p.mu.Unlock()
+		if join == "" {
+			join = r.ChordAddr
+		}
+		out = append(out, r.Instance)
+		if progress != nil {
+			progress(r.Instance)
+		}
+	}
+	return out, nil
+}
+
+// OnExit has f called when a node exits without being asked to.
+func (p *Provisioner) OnExit(f func(id string, err error, logTail string)) {
+	p.local.OnExit(func(pr *cluster.Proc, err error, tail string) { f(pr.Name, err, tail) })
+}
+
 // StopAll stops the processes this provisioner started, leaving their
 // data: `tide up` calls it on Ctrl-C.
 func (p *Provisioner) StopAll(grace time.Duration) { p.local.StopAll(grace) }
-
-func freeAddrs(n int) ([]string, error) {
-	return node.FreeAddrs("127.0.0.1", n)
-}
 
 // Logs implements provision.LogTailer: up to the last tail lines of the
 // instance's log file, which outlives the instance.
