@@ -22,14 +22,16 @@ up: build
 # Everything the tests need beyond Go: python3-msgpack, for the tests that
 # speak to tide as the seed's Python client scripts do; prometheus, for
 # the autoscaler's Prometheus metrics source; redis-server, postgresql and
-# nats-server, the real stores antipode's shims and benchmark run against.
+# nats-server, the real stores antipode's shims and benchmark run against;
+# chromium, the headless browser the dashboard's tests drive (chromedp).
 # (moto_server, for the AWS provisioner's tests, and the Docker engine come
 # with the machine.)
 deps:
 	@if ! /usr/bin/python3 -c 'import msgpack' 2>/dev/null || ! command -v prometheus >/dev/null || \
-		! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
+		! command -v chromium >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3 python3-msgpack prometheus redis-server postgresql nats-server; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3 python3-msgpack prometheus redis-server postgresql nats-server chromium; \
 	fi
 	$(GO) mod download
 

@@ -23,7 +23,7 @@ import (
 	dockerprov "tide/autoscale/provision/docker"
 	k8sprov "tide/autoscale/provision/kubernetes"
 	localprov "tide/autoscale/provision/local"
-	"tide/cluster"
+
 	"tide/paxos/node"
 )
 
@@ -194,6 +194,27 @@ func launchCapacity(cfg autoscale.Config) (int64, error) {
 
 // runController runs a controller until ctx ends.
 func runController(ctx context.Context, o controllerOptions) error {
+	c, err := newController(o)
+	if err != nil {
+		return err
+	}
+	if o.listen != "" {
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		srv := &http.Server{Handler: c.Handler()}
+		go srv.Serve(ln)
+		defer srv.Close()
+		slog.Info("autoscale: serving events and status", "addr", ln.Addr().String())
+	}
+	slog.Info("autoscale: controller running", "provisioner", o.prov.Name(), "period", time.Duration(o.cfg.Period),
+		"min", o.cfg.Store.Min, "max", o.cfg.Store.Max, "high", o.cfg.Store.High, "low", o.cfg.Store.Low)
+	return c.Run(ctx)
+}
+
+// newController builds the store controller o describes.
+func newController(o controllerOptions) (*autoscale.Controller, error) {
 	if o.leader == nil {
 		o.leader = &autoscale.FileLock{Path: filepath.Join(o.stateDir, "leader.lock")}
 	}
@@ -213,21 +234,9 @@ func runController(ctx context.Context, o controllerOptions) error {
 		c.Template.Capacity = capBytes
 	}
 	if err := c.Init(); err != nil {
-		return err
+		return nil, err
 	}
-	if o.listen != "" {
-		ln, err := net.Listen("tcp", o.listen)
-		if err != nil {
-			return fmt.Errorf("--listen: %w", err)
-		}
-		srv := &http.Server{Handler: c.Handler()}
-		go srv.Serve(ln)
-		defer srv.Close()
-		slog.Info("autoscale: serving events and status", "addr", ln.Addr().String())
-	}
-	slog.Info("autoscale: controller running", "provisioner", o.prov.Name(), "period", time.Duration(o.cfg.Period),
-		"min", o.cfg.Store.Min, "max", o.cfg.Store.Max, "high", o.cfg.Store.High, "low", o.cfg.Store.Low)
-	return c.Run(ctx)
+	return c, nil
 }
 
 func newAutoscaleEventsCmd() *cobra.Command {
@@ -355,53 +364,6 @@ func fetchJSON(ctx context.Context, url string, v any) error {
 		return fmt.Errorf("%s", resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-// upAutoscale runs `tide up --autoscale`: the nodes are the local
-// provisioner's, and the controller runs in this process.
-func upAutoscale(ctx context.Context, dir string, layout cluster.Layout, nodes int, cfg autoscale.Config, listen string) error {
-	capacity, err := launchCapacity(cfg)
-	if err != nil {
-		return err
-	}
-	prov, err := localprov.New(localprov.Config{Dir: filepath.Join(dir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas,
-		Layout: func(i int) (string, string, error) { c, h := layout.Addrs(i); return c, h, nil }})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		fmt.Fprintln(os.Stderr, "stopping nodes...")
-		prov.StopAll(10 * time.Second)
-		fmt.Fprintln(os.Stderr, "stopped")
-	}()
-	have, err := prov.List(ctx)
-	if err != nil {
-		return err
-	}
-	var join string
-	running := 0
-	for _, in := range have {
-		if in.State == provision.StateRunning {
-			running++
-			join = in.ChordAddr
-		}
-	}
-	fmt.Printf("starting %d nodes (data and logs in %s)\n", max(nodes-running, 0), dir)
-	for i := running; i < nodes; i++ {
-		in, err := prov.Launch(ctx, provision.Spec{Join: join, Extra: cfg.Launch.Flags})
-		if err != nil {
-			return err
-		}
-		if join == "" {
-			join = in.ChordAddr
-		}
-		fmt.Printf("  %-6s chord %-18s files http://%s\n", in.ID, in.ChordAddr, in.HTTPAddr)
-	}
-	fmt.Printf("\nring is up; the autoscaler watches it (events: tide autoscale events --addr %s). Press Ctrl-C to stop.\n", listen)
-	if cfg.Store.Min > nodes {
-		fmt.Printf("note: store.min is %d, so the autoscaler adds nodes at once\n", cfg.Store.Min)
-	}
-	return runController(ctx, controllerOptions{cfg: cfg, prov: prov, stateDir: dir, listen: listen})
 }
 
 // buildSelfImage builds the node image FROM scratch around this (static)

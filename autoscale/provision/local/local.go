@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -36,6 +37,10 @@ type Config struct {
 	// Layout gives instance i its addresses, which may have port 0 (the
 	// node binds a free port and reports it). Default: 127.0.0.1:0.
 	Layout func(i int) (chordAddr, httpAddr string, err error)
+	// RESP has every node serve the Redis protocol on its chord host, at
+	// RESPPort (0: a free port, which the node reports).
+	RESP     bool
+	RESPPort int
 	// Capacity, Replicas and Extra apply when a Spec leaves them zero.
 	Capacity int64
 	Replicas int
@@ -169,6 +174,10 @@ func (p *Provisioner) Launch(ctx context.Context, s provision.Spec) (provision.I
 	if s.Token != "" {
 		spec.Extra = append(spec.Extra, "--token", s.Token)
 	}
+	if p.cfg.RESP {
+		host, _, _ := net.SplitHostPort(ca)
+		spec.Extra = append(spec.Extra, "--resp-addr", net.JoinHostPort(host, strconv.Itoa(p.cfg.RESPPort)))
+	}
 	in := provision.Instance{ID: id, HTTPAddr: ha, ChordAddr: ca, State: provision.StatePending, Started: time.Now()}
 	if err := p.save(record{Instance: in, Index: idx}); err != nil {
 		return provision.Instance{}, err
@@ -180,7 +189,7 @@ func (p *Provisioner) Launch(ctx context.Context, s provision.Spec) (provision.I
 		return provision.Instance{}, err
 	}
 	in.State = provision.StateRunning
-	in.ChordAddr, in.HTTPAddr = proc.Spec.ChordAddr, proc.Spec.HTTPAddr // what the node bound
+	in.ChordAddr, in.HTTPAddr, in.RESPAddr = proc.Spec.ChordAddr, proc.Spec.HTTPAddr, proc.Ready.RESPAddr // what the node bound
 	if err := p.save(record{Instance: in, Index: idx, Pid: proc.Pid()}); err != nil {
 		proc.Kill()
 		return provision.Instance{}, err
@@ -313,6 +322,9 @@ func (p *Provisioner) Resume(ctx context.Context, progress func(provision.Instan
 		}
 		spec := cluster.NodeSpec{Name: r.ID, ChordAddr: r.ChordAddr, HTTPAddr: r.HTTPAddr, Join: join,
 			Replicas: p.cfg.Replicas, Capacity: p.cfg.Capacity, Extra: append([]string{}, p.cfg.Extra...)}
+		if r.RESPAddr != "" {
+			spec.Extra = append(spec.Extra, "--resp-addr", r.RESPAddr)
+		}
 		proc, err := p.local.Launch(ctx, spec)
 		if err != nil {
 			return out, fmt.Errorf("restart %s: %w", r.ID, err)
