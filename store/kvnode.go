@@ -546,6 +546,8 @@ func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 	if err := k.waitReady(ctx); err != nil {
 		return kv.Message{}, err
 	}
+	start := time.Now()
+	defer func() { k.n.m.kvLatency.Observe(time.Since(start).Seconds()) }()
 	id := k.nextID.Add(1)
 	m.ID, m.From = id, clientAddr
 	ch := make(chan kv.Message, 1)

@@ -173,7 +173,7 @@ type Role struct {
 type Instance struct {
 	Addr        string  `json:"addr"`
 	HTTP        string  `json:"http"`
-	Group       int     `json:"group,omitempty"` // acceptors: their group
+	Group       int     `json:"group"` // acceptors: their group
 	Up          bool    `json:"up"`
 	Active      bool    `json:"active,omitempty"`
 	Ballot      string  `json:"ballot,omitempty"`

@@ -308,7 +308,7 @@ func TestUp(t *testing.T) {
 	waitPage("a fourth member", `document.querySelectorAll("#nodes tbody tr[data-state=member]").length === 4`)
 	waitPage("the scale-out event", `document.querySelector("#events li[data-action=scale_out][data-outcome=succeeded]") !== null &&
 		document.querySelector("#timeline .tl-event[data-action=scale_out]") !== null`)
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
 	}

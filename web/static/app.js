@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
 const RING = 4294967296;
+const PALETTE = ["#3fa7d6", "#59c97a", "#c678dd", "#e5c07b", "#56b6c2", "#f2a541", "#e06c9f", "#98c379"];
+const clock = (t) => new Date(t).toLocaleTimeString([], { hour12: false });
 
 function fmt(n, digits = 0) {
   if (n == null || isNaN(n)) return "–";
@@ -41,11 +43,11 @@ function drawRing(store) {
     // Arc from the previous member's token to this one's.
     const [x0, y0] = pt(n.range_start, R), [x1, y1] = pt(n.token, R);
     const large = n.range_fraction > 0.5 ? 1 : 0;
-    const color = getComputedStyle(document.documentElement).getPropertyValue("--" + (n.state === "member" ? "member" : n.state)) || "#3fa7d6";
+    const color = PALETTE[members.indexOf(n) % PALETTE.length];
     const d = n.range_fraction >= 0.9999
       ? `M ${-R} 0 A ${R} ${R} 0 1 1 ${R} 0 A ${R} ${R} 0 1 1 ${-R} 0`
       : `M ${x0} ${y0} A ${R} ${R} 0 ${large} 1 ${x1} ${y1}`;
-    const arc = el("svg:path", { d, fill: "none", stroke: color.trim(), "stroke-width": 10 + 10 * Math.min(1, n.disk_used_percent / 100), "stroke-opacity": 0.35 + 0.65 * Math.min(1, n.disk_used_percent / 70) });
+    const arc = el("svg:path", { d, fill: "none", stroke: color, "stroke-width": 10 + 10 * Math.min(1, n.disk_used_percent / 100), "stroke-opacity": 0.35 + 0.65 * Math.min(1, n.disk_used_percent / 70) });
     arc.appendChild(el("svg:title", {}, `${nodeName(n)}: ${(100 * n.range_fraction).toFixed(1)}% of the ring, disk ${n.disk_used_percent.toFixed(1)}%`));
     svg.appendChild(arc);
   }
@@ -54,7 +56,7 @@ function drawRing(store) {
     const r = n.state === "joining" || n.state === "left" ? R + 22 : R;
     const [x, y] = pt(n.token, r);
     const g = el("svg:g", { class: "ring-node", "data-state": n.state, "data-http": n.http });
-    g.appendChild(el("svg:circle", { cx: x, cy: y, r: 6, fill: `var(--${n.state})`, stroke: "#0f1419", "stroke-width": 2 }));
+    g.appendChild(el("svg:circle", { cx: x, cy: y, r: 6, style: `fill: var(--${n.state})`, stroke: "#0f1419", "stroke-width": 2 }));
     const [lx, ly] = pt(n.token, R - 26);
     g.appendChild(el("svg:text", { x: lx, y: ly + 4, "text-anchor": "middle", fill: "#d8dee6", "font-size": 10 }, n.id || n.http.split(":").slice(-2).join(":")));
     g.appendChild(el("svg:title", {}, `${nodeName(n)} (${n.state}) token ${n.token}`));
@@ -82,7 +84,7 @@ function drawNodes(store) {
         const bar = el("span", { class: "bar" });
         bar.appendChild(el("i", { class: cls, style: `width:${Math.min(100, disk)}%` }));
         td.appendChild(bar);
-        td.appendChild(document.createTextNode(n.disk_capacity_bytes ? `${disk.toFixed(1)}% of ${bytes(n.disk_capacity_bytes)}` : "–"));
+        td.appendChild(document.createTextNode(n.disk_capacity_bytes ? `${disk.toFixed(0)}% of ${bytes(n.disk_capacity_bytes)}` : "–"));
         td.title = `${bytes(n.disk_used_bytes)} used`;
       } else td.textContent = text;
       if (i === 0) td.title = `http ${n.http}` + (n.chord ? `, chord ${n.chord}` : "") + (n.resp ? `, redis ${n.resp}` : "");
@@ -113,7 +115,7 @@ function drawLog(log) {
   item("slots/s", fmt(log.slots_per_sec));
   if (log.history && log.history.length) {
     const h = log.history[log.history.length - 1];
-    item("last change", `${h.what} (${new Date(h.at).toLocaleTimeString()})`);
+    item("last change", `${h.what} (${clock(h.at)})`);
   }
   for (const r of log.roles) {
     if (!r.instances.length) continue;
@@ -124,7 +126,7 @@ function drawLog(log) {
     for (const i of r.instances) {
       const cls = ["inst", i.up ? "" : "down", i.active ? "active" : ""].join(" ");
       const row = el("div", { class: cls, "data-addr": i.addr });
-      const label = (r.kind === "acceptor" ? `g${i.group} ` : "") + i.addr.replace(/^127\.0\.0\.1:/, ":") + (i.active ? " ★" : "");
+      const label = (r.kind === "acceptor" ? `g${i.group || 0} ` : "") + i.addr.replace(/^127\.0\.0\.1:/, ":") + (i.active ? " ★" : "");
       row.appendChild(el("span", { class: "addr", title: `${i.addr} http ${i.http} epoch ${i.epoch}${i.ballot ? " ballot " + i.ballot : ""} cpu ${i.cpu_percent.toFixed(0)}%` }, label));
       row.appendChild(el("span", {}, i.up ? fmt(i.in_per_sec) : "down"));
       box.appendChild(row);
@@ -176,7 +178,7 @@ function drawEvents(events) {
     const color = e.outcome === "failed" ? "var(--down)" : e.action === "scale_out" ? "var(--joining)" : "var(--draining)";
     const y = e.system === "log" ? 34 : 12;
     const m = el("svg:circle", { cx: x, cy: y, r: e.outcome === "started" ? 3 : 5, fill: color, class: "tl-event", "data-action": e.action });
-    m.appendChild(el("svg:title", {}, `${new Date(ts).toLocaleTimeString()} ${e.system} ${e.action} ${e.outcome}: ${e.reason}`));
+    m.appendChild(el("svg:title", {}, `${clock(ts)} ${e.system} ${e.action} ${e.outcome}: ${e.reason}`));
     tl.appendChild(m);
   }
   tl.appendChild(el("svg:text", { x: 3, y: 10, fill: "#8796a8", "font-size": 9 }, "store"));
@@ -185,7 +187,7 @@ function drawEvents(events) {
   if (!shown.length) list.appendChild(el("li", { class: "empty" }, "no events yet"));
   for (const e of shown) {
     const li = el("li", { class: "event", "data-action": e.action, "data-outcome": e.outcome });
-    li.appendChild(el("span", { class: "t" }, new Date(e.time).toLocaleTimeString()));
+    li.appendChild(el("span", { class: "t" }, clock(e.time)));
     li.appendChild(el("span", {}, e.system));
     li.appendChild(el("span", { class: e.action }, e.action === "none" ? "hold" : e.action.replace("_", " ")));
     li.appendChild(el("span", { class: e.outcome === "failed" ? "failed" : "" }, e.outcome + (e.seconds ? ` ${e.seconds.toFixed(1)}s` : "")));
@@ -223,7 +225,7 @@ async function poll() {
     if (!r.ok) throw new Error(r.status + " " + r.statusText);
     const s = await r.json();
     render(s);
-    $("status").textContent = "live · " + new Date(s.time).toLocaleTimeString();
+    $("status").textContent = "live · " + clock(s.time);
     $("status").classList.remove("bad");
   } catch (e) {
     $("status").textContent = "dashboard unreachable: " + e.message;
