@@ -25,7 +25,7 @@ func TestQuantile(t *testing.T) {
 		cum  []float64
 		want float64
 	}{
-		{0.5, []float64{0, 0, 0, 0}, 0},         // no observations
+		{0.5, []float64{0, 0, 0, 0}, 0},          // no observations
 		{0.5, []float64{10, 10, 10, 10}, 0.0005}, // all in the first bucket: interpolated from 0
 		{0.5, []float64{0, 10, 10, 10}, 0.0015},  // all in the second
 		{0.99, []float64{50, 100, 100, 100}, 0.00198},
