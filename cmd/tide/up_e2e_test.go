@@ -26,6 +26,7 @@ type upProc struct {
 	banner    string
 	dashboard string   // URL
 	https     []string // store nodes' HTTP addresses
+	chords    []string // their Chord addresses
 	redis     []string // their Redis protocol addresses
 	dep       string   // the log's deployment file
 	exited    chan error
@@ -82,6 +83,8 @@ func startUp(t *testing.T, dir string, extra ...string) *upProc {
 					switch f[i] {
 					case "http":
 						u.https = append(u.https, f[i+1])
+					case "chord":
+						u.chords = append(u.chords, f[i+1])
 					case "redis":
 						u.redis = append(u.redis, f[i+1])
 					}
@@ -299,6 +302,36 @@ func TestUp(t *testing.T) {
 		}
 	}
 	readBack(up)
+
+	// tide dashboard, as for a deployed cluster, finds the ring from a
+	// node's Chord address and the log from its deployment.
+	dash := exec.Command(tideBin, "dashboard", "--nodes", up.chords[1], "--log", up.dep, "--listen", "127.0.0.1:0")
+	dashOut, _ := dash.StdoutPipe()
+	if err := dash.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer dash.Process.Kill()
+	line, err := bufio.NewReader(dashOut).ReadString('\n')
+	if f := strings.Fields(line); err != nil || len(f) != 2 || f[0] != "dashboard" {
+		t.Fatalf("tide dashboard printed %q (%v)", line, err)
+	}
+	waitFor(t, "tide dashboard to show the ring and the log", time.Minute, func() error {
+		var st struct {
+			Store struct{ Members int }
+			Log   *struct{ Leader string }
+		}
+		if err := getJSON(ctx, strings.Fields(line)[1]+"api/state", &st); err != nil {
+			return err
+		}
+		if st.Store.Members != 3 || st.Log == nil || st.Log.Leader == "" {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	dash.Process.Signal(os.Interrupt)
+	if err := dash.Wait(); err != nil {
+		t.Errorf("tide dashboard exited with %v after SIGINT", err)
+	}
 
 	// Fill the 4 MiB nodes past 70%: the autoscaler adds a fourth.
 	big := bytes.Repeat([]byte{0x5a}, 3<<20+512<<10)
