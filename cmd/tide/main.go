@@ -58,7 +58,27 @@ TIDE_DATA_DIR). A flag given on the command line wins.`,
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&format, "log-format", "text", "log format: text or json")
 	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newDashboardCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd(), newAntipodeCmd(), newNetdelayCmd())
+	strictGroups(root)
 	return root
+}
+
+// strictGroups makes every command group (a command with subcommands
+// and nothing to run itself) fail on an unknown subcommand, as the root
+// does, instead of printing its help and exiting 0: a script's typo must
+// not pass for success. Without arguments a group prints its help.
+func strictGroups(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		strictGroups(c)
+	}
+	if cmd.HasParent() && cmd.HasSubCommands() && !cmd.Runnable() {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q; run '%s --help' for its commands", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return cmd.Help()
+		}
+	}
 }
 
 // applyEnv sets every flag not given on the command line from TIDE_<NAME>:
