@@ -395,9 +395,18 @@ func newLogKVCmd(op, use string, nargs int) *cobra.Command {
 		Short: map[string]string{"put": "Set a key", "get": "Read a key", "del": "Delete a key", "cas": "Compare-and-swap a key"}[op],
 		Args:  cobra.ExactArgs(nargs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := loadCurrent(args[0])
+			d, err := loadTarget(args[0])
 			if err != nil {
 				return err
+			}
+			if d.Unreplicated == "" {
+				// Fail at once when no role answers, rather than at the
+				// time-out.
+				nd, err := cluster.Newest(d)
+				if errors.Is(err, node.ErrNoMember) {
+					return fmt.Errorf("no role of the log in %s answered: is it running? ('tide log status %s' shows each role)", args[0], args[0])
+				}
+				d = nd
 			}
 			c, err := node.NewClient(d, "", 1)
 			if err != nil {

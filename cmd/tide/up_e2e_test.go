@@ -365,5 +365,29 @@ func TestUp(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "in use by another tide up") {
 		t.Fatalf("a second tide up on %s: %v\n%s", dir, err, out)
 	}
-	up.stop(t)
+	// A node started by hand on a running node's data says who holds it.
+	out, err = exec.Command(tideBin, "node", "--chord-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "nodes", "node1")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is in use by another process (pid ") {
+		t.Fatalf("a node on node1's data directory: %v\n%s", err, out)
+	}
+
+	// SIGKILL of tide up (no chance to clean up) takes its children with
+	// it.
+	kids := descendants(up.cmd.Process.Pid)
+	up.cmd.Process.Signal(syscall.SIGKILL)
+	<-up.exited
+	waitFor(t, "every child of a killed tide up to exit", time.Minute, func() error {
+		for _, k := range kids {
+			if alive(k) {
+				return fmt.Errorf("pid %d still runs", k)
+			}
+		}
+		return nil
+	})
+	// The log is down: a client says so at once, not at its time-out.
+	out, err = exec.Command(tideBin, "log", "put", up.dep, "k", "v").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no role of the log") {
+		t.Fatalf("log put to a stopped log: %v\n%s", err, out)
+	}
 }
