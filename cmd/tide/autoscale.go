@@ -322,21 +322,75 @@ after it stopped). --follow keeps printing new events.`,
 
 func newAutoscaleStatusCmd() *cobra.Command {
 	var addr string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show a running controller's view: leadership, instances, ring and last metrics",
-		Args:  cobra.NoArgs,
+		Long: `Show what a running controller (its --listen address) sees: whether it leads,
+the change in flight, when it last scaled out and in, and each instance with
+its state and last metrics. --json prints the controller's GET /status.`,
+		Example: `  tide autoscale status
+  tide autoscale status --addr 127.0.0.1:7070 --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var st json.RawMessage
-			if err := fetchJSON(cmd.Context(), "http://"+addr+"/status", &st); err != nil {
+			var st autoscale.Status
+			var raw json.RawMessage
+			if err := fetchJSON(cmd.Context(), "http://"+addr+"/status", &raw); err != nil {
 				return fmt.Errorf("controller at %s: %w", addr, err)
 			}
-			fmt.Println(string(st))
+			if asJSON {
+				fmt.Println(string(raw))
+				return nil
+			}
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return fmt.Errorf("controller at %s: %w", addr, err)
+			}
+			fmt.Print(formatStatus(st, time.Now()))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:7070", "the controller's --listen address")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the controller's status as JSON")
 	return cmd
+}
+
+// formatStatus renders a controller's status for people: times as "12:03:04
+// (2m ago)" or "never", instances as a table.
+func formatStatus(st autoscale.Status, now time.Time) string {
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return fmt.Sprintf("%s (%s ago)", t.Local().Format("15:04:05"), now.Sub(t).Round(time.Second))
+	}
+	var b strings.Builder
+	role := "standby (another controller leads)"
+	if st.Leader {
+		role = "leader"
+	}
+	flight := "no change in flight"
+	if st.InFlight {
+		flight = "a change in flight"
+	}
+	fmt.Fprintf(&b, "%s controller, %s provisioner: %s, %s\n", st.System, st.Provision, role, flight)
+	fmt.Fprintf(&b, "last scale-out: %s; last scale-in: %s\n", when(st.LastOut), when(st.LastIn))
+	if st.RetryAfter.After(now) {
+		fmt.Fprintf(&b, "launches retried after %s\n", st.RetryAfter.Local().Format("15:04:05"))
+	}
+	fmt.Fprintf(&b, "ring members: %d\n\n", len(st.Ring))
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tSTATE\tHTTP\tCHORD\tDISK\tREQ/S\tSTARTED")
+	for _, in := range st.Instances {
+		disk, ops := "-", "-"
+		if st.Last != nil {
+			if o, ok := st.Last.Obs[in.ID]; ok {
+				disk, ops = fmt.Sprintf("%.1f%%", o.DiskPercent), fmt.Sprintf("%.0f", o.OpsPerSec)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.State, in.HTTPAddr, in.ChordAddr, disk, ops, when(in.Started))
+	}
+	tw.Flush()
+	return b.String()
 }
 
 func newAutoscaleConfigCmd() *cobra.Command {

@@ -252,7 +252,7 @@ a reconfiguration adds it (tide log scale does both).`,
 	cmd.Flags().StringVar(&join, "join", "", "HTTP address of a running role process to fetch the configuration from (instead of --deployment)")
 	cmd.Flags().StringVar(&kind, "kind", "", "role kind of --role addresses the configuration does not list yet: "+strings.Join(node.Kinds, ", "))
 	cmd.Flags().StringSliceVar(&roles, "role", nil, "role addresses to run here (default: all)")
-	cmd.Flags().StringVar(&dataDir, "data-dir", "tide-log-state", "directory for durable role state")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "tide-log/state", "directory for durable role state (tide log up's --data-dir keeps it in its state subdirectory)")
 	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:0", "address for /metrics, /status and /deployment")
 	cmd.Flags().StringVar(&control, "control", "", "HTTP address of the process that starts and stops roles (set by tide log up)")
 	return cmd
@@ -392,8 +392,21 @@ func newLogKVCmd(op, use string, nargs int) *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   use,
-		Short: map[string]string{"put": "Set a key", "get": "Read a key", "del": "Delete a key", "cas": "Compare-and-swap a key"}[op],
-		Args:  cobra.ExactArgs(nargs),
+		Short: map[string]string{"put": "Set a key in the log's linearizable KV", "get": "Read a key of the log's linearizable KV",
+			"del": "Delete a key of the log's linearizable KV", "cas": "Compare-and-swap a key of the log's linearizable KV"}[op],
+		Long: map[string]string{
+			"put": "Set KEY to VALUE: the command goes through the log (batcher, leader, proxy leader,\nacceptors) and is applied by the replicas exactly once; OK once it is chosen and executed.",
+			"get": "Print KEY's value, read through the log (linearizable), or with --quorum-read from a\nread quorum of acceptors and a replica that has executed that far, without a slot.",
+			"del": "Delete KEY through the log; an error if it did not exist.",
+			"cas": "Set KEY to VALUE only if its current value is EXPECT (or, with --expect-absent, if it\ndoes not exist); otherwise fail and print the current value.",
+		}[op] + "\n\nTARGET is the log's deployment file (tide up and tide log up print it) or the HTTP\naddress of any role process. A log none of whose roles answers fails at once.",
+		Example: map[string]string{
+			"put": "  tide log put tide-data/log/deployment.json greeting hello",
+			"get": "  tide log get tide-data/log/deployment.json greeting\n  tide log get --quorum-read 127.0.0.1:41401 greeting",
+			"del": "  tide log del tide-data/log/deployment.json greeting",
+			"cas": "  tide log cas tide-data/log/deployment.json greeting hello bye\n  tide log cas --expect-absent tide-data/log/deployment.json lock - me",
+		}[op],
+		Args: cobra.ExactArgs(nargs),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := loadTarget(args[0])
 			if err != nil {
