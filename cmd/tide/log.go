@@ -391,7 +391,7 @@ func newLogKVCmd(op, use string, nargs int) *cobra.Command {
 	var quorum, absent bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   use,
+		Use: use,
 		Short: map[string]string{"put": "Set a key in the log's linearizable KV", "get": "Read a key of the log's linearizable KV",
 			"del": "Delete a key of the log's linearizable KV", "cas": "Compare-and-swap a key of the log's linearizable KV"}[op],
 		Long: map[string]string{
