@@ -137,6 +137,7 @@ func (d *Dashboard) sampleStore(ctx context.Context) (Store, map[string]nodeCoun
 			n.Chord, n.RESP = info.ChordAddr, info.RESPAddr
 			n.Files, n.Bytes, n.Keys = info.Files, info.Bytes, info.KVKeys
 			n.DiskUsed, n.DiskCap, n.DiskPercent = info.DiskUsed, info.DiskCap, info.DiskPercent
+			n.replicas = info.Replicas
 			switch {
 			case info.Leaving && n.State != "draining":
 				n.State = "leaving"
@@ -154,10 +155,16 @@ func (d *Dashboard) sampleStore(ctx context.Context) (Store, map[string]nodeCoun
 		}()
 	}
 	wg.Wait()
+	copies := 1
 	for _, n := range st.Nodes {
 		st.Files += n.Files
 		st.Keys += int64(n.Keys)
+		copies = max(copies, n.replicas)
 	}
+	// Each file and key is held by N nodes.
+	copies = min(copies, max(st.Members, 1))
+	st.Files /= int64(copies)
+	st.Keys /= int64(copies)
 	return st, counters
 }
 

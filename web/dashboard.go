@@ -96,7 +96,10 @@ type Store struct {
 	Members int `json:"members"`
 	// Nodes are the ring's members in token order, then nodes outside it
 	// (joining, standby, left).
-	Nodes     []*Node `json:"nodes"`
+	Nodes []*Node `json:"nodes"`
+	// Files and Keys are distinct files and keys: the copies the nodes
+	// hold divided by the replicas of each (N). A node's own Files and
+	// Keys count its copies.
 	Files     int64   `json:"files"`
 	Keys      int64   `json:"keys"`
 	OpsPerSec float64 `json:"ops_per_sec"`
@@ -132,6 +135,7 @@ type Node struct {
 	P50Millis float64 `json:"p50_ms"`
 	P99Millis float64 `json:"p99_ms"`
 	seen      time.Time
+	replicas  int
 }
 
 // Log is the tide log.

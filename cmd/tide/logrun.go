@@ -30,6 +30,8 @@ type logRunOptions struct {
 	autoscale bool
 	policy    autoscale.LogPolicy
 	period    time.Duration
+	// log is the controller's logger (default slog.Default()).
+	log *slog.Logger
 	// onExit is told of role processes that exit without being asked to.
 	onExit func(name string, err error, logTail string)
 }
@@ -127,7 +129,11 @@ func startLogRun(ctx context.Context, o logRunOptions, out io.Writer) (_ *logRun
 		}
 		r.events = events
 		r.closers = append(r.closers, func() { events.Close() })
-		lc := &autoscale.LogController{Target: r.ctl, Policy: o.policy, Period: o.period, Events: events, Log: slog.Default()}
+		logger := o.log
+		if logger == nil {
+			logger = slog.Default()
+		}
+		lc := &autoscale.LogController{Target: r.ctl, Policy: o.policy, Period: o.period, Events: events, Log: logger}
 		go lc.Run(ctx)
 	}
 	return r, nil

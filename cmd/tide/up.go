@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -257,7 +258,8 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 		shape.Host = "127.0.0.1"
 		shape.BatchSize, shape.TickMillis, shape.HeartbeatTicks, shape.ElectionTicks, shape.ResendTicks = 40, 10, 5, 30, 10
 		lr, err = startLogRun(ctx, logRunOptions{dir: filepath.Join(abs, "log"), shape: shape, rh: &roleHostFlags{provisioner: "local"},
-			reuse: true, autoscale: o.autoscale, policy: logPol, period: 2 * time.Second, onExit: warn}, io.Discard)
+			reuse: true, autoscale: o.autoscale, policy: logPol, period: 2 * time.Second, onExit: warn,
+			log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}, io.Discard)
 		if err != nil {
 			return fmt.Errorf("tide log: %w", err)
 		}
@@ -272,6 +274,26 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 	if o.autoscale {
 		if ctl, err = newController(controllerOptions{cfg: cfg, prov: prov, stateDir: abs}); err != nil {
 			return err
+		}
+		// The console gets the changes, not every reason to hold: those
+		// are on the dashboard and at the controller's /events.
+		quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		ctl.Log = quiet
+		printChanges := func(ev autoscale.Event) {
+			if ev.Action != autoscale.ActNone && ev.Outcome != "decided" {
+				msg := fmt.Sprintf("autoscale: %s %s %s: %s", ev.System, strings.ReplaceAll(string(ev.Action), "_", " "), ev.Outcome, ev.Reason)
+				if ev.Instance != "" && ev.System == "store" {
+					msg += " (" + ev.Instance + ")"
+				}
+				if ev.Error != "" {
+					msg += ": " + ev.Error
+				}
+				fmt.Fprintln(out, msg)
+			}
+		}
+		ctl.Events.OnEvent(printChanges)
+		if lr != nil && lr.events != nil {
+			lr.events.OnEvent(printChanges)
 		}
 		if asLn != nil {
 			srv := &http.Server{Handler: ctl.Handler(), ReadHeaderTimeout: 5 * time.Second}

@@ -135,8 +135,10 @@ function drawLog(log) {
   }
 }
 
-// A line chart of the series on a canvas, with its own scale.
-function chart(canvas, t, lines) {
+// A line chart of the series on a canvas, with its own scale, over the
+// last ten minutes or the time sampled so far, and a mark at each change
+// the autoscalers made.
+function chart(canvas, t, lines, events) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
   canvas.width = w * dpr; canvas.height = h * dpr;
@@ -154,12 +156,25 @@ function chart(canvas, t, lines) {
     g.fillText(fmt((top * i) / 2, top < 10 ? 1 : 0), 2, y + 3);
   }
   if (t.length < 2) return;
-  const t0 = t[t.length - 1] - 600000, t1 = t[t.length - 1];
+  const t1 = t[t.length - 1], span = Math.min(600000, Math.max(60000, t1 - t[0])), t0 = t1 - span;
   const x = (ts) => left + ((ts - t0) / (t1 - t0)) * (w - left);
-  g.fillText("-10 min", left, h - 2); g.fillText("now", w - 22, h - 2);
+  g.fillText(span >= 120000 ? `-${Math.round(span / 60000)} min` : `-${Math.round(span / 1000)} s`, left, h - 2);
+  g.fillText("now", w - 22, h - 2);
+  for (const e of events || []) {
+    const ts = Date.parse(e.time);
+    if (e.action === "none" || e.outcome !== "succeeded" || ts < t0) continue;
+    g.strokeStyle = e.action === "scale_out" ? "#59c97a" : "#f2a541";
+    g.setLineDash([3, 3]); g.beginPath(); g.moveTo(x(ts), 4); g.lineTo(x(ts), bottom); g.stroke(); g.setLineDash([]);
+  }
   for (const l of lines) {
     g.strokeStyle = l.color; g.lineWidth = 1.5; g.beginPath();
-    l.data.forEach((v, i) => { const px = x(t[i]), py = 4 + (bottom - 4) * (1 - v / top); i ? g.lineTo(px, py) : g.moveTo(px, py); });
+    let started = false;
+    l.data.forEach((v, i) => {
+      if (t[i] < t0) return;
+      const px = x(t[i]), py = 4 + (bottom - 4) * (1 - v / top);
+      started ? g.lineTo(px, py) : g.moveTo(px, py);
+      started = true;
+    });
     g.stroke();
   }
 }
@@ -183,7 +198,10 @@ function drawEvents(events) {
   }
   tl.appendChild(el("svg:text", { x: 3, y: 10, fill: "#8796a8", "font-size": 9 }, "store"));
   tl.appendChild(el("svg:text", { x: 3, y: 44, fill: "#8796a8", "font-size": 9 }, "log"));
-  const shown = events.slice(-60).reverse();
+  // Every change, and only the latest reason to hold of each system.
+  const latestHold = {};
+  events.forEach((e, i) => { if (e.action === "none") latestHold[e.system] = i; });
+  const shown = events.filter((e, i) => e.action !== "none" || latestHold[e.system] === i).slice(-60).reverse();
   if (!shown.length) list.appendChild(el("li", { class: "empty" }, "no events yet"));
   for (const e of shown) {
     const li = el("li", { class: "event", "data-action": e.action, "data-outcome": e.outcome });
@@ -214,8 +232,8 @@ function render(s) {
   drawLog(s.log);
   drawEvents(s.events);
   const ser = s.series;
-  chart($("c-ops"), ser.t, [{ data: ser.store_ops, color: "#3fa7d6" }, { data: ser.log_ops, color: "#c678dd" }]);
-  chart($("c-lat"), ser.t, [{ data: ser.store_p50_ms, color: "#3fa7d6" }, { data: ser.store_p99_ms, color: "#e5534b" }]);
+  chart($("c-ops"), ser.t, [{ data: ser.store_ops, color: "#3fa7d6" }, { data: ser.log_ops, color: "#c678dd" }], s.events);
+  chart($("c-lat"), ser.t, [{ data: ser.store_p50_ms, color: "#3fa7d6" }, { data: ser.store_p99_ms, color: "#e5534b" }], s.events);
   document.body.dataset.members = String(st.members);
 }
 
