@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -197,12 +198,27 @@ const (
 	RoleHTTPPort = 5058
 )
 
-// ProvisionedRoles runs each role process in a container of its own.
+// ProvisionedRoles runs each role process in a container (or pod, or
+// machine) of its own.
 type ProvisionedRoles struct {
 	C Containers
 	// CPUs is each kind's CPU limit in billionths of a CPU, with "" the
 	// default for kinds not listed; 0 means the provisioner's default.
 	CPUs map[string]int64
+	// Bind, when set, is the host role processes listen on (e.g.
+	// "0.0.0.0"), with the ports of their addresses, while they keep the
+	// reserved addresses as their identity: for provisioners whose
+	// addresses are not the process's own, such as a Kubernetes Service's
+	// ClusterIP in front of a pod. Empty: they bind their addresses.
+	Bind string
+	// DataDir is the role processes' --data-dir. Default /data.
+	DataDir string
+	// StartTimeout bounds how long Start waits for a new process to
+	// answer /healthz. Default 1 minute.
+	StartTimeout time.Duration
+	// Healthy waits until the role process serving HTTP at httpAddr
+	// answers. Default: provision.WaitHealthy.
+	Healthy func(ctx context.Context, httpAddr string) error
 
 	mu  sync.Mutex
 	ids map[string]string // role address -> container ID
@@ -243,7 +259,18 @@ func (h *ProvisionedRoles) Start(ctx context.Context, r RoleSpec) error {
 	if !ok {
 		cpus = h.CPUs[""]
 	}
-	id, err := h.C.Run(ctx, roleName(r.Kind, r.Addr), r.Kind, ip, cpus, serveArgs(r, "/data", dep))
+	dataDir := h.DataDir
+	if dataDir == "" {
+		dataDir = "/data"
+	}
+	args := serveArgs(r, dataDir, dep)
+	if h.Bind != "" {
+		args, err = bindArgs(args, r, h.Bind)
+		if err != nil {
+			return err
+		}
+	}
+	id, err := h.C.Run(ctx, roleName(r.Kind, r.Addr), r.Kind, ip, cpus, args)
 	if err != nil {
 		h.C.Release(ip)
 		return err
@@ -254,12 +281,42 @@ func (h *ProvisionedRoles) Start(ctx context.Context, r RoleSpec) error {
 	}
 	h.ids[r.Addr] = id
 	h.mu.Unlock()
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	timeout := h.StartTimeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := provision.WaitHealthy(wctx, nil, r.HTTP); err != nil {
-		return fmt.Errorf("%s %s (container %.12s) did not answer: %w", r.Kind, r.Addr, id, err)
+	healthy := h.Healthy
+	if healthy == nil {
+		healthy = func(ctx context.Context, addr string) error { return provision.WaitHealthy(ctx, nil, addr) }
+	}
+	if err := healthy(wctx, r.HTTP); err != nil {
+		return fmt.Errorf("%s %s (%s %.20s) did not answer: %w", r.Kind, r.Addr, h.C.Name(), id, err)
 	}
 	return nil
+}
+
+// bindArgs makes the serve command line args of r listen on host, with
+// the ports of r's addresses: --listen for the role, and --http-addr in
+// place of r.HTTP (the address others reach the process at stays the
+// deployment's).
+func bindArgs(args []string, r RoleSpec, host string) ([]string, error) {
+	_, rolePort, err := net.SplitHostPort(r.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("role address %q: %w", r.Addr, err)
+	}
+	_, httpPort, err := net.SplitHostPort(r.HTTP)
+	if err != nil {
+		return nil, fmt.Errorf("HTTP address %q: %w", r.HTTP, err)
+	}
+	out := slices.Clone(args)
+	for i := range out {
+		if out[i] == "--http-addr" && i+1 < len(out) {
+			out[i+1] = net.JoinHostPort(host, httpPort)
+		}
+	}
+	return append(out, "--listen", net.JoinHostPort(host, rolePort)), nil
 }
 
 // Stop removes role addr's container.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -193,7 +194,7 @@ func logPolicy(capacity, configPath string) (autoscale.LogPolicy, error) {
 
 func newLogServeCmd() *cobra.Command {
 	var depPath, depJSON, dataDir, httpAddr, join, kind, control string
-	var roles []string
+	var roles, listen []string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run one or more roles of a tide log deployment in this process",
@@ -228,6 +229,10 @@ a reconfiguration adds it (tide log scale does both).`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if len(listen) > 0 && len(listen) != len(roles) {
+				return fmt.Errorf("--listen gives %d addresses for %d --role addresses: give one per role, in the same order", len(listen), len(roles))
+			}
+			var specs []node.RoleSpec
 			if kind != "" {
 				if !slices.Contains(node.Kinds, kind) {
 					return fmt.Errorf("--kind %q: want one of %s", kind, strings.Join(node.Kinds, ", "))
@@ -235,25 +240,38 @@ a reconfiguration adds it (tide log scale does both).`,
 				if len(roles) == 0 {
 					return errors.New("--kind needs --role ADDR")
 				}
-				var specs []node.RoleSpec
 				for _, a := range roles {
 					specs = append(specs, node.RoleSpec{Addr: a, Kind: kind})
 				}
-				return node.ServeRoles(ctx, d, specs, dataDir, httpAddr, slog.Default())
+			} else {
+				if len(roles) == 0 {
+					roles = d.Roles()
+				}
+				for _, a := range roles {
+					k, _, err := d.RoleOf(a)
+					if err != nil {
+						return err
+					}
+					specs = append(specs, node.RoleSpec{Addr: a, Kind: k})
+				}
 			}
-			if len(roles) == 0 {
-				roles = d.Roles()
+			for i, l := range listen {
+				if _, _, err := net.SplitHostPort(l); err != nil {
+					return fmt.Errorf("--listen %q: want HOST:PORT: %w", l, err)
+				}
+				specs[i].Listen = l
 			}
-			return node.Serve(ctx, d, roles, dataDir, httpAddr, slog.Default())
+			return node.ServeRoles(ctx, d, specs, dataDir, httpAddr, slog.Default())
 		},
 	}
 	cmd.Flags().StringVar(&depPath, "deployment", "deployment.json", "deployment file")
 	cmd.Flags().StringVar(&depJSON, "deployment-json", "", "the deployment itself, as JSON (instead of --deployment; containers use it)")
 	cmd.Flags().StringVar(&join, "join", "", "HTTP address of a running role process to fetch the configuration from (instead of --deployment)")
 	cmd.Flags().StringVar(&kind, "kind", "", "role kind of --role addresses the configuration does not list yet: "+strings.Join(node.Kinds, ", "))
-	cmd.Flags().StringSliceVar(&roles, "role", nil, "role addresses to run here (default: all)")
+	cmd.Flags().StringSliceVar(&roles, "role", nil, "role addresses to run here (default: all): each role's address in the configuration, which peers send to")
+	cmd.Flags().StringSliceVar(&listen, "listen", nil, "addresses the --role roles bind instead, one per --role in order, e.g. 0.0.0.0:5057 behind a Kubernetes Service whose ClusterIP is the role's address (default: the --role address)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "tide-log/state", "directory for durable role state (tide log up's --data-dir keeps it in its state subdirectory)")
-	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:0", "address for /metrics, /status and /deployment")
+	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:0", "address this process binds for /metrics, /status and /deployment (others reach it at the address the deployment lists, which may differ, e.g. 0.0.0.0:5058 here)")
 	cmd.Flags().StringVar(&control, "control", "", "HTTP address of the process that starts and stops roles (set by tide log up)")
 	return cmd
 }

@@ -1,8 +1,11 @@
 package node
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"sync"
 
 	"tide/paxos"
 )
@@ -157,4 +160,60 @@ func ReplyHost(addr string) string {
 		return "127.0.0.1"
 	}
 	return host
+}
+
+// RunInProcess runs a new deployment of shape s in this process, every
+// role on its own transport and HTTP server as if it were a process of
+// its own, on ports of s.Host (default 127.0.0.1) bound before the
+// deployment names them and never let go (no other process can take one
+// in between). State goes under dir. It returns the deployment and a
+// function that stops the roles and waits for them.
+func RunInProcess(ctx context.Context, s Shape, dir string, log *slog.Logger) (Deployment, func(), error) {
+	if s.Host == "" {
+		s.Host = "127.0.0.1"
+	}
+	n := s.Count()
+	var lns []net.Listener
+	closeAll := func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}
+	for range 2 * n {
+		l, err := net.Listen("tcp", net.JoinHostPort(s.Host, "0"))
+		if err != nil {
+			closeAll()
+			return Deployment{}, nil, err
+		}
+		lns = append(lns, l)
+	}
+	addrs := make([]string, 2*n)
+	for i, l := range lns {
+		addrs[i] = l.Addr().String()
+	}
+	d, err := LayoutDeployment(s, addrs[:n], addrs[n:])
+	if err != nil {
+		closeAll()
+		return Deployment{}, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for i, a := range addrs[:n] {
+		kind, _, err := d.RoleOf(a)
+		if err != nil {
+			cancel()
+			closeAll()
+			return Deployment{}, nil, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer lns[i].Close() // should the role not have taken it
+			spec := RoleSpec{Addr: a, Kind: kind, Listener: lns[i]}
+			if err := ServeRolesOn(ctx, d, []RoleSpec{spec}, dir, lns[n+i], log); err != nil && ctx.Err() == nil {
+				log.Error("in-process role stopped", "kind", kind, "addr", a, "err", err)
+			}
+		}()
+	}
+	return d, func() { cancel(); wg.Wait() }, nil
 }

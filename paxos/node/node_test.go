@@ -92,3 +92,27 @@ func TestLogInProcess(t *testing.T) {
 		})
 	}
 }
+
+// TestRunInProcess: a log RunInProcess starts serves commands and each
+// role's HTTP answers for it under the address the deployment gives.
+func TestRunInProcess(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, stop, err := RunInProcess(context.Background(), DefaultShape, t.TempDir(), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	c, err := NewClient(d, "127.0.0.1", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := c.Get(ctx, "k", paxos.ReadThroughLog); err != nil || !ok || string(v) != "v" {
+		t.Fatalf("get k = %q, %v, %v; want v", v, ok, err)
+	}
+}

@@ -35,13 +35,47 @@ func Serve(ctx context.Context, d Deployment, roles []string, dataDir, httpAddr 
 
 // RoleSpec is one role for ServeRoles: its address and kind (see Kinds).
 type RoleSpec struct {
-	Addr, Kind string
+	// Addr is the role's address: the one the configuration lists and
+	// every peer sends to.
+	Addr string
+	Kind string
+	// Listen is the address the role binds, when that is not Addr: behind
+	// a Kubernetes Service, say, peers send to the Service's ClusterIP
+	// (Addr) and the pod listens on 0.0.0.0 with the same port. Empty
+	// binds Addr.
+	Listen string
+	// Listener, when set, is served instead of binding anything: the
+	// caller bound it to learn its port and kept it open since (see
+	// RunInProcess).
+	Listener net.Listener
+}
+
+// bind is the address r listens on.
+func (r RoleSpec) bind() string {
+	if r.Listen != "" {
+		return r.Listen
+	}
+	return r.Addr
 }
 
 // ServeRoles is Serve for roles given with their kinds, which d's
 // configuration need not list: that is how a new instance joins a running
 // log (it then waits to be added by a reconfiguration).
 func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, httpAddr string, log *slog.Logger) error {
+	if len(roles) == 0 {
+		return errors.New("no roles to run")
+	}
+	ln, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", httpAddr, err)
+	}
+	return ServeRolesOn(ctx, d, roles, dataDir, ln, log)
+}
+
+// ServeRolesOn is ServeRoles with the HTTP server on a listener the
+// caller opened; it closes it.
+func ServeRolesOn(ctx context.Context, d Deployment, roles []RoleSpec, dataDir string, httpLn net.Listener, log *slog.Logger) error {
+	defer httpLn.Close()
 	if len(roles) == 0 {
 		return errors.New("no roles to run")
 	}
@@ -59,10 +93,24 @@ func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, ht
 		}
 		runners = append(runners, r)
 	}
-	for _, r := range runners {
-		if _, err := tr.Listen(r.Addr, r.Deliver); err != nil {
-			return err
+	for i, r := range runners {
+		if ln := roles[i].Listener; ln != nil {
+			deliver := r.Deliver
+			if err := tr.ServeBatch(ln, func(frames [][]byte) {
+				for _, f := range frames {
+					deliver(f)
+				}
+			}); err != nil {
+				return fmt.Errorf("%s %s: %w", r.Kind, r.Addr, err)
+			}
+			log.Info("role listening", "kind", r.Kind, "addr", r.Addr, "listen", ln.Addr().String())
+			continue
 		}
+		bound, err := tr.Listen(roles[i].bind(), r.Deliver)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", r.Kind, r.Addr, err)
+		}
+		log.Info("role listening", "kind", r.Kind, "addr", r.Addr, "listen", bound)
 	}
 	reg.MustRegister(&statusCollector{runners: runners})
 	mux := http.NewServeMux()
@@ -80,12 +128,9 @@ func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, ht
 		json.NewEncoder(w).Encode(current(d, runners))
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-	ln, err := net.Listen("tcp", httpAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", httpAddr, err)
-	}
+	log.Info("http listening", "listen", httpLn.Addr().String())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
+	go srv.Serve(httpLn)
 	defer srv.Close()
 
 	ctx, cancel := context.WithCancel(ctx)

@@ -79,7 +79,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/retry"
 
 	"tide/autoscale/provision"
@@ -231,22 +230,13 @@ func New(cfg Config) (*Provisioner, error) {
 		p.drain = func(ctx context.Context, addr string) (int, error) { return provision.DrainNode(ctx, nil, addr) }
 	}
 	if p.c == nil {
-		rules := clientcmd.NewDefaultClientConfigLoadingRules()
-		if cfg.Kubeconfig != "" {
-			rules.ExplicitPath = cfg.Kubeconfig
-		}
-		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
-		rc, err := cc.ClientConfig()
+		c, ns, err := defaultClient(cfg.Kubeconfig)
 		if err != nil {
-			return nil, fmt.Errorf("kubernetes: no API server configuration (kubeconfig or in-cluster service account): %w", err)
+			return nil, err
 		}
-		if p.c, err = kubernetes.NewForConfig(rc); err != nil {
-			return nil, fmt.Errorf("kubernetes: client: %w", err)
-		}
+		p.c = c
 		if p.ns == "" {
-			if p.ns, _, err = cc.Namespace(); err != nil {
-				return nil, fmt.Errorf("kubernetes: namespace: %w", err)
-			}
+			p.ns = ns
 		}
 	}
 	if p.ns == "" {

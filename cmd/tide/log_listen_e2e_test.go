@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"tide/paxos/node"
+)
+
+// testNetDeployment lays out the default shape on addresses of TEST-NET-1
+// (192.0.2.0/24, RFC 5737), which no machine has: a process that tried to
+// bind one would fail.
+func testNetDeployment(t *testing.T) node.Deployment {
+	t.Helper()
+	s := node.DefaultShape
+	var roles, https []string
+	for i := range s.Count() {
+		roles = append(roles, fmt.Sprintf("192.0.2.%d:5057", i+1))
+		https = append(https, fmt.Sprintf("192.0.2.%d:5058", i+1))
+	}
+	d, err := node.LayoutDeployment(s, roles, https)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestLogServeListensApartFromItsAddress runs `tide log serve` for one
+// role whose address (192.0.2.x, as a Kubernetes Service's ClusterIP would
+// be) is not on this machine, with --listen 127.0.0.1:0: the process must
+// bind the listen address, serve the role under its own address, and
+// accept the log's connections there. Without --listen, the same command
+// fails to bind. Both addresses it binds are port 0, read back from its
+// log.
+func TestLogServeListensApartFromItsAddress(t *testing.T) {
+	d := testNetDeployment(t)
+	dep, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := d.Log.Batchers[0]
+	base := []string{"log", "serve", "--log-format", "json", "--deployment-json", string(dep), "--role", role, "--http-addr", "127.0.0.1:0"}
+
+	// Without --listen, the role binds its own address, which is not here.
+	out, err := exec.Command(tideBin, append(base, "--data-dir", t.TempDir())...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), role) {
+		t.Fatalf("tide log serve --role %s (not an address of this machine) without --listen: err %v, output:\n%s", role, err, out)
+	}
+
+	cmd := exec.Command(tideBin, append(base, "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0")...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	// Read the process's log for the addresses it bound.
+	type line struct {
+		Msg, Addr, Listen string
+	}
+	bound := make(chan line, 16)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			var l line
+			if json.Unmarshal(sc.Bytes(), &l) == nil && (l.Msg == "role listening" || l.Msg == "http listening") {
+				bound <- l
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		exited <- cmd.Wait()
+		close(bound)
+	}()
+	var roleListen, httpListen string
+	deadline := time.After(time.Minute)
+	for roleListen == "" || httpListen == "" {
+		select {
+		case l, ok := <-bound:
+			if !ok {
+				t.Fatalf("tide log serve exited before it listened")
+			}
+			if l.Msg == "role listening" {
+				if l.Addr != role {
+					t.Fatalf("role listening as %q, want %q", l.Addr, role)
+				}
+				roleListen = l.Listen
+			} else {
+				httpListen = l.Listen
+			}
+		case <-deadline:
+			t.Fatal("tide log serve did not report its addresses within a minute")
+		}
+	}
+	if h, _, _ := net.SplitHostPort(roleListen); h != "127.0.0.1" {
+		t.Fatalf("role bound %q, want an address on 127.0.0.1 (--listen)", roleListen)
+	}
+
+	// The HTTP server says the role runs under its own address.
+	var st []node.Status
+	waitFor(t, "/status", 30*time.Second, func() error {
+		resp, err := http.Get("http://" + httpListen + "/status")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&st)
+	})
+	if len(st) != 1 || st[0].Addr != role || st[0].Kind != "batcher" {
+		t.Fatalf("/status = %+v, want one batcher at %s", st, role)
+	}
+	// And the log's messages reach it at the listen address.
+	c, err := net.DialTimeout("tcp", roleListen, 10*time.Second)
+	if err != nil {
+		t.Fatalf("dial the role at its listen address %s: %v", roleListen, err)
+	}
+	c.Close()
+}
