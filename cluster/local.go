@@ -52,6 +52,11 @@ type Local struct {
 	Binary string
 	// Dir holds one data directory and one log file per node.
 	Dir string
+	// Outlive lets children run on if this process dies without stopping
+	// them (a crash, SIGKILL): a controller's nodes then wait for the
+	// next controller to adopt them. Otherwise (the default) they die with
+	// it, on Linux.
+	Outlive bool
 
 	mu     sync.Mutex
 	procs  []*Proc
@@ -147,7 +152,7 @@ func (l *Local) start(ctx context.Context, name string, args []string, ready fun
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = childAttr()
+	cmd.SysProcAttr = childAttr(!l.Outlive)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)

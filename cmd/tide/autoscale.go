@@ -122,7 +122,9 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 	var prov provision.Provisioner
 	switch f.provisioner {
 	case "local":
-		prov, err = localprov.New(localprov.Config{Dir: filepath.Join(f.stateDir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas})
+		// A controller that crashes leaves its nodes running for the next
+		// one, which adopts them (several controllers may stand by).
+		prov, err = localprov.New(localprov.Config{Dir: filepath.Join(f.stateDir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas, Outlive: true})
 	case "docker":
 		var mem int64
 		if f.dockerMemory != "" {

@@ -251,7 +251,7 @@ launch: {capacity: 16MiB}
 		t.Fatal("back at 3 nodes without a scale in event")
 	}
 	checkAll([]string{"keep-a", "keep-b"})
-	if !strings.Contains(out.String(), "autoscale: scaled in") {
+	if !strings.Contains(out.String(), "autoscale: store scale in succeeded") {
 		t.Errorf("the controller's log lacks the scale in")
 	}
 }

@@ -358,7 +358,15 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 		fmt.Fprintf(out, "%-10s %d roles, deployment %s\n", "log", len(lr.d.Roles()), lr.depPath)
 	}
 	if ctl != nil {
-		fmt.Fprintf(out, "%-10s store and log; events: tide autoscale events --addr %s\n", "autoscale", asLn.Addr())
+		watched := "store and log"
+		if lr == nil {
+			watched = "store"
+		}
+		if asLn != nil {
+			fmt.Fprintf(out, "%-10s %s; events: tide autoscale events --addr %s\n", "autoscale", watched, asLn.Addr())
+		} else {
+			fmt.Fprintf(out, "%-10s %s; events in %s\n", "autoscale", watched, filepath.Join(abs, "events.jsonl"))
+		}
 	}
 	fmt.Fprintf(out, "%-10s %s\n", "data", abs)
 	fmt.Fprintln(out, "\nTry:")

@@ -45,6 +45,10 @@ type Config struct {
 	Capacity int64
 	Replicas int
 	Extra    []string
+	// Outlive lets the nodes run on if the controller dies without
+	// stopping them, for the next controller to adopt (see
+	// cluster.Local.Outlive); otherwise they die with it.
+	Outlive bool
 	// StopGrace is how long Terminate waits after SIGTERM before SIGKILL.
 	// Default 10s.
 	StopGrace time.Duration
@@ -86,7 +90,7 @@ func New(cfg Config) (*Provisioner, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	return &Provisioner{cfg: cfg, local: &cluster.Local{Binary: cfg.Binary, Dir: cfg.Dir},
+	return &Provisioner{cfg: cfg, local: &cluster.Local{Binary: cfg.Binary, Dir: cfg.Dir, Outlive: cfg.Outlive},
 		procs: map[string]*cluster.Proc{}, drain: map[string]bool{}, http: &http.Client{Timeout: 10 * time.Minute}}, nil
 }
 
