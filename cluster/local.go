@@ -63,19 +63,18 @@ type Local struct {
 	onExit func(p *Proc, err error, logTail string)
 }
 
-// Ready is what a node started with --ready-file writes once it serves:
-// its pid and the addresses it holds. A node given port 0 learns its port
-// from the kernel, and its supervisor learns it here.
+// Ready is what a node started with --addr-file writes once it serves:
+// the addresses it holds. A node given port 0 learns its port from the
+// kernel, and its supervisor learns it here.
 type Ready struct {
-	Pid       int    `json:"pid"`
-	ChordAddr string `json:"chord_addr"`
-	HTTPAddr  string `json:"http_addr"`
-	RESPAddr  string `json:"resp_addr,omitempty"`
-	PeerAddr  string `json:"peer_addr,omitempty"`
+	ChordAddr string `json:"chord"`
+	HTTPAddr  string `json:"http"`
+	RESPAddr  string `json:"resp,omitempty"`
+	PeerAddr  string `json:"peer,omitempty"`
 }
 
-// Launch starts a storage node and waits until it has written its ready
-// file (Dir/NAME.ready.json) and its file service answers. The node binds
+// Launch starts a storage node and waits until it has written its
+// address file (Dir/NAME.ready.json, removed first) and its file service answers. The node binds
 // the addresses of s, which may have port 0; the returned Proc's Spec
 // holds the addresses it actually holds.
 func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
@@ -84,7 +83,7 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 	if err := os.Remove(readyPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	args := []string{"node", "--chord-addr", s.ChordAddr, "--http-addr", s.HTTPAddr, "--data-dir", dir, "--ready-file", readyPath}
+	args := []string{"node", "--chord-addr", s.ChordAddr, "--http-addr", s.HTTPAddr, "--data-dir", dir, "--addr-file", readyPath}
 	if s.Join != "" {
 		args = append(args, "--join", s.Join)
 	}
@@ -104,8 +103,8 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 		if err := json.Unmarshal(b, &r); err != nil {
 			return err
 		}
-		if r.Pid != p.Pid() {
-			return fmt.Errorf("%s was written by pid %d, not by this node (pid %d)", readyPath, r.Pid, p.Pid())
+		if r.HTTPAddr == "" {
+			return fmt.Errorf("%s names no HTTP address", readyPath)
 		}
 		p.Ready = r
 		return healthy("http://" + r.HTTPAddr + "/healthz")
@@ -118,11 +117,14 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 }
 
 // Start runs `tide ARGS...` as a child process named name, logging to
-// Dir/name.log, and waits until healthURL answers 200. The child is in a
-// process group of its own (a terminal's Ctrl-C reaches only this
-// process, which stops it in order) and, on Linux, is killed if this
-// process dies.
+// Dir/name.log, and waits until healthURL answers 200 (with healthURL "",
+// it does not wait). The child is in a process group of its own (a
+// terminal's Ctrl-C reaches only this process, which stops it in order)
+// and, on Linux and unless Outlive, is killed if this process dies.
 func (l *Local) Start(ctx context.Context, name string, args []string, healthURL string) (*Proc, error) {
+	if healthURL == "" {
+		return l.start(ctx, name, args, nil)
+	}
 	return l.start(ctx, name, args, func(*Proc) error { return healthy(healthURL) })
 }
 
@@ -172,6 +174,9 @@ func (l *Local) start(ctx context.Context, name string, args []string, ready fun
 	l.mu.Lock()
 	l.procs = append(l.procs, p)
 	l.mu.Unlock()
+	if ready == nil {
+		return p, nil // the caller waits for the process in its own way
+	}
 	if err := p.waitReady(ctx, ready); err != nil {
 		p.Kill()
 		return nil, fmt.Errorf("%s did not become ready (log: %s): %w\n%s", name, logPath, err, tail(logPath, 10))
