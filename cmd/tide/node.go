@@ -335,4 +335,3 @@ func parseBytes(s string) (int64, error) {
 	}
 	return v, nil
 }
-
