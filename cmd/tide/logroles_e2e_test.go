@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"tide/paxos/node"
 )
@@ -168,5 +171,44 @@ func TestLogUpProvisionerFlags(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), c.want) {
 			t.Errorf("tide log up %s: err %v, want an error with %q; output:\n%s", strings.Join(c.args, " "), err, c.want, out)
 		}
+	}
+}
+
+// TestLogManifestFlags: the arguments deploy/kubernetes/log gives tide log
+// up are flags it has.
+func TestLogManifestFlags(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "deploy", "kubernetes", "log", "tide-log.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc struct {
+			Kind string
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct{ Args []string }
+					}
+				}
+			}
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		if doc.Kind == "Deployment" && len(doc.Spec.Template.Spec.Containers) == 1 {
+			args = doc.Spec.Template.Spec.Containers[0].Args
+		}
+	}
+	if len(args) < 2 || args[0] != "log" || args[1] != "up" {
+		t.Fatalf("the manifest's Deployment runs %v, want log up ...", args)
+	}
+	cmd := newLogUpCmd()
+	if err := cmd.ParseFlags(args[2:]); err != nil {
+		t.Fatalf("tide log up %v: %v", args[2:], err)
+	}
+	if p := cmd.Flags().Lookup("provisioner").Value.String(); p != "kubernetes" {
+		t.Errorf("--provisioner %s", p)
 	}
 }
