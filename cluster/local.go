@@ -75,7 +75,8 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 }
 
 // Start runs `tide ARGS...` as a child process named name, logging to
-// Dir/name.log, and waits until healthURL answers 200.
+// Dir/name.log, and waits until healthURL answers 200 (with healthURL "",
+// it does not wait).
 func (l *Local) Start(ctx context.Context, name string, args []string, healthURL string) (*Proc, error) {
 	bin := l.Binary
 	if bin == "" {
@@ -108,6 +109,9 @@ func (l *Local) Start(ctx context.Context, name string, args []string, healthURL
 	l.mu.Lock()
 	l.procs = append(l.procs, p)
 	l.mu.Unlock()
+	if healthURL == "" {
+		return p, nil // the caller waits for the process in its own way
+	}
 	if err := p.waitReady(ctx); err != nil {
 		p.Kill()
 		return nil, fmt.Errorf("%s did not become ready (log: %s): %w\n%s", name, logPath, err, tail(logPath, 10))

@@ -23,6 +23,7 @@ type op struct {
 	lastSend  int
 	replied   bool
 	hint      *Hint // a hint delivery
+	region    bool  // write: from another region; answered with KindRegionAck
 	writeback bool  // read: the newest version is being written back
 	// wbRec is the record last written back; wbSent lists the write-backs
 	// each replica has not acknowledged yet, oldest first. A replica
@@ -104,6 +105,11 @@ func (n *Node) reply(o *op, m Message) {
 	}
 	o.replied = true
 	m.Kind, m.To, m.ID = KindClientResp, o.client, o.clientID
+	if o.region {
+		m.Kind = KindRegionAck
+		m.Rec = Record{Key: o.rec.Key, Version: o.rec.Version}
+		m.Found = false
+	}
 	n.send(m)
 }
 
@@ -124,6 +130,7 @@ func (n *Node) clientPut(m Message) {
 	o := &op{write: true, client: m.From, clientID: m.ID, rec: rec, replicas: reps, sets: sets, need: w, round: n.round}
 	id := n.newOp(o)
 	n.Stats.Writes++
+	n.replicateOut(rec)
 	for _, r := range reps {
 		if r == n.self {
 			n.apply(rec)

@@ -130,6 +130,15 @@ type Config struct {
 	// per tick, so moving data does not starve foreground traffic. 0: no
 	// cap.
 	MigrationBytesPerTick int64
+	// Regions names the other regions this node's region replicates to:
+	// every client write it coordinates is kept in a durable outbox for
+	// each, and sent to the region (see SetRegionRing) until a write
+	// quorum of it holds the write. Empty: one region.
+	Regions []string
+	// RegionDelay holds writes this long (in version units, nanoseconds)
+	// before they are sent to other regions: replication lag made longer
+	// on purpose, for benchmarks. 0: sent at the next tick.
+	RegionDelay uint64
 	// TombstoneTTL is how long, in version units (nanoseconds), a delete's
 	// tombstone is kept before it is collected. Anti-entropy must have
 	// spread it to every replica by then. Default one hour.

@@ -38,12 +38,18 @@ const (
 	// key in order; a record of version 0 means the key is not held.
 	KindGetBatch
 	KindGetBatchResp
+	// KindRegionPut carries a write from the region it was made in to a
+	// node of another region (see regions.go): write Rec, with its
+	// version, through this region's quorum. KindRegionAck answers once
+	// W replicas hold it (Rec: its key and version; Err: not held).
+	KindRegionPut
+	KindRegionAck
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
 	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range", "offer", "offer_resp",
-	"put_batch", "put_batch_ack", "get_batch", "get_batch_resp"}
+	"put_batch", "put_batch_ack", "get_batch", "get_batch_resp", "region_put", "region_ack"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -136,6 +142,9 @@ type PersistOp struct {
 	Delete   []byte  // forget this key entirely (handed off)
 	Hint     *Hint   // hold this write for a replica that did not answer
 	DoneHint *Hint   // the hint was delivered
+	// Outbox holds a write for another region (Target) until that region
+	// acknowledges it; DoneOutbox drops it (Rec: key and version only).
+	Outbox, DoneOutbox *Hint
 	// Had says whether the key of a Put or Delete held a record before
 	// this op (earlier ops of the same Ready included), and HadBytes that
 	// record's key and value bytes: the storage layer keeps its record
@@ -161,7 +170,7 @@ type Hint struct {
 // overlaps with its replicas' writes.
 func (m Message) AfterPersist() bool {
 	switch m.Kind {
-	case KindPut, KindPutBatch, KindGet, KindGetBatch, KindDigest, KindKeys, KindPull, KindPullRange:
+	case KindPut, KindPutBatch, KindGet, KindGetBatch, KindDigest, KindKeys, KindPull, KindPullRange, KindRegionPut:
 		return false
 	}
 	return true

@@ -25,8 +25,12 @@ type Stats struct {
 	// version cache; VersionMisses those that read storage to compare.
 	VersionHits, VersionMisses int
 	// Resends counts client requests (and read write-backs) sent to a
-	// replica again because it had not answered within ResendTicks.
+	// replica again because it had not answered within ResendTicks, and
+	// writes sent to another region again.
 	Resends int
+	// RegionWrites counts writes from other regions this node
+	// coordinated.
+	RegionWrites int
 }
 
 // Node is one member of the replicated KV: a coordinator for client
@@ -90,6 +94,7 @@ type Node struct {
 	// version this node had seen or could mint then (see horizon).
 	marks    []uint64
 	bulkFrom string // the sender of the push being applied (PersistOp.Bulk)
+	regions  regionState
 	Stats    Stats
 }
 
@@ -255,6 +260,10 @@ func (n *Node) Step(m Message) {
 		n.send(Message{Kind: KindOfferResp, To: m.From, ID: m.ID, Keys: want})
 	case KindOfferResp:
 		n.onOfferResp(m)
+	case KindRegionPut:
+		n.regionPut(m)
+	case KindRegionAck:
+		n.onRegionAck(m)
 	case KindPullRange:
 		// Sent at the next tick: a comparison asks for each bucket it
 		// lacks in a message of its own, and those that arrive meanwhile
@@ -291,6 +300,7 @@ func (n *Node) Tick() {
 		n.lastHint = n.now
 		n.deliverHints()
 	}
+	n.tickRegions()
 	n.tickSync()
 }
 

@@ -58,6 +58,10 @@ func (n *Node) remember(ks string, r Record) { n.vcache.put(ks, r, n.cfg.Version
 // clear_cache), and persists nothing for it.
 func (n *Node) Clear() {
 	clear(n.hints)
+	for _, q := range n.regions.queues {
+		clear(q.held)
+		q.queue = nil
+	}
 	n.vcache.reset()
 }
 

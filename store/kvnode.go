@@ -58,6 +58,10 @@ type kvNode struct {
 	dropped atomic.Int64
 	rings   chan *kvRing
 	ring    atomic.Pointer[kvRing]
+	// regionRings carries other regions' member tables to the loop;
+	// regionStatus is the replication to them, as of the last few ticks.
+	regionRings  chan regionRing
+	regionStatus atomic.Pointer[[]kv.RegionStatus]
 	// applied is the table the loop has handed to the kv.Node: the one
 	// requests are routed by (ring may be a moment ahead of it).
 	applied atomic.Pointer[kvRing]
@@ -96,7 +100,7 @@ type kvNode struct {
 }
 
 func (n *Node) startKV(ctx context.Context, peerLn net.Listener) error {
-	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
+	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), regionRings: make(chan regionRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	k.tr.Alloc = k.frames.get
@@ -115,6 +119,14 @@ func (n *Node) startKV(ctx context.Context, peerLn net.Listener) error {
 		return err
 	}
 	k.node = kv.NewNode(n.cfg.KV, n.peerAddr, initial, kvStorage{n.eng}, func() uint64 { return uint64(time.Now().UnixNano()) }, hints)
+	outbox, err := n.eng.outbox()
+	if err != nil {
+		peerLn.Close()
+		return err
+	}
+	k.node.RestoreOutbox(outbox)
+	st := k.node.RegionStatus()
+	k.regionStatus.Store(&st)
 	k.stats.Store(&kv.Stats{})
 	if err := k.tr.ServeBatch(peerLn, k.deliver); err != nil {
 		return err
@@ -124,6 +136,10 @@ func (n *Node) startKV(ctx context.Context, peerLn net.Listener) error {
 	go func() { defer n.wg.Done(); k.loop(ctx) }()
 	go func() { defer n.wg.Done(); k.syncLoop(ctx) }()
 	go func() { defer n.wg.Done(); n.ringLoop(ctx) }()
+	if len(n.cfg.KV.Regions) > 0 {
+		n.wg.Add(1)
+		go func() { defer n.wg.Done(); n.regionLoop(ctx) }()
+	}
 	return nil
 }
 
@@ -201,6 +217,8 @@ func (k *kvNode) loop(ctx context.Context) {
 		case r := <-k.rings:
 			k.node.SetRing(r)
 			k.applied.Store(r)
+		case r := <-k.regionRings:
+			k.node.SetRegionRing(r.region, r.ring)
 		case done := <-k.clears:
 			// The seed's clear_cache: storage is emptied between rounds,
 			// and the node forgets the hints and versions it kept of it.
@@ -235,6 +253,11 @@ func (k *kvNode) loop(ctx context.Context) {
 			st := k.node.Stats
 			k.stats.Store(&st)
 			k.handingOff.Store(k.node.Busy())
+			if len(k.n.cfg.KV.Regions) > 0 {
+				// Every tick: a scrape right after a write sees it pending.
+				rs := k.node.RegionStatus()
+				k.regionStatus.Store(&rs)
+			}
 		}
 		if k.stepped > 0 {
 			k.n.m.kvRound.Observe(float64(k.stepped))
@@ -738,9 +761,20 @@ func (n *Node) KVOwner(key []byte) (member, error) {
 	return ms[i%len(ms)], nil
 }
 
+// Addrs returns this node's service addresses by name: "chord", "http",
+// "peer", "resp" (if served) and "region" (if set).
+func (n *Node) Addrs() map[string]string {
+	a := n.addrs()
+	a["chord"] = n.ring.Self().Addr()
+	return a
+}
+
 // addrs are this node's service addresses.
 func (n *Node) addrs() map[string]string {
 	a := map[string]string{"http": n.HTTPAddr(), "peer": n.peerAddr}
+	if n.cfg.Region != "" {
+		a["region"] = n.cfg.Region
+	}
 	if n.respAddr != "" {
 		a["resp"] = n.respAddr
 	}

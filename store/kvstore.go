@@ -16,7 +16,8 @@ import (
 
 // The KV namespace lives in the node's pebble database beside the file
 // metadata: records under "k/" + position + key, so a ring range is one
-// ordered scan, and hints under "h/" + target + NUL + key.
+// ordered scan, hints under "h/" + target + NUL + key, and writes held for
+// other regions (the outbox) under "o/" + region + NUL + key.
 //
 // A value of sepValueBytes or more is kept apart, under "v/" + position +
 // key, and its record under "k/" is a stub (kv.AppendStub) that gives the
@@ -39,6 +40,12 @@ func posKey(prefix byte, pos uint32, key []byte) []byte {
 func appendPosKey(b []byte, prefix byte, pos uint32, key []byte) []byte {
 	b = append(b, prefix, '/')
 	b = binary.BigEndian.AppendUint32(b, pos)
+	return append(b, key...)
+}
+
+// outboxKey is where a write held for another region is kept.
+func outboxKey(region string, key []byte) []byte {
+	b := append([]byte("o/"+region), 0)
 	return append(b, key...)
 }
 
@@ -267,6 +274,11 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 			b.Set(hintKey(op.Hint.Target, op.Hint.Rec.Key), v, nil)
 		case op.DoneHint != nil:
 			b.Delete(hintKey(op.DoneHint.Target, op.DoneHint.Rec.Key), nil)
+		case op.Outbox != nil:
+			v, _ := msgpack.Marshal(op.Outbox)
+			b.Set(outboxKey(op.Outbox.Target, op.Outbox.Rec.Key), v, nil)
+		case op.DoneOutbox != nil:
+			b.Delete(outboxKey(op.DoneOutbox.Target, op.DoneOutbox.Rec.Key), nil)
 		}
 	}
 	if dKeys != 0 || dBytes != 0 {
@@ -361,7 +373,7 @@ func (e *Engine) clearKV() error {
 	defer e.kvMu.Unlock()
 	b := e.db.NewBatch()
 	defer b.Close()
-	for _, p := range []string{"k", "v", "h"} {
+	for _, p := range []string{"k", "v", "h", "o"} {
 		if err := b.DeleteRange([]byte(p+"/"), []byte(p+"0"), nil); err != nil {
 			return err
 		}
@@ -387,6 +399,24 @@ func (e *Engine) hints() ([]kv.Hint, error) {
 		var h kv.Hint
 		if err := msgpack.Unmarshal(it.Value(), &h); err != nil {
 			return nil, fmt.Errorf("decode hint: %w", err)
+		}
+		out = append(out, h)
+	}
+	return out, it.Error()
+}
+
+// outbox loads the writes held for other regions.
+func (e *Engine) outbox() ([]kv.Hint, error) {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("o/"), UpperBound: []byte("o0")})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []kv.Hint
+	for it.First(); it.Valid(); it.Next() {
+		var h kv.Hint
+		if err := msgpack.Unmarshal(it.Value(), &h); err != nil {
+			return nil, fmt.Errorf("decode outbox entry %q: %w", it.Key(), err)
 		}
 		out = append(out, h)
 	}

@@ -70,7 +70,7 @@ func newMetrics(n *Node) *metrics {
 		})
 	}
 	m.reg.MustRegister(m.rpcReceived, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newRegionCollector(n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
 			func() float64 { u, _ := n.Disk(); return float64(u) }),
 		gauge("tide_disk_capacity_bytes", "Capacity: --capacity, else the filesystem's size.",

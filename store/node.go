@@ -90,6 +90,16 @@ type Config struct {
 	KVSync string
 	// KVSyncPeriod is the fsync period of KVSync "periodic". Default 100ms.
 	KVSyncPeriod time.Duration
+	// Region names this node's region (see regions.go). Empty: one
+	// region, and RegionPeers must be empty.
+	Region string
+	// RegionPeers gives, for every other region, the Chord addresses of
+	// some of its members: writes this node coordinates are replicated
+	// to each of those regions asynchronously.
+	RegionPeers map[string][]string
+	// RegionDelay holds writes this long before they are sent to other
+	// regions (replication lag made longer on purpose, for benchmarks).
+	RegionDelay time.Duration
 	// Log receives the node's structured log. Default slog.Default().
 	Log *slog.Logger
 }
@@ -160,6 +170,9 @@ func (c *Config) validate() error {
 	}
 	if c.KV.R == 0 {
 		c.KV.R = min(2, c.Replicas)
+	}
+	if err := c.validateRegions(); err != nil {
+		return err
 	}
 	if err := c.KV.Validate(); err != nil {
 		return err

@@ -19,6 +19,7 @@ import (
 	"tide/antipode/pgshim"
 	"tide/antipode/redisshim"
 	"tide/antipode/regions"
+	"tide/antipode/tideshim"
 	"tide/paxos/node"
 )
 
@@ -47,13 +48,15 @@ type Channel interface {
 
 // PostStores and Channels name what --post-store and --notify accept.
 var (
-	PostStores = []string{"redis", "postgres"}
+	PostStores = []string{"redis", "postgres", "tide"}
 	Channels   = []string{"nats", "tide-log"}
 )
 
 // Connect maps what --connect names to addresses: redis-primary and
 // redis-replica (host:port or unix:/path), pg-primary and pg-standby
-// (connection strings), nats (a URL), tide-log (a deployment file).
+// (connection strings), tide-a and tide-b (the HTTP address of a tide
+// store node in region A, and of one in region B), nats (a URL),
+// tide-log (a deployment file).
 type Connect map[string]string
 
 func (c Connect) need(keys ...string) error {
@@ -128,6 +131,8 @@ func Setup(ctx context.Context, cfg SetupConfig) (*Env, error) {
 		e.Post, err = setupRedis(ctx, e, cfg)
 	case "postgres":
 		e.Post, err = setupPostgres(ctx, e, cfg)
+	case "tide":
+		e.Post, err = setupTide(ctx, e, cfg)
 	default:
 		return nil, fmt.Errorf("--post-store %q: want one of %s", cfg.PostStore, strings.Join(PostStores, ", "))
 	}
@@ -289,6 +294,55 @@ func (p *pgPosts) Close() {
 	p.primary.Close()
 	p.standby.Close()
 }
+
+// --- tide store ---
+
+// tidePosts is the tide store as two regions: the writer writes through
+// a node of A, the reader reads (at B's quorum) through a node of B.
+type tidePosts struct {
+	w      *tideshim.Writer
+	b      string
+	waiter *tideshim.Waiter
+}
+
+// TideNodes is how many nodes each tide region runs (N of each).
+const TideNodes = 2
+
+func setupTide(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, error) {
+	a, b := cfg.Connect["tide-a"], cfg.Connect["tide-b"]
+	if cfg.Connect != nil {
+		if err := cfg.Connect.need("tide-a", "tide-b"); err != nil {
+			return nil, err
+		}
+	} else {
+		t, err := regions.StartTide(ctx, filepath.Join(cfg.Dir, "tide"), cfg.TideBinary, TideNodes, cfg.Lag)
+		if err != nil {
+			return nil, err
+		}
+		e.closers = append(e.closers, t.Close)
+		a, b = t.A[0], t.B[0]
+	}
+	p := &tidePosts{w: &tideshim.Writer{Addr: a, Store: "posts"}, b: b, waiter: tideshim.NewWaiter(b, antipode.Backoff{})}
+	for _, addr := range []string{a, b} {
+		if _, _, _, err := tideshim.Get(ctx, nil, addr, "postnotify/probe"); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func (p *tidePosts) Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error) {
+	return p.w.Put(ctx, key, body)
+}
+
+func (p *tidePosts) Read(ctx context.Context, key string) (bool, error) {
+	_, found, _, err := tideshim.Get(ctx, nil, p.b, key)
+	return found, err
+}
+
+func (p *tidePosts) Waiter() antipode.Waiter { return p.waiter }
+
+func (p *tidePosts) Close() {}
 
 // --- NATS ---
 
@@ -455,7 +509,7 @@ func ParseConnect(vals []string) (Connect, error) {
 		return nil, nil
 	}
 	c := Connect{}
-	known := []string{"redis-primary", "redis-replica", "pg-primary", "pg-standby", "nats", "tide-log"}
+	known := []string{"redis-primary", "redis-replica", "pg-primary", "pg-standby", "tide-a", "tide-b", "nats", "tide-log"}
 	sort.Strings(known)
 	for _, v := range vals {
 		k, a, ok := strings.Cut(v, "=")

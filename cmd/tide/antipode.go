@@ -22,8 +22,8 @@ func newAntipodeCmd() *cobra.Command {
 		Short: "Cross-service causal consistency: the post-notification benchmark",
 		Long: `Antipode makes requests carry a lineage, the writes they depend on, and makes
 readers wait at a barrier until those writes are visible in their local
-replica (the Go package tide/antipode, with shims for Redis, PostgreSQL,
-NATS and the tide log). 'tide antipode bench' shows the anomaly it prevents
+replica (the Go package tide/antipode, with shims for the tide store, Redis,
+PostgreSQL, NATS and the tide log). 'tide antipode bench' shows the anomaly it prevents
 and the fix, on real stores started on this machine.`,
 	}
 	cmd.AddCommand(newAntipodeBenchCmd())
@@ -45,13 +45,16 @@ Without --antipode the read often misses the post; with it, the notification
 carries the post's write in its lineage and the reader waits at the barrier.
 
 The post store is a Redis primary and replica (the replica replicates through
-a netdelay proxy adding --lag) or a PostgreSQL primary and streaming standby
-(recovery_min_apply_delay = --lag), from the system's packages (make deps
-installs them). Notifications go through NATS or the tide log (its roles run
+a netdelay proxy adding --lag), a PostgreSQL primary and streaming standby
+(recovery_min_apply_delay = --lag), both from the system's packages (make
+deps installs them), or the tide store as two regions of two nodes each,
+child processes of this binary, where region A replicates to region B with
+--region-delay = --lag. Notifications go through NATS or the tide log (its roles run
 as child processes of this binary). With --connect, the benchmark uses
 running stores instead (and --lag is theirs):
   --connect redis-primary=HOST:PORT --connect redis-replica=HOST:PORT
   --connect pg-primary=DSN --connect pg-standby=DSN
+  --connect tide-a=HTTPADDR --connect tide-b=HTTPADDR   (a node of each region)
   --connect nats=URL --connect tide-log=DEPLOYMENT.json
 
 Results go to --out: traces.csv (one row per request), summary.json
@@ -61,6 +64,7 @@ without and with antipode, into a directory per run, and adds sweep.json and
 inconsistencies-vs-delay.png/.svg.`,
 		Example: `  tide antipode bench --post-store redis --notify nats -n 1000
   tide antipode bench --post-store postgres --notify tide-log --antipode
+  tide antipode bench --post-store tide --notify nats --sweep 0,50,200,1000 -n 10000
   tide antipode bench --sweep 0,50,200,1000 --lag 500 -n 1000 --out results`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {

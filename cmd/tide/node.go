@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,6 +28,8 @@ type nodeOpts struct {
 	capacity, migrationRate string
 	tombstoneTTL, kvResend  time.Duration
 	idle                    bool
+	regionPeers             []string
+	addrFile                string
 }
 
 func newNodeCmd() *cobra.Command {
@@ -53,13 +57,24 @@ stays one across restarts until add_node names it.
 PORT does: it answers get_info, and waits for create or join over
 msgpack-rpc before it serves lookups (tide chord IP PORT is the same).
 
+--region names the node's region. Each region is a ring of its own (its
+members --join one another), with its own N replicas of every key and its
+own quorums, as Cassandra's LOCAL_QUORUM with NetworkTopologyStrategy: a
+write is acknowledged once W replicas of the coordinator's region hold it.
+--region-peer NAME=CHORDADDR names a member of another region; the writes
+this node coordinates are kept in a durable outbox and replicated to that
+region asynchronously (after --region-delay, if set), and dropped from the
+outbox once W of its replicas hold them. tide_kv_region_lag_seconds on
+/metrics says how far each other region is behind.
+
 A node that left its ring gracefully (tide node leave) refuses to start again
 on the same --data-dir and exits with an error: its data was handed off, and
 rejoining with its old token would take ranges back without their data. Start
 it with an empty --data-dir to join again.`,
 		Example: `  tide node --data-dir /var/lib/tide
   tide node --chord-addr 127.0.0.2:5057 --http-addr 127.0.0.2:5058 --data-dir d2 --join 127.0.0.1:5057
-  tide node --standby --partitioner md5-mod10000 --http-addr 127.0.0.3:5000 --data-dir d3`,
+  tide node --standby --partitioner md5-mod10000 --http-addr 127.0.0.3:5000 --data-dir d3
+  tide node --region us --region-peer eu=10.1.0.5:5057 --join 10.0.0.5:5057 --data-dir d4`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runNode(&o) },
 	}
@@ -141,6 +156,26 @@ func addNodeFlags(cmd *cobra.Command, o *nodeOpts) {
 	f.Int64Var(&cfg.MaxFileSize, "max-file-size", 1<<30, "largest file accepted, in bytes")
 	f.DurationVar(&cfg.TickInterval, "tick", time.Second, "Chord stabilize period")
 	f.DurationVar(&cfg.FullRepairInterval, "full-repair", 30*time.Second, "period of the full placement check")
+	f.StringVar(&cfg.Region, "region", "", "this node's region: a ring of its own whose quorums (N, W, R) stay inside it (default: one region)")
+	f.StringArrayVar(&o.regionPeers, "region-peer", nil, "NAME=CHORDADDR: a member of another region; writes this node coordinates are replicated there asynchronously (repeatable; needs --region)")
+	f.DurationVar(&cfg.RegionDelay, "region-delay", 0, "hold writes this long before replicating them to other regions (lag made longer on purpose, for benchmarks)")
+	f.StringVar(&o.addrFile, "addr-file", "", "once serving, write this node's addresses as JSON ({\"chord\", \"http\", \"peer\", \"resp\", \"region\"}) to this file, e.g. for nodes started on port 0")
+}
+
+// parseRegionPeers reads --region-peer NAME=ADDR values.
+func parseRegionPeers(vals []string) (map[string][]string, error) {
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	out := map[string][]string{}
+	for _, v := range vals {
+		name, addr, ok := strings.Cut(v, "=")
+		if !ok || name == "" || addr == "" {
+			return nil, fmt.Errorf("--region-peer %q: want NAME=CHORDADDR, e.g. eu=10.0.0.5:5057", v)
+		}
+		out[name] = append(out[name], chordAddr(addr))
+	}
+	return out, nil
 }
 
 // runNode starts a storage node from o and runs it until a signal, a kill
@@ -187,6 +222,15 @@ func runNode(o *nodeOpts) error {
 	case cfg.KV.VersionCache == 0:
 		cfg.KV.VersionCache = -1 // the KV layer's "none"
 	}
+	if cfg.RegionPeers, err = parseRegionPeers(o.regionPeers); err != nil {
+		return err
+	}
+	if len(cfg.RegionPeers) > 0 && cfg.Region == "" {
+		return fmt.Errorf("--region-peer needs --region: the name of this node's own region")
+	}
+	if cfg.RegionDelay < 0 {
+		return fmt.Errorf("--region-delay %s: want 0 or more", cfg.RegionDelay)
+	}
 	cfg.Log = slog.Default()
 	if cfg.KV.W > cfg.Replicas || cfg.KV.R > cfg.Replicas {
 		cfg.KV.W, cfg.KV.R = min(cfg.KV.W, cfg.Replicas), min(cfg.KV.R, cfg.Replicas)
@@ -201,12 +245,35 @@ func runNode(o *nodeOpts) error {
 	if err != nil {
 		return err
 	}
+	if o.addrFile != "" {
+		if err := writeAddrFile(o.addrFile, n.Addrs()); err != nil {
+			n.Close()
+			return err
+		}
+	}
 	select {
 	case <-ctx.Done():
 		slog.Info("signal received; stopping")
 	case <-n.Stopped():
 	}
 	return n.Close()
+}
+
+// writeAddrFile writes addrs as JSON to path, atomically (a reader never
+// sees half of it).
+func writeAddrFile(path string, addrs map[string]string) error {
+	b, err := json.Marshal(addrs)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("--addr-file: %w", err)
+	}
+	return nil
 }
 
 func newLeaveCmd() *cobra.Command {

@@ -1,0 +1,60 @@
+package tideshim_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"tide/antipode"
+	"tide/antipode/internal/shimtest"
+	"tide/antipode/regions"
+	"tide/antipode/tideshim"
+)
+
+// TestBarrierTideRegions: two regions of two tide nodes each, in this
+// process; A holds its writes for the lag before replicating them to B.
+func TestBarrierTideRegions(t *testing.T) {
+	const lag = time.Second // large against queueing on a loaded machine
+	ctx := context.Background()
+	r, err := regions.StartTide(ctx, t.TempDir(), "", 2, lag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w := &tideshim.Writer{Addr: r.A[0], Store: "posts"}
+	shimtest.Run(t, shimtest.Store{
+		Name: "posts",
+		Write: func(ctx context.Context, key string) (antipode.WriteID, error) {
+			return w.Put(ctx, key, []byte("body of "+key))
+		},
+		Read: func(ctx context.Context, key string) (bool, error) {
+			_, found, _, err := tideshim.Get(ctx, nil, r.B[1], key)
+			return found, err
+		},
+		Replica: tideshim.NewWaiter(r.B[0], antipode.Backoff{}),
+		Lag:     lag,
+	}, 40)
+
+	// Region A is a valid local region too: its own writes are visible
+	// there at once.
+	id, err := w.Put(ctx, "local", []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := tideshim.NewWaiter(r.A[1], antipode.Backoff{}).Wait(wctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBarrierTideUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connections are refused
+	shimtest.Unreachable(t, "posts", tideshim.NewWaiter(addr, antipode.Backoff{}))
+}

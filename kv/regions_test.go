@@ -1,0 +1,316 @@
+package kv
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+)
+
+// regionNet is two regions, A (a1..a3) and B (b1..b3), each a ring of
+// its own with N=3, W=2, R=2, whose messages tests deliver by hand. Each
+// node's outbox is kept as a driver persists it, so that restarts reload
+// it.
+type regionNet struct {
+	t      *testing.T
+	now    uint64 // the clock, in nanoseconds
+	cfg    map[string]Config
+	rings  map[string]*StaticRing // by region
+	region map[string]string      // node -> region
+	nodes  map[string]*Node
+	st     map[string]*MemStorage
+	outbox map[string]map[string]Hint // node -> region+key -> held write
+}
+
+func newRegionNet(t *testing.T, delay uint64) *regionNet {
+	pos := Partitioners["md5-low32"]
+	rn := &regionNet{t: t, now: 1 << 40, cfg: map[string]Config{}, rings: map[string]*StaticRing{}, region: map[string]string{},
+		nodes: map[string]*Node{}, st: map[string]*MemStorage{}, outbox: map[string]map[string]Hint{}}
+	for ri, region := range []string{"A", "B"} {
+		other := "B"
+		if region == "B" {
+			other = "A"
+		}
+		var ms []Member
+		for i := 1; i <= 3; i++ {
+			// The regions' tokens differ, so a key's owner in A and in B
+			// are different nodes.
+			ms = append(ms, Member{Addr: fmt.Sprintf("%s%d", string(rune('a'+ri)), i), Token: uint32(i)<<30 + uint32(ri)<<28})
+		}
+		rn.rings[region] = NewStaticRing(pos, ms)
+		for _, m := range ms {
+			rn.region[m.Addr] = region
+			rn.cfg[m.Addr] = Config{N: 3, W: 2, R: 2, Regions: []string{other}, RegionDelay: delay}
+			rn.st[m.Addr] = NewMemStorage(pos)
+			rn.outbox[m.Addr] = map[string]Hint{}
+		}
+	}
+	for a := range rn.region {
+		rn.start(a)
+	}
+	return rn
+}
+
+// start (re)starts a node from its storage and persisted outbox.
+func (rn *regionNet) start(a string) {
+	var held []Hint
+	for _, h := range rn.outbox[a] {
+		held = append(held, h)
+	}
+	n := NewNode(rn.cfg[a], a, rn.rings[rn.region[a]], rn.st[a], func() uint64 { return rn.now }, nil)
+	n.RestoreOutbox(held)
+	for region, r := range rn.rings {
+		if region != rn.region[a] {
+			n.SetRegionRing(region, r)
+		}
+	}
+	rn.nodes[a] = n
+}
+
+// deliver runs rounds of every node, persisting what each asks and
+// stepping what it sends, until nothing moves. Messages for which pass
+// returns false are dropped. It returns the answers to "client".
+func (rn *regionNet) deliver(pass func(Message) bool) (answers []Message) {
+	names := slices.Sorted(func(yield func(string) bool) {
+		for a := range rn.nodes {
+			if !yield(a) {
+				return
+			}
+		}
+	})
+	for moved := true; moved; {
+		moved = false
+		for _, a := range names {
+			rd := rn.nodes[a].Ready()
+			rn.st[a].Apply(rd.Persist)
+			for _, op := range rd.Persist {
+				switch {
+				case op.Outbox != nil:
+					rn.outbox[a][op.Outbox.Target+"/"+string(op.Outbox.Rec.Key)] = *op.Outbox
+				case op.DoneOutbox != nil:
+					delete(rn.outbox[a], op.DoneOutbox.Target+"/"+string(op.DoneOutbox.Rec.Key))
+				}
+			}
+			for _, m := range rd.Messages {
+				switch {
+				case m.To == "client":
+					answers = append(answers, m)
+				case pass == nil || pass(m):
+					if rn.nodes[m.To] != nil {
+						rn.nodes[m.To].Step(m)
+						moved = true
+					}
+				}
+			}
+		}
+	}
+	return answers
+}
+
+// tick advances the clock by d nanoseconds and ticks every node once.
+func (rn *regionNet) tick(d uint64) {
+	rn.now += d
+	for _, n := range rn.nodes {
+		n.Tick()
+	}
+}
+
+// holders lists the nodes whose storage holds key at version v or newer.
+func (rn *regionNet) holders(key string, v uint64) []string {
+	var out []string
+	for a, st := range rn.st {
+		if r, ok, _ := st.Get([]byte(key)); ok && r.Version >= v {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func inRegion(rn *regionNet, region string) func(Message) bool {
+	return func(m Message) bool { return rn.region[m.To] == region && rn.region[m.From] == region }
+}
+
+// put writes key at coordinator a and returns the acknowledged version.
+func (rn *regionNet) put(a, key, val string, pass func(Message) bool) uint64 {
+	rn.t.Helper()
+	rn.nodes[a].Step(Message{Kind: KindClientPut, From: "client", ID: 1, Rec: Record{Key: []byte(key), Value: []byte(val)}})
+	ans := rn.deliver(pass)
+	if len(ans) != 1 || ans[0].Err != "" || ans[0].Rec.Version == 0 {
+		rn.t.Fatalf("put %s at %s: answers %+v", key, a, ans)
+	}
+	return ans[0].Rec.Version
+}
+
+// TestRegionPlacement: a write is acknowledged by its own region's
+// quorum with no message to the other region; it is then replicated to
+// the other region's own preference list (its N replicas there, not
+// the nodes of the first region's list), once, and not sent back.
+func TestRegionPlacement(t *testing.T) {
+	rn := newRegionNet(t, 0)
+	key := "post-1"
+	v := rn.put("a2", key, "hello", inRegion(rn, "A"))
+	pos := rn.rings["A"].Position([]byte(key))
+	prefA := rn.rings["A"].Preference(pos, 3)
+	prefB := rn.rings["B"].Preference(pos, 3)
+	got := rn.holders(key, v)
+	for _, a := range got {
+		if rn.region[a] != "A" {
+			t.Fatalf("%s (region B) holds the write before any cross-region message: %v", a, got)
+		}
+	}
+	if len(got) < 2 {
+		t.Fatalf("acknowledged with %d holders in A: %v", len(got), got)
+	}
+	if len(rn.nodes["a2"].Outbox()) != 1 {
+		t.Fatalf("a2's outbox: %+v, want the write for B", rn.nodes["a2"].Outbox())
+	}
+	if len(rn.outbox["a2"]) != 1 {
+		t.Fatalf("a2 persisted %d outbox entries, want 1", len(rn.outbox["a2"]))
+	}
+
+	// Replication: ticks send it to B, which writes it with its version
+	// through B's quorum.
+	var regionPuts []Message
+	count := func(m Message) bool {
+		if m.Kind == KindRegionPut {
+			regionPuts = append(regionPuts, m)
+		}
+		return true
+	}
+	for range 5 {
+		rn.tick(1e6)
+		rn.deliver(count)
+	}
+	var inB []string
+	for _, a := range rn.holders(key, v) {
+		if rn.region[a] == "B" {
+			inB = append(inB, a)
+			if !slices.Contains(prefB, a) {
+				t.Errorf("%s holds the key but is not in B's preference list %v", a, prefB)
+			}
+		}
+	}
+	if len(inB) < 2 {
+		t.Fatalf("B holds the write on %v, want a write quorum of B's preference list %v (A's is %v)", inB, prefB, prefA)
+	}
+	r, _, _ := rn.st[inB[0]].Get([]byte(key))
+	if r.Version != v || string(r.Value) != "hello" {
+		t.Fatalf("B holds %+v, want version %d", r, v)
+	}
+	if len(regionPuts) != 1 || rn.region[regionPuts[0].From] != "A" {
+		t.Fatalf("cross-region puts: %+v, want one from A to B", regionPuts)
+	}
+	if len(rn.nodes["a2"].Outbox()) != 0 || len(rn.outbox["a2"]) != 0 {
+		t.Fatalf("outbox not emptied after B acknowledged: %+v", rn.nodes["a2"].Outbox())
+	}
+	for _, a := range []string{"b1", "b2", "b3"} {
+		if len(rn.nodes[a].Outbox()) != 0 {
+			t.Fatalf("%s holds a write from A for another region: it would send it back", a)
+		}
+	}
+	st := rn.nodes["a2"].RegionStatus()
+	if len(st) != 1 || st[0].Region != "B" || st[0].Pending != 0 || st[0].Acked != 1 || !st[0].Known {
+		t.Fatalf("region status %+v", st)
+	}
+}
+
+// TestRegionDelayAndRestart: with a delay, nothing leaves before the
+// write is that old; the coordinator restarts (its outbox reloaded from
+// what it persisted) and B is down for a while; B still ends with the
+// write, and the lag is reported.
+func TestRegionDelayAndRestart(t *testing.T) {
+	const delay = 200e6 // 200 ms
+	rn := newRegionNet(t, delay)
+	key := "k"
+	sentToB := 0
+	noB := func(m Message) bool {
+		if rn.region[m.To] == "B" {
+			sentToB++
+			return false
+		}
+		return true
+	}
+	v := rn.put("a1", key, "v1", noB)
+	for range 10 {
+		rn.tick(10e6) // 100 ms in all: not due yet
+		rn.deliver(noB)
+	}
+	if sentToB != 0 {
+		t.Fatalf("%d messages to B within the delay", sentToB)
+	}
+	if st := rn.nodes["a1"].RegionStatus()[0]; st.Pending != 1 || st.Oldest != v {
+		t.Fatalf("status %+v, want 1 pending at version %d", st, v)
+	}
+	// Due now, but B drops everything; then a1 crashes and restarts.
+	for range 15 {
+		rn.tick(10e6)
+		rn.deliver(noB)
+	}
+	if sentToB == 0 {
+		t.Fatal("nothing sent to B after the delay")
+	}
+	rn.start("a1")
+	if len(rn.nodes["a1"].Outbox()) != 1 {
+		t.Fatalf("restarted a1 lost its outbox: %+v", rn.nodes["a1"].Outbox())
+	}
+	for range 40 {
+		rn.tick(10e6)
+		rn.deliver(nil)
+	}
+	inB := 0
+	for _, a := range rn.holders(key, v) {
+		if rn.region[a] == "B" {
+			inB++
+		}
+	}
+	if inB < 2 {
+		t.Fatalf("B holds the write on %d nodes after the restart, want 2 or more", inB)
+	}
+	st := rn.nodes["a1"].RegionStatus()[0]
+	if st.Pending != 0 || st.LastLag < delay {
+		t.Fatalf("status %+v: want nothing pending and a lag of at least the delay", st)
+	}
+}
+
+// TestRegionNewerWins: a newer write of a key replaces an older one not
+// yet sent; B ends with the newest, and an older write arriving late
+// (a resend) changes nothing there.
+func TestRegionNewerWins(t *testing.T) {
+	rn := newRegionNet(t, 0)
+	noB := func(m Message) bool { return rn.region[m.To] != "B" }
+	v1 := rn.put("a1", "k", "old", noB)
+	rn.now += 1e6
+	v2 := rn.put("a3", "k", "new", noB)
+	if v2 <= v1 {
+		t.Fatalf("versions %d then %d", v1, v2)
+	}
+	for range 5 {
+		rn.tick(1e6)
+		rn.deliver(nil)
+	}
+	for _, a := range rn.holders("k", v2) {
+		if r, _, _ := rn.st[a].Get([]byte("k")); string(r.Value) != "new" {
+			t.Fatalf("%s holds %q", a, r.Value)
+		}
+	}
+	n := 0
+	for _, a := range []string{"b1", "b2", "b3"} {
+		if r, ok, _ := rn.st[a].Get([]byte("k")); ok {
+			if string(r.Value) != "new" {
+				t.Fatalf("%s holds %q, want the newest write", a, r.Value)
+			}
+			n++
+		}
+	}
+	if n < 2 {
+		t.Fatalf("B holds the key on %d nodes", n)
+	}
+	// A late copy of the old write (a resend from before a restart).
+	rn.nodes["b1"].Step(Message{Kind: KindRegionPut, From: "a1", ID: 99, Rec: Record{Key: []byte("k"), Value: []byte("old"), Version: v1}})
+	rn.deliver(nil)
+	for _, a := range []string{"b1", "b2", "b3"} {
+		if r, ok, _ := rn.st[a].Get([]byte("k")); ok && string(r.Value) != "new" {
+			t.Fatalf("%s went back to %q", a, r.Value)
+		}
+	}
+}
