@@ -371,3 +371,44 @@ func TestLogControlOnEC2(t *testing.T) {
 		t.Errorf("interfaces left after scaling in: %v", left)
 	}
 }
+
+// TestUnhealthyRoleRemoved: a role whose instance never answers fails to
+// start with the cause; the instance is terminated and its interface
+// deleted.
+func TestUnhealthyRoleRemoved(t *testing.T) {
+	ctx := rolesCtx(t)
+	r, ec := motoRoles(t, "10.79.0.0/24", "unhealthy")
+	host := &cluster.ProvisionedRoles{C: r, Bind: "0.0.0.0", Healthy: func(context.Context, string) error { return errors.New("no answer from 10.79.0.4:5058") }}
+	roles, https, err := host.Addrs(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ni, ok := enis(t, ec, "unhealthy")[strings.TrimSuffix(roles[0], ":5057")]
+	if !ok {
+		t.Fatal("Addrs made no interface")
+	}
+	err = host.Start(ctx, cluster.RoleSpec{Kind: "proxy", Addr: roles[0], HTTP: https[0], Join: "10.0.0.1:5058"})
+	if err == nil || !strings.Contains(err.Error(), "no answer") || !strings.Contains(err.Error(), "removed") {
+		t.Fatalf("Start of a role that never answers: %v", err)
+	}
+	if left := enis(t, ec, "unhealthy"); len(left) != 0 {
+		t.Errorf("the role that never answered left its interface %v", left)
+	}
+	out, err := ec.DescribeInstances(ctx, &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{
+		{Name: sdkaws.String("tag:" + LogClusterTag), Values: []string{"unhealthy"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, res := range out.Reservations {
+		for _, in := range res.Instances {
+			n++
+			if in.State == nil || in.State.Name != ec2types.InstanceStateNameTerminated {
+				t.Errorf("instance %s of the role that never answered is %+v", sdkaws.ToString(in.InstanceId), in.State)
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d instances launched, want 1; interface was %s", n, sdkaws.ToString(ni.NetworkInterfaceId))
+	}
+}
