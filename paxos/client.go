@@ -29,6 +29,7 @@ type call struct {
 	cmd    Command
 	read   bool
 	sentAt int
+	tries  int // resends so far: each waits twice as long (backoff)
 	// quorum reads
 	phase   readPhase
 	votes   map[string]bool // matchmakers or acceptors that answered
@@ -258,14 +259,17 @@ func (c *Client) onMaxSlot(m Message) {
 	c.send(Message{Kind: KindRead, To: r, Slot: cl.maxSlot, Command: cl.cmd})
 }
 
-// Tick retries calls that have waited ResendTicks.
+// Tick retries calls that have waited twice ResendTicks, and then twice as
+// long again each time (backoff): a saturated log then gets fewer copies
+// of commands it has not yet had time to answer, instead of more.
 func (c *Client) Tick() {
 	c.now++
 	for _, seq := range sortedKeys(c.calls) {
 		cl := c.calls[seq]
-		if c.now-cl.sentAt < 2*c.cfg.ResendTicks {
+		if c.now-cl.sentAt < backoff(2*c.cfg.ResendTicks, cl.tries) {
 			continue
 		}
+		cl.tries++
 		c.Retries++
 		if c.Retries%2 == 0 {
 			// Perhaps the roles this client knows have left: ask a member

@@ -20,6 +20,7 @@ var leaderStateNames = [...]string{"follower", "matching", "candidate", "active"
 type proposal struct {
 	value  Value
 	sentAt int
+	tries  int // resends so far: each waits twice as long (backoff)
 }
 
 // phase1Config is one live configuration in a leader's phase 1 and the
@@ -112,6 +113,7 @@ type Leader struct {
 	best     map[uint64]Entry
 	p1GC     uint64
 	p1Sent   int
+	p1Heard  int // when phase 1 last made progress (started, or an answer)
 	waiting  []Command
 	previous map[uint64]Value // what this leader proposed in its last round
 
@@ -269,11 +271,23 @@ func (l *Leader) Step(m Message) {
 	case KindPhase1b:
 		l.onPhase1b(m)
 	case KindNack:
+		if l.lead == matching && m.Ballot == l.ballot && m.Epoch > l.round.Epoch && m.Epoch <= l.cfg.Epoch && slices.Contains(l.cfg.Matchmakers, m.From) {
+			// Refused for the configuration this round was registered
+			// under, while this leader has learnt one as new since:
+			// register a new round under that one.
+			l.rematch()
+			return
+		}
 		if l.lead == matching && m.Ballot == l.ballot && m.Epoch > l.cfg.Epoch && slices.Contains(l.cfg.Matchmakers, m.From) {
 			// The matchmakers hold rounds of a newer configuration than
-			// ours: stand by, and ask roles that follow the log for it.
+			// ours: stand by, and take the newer configuration from the
+			// refusal, or ask roles that follow the log for it.
 			l.stepDown()
 			l.lastHeard = l.now
+			if c := m.Config; c != nil && c.Epoch > l.cfg.Epoch && c.Validate() == nil {
+				l.applyConfig(c.Clone().withDefaults())
+				return
+			}
 			for _, a := range slices.Concat(l.cfg.Replicas, l.cfg.ProxyLeaders, l.cfg.Leaders) {
 				if a != l.self {
 					l.send(Message{Kind: KindConfigQuery, To: a})
@@ -366,12 +380,40 @@ func (l *Leader) fillTo(end uint64) {
 	}
 }
 
+// maxBackoff caps how many times a slot's resend period doubles.
+const maxBackoff = 4
+
+// backoff is how long to wait before resending something sent tries
+// times already: base, then twice as long each time, up to 2^maxBackoff
+// times base. A saturated role then gets fewer copies of what it has not
+// yet had time to answer, instead of more.
+func backoff(base, tries int) int {
+	return base << min(tries, maxBackoff)
+}
+
 func (l *Leader) sendPhase2a(slot uint64, v Value) {
 	l.pending[slot] = &proposal{value: v, sentAt: l.now}
 	proxy := l.cfg.ProxyLeaders[l.nextProxy%len(l.cfg.ProxyLeaders)]
 	l.nextProxy++
 	g := l.round.Groups[slot%uint64(len(l.round.Groups))]
 	l.send(Message{Kind: KindPhase2a, To: proxy, Ballot: l.ballot, Slot: slot, Value: v, Group: &g})
+}
+
+// phase1Stall is how many resend periods phase 1 may go without an answer
+// before the leader matches again.
+const phase1Stall = 10
+
+// rematch starts a new round under the current configuration while
+// matchmaking an older one. Phase 1 has not run, so what the leader was to
+// propose again is kept.
+func (l *Leader) rematch() {
+	prev := l.previous
+	l.campaign()
+	for s, v := range prev {
+		if _, ok := l.previous[s]; !ok {
+			l.previous[s] = v
+		}
+	}
 }
 
 // campaign starts a new round with the configuration's acceptor groups.
@@ -425,7 +467,8 @@ func (l *Leader) sendMatchA() {
 	l.mmSent = l.now
 	for _, mm := range l.cfg.Matchmakers {
 		if !l.mmVotes[mm] {
-			l.send(Message{Kind: KindMatchA, To: mm, Ballot: l.ballot, Rounds: []RoundConfig{l.round}})
+			c := l.cfg.Clone()
+			l.send(Message{Kind: KindMatchA, To: mm, Ballot: l.ballot, Rounds: []RoundConfig{l.round}, Config: &c})
 		}
 	}
 }
@@ -493,6 +536,7 @@ func (l *Leader) startPhase1(live []RoundConfig) {
 	l.best = map[uint64]Entry{}
 	l.p1Cursor = map[string]uint64{}
 	l.p1GC = 0
+	l.p1Heard = l.now
 	if len(l.p1) == 0 {
 		l.becomeActive()
 		return
@@ -537,6 +581,7 @@ func (l *Leader) onPhase1b(m Message) {
 	if l.lead != candidate {
 		return
 	}
+	l.p1Heard = l.now
 	if m.Upto != 0 {
 		// One page of the acceptor's votes: keep it, and ask for the next.
 		// The acceptor promised this ballot, so its votes can change only
@@ -952,8 +997,9 @@ func (l *Leader) Tick() {
 			l.heartbeat()
 		}
 		for _, s := range sortedKeys(l.pending) {
-			if p := l.pending[s]; l.now-p.sentAt >= l.cfg.ResendTicks {
+			if p := l.pending[s]; l.now-p.sentAt >= backoff(l.cfg.ResendTicks, p.tries) {
 				l.sendPhase2a(s, p.value)
+				l.pending[s].tries = p.tries + 1
 			}
 		}
 		l.maybeRetire()
@@ -963,7 +1009,12 @@ func (l *Leader) Tick() {
 			l.sendMatchA()
 		}
 	case candidate:
-		if l.now-l.p1Sent >= l.cfg.ResendTicks {
+		if l.now-l.p1Heard >= phase1Stall*l.cfg.ResendTicks {
+			// No acceptor has answered for a long time: those of the
+			// rounds the matchmakers named may all be gone, their rounds
+			// retired since by a newer leader. Match again.
+			l.rematch()
+		} else if l.now-l.p1Sent >= l.cfg.ResendTicks {
 			l.sendPhase1a()
 		}
 	default:

@@ -17,6 +17,11 @@ type MatchmakerState struct {
 	// of both quorums would have refused one of them): such rounds are
 	// dropped, and refused from then on.
 	RetiredEpoch uint64
+	// Config is the newest configuration a leader registered a round
+	// under. A leader whose configuration is older than the matchmakers'
+	// rounds is refused; it learns the newer one here, even when every
+	// role that followed the log to it is gone or behind.
+	Config *Config
 }
 
 // Apply replays one persisted change onto s, as a driver does on restart.
@@ -26,6 +31,10 @@ func (s *MatchmakerState) Apply(op PersistOp) {
 		if !found {
 			s.Rounds = slices.Insert(s.Rounds, i, *op.Match)
 		}
+	}
+	if op.Config != nil && (s.Config == nil || op.Config.Epoch > s.Config.Epoch) {
+		c := op.Config.Clone()
+		s.Config = &c
 	}
 	s.Floor = max(s.Floor, op.Floor)
 	if op.Retire != nil && s.Retired.Less(*op.Retire) {
@@ -37,6 +46,16 @@ func (s *MatchmakerState) Apply(op PersistOp) {
 		s.RetiredEpoch = op.RetireEpoch
 		s.Rounds = slices.DeleteFunc(s.Rounds, func(r RoundConfig) bool { return r.Epoch < s.RetiredEpoch })
 	}
+}
+
+// newer returns a copy of the newest configuration registered here if it
+// is newer than epoch, or nil.
+func (mm *Matchmaker) newer(epoch uint64) *Config {
+	if mm.st.Config == nil || mm.st.Config.Epoch <= epoch {
+		return nil
+	}
+	c := mm.st.Config.Clone()
+	return &c
 }
 
 // maxEpoch is the newest configuration epoch any round registered.
@@ -110,8 +129,13 @@ func (mm *Matchmaker) Step(m Message) {
 			// A leader with a stale configuration: its acceptor groups may
 			// be retired already. Rounds use ever newer configurations, so
 			// once older rounds are retired no round uses their groups.
-			mm.send(Message{Kind: KindNack, To: m.From, Ballot: m.Ballot, Epoch: e})
+			// The refusal carries the newest configuration known here.
+			mm.send(Message{Kind: KindNack, To: m.From, Ballot: m.Ballot, Epoch: e, Config: mm.newer(m.Rounds[0].Epoch)})
 			return
+		}
+		var cfg *Config
+		if c := m.Config; c != nil && c.Epoch == m.Rounds[0].Epoch && (mm.st.Config == nil || c.Epoch > mm.st.Config.Epoch) && c.Validate() == nil {
+			cfg = c
 		}
 		i, found := slices.BinarySearchFunc(mm.st.Rounds, m.Ballot, cmpRound)
 		if found {
@@ -119,10 +143,13 @@ func (mm *Matchmaker) Step(m Message) {
 				mm.violated("round %s registered twice with different acceptor groups", m.Ballot)
 				return
 			}
+			if cfg != nil {
+				mm.persist(PersistOp{Config: cfg})
+			}
 		} else {
 			rc := m.Rounds[0]
 			rc.Groups = cloneGroups(rc.Groups)
-			mm.persist(PersistOp{Match: &rc})
+			mm.persist(PersistOp{Match: &rc, Config: cfg})
 			i, _ = slices.BinarySearchFunc(mm.st.Rounds, m.Ballot, cmpRound)
 		}
 		mm.send(Message{Kind: KindMatchB, To: m.From, Ballot: m.Ballot, Rounds: slices.Clone(mm.st.Rounds[:i]), Retired: mm.st.Retired, RetiredEpoch: mm.st.RetiredEpoch, Slot: mm.st.Floor})
@@ -136,6 +163,10 @@ func (mm *Matchmaker) Step(m Message) {
 			mm.persist(PersistOp{Retire: &b, Floor: m.Slot, RetireEpoch: epoch})
 		}
 		mm.send(Message{Kind: KindGarbageB, To: m.From, Ballot: m.Ballot})
+	case KindConfigQuery:
+		if c := mm.newer(m.Epoch); c != nil {
+			mm.send(Message{Kind: KindConfigReply, To: m.From, Config: c})
+		}
 	case KindMatchQuery:
 		mm.send(Message{Kind: KindMatchReply, To: m.From, Command: m.Command, Rounds: slices.Clone(mm.st.Rounds), Retired: mm.st.Retired, RetiredEpoch: mm.st.RetiredEpoch, Slot: mm.st.Floor})
 	}

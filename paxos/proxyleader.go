@@ -10,6 +10,7 @@ type phase2 struct {
 	votes  map[string]bool
 	sentAt int
 	born   int
+	tries  int // resends so far (backoff)
 }
 
 // giveUpResends is how many unanswered resends a proxy leader makes before
@@ -117,8 +118,9 @@ func (p *ProxyLeader) Tick() {
 			delete(p.pending, slot)
 			continue
 		}
-		if p.now-cur.sentAt >= p.cfg.ResendTicks {
+		if p.now-cur.sentAt >= backoff(p.cfg.ResendTicks, cur.tries) {
 			p.sendPhase2a(slot, cur)
+			cur.tries++
 		}
 	}
 }

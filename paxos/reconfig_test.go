@@ -477,3 +477,170 @@ func TestSnapshotChunks(t *testing.T) {
 		t.Fatalf("%d keys restored", kv.Len())
 	}
 }
+
+// A leader whose configuration is older than the matchmakers' rounds is
+// refused, and learns the newer configuration from the refusal: the roles
+// that followed the log to it may all be gone or behind (simulation seed
+// 714: the leader of epochs 4-6 was removed, replicas were at epoch 2,
+// and the standbys at epoch 3 were refused forever). The matchmaker keeps
+// that configuration across restarts.
+func TestStaleLeaderLearnsConfigFromMatchmaker(t *testing.T) {
+	old := baseConfig().withDefaults()
+	next := old.Clone()
+	next.Epoch = 1
+	next.Groups = []Group{{Acceptors: []string{"a3", "a4", "a5"}}}
+	mm := NewMatchmaker("m0", MatchmakerState{})
+	b := Ballot{5, 1}
+	mm.Step(Message{Kind: KindMatchA, From: "l1", Ballot: b, Rounds: []RoundConfig{{Ballot: b, Epoch: 1, Groups: next.Groups}}, Config: &next})
+	rd := mm.Ready()
+	if len(rd.Persist) != 1 || rd.Persist[0].Config == nil || rd.Persist[0].Config.Epoch != 1 {
+		t.Fatalf("registering a round of epoch 1 persisted %+v, want the configuration with it", rd.Persist)
+	}
+	var replayed MatchmakerState
+	for _, op := range rd.Persist {
+		replayed.Apply(op)
+	}
+
+	l := NewLeaderAt(old, "l0", 0, Ballot{})
+	mm = NewMatchmaker("m0", replayed) // restarted from what it persisted
+	var refusals int
+	for range 50 {
+		l.Tick()
+		for _, m := range l.Ready().Messages {
+			if m.To != "m0" {
+				continue
+			}
+			m.From = "l0"
+			mm.Step(m)
+			for _, r := range mm.Ready().Messages {
+				if r.Kind == KindNack {
+					refusals++
+				}
+				r.From = "m0"
+				l.Step(r)
+			}
+		}
+		if l.Config().Epoch == 1 {
+			break
+		}
+	}
+	if refusals == 0 {
+		t.Fatalf("the matchmaker never refused the stale leader")
+	}
+	if got := l.Config(); got.Epoch != 1 || !groupsEqual(got.Groups, next.Groups) {
+		t.Fatalf("leader at epoch %d with groups %v after the refusal, want epoch 1 with %v", got.Epoch, got.Groups, next.Groups)
+	}
+	// Asked directly, the matchmaker answers with it too.
+	mm.Step(Message{Kind: KindConfigQuery, From: "r0", Epoch: 0})
+	if ms := mm.Ready().Messages; len(ms) != 1 || ms[0].Kind != KindConfigReply || ms[0].Config.Epoch != 1 {
+		t.Fatalf("config query answered with %v", ms)
+	}
+}
+
+// A leader that learns a newer configuration while its round, registered
+// under the older one, is being refused registers a new round under the
+// newer one rather than resending the refused one forever (simulation
+// seed 1324 with client backoff).
+func TestMatchingLeaderRematchesUnderNewerConfig(t *testing.T) {
+	old := baseConfig().withDefaults()
+	next := old.Clone()
+	next.Epoch = 1
+	next.Groups = []Group{{Acceptors: []string{"a3", "a4", "a5"}}}
+	mm := NewMatchmaker("m0", MatchmakerState{})
+	b := Ballot{0, 1} // below the leader's first ballot
+	mm.Step(Message{Kind: KindMatchA, From: "l1", Ballot: b, Rounds: []RoundConfig{{Ballot: b, Epoch: 1, Groups: next.Groups}}, Config: &next})
+	mm.Ready()
+
+	l := NewLeaderAt(old, "l0", 0, Ballot{})
+	var matchA []Message
+	for range 50 {
+		l.Tick()
+		for _, m := range l.Ready().Messages {
+			if m.Kind == KindMatchA && m.To == "m0" {
+				matchA = append(matchA, m)
+			}
+		}
+		if len(matchA) > 0 {
+			break
+		}
+	}
+	if len(matchA) == 0 || matchA[0].Rounds[0].Epoch != 0 {
+		t.Fatalf("leader did not register a round of epoch 0: %v", matchA)
+	}
+	// The newer configuration reaches the leader from elsewhere first.
+	l.Step(Message{Kind: KindConfigReply, From: "r0", Config: &next})
+	l.Ready()
+	m := matchA[0]
+	m.From = "l0"
+	mm.Step(m)
+	ms := mm.Ready().Messages
+	if len(ms) != 1 || ms[0].Kind != KindNack {
+		t.Fatalf("matchmaker answered the stale round with %v", ms)
+	}
+	ms[0].From = "m0"
+	l.Step(ms[0])
+	var again *Message
+	for _, m := range l.Ready().Messages {
+		if m.Kind == KindMatchA && m.To == "m0" {
+			again = &m
+		}
+	}
+	if again == nil || again.Rounds[0].Epoch != 1 || !b.Less(again.Ballot) {
+		t.Fatalf("after the refusal the leader sent %v, want a round above %s under epoch 1", again, b)
+	}
+	again.From = "l0"
+	mm.Step(*again)
+	if ms := mm.Ready().Messages; len(ms) != 1 || ms[0].Kind != KindMatchB {
+		t.Fatalf("matchmaker answered the new round with %v", ms)
+	}
+}
+
+// A candidate whose phase 1 hears from no acceptor for phase1Stall resend
+// periods matches again: the rounds the matchmakers named may have lost
+// all their acceptors, and been retired since by a newer leader
+// (simulation seed 1519 with client backoff, where the leader resent
+// phase 1a to removed acceptors forever).
+func TestStalledPhase1MatchesAgain(t *testing.T) {
+	cfg := baseConfig().withDefaults()
+	l := NewLeaderAt(cfg, "l0", 0, Ballot{})
+	var first Ballot
+	for range 100 {
+		l.Tick()
+		for _, m := range l.Ready().Messages {
+			if m.Kind == KindMatchA {
+				first = m.Ballot
+			}
+		}
+		if first != (Ballot{}) {
+			break
+		}
+	}
+	if first == (Ballot{}) {
+		t.Fatal("the leader never matched")
+	}
+	gone := RoundConfig{Ballot: Ballot{0, 1}, Epoch: 0, Groups: []Group{{Acceptors: []string{"x0", "x1", "x2"}}}}
+	for _, mm := range []string{"m0", "m1"} {
+		l.Step(Message{Kind: KindMatchB, From: mm, Ballot: first, Rounds: []RoundConfig{gone}})
+	}
+	var phase1a int
+	for _, m := range l.Ready().Messages {
+		if m.Kind == KindPhase1a {
+			phase1a++
+		}
+	}
+	if phase1a == 0 {
+		t.Fatal("the leader did not start phase 1")
+	}
+	var again Ballot
+	for i := 0; i < phase1Stall*cfg.ResendTicks+1 && again == (Ballot{}); i++ {
+		l.Tick()
+		for _, m := range l.Ready().Messages {
+			if m.Kind == KindMatchA {
+				again = m.Ballot
+			}
+		}
+	}
+	if !first.Less(again) {
+		t.Fatalf("phase 1 unanswered for %d resend periods: matched again at %v, want above %v", phase1Stall, again, first)
+	}
+}

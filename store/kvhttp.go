@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"tide/kv"
 )
 
 // kvRoutes adds the KV APIs: the Dynamo seed's routes, REST under /kv/,
@@ -151,13 +153,43 @@ func (n *Node) quorumParam(r *http.Request, name string) (int, error) {
 	return v, nil
 }
 
+// versionWait reads a GET's version=V and wait=DURATION: wait up to
+// DURATION (at most a minute) for the read to return version V or newer.
+func versionWait(r *http.Request) (uint64, time.Duration, error) {
+	q := r.URL.Query()
+	vs, ws := q.Get("version"), q.Get("wait")
+	if vs == "" && ws == "" {
+		return 0, 0, nil
+	}
+	v, err := strconv.ParseUint(vs, 10, 64)
+	if err != nil || v == 0 {
+		return 0, 0, statusf(http.StatusBadRequest, "version=%q: want a version (X-Tide-Version of a write) with wait", vs)
+	}
+	d, err := time.ParseDuration(ws)
+	if err != nil || d < 0 || d > maxKVWait {
+		return 0, 0, statusf(http.StatusBadRequest, "wait=%q: want a duration such as 5s, at most %s, with version", ws, maxKVWait)
+	}
+	return v, d, nil
+}
+
 func (n *Node) handleKVGet(w http.ResponseWriter, r *http.Request) {
 	q, err := n.quorumParam(r, "r")
 	if err != nil {
 		n.fail(w, "kv_get", err)
 		return
 	}
-	rec, found, err := n.KVGet(r.Context(), []byte(r.PathValue("key")), q)
+	want, wait, err := versionWait(r)
+	if err != nil {
+		n.fail(w, "kv_get", err)
+		return
+	}
+	var rec kv.Record
+	var found bool
+	if want > 0 && wait > 0 {
+		rec, found, err = n.KVGetAtLeast(r.Context(), []byte(r.PathValue("key")), q, want, wait)
+	} else {
+		rec, found, err = n.KVGet(r.Context(), []byte(r.PathValue("key")), q)
+	}
 	if err != nil {
 		n.fail(w, "kv_get", kvStatus(err))
 		return

@@ -62,6 +62,8 @@ type kvNode struct {
 	// regionStatus is the replication to them, as of the last few ticks.
 	regionRings  chan regionRing
 	regionStatus atomic.Pointer[[]kv.RegionStatus]
+	// watch wakes reads waiting for a key to be written (KVGetAtLeast).
+	watch keyWatch
 	// applied is the table the loop has handed to the kv.Node: the one
 	// requests are routed by (ring may be a moment ahead of it).
 	applied atomic.Pointer[kvRing]
@@ -286,6 +288,7 @@ func (k *kvNode) loop(ctx context.Context) {
 				continue
 			}
 			committed = true
+			k.watch.fire(rd.Persist)
 			seq := k.committed.Add(1)
 			if !k.periodic {
 				k.commits = append(k.commits, roundCommit{round: rd.Round, seq: seq})

@@ -88,7 +88,13 @@ func newLogUpCmd() *cobra.Command {
 'tide log put|get|del|cas|status|scale|replace|remove', which this process's
 control endpoint serves while it runs. With --autoscale and --capacity, a
 controller resizes batchers, proxy leaders, acceptor groups, replicas and
-unbatchers with load.`,
+unbatchers with load.
+
+--provisioner runs the roles elsewhere: a Docker container each (docker), a
+ClusterIP Service and a one-pod Deployment each, the ClusterIP being the
+role's address (kubernetes; run tide log up in the cluster, see
+deploy/kubernetes/log), or an EC2 instance each on a network interface made
+for it first (aws; run it in the VPC). Ctrl-C removes them all.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			abs, err := filepath.Abs(dir)

@@ -189,7 +189,13 @@ func (s *Store) MatchmakerState() (paxos.MatchmakerState, error) {
 	// Rounds of configurations older than the retiring round's were
 	// dropped in memory, not on disk.
 	st.Apply(paxos.PersistOp{RetireEpoch: retiredEpoch})
-	return st, it.Error()
+	if err := it.Error(); err != nil {
+		return st, err
+	}
+	// The newest configuration a round registered under.
+	c, err := s.Config()
+	st.Config = c
+	return st, err
 }
 
 // Ballot loads the highest ballot persisted (an acceptor's promise or a
