@@ -241,7 +241,8 @@ func (h *ProvisionedRoles) Addrs(ctx context.Context, n int) ([]string, []string
 	return roles, https, nil
 }
 
-// Start launches r's container and waits until its process answers.
+// Start launches r's container and waits until its process answers. A
+// process that does not answer in StartTimeout is removed.
 func (h *ProvisionedRoles) Start(ctx context.Context, r RoleSpec) error {
 	ip, _, err := net.SplitHostPort(r.Addr)
 	if err != nil {
@@ -292,7 +293,14 @@ func (h *ProvisionedRoles) Start(ctx context.Context, r RoleSpec) error {
 		healthy = func(ctx context.Context, addr string) error { return provision.WaitHealthy(ctx, nil, addr) }
 	}
 	if err := healthy(wctx, r.HTTP); err != nil {
-		return fmt.Errorf("%s %s (%s %.20s) did not answer: %w", r.Kind, r.Addr, h.C.Name(), id, err)
+		// Nothing will use it: remove it rather than leave it running
+		// (and, in a cloud, billed) until StopAll.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+		defer cancel()
+		if rerr := h.Stop(rctx, r.Addr); rerr != nil {
+			return fmt.Errorf("%s %s (%s %.20s) did not answer: %w; removing it failed too: %v", r.Kind, r.Addr, h.C.Name(), id, err, rerr)
+		}
+		return fmt.Errorf("%s %s (%s %.20s) did not answer, and was removed: %w", r.Kind, r.Addr, h.C.Name(), id, err)
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package kv
 
 import (
 	"fmt"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -311,6 +313,151 @@ func TestRegionNewerWins(t *testing.T) {
 	for _, a := range []string{"b1", "b2", "b3"} {
 		if r, ok, _ := rn.st[a].Get([]byte("k")); ok && string(r.Value) != "new" {
 			t.Fatalf("%s went back to %q", a, r.Value)
+		}
+	}
+}
+
+// TestRegionChaos: both regions write to a few keys through random
+// coordinators while messages are dropped and duplicated and nodes crash
+// and restart (keeping their storage and persisted outbox, losing the
+// rest). Once the faults stop, every region must hold, on a write quorum
+// of its nodes, the newest write acknowledged in either region, and every
+// outbox must be empty.
+func TestRegionChaos(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { regionChaos(t, seed) })
+	}
+}
+
+func regionChaos(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 11))
+	rn := newRegionNet(t, 0)
+	for a := range rn.cfg {
+		c := rn.cfg[a]
+		c.Regions = []string{"A", "B"}[:0]
+		for _, r := range []string{"A", "B"} {
+			if r != rn.region[a] {
+				c.Regions = append(c.Regions, r)
+			}
+		}
+		c.RegionDelay = uint64(rng.IntN(4)) * 50e6 // 0 to 150 ms: writes wait in outboxes while nodes crash
+		rn.cfg[a] = c
+		rn.start(a)
+	}
+	all := slices.Sorted(maps.Keys(rn.region))
+	down := map[string]bool{}
+	faults := true
+	pass := func(m Message) bool {
+		if down[m.To] || down[m.From] {
+			return false
+		}
+		if faults && rng.Float64() < 0.2 {
+			return false
+		}
+		if faults && rng.Float64() < 0.05 && rn.nodes[m.To] != nil {
+			rn.nodes[m.To].Step(m) // duplicated
+		}
+		return true
+	}
+	type pending struct {
+		key string
+	}
+	sent := map[uint64]pending{}
+	newest := map[string]uint64{} // key -> newest acknowledged version
+	nextID := uint64(0)
+	collect := func(ans []Message) {
+		for _, m := range ans {
+			p, ok := sent[m.ID]
+			if !ok {
+				continue
+			}
+			delete(sent, m.ID)
+			if m.Err == "" && m.Rec.Version > newest[p.key] {
+				newest[p.key] = m.Rec.Version
+			}
+		}
+	}
+	for step := range 300 {
+		// Crash or restart a node now and then, never more than one per
+		// region at a time.
+		if rng.IntN(4) == 0 {
+			a := all[rng.IntN(len(all))]
+			if down[a] {
+				delete(down, a)
+				rn.start(a)
+			} else if !slices.ContainsFunc(all, func(b string) bool { return down[b] && rn.region[b] == rn.region[a] }) {
+				down[a] = true
+				delete(rn.nodes, a)
+			}
+		}
+		for range 1 + rng.IntN(3) {
+			a := all[rng.IntN(len(all))]
+			if down[a] {
+				continue
+			}
+			nextID++
+			key := fmt.Sprintf("k%d", rng.IntN(5))
+			sent[nextID] = pending{key}
+			rn.nodes[a].Step(Message{Kind: KindClientPut, From: "client", ID: nextID,
+				Rec: Record{Key: []byte(key), Value: []byte(fmt.Sprintf("%s-%d", a, step))}})
+		}
+		collect(rn.deliver(pass))
+		rn.tick(5e6)
+		collect(rn.deliver(pass))
+	}
+	// A last write of every key, each acknowledged and its coordinator
+	// crashed at once: the write is then only in its region and in the
+	// coordinator's persisted outbox.
+	faults = false
+	for i := range 5 {
+		for _, a := range all {
+			if down[a] {
+				delete(down, a)
+				rn.start(a)
+			}
+		}
+		a := all[rng.IntN(len(all))]
+		nextID++
+		key := fmt.Sprintf("k%d", i)
+		sent[nextID] = pending{key}
+		rn.nodes[a].Step(Message{Kind: KindClientPut, From: "client", ID: nextID, Rec: Record{Key: []byte(key), Value: []byte("last")}})
+		before := newest[key]
+		collect(rn.deliver(func(m Message) bool { return pass(m) && rn.region[m.To] == rn.region[a] }))
+		if newest[key] == before {
+			t.Fatalf("the last write of %s was not acknowledged", key)
+		}
+		down[a] = true
+		delete(rn.nodes, a)
+	}
+	for _, a := range all {
+		if down[a] {
+			delete(down, a)
+			rn.start(a)
+		}
+	}
+	for range 2000 {
+		rn.tick(5e6)
+		collect(rn.deliver(pass))
+	}
+	if len(newest) == 0 {
+		t.Fatal("no write was acknowledged")
+	}
+	for key, v := range newest {
+		for _, region := range []string{"A", "B"} {
+			n := 0
+			for _, a := range rn.holders(key, v) {
+				if rn.region[a] == region {
+					n++
+				}
+			}
+			if n < 2 {
+				t.Errorf("region %s holds the newest acknowledged write of %s (version %d) on %d nodes, want a write quorum", region, key, v, n)
+			}
+		}
+	}
+	for _, a := range all {
+		if ob := rn.nodes[a].Outbox(); len(ob) != 0 {
+			t.Errorf("%s still holds %d writes for another region", a, len(ob))
 		}
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"tide/kv"
 )
 
 // kvRoutes adds the KV APIs: the Dynamo seed's routes, REST under /kv/,
@@ -134,7 +136,9 @@ func (n *Node) handleHashRing(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(map[string]any{"ring": ring, "_sorted_keys": keys})
 }
 
-func quorumParam(r *http.Request, name string) (int, error) {
+// quorumParam reads the ?w= or ?r= override: a count of replicas from 1
+// to N (a quorum above N could never be met, and must not pass for one).
+func (n *Node) quorumParam(r *http.Request, name string) (int, error) {
 	s := r.URL.Query().Get(name)
 	if s == "" {
 		return 0, nil
@@ -143,16 +147,49 @@ func quorumParam(r *http.Request, name string) (int, error) {
 	if err != nil || v < 1 {
 		return 0, statusf(http.StatusBadRequest, "%s=%q: want a positive integer", name, s)
 	}
+	if v > n.cfg.KV.N {
+		return 0, statusf(http.StatusBadRequest, "%s=%d: above the %d replicas of each key (N)", name, v, n.cfg.KV.N)
+	}
 	return v, nil
 }
 
+// versionWait reads a GET's version=V and wait=DURATION: wait up to
+// DURATION (at most a minute) for the read to return version V or newer.
+func versionWait(r *http.Request) (uint64, time.Duration, error) {
+	q := r.URL.Query()
+	vs, ws := q.Get("version"), q.Get("wait")
+	if vs == "" && ws == "" {
+		return 0, 0, nil
+	}
+	v, err := strconv.ParseUint(vs, 10, 64)
+	if err != nil || v == 0 {
+		return 0, 0, statusf(http.StatusBadRequest, "version=%q: want a version (X-Tide-Version of a write) with wait", vs)
+	}
+	d, err := time.ParseDuration(ws)
+	if err != nil || d < 0 || d > maxKVWait {
+		return 0, 0, statusf(http.StatusBadRequest, "wait=%q: want a duration such as 5s, at most %s, with version", ws, maxKVWait)
+	}
+	return v, d, nil
+}
+
 func (n *Node) handleKVGet(w http.ResponseWriter, r *http.Request) {
-	q, err := quorumParam(r, "r")
+	q, err := n.quorumParam(r, "r")
 	if err != nil {
 		n.fail(w, "kv_get", err)
 		return
 	}
-	rec, found, err := n.KVGet(r.Context(), []byte(r.PathValue("key")), q)
+	want, wait, err := versionWait(r)
+	if err != nil {
+		n.fail(w, "kv_get", err)
+		return
+	}
+	var rec kv.Record
+	var found bool
+	if want > 0 && wait > 0 {
+		rec, found, err = n.KVGetAtLeast(r.Context(), []byte(r.PathValue("key")), q, want, wait)
+	} else {
+		rec, found, err = n.KVGet(r.Context(), []byte(r.PathValue("key")), q)
+	}
 	if err != nil {
 		n.fail(w, "kv_get", kvStatus(err))
 		return
@@ -170,7 +207,7 @@ func (n *Node) handleKVGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleKVPut(w http.ResponseWriter, r *http.Request) {
-	q, err := quorumParam(r, "w")
+	q, err := n.quorumParam(r, "w")
 	if err != nil {
 		n.fail(w, "kv_put", err)
 		return
@@ -191,7 +228,7 @@ func (n *Node) handleKVPut(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleKVDelete(w http.ResponseWriter, r *http.Request) {
-	q, err := quorumParam(r, "w")
+	q, err := n.quorumParam(r, "w")
 	if err != nil {
 		n.fail(w, "kv_delete", err)
 		return

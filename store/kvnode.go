@@ -62,6 +62,8 @@ type kvNode struct {
 	// regionStatus is the replication to them, as of the last few ticks.
 	regionRings  chan regionRing
 	regionStatus atomic.Pointer[[]kv.RegionStatus]
+	// watch wakes reads waiting for a key to be written (KVGetAtLeast).
+	watch keyWatch
 	// applied is the table the loop has handed to the kv.Node: the one
 	// requests are routed by (ring may be a moment ahead of it).
 	applied atomic.Pointer[kvRing]
@@ -286,6 +288,7 @@ func (k *kvNode) loop(ctx context.Context) {
 				continue
 			}
 			committed = true
+			k.watch.fire(rd.Persist)
 			seq := k.committed.Add(1)
 			if !k.periodic {
 				k.commits = append(k.commits, roundCommit{round: rd.Round, seq: seq})
@@ -569,6 +572,8 @@ func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 	if err := k.waitReady(ctx); err != nil {
 		return kv.Message{}, err
 	}
+	start := time.Now()
+	defer func() { k.n.m.kvLatency.Observe(time.Since(start).Seconds()) }()
 	id := k.nextID.Add(1)
 	m.ID, m.From = id, clientAddr
 	ch := make(chan kv.Message, 1)
@@ -616,6 +621,15 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) (
 		}
 		return out, errs
 	}
+	start := time.Now()
+	defer func() {
+		// Each request of a batch waited as long as the batch: answers
+		// come in bursts.
+		d := time.Since(start).Seconds()
+		for range ms {
+			k.n.m.kvLatency.Observe(d)
+		}
+	}()
 	// The reply channel is kept for the next batch of the connection,
 	// unless this one times out: an answer may then still arrive in it.
 	if cap(st.ch) < len(ms) {

@@ -6,8 +6,12 @@
 // the version it answers back to a write quorum of the region's replicas
 // if it is not there yet, so every later read in the region sees it too.
 //
-// Versions are per key. The store has no notification a client can block
-// on, so a wait polls its key with bounded backoff (antipode.Backoff).
+// Versions are per key. A wait is event-driven: it asks the region's node
+// to answer once its read returns the version (GET /kv/KEY?version=V&
+// wait=D), and the node reads again whenever it stores a write of the key
+// (and every 20 ms, for a node that is not one of the key's replicas). A
+// wait the node ends unanswered, or that fails, is asked again with
+// bounded backoff (antipode.Backoff).
 package tideshim
 
 import (
@@ -73,7 +77,18 @@ func (w *Writer) Put(ctx context.Context, key string, value []byte) (antipode.Wr
 // its value if found, and the version it holds (a delete's version too;
 // 0: never written).
 func Get(ctx context.Context, c *http.Client, addr, key string) (value []byte, found bool, version uint64, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, kvURL(addr, key), nil)
+	return get(ctx, c, kvURL(addr, key), key)
+}
+
+// getAtLeast is Get that the node answers once the read returns version
+// want or newer, or wait has passed.
+func getAtLeast(ctx context.Context, c *http.Client, addr, key string, want uint64, wait time.Duration) (value []byte, found bool, version uint64, err error) {
+	u := kvURL(addr, key) + "?version=" + strconv.FormatUint(want, 10) + "&wait=" + wait.String()
+	return get(ctx, c, u, key)
+}
+
+func get(ctx context.Context, c *http.Client, u, key string) (value []byte, found bool, version uint64, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, false, 0, err
 	}
@@ -116,12 +131,23 @@ func NewWaiter(addr string, b antipode.Backoff) *Waiter {
 	return &Waiter{addr: addr, backoff: b}
 }
 
+// longWait bounds one wait the node is asked for, under DefaultClient's
+// time-out.
+const longWait = 10 * time.Second
+
 // Wait implements antipode.Waiter: it returns once a read of the key at
 // the region's quorum returns the write's version or a newer one.
 func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
 	var seen uint64
 	err := antipode.Poll(ctx, w.backoff, nil, func(ctx context.Context) (bool, error) {
-		_, _, v, err := Get(ctx, w.Client, w.addr, id.Key)
+		wait := longWait
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(dl))
+		}
+		if wait <= 0 {
+			return false, ctx.Err()
+		}
+		_, _, v, err := getAtLeast(ctx, w.Client, w.addr, id.Key, id.Version, wait)
 		if err != nil {
 			return false, err
 		}

@@ -37,7 +37,7 @@ func installed(store string) bool {
 // this machine has: 500 requests at delays of 0 and 100 ms with a lag of
 // 1s, so that without antipode reads miss posts, and with it none does.
 func TestAntipodeBench(t *testing.T) {
-	sem := make(chan struct{}, 2) // two combinations at a time
+	sem := make(chan struct{}, 3) // three combinations at a time: they mostly wait out the lag
 	for _, post := range postnotify.PostStores {
 		for _, notify := range postnotify.Channels {
 			t.Run(post+"-"+notify, func(t *testing.T) {
@@ -52,7 +52,7 @@ func TestAntipodeBench(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 				defer cancel()
 				cmd := exec.CommandContext(ctx, tideBin, "antipode", "bench", "--post-store", post, "--notify", notify,
-					"--sweep", "0,100", "--lag", "1000", "-n", "500", "--out", out)
+					"--sweep", "0,100", "--lag", "1000", "-n", "500", "--concurrency", "64", "--out", out)
 				var stderr bytes.Buffer
 				cmd.Stderr = &stderr
 				cmd.WaitDelay = 10 * time.Second

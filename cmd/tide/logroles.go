@@ -10,15 +10,21 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 
+	awsprov "tide/autoscale/provision/aws"
 	dockerprov "tide/autoscale/provision/docker"
+	k8sprov "tide/autoscale/provision/kubernetes"
 	"tide/cluster"
 	"tide/paxos/node"
 )
 
 // roleHostFlags choose where `tide log up` runs role processes: local
-// child processes, or Docker containers with CPU limits.
+// child processes, Docker containers with CPU limits, a Service and a
+// Deployment each on Kubernetes, or an EC2 instance each.
 type roleHostFlags struct {
+	cmd         *cobra.Command
 	provisioner string
 	cpus        float64
 	roleCPUs    string
@@ -27,18 +33,82 @@ type roleHostFlags struct {
 	network     string
 	build       bool
 
-	prov *dockerprov.Provisioner
+	k8sNamespace, k8sImage, k8sCluster, k8sPull string
+
+	awsRegion, awsEndpoint, awsSubnet, awsImage, awsType, awsTypes string
+	awsKey, awsBinaryURL, awsCluster                               string
+	awsGroups                                                      []string
+
+	desc    string
+	cleanup func(context.Context) error
 }
 
 func (f *roleHostFlags) flags(cmd *cobra.Command) {
+	f.cmd = cmd
 	fl := cmd.Flags()
-	fl.StringVar(&f.provisioner, "provisioner", "local", "where roles run: local (child processes) or docker (a container each)")
-	fl.Float64Var(&f.cpus, "cpus", 0, "docker: CPU limit of each role's container, like docker run --cpus (0: none)")
-	fl.StringVar(&f.roleCPUs, "role-cpus", "", "docker: CPU limits by role kind, overriding --cpus, e.g. proxy=0.5,acceptor=0.25 (kinds: "+strings.Join(node.Kinds, ", ")+")")
+	fl.StringVar(&f.provisioner, "provisioner", "local", "where roles run: local (child processes), docker (a container each), kubernetes (a Service and a Deployment each) or aws (an EC2 instance each)")
+	fl.Float64Var(&f.cpus, "cpus", 0, "docker, kubernetes: CPU limit of each role's container, like docker run --cpus (0: none)")
+	fl.StringVar(&f.roleCPUs, "role-cpus", "", "docker, kubernetes: CPU limits by role kind, overriding --cpus, e.g. proxy=0.5,acceptor=0.25 (kinds: "+strings.Join(node.Kinds, ", ")+")")
 	fl.StringVar(&f.image, "docker-image", dockerprov.DefaultImage, "docker: image of the role containers (see --docker-build)")
 	fl.StringVar(&f.cluster, "docker-cluster", "tide-log", "docker: cluster label of the role containers, so several logs share an engine")
 	fl.StringVar(&f.network, "docker-network", "", "docker: user-defined network (default tide-<cluster>, created if missing)")
 	fl.BoolVar(&f.build, "docker-build", false, "docker: build the image FROM scratch around this (static) tide binary first")
+	fl.StringVar(&f.k8sNamespace, "k8s-namespace", "", "kubernetes: namespace of the role Services and Deployments (default: the kubeconfig's, or the pod's own)")
+	fl.StringVar(&f.k8sImage, "k8s-image", "tide:latest", "kubernetes: image of the role pods, with the tide binary as entrypoint (see deploy/kubernetes)")
+	fl.StringVar(&f.k8sPull, "k8s-pull-policy", "IfNotPresent", "kubernetes: imagePullPolicy of the role pods: Always, IfNotPresent or Never")
+	fl.StringVar(&f.k8sCluster, "k8s-cluster", "tide-log", "kubernetes: name of the log, the prefix of its objects' names and their tide.log/cluster label, so several logs share a namespace")
+	fl.StringVar(&f.awsRegion, "aws-region", "", "aws: region (default: the SDK's configuration)")
+	fl.StringVar(&f.awsEndpoint, "aws-endpoint-url", "", "aws: EC2 API endpoint (e.g. a moto_server)")
+	fl.StringVar(&f.awsSubnet, "aws-subnet", "", "aws: subnet ID of the role instances and their network interfaces (required)")
+	fl.StringSliceVar(&f.awsGroups, "aws-security-groups", nil, "aws: security group IDs of the role interfaces, which must open ports 5057 and 5058 between roles and to this machine (default: the VPC's default group)")
+	fl.StringVar(&f.awsImage, "aws-image", "", "aws: AMI of the role instances: Linux with systemd and curl (required)")
+	fl.StringVar(&f.awsType, "aws-instance-type", "t3.small", "aws: instance type of every role")
+	fl.StringVar(&f.awsTypes, "aws-instance-types", "", "aws: instance types by role kind, overriding --aws-instance-type, e.g. proxy=c7i.large,acceptor=m7i.large")
+	fl.StringVar(&f.awsKey, "aws-key-name", "", "aws: EC2 key pair of the role instances, for SSH (optional)")
+	fl.StringVar(&f.awsBinaryURL, "aws-binary-url", "", "aws: URL the instances download the linux tide binary from (empty: the AMI has it at /usr/local/bin/tide)")
+	fl.StringVar(&f.awsCluster, "aws-cluster", "tide-log", "aws: name of the log, the tide:log-cluster tag of its instances and interfaces")
+}
+
+// checkFlags refuses flags of a provisioner other than the chosen one.
+func (f *roleHostFlags) checkFlags() error {
+	if f.cmd == nil {
+		return nil
+	}
+	var wrong []string
+	f.cmd.Flags().Visit(func(fl *pflag.Flag) {
+		for _, p := range []string{"docker", "k8s", "aws"} {
+			prov := map[string]string{"docker": "docker", "k8s": "kubernetes", "aws": "aws"}[p]
+			if strings.HasPrefix(fl.Name, p+"-") && f.provisioner != prov {
+				wrong = append(wrong, "--"+fl.Name)
+			}
+		}
+		if (fl.Name == "cpus" || fl.Name == "role-cpus") && f.provisioner != "docker" && f.provisioner != "kubernetes" {
+			wrong = append(wrong, "--"+fl.Name)
+		}
+	})
+	if len(wrong) > 0 {
+		return fmt.Errorf("%s do not apply to --provisioner %s", strings.Join(wrong, ", "), f.provisioner)
+	}
+	return nil
+}
+
+// parseKinds turns "kind=value,..." into a map, checking the kinds.
+func parseKinds(flag, spec string) (map[string]string, error) {
+	out := map[string]string{}
+	if spec == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(spec, ",") {
+		kind, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || v == "" {
+			return nil, fmt.Errorf("%s %q: want kind=value pairs (%q is not one)", flag, spec, kv)
+		}
+		if !slices.Contains(node.Kinds, kind) {
+			return nil, fmt.Errorf("%s: unknown kind %q (want one of %s)", flag, kind, strings.Join(node.Kinds, ", "))
+		}
+		out[kind] = v
+	}
+	return out, nil
 }
 
 // parseRoleCPUs turns "kind=cpus,..." and a default into limits in
@@ -76,11 +146,12 @@ func (f *roleHostFlags) limits() (map[string]int64, error) {
 
 // open returns the role host the flags name.
 func (f *roleHostFlags) open(ctx context.Context, dir, depPath, host string) (cluster.RoleHost, error) {
+	if err := f.checkFlags(); err != nil {
+		return nil, err
+	}
 	switch f.provisioner {
 	case "local":
-		if f.cpus != 0 || f.roleCPUs != "" {
-			return nil, fmt.Errorf("--cpus and --role-cpus need --provisioner docker (local roles share the machine)")
-		}
+		f.desc = "local processes"
 		return &cluster.LocalRoles{Local: &cluster.Local{Dir: dir}, DepPath: depPath, StateDir: dir + "/state", Host: host}, nil
 	case "docker":
 		cpus, err := parseRoleCPUs(f.cpus, f.roleCPUs)
@@ -98,18 +169,49 @@ func (f *roleHostFlags) open(ctx context.Context, dir, depPath, host string) (cl
 		if err != nil {
 			return nil, err
 		}
-		f.prov = p
+		f.desc = fmt.Sprintf("docker containers of %s on network %s", p.Config().Image, p.Config().Network) + f.describeCPUs()
+		f.cleanup = func(ctx context.Context) error {
+			defer p.Close()
+			return p.Cleanup(ctx)
+		}
 		return &cluster.ProvisionedRoles{C: p, CPUs: cpus}, nil
+	case "kubernetes":
+		cpus, err := parseRoleCPUs(f.cpus, f.roleCPUs)
+		if err != nil {
+			return nil, err
+		}
+		r, err := k8sprov.NewRoles(k8sprov.RolesConfig{Namespace: f.k8sNamespace, Image: f.k8sImage, PullPolicy: corev1.PullPolicy(f.k8sPull), Cluster: f.k8sCluster})
+		if err != nil {
+			return nil, err
+		}
+		f.desc = fmt.Sprintf("kubernetes: a Service and a Deployment of %s per role in namespace %s", f.k8sImage, r.Namespace()) + f.describeCPUs()
+		f.cleanup = r.Cleanup
+		// Pods listen on 0.0.0.0 and go by their Service's ClusterIP.
+		return &cluster.ProvisionedRoles{C: r, CPUs: cpus, Bind: "0.0.0.0", StartTimeout: 5 * time.Minute}, nil
+	case "aws":
+		types, err := parseKinds("--aws-instance-types", f.awsTypes)
+		if err != nil {
+			return nil, err
+		}
+		r, err := awsprov.NewRoles(ctx, awsprov.RolesConfig{Region: f.awsRegion, EndpointURL: f.awsEndpoint, Subnet: f.awsSubnet,
+			SecurityGroups: f.awsGroups, Image: f.awsImage, InstanceType: f.awsType, InstanceTypes: types, KeyName: f.awsKey,
+			BinaryURL: f.awsBinaryURL, Cluster: f.awsCluster})
+		if err != nil {
+			return nil, err
+		}
+		f.desc = fmt.Sprintf("aws: an EC2 instance (%s, AMI %s) per role in subnet %s", f.awsType, f.awsImage, f.awsSubnet)
+		if f.awsTypes != "" {
+			f.desc += " (" + f.awsTypes + ")"
+		}
+		f.cleanup = r.Cleanup
+		// The instances boot first: allow them minutes.
+		return &cluster.ProvisionedRoles{C: r, Bind: "0.0.0.0", DataDir: "/var/lib/tide-log", StartTimeout: 10 * time.Minute}, nil
 	}
-	return nil, fmt.Errorf("--provisioner %q: want local or docker", f.provisioner)
+	return nil, fmt.Errorf("--provisioner %q: want local, docker, kubernetes or aws", f.provisioner)
 }
 
-// describe says where roles run, for the banner.
-func (f *roleHostFlags) describe() string {
-	if f.prov == nil {
-		return "local processes"
-	}
-	s := fmt.Sprintf("docker containers of %s on network %s", f.prov.Config().Image, f.prov.Config().Network)
+func (f *roleHostFlags) describeCPUs() string {
+	s := ""
 	if f.cpus > 0 {
 		s += fmt.Sprintf(", %g CPU each", f.cpus)
 	}
@@ -119,16 +221,19 @@ func (f *roleHostFlags) describe() string {
 	return s
 }
 
-// close removes what the docker provisioner left (containers of the
-// cluster, its network).
+// describe says where roles run, for the banner.
+func (f *roleHostFlags) describe() string { return f.desc }
+
+// close removes what the provisioner left: containers and the network of
+// the cluster, or its Kubernetes objects, or its instances and network
+// interfaces.
 func (f *roleHostFlags) close() {
-	if f.prov == nil {
+	if f.cleanup == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := f.prov.Cleanup(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "docker clean-up: %v\n", err)
+	if err := f.cleanup(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "%s clean-up: %v\n", f.provisioner, err)
 	}
-	f.prov.Close()
 }

@@ -12,6 +12,10 @@
 // The Provisioner scales the group by its desired capacity: Launch raises it
 // by one and returns the instance the group starts; Terminate removes one
 // chosen, already drained instance and lowers it by one.
+//
+// Roles runs the role processes of a tide log instead, each on an EC2
+// instance of its own whose address is the private IP of a network
+// interface created before the launch (see Roles).
 package aws
 
 import (

@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"sort"
-	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -88,14 +87,8 @@ func launchMoto() {
 		moto.err = "moto_server is not installed (pip install 'moto[server]'); the EC2 Auto Scaling tests run against it"
 		return
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		moto.err = err.Error()
-		return
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", strconv.Itoa(port))
+	// Port 0: moto_server binds a free port and says which.
+	cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", "0")
 	cmd.Stdout, cmd.Stderr = &moto.out, &moto.out
 	// Its own process group, killed as a whole; and killed with the test
 	// binary should that die first.
@@ -107,14 +100,16 @@ func launchMoto() {
 	moto.cmd = cmd
 	moto.done = make(chan struct{})
 	go func() { cmd.Wait(); close(moto.done) }()
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	running := regexp.MustCompile(`Running on (http://127\.0\.0\.1:[0-9]+)`)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		resp, err := http.Get(url + "/moto-api/")
-		if err == nil {
-			resp.Body.Close()
-			moto.url = url
-			return
+		if m := running.FindStringSubmatch(moto.out.String()); m != nil {
+			resp, err := http.Get(m[1] + "/moto-api/")
+			if err == nil {
+				resp.Body.Close()
+				moto.url = m[1]
+				return
+			}
 		}
 		select {
 		case <-moto.done:
@@ -123,7 +118,7 @@ func launchMoto() {
 		default:
 		}
 		if time.Now().After(deadline) {
-			moto.err = fmt.Sprintf("moto_server did not answer on %s within 90s: %v\n%s", url, err, moto.out.String())
+			moto.err = fmt.Sprintf("moto_server did not say where it listens, or answer there, within 90s:\n%s", moto.out.String())
 			return
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -57,6 +57,12 @@
 // Every method is safe to repeat: draining a pod that is gone, or
 // terminating a pod whose removal was already requested, succeeds without
 // doing anything.
+//
+// # Log roles
+//
+// Roles runs the role processes of a tide log instead: each role instance
+// is a ClusterIP Service, whose ClusterIP is the role's address, and a
+// one-pod Deployment behind it (see Roles, and deploy/kubernetes/log).
 package kubernetes
 
 import (

@@ -301,8 +301,7 @@ func (r *Roles) Run(ctx context.Context, role, kind, ip string, nanoCPUs int64, 
 // deployment is the Deployment of role instance name.
 func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPUs int64, args []string) *appsv1.Deployment {
 	one := int32(1)
-	noToken := false
-	nonRoot := true
+	no, yes := false, true
 	uid := int64(65534)
 	grace := int64(30)
 	res := corev1.ResourceRequirements{}
@@ -320,10 +319,10 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: lbl},
 				Spec: corev1.PodSpec{
-					AutomountServiceAccountToken:  &noToken,
-					EnableServiceLinks:            &noToken, // no env var per Service: a log has many
+					AutomountServiceAccountToken:  &no,
+					EnableServiceLinks:            &no, // no env var per Service: a log has many
 					TerminationGracePeriodSeconds: &grace,
-					SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: &nonRoot, RunAsUser: &uid, RunAsGroup: &uid},
+					SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid},
 					Containers: []corev1.Container{{
 						Name:            "role",
 						Image:           r.image,
@@ -340,8 +339,8 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 						},
 						VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: r.dataDir}},
 						SecurityContext: &corev1.SecurityContext{
-							AllowPrivilegeEscalation: &noToken,
-							ReadOnlyRootFilesystem:   &nonRoot,
+							AllowPrivilegeEscalation: &no,
+							ReadOnlyRootFilesystem:   &yes,
 							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 						},
 					}},

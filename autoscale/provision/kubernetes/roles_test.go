@@ -412,3 +412,27 @@ func sortedHTTP(d node.Deployment) []string {
 	slices.Sort(out)
 	return out
 }
+
+// TestUnhealthyRoleRemoved: a role whose pod never answers fails to start
+// with the cause, and its Deployment and Service are deleted.
+func TestUnhealthyRoleRemoved(t *testing.T) {
+	ctx := testCtx(t)
+	a := newRoleAPI()
+	host := &tidecluster.ProvisionedRoles{C: newTestRoles(t, a), Bind: "0.0.0.0", Healthy: func(context.Context, string) error {
+		return fmt.Errorf("image pull back-off")
+	}}
+	roles, https, err := host.Addrs(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.services(t)) != 1 {
+		t.Fatal("Addrs made no service")
+	}
+	err = host.Start(ctx, tidecluster.RoleSpec{Kind: "proxy", Addr: roles[0], HTTP: https[0], Join: "10.0.0.1:5058"})
+	if err == nil || !strings.Contains(err.Error(), "image pull back-off") || !strings.Contains(err.Error(), "removed") {
+		t.Fatalf("Start of a role that never answers: %v", err)
+	}
+	if n, m := len(a.deployments(t)), len(a.services(t)); n != 0 || m != 0 {
+		t.Errorf("the role that never answered left %d deployments and %d services", n, m)
+	}
+}

@@ -2,16 +2,22 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"tide/paxos/node"
 )
@@ -134,4 +140,75 @@ func TestLogServeListensApartFromItsAddress(t *testing.T) {
 		t.Fatalf("dial the role at its listen address %s: %v", roleListen, err)
 	}
 	c.Close()
+}
+
+// TestLogUpProvisionerFlags: tide log up refuses flags of another
+// provisioner and bad provisioner settings, before it starts anything.
+func TestLogUpProvisionerFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--provisioner", "local", "--k8s-image", "x"}, "--k8s-image do not apply to --provisioner local"},
+		{[]string{"--provisioner", "docker", "--aws-subnet", "s"}, "--aws-subnet do not apply to --provisioner docker"},
+		{[]string{"--provisioner", "aws", "--cpus", "1"}, "--cpus do not apply to --provisioner aws"},
+		{[]string{"--provisioner", "aws", "--aws-image", "ami-1", "--aws-region", "us-east-1"}, "subnet"},
+		{[]string{"--provisioner", "aws", "--aws-subnet", "subnet-1", "--aws-region", "us-east-1"}, "AMI"},
+		{[]string{"--provisioner", "aws", "--aws-subnet", "subnet-1", "--aws-image", "ami-1", "--aws-region", "us-east-1", "--aws-instance-types", "proxie=c7i.large"}, `unknown kind "proxie"`},
+		{[]string{"--provisioner", "kubernetes", "--k8s-pull-policy", "Sometimes"}, "pull policy"},
+		{[]string{"--provisioner", "kubernetes", "--k8s-cluster", "Bad_Name"}, "cluster name"},
+		{[]string{"--provisioner", "kubernetes", "--role-cpus", "proxy=-1"}, "--role-cpus"},
+		{[]string{"--provisioner", "kubernetes"}, "no API server configuration"},
+		{[]string{"--provisioner", "ec2"}, "want local, docker, kubernetes or aws"},
+	} {
+		cmd := exec.Command(tideBin, append([]string{"log", "up", "--data-dir", t.TempDir()}, c.args...)...)
+		// No kubeconfig anywhere, and not in a pod.
+		home := t.TempDir()
+		cmd.Env = append(slices.DeleteFunc(os.Environ(), func(e string) bool {
+			return strings.HasPrefix(e, "KUBECONFIG=") || strings.HasPrefix(e, "KUBERNETES_SERVICE_") || strings.HasPrefix(e, "HOME=")
+		}), "HOME="+home, "KUBECONFIG="+filepath.Join(home, "none"))
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), c.want) {
+			t.Errorf("tide log up %s: err %v, want an error with %q; output:\n%s", strings.Join(c.args, " "), err, c.want, out)
+		}
+	}
+}
+
+// TestLogManifestFlags: the arguments deploy/kubernetes/log gives tide log
+// up are flags it has.
+func TestLogManifestFlags(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "..", "deploy", "kubernetes", "log", "tide-log.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var doc struct {
+			Kind string
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct{ Args []string }
+					}
+				}
+			}
+		}
+		if err := dec.Decode(&doc); err != nil {
+			break
+		}
+		if doc.Kind == "Deployment" && len(doc.Spec.Template.Spec.Containers) == 1 {
+			args = doc.Spec.Template.Spec.Containers[0].Args
+		}
+	}
+	if len(args) < 2 || args[0] != "log" || args[1] != "up" {
+		t.Fatalf("the manifest's Deployment runs %v, want log up ...", args)
+	}
+	cmd := newLogUpCmd()
+	if err := cmd.ParseFlags(args[2:]); err != nil {
+		t.Fatalf("tide log up %v: %v", args[2:], err)
+	}
+	if p := cmd.Flags().Lookup("provisioner").Value.String(); p != "kubernetes" {
+		t.Errorf("--provisioner %s", p)
+	}
 }

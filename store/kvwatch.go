@@ -1,0 +1,111 @@
+package store
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tide/kv"
+)
+
+// keyWatch lets readers wait for a key to be written on this node
+// (GET /kv/KEY?version=V&wait=D): the KV loop fires the watches of the
+// keys each round stored, once they are committed.
+type keyWatch struct {
+	n  atomic.Int64 // watches registered, so that the loop skips fire when none
+	mu sync.Mutex
+	m  map[string][]chan struct{}
+}
+
+// add registers a watch on key; its channel is closed at the next write
+// of the key stored here.
+func (w *keyWatch) add(key string) chan struct{} {
+	ch := make(chan struct{})
+	w.mu.Lock()
+	if w.m == nil {
+		w.m = map[string][]chan struct{}{}
+	}
+	w.m[key] = append(w.m[key], ch)
+	w.mu.Unlock()
+	w.n.Add(1)
+	return ch
+}
+
+// remove drops a watch that has not fired.
+func (w *keyWatch) remove(key string, ch chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	chs := w.m[key]
+	for i, c := range chs {
+		if c == ch {
+			chs[i] = chs[len(chs)-1]
+			chs = chs[:len(chs)-1]
+			w.n.Add(-1)
+			break
+		}
+	}
+	if len(chs) == 0 {
+		delete(w.m, key)
+	} else {
+		w.m[key] = chs
+	}
+}
+
+// fire wakes the watches of the keys ops store.
+func (w *keyWatch) fire(ops []kv.PersistOp) {
+	if w.n.Load() == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, op := range ops {
+		if op.Put == nil {
+			continue
+		}
+		if chs, ok := w.m[string(op.Put.Key)]; ok {
+			for _, c := range chs {
+				close(c)
+			}
+			w.n.Add(-int64(len(chs)))
+			delete(w.m, string(op.Put.Key))
+		}
+	}
+}
+
+// watchRecheck bounds how long a waiting read goes without reading again:
+// a node that is not one of the key's replicas sees no write to wake it.
+const watchRecheck = 20 * time.Millisecond
+
+// maxKVWait bounds the wait a read may ask for.
+const maxKVWait = time.Minute
+
+// KVGetAtLeast reads key (R overrides the read quorum when > 0) until the
+// read returns version want or newer, or wait passes (then it returns
+// what the last read found). It re-reads whenever this node stores a
+// write of the key, and every watchRecheck regardless.
+func (n *Node) KVGetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
+	deadline := time.Now().Add(min(wait, maxKVWait))
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		ch := n.kv.watch.add(string(key))
+		rec, found, err := n.KVGet(ctx, key, r)
+		left := time.Until(deadline)
+		if err != nil || rec.Version >= want || left <= 0 {
+			n.kv.watch.remove(string(key), ch)
+			return rec, found, err
+		}
+		t.Reset(min(left, watchRecheck))
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		n.kv.watch.remove(string(key), ch)
+		if ctx.Err() != nil {
+			return rec, found, ctx.Err()
+		}
+	}
+}
