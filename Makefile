@@ -4,7 +4,7 @@ GO ?= go
 SIM_SEEDS ?= 300
 PAXOS_SEEDS ?= 2000
 
-.PHONY: build up test deps vet tidy fuzz mutants bench-chord bench-files bench-log release image
+.PHONY: build up test deps vet tidy fuzz mutants bench-chord bench-files bench-log bench-log-etcd release image
 
 # Every build outside the race-detector tests is pure Go (CGO_ENABLED=0):
 # the binary is static, and vet, the end-to-end tests' binary, the Docker
@@ -117,3 +117,9 @@ bench-files: build
 
 bench-log: build
 	./bin/tide bench log --clients 1,10,100 --modes batched,unbatched,unreplicated
+
+# The tide log against a 3-member etcd, same workload, one run (issue 21's
+# targets). etcd-bench is bench/peers, a module of its own.
+bench-log-etcd: build
+	$(GO) build -C bench/peers -o ../../bin/etcd-bench ./cmd/etcd-bench
+	./bin/tide bench log --clients 1,100,1000 --modes batched,unreplicated --duration 8s --peer etcd --peer-bin bin/etcd-bench
