@@ -4,7 +4,7 @@ GO ?= go
 SIM_SEEDS ?= 300
 PAXOS_SEEDS ?= 2000
 
-.PHONY: build up test deps vet tidy fuzz mutants bench-chord bench-files bench-log
+.PHONY: build up test deps vet tidy fuzz mutants bench-chord bench-files bench-log bench-log-etcd release image
 
 # Every build outside the race-detector tests is pure Go (CGO_ENABLED=0):
 # the binary is static, and vet, the end-to-end tests' binary, the Docker
@@ -12,8 +12,33 @@ PAXOS_SEEDS ?= 2000
 # dependencies instead of two.
 NOCGO = CGO_ENABLED=0
 
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS = -s -w -X main.version=$(VERSION)
+
 build:
-	$(NOCGO) $(GO) build -o bin/tide ./cmd/tide
+	$(NOCGO) $(GO) build -ldflags "-X main.version=$(VERSION)" -o bin/tide ./cmd/tide
+
+# Static, stripped binaries for Linux and macOS on amd64 and arm64, with
+# the version (tide version) and without build paths, in dist/.
+RELEASE_TARGETS = linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+release:
+	@mkdir -p dist
+	@for t in $(RELEASE_TARGETS); do \
+		os=$${t%/*}; arch=$${t#*/}; out=dist/tide-$(VERSION)-$$os-$$arch; \
+		echo "building $$out"; \
+		$(NOCGO) GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$out ./cmd/tide || exit 1; \
+	done
+	@cd dist && sha256sum tide-$(VERSION)-* > SHA256SUMS-$(VERSION) && ls -l tide-$(VERSION)-*
+
+# The FROM scratch image of deploy/docker/Dockerfile around a stripped
+# linux binary of this machine's architecture, tagged $(IMAGE): the image
+# the Docker provisioner runs and deploy/docker/compose.yaml uses.
+IMAGE ?= tide-node:latest
+image:
+	rm -rf bin/image && mkdir -p bin/image/data bin/image/tmp
+	$(NOCGO) GOOS=linux $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/image/tide ./cmd/tide
+	docker build -q -f deploy/docker/Dockerfile -t $(IMAGE) bin/image
+	@docker image ls $(IMAGE)
 
 # Start a local 3-node ring; Ctrl-C stops it.
 up: build
@@ -22,14 +47,16 @@ up: build
 # Everything the tests need beyond Go: python3-msgpack, for the tests that
 # speak to tide as the seed's Python client scripts do; prometheus, for
 # the autoscaler's Prometheus metrics source; redis-server, postgresql and
-# nats-server, the real stores antipode's shims and benchmark run against.
+# nats-server, the real stores antipode's shims and benchmark run against;
+# chromium, the headless browser the dashboard's tests drive (chromedp).
 # (moto_server, for the AWS provisioner's tests, and the Docker engine come
 # with the machine.)
 deps:
 	@if ! /usr/bin/python3 -c 'import msgpack' 2>/dev/null || ! command -v prometheus >/dev/null || \
-		! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+		! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
+		! command -v chromium >/dev/null; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3 python3-msgpack prometheus redis-server postgresql nats-server; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3 python3-msgpack prometheus redis-server postgresql nats-server chromium; \
 	fi
 	$(GO) mod download
 
@@ -90,3 +117,9 @@ bench-files: build
 
 bench-log: build
 	./bin/tide bench log --clients 1,10,100 --modes batched,unbatched,unreplicated
+
+# The tide log against a 3-member etcd, same workload, one run (issue 21's
+# targets). etcd-bench is bench/peers, a module of its own.
+bench-log-etcd: build
+	$(GO) build -C bench/peers -o ../../bin/etcd-bench ./cmd/etcd-bench
+	./bin/tide bench log --clients 1,100,1000 --modes batched,unreplicated --duration 8s --peer etcd --peer-bin bin/etcd-bench

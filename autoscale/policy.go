@@ -337,6 +337,10 @@ func (p StorePolicy) Decide(v View) Decision {
 			hi = o
 		}
 	}
+	if len(idle) == n {
+		// Every node is below the low mark: only the minimum keeps them.
+		return none("%d nodes, fullest at %.1f%%, below %.0f%%, but already at min %d nodes", n, hi.DiskPercent, c.Low, c.Min)
+	}
 	return none("%d nodes, fullest at %.1f%%, within [%.0f%%, %.0f%%)", n, hi.DiskPercent, c.Low, c.High)
 }
 

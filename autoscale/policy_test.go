@@ -65,7 +65,7 @@ func TestStorePolicy(t *testing.T) {
 		{"full in cooldown", View{Now: t0, Instances: ins, History: rounds(3, t0, 80, 80, 80), LastScaleOut: t0.Add(-3 * time.Second)}, ActNone, "cooldown"},
 		{"full after cooldown", View{Now: t0, Instances: ins, History: rounds(3, t0, 80, 80, 80), LastScaleOut: t0.Add(-time.Minute)}, ActScaleOut, "disk"},
 		{"in flight", View{Now: t0, Instances: ins, History: rounds(3, t0, 80, 80, 80), InFlight: true}, ActNone, "in flight"},
-		{"empty at min", View{Now: t0, Instances: ins, History: rounds(3, t0, 1, 1, 1)}, ActNone, "within"},
+		{"empty at min", View{Now: t0, Instances: ins, History: rounds(3, t0, 1, 1, 1)}, ActNone, "below 30%, but already at min 3 nodes"},
 		{"empty above min", View{Now: t0, Instances: running(4), History: rounds(3, t0, 5, 2, 9, 4), LastScaleOut: long}, ActScaleIn, "node2"},
 		{"empty but in scale-in cooldown", View{Now: t0, Instances: running(4), History: rounds(3, t0, 5, 2, 9, 4), LastScaleOut: t0.Add(-10 * time.Second)}, ActNone, "cooldown"},
 		{"one node above low blocks scale in", View{Now: t0, Instances: running(4), History: rounds(3, t0, 5, 5, 35, 5), LastScaleOut: long}, ActNone, "within"},

@@ -23,6 +23,9 @@ type LogResult struct {
 	OpsPerSec float64 `json:"ops_per_sec"`
 	P50ms     float64 `json:"p50_ms"`
 	P99ms     float64 `json:"p99_ms"`
+	// Breakdown is where each role kind's time went over the run
+	// (tide_paxos_phase_seconds of every role process).
+	Breakdown []PhaseStat `json:"breakdown,omitempty"`
 }
 
 // LogShape returns the deployment measured for a mode: the `tide log up`
@@ -116,6 +119,11 @@ func Log(ctx context.Context, d node.Deployment, mode string, clients int, durat
 	res.OpsPerSec = float64(len(lat)) / duration.Seconds()
 	res.P50ms = Percentile(lat, 50)
 	res.P99ms = Percentile(lat, 99)
+	if b, err := LogBreakdown(ctx, d); err == nil {
+		res.Breakdown = b
+	} else {
+		fmt.Fprintf(log, "no breakdown: %v\n", err)
+	}
 	fmt.Fprintf(log, "%-12s clients=%-4d %8.0f ops/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", mode, clients, res.OpsPerSec, res.P50ms, res.P99ms, errs)
 	return res, nil
 }

@@ -4,6 +4,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -11,9 +12,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -32,14 +35,19 @@ type NodeSpec struct {
 
 // Proc is a running child process.
 type Proc struct {
-	Name    string
-	Spec    NodeSpec // for storage nodes
+	Name string
+	// Spec is, for a storage node, the spec that starts it again as it
+	// is: the addresses it reported (its Chord, HTTP, peer and Redis
+	// ones) in place of any port 0 it was given.
+	Spec    NodeSpec
 	DataDir string
 	LogPath string
 	cmd     *exec.Cmd
 	done    chan struct{}
 	err     error
-	health  string
+	asked   atomic.Bool // Stop or Kill was called
+	// Ready is what a storage node reported once serving (Launch).
+	Ready Ready
 }
 
 // Local starts and stops node processes of one tide binary.
@@ -48,15 +56,38 @@ type Local struct {
 	Binary string
 	// Dir holds one data directory and one log file per node.
 	Dir string
+	// Outlive lets children run on if this process dies without stopping
+	// them (a crash, SIGKILL): a controller's nodes then wait for the
+	// next controller to adopt them. Otherwise (the default) they die with
+	// it, on Linux.
+	Outlive bool
 
-	mu    sync.Mutex
-	procs []*Proc
+	mu     sync.Mutex
+	procs  []*Proc
+	onExit func(p *Proc, err error, logTail string)
 }
 
-// Launch starts a storage node and waits until its file service answers.
+// Ready is what a node started with --addr-file writes once it serves:
+// the addresses it holds. A node given port 0 learns its port from the
+// kernel, and its supervisor learns it here.
+type Ready struct {
+	ChordAddr string `json:"chord"`
+	HTTPAddr  string `json:"http"`
+	RESPAddr  string `json:"resp,omitempty"`
+	PeerAddr  string `json:"peer,omitempty"`
+}
+
+// Launch starts a storage node and waits until it has written its
+// address file (Dir/NAME.ready.json, removed first) and its file service answers. The node binds
+// the addresses of s, which may have port 0; the returned Proc's Spec
+// holds the addresses it actually holds.
 func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 	dir := filepath.Join(l.Dir, s.Name)
-	args := []string{"node", "--chord-addr", s.ChordAddr, "--http-addr", s.HTTPAddr, "--data-dir", dir}
+	readyPath := filepath.Join(l.Dir, s.Name+".ready.json")
+	if err := os.Remove(readyPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	args := []string{"node", "--chord-addr", s.ChordAddr, "--http-addr", s.HTTPAddr, "--data-dir", dir, "--addr-file", readyPath}
 	if s.Join != "" {
 		args = append(args, "--join", s.Join)
 	}
@@ -67,17 +98,75 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 		args = append(args, "--capacity", strconv.FormatInt(s.Capacity, 10))
 	}
 	args = append(args, s.Extra...)
-	p, err := l.Start(ctx, s.Name, args, "http://"+s.HTTPAddr+"/healthz")
+	p, err := l.start(ctx, s.Name, args, func(p *Proc) error {
+		b, err := os.ReadFile(readyPath)
+		if err != nil {
+			return err
+		}
+		var r Ready
+		if err := json.Unmarshal(b, &r); err != nil {
+			return err
+		}
+		if r.HTTPAddr == "" {
+			return fmt.Errorf("%s names no HTTP address", readyPath)
+		}
+		p.Ready = r
+		return healthy("http://" + r.HTTPAddr + "/healthz")
+	})
 	if p != nil {
-		p.Spec, p.DataDir = s, dir
+		p.Spec, p.DataDir = respec(s, p.Ready), dir
 	}
 	return p, err
 }
 
+// respec is s with the addresses the node reported in place of those it
+// was given (which may have had port 0): the spec that starts the node
+// again as it was, peers knowing it where they knew it.
+func respec(s NodeSpec, r Ready) NodeSpec {
+	s.ChordAddr, s.HTTPAddr = r.ChordAddr, r.HTTPAddr
+	extra := slices.Clone(s.Extra)
+	havePeer := false
+	for i := 0; i+1 < len(extra); i++ {
+		switch extra[i] {
+		case "--peer-addr":
+			havePeer = true
+			if r.PeerAddr != "" {
+				extra[i+1] = r.PeerAddr
+			}
+		case "--resp-addr":
+			if r.RESPAddr != "" {
+				extra[i+1] = r.RESPAddr
+			}
+		}
+	}
+	if !havePeer && r.PeerAddr != "" {
+		extra = append(extra, "--peer-addr", r.PeerAddr)
+	}
+	s.Extra = extra
+	return s
+}
+
 // Start runs `tide ARGS...` as a child process named name, logging to
 // Dir/name.log, and waits until healthURL answers 200 (with healthURL "",
-// it does not wait).
+// it does not wait). The child is in a process group of its own (a
+// terminal's Ctrl-C reaches only this process, which stops it in order)
+// and, on Linux and unless Outlive, is killed if this process dies.
 func (l *Local) Start(ctx context.Context, name string, args []string, healthURL string) (*Proc, error) {
+	if healthURL == "" {
+		return l.start(ctx, name, args, nil)
+	}
+	return l.start(ctx, name, args, func(*Proc) error { return healthy(healthURL) })
+}
+
+// OnExit sets a function called when a child exits without having been
+// asked to (Stop or Kill), with its error and the tail of its log.
+func (l *Local) OnExit(f func(p *Proc, err error, logTail string)) {
+	l.mu.Lock()
+	l.onExit = f
+	l.mu.Unlock()
+}
+
+func (l *Local) start(ctx context.Context, name string, args []string, ready func(*Proc) error) (*Proc, error) {
 	bin := l.Binary
 	if bin == "" {
 		var err error
@@ -95,33 +184,56 @@ func (l *Local) Start(ctx context.Context, name string, args []string, healthURL
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = childAttr(!l.Outlive)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Proc{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{}), health: healthURL}
+	p := &Proc{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		logf.Close()
 		close(p.done)
+		l.mu.Lock()
+		f := l.onExit
+		l.mu.Unlock()
+		if f != nil && !p.asked.Load() {
+			f(p, p.err, tail(logPath, 5))
+		}
 	}()
 	l.mu.Lock()
 	l.procs = append(l.procs, p)
 	l.mu.Unlock()
-	if healthURL == "" {
+	if ready == nil {
 		return p, nil // the caller waits for the process in its own way
 	}
-	if err := p.waitReady(ctx); err != nil {
+	if err := p.waitReady(ctx, ready); err != nil {
 		p.Kill()
 		return nil, fmt.Errorf("%s did not become ready (log: %s): %w\n%s", name, logPath, err, tail(logPath, 10))
 	}
 	return p, nil
 }
 
-func (p *Proc) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(30 * time.Second)
+// healthy reports whether url answers 200.
+func healthy(url string) error {
 	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// waitReady waits until ready(p) succeeds, failing at once if the child
+// exits first (a port taken by another process, say: its error is in the
+// log tail the caller adds).
+func (p *Proc) waitReady(ctx context.Context, ready func(*Proc) error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
@@ -130,16 +242,23 @@ func (p *Proc) waitReady(ctx context.Context) error {
 			return ctx.Err()
 		default:
 		}
-		resp, err := c.Get(p.health)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+		if last = ready(p); last == nil {
+			// A child that failed after its port was answered by
+			// another process must not pass for ready.
+			select {
+			case <-p.done:
+				return fmt.Errorf("exited: %v", p.err)
+			default:
 				return nil
 			}
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return errors.New("timed out")
+	return fmt.Errorf("timed out: %v", last)
 }
 
 // Pid returns the process id.
@@ -150,6 +269,7 @@ func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // Kill stops the process at once with SIGKILL, as a crash would.
 func (p *Proc) Kill() {
+	p.asked.Store(true)
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 }
@@ -157,6 +277,7 @@ func (p *Proc) Kill() {
 // Stop asks the process to exit with SIGTERM and waits, killing it after
 // the grace period.
 func (p *Proc) Stop(grace time.Duration) {
+	p.asked.Store(true)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:

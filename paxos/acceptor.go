@@ -40,6 +40,9 @@ func (s *AcceptorState) Apply(op PersistOp) {
 type Acceptor struct {
 	outbox
 	st AcceptorState
+	// top is one past the highest slot ever accepted here (0: none), so a
+	// leaderless read's max-slot request need not scan every vote.
+	top uint64
 }
 
 // NewAcceptor returns an acceptor at self with recovered state st (the zero
@@ -48,7 +51,11 @@ func NewAcceptor(self string, st AcceptorState) *Acceptor {
 	if st.Accepted == nil {
 		st.Accepted = map[uint64]Entry{}
 	}
-	return &Acceptor{outbox: outbox{self: self}, st: st}
+	a := &Acceptor{outbox: outbox{self: self}, st: st}
+	for slot := range st.Accepted {
+		a.top = max(a.top, slot+1)
+	}
+	return a
 }
 
 // State returns the acceptor's state (for tests and status).
@@ -56,6 +63,9 @@ func (a *Acceptor) State() AcceptorState { return a.st }
 
 func (a *Acceptor) persist(op PersistOp) {
 	a.st.Apply(op)
+	if op.Accept != nil && op.Accept.Slot >= a.st.GCBelow {
+		a.top = max(a.top, op.Accept.Slot+1)
+	}
 	a.rd.Persist = append(a.rd.Persist, op)
 }
 
@@ -123,22 +133,14 @@ func (a *Acceptor) Step(m Message) {
 			a.persist(PersistOp{GCBelow: m.Slot})
 		}
 	case KindMaxSlotRequest:
-		var max uint64
-		has := false
-		for slot := range a.st.Accepted {
-			if !has || slot > max {
-				max, has = slot, true
-			}
-		}
-		if !has && a.st.GCBelow > 0 {
-			max, has = a.st.GCBelow-1, true
-		}
+		// One past the highest slot accepted, or the GC point if higher
+		// (every slot below it was chosen).
+		top := max(a.top, a.st.GCBelow)
 		// The promise tells a reading client whether a round newer than
 		// the configurations it read from has started.
 		reply := Message{Kind: KindMaxSlotReply, To: m.From, Command: m.Command, Ballot: a.st.Promised}
-		if has {
-			reply.Slot = max + 1 // 0 means "none"
-		}
+		reply.Slot = top // 0 means "none"
+
 		a.send(reply)
 	}
 }

@@ -59,6 +59,11 @@ func (b *Batcher) Step(m Message) {
 		}
 	case KindNotLeader:
 		b.leader = nextLeader(b.cfg.Leaders, m.Leader, b.leader)
+		if len(m.Batch) > 0 && m.Hops < maxBatchHops && slices.Contains(b.cfg.Leaders, m.Leader) && m.Leader != m.From {
+			// A batch a standby leader handed back: on to the leader it
+			// named (clients resend what is lost past maxBatchHops).
+			b.send(Message{Kind: KindBatch, To: b.leader, Batch: m.Batch, Hops: m.Hops + 1})
+		}
 	case KindHeartbeat:
 		// Follow the newest active leader.
 		if !m.Ballot.Less(b.ballot) {
@@ -67,6 +72,10 @@ func (b *Batcher) Step(m Message) {
 		}
 	}
 }
+
+// maxBatchHops bounds how often a batch handed back by a standby leader
+// is sent on, should standbys name each other.
+const maxBatchHops = 2
 
 // nextLeader returns hint if it is a leader, or else the leader after cur.
 func nextLeader(leaders []string, hint, cur string) string {

@@ -264,11 +264,9 @@ func (c *Client) onMaxSlot(m Message) {
 // of commands it has not yet had time to answer, instead of more.
 func (c *Client) Tick() {
 	c.now++
-	for _, seq := range sortedKeys(c.calls) {
+	due := func(cl *call) bool { return c.now-cl.sentAt >= backoff(2*c.cfg.ResendTicks, cl.tries) }
+	for _, seq := range keysWhere(c.calls, due) {
 		cl := c.calls[seq]
-		if c.now-cl.sentAt < backoff(2*c.cfg.ResendTicks, cl.tries) {
-			continue
-		}
 		cl.tries++
 		c.Retries++
 		if c.Retries%2 == 0 {

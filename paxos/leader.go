@@ -194,8 +194,11 @@ func NewLeaderAt(cfg Config, self string, seed uint64, last Ballot) *Leader {
 	l.adoptConfig(cfg)
 	l.rng = rand.New(rand.NewPCG(seed, uint64(l.id)+1))
 	l.timeout = l.randomTimeout()
-	if i := slices.Index(cfg.Leaders, self); i == 0 {
-		l.timeout = 1 // the first leader campaigns at once
+	if i := slices.Index(cfg.Leaders, self); i == 0 && last == (Ballot{}) {
+		// The first leader of a new log campaigns at once. Restarted, it
+		// waits like the others: another leader is likely active, and a
+		// campaign would only force a needless failover.
+		l.timeout = 1
 	}
 	return l
 }
@@ -263,6 +266,20 @@ func (l *Leader) Step(m Message) {
 	case KindRequest:
 		l.propose(m.From, []Command{m.Command})
 	case KindBatch:
+		if l.lead == follower {
+			// Hand the batch back with the hint, so that the batcher sends
+			// it on at once rather than its clients resending it later.
+			hint := l.hint
+			if hint == l.self {
+				hint = ""
+			}
+			back := Message{Kind: KindNotLeader, To: m.From, Leader: hint}
+			if hint != "" {
+				back.Batch, back.Hops = m.Batch, m.Hops
+			}
+			l.send(back)
+			return
+		}
 		l.propose(m.From, m.Batch)
 	case KindMatchB:
 		l.onMatchB(m)
@@ -898,7 +915,10 @@ func (l *Leader) replicasCover(replicas []string) bool {
 // the chosen values this leader remembers.
 func (l *Leader) sendChosen(to string, from uint64) {
 	var entries []Entry
-	for s := from; s < l.watermark && len(entries) < 256; s++ {
+	// Nothing below the GC point is kept (onWatermark forgets it, and a
+	// slot is only counted chosen at or above the watermark): start there,
+	// not at a replica's far older slot.
+	for s := max(from, l.gcSent); s < l.watermark && len(entries) < 256; s++ {
 		if v := l.chosen[s]; v != nil {
 			entries = append(entries, Entry{Slot: s, Value: *v})
 		}
@@ -996,11 +1016,11 @@ func (l *Leader) Tick() {
 		if l.now-l.lastBeat >= l.cfg.HeartbeatTicks {
 			l.heartbeat()
 		}
-		for _, s := range sortedKeys(l.pending) {
-			if p := l.pending[s]; l.now-p.sentAt >= backoff(l.cfg.ResendTicks, p.tries) {
-				l.sendPhase2a(s, p.value)
-				l.pending[s].tries = p.tries + 1
-			}
+		due := func(p *proposal) bool { return l.now-p.sentAt >= backoff(l.cfg.ResendTicks, p.tries) }
+		for _, s := range keysWhere(l.pending, due) {
+			p := l.pending[s]
+			l.sendPhase2a(s, p.value)
+			l.pending[s].tries = p.tries + 1
 		}
 		l.maybeRetire()
 		l.maybeMove()

@@ -7,6 +7,10 @@ type membership struct {
 	cfg     Config
 	lastAsk int
 	asked   bool
+	// lastTold is when this role last sent its configuration to a leader
+	// whose heartbeat carried an older epoch.
+	lastTold int
+	told     bool
 }
 
 // gossip handles the configuration traffic every role shares. It reports
@@ -24,6 +28,14 @@ func (ms *membership) gossip(o *outbox, now int, m Message) (next *Config, handl
 			return &c, true
 		}
 		return nil, true
+	}
+	if m.Kind == KindHeartbeat && m.Epoch < ms.cfg.Epoch && ms.cfg.Leaders != nil && (!ms.told || now-ms.lastTold >= ms.cfg.ResendTicks) {
+		// A leader that missed a newer configuration (it may even have been
+		// removed by it, with whoever told it so gone) still leads under
+		// its own: tell it, as no member of the newer one may ever ask.
+		ms.told, ms.lastTold = true, now
+		c := ms.cfg.Clone()
+		o.send(Message{Kind: KindConfigReply, To: m.From, Config: &c})
 	}
 	if m.Epoch > ms.cfg.Epoch && (!ms.asked || now-ms.lastAsk >= ms.cfg.ResendTicks) {
 		ms.asked, ms.lastAsk = true, now

@@ -165,6 +165,10 @@ type Message struct {
 	// the older ones: no round of an older configuration can have started
 	// phase 1 after it, so such rounds are not live either.
 	RetiredEpoch uint64 `msgpack:"re,omitempty"`
+	// Hops counts how often a batch was handed back by a leader that was
+	// not active (not_leader carries the batch back to its batcher, which
+	// sends it on to the hinted leader, a bounded number of times).
+	Hops uint8 `msgpack:"hp,omitempty"`
 }
 
 func (m Message) String() string {
@@ -282,6 +286,19 @@ func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
 	keys := make([]K, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// keysWhere returns, in order, the keys of m whose values satisfy due: a
+// tick sorts only what it acts on, not everything in flight.
+func keysWhere[K cmp.Ordered, V any](m map[K]V, due func(V) bool) []K {
+	var keys []K
+	for k, v := range m {
+		if due(v) {
+			keys = append(keys, k)
+		}
 	}
 	slices.Sort(keys)
 	return keys

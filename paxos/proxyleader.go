@@ -112,7 +112,10 @@ func (p *ProxyLeader) sendPhase2a(slot uint64, cur *phase2) {
 // that it can drain.
 func (p *ProxyLeader) Tick() {
 	p.now++
-	for _, slot := range sortedKeys(p.pending) {
+	due := func(cur *phase2) bool {
+		return p.now-cur.born > giveUpResends*p.cfg.ResendTicks || p.now-cur.sentAt >= backoff(p.cfg.ResendTicks, cur.tries)
+	}
+	for _, slot := range keysWhere(p.pending, due) {
 		cur := p.pending[slot]
 		if p.now-cur.born > giveUpResends*p.cfg.ResendTicks {
 			delete(p.pending, slot)

@@ -384,8 +384,13 @@ func TestPhase1bPages(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Matchmakers = nil
 	l := NewLeaderAt(cfg, "l0", 1, Ballot{5, 0})
-	l.Tick()
-	queue := l.Ready().Messages
+	var queue []Message
+	for range 100 { // restarted, it campaigns after an election timeout
+		l.Tick()
+		if queue = l.Ready().Messages; len(queue) > 0 {
+			break
+		}
+	}
 	pages := 0
 	for len(queue) > 0 {
 		m := queue[0]
@@ -642,5 +647,95 @@ func TestStalledPhase1MatchesAgain(t *testing.T) {
 	}
 	if !first.Less(again) {
 		t.Fatalf("phase 1 unanswered for %d resend periods: matched again at %v, want above %v", phase1Stall, again, first)
+	}
+}
+
+// The first leader campaigns at once only when the log is new: restarted
+// (it has campaigned before), it waits for an election timeout, during
+// which the active leader's heartbeats keep it a follower.
+func TestRestartedFirstLeaderDoesNotCampaign(t *testing.T) {
+	cfg := baseConfig().withDefaults()
+	campaigns := func(l *Leader, beat bool) int {
+		n := 0
+		for i := range 3 * cfg.ElectionTicks {
+			if beat && i%cfg.HeartbeatTicks == 0 {
+				l.Step(Message{Kind: KindHeartbeat, From: "l1", Ballot: Ballot{7, 1}})
+			}
+			l.Tick()
+			for _, m := range l.Ready().Messages {
+				if m.Kind == KindMatchA {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	if n := campaigns(NewLeaderAt(cfg, "l0", 0, Ballot{}), false); n == 0 {
+		t.Fatal("the first leader of a new log did not campaign")
+	}
+	if n := campaigns(NewLeaderAt(cfg, "l0", 0, Ballot{6, 0}), true); n != 0 {
+		t.Fatalf("the first leader, restarted while l1 leads, sent %d match requests", n)
+	}
+}
+
+// A standby leader hands a batch back with its hint, and the batcher sends
+// it on to the hinted leader at once (a bounded number of times) instead
+// of dropping it for its clients to resend two resend periods later.
+func TestBatchHandedBackGoesOn(t *testing.T) {
+	cfg := baseConfig().withDefaults()
+	l := NewLeaderAt(cfg, "l0", 0, Ballot{6, 0}) // restarted: a follower
+	l.Step(Message{Kind: KindHeartbeat, From: "l1", Ballot: Ballot{7, 1}})
+	l.Ready()
+	batch := []Command{{Client: 1, Seq: 1, Op: []byte("x")}}
+	l.Step(Message{Kind: KindBatch, From: "b0", Batch: batch})
+	ms := l.Ready().Messages
+	if len(ms) != 1 || ms[0].Kind != KindNotLeader || ms[0].Leader != "l1" || len(ms[0].Batch) != 1 {
+		t.Fatalf("a standby leader answered a batch with %v, want not_leader naming l1 with the batch", ms)
+	}
+	b := NewBatcherAt(cfg, "b0")
+	back := ms[0]
+	back.From = "l0"
+	b.Step(back)
+	sent := b.Ready().Messages
+	if len(sent) != 1 || sent[0].Kind != KindBatch || sent[0].To != "l1" || sent[0].Hops != 1 || len(sent[0].Batch) != 1 {
+		t.Fatalf("the batcher did %v with the batch handed back, want it sent on to l1", sent)
+	}
+	back.Hops = maxBatchHops
+	b.Step(back)
+	if sent := b.Ready().Messages; len(sent) != 0 {
+		t.Fatalf("a batch handed back %d times was sent on again: %v", maxBatchHops, sent)
+	}
+}
+
+// A role that hears a heartbeat from a leader of an older configuration
+// sends it the newer one (once per resend period): a leader the newer
+// configuration removed, and whom no one told, would otherwise lead under
+// the old one forever, its heartbeats holding off every other leader
+// (simulation seed 1341, once a restarted first leader stopped forcing a
+// failover).
+func TestHeartbeatOfOlderEpochIsAnswered(t *testing.T) {
+	old := baseConfig().withDefaults()
+	next := old.Clone()
+	next.Epoch = 2
+	next.Leaders, next.LeaderIDs = []string{"l0"}, []uint32{0}
+	l0 := NewLeaderAt(next, "l0", 0, Ballot{1, 0})
+	l0.Ready()
+	var told []Message
+	for i := range 3 * old.ResendTicks {
+		l0.Step(Message{Kind: KindHeartbeat, From: "l1", Ballot: Ballot{2, 1}, Epoch: 1})
+		if i%2 == 0 {
+			l0.Tick()
+		}
+		for _, m := range l0.Ready().Messages {
+			if m.Kind == KindConfigReply && m.To == "l1" {
+				told = append(told, m)
+			}
+		}
+	}
+	if len(told) == 0 || told[0].Config.Epoch != 2 {
+		t.Fatalf("a heartbeat of epoch 1 was answered with %v, want epoch 2's configuration", told)
+	}
+	if len(told) > 3 {
+		t.Fatalf("%d configuration replies to %d heartbeats in %d ticks: not once per resend period", len(told), 3*old.ResendTicks, 3*old.ResendTicks/2)
 	}
 }

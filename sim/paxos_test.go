@@ -471,12 +471,16 @@ func TestPaxosSimulation(t *testing.T) {
 //   - 1519 (with client backoff): a candidate resent phase 1a to the
 //     removed acceptors of rounds a newer leader had retired since, and
 //     never heard back (phase 1 that stalls now matches again).
+//   - 1341 (once a restarted first leader stopped campaigning at once):
+//     a leader removed by epoch 2, whom no one told, led under epoch 1
+//     and its heartbeats held off the others (a role that hears a
+//     heartbeat of an older epoch now sends its configuration back).
 func TestPaxosRegressionSeeds(t *testing.T) {
 	for _, seed := range []uint64{0, 43, 116} {
 		sc := legacyScenario(seed)
 		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}
-	for _, seed := range []uint64{714, 1324, 1519} {
+	for _, seed := range []uint64{714, 1324, 1519, 1341} {
 		sc := scenarioFor(seed)
 		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}

@@ -35,8 +35,11 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -146,6 +149,13 @@ func OpenEngine(dir string, pos func([]byte) uint32) (*Engine, error) {
 	db, err := pebble.Open(filepath.Join(dir, "meta"), opts)
 	opts.Cache.Unref() // the DB holds its own reference
 	if err != nil {
+		if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+			holder := "another process"
+			if pid := lockHolder(filepath.Join(dir, "meta", "LOCK")); pid > 0 {
+				holder = fmt.Sprintf("another process (pid %d)", pid)
+			}
+			return nil, fmt.Errorf("data directory %s is in use by %s: stop it, or give this node another --data-dir", dir, holder)
+		}
 		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
 	}
 	e := &Engine{dir: dir, db: db, pos: pos, opts: opts, stalls: st}
@@ -476,4 +486,32 @@ func pebbleOptions() *pebble.Options {
 	}
 	o.EnsureDefaults()
 	return o
+}
+
+// lockHolder returns the pid holding a lock on the file at path, from
+// /proc/locks (Linux), or 0 if it cannot tell.
+func lockHolder(path string) int {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return 0
+	}
+	ino := strconv.FormatUint(uint64(st.Ino), 10)
+	for _, line := range strings.Split(string(b), "\n") {
+		// 1: POSIX  ADVISORY  WRITE 1234 fd:01:5678 0 EOF
+		f := strings.Fields(line)
+		if len(f) >= 6 && strings.HasSuffix(f[5], ":"+ino) {
+			if pid, err := strconv.Atoi(f[4]); err == nil {
+				return pid
+			}
+		}
+	}
+	return 0
 }

@@ -57,7 +57,25 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("POST /internal/leave", n.handleLeave)
 	n.kvRoutes(mux)
 	mux.HandleFunc("GET /{name...}", n.handleGet)
-	return mux
+	return n.timeFiles(mux)
+}
+
+// timeFiles observes the duration of the file service's client requests
+// (KV requests are timed where they are coordinated; internal, metrics
+// and health requests are not client requests).
+func (n *Node) timeFiles(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if r.Header.Get(hdrForwarded) != "" || strings.HasPrefix(p, "/internal/") || strings.HasPrefix(p, "/kv/") ||
+			strings.HasPrefix(p, "/debug/") || p == "/metrics" || p == "/healthz" || p == "/route" || p == "/route_test" ||
+			p == "/hash_ring" || strings.HasPrefix(p, "/add_node/") || strings.HasPrefix(p, "/remove_node/") || p == "/clear_cache" {
+			h.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		h.ServeHTTP(w, r)
+		n.m.fileLatency.Observe(time.Since(start).Seconds())
+	})
 }
 
 // ValidName reports why a file name is unacceptable, or nil. Names are
@@ -253,6 +271,10 @@ type Info struct {
 	KVKeys  int    `json:"kv_keys"`
 	KVBytes int64  `json:"kv_bytes"`
 	KVHints int    `json:"kv_hints"`
+	// RESPAddr is where the node serves the Redis protocol (empty: off);
+	// PeerAddr where it takes KV replication traffic.
+	RESPAddr string `json:"resp_addr,omitempty"`
+	PeerAddr string `json:"peer_addr,omitempty"`
 }
 
 // Info reports this node's state.
@@ -266,6 +288,7 @@ func (n *Node) Info() Info {
 	}
 	in.KVKeys, in.KVBytes = n.eng.kvCount()
 	in.KVHints = n.eng.hintCount()
+	in.RESPAddr, in.PeerAddr = n.respAddr, n.peerAddr
 	if capacity > 0 {
 		in.DiskPercent = 100 * float64(used) / float64(capacity)
 	}

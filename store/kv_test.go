@@ -134,6 +134,25 @@ func TestSeedRoutes(t *testing.T) {
 	if resp.StatusCode != 413 {
 		t.Errorf("oversized value: %d, want 413", resp.StatusCode)
 	}
+	// A quorum above N can never be met: refused, not reported as met.
+	for _, u := range []string{"/kv/q?w=4", "/kv/q?w=0", "/kv/q?w=x"} {
+		req, _ := http.NewRequest(http.MethodPut, base+u, strings.NewReader("v"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Errorf("PUT %s: %d %s, want 400", u, resp.StatusCode, b)
+		}
+	}
+	if code, body := httpGet(t, base+"/kv/q?r=4"); code != 400 || !strings.Contains(body, "above the 3 replicas") {
+		t.Errorf("GET ?r=4: %d %q, want 400 naming N", code, body)
+	}
+	if code, _ := httpGet(t, base+"/kv/nothing?r=3"); code != 404 {
+		t.Errorf("GET ?r=3 of a missing key: %d, want 404", code)
+	}
 }
 
 func respDo(t *testing.T, c net.Conn, r *bufio.Reader, cmd string) string {

@@ -136,7 +136,9 @@ func (n *Node) handleHashRing(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(map[string]any{"ring": ring, "_sorted_keys": keys})
 }
 
-func quorumParam(r *http.Request, name string) (int, error) {
+// quorumParam reads the ?w= or ?r= override: a count of replicas from 1
+// to N (a quorum above N could never be met, and must not pass for one).
+func (n *Node) quorumParam(r *http.Request, name string) (int, error) {
 	s := r.URL.Query().Get(name)
 	if s == "" {
 		return 0, nil
@@ -144,6 +146,9 @@ func quorumParam(r *http.Request, name string) (int, error) {
 	v, err := strconv.Atoi(s)
 	if err != nil || v < 1 {
 		return 0, statusf(http.StatusBadRequest, "%s=%q: want a positive integer", name, s)
+	}
+	if v > n.cfg.KV.N {
+		return 0, statusf(http.StatusBadRequest, "%s=%d: above the %d replicas of each key (N)", name, v, n.cfg.KV.N)
 	}
 	return v, nil
 }
@@ -168,7 +173,7 @@ func versionWait(r *http.Request) (uint64, time.Duration, error) {
 }
 
 func (n *Node) handleKVGet(w http.ResponseWriter, r *http.Request) {
-	q, err := quorumParam(r, "r")
+	q, err := n.quorumParam(r, "r")
 	if err != nil {
 		n.fail(w, "kv_get", err)
 		return
@@ -202,7 +207,7 @@ func (n *Node) handleKVGet(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleKVPut(w http.ResponseWriter, r *http.Request) {
-	q, err := quorumParam(r, "w")
+	q, err := n.quorumParam(r, "w")
 	if err != nil {
 		n.fail(w, "kv_put", err)
 		return
@@ -223,7 +228,7 @@ func (n *Node) handleKVPut(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Node) handleKVDelete(w http.ResponseWriter, r *http.Request) {
-	q, err := quorumParam(r, "w")
+	q, err := n.quorumParam(r, "w")
 	if err != nil {
 		n.fail(w, "kv_delete", err)
 		return

@@ -572,6 +572,8 @@ func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 	if err := k.waitReady(ctx); err != nil {
 		return kv.Message{}, err
 	}
+	start := time.Now()
+	defer func() { k.n.m.kvLatency.Observe(time.Since(start).Seconds()) }()
 	id := k.nextID.Add(1)
 	m.ID, m.From = id, clientAddr
 	ch := make(chan kv.Message, 1)
@@ -619,6 +621,15 @@ func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) (
 		}
 		return out, errs
 	}
+	start := time.Now()
+	defer func() {
+		// Each request of a batch waited as long as the batch: answers
+		// come in bursts.
+		d := time.Since(start).Seconds()
+		for range ms {
+			k.n.m.kvLatency.Observe(d)
+		}
+	}()
 	// The reply channel is kept for the next batch of the connection,
 	// unless this one times out: an answer may then still arrive in it.
 	if cap(st.ch) < len(ms) {

@@ -22,6 +22,11 @@ type metrics struct {
 	kvSync prometheus.Histogram
 	// kvRound counts the messages each round of the KV driver stepped.
 	kvRound prometheus.Histogram
+	// latency times client requests: api "kv" (reads and writes this node
+	// coordinated, over HTTP or RESP) and "files".
+	latency     *prometheus.HistogramVec
+	kvLatency   prometheus.Observer
+	fileLatency prometheus.Observer
 }
 
 func newMetrics(n *Node) *metrics {
@@ -57,6 +62,12 @@ func newMetrics(n *Node) *metrics {
 		Help:    "Messages (client requests, peers' requests and answers) each round of the KV driver stepped before persisting and sending.",
 		Buckets: prometheus.ExponentialBuckets(1, 4, 8), // 1 to 16384
 	})
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tide_request_duration_seconds",
+		Help:    "Client requests this node served, by API (kv: reads and writes it coordinated, over HTTP or RESP; files: the file service), by duration.",
+		Buckets: prometheus.ExponentialBuckets(100e-6, 2, 17), // 100µs to 6.5s
+	}, []string{"api"})
+	m.kvLatency, m.fileLatency = m.latency.WithLabelValues("kv"), m.latency.WithLabelValues("files")
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -69,7 +80,7 @@ func newMetrics(n *Node) *metrics {
 			return f(n.KVStats())
 		})
 	}
-	m.reg.MustRegister(m.rpcReceived, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound,
+	m.reg.MustRegister(m.rpcReceived, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound, m.latency,
 		newRegionCollector(n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
 			func() float64 { u, _ := n.Disk(); return float64(u) }),
@@ -125,6 +136,8 @@ func newMetrics(n *Node) *metrics {
 			func() float64 { return float64(n.eng.db.Metrics().Compact.EstimatedDebt) }),
 		gauge("tide_storage_compactions_running", "Storage compactions under way.",
 			func() float64 { return float64(n.eng.db.Metrics().Compact.NumInProgress) }),
+		gauge("tide_kv_keys", "Live KV keys stored on this node (the copies it holds as one of each key's N replicas).",
+			func() float64 { k, _ := n.eng.kvCount(); return float64(k) }),
 		gauge("tide_store_files", "Live files stored on this node (owned and replicas).",
 			func() float64 { return float64(n.eng.Files()) }),
 		gauge("tide_store_bytes", "Bytes of live files stored on this node.",

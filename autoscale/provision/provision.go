@@ -25,6 +25,9 @@ type Instance struct {
 	// ChordAddr is host:port of the node's ring RPC service, which new
 	// nodes join through.
 	ChordAddr string `json:"chord_addr"`
+	// RESPAddr is where the node serves the Redis protocol, if it does
+	// and the provisioner knows.
+	RESPAddr string `json:"resp_addr,omitempty"`
 	// State is one of the State* constants.
 	State string `json:"state"`
 	// Kind is "node" or a tide log role kind, as Spec.Kind said; empty

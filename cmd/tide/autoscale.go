@@ -23,7 +23,7 @@ import (
 	dockerprov "tide/autoscale/provision/docker"
 	k8sprov "tide/autoscale/provision/kubernetes"
 	localprov "tide/autoscale/provision/local"
-	"tide/cluster"
+
 	"tide/paxos/node"
 )
 
@@ -122,7 +122,9 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 	var prov provision.Provisioner
 	switch f.provisioner {
 	case "local":
-		prov, err = localprov.New(localprov.Config{Dir: filepath.Join(f.stateDir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas})
+		// A controller that crashes leaves its nodes running for the next
+		// one, which adopts them (several controllers may stand by).
+		prov, err = localprov.New(localprov.Config{Dir: filepath.Join(f.stateDir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas, Outlive: true})
 	case "docker":
 		var mem int64
 		if f.dockerMemory != "" {
@@ -194,6 +196,27 @@ func launchCapacity(cfg autoscale.Config) (int64, error) {
 
 // runController runs a controller until ctx ends.
 func runController(ctx context.Context, o controllerOptions) error {
+	c, err := newController(o)
+	if err != nil {
+		return err
+	}
+	if o.listen != "" {
+		ln, err := net.Listen("tcp", o.listen)
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		srv := &http.Server{Handler: c.Handler()}
+		go srv.Serve(ln)
+		defer srv.Close()
+		slog.Info("autoscale: serving events and status", "addr", ln.Addr().String())
+	}
+	slog.Info("autoscale: controller running", "provisioner", o.prov.Name(), "period", time.Duration(o.cfg.Period),
+		"min", o.cfg.Store.Min, "max", o.cfg.Store.Max, "high", o.cfg.Store.High, "low", o.cfg.Store.Low)
+	return c.Run(ctx)
+}
+
+// newController builds the store controller o describes.
+func newController(o controllerOptions) (*autoscale.Controller, error) {
 	if o.leader == nil {
 		o.leader = &autoscale.FileLock{Path: filepath.Join(o.stateDir, "leader.lock")}
 	}
@@ -213,21 +236,9 @@ func runController(ctx context.Context, o controllerOptions) error {
 		c.Template.Capacity = capBytes
 	}
 	if err := c.Init(); err != nil {
-		return err
+		return nil, err
 	}
-	if o.listen != "" {
-		ln, err := net.Listen("tcp", o.listen)
-		if err != nil {
-			return fmt.Errorf("--listen: %w", err)
-		}
-		srv := &http.Server{Handler: c.Handler()}
-		go srv.Serve(ln)
-		defer srv.Close()
-		slog.Info("autoscale: serving events and status", "addr", ln.Addr().String())
-	}
-	slog.Info("autoscale: controller running", "provisioner", o.prov.Name(), "period", time.Duration(o.cfg.Period),
-		"min", o.cfg.Store.Min, "max", o.cfg.Store.Max, "high", o.cfg.Store.High, "low", o.cfg.Store.Low)
-	return c.Run(ctx)
+	return c, nil
 }
 
 func newAutoscaleEventsCmd() *cobra.Command {
@@ -313,21 +324,75 @@ after it stopped). --follow keeps printing new events.`,
 
 func newAutoscaleStatusCmd() *cobra.Command {
 	var addr string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show a running controller's view: leadership, instances, ring and last metrics",
-		Args:  cobra.NoArgs,
+		Long: `Show what a running controller (its --listen address) sees: whether it leads,
+the change in flight, when it last scaled out and in, and each instance with
+its state and last metrics. --json prints the controller's GET /status.`,
+		Example: `  tide autoscale status
+  tide autoscale status --addr 127.0.0.1:7070 --json`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var st json.RawMessage
-			if err := fetchJSON(cmd.Context(), "http://"+addr+"/status", &st); err != nil {
+			var st autoscale.Status
+			var raw json.RawMessage
+			if err := fetchJSON(cmd.Context(), "http://"+addr+"/status", &raw); err != nil {
 				return fmt.Errorf("controller at %s: %w", addr, err)
 			}
-			fmt.Println(string(st))
+			if asJSON {
+				fmt.Println(string(raw))
+				return nil
+			}
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return fmt.Errorf("controller at %s: %w", addr, err)
+			}
+			fmt.Print(formatStatus(st, time.Now()))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:7070", "the controller's --listen address")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the controller's status as JSON")
 	return cmd
+}
+
+// formatStatus renders a controller's status for people: times as "12:03:04
+// (2m ago)" or "never", instances as a table.
+func formatStatus(st autoscale.Status, now time.Time) string {
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return fmt.Sprintf("%s (%s ago)", t.Local().Format("15:04:05"), now.Sub(t).Round(time.Second))
+	}
+	var b strings.Builder
+	role := "standby (another controller leads)"
+	if st.Leader {
+		role = "leader"
+	}
+	flight := "no change in flight"
+	if st.InFlight {
+		flight = "a change in flight"
+	}
+	fmt.Fprintf(&b, "%s controller, %s provisioner: %s, %s\n", st.System, st.Provision, role, flight)
+	fmt.Fprintf(&b, "last scale-out: %s; last scale-in: %s\n", when(st.LastOut), when(st.LastIn))
+	if st.RetryAfter.After(now) {
+		fmt.Fprintf(&b, "launches retried after %s\n", st.RetryAfter.Local().Format("15:04:05"))
+	}
+	fmt.Fprintf(&b, "ring members: %d\n\n", len(st.Ring))
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tSTATE\tHTTP\tCHORD\tDISK\tREQ/S\tSTARTED")
+	for _, in := range st.Instances {
+		disk, ops := "-", "-"
+		if st.Last != nil {
+			if o, ok := st.Last.Obs[in.ID]; ok {
+				disk, ops = fmt.Sprintf("%.1f%%", o.DiskPercent), fmt.Sprintf("%.0f", o.OpsPerSec)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.State, in.HTTPAddr, in.ChordAddr, disk, ops, when(in.Started))
+	}
+	tw.Flush()
+	return b.String()
 }
 
 func newAutoscaleConfigCmd() *cobra.Command {
@@ -355,53 +420,6 @@ func fetchJSON(ctx context.Context, url string, v any) error {
 		return fmt.Errorf("%s", resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-// upAutoscale runs `tide up --autoscale`: the nodes are the local
-// provisioner's, and the controller runs in this process.
-func upAutoscale(ctx context.Context, dir string, layout cluster.Layout, nodes int, cfg autoscale.Config, listen string) error {
-	capacity, err := launchCapacity(cfg)
-	if err != nil {
-		return err
-	}
-	prov, err := localprov.New(localprov.Config{Dir: filepath.Join(dir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas,
-		Layout: func(i int) (string, string, error) { c, h := layout.Addrs(i); return c, h, nil }})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		fmt.Fprintln(os.Stderr, "stopping nodes...")
-		prov.StopAll(10 * time.Second)
-		fmt.Fprintln(os.Stderr, "stopped")
-	}()
-	have, err := prov.List(ctx)
-	if err != nil {
-		return err
-	}
-	var join string
-	running := 0
-	for _, in := range have {
-		if in.State == provision.StateRunning {
-			running++
-			join = in.ChordAddr
-		}
-	}
-	fmt.Printf("starting %d nodes (data and logs in %s)\n", max(nodes-running, 0), dir)
-	for i := running; i < nodes; i++ {
-		in, err := prov.Launch(ctx, provision.Spec{Join: join, Extra: cfg.Launch.Flags})
-		if err != nil {
-			return err
-		}
-		if join == "" {
-			join = in.ChordAddr
-		}
-		fmt.Printf("  %-6s chord %-18s files http://%s\n", in.ID, in.ChordAddr, in.HTTPAddr)
-	}
-	fmt.Printf("\nring is up; the autoscaler watches it (events: tide autoscale events --addr %s). Press Ctrl-C to stop.\n", listen)
-	if cfg.Store.Min > nodes {
-		fmt.Printf("note: store.min is %d, so the autoscaler adds nodes at once\n", cfg.Store.Min)
-	}
-	return runController(ctx, controllerOptions{cfg: cfg, prov: prov, stateDir: dir, listen: listen})
 }
 
 // buildSelfImage builds the node image FROM scratch around this (static)

@@ -97,7 +97,7 @@ store: {min: 3, max: 6, high: 70, low: 30, periods: 3, scale_out_cooldown: 10s, 
 launch: {capacity: 16MiB}
 `), 0o644)
 	cmd := exec.Command(tideBin, "up", "--autoscale", "--autoscale-config", cfgPath, "--autoscale-listen", listen,
-		"--host-per-node=false", "--base-port", fmt.Sprint(base), "--data-dir", filepath.Join(dir, "data"))
+		"--log=false", "--dashboard", "", "--host-per-node=false", "--base-port", fmt.Sprint(base), "--data-dir", filepath.Join(dir, "data"))
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -251,7 +251,7 @@ launch: {capacity: 16MiB}
 		t.Fatal("back at 3 nodes without a scale in event")
 	}
 	checkAll([]string{"keep-a", "keep-b"})
-	if !strings.Contains(out.String(), "autoscale: scaled in") {
+	if !strings.Contains(out.String(), "autoscale: store scale in succeeded") {
 		t.Errorf("the controller's log lacks the scale in")
 	}
 }

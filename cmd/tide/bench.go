@@ -103,9 +103,9 @@ func newBenchFilesCmd() *cobra.Command {
 }
 
 func newBenchLogCmd() *cobra.Command {
-	var clients, modes, target string
+	var clients, modes, target, peer, peerBin string
 	var duration, hold, step time.Duration
-	var asJSON, live bool
+	var asJSON, live, breakdown bool
 	var ramp, capacity, plotPath string
 	var scaling []string
 	var rh roleHostFlags
@@ -145,7 +145,13 @@ the end it prints a table by step; --plot FILE.png draws the series.
 where --provisioner puts them (docker with --cpus gives each role a fixed CPU
 slice), resizes ROLE to each N in turn and measures --clients (one count) for
 --duration at each, reporting throughput, latency, and each role kind's
-busiest instance's CPU use against its limit: the bottleneck.`,
+busiest instance's CPU use against its limit: the bottleneck.
+
+--peer etcd also measures a 3-member etcd (each member an embedded etcd server
+in a process of its own, WAL fsynced) with the same clients and duration, in
+the same run, and prints both and tide's ratio to etcd. The etcd side is
+bench/peers, a Go module of its own: given no --peer-bin, it is built from the
+source tree this runs in.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(scaling) > 0 {
@@ -246,6 +252,23 @@ busiest instance's CPU use against its limit: the bottleneck.`,
 					break
 				}
 			}
+			var peerResults []bench.LogResult
+			if peer != "" {
+				if peer != "etcd" {
+					return fmt.Errorf("--peer %q: the one peer is etcd", peer)
+				}
+				bin, cleanup, err := peerBinary(cmd.Context(), peerBin, os.Stderr)
+				if err != nil {
+					return err
+				}
+				defer cleanup()
+				if peerResults, err = runPeer(cmd.Context(), bin, "put", counts, duration, os.Stderr); err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(os.Stdout).Encode(append(results, peerResults...))
+				}
+			}
 			if asJSON && len(results) == 1 {
 				return json.NewEncoder(os.Stdout).Encode(results[0])
 			}
@@ -254,16 +277,33 @@ busiest instance's CPU use against its limit: the bottleneck.`,
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "MODE\tCLIENTS\tOPS/S\tP50 MS\tP99 MS\tERRORS")
-			for _, r := range results {
+			for _, r := range append(results, peerResults...) {
 				fmt.Fprintf(w, "%s\t%d\t%.0f\t%.2f\t%.2f\t%d\n", r.Mode, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if breakdown {
+				for _, r := range results {
+					fmt.Printf("\n%s, %d clients: where each role kind's time went (means)\n", r.Mode, r.Clients)
+					if err := bench.PrintBreakdown(os.Stdout, r.Breakdown); err != nil {
+						return err
+					}
+				}
+			}
+			if len(peerResults) > 0 {
+				return printPeerRatios(os.Stdout, results, peerResults)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&clients, "clients", "10", "closed-loop clients, comma-separated for several runs")
 	cmd.Flags().StringVar(&modes, "modes", "batched", "batched, unbatched, unreplicated (comma-separated)")
 	cmd.Flags().StringVar(&target, "target", "", "measure an existing log (deployment file or role HTTP address) instead")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
+	cmd.Flags().StringVar(&peer, "peer", "", "also measure this peer with the same workload in the same run, and print the ratios: etcd")
+	cmd.Flags().StringVar(&peerBin, "peer-bin", "", "with --peer etcd: the etcd-bench binary (default: build it from bench/peers)")
+	cmd.Flags().BoolVar(&breakdown, "breakdown", false, "after each run, print where each role kind's time went: decode, inbox queueing, state machine step, fsync and send, mean microseconds (also in --json as breakdown)")
 	cmd.Flags().BoolVar(&live, "live", false, "measure live reconfiguration under load (see above)")
 	cmd.Flags().StringVar(&ramp, "ramp", "", "client counts, comma-separated (e.g. 1,100,1000,100,1): run each for --step and print load, throughput, p99 and each role's instances every second")
 	cmd.Flags().DurationVar(&step, "step", 20*time.Second, "with --ramp: time at each client count")

@@ -279,48 +279,6 @@ func TestSeedScripts(t *testing.T) {
 	}
 }
 
-// TestUp runs `tide up` as a user would, checks its nodes form a ring and
-// serve files, then interrupts it and checks every node process is gone.
-func TestUp(t *testing.T) {
-	base := freeRun(t, 6)
-	dir := t.TempDir()
-	cmd := exec.Command(tideBin, "up", "--nodes", "3", "--host-per-node=false", "--base-port", fmt.Sprint(base), "--data-dir", dir)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	first := fmt.Sprintf("127.0.0.1:%d", base)
-	waitFor(t, "tide up to report the ring", time.Minute, func() error {
-		if !strings.Contains(out.String(), "ring is up") {
-			return fmt.Errorf("output so far: %s", out.String())
-		}
-		return nil
-	})
-	c := store.NewClient()
-	defer c.Close()
-	var chordAddrs []string
-	for i := range 3 {
-		chordAddrs = append(chordAddrs, fmt.Sprintf("127.0.0.1:%d", base+2*i))
-	}
-	if err := bench.WaitConverged(context.Background(), c.RPC, chordAddrs, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Upload(context.Background(), first, "up.txt", strings.NewReader("from tide up")); err != nil {
-		t.Fatal(err)
-	}
-	cmd.Process.Signal(os.Interrupt)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("tide up exited with %v\n%s", err, out.String())
-	}
-	for _, a := range chordAddrs {
-		if _, err := c.RPC.Call(context.Background(), a, "ping"); err == nil {
-			t.Fatalf("node %s still answers after tide up stopped", a)
-		}
-	}
-}
-
 func getJSON(ctx context.Context, u string, v any) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	resp, err := http.DefaultClient.Do(req)

@@ -78,3 +78,41 @@ func TestGlobalFlagsFromEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestUnknownSubcommandFails checks that a typo in a subcommand of any
+// command group fails with "unknown command", as at the root, instead of
+// printing the group's help and succeeding.
+func TestUnknownSubcommandFails(t *testing.T) {
+	var groups []string
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.HasSubCommands() {
+			groups = append(groups, c.CommandPath())
+		}
+		for _, s := range c.Commands() {
+			walk(s)
+		}
+	}
+	walk(newRoot())
+	if len(groups) < 4 {
+		t.Fatalf("found only %d command groups: %v", len(groups), groups)
+	}
+	for _, g := range groups {
+		args := append(strings.Fields(g)[1:], "no-such-command")
+		root := newRoot()
+		root.SetArgs(args)
+		root.SetOut(&strings.Builder{})
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), "unknown command") {
+			t.Errorf("tide %s: %v, want an unknown command error", strings.Join(args, " "), err)
+		}
+	}
+	// A group alone still prints its help.
+	root := newRoot()
+	var out strings.Builder
+	root.SetArgs([]string{"log"})
+	root.SetOut(&out)
+	if err := root.Execute(); err != nil || !strings.Contains(out.String(), "Available Commands") {
+		t.Errorf("tide log: %v, output %q", err, out.String())
+	}
+}

@@ -20,8 +20,11 @@ func newUploadCmd() *cobra.Command {
 		Use:   "upload FILE ADDR",
 		Short: "Upload a file to the ring",
 		Long: `Upload FILE the way the seed's upload.py does: hash its name, ask the node at
-ADDR (a Chord address; a bare IP means port 5057) for find_successor, and POST
-the file to the owner's /upload.`,
+ADDR for find_successor, and POST the file to the owner's /upload. ADDR is
+either address of any node: its Chord address (a bare IP means port 5057) or
+its HTTP address.`,
+		Example: `  tide upload README.md 127.0.0.1
+  tide upload --name notes.txt ./draft.txt 127.0.0.2:5058`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])
@@ -42,7 +45,7 @@ the file to the owner's /upload.`,
 			c := store.NewClient()
 			defer c.Close()
 			pr := newProgress("upload "+name, st.Size(), quiet)
-			err = c.Upload(cmd.Context(), chordAddr(args[1]), name, pr.reader(f))
+			err = c.Upload(cmd.Context(), nodeAddr(args[1]), name, pr.reader(f))
 			pr.finish(err)
 			return err
 		},
@@ -61,7 +64,11 @@ func newDownloadCmd() *cobra.Command {
 		Long: `Download NAME the way the seed's download.py does: hash it, ask the node at
 ADDR for find_successor, and GET it from the owner. The file is written to
 --output (default: NAME in the current directory; - for standard output),
-through a temporary file so a failed download leaves nothing behind.`,
+through a temporary file so a failed download leaves nothing behind. ADDR is
+either address of any node: its Chord address (a bare IP means port 5057) or
+its HTTP address.`,
+		Example: `  tide download README.md 127.0.0.3 -o /tmp/README.md
+  tide download README.md 127.0.0.1:5058 -o - | head`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
@@ -75,7 +82,7 @@ through a temporary file so a failed download leaves nothing behind.`,
 			defer c.Close()
 			pr := newProgress("download "+name, -1, quiet || out == "-")
 			if out == "-" {
-				err := c.Download(cmd.Context(), chordAddr(args[1]), name, pr.writer(os.Stdout), pr.setTotal)
+				err := c.Download(cmd.Context(), nodeAddr(args[1]), name, pr.writer(os.Stdout), pr.setTotal)
 				pr.finish(err)
 				return err
 			}
@@ -84,7 +91,7 @@ through a temporary file so a failed download leaves nothing behind.`,
 				return err
 			}
 			defer os.Remove(tmp.Name())
-			err = c.Download(cmd.Context(), chordAddr(args[1]), name, pr.writer(tmp), pr.setTotal)
+			err = c.Download(cmd.Context(), nodeAddr(args[1]), name, pr.writer(tmp), pr.setTotal)
 			if err == nil {
 				err = tmp.Close()
 			} else {

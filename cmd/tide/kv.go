@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,14 +17,30 @@ func newKVCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "kv",
 		Short: "Read and write the store's replicated key-value namespace",
-		Long: `Read and write keys through any store node. ADDR is a node's HTTP address
-(the file port). Writes wait for the write quorum, reads for the read quorum;
---w and --r override them per request.`,
+		Long: `Read and write keys of the store's replicated key-value namespace through any
+node, which coordinates the request: a write is stored on the key's N replicas
+and acknowledged once W hold it; a read asks R of them and returns the newest
+version (its X-Tide-Version is the hybrid-logical-clock version). --w and --r
+override W and R for one request, from 1 to N.
+
+ADDR is either address of any node: its HTTP address (the one 'tide up'
+prints as http) or its Chord address (a bare IP means the Chord port 5057);
+the node is asked for the other. The same keys are served over HTTP
+(GET/PUT/DELETE /kv/KEY) and the Redis protocol (redis-cli GET/SET/DEL).`,
+		Example: `  tide kv put 127.0.0.1:5058 greeting hello
+  echo -n hello | tide kv put 127.0.0.1 greeting
+  tide kv get 127.0.0.2:5058 greeting
+  tide kv get --r 3 127.0.0.2:5058 greeting
+  tide kv del 127.0.0.3 greeting`,
 	}
 	var w, r int
 	var timeout time.Duration
 	do := func(method, addr, key string, body io.Reader, q string) (*http.Response, error) {
-		u := "http://" + strings.TrimPrefix(addr, "http://") + "/kv/" + url.PathEscape(key) + q
+		h, err := storeHTTPAddr(context.Background(), strings.TrimPrefix(addr, "http://"))
+		if err != nil {
+			return nil, fmt.Errorf("ADDR %s: %w", addr, err)
+		}
+		u := "http://" + h + "/kv/" + url.PathEscape(key) + q
 		req, err := http.NewRequest(method, u, body)
 		if err != nil {
 			return nil, err
@@ -43,7 +60,8 @@ func newKVCmd() *cobra.Command {
 		return b, nil
 	}
 	get := &cobra.Command{
-		Use: "get ADDR KEY", Short: "Print a key's value", Args: cobra.ExactArgs(2),
+		Use: "get ADDR KEY", Short: "Print a key's value (an error if it does not exist)", Args: cobra.ExactArgs(2),
+		Example: "  tide kv get 127.0.0.1:5058 greeting",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q := ""
 			if r > 0 {
@@ -61,7 +79,8 @@ func newKVCmd() *cobra.Command {
 		},
 	}
 	put := &cobra.Command{
-		Use: "put ADDR KEY [VALUE]", Short: "Set a key (VALUE, or standard input)", Args: cobra.RangeArgs(2, 3),
+		Use: "put ADDR KEY [VALUE]", Short: "Set a key to VALUE, or to standard input", Args: cobra.RangeArgs(2, 3),
+		Example: "  tide kv put 127.0.0.1:5058 greeting hello\n  tide kv put 127.0.0.1:5058 photo < photo.jpg",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var body io.Reader = os.Stdin
 			if len(args) == 3 {
@@ -79,7 +98,8 @@ func newKVCmd() *cobra.Command {
 		},
 	}
 	del := &cobra.Command{
-		Use: "del ADDR KEY", Short: "Delete a key", Args: cobra.ExactArgs(2),
+		Use: "del ADDR KEY", Short: "Delete a key (it leaves a tombstone, collected after --tombstone-ttl)", Args: cobra.ExactArgs(2),
+		Example: "  tide kv del 127.0.0.1:5058 greeting",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := check(do(http.MethodDelete, args[0], args[1], nil, "")); err != nil {
 				return err
@@ -91,8 +111,8 @@ func newKVCmd() *cobra.Command {
 	for _, c := range []*cobra.Command{get, put, del} {
 		c.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "give up after this long")
 	}
-	get.Flags().IntVar(&r, "r", 0, "read quorum for this request")
-	put.Flags().IntVar(&w, "w", 0, "write quorum for this request")
+	get.Flags().IntVar(&r, "r", 0, "read quorum R for this request, 1 to N (0: the node's --read-quorum)")
+	put.Flags().IntVar(&w, "w", 0, "write quorum W for this request, 1 to N (0: the node's --write-quorum)")
 	cmd.AddCommand(get, put, del)
 	return cmd
 }

@@ -101,71 +101,29 @@ for it first (aws; run it in the VPC). Ctrl-C removes them all.`,
 			if err != nil {
 				return err
 			}
-			if err := os.MkdirAll(abs, 0o755); err != nil {
-				return err
-			}
+			var policy autoscale.LogPolicy
 			if autoscaleOn {
-				if _, err := logPolicy(capacity, policyPath); err != nil {
+				if policy, err = logPolicy(capacity, policyPath); err != nil {
 					return err
 				}
 			}
-			depPath := filepath.Join(abs, "deployment.json")
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			defer stop()
-			roles, err := rh.open(ctx, abs, depPath, shape.Host)
+			run, err := startLogRun(ctx, logRunOptions{dir: abs, shape: shape, rh: &rh, autoscale: autoscaleOn, policy: policy, period: period}, os.Stdout)
 			if err != nil {
 				return err
 			}
 			defer func() {
 				fmt.Fprintln(os.Stderr, "stopping roles...")
-				sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				roles.StopAll(sctx)
-				rh.close()
+				run.Close()
 			}()
-			d, err := cluster.NewDeploymentOn(ctx, roles, shape)
-			if err != nil {
-				return err
-			}
-			// The control endpoint starts and stops role processes for
-			// 'tide log scale' and 'tide log replace'.
-			ctlHost := shape.Host
-			if roles.Name() != "local" {
-				ctlHost = "127.0.0.1"
-			}
-			ctlLn, err := net.Listen("tcp", net.JoinHostPort(ctlHost, "0"))
-			if err != nil {
-				return err
-			}
-			d.Control = ctlLn.Addr().String()
-			if err := d.Save(depPath); err != nil {
-				return err
-			}
-			fmt.Printf("starting %d roles on %s (logs in %s)\n", len(d.Roles()), rh.describe(), abs)
-			if err := cluster.StartLog(ctx, roles, d); err != nil {
-				return err
-			}
-			ctl := cluster.NewLogControl(roles, d, depPath)
-			ctlSrv := &http.Server{Handler: ctl.Handler(), ReadHeaderTimeout: 5 * time.Second}
-			go ctlSrv.Serve(ctlLn)
-			defer ctlSrv.Close()
+			d, depPath := run.d, run.depPath
 			if autoscaleOn {
-				policy, err := logPolicy(capacity, policyPath)
-				if err != nil {
-					return err
-				}
-				events, err := autoscale.NewEvents(1000, filepath.Join(abs, "autoscale-events.jsonl"), nil)
-				if err != nil {
-					return err
-				}
-				defer events.Close()
-				events.OnEvent(func(ev autoscale.Event) {
+				run.events.OnEvent(func(ev autoscale.Event) {
 					if ev.Outcome != "decided" {
 						fmt.Printf("autoscale: %s %s: %s (%s)\n", ev.Action, ev.Outcome, ev.Reason, ev.Error)
 					}
 				})
-				lc := &autoscale.LogController{Target: ctl, Policy: policy, Period: period, Events: events, Log: slog.Default()}
-				go lc.Run(ctx)
 				fmt.Printf("autoscaling every %s with capacities %v (events in %s)\n", period, policy.Cfg.Capacity, filepath.Join(abs, "autoscale-events.jsonl"))
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -318,7 +276,7 @@ a reconfiguration adds it (tide log scale does both).`,
 	cmd.Flags().StringVar(&kind, "kind", "", "role kind of --role addresses the configuration does not list yet: "+strings.Join(node.Kinds, ", "))
 	cmd.Flags().StringSliceVar(&roles, "role", nil, "role addresses to run here (default: all): each role's address in the configuration, which peers send to")
 	cmd.Flags().StringSliceVar(&listen, "listen", nil, "addresses the --role roles bind instead, one per --role in order, e.g. 0.0.0.0:5057 behind a Kubernetes Service whose ClusterIP is the role's address (default: the --role address)")
-	cmd.Flags().StringVar(&dataDir, "data-dir", "tide-log-state", "directory for durable role state")
+	cmd.Flags().StringVar(&dataDir, "data-dir", "tide-log/state", "directory for durable role state (tide log up's --data-dir keeps it in its state subdirectory)")
 	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:0", "address this process binds for /metrics, /status and /deployment (others reach it at the address the deployment lists, which may differ, e.g. 0.0.0.0:5058 here)")
 	cmd.Flags().StringVar(&control, "control", "", "HTTP address of the process that starts and stops roles (set by tide log up)")
 	return cmd
@@ -457,13 +415,35 @@ func newLogKVCmd(op, use string, nargs int) *cobra.Command {
 	var quorum, absent bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   use,
-		Short: map[string]string{"put": "Set a key", "get": "Read a key", "del": "Delete a key", "cas": "Compare-and-swap a key"}[op],
-		Args:  cobra.ExactArgs(nargs),
+		Use: use,
+		Short: map[string]string{"put": "Set a key in the log's linearizable KV", "get": "Read a key of the log's linearizable KV",
+			"del": "Delete a key of the log's linearizable KV", "cas": "Compare-and-swap a key of the log's linearizable KV"}[op],
+		Long: map[string]string{
+			"put": "Set KEY to VALUE: the command goes through the log (batcher, leader, proxy leader,\nacceptors) and is applied by the replicas exactly once; OK once it is chosen and executed.",
+			"get": "Print KEY's value, read through the log (linearizable), or with --quorum-read from a\nread quorum of acceptors and a replica that has executed that far, without a slot.",
+			"del": "Delete KEY through the log; an error if it did not exist.",
+			"cas": "Set KEY to VALUE only if its current value is EXPECT (or, with --expect-absent, if it\ndoes not exist); otherwise fail and print the current value.",
+		}[op] + "\n\nTARGET is the log's deployment file (tide up and tide log up print it) or the HTTP\naddress of any role process. A log none of whose roles answers fails at once.",
+		Example: map[string]string{
+			"put": "  tide log put tide-data/log/deployment.json greeting hello",
+			"get": "  tide log get tide-data/log/deployment.json greeting\n  tide log get --quorum-read 127.0.0.1:41401 greeting",
+			"del": "  tide log del tide-data/log/deployment.json greeting",
+			"cas": "  tide log cas tide-data/log/deployment.json greeting hello bye\n  tide log cas --expect-absent tide-data/log/deployment.json lock - me",
+		}[op],
+		Args: cobra.ExactArgs(nargs),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := loadCurrent(args[0])
+			d, err := loadTarget(args[0])
 			if err != nil {
 				return err
+			}
+			if d.Unreplicated == "" {
+				// Fail at once when no role answers, rather than at the
+				// time-out.
+				nd, err := cluster.Newest(d)
+				if errors.Is(err, node.ErrNoMember) {
+					return fmt.Errorf("no role of the log in %s answered: is it running? ('tide log status %s' shows each role)", args[0], args[0])
+				}
+				d = nd
 			}
 			c, err := node.NewClient(d, "", 1)
 			if err != nil {

@@ -172,3 +172,35 @@ func TestBenchLogRamp(t *testing.T) {
 		t.Fatalf("operations per step %v: want some in each", ops)
 	}
 }
+
+// TestBenchLogBreakdown runs one short measurement and checks its
+// breakdown: every role kind on a command's path reports its messages
+// stepped, and the acceptors their synced writes.
+func TestBenchLogBreakdown(t *testing.T) {
+	cmd := exec.Command(tideBin, "bench", "log", "--clients", "4", "--duration", "2s", "--breakdown", "--json")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tide bench log: %v\n%s", err, stderr.String())
+	}
+	var res bench.LogResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("decode %q: %v", out, err)
+	}
+	if res.Ops == 0 {
+		t.Fatalf("no operations: %+v", res)
+	}
+	got := map[string]bench.PhaseStat{}
+	for _, s := range res.Breakdown {
+		got[s.Kind+"/"+s.Phase] = s
+	}
+	for _, k := range []string{"batcher", "leader", "proxy", "acceptor", "replica", "unbatcher"} {
+		if s := got[k+"/step"]; s.Count == 0 || s.MeanUs <= 0 {
+			t.Errorf("%s: no state machine steps in the breakdown: %+v", k, s)
+		}
+	}
+	if s := got["acceptor/sync"]; s.Count == 0 || s.MeanUs <= 0 {
+		t.Errorf("acceptors: no synced writes in the breakdown: %+v", s)
+	}
+}

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,6 +34,16 @@ func TestLogSurvivesKills(t *testing.T) {
 	waitProgress := ld.waitProgress
 	waitProgress("initial load", 200)
 	leader := activeLeader(t, d)
+	// Every role process serves its profiles.
+	resp, err := http.Get("http://" + d.HTTP[leader] + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(prof), "goroutine profile:") {
+		t.Fatalf("GET /debug/pprof/goroutine of the leader: %s %.200s", resp.Status, prof)
+	}
 	procs.Proc(leader).Kill()
 	t.Logf("killed active leader %s after %d operations", leader, ld.completed.Load())
 	waitProgress("progress after the leader was killed", 200)

@@ -3,10 +3,13 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -24,12 +27,27 @@ func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "tide",
 		Short: "tide: an autoscaling distributed data system",
-		Long: `tide runs a Chord ring of storage nodes that store files, replicated and moved
-to their new owners when the ring changes.
+		Long: `tide is an autoscaling distributed data system, in one binary:
+
+  the store    a Chord ring of storage nodes holding files and a replicated
+               key-value namespace (N replicas, W/R quorums), served over
+               HTTP, the Redis protocol and the seed systems' contracts
+  the log      a linearizable replicated log and KV store: compartmentalized
+               MultiPaxos, each role its own process
+  autoscale    a controller that adds and drains storage nodes and resizes
+               the log's compartments, through local processes, Docker,
+               Kubernetes or EC2
+  dashboard    a live view of all of it in a browser
+
+'tide up' starts all four on this machine; start there.
 
 Every flag can also be set through an environment variable: TIDE_ followed by
 the flag name in upper case with dashes as underscores (--data-dir is
 TIDE_DATA_DIR). A flag given on the command line wins.`,
+		Example: `  tide up                      # the whole system, and the dashboard's address
+  tide up --demo               # with load that makes it scale out, then in
+  tide kv put 127.0.0.1:5058 greeting hello
+  tide log status tide-data/log/deployment.json`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// tide's commands are the ones listed here; cobra's generated
@@ -57,8 +75,28 @@ TIDE_DATA_DIR). A flag given on the command line wins.`,
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&format, "log-format", "text", "log format: text or json")
-	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd(), newAntipodeCmd(), newNetdelayCmd())
+	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newDashboardCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd(), newAntipodeCmd(), newNetdelayCmd(), newVersionCmd())
+	strictGroups(root)
 	return root
+}
+
+// strictGroups makes every command group (a command with subcommands
+// and nothing to run itself) fail on an unknown subcommand, as the root
+// does, instead of printing its help and exiting 0: a script's typo must
+// not pass for success. Without arguments a group prints its help.
+func strictGroups(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		strictGroups(c)
+	}
+	if cmd.HasParent() && cmd.HasSubCommands() && !cmd.Runnable() {
+		cmd.Args = cobra.ArbitraryArgs
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("unknown command %q for %q; run '%s --help' for its commands", args[0], cmd.CommandPath(), cmd.CommandPath())
+			}
+			return cmd.Help()
+		}
+	}
 }
 
 // applyEnv sets every flag not given on the command line from TIDE_<NAME>:
@@ -82,6 +120,28 @@ func applyEnv(cmd *cobra.Command) error {
 	cmd.Flags().VisitAll(set)
 	cmd.InheritedFlags().VisitAll(set)
 	return err
+}
+
+// nodeAddr turns either address of a store node into its Chord address:
+// a bare IP means the standard Chord port 5057, as the seed scripts take
+// it, and an HTTP address (one that answers /internal/info) is swapped for
+// the Chord address the node reports. Commands that speak Chord take it,
+// so that a user need not know which port is which.
+func nodeAddr(s string) string {
+	c := http.Client{Timeout: time.Second}
+	if strings.Contains(s, ":") {
+		if resp, err := c.Get("http://" + strings.TrimPrefix(s, "http://") + "/internal/info"); err == nil {
+			var info struct {
+				Chord string `json:"chord_addr"`
+			}
+			err := json.NewDecoder(resp.Body).Decode(&info)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode == http.StatusOK && info.Chord != "" {
+				return info.Chord
+			}
+		}
+	}
+	return chordAddr(s)
 }
 
 // chordAddr accepts "ip:port", or a bare ip as the seed scripts take, which

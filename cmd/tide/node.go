@@ -30,15 +30,21 @@ type nodeOpts struct {
 	idle                    bool
 	regionPeers             []string
 	addrFile                string
+	maxFileSize             string
 }
 
 func newNodeCmd() *cobra.Command {
 	var o nodeOpts
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Run a storage node",
-		Long: `Run a storage node: a Chord member (msgpack-rpc on --chord-addr) and a file
-service (HTTP on --http-addr) that stores files under --data-dir.
+		Short: "Run a storage node: files and KV over HTTP, Redis protocol, Chord",
+		Long: `Run a storage node: a Chord member (msgpack-rpc on --chord-addr) that holds
+files and keys under --data-dir. On --http-addr it serves the file service
+(uploadserver-style POST /upload and GET /NAME, REST under /files/), the
+key-value namespace (/kv/KEY, and the Dynamo seed's /route, /hash_ring,
+/add_node, /remove_node), /metrics and /healthz; with --resp-addr, the Redis
+protocol for redis-cli and redis-benchmark. KV replication between nodes
+uses --peer-addr.
 
 Without --join the node creates a new ring, or rejoins the ring it was part of
 before a restart (remembered in --data-dir). A --join that names the node
@@ -136,7 +142,7 @@ func addNodeFlags(cmd *cobra.Command, o *nodeOpts) {
 	f.BoolVar(&cfg.Standby, "standby", false, "start outside the ring: know it (through --join, POST /hash_ring or add_node), coordinate requests, own nothing until add_node names this node")
 	f.BoolVar(&o.idle, "idle", false, "start the Chord node outside any ring, waiting for create or join over msgpack-rpc (as the course's ./chord IP PORT)")
 	f.DurationVar(&cfg.JoinTimeout, "join-timeout", 30*time.Second, "how long to keep retrying a --join member that does not answer")
-	f.StringVar(&o.id, "token", "", "ring token (default: the partitioner's position of the Chord address)")
+	f.StringVar(&o.id, "token", "", "ring token (default: the one kept from an earlier start; else, joining, the middle of the ring's largest range; else the partitioner's position of the Chord address)")
 	f.StringVar(&o.id, "id", "", "alias of --token")
 	f.StringVar(&cfg.Partitioner, "partitioner", "md5-low32", "key placement: md5-low32, or md5-mod10000 (the Dynamo seed's ring; tokens below 10000)")
 	f.StringVar(&cfg.PeerAddr, "peer-addr", "", "address for KV replication traffic (default: the Chord host, any free port)")
@@ -153,7 +159,7 @@ func addNodeFlags(cmd *cobra.Command, o *nodeOpts) {
 	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each file (N)")
 	f.IntVar(&cfg.Successors, "successors", 3, "successor list length r (raised to --replicas)")
 	f.StringVar(&o.capacity, "capacity", "", "bytes this node may store, e.g. 64MiB (default: the filesystem's size)")
-	f.Int64Var(&cfg.MaxFileSize, "max-file-size", 1<<30, "largest file accepted, in bytes")
+	f.StringVar(&o.maxFileSize, "max-file-size", "1GiB", "largest file accepted, e.g. 1GiB or 1073741824 (bytes)")
 	f.DurationVar(&cfg.TickInterval, "tick", time.Second, "Chord stabilize period")
 	f.DurationVar(&cfg.FullRepairInterval, "full-repair", 30*time.Second, "period of the full placement check")
 	f.StringVar(&cfg.Region, "region", "", "this node's region: a ring of its own whose quorums (N, W, R) stay inside it (default: one region)")
@@ -190,6 +196,11 @@ func runNode(o *nodeOpts) error {
 		cid := chord.ID(v)
 		cfg.ID = &cid
 	}
+	mfs, err := parseBytes(o.maxFileSize)
+	if err != nil {
+		return fmt.Errorf("--max-file-size: %w", err)
+	}
+	cfg.MaxFileSize = mfs
 	if o.capacity != "" {
 		c, err := parseBytes(o.capacity)
 		if err != nil {
@@ -289,12 +300,13 @@ that left does not start again on the same --data-dir.`,
 			c := store.NewClient()
 			defer c.Close()
 			start := time.Now()
-			fmt.Fprintf(os.Stderr, "asking %s to leave...\n", chordAddr(args[0]))
-			moved, err := c.Leave(cmd.Context(), chordAddr(args[0]))
+			addr := nodeAddr(args[0])
+			fmt.Fprintf(os.Stderr, "asking %s to leave...\n", addr)
+			moved, err := c.Leave(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%s left the ring: %d copies handed off in %s\n", chordAddr(args[0]), moved, time.Since(start).Round(time.Millisecond))
+			fmt.Printf("%s left the ring: %d copies handed off in %s\n", addr, moved, time.Since(start).Round(time.Millisecond))
 			return nil
 		},
 	}

@@ -24,7 +24,7 @@ and bytes stored, and disk use. --json prints a JSON array for scripts.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := store.NewClient()
 			defer c.Close()
-			infos, err := c.Ring(cmd.Context(), chordAddr(args[0]))
+			infos, err := c.Ring(cmd.Context(), nodeAddr(args[0]))
 			if err != nil {
 				return err
 			}
@@ -43,7 +43,11 @@ and bytes stored, and disk use. --json prints a JSON array for scripts.`,
 				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", in.ID, in.ChordAddr, in.HTTPAddr, in.Files, human(in.Bytes), disk, strings.Join(in.Successors, ","))
 			}
 			w.Flush()
-			fmt.Printf("%d nodes\n", len(infos))
+			if len(infos) == 1 {
+				fmt.Println("1 node")
+			} else {
+				fmt.Printf("%d nodes\n", len(infos))
+			}
 			return nil
 		},
 	}

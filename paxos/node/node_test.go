@@ -7,32 +7,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"tide/paxos"
 )
-
-// startInProcess runs every role of d in this process, each on its own
-// port with its own HTTP port, and returns a stop function.
-func startInProcess(t *testing.T, d Deployment) func() {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	dir := t.TempDir()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for _, a := range d.Roles() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := Serve(ctx, d, []string{a}, dir, d.HTTP[a], log); err != nil {
-				t.Errorf("serve %s: %v", a, err)
-			}
-		}()
-	}
-	return func() { cancel(); wg.Wait() }
-}
 
 func TestLogInProcess(t *testing.T) {
 	for _, shape := range []Shape{
@@ -40,11 +19,12 @@ func TestLogInProcess(t *testing.T) {
 		{Leaders: 2, ProxyLeaders: 1, Groups: 2, F: 1, Replicas: 3}, // unbatched, two groups
 	} {
 		t.Run(fmt.Sprintf("%+v", shape), func(t *testing.T) {
-			d, err := NewLocalDeployment(shape)
+			// Ports bound before the deployment names them: none can be
+			// taken by another test in between.
+			d, stop, err := RunInProcess(context.Background(), shape, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
-			stop := startInProcess(t, d)
 			defer stop()
 			c, err := NewClient(d, "127.0.0.1", 4)
 			if err != nil {

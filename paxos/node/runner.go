@@ -26,6 +26,12 @@ type Metrics struct {
 	// Violations counts inputs refused because they would break an
 	// invariant (see paxos outbox.Invariant): each one is a bug report.
 	Violations prometheus.Counter
+	// Phase is where a role's time goes, by phase: decode (a frame, on
+	// the transport's goroutine), queue (a message waiting in the inbox),
+	// step (the state machine on one message), sync (one synced write of
+	// a round) and send (encoding and handing a round's messages to the
+	// transport).
+	Phase *prometheus.HistogramVec
 }
 
 // NewMetrics registers the role metrics on reg.
@@ -43,8 +49,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Messages dropped because a role's inbox was full."}),
 		Violations: prometheus.NewCounter(prometheus.CounterOpts{Name: "tide_paxos_invariant_violations_total",
 			Help: "Inputs refused because accepting them would break a protocol invariant (two values for one slot, ...)."}),
+		Phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tide_paxos_phase_seconds",
+			Help:    "Where a role's time goes: decode and queue per message received, step per message, sync per synced write, send per round of messages sent.",
+			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 11)}, []string{"role", "phase"}),
 	}
-	reg.MustRegister(m.In, m.Out, m.Persisted, m.Syncs, m.Dropped, m.Violations)
+	reg.MustRegister(m.In, m.Out, m.Persisted, m.Syncs, m.Dropped, m.Violations, m.Phase)
 	return m
 }
 
@@ -57,10 +66,13 @@ type Runner struct {
 	role  paxos.Role
 	store *Store
 	tr    *transport.Transport
-	inbox chan paxos.Message
+	inbox chan inbound
 	tick  time.Duration
 	m     *Metrics
 	log   *slog.Logger
+
+	// The phase histograms of this role's kind.
+	decode, queue, stepT, syncT, sendT prometheus.Observer
 
 	mu     sync.Mutex // guards status reads against the loop
 	in     atomic.Int64
@@ -86,7 +98,9 @@ var Kinds = []string{"matchmaker", "batcher", "leader", "proxy", "acceptor", "re
 // configuration need not list yet: a role joining a running log starts
 // with the configuration it fetched and learns the one that adds it.
 func NewRunnerKind(d Deployment, kind, addr, dataDir string, tr *transport.Transport, m *Metrics, log *slog.Logger) (*Runner, error) {
-	r := &Runner{Addr: addr, Kind: kind, tr: tr, inbox: make(chan paxos.Message, 1<<16), tick: d.Tick(), m: m, log: log, closed: make(chan struct{})}
+	r := &Runner{Addr: addr, Kind: kind, tr: tr, inbox: make(chan inbound, 1<<16), tick: d.Tick(), m: m, log: log, closed: make(chan struct{})}
+	r.decode, r.queue = m.Phase.WithLabelValues(kind, "decode"), m.Phase.WithLabelValues(kind, "queue")
+	r.stepT, r.syncT, r.sendT = m.Phase.WithLabelValues(kind, "step"), m.Phase.WithLabelValues(kind, "sync"), m.Phase.WithLabelValues(kind, "send")
 	needStore := kind == "acceptor" || kind == "leader" || kind == "replica" || kind == "matchmaker"
 	var err error
 	if needStore {
@@ -164,16 +178,25 @@ func sanitize(addr string) string {
 	return string(out)
 }
 
+// inbound is a decoded message and when it was put in the inbox.
+type inbound struct {
+	m  paxos.Message
+	at time.Time
+}
+
 // Deliver hands an inbound frame to the role; it is dropped if the inbox
 // is full (the sender retransmits).
 func (r *Runner) Deliver(frame []byte) {
+	start := time.Now()
 	m, err := paxos.Decode(frame)
 	if err != nil {
 		r.log.Debug("paxos: dropping undecodable frame", "role", r.Addr, "err", err)
 		return
 	}
+	now := time.Now()
+	r.decode.Observe(now.Sub(start).Seconds())
 	select {
-	case r.inbox <- m:
+	case r.inbox <- inbound{m, now}:
 	default:
 		r.m.Dropped.Inc()
 	}
@@ -221,20 +244,28 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 }
 
-func (r *Runner) step(m paxos.Message) {
+func (r *Runner) step(in inbound) {
+	start := time.Now()
+	r.queue.Observe(start.Sub(in.at).Seconds())
 	r.in.Add(1)
-	r.m.In.WithLabelValues(r.Kind, m.Kind.String()).Inc()
-	r.role.Step(m)
+	r.m.In.WithLabelValues(r.Kind, in.m.Kind.String()).Inc()
+	r.role.Step(in.m)
+	r.stepT.Observe(time.Since(start).Seconds())
 }
 
 func (r *Runner) flush() error {
 	rd := r.role.Ready()
 	if r.store != nil && (len(rd.Persist) > 0 || rd.Snapshot != nil) {
+		start := time.Now()
 		if err := r.store.Save(rd.Persist, rd.Snapshot); err != nil {
 			return fmt.Errorf("%s %s: %w", r.Kind, r.Addr, err)
 		}
+		r.syncT.Observe(time.Since(start).Seconds())
 		r.m.Persisted.Add(float64(len(rd.Persist)))
 		r.m.Syncs.Inc()
+	}
+	if len(rd.Messages) > 0 {
+		defer func(start time.Time) { r.sendT.Observe(time.Since(start).Seconds()) }(time.Now())
 	}
 	for i := range rd.Messages {
 		m := &rd.Messages[i]

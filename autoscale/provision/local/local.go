@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,7 +26,6 @@ import (
 
 	"tide/autoscale/provision"
 	"tide/cluster"
-	"tide/paxos/node"
 )
 
 // Config configures the local provisioner.
@@ -34,13 +34,21 @@ type Config struct {
 	Dir string
 	// Binary is the tide executable. Default: this process's executable.
 	Binary string
-	// Layout gives instance i its addresses. Default: 127.0.0.1 with free
-	// ports.
+	// Layout gives instance i its addresses, which may have port 0 (the
+	// node binds a free port and reports it). Default: 127.0.0.1:0.
 	Layout func(i int) (chordAddr, httpAddr string, err error)
+	// RESP has every node serve the Redis protocol on its chord host, at
+	// RESPPort (0: a free port, which the node reports).
+	RESP     bool
+	RESPPort int
 	// Capacity, Replicas and Extra apply when a Spec leaves them zero.
 	Capacity int64
 	Replicas int
 	Extra    []string
+	// Outlive lets the nodes run on if the controller dies without
+	// stopping them, for the next controller to adopt (see
+	// cluster.Local.Outlive); otherwise they die with it.
+	Outlive bool
 	// StopGrace is how long Terminate waits after SIGTERM before SIGKILL.
 	// Default 10s.
 	StopGrace time.Duration
@@ -77,18 +85,12 @@ func New(cfg Config) (*Provisioner, error) {
 		cfg.StopGrace = 10 * time.Second
 	}
 	if cfg.Layout == nil {
-		cfg.Layout = func(int) (string, string, error) {
-			a, err := freeAddrs(2)
-			if err != nil {
-				return "", "", err
-			}
-			return a[0], a[1], nil
-		}
+		cfg.Layout = func(int) (string, string, error) { return "127.0.0.1:0", "127.0.0.1:0", nil }
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	return &Provisioner{cfg: cfg, local: &cluster.Local{Binary: cfg.Binary, Dir: cfg.Dir},
+	return &Provisioner{cfg: cfg, local: &cluster.Local{Binary: cfg.Binary, Dir: cfg.Dir, Outlive: cfg.Outlive},
 		procs: map[string]*cluster.Proc{}, drain: map[string]bool{}, http: &http.Client{Timeout: 10 * time.Minute}}, nil
 }
 
@@ -176,6 +178,10 @@ func (p *Provisioner) Launch(ctx context.Context, s provision.Spec) (provision.I
 	if s.Token != "" {
 		spec.Extra = append(spec.Extra, "--token", s.Token)
 	}
+	if p.cfg.RESP {
+		host, _, _ := net.SplitHostPort(ca)
+		spec.Extra = append(spec.Extra, "--resp-addr", net.JoinHostPort(host, strconv.Itoa(p.cfg.RESPPort)))
+	}
 	in := provision.Instance{ID: id, HTTPAddr: ha, ChordAddr: ca, State: provision.StatePending, Started: time.Now()}
 	if err := p.save(record{Instance: in, Index: idx}); err != nil {
 		return provision.Instance{}, err
@@ -187,6 +193,7 @@ func (p *Provisioner) Launch(ctx context.Context, s provision.Spec) (provision.I
 		return provision.Instance{}, err
 	}
 	in.State = provision.StateRunning
+	in.ChordAddr, in.HTTPAddr, in.RESPAddr = proc.Spec.ChordAddr, proc.Spec.HTTPAddr, proc.Ready.RESPAddr // what the node bound
 	if err := p.save(record{Instance: in, Index: idx, Pid: proc.Pid()}); err != nil {
 		proc.Kill()
 		return provision.Instance{}, err
@@ -298,13 +305,62 @@ func (p *Provisioner) Terminate(ctx context.Context, in provision.Instance) erro
 	return os.RemoveAll(filepath.Join(p.cfg.Dir, in.ID))
 }
 
+// Resume restarts, on their data and addresses, the instances an earlier
+// provisioner left running when it stopped (StopAll keeps their records
+// and data): the first without --join (it rejoins the ring it remembers,
+// or recreates it), the others through it. It returns the instances it
+// restarted and reports each to progress (optional).
+func (p *Provisioner) Resume(ctx context.Context, progress func(provision.Instance)) ([]provision.Instance, error) {
+	recs, err := p.records()
+	if err != nil {
+		return nil, err
+	}
+	var out []provision.Instance
+	join := ""
+	for _, r := range recs {
+		if r.State != provision.StateRunning || p.alive(r) {
+			if r.State == provision.StateRunning && join == "" {
+				join = r.ChordAddr
+			}
+			continue
+		}
+		spec := cluster.NodeSpec{Name: r.ID, ChordAddr: r.ChordAddr, HTTPAddr: r.HTTPAddr, Join: join,
+			Replicas: p.cfg.Replicas, Capacity: p.cfg.Capacity, Extra: append([]string{}, p.cfg.Extra...)}
+		if r.RESPAddr != "" {
+			spec.Extra = append(spec.Extra, "--resp-addr", r.RESPAddr)
+		}
+		proc, err := p.local.Launch(ctx, spec)
+		if err != nil {
+			return out, fmt.Errorf("restart %s: %w", r.ID, err)
+		}
+		r.Pid = proc.Pid()
+		r.Started = time.Now()
+		if err := p.save(r); err != nil {
+			proc.Kill()
+			return out, err
+		}
+		p.mu.Lock()
+		p.procs[r.ID] = proc
+		p.mu.Unlock()
+		if join == "" {
+			join = r.ChordAddr
+		}
+		out = append(out, r.Instance)
+		if progress != nil {
+			progress(r.Instance)
+		}
+	}
+	return out, nil
+}
+
+// OnExit has f called when a node exits without being asked to.
+func (p *Provisioner) OnExit(f func(id string, err error, logTail string)) {
+	p.local.OnExit(func(pr *cluster.Proc, err error, tail string) { f(pr.Name, err, tail) })
+}
+
 // StopAll stops the processes this provisioner started, leaving their
 // data: `tide up` calls it on Ctrl-C.
 func (p *Provisioner) StopAll(grace time.Duration) { p.local.StopAll(grace) }
-
-func freeAddrs(n int) ([]string, error) {
-	return node.FreeAddrs("127.0.0.1", n)
-}
 
 // Logs implements provision.LogTailer: up to the last tail lines of the
 // instance's log file, which outlives the instance.

@@ -1,0 +1,338 @@
+// Command etcd-bench measures a 3-member etcd cluster with the workload
+// `tide bench log` runs against the tide log: closed-loop clients, each
+// putting 16-byte values to its own keys, after a one-second warm-up. Each
+// member is an embedded etcd server (go.etcd.io/etcd/server/v3/embed) in a
+// child process of its own, with its WAL fsynced as etcd does by default,
+// and the clients share one clientv3 client over all three members, as
+// tide's clients share one node.Client.
+//
+// It lives in a Go module of its own (tide/bench/peers) so that the tide
+// binary does not depend on etcd; `tide bench log --peer etcd` builds and
+// runs it, and prints both sides with their ratio.
+//
+//	etcd-bench --clients 1,100,1000 --duration 8s --json
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Result is one measurement; its JSON matches tide's bench.LogResult.
+type Result struct {
+	Mode      string  `json:"mode"`
+	Clients   int     `json:"clients"`
+	Seconds   float64 `json:"seconds"`
+	Ops       int     `json:"ops"`
+	Errors    int     `json:"errors"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	P50ms     float64 `json:"p50_ms"`
+	P99ms     float64 `json:"p99_ms"`
+}
+
+func main() {
+	log.SetFlags(0)
+	if len(os.Args) > 1 && os.Args[1] == "member" {
+		if err := member(os.Args[2:]); err != nil {
+			log.Fatalf("etcd-bench member: %v", err)
+		}
+		return
+	}
+	fs := flag.NewFlagSet("etcd-bench", flag.ExitOnError)
+	clients := fs.String("clients", "10", "closed-loop clients, comma-separated for several runs")
+	duration := fs.Duration("duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
+	members := fs.Int("members", 3, "etcd members, each a child process")
+	mode := fs.String("workload", "put", "put (16-byte values) or get (linearizable reads of keys put first)")
+	dir := fs.String("dir", "", "data directory (default: a temporary one, removed at the end)")
+	asJSON := fs.Bool("json", false, "print results as JSON lines")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: etcd-bench [flags]\n\nMeasures a %s-member etcd cluster with tide bench log's workload.\n\n", "3")
+		fs.PrintDefaults()
+	}
+	fs.Parse(os.Args[1:])
+	counts, err := parseCounts(*clients)
+	if err != nil {
+		log.Fatalf("etcd-bench: --clients: %v", err)
+	}
+	if *mode != "put" && *mode != "get" {
+		log.Fatalf("etcd-bench: --workload %q: want put or get", *mode)
+	}
+	if *members < 1 {
+		log.Fatalf("etcd-bench: --members %d: want at least 1", *members)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, counts, *duration, *members, *mode, *dir, *asJSON); err != nil {
+		log.Fatalf("etcd-bench: %v", err)
+	}
+}
+
+func parseCounts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive count", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func run(ctx context.Context, counts []int, duration time.Duration, n int, mode, dir string, asJSON bool) error {
+	if dir == "" {
+		d, err := os.MkdirTemp("", "etcd-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	clientURLs, stopAll, err := startMembers(ctx, dir, n)
+	defer stopAll()
+	if err != nil {
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: clientURLs, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	for _, c := range counts {
+		res, err := measure(ctx, cli, mode, c, duration)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			b, _ := json.Marshal(res)
+			fmt.Println(string(b))
+		} else {
+			fmt.Printf("etcd-%s clients=%-4d %8.0f ops/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", mode, c, res.OpsPerSec, res.P50ms, res.P99ms, res.Errors)
+		}
+	}
+	return nil
+}
+
+// freePorts returns n loopback ports free now. etcd needs every member's
+// peer URL before any member starts, so they are picked ahead; a port
+// taken in between fails the start loudly, and this is a benchmark, not a
+// test.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// startMembers starts n members as child processes and returns their
+// client URLs once all serve, and a function that stops them.
+func startMembers(ctx context.Context, dir string, n int) ([]string, func(), error) {
+	ports, err := freePorts(2 * n)
+	if err != nil {
+		return nil, func() {}, err
+	}
+	var initial []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[n+i]))
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, func() {}, err
+	}
+	var cmds []*exec.Cmd
+	stop := func() {
+		for _, c := range cmds {
+			c.Process.Signal(syscall.SIGTERM)
+		}
+		for _, c := range cmds {
+			done := make(chan struct{})
+			go func() { c.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				c.Process.Kill()
+				<-done
+			}
+		}
+	}
+	var urls []string
+	for i := range n {
+		client := fmt.Sprintf("http://127.0.0.1:%d", ports[i])
+		urls = append(urls, client)
+		c := exec.Command(self, "member", "--name", fmt.Sprintf("m%d", i), "--dir", filepath.Join(dir, fmt.Sprintf("m%d", i)),
+			"--client", client, "--peer", fmt.Sprintf("http://127.0.0.1:%d", ports[n+i]), "--initial", strings.Join(initial, ","))
+		c.Stdout, c.Stderr = os.Stderr, os.Stderr
+		if err := c.Start(); err != nil {
+			return nil, stop, err
+		}
+		cmds = append(cmds, c)
+	}
+	// Every member answers once the cluster has a leader.
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: urls, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, stop, err
+	}
+	defer cli.Close()
+	for {
+		if _, err := cli.Put(wctx, "etcd-bench-ready", "1"); err == nil {
+			return urls, stop, nil
+		} else if wctx.Err() != nil {
+			return nil, stop, fmt.Errorf("etcd cluster did not come up: %w", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// member runs one embedded etcd server until SIGTERM.
+func member(args []string) error {
+	fs := flag.NewFlagSet("member", flag.ExitOnError)
+	name := fs.String("name", "", "member name")
+	dir := fs.String("dir", "", "data directory")
+	client := fs.String("client", "", "client URL")
+	peer := fs.String("peer", "", "peer URL")
+	initial := fs.String("initial", "", "initial cluster (name=peerURL,...)")
+	fs.Parse(args)
+	cfg := embed.NewConfig()
+	cfg.Name, cfg.Dir = *name, *dir
+	cu, err := url.Parse(*client)
+	if err != nil {
+		return err
+	}
+	pu, err := url.Parse(*peer)
+	if err != nil {
+		return err
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = *initial
+	cfg.InitialClusterToken = "etcd-bench"
+	cfg.LogLevel = "fatal" // errors reach e.Err(); shutdown noise does not
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		return err
+	}
+	select {
+	case <-sig:
+		return nil
+	case err := <-e.Err():
+		return err
+	}
+}
+
+// measure drives clients closed-loop clients for duration after a second
+// of warm-up.
+func measure(ctx context.Context, cli *clientv3.Client, mode string, clients int, duration time.Duration) (Result, error) {
+	res := Result{Mode: "etcd", Clients: clients}
+	value := "0123456789abcdef"
+	if mode == "get" {
+		res.Mode = "etcd-get"
+		for i := range clients {
+			if _, err := cli.Put(ctx, fmt.Sprintf("c%d-0", i), value); err != nil {
+				return res, err
+			}
+		}
+	}
+	warm := time.Now().Add(time.Second)
+	end := warm.Add(duration)
+	var mu sync.Mutex
+	var lat []float64
+	var errs int
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []float64
+			bad := 0
+			for n := 0; ; n++ {
+				t := time.Now()
+				if t.After(end) || ctx.Err() != nil {
+					break
+				}
+				opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				var err error
+				if mode == "get" {
+					_, err = cli.Get(opCtx, fmt.Sprintf("c%d-0", i)) // linearizable by default
+				} else {
+					_, err = cli.Put(opCtx, fmt.Sprintf("c%d-%d", i, n%1000), value)
+				}
+				cancel()
+				if t.Before(warm) {
+					continue
+				}
+				if err != nil {
+					bad++
+					continue
+				}
+				mine = append(mine, float64(time.Since(t).Microseconds())/1000)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			errs += bad
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil && !errors.Is(err, context.Canceled) {
+		return res, err
+	}
+	res.Seconds = duration.Seconds()
+	res.Ops = len(lat)
+	res.Errors = errs
+	res.OpsPerSec = float64(len(lat)) / duration.Seconds()
+	res.P50ms = percentile(lat, 50)
+	res.P99ms = percentile(lat, 99)
+	return res, nil
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p / 100)
+	return s[i]
+}

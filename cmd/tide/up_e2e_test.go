@@ -1,0 +1,393 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// upProc is a `tide up` child process and what its banner said.
+type upProc struct {
+	cmd       *exec.Cmd
+	banner    string
+	dashboard string   // URL
+	https     []string // store nodes' HTTP addresses
+	chords    []string // their Chord addresses
+	redis     []string // their Redis protocol addresses
+	dep       string   // the log's deployment file
+	exited    chan error
+}
+
+// startUp runs `tide up` on free ports in dir and waits for its banner.
+func startUp(t *testing.T, dir string, extra ...string) *upProc {
+	t.Helper()
+	args := append([]string{"up", "--data-dir", dir, "--host-per-node=false", "--base-port", "0",
+		"--dashboard", "127.0.0.1:0", "--autoscale-listen", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(tideBin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	u := &upProc{cmd: cmd, exited: make(chan error, 1)}
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default: // nobody reads after the banner
+			}
+		}
+		close(lines)
+	}()
+	go func() { u.exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(syscall.SIGKILL)
+		}
+	})
+	var b strings.Builder
+	deadline := time.After(2 * time.Minute)
+	for {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("tide up ended before its banner:\n%s\nstderr:\n%s", b.String(), stderr.String())
+			}
+			b.WriteString(line + "\n")
+			f := strings.Fields(line)
+			switch {
+			case len(f) >= 2 && f[0] == "dashboard":
+				u.dashboard = f[1]
+			case len(f) >= 5 && f[0] == "store":
+				for i := 0; i+1 < len(f); i++ {
+					switch f[i] {
+					case "http":
+						u.https = append(u.https, f[i+1])
+					case "chord":
+						u.chords = append(u.chords, f[i+1])
+					case "redis":
+						u.redis = append(u.redis, f[i+1])
+					}
+				}
+			case len(f) >= 5 && f[0] == "log":
+				u.dep = f[len(f)-1]
+			}
+			if strings.HasPrefix(line, "Press Ctrl-C") {
+				u.banner = b.String()
+				t.Logf("tide up banner:\n%s", u.banner)
+				if u.dashboard == "" || len(u.https) == 0 || len(u.redis) != len(u.https) || u.dep == "" {
+					t.Fatalf("banner lacks the dashboard, nodes, redis addresses or the log deployment:\n%s", u.banner)
+				}
+				return u
+			}
+		case <-deadline:
+			t.Fatalf("no banner from tide up after 2 minutes:\n%s\nstderr:\n%s", b.String(), stderr.String())
+		}
+	}
+}
+
+// descendants lists the processes below pid, from /proc.
+func descendants(pid int) []int {
+	children := map[int][]int{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after
+		// its closing parenthesis.
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		children[ppid] = append(children[ppid], p)
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] != "Z"
+}
+
+// stop sends SIGINT, as Ctrl-C does, and checks that tide up exits and
+// leaves none of its processes behind.
+func (u *upProc) stop(t *testing.T) {
+	t.Helper()
+	kids := descendants(u.cmd.Process.Pid)
+	if len(kids) < 3 {
+		t.Fatalf("tide up has %d child processes, want its nodes and log roles", len(kids))
+	}
+	u.cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-u.exited:
+		if err != nil {
+			t.Errorf("tide up exited with %v after SIGINT", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("tide up still runs 2 minutes after SIGINT")
+	}
+	var left []int
+	for _, k := range kids {
+		if alive(k) {
+			left = append(left, k)
+		}
+	}
+	if len(left) > 0 {
+		t.Fatalf("processes left after tide up stopped: %v (of %d children)", left, len(kids))
+	}
+	t.Logf("SIGINT stopped tide up and its %d child processes", len(kids))
+}
+
+func httpDo(t *testing.T, method, url string, body []byte) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// respDo sends one command in the Redis protocol and returns the reply
+// line (and a bulk string's data).
+func respDo(t *testing.T, addr string, args ...string) string {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(c, "$%d\r\n%s\r\n", len(a), a)
+	}
+	r := bufio.NewReader(c)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("%v to %s: %v", args, addr, err)
+	}
+	line = strings.TrimRight(line, "\r\n")
+	if strings.HasPrefix(line, "$") && line != "$-1" {
+		data, _ := r.ReadString('\n')
+		return strings.TrimRight(data, "\r\n")
+	}
+	return line
+}
+
+// TestUp starts `tide up` as a user would and checks, in a real browser,
+// that the dashboard shows the ring and the log; stores a file, a key over
+// HTTP and over the Redis protocol, and a log entry, and reads them back;
+// fills the nodes until the autoscaler adds one, and sees the new node and
+// the event on the dashboard; stops it with SIGINT and checks that no
+// process is left; starts it again on the same directory and reads
+// everything back; and checks that a second tide up on that directory is
+// refused.
+func TestUp(t *testing.T) {
+	if _, err := exec.LookPath("chromium"); err != nil {
+		t.Skip("chromium is not installed (make deps installs it)")
+	}
+	dir := t.TempDir()
+	cfgPath := filepath.Join(t.TempDir(), "autoscale.yaml")
+	// Two periods over the high mark add a node; at most one.
+	os.WriteFile(cfgPath, []byte("period: 1s\nstore:\n  min: 3\n  max: 4\n  periods: 2\n  scale_out_cooldown: 2s\n"), 0o644)
+	up := startUp(t, dir, "--capacity", "4MiB", "--autoscale-config", cfgPath)
+
+	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath("chromium"), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1440, 900))...)
+	defer cancel()
+	ctx, cancel = chromedp.NewContext(ctx)
+	defer cancel()
+	ctx, cancel = context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	// page evaluates a script in the dashboard until it returns true.
+	waitPage := func(what, script string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](script))
+			if err == nil && ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("main").innerText`))
+				t.Fatalf("dashboard never showed %s (last error %v); it shows:\n%s", what, err, body)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(up.dashboard)); err != nil {
+		t.Fatal(err)
+	}
+	waitPage("3 ring members", `document.querySelectorAll("#ring .ring-node[data-state=member]").length === 3 &&
+		document.querySelectorAll("#nodes tbody tr[data-state=member]").length === 3`)
+	waitPage("every log role", `["matchmaker","batcher","leader","proxy","acceptor","replica","unbatcher"].every(k =>
+		document.querySelector(".role[data-kind=" + k + "] .inst:not(.down)"))`)
+	waitPage("an active leader", `document.querySelectorAll(".role[data-kind=leader] .inst.active").length === 1`)
+
+	// A file, a key over HTTP and one over RESP, and a log entry.
+	fileBody := bytes.Repeat([]byte("tide up smoke test\n"), 100)
+	if code, b := httpDo(t, http.MethodPut, "http://"+up.https[0]+"/files/smoke.txt", fileBody); code/100 != 2 {
+		t.Fatalf("upload: %d %s", code, b)
+	}
+	if code, b := httpDo(t, http.MethodPut, "http://"+up.https[1]+"/kv/smoke-http", []byte("via http")); code/100 != 2 {
+		t.Fatalf("kv put: %d %s", code, b)
+	}
+	if got := respDo(t, up.redis[2], "SET", "smoke-resp", "via resp"); got != "+OK" {
+		t.Fatalf("redis SET: %q", got)
+	}
+	runTide(t, "log", "put", up.dep, "smoke-log", "via the log")
+	readBack := func(u *upProc) {
+		t.Helper()
+		if code, b := httpDo(t, http.MethodGet, "http://"+u.https[2]+"/files/smoke.txt", nil); code != 200 || !bytes.Equal(b, fileBody) {
+			t.Fatalf("download: %d, %d bytes, want %d", code, len(b), len(fileBody))
+		}
+		if code, b := httpDo(t, http.MethodGet, "http://"+u.https[0]+"/kv/smoke-resp", nil); code != 200 || string(b) != "via resp" {
+			t.Fatalf("kv get of the RESP key: %d %q", code, b)
+		}
+		if got := respDo(t, u.redis[1], "GET", "smoke-http"); got != "via http" {
+			t.Fatalf("redis GET of the HTTP key: %q", got)
+		}
+		if got := strings.TrimSpace(runTide(t, "log", "get", u.dep, "smoke-log")); got != "via the log" {
+			t.Fatalf("log get: %q", got)
+		}
+	}
+	readBack(up)
+
+	// tide dashboard, as for a deployed cluster, finds the ring from a
+	// node's Chord address and the log from its deployment.
+	dash := exec.Command(tideBin, "dashboard", "--nodes", up.chords[1], "--log", up.dep, "--listen", "127.0.0.1:0")
+	dashOut, _ := dash.StdoutPipe()
+	if err := dash.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer dash.Process.Kill()
+	line, err := bufio.NewReader(dashOut).ReadString('\n')
+	if f := strings.Fields(line); err != nil || len(f) != 2 || f[0] != "dashboard" {
+		t.Fatalf("tide dashboard printed %q (%v)", line, err)
+	}
+	waitFor(t, "tide dashboard to show the ring and the log", time.Minute, func() error {
+		var st struct {
+			Store struct{ Members int }
+			Log   *struct{ Leader string }
+		}
+		if err := getJSON(ctx, strings.Fields(line)[1]+"api/state", &st); err != nil {
+			return err
+		}
+		if st.Store.Members != 3 || st.Log == nil || st.Log.Leader == "" {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	dash.Process.Signal(os.Interrupt)
+	if err := dash.Wait(); err != nil {
+		t.Errorf("tide dashboard exited with %v after SIGINT", err)
+	}
+
+	// Fill the 4 MiB nodes past 70%: the autoscaler adds a fourth.
+	big := bytes.Repeat([]byte{0x5a}, 3<<20+512<<10)
+	if code, b := httpDo(t, http.MethodPut, "http://"+up.https[0]+"/files/big.bin", big); code/100 != 2 {
+		t.Fatalf("upload big.bin: %d %s", code, b)
+	}
+	waitPage("a fourth member", `document.querySelectorAll("#nodes tbody tr[data-state=member]").length === 4`)
+	waitPage("the scale-out event", `document.querySelector("#events li[data-action=scale_out][data-outcome=succeeded]") !== null &&
+		document.querySelector("#timeline .tl-event[data-action=scale_out]") !== null`)
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot := filepath.Join(t.ArtifactDir(), "dashboard.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p := os.Getenv("TIDE_DASHBOARD_SCREENSHOT"); p != "" {
+		os.WriteFile(p, png, 0o644)
+	}
+	t.Logf("screenshot: %s", shot)
+	cancel()
+	up.stop(t)
+
+	// Again on the same directory: the same data.
+	up = startUp(t, dir, "--capacity", "4MiB", "--autoscale-config", cfgPath)
+	readBack(up)
+	// A second tide up on the directory is refused at once.
+	out, err := exec.Command(tideBin, "up", "--data-dir", dir, "--host-per-node=false", "--base-port", "0",
+		"--dashboard", "127.0.0.1:0", "--autoscale-listen", "127.0.0.1:0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "in use by another tide up") {
+		t.Fatalf("a second tide up on %s: %v\n%s", dir, err, out)
+	}
+	// A node started by hand on a running node's data says who holds it.
+	out, err = exec.Command(tideBin, "node", "--chord-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "nodes", "node1")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "is in use by another process (pid ") {
+		t.Fatalf("a node on node1's data directory: %v\n%s", err, out)
+	}
+
+	// SIGKILL of tide up (no chance to clean up) takes its children with
+	// it.
+	kids := descendants(up.cmd.Process.Pid)
+	up.cmd.Process.Signal(syscall.SIGKILL)
+	<-up.exited
+	waitFor(t, "every child of a killed tide up to exit", time.Minute, func() error {
+		for _, k := range kids {
+			if alive(k) {
+				return fmt.Errorf("pid %d still runs", k)
+			}
+		}
+		return nil
+	})
+	// The log is down: a client says so at once, not at its time-out.
+	out, err = exec.Command(tideBin, "log", "put", up.dep, "k", "v").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "no role of the log") {
+		t.Fatalf("log put to a stopped log: %v\n%s", err, out)
+	}
+}
