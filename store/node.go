@@ -339,9 +339,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return fail(err)
 	}
 	n.cfg = cfg
-	// A claim of a token by a joining node holds for 30 s, ample time
-	// for it to join after it claimed (pickToken).
-	claimTicks := int(max(30*time.Second/cfg.TickInterval, 1))
+	// A claim of a token by a joining node holds for 15 s: ample time for
+	// it to join after it claimed (pickToken), and short enough that a
+	// node that picked the same token is not kept waiting past its
+	// --join-timeout (30 s) if the claimer died before joining.
+	claimTicks := int(max(15*time.Second/cfg.TickInterval, 1))
 	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors, Idle: cfg.Standby, ClaimTicks: claimTicks}, n.rpc)
 	if err != nil {
 		chordLn.Close()
