@@ -40,7 +40,8 @@ image:
 	docker build -q -f deploy/docker/Dockerfile -t $(IMAGE) bin/image
 	@docker image ls $(IMAGE)
 
-# Start a local 3-node ring; Ctrl-C stops it.
+# Start the whole system locally (tide up: a 3-node store, a tide log, the
+# autoscaler and the dashboard); Ctrl-C stops it.
 up: build
 	./bin/tide up
 
@@ -48,15 +49,19 @@ up: build
 # speak to tide as the seed's Python client scripts do; prometheus, for
 # the autoscaler's Prometheus metrics source; redis-server, postgresql and
 # nats-server, the real stores antipode's shims and benchmark run against;
-# chromium, the headless browser the dashboard's tests drive (chromedp).
+# chromium, the headless browser the dashboard's tests drive (chromedp);
+# docker-compose, for deploy/docker/compose.yaml's test, unless the
+# engine's compose plugin is there.
 # (moto_server, for the AWS provisioner's tests, and the Docker engine come
 # with the machine.)
 deps:
 	@if ! /usr/bin/python3 -c 'import msgpack' 2>/dev/null || ! command -v prometheus >/dev/null || \
 		! command -v redis-server >/dev/null || ! command -v nats-server >/dev/null || ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
-		! command -v chromium >/dev/null; then \
+		! command -v chromium >/dev/null || \
+		{ ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; }; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3 python3-msgpack prometheus redis-server postgresql nats-server chromium; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends python3 python3-msgpack prometheus redis-server postgresql nats-server chromium \
+			$$(command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || echo docker-compose); \
 	fi
 	$(GO) mod download
 

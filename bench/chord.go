@@ -37,20 +37,18 @@ func StartRing(ctx context.Context, local *cluster.Local, n, replicas int, extra
 	var procs []*cluster.Proc
 	var first string
 	for i := range n {
-		// Ports are picked right before each launch: picked all at once,
-		// one could be taken by another node's connections meanwhile.
-		addrs, err := FreeAddrs(3)
-		if err != nil {
-			return procs, err
-		}
-		spec := cluster.NodeSpec{Name: fmt.Sprintf("node%d", i+1), ChordAddr: addrs[0], HTTPAddr: addrs[1], Replicas: replicas,
-			Join: first, Extra: append([]string{"--peer-addr", addrs[2]}, extra...)}
+		// Each node binds free ports itself and reports them (its
+		// --addr-file): no port is picked here and bound later, where
+		// another process could take it in between.
+		spec := cluster.NodeSpec{Name: fmt.Sprintf("node%d", i+1), ChordAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Replicas: replicas,
+			Join: first, Extra: extra}
 		p, err := local.Launch(ctx, spec)
 		if err != nil {
 			return procs, err
 		}
+		spec = p.Spec
 		if first == "" {
-			first = addrs[0]
+			first = spec.ChordAddr
 		}
 		procs = append(procs, p)
 		fmt.Fprintf(log, "started %s chord=%s http=%s\n", spec.Name, spec.ChordAddr, spec.HTTPAddr)

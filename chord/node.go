@@ -25,6 +25,10 @@ type Transport interface {
 	// Leave tells node to that leaver is leaving the ring; pred and succs are
 	// the leaver's neighbours, which to adopts in its place.
 	Leave(ctx context.Context, to, leaver, pred Ref, succs []Ref) error
+	// Claim asks node to, the successor of self.ID, to hold that
+	// identifier for self while it joins (see Node.Claim). It returns the
+	// zero Ref if to did, else the node that holds or claimed it.
+	Claim(ctx context.Context, to, self Ref) (Ref, error)
 }
 
 // Config configures a Node. The zero value of every field but Self takes the
@@ -55,6 +59,10 @@ type Config struct {
 	// taken for dead and forgotten. One lost message is not a crash.
 	// Default 3.
 	FailureLimit int
+	// ClaimTicks is how long this node holds an identifier that a joining
+	// node claimed (ClaimID) against other nodes claiming it: long enough
+	// for that node to join and be seen in the ring. Default 60.
+	ClaimTicks int
 	// Idle starts the node outside any ring, as the course's ./chord IP
 	// PORT does: it serves lookups and does periodic work only once Create
 	// or Join has made it a member.
@@ -86,11 +94,14 @@ func (c *Config) validate() error {
 	if c.FailureLimit <= 0 {
 		c.FailureLimit = 3
 	}
+	if c.ClaimTicks <= 0 {
+		c.ClaimTicks = 60
+	}
 	return nil
 }
 
-// ErrIDTaken is returned by Join when another node already holds this node's
-// identifier.
+// ErrIDTaken is returned by Join and ClaimID when another node already
+// holds this node's identifier, or claimed it to join at the same moment.
 var ErrIDTaken = errors.New("chord: identifier already taken by another node")
 
 // ErrNoRoute is returned by FindSuccessor when every candidate hop failed.
@@ -119,6 +130,8 @@ type Node struct {
 	// forgotten successors. A node that finds itself cut off from every
 	// other node retries them instead of carrying on as a ring of one.
 	contacts []Ref
+	// claims are identifiers held for nodes about to join (claim.go).
+	claims map[ID]claim
 	// out is set while the node is not a member of a ring: it started
 	// idle, or it has handed its place to its neighbours (Leave). It does
 	// no periodic work then (stabilizing would announce it to its old
@@ -198,17 +211,15 @@ func (n *Node) Create() {
 	n.epoch++
 }
 
-// Join makes this node a member of the ring that via belongs to. Its
+// Join makes this node a member of the ring that via belongs to, once
+// its identifier's successor there has granted its claim (ClaimID). Its
 // contacts are via alone from then on: those of a ring it was in before
 // must not pull it back there.
 func (n *Node) Join(ctx context.Context, via Ref) error {
 	self := n.Self()
-	s, err := n.tr.FindSuccessor(ctx, via, self.ID)
+	s, err := ClaimID(ctx, n.tr, via, self)
 	if err != nil {
-		return fmt.Errorf("join via %s: %w", via, err)
-	}
-	if s.ID == self.ID && s != self {
-		return fmt.Errorf("join via %s: %w (%s)", via, ErrIDTaken, s)
+		return err
 	}
 	n.mu.Lock()
 	n.pred = Ref{}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,8 +35,11 @@ type NodeSpec struct {
 
 // Proc is a running child process.
 type Proc struct {
-	Name    string
-	Spec    NodeSpec // for storage nodes
+	Name string
+	// Spec is, for a storage node, the spec that starts it again as it
+	// is: the addresses it reported (its Chord, HTTP, peer and Redis
+	// ones) in place of any port 0 it was given.
+	Spec    NodeSpec
 	DataDir string
 	LogPath string
 	cmd     *exec.Cmd
@@ -110,10 +114,36 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 		return healthy("http://" + r.HTTPAddr + "/healthz")
 	})
 	if p != nil {
-		s.ChordAddr, s.HTTPAddr = p.Ready.ChordAddr, p.Ready.HTTPAddr
-		p.Spec, p.DataDir = s, dir
+		p.Spec, p.DataDir = respec(s, p.Ready), dir
 	}
 	return p, err
+}
+
+// respec is s with the addresses the node reported in place of those it
+// was given (which may have had port 0): the spec that starts the node
+// again as it was, peers knowing it where they knew it.
+func respec(s NodeSpec, r Ready) NodeSpec {
+	s.ChordAddr, s.HTTPAddr = r.ChordAddr, r.HTTPAddr
+	extra := slices.Clone(s.Extra)
+	havePeer := false
+	for i := 0; i+1 < len(extra); i++ {
+		switch extra[i] {
+		case "--peer-addr":
+			havePeer = true
+			if r.PeerAddr != "" {
+				extra[i+1] = r.PeerAddr
+			}
+		case "--resp-addr":
+			if r.RESPAddr != "" {
+				extra[i+1] = r.RESPAddr
+			}
+		}
+	}
+	if !havePeer && r.PeerAddr != "" {
+		extra = append(extra, "--peer-addr", r.PeerAddr)
+	}
+	s.Extra = extra
+	return s
 }
 
 // Start runs `tide ARGS...` as a child process named name, logging to

@@ -66,6 +66,8 @@ type Client struct {
 	done    []Completion
 	logged  bool // a command went through the log
 	Retries int
+	// lastQuery is when the client last asked for a newer configuration.
+	lastQuery int
 
 	// the live acceptor configurations, for quorum reads
 	live      []RoundConfig
@@ -179,6 +181,15 @@ func (c *Client) Step(m Message) {
 			if len(c.cfg.Matchmakers) == 0 {
 				c.resetLive()
 			}
+			// Calls overdue were likely sent to roles that have left:
+			// send them again at once, on the new routes, their backoff
+			// reset.
+			base := 2 * c.cfg.ResendTicks
+			for _, seq := range keysWhere(c.calls, func(cl *call) bool { return c.now-cl.sentAt >= base }) {
+				cl := c.calls[seq]
+				cl.tries = 0
+				c.resend(cl)
+			}
 		}
 		return
 	}
@@ -264,30 +275,43 @@ func (c *Client) onMaxSlot(m Message) {
 // of commands it has not yet had time to answer, instead of more.
 func (c *Client) Tick() {
 	c.now++
-	due := func(cl *call) bool { return c.now-cl.sentAt >= backoff(2*c.cfg.ResendTicks, cl.tries) }
+	base := 2 * c.cfg.ResendTicks
+	if c.now-c.lastQuery >= base {
+		// Perhaps the roles this client knows have left: while a call is
+		// overdue, ask a member of its configuration for a newer one, at
+		// this pace whatever the calls' own backoff.
+		for _, cl := range c.calls {
+			if c.now-cl.sentAt >= base {
+				c.lastQuery = c.now
+				members := slices.Concat(c.cfg.Leaders, c.cfg.Replicas, c.cfg.ProxyLeaders)
+				c.send(Message{Kind: KindConfigQuery, To: members[c.rng.IntN(len(members))]})
+				break
+			}
+		}
+	}
+	due := func(cl *call) bool { return c.now-cl.sentAt >= backoff(base, cl.tries) }
 	for _, seq := range keysWhere(c.calls, due) {
 		cl := c.calls[seq]
 		cl.tries++
 		c.Retries++
-		if c.Retries%2 == 0 {
-			// Perhaps the roles this client knows have left: ask a member
-			// of its configuration for a newer one.
-			members := slices.Concat(c.cfg.Leaders, c.cfg.Replicas, c.cfg.ProxyLeaders)
-			c.send(Message{Kind: KindConfigQuery, To: members[c.rng.IntN(len(members))]})
-		}
-		if cl.read {
-			if len(c.cfg.Matchmakers) > 0 {
-				c.liveKnown = false // the acceptors asked may be gone
-			}
-			c.sendRead(cl)
-		} else {
-			if len(c.cfg.Batchers) == 0 && !c.hinted {
-				c.leader = nextLeader(c.cfg.Leaders, "", c.leader)
-			}
-			c.hinted = false
-			c.sendWrite(cl)
-		}
+		c.resend(cl)
 	}
+}
+
+// resend sends a call again, to where the configuration now says.
+func (c *Client) resend(cl *call) {
+	if cl.read {
+		if len(c.cfg.Matchmakers) > 0 {
+			c.liveKnown = false // the acceptors asked may be gone
+		}
+		c.sendRead(cl)
+		return
+	}
+	if len(c.cfg.Batchers) == 0 && !c.hinted {
+		c.leader = nextLeader(c.cfg.Leaders, "", c.leader)
+	}
+	c.hinted = false
+	c.sendWrite(cl)
 }
 
 // Completed returns and clears the commands finished since the last call.

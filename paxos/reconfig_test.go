@@ -739,3 +739,44 @@ func TestHeartbeatOfOlderEpochIsAnswered(t *testing.T) {
 		t.Fatalf("%d configuration replies to %d heartbeats in %d ticks: not once per resend period", len(told), 3*old.ResendTicks, 3*old.ResendTicks/2)
 	}
 }
+
+// A client whose batcher has left keeps asking for a newer configuration
+// at the base resend pace while its command backs off, and sends the
+// command again at once on the new configuration's route (simulation seed
+// 2322: with the backoff, a client asked once in 640 ticks, mostly roles
+// gone too, and its command waited past the end of the run).
+func TestClientFindsNewRouteDespiteBackoff(t *testing.T) {
+	old := baseConfig().withDefaults()
+	next := old.Clone()
+	next.Epoch = 1
+	next.Batchers = nil // b0 removed: clients send to the leader
+	c := NewClient(old, "c0", 1)
+	c.Propose([]byte("x"))
+	if ms := c.Ready().Messages; len(ms) != 1 || ms[0].To != "b0" {
+		t.Fatalf("first send %v, want the request to b0", ms)
+	}
+	base := 2 * old.ResendTicks
+	queries, requests := 0, 0
+	for range 10 * base {
+		c.Tick()
+		for _, m := range c.Ready().Messages {
+			switch m.Kind {
+			case KindConfigQuery:
+				queries++
+			case KindRequest:
+				requests++
+			}
+		}
+	}
+	if queries < 8 {
+		t.Fatalf("%d configuration queries in %d base resend periods while a call was overdue, want one a period", queries, 10)
+	}
+	if requests >= queries {
+		t.Fatalf("%d resends and %d queries: the command's resends did not back off", requests, queries)
+	}
+	c.Step(Message{Kind: KindConfigReply, From: "r0", Config: &next})
+	ms := c.Ready().Messages
+	if len(ms) != 1 || ms[0].Kind != KindRequest || !slices.Contains(next.Leaders, ms[0].To) {
+		t.Fatalf("on the new configuration the client sent %v, want the request to a leader at once", ms)
+	}
+}

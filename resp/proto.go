@@ -12,17 +12,42 @@ import (
 	"strings"
 )
 
-// maxBulk bounds one argument; maxArgs bounds one command.
+// maxArgs bounds one command. maxDiscard bounds an argument the reader
+// reads and drops because it is over the connection's limit: a longer one
+// is a protocol error, as an argument over proto-max-bulk-len (512 MiB by
+// default) is in Redis.
 const (
-	maxArgs = 1 << 20
+	maxArgs    = 1 << 20
+	maxDiscard = 512 << 20
 )
 
 // errProtocol is a malformed request: answered with -ERR, then the
 // connection is closed, as Redis does.
 var errProtocol = errors.New("Protocol error")
 
+// TooLargeError is a command with an argument over the connection's limit.
+// The reader has read the whole command and dropped that argument (its
+// slot in the command is nil), so the connection is still in step: the
+// command is answered with this error and the next one is read.
+type TooLargeError struct {
+	Arg   int  // the argument's index in the command (0 is its name)
+	Value bool // the argument is a value of SET or MSET
+	Size  int  // its length in bytes
+	Limit int  // the largest length accepted
+}
+
+func (e *TooLargeError) Error() string {
+	what := "argument"
+	if e.Value {
+		what = "value"
+	}
+	return fmt.Sprintf("%s of %d bytes is larger than the limit of %d", what, e.Size, e.Limit)
+}
+
 // readCommand reads one command: a RESP array of bulk strings, or an inline
-// command line.
+// command line. An argument longer than maxBulk is read and dropped, and
+// the command is returned with a *TooLargeError once it has been read to
+// its end.
 func readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) {
 	var a arena
 	return a.readCommand(r, maxBulk)
@@ -97,7 +122,8 @@ func (a *arena) readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) {
 	} else {
 		args = make([][]byte, 0, 64)
 	}
-	for range n {
+	var tooLarge *TooLargeError
+	for i := range n {
 		hdr, err := readLine(r)
 		if err != nil {
 			return nil, err
@@ -106,12 +132,27 @@ func (a *arena) readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) {
 			return nil, fmt.Errorf("%w: expected '$', got '%s'", errProtocol, firstByte(hdr))
 		}
 		l, err := strconv.Atoi(string(hdr[1:]))
-		if err != nil || l < 0 || l > maxBulk {
+		if err != nil || l < 0 || l > max(maxBulk, maxDiscard) {
 			return nil, fmt.Errorf("%w: invalid bulk length", errProtocol)
 		}
-		buf := a.bytes(l)
-		if _, err := io.ReadFull(r, buf); err != nil {
-			return nil, err
+		var buf []byte
+		if l > maxBulk {
+			if tooLarge == nil {
+				value := i >= 2 && i%2 == 0 && len(args) > 0 &&
+					(strings.EqualFold(string(args[0]), "SET") || strings.EqualFold(string(args[0]), "MSET"))
+				tooLarge = &TooLargeError{Arg: i, Value: value, Size: l, Limit: maxBulk}
+			}
+			if _, err := r.Discard(l); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return nil, err
+			}
+		} else {
+			buf = a.bytes(l)
+			if _, err := io.ReadFull(r, buf); err != nil {
+				return nil, err
+			}
 		}
 		crlf, err := r.Peek(2)
 		if err != nil {
@@ -125,6 +166,9 @@ func (a *arena) readCommand(r *bufio.Reader, maxBulk int) ([][]byte, error) {
 		}
 		r.Discard(2)
 		args = append(args, buf)
+	}
+	if tooLarge != nil {
+		return args, tooLarge
 	}
 	return args, nil
 }

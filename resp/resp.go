@@ -25,7 +25,8 @@ type Config struct {
 	PeerAddr string
 	// N, W and R are the replicas and quorums, reported by INFO.
 	N, W, R int
-	// MaxValue bounds a value; a larger SET is refused.
+	// MaxValue bounds a value, and any argument: a command with a longer
+	// one is read, and answered with a TooLargeError.
 	MaxValue int
 	// Sync is the KV sync mode, "always" or "periodic", reported by
 	// CONFIG GET appendfsync as always or everysec.

@@ -43,14 +43,19 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 	br := bufio.NewReaderSize(c, 64<<10)
 	bw := bufio.NewWriterSize(c, 64<<10)
 	w := writer{bw}
-	maxBulk := srv.cfg.MaxValue + 1<<10
+	// No argument is longer than a value can be: a longer one is read,
+	// dropped and answered with an error (TooLargeError).
+	maxBulk := srv.cfg.MaxValue
 	cs := &connState{batcher: srv.kv.NewBatcher()}
 	for {
 		cmds := cs.cmds[:0]
+		refused := cs.refused[:0]
 		var perr error
 		for len(cmds) < 1024 {
 			args, err := cs.arena.readCommand(br, maxBulk)
-			if err != nil {
+			if tl := (*TooLargeError)(nil); errors.As(err, &tl) {
+				refused = append(refused, refusal{at: len(cmds), msg: "ERR " + tl.Error()})
+			} else if err != nil {
 				perr = err
 				break
 			}
@@ -61,13 +66,16 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 				break
 			}
 		}
-		cs.cmds = cmds
+		cs.cmds, cs.refused = cmds, refused
 		replies := slices.Grow(cs.replies[:0], len(cmds))[:len(cmds)]
 		clear(replies)
 		cs.replies = replies
+		for _, r := range refused {
+			replies[r.at] = func(w writer) { w.err(r.msg) }
+		}
 		quit := false
 		for i, args := range cmds {
-			if strings.EqualFold(string(args[0]), "QUIT") {
+			if replies[i] == nil && strings.EqualFold(string(args[0]), "QUIT") {
 				replies[i] = func(w writer) { w.simple("OK") }
 				quit = true
 				cmds = cmds[:i+1]
@@ -82,8 +90,8 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 		// ordered batch, which applies them in order (a GET after a SET of
 		// its key reads the coordinator's new copy).
 		all := !quit
-		for _, args := range cmds {
-			all = all && srv.batchable(args)
+		for i, args := range cmds {
+			all = all && replies[i] == nil && srv.batchable(args)
 		}
 		if all {
 			// Only plain GETs and SETs (the common case): one wave, unless
@@ -123,7 +131,7 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 				end++
 			}
 			srv.execWave(ctx, cmds[start:end], replies[start:end], cs)
-			if end == start { // a QUIT
+			if end == start { // a QUIT, or a command refused as too large
 				end++
 			}
 			start = end
@@ -212,6 +220,14 @@ type connState struct {
 	at      []int
 	batcher Batcher
 	arena   arena
+	refused []refusal
+}
+
+// refusal is the answer to a command of a pipeline that is refused
+// before it runs.
+type refusal struct {
+	at  int // the command's index in the pipeline
+	msg string
 }
 
 var (

@@ -3,6 +3,7 @@ package resp
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -99,5 +100,42 @@ func TestServerPipeline(t *testing.T) {
 		"-ERR unknown command 'NOSUCH', with args beginning with: 'x'\r\n+OK\r\n"
 	if string(got) != want {
 		t.Errorf("replies:\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestServerTooLarge pipelines commands with arguments over the limit
+// among others on the same key: each is answered with the error in its
+// place, the rest run, and the connection serves on until QUIT.
+func TestServerTooLarge(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	const limit = 1 << 10
+	go func() {
+		NewServer(Config{MaxValue: limit, PeerAddr: "127.0.0.1:7000"}, &memBackend{m: map[string][]byte{}}).Serve(ctx, ln)
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := strings.Repeat("x", 100*limit)
+	pipeline := bulks("SET", "a", "1") + bulks("SET", "a", big) + bulks("GET", "a") +
+		bulks("ECHO", big) + bulks("SET", "a", big[:limit]) + bulks("GET", "a") + bulks("QUIT")
+	go io.WriteString(c, pipeline)
+	got, err := io.ReadAll(bufio.NewReader(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("+OK\r\n-ERR value of %d bytes is larger than the limit of %d\r\n$1\r\n1\r\n"+
+		"-ERR argument of %d bytes is larger than the limit of %d\r\n+OK\r\n$%d\r\n%s\r\n+OK\r\n",
+		len(big), limit, len(big), limit, limit, big[:limit])
+	if string(got) != want {
+		t.Errorf("replies:\n%.300q\nwant\n%.300q", got, want)
 	}
 }

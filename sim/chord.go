@@ -237,3 +237,11 @@ func (l link) Leave(ctx context.Context, to, leaver, pred chord.Ref, succs []cho
 	n.HandleLeave(leaver, pred, succs)
 	return nil
 }
+
+func (l link) Claim(ctx context.Context, to, self chord.Ref) (chord.Ref, error) {
+	n, err := l.c.deliver(l.from, to.Addr(), "claim")
+	if err != nil {
+		return chord.Ref{}, err
+	}
+	return n.Claim(self), nil
+}

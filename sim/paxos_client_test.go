@@ -39,11 +39,17 @@ func TestClientHostRoutes(t *testing.T) {
 	for range 2 * 10 {
 		h.Tick()
 	}
-	rd = h.Ready()
-	if len(rd.Messages) != 2 {
-		t.Fatalf("2 waiting sessions retried with %d messages, want 2", len(rd.Messages))
+	// (Sessions with an overdue call also ask for a newer configuration.)
+	var retries []paxos.Message
+	for _, m := range h.Ready().Messages {
+		if m.Kind == paxos.KindRequest {
+			retries = append(retries, m)
+		}
 	}
-	for _, m := range rd.Messages {
+	if len(retries) != 2 {
+		t.Fatalf("2 waiting sessions retried with %d requests, want 2", len(retries))
+	}
+	for _, m := range retries {
 		if m.To != "leader2" {
 			t.Errorf("retry %s, want it sent to the hinted leader2", m)
 		}

@@ -44,6 +44,11 @@ func TestPaxosDump(t *testing.T) {
 				fmt.Printf("%s/e%d ", rc.Ballot, rc.Epoch)
 			}
 			fmt.Println()
+		case *ClientHost:
+			for _, c := range r.Sessions {
+				cfg := c.Config()
+				fmt.Printf("%s: session epoch=%d pending=%d retries=%d batchers=%v leaders=%v\n", a, cfg.Epoch, c.Pending(), c.Retries, cfg.Batchers, cfg.Leaders)
+			}
 		case nil:
 			fmt.Printf("%s: down gone=%v\n", a, n.Gone(a))
 		}

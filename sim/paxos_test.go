@@ -475,12 +475,16 @@ func TestPaxosSimulation(t *testing.T) {
 //     a leader removed by epoch 2, whom no one told, led under epoch 1
 //     and its heartbeats held off the others (a role that hears a
 //     heartbeat of an older epoch now sends its configuration back).
+//   - 2322 (with client backoff): a client whose batcher had left asked
+//     for a newer configuration only every other backed-off resend, and
+//     its command outlived the run (clients now ask at the base pace, and
+//     resend at once on a new configuration).
 func TestPaxosRegressionSeeds(t *testing.T) {
 	for _, seed := range []uint64{0, 43, 116} {
 		sc := legacyScenario(seed)
 		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}
-	for _, seed := range []uint64{714, 1324, 1519, 1341} {
+	for _, seed := range []uint64{714, 1324, 1519, 1341, 2322} {
 		sc := scenarioFor(seed)
 		checkRun(t, seed, sc, RunPaxos(seed, sc, 1500, 3000), "go test ./sim -run TestPaxosRegressionSeeds -v")
 	}

@@ -155,6 +155,24 @@ func TestSeedRoutes(t *testing.T) {
 	}
 }
 
+// respLine reads one reply line, failing the test on a read error (the
+// connection's deadline is generous: see respPipeline).
+func respLine(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatalf("read a reply: %v (after %q)", err, line)
+	}
+	return line
+}
+
+// respPipeline writes a pipeline of commands, with a read deadline for
+// all its replies that a loaded machine does not reach.
+func respPipeline(c net.Conn, cmds string) {
+	c.SetReadDeadline(time.Now().Add(2 * time.Minute))
+	c.Write([]byte(cmds))
+}
+
 func respDo(t *testing.T, c net.Conn, r *bufio.Reader, cmd string) string {
 	t.Helper()
 	c.Write([]byte(cmd))
@@ -204,8 +222,8 @@ func TestRESP(t *testing.T) {
 		if tc.want == "*6\r\n" {
 			var got []string
 			for range 6 {
-				hdr, _ := r.ReadString('\n')
-				v, _ := r.ReadString('\n')
+				hdr := respLine(t, r)
+				v := respLine(t, r)
 				got = append(got, hdr+v)
 			}
 			want := []string{"$4\r\nsave\r\n", "$0\r\n\r\n", "$10\r\nappendonly\r\n", "$3\r\nyes\r\n", "$11\r\nappendfsync\r\n", "$6\r\nalways\r\n"}
@@ -222,15 +240,15 @@ func TestRESP(t *testing.T) {
 	for i := range 100 {
 		fmt.Fprintf(&b, "*2\r\n$3\r\nGET\r\n$4\r\nk%03d\r\n", i)
 	}
-	c.Write([]byte(b.String()))
+	respPipeline(c, b.String())
 	for range 100 {
-		if line, _ := r.ReadString('\n'); line != "+OK\r\n" {
+		if line := respLine(t, r); line != "+OK\r\n" {
 			t.Fatalf("pipelined SET: %q", line)
 		}
 	}
 	for i := range 100 {
-		line, _ := r.ReadString('\n')
-		val, _ := r.ReadString('\n')
+		line := respLine(t, r)
+		val := respLine(t, r)
 		if line != "$3\r\n" || val != fmt.Sprintf("%03d\r\n", i) {
 			t.Fatalf("pipelined GET %d: %q %q", i, line, val)
 		}
@@ -268,11 +286,11 @@ func TestRESP(t *testing.T) {
 				want = append(want, st.want)
 			}
 		}
-		c.Write([]byte(b.String()))
+		respPipeline(c, b.String())
 		for i, w := range want {
-			got, _ := r.ReadString('\n')
+			got := respLine(t, r)
 			if got[0] == '$' && got != "$-1\r\n" {
-				val, _ := r.ReadString('\n')
+				val := respLine(t, r)
 				got += val
 			}
 			if got != w {

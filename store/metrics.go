@@ -136,6 +136,8 @@ func newMetrics(n *Node) *metrics {
 			func() float64 { return float64(n.eng.db.Metrics().Compact.EstimatedDebt) }),
 		gauge("tide_storage_compactions_running", "Storage compactions under way.",
 			func() float64 { return float64(n.eng.db.Metrics().Compact.NumInProgress) }),
+		gauge("tide_kv_keys", "Live KV keys stored on this node (the copies it holds as one of each key's N replicas).",
+			func() float64 { k, _ := n.eng.kvCount(); return float64(k) }),
 		gauge("tide_store_files", "Live files stored on this node (owned and replicas).",
 			func() float64 { return float64(n.eng.Files()) }),
 		gauge("tide_store_bytes", "Bytes of live files stored on this node.",

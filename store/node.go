@@ -316,7 +316,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		} else if cfg.Join != "" {
 			var t chord.ID
 			err := n.retryJoin(ctx, cfg.Join, cfg.JoinTimeout, func(ctx context.Context) (err error) {
-				t, err = n.halvingToken(ctx, cfg.Join)
+				t, err = n.pickToken(ctx, cfg, chordLn.Addr().String(), httpLn.Addr().String())
 				return err
 			})
 			if err != nil {
@@ -339,7 +339,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return fail(err)
 	}
 	n.cfg = cfg
-	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors, Idle: cfg.Standby}, n.rpc)
+	// A claim of a token by a joining node holds for 15 s: ample time for
+	// it to join after it claimed (pickToken), and short enough that a
+	// node that picked the same token is not kept waiting past its
+	// --join-timeout (30 s) if the claimer died before joining.
+	claimTicks := int(max(15*time.Second/cfg.TickInterval, 1))
+	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors, Idle: cfg.Standby, ClaimTicks: claimTicks}, n.rpc)
 	if err != nil {
 		chordLn.Close()
 		httpLn.Close()
@@ -439,16 +444,47 @@ func advertised(cfg Config, pos func([]byte) uint32, chordAddr, httpAddr string)
 	return self, net.JoinHostPort(host, hport), nil
 }
 
+// errTokenClaimed is a token pickToken chose that another joining node
+// claimed first: retryJoin retries, and the next pick, once that node is
+// in the ring, is another token.
+var errTokenClaimed = errors.New("another node claimed the token first; picking again")
+
+// pickToken picks a joining node's token (halvingToken) and claims it at
+// the member that owns it (chord.ClaimID), so that a node joining at the
+// same moment, which sees the same ring and picks the same token, is
+// refused and picks again once this one is in the ring. chordAddr and
+// httpAddr are the node's listeners, from which its Chord address follows.
+func (n *Node) pickToken(ctx context.Context, cfg Config, chordAddr, httpAddr string) (chord.ID, error) {
+	via, t, err := n.halvingToken(ctx, cfg.Join)
+	if err != nil {
+		return 0, err
+	}
+	cfg.ID = &t
+	self, _, err := advertised(cfg, n.pos, chordAddr, httpAddr)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := chord.ClaimID(ctx, n.rpc, via, self); err != nil {
+		if errors.Is(err, chord.ErrIDTaken) {
+			// Not chord.ErrIDTaken itself, which retryJoin gives up on.
+			return 0, fmt.Errorf("%w: token %d: %v", errTokenClaimed, t, err)
+		}
+		return 0, err
+	}
+	return t, nil
+}
+
 // halvingToken picks a joining node's token: the middle of the largest
 // range between consecutive members of the ring it joins, so the new node
-// relieves the node that owns the most, instead of landing at random.
-func (n *Node) halvingToken(ctx context.Context, join string) (chord.ID, error) {
+// relieves the node that owns the most, instead of landing at random. It
+// returns the member join names, too.
+func (n *Node) halvingToken(ctx context.Context, join string) (chord.Ref, chord.ID, error) {
 	// Explore the ring live from the join node through predecessors and
 	// successor lists, so a node that joined a moment ago is seen even
 	// before every pointer around it has stabilized.
 	start, err := n.rpc.CallRef(ctx, join, "get_info")
 	if err != nil {
-		return 0, fmt.Errorf("join %s: %w", join, err)
+		return chord.Ref{}, 0, fmt.Errorf("join %s: %w", join, err)
 	}
 	seen := map[chord.Ref]bool{start: true}
 	queue := []chord.Ref{start}
@@ -475,7 +511,7 @@ func (n *Node) halvingToken(ctx context.Context, join string) (chord.ID, error) 
 	if n.cfg.Partitioner == "md5-mod10000" {
 		space = 10000
 	}
-	return chord.ID(halve(tokens, space)), nil
+	return start, chord.ID(halve(tokens, space)), nil
 }
 
 // halve returns the midpoint of the largest gap between sorted tokens on a

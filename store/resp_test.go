@@ -163,3 +163,57 @@ func TestRESPCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestRESPOversizedValue sends values over the limit (1 MiB) on one
+// connection: each is read to its end and answered with the clear error,
+// and the connection goes on serving, alone or pipelined with other
+// commands.
+func TestRESPOversizedValue(t *testing.T) {
+	n := kvCluster(t, 1, func(c *Config) { c.RESPAddr = "127.0.0.1:0" })[0]
+	c, err := net.Dial("tcp", n.respAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if got := respCmd(t, c, r, "SET", "k", "small"); got != "+OK" {
+		t.Fatalf("SET k small = %v", got)
+	}
+	limit := n.cfg.KV.MaxValue
+	for _, size := range []int{limit + 1, 1_500_000, 2 << 20, 3*limit + 12345} {
+		big := strings.Repeat("x", size)
+		req := fmt.Sprintf("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$%d\r\n%s\r\n", size, big)
+		// The server may answer before it has read the whole request (it
+		// did, then closed): write on the side, read the reply here.
+		wrote := make(chan error, 1)
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		go func() {
+			_, err := io.WriteString(c, req+"*1\r\n$4\r\nPING\r\n")
+			wrote <- err
+		}()
+		got, ok := respValue(t, r).(string)
+		if !ok || !strings.HasPrefix(got, "-ERR ") || !strings.Contains(got, "larger than the limit") {
+			t.Fatalf("SET of %d bytes answered %q, want an error saying it is larger than the limit", size, got)
+		}
+		if !strings.Contains(got, strconv.Itoa(size)) || !strings.Contains(got, strconv.Itoa(limit)) {
+			t.Errorf("SET of %d bytes answered %q, want the size and the limit (%d) in it", size, got, limit)
+		}
+		if got := respValue(t, r); got != "+PONG" {
+			t.Fatalf("PING pipelined after a SET of %d bytes = %v", size, got)
+		}
+		if err := <-wrote; err != nil {
+			t.Fatalf("writing a SET of %d bytes: %v", size, err)
+		}
+		if got := respCmd(t, c, r, "GET", "k"); got != "small" {
+			t.Fatalf("GET k after a refused SET of %d bytes = %v, want the value before it", size, got)
+		}
+	}
+	// A value at the limit is still stored.
+	atLimit := strings.Repeat("y", limit)
+	if got := respCmd(t, c, r, "SET", "k", atLimit); got != "+OK" {
+		t.Fatalf("SET of %d bytes (the limit) = %v", limit, got)
+	}
+	if got := respCmd(t, c, r, "GET", "k"); got != atLimit {
+		t.Fatalf("GET k after a SET at the limit returned %d bytes", len(got.(string)))
+	}
+}

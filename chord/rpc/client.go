@@ -250,6 +250,20 @@ func (cl *Client) Leave(ctx context.Context, to, leaver, pred chord.Ref, succs [
 	return err
 }
 
+// Claim implements chord.Transport. A node too old to know claim holds
+// nothing, and is taken to have granted it.
+func (cl *Client) Claim(ctx context.Context, to, self chord.Ref) (chord.Ref, error) {
+	v, err := cl.Call(ctx, to.Addr(), "claim", EncodeRef(self))
+	var re *RemoteError
+	if errors.As(err, &re) && re.Msg == fmt.Sprintf("unknown method %q", "claim") {
+		return chord.Ref{}, nil
+	}
+	if err != nil {
+		return chord.Ref{}, err
+	}
+	return DecodeRef(v)
+}
+
 // Successors asks a node for its successor list.
 func (cl *Client) Successors(ctx context.Context, addr string) ([]chord.Ref, error) {
 	v, err := cl.Call(ctx, addr, "get_successors")

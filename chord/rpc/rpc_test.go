@@ -325,6 +325,9 @@ func FuzzDecodeMessage(f *testing.F) {
 	buf.Reset()
 	enc.Encode([]any{2, "leave", []any{[]any{"a", 1, 2}, []any{"", 0, 0}, []any{}}})
 	f.Add(buf.Bytes())
+	buf.Reset()
+	enc.Encode([]any{0, 3, "claim", []any{[]any{"127.0.0.1", 5058, uint32(9)}}})
+	f.Add(buf.Bytes())
 	f.Add([]byte{0x91, 0x91, 0x91})
 	ref := chord.Ref{IP: "127.0.0.1", Port: 1, ID: 1}
 	node, _ := chord.NewNode(chord.Config{Self: ref}, NewClient())

@@ -21,7 +21,8 @@ import (
 // Seed methods: get_info, create, join, find_successor, get_predecessor,
 // get_successor, notify, stabilize, check_predecessor, kill.
 // Extensions: ping, get_state (predecessor and successor list in one call),
-// get_successors, leave, get_http_addr, get_addrs.
+// get_successors, leave, get_http_addr, get_addrs, claim (hold an
+// identifier for a node about to join: chord.ClaimID).
 type Server struct {
 	Node *chord.Node
 	// HTTPAddr is the node's file service address, answered by get_http_addr
@@ -168,7 +169,7 @@ func (s *Server) serveConn(c net.Conn) {
 // ringMethods are the methods only a member of a ring answers.
 var ringMethods = map[string]bool{
 	"find_successor": true, "get_predecessor": true, "get_successor": true, "get_successors": true,
-	"get_state": true, "notify": true, "stabilize": true, "check_predecessor": true, "leave": true,
+	"get_state": true, "notify": true, "stabilize": true, "check_predecessor": true, "leave": true, "claim": true,
 }
 
 func wantParams(method string, p []any, n int) error {
@@ -291,6 +292,18 @@ func (s *Server) handle(method string, p []any) (any, error) {
 		}
 		n.HandleLeave(leaver, pred, succs)
 		return nil, nil
+	case "claim":
+		if err := wantParams(method, p, 1); err != nil {
+			return nil, err
+		}
+		r, err := DecodeRef(p[0])
+		if err != nil {
+			return nil, err
+		}
+		if r.IsZero() {
+			return nil, errors.New("claim: empty node")
+		}
+		return EncodeRef(n.Claim(r)), nil
 	case "stabilize":
 		n.Stabilize(ctx)
 		return nil, wantParams(method, p, 0)

@@ -88,16 +88,16 @@ func fetchFile(httpAddr, name string) ([]byte, error) {
 // the full node's use drops, and every file still downloads. Deleting the
 // files drains the ring back to its minimum, losing nothing that was kept.
 func TestAutoscaleLocal(t *testing.T) {
-	base := freeRun(t, 24)
 	dir := t.TempDir()
-	listen := fmt.Sprintf("127.0.0.1:%d", base+23)
 	cfgPath := filepath.Join(dir, "autoscale.yaml")
 	os.WriteFile(cfgPath, []byte(`period: 500ms
 store: {min: 3, max: 6, high: 70, low: 30, periods: 3, scale_out_cooldown: 10s, scale_in_cooldown: 3s}
 launch: {capacity: 16MiB}
 `), 0o644)
-	cmd := exec.Command(tideBin, "up", "--autoscale", "--autoscale-config", cfgPath, "--autoscale-listen", listen,
-		"--log=false", "--dashboard", "", "--host-per-node=false", "--base-port", fmt.Sprint(base), "--data-dir", filepath.Join(dir, "data"))
+	// Every node, and the controller, binds free ports and reports them:
+	// nothing is picked here for a child to bind later.
+	cmd := exec.Command(tideBin, "up", "--autoscale", "--autoscale-config", cfgPath, "--autoscale-listen", "127.0.0.1:0",
+		"--log=false", "--dashboard", "", "--host-per-node=false", "--base-port", "0", "--data-dir", filepath.Join(dir, "data"))
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -116,6 +116,16 @@ launch: {capacity: 16MiB}
 			t.Logf("tide up output:\n%s", out.String())
 		}
 	}()
+	var listen string
+	waitFor(t, "tide up's banner", time.Minute, func() error {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && f[0] == "autoscale" && strings.Contains(line, "--addr ") {
+				listen = f[len(f)-1]
+				return nil
+			}
+		}
+		return fmt.Errorf("no autoscale line yet in:\n%s", out.String())
+	})
 	waitFor(t, "3 running nodes under a leading controller", time.Minute, func() error {
 		st := asStatus(t, listen)
 		if !st.Leader || len(running(st)) != 3 || len(st.Ring) != 3 {

@@ -300,9 +300,10 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 			go srv.Serve(asLn)
 			defer srv.Close()
 		}
+		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); ctl.Run(ctx) }()
-		defer func() { <-done }()
+		go func() { defer close(done); ctl.Run(cctx) }()
+		defer func() { cancel(); <-done }()
 	}
 
 	// The dashboard.

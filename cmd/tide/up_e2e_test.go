@@ -273,6 +273,17 @@ func TestUp(t *testing.T) {
 	waitPage("every log role", `["matchmaker","batcher","leader","proxy","acceptor","replica","unbatcher"].every(k =>
 		document.querySelector(".role[data-kind=" + k + "] .inst:not(.down)"))`)
 	waitPage("an active leader", `document.querySelectorAll(".role[data-kind=leader] .inst.active").length === 1`)
+	// On a small laptop screen the summary and every panel's heading show
+	// without scrolling.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1366, 768)); err != nil {
+		t.Fatal(err)
+	}
+	waitPage("the summary and every panel within a 1366x768 window", `document.querySelector("#summary").getBoundingClientRect().bottom <= innerHeight &&
+		[...document.querySelectorAll("section.panel h2")].every(h => h.getBoundingClientRect().bottom <= innerHeight) &&
+		document.documentElement.scrollWidth <= innerWidth`)
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1440, 900)); err != nil {
+		t.Fatal(err)
+	}
 
 	// A file, a key over HTTP and one over RESP, and a log entry.
 	fileBody := bytes.Repeat([]byte("tide up smoke test\n"), 100)

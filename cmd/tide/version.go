@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -57,20 +58,21 @@ and the platform.`,
 			if asJSON {
 				return json.NewEncoder(os.Stdout).Encode(b)
 			}
-			commit := b.Commit
-			if len(commit) > 12 {
-				commit = commit[:12]
+			var parts []string
+			if c := b.Commit; c != "" {
+				if len(c) > 12 {
+					c = c[:12]
+				}
+				if b.Modified {
+					c += "+modified"
+				}
+				if b.Time != "" {
+					c += " of " + b.Time
+				}
+				parts = append(parts, "commit "+c)
 			}
-			if commit == "" {
-				commit = "unknown commit"
-			}
-			if b.Modified {
-				commit += "+modified"
-			}
-			if b.Time != "" {
-				commit += " of " + b.Time
-			}
-			fmt.Printf("tide %s (%s, %s, %s)\n", b.Version, commit, b.Go, b.Platform)
+			parts = append(parts, b.Go, b.Platform)
+			fmt.Printf("tide %s (%s)\n", b.Version, strings.Join(parts, ", "))
 			return nil
 		},
 	}

@@ -1,0 +1,73 @@
+package chord
+
+import (
+	"context"
+	"fmt"
+)
+
+// Claims keep two nodes that join at the same moment from taking the same
+// identifier. A joining node picks its identifier from what it sees of the
+// ring (tide picks the middle of the largest range), and two nodes that
+// look at the same moment see the same ring and pick the same one; neither
+// is in the ring yet, so neither can tell. So before it joins, a node
+// claims its identifier at the node that owns it, the identifier's
+// successor, which both ask: the first claim holds for ClaimTicks, and a
+// second node's claim of the same identifier is refused with ErrIDTaken
+// meanwhile, so that it picks again (once the first has joined, it sees
+// it) or fails clearly.
+
+// claim is an identifier held for a joining node.
+type claim struct {
+	ref   Ref
+	until uint64 // the tick it lapses at
+}
+
+// Claim answers a joining node's claim of its identifier r.ID: it holds
+// the identifier for r for ClaimTicks and returns the zero Ref, or returns
+// the node that holds or claimed it (this node, or another joining node)
+// and holds nothing. A node claiming again refreshes its claim.
+func (n *Node) Claim(r Ref) Ref {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.self.ID == r.ID && n.self != r {
+		return n.self
+	}
+	for id, c := range n.claims {
+		if c.until <= n.tick {
+			delete(n.claims, id)
+		}
+	}
+	if c, ok := n.claims[r.ID]; ok && c.ref != r {
+		return c.ref
+	}
+	if n.claims == nil {
+		n.claims = map[ID]claim{}
+	}
+	n.claims[r.ID] = claim{ref: r, until: n.tick + uint64(n.cfg.ClaimTicks)}
+	return Ref{}
+}
+
+// ClaimID claims self's identifier for self in the ring via belongs to, at
+// the identifier's successor there, which it returns. It fails with
+// ErrIDTaken if a member of that ring holds the identifier, or another
+// node claimed it to join and has not yet had ClaimTicks to.
+func ClaimID(ctx context.Context, tr Transport, via, self Ref) (Ref, error) {
+	s, err := tr.FindSuccessor(ctx, via, self.ID)
+	if err != nil {
+		return Ref{}, fmt.Errorf("join via %s: %w", via, err)
+	}
+	if s == self {
+		return s, nil // already a member there (it restarted)
+	}
+	if s.ID == self.ID {
+		return Ref{}, fmt.Errorf("join via %s: %w (%s)", via, ErrIDTaken, s)
+	}
+	holder, err := tr.Claim(ctx, s, self)
+	if err != nil {
+		return Ref{}, fmt.Errorf("join via %s: claim identifier %d at %s: %w", via, self.ID, s, err)
+	}
+	if !holder.IsZero() {
+		return Ref{}, fmt.Errorf("join via %s: %w (claimed by %s, joining at the same moment)", via, ErrIDTaken, holder)
+	}
+	return s, nil
+}

@@ -1,0 +1,108 @@
+package chord
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+// direct is a network of nodes that call each other's methods directly.
+type direct map[string]*Node
+
+func (d direct) FindSuccessor(ctx context.Context, to Ref, id ID) (Ref, error) {
+	return d[to.Addr()].FindSuccessor(ctx, id)
+}
+
+func (d direct) State(_ context.Context, to, from Ref) (Ref, []Ref, error) {
+	p, s := d[to.Addr()].State(from)
+	return p, s, nil
+}
+
+func (d direct) Notify(_ context.Context, to, self Ref) error { d[to.Addr()].Notify(self); return nil }
+func (d direct) Ping(context.Context, Ref) error              { return nil }
+
+func (d direct) Leave(_ context.Context, to, leaver, pred Ref, succs []Ref) error {
+	d[to.Addr()].HandleLeave(leaver, pred, succs)
+	return nil
+}
+
+func (d direct) Claim(_ context.Context, to, self Ref) (Ref, error) {
+	return d[to.Addr()].Claim(self), nil
+}
+
+func (d direct) add(t *testing.T, port int, id ID, idle bool) *Node {
+	t.Helper()
+	n, err := NewNode(Config{Self: Ref{IP: "10.0.0.1", Port: port, ID: id}, ClaimTicks: 5, Idle: idle}, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d[n.Self().Addr()] = n
+	return n
+}
+
+// TestClaim has two nodes claim the same identifier to join a ring: the
+// second is refused while the first's claim holds, whether or not the
+// first has joined yet, and the identifier of a member is never granted.
+func TestClaim(t *testing.T) {
+	ctx := context.Background()
+	net := direct{}
+	seed := net.add(t, 1, 1000, false)
+	a := net.add(t, 2, 5000, true)
+	b := net.add(t, 3, 5000, true) // picked the same identifier as a
+	c := net.add(t, 4, 6000, true)
+
+	// a claims 5000 at its successor, the seed; b's claim is refused
+	// there, naming a; c's, of another identifier, is granted.
+	if s, err := ClaimID(ctx, net, seed.Self(), a.Self()); err != nil || s != seed.Self() {
+		t.Fatalf("a's claim: successor %v, %v; want the seed, granted", s, err)
+	}
+	_, err := ClaimID(ctx, net, seed.Self(), b.Self())
+	if !errors.Is(err, ErrIDTaken) {
+		t.Fatalf("b's claim of a's identifier: %v, want ErrIDTaken", err)
+	}
+	t.Logf("b: %v", err)
+	if _, err := ClaimID(ctx, net, seed.Self(), c.Self()); err != nil {
+		t.Fatalf("c's claim of another identifier: %v", err)
+	}
+	if err := b.Join(ctx, seed.Self()); !errors.Is(err, ErrIDTaken) {
+		t.Fatalf("b's join while a's claim holds: %v, want ErrIDTaken", err)
+	}
+	// a claims again as it joins: its own claim is no obstacle.
+	if err := a.Join(ctx, seed.Self()); err != nil {
+		t.Fatalf("a's join after its claim: %v", err)
+	}
+	// Once a is in the ring, b is refused by the lookup itself, after
+	// the claim has lapsed too.
+	for range 10 {
+		seed.Tick(ctx)
+		a.Tick(ctx)
+	}
+	if err := b.Join(ctx, seed.Self()); !errors.Is(err, ErrIDTaken) {
+		t.Fatalf("b's join once a is a member: %v, want ErrIDTaken", err)
+	}
+	if s := seed.Successor(0); s != a.Self() {
+		t.Fatalf("seed's successor %v, want a", s)
+	}
+
+	// No node is granted a member's identifier, even by that member.
+	d := net.add(t, 5, seed.Self().ID, true)
+	if got := seed.Claim(d.Self()); got != seed.Self() {
+		t.Fatalf("claim of the seed's identifier at the seed: holder %v, want the seed", got)
+	}
+
+	// A claim that lapses (its node never joined) frees the identifier.
+	e := net.add(t, 6, 3000, true)
+	f := net.add(t, 7, 3000, true)
+	if got := a.Claim(e.Self()); !got.IsZero() {
+		t.Fatalf("e's claim refused by %v", got)
+	}
+	if got := a.Claim(f.Self()); got != e.Self() {
+		t.Fatalf("f's claim while e's holds: holder %v, want e", got)
+	}
+	for range 5 {
+		a.Tick(ctx)
+	}
+	if got := a.Claim(f.Self()); !got.IsZero() {
+		t.Fatalf("f's claim after e's lapsed: refused by %v", got)
+	}
+}
