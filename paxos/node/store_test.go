@@ -55,4 +55,43 @@ func TestStoreRoundTrip(t *testing.T) {
 	if lb, err := s.Ballot(); err != nil || lb != b {
 		t.Fatalf("ballot after reopening: %v %v", lb, err)
 	}
+	if got.Config == nil || got.Config.Epoch != 4 {
+		t.Fatalf("the matchmaker's newest configuration after reopening: %+v", got.Config)
+	}
+}
+
+// An acceptor restarted from its pebble store still reports every vote it
+// gave above its GC point.
+func TestStoreKeepsVotes(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := paxos.Ballot{Round: 2, ID: 1}
+	var ops []paxos.PersistOp
+	for slot := range uint64(10) {
+		ops = append(ops, paxos.PersistOp{Accept: &paxos.Entry{Slot: slot, Ballot: b, Value: paxos.Value{Noop: slot%2 == 0}}})
+	}
+	ops = append(ops, paxos.PersistOp{GCBelow: 4, Promised: &b})
+	if err := s.Save(ops, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = OpenStore(dir); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.AcceptorState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GCBelow != 4 || st.Promised != b || len(st.Accepted) != 6 {
+		t.Fatalf("reopened: GC below %d, promised %v, %d votes; want 4, %v, the 6 votes of slots 4-9", st.GCBelow, st.Promised, len(st.Accepted), b)
+	}
+	for slot := uint64(4); slot < 10; slot++ {
+		if e, ok := st.Accepted[slot]; !ok || e.Ballot != b || e.Value.Noop != (slot%2 == 0) {
+			t.Errorf("slot %d after reopening: %+v %v", slot, e, ok)
+		}
+	}
 }
