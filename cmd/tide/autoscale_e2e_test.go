@@ -88,6 +88,7 @@ func fetchFile(httpAddr, name string) ([]byte, error) {
 // the full node's use drops, and every file still downloads. Deleting the
 // files drains the ring back to its minimum, losing nothing that was kept.
 func TestAutoscaleLocal(t *testing.T) {
+	const bigFiles = 48
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "autoscale.yaml")
 	os.WriteFile(cfgPath, []byte(`period: 500ms
@@ -135,8 +136,11 @@ launch: {capacity: 16MiB}
 	})
 	first := running(asStatus(t, listen))[0].HTTPAddr
 
-	// Two small files are kept throughout; twelve of 1 MiB fill the ring
-	// (3 copies each, so every node holds 12 MiB of 16: 75%).
+	// Two small files are kept throughout; 48 of 256 KiB fill the ring
+	// (3 copies each, so every node holds 12 MiB of 16: 75%). Many small
+	// files, not a few big ones: a 4th node's ranges hold 5/6 of the keys,
+	// and with 12 files it held all of them (and stayed at 75%) about one
+	// run in nine.
 	files := map[string][]byte{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	mk := func(name string, n int) {
@@ -151,8 +155,8 @@ launch: {capacity: 16MiB}
 	}
 	mk("keep-a", 10_000)
 	mk("keep-b", 20_000)
-	for i := range 12 {
-		mk(fmt.Sprintf("big-%02d", i), 1<<20)
+	for i := range bigFiles {
+		mk(fmt.Sprintf("big-%02d", i), 12<<20/bigFiles)
 	}
 	full := 0.0
 	for _, in := range running(asStatus(t, listen)) {
@@ -232,7 +236,7 @@ launch: {capacity: 16MiB}
 	checkAll(all)
 
 	// Delete the big files: the ring drains back to its minimum of 3.
-	for i := range 12 {
+	for i := range bigFiles {
 		name := fmt.Sprintf("big-%02d", i)
 		req, _ := http.NewRequest(http.MethodDelete, "http://"+first+"/files/"+name, nil)
 		resp, err := http.DefaultClient.Do(req)
