@@ -456,42 +456,13 @@ func RoleUserData(o RoleUserDataOptions) (string, error) {
 	b.WriteString("# Boot script of a tide log role instance: installs the tide binary, its\n")
 	b.WriteString("# start script and the systemd unit tide-log.service.\n")
 	b.WriteString("set -euo pipefail\n")
-	fmt.Fprintf(&b, "BIN=%s\n", shq(o.BinaryPath))
-	fmt.Fprintf(&b, "URL=%s\n", shq(o.BinaryURL))
-	b.WriteString(`if [ -n "$URL" ]; then
-	mkdir -p "$(dirname "$BIN")"
-	curl -fsSL --retry 10 --retry-delay 3 --retry-connrefused -o "$BIN.download" "$URL"
-	chmod 0755 "$BIN.download"
-	mv -f "$BIN.download" "$BIN"
-fi
-if [ ! -x "$BIN" ]; then
-	echo "tide user data: no tide binary at $BIN" >&2
-	exit 1
-fi
-`)
+	installBinary(&b, o.BinaryPath, o.BinaryURL)
 	for i, a := range o.Args {
 		if a == "--data-dir" && i+1 < len(o.Args) {
 			fmt.Fprintf(&b, "mkdir -p %s\n", shq(o.Args[i+1]))
 		}
 	}
-	writeFile(&b, startPath, start.String())
-	fmt.Fprintf(&b, "chmod 0755 %s\n", shq(startPath))
-	writeFile(&b, "/etc/systemd/system/tide-log.service", fmt.Sprintf(`[Unit]
-Description=tide log role
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStart=%s
-Restart=on-failure
-RestartSec=5
-LimitNOFILE=65536
-
-[Install]
-WantedBy=multi-user.target
-`, startPath))
-	b.WriteString("systemctl daemon-reload\n")
-	b.WriteString("systemctl enable --now tide-log.service\n")
+	installService(&b, startPath, start.String(), "tide-log.service", unitFile("tide log role", startPath, 5))
 	if b.Len() > maxUserData {
 		return "", fmt.Errorf("aws: the role's user data is %d bytes, over EC2's %d (a large --deployment-json?)", b.Len(), maxUserData)
 	}

@@ -79,14 +79,23 @@ func UserData(o UserDataOptions) string {
 	o.defaults()
 	start := startScript(o)
 	startPath := path.Join(path.Dir(o.BinaryPath), "tide-start")
-	unit := unitFile(startPath)
+	unit := unitFile("tide storage node", startPath, 10)
 	var b strings.Builder
 	b.WriteString("#!/bin/bash\n")
 	b.WriteString("# Boot script of a tide storage node in an EC2 Auto Scaling group: installs\n")
 	b.WriteString("# the tide binary, its start script and the systemd unit tide.service.\n")
 	b.WriteString("set -euo pipefail\n")
-	fmt.Fprintf(&b, "BIN=%s\n", shq(o.BinaryPath))
-	fmt.Fprintf(&b, "URL=%s\n", shq(o.BinaryURL))
+	installBinary(&b, o.BinaryPath, o.BinaryURL)
+	fmt.Fprintf(&b, "mkdir -p %s\n", shq(o.DataDir))
+	installService(&b, startPath, start, "tide.service", unit)
+	return b.String()
+}
+
+// installBinary writes the commands that download the tide binary from url
+// to path (unless url is empty: the AMI has it) and check that it is there.
+func installBinary(b *strings.Builder, path, url string) {
+	fmt.Fprintf(b, "BIN=%s\n", shq(path))
+	fmt.Fprintf(b, "URL=%s\n", shq(url))
 	b.WriteString(`if [ -n "$URL" ]; then
 	mkdir -p "$(dirname "$BIN")"
 	curl -fsSL --retry 10 --retry-delay 3 --retry-connrefused -o "$BIN.download" "$URL"
@@ -98,13 +107,16 @@ if [ ! -x "$BIN" ]; then
 	exit 1
 fi
 `)
-	fmt.Fprintf(&b, "mkdir -p %s\n", shq(o.DataDir))
-	writeFile(&b, startPath, start)
-	fmt.Fprintf(&b, "chmod 0755 %s\n", shq(startPath))
-	writeFile(&b, "/etc/systemd/system/tide.service", unit)
+}
+
+// installService writes the start script and the systemd unit named name
+// that runs it, and starts the unit.
+func installService(b *strings.Builder, startPath, start, name, unit string) {
+	writeFile(b, startPath, start)
+	fmt.Fprintf(b, "chmod 0755 %s\n", shq(startPath))
+	writeFile(b, "/etc/systemd/system/"+name, unit)
 	b.WriteString("systemctl daemon-reload\n")
-	b.WriteString("systemctl enable --now tide.service\n")
-	return b.String()
+	fmt.Fprintf(b, "systemctl enable --now %s\n", name)
 }
 
 // writeFile writes a shell command that creates file with content, through
@@ -207,21 +219,21 @@ exec "$TIDE" "${args[@]}" ${NODE_FLAGS[@]+"${NODE_FLAGS[@]}"}
 	return b.String()
 }
 
-func unitFile(startPath string) string {
+func unitFile(description, startPath string, restartSec int) string {
 	return fmt.Sprintf(`[Unit]
-Description=tide storage node
+Description=%s
 Wants=network-online.target
 After=network-online.target
 
 [Service]
 ExecStart=%s
 Restart=on-failure
-RestartSec=10
+RestartSec=%d
 LimitNOFILE=65536
 
 [Install]
 WantedBy=multi-user.target
-`, startPath)
+`, description, startPath, restartSec)
 }
 
 // shq quotes s for bash as one word.
