@@ -388,26 +388,14 @@ func (e *Engine) clearKV() error {
 }
 
 // hints loads the hints held for other nodes.
-func (e *Engine) hints() ([]kv.Hint, error) {
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("h/"), UpperBound: []byte("h0")})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
-	var out []kv.Hint
-	for it.First(); it.Valid(); it.Next() {
-		var h kv.Hint
-		if err := msgpack.Unmarshal(it.Value(), &h); err != nil {
-			return nil, fmt.Errorf("decode hint: %w", err)
-		}
-		out = append(out, h)
-	}
-	return out, it.Error()
-}
+func (e *Engine) hints() ([]kv.Hint, error) { return e.loadHints("h/", "h0", "hint") }
 
 // outbox loads the writes held for other regions.
-func (e *Engine) outbox() ([]kv.Hint, error) {
-	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("o/"), UpperBound: []byte("o0")})
+func (e *Engine) outbox() ([]kv.Hint, error) { return e.loadHints("o/", "o0", "outbox entry") }
+
+// loadHints decodes every kv.Hint stored in [lower, upper).
+func (e *Engine) loadHints(lower, upper, what string) ([]kv.Hint, error) {
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte(lower), UpperBound: []byte(upper)})
 	if err != nil {
 		return nil, err
 	}
@@ -416,7 +404,7 @@ func (e *Engine) outbox() ([]kv.Hint, error) {
 	for it.First(); it.Valid(); it.Next() {
 		var h kv.Hint
 		if err := msgpack.Unmarshal(it.Value(), &h); err != nil {
-			return nil, fmt.Errorf("decode outbox entry %q: %w", it.Key(), err)
+			return nil, fmt.Errorf("decode %s %q: %w", what, it.Key(), err)
 		}
 		out = append(out, h)
 	}
