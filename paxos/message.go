@@ -15,10 +15,6 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-
-	"github.com/vmihailenco/msgpack/v5"
-
-	"tide/wire"
 )
 
 // Kind says what a message is.
@@ -138,7 +134,7 @@ type Reply struct {
 type Message struct {
 	Kind    Kind      `msgpack:"k"`
 	From    string    `msgpack:"f"`
-	To      string    `msgpack:"to"`
+	To      string    `msgpack:"-"` // not sent: the transport's destination
 	Ballot  Ballot    `msgpack:"b,omitempty"`
 	Slot    uint64    `msgpack:"s,omitempty"`
 	Value   Value     `msgpack:"v,omitempty"`
@@ -169,30 +165,15 @@ type Message struct {
 	// not active (not_leader carries the batch back to its batcher, which
 	// sends it on to the hinted leader, a bounded number of times).
 	Hops uint8 `msgpack:"hp,omitempty"`
+
+	// SameAsPrevious marks a fan-out (not sent): the message is the one
+	// before it in Ready.Messages but for To, so a driver may encode it
+	// once for every recipient.
+	SameAsPrevious bool `msgpack:"-"`
 }
 
 func (m Message) String() string {
 	return fmt.Sprintf("%s %s->%s b=%s s=%d", m.Kind, m.From, m.To, m.Ballot, m.Slot)
-}
-
-// Encode serializes m.
-func Encode(m *Message) ([]byte, error) { return msgpack.Marshal(m) }
-
-// Decode parses a message and checks that its kind is known. Its bounds are
-// checked before decoding, so garbage cannot make it allocate more than a
-// small multiple of len(b).
-func Decode(b []byte) (Message, error) {
-	if err := wire.Check(b); err != nil {
-		return Message{}, fmt.Errorf("decode paxos message: %w", err)
-	}
-	var m Message
-	if err := msgpack.Unmarshal(b, &m); err != nil {
-		return Message{}, fmt.Errorf("decode paxos message: %w", err)
-	}
-	if m.Kind == KindInvalid || m.Kind >= kindCount {
-		return Message{}, fmt.Errorf("decode paxos message: unknown kind %d", m.Kind)
-	}
-	return m, nil
 }
 
 // Ready is what a role needs done after Step or Tick: persist Persist (and
@@ -259,6 +240,14 @@ func (o *outbox) send(m Message) {
 	o.rd.Messages = append(o.rd.Messages, m)
 }
 
+// sendAll sends m to each of to; a driver encodes it once.
+func (o *outbox) sendAll(m Message, to []string) {
+	for i, a := range to {
+		m.To, m.SameAsPrevious = a, i > 0
+		o.send(m)
+	}
+}
+
 // violated reports a broken invariant.
 func (o *outbox) violated(format string, args ...any) {
 	msg := fmt.Sprintf("%s: invariant violated: ", o.self) + fmt.Sprintf(format, args...)
@@ -303,8 +292,6 @@ func keysWhere[K cmp.Ordered, V any](m map[K]V, due func(V) bool) []K {
 	slices.Sort(keys)
 	return keys
 }
-
-func decodeRaw(b []byte, m *Message) error { return msgpack.Unmarshal(b, m) }
 
 // sameValue reports whether two values are the same proposal.
 func sameValue(a, b Value) bool {

@@ -81,9 +81,7 @@ func (p *ProxyLeader) Step(m Message) {
 		cur.votes[m.From] = true
 		if cur.group.IsWriteQuorum(cur.votes) {
 			delete(p.pending, m.Slot)
-			for _, r := range p.cfg.Replicas {
-				p.send(Message{Kind: KindChosen, To: r, Slot: m.Slot, Value: cur.value})
-			}
+			p.sendAll(Message{Kind: KindChosen, Slot: m.Slot, Value: cur.value}, p.cfg.Replicas)
 			// The leader knows the value; it needs only the news.
 			p.send(Message{Kind: KindChosen, To: cur.leader, Slot: m.Slot, Ballot: cur.ballot})
 		}
@@ -99,11 +97,13 @@ func (p *ProxyLeader) Step(m Message) {
 
 func (p *ProxyLeader) sendPhase2a(slot uint64, cur *phase2) {
 	cur.sentAt = p.now
+	to := make([]string, 0, len(cur.group.Acceptors))
 	for _, a := range cur.group.Acceptors {
 		if !cur.votes[a] {
-			p.send(Message{Kind: KindPhase2a, To: a, Ballot: cur.ballot, Slot: slot, Value: cur.value})
+			to = append(to, a)
 		}
 	}
+	p.sendAll(Message{Kind: KindPhase2a, Ballot: cur.ballot, Slot: slot, Value: cur.value}, to)
 }
 
 // Tick resends phase 2a to acceptors that have not voted. A slot whose

@@ -74,6 +74,9 @@ type Runner struct {
 	// The phase histograms of this role's kind.
 	decode, queue, stepT, syncT, sendT prometheus.Observer
 
+	// frames collects a round's encoded messages by destination.
+	frames map[string][][]byte
+
 	mu     sync.Mutex // guards status reads against the loop
 	in     atomic.Int64
 	out    atomic.Int64
@@ -264,18 +267,31 @@ func (r *Runner) flush() error {
 		r.m.Persisted.Add(float64(len(rd.Persist)))
 		r.m.Syncs.Inc()
 	}
-	if len(rd.Messages) > 0 {
-		defer func(start time.Time) { r.sendT.Observe(time.Since(start).Seconds()) }(time.Now())
+	if len(rd.Messages) == 0 {
+		return nil
 	}
+	defer func(start time.Time) { r.sendT.Observe(time.Since(start).Seconds()) }(time.Now())
+	// One encoding per fan-out, and the frames for each destination handed
+	// to the transport together, in order, to leave in one write.
+	var b []byte
 	for i := range rd.Messages {
 		m := &rd.Messages[i]
-		b, err := paxos.Encode(m)
-		if err != nil {
-			return err
+		if !m.SameAsPrevious || b == nil {
+			var err error
+			if b, err = paxos.Encode(m); err != nil {
+				return err
+			}
 		}
 		r.out.Add(1)
 		r.m.Out.WithLabelValues(r.Kind, m.Kind.String()).Inc()
-		r.tr.Send(m.To, b)
+		if r.frames == nil {
+			r.frames = map[string][][]byte{}
+		}
+		r.frames[m.To] = append(r.frames[m.To], b)
+	}
+	for to, frames := range r.frames {
+		r.tr.SendBatch(to, frames)
+		delete(r.frames, to)
 	}
 	return nil
 }
