@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +27,12 @@ type LogResult struct {
 	// Breakdown is where each role kind's time went over the run
 	// (tide_paxos_phase_seconds of every role process).
 	Breakdown []PhaseStat `json:"breakdown,omitempty"`
+	// CPU per operation in microseconds, over the measured seconds: of
+	// the servers (every role process of the log; every etcd member), and
+	// of the process driving the clients. A busy machine stretches
+	// latency and throughput far more than it changes these.
+	ServerCPUus float64 `json:"server_cpu_us_per_op,omitempty"`
+	ClientCPUus float64 `json:"client_cpu_us_per_op,omitempty"`
 }
 
 // LogShape returns the deployment measured for a mode: the `tide log up`
@@ -82,6 +89,21 @@ func Log(ctx context.Context, d node.Deployment, mode string, clients int, durat
 	var errs int
 	warm := time.Now().Add(time.Second)
 	end := warm.Add(duration)
+	// CPU used from the end of the warm-up to the end of the run.
+	type cpu struct{ server, client float64 }
+	var cpu0 cpu
+	var cpuErr error
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		select {
+		case <-time.After(time.Until(warm)):
+		case <-ctx.Done():
+			return
+		}
+		cpu0.client = selfCPU()
+		cpu0.server, cpuErr = LogCPU(ctx, d)
+	}()
 	var wg sync.WaitGroup
 	for i := range clients {
 		wg.Add(1)
@@ -113,6 +135,13 @@ func Log(ctx context.Context, d node.Deployment, mode string, clients int, durat
 		}()
 	}
 	wg.Wait()
+	<-sampled
+	if server, err := LogCPU(ctx, d); err == nil && cpuErr == nil && len(lat) > 0 {
+		res.ServerCPUus = (server - cpu0.server) / float64(len(lat)) * 1e6
+		res.ClientCPUus = (selfCPU() - cpu0.client) / float64(len(lat)) * 1e6
+	} else {
+		fmt.Fprintf(log, "no CPU per operation: %v\n", errors.Join(cpuErr, err))
+	}
 	res.Seconds = duration.Seconds()
 	res.Ops = len(lat)
 	res.Errors = errs
@@ -124,7 +153,8 @@ func Log(ctx context.Context, d node.Deployment, mode string, clients int, durat
 	} else {
 		fmt.Fprintf(log, "no breakdown: %v\n", err)
 	}
-	fmt.Fprintf(log, "%-12s clients=%-4d %8.0f ops/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", mode, clients, res.OpsPerSec, res.P50ms, res.P99ms, errs)
+	fmt.Fprintf(log, "%-12s clients=%-4d %8.0f ops/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  cpu/op %.0f µs servers, %.0f µs clients\n",
+		mode, clients, res.OpsPerSec, res.P50ms, res.P99ms, errs, res.ServerCPUus, res.ClientCPUus)
 	return res, nil
 }
 

@@ -6,9 +6,11 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -64,21 +66,9 @@ func LogBreakdown(ctx context.Context, d node.Deployment) ([]PhaseStat, error) {
 }
 
 func scrapePhases(ctx context.Context, httpAddr string, add func(kind, phase string, sum, count float64)) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	fams, err := scrapeMetrics(ctx, httpAddr)
 	if err != nil {
 		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("scrape %s: %s", httpAddr, resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return fmt.Errorf("parse metrics of %s: %w", httpAddr, err)
 	}
 	f := fams["tide_paxos_phase_seconds"]
 	if f == nil {
@@ -98,6 +88,59 @@ func scrapePhases(ctx context.Context, httpAddr string, add func(kind, phase str
 		add(kind, phase, h.GetSampleSum(), float64(h.GetSampleCount()))
 	}
 	return nil
+}
+
+// scrapeMetrics reads the Prometheus metrics of the process at httpAddr.
+func scrapeMetrics(ctx context.Context, httpAddr string) (map[string]*dto.MetricFamily, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scrape %s: %s", httpAddr, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parse metrics of %s: %w", httpAddr, err)
+	}
+	return fams, nil
+}
+
+// LogCPU is the CPU time, in seconds, that every role process of d has
+// used so far (their process_cpu_seconds_total).
+func LogCPU(ctx context.Context, d node.Deployment) (float64, error) {
+	var total float64
+	seen := map[string]bool{}
+	for _, addr := range d.HTTP {
+		if seen[addr] {
+			continue
+		}
+		seen[addr] = true
+		fams, err := scrapeMetrics(ctx, addr)
+		if err != nil {
+			return 0, err
+		}
+		f := fams["process_cpu_seconds_total"]
+		if f == nil || len(f.GetMetric()) == 0 {
+			return 0, fmt.Errorf("%s reports no process_cpu_seconds_total", addr)
+		}
+		total += f.GetMetric()[0].GetCounter().GetValue()
+	}
+	return total, nil
+}
+
+// selfCPU is this process's CPU time so far, user and system, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // PrintBreakdown prints the mean microseconds of each phase by role kind,

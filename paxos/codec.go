@@ -549,3 +549,44 @@ func (c *codec) decodeEntry(en *Entry) error {
 	}
 	return c.decodeValue(&en.Value)
 }
+
+// EncodeEntry serializes a vote for an acceptor's durable store, in the
+// wire form of an entry.
+func EncodeEntry(e *Entry) []byte {
+	c := codecs.Get().(*codec)
+	defer codecs.Put(c)
+	c.buf.Reset()
+	if err := encodeEntry(c.enc, e); err != nil {
+		// Writes to a bytes.Buffer do not fail, nor do the value types.
+		panic(fmt.Sprintf("encode paxos entry: %v", err))
+	}
+	return bytes.Clone(c.buf.Bytes())
+}
+
+// DecodeEntry parses what EncodeEntry wrote, or a vote stored by an
+// earlier version (msgpack's keyed struct form).
+func DecodeEntry(b []byte) (Entry, error) {
+	var e Entry
+	if err := wire.Check(b); err != nil {
+		return e, fmt.Errorf("decode paxos entry: %w", err)
+	}
+	if b[0]&0xf0 == 0x80 || b[0] == 0xde || b[0] == 0xdf { // a map
+		if err := msgpack.Unmarshal(b, &e); err != nil {
+			return e, fmt.Errorf("decode paxos entry: %w", err)
+		}
+		return e, nil
+	}
+	c := codecs.Get().(*codec)
+	defer codecs.Put(c)
+	c.rd.Reset(b)
+	c.arena = nil
+	err := c.decodeEntry(&e)
+	c.arena = nil
+	if err == nil && c.rd.Len() != 0 {
+		err = fmt.Errorf("%d bytes after the entry", c.rd.Len())
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("decode paxos entry: %w", err)
+	}
+	return e, nil
+}

@@ -276,9 +276,9 @@ source tree this runs in.`,
 				return json.NewEncoder(os.Stdout).Encode(results)
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "MODE\tCLIENTS\tOPS/S\tP50 MS\tP99 MS\tERRORS")
+			fmt.Fprintln(w, "MODE\tCLIENTS\tOPS/S\tP50 MS\tP99 MS\tERRORS\tSERVER CPU µs/OP\tCLIENT CPU µs/OP")
 			for _, r := range append(results, peerResults...) {
-				fmt.Fprintf(w, "%s\t%d\t%.0f\t%.2f\t%.2f\t%d\n", r.Mode, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors)
+				fmt.Fprintf(w, "%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\n", r.Mode, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, r.ServerCPUus, r.ClientCPUus)
 			}
 			if err := w.Flush(); err != nil {
 				return err

@@ -90,13 +90,17 @@ func runPeer(ctx context.Context, bin, workload string, counts []int, duration t
 // etcd: throughput ratio and latency ratios (tide over etcd).
 func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nCLIENTS\tTIDE MODE\tOPS/S TIDE / ETCD\tP50 TIDE / ETCD\tP99 TIDE / ETCD")
+	fmt.Fprintln(tw, "\nCLIENTS\tTIDE MODE\tOPS/S TIDE / ETCD\tP50 TIDE / ETCD\tP99 TIDE / ETCD\tSERVER CPU/OP TIDE / ETCD")
 	for _, p := range peer {
 		for _, t := range tide {
 			if t.Clients != p.Clients || p.OpsPerSec == 0 || p.P50ms == 0 || p.P99ms == 0 {
 				continue
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%.2fx\t%.2fx\t%.2fx\n", p.Clients, t.Mode, t.OpsPerSec/p.OpsPerSec, t.P50ms/p.P50ms, t.P99ms/p.P99ms)
+			cpu := "-"
+			if t.ServerCPUus > 0 && p.ServerCPUus > 0 {
+				cpu = fmt.Sprintf("%.2fx", t.ServerCPUus/p.ServerCPUus)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%.2fx\t%.2fx\t%.2fx\t%s\n", p.Clients, t.Mode, t.OpsPerSec/p.OpsPerSec, t.P50ms/p.P50ms, t.P99ms/p.P99ms, cpu)
 		}
 	}
 	return tw.Flush()

@@ -80,8 +80,7 @@ func (s *Store) Save(ops []paxos.PersistOp, snapshot []byte) error {
 			b.Set(keyConfig, v, nil)
 		}
 		if op.Accept != nil {
-			v, _ := msgpack.Marshal(op.Accept)
-			b.Set(voteKey(op.Accept.Slot), v, nil)
+			b.Set(voteKey(op.Accept.Slot), paxos.EncodeEntry(op.Accept), nil)
 		}
 		if op.Match != nil {
 			v, _ := msgpack.Marshal(op.Match)
@@ -142,8 +141,8 @@ func (s *Store) AcceptorState() (paxos.AcceptorState, error) {
 	}
 	defer it.Close()
 	for it.First(); it.Valid(); it.Next() {
-		var e paxos.Entry
-		if err := msgpack.Unmarshal(it.Value(), &e); err != nil {
+		e, err := paxos.DecodeEntry(it.Value())
+		if err != nil {
 			return st, fmt.Errorf("decode vote %x: %w", it.Key(), err)
 		}
 		if e.Slot >= st.GCBelow {

@@ -48,6 +48,10 @@ type Result struct {
 	OpsPerSec float64 `json:"ops_per_sec"`
 	P50ms     float64 `json:"p50_ms"`
 	P99ms     float64 `json:"p99_ms"`
+	// CPU per operation in microseconds over the measured seconds: of the
+	// members' processes, and of this one (the clients).
+	ServerCPUus float64 `json:"server_cpu_us_per_op,omitempty"`
+	ClientCPUus float64 `json:"client_cpu_us_per_op,omitempty"`
 }
 
 func main() {
@@ -108,7 +112,7 @@ func run(ctx context.Context, counts []int, duration time.Duration, n int, mode,
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	clientURLs, stopAll, err := startMembers(ctx, dir, n)
+	clientURLs, pids, stopAll, err := startMembers(ctx, dir, n)
 	defer stopAll()
 	if err != nil {
 		return err
@@ -119,7 +123,7 @@ func run(ctx context.Context, counts []int, duration time.Duration, n int, mode,
 	}
 	defer cli.Close()
 	for _, c := range counts {
-		res, err := measure(ctx, cli, mode, c, duration)
+		res, err := measure(ctx, cli, pids, mode, c, duration)
 		if err != nil {
 			return err
 		}
@@ -158,10 +162,10 @@ func freePorts(n int) ([]int, error) {
 
 // startMembers starts n members as child processes and returns their
 // client URLs once all serve, and a function that stops them.
-func startMembers(ctx context.Context, dir string, n int) ([]string, func(), error) {
+func startMembers(ctx context.Context, dir string, n int) ([]string, []int, func(), error) {
 	ports, err := freePorts(2 * n)
 	if err != nil {
-		return nil, func() {}, err
+		return nil, nil, func() {}, err
 	}
 	var initial []string
 	for i := range n {
@@ -169,7 +173,7 @@ func startMembers(ctx context.Context, dir string, n int) ([]string, func(), err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, func() {}, err
+		return nil, nil, func() {}, err
 	}
 	var cmds []*exec.Cmd
 	stop := func() {
@@ -188,6 +192,7 @@ func startMembers(ctx context.Context, dir string, n int) ([]string, func(), err
 		}
 	}
 	var urls []string
+	var pids []int
 	for i := range n {
 		client := fmt.Sprintf("http://127.0.0.1:%d", ports[i])
 		urls = append(urls, client)
@@ -195,23 +200,24 @@ func startMembers(ctx context.Context, dir string, n int) ([]string, func(), err
 			"--client", client, "--peer", fmt.Sprintf("http://127.0.0.1:%d", ports[n+i]), "--initial", strings.Join(initial, ","))
 		c.Stdout, c.Stderr = os.Stderr, os.Stderr
 		if err := c.Start(); err != nil {
-			return nil, stop, err
+			return nil, nil, stop, err
 		}
 		cmds = append(cmds, c)
+		pids = append(pids, c.Process.Pid)
 	}
 	// Every member answers once the cluster has a leader.
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: urls, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
-		return nil, stop, err
+		return nil, nil, stop, err
 	}
 	defer cli.Close()
 	for {
 		if _, err := cli.Put(wctx, "etcd-bench-ready", "1"); err == nil {
-			return urls, stop, nil
+			return urls, pids, stop, nil
 		} else if wctx.Err() != nil {
-			return nil, stop, fmt.Errorf("etcd cluster did not come up: %w", err)
+			return nil, nil, stop, fmt.Errorf("etcd cluster did not come up: %w", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -263,7 +269,7 @@ func member(args []string) error {
 
 // measure drives clients closed-loop clients for duration after a second
 // of warm-up.
-func measure(ctx context.Context, cli *clientv3.Client, mode string, clients int, duration time.Duration) (Result, error) {
+func measure(ctx context.Context, cli *clientv3.Client, pids []int, mode string, clients int, duration time.Duration) (Result, error) {
 	res := Result{Mode: "etcd", Clients: clients}
 	value := "0123456789abcdef"
 	if mode == "get" {
@@ -279,6 +285,16 @@ func measure(ctx context.Context, cli *clientv3.Client, mode string, clients int
 	var mu sync.Mutex
 	var lat []float64
 	var errs int
+	// CPU used from the end of the warm-up to the end of the run.
+	var server0, client0 float64
+	var cpuErr error
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		time.Sleep(time.Until(warm))
+		client0 = selfCPU()
+		server0, cpuErr = processesCPU(pids)
+	}()
 	var wg sync.WaitGroup
 	for i := range clients {
 		wg.Add(1)
@@ -315,6 +331,15 @@ func measure(ctx context.Context, cli *clientv3.Client, mode string, clients int
 		}()
 	}
 	wg.Wait()
+	<-sampled
+	server, err := processesCPU(pids)
+	if err = errors.Join(cpuErr, err); err != nil {
+		return res, fmt.Errorf("CPU of the members: %w", err)
+	}
+	if len(lat) > 0 {
+		res.ServerCPUus = (server - server0) / float64(len(lat)) * 1e6
+		res.ClientCPUus = (selfCPU() - client0) / float64(len(lat)) * 1e6
+	}
 	if err := ctx.Err(); err != nil && !errors.Is(err, context.Canceled) {
 		return res, err
 	}
@@ -325,6 +350,43 @@ func measure(ctx context.Context, cli *clientv3.Client, mode string, clients int
 	res.P50ms = percentile(lat, 50)
 	res.P99ms = percentile(lat, 99)
 	return res, nil
+}
+
+// processesCPU is the CPU time, user and system, in seconds, that the
+// processes pids have used so far (/proc/PID/stat, in clock ticks of
+// 1/100 s, which is USER_HZ on Linux).
+func processesCPU(pids []int) (float64, error) {
+	var total float64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, err
+		}
+		// The command name, in parentheses, may hold spaces: fields
+		// are counted after it. utime and stime are fields 14 and 15.
+		i := strings.LastIndexByte(string(b), ')')
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			return 0, fmt.Errorf("/proc/%d/stat: %d fields after the name", pid, len(f))
+		}
+		for _, s := range f[11:13] {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+			}
+			total += v / 100
+		}
+	}
+	return total, nil
+}
+
+// selfCPU is this process's CPU time so far, user and system, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 func percentile(xs []float64, p float64) float64 {
