@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"tide/paxos"
 )
 
@@ -84,113 +82,7 @@ func (s stamp) fill(vals ...uint64) []byte {
 }
 
 // head is what a synthetic peer reads of a message.
-type head struct {
-	Kind   paxos.Kind
-	From   string
-	Ballot paxos.Ballot
-	Slot   uint64
-	// Items counts the commands of a batch or the replies of a reply
-	// batch.
-	Items int
-	// LastSeq is the sequence number of a reply batch's last reply.
-	LastSeq uint64
-	// Refused counts replies with an error (a reply, or those of a reply
-	// batch).
-	Refused int
-}
+type head = paxos.Head
 
 // peek reads a message's head, skipping everything else.
-func peek(frame []byte) (head, error) {
-	var h head
-	d := msgpack.GetDecoder()
-	defer msgpack.PutDecoder(d)
-	d.Reset(bytes.NewReader(frame))
-	n, err := d.DecodeMapLen()
-	if err != nil {
-		return h, err
-	}
-	for range n {
-		k, err := d.DecodeString()
-		if err != nil {
-			return h, err
-		}
-		switch k {
-		case "k":
-			var v uint8
-			v, err = d.DecodeUint8()
-			h.Kind = paxos.Kind(v)
-		case "f":
-			h.From, err = d.DecodeString()
-		case "b":
-			err = d.Decode(&h.Ballot)
-		case "s":
-			h.Slot, err = d.DecodeUint64()
-		case "bt":
-			h.Items, err = skipArray(d)
-		case "rp":
-			err = peekReplies(d, &h)
-		case "r":
-			var refused bool
-			_, refused, err = peekReply(d)
-			if refused {
-				h.Refused++
-			}
-		default:
-			err = d.Skip()
-		}
-		if err != nil {
-			return h, fmt.Errorf("peek at field %q: %w", k, err)
-		}
-	}
-	return h, nil
-}
-
-func skipArray(d *msgpack.Decoder) (int, error) {
-	n, err := d.DecodeArrayLen()
-	for i := 0; i < n && err == nil; i++ {
-		err = d.Skip()
-	}
-	return max(n, 0), err
-}
-
-func peekReplies(d *msgpack.Decoder, h *head) error {
-	n, err := d.DecodeArrayLen()
-	if err != nil {
-		return err
-	}
-	for range n {
-		seq, refused, err := peekReply(d)
-		if err != nil {
-			return err
-		}
-		h.Items++
-		h.LastSeq = seq
-		if refused {
-			h.Refused++
-		}
-	}
-	return nil
-}
-
-// peekReply reads a paxos.Reply's sequence number and whether it carries
-// an error.
-func peekReply(d *msgpack.Decoder) (seq uint64, refused bool, err error) {
-	n, err := d.DecodeMapLen()
-	for i := 0; i < n && err == nil; i++ {
-		var k string
-		if k, err = d.DecodeString(); err != nil {
-			break
-		}
-		switch k {
-		case "s":
-			seq, err = d.DecodeUint64()
-		case "e":
-			var e string
-			e, err = d.DecodeString()
-			refused = e != ""
-		default:
-			err = d.Skip()
-		}
-	}
-	return seq, refused, err
-}
+func peek(frame []byte) (head, error) { return paxos.Peek(frame) }

@@ -330,6 +330,56 @@ func (c *codec) bytes() ([]byte, error) {
 	return b, c.dec.ReadFull(b)
 }
 
+// nilOrBytes reads a byte string that may be nil, keeping nil and empty
+// apart, into the arena.
+func (c *codec) nilOrBytes() ([]byte, error) {
+	if code, err := c.dec.PeekCode(); err != nil {
+		return nil, err
+	} else if code == 0xc0 { // nil
+		return nil, c.dec.DecodeNil()
+	}
+	b, err := c.bytes()
+	if b == nil && err == nil {
+		b = []byte{}
+	}
+	return b, err
+}
+
+// encodeWith runs encode on a pooled encoder and returns a copy of what it
+// wrote.
+func encodeWith(encode func(*msgpack.Encoder) error) []byte {
+	c := codecs.Get().(*codec)
+	defer codecs.Put(c)
+	c.buf.Reset()
+	if err := encode(c.enc); err != nil {
+		// Writes to a bytes.Buffer do not fail, nor do the value types.
+		panic(fmt.Sprintf("paxos: encode: %v", err))
+	}
+	return bytes.Clone(c.buf.Bytes())
+}
+
+// decodeWith checks b's bounds and decodes it: with decode if it is an
+// array, or into v through msgpack's reflection if it is a map (the keyed
+// struct form of earlier versions). All of b must be used.
+func decodeWith(b []byte, v any, decode func(*codec) error) error {
+	if err := wire.Check(b); err != nil {
+		return err
+	}
+	if b[0]&0xf0 == 0x80 || b[0] == 0xde || b[0] == 0xdf { // a map
+		return msgpack.Unmarshal(b, v)
+	}
+	c := codecs.Get().(*codec)
+	defer codecs.Put(c)
+	c.rd.Reset(b)
+	c.arena = nil
+	err := decode(c)
+	c.arena = nil
+	if err == nil && c.rd.Len() != 0 {
+		err = fmt.Errorf("%d bytes after the value", c.rd.Len())
+	}
+	return err
+}
+
 // name reads an address, interned.
 func (c *codec) name() (string, error) {
 	n, err := c.dec.DecodeBytesLen()
@@ -553,40 +603,127 @@ func (c *codec) decodeEntry(en *Entry) error {
 // EncodeEntry serializes a vote for an acceptor's durable store, in the
 // wire form of an entry.
 func EncodeEntry(e *Entry) []byte {
-	c := codecs.Get().(*codec)
-	defer codecs.Put(c)
-	c.buf.Reset()
-	if err := encodeEntry(c.enc, e); err != nil {
-		// Writes to a bytes.Buffer do not fail, nor do the value types.
-		panic(fmt.Sprintf("encode paxos entry: %v", err))
-	}
-	return bytes.Clone(c.buf.Bytes())
+	return encodeWith(func(enc *msgpack.Encoder) error { return encodeEntry(enc, e) })
 }
 
 // DecodeEntry parses what EncodeEntry wrote, or a vote stored by an
 // earlier version (msgpack's keyed struct form).
 func DecodeEntry(b []byte) (Entry, error) {
 	var e Entry
-	if err := wire.Check(b); err != nil {
-		return e, fmt.Errorf("decode paxos entry: %w", err)
-	}
-	if b[0]&0xf0 == 0x80 || b[0] == 0xde || b[0] == 0xdf { // a map
-		if err := msgpack.Unmarshal(b, &e); err != nil {
-			return e, fmt.Errorf("decode paxos entry: %w", err)
-		}
-		return e, nil
-	}
-	c := codecs.Get().(*codec)
-	defer codecs.Put(c)
-	c.rd.Reset(b)
-	c.arena = nil
-	err := c.decodeEntry(&e)
-	c.arena = nil
-	if err == nil && c.rd.Len() != 0 {
-		err = fmt.Errorf("%d bytes after the entry", c.rd.Len())
-	}
-	if err != nil {
+	if err := decodeWith(b, &e, func(c *codec) error { return c.decodeEntry(&e) }); err != nil {
 		return Entry{}, fmt.Errorf("decode paxos entry: %w", err)
 	}
 	return e, nil
+}
+
+// Head is what Peek reads of a message: enough for a load generator to
+// answer it without decoding it in full.
+type Head struct {
+	Kind   Kind
+	From   string
+	Ballot Ballot
+	Slot   uint64
+	// Items counts the commands of a batch or the replies of a reply
+	// batch.
+	Items int
+	// LastSeq is the sequence number of a reply batch's last reply.
+	LastSeq uint64
+	// Refused counts replies with an error (a reply, or those of a reply
+	// batch).
+	Refused int
+}
+
+// Peek reads a message's head and skips the rest, at a fraction of
+// Decode's cost: the synthetic peers of `tide bench component` must cost
+// the machine far less than the role they flood.
+func Peek(frame []byte) (Head, error) {
+	var h Head
+	c := codecs.Get().(*codec)
+	defer codecs.Put(c)
+	c.rd.Reset(frame)
+	dec := c.dec
+	n, err := dec.DecodeArrayLen()
+	if err != nil {
+		return h, err
+	}
+	if n < 3 {
+		return h, fmt.Errorf("peek: message of %d elements", n)
+	}
+	if v, err := dec.DecodeUint64(); err != nil || v != wireVersion {
+		return h, fmt.Errorf("peek: wire version %d (%v)", v, err)
+	}
+	k, err := dec.DecodeUint8()
+	if err != nil {
+		return h, err
+	}
+	h.Kind = Kind(k)
+	p, err := dec.DecodeUint32()
+	if err != nil {
+		return h, err
+	}
+	if n != 3+bits.OnesCount32(p) {
+		return h, fmt.Errorf("peek: message of %d elements with %d fields", n, bits.OnesCount32(p))
+	}
+	// peekReply reads a reply's sequence number and whether it has an error.
+	peekReply := func() (seq uint64, refused bool, err error) {
+		if err = c.arrayLen(5); err != nil {
+			return
+		}
+		if err = dec.Skip(); err != nil {
+			return
+		}
+		if seq, err = dec.DecodeUint64(); err != nil {
+			return
+		}
+		if err = dec.Skip(); err != nil {
+			return
+		}
+		if err = dec.Skip(); err != nil {
+			return
+		}
+		e, err := dec.DecodeString()
+		return seq, e != "", err
+	}
+	for f := uint32(1); f <= p && err == nil; f <<= 1 {
+		if p&f == 0 {
+			continue
+		}
+		switch f {
+		case fFrom:
+			h.From, err = c.name()
+		case fBallot:
+			err = c.decodeBallot(&h.Ballot)
+		case fSlot:
+			h.Slot, err = dec.DecodeUint64()
+		case fBatch:
+			var n int
+			if n, err = c.sliceLen(); err == nil {
+				h.Items = n
+				for i := 0; i < n && err == nil; i++ {
+					err = dec.Skip()
+				}
+			}
+		case fReplies:
+			var n int
+			n, err = c.sliceLen()
+			for i := 0; i < n && err == nil; i++ {
+				var refused bool
+				if h.LastSeq, refused, err = peekReply(); refused {
+					h.Refused++
+				}
+				h.Items++
+			}
+		case fReply:
+			var refused bool
+			if _, refused, err = peekReply(); refused {
+				h.Refused++
+			}
+		default:
+			err = dec.Skip()
+		}
+	}
+	if err != nil {
+		return h, fmt.Errorf("peek: %w", err)
+	}
+	return h, nil
 }

@@ -88,3 +88,16 @@ func BenchmarkReflectDecodePhase2a(b *testing.B) {
 		}
 	})
 }
+
+// A replica applying one put, operation decode and result encode included.
+func BenchmarkKVApplyPut(b *testing.B) {
+	kv := NewKV()
+	op := EncodeKV(KVOp{Op: "put", Key: "c1-12", Value: []byte("0123456789abcdef")})
+	loop(b, func() { kv.Apply(op) })
+}
+
+func BenchmarkReflectKVApplyPut(b *testing.B) {
+	kv := NewKV()
+	op, _ := msgpack.Marshal(&KVOp{Op: "put", Key: "c1-12", Value: []byte("0123456789abcdef")})
+	loop(b, func() { kv.Apply(op) })
+}

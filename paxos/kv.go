@@ -24,17 +24,47 @@ type KVResult struct {
 	Err   string `msgpack:"e,omitempty"`
 }
 
+// An operation and a result are msgpack arrays, written and read field by
+// field: [op, key, value, expect] and [ok, found, value, err], a nil byte
+// string as nil (cas tells "expect the key absent" from "expect it
+// empty"). Decoders also take the keyed struct form of earlier versions,
+// which old log entries and sessions' saved results hold.
+
 // EncodeKV encodes an operation.
 func EncodeKV(op KVOp) []byte {
-	b, _ := msgpack.Marshal(&op)
-	return b
+	return encodeWith(func(enc *msgpack.Encoder) error {
+		var e errs
+		e.do(enc.EncodeArrayLen(4))
+		e.do(enc.EncodeString(op.Op))
+		e.do(enc.EncodeString(op.Key))
+		e.do(enc.EncodeBytes(op.Value))
+		e.do(enc.EncodeBytes(op.Expect))
+		return e.err
+	})
 }
 
 // DecodeKVResult decodes a result.
 func DecodeKVResult(b []byte) (KVResult, error) {
 	var r KVResult
-	if err := msgpack.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("decode kv result: %w", err)
+	err := decodeWith(b, &r, func(c *codec) error {
+		if err := c.arrayLen(4); err != nil {
+			return err
+		}
+		var err error
+		if r.OK, err = c.dec.DecodeBool(); err != nil {
+			return err
+		}
+		if r.Found, err = c.dec.DecodeBool(); err != nil {
+			return err
+		}
+		if r.Value, err = c.nilOrBytes(); err != nil {
+			return err
+		}
+		r.Err, err = c.dec.DecodeString()
+		return err
+	})
+	if err != nil {
+		return KVResult{}, fmt.Errorf("decode kv result: %w", err)
 	}
 	return r, nil
 }
@@ -49,17 +79,37 @@ type KV struct {
 func NewKV() *KV { return &KV{m: map[string][]byte{}} }
 
 func result(r KVResult) []byte {
-	b, _ := msgpack.Marshal(&r)
-	return b
+	return encodeWith(func(enc *msgpack.Encoder) error {
+		var e errs
+		e.do(enc.EncodeArrayLen(4))
+		e.do(enc.EncodeBool(r.OK))
+		e.do(enc.EncodeBool(r.Found))
+		e.do(enc.EncodeBytes(r.Value))
+		e.do(enc.EncodeString(r.Err))
+		return e.err
+	})
 }
 
 // decodeOp parses a client's operation, bounds first: operations come from
 // clients, and a replica must not be made to allocate what a header claims.
 func decodeOp(op []byte, o *KVOp) error {
-	if err := wire.Check(op); err != nil {
+	return decodeWith(op, o, func(c *codec) error {
+		if err := c.arrayLen(4); err != nil {
+			return err
+		}
+		var err error
+		if o.Op, err = c.dec.DecodeString(); err != nil {
+			return err
+		}
+		if o.Key, err = c.dec.DecodeString(); err != nil {
+			return err
+		}
+		if o.Value, err = c.nilOrBytes(); err != nil {
+			return err
+		}
+		o.Expect, err = c.nilOrBytes()
 		return err
-	}
-	return msgpack.Unmarshal(op, o)
+	})
 }
 
 // Apply implements StateMachine.
