@@ -11,12 +11,16 @@ import (
 	"time"
 
 	"tide/cluster"
+	"tide/paxos"
 	"tide/paxos/node"
 )
 
 // LogResult is one measurement of `tide bench log`.
 type LogResult struct {
-	Mode      string  `json:"mode"` // batched, unbatched, unreplicated, or target
+	Mode string `json:"mode"` // batched, unbatched, unreplicated, or target
+	// Workload is put (16-byte values), get (reads through the log) or
+	// get-quorum (leaderless reads: acceptors and a replica, paper §3.4).
+	Workload  string  `json:"workload,omitempty"`
 	Clients   int     `json:"clients"`
 	Seconds   float64 `json:"seconds"`
 	Ops       int     `json:"ops"`
@@ -73,17 +77,40 @@ func startControlled(ctx context.Context, local *cluster.Local, d node.Deploymen
 	return cluster.NewLogControl(roles, d, depPath), nil
 }
 
-// Log drives closed-loop clients, each putting 16-byte values to its own
-// keys (the paper's write-only workload), against d for duration, after a
-// short warm-up, and reports throughput and latency.
-func Log(ctx context.Context, d node.Deployment, mode string, clients int, duration time.Duration, log io.Writer) (LogResult, error) {
-	res := LogResult{Mode: mode, Clients: clients}
+// Workloads of Log.
+var Workloads = []string{"put", "get", "get-quorum"}
+
+// Log drives closed-loop clients against d for duration, after a short
+// warm-up, and reports throughput and latency. With workload put each
+// client puts 16-byte values to its own keys (the paper's write-only
+// workload); with get or get-quorum each reads its own key, put first,
+// through the log or by a leaderless quorum read.
+func Log(ctx context.Context, d node.Deployment, mode, workload string, clients int, duration time.Duration, log io.Writer) (LogResult, error) {
+	res := LogResult{Mode: mode, Workload: workload, Clients: clients}
+	var readMode paxos.ReadMode
+	switch workload {
+	case "put", "get":
+	case "get-quorum":
+		readMode = paxos.ReadQuorum
+	default:
+		return res, fmt.Errorf("unknown workload %q: want one of %v", workload, Workloads)
+	}
 	c, err := node.NewClient(d, "", clients)
 	if err != nil {
 		return res, err
 	}
 	defer c.Close()
 	value := []byte("0123456789abcdef")
+	if workload != "put" {
+		for i := range clients {
+			opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := c.Put(opCtx, fmt.Sprintf("c%d-0", i), value)
+			cancel()
+			if err != nil {
+				return res, fmt.Errorf("put the keys to read: %w", err)
+			}
+		}
+	}
 	var mu sync.Mutex
 	var lat []float64
 	var errs int
@@ -117,7 +144,15 @@ func Log(ctx context.Context, d node.Deployment, mode string, clients int, durat
 					break
 				}
 				opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				err := c.Put(opCtx, fmt.Sprintf("c%d-%d", i, n%1000), value)
+				var err error
+				if workload == "put" {
+					err = c.Put(opCtx, fmt.Sprintf("c%d-%d", i, n%1000), value)
+				} else {
+					var found bool
+					if _, found, err = c.Get(opCtx, fmt.Sprintf("c%d-0", i), readMode); err == nil && !found {
+						err = fmt.Errorf("key c%d-0 not found", i)
+					}
+				}
 				cancel()
 				if t.Before(warm) {
 					continue
@@ -153,14 +188,14 @@ func Log(ctx context.Context, d node.Deployment, mode string, clients int, durat
 	} else {
 		fmt.Fprintf(log, "no breakdown: %v\n", err)
 	}
-	fmt.Fprintf(log, "%-12s clients=%-4d %8.0f ops/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  cpu/op %.0f µs servers, %.0f µs clients\n",
-		mode, clients, res.OpsPerSec, res.P50ms, res.P99ms, errs, res.ServerCPUus, res.ClientCPUus)
+	fmt.Fprintf(log, "%-12s %-10s clients=%-4d %8.0f ops/s  p50 %6.2f ms  p99 %6.2f ms  errors %d  cpu/op %.0f µs servers, %.0f µs clients\n",
+		mode, workload, clients, res.OpsPerSec, res.P50ms, res.P99ms, errs, res.ServerCPUus, res.ClientCPUus)
 	return res, nil
 }
 
 // LogLocal starts a fresh local deployment for mode, measures it, and
 // stops it.
-func LogLocal(ctx context.Context, mode string, clients int, duration time.Duration, log io.Writer) (LogResult, error) {
+func LogLocal(ctx context.Context, mode, workload string, clients int, duration time.Duration, log io.Writer) (LogResult, error) {
 	d, err := LogShape(mode)
 	if err != nil {
 		return LogResult{}, err
@@ -175,5 +210,5 @@ func LogLocal(ctx context.Context, mode string, clients int, duration time.Durat
 	if err := StartLocalLog(ctx, local, d); err != nil {
 		return LogResult{}, err
 	}
-	return Log(ctx, d, mode, clients, duration, log)
+	return Log(ctx, d, mode, workload, clients, duration, log)
 }

@@ -83,7 +83,7 @@ func LogScaling(ctx context.Context, sc ScalingConfig, log io.Writer) ([]Scaling
 				return points, err
 			}
 			t0 := time.Now()
-			res, err := Log(ctx, cur, fmt.Sprintf("%s=%d", sw.Role, n), sc.Clients, sc.Duration, log)
+			res, err := Log(ctx, cur, fmt.Sprintf("%s=%d", sw.Role, n), "put", sc.Clients, sc.Duration, log)
 			if err != nil {
 				return points, err
 			}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -103,7 +104,7 @@ func newBenchFilesCmd() *cobra.Command {
 }
 
 func newBenchLogCmd() *cobra.Command {
-	var clients, modes, target, peer, peerBin string
+	var clients, modes, workloads, target, peer, peerBin string
 	var duration, hold, step time.Duration
 	var asJSON, live, breakdown bool
 	var ramp, capacity, plotPath string
@@ -122,8 +123,12 @@ Given no --target, each mode starts a fresh local log as child processes
   unbatched     no batchers or unbatchers: one command per slot
   unreplicated  the same KV, transport and client with no consensus (the ceiling)
 
---clients and --modes take comma-separated lists and every combination is
-measured in one run. With --json and a single combination the output is one
+--workload put (the default), get (reads through the log) or get-quorum
+(leaderless reads from acceptors and a replica, paper §3.4): each reading
+client puts its key first, then reads it.
+
+--clients, --modes and --workload take comma-separated lists and every
+combination is measured in one run. With --json and a single combination the output is one
 object with ops_per_sec, p50_ms and p99_ms; otherwise a JSON array.
 
 --live measures reconfiguration under load instead: it starts the batched
@@ -228,25 +233,34 @@ source tree this runs in.`,
 				}
 				counts = append(counts, n)
 			}
+			var wls []string
+			for _, w := range strings.Split(workloads, ",") {
+				if w = strings.TrimSpace(w); !slices.Contains(bench.Workloads, w) {
+					return fmt.Errorf("--workload: unknown workload %q: want one of %s", w, strings.Join(bench.Workloads, ", "))
+				}
+				wls = append(wls, w)
+			}
 			var results []bench.LogResult
 			for _, mode := range strings.Split(modes, ",") {
 				mode = strings.TrimSpace(mode)
-				for _, n := range counts {
-					var res bench.LogResult
-					var err error
-					if target != "" {
-						d, lerr := loadCurrent(target)
-						if lerr != nil {
-							return lerr
+				for _, wl := range wls {
+					for _, n := range counts {
+						var res bench.LogResult
+						var err error
+						if target != "" {
+							d, lerr := loadCurrent(target)
+							if lerr != nil {
+								return lerr
+							}
+							res, err = bench.Log(cmd.Context(), d, "target", wl, n, duration, os.Stderr)
+						} else {
+							res, err = bench.LogLocal(cmd.Context(), mode, wl, n, duration, os.Stderr)
 						}
-						res, err = bench.Log(cmd.Context(), d, "target", n, duration, os.Stderr)
-					} else {
-						res, err = bench.LogLocal(cmd.Context(), mode, n, duration, os.Stderr)
+						if err != nil {
+							return err
+						}
+						results = append(results, res)
 					}
-					if err != nil {
-						return err
-					}
-					results = append(results, res)
 				}
 				if target != "" {
 					break
@@ -262,8 +276,18 @@ source tree this runs in.`,
 					return err
 				}
 				defer cleanup()
-				if peerResults, err = runPeer(cmd.Context(), bin, "put", counts, duration, os.Stderr); err != nil {
-					return err
+				var peerWls []string
+				for _, wl := range wls {
+					if w := peerWorkload(wl); !slices.Contains(peerWls, w) {
+						peerWls = append(peerWls, w)
+					}
+				}
+				for _, w := range peerWls {
+					rs, err := runPeer(cmd.Context(), bin, w, counts, duration, os.Stderr)
+					if err != nil {
+						return err
+					}
+					peerResults = append(peerResults, rs...)
 				}
 				if asJSON {
 					return json.NewEncoder(os.Stdout).Encode(append(results, peerResults...))
@@ -276,9 +300,9 @@ source tree this runs in.`,
 				return json.NewEncoder(os.Stdout).Encode(results)
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "MODE\tCLIENTS\tOPS/S\tP50 MS\tP99 MS\tERRORS\tSERVER CPU µs/OP\tCLIENT CPU µs/OP")
+			fmt.Fprintln(w, "MODE\tWORKLOAD\tCLIENTS\tOPS/S\tP50 MS\tP99 MS\tERRORS\tSERVER CPU µs/OP\tCLIENT CPU µs/OP")
 			for _, r := range append(results, peerResults...) {
-				fmt.Fprintf(w, "%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\n", r.Mode, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, r.ServerCPUus, r.ClientCPUus)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\n", r.Mode, r.Workload, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, r.ServerCPUus, r.ClientCPUus)
 			}
 			if err := w.Flush(); err != nil {
 				return err
@@ -299,6 +323,7 @@ source tree this runs in.`,
 	}
 	cmd.Flags().StringVar(&clients, "clients", "10", "closed-loop clients, comma-separated for several runs")
 	cmd.Flags().StringVar(&modes, "modes", "batched", "batched, unbatched, unreplicated (comma-separated)")
+	cmd.Flags().StringVar(&workloads, "workload", "put", "put, get (through the log), get-quorum (leaderless) (comma-separated)")
 	cmd.Flags().StringVar(&target, "target", "", "measure an existing log (deployment file or role HTTP address) instead")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
 	cmd.Flags().StringVar(&peer, "peer", "", "also measure this peer with the same workload in the same run, and print the ratios: etcd")

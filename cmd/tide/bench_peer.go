@@ -77,7 +77,8 @@ func runPeer(ctx context.Context, bin, workload string, counts []int, duration t
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			return nil, fmt.Errorf("etcd-bench printed %q: %w", sc.Text(), err)
 		}
-		fmt.Fprintf(progress, "%-12s clients=%-4d %8.0f ops/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", r.Mode, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors)
+		r.Mode, r.Workload = "etcd", workload
+		fmt.Fprintf(progress, "%-12s %-10s clients=%-4d %8.0f ops/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n", r.Mode, r.Workload, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors)
 		res = append(res, r)
 	}
 	if len(res) != len(counts) {
@@ -90,18 +91,27 @@ func runPeer(ctx context.Context, bin, workload string, counts []int, duration t
 // etcd: throughput ratio and latency ratios (tide over etcd).
 func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nCLIENTS\tTIDE MODE\tOPS/S TIDE / ETCD\tP50 TIDE / ETCD\tP99 TIDE / ETCD\tSERVER CPU/OP TIDE / ETCD")
+	fmt.Fprintln(tw, "\nCLIENTS\tTIDE MODE\tWORKLOAD\tOPS/S TIDE / ETCD\tP50 TIDE / ETCD\tP99 TIDE / ETCD\tSERVER CPU/OP TIDE / ETCD")
 	for _, p := range peer {
 		for _, t := range tide {
-			if t.Clients != p.Clients || p.OpsPerSec == 0 || p.P50ms == 0 || p.P99ms == 0 {
+			if t.Clients != p.Clients || peerWorkload(t.Workload) != p.Workload || p.OpsPerSec == 0 || p.P50ms == 0 || p.P99ms == 0 {
 				continue
 			}
 			cpu := "-"
 			if t.ServerCPUus > 0 && p.ServerCPUus > 0 {
 				cpu = fmt.Sprintf("%.2fx", t.ServerCPUus/p.ServerCPUus)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%.2fx\t%.2fx\t%.2fx\t%s\n", p.Clients, t.Mode, t.OpsPerSec/p.OpsPerSec, t.P50ms/p.P50ms, t.P99ms/p.P99ms, cpu)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%.2fx\t%.2fx\t%.2fx\t%s\n", p.Clients, t.Mode, t.Workload, t.OpsPerSec/p.OpsPerSec, t.P50ms/p.P50ms, t.P99ms/p.P99ms, cpu)
 		}
 	}
 	return tw.Flush()
+}
+
+// peerWorkload is etcd-bench's workload for a tide workload: both kinds of
+// tide read compare with etcd's linearizable get.
+func peerWorkload(w string) string {
+	if w == "put" {
+		return "put"
+	}
+	return "get"
 }
