@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -201,6 +202,7 @@ func logPolicy(capacity, configPath string) (autoscale.LogPolicy, error) {
 func newLogServeCmd() *cobra.Command {
 	var depPath, depJSON, dataDir, httpAddr, join, kind, control string
 	var roles, listen []string
+	var procs int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run one or more roles of a tide log deployment in this process",
@@ -211,6 +213,12 @@ fetched from it, and --role with --kind starts a new instance, which serves once
 a reconfiguration adds it (tide log scale does both).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if procs < 0 {
+				return fmt.Errorf("--procs %d: want 0 (Go's default) or more", procs)
+			}
+			if procs > 0 {
+				runtime.GOMAXPROCS(procs)
+			}
 			var d node.Deployment
 			var err error
 			switch {
@@ -279,6 +287,7 @@ a reconfiguration adds it (tide log scale does both).`,
 	cmd.Flags().StringVar(&dataDir, "data-dir", "tide-log/state", "directory for durable role state (tide log up's --data-dir keeps it in its state subdirectory)")
 	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:0", "address this process binds for /metrics, /status and /deployment (others reach it at the address the deployment lists, which may differ, e.g. 0.0.0.0:5058 here)")
 	cmd.Flags().StringVar(&control, "control", "", "HTTP address of the process that starts and stops roles (set by tide log up)")
+	cmd.Flags().IntVar(&procs, "procs", 0, "CPUs this process runs Go code on at once (GOMAXPROCS; 0: Go's default, the CPU limit); tide log up sets 1 for local roles, which share the machine (a role's state machine runs on one goroutine, and fewer threads waking one another cost less CPU per command)")
 	return cmd
 }
 
