@@ -191,6 +191,9 @@ func TestBenchLogBreakdown(t *testing.T) {
 	if res.Ops == 0 {
 		t.Fatalf("no operations: %+v", res)
 	}
+	if res.ServerCPUus <= 0 || res.ClientCPUus <= 0 {
+		t.Errorf("CPU per operation not measured: servers %.1f µs, clients %.1f µs", res.ServerCPUus, res.ClientCPUus)
+	}
 	got := map[string]bench.PhaseStat{}
 	for _, s := range res.Breakdown {
 		got[s.Kind+"/"+s.Phase] = s
@@ -202,5 +205,36 @@ func TestBenchLogBreakdown(t *testing.T) {
 	}
 	if s := got["acceptor/sync"]; s.Count == 0 || s.MeanUs <= 0 {
 		t.Errorf("acceptors: no synced writes in the breakdown: %+v", s)
+	}
+}
+
+// TestBenchLogReads measures both kinds of read: every client finds the
+// key it put, through the log and by leaderless quorum reads; an unknown
+// workload is refused.
+func TestBenchLogReads(t *testing.T) {
+	cmd := exec.Command(tideBin, "bench", "log", "--clients", "3", "--duration", "1s", "--workload", "get,get-quorum", "--json")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tide bench log: %v\n%s", err, stderr.String())
+	}
+	var res []bench.LogResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("decode %q: %v", out, err)
+	}
+	var got []string
+	for _, r := range res {
+		got = append(got, r.Workload)
+		if r.Ops == 0 || r.Errors != 0 {
+			t.Errorf("%s: %d reads, %d errors (a read that does not find its key is an error)", r.Workload, r.Ops, r.Errors)
+		}
+	}
+	if strings.Join(got, ",") != "get,get-quorum" {
+		t.Fatalf("workloads measured: %v", got)
+	}
+	bad := exec.Command(tideBin, "bench", "log", "--workload", "scan")
+	if out, err := bad.CombinedOutput(); err == nil || !strings.Contains(string(out), "unknown workload") {
+		t.Fatalf("--workload scan: err %v, output %s", err, out)
 	}
 }
