@@ -20,6 +20,7 @@ import (
 	"tide/chord/rpc"
 	"tide/kv"
 	"tide/resp"
+	"tide/store/engine"
 )
 
 // Config configures a storage node. Zero fields take the defaults noted.
@@ -200,7 +201,7 @@ func (c *Config) validate() error {
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	eng     *Engine
+	eng     *engine.Engine
 	ring    *chord.Node
 	rpc     *rpc.Client
 	rpcSrv  *rpc.Server
@@ -246,7 +247,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	pos := kv.Partitioners[cfg.Partitioner]
-	eng, err := OpenEngine(cfg.DataDir, pos)
+	eng, err := engine.Open(cfg.DataDir, pos)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +258,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("%w on %s; start it with an empty --data-dir to join again (data dir: %s)", ErrLeft, raw, cfg.DataDir)
 	}
-	eng.tombTTL = cfg.KV.TombstoneTTL
+	eng.SetTombstoneTTL(cfg.KV.TombstoneTTL)
 	n := &Node{cfg: cfg, log: cfg.Log, eng: eng, pos: pos, kick: make(chan struct{}, 1), ringKick: make(chan struct{}, 1), stopped: make(chan struct{})}
 	fail := func(err error) (*Node, error) {
 		n.shutdown()
@@ -757,7 +758,7 @@ func (n *Node) Kick() {
 func (n *Node) Ring() *chord.Node { return n.ring }
 
 // Engine returns the node's storage engine.
-func (n *Node) Engine() *Engine { return n.eng }
+func (n *Node) Engine() *engine.Engine { return n.eng }
 
 // HTTPAddr returns the advertised file service address.
 func (n *Node) HTTPAddr() string { v, _ := n.httpAddrs.Load(n.ring.Self().Addr()); return v.(string) }
