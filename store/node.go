@@ -1,3 +1,26 @@
+// Package store is the tide storage node, the process `tide node` runs. It
+// composes a node's services; all but the Redis front end (package resp)
+// still live in this package, each in files of its own:
+//
+//   - the node (node.go, standby.go, membership.go): configuration, the
+//     Chord member (package chord over package chord/rpc), the ring the
+//     KV layer routes by, standbys, and the Dynamo seed's membership routes;
+//   - the file store (http.go, ops.go, repair.go, client.go): files on
+//     disk, owned by successor(md5_low32(name)), replicated to the next N-1
+//     successors, moved when the ring changes;
+//   - the key-value service's driver (kvnode.go, kvhttp.go): a goroutine
+//     that steps a kv.Node, persists its rounds and sends its messages
+//     over package transport; its storage is package store/engine;
+//   - the RESP front end's backend (respbackend.go): the KV service as
+//     package resp reaches it.
+//
+// The engine (package store/engine) is pebble for file metadata, KV
+// records, hints and node state, shared by the services.
+//
+// It may import the pure cores (chord, kv), their drivers' libraries
+// (chord/rpc, transport, wire), store/engine and the front ends (resp);
+// nothing imports
+// it but the CLI, the benchmarks and the tests.
 package store
 
 import (
