@@ -17,7 +17,7 @@ import (
 func TestKVGetWaitsForVersion(t *testing.T) {
 	nodes := kvCluster(t, 3, nil)
 	ctx := context.Background()
-	v1, err := nodes[0].KVPut(ctx, []byte("k"), []byte("one"), 0)
+	v1, err := nodes[0].kv.Put(ctx, []byte("k"), []byte("one"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestKVGetWaitsForVersion(t *testing.T) {
 		t.Fatalf("answered before the write: %+v", a)
 	case <-time.After(300 * time.Millisecond):
 	}
-	v2, err := nodes[2].KVPut(ctx, []byte("k"), []byte("two"), 0)
+	v2, err := nodes[2].kv.Put(ctx, []byte("k"), []byte("two"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestKVGetWaitsForVersion(t *testing.T) {
 			t.Errorf("GET /kv/k%s: %d %q, want 400", q, code, body)
 		}
 	}
-	if n := nodes[1].kv.watch.n.Load(); n != 0 {
+	if n := nodes[1].kv.Watches(); n != 0 {
 		t.Errorf("%d watches left registered", n)
 	}
 }

@@ -1,4 +1,4 @@
-package store
+package kvserver
 
 import (
 	"context"
@@ -77,23 +77,23 @@ func (w *keyWatch) fire(ops []kv.PersistOp) {
 // a node that is not one of the key's replicas sees no write to wake it.
 const watchRecheck = 20 * time.Millisecond
 
-// maxKVWait bounds the wait a read may ask for.
-const maxKVWait = time.Minute
+// MaxWait bounds the wait a read may ask for.
+const MaxWait = time.Minute
 
-// KVGetAtLeast reads key (R overrides the read quorum when > 0) until the
+// GetAtLeast reads key (R overrides the read quorum when > 0) until the
 // read returns version want or newer, or wait passes (then it returns
 // what the last read found). It re-reads whenever this node stores a
 // write of the key, and every watchRecheck regardless.
-func (n *Node) KVGetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
-	deadline := time.Now().Add(min(wait, maxKVWait))
+func (k *Server) GetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
+	deadline := time.Now().Add(min(wait, MaxWait))
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
-		ch := n.kv.watch.add(string(key))
-		rec, found, err := n.KVGet(ctx, key, r)
+		ch := k.watch.add(string(key))
+		rec, found, err := k.Get(ctx, key, r)
 		left := time.Until(deadline)
 		if err != nil || rec.Version >= want || left <= 0 {
-			n.kv.watch.remove(string(key), ch)
+			k.watch.remove(string(key), ch)
 			return rec, found, err
 		}
 		t.Reset(min(left, watchRecheck))
@@ -103,9 +103,13 @@ func (n *Node) KVGetAtLeast(ctx context.Context, key []byte, r int, want uint64,
 		case <-ctx.Done():
 		}
 		t.Stop()
-		n.kv.watch.remove(string(key), ch)
+		k.watch.remove(string(key), ch)
 		if ctx.Err() != nil {
 			return rec, found, ctx.Err()
 		}
 	}
 }
+
+// Watches counts the reads waiting for a key to be written
+// (GetAtLeast).
+func (k *Server) Watches() int64 { return k.watch.n.Load() }
