@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tide/chord"
+	"tide/store/engine"
 )
 
 // hdrForwarded marks a request one node sent another, so that the receiver
@@ -107,7 +108,7 @@ func (n *Node) fail(w http.ResponseWriter, op string, err error) {
 	var se *StatusError
 	if errors.As(err, &se) {
 		code = se.Code
-	} else if errors.Is(err, ErrNotFound) {
+	} else if errors.Is(err, engine.ErrNotFound) {
 		code = http.StatusNotFound
 	}
 	n.m.requests.WithLabelValues(op, strconv.Itoa(code)).Inc()
@@ -231,10 +232,10 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 // handleList lists the files of the whole ring, or with ?local=1 only the
 // copies held by this node (including tombstones, for repair).
 func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
-	var list []Meta
+	var list []engine.Meta
 	var err error
 	if r.URL.Query().Get("local") != "" {
-		err = n.eng.Scan(0, 0, func(m Meta) bool { list = append(list, m); return true })
+		err = n.eng.Scan(0, 0, func(m engine.Meta) bool { list = append(list, m); return true })
 	} else {
 		list, err = n.List(r.Context())
 	}
@@ -243,7 +244,7 @@ func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if list == nil {
-		list = []Meta{}
+		list = []engine.Meta{}
 	}
 	n.ok("list", http.StatusOK)
 	w.Header().Set("Content-Type", "application/json")
@@ -286,8 +287,8 @@ func (n *Node) Info() Info {
 		Files: n.eng.Files(), Bytes: n.eng.Used(), DiskUsed: used, DiskCap: capacity,
 		Replicas: n.cfg.Replicas, Leaving: n.leaving.Load(), State: n.state(),
 	}
-	in.KVKeys, in.KVBytes = n.eng.kvCount()
-	in.KVHints = n.eng.hintCount()
+	in.KVKeys, in.KVBytes = n.eng.KVCount()
+	in.KVHints = n.eng.HintCount()
 	in.RESPAddr, in.PeerAddr = n.respAddr, n.peerAddr
 	if capacity > 0 {
 		in.DiskPercent = 100 * float64(used) / float64(capacity)
@@ -319,7 +320,7 @@ func (n *Node) handleReplicaGet(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func setFileHeaders(w http.ResponseWriter, m Meta) {
+func setFileHeaders(w http.ResponseWriter, m engine.Meta) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(m.Size, 10))
 	w.Header().Set("X-Tide-Version", strconv.FormatUint(m.Version, 10))
@@ -421,8 +422,8 @@ func fileURL(httpAddr, prefix, name string) string {
 }
 
 // List merges the local listings of every ring member, walking successors.
-func (n *Node) List(ctx context.Context) ([]Meta, error) {
-	byName := map[string]Meta{}
+func (n *Node) List(ctx context.Context) ([]engine.Meta, error) {
+	byName := map[string]engine.Meta{}
 	cur := n.ring.Self()
 	if !n.ring.InRing() {
 		// A standby lists the ring it follows.
@@ -441,7 +442,7 @@ func (n *Node) List(ctx context.Context) ([]Meta, error) {
 		seen[cur] = true
 		addr, err := n.httpAddrOf(ctx, cur)
 		if err == nil {
-			var local []Meta
+			var local []engine.Meta
 			if err = getJSON(ctx, n.hc, "http://"+addr+"/files?local=1", &local); err == nil {
 				for _, m := range local {
 					if old, ok := byName[m.Name]; !ok || m.Version > old.Version {
@@ -459,13 +460,13 @@ func (n *Node) List(ctx context.Context) ([]Meta, error) {
 		}
 		cur = next
 	}
-	out := make([]Meta, 0, len(byName))
+	out := make([]engine.Meta, 0, len(byName))
 	for _, m := range byName {
 		if !m.Deleted {
 			out = append(out, m)
 		}
 	}
-	slices.SortFunc(out, func(a, b Meta) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b engine.Meta) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 

@@ -69,7 +69,7 @@ func TestKVQuorumRoundTrip(t *testing.T) {
 			key := []byte(fmt.Sprintf("key-%d\xff", i))
 			k := 0
 			for _, n := range nodes {
-				if _, ok, _ := (kvStorage{n.eng}).Get(key); ok {
+				if _, ok, _ := (n.eng.KV()).Get(key); ok {
 					k++
 				}
 			}

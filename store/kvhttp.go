@@ -32,7 +32,7 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /kv/{key...}", n.handleKVDelete)
 	mux.HandleFunc("POST /internal/join", n.handleJoin)
 	mux.HandleFunc("GET /internal/kv/local", func(w http.ResponseWriter, r *http.Request) {
-		rec, ok, err := kvStorage{n.eng}.Get([]byte(r.URL.Query().Get("key")))
+		rec, ok, err := n.eng.KV().Get([]byte(r.URL.Query().Get("key")))
 		if err != nil || !ok || rec.Tomb {
 			http.Error(w, "not held here", http.StatusNotFound)
 			return

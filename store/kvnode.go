@@ -115,13 +115,13 @@ func (n *Node) startKV(ctx context.Context, peerLn net.Listener) error {
 		initial = &kvRing{StaticRing: kv.NewStaticRing(pos, nil)}
 	}
 	k.ring.Store(initial)
-	hints, err := n.eng.hints()
+	hints, err := n.eng.Hints()
 	if err != nil {
 		peerLn.Close()
 		return err
 	}
-	k.node = kv.NewNode(n.cfg.KV, n.peerAddr, initial, kvStorage{n.eng}, func() uint64 { return uint64(time.Now().UnixNano()) }, hints)
-	outbox, err := n.eng.outbox()
+	k.node = kv.NewNode(n.cfg.KV, n.peerAddr, initial, n.eng.KV(), func() uint64 { return uint64(time.Now().UnixNano()) }, hints)
+	outbox, err := n.eng.Outbox()
 	if err != nil {
 		peerLn.Close()
 		return err
@@ -225,7 +225,7 @@ func (k *kvNode) loop(ctx context.Context) {
 			// The seed's clear_cache: storage is emptied between rounds,
 			// and the node forgets the hints and versions it kept of it.
 			k.node.Clear()
-			done <- k.n.eng.clearKV()
+			done <- k.n.eng.ClearKV()
 		case b := <-k.bulk:
 			// Data moving between replicas takes a round to itself, so
 			// that client requests never queue behind more than a few
@@ -281,7 +281,7 @@ func (k *kvNode) loop(ctx context.Context) {
 		k.flush(ob)
 		committed := false
 		if len(rd.Persist) > 0 {
-			if err := k.n.eng.applyKV(rd.Persist, false); err != nil {
+			if err := k.n.eng.ApplyKV(rd.Persist, false); err != nil {
 				k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
 				k.node.ForgetVersions()   // it knows of writes storage lacks
 				k.recycle = k.recycle[:0] // left to the garbage collector
@@ -503,7 +503,7 @@ func (k *kvNode) syncLoop(ctx context.Context) {
 // syncWAL makes every round committed so far durable, and times it.
 func (k *kvNode) syncWAL() error {
 	start := time.Now()
-	err := k.n.eng.syncWAL()
+	err := k.n.eng.SyncWAL()
 	k.n.m.kvSync.Observe(time.Since(start).Seconds())
 	return err
 }

@@ -140,7 +140,7 @@ func TestSeedReconfigure(t *testing.T) {
 	}
 	checkValues(nodes)
 	// The standby owns nothing.
-	waitFor(t, "the standby to hold nothing", func() bool { k, _ := c.eng.kvCount(); return k == 0 })
+	waitFor(t, "the standby to hold nothing", func() bool { k, _ := c.eng.KVCount(); return k == 0 })
 
 	if code, body := httpGet(t, "http://"+b.HTTPAddr()+"/add_node/5000/"+c.HTTPAddr()); code != 200 || body != "OK" {
 		t.Fatalf("add_node: %d %q", code, body)
@@ -161,7 +161,7 @@ func TestSeedReconfigure(t *testing.T) {
 	}
 	checkValues([]*Node{a, c})
 	checkValues(nodes)
-	waitFor(t, "the removed node to hold nothing", func() bool { k, _ := b.eng.kvCount(); return k == 0 })
+	waitFor(t, "the removed node to hold nothing", func() bool { k, _ := b.eng.KVCount(); return k == 0 })
 	// Shut down, the removed node answers nothing; still within the
 	// transition window of the add, no request through the two nodes left
 	// may wait for it.
@@ -293,5 +293,5 @@ func TestSetRingFromLoneNodes(t *testing.T) {
 		rec, found, err := a.KVGet(context.Background(), []byte("before"), 0)
 		return err == nil && found && string(rec.Value) == "on c"
 	})
-	waitFor(t, "the standby to hold nothing", func() bool { k, _ := c.eng.kvCount(); return k == 0 })
+	waitFor(t, "the standby to hold nothing", func() bool { k, _ := c.eng.KVCount(); return k == 0 })
 }

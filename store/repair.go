@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"tide/chord"
+	"tide/store/engine"
 )
 
 // repairLoop keeps every local file where it belongs: when the node's
@@ -71,8 +72,8 @@ type RepairResult struct {
 func (n *Node) repair(ctx context.Context, leaving bool) (RepairResult, error) {
 	n.m.repairRuns.Inc()
 	var res RepairResult
-	var metas []Meta
-	if err := n.eng.Scan(0, 0, func(m Meta) bool { metas = append(metas, m); return true }); err != nil {
+	var metas []engine.Meta
+	if err := n.eng.Scan(0, 0, func(m engine.Meta) bool { metas = append(metas, m); return true }); err != nil {
 		return res, err
 	}
 	res.Checked = len(metas)
@@ -197,7 +198,7 @@ func (n *Node) replicaSetOf(ctx context.Context, owner chord.Ref, leaving bool) 
 }
 
 // lacking asks node t which of the given versions it does not hold.
-func (n *Node) lacking(ctx context.Context, t chord.Ref, metas []Meta, idx []int) (map[string]bool, error) {
+func (n *Node) lacking(ctx context.Context, t chord.Ref, metas []engine.Meta, idx []int) (map[string]bool, error) {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
 		return nil, err
@@ -306,7 +307,7 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 	// other W-1 acknowledged copies.
 	prev := -1
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
-		keys, _ := n.eng.kvCount()
+		keys, _ := n.eng.KVCount()
 		if keys == 0 || (keys >= prev && prev >= 0 && !n.kv.busy()) {
 			break
 		}
@@ -336,8 +337,8 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 		res, err = n.repair(ctx, true)
 		moved += res.Pushed
 		left := 0
-		n.eng.Scan(0, 0, func(Meta) bool { left++; return true })
-		keys, _ := n.eng.kvCount()
+		n.eng.Scan(0, 0, func(engine.Meta) bool { left++; return true })
+		keys, _ := n.eng.KVCount()
 		left += keys
 		if err == nil && left == 0 && stay {
 			if err := n.becomeStandby(follow); err != nil {

@@ -29,7 +29,7 @@ func (b respBackend) Delete(ctx context.Context, key []byte) error {
 func (b respBackend) NewBatcher() resp.Batcher { return &connBatcher{k: b.n.kv} }
 
 func (b respBackend) Status() resp.Status {
-	keys, bytes := b.n.eng.kvCount()
+	keys, bytes := b.n.eng.KVCount()
 	return resp.Status{Members: len(b.n.kv.ring.Load().members), Stats: b.n.KVStats(), Keys: int64(keys), Bytes: bytes}
 }
 
