@@ -83,7 +83,7 @@ func (n *Node) becameMember() {
 	}
 	n.log.Info("member of a ring", "token", uint32(self.ID), "successor", n.ring.Successor(0).String())
 	n.RefreshRing()
-	n.Kick()
+	n.files.Kick()
 }
 
 // state names what the node is: member, leaving, standby (out of the ring,
