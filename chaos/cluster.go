@@ -90,6 +90,10 @@ type ClusterConfig struct {
 	// DiskBytes, when above 0, gives each node a tmpfs of that size as
 	// its data directory, so that the disk can fill up.
 	DiskBytes int64
+	// Capacity, when above 0, is the capacity each node believes its disk
+	// has (--capacity); above DiskBytes, the disk fills before the node
+	// refuses writes for being full.
+	Capacity int64
 	// NanoCPUs limits each node's CPU (billionths); 0 means no limit.
 	NanoCPUs int64
 	// Client is the engine client; nil connects from the environment.
@@ -106,6 +110,7 @@ func NewCluster(cfg ClusterConfig) (*Cluster, error) {
 		Cluster:     cfg.Name,
 		Replicas:    cfg.Replicas,
 		DataTmpfs:   cfg.DiskBytes,
+		Capacity:    cfg.Capacity,
 		NanoCPUs:    cfg.NanoCPUs,
 		Extra:       []string{"--resp-addr", "0.0.0.0:" + strconv.Itoa(RESPPort)},
 		StopTimeout: 10 * time.Second,

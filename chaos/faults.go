@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -96,20 +97,24 @@ func (joinFault) Inject(ctx context.Context, c *Cluster) (func(context.Context) 
 	return nil, err
 }
 
-type fillFault struct{ fileBytes int }
+type fillFault struct {
+	fileBytes int
+	note      string // what the fill did, once injected
+}
 
 // FillDisk uploads filler files through the ring until the nodes refuse
-// them (their disks, tmpfs of Scenario.DiskBytes, are full); when the
-// step ends it deletes them, and space returns.
-func FillDisk() Fault { return fillFault{fileBytes: 512 << 10} }
+// three of them (their disks, tmpfs of Scenario.DiskBytes, are full);
+// when the step ends it deletes them, and space returns.
+func FillDisk() Fault { return &fillFault{fileBytes: 512 << 10} }
 
-func (fillFault) String() string { return "fill the disks" }
+func (f *fillFault) String() string { return "fill the disks" + f.note }
 
-func (f fillFault) Inject(ctx context.Context, c *Cluster) (func(context.Context) error, error) {
+func (f *fillFault) Inject(ctx context.Context, c *Cluster) (func(context.Context) error, error) {
 	fc := newFileClient(5 * time.Second)
 	var names []string
-	refused := 0
-	for i := 0; refused < 3 && i < 4096; i++ {
+	var refusals []string
+	stored := 0
+	for i := 0; len(refusals) < 3 && i < 4096; i++ {
 		name := fmt.Sprintf("fill-%04d", i)
 		live := c.Live()
 		if len(live) == 0 {
@@ -117,9 +122,12 @@ func (f fillFault) Inject(ctx context.Context, c *Cluster) (func(context.Context
 		}
 		names = append(names, name)
 		if err := fc.put(ctx, live[i%len(live)], name, filler(name, f.fileBytes)); err != nil {
-			refused++
+			refusals = append(refusals, shorten(err.Error(), 200))
+		} else {
+			stored++
 		}
 	}
+	f.note = fmt.Sprintf(" (%d files of %d KiB stored, then refused: %s)", stored, f.fileBytes>>10, strings.Join(refusals, "; "))
 	return func(ctx context.Context) error {
 		for _, name := range names {
 			for _, n := range c.Live() {

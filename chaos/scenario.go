@@ -26,6 +26,10 @@ type Scenario struct {
 	// DiskBytes, when above 0, gives every node a tmpfs data directory of
 	// that size (a disk that can fill). Its data does not survive a kill.
 	DiskBytes int64
+	// Capacity, when above 0, is what the nodes take their disks' size
+	// to be: set above DiskBytes, the disk runs out of space (ENOSPC)
+	// before a node refuses a write for being full.
+	Capacity int64
 	// Duration is how long the workloads run; faults happen within it.
 	Duration time.Duration
 	KV       *KV
@@ -97,7 +101,7 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 	var suffix [3]byte
 	rand.Read(suffix[:])
 	cluster, err := NewCluster(ClusterConfig{Image: opt.Image, Name: "chaos-" + sc.Name + "-" + hex.EncodeToString(suffix[:]),
-		Replicas: sc.Replicas, DiskBytes: sc.DiskBytes, Client: opt.Client})
+		Replicas: sc.Replicas, DiskBytes: sc.DiskBytes, Capacity: sc.Capacity, Client: opt.Client})
 	if err != nil {
 		return rep, err
 	}

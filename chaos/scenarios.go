@@ -50,6 +50,11 @@ var Scenarios = []Scenario{
 		Nodes: 3, DiskBytes: 32 << 20, Duration: 20 * time.Second, KV: smallKV, Files: smallFiles,
 		Steps: []Step{{At: 3 * time.Second, Fault: FillDisk(), For: 10 * time.Second}},
 	},
+	{
+		Name: "disk-enospc", About: "every node's disk (a 32 MiB tmpfs the nodes take for 1 GiB) filled until writes fail with ENOSPC, then freed",
+		Nodes: 3, DiskBytes: 32 << 20, Capacity: 1 << 30, Duration: 20 * time.Second, KV: smallKV, Files: smallFiles,
+		Steps: []Step{{At: 3 * time.Second, Fault: FillDisk(), For: 10 * time.Second}},
+	},
 }
 
 // Select returns the built-in scenarios named in names (all of them if

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"regexp"
 	"sync"
 	"time"
 )
@@ -99,7 +100,7 @@ func (t *tally) record(client int, start, end time.Time, out Outcome, err error)
 		t.runStart[client] = start
 	}
 	if err != nil && len(t.errs) < 64 {
-		t.errs[shorten(err.Error(), 160)]++
+		t.errs[shorten(digits.ReplaceAllString(err.Error(), "N"), 160)]++
 	}
 }
 
@@ -113,6 +114,10 @@ func (t *tally) close(end time.Time) Counts {
 	}
 	return t.c
 }
+
+// digits are replaced in error messages, so that messages differing only
+// in addresses, sizes and versions count as one.
+var digits = regexp.MustCompile(`[0-9]+`)
 
 func shorten(s string, n int) string {
 	if len(s) > n {
