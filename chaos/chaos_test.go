@@ -3,8 +3,6 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -21,12 +19,9 @@ import (
 // under a tag of its own that is removed when the test ends.
 func testImage(t *testing.T) (*client.Client, string) {
 	t.Helper()
-	cli, err := dockerprov.NewClient()
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
-		cancel()
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cli, err := dockerprov.Engine(ctx)
 	if err != nil {
 		t.Skipf("Docker engine unreachable (%v): the chaos scenarios need one on this host", err)
 	}
@@ -35,16 +30,12 @@ func testImage(t *testing.T) (*client.Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	bin := filepath.Join(t.TempDir(), "tide")
 	if err := dockerprov.BuildBinary(ctx, root, bin); err != nil {
 		t.Fatal(err)
 	}
-	var b [4]byte
-	rand.Read(b[:])
-	image := "tide-node:chaos-" + hex.EncodeToString(b[:])
-	if err := dockerprov.BuildImage(ctx, cli, bin, image); err != nil {
+	image, err := dockerprov.BuildImageAs(ctx, cli, bin, "tide-node", "chaos")
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
