@@ -19,23 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"tide/chord"
+	"tide/store/engine"
+	"tide/store/status"
 )
 
 // hdrForwarded marks a request one node sent another, so that the receiver
 // acts on it itself instead of routing it again.
 const hdrForwarded = "X-Tide-Forwarded"
-
-// StatusError is an error with the HTTP status it should be answered with.
-type StatusError struct {
-	Code int
-	Msg  string
-}
-
-func (e *StatusError) Error() string { return e.Msg }
-
-func statusf(code int, format string, args ...any) error {
-	return &StatusError{Code: code, Msg: fmt.Sprintf(format, args...)}
-}
 
 func (n *Node) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -104,10 +94,10 @@ func ValidName(name string) error {
 
 func (n *Node) fail(w http.ResponseWriter, op string, err error) {
 	code := http.StatusInternalServerError
-	var se *StatusError
+	var se *status.Error
 	if errors.As(err, &se) {
 		code = se.Code
-	} else if errors.Is(err, ErrNotFound) {
+	} else if errors.Is(err, engine.ErrNotFound) {
 		code = http.StatusNotFound
 	}
 	n.m.requests.WithLabelValues(op, strconv.Itoa(code)).Inc()
@@ -127,7 +117,7 @@ func (n *Node) ok(op string, code int) {
 func (n *Node) handleUpload(w http.ResponseWriter, r *http.Request) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		n.fail(w, "upload", statusf(http.StatusBadRequest, "expected a multipart/form-data body with field \"files\": %v", err))
+		n.fail(w, "upload", status.Errorf(http.StatusBadRequest, "expected a multipart/form-data body with field \"files\": %v", err))
 		return
 	}
 	stored := 0
@@ -137,7 +127,7 @@ func (n *Node) handleUpload(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		if err != nil {
-			n.fail(w, "upload", statusf(http.StatusBadRequest, "malformed multipart body after %d file(s): %v", stored, err))
+			n.fail(w, "upload", status.Errorf(http.StatusBadRequest, "malformed multipart body after %d file(s): %v", stored, err))
 			return
 		}
 		if part.FormName() != "files" {
@@ -149,7 +139,7 @@ func (n *Node) handleUpload(w http.ResponseWriter, r *http.Request) {
 			err = ValidName(name)
 		}
 		if err != nil {
-			n.fail(w, "upload", statusf(http.StatusBadRequest, "%v", err))
+			n.fail(w, "upload", status.Errorf(http.StatusBadRequest, "%v", err))
 			return
 		}
 		if _, err := n.Put(r.Context(), name, part, -1, false); err != nil {
@@ -159,7 +149,7 @@ func (n *Node) handleUpload(w http.ResponseWriter, r *http.Request) {
 		stored++
 	}
 	if stored == 0 {
-		n.fail(w, "upload", statusf(http.StatusBadRequest, "no \"files\" field in the form"))
+		n.fail(w, "upload", status.Errorf(http.StatusBadRequest, "no \"files\" field in the form"))
 		return
 	}
 	n.ok("upload", http.StatusNoContent)
@@ -183,7 +173,7 @@ func partFileName(disposition string) (string, error) {
 func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := ValidName(name); err != nil {
-		n.fail(w, "put", statusf(http.StatusBadRequest, "%v", err))
+		n.fail(w, "put", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
 	m, err := n.Put(r.Context(), name, r.Body, r.ContentLength, r.Header.Get(hdrForwarded) != "")
@@ -200,7 +190,7 @@ func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 func (n *Node) handleDelete(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := ValidName(name); err != nil {
-		n.fail(w, "delete", statusf(http.StatusBadRequest, "%v", err))
+		n.fail(w, "delete", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
 	if err := n.Delete(r.Context(), name, r.Header.Get(hdrForwarded) != ""); err != nil {
@@ -218,7 +208,7 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := ValidName(name); err != nil {
-		n.fail(w, "get", statusf(http.StatusBadRequest, "%v", err))
+		n.fail(w, "get", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
 	if err := n.Get(r.Context(), w, r, name); err != nil {
@@ -231,10 +221,10 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 // handleList lists the files of the whole ring, or with ?local=1 only the
 // copies held by this node (including tombstones, for repair).
 func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
-	var list []Meta
+	var list []engine.Meta
 	var err error
 	if r.URL.Query().Get("local") != "" {
-		err = n.eng.Scan(0, 0, func(m Meta) bool { list = append(list, m); return true })
+		err = n.eng.Scan(0, 0, func(m engine.Meta) bool { list = append(list, m); return true })
 	} else {
 		list, err = n.List(r.Context())
 	}
@@ -243,7 +233,7 @@ func (n *Node) handleList(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if list == nil {
-		list = []Meta{}
+		list = []engine.Meta{}
 	}
 	n.ok("list", http.StatusOK)
 	w.Header().Set("Content-Type", "application/json")
@@ -286,8 +276,8 @@ func (n *Node) Info() Info {
 		Files: n.eng.Files(), Bytes: n.eng.Used(), DiskUsed: used, DiskCap: capacity,
 		Replicas: n.cfg.Replicas, Leaving: n.leaving.Load(), State: n.state(),
 	}
-	in.KVKeys, in.KVBytes = n.eng.kvCount()
-	in.KVHints = n.eng.hintCount()
+	in.KVKeys, in.KVBytes = n.eng.KVCount()
+	in.KVHints = n.eng.HintCount()
 	in.RESPAddr, in.PeerAddr = n.respAddr, n.peerAddr
 	if capacity > 0 {
 		in.DiskPercent = 100 * float64(used) / float64(capacity)
@@ -319,7 +309,7 @@ func (n *Node) handleReplicaGet(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func setFileHeaders(w http.ResponseWriter, m Meta) {
+func setFileHeaders(w http.ResponseWriter, m engine.Meta) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(m.Size, 10))
 	w.Header().Set("X-Tide-Version", strconv.FormatUint(m.Version, 10))
@@ -329,7 +319,7 @@ func setFileHeaders(w http.ResponseWriter, m Meta) {
 func versionParam(r *http.Request) (uint64, error) {
 	v, err := strconv.ParseUint(r.URL.Query().Get("version"), 10, 64)
 	if err != nil || v == 0 {
-		return 0, statusf(http.StatusBadRequest, "missing or bad version")
+		return 0, status.Errorf(http.StatusBadRequest, "missing or bad version")
 	}
 	return v, nil
 }
@@ -341,7 +331,7 @@ func (n *Node) handleReplicaPut(w http.ResponseWriter, r *http.Request) {
 		err = ValidName(name)
 	}
 	if err != nil {
-		n.fail(w, "replica_put", statusf(http.StatusBadRequest, "%v", err))
+		n.fail(w, "replica_put", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
 	n.clock.Observe(v)
@@ -378,7 +368,7 @@ type haveEntry struct {
 func (n *Node) handleHave(w http.ResponseWriter, r *http.Request) {
 	var in []haveEntry
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&in); err != nil {
-		n.fail(w, "have", statusf(http.StatusBadRequest, "bad have list: %v", err))
+		n.fail(w, "have", status.Errorf(http.StatusBadRequest, "bad have list: %v", err))
 		return
 	}
 	lacking := []string{}
@@ -421,8 +411,8 @@ func fileURL(httpAddr, prefix, name string) string {
 }
 
 // List merges the local listings of every ring member, walking successors.
-func (n *Node) List(ctx context.Context) ([]Meta, error) {
-	byName := map[string]Meta{}
+func (n *Node) List(ctx context.Context) ([]engine.Meta, error) {
+	byName := map[string]engine.Meta{}
 	cur := n.ring.Self()
 	if !n.ring.InRing() {
 		// A standby lists the ring it follows.
@@ -441,7 +431,7 @@ func (n *Node) List(ctx context.Context) ([]Meta, error) {
 		seen[cur] = true
 		addr, err := n.httpAddrOf(ctx, cur)
 		if err == nil {
-			var local []Meta
+			var local []engine.Meta
 			if err = getJSON(ctx, n.hc, "http://"+addr+"/files?local=1", &local); err == nil {
 				for _, m := range local {
 					if old, ok := byName[m.Name]; !ok || m.Version > old.Version {
@@ -459,13 +449,13 @@ func (n *Node) List(ctx context.Context) ([]Meta, error) {
 		}
 		cur = next
 	}
-	out := make([]Meta, 0, len(byName))
+	out := make([]engine.Meta, 0, len(byName))
 	for _, m := range byName {
 		if !m.Deleted {
 			out = append(out, m)
 		}
 	}
-	slices.SortFunc(out, func(a, b Meta) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b engine.Meta) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 

@@ -1,3 +1,26 @@
+// Package store is the tide storage node, the process `tide node` runs. It
+// composes a node's services; all but the Redis front end (package resp)
+// still live in this package, each in files of its own:
+//
+//   - the node (node.go, standby.go, membership.go): configuration, the
+//     Chord member (package chord over package chord/rpc), the ring the
+//     KV layer routes by, standbys, and the Dynamo seed's membership routes;
+//   - the file store (http.go, ops.go, repair.go, client.go): files on
+//     disk, owned by successor(md5_low32(name)), replicated to the next N-1
+//     successors, moved when the ring changes;
+//   - the key-value service's driver (kvnode.go, kvhttp.go): a goroutine
+//     that steps a kv.Node, persists its rounds and sends its messages
+//     over package transport; its storage is package store/engine;
+//   - the RESP front end's backend (respbackend.go): the KV service as
+//     package resp reaches it.
+//
+// The engine (package store/engine) is pebble for file metadata, KV
+// records, hints and node state, shared by the services.
+//
+// It may import the pure cores (chord, kv), their drivers' libraries
+// (chord/rpc, transport, wire), store/engine and the front ends (resp);
+// nothing imports
+// it but the CLI, the benchmarks and the tests.
 package store
 
 import (
@@ -20,6 +43,8 @@ import (
 	"tide/chord/rpc"
 	"tide/kv"
 	"tide/resp"
+	"tide/store/engine"
+	"tide/store/kvserver"
 )
 
 // Config configures a storage node. Zero fields take the defaults noted.
@@ -200,7 +225,7 @@ func (c *Config) validate() error {
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	eng     *Engine
+	eng     *engine.Engine
 	ring    *chord.Node
 	rpc     *rpc.Client
 	rpcSrv  *rpc.Server
@@ -212,7 +237,10 @@ type Node struct {
 	pos      func([]byte) uint32
 	peerAddr string
 	respAddr string
-	kv       *kvNode
+	kv       *kvserver.Server
+	// kvRing is the latest ring table given to the KV service, with the
+	// members' addresses (see ringLoop).
+	kvRing   atomic.Pointer[kvRing]
 	ringKick chan struct{}
 	lock     lease
 	// follow lists the members (Chord addresses) a standby walks the ring
@@ -246,7 +274,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	pos := kv.Partitioners[cfg.Partitioner]
-	eng, err := OpenEngine(cfg.DataDir, pos)
+	eng, err := engine.Open(cfg.DataDir, pos)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +285,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("%w on %s; start it with an empty --data-dir to join again (data dir: %s)", ErrLeft, raw, cfg.DataDir)
 	}
-	eng.tombTTL = cfg.KV.TombstoneTTL
+	eng.SetTombstoneTTL(cfg.KV.TombstoneTTL)
 	n := &Node{cfg: cfg, log: cfg.Log, eng: eng, pos: pos, kick: make(chan struct{}, 1), ringKick: make(chan struct{}, 1), stopped: make(chan struct{})}
 	fail := func(err error) (*Node, error) {
 		n.shutdown()
@@ -757,7 +785,7 @@ func (n *Node) Kick() {
 func (n *Node) Ring() *chord.Node { return n.ring }
 
 // Engine returns the node's storage engine.
-func (n *Node) Engine() *Engine { return n.eng }
+func (n *Node) Engine() *engine.Engine { return n.eng }
 
 // HTTPAddr returns the advertised file service address.
 func (n *Node) HTTPAddr() string { v, _ := n.httpAddrs.Load(n.ring.Self().Addr()); return v.(string) }

@@ -10,48 +10,51 @@ import (
 	"strconv"
 
 	"tide/chord"
+	"tide/store/engine"
+	"tide/store/kvserver"
+	"tide/store/status"
 )
 
 // capWriter fails a write that would take the node past its capacity or
 // the file past the size limit.
 type capWriter struct {
-	w        *Writer
+	w        *engine.Writer
 	n        *Node
 	maxBytes int64
 }
 
 func (c *capWriter) Write(p []byte) (int, error) {
 	if c.w.Size()+int64(len(p)) > c.maxBytes {
-		return 0, statusf(http.StatusRequestEntityTooLarge, "file larger than the limit of %d bytes", c.maxBytes)
+		return 0, status.Errorf(http.StatusRequestEntityTooLarge, "file larger than the limit of %d bytes", c.maxBytes)
 	}
 	if used, capacity := c.n.Disk(); capacity > 0 && used+c.w.Size()+int64(len(p)) > capacity {
-		return 0, statusf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used", c.n.ring.Self().Addr(), used, capacity)
+		return 0, status.Errorf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used", c.n.ring.Self().Addr(), used, capacity)
 	}
 	return c.w.Write(p)
 }
 
 // store writes one version of a file to the local engine.
-func (n *Node) store(name string, body io.Reader, size int64, version uint64) (Meta, error) {
+func (n *Node) store(name string, body io.Reader, size int64, version uint64) (engine.Meta, error) {
 	if size > n.cfg.MaxFileSize {
-		return Meta{}, statusf(http.StatusRequestEntityTooLarge, "file of %d bytes is larger than the limit of %d", size, n.cfg.MaxFileSize)
+		return engine.Meta{}, status.Errorf(http.StatusRequestEntityTooLarge, "file of %d bytes is larger than the limit of %d", size, n.cfg.MaxFileSize)
 	}
 	if used, capacity := n.Disk(); size > 0 && capacity > 0 && used+size > capacity {
-		return Meta{}, statusf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used, %d more requested", n.ring.Self().Addr(), used, capacity, size)
+		return engine.Meta{}, status.Errorf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used, %d more requested", n.ring.Self().Addr(), used, capacity, size)
 	}
 	w, err := n.eng.Create()
 	if err != nil {
-		return Meta{}, err
+		return engine.Meta{}, err
 	}
 	defer w.Abort()
 	if _, err := io.Copy(&capWriter{w: w, n: n, maxBytes: n.cfg.MaxFileSize}, body); err != nil {
-		var se *StatusError
+		var se *status.Error
 		if errors.As(err, &se) {
-			return Meta{}, err
+			return engine.Meta{}, err
 		}
-		return Meta{}, statusf(http.StatusBadRequest, "receive %q: %v", name, err)
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, err)
 	}
 	if size >= 0 && w.Size() != size {
-		return Meta{}, statusf(http.StatusBadRequest, "receive %q: got %d of %d bytes", name, w.Size(), size)
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: got %d of %d bytes", name, w.Size(), size)
 	}
 	m, _, err := w.Commit(name, version)
 	return m, err
@@ -61,12 +64,12 @@ func (n *Node) store(name string, body io.Reader, size int64, version uint64) (M
 // routed to its owner, successor(md5_low32(name)); the owner stores it,
 // copies it to the rest of the replica set, and answers once a majority of
 // the set holds it.
-func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool) (Meta, error) {
+func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool) (engine.Meta, error) {
 	key := n.eng.KeyOf(name)
 	if !forwarded || n.leaving.Load() {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
-			return Meta{}, err
+			return engine.Meta{}, err
 		}
 		if owner != n.ring.Self() {
 			return n.forwardPut(ctx, owner, name, body, size)
@@ -74,12 +77,12 @@ func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64,
 	}
 	m, err := n.store(name, body, size, n.clock.Next())
 	if err != nil {
-		return Meta{}, err
+		return engine.Meta{}, err
 	}
 	set := n.localReplicaSet()
 	need := len(set)/2 + 1
 	if acks := 1 + n.replicate(ctx, m, set[1:], need-1); acks < need {
-		return m, statusf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
+		return m, status.Errorf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
 	}
 	return m, nil
 }
@@ -91,7 +94,7 @@ func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 	if n.leaving.Load() {
 		succ := n.ring.Successor(0)
 		if succ == self {
-			return chord.Ref{}, statusf(http.StatusServiceUnavailable, "node is leaving and has no successor")
+			return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "node is leaving and has no successor")
 		}
 		o, err := n.rpc.FindSuccessor(ctx, succ, key)
 		if err != nil || o == self {
@@ -108,14 +111,14 @@ func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 				}
 			}
 		}
-		return chord.Ref{}, statusf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, errNoRing)
+		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, kvserver.ErrNoRing)
 	}
 	if n.ring.Owns(key) {
 		return self, nil
 	}
 	o, err := n.ring.FindSuccessor(ctx, key)
 	if err != nil {
-		return chord.Ref{}, statusf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, err)
+		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, err)
 	}
 	return o, nil
 }
@@ -149,7 +152,7 @@ func containsRef(list []chord.Ref, r chord.Ref) bool {
 // succeeded, once enough of them have (or all have finished): a slow or
 // hung target does not hold up the answer. The copies still under way go
 // on, detached from ctx's cancellation, until they finish or stall.
-func (n *Node) replicate(ctx context.Context, m Meta, targets []chord.Ref, enough int) int {
+func (n *Node) replicate(ctx context.Context, m engine.Meta, targets []chord.Ref, enough int) int {
 	results := make(chan bool, len(targets))
 	bg := context.WithoutCancel(ctx)
 	for _, t := range targets {
@@ -180,7 +183,7 @@ func (n *Node) replicate(ctx context.Context, m Meta, targets []chord.Ref, enoug
 }
 
 // push copies the local version m of a file (or its tombstone) to node t.
-func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
+func (n *Node) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
 		return err
@@ -191,7 +194,7 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
 		req, err = http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
 	} else {
 		var f *os.File
-		var cur Meta
+		var cur engine.Meta
 		cur, f, err = n.eng.Open(m.Name)
 		if err != nil {
 			return err
@@ -225,34 +228,34 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
 }
 
 // forwardPut streams an upload to its owner.
-func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (Meta, error) {
+func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
 	addr, err := n.httpAddrOf(ctx, owner)
 	if err != nil {
-		return Meta{}, statusf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
+		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
 	}
 	src := &sourceReader{r: body}
 	rctx, guarded, done := guardStall(ctx, src)
 	defer done()
 	req, err := http.NewRequestWithContext(rctx, http.MethodPut, fileURL(addr, "/files/", name), guarded)
 	if err != nil {
-		return Meta{}, err
+		return engine.Meta{}, err
 	}
 	req.ContentLength = size
 	req.Header.Set(hdrForwarded, "1")
 	resp, err := n.hc.Do(req)
 	done()
 	if src.err != nil {
-		return Meta{}, statusf(http.StatusBadRequest, "receive %q: %v", name, src.err)
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, src.err)
 	}
 	if err != nil {
-		return Meta{}, statusf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), stallCause(rctx, err))
+		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), stallCause(rctx, err))
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return Meta{}, &StatusError{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+		return engine.Meta{}, &status.Error{Code: resp.StatusCode, Msg: string(trimNL(msg))}
 	}
-	return Meta{Name: name, Key: n.eng.KeyOf(name), Size: size}, nil
+	return engine.Meta{Name: name, Key: n.eng.KeyOf(name), Size: size}, nil
 }
 
 // sourceReader remembers a read error of the client's body, so that a
@@ -289,18 +292,18 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 		if owner != n.ring.Self() {
 			addr, err := n.httpAddrOf(ctx, owner)
 			if err != nil {
-				return statusf(http.StatusServiceUnavailable, "reach owner %s: %v", owner.Addr(), err)
+				return status.Errorf(http.StatusServiceUnavailable, "reach owner %s: %v", owner.Addr(), err)
 			}
 			req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, fileURL(addr, "/files/", name), nil)
 			req.Header.Set(hdrForwarded, "1")
 			resp, err := n.hc.Do(req)
 			if err != nil {
-				return statusf(http.StatusServiceUnavailable, "forward delete to %s: %v", owner.Addr(), err)
+				return status.Errorf(http.StatusServiceUnavailable, "forward delete to %s: %v", owner.Addr(), err)
 			}
 			defer resp.Body.Close()
 			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			if resp.StatusCode/100 != 2 {
-				return &StatusError{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+				return &status.Error{Code: resp.StatusCode, Msg: string(trimNL(msg))}
 			}
 			return nil
 		}
@@ -308,16 +311,16 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 	if found, err := n.findAnywhere(ctx, name); err != nil {
 		return err
 	} else if !found {
-		return ErrNotFound
+		return engine.ErrNotFound
 	}
 	v := n.clock.Next()
 	if _, err := n.eng.Delete(name, v); err != nil {
 		return err
 	}
-	tomb := Meta{Name: name, Key: key, Version: v, Deleted: true}
+	tomb := engine.Meta{Name: name, Key: key, Version: v, Deleted: true}
 	set := n.localReplicaSet()
 	if acks := 1 + n.replicate(ctx, tomb, set[1:], len(set)/2); acks < len(set)/2+1 {
-		return statusf(http.StatusServiceUnavailable, "delete of %q reached %d of %d replicas", name, acks, len(set))
+		return status.Errorf(http.StatusServiceUnavailable, "delete of %q reached %d of %d replicas", name, acks, len(set))
 	}
 	return nil
 }
@@ -382,18 +385,18 @@ func (n *Node) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, 
 			io.Copy(w, f)
 		}
 		return nil
-	} else if !errors.Is(err, ErrNotFound) {
+	} else if !errors.Is(err, engine.ErrNotFound) {
 		return err
 	}
 	if m, ok, _ := n.eng.Get(name); ok && m.Deleted {
-		return ErrNotFound
+		return engine.ErrNotFound
 	}
 	for _, s := range n.fallbacks() {
 		if n.tryGet(ctx, w, r, s, "/internal/file/", name, false) {
 			return nil
 		}
 	}
-	return ErrNotFound
+	return engine.ErrNotFound
 }
 
 // proxyGet asks the owner for name, then the nodes after it if the owner
@@ -413,7 +416,7 @@ func (n *Node) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		} else if done, reachable := n.tryGetStatus(ctx, w, r, cand, "/files/", name, true); done {
 			return nil
 		} else if reachable {
-			return ErrNotFound
+			return engine.ErrNotFound
 		}
 		next, err := n.ring.FindSuccessor(ctx, cand.ID+1)
 		if err != nil || next == cand {
@@ -421,7 +424,7 @@ func (n *Node) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 		cand = next
 	}
-	return statusf(http.StatusServiceUnavailable, "no replica of %q answered", name)
+	return status.Errorf(http.StatusServiceUnavailable, "no replica of %q answered", name)
 }
 
 func (n *Node) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {

@@ -89,6 +89,8 @@ type Result struct {
 	Start    time.Time
 	WriterS  float64 // seconds until the last writer finished
 	EndToEnd float64 // seconds until the last read finished
+	// CPU is the CPU time the run took (nil where not measured).
+	CPU *CPUUse
 }
 
 // Run runs cfg.N requests against env.
@@ -187,6 +189,7 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 	for i := range body {
 		body[i] = byte('a' + rand.IntN(26))
 	}
+	cpu0 := sampleCPU()
 	res := &Result{Config: cfg, Start: time.Now()}
 	progressDone := make(chan struct{})
 	go progress(cfg, &finished, &inconsistent, progressDone)
@@ -233,6 +236,7 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 	readersMu.Unlock()
 	readers.Wait()
 	res.EndToEnd = time.Since(res.Start).Seconds()
+	res.CPU = cpuUse(cpu0, sampleCPU(), cfg.N)
 	mu.Lock()
 	res.Traces = append([]Trace(nil), traces...)
 	mu.Unlock()
