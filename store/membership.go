@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"tide/chord"
-	"tide/store/kvserver"
 	"tide/store/status"
 )
 
@@ -106,7 +105,7 @@ func (n *Node) handleAddNode(w http.ResponseWriter, r *http.Request) {
 	err = n.withMembershipLock(r.Context(), func(ctx context.Context) error {
 		cur := entriesOf(n.kvRing.Load().members)
 		if len(cur) == 0 {
-			return status.Errorf(http.StatusConflict, "%v", kvserver.ErrNoRing)
+			return status.Errorf(http.StatusConflict, "%v", status.ErrNoRing)
 		}
 		for _, m := range cur {
 			if m.Token == uint32(token) {
@@ -696,7 +695,7 @@ func (n *Node) handleUnlock(w http.ResponseWriter, r *http.Request) {
 func (n *Node) withMembershipLock(ctx context.Context, fn func(context.Context) error) error {
 	ms := n.kvRing.Load().members
 	if len(ms) == 0 {
-		return status.Errorf(http.StatusConflict, "%v", kvserver.ErrNoRing)
+		return status.Errorf(http.StatusConflict, "%v", status.ErrNoRing)
 	}
 	keeper := ms[0].addrs["http"]
 	holder := fmt.Sprintf("%s@%d", n.HTTPAddr(), time.Now().UnixNano())

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"tide/chord"
-	"tide/store/kvserver"
 	"tide/store/status"
 )
 
@@ -105,7 +104,7 @@ func (n *Node) state() string {
 func (n *Node) walkFollowed(ctx context.Context, cache addrCache) ([]member, error) {
 	follow := n.following()
 	if len(follow) == 0 {
-		return nil, kvserver.ErrNoRing
+		return nil, status.ErrNoRing
 	}
 	var errs []error
 	for _, via := range follow {

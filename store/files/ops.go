@@ -13,7 +13,6 @@ import (
 
 	"tide/chord"
 	"tide/store/engine"
-	"tide/store/kvserver"
 	"tide/store/status"
 )
 
@@ -113,7 +112,7 @@ func (n *Service) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 				}
 			}
 		}
-		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, kvserver.ErrNoRing)
+		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, status.ErrNoRing)
 	}
 	if n.ring.Owns(key) {
 		return self, nil

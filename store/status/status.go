@@ -18,6 +18,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// ErrNoRing refuses a request to a node that is in no ring and follows
+// none: neither service can find a key's or a file's owner.
+var ErrNoRing = errors.New("this node is not in a ring and knows none: POST /hash_ring, add_node, or a create or join over msgpack-rpc gives it one")
+
 // Error is an error with the HTTP status it should be answered with.
 type Error struct {
 	Code int
