@@ -259,7 +259,7 @@ func write(ctx context.Context, env *Env, cfg RunConfig, id int, body []byte, st
 	starts[id] = start
 	mu.Unlock()
 	wctx, cancel := context.WithTimeout(ctx, cfg.OpTimeout)
-	wid, err := env.Post.Write(wctx, key, body)
+	wid, err := env.Post.Write(wctx, key, body, cfg.Antipode)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("request %d: %w", id, err)

@@ -26,8 +26,12 @@ import (
 // PostStore is where the writer (region A) stores posts and the reader
 // (region B) reads them.
 type PostStore interface {
-	// Write stores a post on the primary and returns the write's id.
-	Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error)
+	// Write stores a post on the primary and, with lineage, returns the
+	// write's id. Without lineage it is the store's plain write, as an
+	// application that does not use antipode makes it: what a shim adds
+	// to learn the id (Redis's INFO, PostgreSQL's pg_current_wal_lsn())
+	// counts as antipode's cost.
+	Write(ctx context.Context, key string, body []byte, lineage bool) (antipode.WriteID, error)
 	// Read looks the post up in region B's replica.
 	Read(ctx context.Context, key string) (bool, error)
 	// Waiter is the shim's waiter on region B's replica.
@@ -201,7 +205,10 @@ func setupRedis(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, error)
 	return p, nil
 }
 
-func (p *redisPosts) Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error) {
+func (p *redisPosts) Write(ctx context.Context, key string, body []byte, lineage bool) (antipode.WriteID, error) {
+	if !lineage {
+		return antipode.WriteID{}, p.w.Client.Set(ctx, key, body, time.Hour).Err()
+	}
 	return p.w.Set(ctx, key, body, time.Hour)
 }
 
@@ -278,8 +285,14 @@ func setupPostgres(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, err
 	return p, nil
 }
 
-func (p *pgPosts) Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error) {
-	return p.w.Exec(ctx, key, "INSERT INTO posts (id, body) VALUES ($1, $2)", key, body)
+const insertPost = "INSERT INTO posts (id, body) VALUES ($1, $2)"
+
+func (p *pgPosts) Write(ctx context.Context, key string, body []byte, lineage bool) (antipode.WriteID, error) {
+	if !lineage {
+		_, err := p.primary.Exec(ctx, insertPost, key, body)
+		return antipode.WriteID{}, err
+	}
+	return p.w.Exec(ctx, key, insertPost, key, body)
 }
 
 func (p *pgPosts) Read(ctx context.Context, key string) (bool, error) {
@@ -331,7 +344,9 @@ func setupTide(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, error) 
 	return p, nil
 }
 
-func (p *tidePosts) Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error) {
+// Write is the same PUT with or without lineage: the store answers every
+// write with its version.
+func (p *tidePosts) Write(ctx context.Context, key string, body []byte, _ bool) (antipode.WriteID, error) {
 	return p.w.Put(ctx, key, body)
 }
 
