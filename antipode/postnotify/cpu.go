@@ -102,12 +102,18 @@ func readProcs() map[int]procStat {
 		if err != nil {
 			continue
 		}
-		if p.name == "tide" {
-			if cl, err := os.ReadFile(filepath.Join(d, "cmdline")); err == nil {
+		out[pid] = p
+	}
+	// tide's own children (nodes, log roles) run this executable, under
+	// whatever name it was installed as.
+	self := out[os.Getpid()].name
+	for pid, p := range out {
+		if p.name == self || p.name == "tide" {
+			if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
 				p.name = tideName(strings.Split(string(cl), "\x00"))
+				out[pid] = p
 			}
 		}
-		out[pid] = p
 	}
 	return out
 }
