@@ -20,23 +20,12 @@ import (
 
 	"tide/chord"
 	"tide/store/engine"
+	"tide/store/status"
 )
 
 // hdrForwarded marks a request one node sent another, so that the receiver
 // acts on it itself instead of routing it again.
 const hdrForwarded = "X-Tide-Forwarded"
-
-// StatusError is an error with the HTTP status it should be answered with.
-type StatusError struct {
-	Code int
-	Msg  string
-}
-
-func (e *StatusError) Error() string { return e.Msg }
-
-func statusf(code int, format string, args ...any) error {
-	return &StatusError{Code: code, Msg: fmt.Sprintf(format, args...)}
-}
 
 func (n *Node) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -105,7 +94,7 @@ func ValidName(name string) error {
 
 func (n *Node) fail(w http.ResponseWriter, op string, err error) {
 	code := http.StatusInternalServerError
-	var se *StatusError
+	var se *status.Error
 	if errors.As(err, &se) {
 		code = se.Code
 	} else if errors.Is(err, engine.ErrNotFound) {
@@ -128,7 +117,7 @@ func (n *Node) ok(op string, code int) {
 func (n *Node) handleUpload(w http.ResponseWriter, r *http.Request) {
 	mr, err := r.MultipartReader()
 	if err != nil {
-		n.fail(w, "upload", statusf(http.StatusBadRequest, "expected a multipart/form-data body with field \"files\": %v", err))
+		n.fail(w, "upload", status.Errorf(http.StatusBadRequest, "expected a multipart/form-data body with field \"files\": %v", err))
 		return
 	}
 	stored := 0
@@ -138,7 +127,7 @@ func (n *Node) handleUpload(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		if err != nil {
-			n.fail(w, "upload", statusf(http.StatusBadRequest, "malformed multipart body after %d file(s): %v", stored, err))
+			n.fail(w, "upload", status.Errorf(http.StatusBadRequest, "malformed multipart body after %d file(s): %v", stored, err))
 			return
 		}
 		if part.FormName() != "files" {
@@ -150,7 +139,7 @@ func (n *Node) handleUpload(w http.ResponseWriter, r *http.Request) {
 			err = ValidName(name)
 		}
 		if err != nil {
-			n.fail(w, "upload", statusf(http.StatusBadRequest, "%v", err))
+			n.fail(w, "upload", status.Errorf(http.StatusBadRequest, "%v", err))
 			return
 		}
 		if _, err := n.Put(r.Context(), name, part, -1, false); err != nil {
@@ -160,7 +149,7 @@ func (n *Node) handleUpload(w http.ResponseWriter, r *http.Request) {
 		stored++
 	}
 	if stored == 0 {
-		n.fail(w, "upload", statusf(http.StatusBadRequest, "no \"files\" field in the form"))
+		n.fail(w, "upload", status.Errorf(http.StatusBadRequest, "no \"files\" field in the form"))
 		return
 	}
 	n.ok("upload", http.StatusNoContent)
@@ -184,7 +173,7 @@ func partFileName(disposition string) (string, error) {
 func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := ValidName(name); err != nil {
-		n.fail(w, "put", statusf(http.StatusBadRequest, "%v", err))
+		n.fail(w, "put", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
 	m, err := n.Put(r.Context(), name, r.Body, r.ContentLength, r.Header.Get(hdrForwarded) != "")
@@ -201,7 +190,7 @@ func (n *Node) handlePut(w http.ResponseWriter, r *http.Request) {
 func (n *Node) handleDelete(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := ValidName(name); err != nil {
-		n.fail(w, "delete", statusf(http.StatusBadRequest, "%v", err))
+		n.fail(w, "delete", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
 	if err := n.Delete(r.Context(), name, r.Header.Get(hdrForwarded) != ""); err != nil {
@@ -219,7 +208,7 @@ func (n *Node) handleGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := ValidName(name); err != nil {
-		n.fail(w, "get", statusf(http.StatusBadRequest, "%v", err))
+		n.fail(w, "get", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
 	if err := n.Get(r.Context(), w, r, name); err != nil {
@@ -330,7 +319,7 @@ func setFileHeaders(w http.ResponseWriter, m engine.Meta) {
 func versionParam(r *http.Request) (uint64, error) {
 	v, err := strconv.ParseUint(r.URL.Query().Get("version"), 10, 64)
 	if err != nil || v == 0 {
-		return 0, statusf(http.StatusBadRequest, "missing or bad version")
+		return 0, status.Errorf(http.StatusBadRequest, "missing or bad version")
 	}
 	return v, nil
 }
@@ -342,7 +331,7 @@ func (n *Node) handleReplicaPut(w http.ResponseWriter, r *http.Request) {
 		err = ValidName(name)
 	}
 	if err != nil {
-		n.fail(w, "replica_put", statusf(http.StatusBadRequest, "%v", err))
+		n.fail(w, "replica_put", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
 	n.clock.Observe(v)
@@ -379,7 +368,7 @@ type haveEntry struct {
 func (n *Node) handleHave(w http.ResponseWriter, r *http.Request) {
 	var in []haveEntry
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<20)).Decode(&in); err != nil {
-		n.fail(w, "have", statusf(http.StatusBadRequest, "bad have list: %v", err))
+		n.fail(w, "have", status.Errorf(http.StatusBadRequest, "bad have list: %v", err))
 		return
 	}
 	lacking := []string{}

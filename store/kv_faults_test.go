@@ -31,11 +31,11 @@ func TestKVTombstoneCollected(t *testing.T) {
 	key := func(i int) []byte { return []byte(fmt.Sprintf("tomb-%d", i)) }
 	live := []byte("stays")
 	for i := range keys {
-		if _, err := nodes[i%3].KVPut(ctx, key(i), []byte(fmt.Sprint("v", i)), 0); err != nil {
+		if _, err := nodes[i%3].kv.Put(ctx, key(i), []byte(fmt.Sprint("v", i)), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := nodes[0].KVPut(ctx, live, []byte("here"), 0); err != nil {
+	if _, err := nodes[0].kv.Put(ctx, live, []byte("here"), 0); err != nil {
 		t.Fatal(err)
 	}
 	// held reports what replica n holds of k: nothing, a value or a
@@ -67,7 +67,7 @@ func TestKVTombstoneCollected(t *testing.T) {
 	waitFor(t, "every key on every replica", everywhere("value"))
 	deleted := time.Now()
 	for i := range keys {
-		if _, err := nodes[(i+1)%3].KVDelete(ctx, key(i), 0); err != nil {
+		if _, err := nodes[(i+1)%3].kv.Delete(ctx, key(i), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -76,7 +76,7 @@ func TestKVTombstoneCollected(t *testing.T) {
 		t.Fatalf("tombstones seen on every replica only %s after the deletes, past the TTL of %s: raise the TTL", since, ttl)
 	}
 	for i := range keys {
-		if _, found, err := nodes[i%3].KVGet(ctx, key(i), 0); err != nil || found {
+		if _, found, err := nodes[i%3].kv.Get(ctx, key(i), 0); err != nil || found {
 			t.Fatalf("get deleted %s: found=%v err=%v", key(i), found, err)
 		}
 	}
@@ -90,7 +90,7 @@ func TestKVTombstoneCollected(t *testing.T) {
 	// to a replica that had collected it already.
 	collected := 0
 	for _, n := range nodes {
-		collected += n.KVStats().TombstonesCollected
+		collected += n.kv.Stats().TombstonesCollected
 	}
 	if collected != 3*keys {
 		t.Fatalf("%d tombstones collected, want one per key and replica: %d", collected, 3*keys)
@@ -110,7 +110,7 @@ func TestKVTombstoneCollected(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	for i := range keys {
-		if _, found, err := nodes[(i+2)%3].KVGet(ctx, key(i), 0); err != nil || found {
+		if _, found, err := nodes[(i+2)%3].kv.Get(ctx, key(i), 0); err != nil || found {
 			t.Fatalf("get collected %s: found=%v err=%v", key(i), found, err)
 		}
 	}
@@ -193,7 +193,7 @@ func TestJoinSelfCreatesOrRejoins(t *testing.T) {
 	nodes := []*Node{first, second}
 	waitFor(t, "ring of two", func() bool { return ringConverged(nodes) })
 	waitKVMembers(t, nodes)
-	if _, err := second.KVPut(context.Background(), []byte("k"), []byte("v"), 0); err != nil {
+	if _, err := second.kv.Put(context.Background(), []byte("k"), []byte("v"), 0); err != nil {
 		t.Fatal(err)
 	}
 	first.Close()
@@ -202,7 +202,7 @@ func TestJoinSelfCreatesOrRejoins(t *testing.T) {
 	nodes[0] = first
 	waitFor(t, "the restarted node to rejoin the remembered ring", func() bool { return ringConverged(nodes) })
 	waitKVMembers(t, nodes)
-	rec, found, err := first.KVGet(context.Background(), []byte("k"), 0)
+	rec, found, err := first.kv.Get(context.Background(), []byte("k"), 0)
 	if err != nil || !found || string(rec.Value) != "v" {
 		t.Fatalf("get after rejoin: %q found=%v err=%v", rec.Value, found, err)
 	}
@@ -215,7 +215,7 @@ func TestLeftNodeRefusesToStart(t *testing.T) {
 	nodes := kvCluster(t, 3, nil)
 	ctx := context.Background()
 	for i := range 30 {
-		if _, err := nodes[i%3].KVPut(ctx, []byte(fmt.Sprint("left-", i)), []byte("v"), 0); err != nil {
+		if _, err := nodes[i%3].kv.Put(ctx, []byte(fmt.Sprint("left-", i)), []byte("v"), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -252,7 +252,7 @@ func TestLeftNodeRefusesToStart(t *testing.T) {
 	waitFor(t, "the fresh node to join", func() bool { return ringConverged(rest) })
 	waitKVMembers(t, rest)
 	for i := range 30 {
-		rec, found, err := n.KVGet(ctx, []byte(fmt.Sprint("left-", i)), 0)
+		rec, found, err := n.kv.Get(ctx, []byte(fmt.Sprint("left-", i)), 0)
 		if err != nil || !found || string(rec.Value) != "v" {
 			t.Fatalf("get left-%d: %q found=%v err=%v", i, rec.Value, found, err)
 		}
@@ -264,7 +264,7 @@ func waitKVMembers(t *testing.T, nodes []*Node) {
 	t.Helper()
 	waitFor(t, "every node to see every member", func() bool {
 		for _, n := range nodes {
-			if len(n.kv.ring.Load().members) != len(nodes) {
+			if len(n.kvRing.Load().members) != len(nodes) {
 				n.RefreshRing()
 				return false
 			}
@@ -282,7 +282,7 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 5000) }
 	const keys = 600
 	for i := range keys {
-		if _, err := nodes[i%3].KVPut(ctx, []byte(fmt.Sprintf("big-%04d", i)), value(i), 0); err != nil {
+		if _, err := nodes[i%3].kv.Put(ctx, []byte(fmt.Sprintf("big-%04d", i)), value(i), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -290,7 +290,7 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 	all := append(nodes, n4)
 	waitFor(t, "every node to see 4 members", func() bool {
 		for _, n := range all {
-			if len(n.kv.ring.Load().members) != 4 {
+			if len(n.kvRing.Load().members) != 4 {
 				n.RefreshRing()
 				return false
 			}
@@ -298,7 +298,7 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 		return true
 	})
 	var mine []int
-	ring := n4.kv.ring.Load()
+	ring := n4.kvRing.Load()
 	for i := range keys {
 		key := []byte(fmt.Sprintf("big-%04d", i))
 		if slices.Contains(ring.Preference(n4.pos(key), 3), n4.peerAddr) {

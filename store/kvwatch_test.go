@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ import (
 func TestKVGetWaitsForVersion(t *testing.T) {
 	nodes := kvCluster(t, 3, nil)
 	ctx := context.Background()
-	v1, err := nodes[0].KVPut(ctx, []byte("k"), []byte("one"), 0)
+	v1, err := nodes[0].kv.Put(ctx, []byte("k"), []byte("one"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestKVGetWaitsForVersion(t *testing.T) {
 		t.Fatalf("answered before the write: %+v", a)
 	case <-time.After(300 * time.Millisecond):
 	}
-	v2, err := nodes[2].KVPut(ctx, []byte("k"), []byte("two"), 0)
+	v2, err := nodes[2].kv.Put(ctx, []byte("k"), []byte("two"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestKVGetWaitsForVersion(t *testing.T) {
 			t.Errorf("GET /kv/k%s: %d %q, want 400", q, code, body)
 		}
 	}
-	if n := nodes[1].kv.watch.n.Load(); n != 0 {
+	if n := nodes[1].kv.Watches(); n != 0 {
 		t.Errorf("%d watches left registered", n)
 	}
 }
@@ -80,15 +81,15 @@ func TestKVGetWaitsForVersion(t *testing.T) {
 func TestKVWaitOnReplicaBacksOff(t *testing.T) {
 	nodes := kvCluster(t, 3, nil) // N = 3: every node holds every key
 	ctx := context.Background()
-	v, err := nodes[0].KVPut(ctx, []byte("k"), []byte("one"), 0)
+	v, err := nodes[0].kv.Put(ctx, []byte("k"), []byte("one"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !nodes[1].kvReplicaOf([]byte("k")) {
+	if r := nodes[1].kvRing.Load(); !slices.Contains(r.Preference(r.Position([]byte("k")), 3), nodes[1].peerAddr) {
 		t.Fatal("node 1 is not a replica of k in a ring of 3 with N = 3")
 	}
-	before := nodes[1].KVStats().Reads
-	rec, _, err := nodes[1].KVGetAtLeast(ctx, []byte("k"), 0, v+1<<40, 1500*time.Millisecond)
+	before := nodes[1].kv.Stats().Reads
+	rec, _, err := nodes[1].kv.GetAtLeast(ctx, []byte("k"), 0, v+1<<40, 1500*time.Millisecond)
 	if err != nil || rec.Version != v {
 		t.Fatalf("read %d, %v; want version %d", rec.Version, err, v)
 	}
@@ -97,7 +98,7 @@ func TestKVWaitOnReplicaBacksOff(t *testing.T) {
 	var reads int
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		reads = nodes[1].KVStats().Reads - before
+		reads = nodes[1].kv.Stats().Reads - before
 		if reads >= 2 || time.Now().After(deadline) {
 			break
 		}

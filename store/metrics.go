@@ -77,7 +77,7 @@ func newMetrics(n *Node) *metrics {
 			if n.kv == nil {
 				return 0
 			}
-			return f(n.KVStats())
+			return f(n.kv.Stats())
 		})
 	}
 	m.reg.MustRegister(m.rpcReceived, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound, m.latency,
@@ -103,7 +103,7 @@ func newMetrics(n *Node) *metrics {
 				if n.kv == nil {
 					return 0
 				}
-				return float64(n.kv.committed.Load())
+				return float64(n.kv.Committed())
 			}),
 		kvCounter("tide_kv_resends_total", "KV requests this node coordinated and sent to a replica again because it had not answered within 200 ms (then 400 ms, 800 ms, ...).",
 			func(st kv.Stats) float64 { return float64(st.Resends) }),
@@ -130,7 +130,7 @@ func newMetrics(n *Node) *metrics {
 				if n.kv == nil {
 					return 0
 				}
-				return float64(n.kv.dropped.Load())
+				return float64(n.kv.Dropped())
 			}),
 		gauge("tide_storage_compaction_debt_bytes", "Bytes the storage engine estimates it must compact to bring its levels back into shape (high after a bulk load).",
 			func() float64 { return float64(n.eng.Compactions().EstimatedDebt) }),

@@ -44,6 +44,7 @@ import (
 	"tide/kv"
 	"tide/resp"
 	"tide/store/engine"
+	"tide/store/kvserver"
 )
 
 // Config configures a storage node. Zero fields take the defaults noted.
@@ -236,7 +237,10 @@ type Node struct {
 	pos      func([]byte) uint32
 	peerAddr string
 	respAddr string
-	kv       *kvNode
+	kv       *kvserver.Server
+	// kvRing is the latest ring table given to the KV service, with the
+	// members' addresses (see ringLoop).
+	kvRing   atomic.Pointer[kvRing]
 	ringKick chan struct{}
 	lock     lease
 	// follow lists the members (Chord addresses) a standby walks the ring

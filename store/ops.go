@@ -12,6 +12,8 @@ import (
 
 	"tide/chord"
 	"tide/store/engine"
+	"tide/store/kvserver"
+	"tide/store/status"
 )
 
 // capWriter fails a write that would take the node past its capacity or
@@ -24,10 +26,10 @@ type capWriter struct {
 
 func (c *capWriter) Write(p []byte) (int, error) {
 	if c.w.Size()+int64(len(p)) > c.maxBytes {
-		return 0, statusf(http.StatusRequestEntityTooLarge, "file larger than the limit of %d bytes", c.maxBytes)
+		return 0, status.Errorf(http.StatusRequestEntityTooLarge, "file larger than the limit of %d bytes", c.maxBytes)
 	}
 	if used, capacity := c.n.Disk(); capacity > 0 && used+c.w.Size()+int64(len(p)) > capacity {
-		return 0, statusf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used", c.n.ring.Self().Addr(), used, capacity)
+		return 0, status.Errorf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used", c.n.ring.Self().Addr(), used, capacity)
 	}
 	return c.w.Write(p)
 }
@@ -35,10 +37,10 @@ func (c *capWriter) Write(p []byte) (int, error) {
 // store writes one version of a file to the local engine.
 func (n *Node) store(name string, body io.Reader, size int64, version uint64) (engine.Meta, error) {
 	if size > n.cfg.MaxFileSize {
-		return engine.Meta{}, statusf(http.StatusRequestEntityTooLarge, "file of %d bytes is larger than the limit of %d", size, n.cfg.MaxFileSize)
+		return engine.Meta{}, status.Errorf(http.StatusRequestEntityTooLarge, "file of %d bytes is larger than the limit of %d", size, n.cfg.MaxFileSize)
 	}
 	if used, capacity := n.Disk(); size > 0 && capacity > 0 && used+size > capacity {
-		return engine.Meta{}, statusf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used, %d more requested", n.ring.Self().Addr(), used, capacity, size)
+		return engine.Meta{}, status.Errorf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used, %d more requested", n.ring.Self().Addr(), used, capacity, size)
 	}
 	w, err := n.eng.Create()
 	if err != nil {
@@ -46,14 +48,14 @@ func (n *Node) store(name string, body io.Reader, size int64, version uint64) (e
 	}
 	defer w.Abort()
 	if _, err := io.Copy(&capWriter{w: w, n: n, maxBytes: n.cfg.MaxFileSize}, body); err != nil {
-		var se *StatusError
+		var se *status.Error
 		if errors.As(err, &se) {
 			return engine.Meta{}, err
 		}
-		return engine.Meta{}, statusf(http.StatusBadRequest, "receive %q: %v", name, err)
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, err)
 	}
 	if size >= 0 && w.Size() != size {
-		return engine.Meta{}, statusf(http.StatusBadRequest, "receive %q: got %d of %d bytes", name, w.Size(), size)
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: got %d of %d bytes", name, w.Size(), size)
 	}
 	m, _, err := w.Commit(name, version)
 	return m, err
@@ -81,7 +83,7 @@ func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64,
 	set := n.localReplicaSet()
 	acks := 1 + n.replicate(ctx, m, set[1:])
 	if need := len(set)/2 + 1; acks < need {
-		return m, statusf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
+		return m, status.Errorf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
 	}
 	return m, nil
 }
@@ -93,7 +95,7 @@ func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 	if n.leaving.Load() {
 		succ := n.ring.Successor(0)
 		if succ == self {
-			return chord.Ref{}, statusf(http.StatusServiceUnavailable, "node is leaving and has no successor")
+			return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "node is leaving and has no successor")
 		}
 		o, err := n.rpc.FindSuccessor(ctx, succ, key)
 		if err != nil || o == self {
@@ -110,14 +112,14 @@ func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 				}
 			}
 		}
-		return chord.Ref{}, statusf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, errNoRing)
+		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, kvserver.ErrNoRing)
 	}
 	if n.ring.Owns(key) {
 		return self, nil
 	}
 	o, err := n.ring.FindSuccessor(ctx, key)
 	if err != nil {
-		return chord.Ref{}, statusf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, err)
+		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, err)
 	}
 	return o, nil
 }
@@ -218,7 +220,7 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
 	addr, err := n.httpAddrOf(ctx, owner)
 	if err != nil {
-		return engine.Meta{}, statusf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
+		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
 	}
 	src := &sourceReader{r: body}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, fileURL(addr, "/files/", name), src)
@@ -229,15 +231,15 @@ func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, bod
 	req.Header.Set(hdrForwarded, "1")
 	resp, err := n.hc.Do(req)
 	if src.err != nil {
-		return engine.Meta{}, statusf(http.StatusBadRequest, "receive %q: %v", name, src.err)
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, src.err)
 	}
 	if err != nil {
-		return engine.Meta{}, statusf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), err)
+		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), err)
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return engine.Meta{}, &StatusError{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+		return engine.Meta{}, &status.Error{Code: resp.StatusCode, Msg: string(trimNL(msg))}
 	}
 	return engine.Meta{Name: name, Key: n.eng.KeyOf(name), Size: size}, nil
 }
@@ -276,18 +278,18 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 		if owner != n.ring.Self() {
 			addr, err := n.httpAddrOf(ctx, owner)
 			if err != nil {
-				return statusf(http.StatusServiceUnavailable, "reach owner %s: %v", owner.Addr(), err)
+				return status.Errorf(http.StatusServiceUnavailable, "reach owner %s: %v", owner.Addr(), err)
 			}
 			req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, fileURL(addr, "/files/", name), nil)
 			req.Header.Set(hdrForwarded, "1")
 			resp, err := n.hc.Do(req)
 			if err != nil {
-				return statusf(http.StatusServiceUnavailable, "forward delete to %s: %v", owner.Addr(), err)
+				return status.Errorf(http.StatusServiceUnavailable, "forward delete to %s: %v", owner.Addr(), err)
 			}
 			defer resp.Body.Close()
 			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			if resp.StatusCode/100 != 2 {
-				return &StatusError{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+				return &status.Error{Code: resp.StatusCode, Msg: string(trimNL(msg))}
 			}
 			return nil
 		}
@@ -304,7 +306,7 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 	tomb := engine.Meta{Name: name, Key: key, Version: v, Deleted: true}
 	set := n.localReplicaSet()
 	if acks := 1 + n.replicate(ctx, tomb, set[1:]); acks < len(set)/2+1 {
-		return statusf(http.StatusServiceUnavailable, "delete of %q reached %d of %d replicas", name, acks, len(set))
+		return status.Errorf(http.StatusServiceUnavailable, "delete of %q reached %d of %d replicas", name, acks, len(set))
 	}
 	return nil
 }
@@ -408,7 +410,7 @@ func (n *Node) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 		cand = next
 	}
-	return statusf(http.StatusServiceUnavailable, "no replica of %q answered", name)
+	return status.Errorf(http.StatusServiceUnavailable, "no replica of %q answered", name)
 }
 
 func (n *Node) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {

@@ -11,6 +11,7 @@ import (
 
 	"tide/chord"
 	"tide/store/engine"
+	"tide/store/status"
 )
 
 // repairLoop keeps every local file where it belongs: when the node's
@@ -286,19 +287,19 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 	n.memberMu.Lock()
 	defer n.memberMu.Unlock()
 	if !n.ring.InRing() {
-		return 0, statusf(http.StatusConflict, "node is not in a ring")
+		return 0, status.Errorf(http.StatusConflict, "node is not in a ring")
 	}
 	if !n.leaving.CompareAndSwap(false, true) {
-		return 0, statusf(http.StatusConflict, "node is already leaving")
+		return 0, status.Errorf(http.StatusConflict, "node is already leaving")
 	}
 	if n.ring.Successor(0) == n.ring.Self() && n.eng.Files() > 0 {
 		n.leaving.Store(false)
-		return 0, statusf(http.StatusConflict, "the last node of a ring cannot leave while it holds %d files", n.eng.Files())
+		return 0, status.Errorf(http.StatusConflict, "the last node of a ring cannot leave while it holds %d files", n.eng.Files())
 	}
 	// The KV layer counts this node out of every preference list and
 	// hands its keys to their next holders while the rest of the ring
 	// still routes to it, so reads find every key throughout.
-	n.kv.drain.Store(true)
+	n.kv.SetDraining(true)
 	n.RefreshRing()
 	// Writes keep arriving while the rest of the ring routes here, so the
 	// node does not wait to be empty: it waits until the keys it held have
@@ -308,7 +309,7 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 	prev := -1
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
 		keys, _ := n.eng.KVCount()
-		if keys == 0 || (keys >= prev && prev >= 0 && !n.kv.busy()) {
+		if keys == 0 || (keys >= prev && prev >= 0 && !n.kv.Busy()) {
 			break
 		}
 		prev = keys
@@ -321,7 +322,7 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 	var follow []string
 	if stay {
 		// Out of the ring, the node walks it from the members it leaves.
-		for _, m := range n.kv.ring.Load().members {
+		for _, m := range n.kvRing.Load().members {
 			follow = append(follow, m.ref.Addr())
 		}
 		n.setFollowing(follow)
@@ -345,7 +346,7 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 				n.log.Error("leave: could not record the standby state; a restart on this data directory would rejoin the ring", "err", err)
 			}
 			n.leaving.Store(false)
-			n.kv.drain.Store(false)
+			n.kv.SetDraining(false)
 			n.log.Info("left the ring; staying up as a standby", "moved", moved)
 			return moved, nil
 		}
@@ -369,7 +370,7 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 	// Stay, with every file: stabilization brings the node back into the
 	// ring and a later leave can try again.
 	n.leaving.Store(false)
-	n.kv.drain.Store(false)
+	n.kv.SetDraining(false)
 	n.follow.Store(nil)
 	n.ring.Unleave()
 	n.RefreshRing()

@@ -1,4 +1,4 @@
-package store
+package kvserver
 
 import (
 	"context"
@@ -88,25 +88,25 @@ const watchRecheck = 20 * time.Millisecond
 // lag) that was most of the nodes' CPU.
 const watchRecheckReplica = time.Second
 
-// maxKVWait bounds the wait a read may ask for.
-const maxKVWait = time.Minute
+// MaxWait bounds the wait a read may ask for.
+const MaxWait = time.Minute
 
-// KVGetAtLeast reads key (R overrides the read quorum when > 0) until the
+// GetAtLeast reads key (R overrides the read quorum when > 0) until the
 // read returns version want or newer, or wait passes (then it returns
 // what the last read found). It re-reads whenever this node stores a
 // write of the key, and otherwise every watchRecheck, or, on one of the
 // key's replicas, with backoff up to watchRecheckReplica.
-func (n *Node) KVGetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
-	deadline := time.Now().Add(min(wait, maxKVWait))
+func (k *Server) GetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
+	deadline := time.Now().Add(min(wait, MaxWait))
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	recheck := watchRecheck
 	for {
-		ch := n.kv.watch.add(string(key))
-		rec, found, err := n.KVGet(ctx, key, r)
+		ch := k.watch.add(string(key))
+		rec, found, err := k.Get(ctx, key, r)
 		left := time.Until(deadline)
 		if err != nil || rec.Version >= want || left <= 0 {
-			n.kv.watch.remove(string(key), ch)
+			k.watch.remove(string(key), ch)
 			return rec, found, err
 		}
 		t.Reset(min(left, recheck))
@@ -116,11 +116,11 @@ func (n *Node) KVGetAtLeast(ctx context.Context, key []byte, r int, want uint64,
 		case <-ctx.Done():
 		}
 		t.Stop()
-		n.kv.watch.remove(string(key), ch)
+		k.watch.remove(string(key), ch)
 		if ctx.Err() != nil {
 			return rec, found, ctx.Err()
 		}
-		if n.kvReplicaOf(key) {
+		if k.replicaOf(key) {
 			recheck = min(2*recheck, watchRecheckReplica)
 		} else {
 			recheck = watchRecheck
@@ -128,12 +128,16 @@ func (n *Node) KVGetAtLeast(ctx context.Context, key []byte, r int, want uint64,
 	}
 }
 
-// kvReplicaOf reports whether this node is on key's preference list in
+// Watches counts the reads waiting for a key to be written
+// (GetAtLeast).
+func (k *Server) Watches() int64 { return k.watch.n.Load() }
+
+// replicaOf reports whether this node is on key's preference list in
 // the member table requests are routed by.
-func (n *Node) kvReplicaOf(key []byte) bool {
-	r := n.kv.applied.Load()
-	if r == nil || r.StaticRing == nil {
+func (k *Server) replicaOf(key []byte) bool {
+	r := k.Applied()
+	if r == nil {
 		return false
 	}
-	return slices.Contains(r.Preference(n.pos(key), n.cfg.KV.N), n.peerAddr)
+	return slices.Contains(r.Preference(r.Position(key), k.n.cfg.KV.N), k.n.cfg.Self)
 }
