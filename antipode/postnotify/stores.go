@@ -45,8 +45,9 @@ type Channel interface {
 	// message takes on the channel (data, attributes, framing of its own).
 	Publish(ctx context.Context, data []byte) (int, error)
 	// Subscribe calls handle for each notification, with a context carrying
-	// its lineage, until ctx ends.
-	Subscribe(ctx context.Context, handle func(ctx context.Context, data []byte, err error)) error
+	// its lineage, until ctx ends. It closes ready once every notification
+	// published from then on will reach handle.
+	Subscribe(ctx context.Context, ready chan<- struct{}, handle func(ctx context.Context, data []byte, err error)) error
 	Close()
 }
 
@@ -419,7 +420,7 @@ func headerBytes(h nats.Header) int {
 	return n
 }
 
-func (c *natsChannel) Subscribe(ctx context.Context, handle func(context.Context, []byte, error)) error {
+func (c *natsChannel) Subscribe(ctx context.Context, ready chan<- struct{}, handle func(context.Context, []byte, error)) error {
 	sub, err := c.sub.Subscribe(c.subject, func(m *nats.Msg) {
 		mctx, err := natsshim.Context(ctx, m)
 		handle(mctx, m.Data, err)
@@ -428,9 +429,12 @@ func (c *natsChannel) Subscribe(ctx context.Context, handle func(context.Context
 		return err
 	}
 	sub.SetPendingLimits(-1, -1)
+	// Once the server has answered the flush's PING it has the
+	// subscription: what is published after that reaches it.
 	if err := c.sub.Flush(); err != nil {
 		return err
 	}
+	close(ready)
 	<-ctx.Done()
 	return sub.Unsubscribe()
 }
@@ -499,10 +503,12 @@ func (c *logChannel) Publish(ctx context.Context, data []byte) (int, error) {
 	return logshim.MessageSize(len(lin), len(data)), nil
 }
 
-func (c *logChannel) Subscribe(ctx context.Context, handle func(context.Context, []byte, error)) error {
+func (c *logChannel) Subscribe(ctx context.Context, ready chan<- struct{}, handle func(context.Context, []byte, error)) error {
 	// Runs are one after another: a new subscription starts after the
-	// last notification of the runs before.
+	// last notification of the runs before, and reads every slot from
+	// there, published before it started or after.
 	s := c.sub.Subscribe(c.last.Load()+1, antipode.Backoff{})
+	close(ready)
 	for {
 		mctx, _, data, err := s.Next(ctx)
 		if ctx.Err() != nil {
