@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"strconv"
-	"sync"
 
 	"tide/chord"
 	"tide/store/engine"
@@ -81,8 +80,8 @@ func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64,
 		return engine.Meta{}, err
 	}
 	set := n.localReplicaSet()
-	acks := 1 + n.replicate(ctx, m, set[1:])
-	if need := len(set)/2 + 1; acks < need {
+	need := len(set)/2 + 1
+	if acks := 1 + n.replicate(ctx, m, set[1:], need-1); acks < need {
 		return m, status.Errorf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
 	}
 	return m, nil
@@ -150,26 +149,36 @@ func containsRef(list []chord.Ref, r chord.Ref) bool {
 }
 
 // replicate copies m to each target in parallel and returns how many
-// succeeded.
-func (n *Node) replicate(ctx context.Context, m engine.Meta, targets []chord.Ref) int {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok := 0
+// succeeded, once enough of them have (or all have finished): a slow or
+// hung target does not hold up the answer. The copies still under way go
+// on, detached from ctx's cancellation, until they finish or stall.
+func (n *Node) replicate(ctx context.Context, m engine.Meta, targets []chord.Ref, enough int) int {
+	results := make(chan bool, len(targets))
+	bg := context.WithoutCancel(ctx)
 	for _, t := range targets {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			if err := n.push(ctx, t, m); err != nil {
+			err := n.push(bg, t, m)
+			if err != nil {
 				n.m.replFailures.Inc()
 				n.log.Warn("replicate", "file", m.Name, "to", t.String(), "err", err)
-				return
 			}
-			mu.Lock()
-			ok++
-			mu.Unlock()
+			results <- err == nil
 		}()
 	}
-	wg.Wait()
+	ok := 0
+	for range targets {
+		select {
+		case r := <-results:
+			if r {
+				ok++
+			}
+		case <-ctx.Done():
+			return ok
+		}
+		if ok >= enough {
+			break
+		}
+	}
 	return ok
 }
 
@@ -194,7 +203,9 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 		if cur.Version != m.Version {
 			return fmt.Errorf("push %q: local version changed", m.Name)
 		}
-		req, err = http.NewRequestWithContext(ctx, http.MethodPut, u, f)
+		rctx, body, done := guardStall(ctx, f)
+		defer done()
+		req, err = http.NewRequestWithContext(rctx, http.MethodPut, u, body)
 		if req != nil {
 			req.ContentLength = cur.Size
 		}
@@ -204,7 +215,7 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 	}
 	resp, err := n.hc.Do(req)
 	if err != nil {
-		return err
+		return stallCause(req.Context(), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -223,18 +234,21 @@ func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, bod
 		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
 	}
 	src := &sourceReader{r: body}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, fileURL(addr, "/files/", name), src)
+	rctx, guarded, done := guardStall(ctx, src)
+	defer done()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPut, fileURL(addr, "/files/", name), guarded)
 	if err != nil {
 		return engine.Meta{}, err
 	}
 	req.ContentLength = size
 	req.Header.Set(hdrForwarded, "1")
 	resp, err := n.hc.Do(req)
+	done()
 	if src.err != nil {
 		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, src.err)
 	}
 	if err != nil {
-		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), err)
+		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), stallCause(rctx, err))
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -305,7 +319,7 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 	}
 	tomb := engine.Meta{Name: name, Key: key, Version: v, Deleted: true}
 	set := n.localReplicaSet()
-	if acks := 1 + n.replicate(ctx, tomb, set[1:]); acks < len(set)/2+1 {
+	if acks := 1 + n.replicate(ctx, tomb, set[1:], len(set)/2); acks < len(set)/2+1 {
 		return status.Errorf(http.StatusServiceUnavailable, "delete of %q reached %d of %d replicas", name, acks, len(set))
 	}
 	return nil

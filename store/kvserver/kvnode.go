@@ -235,6 +235,9 @@ func (k *Server) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-k.rings:
+			// A draining node's tables leave it out (see the walk);
+			// until its leave ends or fails it acknowledges no write.
+			k.node.SetLeaving(k.drain.Load())
 			k.node.SetRing(r)
 			k.applied.Store(&r)
 		case r := <-k.regionRings:
