@@ -81,7 +81,7 @@ vet:
 # provisioners run without -race: compiling their SDKs with the race
 # detector was most of a cold CI run, and their concurrency is in the
 # processes they drive.
-PLAIN_PKGS = tide/cmd/tide tide/bench tide/autoscale/provision/docker tide/autoscale/provision/aws tide/autoscale/provision/kubernetes
+PLAIN_PKGS = tide/cmd/tide tide/bench tide/chaos tide/autoscale/provision/docker tide/autoscale/provision/aws tide/autoscale/provision/kubernetes
 RACE_PKGS = $(filter-out $(PLAIN_PKGS),$(shell $(GO) list ./...))
 
 # The last step runs `make mutants`: every safety mutant must die (about 2
