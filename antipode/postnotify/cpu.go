@@ -23,8 +23,8 @@ type CPUUse struct {
 	ClientMSPerRequest float64 `json:"client_ms_per_request"`
 	// ServersMSPerRequest is every process this one started and their
 	// children (the stores' servers), summed; ByProcess splits it by
-	// program ("redis-server", "postgres", "tide node", "tide log",
-	// "tide netdelay", "nats-server"). Zero with --connect.
+	// program ("redis-server", "postgres", "tide node A" and "tide node
+	// B" by region, "tide log", "nats-server"). Zero with --connect.
 	ServersMSPerRequest float64            `json:"servers_ms_per_request"`
 	ByProcess           map[string]float64 `json:"by_process_ms_per_request,omitempty"`
 	// CoresUsed is the client's and servers' CPU time over the run's wall
@@ -102,17 +102,38 @@ func readProcs() map[int]procStat {
 		if err != nil {
 			continue
 		}
-		if p.name == "tide" {
-			// tide node, tide log, tide netdelay: the subcommand says which.
-			if cl, err := os.ReadFile(filepath.Join(d, "cmdline")); err == nil {
-				if args := strings.Split(string(cl), "\x00"); len(args) > 1 && args[1] != "" {
-					p.name += " " + args[1]
-				}
-			}
-		}
 		out[pid] = p
 	}
+	// tide's own children (nodes, log roles) run this executable, under
+	// whatever name it was installed as.
+	self := out[os.Getpid()].name
+	for pid, p := range out {
+		if p.name == self || p.name == "tide" {
+			if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+				p.name = tideName(strings.Split(string(cl), "\x00"))
+				out[pid] = p
+			}
+		}
+	}
 	return out
+}
+
+// tideName names a tide process by its subcommand (tide node, tide log)
+// and, for a node, its region: "tide node A".
+func tideName(args []string) string {
+	name := "tide"
+	if len(args) > 1 && args[1] != "" {
+		name += " " + args[1]
+	}
+	for i, a := range args {
+		if r, ok := strings.CutPrefix(a, "--region="); ok {
+			return name + " " + r
+		}
+		if a == "--region" && i+1 < len(args) {
+			return name + " " + args[i+1]
+		}
+	}
+	return name
 }
 
 // parseProcStat parses /proc/PID/stat: "pid (comm) state ppid ..." with

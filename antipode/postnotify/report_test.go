@@ -3,6 +3,7 @@ package postnotify
 import (
 	"bytes"
 	"encoding/csv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -98,4 +99,17 @@ func FuzzParseProcStat(f *testing.F) {
 			t.Fatalf("busy %d > total %d", busy, total)
 		}
 	})
+}
+
+func TestTideName(t *testing.T) {
+	for args, want := range map[string]string{
+		"tide node --data-dir d --region B --replicas 2": "tide node B",
+		"tide node --region=A":                           "tide node A",
+		"tide log serve --role leader":                   "tide log",
+		"tide":                                           "tide",
+	} {
+		if got := tideName(strings.Fields(args)); got != want {
+			t.Errorf("tideName(%q) = %q, want %q", args, got, want)
+		}
+	}
 }
