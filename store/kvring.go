@@ -65,7 +65,7 @@ func (n *Node) KVOwner(key []byte) (member, error) {
 	pos := n.pos(key)
 	ms := r.members
 	if len(ms) == 0 {
-		return member{}, status.Errorf(http.StatusServiceUnavailable, "%v", kvserver.ErrNoRing)
+		return member{}, status.Errorf(http.StatusServiceUnavailable, "%v", status.ErrNoRing)
 	}
 	i := sort.Search(len(ms), func(i int) bool { return uint32(ms[i].ref.ID) >= pos })
 	return ms[i%len(ms)], nil

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"tide/chord"
-	"tide/store/kvserver"
 	"tide/store/status"
 )
 
@@ -106,7 +105,7 @@ func (n *Node) handleAddNode(w http.ResponseWriter, r *http.Request) {
 	err = n.withMembershipLock(r.Context(), func(ctx context.Context) error {
 		cur := entriesOf(n.kvRing.Load().members)
 		if len(cur) == 0 {
-			return status.Errorf(http.StatusConflict, "%v", kvserver.ErrNoRing)
+			return status.Errorf(http.StatusConflict, "%v", status.ErrNoRing)
 		}
 		for _, m := range cur {
 			if m.Token == uint32(token) {
@@ -137,7 +136,7 @@ func (n *Node) nodeInfo(ctx context.Context, addr string) (Info, error) {
 		return Info{}, status.Errorf(http.StatusBadRequest, "node address %q: want ip:port", addr)
 	}
 	var info Info
-	if err := getJSON(ctx, n.hc, "http://"+addr+"/internal/info", &info); err != nil {
+	if err := status.GetJSON(ctx, n.hc, "http://"+addr+"/internal/info", &info); err != nil {
 		return Info{}, status.Errorf(http.StatusBadGateway, "reach node %s: %v", addr, err)
 	}
 	return info, nil
@@ -250,7 +249,7 @@ func (n *Node) awaitRing(ctx context.Context, want []ringEntry, also ...string) 
 		for a := range pending {
 			go func() {
 				var st ringStatus
-				err := getJSON(ctx, n.hc, "http://"+a+"/internal/kv/ring", &st)
+				err := status.GetJSON(ctx, n.hc, "http://"+a+"/internal/kv/ring", &st)
 				answers <- answer{a, st, err}
 			}()
 		}
@@ -308,7 +307,7 @@ func (n *Node) postWith(ctx context.Context, hc *http.Client, u string) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s", resp.Status, trimNL(msg))
+		return fmt.Errorf("%s: %s", resp.Status, status.TrimNL(msg))
 	}
 	return nil
 }
@@ -506,7 +505,7 @@ func (n *Node) setRing(ctx context.Context, want []ringEntry) error {
 				continue
 			}
 			var st ringStatus
-			if err := getJSON(ctx, n.hc, "http://"+e.HTTP+"/internal/kv/ring", &st); err == nil && len(st.Members) > 1 {
+			if err := status.GetJSON(ctx, n.hc, "http://"+e.HTTP+"/internal/kv/ring", &st); err == nil && len(st.Members) > 1 {
 				ring = st.Members
 				break
 			}
@@ -696,7 +695,7 @@ func (n *Node) handleUnlock(w http.ResponseWriter, r *http.Request) {
 func (n *Node) withMembershipLock(ctx context.Context, fn func(context.Context) error) error {
 	ms := n.kvRing.Load().members
 	if len(ms) == 0 {
-		return status.Errorf(http.StatusConflict, "%v", kvserver.ErrNoRing)
+		return status.Errorf(http.StatusConflict, "%v", status.ErrNoRing)
 	}
 	keeper := ms[0].addrs["http"]
 	holder := fmt.Sprintf("%s@%d", n.HTTPAddr(), time.Now().UnixNano())

@@ -83,12 +83,12 @@ func newMetrics(n *Node) *metrics {
 	m.reg.MustRegister(m.rpcReceived, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound, m.latency,
 		newRegionCollector(n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
-			func() float64 { u, _ := n.Disk(); return float64(u) }),
+			func() float64 { u, _ := n.files.Disk(); return float64(u) }),
 		gauge("tide_disk_capacity_bytes", "Capacity: --capacity, else the filesystem's size.",
-			func() float64 { _, c := n.Disk(); return float64(c) }),
+			func() float64 { _, c := n.files.Disk(); return float64(c) }),
 		gauge("tide_disk_used_percent", "Used bytes as a percentage of capacity.",
 			func() float64 {
-				u, c := n.Disk()
+				u, c := n.files.Disk()
 				if c == 0 {
 					return 0
 				}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"tide/chord"
-	"tide/store/kvserver"
 	"tide/store/status"
 )
 
@@ -83,7 +82,7 @@ func (n *Node) becameMember() {
 	}
 	n.log.Info("member of a ring", "token", uint32(self.ID), "successor", n.ring.Successor(0).String())
 	n.RefreshRing()
-	n.Kick()
+	n.files.Kick()
 }
 
 // state names what the node is: member, leaving, standby (out of the ring,
@@ -105,7 +104,7 @@ func (n *Node) state() string {
 func (n *Node) walkFollowed(ctx context.Context, cache addrCache) ([]member, error) {
 	follow := n.following()
 	if len(follow) == 0 {
-		return nil, kvserver.ErrNoRing
+		return nil, status.ErrNoRing
 	}
 	var errs []error
 	for _, via := range follow {

@@ -18,6 +18,7 @@ import (
 
 	"tide/chord"
 	"tide/store/engine"
+	"tide/store/status"
 )
 
 func freeAddr(t testing.TB) string {
@@ -228,7 +229,7 @@ func TestBadInput(t *testing.T) {
 		t.Fatalf("after re-upload got %q, %v", got, err)
 	}
 	var list []engine.Meta
-	if err := getJSON(context.Background(), c.HTTP, base+"/files", &list); err != nil {
+	if err := status.GetJSON(context.Background(), c.HTTP, base+"/files", &list); err != nil {
 		t.Fatal(err)
 	}
 	if len(list) != 2 || list[0].Name != "empty.txt" || list[1].Name != "ok.txt" {

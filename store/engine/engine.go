@@ -7,9 +7,9 @@
 // ApplyKV for a round of writes, SyncWAL for group commit), with bulk
 // transfers written as sstables and ingested (kvingest.go).
 //
-// It may import the pure core kv (for its record and hint encodings) and
-// chord (for ring positions); no other tide package, and nothing of the
-// network.
+// It may import the pure core kv (for its record and hint encodings),
+// chord (for ring positions) and store/status (ErrNotFound answers 404);
+// no other tide package, and nothing of the network.
 package engine
 
 import (
@@ -24,6 +24,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,6 +38,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"tide/chord"
+	"tide/store/status"
 )
 
 // Meta describes one stored file or tombstone.
@@ -142,8 +144,8 @@ type Compactions struct {
 	NumInProgress int64
 }
 
-// ErrNotFound is returned for a name with no live file.
-var ErrNotFound = errors.New("file not found")
+// ErrNotFound is returned for a name with no live file; it answers 404.
+var ErrNotFound error = &status.Error{Code: http.StatusNotFound, Msg: "file not found"}
 
 // OpenEngine opens or creates the engine in dir; pos places names and keys
 // on the ring.

@@ -735,7 +735,7 @@ func (k *Server) waitReady(ctx context.Context) error {
 	default:
 	}
 	if !k.n.cfg.KnowsRing() {
-		return status.Errorf(http.StatusServiceUnavailable, "%v", ErrNoRing)
+		return status.Errorf(http.StatusServiceUnavailable, "%v", status.ErrNoRing)
 	}
 	t := time.NewTimer(readyWait)
 	defer t.Stop()
@@ -789,10 +789,6 @@ func (k *Server) Busy() bool { return k.handingOff.Load() }
 
 // Stats returns the KV layer's counters.
 func (k *Server) Stats() kv.Stats { return *k.stats.Load() }
-
-// ErrNoRing refuses a request to a node that is in no ring and follows
-// none.
-var ErrNoRing = errors.New("this node is not in a ring and knows none: POST /hash_ring, add_node, or a create or join over msgpack-rpc gives it one")
 
 // SetRing hands the driver a new ring table; the first one also lets
 // client requests through (until then the node knows only itself, and a

@@ -1,4 +1,4 @@
-package store
+package files
 
 import (
 	"context"
@@ -8,11 +8,12 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
+	"time"
 
 	"tide/chord"
 	"tide/store/engine"
-	"tide/store/kvserver"
 	"tide/store/status"
 )
 
@@ -20,7 +21,7 @@ import (
 // the file past the size limit.
 type capWriter struct {
 	w        *engine.Writer
-	n        *Node
+	n        *Service
 	maxBytes int64
 }
 
@@ -39,7 +40,7 @@ func (c *capWriter) Write(p []byte) (int, error) {
 }
 
 // store writes one version of a file to the local engine.
-func (n *Node) store(name string, body io.Reader, size int64, version uint64) (engine.Meta, error) {
+func (n *Service) store(name string, body io.Reader, size int64, version uint64) (engine.Meta, error) {
 	if size > n.cfg.MaxFileSize {
 		return engine.Meta{}, status.Errorf(http.StatusRequestEntityTooLarge, "file of %d bytes is larger than the limit of %d", size, n.cfg.MaxFileSize)
 	}
@@ -80,7 +81,7 @@ func (e diskErr) Error() string { return e.err.Error() }
 
 // diskError says a store of name failed on this node's disk: 507 if the
 // disk is full (the node recovers when space returns), 500 otherwise.
-func (n *Node) diskError(name string, err error) error {
+func (n *Service) diskError(name string, err error) error {
 	if errors.Is(err, syscall.ENOSPC) {
 		return status.Errorf(http.StatusInsufficientStorage, "node %s is out of disk space storing %q: %v", n.ring.Self().Addr(), name, err)
 	}
@@ -91,9 +92,9 @@ func (n *Node) diskError(name string, err error) error {
 // routed to its owner, successor(md5_low32(name)); the owner stores it,
 // copies it to the rest of the replica set, and answers once a majority of
 // the set holds it.
-func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool) (engine.Meta, error) {
+func (n *Service) Put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool) (engine.Meta, error) {
 	key := n.eng.KeyOf(name)
-	if !forwarded || n.leaving.Load() {
+	if !forwarded || n.cfg.Leaving() {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
 			return engine.Meta{}, err
@@ -116,9 +117,9 @@ func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64,
 
 // owner returns the node responsible for key. A leaving node never names
 // itself: it routes through its successor.
-func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
+func (n *Service) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 	self := n.ring.Self()
-	if n.leaving.Load() {
+	if n.cfg.Leaving() {
 		succ := n.ring.Successor(0)
 		if succ == self {
 			return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "node is leaving and has no successor")
@@ -131,14 +132,14 @@ func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 	}
 	if !n.ring.InRing() {
 		// A standby asks the ring it follows.
-		for _, via := range n.following() {
+		for _, via := range n.cfg.Following() {
 			if ref, err := n.rpc.CallRef(ctx, via, "get_info"); err == nil {
 				if o, err := n.rpc.FindSuccessor(ctx, ref, key); err == nil {
 					return o, nil
 				}
 			}
 		}
-		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, kvserver.ErrNoRing)
+		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, status.ErrNoRing)
 	}
 	if n.ring.Owns(key) {
 		return self, nil
@@ -152,7 +153,7 @@ func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 
 // localReplicaSet is this node followed by its first N-1 distinct
 // successors.
-func (n *Node) localReplicaSet() []chord.Ref {
+func (n *Service) localReplicaSet() []chord.Ref {
 	self := n.ring.Self()
 	set := []chord.Ref{self}
 	for _, s := range n.ring.Successors() {
@@ -179,7 +180,7 @@ func containsRef(list []chord.Ref, r chord.Ref) bool {
 // succeeded, once enough of them have (or all have finished): a slow or
 // hung target does not hold up the answer. The copies still under way go
 // on, detached from ctx's cancellation, until they finish or stall.
-func (n *Node) replicate(ctx context.Context, m engine.Meta, targets []chord.Ref, enough int) int {
+func (n *Service) replicate(ctx context.Context, m engine.Meta, targets []chord.Ref, enough int) int {
 	results := make(chan bool, len(targets))
 	bg := context.WithoutCancel(ctx)
 	for _, t := range targets {
@@ -210,7 +211,7 @@ func (n *Node) replicate(ctx context.Context, m engine.Meta, targets []chord.Ref
 }
 
 // push copies the local version m of a file (or its tombstone) to node t.
-func (n *Node) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
+func (n *Service) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
 		return err
@@ -255,7 +256,7 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 }
 
 // forwardPut streams an upload to its owner.
-func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
+func (n *Service) forwardPut(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
 	addr, err := n.httpAddrOf(ctx, owner)
 	if err != nil {
 		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
@@ -268,7 +269,7 @@ func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, bod
 		return engine.Meta{}, err
 	}
 	req.ContentLength = size
-	req.Header.Set(hdrForwarded, "1")
+	req.Header.Set(HdrForwarded, "1")
 	resp, err := n.hc.Do(req)
 	done()
 	if src.err != nil {
@@ -280,7 +281,7 @@ func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, bod
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return engine.Meta{}, &status.Error{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+		return engine.Meta{}, &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
 	}
 	return engine.Meta{Name: name, Key: n.eng.KeyOf(name), Size: size}, nil
 }
@@ -300,18 +301,11 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
 // Delete removes a file everywhere by writing a tombstone at its owner and
 // the owner's replicas.
-func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
+func (n *Service) Delete(ctx context.Context, name string, forwarded bool) error {
 	key := n.eng.KeyOf(name)
-	if !forwarded || n.leaving.Load() {
+	if !forwarded || n.cfg.Leaving() {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
 			return err
@@ -322,7 +316,7 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 				return status.Errorf(http.StatusServiceUnavailable, "reach owner %s: %v", owner.Addr(), err)
 			}
 			req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, fileURL(addr, "/files/", name), nil)
-			req.Header.Set(hdrForwarded, "1")
+			req.Header.Set(HdrForwarded, "1")
 			resp, err := n.hc.Do(req)
 			if err != nil {
 				return status.Errorf(http.StatusServiceUnavailable, "forward delete to %s: %v", owner.Addr(), err)
@@ -330,7 +324,7 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 			defer resp.Body.Close()
 			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			if resp.StatusCode/100 != 2 {
-				return &status.Error{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+				return &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
 			}
 			return nil
 		}
@@ -354,7 +348,7 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 
 // findAnywhere reports whether a live copy of name exists here or on the
 // next nodes of the ring (replicas, or an old owner still handing off).
-func (n *Node) findAnywhere(ctx context.Context, name string) (bool, error) {
+func (n *Service) findAnywhere(ctx context.Context, name string) (bool, error) {
 	if m, ok, err := n.eng.Get(name); err != nil || (ok && !m.Deleted) {
 		return ok, err
 	}
@@ -379,7 +373,7 @@ func (n *Node) findAnywhere(ctx context.Context, name string) (bool, error) {
 // fallbacks are the nodes that may hold a copy of a file this node owns
 // but lacks: its successors, which hold replicas and, right after a join,
 // the file's previous owner.
-func (n *Node) fallbacks() []chord.Ref {
+func (n *Service) fallbacks() []chord.Ref {
 	self := n.ring.Self()
 	var out []chord.Ref
 	for _, s := range n.ring.Successors() {
@@ -393,9 +387,9 @@ func (n *Node) fallbacks() []chord.Ref {
 // Get writes the file name to w. The owner serves its own copy, or a copy
 // from its successors while a transfer is in flight; other nodes proxy to
 // the owner, and to the owner's successors if the owner is unreachable.
-func (n *Node) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) error {
+func (n *Service) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) error {
 	key := n.eng.KeyOf(name)
-	forwarded := r.Header.Get(hdrForwarded) != ""
+	forwarded := r.Header.Get(HdrForwarded) != ""
 	if !forwarded {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
@@ -428,7 +422,7 @@ func (n *Node) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, 
 
 // proxyGet asks the owner for name, then the nodes after it if the owner
 // does not answer.
-func (n *Node) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Request, owner chord.Ref, name string) error {
+func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Request, owner chord.Ref, name string) error {
 	cand := owner
 	for range n.cfg.Replicas {
 		if cand == n.ring.Self() {
@@ -454,21 +448,21 @@ func (n *Node) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	return status.Errorf(http.StatusServiceUnavailable, "no replica of %q answered", name)
 }
 
-func (n *Node) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
+func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
 	done, _ := n.tryGetStatus(ctx, w, r, t, prefix, name, fwd)
 	return done
 }
 
 // tryGetStatus copies name from node t to w. done reports that w was
 // written; reachable that t answered (with a miss if not done).
-func (n *Node) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) (done, reachable bool) {
+func (n *Service) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) (done, reachable bool) {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
 		return false, false
 	}
 	req, _ := http.NewRequestWithContext(ctx, r.Method, fileURL(addr, prefix, name), nil)
 	if fwd {
-		req.Header.Set(hdrForwarded, "1")
+		req.Header.Set(HdrForwarded, "1")
 	}
 	resp, err := n.hc.Do(req)
 	if err != nil {
@@ -486,4 +480,25 @@ func (n *Node) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *http.
 	w.WriteHeader(http.StatusOK)
 	io.Copy(w, resp.Body)
 	return true, true
+}
+
+// hlc hands out versions: hybrid logical clock timestamps in nanoseconds,
+// strictly increasing on this node and never behind any version observed.
+type hlc struct {
+	mu   sync.Mutex
+	last uint64
+}
+
+func (c *hlc) Next() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := uint64(time.Now().UnixNano())
+	c.last = max(now, c.last+1)
+	return c.last
+}
+
+func (c *hlc) Observe(v uint64) {
+	c.mu.Lock()
+	c.last = max(c.last, v)
+	c.mu.Unlock()
 }
