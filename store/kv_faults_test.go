@@ -220,7 +220,7 @@ func TestLeftNodeRefusesToStart(t *testing.T) {
 		}
 	}
 	leaver := nodes[2]
-	cfg := leaver.cfg
+	cfg := restartConfig(leaver)
 	cfg.Join = nodes[0].ring.Self().Addr()
 	cfg.ID = nil // as the command line gives it: the token comes from the data directory
 	c := NewClient()
