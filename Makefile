@@ -106,6 +106,7 @@ fuzz:
 	$(GO) test ./store -run XXX -fuzz FuzzKVHTTP -fuzztime 60s
 	$(GO) test ./antipode -run XXX -fuzz 'FuzzDecode$$' -fuzztime 60s
 	$(GO) test ./antipode -run XXX -fuzz FuzzDecodeText -fuzztime 60s
+	$(GO) test ./paxos/node -run XXX -fuzz FuzzReadDeployment -fuzztime 60s
 
 # Mutation testing of the Paxos safety rules: each mutant in
 # tools/mutants/mutants.txt breaks one rule in a copy of the HEAD commit, and
