@@ -95,6 +95,10 @@ ClusterIP Service and a one-pod Deployment each, the ClusterIP being the
 role's address (kubernetes; run tide log up in the cluster, see
 deploy/kubernetes/log), or an EC2 instance each on a network interface made
 for it first (aws; run it in the VPC). Ctrl-C removes them all.`,
+		Example: `  tide log up
+  tide log up --proxy-leaders 3 --groups 2 --data-dir /tmp/log
+  tide log up --autoscale --capacity proxy-leaders=2000,batchers=4000
+  tide log up --provisioner docker --docker-build --cpus 0.5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			abs, err := filepath.Abs(dir)
@@ -360,6 +364,8 @@ chosen in the log; removed ones drain what they hold in flight before they stop.
 Acceptor groups change by a new leader round over the new groups; the old
 groups stop once no slot depends on them. TARGET is the deployment file or a
 role's HTTP address, of a log started by 'tide log up'.`,
+		Example: `  tide log scale tide-log/deployment.json proxy-leaders 4
+  tide log scale 127.0.0.1:41693 acceptor-groups 2`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := strconv.Atoi(args[2])
@@ -383,6 +389,8 @@ func newLogReplaceCmd() *cobra.Command {
 chosen in the log, wait until the old acceptor configuration is retired (no slot
 depends on it), then stop ACCEPTOR. TARGET is the deployment file or a role's
 HTTP address, of a log started by 'tide log up'.`,
+		Example: `  tide log status tide-log/deployment.json   # the acceptors' addresses
+  tide log replace tide-log/deployment.json 127.0.0.1:37417`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return control(cmd.Context(), args[0], "/replace?addr="+url.QueryEscape(args[1]))
@@ -400,6 +408,7 @@ one; a replica leaves once a majority of those staying hold the log through the
 change), then stop it. Acceptors are replaced ('tide log replace') or leave with
 their group ('tide log scale TARGET acceptor-groups N'). TARGET is the
 deployment file or a role's HTTP address, of a log started by 'tide log up'.`,
+		Example: `  tide log remove tide-log/deployment.json 127.0.0.1:43425`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return control(cmd.Context(), args[0], "/remove?addr="+url.QueryEscape(args[1]))
@@ -580,7 +589,15 @@ func newLogStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status TARGET",
 		Short: "Show the configuration (epoch and history) and every role: ballot, chosen watermark, executed slots, message rates",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show the log's configuration, as the newest role knows it: its epoch and the
+history of changes (what changed, when, and why), and then every role
+instance: its kind, address, whether it answers, its ballot, the chosen
+watermark and executed slots, and the messages it receives and sends per
+second (over a second between two samples). TARGET is the deployment file or
+the HTTP address of any role process; if no role answers, it says so at once.`,
+		Example: `  tide log status tide-data/log/deployment.json
+  tide log status 127.0.0.1:42709 --json`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := loadCurrent(args[0])
 			if err != nil {
