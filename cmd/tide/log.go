@@ -409,7 +409,7 @@ change), then stop it. Acceptors are replaced ('tide log replace') or leave with
 their group ('tide log scale TARGET acceptor-groups N'). TARGET is the
 deployment file or a role's HTTP address, of a log started by 'tide log up'.`,
 		Example: `  tide log remove tide-log/deployment.json 127.0.0.1:43425`,
-		Args: cobra.ExactArgs(2),
+		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return control(cmd.Context(), args[0], "/remove?addr="+url.QueryEscape(args[1]))
 		},
