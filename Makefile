@@ -81,7 +81,7 @@ vet:
 # provisioners run without -race: compiling their SDKs with the race
 # detector was most of a cold CI run, and their concurrency is in the
 # processes they drive.
-PLAIN_PKGS = tide/cmd/tide tide/bench tide/autoscale/provision/docker tide/autoscale/provision/aws tide/autoscale/provision/kubernetes
+PLAIN_PKGS = tide/cmd/tide tide/bench tide/chaos tide/autoscale/provision/docker tide/autoscale/provision/aws tide/autoscale/provision/kubernetes
 RACE_PKGS = $(filter-out $(PLAIN_PKGS),$(shell $(GO) list ./...))
 
 # The last step runs `make mutants`: every safety mutant must die (about 2
@@ -107,6 +107,7 @@ fuzz:
 	$(GO) test ./antipode -run XXX -fuzz 'FuzzDecode$$' -fuzztime 60s
 	$(GO) test ./antipode -run XXX -fuzz FuzzDecodeText -fuzztime 60s
 	$(GO) test ./paxos/node -run XXX -fuzz FuzzReadDeployment -fuzztime 60s
+	$(GO) test ./antipode/postnotify -run XXX -fuzz FuzzParseProcStat -fuzztime 60s
 
 # Mutation testing of the Paxos safety rules: each mutant in
 # tools/mutants/mutants.txt breaks one rule in a copy of the HEAD commit, and

@@ -13,6 +13,7 @@ import (
 
 	"tide/cluster"
 	"tide/store"
+	"tide/store/engine"
 )
 
 // FilesResult is what `tide bench files` measures.
@@ -147,14 +148,14 @@ type countWriter int64
 
 func (c *countWriter) Write(p []byte) (int, error) { *c += countWriter(len(p)); return len(p), nil }
 
-func localNames(ctx context.Context, httpAddr string) ([]store.Meta, error) {
+func localNames(ctx context.Context, httpAddr string) ([]engine.Meta, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/files?local=1", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	var out []store.Meta
+	var out []engine.Meta
 	err = json.NewDecoder(resp.Body).Decode(&out)
 	return out, err
 }

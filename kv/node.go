@@ -88,7 +88,13 @@ type Node struct {
 	// every view as well as the current one: a write acknowledged under
 	// an older view is then seen by a read under the newer one, and the
 	// other way round, while data moves.
-	prev     []prevView
+	prev []prevView
+	// leaving: the node is draining out of the ring (SetLeaving). It
+	// still stores the writes sent to it but acknowledges none, so that
+	// no write counts it toward W: it may exit before handing off what
+	// arrived last, while coordinators that have not seen it go still
+	// route to it.
+	leaving  bool
 	diverged bool // the last comparison found differences
 	// marks holds, for each of the last SettleTicks+1 ticks, the newest
 	// version this node had seen or could mint then (see horizon).
@@ -188,7 +194,7 @@ func (n *Node) Step(m Message) {
 		n.clientGet(m)
 	case KindPut:
 		n.apply(m.Rec)
-		if m.ID != 0 {
+		if m.ID != 0 && !n.leaving {
 			n.send(Message{Kind: KindPutAck, To: m.From, ID: m.ID})
 		}
 	case KindPutAck:
@@ -197,7 +203,9 @@ func (n *Node) Step(m Message) {
 		for _, r := range m.Records {
 			n.apply(r)
 		}
-		n.send(Message{Kind: KindPutBatchAck, To: m.From, ID: m.ID})
+		if !n.leaving {
+			n.send(Message{Kind: KindPutBatchAck, To: m.From, ID: m.ID})
+		}
 	case KindPutBatchAck:
 		for _, id := range n.answeredBatch(m.ID) {
 			n.onPutAck(id, m.From)

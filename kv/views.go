@@ -163,3 +163,8 @@ func fmtMembers(ms []Member) string {
 	}
 	return b.String()
 }
+
+// SetLeaving tells the node it is draining out of the ring (on), or that
+// a leave failed and it stays (off). A leaving node acknowledges no
+// replica write (see Node.leaving).
+func (n *Node) SetLeaving(on bool) { n.leaving = on }

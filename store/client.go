@@ -11,6 +11,8 @@ import (
 
 	"tide/chord"
 	"tide/chord/rpc"
+	"tide/store/files"
+	"tide/store/status"
 )
 
 // Client does what the seed's upload.py and download.py do: hash the name,
@@ -62,7 +64,7 @@ func (c *Client) target(ctx context.Context, chordAddr, name string) (string, er
 // Upload sends r as the file name to its owner with uploadserver's
 // multipart form.
 func (c *Client) Upload(ctx context.Context, chordAddr, name string, r io.Reader) error {
-	if err := ValidName(name); err != nil {
+	if err := files.ValidName(name); err != nil {
 		return err
 	}
 	addr, err := c.target(ctx, chordAddr, name)
@@ -93,7 +95,7 @@ func (c *Client) Upload(ctx context.Context, chordAddr, name string, r io.Reader
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("upload to %s: %s: %s", addr, resp.Status, trimNL(msg))
+		return fmt.Errorf("upload to %s: %s: %s", addr, resp.Status, status.TrimNL(msg))
 	}
 	return nil
 }
@@ -101,7 +103,7 @@ func (c *Client) Upload(ctx context.Context, chordAddr, name string, r io.Reader
 // Download copies the file name from its owner to w and returns its size
 // as announced, or -1.
 func (c *Client) Download(ctx context.Context, chordAddr, name string, w io.Writer, onSize func(int64)) error {
-	if err := ValidName(name); err != nil {
+	if err := files.ValidName(name); err != nil {
 		return err
 	}
 	addr, err := c.target(ctx, chordAddr, name)
@@ -119,7 +121,7 @@ func (c *Client) Download(ctx context.Context, chordAddr, name string, w io.Writ
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("download %q from %s: %s: %s", name, addr, resp.Status, trimNL(msg))
+		return fmt.Errorf("download %q from %s: %s: %s", name, addr, resp.Status, status.TrimNL(msg))
 	}
 	if onSize != nil {
 		onSize(resp.ContentLength)
@@ -148,7 +150,7 @@ func (c *Client) Ring(ctx context.Context, chordAddr string) ([]Info, error) {
 		seen[cur] = true
 		info := Info{ID: uint32(cur.ID), ChordAddr: cur.Addr()}
 		if addr, err := c.RPC.HTTPAddr(ctx, cur.Addr()); err == nil {
-			if err := getJSON(ctx, c.HTTP, "http://"+addr+"/internal/info", &info); err != nil {
+			if err := status.GetJSON(ctx, c.HTTP, "http://"+addr+"/internal/info", &info); err != nil {
 				info.HTTPAddr = addr
 			}
 		}
@@ -179,7 +181,7 @@ func (c *Client) Leave(ctx context.Context, chordAddr string) (int, error) {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return 0, fmt.Errorf("leave %s: %s: %s", chordAddr, resp.Status, trimNL(msg))
+		return 0, fmt.Errorf("leave %s: %s: %s", chordAddr, resp.Status, status.TrimNL(msg))
 	}
 	var out struct {
 		Moved int `json:"moved"`

@@ -31,7 +31,7 @@ func FuzzUpload(f *testing.F) {
 		default:
 			t.Fatalf("status %d: %s", rec.Code, rec.Body)
 		}
-		if used, _ := n.Disk(); used > 1<<20 {
+		if used, _ := n.files.Disk(); used > 1<<20 {
 			t.Fatalf("node stored %d bytes past its capacity", used)
 		}
 	})

@@ -5,14 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2"
 
 	"tide/kv"
 )
@@ -34,17 +31,17 @@ func TestKVTombstoneCollected(t *testing.T) {
 	key := func(i int) []byte { return []byte(fmt.Sprintf("tomb-%d", i)) }
 	live := []byte("stays")
 	for i := range keys {
-		if _, err := nodes[i%3].KVPut(ctx, key(i), []byte(fmt.Sprint("v", i)), 0); err != nil {
+		if _, err := nodes[i%3].kv.Put(ctx, key(i), []byte(fmt.Sprint("v", i)), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := nodes[0].KVPut(ctx, live, []byte("here"), 0); err != nil {
+	if _, err := nodes[0].kv.Put(ctx, live, []byte("here"), 0); err != nil {
 		t.Fatal(err)
 	}
 	// held reports what replica n holds of k: nothing, a value or a
 	// tombstone.
 	held := func(n *Node, k []byte) string {
-		r, ok, err := kvStorage{n.eng}.Get(k)
+		r, ok, err := n.eng.KV().Get(k)
 		switch {
 		case err != nil:
 			return "error: " + err.Error()
@@ -70,7 +67,7 @@ func TestKVTombstoneCollected(t *testing.T) {
 	waitFor(t, "every key on every replica", everywhere("value"))
 	deleted := time.Now()
 	for i := range keys {
-		if _, err := nodes[(i+1)%3].KVDelete(ctx, key(i), 0); err != nil {
+		if _, err := nodes[(i+1)%3].kv.Delete(ctx, key(i), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -79,7 +76,7 @@ func TestKVTombstoneCollected(t *testing.T) {
 		t.Fatalf("tombstones seen on every replica only %s after the deletes, past the TTL of %s: raise the TTL", since, ttl)
 	}
 	for i := range keys {
-		if _, found, err := nodes[i%3].KVGet(ctx, key(i), 0); err != nil || found {
+		if _, found, err := nodes[i%3].kv.Get(ctx, key(i), 0); err != nil || found {
 			t.Fatalf("get deleted %s: found=%v err=%v", key(i), found, err)
 		}
 	}
@@ -93,7 +90,7 @@ func TestKVTombstoneCollected(t *testing.T) {
 	// to a replica that had collected it already.
 	collected := 0
 	for _, n := range nodes {
-		collected += n.KVStats().TombstonesCollected
+		collected += n.kv.Stats().TombstonesCollected
 	}
 	if collected != 3*keys {
 		t.Fatalf("%d tombstones collected, want one per key and replica: %d", collected, 3*keys)
@@ -113,7 +110,7 @@ func TestKVTombstoneCollected(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	for i := range keys {
-		if _, found, err := nodes[(i+2)%3].KVGet(ctx, key(i), 0); err != nil || found {
+		if _, found, err := nodes[(i+2)%3].kv.Get(ctx, key(i), 0); err != nil || found {
 			t.Fatalf("get collected %s: found=%v err=%v", key(i), found, err)
 		}
 	}
@@ -125,81 +122,14 @@ func TestKVTombstoneCollected(t *testing.T) {
 	// The record counts each node keeps as it writes match its records:
 	// writes, tombstones and collections all counted.
 	for j, n := range nodes {
-		keys, bytes := n.eng.kvCount()
-		sk, sb, err := n.eng.scanKVCount()
-		if err != nil || int64(keys) != sk || bytes != sb || sk != 1 {
-			t.Fatalf("node %d counts %d records of %d bytes; a scan finds %d of %d (%v), want the one live key", j, keys, bytes, sk, sb, err)
+		keys, bytes := n.eng.KVCount()
+		sk := 0
+		err := n.eng.KV().Scan(0, 0, func(uint32, kv.Record) bool { sk++; return true })
+		if err != nil || keys != sk || sk != 1 || bytes <= 0 {
+			t.Fatalf("node %d counts %d records of %d bytes; a scan finds %d (%v), want the one live key", j, keys, bytes, sk, err)
 		}
 	}
 	t.Logf("%d tombstones collected; every replica clean %s after the deletes (TTL %s)", collected, gone.Round(time.Millisecond), ttl)
-}
-
-// The KV record counts follow puts, overwrites, tombstones and deletes,
-// and survive a restart; a data directory without them is counted once.
-func TestKVCountsKept(t *testing.T) {
-	dir := t.TempDir()
-	pos := kv.Partitioners["md5-low32"]
-	e, err := OpenEngine(dir, pos)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := func(k, v string, ver uint64, tomb bool) *kv.Record {
-		return &kv.Record{Key: []byte(k), Value: []byte(v), Version: ver, Tomb: tomb}
-	}
-	steps := [][]kv.PersistOp{
-		{{Put: rec("a", "1234", 1, false)}, {Put: rec("b", "56", 1, false)}},
-		{{Put: rec("a", "7", 2, false), Had: true, HadBytes: 5}},
-		{{Put: rec("b", "", 3, true), Had: true, HadBytes: 3}, {Put: rec("c", "xyz", 1, false)}},
-		{{Delete: []byte("b"), Had: true, HadBytes: 1}},
-	}
-	for i, ops := range steps {
-		if err := e.applyKV(ops, false); err != nil {
-			t.Fatal(err)
-		}
-		keys, bytes := e.kvCount()
-		sk, sb, err := e.scanKVCount()
-		if err != nil || int64(keys) != sk || bytes != sb {
-			t.Fatalf("after step %d: counted %d records of %d bytes, a scan finds %d of %d (%v)", i, keys, bytes, sk, sb, err)
-		}
-	}
-	// ScanVersions sees what Scan sees, without the values.
-	var full, meta []string
-	kvStorage{e}.Scan(0, 0, func(p uint32, r kv.Record) bool {
-		full = append(full, fmt.Sprint(p, string(r.Key), r.Version, r.Tomb))
-		return true
-	})
-	kvStorage{e}.ScanVersions(0, 0, func(p uint32, r kv.Record) bool {
-		if r.Value != nil {
-			t.Errorf("ScanVersions passed the value of %s", r.Key)
-		}
-		meta = append(meta, fmt.Sprint(p, string(r.Key), r.Version, r.Tomb))
-		return true
-	})
-	if len(full) != 2 || strings.Join(full, ";") != strings.Join(meta, ";") {
-		t.Fatalf("Scan saw %q, ScanVersions %q", full, meta)
-	}
-	e.Close()
-	e, err = OpenEngine(dir, pos)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if keys, bytes := e.kvCount(); keys != 2 || bytes != 2+4 {
-		t.Fatalf("after a restart: %d records of %d bytes, want 2 of 6", keys, bytes)
-	}
-	// Without the stored counts (a directory from before them), the
-	// records are counted when the engine opens.
-	if err := e.db.Delete([]byte(kvCountKey), pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	e.Close()
-	e, err = OpenEngine(dir, pos)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	if keys, bytes := e.kvCount(); keys != 2 || bytes != 6 {
-		t.Fatalf("counted on open: %d records of %d bytes, want 2 of 6", keys, bytes)
-	}
 }
 
 func TestJoinsItself(t *testing.T) {
@@ -263,7 +193,7 @@ func TestJoinSelfCreatesOrRejoins(t *testing.T) {
 	nodes := []*Node{first, second}
 	waitFor(t, "ring of two", func() bool { return ringConverged(nodes) })
 	waitKVMembers(t, nodes)
-	if _, err := second.KVPut(context.Background(), []byte("k"), []byte("v"), 0); err != nil {
+	if _, err := second.kv.Put(context.Background(), []byte("k"), []byte("v"), 0); err != nil {
 		t.Fatal(err)
 	}
 	first.Close()
@@ -272,7 +202,7 @@ func TestJoinSelfCreatesOrRejoins(t *testing.T) {
 	nodes[0] = first
 	waitFor(t, "the restarted node to rejoin the remembered ring", func() bool { return ringConverged(nodes) })
 	waitKVMembers(t, nodes)
-	rec, found, err := first.KVGet(context.Background(), []byte("k"), 0)
+	rec, found, err := first.kv.Get(context.Background(), []byte("k"), 0)
 	if err != nil || !found || string(rec.Value) != "v" {
 		t.Fatalf("get after rejoin: %q found=%v err=%v", rec.Value, found, err)
 	}
@@ -285,7 +215,7 @@ func TestLeftNodeRefusesToStart(t *testing.T) {
 	nodes := kvCluster(t, 3, nil)
 	ctx := context.Background()
 	for i := range 30 {
-		if _, err := nodes[i%3].KVPut(ctx, []byte(fmt.Sprint("left-", i)), []byte("v"), 0); err != nil {
+		if _, err := nodes[i%3].kv.Put(ctx, []byte(fmt.Sprint("left-", i)), []byte("v"), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -322,7 +252,7 @@ func TestLeftNodeRefusesToStart(t *testing.T) {
 	waitFor(t, "the fresh node to join", func() bool { return ringConverged(rest) })
 	waitKVMembers(t, rest)
 	for i := range 30 {
-		rec, found, err := n.KVGet(ctx, []byte(fmt.Sprint("left-", i)), 0)
+		rec, found, err := n.kv.Get(ctx, []byte(fmt.Sprint("left-", i)), 0)
 		if err != nil || !found || string(rec.Value) != "v" {
 			t.Fatalf("get left-%d: %q found=%v err=%v", i, rec.Value, found, err)
 		}
@@ -334,225 +264,13 @@ func waitKVMembers(t *testing.T, nodes []*Node) {
 	t.Helper()
 	waitFor(t, "every node to see every member", func() bool {
 		for _, n := range nodes {
-			if len(n.kv.ring.Load().members) != len(nodes) {
+			if len(n.kvRing.Load().members) != len(nodes) {
 				n.RefreshRing()
 				return false
 			}
 		}
 		return true
 	})
-}
-
-// TestKVLargeValuesKeptApart drives the engine with random puts,
-// overwrites, tombstones and deletes of values on both sides of
-// sepValueBytes, and checks Get, Scan and ScanVersions against a model
-// after each batch, and that no value kept apart outlives its record.
-func TestKVLargeValuesKeptApart(t *testing.T) {
-	pos := kv.Partitioners["md5-low32"]
-	e, err := OpenEngine(t.TempDir(), pos)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	st := kvStorage{e}
-	rng := rand.New(rand.NewPCG(1, 2))
-	model := map[string]kv.Record{}
-	keys := []string{"a", "b", "c", "d", "e\x00\xff", "f"}
-	// A record stored whole before values were kept apart: a large value
-	// inline, which later writes must replace cleanly.
-	old := kv.Record{Key: []byte("f"), Value: bytes.Repeat([]byte("o"), 1000), Version: 1}
-	if err := e.db.Set(kvKey(pos(old.Key), old.Key), kv.AppendRecord(nil, &old), pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	model["f"] = old
-	e.kvKeys.Add(1)
-	e.kvBytes.Add(old.Size())
-	ver := uint64(10)
-	for round := range 300 {
-		var ops []kv.PersistOp
-		touched := map[string]bool{}
-		for range 1 + rng.IntN(4) {
-			k := keys[rng.IntN(len(keys))]
-			if touched[k] {
-				continue
-			}
-			touched[k] = true
-			cur, had := model[k]
-			op := kv.PersistOp{Had: had, HadBytes: cur.Size()}
-			ver++
-			switch rng.IntN(6) {
-			case 0:
-				if !had {
-					continue
-				}
-				op.Delete = []byte(k)
-				delete(model, k)
-			case 1:
-				r := kv.Record{Key: []byte(k), Version: ver, Tomb: true}
-				op.Put = &r
-				model[k] = r
-			default:
-				n := []int{0, 3, sepValueBytes - 1, sepValueBytes, 600, 70000}[rng.IntN(6)]
-				r := kv.Record{Key: []byte(k), Value: bytes.Repeat([]byte{byte('a' + round%26)}, n), Version: ver}
-				op.Put = &r
-				model[k] = r
-			}
-			ops = append(ops, op)
-		}
-		if err := e.applyKV(ops, false); err != nil {
-			t.Fatal(err)
-		}
-		for _, k := range keys {
-			got, ok, err := st.Get([]byte(k))
-			want, wok := model[k]
-			if err != nil || ok != wok || (ok && (got.Version != want.Version || got.Tomb != want.Tomb || !bytes.Equal(got.Value, want.Value))) {
-				t.Fatalf("round %d: Get(%q) = %v %d bytes %v, want %v %d bytes", round, k, ok, len(got.Value), err, wok, len(want.Value))
-			}
-		}
-		var seen, versions int
-		if err := st.Scan(0, 0, func(_ uint32, r kv.Record) bool {
-			seen++
-			want := model[string(r.Key)]
-			if r.Version != want.Version || !bytes.Equal(r.Value, want.Value) {
-				t.Fatalf("round %d: Scan gave %q version %d with %d bytes, want %d with %d", round, r.Key, r.Version, len(r.Value), want.Version, len(want.Value))
-			}
-			return true
-		}); err != nil {
-			t.Fatal(err)
-		}
-		st.ScanVersions(0, 0, func(_ uint32, r kv.Record) bool {
-			versions++
-			if r.Value != nil || r.Version != model[string(r.Key)].Version {
-				t.Fatalf("round %d: ScanVersions gave %q version %d with a value of %d bytes", round, r.Key, r.Version, len(r.Value))
-			}
-			return true
-		})
-		if seen != len(model) || versions != len(model) {
-			t.Fatalf("round %d: Scan saw %d records, ScanVersions %d, want %d", round, seen, versions, len(model))
-		}
-		apart := 0
-		for _, r := range model {
-			if len(r.Value) >= sepValueBytes && (string(r.Key) != "f" || r.Version != 1) {
-				apart++
-			}
-		}
-		it, _ := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("v/"), UpperBound: []byte("v0")})
-		n := 0
-		for it.First(); it.Valid(); it.Next() {
-			n++
-		}
-		it.Close()
-		if n != apart {
-			t.Fatalf("round %d: %d values kept apart, %d records have one", round, n, apart)
-		}
-		keys, size := e.kvCount()
-		sk, sb, err := e.scanKVCount()
-		if err != nil || int64(keys) != sk || size != sb {
-			t.Fatalf("round %d: counted %d records of %d bytes, a scan finds %d of %d (%v)", round, keys, size, sk, sb, err)
-		}
-	}
-}
-
-// TestKVBulkIngested applies rounds of bulk records (as range streams
-// bring them) mixed with ordinary writes to the same keys, and checks
-// that the bulk ones were ingested and every key reads its last write of
-// the round; then that counts an ingestion left behind are taken again
-// after a crash.
-func TestKVBulkIngested(t *testing.T) {
-	dir := t.TempDir()
-	pos := kv.Partitioners["md5-low32"]
-	e, err := OpenEngine(dir, pos)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := kvStorage{e}
-	model := map[string]kv.Record{}
-	ver := uint64(1)
-	put := func(key string, n int, bulk string, had bool) kv.PersistOp {
-		ver++
-		r := &kv.Record{Key: []byte(key), Value: bytes.Repeat([]byte{byte(ver)}, n), Version: ver}
-		op := kv.PersistOp{Put: r, Bulk: bulk, Had: had}
-		if cur, ok := model[key]; ok {
-			op.Had, op.HadBytes = true, cur.Size()
-		}
-		model[key] = *r
-		return op
-	}
-	for round := range 4 {
-		var ops []kv.PersistOp
-		// Two senders with spans apart, one whose keys spread over the
-		// whole ring (as a hand-off's do), and small values among them.
-		for i := range 200 {
-			ops = append(ops, put(fmt.Sprintf("r%d-a-%03d", round, i), 8000, "10.0.0.1:1", false))
-			ops = append(ops, put(fmt.Sprintf("r%d-b-%03d", round, i), 100, "10.0.0.2:1", false))
-		}
-		for i := range 50 {
-			ops = append(ops, put(fmt.Sprintf("r%d-c-%03d", round, i), 9000, "10.0.0.3:1", false))
-		}
-		// Later writes of the round to keys a bulk record brought, and a
-		// delete: these must win over the ingested files.
-		ops = append(ops, put(fmt.Sprintf("r%d-a-007", round), 3, "", false))
-		ops = append(ops, put(fmt.Sprintf("r%d-c-009", round), 5000, "", false))
-		k := fmt.Sprintf("r%d-b-011", round)
-		ops = append(ops, kv.PersistOp{Delete: []byte(k), Had: true, HadBytes: model[k].Size()})
-		delete(model, k)
-		if round > 0 {
-			// A key handed off (deleted) and then brought back by a
-			// stream in the same round: the stream's record wins.
-			k := fmt.Sprintf("r%d-a-%03d", round-1, 50)
-			ops = append(ops, kv.PersistOp{Delete: []byte(k), Had: true, HadBytes: model[k].Size()})
-			delete(model, k)
-			ops = append(ops, put(k, 8000, "10.0.0.1:1", false))
-		}
-		if err := e.applyKV(ops, false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if e.ingested.Load() == 0 {
-		t.Fatal("no bulk record was ingested")
-	}
-	check := func(when string) {
-		t.Helper()
-		for k, want := range model {
-			got, ok, err := st.Get([]byte(k))
-			if err != nil || !ok || got.Version != want.Version || !bytes.Equal(got.Value, want.Value) {
-				t.Fatalf("%s: Get(%q) = %v version %d (%v), want version %d", when, k, ok, got.Version, err, want.Version)
-			}
-		}
-		n := 0
-		st.Scan(0, 0, func(_ uint32, r kv.Record) bool {
-			n++
-			if want, ok := model[string(r.Key)]; !ok || want.Version != r.Version {
-				t.Fatalf("%s: Scan found %q version %d, want %v %d", when, r.Key, r.Version, ok, want.Version)
-			}
-			return true
-		})
-		keys, size := e.kvCount()
-		sk, sb, err := e.scanKVCount()
-		if n != len(model) || err != nil || int64(keys) != sk || size != sb || keys != len(model) {
-			t.Fatalf("%s: %d records scanned, %d counted (%d bytes), a count scan finds %d (%d bytes), the model has %d", when, n, keys, size, sk, sb, len(model))
-		}
-	}
-	check("after ingesting")
-	// A crash after an ingestion, before its round's batch: the stored
-	// counts lag. The mark makes the next open count again.
-	if err := e.db.Set([]byte(kvCountKey), kvCountValue(1, 1), pebble.Sync); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.db.Close(); err != nil { // no clean Close: the mark stays
-		t.Fatal(err)
-	}
-	if e, err = OpenEngine(dir, pos); err != nil {
-		t.Fatal(err)
-	}
-	st = kvStorage{e}
-	check("after a crash")
-	if need, err := e.recountNeeded(); need || err != nil {
-		t.Fatalf("the recount mark is still set after counting (%v)", err)
-	}
-	if err := e.Close(); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestKVJoinIngestsStreams loads a 3-node ring with large values, adds a
@@ -564,7 +282,7 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 5000) }
 	const keys = 600
 	for i := range keys {
-		if _, err := nodes[i%3].KVPut(ctx, []byte(fmt.Sprintf("big-%04d", i)), value(i), 0); err != nil {
+		if _, err := nodes[i%3].kv.Put(ctx, []byte(fmt.Sprintf("big-%04d", i)), value(i), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -572,7 +290,7 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 	all := append(nodes, n4)
 	waitFor(t, "every node to see 4 members", func() bool {
 		for _, n := range all {
-			if len(n.kv.ring.Load().members) != 4 {
+			if len(n.kvRing.Load().members) != 4 {
 				n.RefreshRing()
 				return false
 			}
@@ -580,7 +298,7 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 		return true
 	})
 	var mine []int
-	ring := n4.kv.ring.Load()
+	ring := n4.kvRing.Load()
 	for i := range keys {
 		key := []byte(fmt.Sprintf("big-%04d", i))
 		if slices.Contains(ring.Preference(n4.pos(key), 3), n4.peerAddr) {
@@ -590,7 +308,7 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 	if len(mine) < keys/2 {
 		t.Fatalf("the 4th node replicates %d of %d keys", len(mine), keys)
 	}
-	st := kvStorage{n4.eng}
+	st := n4.eng.KV()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		missing := 0
@@ -615,8 +333,8 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if n4.eng.ingested.Load() == 0 {
+	if n4.eng.Ingested() == 0 {
 		t.Error("the ranges arrived, but none through an ingested file")
 	}
-	t.Logf("the 4th node received %d keys, %d bytes of them ingested", len(mine), n4.eng.ingested.Load())
+	t.Logf("the 4th node received %d keys, %d bytes of them ingested", len(mine), n4.eng.Ingested())
 }

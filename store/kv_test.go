@@ -3,7 +3,6 @@ package store
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"tide/kv"
 )
 
 func httpGet(t *testing.T, u string) (int, string) {
@@ -37,7 +34,7 @@ func kvCluster(t *testing.T, size int, mod func(*Config)) []*Node {
 	waitFor(t, "ring to converge", func() bool { return ringConverged(nodes) })
 	waitFor(t, "every node to see every member", func() bool {
 		for _, n := range nodes {
-			if len(n.kv.ring.Load().members) != size {
+			if len(n.kvRing.Load().members) != size {
 				n.RefreshRing()
 				return false
 			}
@@ -52,13 +49,13 @@ func TestKVQuorumRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	for i := range 50 {
 		key := []byte(fmt.Sprintf("key-%d\xff", i)) // not UTF-8: allowed
-		if _, err := nodes[i%4].KVPut(ctx, key, []byte(fmt.Sprint(i)), 0); err != nil {
+		if _, err := nodes[i%4].kv.Put(ctx, key, []byte(fmt.Sprint(i)), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := range 50 {
 		key := []byte(fmt.Sprintf("key-%d\xff", i))
-		rec, found, err := nodes[(i+1)%4].KVGet(ctx, key, 0)
+		rec, found, err := nodes[(i+1)%4].kv.Get(ctx, key, 0)
 		if err != nil || !found || string(rec.Value) != fmt.Sprint(i) {
 			t.Fatalf("get %q = %q %v %v", key, rec.Value, found, err)
 		}
@@ -69,7 +66,7 @@ func TestKVQuorumRoundTrip(t *testing.T) {
 			key := []byte(fmt.Sprintf("key-%d\xff", i))
 			k := 0
 			for _, n := range nodes {
-				if _, ok, _ := (kvStorage{n.eng}).Get(key); ok {
+				if _, ok, _ := (n.eng.KV()).Get(key); ok {
 					k++
 				}
 			}
@@ -79,10 +76,10 @@ func TestKVQuorumRoundTrip(t *testing.T) {
 		}
 		return true
 	})
-	if _, err := nodes[0].KVDelete(ctx, []byte("key-1\xff"), 0); err != nil {
+	if _, err := nodes[0].kv.Delete(ctx, []byte("key-1\xff"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, found, err := nodes[2].KVGet(ctx, []byte("key-1\xff"), 0); err != nil || found {
+	if _, found, err := nodes[2].kv.Get(ctx, []byte("key-1\xff"), 0); err != nil || found {
 		t.Fatalf("deleted key: found=%v %v", found, err)
 	}
 }
@@ -312,7 +309,7 @@ func TestKVDriverMetrics(t *testing.T) {
 	ctx := context.Background()
 	const writes = 30
 	for i := range writes {
-		if _, err := nodes[0].KVPut(ctx, []byte(fmt.Sprint("m", i)), []byte("v"), 0); err != nil {
+		if _, err := nodes[0].kv.Put(ctx, []byte(fmt.Sprint("m", i)), []byte("v"), 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -340,18 +337,5 @@ func TestKVDriverMetrics(t *testing.T) {
 	}
 	if got["tide_kv_wal_sync_seconds_count"] < 1 || got["tide_kv_wal_sync_seconds_sum"] <= 0 {
 		t.Errorf("no fsync timed: count %v, sum %v", got["tide_kv_wal_sync_seconds_count"], got["tide_kv_wal_sync_seconds_sum"])
-	}
-}
-
-// TestGaveUpWriteOutcome: a write the caller stopped waiting for after the
-// coordinator took it may still take effect, and its error says so; a read
-// given up on is just that.
-func TestGaveUpWriteOutcome(t *testing.T) {
-	err := gaveUp(kv.Message{Kind: kv.KindClientPut}, context.DeadlineExceeded)
-	if !errors.Is(err, ErrQuorum) || !strings.Contains(err.Error(), "outcome unknown") {
-		t.Fatalf("write given up on: %v, want an unknown outcome", err)
-	}
-	if err := gaveUp(kv.Message{Kind: kv.KindClientGet}, context.DeadlineExceeded); err != context.DeadlineExceeded {
-		t.Fatalf("read given up on: %v", err)
 	}
 }

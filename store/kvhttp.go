@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"tide/kv"
+	"tide/store/kvserver"
+	"tide/store/status"
 )
 
 // kvRoutes adds the KV APIs: the Dynamo seed's routes, REST under /kv/,
@@ -32,7 +34,7 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /kv/{key...}", n.handleKVDelete)
 	mux.HandleFunc("POST /internal/join", n.handleJoin)
 	mux.HandleFunc("GET /internal/kv/local", func(w http.ResponseWriter, r *http.Request) {
-		rec, ok, err := kvStorage{n.eng}.Get([]byte(r.URL.Query().Get("key")))
+		rec, ok, err := n.eng.KV().Get([]byte(r.URL.Query().Get("key")))
 		if err != nil || !ok || rec.Tomb {
 			http.Error(w, "not held here", http.StatusNotFound)
 			return
@@ -66,14 +68,14 @@ func text(w http.ResponseWriter, code int, s string) {
 func (n *Node) handleRoutePost(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, int64(n.cfg.KV.MaxValue)+64<<10)
 	if err := r.ParseForm(); err != nil {
-		n.fail(w, "route_post", statusf(http.StatusBadRequest, "bad form: %v", err))
+		n.fail(w, "route_post", status.Errorf(http.StatusBadRequest, "bad form: %v", err))
 		return
 	}
 	if !r.PostForm.Has("key") {
-		n.fail(w, "route_post", statusf(http.StatusBadRequest, "missing form field key"))
+		n.fail(w, "route_post", status.Errorf(http.StatusBadRequest, "missing form field key"))
 		return
 	}
-	if _, err := n.KVPut(r.Context(), []byte(r.PostForm.Get("key")), []byte(r.PostForm.Get("val")), 0); err != nil {
+	if _, err := n.kv.Put(r.Context(), []byte(r.PostForm.Get("key")), []byte(r.PostForm.Get("val")), 0); err != nil {
 		n.fail(w, "route_post", kvStatus(err))
 		return
 	}
@@ -83,19 +85,19 @@ func (n *Node) handleRoutePost(w http.ResponseWriter, r *http.Request) {
 
 // kvStatus maps a KV error to its HTTP status.
 func kvStatus(err error) error {
-	if _, ok := err.(*StatusError); ok {
+	if _, ok := err.(*status.Error); ok {
 		return err
 	}
-	return statusf(http.StatusServiceUnavailable, "%v", err)
+	return status.Errorf(http.StatusServiceUnavailable, "%v", err)
 }
 
 // handleRouteGet is the seed's fetch: the value, or N/A.
 func (n *Node) handleRouteGet(w http.ResponseWriter, r *http.Request) {
 	if !r.URL.Query().Has("key") {
-		n.fail(w, "route_get", statusf(http.StatusBadRequest, "missing query parameter key"))
+		n.fail(w, "route_get", status.Errorf(http.StatusBadRequest, "missing query parameter key"))
 		return
 	}
-	rec, found, err := n.KVGet(r.Context(), []byte(r.URL.Query().Get("key")), 0)
+	rec, found, err := n.kv.Get(r.Context(), []byte(r.URL.Query().Get("key")), 0)
 	if err != nil {
 		n.fail(w, "route_get", kvStatus(err))
 		return
@@ -112,7 +114,7 @@ func (n *Node) handleRouteGet(w http.ResponseWriter, r *http.Request) {
 // handleRouteTest names the owner of a key as ip:port.
 func (n *Node) handleRouteTest(w http.ResponseWriter, r *http.Request) {
 	if !r.URL.Query().Has("key") {
-		n.fail(w, "route_test", statusf(http.StatusBadRequest, "missing query parameter key"))
+		n.fail(w, "route_test", status.Errorf(http.StatusBadRequest, "missing query parameter key"))
 		return
 	}
 	m, err := n.KVOwner([]byte(r.URL.Query().Get("key")))
@@ -127,7 +129,7 @@ func (n *Node) handleRouteTest(w http.ResponseWriter, r *http.Request) {
 func (n *Node) handleHashRing(w http.ResponseWriter, r *http.Request) {
 	ring := map[string]string{}
 	keys := []uint32{}
-	for _, m := range n.kv.ring.Load().members {
+	for _, m := range n.kvRing.Load().members {
 		t := uint32(m.ref.ID)
 		ring[strconv.FormatUint(uint64(t), 10)] = m.addrs["http"]
 		keys = append(keys, t)
@@ -145,10 +147,10 @@ func (n *Node) quorumParam(r *http.Request, name string) (int, error) {
 	}
 	v, err := strconv.Atoi(s)
 	if err != nil || v < 1 {
-		return 0, statusf(http.StatusBadRequest, "%s=%q: want a positive integer", name, s)
+		return 0, status.Errorf(http.StatusBadRequest, "%s=%q: want a positive integer", name, s)
 	}
 	if v > n.cfg.KV.N {
-		return 0, statusf(http.StatusBadRequest, "%s=%d: above the %d replicas of each key (N)", name, v, n.cfg.KV.N)
+		return 0, status.Errorf(http.StatusBadRequest, "%s=%d: above the %d replicas of each key (N)", name, v, n.cfg.KV.N)
 	}
 	return v, nil
 }
@@ -163,11 +165,11 @@ func versionWait(r *http.Request) (uint64, time.Duration, error) {
 	}
 	v, err := strconv.ParseUint(vs, 10, 64)
 	if err != nil || v == 0 {
-		return 0, 0, statusf(http.StatusBadRequest, "version=%q: want a version (X-Tide-Version of a write) with wait", vs)
+		return 0, 0, status.Errorf(http.StatusBadRequest, "version=%q: want a version (X-Tide-Version of a write) with wait", vs)
 	}
 	d, err := time.ParseDuration(ws)
-	if err != nil || d < 0 || d > maxKVWait {
-		return 0, 0, statusf(http.StatusBadRequest, "wait=%q: want a duration such as 5s, at most %s, with version", ws, maxKVWait)
+	if err != nil || d < 0 || d > kvserver.MaxWait {
+		return 0, 0, status.Errorf(http.StatusBadRequest, "wait=%q: want a duration such as 5s, at most %s, with version", ws, kvserver.MaxWait)
 	}
 	return v, d, nil
 }
@@ -186,9 +188,9 @@ func (n *Node) handleKVGet(w http.ResponseWriter, r *http.Request) {
 	var rec kv.Record
 	var found bool
 	if want > 0 && wait > 0 {
-		rec, found, err = n.KVGetAtLeast(r.Context(), []byte(r.PathValue("key")), q, want, wait)
+		rec, found, err = n.kv.GetAtLeast(r.Context(), []byte(r.PathValue("key")), q, want, wait)
 	} else {
-		rec, found, err = n.KVGet(r.Context(), []byte(r.PathValue("key")), q)
+		rec, found, err = n.kv.Get(r.Context(), []byte(r.PathValue("key")), q)
 	}
 	if err != nil {
 		n.fail(w, "kv_get", kvStatus(err))
@@ -198,7 +200,7 @@ func (n *Node) handleKVGet(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Tide-Version", strconv.FormatUint(rec.Version, 10))
 	}
 	if !found {
-		n.fail(w, "kv_get", statusf(http.StatusNotFound, "key not found"))
+		n.fail(w, "kv_get", status.Errorf(http.StatusNotFound, "key not found"))
 		return
 	}
 	n.ok("kv_get", 200)
@@ -214,10 +216,10 @@ func (n *Node) handleKVPut(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(n.cfg.KV.MaxValue)+1))
 	if err != nil {
-		n.fail(w, "kv_put", statusf(http.StatusBadRequest, "read body: %v", err))
+		n.fail(w, "kv_put", status.Errorf(http.StatusBadRequest, "read body: %v", err))
 		return
 	}
-	v, err := n.KVPut(r.Context(), []byte(r.PathValue("key")), body, q)
+	v, err := n.kv.Put(r.Context(), []byte(r.PathValue("key")), body, q)
 	if err != nil {
 		n.fail(w, "kv_put", kvStatus(err))
 		return
@@ -233,7 +235,7 @@ func (n *Node) handleKVDelete(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, "kv_delete", err)
 		return
 	}
-	v, err := n.KVDelete(r.Context(), []byte(r.PathValue("key")), q)
+	v, err := n.kv.Delete(r.Context(), []byte(r.PathValue("key")), q)
 	if err != nil {
 		n.fail(w, "kv_delete", kvStatus(err))
 		return

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ import (
 func TestKVGetWaitsForVersion(t *testing.T) {
 	nodes := kvCluster(t, 3, nil)
 	ctx := context.Background()
-	v1, err := nodes[0].KVPut(ctx, []byte("k"), []byte("one"), 0)
+	v1, err := nodes[0].kv.Put(ctx, []byte("k"), []byte("one"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +48,7 @@ func TestKVGetWaitsForVersion(t *testing.T) {
 		t.Fatalf("answered before the write: %+v", a)
 	case <-time.After(300 * time.Millisecond):
 	}
-	v2, err := nodes[2].KVPut(ctx, []byte("k"), []byte("two"), 0)
+	v2, err := nodes[2].kv.Put(ctx, []byte("k"), []byte("two"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,44 @@ func TestKVGetWaitsForVersion(t *testing.T) {
 			t.Errorf("GET /kv/k%s: %d %q, want 400", q, code, body)
 		}
 	}
-	if n := nodes[1].kv.watch.n.Load(); n != 0 {
+	if n := nodes[1].kv.Watches(); n != 0 {
 		t.Errorf("%d watches left registered", n)
+	}
+}
+
+// TestKVWaitOnReplicaBacksOff: a read waiting on one of the key's
+// replicas for a version that does not come reads again with backoff
+// (a write of the key would wake it), not every 20 ms: over 1.5 s, a
+// handful of quorum reads rather than 75.
+func TestKVWaitOnReplicaBacksOff(t *testing.T) {
+	nodes := kvCluster(t, 3, nil) // N = 3: every node holds every key
+	ctx := context.Background()
+	v, err := nodes[0].kv.Put(ctx, []byte("k"), []byte("one"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := nodes[1].kvRing.Load(); !slices.Contains(r.Preference(r.Position([]byte("k")), 3), nodes[1].peerAddr) {
+		t.Fatal("node 1 is not a replica of k in a ring of 3 with N = 3")
+	}
+	before := nodes[1].kv.Stats().Reads
+	rec, _, err := nodes[1].kv.GetAtLeast(ctx, []byte("k"), 0, v+1<<40, 1500*time.Millisecond)
+	if err != nil || rec.Version != v {
+		t.Fatalf("read %d, %v; want version %d", rec.Version, err, v)
+	}
+	// The stats are published once a round; the last read's round is over
+	// once it answered, but give the loop a moment to publish it.
+	var reads int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		reads = nodes[1].kv.Stats().Reads - before
+		if reads >= 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// 20, 40, ..., 640 ms: 7 reads within 1.5 s. Allow for stray reads of
+	// the cluster's own, not for a read every 20 ms.
+	if reads < 2 || reads > 15 {
+		t.Fatalf("%d quorum reads in a 1.5 s wait on a replica; want a few (backoff)", reads)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"tide/chord"
+	"tide/store/status"
 )
 
 // Membership changes of the ring, as the Dynamo seed makes them: add_node,
@@ -69,7 +70,7 @@ func fmtEntries(es []ringEntry) string {
 
 func (n *Node) handleKVRing(w http.ResponseWriter, r *http.Request) {
 	st := ringStatus{State: n.state(), Members: []ringEntry{}}
-	if a := n.kv.applied.Load(); a != nil {
+	if a, ok := n.kv.Applied().(*kvRing); ok {
 		st.Members = entriesOf(a.members)
 	}
 	if st.State == "member" {
@@ -83,10 +84,10 @@ func (n *Node) handleKVRing(w http.ResponseWriter, r *http.Request) {
 func (n *Node) parseToken(s string) (chord.ID, error) {
 	v, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
-		return 0, statusf(http.StatusBadRequest, "token %q is not an integer in [0, 2^32)", s)
+		return 0, status.Errorf(http.StatusBadRequest, "token %q is not an integer in [0, 2^32)", s)
 	}
 	if n.cfg.Partitioner == "md5-mod10000" && v >= 10000 {
-		return 0, statusf(http.StatusBadRequest, "token %d out of range [0, 10000) for md5-mod10000", v)
+		return 0, status.Errorf(http.StatusBadRequest, "token %d out of range [0, 10000) for md5-mod10000", v)
 	}
 	return chord.ID(v), nil
 }
@@ -102,13 +103,13 @@ func (n *Node) handleAddNode(w http.ResponseWriter, r *http.Request) {
 	}
 	addr := r.PathValue("addr")
 	err = n.withMembershipLock(r.Context(), func(ctx context.Context) error {
-		cur := entriesOf(n.kv.ring.Load().members)
+		cur := entriesOf(n.kvRing.Load().members)
 		if len(cur) == 0 {
-			return statusf(http.StatusConflict, "%v", errNoRing)
+			return status.Errorf(http.StatusConflict, "%v", status.ErrNoRing)
 		}
 		for _, m := range cur {
 			if m.Token == uint32(token) {
-				return statusf(http.StatusConflict, "token %d is already taken by %s", token, m.HTTP)
+				return status.Errorf(http.StatusConflict, "token %d is already taken by %s", token, m.HTTP)
 			}
 		}
 		info, err := n.nodeInfo(ctx, addr)
@@ -132,11 +133,11 @@ func (n *Node) handleAddNode(w http.ResponseWriter, r *http.Request) {
 // nodeInfo asks the node at addr (HTTP) for its Info.
 func (n *Node) nodeInfo(ctx context.Context, addr string) (Info, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return Info{}, statusf(http.StatusBadRequest, "node address %q: want ip:port", addr)
+		return Info{}, status.Errorf(http.StatusBadRequest, "node address %q: want ip:port", addr)
 	}
 	var info Info
-	if err := getJSON(ctx, n.hc, "http://"+addr+"/internal/info", &info); err != nil {
-		return Info{}, statusf(http.StatusBadGateway, "reach node %s: %v", addr, err)
+	if err := status.GetJSON(ctx, n.hc, "http://"+addr+"/internal/info", &info); err != nil {
+		return Info{}, status.Errorf(http.StatusBadGateway, "reach node %s: %v", addr, err)
 	}
 	return info, nil
 }
@@ -146,18 +147,18 @@ func (n *Node) nodeInfo(ctx context.Context, addr string) (Info, error) {
 func (n *Node) addNode(ctx context.Context, cur []ringEntry, info Info, token uint32) ([]ringEntry, error) {
 	for _, m := range cur {
 		if m.HTTP == info.HTTPAddr {
-			return nil, statusf(http.StatusConflict, "%s is already in the ring at token %d", info.HTTPAddr, m.Token)
+			return nil, status.Errorf(http.StatusConflict, "%s is already in the ring at token %d", info.HTTPAddr, m.Token)
 		}
 		if m.Token == token {
-			return nil, statusf(http.StatusConflict, "token %d is already taken by %s", token, m.HTTP)
+			return nil, status.Errorf(http.StatusConflict, "token %d is already taken by %s", token, m.HTTP)
 		}
 	}
 	if info.State == "member" && len(info.Successors) > 0 && info.Successors[0] != info.ChordAddr {
-		return nil, statusf(http.StatusConflict, "%s is a member of another ring (successor %s); remove it there first", info.HTTPAddr, info.Successors[0])
+		return nil, status.Errorf(http.StatusConflict, "%s is a member of another ring (successor %s); remove it there first", info.HTTPAddr, info.Successors[0])
 	}
 	q := url.Values{"via": {cur[0].Chord}, "token": {strconv.FormatUint(uint64(token), 10)}}
 	if err := n.post(ctx, "http://"+info.HTTPAddr+"/internal/join?"+q.Encode()); err != nil {
-		return nil, statusf(http.StatusBadGateway, "join %s: %v", info.HTTPAddr, err)
+		return nil, status.Errorf(http.StatusBadGateway, "join %s: %v", info.HTTPAddr, err)
 	}
 	return append(slices.Clone(cur), ringEntry{Token: token, HTTP: info.HTTPAddr, Chord: info.ChordAddr}), nil
 }
@@ -168,7 +169,7 @@ func (n *Node) addNode(ctx context.Context, cur []ringEntry, info Info, token ui
 func (n *Node) handleRemoveNode(w http.ResponseWriter, r *http.Request) {
 	addr := r.PathValue("addr")
 	err := n.withMembershipLock(r.Context(), func(ctx context.Context) error {
-		cur := entriesOf(n.kv.ring.Load().members)
+		cur := entriesOf(n.kvRing.Load().members)
 		want, err := n.removeNode(ctx, cur, addr)
 		if err != nil {
 			return err
@@ -189,14 +190,14 @@ func (n *Node) handleRemoveNode(w http.ResponseWriter, r *http.Request) {
 func (n *Node) removeNode(ctx context.Context, cur []ringEntry, addr string) ([]ringEntry, error) {
 	i := slices.IndexFunc(cur, func(e ringEntry) bool { return e.HTTP == addr })
 	if i < 0 {
-		return nil, statusf(http.StatusNotFound, "no node %s in the ring", addr)
+		return nil, status.Errorf(http.StatusNotFound, "no node %s in the ring", addr)
 	}
 	if len(cur) == 1 {
-		return nil, statusf(http.StatusBadRequest, "cannot remove the last node of the ring")
+		return nil, status.Errorf(http.StatusBadRequest, "cannot remove the last node of the ring")
 	}
 	// Draining takes as long as the data takes to move.
 	if err := n.postWith(ctx, &http.Client{}, "http://"+addr+"/internal/leave?stay=1"); err != nil {
-		return nil, statusf(http.StatusBadGateway, "drain %s: %v", addr, err)
+		return nil, status.Errorf(http.StatusBadGateway, "drain %s: %v", addr, err)
 	}
 	return slices.Delete(slices.Clone(cur), i, i+1), nil
 }
@@ -248,7 +249,7 @@ func (n *Node) awaitRing(ctx context.Context, want []ringEntry, also ...string) 
 		for a := range pending {
 			go func() {
 				var st ringStatus
-				err := getJSON(ctx, n.hc, "http://"+a+"/internal/kv/ring", &st)
+				err := status.GetJSON(ctx, n.hc, "http://"+a+"/internal/kv/ring", &st)
 				answers <- answer{a, st, err}
 			}()
 		}
@@ -285,7 +286,7 @@ func (n *Node) awaitRing(ctx context.Context, want []ringEntry, also ...string) 
 		select {
 		case <-ctx.Done():
 			slices.Sort(lag)
-			return statusf(http.StatusGatewayTimeout, "the ring changed to %s, but after %s these nodes do not route by it yet: %s",
+			return status.Errorf(http.StatusGatewayTimeout, "the ring changed to %s, but after %s these nodes do not route by it yet: %s",
 				target, ringWait, strings.Join(lag, "; "))
 		case <-time.After(50 * time.Millisecond):
 		}
@@ -306,7 +307,7 @@ func (n *Node) postWith(ctx context.Context, hc *http.Client, u string) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s: %s", resp.Status, trimNL(msg))
+		return fmt.Errorf("%s: %s", resp.Status, status.TrimNL(msg))
 	}
 	return nil
 }
@@ -317,7 +318,7 @@ func (n *Node) postWith(ctx context.Context, hc *http.Client, u string) error {
 func (n *Node) announceRingChange(ctx context.Context, extra ...string) {
 	n.RefreshRing()
 	targets := map[string]bool{}
-	for _, m := range n.kv.ring.Load().members {
+	for _, m := range n.kvRing.Load().members {
 		targets[m.addrs["http"]] = true
 	}
 	for _, s := range n.standbys.list() {
@@ -345,7 +346,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	n.memberMu.Lock()
 	defer n.memberMu.Unlock()
 	if n.leaving.Load() {
-		n.fail(w, "join", statusf(http.StatusConflict, "node is leaving its ring"))
+		n.fail(w, "join", status.Errorf(http.StatusConflict, "node is leaving its ring"))
 		return
 	}
 	self := n.ring.Self()
@@ -362,13 +363,13 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	if via != "" {
 		var err error
 		if ref, err = n.rpc.CallRef(r.Context(), via, "get_info"); err != nil {
-			n.fail(w, "join", statusf(http.StatusBadGateway, "reach %s: %v", via, err))
+			n.fail(w, "join", status.Errorf(http.StatusBadGateway, "reach %s: %v", via, err))
 			return
 		}
 	}
 	if n.ring.InRing() {
 		if succ := n.ring.Successor(0); succ != self {
-			n.fail(w, "join", statusf(http.StatusConflict, "%s is a member of a ring with others (successor %s); remove it there first", n.HTTPAddr(), succ))
+			n.fail(w, "join", status.Errorf(http.StatusConflict, "%s is a member of a ring with others (successor %s); remove it there first", n.HTTPAddr(), succ))
 			return
 		}
 		if token == self.ID && via == "" {
@@ -381,14 +382,14 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	if token != self.ID {
 		if err := n.ring.SetID(token); err != nil {
-			n.fail(w, "join", statusf(http.StatusConflict, "%v", err))
+			n.fail(w, "join", status.Errorf(http.StatusConflict, "%v", err))
 			return
 		}
 	}
 	if via == "" {
 		n.ring.Create()
 	} else if err := n.ring.Join(r.Context(), ref); err != nil {
-		n.fail(w, "join", statusf(http.StatusConflict, "%v", err))
+		n.fail(w, "join", status.Errorf(http.StatusConflict, "%v", err))
 		return
 	}
 	n.becameMember()
@@ -406,7 +407,7 @@ func (n *Node) handleSetRing(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	run := n.withMembershipLock
-	if len(n.kv.ring.Load().members) == 0 {
+	if len(n.kvRing.Load().members) == 0 {
 		// No ring to lock yet.
 		run = func(ctx context.Context, fn func(context.Context) error) error { return fn(ctx) }
 	}
@@ -425,15 +426,15 @@ func (n *Node) parseRingSpec(w http.ResponseWriter, r *http.Request) ([]ringEntr
 	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/json") {
 		b, err := io.ReadAll(r.Body)
 		if err != nil {
-			return nil, statusf(http.StatusBadRequest, "read body: %v", err)
+			return nil, status.Errorf(http.StatusBadRequest, "read body: %v", err)
 		}
 		raw = string(b)
 	} else {
 		if err := r.ParseMultipartForm(1 << 20); err != nil && err != http.ErrNotMultipart {
-			return nil, statusf(http.StatusBadRequest, "bad form: %v", err)
+			return nil, status.Errorf(http.StatusBadRequest, "bad form: %v", err)
 		}
 		if !r.PostForm.Has("data") {
-			return nil, statusf(http.StatusBadRequest, `missing form field data: want data={"nodes":[{"ip":"IP:PORT","key":TOKEN},...]}`)
+			return nil, status.Errorf(http.StatusBadRequest, `missing form field data: want data={"nodes":[{"ip":"IP:PORT","key":TOKEN},...]}`)
 		}
 		raw = r.PostForm.Get("data")
 	}
@@ -444,30 +445,30 @@ func (n *Node) parseRingSpec(w http.ResponseWriter, r *http.Request) ([]ringEntr
 		} `json:"nodes"`
 	}
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
-		return nil, statusf(http.StatusBadRequest, `data: %v: want {"nodes":[{"ip":"IP:PORT","key":TOKEN},...]}`, err)
+		return nil, status.Errorf(http.StatusBadRequest, `data: %v: want {"nodes":[{"ip":"IP:PORT","key":TOKEN},...]}`, err)
 	}
 	if len(spec.Nodes) == 0 {
-		return nil, statusf(http.StatusBadRequest, "data: no nodes: a ring needs at least one")
+		return nil, status.Errorf(http.StatusBadRequest, "data: no nodes: a ring needs at least one")
 	}
 	var want []ringEntry
 	for i, nd := range spec.Nodes {
 		if _, _, err := net.SplitHostPort(nd.IP); err != nil {
-			return nil, statusf(http.StatusBadRequest, "data: node %d: ip %q: want IP:PORT, the node's HTTP address", i, nd.IP)
+			return nil, status.Errorf(http.StatusBadRequest, "data: node %d: ip %q: want IP:PORT, the node's HTTP address", i, nd.IP)
 		}
 		key := strings.Trim(string(nd.Key), `"`)
 		if key == "" {
-			return nil, statusf(http.StatusBadRequest, "data: node %d (%s): missing key, the node's token", i, nd.IP)
+			return nil, status.Errorf(http.StatusBadRequest, "data: node %d (%s): missing key, the node's token", i, nd.IP)
 		}
 		t, err := n.parseToken(key)
 		if err != nil {
-			return nil, statusf(http.StatusBadRequest, "data: node %d (%s): %v", i, nd.IP, err)
+			return nil, status.Errorf(http.StatusBadRequest, "data: node %d (%s): %v", i, nd.IP, err)
 		}
 		for _, e := range want {
 			if e.HTTP == nd.IP {
-				return nil, statusf(http.StatusBadRequest, "data: %s is listed twice", nd.IP)
+				return nil, status.Errorf(http.StatusBadRequest, "data: %s is listed twice", nd.IP)
 			}
 			if e.Token == uint32(t) {
-				return nil, statusf(http.StatusBadRequest, "data: token %d is given to both %s and %s", t, e.HTTP, nd.IP)
+				return nil, status.Errorf(http.StatusBadRequest, "data: token %d is given to both %s and %s", t, e.HTTP, nd.IP)
 			}
 		}
 		want = append(want, ringEntry{Token: uint32(t), HTTP: nd.IP})
@@ -487,15 +488,15 @@ func (n *Node) setRing(ctx context.Context, want []ringEntry) error {
 			return err
 		}
 		if info.HTTPAddr != e.HTTP {
-			return statusf(http.StatusBadRequest, "data: node %s calls itself %s: list it by that address", e.HTTP, info.HTTPAddr)
+			return status.Errorf(http.StatusBadRequest, "data: node %s calls itself %s: list it by that address", e.HTTP, info.HTTPAddr)
 		}
 		if info.State == "leaving" {
-			return statusf(http.StatusConflict, "%s is leaving its ring; try again once it has left", e.HTTP)
+			return status.Errorf(http.StatusConflict, "%s is leaving its ring; try again once it has left", e.HTTP)
 		}
 		infos[e.HTTP] = info
 		want[i].Chord = info.ChordAddr
 	}
-	ring := entriesOf(n.kv.ring.Load().members)
+	ring := entriesOf(n.kvRing.Load().members)
 	if len(ring) <= 1 {
 		// This node knows no ring, or only a ring of its own: build on the
 		// ring a listed member shares with others, if there is one.
@@ -504,7 +505,7 @@ func (n *Node) setRing(ctx context.Context, want []ringEntry) error {
 				continue
 			}
 			var st ringStatus
-			if err := getJSON(ctx, n.hc, "http://"+e.HTTP+"/internal/kv/ring", &st); err == nil && len(st.Members) > 1 {
+			if err := status.GetJSON(ctx, n.hc, "http://"+e.HTTP+"/internal/kv/ring", &st); err == nil && len(st.Members) > 1 {
 				ring = st.Members
 				break
 			}
@@ -521,7 +522,7 @@ func (n *Node) setRing(ctx context.Context, want []ringEntry) error {
 	for _, e := range want {
 		info := infos[e.HTTP]
 		if inRing(e.HTTP) < 0 && info.State == "member" && len(info.Successors) > 0 && info.Successors[0] != info.ChordAddr {
-			return statusf(http.StatusConflict, "%s is a member of another ring (successor %s); remove it there first", e.HTTP, info.Successors[0])
+			return status.Errorf(http.StatusConflict, "%s is a member of another ring (successor %s); remove it there first", e.HTTP, info.Successors[0])
 		}
 	}
 	var touched []string
@@ -537,7 +538,7 @@ func (n *Node) setRing(ctx context.Context, want []ringEntry) error {
 	create := func(e ringEntry) error {
 		q := url.Values{"token": {strconv.FormatUint(uint64(e.Token), 10)}}
 		if err := n.post(ctx, "http://"+e.HTTP+"/internal/join?"+q.Encode()); err != nil {
-			return statusf(http.StatusBadGateway, "make %s a ring of its own at token %d: %v", e.HTTP, e.Token, err)
+			return status.Errorf(http.StatusBadGateway, "make %s a ring of its own at token %d: %v", e.HTTP, e.Token, err)
 		}
 		ring = []ringEntry{e}
 		touched = append(touched, e.HTTP)
@@ -600,7 +601,7 @@ func (n *Node) setRing(ctx context.Context, want []ringEntry) error {
 			continue
 		}
 		if len(ring) == 1 {
-			return statusf(http.StatusConflict, "token %d is held by %s, the ring's only member: add the listed nodes at other tokens first, or remove it", m.Token, m.HTTP)
+			return status.Errorf(http.StatusConflict, "token %d is held by %s, the ring's only member: add the listed nodes at other tokens first, or remove it", m.Token, m.HTTP)
 		}
 		if err := remove(m.HTTP); err != nil {
 			return err
@@ -632,10 +633,10 @@ func (n *Node) followRing(ctx context.Context, ring []ringEntry) error {
 	}
 	if n.ring.InRing() {
 		if succ := n.ring.Successor(0); succ != n.ring.Self() {
-			return statusf(http.StatusConflict, "this node is a member of a ring with others (successor %s) that the new ring does not list; remove it first", succ)
+			return status.Errorf(http.StatusConflict, "this node is a member of a ring with others (successor %s) that the new ring does not list; remove it first", succ)
 		}
 		if files := n.eng.Files(); files > 0 {
-			return statusf(http.StatusConflict, "this node holds %d files in a ring of its own; list it in the new ring, or take the files off it first", files)
+			return status.Errorf(http.StatusConflict, "this node holds %d files in a ring of its own; list it in the new ring, or take the files off it first", files)
 		}
 		n.ring.Leave(ctx)
 	}
@@ -647,13 +648,10 @@ func (n *Node) followRing(ctx context.Context, ring []ringEntry) error {
 // their copies (and anti-entropy may bring them back here), so emptying
 // the store takes a clear_cache on every node.
 func (n *Node) handleClearCache(w http.ResponseWriter, r *http.Request) {
-	done := make(chan error, 1)
-	select {
-	case n.kv.clears <- done:
-	case <-r.Context().Done():
-		return
-	}
-	if err := <-done; err != nil {
+	if err := n.kv.Clear(r.Context()); err != nil {
+		if r.Context().Err() != nil {
+			return
+		}
 		n.fail(w, "clear_cache", err)
 		return
 	}
@@ -677,7 +675,7 @@ func (n *Node) handleLock(w http.ResponseWriter, r *http.Request) {
 	n.lock.mu.Lock()
 	defer n.lock.mu.Unlock()
 	if n.lock.holder != "" && n.lock.holder != holder && time.Now().Before(n.lock.until) {
-		n.fail(w, "lock", statusf(http.StatusConflict, "another membership change is in progress (by %s)", n.lock.holder))
+		n.fail(w, "lock", status.Errorf(http.StatusConflict, "another membership change is in progress (by %s)", n.lock.holder))
 		return
 	}
 	n.lock.holder, n.lock.until = holder, time.Now().Add(lockTTL)
@@ -695,15 +693,15 @@ func (n *Node) handleUnlock(w http.ResponseWriter, r *http.Request) {
 
 // withMembershipLock runs fn holding the ring's membership lock.
 func (n *Node) withMembershipLock(ctx context.Context, fn func(context.Context) error) error {
-	ms := n.kv.ring.Load().members
+	ms := n.kvRing.Load().members
 	if len(ms) == 0 {
-		return statusf(http.StatusConflict, "%v", errNoRing)
+		return status.Errorf(http.StatusConflict, "%v", status.ErrNoRing)
 	}
 	keeper := ms[0].addrs["http"]
 	holder := fmt.Sprintf("%s@%d", n.HTTPAddr(), time.Now().UnixNano())
 	q := "?holder=" + url.QueryEscape(holder)
 	if err := n.post(ctx, "http://"+keeper+"/internal/lock"+q); err != nil {
-		return statusf(http.StatusConflict, "membership lock: %v", err)
+		return status.Errorf(http.StatusConflict, "membership lock: %v", err)
 	}
 	defer func() {
 		req, _ := http.NewRequestWithContext(context.Background(), http.MethodDelete, "http://"+keeper+"/internal/lock"+q, nil)

@@ -140,7 +140,7 @@ func TestSeedReconfigure(t *testing.T) {
 	}
 	checkValues(nodes)
 	// The standby owns nothing.
-	waitFor(t, "the standby to hold nothing", func() bool { k, _ := c.eng.kvCount(); return k == 0 })
+	waitFor(t, "the standby to hold nothing", func() bool { k, _ := c.eng.KVCount(); return k == 0 })
 
 	if code, body := httpGet(t, "http://"+b.HTTPAddr()+"/add_node/5000/"+c.HTTPAddr()); code != 200 || body != "OK" {
 		t.Fatalf("add_node: %d %q", code, body)
@@ -149,7 +149,7 @@ func TestSeedReconfigure(t *testing.T) {
 	checkSeedRing(t, nodes, ring, keys)
 	checkValues(nodes)
 
-	resends := func() int { return a.KVStats().Resends + c.KVStats().Resends }
+	resends := func() int { return a.kv.Stats().Resends + c.kv.Stats().Resends }
 	before := resends()
 	if code, body := httpGet(t, "http://"+c.HTTPAddr()+"/remove_node/"+b.HTTPAddr()); code != 200 || body != "OK" {
 		t.Fatalf("remove_node: %d %q", code, body)
@@ -161,7 +161,7 @@ func TestSeedReconfigure(t *testing.T) {
 	}
 	checkValues([]*Node{a, c})
 	checkValues(nodes)
-	waitFor(t, "the removed node to hold nothing", func() bool { k, _ := b.eng.kvCount(); return k == 0 })
+	waitFor(t, "the removed node to hold nothing", func() bool { k, _ := b.eng.KVCount(); return k == 0 })
 	// Shut down, the removed node answers nothing; still within the
 	// transition window of the add, no request through the two nodes left
 	// may wait for it.
@@ -188,7 +188,7 @@ func TestSeedReconfigure(t *testing.T) {
 	}
 	t.Cleanup(func() { b.Close() })
 	nodes[1] = b
-	waitFor(t, "the restarted standby to know the ring", func() bool { r := b.kv.applied.Load(); return r != nil && len(r.members) == 2 })
+	waitFor(t, "the restarted standby to know the ring", func() bool { r, ok := b.kv.Applied().(*kvRing); return ok && len(r.members) == 2 })
 	if b.state() != "standby" {
 		t.Fatalf("the restarted removed node is %s, want standby", b.state())
 	}
@@ -232,7 +232,7 @@ func TestSeedReconfigure(t *testing.T) {
 
 	// Two removals leave a one-node ring, which still answers every
 	// request at once, through every node.
-	before = resends() + b.KVStats().Resends
+	before = resends() + b.kv.Stats().Resends
 	for _, x := range []*Node{b, c} {
 		if code, body := httpGet(t, "http://"+a.HTTPAddr()+"/remove_node/"+x.HTTPAddr()); code != 200 || body != "OK" {
 			t.Fatalf("remove_node %s: %d %q", x.HTTPAddr(), code, body)
@@ -241,7 +241,7 @@ func TestSeedReconfigure(t *testing.T) {
 	ring = seedRing{3000: a.HTTPAddr()}
 	checkSeedRing(t, nodes, ring, keys)
 	checkValues(nodes)
-	if r := resends() + b.KVStats().Resends - before; r != 0 {
+	if r := resends() + b.kv.Stats().Resends - before; r != 0 {
 		t.Fatalf("requests on the one-node ring were sent to a replica again %d times", r)
 	}
 	if code, _ := httpGet(t, "http://"+c.HTTPAddr()+"/remove_node/"+a.HTTPAddr()); code != 400 {
@@ -272,7 +272,7 @@ func TestSetRingFromLoneNodes(t *testing.T) {
 		nodes = append(nodes, startTestNode(t, "", 3, func(c *Config) { c.Partitioner = "md5-mod10000" }))
 	}
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	if _, err := c.KVPut(context.Background(), []byte("before"), []byte("on c"), 0); err != nil {
+	if _, err := c.kv.Put(context.Background(), []byte("before"), []byte("on c"), 0); err != nil {
 		t.Fatal(err)
 	}
 	ring := seedRing{3000: a.HTTPAddr(), 8000: b.HTTPAddr()}
@@ -290,8 +290,8 @@ func TestSetRingFromLoneNodes(t *testing.T) {
 		t.Fatalf("states %s %s %s, want member member standby", a.state(), b.state(), c.state())
 	}
 	waitFor(t, "c's key to move to the members", func() bool {
-		rec, found, err := a.KVGet(context.Background(), []byte("before"), 0)
+		rec, found, err := a.kv.Get(context.Background(), []byte("before"), 0)
 		return err == nil && found && string(rec.Value) == "on c"
 	})
-	waitFor(t, "the standby to hold nothing", func() bool { k, _ := c.eng.kvCount(); return k == 0 })
+	waitFor(t, "the standby to hold nothing", func() bool { k, _ := c.eng.KVCount(); return k == 0 })
 }

@@ -77,18 +77,18 @@ func newMetrics(n *Node) *metrics {
 			if n.kv == nil {
 				return 0
 			}
-			return f(n.KVStats())
+			return f(n.kv.Stats())
 		})
 	}
 	m.reg.MustRegister(m.rpcReceived, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound, m.latency,
 		newRegionCollector(n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
-			func() float64 { u, _ := n.Disk(); return float64(u) }),
+			func() float64 { u, _ := n.files.Disk(); return float64(u) }),
 		gauge("tide_disk_capacity_bytes", "Capacity: --capacity, else the filesystem's size.",
-			func() float64 { _, c := n.Disk(); return float64(c) }),
+			func() float64 { _, c := n.files.Disk(); return float64(c) }),
 		gauge("tide_disk_used_percent", "Used bytes as a percentage of capacity.",
 			func() float64 {
-				u, c := n.Disk()
+				u, c := n.files.Disk()
 				if c == 0 {
 					return 0
 				}
@@ -97,24 +97,24 @@ func newMetrics(n *Node) *metrics {
 		kvCounter("tide_kv_requests_total", "KV reads and writes this node coordinated.",
 			func(st kv.Stats) float64 { return float64(st.Reads + st.Writes) }),
 		gauge("tide_kv_hints_held", "KV writes held for replicas that did not acknowledge them (hinted hand-off), awaiting delivery.",
-			func() float64 { return float64(n.eng.hintCount()) }),
+			func() float64 { return float64(n.eng.HintCount()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_rounds_committed_total", Help: "Rounds of the KV driver that wrote to storage (one storage batch each); their fsyncs are shared, see tide_kv_wal_sync_seconds."},
 			func() float64 {
 				if n.kv == nil {
 					return 0
 				}
-				return float64(n.kv.committed.Load())
+				return float64(n.kv.Committed())
 			}),
 		kvCounter("tide_kv_resends_total", "KV requests this node coordinated and sent to a replica again because it had not answered within 200 ms (then 400 ms, 800 ms, ...).",
 			func(st kv.Stats) float64 { return float64(st.Resends) }),
 		kvCounter("tide_kv_hints_delivered_total", "Held KV hints delivered to their replicas.",
 			func(st kv.Stats) float64 { return float64(st.HintsDelivered) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_write_stalls_total", Help: "Times the storage engine held writes back because flushes or compactions fell behind."},
-			func() float64 { return float64(n.eng.stalls.count.Load()) }),
+			func() float64 { return float64(n.eng.Stalls()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_write_stall_seconds_total", Help: "Seconds writes were held back by storage write stalls."},
-			func() float64 { return float64(n.eng.stalls.nanos.Load()) / 1e9 }),
+			func() float64 { return n.eng.StallTime().Seconds() }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_kv_ingested_bytes_total", Help: "KV record bytes from range streams and hand-offs written as sstables and ingested, bypassing the write-ahead log and compactions."},
-			func() float64 { return float64(n.eng.ingested.Load()) }),
+			func() float64 { return float64(n.eng.Ingested()) }),
 		kvCounter("tide_kv_tombstones_collected_total", "KV delete tombstones removed after --tombstone-ttl.",
 			func(st kv.Stats) float64 { return float64(st.TombstonesCollected) }),
 		kvCounter("tide_kv_pushed_bytes_total", "KV record bytes this node sent to other replicas: range streams to nodes that lacked a range, anti-entropy repairs and hand-offs.",
@@ -130,14 +130,14 @@ func newMetrics(n *Node) *metrics {
 				if n.kv == nil {
 					return 0
 				}
-				return float64(n.kv.dropped.Load())
+				return float64(n.kv.Dropped())
 			}),
 		gauge("tide_storage_compaction_debt_bytes", "Bytes the storage engine estimates it must compact to bring its levels back into shape (high after a bulk load).",
-			func() float64 { return float64(n.eng.db.Metrics().Compact.EstimatedDebt) }),
+			func() float64 { return float64(n.eng.Compactions().EstimatedDebt) }),
 		gauge("tide_storage_compactions_running", "Storage compactions under way.",
-			func() float64 { return float64(n.eng.db.Metrics().Compact.NumInProgress) }),
+			func() float64 { return float64(n.eng.Compactions().NumInProgress) }),
 		gauge("tide_kv_keys", "Live KV keys stored on this node (the copies it holds as one of each key's N replicas).",
-			func() float64 { k, _ := n.eng.kvCount(); return float64(k) }),
+			func() float64 { k, _ := n.eng.KVCount(); return float64(k) }),
 		gauge("tide_store_files", "Live files stored on this node (owned and replicas).",
 			func() float64 { return float64(n.eng.Files()) }),
 		gauge("tide_store_bytes", "Bytes of live files stored on this node.",

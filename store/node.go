@@ -1,3 +1,26 @@
+// Package store is the tide storage node, the process `tide node` runs. It
+// composes a node's services; all but the Redis front end (package resp)
+// still live in this package, each in files of its own:
+//
+//   - the node (node.go, standby.go, membership.go): configuration, the
+//     Chord member (package chord over package chord/rpc), the ring the
+//     KV layer routes by, standbys, and the Dynamo seed's membership routes;
+//   - the file store (http.go, ops.go, repair.go, client.go): files on
+//     disk, owned by successor(md5_low32(name)), replicated to the next N-1
+//     successors, moved when the ring changes;
+//   - the key-value service's driver (kvnode.go, kvhttp.go): a goroutine
+//     that steps a kv.Node, persists its rounds and sends its messages
+//     over package transport; its storage is package store/engine;
+//   - the RESP front end's backend (respbackend.go): the KV service as
+//     package resp reaches it.
+//
+// The engine (package store/engine) is pebble for file metadata, KV
+// records, hints and node state, shared by the services.
+//
+// It may import the pure cores (chord, kv), their drivers' libraries
+// (chord/rpc, transport, wire), store/engine and the front ends (resp);
+// nothing imports
+// it but the CLI, the benchmarks and the tests.
 package store
 
 import (
@@ -13,13 +36,16 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"tide/chord"
 	"tide/chord/rpc"
 	"tide/kv"
 	"tide/resp"
+	"tide/store/engine"
+	"tide/store/files"
+	"tide/store/kvserver"
+	"tide/store/status"
 )
 
 // Config configures a storage node. Zero fields take the defaults noted.
@@ -200,19 +226,23 @@ func (c *Config) validate() error {
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
-	eng     *Engine
+	eng     *engine.Engine
 	ring    *chord.Node
 	rpc     *rpc.Client
 	rpcSrv  *rpc.Server
 	httpSrv *http.Server
 	hc      *http.Client
 	m       *metrics
-	clock   hlc
+	answer  status.Responder
 
 	pos      func([]byte) uint32
 	peerAddr string
 	respAddr string
-	kv       *kvNode
+	files    *files.Service
+	kv       *kvserver.Server
+	// kvRing is the latest ring table given to the KV service, with the
+	// members' addresses (see ringLoop).
+	kvRing   atomic.Pointer[kvRing]
 	ringKick chan struct{}
 	lock     lease
 	// follow lists the members (Chord addresses) a standby walks the ring
@@ -230,7 +260,6 @@ type Node struct {
 	bg      context.Context
 	leaveMu sync.Mutex
 	leaveOp *leaveOp
-	kick    chan struct{} // asks the repair loop to run now
 
 	stopOnce  sync.Once
 	closeOnce sync.Once
@@ -246,7 +275,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	pos := kv.Partitioners[cfg.Partitioner]
-	eng, err := OpenEngine(cfg.DataDir, pos)
+	eng, err := engine.Open(cfg.DataDir, pos)
 	if err != nil {
 		return nil, err
 	}
@@ -257,13 +286,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 		return nil, fmt.Errorf("%w on %s; start it with an empty --data-dir to join again (data dir: %s)", ErrLeft, raw, cfg.DataDir)
 	}
-	eng.tombTTL = cfg.KV.TombstoneTTL
-	n := &Node{cfg: cfg, log: cfg.Log, eng: eng, pos: pos, kick: make(chan struct{}, 1), ringKick: make(chan struct{}, 1), stopped: make(chan struct{})}
+	eng.SetTombstoneTTL(cfg.KV.TombstoneTTL)
+	n := &Node{cfg: cfg, log: cfg.Log, eng: eng, pos: pos, ringKick: make(chan struct{}, 1), stopped: make(chan struct{})}
 	fail := func(err error) (*Node, error) {
 		n.shutdown()
 		return nil, err
 	}
 	n.m = newMetrics(n)
+	n.answer = status.Responder{Requests: n.m.requests, Log: n.log}
 	n.rpc = &rpc.Client{OnCall: func(m string) { n.m.rpcSent.WithLabelValues(m).Inc() }}
 	n.hc = &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost:   64,
@@ -380,6 +410,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		OnMember: func(method string) { n.log.Info("chord " + method + " over rpc"); n.becameMember() },
 		OnCall:   func(m string) { n.m.rpcReceived.WithLabelValues(m).Inc() },
 	}
+	n.files = files.New(files.Config{
+		Replicas: cfg.Replicas, Capacity: cfg.Capacity, DataDir: cfg.DataDir, MaxFileSize: cfg.MaxFileSize,
+		RepairInterval: cfg.RepairInterval, FullRepairInterval: cfg.FullRepairInterval,
+		Engine: eng, Ring: n.ring, RPC: n.rpc, HTTP: n.hc, Log: n.log,
+		HTTPAddrOf: n.httpAddrOf, Following: n.following, Leaving: n.leaving.Load,
+		Metrics: files.Metrics{Requests: n.m.requests, Pushed: n.m.pushed, Dropped: n.m.dropped, RepairRuns: n.m.repairRuns, ReplFailures: n.m.replFailures},
+	})
 	n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.rpcSrv.Serve(chordLn) }()
@@ -418,7 +455,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.RefreshRing()
 	n.wg.Add(2)
 	go func() { defer n.wg.Done(); n.tickLoop(bg) }()
-	go func() { defer n.wg.Done(); n.repairLoop(bg) }()
+	go func() { defer n.wg.Done(); n.files.Run(bg) }()
 	n.log.Info("node started", "id", uint32(self.ID), "chord", self.Addr(), "http", httpAdv,
 		"data", cfg.DataDir, "replicas", cfg.Replicas, "files", eng.Files())
 	return n, nil
@@ -740,16 +777,8 @@ func (n *Node) tickLoop(ctx context.Context) {
 		if e := n.ring.Epoch(); e != saved {
 			saved = e
 			n.saveRingState()
-			n.Kick()
+			n.files.Kick()
 		}
-	}
-}
-
-// Kick asks the repair loop to check placement now.
-func (n *Node) Kick() {
-	select {
-	case n.kick <- struct{}{}:
-	default:
 	}
 }
 
@@ -757,7 +786,7 @@ func (n *Node) Kick() {
 func (n *Node) Ring() *chord.Node { return n.ring }
 
 // Engine returns the node's storage engine.
-func (n *Node) Engine() *Engine { return n.eng }
+func (n *Node) Engine() *engine.Engine { return n.eng }
 
 // HTTPAddr returns the advertised file service address.
 func (n *Node) HTTPAddr() string { v, _ := n.httpAddrs.Load(n.ring.Self().Addr()); return v.(string) }
@@ -799,21 +828,6 @@ func (n *Node) doShutdown() {
 	}
 }
 
-// Disk returns used and capacity bytes: stored bytes against --capacity,
-// or the filesystem's usage against its size.
-func (n *Node) Disk() (used, capacity int64) {
-	if n.cfg.Capacity > 0 {
-		return n.eng.Used(), n.cfg.Capacity
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(n.cfg.DataDir, &st); err != nil {
-		return n.eng.Used(), 0
-	}
-	total := int64(st.Blocks) * int64(st.Bsize)
-	free := int64(st.Bfree) * int64(st.Bsize)
-	return total - free, total
-}
-
 // httpAddrOf finds the file service address of a ring member.
 func (n *Node) httpAddrOf(ctx context.Context, r chord.Ref) (string, error) {
 	if v, ok := n.httpAddrs.Load(r.Addr()); ok {
@@ -825,25 +839,4 @@ func (n *Node) httpAddrOf(ctx context.Context, r chord.Ref) (string, error) {
 	}
 	n.httpAddrs.Store(r.Addr(), a)
 	return a, nil
-}
-
-// hlc hands out versions: hybrid logical clock timestamps in nanoseconds,
-// strictly increasing on this node and never behind any version observed.
-type hlc struct {
-	mu   sync.Mutex
-	last uint64
-}
-
-func (c *hlc) Next() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := uint64(time.Now().UnixNano())
-	c.last = max(now, c.last+1)
-	return c.last
-}
-
-func (c *hlc) Observe(v uint64) {
-	c.mu.Lock()
-	c.last = max(c.last, v)
-	c.mu.Unlock()
 }

@@ -57,12 +57,6 @@ func (c *Config) validateRegions() error {
 	return nil
 }
 
-// regionRing is another region's member table, for the KV loop.
-type regionRing struct {
-	region string
-	ring   *kvRing
-}
-
 // regionLoop keeps the member table of every other region: a walk of its
 // ring from the peers given, or from the members found last, every
 // second until it is known and every 5 seconds after.
@@ -111,9 +105,7 @@ func (n *Node) regionLoop(ctx context.Context) {
 					kms = append(kms, kv.Member{Addr: m.addrs["peer"], Token: uint32(m.ref.ID)})
 				}
 				r := &kvRing{StaticRing: kv.NewStaticRing(n.pos, kms), members: ms}
-				select {
-				case n.kv.regionRings <- regionRing{region: name, ring: r}:
-				case <-ctx.Done():
+				if n.kv.SetRegionRing(ctx, name, r) != nil {
 					return
 				}
 			}
@@ -191,12 +183,8 @@ func (c *regionCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.n.kv == nil {
 		return
 	}
-	p := c.n.kv.regionStatus.Load()
-	if p == nil {
-		return
-	}
 	now := uint64(time.Now().UnixNano())
-	for _, st := range *p {
+	for _, st := range c.n.kv.RegionStatus() {
 		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, regionLag(st, now).Seconds(), st.Region)
 		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.Pending), st.Region)
 		ch <- prometheus.MustNewConstMetric(c.sent, prometheus.CounterValue, float64(st.Sent), st.Region)
@@ -219,8 +207,5 @@ func (n *Node) RegionStatus() []kv.RegionStatus {
 	if n.kv == nil {
 		return nil
 	}
-	if p := n.kv.regionStatus.Load(); p != nil {
-		return *p
-	}
-	return nil
+	return n.kv.RegionStatus()
 }

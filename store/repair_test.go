@@ -1,8 +1,8 @@
 package store
 
 import (
-	"context"
 	"fmt"
+	"io"
 	"testing"
 
 	"tide/chord"
@@ -42,8 +42,23 @@ func TestRepairDropsStrayCopies(t *testing.T) {
 					src = o
 				}
 			}
-			m, _, _ := src.eng.Get(name)
-			if err := src.push(context.Background(), n.ring.Self(), m); err != nil {
+			// Straight into the engine, as a repair pass that copied it
+			// there and had not dropped it yet would leave it.
+			m, f, err := src.eng.Open(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := n.eng.Create()
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = io.Copy(w, f)
+			f.Close()
+			if err != nil {
+				w.Abort()
+				t.Fatal(err)
+			}
+			if _, _, err := w.Commit(name, m.Version); err != nil {
 				t.Fatal(err)
 			}
 		}

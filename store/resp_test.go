@@ -9,8 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"tide/resp"
 	"time"
+
+	"tide/resp"
 )
 
 // respValue reads one RESP reply: string, int64, nil or []any.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"tide/chord"
+	"tide/store/status"
 )
 
 // A standby is a storage node outside the ring that knows the ring, as the
@@ -34,9 +35,6 @@ const stateStandby = "standby"
 type standbyState struct {
 	Follow []string `json:"follow"`
 }
-
-// errNoRing is a standby's answer while it knows no ring.
-var errNoRing = errors.New("this node is not in a ring and knows none: POST /hash_ring, add_node, or a create or join over msgpack-rpc gives it one")
 
 // following returns the Chord addresses of the members a standby walks
 // the ring from, the last that answered first.
@@ -84,7 +82,7 @@ func (n *Node) becameMember() {
 	}
 	n.log.Info("member of a ring", "token", uint32(self.ID), "successor", n.ring.Successor(0).String())
 	n.RefreshRing()
-	n.Kick()
+	n.files.Kick()
 }
 
 // state names what the node is: member, leaving, standby (out of the ring,
@@ -106,7 +104,7 @@ func (n *Node) state() string {
 func (n *Node) walkFollowed(ctx context.Context, cache addrCache) ([]member, error) {
 	follow := n.following()
 	if len(follow) == 0 {
-		return nil, errNoRing
+		return nil, status.ErrNoRing
 	}
 	var errs []error
 	for _, via := range follow {
@@ -210,7 +208,7 @@ func (s *standbys) remove(addr string) {
 func (n *Node) handleStandbyHello(w http.ResponseWriter, r *http.Request) {
 	addr := r.URL.Query().Get("addr")
 	if addr == "" {
-		n.fail(w, "standby_hello", statusf(http.StatusBadRequest, "missing query parameter addr"))
+		n.fail(w, "standby_hello", status.Errorf(http.StatusBadRequest, "missing query parameter addr"))
 		return
 	}
 	n.standbys.add(addr)
@@ -265,6 +263,6 @@ func (n *Node) addrsOf(ctx context.Context, r chord.Ref, cache addrCache) (map[s
 
 // inTable reports whether r is in the member table installed now.
 func (n *Node) inTable(r chord.Ref) bool {
-	cur := n.kv.ring.Load()
+	cur := n.kvRing.Load()
 	return cur != nil && slices.ContainsFunc(cur.members, func(m member) bool { return m.ref == r })
 }

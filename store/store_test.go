@@ -11,14 +11,14 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"tide/chord"
+	"tide/store/engine"
+	"tide/store/status"
 )
 
 func freeAddr(t testing.TB) string {
@@ -228,8 +228,8 @@ func TestBadInput(t *testing.T) {
 	if err != nil || string(got) != "second" {
 		t.Fatalf("after re-upload got %q, %v", got, err)
 	}
-	var list []Meta
-	if err := getJSON(context.Background(), c.HTTP, base+"/files", &list); err != nil {
+	var list []engine.Meta
+	if err := status.GetJSON(context.Background(), c.HTTP, base+"/files", &list); err != nil {
 		t.Fatal(err)
 	}
 	if len(list) != 2 || list[0].Name != "empty.txt" || list[1].Name != "ok.txt" {
@@ -323,7 +323,7 @@ func TestJoinMovesOwnedFiles(t *testing.T) {
 	}
 	waitFor(t, "joiner to hold exactly its files", func() bool {
 		have := map[string]bool{}
-		joiner.eng.Scan(0, 0, func(m Meta) bool { have[m.Name] = true; return true })
+		joiner.eng.Scan(0, 0, func(m engine.Meta) bool { have[m.Name] = true; return true })
 		if len(have) != len(want) {
 			return false
 		}
@@ -496,21 +496,5 @@ func TestStartPortInUse(t *testing.T) {
 	}
 	if !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), ln.Addr().String()) {
 		t.Fatalf("error %q: want EADDRINUSE naming %s", err, ln.Addr())
-	}
-}
-
-// TestDataDirInUse checks that a second engine on a data directory in use
-// is refused with a message that says so, and names the holder when it
-// can (the holder is this test process: pebble's lock is per process,
-// so a second process is needed to see the pid).
-func TestDataDirInUse(t *testing.T) {
-	dir := t.TempDir()
-	e, err := OpenEngine(dir, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	if pid := lockHolder(filepath.Join(dir, "meta", "LOCK")); runtime.GOOS == "linux" && pid != os.Getpid() {
-		t.Errorf("lock holder %d, want this process %d", pid, os.Getpid())
 	}
 }

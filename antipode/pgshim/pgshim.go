@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -34,6 +36,8 @@ type Writer struct {
 	DB Querier
 	// Store is the name lineages use for this database.
 	Store string
+
+	lsn lsnGroup
 }
 
 // Exec runs one statement in its own transaction and returns the
@@ -47,12 +51,79 @@ func (w *Writer) Exec(ctx context.Context, key, sql string, args ...any) (antipo
 
 // Committed returns an identifier for key that covers every transaction
 // committed so far: call it after committing a transaction of your own.
+//
+// Concurrent calls share queries: a call waits for the next
+// pg_current_wal_lsn() to start (one that started before it was called
+// might not cover its commit), and every call waiting then takes that
+// query's answer. Under load that is one query per round trip to the
+// primary rather than one per write, for at most one more round trip of
+// latency.
 func (w *Writer) Committed(ctx context.Context, key string) (antipode.WriteID, error) {
-	lsn, err := CurrentLSN(ctx, w.DB)
+	lsn, err := w.lsn.get(ctx, w.DB)
 	if err != nil {
 		return antipode.WriteID{}, fmt.Errorf("postgres write %q: %w", key, err)
 	}
 	return antipode.WriteID{Store: w.Store, Key: key, Version: lsn}, nil
+}
+
+// lsnGroup coalesces the concurrent CurrentLSN queries of a Writer.
+type lsnGroup struct {
+	mu      sync.Mutex
+	next    *lsnCall // the query the callers so far wait for, not started
+	running bool     // a goroutine runs queries while callers wait
+}
+
+type lsnCall struct {
+	done chan struct{}
+	lsn  uint64
+	err  error
+}
+
+// lsnQueryTimeout bounds one shared query; each caller's own context
+// bounds its wait.
+const lsnQueryTimeout = 30 * time.Second
+
+func (g *lsnGroup) get(ctx context.Context, q Querier) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("pg_current_wal_lsn: %w", err)
+	}
+	g.mu.Lock()
+	c := g.next
+	if c == nil {
+		c = &lsnCall{done: make(chan struct{})}
+		g.next = c
+		if !g.running {
+			g.running = true
+			go g.run(q)
+		}
+	}
+	g.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.lsn, c.err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("pg_current_wal_lsn: %w", ctx.Err())
+	}
+}
+
+// run starts the next query once the last has answered, while anyone
+// waits: a query taken from next starts after every caller that joined it.
+func (g *lsnGroup) run(q Querier) {
+	for {
+		g.mu.Lock()
+		c := g.next
+		if c == nil {
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		g.next = nil
+		g.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), lsnQueryTimeout)
+		c.lsn, c.err = CurrentLSN(ctx, q)
+		cancel()
+		close(c.done)
+	}
 }
 
 // CurrentLSN returns the primary's WAL write position, which is past the

@@ -170,16 +170,20 @@ func Bench(ctx context.Context, c Config, out, progress io.Writer) ([]Summary, e
 // PrintTable prints one line per run.
 func PrintTable(w io.Writer, sums []Summary) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "post\tnotify\tdelay ms\tlag ms\tantipode\trequests\tinconsistent\t%\tlost\twriter req/s\tvisibility p50 ms\tp99 ms\tbarrier p50 ms\tp99 ms\tlineage B/msg\tnotification B/msg\t")
+	fmt.Fprintln(tw, "post\tnotify\tdelay ms\tlag ms\tantipode\trequests\tinconsistent\t%\tlost\twriter req/s\te2e req/s\tvisibility p50 ms\tp99 ms\tbarrier p50 ms\tp99 ms\tlineage B/msg\tnotification B/msg\tCPU ms/req client\tservers\thost busy %\t")
 	for _, s := range sums {
 		on := "off"
 		if s.Antipode {
 			on = "on"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t\n",
+		cpu := "-\t-\t-"
+		if c := s.CPU; c != nil {
+			cpu = fmt.Sprintf("%.3f\t%.3f\t%.0f", c.ClientMSPerRequest, c.ServersMSPerRequest, c.HostBusyPct)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%.1f\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%s\t\n",
 			s.PostStore, s.Notify, s.DelayMS, s.LagMS, on, s.Requests, s.Inconsistent, s.InconsistencyPct, s.Lost,
-			s.WriterThroughput, s.VisibilityLatencyMS.P50, s.VisibilityLatencyMS.P99, s.BarrierMS.P50, s.BarrierMS.P99,
-			s.LineageBytesPerMessage, s.NotificationBytesPerMessage)
+			s.WriterThroughput, s.EndToEndThroughput, s.VisibilityLatencyMS.P50, s.VisibilityLatencyMS.P99, s.BarrierMS.P50, s.BarrierMS.P99,
+			s.LineageBytesPerMessage, s.NotificationBytesPerMessage, cpu)
 	}
 	tw.Flush()
 }

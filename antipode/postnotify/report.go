@@ -86,13 +86,18 @@ type Summary struct {
 	// (the tide log); nothing in the post stores, whose versions are their
 	// own replication positions.
 	StorageOverheadBytesPerRequest float64 `json:"storage_overhead_bytes_per_request"`
+
+	// CPU is the CPU time per request, the benchmark's and its servers',
+	// over the whole run (writers and readers), and how busy the machine
+	// was.
+	CPU *CPUUse `json:"cpu,omitempty"`
 }
 
 // Summarize computes a run's summary.
 func Summarize(r *Result, postStore, notify string, lag time.Duration) Summary {
 	c := r.Config
 	s := Summary{PostStore: postStore, Notify: notify, DelayMS: c.Delay.Milliseconds(), LagMS: lag.Milliseconds(),
-		Antipode: c.Antipode, Requests: c.N, Concurrency: c.Concurrency}
+		Antipode: c.Antipode, Requests: c.N, Concurrency: c.Concurrency, CPU: r.CPU}
 	var writer, post, vis, note, barrier, over []time.Duration
 	for _, t := range r.Traces {
 		if t.WriterLatency > 0 {

@@ -26,8 +26,12 @@ import (
 // PostStore is where the writer (region A) stores posts and the reader
 // (region B) reads them.
 type PostStore interface {
-	// Write stores a post on the primary and returns the write's id.
-	Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error)
+	// Write stores a post on the primary and, with lineage, returns the
+	// write's id. Without lineage it is the store's plain write, as an
+	// application that does not use antipode makes it: what a shim adds
+	// to learn the id (Redis's INFO, PostgreSQL's pg_current_wal_lsn())
+	// counts as antipode's cost.
+	Write(ctx context.Context, key string, body []byte, lineage bool) (antipode.WriteID, error)
 	// Read looks the post up in region B's replica.
 	Read(ctx context.Context, key string) (bool, error)
 	// Waiter is the shim's waiter on region B's replica.
@@ -41,8 +45,9 @@ type Channel interface {
 	// message takes on the channel (data, attributes, framing of its own).
 	Publish(ctx context.Context, data []byte) (int, error)
 	// Subscribe calls handle for each notification, with a context carrying
-	// its lineage, until ctx ends.
-	Subscribe(ctx context.Context, handle func(ctx context.Context, data []byte, err error)) error
+	// its lineage, until ctx ends. It closes ready once every notification
+	// published from then on will reach handle.
+	Subscribe(ctx context.Context, ready chan<- struct{}, handle func(ctx context.Context, data []byte, err error)) error
 	Close()
 }
 
@@ -201,7 +206,10 @@ func setupRedis(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, error)
 	return p, nil
 }
 
-func (p *redisPosts) Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error) {
+func (p *redisPosts) Write(ctx context.Context, key string, body []byte, lineage bool) (antipode.WriteID, error) {
+	if !lineage {
+		return antipode.WriteID{}, p.w.Client.Set(ctx, key, body, time.Hour).Err()
+	}
 	return p.w.Set(ctx, key, body, time.Hour)
 }
 
@@ -278,8 +286,14 @@ func setupPostgres(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, err
 	return p, nil
 }
 
-func (p *pgPosts) Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error) {
-	return p.w.Exec(ctx, key, "INSERT INTO posts (id, body) VALUES ($1, $2)", key, body)
+const insertPost = "INSERT INTO posts (id, body) VALUES ($1, $2)"
+
+func (p *pgPosts) Write(ctx context.Context, key string, body []byte, lineage bool) (antipode.WriteID, error) {
+	if !lineage {
+		_, err := p.primary.Exec(ctx, insertPost, key, body)
+		return antipode.WriteID{}, err
+	}
+	return p.w.Exec(ctx, key, insertPost, key, body)
 }
 
 func (p *pgPosts) Read(ctx context.Context, key string) (bool, error) {
@@ -331,7 +345,9 @@ func setupTide(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, error) 
 	return p, nil
 }
 
-func (p *tidePosts) Write(ctx context.Context, key string, body []byte) (antipode.WriteID, error) {
+// Write is the same PUT with or without lineage: the store answers every
+// write with its version.
+func (p *tidePosts) Write(ctx context.Context, key string, body []byte, _ bool) (antipode.WriteID, error) {
 	return p.w.Put(ctx, key, body)
 }
 
@@ -404,7 +420,7 @@ func headerBytes(h nats.Header) int {
 	return n
 }
 
-func (c *natsChannel) Subscribe(ctx context.Context, handle func(context.Context, []byte, error)) error {
+func (c *natsChannel) Subscribe(ctx context.Context, ready chan<- struct{}, handle func(context.Context, []byte, error)) error {
 	sub, err := c.sub.Subscribe(c.subject, func(m *nats.Msg) {
 		mctx, err := natsshim.Context(ctx, m)
 		handle(mctx, m.Data, err)
@@ -413,9 +429,12 @@ func (c *natsChannel) Subscribe(ctx context.Context, handle func(context.Context
 		return err
 	}
 	sub.SetPendingLimits(-1, -1)
+	// Once the server has answered the flush's PING it has the
+	// subscription: what is published after that reaches it.
 	if err := c.sub.Flush(); err != nil {
 		return err
 	}
+	close(ready)
 	<-ctx.Done()
 	return sub.Unsubscribe()
 }
@@ -484,10 +503,12 @@ func (c *logChannel) Publish(ctx context.Context, data []byte) (int, error) {
 	return logshim.MessageSize(len(lin), len(data)), nil
 }
 
-func (c *logChannel) Subscribe(ctx context.Context, handle func(context.Context, []byte, error)) error {
+func (c *logChannel) Subscribe(ctx context.Context, ready chan<- struct{}, handle func(context.Context, []byte, error)) error {
 	// Runs are one after another: a new subscription starts after the
-	// last notification of the runs before.
+	// last notification of the runs before, and reads every slot from
+	// there, published before it started or after.
 	s := c.sub.Subscribe(c.last.Load()+1, antipode.Backoff{})
+	close(ready)
 	for {
 		mctx, _, data, err := s.Next(ctx)
 		if ctx.Err() != nil {

@@ -1,12 +1,13 @@
 // Package redisshim is antipode's shim for Redis with replicas. A write's
 // version is the primary's replication offset once the write is in its
 // replication stream; a replica shows the write once the offset it has
-// processed (INFO replication's slave_repl_offset) reaches that version.
+// processed (ROLE's offset, INFO replication's slave_repl_offset) reaches
+// that version.
 //
 // The version is per server, not per key, so a wait may also wait for
 // writes that came just after, never less than needed. Redis has no
 // notification of replication progress that a client can block on, so a
-// Waiter polls INFO with one loop per replica shared by every barrier,
+// Waiter polls ROLE with one loop per replica shared by every barrier,
 // backing off while the offset stands still.
 package redisshim
 
@@ -31,19 +32,22 @@ type Writer struct {
 }
 
 // Set sets key to value and returns the write's identifier: the SET and
-// an INFO replication go in one round trip, and Redis has appended the SET
-// to its replication stream before it runs the INFO.
+// a ROLE go in one round trip, and Redis has appended the SET to its
+// replication stream before it runs the ROLE. (ROLE answers the offset as
+// an integer; INFO replication, which says the same, formats a dozen
+// fields as text for Redis to build and the client to parse, on every
+// write.)
 func (w *Writer) Set(ctx context.Context, key string, value []byte, ttl time.Duration) (antipode.WriteID, error) {
 	pipe := w.Client.Pipeline()
 	set := pipe.Set(ctx, key, value, ttl)
-	info := pipe.Info(ctx, "replication")
+	role := pipe.Do(ctx, "ROLE")
 	if _, err := pipe.Exec(ctx); err != nil {
 		return antipode.WriteID{}, fmt.Errorf("redis set %q: %w", key, err)
 	}
 	if err := set.Err(); err != nil {
 		return antipode.WriteID{}, fmt.Errorf("redis set %q: %w", key, err)
 	}
-	off, err := InfoUint(ParseInfo(info.Val()), "master_repl_offset")
+	off, err := RoleOffset(role.Val())
 	if err != nil {
 		return antipode.WriteID{}, fmt.Errorf("redis set %q: replication offset: %w", key, err)
 	}
@@ -54,11 +58,7 @@ func (w *Writer) Set(ctx context.Context, key string, value []byte, ttl time.Dur
 // has acknowledged so far: call it after writes made some other way
 // (MULTI, Lua, a pipeline of your own) to record them.
 func (w *Writer) Version(ctx context.Context, key string) (antipode.WriteID, error) {
-	s, err := w.Client.Info(ctx, "replication").Result()
-	if err != nil {
-		return antipode.WriteID{}, fmt.Errorf("redis info replication: %w", err)
-	}
-	off, err := InfoUint(ParseInfo(s), "master_repl_offset")
+	off, err := Offset(ctx, w.Client)
 	if err != nil {
 		return antipode.WriteID{}, err
 	}
@@ -85,21 +85,41 @@ func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
 }
 
 // Offset returns how much of the primary's replication stream the server
-// shows: slave_repl_offset on a replica (the offset it has processed),
-// master_repl_offset on a primary.
+// shows: on a replica the offset it has processed (INFO's
+// slave_repl_offset), on a primary its master_repl_offset. It asks ROLE.
 func Offset(ctx context.Context, c *redis.Client) (uint64, error) {
-	s, err := c.Info(ctx, "replication").Result()
+	v, err := c.Do(ctx, "ROLE").Result()
 	if err != nil {
-		return 0, fmt.Errorf("redis info replication: %w", err)
+		return 0, fmt.Errorf("redis role: %w", err)
 	}
-	m := ParseInfo(s)
-	switch m["role"] {
-	case "slave":
-		return InfoUint(m, "slave_repl_offset")
-	case "master":
-		return InfoUint(m, "master_repl_offset")
+	return RoleOffset(v)
+}
+
+// RoleOffset reads the replication offset from ROLE's answer: ["master",
+// offset, replicas] or ["slave", host, port, state, offset] (-1 before the
+// replica has synchronized: 0, nothing shown).
+func RoleOffset(v any) (uint64, error) {
+	a, ok := v.([]any)
+	if !ok || len(a) == 0 {
+		return 0, fmt.Errorf("redis role: answer %v: want an array", v)
 	}
-	return 0, fmt.Errorf("redis info replication: role %q", m["role"])
+	var off any
+	switch role, _ := a[0].(string); {
+	case role == "master" && len(a) >= 2:
+		off = a[1]
+	case role == "slave" && len(a) >= 5:
+		off = a[4]
+	default:
+		return 0, fmt.Errorf("redis role: answer %v: want a master or a replica", v)
+	}
+	n, ok := off.(int64)
+	if !ok {
+		return 0, fmt.Errorf("redis role: offset %v: want an integer", off)
+	}
+	if n < 0 {
+		return 0, nil
+	}
+	return uint64(n), nil
 }
 
 // ParseInfo parses the field:value lines of Redis's INFO.

@@ -68,3 +68,23 @@ func TestParseInfo(t *testing.T) {
 		t.Fatal("missing field read without error")
 	}
 }
+
+func TestRoleOffset(t *testing.T) {
+	for _, c := range []struct {
+		v    any
+		want uint64
+	}{
+		{[]any{"master", int64(3129659), []any{}}, 3129659},
+		{[]any{"slave", "127.0.0.1", int64(6380), "connected", int64(42)}, 42},
+		{[]any{"slave", "127.0.0.1", int64(6380), "connect", int64(-1)}, 0},
+	} {
+		if got, err := redisshim.RoleOffset(c.v); err != nil || got != c.want {
+			t.Errorf("RoleOffset(%v) = %d, %v; want %d", c.v, got, err, c.want)
+		}
+	}
+	for _, bad := range []any{nil, "master", []any{}, []any{"sentinel", []any{}}, []any{"master"}, []any{"master", "12"}, []any{"slave", "h", int64(1), "connected"}} {
+		if _, err := redisshim.RoleOffset(bad); err == nil {
+			t.Errorf("RoleOffset(%v) accepted", bad)
+		}
+	}
+}

@@ -38,7 +38,10 @@ type Writer struct {
 }
 
 // DefaultClient is the HTTP client of Writers and Waiters that name none.
-var DefaultClient = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+// A waiting barrier holds a connection to its region's node for as long as
+// the region lags, so a busy reader holds hundreds at once: they are kept
+// for the next barriers rather than closed and dialed again.
+var DefaultClient = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}
 
 func client(c *http.Client) *http.Client {
 	if c != nil {

@@ -338,12 +338,9 @@ func dockerE2ESuffix() string {
 // binary under a tag of its own, removed when the test ends.
 func dockerTestImage(t *testing.T) (*client.Client, string) {
 	t.Helper()
-	cli, err := dockerprov.NewClient()
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
-		cancel()
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cli, err := dockerprov.Engine(ctx)
 	if err != nil {
 		t.Skipf("Docker engine unreachable (%v): this scenario needs one on this host", err)
 	}
@@ -351,10 +348,8 @@ func dockerTestImage(t *testing.T) (*client.Client, string) {
 	if err := dockerprov.CheckStatic(tideBin); err != nil {
 		t.Fatalf("the test binary cannot go in a FROM scratch image: %v", err)
 	}
-	image := "tide-node:e2e-" + dockerE2ESuffix()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	if err := dockerprov.BuildImage(ctx, cli, tideBin, image); err != nil {
+	image, err := dockerprov.BuildImageAs(ctx, cli, tideBin, "tide-node", "e2e")
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -21,6 +21,7 @@ import (
 	"tide/chord"
 	"tide/cluster"
 	"tide/store"
+	"tide/store/engine"
 )
 
 // tideBin is the tide binary built once for the real-process tests.
@@ -193,7 +194,7 @@ func TestEightNodesSurviveTwoCrashes(t *testing.T) {
 func copiesAtLeast(ctx context.Context, procs []*cluster.Proc, names []string, n int) error {
 	count := map[string]int{}
 	for _, p := range procs {
-		var list []store.Meta
+		var list []engine.Meta
 		if err := getJSON(ctx, "http://"+p.Spec.HTTPAddr+"/files?local=1", &list); err != nil {
 			return err
 		}

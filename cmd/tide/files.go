@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tide/store"
+	"tide/store/files"
 )
 
 func newUploadCmd() *cobra.Command {
@@ -72,7 +73,7 @@ its HTTP address.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := store.ValidName(name); err != nil {
+			if err := files.ValidName(name); err != nil {
 				return err
 			}
 			if out == "" {

@@ -75,7 +75,7 @@ TIDE_DATA_DIR). A flag given on the command line wins.`,
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&format, "log-format", "text", "log format: text or json")
-	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newDashboardCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd(), newAntipodeCmd(), newNetdelayCmd(), newVersionCmd())
+	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newDashboardCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd(), newAntipodeCmd(), newNetdelayCmd(), newChaosCmd(), newVersionCmd())
 	strictGroups(root)
 	return root
 }

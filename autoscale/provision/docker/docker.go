@@ -97,6 +97,10 @@ type Config struct {
 	NanoCPUs int64
 	// Memory limits each container's memory in bytes; 0 means no limit.
 	Memory int64
+	// DataTmpfs, when above 0, mounts a tmpfs of that many bytes at the
+	// data directory instead of a volume: a disk that fills up (the chaos
+	// suite's full-disk fault). Its data does not survive a restart.
+	DataTmpfs int64
 
 	// Capacity and Replicas apply to nodes whose Spec leaves them 0.
 	Capacity int64
@@ -215,8 +219,8 @@ func (c *Config) fill() error {
 			return fmt.Errorf("docker: subnet %q has host bits set (did you mean %s?)", c.Subnet, pfx.Masked())
 		}
 	}
-	if c.NanoCPUs < 0 || c.Memory < 0 || c.Capacity < 0 || c.Replicas < 0 || c.StopTimeout < 0 {
-		return errors.New("docker: NanoCPUs, Memory, Capacity, Replicas and StopTimeout must not be negative")
+	if c.NanoCPUs < 0 || c.Memory < 0 || c.DataTmpfs < 0 || c.Capacity < 0 || c.Replicas < 0 || c.StopTimeout < 0 {
+		return errors.New("docker: NanoCPUs, Memory, DataTmpfs, Capacity, Replicas and StopTimeout must not be negative")
 	}
 	if c.Memory > 0 && c.Memory < 6<<20 {
 		return fmt.Errorf("docker: memory limit %d bytes is below the engine's minimum of 6MiB", c.Memory)
@@ -353,6 +357,9 @@ func (p *Provisioner) launchAt(ctx context.Context, s provision.Spec, name, cnam
 	}
 	if hc.RestartPolicy.Name == "" {
 		hc.RestartPolicy.Name = container.RestartPolicyDisabled
+	}
+	if p.cfg.DataTmpfs > 0 {
+		hc.Tmpfs = map[string]string{DataDir: fmt.Sprintf("size=%d,uid=%d,gid=%d,mode=0700", p.cfg.DataTmpfs, nodeUID, nodeUID)}
 	}
 	nc := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
 		p.cfg.Network: {IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip}},

@@ -3,7 +3,9 @@ package docker
 import (
 	"archive/tar"
 	"context"
+	"crypto/rand"
 	"debug/elf"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -219,4 +221,28 @@ func writeBuildContext(w io.Writer, bin io.Reader, size int64) error {
 		}
 	}
 	return tw.Close()
+}
+
+// Engine connects to the Docker engine named by the environment and
+// checks that it answers.
+func Engine(ctx context.Context) (*client.Client, error) {
+	cli, err := NewClient()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		cli.Close()
+		return nil, err
+	}
+	return cli, nil
+}
+
+// BuildImageAs builds the node image around binaryPath (BuildImage) under
+// a fresh tag, repo:prefix-<8 hex digits>, and returns the tag: an image
+// of its own for a test or a run, removed with RemoveImage.
+func BuildImageAs(ctx context.Context, cli *client.Client, binaryPath, repo, prefix string) (string, error) {
+	var b [4]byte
+	rand.Read(b[:])
+	tag := repo + ":" + prefix + "-" + hex.EncodeToString(b[:])
+	return tag, BuildImage(ctx, cli, binaryPath, tag)
 }

@@ -1,4 +1,4 @@
-package store
+package engine
 
 import (
 	"bytes"
@@ -56,6 +56,14 @@ func hintKey(target string, key []byte) []byte {
 
 // kvStorage adapts the engine to kv.Storage.
 type kvStorage struct{ e *Engine }
+
+// KV is the engine's KV records as a kv.Storage.
+func (e *Engine) KV() kv.Storage { return kvStorage{e} }
+
+// SetTombstoneTTL sets the KV tombstone TTL in nanoseconds: a tombstone
+// older than this is not stored (0, the default, stores every one). Set
+// it before the first ApplyKV.
+func (e *Engine) SetTombstoneTTL(ttl uint64) { e.tombTTL = ttl }
 
 // Get implements kv.Storage.
 func (s kvStorage) Get(key []byte) (kv.Record, bool, error) {
@@ -176,10 +184,10 @@ func posBound(prefix byte, p uint64) []byte {
 	return binary.BigEndian.AppendUint32([]byte{prefix, '/'}, uint32(p))
 }
 
-// applyKV applies a KV node's changes in one batch. The batch is visible to
-// reads at once; it is durable once syncWAL returns for a later call, or at
+// ApplyKV applies a KV node's changes in one batch. The batch is visible to
+// reads at once; it is durable once SyncWAL returns for a later call, or at
 // once when sync is set.
-func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
+func (e *Engine) ApplyKV(ops []kv.PersistOp, sync bool) error {
 	if len(ops) == 0 {
 		return nil
 	}
@@ -298,11 +306,11 @@ func (e *Engine) applyKV(ops []kv.PersistOp, sync bool) error {
 	return nil
 }
 
-// maxKeptBatch bounds the batch applyKV keeps for the next round.
+// maxKeptBatch bounds the batch ApplyKV keeps for the next round.
 const maxKeptBatch = 4 << 20
 
 // kvCountKey holds the number of KV records and their bytes, kept in step
-// with the records by applyKV.
+// with the records by ApplyKV.
 const kvCountKey = "s/kvcount"
 
 func kvCountValue(keys, bytes int64) []byte {
@@ -359,16 +367,16 @@ func (e *Engine) tombExpired(v uint64) bool {
 	return now > v && now-v > e.tombTTL
 }
 
-// syncWAL makes every batch committed before the call durable: it appends a
+// SyncWAL makes every batch committed before the call durable: it appends a
 // one-byte log record with a synced write, and the write-ahead log is
 // sequential, so the fsync covers all that came before it.
-func (e *Engine) syncWAL() error {
+func (e *Engine) SyncWAL() error {
 	return e.db.LogData([]byte{0}, pebble.Sync)
 }
 
-// clearKV deletes every KV record, value and hint, durably: the seed's
+// ClearKV deletes every KV record, value and hint, durably: the seed's
 // clear_cache. The KV driver calls it between rounds.
-func (e *Engine) clearKV() error {
+func (e *Engine) ClearKV() error {
 	e.kvMu.Lock()
 	defer e.kvMu.Unlock()
 	b := e.db.NewBatch()
@@ -387,11 +395,11 @@ func (e *Engine) clearKV() error {
 	return nil
 }
 
-// hints loads the hints held for other nodes.
-func (e *Engine) hints() ([]kv.Hint, error) { return e.loadHints("h/", "h0", "hint") }
+// Hints loads the hints held for other nodes.
+func (e *Engine) Hints() ([]kv.Hint, error) { return e.loadHints("h/", "h0", "hint") }
 
-// outbox loads the writes held for other regions.
-func (e *Engine) outbox() ([]kv.Hint, error) { return e.loadHints("o/", "o0", "outbox entry") }
+// Outbox loads the writes held for other regions.
+func (e *Engine) Outbox() ([]kv.Hint, error) { return e.loadHints("o/", "o0", "outbox entry") }
 
 // loadHints decodes every kv.Hint stored in [lower, upper).
 func (e *Engine) loadHints(lower, upper, what string) ([]kv.Hint, error) {
@@ -411,8 +419,8 @@ func (e *Engine) loadHints(lower, upper, what string) ([]kv.Hint, error) {
 	return out, it.Error()
 }
 
-// hintCount counts the hints held for other nodes.
-func (e *Engine) hintCount() int {
+// HintCount counts the hints held for other nodes.
+func (e *Engine) HintCount() int {
 	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("h/"), UpperBound: []byte("h0")})
 	if err != nil {
 		return 0
@@ -425,9 +433,9 @@ func (e *Engine) hintCount() int {
 	return n
 }
 
-// kvCount returns the number of KV records (tombstones included) and
+// KVCount returns the number of KV records (tombstones included) and
 // their key and value bytes.
-func (e *Engine) kvCount() (n int, size int64) {
+func (e *Engine) KVCount() (n int, size int64) {
 	return int(e.kvKeys.Load()), e.kvBytes.Load()
 }
 

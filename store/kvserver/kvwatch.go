@@ -1,7 +1,8 @@
-package store
+package kvserver
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,39 +74,70 @@ func (w *keyWatch) fire(ops []kv.PersistOp) {
 	}
 }
 
-// watchRecheck bounds how long a waiting read goes without reading again:
-// a node that is not one of the key's replicas sees no write to wake it.
+// watchRecheck bounds how long a waiting read goes without reading again
+// on a node that is not one of the key's replicas: it sees no write to
+// wake it.
 const watchRecheck = 20 * time.Millisecond
 
-// maxKVWait bounds the wait a read may ask for.
-const maxKVWait = time.Minute
+// watchRecheckReplica bounds it on one of the key's replicas, which a
+// write of the key wakes: it reads again only in case the write reached
+// the key's other replicas and not this one (it was down, or the ring
+// moved), after 20 ms, then twice as long each time up to this.
+// Re-reading every 20 ms cost a quorum read per waiting read every 20 ms:
+// under a barrier's load (hundreds of reads waiting out a cross-region
+// lag) that was most of the nodes' CPU.
+const watchRecheckReplica = time.Second
 
-// KVGetAtLeast reads key (R overrides the read quorum when > 0) until the
+// MaxWait bounds the wait a read may ask for.
+const MaxWait = time.Minute
+
+// GetAtLeast reads key (R overrides the read quorum when > 0) until the
 // read returns version want or newer, or wait passes (then it returns
 // what the last read found). It re-reads whenever this node stores a
-// write of the key, and every watchRecheck regardless.
-func (n *Node) KVGetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
-	deadline := time.Now().Add(min(wait, maxKVWait))
+// write of the key, and otherwise every watchRecheck, or, on one of the
+// key's replicas, with backoff up to watchRecheckReplica.
+func (k *Server) GetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
+	deadline := time.Now().Add(min(wait, MaxWait))
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	recheck := watchRecheck
 	for {
-		ch := n.kv.watch.add(string(key))
-		rec, found, err := n.KVGet(ctx, key, r)
+		ch := k.watch.add(string(key))
+		rec, found, err := k.Get(ctx, key, r)
 		left := time.Until(deadline)
 		if err != nil || rec.Version >= want || left <= 0 {
-			n.kv.watch.remove(string(key), ch)
+			k.watch.remove(string(key), ch)
 			return rec, found, err
 		}
-		t.Reset(min(left, watchRecheck))
+		t.Reset(min(left, recheck))
 		select {
 		case <-ch:
 		case <-t.C:
 		case <-ctx.Done():
 		}
 		t.Stop()
-		n.kv.watch.remove(string(key), ch)
+		k.watch.remove(string(key), ch)
 		if ctx.Err() != nil {
 			return rec, found, ctx.Err()
 		}
+		if k.replicaOf(key) {
+			recheck = min(2*recheck, watchRecheckReplica)
+		} else {
+			recheck = watchRecheck
+		}
 	}
+}
+
+// Watches counts the reads waiting for a key to be written
+// (GetAtLeast).
+func (k *Server) Watches() int64 { return k.watch.n.Load() }
+
+// replicaOf reports whether this node is on key's preference list in
+// the member table requests are routed by.
+func (k *Server) replicaOf(key []byte) bool {
+	r := k.Applied()
+	if r == nil {
+		return false
+	}
+	return slices.Contains(r.Preference(r.Position(key), k.n.cfg.KV.N), k.n.cfg.Self)
 }

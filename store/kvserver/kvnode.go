@@ -1,9 +1,10 @@
-package store
+package kvserver
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"runtime"
@@ -13,32 +14,24 @@ import (
 	"sync/atomic"
 	"time"
 
-	"tide/chord"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"tide/kv"
+	"tide/store/engine"
+	"tide/store/status"
 	"tide/transport"
 )
-
-// member is one ring member as the KV layer sees it.
-type member struct {
-	ref   chord.Ref
-	addrs map[string]string // http, peer, resp
-}
-
-// kvRing is a kv.Ring over a snapshot of the ring's members.
-type kvRing struct {
-	*kv.StaticRing
-	members []member
-}
 
 // clientAddr is the address a node's own KV clients use; replies to it are
 // handed to the waiting caller instead of the network.
 const clientAddr = "local"
 
-// kvNode drives a kv.Node: one goroutine steps it with messages from peers
+// Server drives a kv.Node: one goroutine steps it with messages from peers
 // and local callers and ticks it, persists what it asks in one synced batch
 // per round, and only then sends.
-type kvNode struct {
-	n     *Node
+type Server struct {
+	n     *host
+	wg    sync.WaitGroup
 	node  *kv.Node
 	tr    *transport.Transport
 	inbox chan kv.Message
@@ -56,8 +49,7 @@ type kvNode struct {
 	recycle [][]byte
 	// dropped counts inbound messages a full queue turned away.
 	dropped atomic.Int64
-	rings   chan *kvRing
-	ring    atomic.Pointer[kvRing]
+	rings   chan kv.Ring
 	// regionRings carries other regions' member tables to the loop;
 	// regionStatus is the replication to them, as of the last few ticks.
 	regionRings  chan regionRing
@@ -66,7 +58,7 @@ type kvNode struct {
 	watch keyWatch
 	// applied is the table the loop has handed to the kv.Node: the one
 	// requests are routed by (ring may be a moment ahead of it).
-	applied atomic.Pointer[kvRing]
+	applied atomic.Pointer[kv.Ring]
 	// clears carries clear_cache requests to the loop, which answers on
 	// the channel sent.
 	clears chan chan error
@@ -101,56 +93,82 @@ type kvNode struct {
 	closing <-chan struct{}
 }
 
-func (n *Node) startKV(ctx context.Context, peerLn net.Listener) error {
-	k := &kvNode{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan *kvRing, 4), regionRings: make(chan regionRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
+// Config configures a KV server. Zero fields take the defaults noted.
+type Config struct {
+	// KV configures the replication core (see store.Config.KV).
+	KV kv.Config
+	// KVSync is "always" (every acknowledgement waits for an fsync) or
+	// "periodic" (fsync every KVSyncPeriod); see store.Config.KVSync.
+	KVSync       string
+	KVSyncPeriod time.Duration
+	// Self is this node's peer address, where other nodes send it KV
+	// messages: its name in every ring table.
+	Self string
+	// Engine stores the records, hints and region outbox.
+	Engine *engine.Engine
+	Log    *slog.Logger
+	// KnowsRing reports whether the node is in a ring or follows one (or
+	// leaves one): a request to a node that knows no ring is refused at
+	// once instead of waiting for a table.
+	KnowsRing func() bool
+	// The driver's metrics: messages stepped per round, fsync durations,
+	// and the duration of each client request it coordinated.
+	RoundMessages, SyncSeconds, Latency prometheus.Observer
+}
+
+// host is what the server uses of the node it runs in.
+type host struct {
+	cfg Config
+	eng *engine.Engine
+	log *slog.Logger
+	m   metrics
+}
+
+type metrics struct{ kvRound, kvSync, kvLatency prometheus.Observer }
+
+// Start serves the KV protocol on peerLn and starts the driver with the
+// ring table initial (SetRing installs newer ones); it runs until ctx
+// ends, and Wait returns once it has stopped.
+func Start(ctx context.Context, cfg Config, peerLn net.Listener, initial kv.Ring) (*Server, error) {
+	n := &host{cfg: cfg, eng: cfg.Engine, log: cfg.Log, m: metrics{kvRound: cfg.RoundMessages, kvSync: cfg.SyncSeconds, kvLatency: cfg.Latency}}
+	k := &Server{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan kv.Ring, 4), regionRings: make(chan regionRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	k.tr.Alloc = k.frames.get
-	pos := n.pos
-	self := n.ring.Self()
-	initial := &kvRing{StaticRing: kv.NewStaticRing(pos, []kv.Member{{Addr: n.peerAddr, Token: uint32(self.ID)}}),
-		members: []member{{ref: self, addrs: n.addrs()}}}
-	if !n.ring.InRing() {
-		// A standby owns nothing, and knows no ring before its first walk.
-		initial = &kvRing{StaticRing: kv.NewStaticRing(pos, nil)}
-	}
-	k.ring.Store(initial)
-	hints, err := n.eng.hints()
+	hints, err := n.eng.Hints()
 	if err != nil {
 		peerLn.Close()
-		return err
+		return nil, err
 	}
-	k.node = kv.NewNode(n.cfg.KV, n.peerAddr, initial, kvStorage{n.eng}, func() uint64 { return uint64(time.Now().UnixNano()) }, hints)
-	outbox, err := n.eng.outbox()
+	k.node = kv.NewNode(n.cfg.KV, n.cfg.Self, initial, n.eng.KV(), func() uint64 { return uint64(time.Now().UnixNano()) }, hints)
+	outbox, err := n.eng.Outbox()
 	if err != nil {
 		peerLn.Close()
-		return err
+		return nil, err
 	}
 	k.node.RestoreOutbox(outbox)
 	st := k.node.RegionStatus()
 	k.regionStatus.Store(&st)
 	k.stats.Store(&kv.Stats{})
 	if err := k.tr.ServeBatch(peerLn, k.deliver); err != nil {
-		return err
+		return nil, err
 	}
-	n.kv = k
-	n.wg.Add(3)
-	go func() { defer n.wg.Done(); k.loop(ctx) }()
-	go func() { defer n.wg.Done(); k.syncLoop(ctx) }()
-	go func() { defer n.wg.Done(); n.ringLoop(ctx) }()
-	if len(n.cfg.KV.Regions) > 0 {
-		n.wg.Add(1)
-		go func() { defer n.wg.Done(); n.regionLoop(ctx) }()
-	}
-	return nil
+	k.wg.Add(2)
+	go func() { defer k.wg.Done(); k.loop(ctx) }()
+	go func() { defer k.wg.Done(); k.syncLoop(ctx) }()
+	return k, nil
 }
+
+// Wait returns once the driver's goroutines have stopped (after the
+// context given to Start ends).
+func (k *Server) Wait() { k.wg.Wait() }
 
 // deliver hands the messages a peer sent together to the loop: requests
 // and answers as one batch, so that one round steps them all and one
 // fsync covers what they store (one at a time, a pipeline's writes to a
 // replica could take two rounds and two fsyncs); data moving between
 // replicas through the bulk lane.
-func (k *kvNode) deliver(frames [][]byte) {
+func (k *Server) deliver(frames [][]byte) {
 	var fg *[]kv.Message
 	for _, f := range frames {
 		m, err := kv.DecodeOwned(f) // the transport hands over each frame (OwnFrames)
@@ -184,7 +202,7 @@ func (k *kvNode) deliver(frames [][]byte) {
 // replicas arrives on a lane of its own (see flush): waiting here for room
 // stops reading that connection alone, and TCP slows the sender down
 // instead of losing chunks that anti-entropy would have to find again.
-func (k *kvNode) deliverBulk(m kv.Message, frame []byte) {
+func (k *Server) deliverBulk(m kv.Message, frame []byte) {
 	b := bulkMsg{m: m}
 	if m.Kind == kv.KindPush {
 		// A push's records alias its frame until the round that stores
@@ -208,7 +226,7 @@ func bulkKind(k kv.Kind) bool {
 	return false
 }
 
-func (k *kvNode) loop(ctx context.Context) {
+func (k *Server) loop(ctx context.Context) {
 	defer k.tr.Close()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
@@ -217,15 +235,18 @@ func (k *kvNode) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case r := <-k.rings:
+			// A draining node's tables leave it out (see the walk);
+			// until its leave ends or fails it acknowledges no write.
+			k.node.SetLeaving(k.drain.Load())
 			k.node.SetRing(r)
-			k.applied.Store(r)
+			k.applied.Store(&r)
 		case r := <-k.regionRings:
 			k.node.SetRegionRing(r.region, r.ring)
 		case done := <-k.clears:
 			// The seed's clear_cache: storage is emptied between rounds,
 			// and the node forgets the hints and versions it kept of it.
 			k.node.Clear()
-			done <- k.n.eng.clearKV()
+			done <- k.n.eng.ClearKV()
 		case b := <-k.bulk:
 			// Data moving between replicas takes a round to itself, so
 			// that client requests never queue behind more than a few
@@ -281,7 +302,7 @@ func (k *kvNode) loop(ctx context.Context) {
 		k.flush(ob)
 		committed := false
 		if len(rd.Persist) > 0 {
-			if err := k.n.eng.applyKV(rd.Persist, false); err != nil {
+			if err := k.n.eng.ApplyKV(rd.Persist, false); err != nil {
 				k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
 				k.node.ForgetVersions()   // it knows of writes storage lacks
 				k.recycle = k.recycle[:0] // left to the garbage collector
@@ -358,7 +379,7 @@ func (k *kvNode) loop(ctx context.Context) {
 
 // stepMore steps what else is waiting, up to a few thousand messages, so
 // that one round (one write per peer, one commit) carries them all.
-func (k *kvNode) stepMore() {
+func (k *Server) stepMore() {
 	yielded := false
 	for i := 0; i < 4096; i++ {
 		select {
@@ -393,7 +414,7 @@ type msgBatch struct {
 }
 
 // stepBatch steps a batch in order.
-func (k *kvNode) stepBatch(b msgBatch) {
+func (k *Server) stepBatch(b msgBatch) {
 	for i := range b.ms {
 		k.node.Step(b.ms[i])
 	}
@@ -405,7 +426,7 @@ func (k *kvNode) stepBatch(b msgBatch) {
 }
 
 // putPeerBatch recycles a slice of deliver's, unless it grew large.
-func (k *kvNode) putPeerBatch(p *[]kv.Message) {
+func (k *Server) putPeerBatch(p *[]kv.Message) {
 	if cap(*p) > 4096 {
 		return
 	}
@@ -422,7 +443,7 @@ type bulkMsg struct {
 }
 
 // stepBulk steps b's message and keeps its frame for recycling.
-func (k *kvNode) stepBulk(b bulkMsg) {
+func (k *Server) stepBulk(b bulkMsg) {
 	k.node.Step(b.m)
 	if b.frame != nil {
 		k.recycle = append(k.recycle, b.frame)
@@ -444,7 +465,7 @@ type roundCommit struct{ round, seq uint64 }
 
 // seqAt is the commit number everything up to round r is in. Rounds older
 // than the entries kept were synced.
-func (k *kvNode) seqAt(r uint64) uint64 {
+func (k *Server) seqAt(r uint64) uint64 {
 	i := sort.Search(len(k.commits), func(i int) bool { return k.commits[i].round > r })
 	if i == 0 {
 		return 0
@@ -460,7 +481,7 @@ type syncJob struct {
 
 // syncLoop is the group commit: while one fsync runs, the driver keeps
 // stepping, and the rounds it commits meanwhile share the next fsync.
-func (k *kvNode) syncLoop(ctx context.Context) {
+func (k *Server) syncLoop(ctx context.Context) {
 	var t <-chan time.Time
 	if k.periodic {
 		tk := time.NewTicker(k.n.cfg.KVSyncPeriod)
@@ -501,15 +522,15 @@ func (k *kvNode) syncLoop(ctx context.Context) {
 }
 
 // syncWAL makes every round committed so far durable, and times it.
-func (k *kvNode) syncWAL() error {
+func (k *Server) syncWAL() error {
 	start := time.Now()
-	err := k.n.eng.syncWAL()
+	err := k.n.eng.SyncWAL()
 	k.n.m.kvSync.Observe(time.Since(start).Seconds())
 	return err
 }
 
 // dispatch hands answers to local callers or sends them to peers.
-func (k *kvNode) dispatch(msgs []kv.Message) {
+func (k *Server) dispatch(msgs []kv.Message) {
 	ob := outbox{}
 	defer k.flush(ob)
 	for i := range msgs {
@@ -547,7 +568,7 @@ func (ob outbox) add(m *kv.Message) {
 	ob[key] = append(ob[key], m)
 }
 
-func (k *kvNode) flush(ob outbox) {
+func (k *Server) flush(ob outbox) {
 	for key, ms := range ob {
 		size := 0
 		for _, m := range ms {
@@ -568,7 +589,7 @@ func (k *kvNode) flush(ob outbox) {
 var ErrQuorum = errors.New("quorum not reached")
 
 // do runs one client request through the local coordinator.
-func (k *kvNode) do(ctx context.Context, m kv.Message) (kv.Message, error) {
+func (k *Server) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 	if err := k.waitReady(ctx); err != nil {
 		return kv.Message{}, err
 	}
@@ -609,7 +630,7 @@ func gaveUp(m kv.Message, err error) error {
 // doBatch runs client requests through the local coordinator together:
 // one timeout and one reply channel for all of them. errs[i] is the
 // failure of ms[i], if any.
-func (k *kvNode) doBatch(ctx context.Context, ms []kv.Message, st *batchState) ([]kv.Message, []error) {
+func (k *Server) doBatch(ctx context.Context, ms []kv.Message, st *batchState) ([]kv.Message, []error) {
 	out := slices.Grow(st.out[:0], len(ms))[:len(ms)]
 	errs := slices.Grow(st.errs[:0], len(ms))[:len(ms)]
 	clear(out)
@@ -707,14 +728,14 @@ type batchState struct {
 
 // waitReady holds client requests until the node knows the ring (at most
 // readyWait): a standby that knows none answers at once.
-func (k *kvNode) waitReady(ctx context.Context) error {
+func (k *Server) waitReady(ctx context.Context) error {
 	select {
 	case <-k.ready:
 		return nil
 	default:
 	}
-	if !k.n.ring.InRing() && len(k.n.following()) == 0 && !k.n.leaving.Load() {
-		return statusf(http.StatusServiceUnavailable, "%v", errNoRing)
+	if !k.n.cfg.KnowsRing() {
+		return status.Errorf(http.StatusServiceUnavailable, "%v", status.ErrNoRing)
 	}
 	t := time.NewTimer(readyWait)
 	defer t.Stop()
@@ -731,245 +752,132 @@ func (k *kvNode) waitReady(ctx context.Context) error {
 // the ring.
 const readyWait = 10 * time.Second
 
-func (k *kvNode) replyErr(r kv.Message) error {
+func (k *Server) replyErr(r kv.Message) error {
 	switch r.Err {
 	case "":
 		return nil
 	case "value too large":
-		return statusf(413, "value larger than %d bytes", k.n.cfg.KV.MaxValue)
+		return status.Errorf(413, "value larger than %d bytes", k.n.cfg.KV.MaxValue)
 	}
 	return fmt.Errorf("%w: %s", ErrQuorum, r.Err)
 }
 
-// KVPut writes key=value (W overrides the write quorum when > 0) and returns
+// Put writes key=value (W overrides the write quorum when > 0) and returns
 // the version written.
-func (n *Node) KVPut(ctx context.Context, key, value []byte, w int) (uint64, error) {
-	if len(value) > n.cfg.KV.MaxValue {
-		return 0, statusf(413, "value of %d bytes is larger than the limit of %d", len(value), n.cfg.KV.MaxValue)
+func (k *Server) Put(ctx context.Context, key, value []byte, w int) (uint64, error) {
+	if len(value) > k.n.cfg.KV.MaxValue {
+		return 0, status.Errorf(413, "value of %d bytes is larger than the limit of %d", len(value), k.n.cfg.KV.MaxValue)
 	}
-	r, err := n.kv.do(ctx, kv.Message{Kind: kv.KindClientPut, Rec: kv.Record{Key: key, Value: value}, W: w})
+	r, err := k.do(ctx, kv.Message{Kind: kv.KindClientPut, Rec: kv.Record{Key: key, Value: value}, W: w})
 	return r.Rec.Version, err
 }
 
-// KVDelete deletes key, leaving a tombstone.
-func (n *Node) KVDelete(ctx context.Context, key []byte, w int) (uint64, error) {
-	r, err := n.kv.do(ctx, kv.Message{Kind: kv.KindClientPut, Rec: kv.Record{Key: key, Tomb: true}, W: w})
+// Delete deletes key, leaving a tombstone.
+func (k *Server) Delete(ctx context.Context, key []byte, w int) (uint64, error) {
+	r, err := k.do(ctx, kv.Message{Kind: kv.KindClientPut, Rec: kv.Record{Key: key, Tomb: true}, W: w})
 	return r.Rec.Version, err
 }
 
-// KVGet reads key (R overrides the read quorum when > 0).
-func (n *Node) KVGet(ctx context.Context, key []byte, r int) (kv.Record, bool, error) {
-	m, err := n.kv.do(ctx, kv.Message{Kind: kv.KindClientGet, Rec: kv.Record{Key: key}, W: r})
+// Get reads key (R overrides the read quorum when > 0).
+func (k *Server) Get(ctx context.Context, key []byte, r int) (kv.Record, bool, error) {
+	m, err := k.do(ctx, kv.Message{Kind: kv.KindClientGet, Rec: kv.Record{Key: key}, W: r})
 	return m.Rec, m.Found, err
 }
 
-// KVOwner returns the member that owns key.
-func (n *Node) KVOwner(key []byte) (member, error) {
-	r := n.kv.ring.Load()
-	pos := n.pos(key)
-	ms := r.members
-	if len(ms) == 0 {
-		return member{}, statusf(http.StatusServiceUnavailable, "%v", errNoRing)
-	}
-	i := sort.Search(len(ms), func(i int) bool { return uint32(ms[i].ref.ID) >= pos })
-	return ms[i%len(ms)], nil
+// Busy reports whether hand-offs are in flight.
+func (k *Server) Busy() bool { return k.handingOff.Load() }
+
+// Stats returns the KV layer's counters.
+func (k *Server) Stats() kv.Stats { return *k.stats.Load() }
+
+// SetRing hands the driver a new ring table; the first one also lets
+// client requests through (until then the node knows only itself, and a
+// write it coordinated would count itself as the whole preference list).
+func (k *Server) SetRing(r kv.Ring) {
+	k.rings <- r
+	k.readyOnce.Do(func() { close(k.ready) })
 }
 
-// Addrs returns this node's service addresses by name: "chord", "http",
-// "peer", "resp" (if served) and "region" (if set).
-func (n *Node) Addrs() map[string]string {
-	a := n.addrs()
-	a["chord"] = n.ring.Self().Addr()
-	return a
+// Applied is the table the loop has handed to the kv.Node: the one
+// requests are routed by (the latest SetRing may be a moment ahead).
+func (k *Server) Applied() kv.Ring {
+	if p := k.applied.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
-// addrs are this node's service addresses.
-func (n *Node) addrs() map[string]string {
-	a := map[string]string{"http": n.HTTPAddr(), "peer": n.peerAddr}
-	if n.cfg.Region != "" {
-		a["region"] = n.cfg.Region
-	}
-	if n.respAddr != "" {
-		a["resp"] = n.respAddr
-	}
-	return a
+// regionRing is another region's member table, for the KV loop.
+type regionRing struct {
+	region string
+	ring   kv.Ring
 }
 
-// ringLoop keeps the KV layer's member table: a walk of the ring whenever
-// this node's neighbourhood changes, when asked (RefreshRing), and every
-// 60 seconds regardless.
-func (n *Node) ringLoop(ctx context.Context) {
-	t := time.NewTimer(time.Second)
-	defer t.Stop()
-	var lastEpoch uint64
-	var lastWalk time.Time
-	announced := false
-	followUps := 0
-	shrinkSeen := "" // a smaller table seen once, waiting for a second walk
-	var lastHello time.Time
-	helloFor := "" // the table the members were last told of
-	cache := addrCache{}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-n.ringKick:
-			// Walk now and a few times more: pointers around a new
-			// member take a few stabilization rounds to settle.
-			followUps = 6
-			lastWalk = time.Time{}
-		}
-		// Follow-up walks come quickly, so that the table catches up
-		// with a change within a few stabilization rounds, not seconds.
-		if followUps > 1 {
-			t.Reset(200 * time.Millisecond)
-		} else {
-			t.Reset(time.Second)
-		}
-		// A member walks when its neighbourhood changed, a standby (whose
-		// Chord node sees no changes) every few seconds; both at least
-		// every minute, and whenever asked.
-		period := time.Minute
-		if !n.ring.InRing() {
-			period = standbyWalk
-		}
-		if e := n.ring.Epoch(); e == lastEpoch && time.Since(lastWalk) < period && !lastWalk.IsZero() && followUps == 0 {
-			continue
-		} else {
-			lastEpoch = e
-		}
-		if followUps > 0 {
-			followUps--
-		}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		ms, err := n.walk(wctx, cache)
-		cancel()
-		if err != nil {
-			n.log.Debug("ring walk failed; will retry", "err", err)
-			continue
-		}
-		lastWalk = time.Now()
-		if n.kv.drain.Load() || !n.ring.InRing() {
-			// A draining node counts itself out; a node out of the ring
-			// (it left while this walk ran) is never in its own table.
-			ms = slices.DeleteFunc(ms, func(m member) bool { return m.ref == n.ring.Self() })
-		}
-		// A walk while successor pointers settle can skip a member. A
-		// table that loses members is installed only when the next walk,
-		// a second later, agrees: a replica must not hand off and drop
-		// records because of one short walk.
-		if cur := n.kv.ring.Load(); cur != nil && lostMembers(cur.members, ms) && !n.kv.drain.Load() {
-			if f := fmtRing(ms); f != shrinkSeen {
-				shrinkSeen = f
-				followUps = max(followUps, 1)
-				continue
-			}
-		}
-		shrinkSeen = ""
-		n.setMembers(ms)
-		if standby := !n.ring.InRing(); standby && (time.Since(lastHello) >= standbyHello || fmtRing(ms) != helloFor) {
-			// Tell the members this standby follows them, so that their
-			// membership changes wait for it too.
-			lastHello, helloFor = time.Now(), fmtRing(ms)
-			hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			n.helloMembers(hctx, ms)
-			cancel()
-		}
-		if !announced && len(ms) > 1 {
-			// A node that joined tells every member at once, so that
-			// distant nodes do not route by an old table until their next
-			// periodic walk.
-			announced = true
-			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			n.announceRingChange(actx)
-			cancel()
-		}
-	}
-}
-
-// lostMembers reports whether next lacks a member of cur.
-func lostMembers(cur, next []member) bool {
-	have := map[chord.Ref]bool{}
-	for _, m := range next {
-		have[m.ref] = true
-	}
-	for _, m := range cur {
-		if !have[m.ref] {
-			return true
-		}
-	}
-	return false
-}
-
-// setMembers installs a new member table in the KV layer.
-func (n *Node) setMembers(ms []member) {
-	var kms []kv.Member
-	for _, m := range ms {
-		kms = append(kms, kv.Member{Addr: m.addrs["peer"], Token: uint32(m.ref.ID)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].ref.ID < ms[j].ref.ID })
-	r := &kvRing{StaticRing: kv.NewStaticRing(n.pos, kms), members: ms}
-	old := n.kv.ring.Swap(r)
-	if old == nil || fmtRing(old.members) != fmtRing(ms) {
-		n.log.Info("kv ring changed", "members", len(ms))
-	}
-	n.kv.rings <- r
-	n.kv.readyOnce.Do(func() { close(n.kv.ready) })
-}
-
-func fmtRing(ms []member) string {
-	s := ""
-	for _, m := range ms {
-		s += m.ref.String() + ";"
-	}
-	return s
-}
-
-// standbyWalk is how often a standby walks the ring it follows.
-const standbyWalk = 5 * time.Second
-
-// walk follows successor pointers around the ring from this node, or for a
-// standby from a member it follows.
-func (n *Node) walk(ctx context.Context, cache addrCache) ([]member, error) {
-	if !n.ring.InRing() && !n.leaving.Load() {
-		return n.walkFollowed(ctx, cache)
-	}
-	self := n.ring.Self()
-	out := []member{{ref: self, addrs: n.addrs()}}
-	seen := map[chord.Ref]bool{self: true}
-	cur := n.ring.Successor(0)
-	for range 4096 {
-		if seen[cur] || cur.IsZero() {
-			break
-		}
-		seen[cur] = true
-		a, err := n.addrsOf(ctx, cur, cache)
-		if err != nil {
-			return nil, err
-		}
-		if a["peer"] != "" {
-			out = append(out, member{ref: cur, addrs: a})
-		}
-		next, err := n.rpc.CallRef(ctx, cur.Addr(), "get_successor", 0)
-		if err != nil {
-			return nil, fmt.Errorf("successor of %s: %w", cur.Addr(), err)
-		}
-		cur = next
-	}
-	return out, nil
-}
-
-// RefreshRing asks for an immediate walk of the ring.
-func (n *Node) RefreshRing() {
+// SetRegionRing hands the loop the member table of another region; it
+// gives up if ctx ends first.
+func (k *Server) SetRegionRing(ctx context.Context, region string, r kv.Ring) error {
 	select {
-	case n.ringKick <- struct{}{}:
-	default:
+	case k.regionRings <- regionRing{region: region, ring: r}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
-// busy reports whether hand-offs are in flight.
-func (k *kvNode) busy() bool { return k.handingOff.Load() }
+// RegionStatus reports the replication to each other region, as of the
+// last few ticks.
+func (k *Server) RegionStatus() []kv.RegionStatus {
+	if p := k.regionStatus.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
 
-// KVStats returns the KV layer's counters.
-func (n *Node) KVStats() kv.Stats { return *n.kv.stats.Load() }
+// Clear is the seed's clear_cache: storage is emptied between rounds of
+// the loop, and the node forgets the hints and versions it kept of it.
+func (k *Server) Clear(ctx context.Context) error {
+	done := make(chan error, 1)
+	select {
+	case k.clears <- done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-done
+}
+
+// SetDraining counts this node out of every preference list (a leave, a
+// remove_node) or back in; the ring tables it is given then leave it out.
+func (k *Server) SetDraining(on bool) { k.drain.Store(on) }
+
+// Draining reports whether SetDraining(true) holds.
+func (k *Server) Draining() bool { return k.drain.Load() }
+
+// Committed counts the rounds that wrote to storage.
+func (k *Server) Committed() uint64 { return k.committed.Load() }
+
+// Dropped counts inbound messages a full queue turned away.
+func (k *Server) Dropped() int64 { return k.dropped.Load() }
+
+// NewBatcher returns a Batcher for one client connection.
+func (k *Server) NewBatcher() *Batcher { return &Batcher{k: k} }
+
+// Batcher runs one client connection's batches (a RESP pipeline's GETs
+// and SETs) through the coordinator, reusing its buffers from one batch
+// to the next.
+type Batcher struct {
+	k  *Server
+	st batchState
+}
+
+// Do runs ms together; errs[i] is the failure of ms[i], if any.
+func (c *Batcher) Do(ctx context.Context, ms []kv.Message) ([]kv.Message, []error) {
+	return c.k.doBatch(ctx, ms, &c.st)
+}
+
+// Abandoned reports, once, whether the last batch timed out while the
+// loop could still read its requests: the caller must not reuse them.
+func (c *Batcher) Abandoned() bool {
+	a := c.st.abandoned
+	c.st.abandoned = false
+	return a
+}

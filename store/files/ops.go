@@ -1,4 +1,4 @@
-package store
+package files
 
 import (
 	"context"
@@ -9,50 +9,53 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"tide/chord"
+	"tide/store/engine"
+	"tide/store/status"
 )
 
 // capWriter fails a write that would take the node past its capacity or
 // the file past the size limit.
 type capWriter struct {
-	w        *Writer
-	n        *Node
+	w        *engine.Writer
+	n        *Service
 	maxBytes int64
 }
 
 func (c *capWriter) Write(p []byte) (int, error) {
 	if c.w.Size()+int64(len(p)) > c.maxBytes {
-		return 0, statusf(http.StatusRequestEntityTooLarge, "file larger than the limit of %d bytes", c.maxBytes)
+		return 0, status.Errorf(http.StatusRequestEntityTooLarge, "file larger than the limit of %d bytes", c.maxBytes)
 	}
 	if used, capacity := c.n.Disk(); capacity > 0 && used+c.w.Size()+int64(len(p)) > capacity {
-		return 0, statusf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used", c.n.ring.Self().Addr(), used, capacity)
+		return 0, status.Errorf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used", c.n.ring.Self().Addr(), used, capacity)
 	}
 	return c.w.Write(p)
 }
 
 // store writes one version of a file to the local engine.
-func (n *Node) store(name string, body io.Reader, size int64, version uint64) (Meta, error) {
+func (n *Service) store(name string, body io.Reader, size int64, version uint64) (engine.Meta, error) {
 	if size > n.cfg.MaxFileSize {
-		return Meta{}, statusf(http.StatusRequestEntityTooLarge, "file of %d bytes is larger than the limit of %d", size, n.cfg.MaxFileSize)
+		return engine.Meta{}, status.Errorf(http.StatusRequestEntityTooLarge, "file of %d bytes is larger than the limit of %d", size, n.cfg.MaxFileSize)
 	}
 	if used, capacity := n.Disk(); size > 0 && capacity > 0 && used+size > capacity {
-		return Meta{}, statusf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used, %d more requested", n.ring.Self().Addr(), used, capacity, size)
+		return engine.Meta{}, status.Errorf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used, %d more requested", n.ring.Self().Addr(), used, capacity, size)
 	}
 	w, err := n.eng.Create()
 	if err != nil {
-		return Meta{}, err
+		return engine.Meta{}, err
 	}
 	defer w.Abort()
 	if _, err := io.Copy(&capWriter{w: w, n: n, maxBytes: n.cfg.MaxFileSize}, body); err != nil {
-		var se *StatusError
+		var se *status.Error
 		if errors.As(err, &se) {
-			return Meta{}, err
+			return engine.Meta{}, err
 		}
-		return Meta{}, statusf(http.StatusBadRequest, "receive %q: %v", name, err)
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, err)
 	}
 	if size >= 0 && w.Size() != size {
-		return Meta{}, statusf(http.StatusBadRequest, "receive %q: got %d of %d bytes", name, w.Size(), size)
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: got %d of %d bytes", name, w.Size(), size)
 	}
 	m, _, err := w.Commit(name, version)
 	return m, err
@@ -62,12 +65,12 @@ func (n *Node) store(name string, body io.Reader, size int64, version uint64) (M
 // routed to its owner, successor(md5_low32(name)); the owner stores it,
 // copies it to the rest of the replica set, and answers once a majority of
 // the set holds it.
-func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool) (Meta, error) {
+func (n *Service) Put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool) (engine.Meta, error) {
 	key := n.eng.KeyOf(name)
-	if !forwarded || n.leaving.Load() {
+	if !forwarded || n.cfg.Leaving() {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
-			return Meta{}, err
+			return engine.Meta{}, err
 		}
 		if owner != n.ring.Self() {
 			return n.forwardPut(ctx, owner, name, body, size)
@@ -75,24 +78,24 @@ func (n *Node) Put(ctx context.Context, name string, body io.Reader, size int64,
 	}
 	m, err := n.store(name, body, size, n.clock.Next())
 	if err != nil {
-		return Meta{}, err
+		return engine.Meta{}, err
 	}
 	set := n.localReplicaSet()
-	acks := 1 + n.replicate(ctx, m, set[1:])
-	if need := len(set)/2 + 1; acks < need {
-		return m, statusf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
+	need := len(set)/2 + 1
+	if acks := 1 + n.replicate(ctx, m, set[1:], need-1); acks < need {
+		return m, status.Errorf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
 	}
 	return m, nil
 }
 
 // owner returns the node responsible for key. A leaving node never names
 // itself: it routes through its successor.
-func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
+func (n *Service) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 	self := n.ring.Self()
-	if n.leaving.Load() {
+	if n.cfg.Leaving() {
 		succ := n.ring.Successor(0)
 		if succ == self {
-			return chord.Ref{}, statusf(http.StatusServiceUnavailable, "node is leaving and has no successor")
+			return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "node is leaving and has no successor")
 		}
 		o, err := n.rpc.FindSuccessor(ctx, succ, key)
 		if err != nil || o == self {
@@ -102,28 +105,28 @@ func (n *Node) owner(ctx context.Context, key chord.ID) (chord.Ref, error) {
 	}
 	if !n.ring.InRing() {
 		// A standby asks the ring it follows.
-		for _, via := range n.following() {
+		for _, via := range n.cfg.Following() {
 			if ref, err := n.rpc.CallRef(ctx, via, "get_info"); err == nil {
 				if o, err := n.rpc.FindSuccessor(ctx, ref, key); err == nil {
 					return o, nil
 				}
 			}
 		}
-		return chord.Ref{}, statusf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, errNoRing)
+		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, status.ErrNoRing)
 	}
 	if n.ring.Owns(key) {
 		return self, nil
 	}
 	o, err := n.ring.FindSuccessor(ctx, key)
 	if err != nil {
-		return chord.Ref{}, statusf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, err)
+		return chord.Ref{}, status.Errorf(http.StatusServiceUnavailable, "look up owner of key %d: %v", key, err)
 	}
 	return o, nil
 }
 
 // localReplicaSet is this node followed by its first N-1 distinct
 // successors.
-func (n *Node) localReplicaSet() []chord.Ref {
+func (n *Service) localReplicaSet() []chord.Ref {
 	self := n.ring.Self()
 	set := []chord.Ref{self}
 	for _, s := range n.ring.Successors() {
@@ -147,31 +150,41 @@ func containsRef(list []chord.Ref, r chord.Ref) bool {
 }
 
 // replicate copies m to each target in parallel and returns how many
-// succeeded.
-func (n *Node) replicate(ctx context.Context, m Meta, targets []chord.Ref) int {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	ok := 0
+// succeeded, once enough of them have (or all have finished): a slow or
+// hung target does not hold up the answer. The copies still under way go
+// on, detached from ctx's cancellation, until they finish or stall.
+func (n *Service) replicate(ctx context.Context, m engine.Meta, targets []chord.Ref, enough int) int {
+	results := make(chan bool, len(targets))
+	bg := context.WithoutCancel(ctx)
 	for _, t := range targets {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			if err := n.push(ctx, t, m); err != nil {
+			err := n.push(bg, t, m)
+			if err != nil {
 				n.m.replFailures.Inc()
 				n.log.Warn("replicate", "file", m.Name, "to", t.String(), "err", err)
-				return
 			}
-			mu.Lock()
-			ok++
-			mu.Unlock()
+			results <- err == nil
 		}()
 	}
-	wg.Wait()
+	ok := 0
+	for range targets {
+		select {
+		case r := <-results:
+			if r {
+				ok++
+			}
+		case <-ctx.Done():
+			return ok
+		}
+		if ok >= enough {
+			break
+		}
+	}
 	return ok
 }
 
 // push copies the local version m of a file (or its tombstone) to node t.
-func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
+func (n *Service) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
 		return err
@@ -182,7 +195,7 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
 		req, err = http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
 	} else {
 		var f *os.File
-		var cur Meta
+		var cur engine.Meta
 		cur, f, err = n.eng.Open(m.Name)
 		if err != nil {
 			return err
@@ -191,7 +204,9 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
 		if cur.Version != m.Version {
 			return fmt.Errorf("push %q: local version changed", m.Name)
 		}
-		req, err = http.NewRequestWithContext(ctx, http.MethodPut, u, f)
+		rctx, body, done := guardStall(ctx, f)
+		defer done()
+		req, err = http.NewRequestWithContext(rctx, http.MethodPut, u, body)
 		if req != nil {
 			req.ContentLength = cur.Size
 		}
@@ -201,7 +216,7 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
 	}
 	resp, err := n.hc.Do(req)
 	if err != nil {
-		return err
+		return stallCause(req.Context(), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -214,31 +229,34 @@ func (n *Node) push(ctx context.Context, t chord.Ref, m Meta) error {
 }
 
 // forwardPut streams an upload to its owner.
-func (n *Node) forwardPut(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (Meta, error) {
+func (n *Service) forwardPut(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
 	addr, err := n.httpAddrOf(ctx, owner)
 	if err != nil {
-		return Meta{}, statusf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
+		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
 	}
 	src := &sourceReader{r: body}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, fileURL(addr, "/files/", name), src)
+	rctx, guarded, done := guardStall(ctx, src)
+	defer done()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPut, fileURL(addr, "/files/", name), guarded)
 	if err != nil {
-		return Meta{}, err
+		return engine.Meta{}, err
 	}
 	req.ContentLength = size
-	req.Header.Set(hdrForwarded, "1")
+	req.Header.Set(HdrForwarded, "1")
 	resp, err := n.hc.Do(req)
+	done()
 	if src.err != nil {
-		return Meta{}, statusf(http.StatusBadRequest, "receive %q: %v", name, src.err)
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, src.err)
 	}
 	if err != nil {
-		return Meta{}, statusf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), err)
+		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), stallCause(rctx, err))
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return Meta{}, &StatusError{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+		return engine.Meta{}, &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
 	}
-	return Meta{Name: name, Key: n.eng.KeyOf(name), Size: size}, nil
+	return engine.Meta{Name: name, Key: n.eng.KeyOf(name), Size: size}, nil
 }
 
 // sourceReader remembers a read error of the client's body, so that a
@@ -256,18 +274,11 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
-func trimNL(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
 // Delete removes a file everywhere by writing a tombstone at its owner and
 // the owner's replicas.
-func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
+func (n *Service) Delete(ctx context.Context, name string, forwarded bool) error {
 	key := n.eng.KeyOf(name)
-	if !forwarded || n.leaving.Load() {
+	if !forwarded || n.cfg.Leaving() {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
 			return err
@@ -275,18 +286,18 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 		if owner != n.ring.Self() {
 			addr, err := n.httpAddrOf(ctx, owner)
 			if err != nil {
-				return statusf(http.StatusServiceUnavailable, "reach owner %s: %v", owner.Addr(), err)
+				return status.Errorf(http.StatusServiceUnavailable, "reach owner %s: %v", owner.Addr(), err)
 			}
 			req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, fileURL(addr, "/files/", name), nil)
-			req.Header.Set(hdrForwarded, "1")
+			req.Header.Set(HdrForwarded, "1")
 			resp, err := n.hc.Do(req)
 			if err != nil {
-				return statusf(http.StatusServiceUnavailable, "forward delete to %s: %v", owner.Addr(), err)
+				return status.Errorf(http.StatusServiceUnavailable, "forward delete to %s: %v", owner.Addr(), err)
 			}
 			defer resp.Body.Close()
 			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			if resp.StatusCode/100 != 2 {
-				return &StatusError{Code: resp.StatusCode, Msg: string(trimNL(msg))}
+				return &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
 			}
 			return nil
 		}
@@ -294,23 +305,23 @@ func (n *Node) Delete(ctx context.Context, name string, forwarded bool) error {
 	if found, err := n.findAnywhere(ctx, name); err != nil {
 		return err
 	} else if !found {
-		return ErrNotFound
+		return engine.ErrNotFound
 	}
 	v := n.clock.Next()
 	if _, err := n.eng.Delete(name, v); err != nil {
 		return err
 	}
-	tomb := Meta{Name: name, Key: key, Version: v, Deleted: true}
+	tomb := engine.Meta{Name: name, Key: key, Version: v, Deleted: true}
 	set := n.localReplicaSet()
-	if acks := 1 + n.replicate(ctx, tomb, set[1:]); acks < len(set)/2+1 {
-		return statusf(http.StatusServiceUnavailable, "delete of %q reached %d of %d replicas", name, acks, len(set))
+	if acks := 1 + n.replicate(ctx, tomb, set[1:], len(set)/2); acks < len(set)/2+1 {
+		return status.Errorf(http.StatusServiceUnavailable, "delete of %q reached %d of %d replicas", name, acks, len(set))
 	}
 	return nil
 }
 
 // findAnywhere reports whether a live copy of name exists here or on the
 // next nodes of the ring (replicas, or an old owner still handing off).
-func (n *Node) findAnywhere(ctx context.Context, name string) (bool, error) {
+func (n *Service) findAnywhere(ctx context.Context, name string) (bool, error) {
 	if m, ok, err := n.eng.Get(name); err != nil || (ok && !m.Deleted) {
 		return ok, err
 	}
@@ -335,7 +346,7 @@ func (n *Node) findAnywhere(ctx context.Context, name string) (bool, error) {
 // fallbacks are the nodes that may hold a copy of a file this node owns
 // but lacks: its successors, which hold replicas and, right after a join,
 // the file's previous owner.
-func (n *Node) fallbacks() []chord.Ref {
+func (n *Service) fallbacks() []chord.Ref {
 	self := n.ring.Self()
 	var out []chord.Ref
 	for _, s := range n.ring.Successors() {
@@ -349,9 +360,9 @@ func (n *Node) fallbacks() []chord.Ref {
 // Get writes the file name to w. The owner serves its own copy, or a copy
 // from its successors while a transfer is in flight; other nodes proxy to
 // the owner, and to the owner's successors if the owner is unreachable.
-func (n *Node) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) error {
+func (n *Service) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) error {
 	key := n.eng.KeyOf(name)
-	forwarded := r.Header.Get(hdrForwarded) != ""
+	forwarded := r.Header.Get(HdrForwarded) != ""
 	if !forwarded {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
@@ -368,23 +379,23 @@ func (n *Node) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, 
 			io.Copy(w, f)
 		}
 		return nil
-	} else if !errors.Is(err, ErrNotFound) {
+	} else if !errors.Is(err, engine.ErrNotFound) {
 		return err
 	}
 	if m, ok, _ := n.eng.Get(name); ok && m.Deleted {
-		return ErrNotFound
+		return engine.ErrNotFound
 	}
 	for _, s := range n.fallbacks() {
 		if n.tryGet(ctx, w, r, s, "/internal/file/", name, false) {
 			return nil
 		}
 	}
-	return ErrNotFound
+	return engine.ErrNotFound
 }
 
 // proxyGet asks the owner for name, then the nodes after it if the owner
 // does not answer.
-func (n *Node) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Request, owner chord.Ref, name string) error {
+func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Request, owner chord.Ref, name string) error {
 	cand := owner
 	for range n.cfg.Replicas {
 		if cand == n.ring.Self() {
@@ -399,7 +410,7 @@ func (n *Node) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		} else if done, reachable := n.tryGetStatus(ctx, w, r, cand, "/files/", name, true); done {
 			return nil
 		} else if reachable {
-			return ErrNotFound
+			return engine.ErrNotFound
 		}
 		next, err := n.ring.FindSuccessor(ctx, cand.ID+1)
 		if err != nil || next == cand {
@@ -407,24 +418,24 @@ func (n *Node) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 		cand = next
 	}
-	return statusf(http.StatusServiceUnavailable, "no replica of %q answered", name)
+	return status.Errorf(http.StatusServiceUnavailable, "no replica of %q answered", name)
 }
 
-func (n *Node) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
+func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
 	done, _ := n.tryGetStatus(ctx, w, r, t, prefix, name, fwd)
 	return done
 }
 
 // tryGetStatus copies name from node t to w. done reports that w was
 // written; reachable that t answered (with a miss if not done).
-func (n *Node) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) (done, reachable bool) {
+func (n *Service) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) (done, reachable bool) {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
 		return false, false
 	}
 	req, _ := http.NewRequestWithContext(ctx, r.Method, fileURL(addr, prefix, name), nil)
 	if fwd {
-		req.Header.Set(hdrForwarded, "1")
+		req.Header.Set(HdrForwarded, "1")
 	}
 	resp, err := n.hc.Do(req)
 	if err != nil {
@@ -442,4 +453,25 @@ func (n *Node) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *http.
 	w.WriteHeader(http.StatusOK)
 	io.Copy(w, resp.Body)
 	return true, true
+}
+
+// hlc hands out versions: hybrid logical clock timestamps in nanoseconds,
+// strictly increasing on this node and never behind any version observed.
+type hlc struct {
+	mu   sync.Mutex
+	last uint64
+}
+
+func (c *hlc) Next() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := uint64(time.Now().UnixNano())
+	c.last = max(now, c.last+1)
+	return c.last
+}
+
+func (c *hlc) Observe(v uint64) {
+	c.mu.Lock()
+	c.last = max(c.last, v)
+	c.mu.Unlock()
 }

@@ -1,25 +1,16 @@
-// Package store is the tide storage node, the process `tide node` runs. It
-// composes a node's services; all but the Redis front end (package resp)
-// still live in this package, each in files of its own:
+// Package engine is a storage node's disk: one pebble database per node
+// (under DATA/meta) and the file bodies beside it (DATA/files). It holds
+// the file store's metadata and bodies (Meta, Writer: a file is written,
+// fsynced, renamed into place, then its metadata committed), the node's
+// own state (PutState, State), and the key-value service's records,
+// hints and region outbox (kvstore.go: the engine as a kv.Storage,
+// ApplyKV for a round of writes, SyncWAL for group commit), with bulk
+// transfers written as sstables and ingested (kvingest.go).
 //
-//   - the node (node.go, standby.go, membership.go): configuration, the
-//     Chord member (package chord over package chord/rpc), the ring the
-//     KV layer routes by, standbys, and the Dynamo seed's membership routes;
-//   - the file store (http.go, ops.go, repair.go, client.go): files on
-//     disk, owned by successor(md5_low32(name)), replicated to the next N-1
-//     successors, moved when the ring changes;
-//   - the key-value service's driver (kvnode.go, kvhttp.go): a goroutine
-//     that steps a kv.Node, persists its rounds and sends its messages
-//     over package transport; and its storage (kvstore.go, kvingest.go);
-//   - the engine (engine.go): pebble for file metadata, KV records, hints
-//     and node state;
-//   - the RESP front end's backend (respbackend.go): the KV service as
-//     package resp reaches it.
-//
-// It may import the pure cores (chord, kv), their drivers' libraries
-// (chord/rpc, transport, wire) and the front ends (resp); nothing imports
-// it but the CLI, the benchmarks and the tests.
-package store
+// It may import the pure core kv (for its record and hint encodings),
+// chord (for ring positions) and store/status (ErrNotFound answers 404);
+// no other tide package, and nothing of the network.
+package engine
 
 import (
 	"bufio"
@@ -33,6 +24,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,6 +38,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 
 	"tide/chord"
+	"tide/store/status"
 )
 
 // Meta describes one stored file or tombstone.
@@ -69,7 +62,7 @@ type Engine struct {
 	mu   sync.Mutex // serialises commits so version checks and renames agree
 	used atomic.Int64
 	nfil atomic.Int64
-	// KV record counts (see applyKV); kvMu orders their updates.
+	// KV record counts (see ApplyKV); kvMu orders their updates.
 	kvKeys, kvBytes atomic.Int64
 	kvMu            sync.Mutex
 	keyBuf, recBuf  []byte // applyKV's scratch space, under kvMu
@@ -126,12 +119,37 @@ func (s *stallStats) listener() *pebble.EventListener {
 	}
 }
 
-// ErrNotFound is returned for a name with no live file.
-var ErrNotFound = errors.New("file not found")
+// Stalls counts the write stalls so far: writes held back because
+// flushes or compactions fell behind.
+func (e *Engine) Stalls() int64 { return e.stalls.count.Load() }
+
+// StallTime is how long writes were held back by write stalls so far.
+func (e *Engine) StallTime() time.Duration { return time.Duration(e.stalls.nanos.Load()) }
+
+// Ingested counts the KV bytes written by ingestion (kvingest.go).
+func (e *Engine) Ingested() int64 { return e.ingested.Load() }
+
+// Compactions reports the compactions pebble owes and runs.
+func (e *Engine) Compactions() Compactions {
+	c := e.db.Metrics().Compact
+	return Compactions{EstimatedDebt: c.EstimatedDebt, NumInProgress: c.NumInProgress}
+}
+
+// Compactions is the engine's compaction backlog.
+type Compactions struct {
+	// EstimatedDebt is the bytes pebble estimates it must compact to bring
+	// its levels back into shape (high after a bulk load).
+	EstimatedDebt uint64
+	// NumInProgress is the compactions under way.
+	NumInProgress int64
+}
+
+// ErrNotFound is returned for a name with no live file; it answers 404.
+var ErrNotFound error = &status.Error{Code: http.StatusNotFound, Msg: "file not found"}
 
 // OpenEngine opens or creates the engine in dir; pos places names and keys
 // on the ring.
-func OpenEngine(dir string, pos func([]byte) uint32) (*Engine, error) {
+func Open(dir string, pos func([]byte) uint32) (*Engine, error) {
 	for _, d := range []string{"files", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("create %s: %w", filepath.Join(dir, d), err)

@@ -1,0 +1,389 @@
+// Package chaos runs tide storage nodes in Docker containers, injects the
+// faults that break real clusters (partitions, pauses, kill -9, restarts,
+// a full disk, joins and leaves) while clients read and write through
+// them, and checks every history: porcupine for the linearizability of
+// single-writer keys, and that nothing acknowledged was lost.
+//
+// A scenario is a declarative value (Scenario): the nodes, the workloads
+// and a timeline of faults. Run starts a fresh cluster for it, runs it and
+// returns its Report.
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"tide/autoscale/provision"
+	dockerprov "tide/autoscale/provision/docker"
+)
+
+// RESPPort is where every node of a chaos cluster serves the Redis
+// protocol.
+const RESPPort = 6379
+
+// Node is one tide node of a cluster: a container with a fixed address.
+type Node struct {
+	// Name is n1, n2, ... in launch order; faults name nodes by it.
+	Name string
+	// ID is the container's ID.
+	ID string
+	// HTTP, Chord and RESP are the node's addresses (IP:port).
+	HTTP, Chord, RESP string
+
+	mu          sync.Mutex
+	gone        bool // left the ring or removed: no client uses it
+	partitioned bool
+	paused      bool
+	down        bool // killed or stopped
+}
+
+// Up reports whether clients should try the node: it is in the cluster
+// and running (a partitioned or paused node is up: clients find out).
+func (n *Node) Up() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return !n.gone && !n.down
+}
+
+func (n *Node) set(f func(n *Node)) {
+	n.mu.Lock()
+	f(n)
+	n.mu.Unlock()
+}
+
+// Cluster is a ring of tide nodes in containers of one Docker engine, on
+// a user-defined bridge network of its own.
+type Cluster struct {
+	prov    *dockerprov.Provisioner
+	cli     *client.Client
+	network string
+	http    *http.Client
+
+	mu    sync.Mutex
+	nodes []*Node
+}
+
+// ClusterConfig says how to run the cluster's nodes.
+type ClusterConfig struct {
+	// Image is the node image (dockerprov.BuildImage), e.g.
+	// tide-node:latest.
+	Image string
+	// Name names the cluster's containers and network; it must be unique
+	// on the engine while the cluster runs.
+	Name string
+	// Replicas is N (and the files' replica count); 0 means tide's
+	// default (3).
+	Replicas int
+	// DiskBytes, when above 0, gives each node a tmpfs of that size as
+	// its data directory, so that the disk can fill up.
+	DiskBytes int64
+	// Capacity, when above 0, is the capacity each node believes its disk
+	// has (--capacity); above DiskBytes, the disk fills before the node
+	// refuses writes for being full.
+	Capacity int64
+	// NanoCPUs limits each node's CPU (billionths); 0 means no limit.
+	NanoCPUs int64
+	// Client is the engine client; nil connects from the environment.
+	Client *client.Client
+}
+
+// NewCluster makes the network; Start launches the nodes.
+func NewCluster(cfg ClusterConfig) (*Cluster, error) {
+	if cfg.Name == "" || cfg.Image == "" {
+		return nil, errors.New("chaos: a cluster needs a name and an image")
+	}
+	prov, err := dockerprov.New(dockerprov.Config{
+		Image:       cfg.Image,
+		Cluster:     cfg.Name,
+		Replicas:    cfg.Replicas,
+		DataTmpfs:   cfg.DiskBytes,
+		Capacity:    cfg.Capacity,
+		NanoCPUs:    cfg.NanoCPUs,
+		Extra:       []string{"--resp-addr", "0.0.0.0:" + strconv.Itoa(RESPPort)},
+		StopTimeout: 10 * time.Second,
+		Client:      cfg.Client,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Cluster{prov: prov, cli: prov.Client(), network: prov.Config().Network, http: &http.Client{Timeout: 5 * time.Second}}, nil
+}
+
+// Nodes returns every node launched, in launch order.
+func (c *Cluster) Nodes() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.nodes)
+}
+
+// Live returns the nodes clients should use.
+func (c *Cluster) Live() []*Node {
+	return slices.DeleteFunc(c.Nodes(), func(n *Node) bool { return !n.Up() })
+}
+
+// Node returns the node named name.
+func (c *Cluster) Node(name string) (*Node, error) {
+	for _, n := range c.Nodes() {
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("chaos: no node %s", name)
+}
+
+// Start launches n nodes, one at a time, the first making the ring and
+// the others joining it, and waits until every node sees all of them.
+func (c *Cluster) Start(ctx context.Context, n int) error {
+	for range n {
+		if _, err := c.Join(ctx); err != nil {
+			return err
+		}
+	}
+	return c.WaitRing(ctx)
+}
+
+// Join launches a node that joins the ring through a live member (or
+// makes the ring if there is none) and waits until it serves.
+func (c *Cluster) Join(ctx context.Context) (*Node, error) {
+	c.mu.Lock()
+	name := "n" + strconv.Itoa(len(c.nodes)+1)
+	c.mu.Unlock()
+	spec := provision.Spec{Name: name}
+	if live := c.Live(); len(live) > 0 {
+		spec.Join = live[0].Chord
+	}
+	in, err := c.prov.Launch(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	host := in.HTTPAddr[:len(in.HTTPAddr)-len(strconv.Itoa(dockerprov.HTTPPort))-1]
+	node := &Node{Name: name, ID: in.ID, HTTP: in.HTTPAddr, Chord: in.ChordAddr, RESP: host + ":" + strconv.Itoa(RESPPort)}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, node)
+	c.mu.Unlock()
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := provision.WaitHealthy(wctx, nil, node.HTTP); err != nil {
+		logs, _ := c.prov.Logs(ctx, in.ID, 20)
+		return nil, fmt.Errorf("chaos: %s never served: %w\n%s", name, err, logs)
+	}
+	return node, nil
+}
+
+// WaitRing waits until every live node's ring lists exactly the live
+// nodes.
+func (c *Cluster) WaitRing(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var last string
+	for {
+		live := c.Live()
+		want := make([]string, 0, len(live))
+		for _, n := range live {
+			want = append(want, n.HTTP)
+		}
+		slices.Sort(want)
+		ok := true
+		for _, n := range live {
+			got, err := c.ringOf(ctx, n)
+			if err != nil || !slices.Equal(got, want) {
+				ok, last = false, fmt.Sprintf("%s sees %v (%v), want %v", n.Name, got, err, want)
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("chaos: the ring did not settle: %s", last)
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
+}
+
+// ringOf returns the HTTP addresses of the members n's KV ring lists,
+// sorted.
+func (c *Cluster) ringOf(ctx context.Context, n *Node) ([]string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTP+"/hash_ring", nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Ring map[string]string `json:"ring"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, a := range r.Ring {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Disconnect cuts n off the cluster's network (both ways: the host, which
+// the clients run on, loses it too).
+func (c *Cluster) Disconnect(ctx context.Context, n *Node) error {
+	if _, err := c.cli.NetworkDisconnect(ctx, c.network, client.NetworkDisconnectOptions{Container: n.ID, Force: true}); err != nil {
+		return fmt.Errorf("chaos: disconnect %s: %w", n.Name, err)
+	}
+	n.set(func(n *Node) { n.partitioned = true })
+	return nil
+}
+
+// Reconnect attaches n to the network again at its address.
+func (c *Cluster) Reconnect(ctx context.Context, n *Node) error {
+	_, err := c.cli.NetworkConnect(ctx, c.network, client.NetworkConnectOptions{Container: n.ID, EndpointConfig: endpointAt(n)})
+	if err != nil {
+		return fmt.Errorf("chaos: reconnect %s: %w", n.Name, err)
+	}
+	n.set(func(n *Node) { n.partitioned = false })
+	return nil
+}
+
+// Pause freezes every process of n (docker pause: the cgroup freezer, as
+// SIGSTOP would): it holds its connections and answers nothing.
+func (c *Cluster) Pause(ctx context.Context, n *Node) error {
+	if _, err := c.cli.ContainerPause(ctx, n.ID, client.ContainerPauseOptions{}); err != nil {
+		return fmt.Errorf("chaos: pause %s: %w", n.Name, err)
+	}
+	n.set(func(n *Node) { n.paused = true })
+	return nil
+}
+
+// Unpause lets n run again.
+func (c *Cluster) Unpause(ctx context.Context, n *Node) error {
+	if _, err := c.cli.ContainerUnpause(ctx, n.ID, client.ContainerUnpauseOptions{}); err != nil {
+		return fmt.Errorf("chaos: unpause %s: %w", n.Name, err)
+	}
+	n.set(func(n *Node) { n.paused = false })
+	return nil
+}
+
+// Kill sends n SIGKILL: it dies without a chance to flush or tell anyone.
+func (c *Cluster) Kill(ctx context.Context, n *Node) error {
+	if _, err := c.cli.ContainerKill(ctx, n.ID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
+		return fmt.Errorf("chaos: kill %s: %w", n.Name, err)
+	}
+	n.set(func(n *Node) { n.down = true })
+	return nil
+}
+
+// Revive starts a killed node again on its data and waits until it
+// serves.
+func (c *Cluster) Revive(ctx context.Context, n *Node) error {
+	// The engine may still be reaping the killed container.
+	w := c.cli.ContainerWait(ctx, n.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	select {
+	case <-w.Result:
+	case <-w.Error:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if _, err := c.cli.ContainerStart(ctx, n.ID, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("chaos: start %s: %w", n.Name, err)
+	}
+	return c.waitServing(ctx, n)
+}
+
+// Restart stops n gracefully (SIGTERM) and starts it again on its data.
+func (c *Cluster) Restart(ctx context.Context, n *Node) error {
+	timeout := 10
+	n.set(func(n *Node) { n.down = true })
+	if _, err := c.cli.ContainerRestart(ctx, n.ID, client.ContainerRestartOptions{Timeout: &timeout}); err != nil {
+		return fmt.Errorf("chaos: restart %s: %w", n.Name, err)
+	}
+	return c.waitServing(ctx, n)
+}
+
+func (c *Cluster) waitServing(ctx context.Context, n *Node) error {
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := provision.WaitHealthy(wctx, nil, n.HTTP); err != nil {
+		logs, _ := c.prov.Logs(ctx, n.ID, 20)
+		return fmt.Errorf("chaos: %s never served again: %w\n%s", n.Name, err, logs)
+	}
+	n.set(func(n *Node) { n.down = false })
+	return nil
+}
+
+// Leave drains n gracefully out of the ring (its data handed off) and
+// removes its container.
+func (c *Cluster) Leave(ctx context.Context, n *Node) error {
+	in := provision.Instance{ID: n.ID, HTTPAddr: n.HTTP}
+	n.set(func(n *Node) { n.gone = true })
+	if err := c.prov.Drain(ctx, in); err != nil {
+		return fmt.Errorf("chaos: leave %s: %w", n.Name, err)
+	}
+	return c.prov.Terminate(ctx, in)
+}
+
+// Logs returns the last lines a node printed.
+func (c *Cluster) Logs(ctx context.Context, n *Node, tail int) string {
+	s, err := c.prov.Logs(ctx, n.ID, tail)
+	if err != nil {
+		return err.Error()
+	}
+	return s
+}
+
+// Heal undoes what can be undone of every fault still in force: it
+// unpauses, reconnects and starts again every node that is paused,
+// partitioned or killed.
+func (c *Cluster) Heal(ctx context.Context) error {
+	var errs []error
+	for _, n := range c.Nodes() {
+		n.mu.Lock()
+		gone, paused, part, down := n.gone, n.paused, n.partitioned, n.down
+		n.mu.Unlock()
+		if gone {
+			continue
+		}
+		if paused {
+			errs = append(errs, c.Unpause(ctx, n))
+		}
+		if part {
+			errs = append(errs, c.Reconnect(ctx, n))
+		}
+		if down {
+			errs = append(errs, c.Revive(ctx, n))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close removes every container of the cluster and its network.
+func (c *Cluster) Close(ctx context.Context) error {
+	err := c.prov.Cleanup(ctx)
+	if err != nil && cerrdefs.IsNotFound(err) {
+		err = nil
+	}
+	return errors.Join(err, c.prov.Close())
+}
+
+// endpointAt is n's endpoint on the cluster's network: its fixed address,
+// which the ring knows it by.
+func endpointAt(n *Node) *network.EndpointSettings {
+	ap, err := netip.ParseAddrPort(n.HTTP)
+	if err != nil {
+		return nil
+	}
+	return &network.EndpointSettings{IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ap.Addr()}}
+}

@@ -1,0 +1,141 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// A Fault is something done to the cluster. Inject does it and returns
+// how to undo it (nil when it cannot be undone, as a leave).
+type Fault interface {
+	String() string
+	Inject(ctx context.Context, c *Cluster) (undo func(context.Context) error, err error)
+}
+
+// A Step is a fault at a moment of a scenario's workload, undone For
+// later (if For is 0, it stays until the workload ends, when the cluster
+// is healed).
+type Step struct {
+	At    time.Duration
+	Fault Fault
+	For   time.Duration
+}
+
+type nodeFault struct {
+	what string
+	node string
+	do   func(ctx context.Context, c *Cluster, n *Node) (func(context.Context) error, error)
+}
+
+func (f nodeFault) String() string { return f.what + " " + f.node }
+
+func (f nodeFault) Inject(ctx context.Context, c *Cluster) (func(context.Context) error, error) {
+	n, err := c.Node(f.node)
+	if err != nil {
+		return nil, err
+	}
+	return f.do(ctx, c, n)
+}
+
+// Partition cuts node off the network (docker network disconnect) until
+// the step ends. Both directions drop: the FROM scratch image has no
+// iptables, so one-way drops are not offered.
+func Partition(node string) Fault {
+	return nodeFault{"partition", node, func(ctx context.Context, c *Cluster, n *Node) (func(context.Context) error, error) {
+		if err := c.Disconnect(ctx, n); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return c.Reconnect(ctx, n) }, nil
+	}}
+}
+
+// Pause freezes node (docker pause) until the step ends.
+func Pause(node string) Fault {
+	return nodeFault{"pause", node, func(ctx context.Context, c *Cluster, n *Node) (func(context.Context) error, error) {
+		if err := c.Pause(ctx, n); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return c.Unpause(ctx, n) }, nil
+	}}
+}
+
+// Kill sends node SIGKILL; it starts again on its data when the step ends.
+func Kill(node string) Fault {
+	return nodeFault{"kill -9", node, func(ctx context.Context, c *Cluster, n *Node) (func(context.Context) error, error) {
+		if err := c.Kill(ctx, n); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { return c.Revive(ctx, n) }, nil
+	}}
+}
+
+// Restart stops node with SIGTERM and starts it again.
+func Restart(node string) Fault {
+	return nodeFault{"restart", node, func(ctx context.Context, c *Cluster, n *Node) (func(context.Context) error, error) {
+		return nil, c.Restart(ctx, n)
+	}}
+}
+
+// Leave drains node gracefully out of the ring and removes it.
+func Leave(node string) Fault {
+	return nodeFault{"leave", node, func(ctx context.Context, c *Cluster, n *Node) (func(context.Context) error, error) {
+		return nil, c.Leave(ctx, n)
+	}}
+}
+
+type joinFault struct{}
+
+// Join launches a new node that joins the ring.
+func Join() Fault { return joinFault{} }
+
+func (joinFault) String() string { return "join" }
+
+func (joinFault) Inject(ctx context.Context, c *Cluster) (func(context.Context) error, error) {
+	_, err := c.Join(ctx)
+	return nil, err
+}
+
+type fillFault struct {
+	fileBytes int
+	note      string // what the fill did, once injected
+}
+
+// FillDisk uploads filler files through the ring until the nodes refuse
+// three of them (their disks, tmpfs of Scenario.DiskBytes, are full);
+// when the step ends it deletes them, and space returns.
+func FillDisk() Fault { return &fillFault{fileBytes: 512 << 10} }
+
+func (f *fillFault) String() string { return "fill the disks" + f.note }
+
+func (f *fillFault) Inject(ctx context.Context, c *Cluster) (func(context.Context) error, error) {
+	fc := newFileClient(5 * time.Second)
+	var names []string
+	var refusals []string
+	stored := 0
+	for i := 0; len(refusals) < 3 && i < 4096; i++ {
+		name := fmt.Sprintf("fill-%04d", i)
+		live := c.Live()
+		if len(live) == 0 {
+			return nil, fmt.Errorf("chaos: fill: no live node")
+		}
+		names = append(names, name)
+		if err := fc.put(ctx, live[i%len(live)], name, filler(name, f.fileBytes)); err != nil {
+			refusals = append(refusals, shorten(err.Error(), 200))
+		} else {
+			stored++
+		}
+	}
+	f.note = fmt.Sprintf(" (%d files of %d KiB stored, then refused: %s)", stored, f.fileBytes>>10, strings.Join(refusals, "; "))
+	return func(ctx context.Context) error {
+		for _, name := range names {
+			for _, n := range c.Live() {
+				if fc.del(ctx, n, name) == nil {
+					break
+				}
+			}
+		}
+		return nil
+	}, nil
+}

@@ -1,0 +1,257 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Files is a file workload: Clients clients, each the only writer of its
+// Names files, uploading and overwriting them with Size bytes of fresh
+// content.
+type Files struct {
+	Clients int
+	Names   int
+	Size    int
+}
+
+// FilesResult is what a file workload saw and what its checks found.
+type FilesResult struct {
+	Counts
+	// LostFiles names files that did not download as their last
+	// acknowledged upload (or one that was not acknowledged).
+	LostFiles []string `json:"lost_files,omitempty"`
+	// UnderReplicated names files with fewer copies than the replica
+	// count (or the number of nodes, if smaller) at the end.
+	UnderReplicated []string       `json:"under_replicated,omitempty"`
+	Errors          map[string]int `json:"errors,omitempty"`
+}
+
+// fileClient uploads, downloads and deletes files through any node (the
+// node forwards to the file's owner).
+type fileClient struct{ hc *http.Client }
+
+func newFileClient(timeout time.Duration) fileClient {
+	return fileClient{&http.Client{Timeout: timeout}}
+}
+
+func (f fileClient) do(ctx context.Context, method, url string, body []byte) ([]byte, int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, 0, err
+	}
+	resp, err := f.hc.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, 0, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return b, resp.StatusCode, &statusErr{resp.StatusCode, fmt.Sprintf("%s %s: %d %s", method, url, resp.StatusCode, strings.TrimSpace(shorten(string(b), 200)))}
+	}
+	return b, resp.StatusCode, nil
+}
+
+func (f fileClient) put(ctx context.Context, n *Node, name string, body []byte) error {
+	_, _, err := f.do(ctx, http.MethodPut, "http://"+n.HTTP+"/files/"+name, body)
+	return err
+}
+
+func (f fileClient) get(ctx context.Context, n *Node, name string) ([]byte, int, error) {
+	return f.do(ctx, http.MethodGet, "http://"+n.HTTP+"/files/"+name, nil)
+}
+
+func (f fileClient) del(ctx context.Context, n *Node, name string) error {
+	_, code, err := f.do(ctx, http.MethodDelete, "http://"+n.HTTP+"/files/"+name, nil)
+	if code == http.StatusNotFound {
+		return nil
+	}
+	return err
+}
+
+// local lists the files a node holds itself: name to MD5.
+func (f fileClient) local(ctx context.Context, n *Node) (map[string]string, error) {
+	b, _, err := f.do(ctx, http.MethodGet, "http://"+n.HTTP+"/files?local=1", nil)
+	if err != nil {
+		return nil, err
+	}
+	var list []struct {
+		Name string `json:"name"`
+		MD5  string `json:"md5"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		return nil, fmt.Errorf("files of %s: %w", n.Name, err)
+	}
+	out := map[string]string{}
+	for _, m := range list {
+		out[m.Name] = m.MD5
+	}
+	return out, nil
+}
+
+// filler is size bytes for name: a header naming it, then pseudo-random
+// bytes (incompressible, so that a full disk is really full).
+func filler(name string, size int) []byte {
+	b := make([]byte, size)
+	rng := rand.New(rand.NewPCG(uint64(len(name)), uint64(time.Now().UnixNano())))
+	for i := 0; i+8 <= size; i += 8 {
+		v := rng.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	copy(b, name+"\n")
+	return b
+}
+
+func md5hex(b []byte) string { s := md5.Sum(b); return hex.EncodeToString(s[:]) }
+
+// filesRun is a file workload in progress.
+type filesRun struct {
+	cfg     Files
+	cluster *Cluster
+	timeout time.Duration
+	tally   *tally
+
+	mu sync.Mutex
+	// acked is each file's last acknowledged content (MD5); maybe the
+	// contents of every upload that was not acknowledged.
+	acked map[string]string
+	maybe map[string][]string
+}
+
+func fileName(client, j int) string { return fmt.Sprintf("c%d-f%d", client, j) }
+
+func (f *filesRun) run(ctx context.Context, id int) {
+	fc := newFileClient(f.timeout)
+	entry := id
+	for i := 0; ctx.Err() == nil; i++ {
+		live := f.cluster.Live()
+		if len(live) == 0 {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		n := live[entry%len(live)]
+		name := fileName(id, i%f.cfg.Names)
+		body := filler(name, f.cfg.Size)
+		sum := md5hex(body)
+		octx, cancel := context.WithTimeout(ctx, f.timeout)
+		start := time.Now()
+		err := fc.put(octx, n, name, body)
+		end := time.Now()
+		cancel()
+		if ctx.Err() != nil && err != nil {
+			f.mu.Lock()
+			f.maybe[name] = append(f.maybe[name], sum)
+			f.mu.Unlock()
+			return
+		}
+		out := classify(err)
+		f.tally.record(id, start, end, out, err)
+		f.mu.Lock()
+		if out == Acked {
+			f.acked[name] = sum
+		} else {
+			// Even a clear failure may leave the upload on a replica
+			// that repairs it onto the others, and an unanswered one
+			// may land after later uploads: either may be what a
+			// download finds at the end.
+			f.maybe[name] = append(f.maybe[name], sum)
+		}
+		f.mu.Unlock()
+		if err != nil {
+			entry++
+		}
+	}
+}
+
+// verify downloads every acknowledged file once the cluster is healed and
+// waits (up to a minute) for each to have its full replica count.
+func (f *filesRun) verify(ctx context.Context, end time.Time, replicas int) FilesResult {
+	res := FilesResult{Counts: f.tally.close(end)}
+	fc := newFileClient(f.timeout)
+	f.mu.Lock()
+	acked := make(map[string]string, len(f.acked))
+	for k, v := range f.acked {
+		acked[k] = v
+	}
+	f.mu.Unlock()
+	final := map[string]string{}
+	for name, want := range acked {
+		var body []byte
+		var code int
+		var err error
+		for try := 0; try < 20; try++ {
+			live := f.cluster.Live()
+			octx, cancel := context.WithTimeout(ctx, f.timeout)
+			body, code, err = fc.get(octx, live[try%len(live)], name)
+			cancel()
+			if err == nil || code == http.StatusNotFound || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err != nil {
+			res.Lost++
+			res.LostFiles = append(res.LostFiles, fmt.Sprintf("%s: %v", name, err))
+			continue
+		}
+		got := md5hex(body)
+		f.mu.Lock()
+		ok := got == want
+		for _, m := range f.maybe[name] {
+			ok = ok || got == m
+		}
+		f.mu.Unlock()
+		if !ok {
+			res.Lost++
+			res.LostFiles = append(res.LostFiles, fmt.Sprintf("%s: downloaded %d bytes with MD5 %s, not the acknowledged %s", name, len(body), got, want))
+			continue
+		}
+		final[name] = got
+	}
+	// Replica counts: every file on min(replicas, nodes) nodes.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		live := f.cluster.Live()
+		want := min(replicas, len(live))
+		copies := map[string]int{}
+		for _, n := range live {
+			held, err := fc.local(ctx, n)
+			if err != nil {
+				continue
+			}
+			for name, sum := range final {
+				if held[name] == sum {
+					copies[name]++
+				}
+			}
+		}
+		res.UnderReplicated = res.UnderReplicated[:0]
+		for name := range final {
+			if copies[name] < want {
+				res.UnderReplicated = append(res.UnderReplicated, fmt.Sprintf("%s: %d of %d copies", name, copies[name], want))
+			}
+		}
+		if len(res.UnderReplicated) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	f.tally.mu.Lock()
+	res.Errors = f.tally.errs
+	f.tally.mu.Unlock()
+	return res
+}

@@ -1,0 +1,287 @@
+package chaos
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/moby/moby/client"
+)
+
+// Scenario is a cluster, the workloads run against it, and the faults
+// injected while they run.
+type Scenario struct {
+	Name  string
+	About string
+	// Nodes is the ring's size at the start; Replicas is N (0: 3).
+	Nodes    int
+	Replicas int
+	// DiskBytes, when above 0, gives every node a tmpfs data directory of
+	// that size (a disk that can fill). Its data does not survive a kill.
+	DiskBytes int64
+	// Capacity, when above 0, is what the nodes take their disks' size
+	// to be: set above DiskBytes, the disk runs out of space (ENOSPC)
+	// before a node refuses a write for being full.
+	Capacity int64
+	// Duration is how long the workloads run; faults happen within it.
+	Duration time.Duration
+	KV       *KV
+	Files    *Files
+	Steps    []Step
+}
+
+// Options are a run's settings that are not part of the scenario.
+type Options struct {
+	// Image is the node image, built FROM scratch around a static tide.
+	Image string
+	// Client is the Docker engine client; nil connects from the
+	// environment.
+	Client *client.Client
+	// Timeout is every client request's deadline (default 3s).
+	Timeout time.Duration
+	// Scale multiplies the scenario's Duration and step times (default 1:
+	// the small CI version; the long version by hand uses more).
+	Scale float64
+	// Log receives progress; nil is silent.
+	Log *slog.Logger
+}
+
+// Report is a scenario's outcome.
+type Report struct {
+	Scenario string `json:"scenario"`
+	// Faults lists what was injected, when, and for how long.
+	Faults []string     `json:"faults"`
+	KV     *KVResult    `json:"kv,omitempty"`
+	Files  *FilesResult `json:"files,omitempty"`
+	// Problems lists what went wrong outside the workloads' checks (a
+	// fault that could not be injected or undone, a ring that did not
+	// settle).
+	Problems []string `json:"problems,omitempty"`
+}
+
+// OK reports whether the scenario lost nothing and its history checked.
+func (r Report) OK() bool {
+	if len(r.Problems) > 0 {
+		return false
+	}
+	if r.KV != nil && (r.KV.Lost > 0 || r.KV.Linearizable != "ok") {
+		return false
+	}
+	if r.Files != nil && (r.Files.Lost > 0 || len(r.Files.UnderReplicated) > 0) {
+		return false
+	}
+	return true
+}
+
+// Run starts a fresh cluster for sc, runs its workloads while injecting
+// its faults, heals the cluster, checks what the workloads acknowledged,
+// removes the cluster and reports. The error is for a run that could not
+// happen (no engine, a cluster that never started); what the run found is
+// in the Report.
+func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
+	if opt.Timeout == 0 {
+		opt.Timeout = 3 * time.Second
+	}
+	if opt.Scale == 0 {
+		opt.Scale = 1
+	}
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) * opt.Scale) }
+	rep := Report{Scenario: sc.Name}
+	var suffix [3]byte
+	rand.Read(suffix[:])
+	cluster, err := NewCluster(ClusterConfig{Image: opt.Image, Name: "chaos-" + sc.Name + "-" + hex.EncodeToString(suffix[:]),
+		Replicas: sc.Replicas, DiskBytes: sc.DiskBytes, Capacity: sc.Capacity, Client: opt.Client})
+	if err != nil {
+		return rep, err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		if err := cluster.Close(cctx); err != nil {
+			log.Warn("cleanup", "err", err)
+		}
+	}()
+	log.Info("starting the cluster", "scenario", sc.Name, "nodes", sc.Nodes)
+	if err := cluster.Start(ctx, sc.Nodes); err != nil {
+		return rep, err
+	}
+	replicas := sc.Replicas
+	if replicas == 0 {
+		replicas = 3
+	}
+
+	wctx, stop := context.WithTimeout(ctx, scale(sc.Duration))
+	defer stop()
+	var wg sync.WaitGroup
+	var kv *kvRun
+	if sc.KV != nil {
+		kv = &kvRun{cfg: *sc.KV, cluster: cluster, timeout: opt.Timeout, origin: time.Now(), tally: newTally(), acked: map[string]int{}}
+		for i := range sc.KV.Clients {
+			wg.Go(func() { kv.run(wctx, i) })
+		}
+	}
+	var files *filesRun
+	if sc.Files != nil {
+		files = &filesRun{cfg: *sc.Files, cluster: cluster, timeout: opt.Timeout, tally: newTally(), acked: map[string]string{}, maybe: map[string][]string{}}
+		for i := range sc.Files.Clients {
+			wg.Go(func() { files.run(wctx, i) })
+		}
+	}
+
+	// The timeline: each step in order of its time, undone in its own
+	// goroutine when its time is up.
+	steps := slices.Clone(sc.Steps)
+	slices.SortStableFunc(steps, func(a, b Step) int { return int(a.At - b.At) })
+	start := time.Now()
+	var mu sync.Mutex
+	problem := func(format string, args ...any) {
+		mu.Lock()
+		rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}
+	var undos sync.WaitGroup
+	for _, st := range steps {
+		select {
+		case <-wctx.Done():
+		case <-time.After(time.Until(start.Add(scale(st.At)))):
+		}
+		if wctx.Err() != nil {
+			problem("%s at %s: the workload ended first", st.Fault, scale(st.At))
+			break
+		}
+		at := time.Since(start).Round(100 * time.Millisecond)
+		log.Info("fault", "at", at, "fault", st.Fault.String())
+		undo, err := st.Fault.Inject(ctx, cluster)
+		took := time.Since(start).Round(100*time.Millisecond) - at
+		desc := fmt.Sprintf("%s: %s", at, st.Fault)
+		if took >= time.Second {
+			desc += fmt.Sprintf(" (took %s)", took)
+		}
+		if err != nil {
+			problem("%s: %v", st.Fault, err)
+		}
+		if undo != nil && st.For > 0 {
+			desc += fmt.Sprintf(" for %s", scale(st.For))
+			undos.Go(func() {
+				select {
+				case <-wctx.Done():
+				case <-time.After(time.Until(start.Add(scale(st.At + st.For)))):
+				}
+				log.Info("undo", "fault", st.Fault.String())
+				if err := undo(ctx); err != nil {
+					problem("undo %s: %v", st.Fault, err)
+				}
+			})
+		} else if undo != nil {
+			undos.Go(func() {
+				<-wctx.Done()
+				if err := undo(ctx); err != nil {
+					problem("undo %s: %v", st.Fault, err)
+				}
+			})
+		}
+		mu.Lock()
+		rep.Faults = append(rep.Faults, desc)
+		mu.Unlock()
+	}
+	wg.Wait()
+	end := time.Now()
+	undos.Wait()
+	log.Info("workload over; healing", "scenario", sc.Name)
+	if err := cluster.Heal(ctx); err != nil {
+		problem("heal: %v", err)
+	}
+	if err := cluster.WaitRing(ctx); err != nil {
+		problem("%v", err)
+	}
+	if kv != nil {
+		r := kv.verify(ctx, end)
+		rep.KV = &r
+	}
+	if files != nil {
+		r := files.verify(ctx, end, replicas)
+		rep.Files = &r
+	}
+	if !rep.OK() {
+		for _, n := range cluster.Nodes() {
+			log.Info("node log", "node", n.Name, "tail", cluster.Logs(ctx, n, 30))
+		}
+	}
+	return rep, nil
+}
+
+// WriteTable prints reports as a table: one row per scenario and
+// workload.
+func WriteTable(w io.Writer, reps []Report) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tworkload\tattempted\tacknowledged\tfailed\tunanswered\tlost\tlongest failure\tcheck")
+	for _, r := range reps {
+		if r.KV != nil {
+			c := r.KV.Counts
+			fmt.Fprintf(tw, "%s\tkv\t%d\t%d\t%d\t%d\t%d\t%s\tlinearizable: %s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), r.KV.Linearizable)
+		}
+		if r.Files != nil {
+			c := r.Files.Counts
+			check := "replicas restored"
+			if n := len(r.Files.UnderReplicated); n > 0 {
+				check = fmt.Sprintf("%d under-replicated", n)
+			}
+			fmt.Fprintf(tw, "%s\tfiles\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), check)
+		}
+	}
+	return tw.Flush()
+}
+
+// WriteDetails prints each report's faults, problems and findings.
+func WriteDetails(w io.Writer, reps []Report) {
+	for _, r := range reps {
+		status := "ok"
+		if !r.OK() {
+			status = "FAILED"
+		}
+		fmt.Fprintf(w, "%s: %s\n", r.Scenario, status)
+		for _, f := range r.Faults {
+			fmt.Fprintf(w, "  fault   %s\n", f)
+		}
+		for _, p := range r.Problems {
+			fmt.Fprintf(w, "  problem %s\n", p)
+		}
+		if r.KV != nil {
+			for _, k := range r.KV.LostKeys {
+				fmt.Fprintf(w, "  lost    %s\n", k)
+			}
+			writeErrors(w, r.KV.Errors)
+		}
+		if r.Files != nil {
+			for _, f := range r.Files.LostFiles {
+				fmt.Fprintf(w, "  lost    %s\n", f)
+			}
+			for _, f := range r.Files.UnderReplicated {
+				fmt.Fprintf(w, "  under-replicated %s\n", f)
+			}
+			writeErrors(w, r.Files.Errors)
+		}
+	}
+}
+
+func writeErrors(w io.Writer, errs map[string]int) {
+	keys := make([]string, 0, len(errs))
+	for k := range errs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "  error   %dx %s\n", errs[k], k)
+	}
+}

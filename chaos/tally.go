@@ -1,0 +1,127 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"net"
+	"regexp"
+	"sync"
+	"time"
+)
+
+// Outcome is how an operation ended for its client.
+type Outcome int
+
+const (
+	// Acked: the store acknowledged it.
+	Acked Outcome = iota
+	// Failed: the store answered with an error, or refused the connection:
+	// the client knows the operation did not happen, or may retry it.
+	Failed
+	// Unanswered: the client gave up waiting (its request timeout) or the
+	// connection broke mid-request; the operation may have happened.
+	Unanswered
+)
+
+// classify tells a clear failure from an unanswered request.
+func classify(err error) Outcome {
+	if err == nil {
+		return Acked
+	}
+	var se *statusErr
+	if errors.As(err, &se) {
+		return Failed
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return Unanswered
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return Unanswered
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return Failed // refused or unreachable: nothing was sent
+	}
+	return Unanswered
+}
+
+// statusErr is an error the store answered with.
+type statusErr struct {
+	code int
+	msg  string
+}
+
+func (e *statusErr) Error() string { return e.msg }
+
+// Counts are one workload's operations.
+type Counts struct {
+	Attempted    int `json:"attempted"`
+	Acknowledged int `json:"acknowledged"`
+	// Failed were answered with an error (or refused): the client knew.
+	Failed int `json:"failed"`
+	// Unanswered timed out or broke off: the outcome was unknown.
+	Unanswered int `json:"unanswered"`
+	// Lost are acknowledged writes that the end of the run did not find.
+	Lost int `json:"lost"`
+	// LongestFailure is the longest time one client saw nothing but
+	// failed or unanswered requests.
+	LongestFailure time.Duration `json:"longest_failure_ns"`
+}
+
+// tally counts a workload's operations as its clients finish them.
+type tally struct {
+	mu       sync.Mutex
+	c        Counts
+	runStart map[int]time.Time // per client: when its current run of failures began
+	errs     map[string]int    // failure messages, counted
+}
+
+func newTally() *tally { return &tally{runStart: map[int]time.Time{}, errs: map[string]int{}} }
+
+func (t *tally) record(client int, start, end time.Time, out Outcome, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.c.Attempted++
+	switch out {
+	case Acked:
+		t.c.Acknowledged++
+		if s, ok := t.runStart[client]; ok {
+			t.c.LongestFailure = max(t.c.LongestFailure, end.Sub(s))
+			delete(t.runStart, client)
+		}
+		return
+	case Failed:
+		t.c.Failed++
+	case Unanswered:
+		t.c.Unanswered++
+	}
+	if _, ok := t.runStart[client]; !ok {
+		t.runStart[client] = start
+	}
+	if err != nil && len(t.errs) < 64 {
+		t.errs[shorten(digits.ReplaceAllString(err.Error(), "N"), 160)]++
+	}
+}
+
+// close ends every client's run of failures at end.
+func (t *tally) close(end time.Time) Counts {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c, s := range t.runStart {
+		t.c.LongestFailure = max(t.c.LongestFailure, end.Sub(s))
+		delete(t.runStart, c)
+	}
+	return t.c
+}
+
+// digits are replaced in error messages, so that messages differing only
+// in addresses, sizes and versions count as one.
+var digits = regexp.MustCompile(`[0-9]+`)
+
+func shorten(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net/http"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"tide/bench"
+	"tide/cluster"
+	"tide/store"
+)
+
+// TestPausedReplicaDoesNotStallUploads stops one of three replicas with
+// SIGSTOP (it hangs, holding its connections, as a paused container does)
+// and uploads files of 8 MiB, more than socket buffers take, through the
+// other two. Each upload whose owner is not the paused node must be
+// acknowledged (two of three copies are a majority) well within the
+// client's deadline: the owner must neither wait for the hung replica to
+// take the whole body nor for its answer. Before per-write deadlines and
+// majority answers, every upload hung until the client gave up.
+func TestPausedReplicaDoesNotStallUploads(t *testing.T) {
+	ctx := context.Background()
+	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
+	defer local.StopAll(5 * time.Second)
+	// The default 1s Chord period: the paused node stays in its
+	// neighbours' successor lists for a few seconds, as a replica.
+	procs, err := bench.StartRing(ctx, local, 3, 3, []string{"--tick", "1s"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitKVMembers(t, procs, 3)
+	paused := procs[2]
+	sc := store.NewClient()
+	defer sc.Close()
+	// Names owned by the nodes that stay up, found before the pause
+	// (lookups through the paused node would hang).
+	var names []string
+	for i := 0; len(names) < 2 && i < 64; i++ {
+		name := fmt.Sprintf("paused-%d.bin", i)
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		owner, _, err := sc.Owner(octx, procs[0].Spec.ChordAddr, name)
+		cancel()
+		if err != nil {
+			t.Fatalf("owner of %s: %v", name, err)
+		}
+		if owner.Addr() != paused.Spec.ChordAddr {
+			names = append(names, name)
+		}
+	}
+	if len(names) < 2 {
+		t.Fatalf("only %d names owned by the nodes that stay up", len(names))
+	}
+	body := make([]byte, 8<<20)
+	rand.Read(body)
+	// Every node learns every other's file address (it caches them), as
+	// in a ring that has served a while: the owners then send the paused
+	// replica the body at once.
+	hc := &http.Client{Timeout: 40 * time.Second}
+	for _, name := range names {
+		for _, p := range procs {
+			req, _ := http.NewRequest(http.MethodPut, "http://"+p.Spec.HTTPAddr+"/files/"+name, bytes.NewReader(body[:1024]))
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatalf("upload %s before the pause: %v", name, err)
+			}
+			resp.Body.Close()
+		}
+	}
+	if err := syscall.Kill(paused.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(paused.Pid(), syscall.SIGCONT)
+
+	// hc's timeout is the client's request timeout. The owner answers
+	// long before it, or the upload stalled behind the paused replica.
+	uploaded := 0
+	for i, name := range names {
+		via := procs[i%2]
+		req, _ := http.NewRequest(http.MethodPut, "http://"+via.Spec.HTTPAddr+"/files/"+name, bytes.NewReader(body))
+		start := time.Now()
+		resp, err := hc.Do(req)
+		t.Logf("upload %s through %s: %v after %s", name, via.Name, err, time.Since(start).Round(time.Millisecond))
+		if err != nil {
+			t.Fatalf("upload %s with a replica paused: %v (the owner waited for the paused replica)", name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("upload %s with a replica paused: %s, want success with 2 of 3 copies", name, resp.Status)
+		}
+		uploaded++
+	}
+	if uploaded < 2 {
+		t.Fatalf("only %d uploads had an owner other than the paused node", uploaded)
+	}
+}
