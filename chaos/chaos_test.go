@@ -62,6 +62,9 @@ func TestScenarios(t *testing.T) {
 			continue
 		}
 		t.Run(sc.Name, func(t *testing.T) {
+			if sc.Open != "" && only != sc.Name {
+				t.Skipf("open bug: %s (TIDE_CHAOS=%s runs it)", sc.Open, sc.Name)
+			}
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			rep, err := Run(context.Background(), sc, Options{Image: image, Client: cli, Log: log})

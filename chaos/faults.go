@@ -2,7 +2,9 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -112,7 +114,7 @@ func (f *fillFault) String() string { return "fill the disks" + f.note }
 func (f *fillFault) Inject(ctx context.Context, c *Cluster) (func(context.Context) error, error) {
 	fc := newFileClient(5 * time.Second)
 	var names []string
-	var refusals []string
+	var refusals, unclear []string
 	stored := 0
 	for i := 0; len(refusals) < 3 && i < 4096; i++ {
 		name := fmt.Sprintf("fill-%04d", i)
@@ -123,12 +125,19 @@ func (f *fillFault) Inject(ctx context.Context, c *Cluster) (func(context.Contex
 		names = append(names, name)
 		if err := fc.put(ctx, live[i%len(live)], name, filler(name, f.fileBytes)); err != nil {
 			refusals = append(refusals, shorten(err.Error(), 200))
+			var se *statusErr
+			if errors.As(err, &se) && se.code != http.StatusInsufficientStorage && se.code != http.StatusServiceUnavailable {
+				// A full disk must say so (507), or that too few
+				// replicas took the file (503): not blame the client
+				// (400) or fail obscurely (500).
+				unclear = append(unclear, shorten(err.Error(), 200))
+			}
 		} else {
 			stored++
 		}
 	}
 	f.note = fmt.Sprintf(" (%d files of %d KiB stored, then refused: %s)", stored, f.fileBytes>>10, strings.Join(refusals, "; "))
-	return func(ctx context.Context) error {
+	undo := func(ctx context.Context) error {
 		for _, name := range names {
 			for _, n := range c.Live() {
 				if fc.del(ctx, n, name) == nil {
@@ -137,5 +146,9 @@ func (f *fillFault) Inject(ctx context.Context, c *Cluster) (func(context.Contex
 			}
 		}
 		return nil
-	}, nil
+	}
+	if len(unclear) > 0 {
+		return undo, fmt.Errorf("chaos: a full disk refused uploads without saying so: %s", strings.Join(unclear, "; "))
+	}
+	return undo, nil
 }

@@ -35,6 +35,10 @@ type Scenario struct {
 	KV       *KV
 	Files    *Files
 	Steps    []Step
+	// Open names a bug the scenario finds that is not fixed yet: `tide
+	// chaos` runs it and reports it; the Go test skips it, naming the
+	// bug, so that CI stays green until the fix lands with it.
+	Open string
 }
 
 // Options are a run's settings that are not part of the scenario.
@@ -215,7 +219,7 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 	}
 	if !rep.OK() {
 		for _, n := range cluster.Nodes() {
-			log.Info("node log", "node", n.Name, "tail", cluster.Logs(ctx, n, 30))
+			log.Info("node log", "node", n.Name, "tail", cluster.Logs(ctx, n, 80))
 		}
 	}
 	return rep, nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"tide/chord"
@@ -31,7 +32,11 @@ func (c *capWriter) Write(p []byte) (int, error) {
 	if used, capacity := c.n.Disk(); capacity > 0 && used+c.w.Size()+int64(len(p)) > capacity {
 		return 0, status.Errorf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used", c.n.ring.Self().Addr(), used, capacity)
 	}
-	return c.w.Write(p)
+	k, err := c.w.Write(p)
+	if err != nil {
+		return k, diskErr{err}
+	}
+	return k, nil
 }
 
 // store writes one version of a file to the local engine.
@@ -44,13 +49,17 @@ func (n *Service) store(name string, body io.Reader, size int64, version uint64)
 	}
 	w, err := n.eng.Create()
 	if err != nil {
-		return engine.Meta{}, err
+		return engine.Meta{}, n.diskError(name, err)
 	}
 	defer w.Abort()
 	if _, err := io.Copy(&capWriter{w: w, n: n, maxBytes: n.cfg.MaxFileSize}, body); err != nil {
 		var se *status.Error
-		if errors.As(err, &se) {
+		var de diskErr
+		switch {
+		case errors.As(err, &se):
 			return engine.Meta{}, err
+		case errors.As(err, &de):
+			return engine.Meta{}, n.diskError(name, de.err)
 		}
 		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, err)
 	}
@@ -58,7 +67,25 @@ func (n *Service) store(name string, body io.Reader, size int64, version uint64)
 		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: got %d of %d bytes", name, w.Size(), size)
 	}
 	m, _, err := w.Commit(name, version)
-	return m, err
+	if err != nil {
+		return m, n.diskError(name, err)
+	}
+	return m, nil
+}
+
+// diskErr is a failed write to this node's disk, as opposed to a failed
+// read of the body being stored.
+type diskErr struct{ err error }
+
+func (e diskErr) Error() string { return e.err.Error() }
+
+// diskError says a store of name failed on this node's disk: 507 if the
+// disk is full (the node recovers when space returns), 500 otherwise.
+func (n *Service) diskError(name string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return status.Errorf(http.StatusInsufficientStorage, "node %s is out of disk space storing %q: %v", n.ring.Self().Addr(), name, err)
+	}
+	return status.Errorf(http.StatusInternalServerError, "node %s could not store %q: %v", n.ring.Self().Addr(), name, err)
 }
 
 // Put stores a file through this node. Unless forwarded is set, the file is
