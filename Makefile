@@ -73,6 +73,8 @@ tidy:
 vet:
 	$(NOCGO) $(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+	@big=$$(git ls-files '*.go' | grep -v '_test\.go$$' | xargs wc -l | awk '$$2 != "total" && $$1 > 1000 {print $$2 ": " $$1 " lines"}'); \
+		test -z "$$big" || (echo "$$big"; echo "non-test Go files over 1,000 lines: split them by concern"; exit 1)
 
 # The race detector slows the Paxos simulation tenfold, so the suite runs
 # under -race with 100 Paxos seeds, then the simulation alone with

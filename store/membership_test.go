@@ -165,7 +165,7 @@ func TestSeedReconfigure(t *testing.T) {
 	// Shut down, the removed node answers nothing; still within the
 	// transition window of the add, no request through the two nodes left
 	// may wait for it.
-	bCfg := b.cfg
+	bCfg := restartConfig(b)
 	b.Close()
 	for i, k := range keys {
 		resp, err := http.PostForm("http://"+nodes[i%2*2].HTTPAddr()+"/route", url.Values{"key": {k}, "val": {fmt.Sprint("v", i)}})

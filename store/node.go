@@ -1,26 +1,29 @@
 // Package store is the tide storage node, the process `tide node` runs. It
-// composes a node's services; all but the Redis front end (package resp)
-// still live in this package, each in files of its own:
+// composes a node's services, each a package of its own:
 //
-//   - the node (node.go, standby.go, membership.go): configuration, the
-//     Chord member (package chord over package chord/rpc), the ring the
-//     KV layer routes by, standbys, and the Dynamo seed's membership routes;
-//   - the file store (http.go, ops.go, repair.go, client.go): files on
-//     disk, owned by successor(md5_low32(name)), replicated to the next N-1
-//     successors, moved when the ring changes;
-//   - the key-value service's driver (kvnode.go, kvhttp.go): a goroutine
-//     that steps a kv.Node, persists its rounds and sends its messages
-//     over package transport; its storage is package store/engine;
-//   - the RESP front end's backend (respbackend.go): the KV service as
-//     package resp reaches it.
+//   - store/files, the file store: files owned by
+//     successor(md5_low32(name)), replicated to the next N-1 successors,
+//     moved when the ring changes;
+//   - store/kvserver, the key-value service's driver: a goroutine that
+//     steps a kv.Node, persists its rounds and sends its messages over
+//     package transport;
+//   - store/engine, the pebble engine both store in (file metadata, KV
+//     records, hints, node state);
+//   - package resp, the Redis protocol front end, which reaches the KV
+//     service through respbackend.go.
 //
-// The engine (package store/engine) is pebble for file metadata, KV
-// records, hints and node state, shared by the services.
+// What is left here is the node itself: its configuration and start
+// (node.go), its Chord member and the ring it joins, standbys
+// (standby.go), the ring tables the KV service routes by (kvring.go,
+// regions.go), its HTTP routes (http.go: the services' routes, /kv/ and
+// the Dynamo seed's KV routes in kvhttp.go, the seed's membership routes
+// in membership.go), a leave that drains both services (leave.go), its
+// metrics (metrics.go), and Client, the client of its HTTP API
+// (client.go).
 //
-// It may import the pure cores (chord, kv), their drivers' libraries
-// (chord/rpc, transport, wire), store/engine and the front ends (resp);
-// nothing imports
-// it but the CLI, the benchmarks and the tests.
+// It may import the pure cores (chord, kv), chord/rpc, transport, resp
+// and its own services (store/...); nothing imports it but the CLI, the
+// benchmarks, the dashboard, Antipode's regions and the tests.
 package store
 
 import (

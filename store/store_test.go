@@ -40,27 +40,31 @@ func testLog() *slog.Logger {
 
 func startTestNode(t testing.TB, join string, replicas int, mod func(*Config)) *Node {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		cfg := Config{
-			ChordAddr: freeAddr(t), HTTPAddr: freeAddr(t), DataDir: t.TempDir(), Join: join,
-			Replicas: replicas, TickInterval: 50 * time.Millisecond, RepairInterval: 50 * time.Millisecond,
-			FullRepairInterval: time.Second, Log: testLog(),
-		}
-		if mod != nil {
-			mod(&cfg)
-		}
-		n, err := Start(context.Background(), cfg)
-		if err != nil && errors.Is(err, syscall.EADDRINUSE) && attempt < 5 {
-			// freeAddr's port was free when it looked, and another
-			// process (a test package running alongside) took it since.
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
+	// Port 0: each listener takes a free port and the node reports it (a
+	// port picked first and bound later could be taken in between by a
+	// test package running alongside).
+	cfg := Config{
+		ChordAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(), Join: join,
+		Replicas: replicas, TickInterval: 50 * time.Millisecond, RepairInterval: 50 * time.Millisecond,
+		FullRepairInterval: time.Second, Log: testLog(),
 	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	n, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// restartConfig is n's configuration with the addresses it bound, to
+// start it again where the ring knows it.
+func restartConfig(n *Node) Config {
+	cfg := n.cfg
+	cfg.ChordAddr, cfg.HTTPAddr = n.ring.Self().Addr(), n.HTTPAddr()
+	return cfg
 }
 
 // waitFor polls cond until it holds or a generous deadline passes.
@@ -422,7 +426,7 @@ func TestDeleteAndRestart(t *testing.T) {
 		t.Fatal("deleted file still downloads")
 	}
 	// Restart a node from its data directory; it rejoins and keeps its files.
-	cfg := nodes[2].cfg
+	cfg := restartConfig(nodes[2])
 	nodes[2].Close()
 	cfg.Join = ""
 	n2, err := Start(context.Background(), cfg)

@@ -1,3 +1,13 @@
+// Package kvserver is a storage node's key-value service: Server drives
+// a kv.Node (the Dynamo-style core), stepping it with the messages of
+// peers (over package transport) and of local clients (Put, Get, Delete,
+// GetAtLeast, and a Batcher per RESP connection), persisting each round
+// through store/engine with one fsync shared by the rounds that wait for
+// it, and sending what the round produced. It knows nothing of Chord:
+// the node hands it ring tables (SetRing, SetRegionRing) as kv.Ring
+// values.
+//
+// It may import kv, transport, store/engine and store/status.
 package kvserver
 
 import (
