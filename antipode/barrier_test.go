@@ -205,3 +205,60 @@ func TestTrackerWake(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTrackerReleasesInOrder: of 300 waiters at positions 1..300, a third
+// give up early; as the replica moves, each of the others returns once
+// the position reaches its own and not before, and none is left behind.
+func TestTrackerReleasesInOrder(t *testing.T) {
+	r := &replica{}
+	tr := &Tracker{Position: r.position, Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}}
+	const n = 300
+	released := make([]atomic.Bool, n+1)
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for v := uint64(1); v <= n; v++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if v%3 == 0 {
+				ctx, cancel = context.WithTimeout(context.Background(), time.Millisecond)
+			}
+			defer cancel()
+			err := tr.Wait(ctx, v)
+			switch {
+			case v%3 == 0:
+				return // gave up, or released if the replica got there first
+			case err != nil:
+				errs <- fmt.Errorf("wait %d: %v", v, err)
+			case tr.Last() < v:
+				errs <- fmt.Errorf("wait %d released at position %d", v, tr.Last())
+			}
+			released[v].Store(true)
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	for p := uint64(0); p <= n; p += 50 {
+		r.set(p)
+		deadline := time.Now().Add(30 * time.Second)
+		for v := uint64(1); v <= p; v++ {
+			for v%3 != 0 && !released[v].Load() {
+				if time.Now().After(deadline) {
+					t.Fatalf("wait %d not released at position %d", v, p)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	tr.mu.Lock()
+	left := len(tr.waiters)
+	tr.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d waiters left", left)
+	}
+}

@@ -1,6 +1,7 @@
 package antipode
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -90,9 +91,41 @@ type Tracker struct {
 	mu      sync.Mutex
 	pos     uint64
 	lastErr error
-	waiters map[chan struct{}]uint64
+	// waiters are the positions waited for, lowest first, so that a poll
+	// releases the waiters it satisfies without looking at the others
+	// (thousands wait at once when a replica lags under load).
+	waiters waitHeap
 	running bool
 	wake    chan struct{}
+}
+
+// waiting is one Wait's position and the channel that releases it.
+type waiting struct {
+	v   uint64
+	ch  chan struct{}
+	idx int // in the heap; -1 once released or removed
+}
+
+type waitHeap []*waiting
+
+func (h waitHeap) Len() int           { return len(h) }
+func (h waitHeap) Less(i, j int) bool { return h[i].v < h[j].v }
+func (h waitHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *waitHeap) Push(x any) {
+	w := x.(*waiting)
+	w.idx = len(*h)
+	*h = append(*h, w)
+}
+func (h *waitHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	w.idx = -1
+	return w
 }
 
 // Wake makes the poll loop, if running, read the position at once: a shim
@@ -117,11 +150,8 @@ func (t *Tracker) Wait(ctx context.Context, v uint64) error {
 		t.mu.Unlock()
 		return nil
 	}
-	ch := make(chan struct{})
-	if t.waiters == nil {
-		t.waiters = map[chan struct{}]uint64{}
-	}
-	t.waiters[ch] = v
+	w := &waiting{v: v, ch: make(chan struct{})}
+	heap.Push(&t.waiters, w)
 	if !t.running {
 		t.running = true
 		if t.wake == nil {
@@ -131,12 +161,14 @@ func (t *Tracker) Wait(ctx context.Context, v uint64) error {
 	}
 	t.mu.Unlock()
 	select {
-	case <-ch:
+	case <-w.ch:
 		return nil
 	case <-ctx.Done():
 		t.mu.Lock()
-		_, still := t.waiters[ch]
-		delete(t.waiters, ch)
+		still := w.idx >= 0
+		if still {
+			heap.Remove(&t.waiters, w.idx)
+		}
 		last, pos := t.lastErr, t.pos
 		t.mu.Unlock()
 		if !still {
@@ -181,11 +213,8 @@ func (t *Tracker) loop(wake <-chan struct{}) {
 				t.pos, moved = p, true
 			}
 		}
-		for ch, v := range t.waiters {
-			if t.pos >= v {
-				close(ch)
-				delete(t.waiters, ch)
-			}
+		for len(t.waiters) > 0 && t.waiters[0].v <= t.pos {
+			close(heap.Pop(&t.waiters).(*waiting).ch)
 		}
 		if len(t.waiters) == 0 {
 			t.running = false
