@@ -108,6 +108,7 @@ fuzz:
 	$(GO) test ./store -run XXX -fuzz FuzzKVHTTP -fuzztime 60s
 	$(GO) test ./antipode -run XXX -fuzz 'FuzzDecode$$' -fuzztime 60s
 	$(GO) test ./antipode -run XXX -fuzz FuzzDecodeText -fuzztime 60s
+	$(GO) test ./paxos/node -run XXX -fuzz FuzzReadDeployment -fuzztime 60s
 	$(GO) test ./antipode/postnotify -run XXX -fuzz FuzzParseProcStat -fuzztime 60s
 
 # Mutation testing of the Paxos safety rules: each mutant in

@@ -4,36 +4,27 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"tide/paxos/node"
 )
 
-// startLog runs a real tide log deployment in this process.
+// startLog runs a real tide log deployment in this process, each role on
+// sockets of its own bound before the deployment names them.
 func startLog(t *testing.T) *node.Client {
 	t.Helper()
-	d, err := node.NewLocalDeployment(node.DefaultShape)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	d, stop, err := node.RunInProcess(context.Background(), node.DefaultShape, t.TempDir(), log)
 	if err != nil {
 		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	dir := t.TempDir()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	for _, a := range d.Roles() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			node.Serve(ctx, d, []string{a}, dir, d.HTTP[a], log)
-		}()
 	}
 	c, err := node.NewClient(d, "127.0.0.1", 2)
 	if err != nil {
+		stop()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close(); cancel(); wg.Wait() })
+	t.Cleanup(func() { c.Close(); stop() })
 	return c
 }
 

@@ -11,7 +11,6 @@ import (
 	"tide/chord"
 	"tide/chord/rpc"
 	"tide/cluster"
-	"tide/paxos/node"
 )
 
 // ChordResult is what `tide bench chord` measures on a ring of real node
@@ -27,9 +26,6 @@ type ChordResult struct {
 	ConvergeSeconds  float64 `json:"converge_seconds"`
 	LookupLatencyP50 float64 `json:"lookup_p50_ms"`
 }
-
-// FreeAddrs returns n distinct free loopback addresses.
-func FreeAddrs(n int) ([]string, error) { return node.FreeAddrs("127.0.0.1", n) }
 
 // StartRing launches n node processes on free loopback ports, joined into
 // one ring, and returns their chord and http addresses.

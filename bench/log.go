@@ -28,42 +28,34 @@ type LogResult struct {
 	Breakdown []PhaseStat `json:"breakdown,omitempty"`
 }
 
-// LogShape returns the deployment measured for a mode: the `tide log up`
+// LogPlan returns the log measured for a mode: the `tide log up`
 // default (3 acceptors, fsync on), with or without batching, or the
 // unreplicated baseline.
-func LogShape(mode string) (node.Deployment, error) {
+func LogPlan(mode string) (cluster.Plan, error) {
 	switch mode {
 	case "batched":
-		return node.NewLocalDeployment(node.DefaultShape)
+		return cluster.ShapePlan(node.DefaultShape, ""), nil
 	case "unbatched":
 		s := node.DefaultShape
 		s.Batchers, s.Unbatchers = 0, 0
-		return node.NewLocalDeployment(s)
+		return cluster.ShapePlan(s, ""), nil
 	case "unreplicated":
-		return node.NewUnreplicatedDeployment("")
+		return cluster.UnreplicatedPlan, nil
 	}
-	return node.Deployment{}, fmt.Errorf("unknown mode %q: want batched, unbatched or unreplicated", mode)
+	return cluster.Plan{}, fmt.Errorf("unknown mode %q: want batched, unbatched or unreplicated", mode)
 }
 
-// StartLocalLog saves d under local.Dir and starts its roles as child
-// processes.
-func StartLocalLog(ctx context.Context, local *cluster.Local, d node.Deployment) error {
-	_, err := startControlled(ctx, local, d)
-	return err
-}
-
-// startControlled is StartLocalLog returning the control that
-// reconfigures the log as `tide log scale` does.
-func startControlled(ctx context.Context, local *cluster.Local, d node.Deployment) (*cluster.LogControl, error) {
+// StartLocalLog starts the roles of a new log of plan p as child
+// processes of local, saves its deployment under local.Dir and returns
+// it, with the control that reconfigures it as `tide log scale` does.
+func StartLocalLog(ctx context.Context, local *cluster.Local, p cluster.Plan) (node.Deployment, *cluster.LogControl, error) {
 	depPath := filepath.Join(local.Dir, "deployment.json")
-	if err := d.Save(depPath); err != nil {
-		return nil, err
+	roles := &cluster.LocalRoles{Local: local, StateDir: filepath.Join(local.Dir, "state")}
+	d, err := roles.StartNew(ctx, p, func(d node.Deployment) error { return d.Save(depPath) })
+	if err != nil {
+		return d, nil, err
 	}
-	roles := &cluster.LocalRoles{Local: local, DepPath: depPath, StateDir: filepath.Join(local.Dir, "state")}
-	if err := cluster.StartLog(ctx, roles, d); err != nil {
-		return nil, err
-	}
-	return cluster.NewLogControl(roles, d, depPath), nil
+	return d, cluster.NewLogControl(roles, d, depPath), nil
 }
 
 // Log drives closed-loop clients, each putting 16-byte values to its own
@@ -131,7 +123,7 @@ func Log(ctx context.Context, d node.Deployment, mode string, clients int, durat
 // LogLocal starts a fresh local deployment for mode, measures it, and
 // stops it.
 func LogLocal(ctx context.Context, mode string, clients int, duration time.Duration, log io.Writer) (LogResult, error) {
-	d, err := LogShape(mode)
+	p, err := LogPlan(mode)
 	if err != nil {
 		return LogResult{}, err
 	}
@@ -142,7 +134,8 @@ func LogLocal(ctx context.Context, mode string, clients int, duration time.Durat
 	defer os.RemoveAll(dir)
 	local := &cluster.Local{Dir: dir}
 	defer local.StopAll(5 * time.Second)
-	if err := StartLocalLog(ctx, local, d); err != nil {
+	d, _, err := StartLocalLog(ctx, local, p)
+	if err != nil {
 		return LogResult{}, err
 	}
 	return Log(ctx, d, mode, clients, duration, log)

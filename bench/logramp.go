@@ -62,10 +62,6 @@ func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, er
 	if rc.Target != nil {
 		d = *rc.Target
 	} else {
-		var err error
-		if d, err = LogShape("batched"); err != nil {
-			return nil, err
-		}
 		dir, err := os.MkdirTemp("", "tide-bench-ramp-")
 		if err != nil {
 			return nil, err
@@ -73,7 +69,7 @@ func LogRamp(ctx context.Context, rc RampConfig, log io.Writer) ([]RampPoint, er
 		defer os.RemoveAll(dir)
 		local := &cluster.Local{Dir: dir}
 		defer local.StopAll(5 * time.Second)
-		if ctl, err = startControlled(ctx, local, d); err != nil {
+		if d, ctl, err = StartLocalLog(ctx, local, cluster.ShapePlan(node.DefaultShape, "")); err != nil {
 			return nil, err
 		}
 		if rc.Capacity != nil {

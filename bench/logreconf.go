@@ -55,10 +55,6 @@ type ReconfigResult struct {
 // applies steps one after another with hold seconds between them, each
 // the way `tide log scale` does.
 func LogReconfig(ctx context.Context, clients int, hold time.Duration, steps []ReconfigStep, log io.Writer) ([]ReconfigResult, error) {
-	d, err := LogShape("batched")
-	if err != nil {
-		return nil, err
-	}
 	dir, err := os.MkdirTemp("", "tide-bench-reconf-")
 	if err != nil {
 		return nil, err
@@ -66,7 +62,7 @@ func LogReconfig(ctx context.Context, clients int, hold time.Duration, steps []R
 	defer os.RemoveAll(dir)
 	local := &cluster.Local{Dir: dir}
 	defer local.StopAll(5 * time.Second)
-	ctl, err := startControlled(ctx, local, d)
+	d, ctl, err := StartLocalLog(ctx, local, cluster.ShapePlan(node.DefaultShape, ""))
 	if err != nil {
 		return nil, err
 	}

@@ -54,17 +54,11 @@ type ScalingPoint struct {
 
 // LogScaling runs the sweeps and returns a point per count.
 func LogScaling(ctx context.Context, sc ScalingConfig, log io.Writer) ([]ScalingPoint, error) {
-	d, err := cluster.NewDeploymentOn(ctx, sc.Host, sc.Shape)
-	if err != nil {
-		return nil, err
-	}
 	depPath := filepath.Join(sc.Dir, "deployment.json")
-	if err := d.Save(depPath); err != nil {
-		return nil, err
-	}
 	defer sc.Host.StopAll(context.WithoutCancel(ctx))
-	fmt.Fprintf(log, "starting %d roles on %s\n", len(d.Roles()), sc.Host.Name())
-	if err := cluster.StartLog(ctx, sc.Host, d); err != nil {
+	fmt.Fprintf(log, "starting %d roles on %s\n", sc.Shape.Count(), sc.Host.Name())
+	d, err := sc.Host.StartNew(ctx, cluster.ShapePlan(sc.Shape, ""), func(d node.Deployment) error { return d.Save(depPath) })
+	if err != nil {
 		return nil, err
 	}
 	ctl := cluster.NewLogControl(sc.Host, d, depPath)

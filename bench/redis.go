@@ -79,41 +79,51 @@ func requestsArg(a []string) int {
 	return 0
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func waitPort(addr string) error {
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%s did not open", addr)
-}
-
-// startRedis starts redis-server on a free port with the given extra
-// arguments, persistence off.
+// startRedis starts redis-server with the given extra arguments,
+// persistence off, on a port of its own. redis-server cannot take port 0
+// and report what it got, so it is given a port free a moment ago; should
+// another process take it (or a cluster node's bus port, 10000 above)
+// meanwhile, redis-server exits and another port is tried. It returns
+// once the server says it accepts connections: its own port, not another
+// process's answering on it.
 func startRedis(ctx context.Context, dir string, extra ...string) (int, *exec.Cmd, error) {
-	port, err := freePort()
-	if err != nil {
-		return 0, nil, err
+	var last error
+	for range 5 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, nil, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		d := filepath.Join(dir, fmt.Sprint(port))
+		os.MkdirAll(d, 0o755)
+		args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d}, extra...)
+		cmd := exec.CommandContext(ctx, "redis-server", args...)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return 0, nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return 0, nil, fmt.Errorf("start redis-server: %w", err)
+		}
+		sc := bufio.NewScanner(out)
+		var said []string
+		ready := false
+		for !ready && sc.Scan() {
+			said = append(said, sc.Text())
+			ready = strings.Contains(sc.Text(), "Ready to accept connections")
+		}
+		if ready {
+			go io.Copy(io.Discard, out) // the rest of its log
+			return port, cmd, nil
+		}
+		cmd.Wait()
+		if len(said) > 3 {
+			said = said[len(said)-3:]
+		}
+		last = fmt.Errorf("redis-server on port %d exited: %s", port, strings.Join(said, " / "))
 	}
-	d := filepath.Join(dir, fmt.Sprint(port))
-	os.MkdirAll(d, 0o755)
-	args := append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", d}, extra...)
-	cmd := exec.CommandContext(ctx, "redis-server", args...)
-	if err := cmd.Start(); err != nil {
-		return 0, nil, fmt.Errorf("start redis-server: %w", err)
-	}
-	return port, cmd, waitPort(fmt.Sprintf("127.0.0.1:%d", port))
+	return 0, nil, last
 }
 
 // RedisComparison runs redis-benchmark -t set,get against a 3-node tide
@@ -268,25 +278,23 @@ func waitClusterOK(ctx context.Context, addr string) error {
 // the first node's RESP port, once every node sees the whole ring, and the
 // nodes' process IDs.
 func startTideRESP(ctx context.Context, local *cluster.Local, n int, extra ...string) (int, []int, error) {
-	addrs, err := FreeAddrs(3 * n)
-	if err != nil {
-		return 0, nil, err
-	}
 	var pids []int
+	var first, resp string
 	for i := range n {
-		spec := cluster.NodeSpec{Name: fmt.Sprintf("node%d", i+1), ChordAddr: addrs[3*i], HTTPAddr: addrs[3*i+1], Replicas: 3,
-			Extra: append([]string{"--resp-addr", addrs[3*i+2]}, extra...)}
-		if i > 0 {
-			spec.Join = addrs[0]
-		}
+		// Each node binds port 0 and reports what it holds.
+		spec := cluster.NodeSpec{Name: fmt.Sprintf("node%d", i+1), ChordAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Replicas: 3,
+			Join: first, Extra: append([]string{"--resp-addr", "127.0.0.1:0"}, extra...)}
 		p, err := local.Launch(ctx, spec)
 		if err != nil {
 			return 0, nil, err
 		}
+		if i == 0 {
+			first, resp = p.Ready.ChordAddr, p.Ready.RESPAddr
+		}
 		pids = append(pids, p.Pid())
 	}
 	for deadline := time.Now().Add(time.Minute); ; {
-		out, err := exec.CommandContext(ctx, "redis-cli", "-p", portOf(addrs[2]), "info").Output()
+		out, err := exec.CommandContext(ctx, "redis-cli", "-p", portOf(resp), "info").Output()
 		if err == nil && strings.Contains(string(out), fmt.Sprintf("tide_ring_members:%d", n)) {
 			break
 		}
@@ -295,7 +303,7 @@ func startTideRESP(ctx context.Context, local *cluster.Local, n int, extra ...st
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	p, _ := strconv.Atoi(portOf(addrs[2]))
+	p, _ := strconv.Atoi(portOf(resp))
 	return p, pids, nil
 }
 

@@ -75,6 +75,8 @@ type Ready struct {
 	HTTPAddr  string `json:"http"`
 	RESPAddr  string `json:"resp,omitempty"`
 	PeerAddr  string `json:"peer,omitempty"`
+	// Roles are the role addresses of a `tide log serve` process.
+	Roles []string `json:"roles,omitempty"`
 }
 
 // Launch starts a storage node and waits until it has written its
@@ -84,9 +86,6 @@ type Ready struct {
 func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 	dir := filepath.Join(l.Dir, s.Name)
 	readyPath := filepath.Join(l.Dir, s.Name+".ready.json")
-	if err := os.Remove(readyPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
 	args := []string{"node", "--chord-addr", s.ChordAddr, "--http-addr", s.HTTPAddr, "--data-dir", dir, "--addr-file", readyPath}
 	if s.Join != "" {
 		args = append(args, "--join", s.Join)
@@ -98,25 +97,54 @@ func (l *Local) Launch(ctx context.Context, s NodeSpec) (*Proc, error) {
 		args = append(args, "--capacity", strconv.FormatInt(s.Capacity, 10))
 	}
 	args = append(args, s.Extra...)
-	p, err := l.start(ctx, s.Name, args, func(p *Proc) error {
+	p, err := l.StartReporting(ctx, s.Name, args, readyPath, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.waitReady(ctx, func(*Proc) error { return healthy("http://" + p.Ready.HTTPAddr + "/healthz") }); err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("%s did not answer (log: %s): %w\n%s", s.Name, p.LogPath, err, tail(p.LogPath, 10))
+	}
+	p.Spec, p.DataDir = respec(s, p.Ready), dir
+	return p, nil
+}
+
+// StartReporting runs `tide ARGS...` as Start does, with stdin (if not
+// nil) as its standard input, and waits until it has written the address
+// file readyPath (removed first), which must name an HTTP address; what it
+// reported is in the returned Proc's Ready.
+func (l *Local) StartReporting(ctx context.Context, name string, args []string, readyPath string, stdin *os.File) (*Proc, error) {
+	if err := os.Remove(readyPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	return l.start(ctx, name, args, stdin, func(p *Proc) error {
 		b, err := os.ReadFile(readyPath)
 		if err != nil {
 			return err
 		}
 		var r Ready
 		if err := json.Unmarshal(b, &r); err != nil {
-			return err
+			return fmt.Errorf("%s: %w", readyPath, err)
 		}
 		if r.HTTPAddr == "" {
 			return fmt.Errorf("%s names no HTTP address", readyPath)
 		}
 		p.Ready = r
-		return healthy("http://" + r.HTTPAddr + "/healthz")
+		os.Remove(readyPath)
+		return nil
 	})
-	if p != nil {
-		p.Spec, p.DataDir = respec(s, p.Ready), dir
+}
+
+// rename gives p a new name, and its log file the name's.
+func (l *Local) rename(p *Proc, name string) error {
+	path := filepath.Join(l.Dir, name+".log")
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := os.Rename(p.LogPath, path); err != nil {
+		return err
 	}
-	return p, err
+	p.Name, p.LogPath = name, path
+	return nil
 }
 
 // respec is s with the addresses the node reported in place of those it
@@ -153,9 +181,9 @@ func respec(s NodeSpec, r Ready) NodeSpec {
 // and, on Linux and unless Outlive, is killed if this process dies.
 func (l *Local) Start(ctx context.Context, name string, args []string, healthURL string) (*Proc, error) {
 	if healthURL == "" {
-		return l.start(ctx, name, args, nil)
+		return l.start(ctx, name, args, nil, nil)
 	}
-	return l.start(ctx, name, args, func(*Proc) error { return healthy(healthURL) })
+	return l.start(ctx, name, args, nil, func(*Proc) error { return healthy(healthURL) })
 }
 
 // OnExit sets a function called when a child exits without having been
@@ -166,7 +194,7 @@ func (l *Local) OnExit(f func(p *Proc, err error, logTail string)) {
 	l.mu.Unlock()
 }
 
-func (l *Local) start(ctx context.Context, name string, args []string, ready func(*Proc) error) (*Proc, error) {
+func (l *Local) start(ctx context.Context, name string, args []string, stdin *os.File, ready func(*Proc) error) (*Proc, error) {
 	bin := l.Binary
 	if bin == "" {
 		var err error
@@ -184,6 +212,9 @@ func (l *Local) start(ctx context.Context, name string, args []string, ready fun
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if stdin != nil {
+		cmd.Stdin = stdin
+	}
 	cmd.SysProcAttr = childAttr(!l.Outlive)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
@@ -195,7 +226,7 @@ func (l *Local) start(ctx context.Context, name string, args []string, ready fun
 		logf.Close()
 		close(p.done)
 		l.mu.Lock()
-		f := l.onExit
+		f, logPath := l.onExit, p.LogPath // rename may have moved it
 		l.mu.Unlock()
 		if f != nil && !p.asked.Load() {
 			f(p, p.err, tail(logPath, 5))

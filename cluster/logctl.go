@@ -157,11 +157,6 @@ func (c *LogControl) Scale(ctx context.Context, role string, n int, out io.Write
 
 // start runs a new role process of kind, joining through a member of d.
 func (c *LogControl) start(ctx context.Context, d node.Deployment, kind string) (addr, httpAddr string, err error) {
-	roles, https, err := c.Roles.Addrs(ctx, 1)
-	if err != nil {
-		return "", "", err
-	}
-	addr, httpAddr = roles[0], https[0]
 	join := ""
 	for _, h := range sortedValues(d.HTTPMap()) {
 		if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + h + "/healthz"); err == nil {
@@ -173,10 +168,11 @@ func (c *LogControl) start(ctx context.Context, d node.Deployment, kind string) 
 	if join == "" {
 		return "", "", node.ErrNoMember
 	}
-	if err := c.Roles.Start(ctx, RoleSpec{Kind: kind, Addr: addr, HTTP: httpAddr, Join: join, Control: d.Control}); err != nil {
+	r, err := c.Roles.Start(ctx, RoleSpec{Kind: kind, Join: join, Control: d.Control})
+	if err != nil {
 		return "", "", err
 	}
-	return addr, httpAddr, nil
+	return r.Addr, r.HTTP, nil
 }
 
 func describeKind(kind string) string {

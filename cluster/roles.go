@@ -3,8 +3,11 @@ package cluster
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,12 +23,15 @@ import (
 type RoleHost interface {
 	// Name says where roles run ("local", "docker").
 	Name() string
-	// Addrs returns n pairs of addresses for new role processes: where
-	// each role listens for the log's messages, and where its process
-	// serves HTTP (/healthz, /status, /metrics).
-	Addrs(ctx context.Context, n int) (roles, https []string, err error)
-	// Start runs one role process and returns once it answers /healthz.
-	Start(ctx context.Context, r RoleSpec) error
+	// StartNew starts the processes of a new log, one per kind of p, lays
+	// out its deployment on the addresses they hold (p.Lay), saves it
+	// with save, and returns it once every role answers /healthz.
+	StartNew(ctx context.Context, p Plan, save func(node.Deployment) error) (node.Deployment, error)
+	// Start runs one role process and returns once it answers /healthz,
+	// with r's addresses as the process holds them: r.Addr and r.HTTP
+	// empty take new ones (free ports of a local host, a container's own
+	// address).
+	Start(ctx context.Context, r RoleSpec) (RoleSpec, error)
 	// Stop stops the process of role addr: SIGTERM, then a kill after a
 	// grace period. A role it does not run is stopped already.
 	Stop(ctx context.Context, addr string) error
@@ -36,8 +42,8 @@ type RoleHost interface {
 // RoleSpec says how to start one role process.
 type RoleSpec struct {
 	Kind string // a node.Kinds kind: batcher, leader, proxy, acceptor, ...
-	Addr string // where the role listens (from Addrs)
-	HTTP string // where its process serves HTTP (from Addrs)
+	Addr string // where the role listens; empty: the host picks
+	HTTP string // where its process serves HTTP; empty: the host picks
 	// Deployment is the deployment a role of the initial configuration
 	// starts from; nil for a role that joins a running log.
 	Deployment *node.Deployment
@@ -50,12 +56,37 @@ type RoleSpec struct {
 	Control string
 }
 
+// Plan is a new log before its processes hold addresses: the kind of each
+// process, and how the deployment is laid out on the addresses they get.
+type Plan struct {
+	Kinds []string
+	// Lay makes the deployment, roles[i] and https[i] being the addresses
+	// of the process of Kinds[i].
+	Lay func(roles, https []string) (node.Deployment, error)
+}
+
+// ShapePlan is the plan of a log of shape s whose roles report to the
+// control endpoint at control ("" for none).
+func ShapePlan(s node.Shape, control string) Plan {
+	return Plan{Kinds: s.Kinds(), Lay: func(roles, https []string) (node.Deployment, error) {
+		d, err := node.LayoutDeployment(s, roles, https)
+		d.Control = control
+		return d, err
+	}}
+}
+
+// UnreplicatedPlan is the plan of the single unreplicated KV server, the
+// baseline of tide bench log.
+var UnreplicatedPlan = Plan{Kinds: []string{"unreplicated"}, Lay: func(roles, https []string) (node.Deployment, error) {
+	return node.Deployment{Unreplicated: roles[0], HTTP: map[string]string{roles[0]: https[0]}}, nil
+}}
+
 // serveArgs is the `tide log serve` command line of r, keeping state
 // under dataDir; deployment is how the initial configuration reaches the
 // process (a --deployment or --deployment-json flag and its value).
 func serveArgs(r RoleSpec, dataDir string, deployment []string) []string {
 	args := []string{"log", "serve", "--role", r.Addr, "--http-addr", r.HTTP, "--data-dir", dataDir}
-	if r.Deployment != nil {
+	if r.Join == "" {
 		args = append(args, deployment...)
 	} else {
 		args = append(args, "--join", r.Join, "--kind", r.Kind)
@@ -80,7 +111,7 @@ func StartLog(ctx context.Context, host RoleHost, d node.Deployment) error {
 			return err
 		}
 		go func() {
-			if err := host.Start(ctx, RoleSpec{Kind: kind, Addr: a, HTTP: d.HTTP[a], Deployment: &d, Control: d.Control}); err != nil {
+			if _, err := host.Start(ctx, RoleSpec{Kind: kind, Addr: a, HTTP: d.HTTP[a], Deployment: &d, Control: d.Control}); err != nil {
 				errs <- fmt.Errorf("start %s %s: %w", kind, a, err)
 				return
 			}
@@ -96,61 +127,172 @@ func StartLog(ctx context.Context, host RoleHost, d node.Deployment) error {
 	return first
 }
 
-// NewDeploymentOn lays out shape s on addresses host hands out.
-func NewDeploymentOn(ctx context.Context, host RoleHost, s node.Shape) (node.Deployment, error) {
-	if err := s.Validate(); err != nil {
-		return node.Deployment{}, err
-	}
-	roles, https, err := host.Addrs(ctx, s.Count())
-	if err != nil {
-		return node.Deployment{}, err
-	}
-	return node.LayoutDeployment(s, roles, https)
-}
-
 // LocalRoles runs role processes as children of this process, through
-// Local, each on loopback ports of Host.
+// Local, each on loopback ports of Host. A process binds port 0 (or the
+// addresses a saved deployment gives it), reports the addresses it
+// holds, and then reads its deployment on its standard input: no port is
+// chosen by one process and bound by another.
 type LocalRoles struct {
-	Local *Local
-	// DepPath is the deployment file initial roles read; StartLog's
-	// caller saves the deployment there first.
-	DepPath  string
+	Local    *Local
 	StateDir string
 	Host     string // default 127.0.0.1
 
 	mu    sync.Mutex
 	procs map[string]*Proc
+	seq   int
 }
 
 // Name is "local".
 func (h *LocalRoles) Name() string { return "local" }
 
-// Addrs picks free ports on Host.
-func (h *LocalRoles) Addrs(_ context.Context, n int) ([]string, []string, error) {
+// launched is a role process that has bound its addresses (spec's) and,
+// unless it joins, waits for its deployment on in.
+type launched struct {
+	spec RoleSpec
+	proc *Proc
+	in   *os.File
+}
+
+// launch starts `tide log serve` for r and waits until the process has
+// reported the addresses it holds. r.Addr and r.HTTP, when empty, are
+// port 0 of Host.
+func (h *LocalRoles) launch(ctx context.Context, r RoleSpec) (launched, error) {
 	host := h.Host
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	a, err := node.FreeAddrs(host, 2*n)
-	if err != nil {
-		return nil, nil, err
+	if r.Addr == "" {
+		r.Addr = net.JoinHostPort(host, "0")
 	}
-	return a[:n], a[n:], nil
+	if r.HTTP == "" {
+		r.HTTP = net.JoinHostPort(host, "0")
+	}
+	h.mu.Lock()
+	h.seq++
+	name := fmt.Sprintf("%s-new%d", r.Kind, h.seq)
+	h.mu.Unlock()
+	readyPath := filepath.Join(h.Local.Dir, name+".ready.json")
+	args := append(serveArgs(r, h.StateDir, []string{"--deployment", "-"}), "--addr-file", readyPath)
+	var in *os.File
+	var stdin *os.File
+	if r.Join == "" {
+		var err error
+		if stdin, in, err = os.Pipe(); err != nil {
+			return launched{}, err
+		}
+	}
+	p, err := h.Local.StartReporting(ctx, name, args, readyPath, stdin)
+	if stdin != nil {
+		stdin.Close() // the child holds its own copy
+	}
+	if err != nil {
+		if in != nil {
+			in.Close()
+		}
+		return launched{}, err
+	}
+	if len(p.Ready.Roles) != 1 {
+		p.Kill()
+		in.Close()
+		return launched{}, fmt.Errorf("%s reported %d role addresses, want 1", name, len(p.Ready.Roles))
+	}
+	r.Addr, r.HTTP = p.Ready.Roles[0], p.Ready.HTTPAddr
+	if err := h.Local.rename(p, roleName(r.Kind, r.Addr)); err != nil {
+		p.Kill()
+		if in != nil {
+			in.Close()
+		}
+		return launched{}, err
+	}
+	return launched{spec: r, proc: p, in: in}, nil
 }
 
-// Start runs `tide log serve` for r as a child process.
-func (h *LocalRoles) Start(ctx context.Context, r RoleSpec) error {
-	p, err := h.Local.Start(ctx, roleName(r.Kind, r.Addr), serveArgs(r, h.StateDir, []string{"--deployment", h.DepPath}), "http://"+r.HTTP+"/healthz")
-	if err != nil {
-		return err
+// serve hands l its deployment d (unless it joins) and waits until it
+// answers /healthz.
+func (h *LocalRoles) serve(ctx context.Context, l launched, d *node.Deployment) error {
+	if l.in != nil {
+		b, err := json.Marshal(d)
+		if err == nil {
+			_, err = l.in.Write(b)
+		}
+		l.in.Close()
+		if err != nil {
+			l.proc.Kill()
+			return fmt.Errorf("hand %s its deployment: %w", l.proc.Name, err)
+		}
+	}
+	if err := l.proc.waitReady(ctx, func(*Proc) error { return healthy("http://" + l.spec.HTTP + "/healthz") }); err != nil {
+		l.proc.Kill()
+		return fmt.Errorf("%s did not answer (log: %s): %w\n%s", l.proc.Name, l.proc.LogPath, err, tail(l.proc.LogPath, 10))
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.procs == nil {
 		h.procs = map[string]*Proc{}
 	}
-	h.procs[r.Addr] = p
+	h.procs[l.spec.Addr] = l.proc
 	return nil
+}
+
+// Start runs `tide log serve` for r as a child process.
+func (h *LocalRoles) Start(ctx context.Context, r RoleSpec) (RoleSpec, error) {
+	l, err := h.launch(ctx, r)
+	if err != nil {
+		return r, err
+	}
+	return l.spec, h.serve(ctx, l, r.Deployment)
+}
+
+// StartNew starts every process of p on port 0, lays the deployment out
+// on the addresses they report, saves it and hands it to each.
+func (h *LocalRoles) StartNew(ctx context.Context, p Plan, save func(node.Deployment) error) (node.Deployment, error) {
+	ls := make([]launched, len(p.Kinds))
+	errs := make([]error, len(p.Kinds))
+	var wg sync.WaitGroup
+	for i, kind := range p.Kinds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ls[i], errs[i] = h.launch(ctx, RoleSpec{Kind: kind})
+		}()
+	}
+	wg.Wait()
+	abort := func(err error) (node.Deployment, error) {
+		for _, l := range ls {
+			if l.proc != nil {
+				l.in.Close()
+				l.proc.Kill()
+			}
+		}
+		return node.Deployment{}, err
+	}
+	if err := errors.Join(errs...); err != nil {
+		return abort(err)
+	}
+	roles, https := make([]string, len(ls)), make([]string, len(ls))
+	for i, l := range ls {
+		roles[i], https[i] = l.spec.Addr, l.spec.HTTP
+	}
+	d, err := p.Lay(roles, https)
+	if err != nil {
+		return abort(err)
+	}
+	if err := save(d); err != nil {
+		return abort(err)
+	}
+	for i, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = h.serve(ctx, l, &d)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		h.StopAll(ctx)
+		return node.Deployment{}, err
+	}
+	return d, nil
 }
 
 // Proc returns the process of role addr, or nil.
@@ -227,7 +369,34 @@ type ProvisionedRoles struct {
 // Name is the provisioner's name.
 func (h *ProvisionedRoles) Name() string { return h.C.Name() }
 
-// Addrs reserves n container addresses.
+// StartNew reserves an address for each process of p, lays the
+// deployment out on them, saves it, and starts every role.
+func (h *ProvisionedRoles) StartNew(ctx context.Context, p Plan, save func(node.Deployment) error) (node.Deployment, error) {
+	roles, https, err := h.Addrs(ctx, len(p.Kinds))
+	if err != nil {
+		return node.Deployment{}, err
+	}
+	d, err := p.Lay(roles, https)
+	if err == nil {
+		err = save(d)
+	}
+	if err != nil {
+		h.C.Release(hosts(roles)...)
+		return node.Deployment{}, err
+	}
+	return d, StartLog(ctx, h, d)
+}
+
+// hosts returns the hosts of addresses.
+func hosts(addrs []string) []string {
+	out := make([]string, len(addrs))
+	for i, a := range addrs {
+		out[i], _, _ = net.SplitHostPort(a)
+	}
+	return out
+}
+
+// Addrs reserves n container addresses, for roles started on them.
 func (h *ProvisionedRoles) Addrs(ctx context.Context, n int) ([]string, []string, error) {
 	ips, err := h.C.Reserve(ctx, n)
 	if err != nil {
@@ -241,9 +410,21 @@ func (h *ProvisionedRoles) Addrs(ctx context.Context, n int) ([]string, []string
 	return roles, https, nil
 }
 
-// Start launches r's container and waits until its process answers. A
-// process that does not answer in StartTimeout is removed.
-func (h *ProvisionedRoles) Start(ctx context.Context, r RoleSpec) error {
+// Start launches r's container, at a newly reserved address if r has
+// none, and waits until its process answers. A process that does not
+// answer in StartTimeout is removed.
+func (h *ProvisionedRoles) Start(ctx context.Context, r RoleSpec) (RoleSpec, error) {
+	if r.Addr == "" {
+		roles, https, err := h.Addrs(ctx, 1)
+		if err != nil {
+			return r, err
+		}
+		r.Addr, r.HTTP = roles[0], https[0]
+	}
+	return r, h.start(ctx, r)
+}
+
+func (h *ProvisionedRoles) start(ctx context.Context, r RoleSpec) error {
 	ip, _, err := net.SplitHostPort(r.Addr)
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -108,7 +109,18 @@ func TestTopicInOrderWithLineage(t *testing.T) {
 }
 
 func TestLogUnreachable(t *testing.T) {
-	d, err := node.NewLocalDeployment(regions.LogShape) // nothing runs there
+	// Nothing listens on these: each was bound and closed.
+	n := regions.LogShape.Count()
+	var addrs []string
+	for range 2 * n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, l.Addr().String())
+		l.Close()
+	}
+	d, err := node.LayoutDeployment(regions.LogShape, addrs[:n], addrs[n:])
 	if err != nil {
 		t.Fatal(err)
 	}

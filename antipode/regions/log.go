@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"tide/cluster"
@@ -30,52 +29,30 @@ var LogShape = node.Shape{Leaders: 1, ProxyLeaders: 1, Groups: 1, F: 1, Replicas
 // process on its own sockets (tests, which have no tide binary). It waits
 // until the log commits a write.
 func StartLog(ctx context.Context, dir, binary string) (*Log, error) {
-	d, err := node.NewLocalDeployment(LogShape)
+	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	dir, err = filepath.Abs(dir)
-	if err != nil {
-		return nil, err
-	}
-	l := &Log{Deployment: d}
+	l := &Log{}
 	if binary != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
 		local := &cluster.Local{Binary: binary, Dir: dir}
-		depPath := filepath.Join(dir, "deployment.json")
-		if err := d.Save(depPath); err != nil {
-			return nil, err
-		}
 		l.stop = func() { local.StopAll(10 * time.Second) }
-		host := &cluster.LocalRoles{Local: local, DepPath: depPath, StateDir: filepath.Join(dir, "state")}
-		if err := cluster.StartLog(ctx, host, d); err != nil {
+		host := &cluster.LocalRoles{Local: local, StateDir: filepath.Join(dir, "state")}
+		save := func(d node.Deployment) error { return d.Save(filepath.Join(dir, "deployment.json")) }
+		if l.Deployment, err = host.StartNew(ctx, cluster.ShapePlan(LogShape, ""), save); err != nil {
 			l.Close()
 			return nil, err
 		}
 	} else {
-		rctx, cancel := context.WithCancel(context.Background())
-		var wg sync.WaitGroup
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		errs := make(chan error, len(d.Roles()))
-		for _, a := range d.Roles() {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := node.Serve(rctx, d, []string{a}, filepath.Join(dir, "state"), d.HTTP[a], log); err != nil {
-					errs <- fmt.Errorf("tide log role %s: %w", a, err)
-				}
-			}()
-		}
-		l.stop = func() { cancel(); wg.Wait() }
-		select {
-		case err := <-errs:
-			l.Close()
+		if l.Deployment, l.stop, err = node.RunInProcess(context.Background(), LogShape, filepath.Join(dir, "state"), log); err != nil {
 			return nil, err
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	d := l.Deployment
 	c, err := node.NewClient(d, "127.0.0.1", 1)
 	if err != nil {
 		l.Close()

@@ -81,9 +81,8 @@ func TestAutoscaleDocker(t *testing.T) {
 store: {min: 3, max: 4, high: %v, low: %v, periods: 3, scale_out_cooldown: 10s, scale_in_cooldown: 5s}
 launch: {capacity: 16MiB, flags: ["--full-repair", "5s"]}
 `, high, low)), 0o644)
-	listen := fmt.Sprintf("127.0.0.1:%d", freeRun(t, 1))
 	cmd := exec.Command(tideBin, "autoscale", "--provisioner", "docker", "--docker-image", image, "--docker-cluster", clusterName,
-		"--config", cfgPath, "--state-dir", filepath.Join(work, "state"), "--listen", listen)
+		"--config", cfgPath, "--state-dir", filepath.Join(work, "state"), "--listen", "127.0.0.1:0")
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -107,6 +106,7 @@ launch: {capacity: 16MiB, flags: ["--full-repair", "5s"]}
 			t.Logf("tide autoscale output:\n%s", out.String())
 		}
 	})
+	listen := controllerAddr(t, out)
 
 	status := func() autoscale.Status {
 		var st autoscale.Status

@@ -278,7 +278,7 @@ launch: {capacity: 16MiB}
 func TestAutoscaleControllerCrashResumesDrain(t *testing.T) {
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
-	listen := fmt.Sprintf("127.0.0.1:%d", freeRun(t, 1))
+	var listen string // each controller's, on a port of its own
 	writeCfg := func(min int) string {
 		p := filepath.Join(dir, fmt.Sprintf("min%d.yaml", min))
 		os.WriteFile(p, []byte(fmt.Sprintf(`period: 300ms
@@ -288,13 +288,14 @@ launch: {capacity: 4GiB, replicas: 2}
 		return p
 	}
 	start := func(cfg string) (*exec.Cmd, *syncBuffer) {
-		cmd := exec.Command(tideBin, "autoscale", "--config", cfg, "--state-dir", state, "--listen", listen)
+		cmd := exec.Command(tideBin, "autoscale", "--config", cfg, "--state-dir", state, "--listen", "127.0.0.1:0")
 		out := &syncBuffer{}
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		listen = controllerAddr(t, out)
 		return cmd, out
 	}
 	// The nodes outlive their controllers; stop them at the end.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,7 +53,7 @@ func runLogScaling(ctx context.Context, specs []string, mode, clients string, du
 	defer os.RemoveAll(dir)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	host, err := rh.open(ctx, dir, filepath.Join(dir, "deployment.json"), "127.0.0.1")
+	host, err := rh.open(ctx, dir, "127.0.0.1")
 	if err != nil {
 		return err
 	}

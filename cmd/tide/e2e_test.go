@@ -6,11 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -308,30 +308,19 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// freeRun finds n consecutive free ports below the kernel's ephemeral range
-// (32768 and up), so that no outgoing connection can take one meanwhile.
-func freeRun(t *testing.T, n int) int {
+// controllerAddr waits until a `tide autoscale --listen 127.0.0.1:0`
+// whose output goes to out says where it serves, and returns that address.
+func controllerAddr(t *testing.T, out *syncBuffer) string {
 	t.Helper()
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
-	for range 100 {
-		base := 15000 + rng.IntN(15000)
-		ok := true
-		var lns []net.Listener
-		for i := range n {
-			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			lns = append(lns, ln)
+	re := regexp.MustCompile(`serving events and status.* addr=(\S+)`)
+	var addr string
+	waitFor(t, "the controller to say where it serves", time.Minute, func() error {
+		m := re.FindStringSubmatch(out.String())
+		if m == nil {
+			return fmt.Errorf("not yet:\n%s", out.String())
 		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no run of free ports found")
-	return 0
+		addr = m[1]
+		return nil
+	})
+	return addr
 }

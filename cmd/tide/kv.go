@@ -61,7 +61,10 @@ the node is asked for the other. The same keys are served over HTTP
 	}
 	get := &cobra.Command{
 		Use: "get ADDR KEY", Short: "Print a key's value (an error if it does not exist)", Args: cobra.ExactArgs(2),
-		Example: "  tide kv get 127.0.0.1:5058 greeting",
+		Long: `Print the value of KEY, read through the node at ADDR (its HTTP or Chord
+address) from R of the key's N replicas: the newest version they hold. A key
+that does not exist, or was deleted, is an error (exit 1).`,
+		Example: "  tide kv get 127.0.0.1:5058 greeting\n  tide kv get --r 3 127.0.0.2 greeting",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q := ""
 			if r > 0 {
@@ -80,7 +83,10 @@ the node is asked for the other. The same keys are served over HTTP
 	}
 	put := &cobra.Command{
 		Use: "put ADDR KEY [VALUE]", Short: "Set a key to VALUE, or to standard input", Args: cobra.RangeArgs(2, 3),
-		Example: "  tide kv put 127.0.0.1:5058 greeting hello\n  tide kv put 127.0.0.1:5058 photo < photo.jpg",
+		Long: `Set KEY to VALUE, or to what standard input holds, through the node at ADDR
+(its HTTP or Chord address): the write is stored on the key's N replicas and
+acknowledged once W hold it. It prints OK.`,
+		Example: "  tide kv put 127.0.0.1:5058 greeting hello\n  tide kv put 127.0.0.1:5058 photo < photo.jpg\n  tide kv put --w 3 127.0.0.1 greeting hello",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var body io.Reader = os.Stdin
 			if len(args) == 3 {
@@ -99,6 +105,9 @@ the node is asked for the other. The same keys are served over HTTP
 	}
 	del := &cobra.Command{
 		Use: "del ADDR KEY", Short: "Delete a key (it leaves a tombstone, collected after --tombstone-ttl)", Args: cobra.ExactArgs(2),
+		Long: `Delete KEY through the node at ADDR (its HTTP or Chord address). The delete
+is a write of a tombstone on the key's N replicas, which keeps an older version
+from coming back; tombstones are collected after the nodes' --tombstone-ttl.`,
 		Example: "  tide kv del 127.0.0.1:5058 greeting",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := check(do(http.MethodDelete, args[0], args[1], nil, "")); err != nil {

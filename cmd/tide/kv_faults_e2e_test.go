@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -194,17 +195,17 @@ func TestStatefulSetJoinAndLeave(t *testing.T) {
 	defer local.StopAll(5 * time.Second)
 	extra := []string{"--tick", "200ms"}
 	var procs []*cluster.Proc
-	var seed string
+	// Every pod has an address of its own, as in Kubernetes: a loopback
+	// address no other process uses (127.R.R.i, R random), with fixed
+	// ports, so that the first pod's --join, its own address, is known
+	// before it starts.
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(os.Getpid())))
+	prefix := fmt.Sprintf("127.%d.%d.", 1+rng.IntN(254), 1+rng.IntN(254))
+	seed := prefix + "1:5057"
 	for i := range 3 {
-		addrs, err := bench.FreeAddrs(3)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if seed == "" {
-			seed = addrs[0]
-		}
-		spec := cluster.NodeSpec{Name: fmt.Sprint("pod", i), ChordAddr: addrs[0], HTTPAddr: addrs[1], Join: seed, Replicas: 3,
-			Extra: append([]string{"--peer-addr", addrs[2]}, extra...)}
+		host := fmt.Sprint(prefix, i+1)
+		spec := cluster.NodeSpec{Name: fmt.Sprint("pod", i), ChordAddr: host + ":5057", HTTPAddr: host + ":5058", Join: seed, Replicas: 3,
+			Extra: append([]string{"--peer-addr", host + ":5059"}, extra...)}
 		p, err := local.Launch(ctx, spec)
 		if err != nil {
 			t.Fatalf("start %s with --join %s: %v", spec.Name, seed, err)
@@ -300,12 +301,8 @@ func TestKVMigrationKeepsForeground(t *testing.T) {
 	var procs []*cluster.Proc
 	var resp []string
 	for i := range 3 {
-		addrs, err := bench.FreeAddrs(4)
-		if err != nil {
-			t.Fatal(err)
-		}
-		spec := cluster.NodeSpec{Name: fmt.Sprint("node", i+1), ChordAddr: addrs[0], HTTPAddr: addrs[1], Replicas: 3,
-			Extra: append([]string{"--peer-addr", addrs[2], "--resp-addr", addrs[3]}, extra...)}
+		spec := cluster.NodeSpec{Name: fmt.Sprint("node", i+1), ChordAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Replicas: 3,
+			Extra: append([]string{"--resp-addr", "127.0.0.1:0"}, extra...)}
 		if i > 0 {
 			spec.Join = procs[0].Spec.ChordAddr
 		}
@@ -313,7 +310,7 @@ func TestKVMigrationKeepsForeground(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		procs, resp = append(procs, p), append(resp, addrs[3])
+		procs, resp = append(procs, p), append(resp, p.Ready.RESPAddr)
 	}
 	waitKVMembers(t, procs, 3)
 
@@ -416,12 +413,7 @@ func TestKVMigrationKeepsForeground(t *testing.T) {
 	// A 4th node joins with the default migration rate.
 	phase.Store(during)
 	migStart := time.Now()
-	addrs, err := bench.FreeAddrs(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec := cluster.NodeSpec{Name: "node4", ChordAddr: addrs[0], HTTPAddr: addrs[1], Join: procs[0].Spec.ChordAddr, Replicas: 3,
-		Extra: append([]string{"--peer-addr", addrs[2]}, extra...)}
+	spec := cluster.NodeSpec{Name: "node4", ChordAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Join: procs[0].Spec.ChordAddr, Replicas: 3, Extra: extra}
 	p4, err := local.Launch(ctx, spec)
 	if err != nil {
 		t.Fatal(err)

@@ -95,6 +95,10 @@ ClusterIP Service and a one-pod Deployment each, the ClusterIP being the
 role's address (kubernetes; run tide log up in the cluster, see
 deploy/kubernetes/log), or an EC2 instance each on a network interface made
 for it first (aws; run it in the VPC). Ctrl-C removes them all.`,
+		Example: `  tide log up
+  tide log up --proxy-leaders 3 --groups 2 --data-dir /tmp/log
+  tide log up --autoscale --capacity proxy-leaders=2000,batchers=4000
+  tide log up --provisioner docker --docker-build --cpus 0.5`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			abs, err := filepath.Abs(dir)
@@ -199,7 +203,7 @@ func logPolicy(capacity, configPath string) (autoscale.LogPolicy, error) {
 }
 
 func newLogServeCmd() *cobra.Command {
-	var depPath, depJSON, dataDir, httpAddr, join, kind, control string
+	var depPath, depJSON, dataDir, httpAddr, join, kind, control, addrFile string
 	var roles, listen []string
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -208,78 +212,145 @@ func newLogServeCmd() *cobra.Command {
 deployment file and --role picks roles it lists (default: all), or --join names
 the HTTP address of any running role process: the current configuration is
 fetched from it, and --role with --kind starts a new instance, which serves once
-a reconfiguration adds it (tide log scale does both).`,
+a reconfiguration adds it (tide log scale does both).
+
+A --role or --http-addr with port 0 takes a free port, and the role goes by the
+address it holds. The process binds every address first and, with --addr-file,
+reports them ({"roles": [...], "http": ...}) before it reads the deployment:
+with --deployment -, from its standard input, so that a supervisor (tide log up)
+starts every role on port 0, collects their addresses, and then hands each the
+deployment laid out on them.`,
+		Example: `  tide log serve --deployment tide-log/deployment.json --role 127.0.0.1:7001 --http-addr 127.0.0.1:7101
+  tide log serve --join 127.0.0.1:7101 --kind proxy --role 127.0.0.1:0 --addr-file proxy.ready.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var d node.Deployment
-			var err error
-			switch {
-			case join != "":
-				if d, err = loadTarget(join); err != nil {
+			load := func() error {
+				var err error
+				switch {
+				case join != "":
+					d, err = loadTarget(join)
+				case depJSON != "":
+					d, err = node.ReadDeployment(strings.NewReader(depJSON))
+					if err != nil {
+						err = fmt.Errorf("--deployment-json: %w", err)
+					}
+				case depPath == "-":
+					d, err = node.ReadDeployment(os.Stdin)
+					if err != nil {
+						err = fmt.Errorf("--deployment -: the deployment on standard input: %w", err)
+					}
+				default:
+					d, err = node.LoadDeployment(depPath)
+				}
+				return err
+			}
+			if kind != "" && !slices.Contains(node.Kinds, kind) {
+				return fmt.Errorf("--kind %q: want one of %s", kind, strings.Join(node.Kinds, ", "))
+			}
+			if kind != "" && len(roles) == 0 {
+				return errors.New("--kind needs --role ADDR")
+			}
+			if depPath == "-" && join == "" && depJSON == "" && len(roles) == 0 {
+				return errors.New("--deployment - needs --role: the roles bind before the deployment arrives")
+			}
+			if len(listen) > 0 && len(listen) != len(roles) {
+				return fmt.Errorf("--listen gives %d addresses for %d --role addresses: give one per role, in the same order", len(listen), len(roles))
+			}
+			loaded := false
+			if len(roles) == 0 {
+				if err := load(); err != nil {
 					return err
 				}
-			case depJSON != "":
-				if err := json.Unmarshal([]byte(depJSON), &d); err != nil {
-					return fmt.Errorf("--deployment-json: %w", err)
+				roles, loaded = d.Roles(), true
+			}
+			lns, err := bindRoles(roles, listen)
+			if err != nil {
+				return err
+			}
+			defer func() {
+				for _, l := range lns {
+					l.Close()
 				}
-				if err := d.Validate(); err != nil {
-					return fmt.Errorf("--deployment-json: %w", err)
+			}()
+			httpLn, err := net.Listen("tcp", httpAddr)
+			if err != nil {
+				return fmt.Errorf("--http-addr %s: %w", httpAddr, err)
+			}
+			if addrFile != "" {
+				rep := map[string]any{"roles": roles, "http": httpLn.Addr().String()}
+				if err := writeAddrFile(addrFile, rep); err != nil {
+					httpLn.Close()
+					return err
 				}
-			default:
-				if d, err = node.LoadDeployment(depPath); err != nil {
+			}
+			if !loaded {
+				if err := load(); err != nil {
+					httpLn.Close()
 					return err
 				}
 			}
 			if control != "" {
 				d.Control = control
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			if len(listen) > 0 && len(listen) != len(roles) {
-				return fmt.Errorf("--listen gives %d addresses for %d --role addresses: give one per role, in the same order", len(listen), len(roles))
-			}
-			var specs []node.RoleSpec
-			if kind != "" {
-				if !slices.Contains(node.Kinds, kind) {
-					return fmt.Errorf("--kind %q: want one of %s", kind, strings.Join(node.Kinds, ", "))
-				}
-				if len(roles) == 0 {
-					return errors.New("--kind needs --role ADDR")
-				}
-				for _, a := range roles {
-					specs = append(specs, node.RoleSpec{Addr: a, Kind: kind})
-				}
-			} else {
-				if len(roles) == 0 {
-					roles = d.Roles()
-				}
-				for _, a := range roles {
-					k, _, err := d.RoleOf(a)
-					if err != nil {
+			specs := make([]node.RoleSpec, len(roles))
+			for i, a := range roles {
+				k := kind
+				if k == "" {
+					if k, _, err = d.RoleOf(a); err != nil {
+						httpLn.Close()
 						return err
 					}
-					specs = append(specs, node.RoleSpec{Addr: a, Kind: k})
 				}
+				specs[i] = node.RoleSpec{Addr: a, Kind: k, Listener: lns[i]}
 			}
-			for i, l := range listen {
-				if _, _, err := net.SplitHostPort(l); err != nil {
-					return fmt.Errorf("--listen %q: want HOST:PORT: %w", l, err)
-				}
-				specs[i].Listen = l
-			}
-			return node.ServeRoles(ctx, d, specs, dataDir, httpAddr, slog.Default())
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return node.ServeRolesOn(ctx, d, specs, dataDir, httpLn, slog.Default())
 		},
 	}
-	cmd.Flags().StringVar(&depPath, "deployment", "deployment.json", "deployment file")
+	cmd.Flags().StringVar(&depPath, "deployment", "deployment.json", "deployment file; - reads it from standard input once the roles are bound")
 	cmd.Flags().StringVar(&depJSON, "deployment-json", "", "the deployment itself, as JSON (instead of --deployment; containers use it)")
 	cmd.Flags().StringVar(&join, "join", "", "HTTP address of a running role process to fetch the configuration from (instead of --deployment)")
 	cmd.Flags().StringVar(&kind, "kind", "", "role kind of --role addresses the configuration does not list yet: "+strings.Join(node.Kinds, ", "))
-	cmd.Flags().StringSliceVar(&roles, "role", nil, "role addresses to run here (default: all): each role's address in the configuration, which peers send to")
+	cmd.Flags().StringSliceVar(&roles, "role", nil, "role addresses to run here (default: all): each role's address in the configuration, which peers send to; port 0 takes a free port, and the role goes by the address it holds")
 	cmd.Flags().StringSliceVar(&listen, "listen", nil, "addresses the --role roles bind instead, one per --role in order, e.g. 0.0.0.0:5057 behind a Kubernetes Service whose ClusterIP is the role's address (default: the --role address)")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "tide-log/state", "directory for durable role state (tide log up's --data-dir keeps it in its state subdirectory)")
 	cmd.Flags().StringVar(&httpAddr, "http-addr", "127.0.0.1:0", "address this process binds for /metrics, /status and /deployment (others reach it at the address the deployment lists, which may differ, e.g. 0.0.0.0:5058 here)")
 	cmd.Flags().StringVar(&control, "control", "", "HTTP address of the process that starts and stops roles (set by tide log up)")
+	cmd.Flags().StringVar(&addrFile, "addr-file", "", "once every address is bound, write them as JSON ({\"roles\": [...], \"http\": ...}) to this file, e.g. for roles started on port 0")
 	return cmd
+}
+
+// bindRoles binds each role address, or its --listen address when given.
+// A role bound on its own address with port 0 goes by the address it got:
+// roles[i] is rewritten to it.
+func bindRoles(roles, listen []string) ([]net.Listener, error) {
+	var lns []net.Listener
+	fail := func(err error) ([]net.Listener, error) {
+		for _, l := range lns {
+			l.Close()
+		}
+		return nil, err
+	}
+	for i, a := range roles {
+		at, flag := a, "--role"
+		if len(listen) > 0 {
+			at, flag = listen[i], "--listen"
+		}
+		if _, _, err := net.SplitHostPort(at); err != nil {
+			return fail(fmt.Errorf("%s %q: want HOST:PORT: %w", flag, at, err))
+		}
+		l, err := net.Listen("tcp", at)
+		if err != nil {
+			return fail(fmt.Errorf("%s %s: %w", flag, at, err))
+		}
+		lns = append(lns, l)
+		if _, port, _ := net.SplitHostPort(a); port == "0" && len(listen) == 0 {
+			roles[i] = l.Addr().String()
+		}
+	}
+	return lns, nil
 }
 
 func newLogScaleCmd() *cobra.Command {
@@ -293,6 +364,8 @@ chosen in the log; removed ones drain what they hold in flight before they stop.
 Acceptor groups change by a new leader round over the new groups; the old
 groups stop once no slot depends on them. TARGET is the deployment file or a
 role's HTTP address, of a log started by 'tide log up'.`,
+		Example: `  tide log scale tide-log/deployment.json proxy-leaders 4
+  tide log scale 127.0.0.1:41693 acceptor-groups 2`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := strconv.Atoi(args[2])
@@ -316,6 +389,8 @@ func newLogReplaceCmd() *cobra.Command {
 chosen in the log, wait until the old acceptor configuration is retired (no slot
 depends on it), then stop ACCEPTOR. TARGET is the deployment file or a role's
 HTTP address, of a log started by 'tide log up'.`,
+		Example: `  tide log status tide-log/deployment.json   # the acceptors' addresses
+  tide log replace tide-log/deployment.json 127.0.0.1:37417`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return control(cmd.Context(), args[0], "/replace?addr="+url.QueryEscape(args[1]))
@@ -333,7 +408,8 @@ one; a replica leaves once a majority of those staying hold the log through the
 change), then stop it. Acceptors are replaced ('tide log replace') or leave with
 their group ('tide log scale TARGET acceptor-groups N'). TARGET is the
 deployment file or a role's HTTP address, of a log started by 'tide log up'.`,
-		Args: cobra.ExactArgs(2),
+		Example: `  tide log remove tide-log/deployment.json 127.0.0.1:43425`,
+		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return control(cmd.Context(), args[0], "/remove?addr="+url.QueryEscape(args[1]))
 		},
@@ -513,7 +589,15 @@ func newLogStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status TARGET",
 		Short: "Show the configuration (epoch and history) and every role: ballot, chosen watermark, executed slots, message rates",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show the log's configuration, as the newest role knows it: its epoch and the
+history of changes (what changed, when, and why), and then every role
+instance: its kind, address, whether it answers, its ballot, the chosen
+watermark and executed slots, and the messages it receives and sends per
+second (over a second between two samples). TARGET is the deployment file or
+the HTTP address of any role process; if no role answers, it says so at once.`,
+		Example: `  tide log status tide-data/log/deployment.json
+  tide log status 127.0.0.1:42709 --json`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := loadCurrent(args[0])
 			if err != nil {

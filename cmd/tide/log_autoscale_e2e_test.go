@@ -47,11 +47,9 @@ func TestLogAutoscalesDocker(t *testing.T) {
 	shape := node.DefaultShape
 	shape.TickMillis = 10
 	ctx := context.Background()
-	d, err := cluster.NewDeploymentOn(ctx, roles, shape)
+	depPath := filepath.Join(t.TempDir(), "deployment.json")
+	d, err := roles.StartNew(ctx, cluster.ShapePlan(shape, ""), func(d node.Deployment) error { return d.Save(depPath) })
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cluster.StartLog(ctx, roles, d); err != nil {
 		t.Fatal(err)
 	}
 	ins, err := prov.List(ctx)
@@ -67,7 +65,7 @@ func TestLogAutoscalesDocker(t *testing.T) {
 			t.Fatalf("role %s runs in none of the containers %v", a, ins)
 		}
 	}
-	ctl := cluster.NewLogControl(roles, d, filepath.Join(t.TempDir(), "deployment.json"))
+	ctl := cluster.NewLogControl(roles, d, depPath)
 	autoscalesUnderLoad(t, d, ctl)
 	ins, err = prov.List(ctx)
 	if err != nil {

@@ -62,18 +62,12 @@ func startTestLog(t *testing.T) (node.Deployment, *cluster.LocalRoles, *cluster.
 	dir := t.TempDir()
 	shape := node.DefaultShape
 	shape.TickMillis = 10
-	d, err := node.NewLocalDeployment(shape)
-	if err != nil {
-		t.Fatal(err)
-	}
 	depPath := filepath.Join(dir, "deployment.json")
-	if err := d.Save(depPath); err != nil {
-		t.Fatal(err)
-	}
 	local := &cluster.Local{Binary: tideBin, Dir: dir}
 	t.Cleanup(func() { local.StopAll(5 * time.Second) })
-	roles := &cluster.LocalRoles{Local: local, DepPath: depPath, StateDir: filepath.Join(dir, "state")}
-	if err := cluster.StartLog(context.Background(), roles, d); err != nil {
+	roles := &cluster.LocalRoles{Local: local, StateDir: filepath.Join(dir, "state")}
+	d, err := roles.StartNew(context.Background(), cluster.ShapePlan(shape, ""), func(d node.Deployment) error { return d.Save(depPath) })
+	if err != nil {
 		t.Fatal(err)
 	}
 	return d, roles, cluster.NewLogControl(roles, d, depPath)

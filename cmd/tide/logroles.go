@@ -145,14 +145,14 @@ func (f *roleHostFlags) limits() (map[string]int64, error) {
 }
 
 // open returns the role host the flags name.
-func (f *roleHostFlags) open(ctx context.Context, dir, depPath, host string) (cluster.RoleHost, error) {
+func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.RoleHost, error) {
 	if err := f.checkFlags(); err != nil {
 		return nil, err
 	}
 	switch f.provisioner {
 	case "local":
 		f.desc = "local processes"
-		return &cluster.LocalRoles{Local: &cluster.Local{Dir: dir}, DepPath: depPath, StateDir: dir + "/state", Host: host}, nil
+		return &cluster.LocalRoles{Local: &cluster.Local{Dir: dir}, StateDir: dir + "/state", Host: host}, nil
 	case "docker":
 		cpus, err := parseRoleCPUs(f.cpus, f.roleCPUs)
 		if err != nil {

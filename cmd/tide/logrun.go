@@ -60,7 +60,7 @@ func startLogRun(ctx context.Context, o logRunOptions, out io.Writer) (_ *logRun
 			r.Close()
 		}
 	}()
-	roles, err := o.rh.open(ctx, o.dir, r.depPath, o.shape.Host)
+	roles, err := o.rh.open(ctx, o.dir, o.shape.Host)
 	if err != nil {
 		return nil, err
 	}
@@ -82,11 +82,6 @@ func startLogRun(ctx context.Context, o logRunOptions, out io.Writer) (_ *logRun
 			return nil, fmt.Errorf("saved log deployment: %w (move %s away to start a new log)", lerr, o.dir)
 		}
 	}
-	if !r.reused {
-		if d, err = cluster.NewDeploymentOn(ctx, roles, o.shape); err != nil {
-			return nil, err
-		}
-	}
 	// The control endpoint starts and stops role processes for 'tide log
 	// scale' and 'tide log replace'; a reused deployment keeps its
 	// address when it is free.
@@ -103,17 +98,22 @@ func startLogRun(ctx context.Context, o logRunOptions, out io.Writer) (_ *logRun
 			return nil, err
 		}
 	}
-	d.Control = ctlLn.Addr().String()
-	if err := d.Save(r.depPath); err != nil {
-		ctlLn.Close()
-		return nil, err
-	}
-	verb := "starting"
+	control := ctlLn.Addr().String()
 	if r.reused {
-		verb = "restarting the saved log's"
+		d.Control = control
+		err = d.Save(r.depPath)
+		if err == nil {
+			fmt.Fprintf(out, "restarting the saved log's %d roles on %s (logs in %s)\n", len(d.Roles()), o.rh.describe(), o.dir)
+			err = cluster.StartLog(ctx, roles, d)
+		}
+	} else {
+		// Each role takes its addresses first (local processes bind port
+		// 0 and report what they hold); the deployment is laid out on
+		// them, saved, and handed to every role.
+		fmt.Fprintf(out, "starting %d log roles on %s (logs in %s)\n", o.shape.Count(), o.rh.describe(), o.dir)
+		d, err = roles.StartNew(ctx, cluster.ShapePlan(o.shape, control), func(d node.Deployment) error { return d.Save(r.depPath) })
 	}
-	fmt.Fprintf(out, "%s %d log roles on %s (logs in %s)\n", verb, len(d.Roles()), o.rh.describe(), o.dir)
-	if err := cluster.StartLog(ctx, roles, d); err != nil {
+	if err != nil {
 		ctlLn.Close()
 		return nil, err
 	}

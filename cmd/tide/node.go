@@ -100,22 +100,26 @@ idle until a create or join arrives over msgpack-rpc; until then it answers
 get_info, and lookups with an error saying it is not in a ring. Once a member
 it is a full storage node: the file service listens on IP and PORT+1 (5057
 and 5058, as in the course's deployment) unless --http-addr says otherwise,
-and data goes to --data-dir (default tide-data/chord-IP-PORT). Every flag of
-tide node applies.`,
+and data goes to --data-dir (default tide-data/chord-IP-PORT). PORT 0 takes a
+free port, and the file service another (see --addr-file). Every flag of tide
+node applies.`,
 		Example: `  tide chord 127.0.0.1 5057
   tide chord 127.0.0.2 5057 --data-dir /var/lib/tide`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			port, err := strconv.Atoi(args[1])
-			if err != nil || port < 1 || port > 65534 {
-				return fmt.Errorf("PORT %q: want an integer in [1, 65534] (the file service takes PORT+1)", args[1])
+			if err != nil || port < 0 || port > 65534 {
+				return fmt.Errorf("PORT %q: want an integer in [0, 65534] (the file service takes PORT+1; 0 takes free ports)", args[1])
 			}
 			if net.ParseIP(args[0]) == nil {
 				return fmt.Errorf("IP %q: want an IP address", args[0])
 			}
 			o.cfg.ChordAddr = net.JoinHostPort(args[0], strconv.Itoa(port))
 			if !cmd.Flags().Changed("http-addr") {
-				o.cfg.HTTPAddr = net.JoinHostPort(args[0], strconv.Itoa(port+1))
+				o.cfg.HTTPAddr = net.JoinHostPort(args[0], "0")
+				if port > 0 {
+					o.cfg.HTTPAddr = net.JoinHostPort(args[0], strconv.Itoa(port+1))
+				}
 			}
 			if !cmd.Flags().Changed("data-dir") {
 				o.cfg.DataDir = filepath.Join("tide-data", "chord-"+args[0]+"-"+args[1])
@@ -272,7 +276,7 @@ func runNode(o *nodeOpts) error {
 
 // writeAddrFile writes addrs as JSON to path, atomically (a reader never
 // sees half of it).
-func writeAddrFile(path string, addrs map[string]string) error {
+func writeAddrFile(path string, addrs any) error {
 	b, err := json.Marshal(addrs)
 	if err != nil {
 		return err

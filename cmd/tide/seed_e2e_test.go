@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -41,11 +42,7 @@ func TestDynamoSeedScenario(t *testing.T) {
 	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
 	defer local.StopAll(5 * time.Second)
 	start := func(name string) *cluster.Proc {
-		addrs, err := bench.FreeAddrs(2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := local.Launch(ctx, cluster.NodeSpec{Name: name, ChordAddr: addrs[0], HTTPAddr: addrs[1],
+		p, err := local.Launch(ctx, cluster.NodeSpec{Name: name, ChordAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
 			// Replicas are asked again after 1s rather than 200ms: a
 			// request that waits for a node that left waits 8s, one on
 			// a loaded machine a few hundred milliseconds.
@@ -248,16 +245,17 @@ func TestChordIdleStart(t *testing.T) {
 	defer local.StopAll(5 * time.Second)
 	var addrs []string
 	for i := range 4 {
-		port := freeRun(t, 2)
-		ca, ha := fmt.Sprint("127.0.0.1:", port), fmt.Sprint("127.0.0.1:", port+1)
-		args := []string{"chord", "127.0.0.1", fmt.Sprint(port), "--tick", "200ms", "--data-dir", fmt.Sprintf("%s/n%d", dir, i)}
+		// Port 0: each node takes free ports and reports them.
+		ready := filepath.Join(dir, fmt.Sprintf("n%d.ready.json", i))
+		args := []string{"chord", "127.0.0.1", "0", "--tick", "200ms", "--data-dir", fmt.Sprintf("%s/n%d", dir, i), "--addr-file", ready}
 		if i%2 == 1 {
-			args = []string{"node", "--idle", "--chord-addr", ca, "--http-addr", ha, "--tick", "200ms", "--data-dir", fmt.Sprintf("%s/n%d", dir, i)}
+			args = []string{"node", "--idle", "--chord-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--tick", "200ms", "--data-dir", fmt.Sprintf("%s/n%d", dir, i), "--addr-file", ready}
 		}
-		if _, err := local.Start(ctx, fmt.Sprint("n", i), args, "http://"+ha+"/healthz"); err != nil {
+		p, err := local.StartReporting(ctx, fmt.Sprint("n", i), args, ready, nil)
+		if err != nil {
 			t.Fatal(err)
 		}
-		addrs = append(addrs, ca)
+		addrs = append(addrs, p.Ready.ChordAddr)
 	}
 	cl := rpc.NewClient()
 	defer cl.Close()
@@ -297,9 +295,7 @@ func TestChordIdleStart(t *testing.T) {
 // TestLogLevelFromEnv starts a node with TIDE_LOG_LEVEL=debug and no
 // --log-level, and waits for a debug line in its log.
 func TestLogLevelFromEnv(t *testing.T) {
-	port := freeRun(t, 2)
-	cmd := exec.Command(tideBin, "node", "--idle", "--chord-addr", fmt.Sprint("127.0.0.1:", port),
-		"--http-addr", fmt.Sprint("127.0.0.1:", port+1), "--data-dir", t.TempDir())
+	cmd := exec.Command(tideBin, "node", "--idle", "--chord-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--data-dir", t.TempDir())
 	cmd.Env = append(os.Environ(), "TIDE_LOG_LEVEL=debug", "TIDE_LOG_FORMAT=json")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -18,6 +18,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"tide/autoscale"
+	"tide/web"
 )
 
 // upProc is a `tide up` child process and what its banner said.
@@ -28,6 +31,7 @@ type upProc struct {
 	https     []string // store nodes' HTTP addresses
 	chords    []string // their Chord addresses
 	redis     []string // their Redis protocol addresses
+	names     []string // their names (node1, ...)
 	dep       string   // the log's deployment file
 	exited    chan error
 }
@@ -79,6 +83,7 @@ func startUp(t *testing.T, dir string, extra ...string) *upProc {
 			case len(f) >= 2 && f[0] == "dashboard":
 				u.dashboard = f[1]
 			case len(f) >= 5 && f[0] == "store":
+				u.names = append(u.names, strings.Trim(f[len(f)-1], "()"))
 				for i := 0; i+1 < len(f); i++ {
 					switch f[i] {
 					case "http":
@@ -224,65 +229,120 @@ func respDo(t *testing.T, addr string, args ...string) string {
 	return line
 }
 
-// TestUp starts `tide up` as a user would and checks, in a real browser,
-// that the dashboard shows the ring and the log; stores a file, a key over
-// HTTP and over the Redis protocol, and a log entry, and reads them back;
-// fills the nodes until the autoscaler adds one, and sees the new node and
-// the event on the dashboard; stops it with SIGINT and checks that no
-// process is left; starts it again on the same directory and reads
-// everything back; and checks that a second tide up on that directory is
-// refused.
-func TestUp(t *testing.T) {
-	if _, err := exec.LookPath("chromium"); err != nil {
-		t.Skip("chromium is not installed (make deps installs it)")
-	}
-	dir := t.TempDir()
-	cfgPath := filepath.Join(t.TempDir(), "autoscale.yaml")
-	// Two periods over the high mark add a node; at most one.
-	os.WriteFile(cfgPath, []byte("period: 1s\nstore:\n  min: 3\n  max: 4\n  periods: 2\n  scale_out_cooldown: 2s\n"), 0o644)
-	up := startUp(t, dir, "--capacity", "4MiB", "--autoscale-config", cfgPath)
+// dashEvents returns the autoscalers' events the dashboard at url holds.
+func dashEvents(ctx context.Context, url string) ([]web.Event, error) {
+	var evs []web.Event
+	err := getJSON(ctx, url+"api/events", &evs)
+	return evs, err
+}
 
-	ctx, cancel := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath("chromium"), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1440, 900))...)
-	defer cancel()
-	ctx, cancel = chromedp.NewContext(ctx)
-	defer cancel()
-	ctx, cancel = context.WithTimeout(ctx, 4*time.Minute)
-	defer cancel()
-	// page evaluates a script in the dashboard until it returns true.
-	waitPage := func(what, script string) {
-		t.Helper()
-		deadline := time.Now().Add(2 * time.Minute)
-		for {
-			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](script))
-			if err == nil && ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				body, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector("main").innerText`))
-				t.Fatalf("dashboard never showed %s (last error %v); it shows:\n%s", what, err, body)
-			}
-			time.Sleep(200 * time.Millisecond)
+// findEvent returns the first event of system with action and outcome
+// after sequence number since, or nil.
+func findEvent(evs []web.Event, system string, action autoscale.Action, outcome string, since uint64) *web.Event {
+	for i, ev := range evs {
+		if ev.System == system && ev.Action == action && ev.Outcome == outcome && ev.Seq > since {
+			return &evs[i]
 		}
 	}
-	if err := chromedp.Do(ctx, chromedp.Navigate(up.dashboard)); err != nil {
-		t.Fatal(err)
+	return nil
+}
+
+// TestUp starts `tide up --demo` as a user would: the demo's load makes
+// the autoscaler add a node, and once the load stops and its files are
+// deleted, drain it again. With chromium (make deps), the dashboard is
+// checked in a real browser: the ring and the log, the summary on a
+// laptop screen, the new node and its event, and a screenshot. Meanwhile
+// it stores a file, a key over HTTP and over the Redis protocol, and a
+// log entry, and reads them back, also through tide dashboard; it stops
+// tide up with SIGINT and checks that no process is left; starts it again
+// on the same directory and reads everything back; and checks that a
+// second tide up on that directory is refused.
+func TestUp(t *testing.T) {
+	dir := t.TempDir()
+	// The demo's own policies, on 4 MiB nodes that its files fill past
+	// the high mark in a few seconds; 30 s of load keep the fourth node
+	// long enough to be seen.
+	up := startUp(t, dir, "--demo", "--capacity", "4MiB", "--demo-duration", "30s")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+
+	// waitPage evaluates a script in the dashboard until it returns true;
+	// it is nil without chromium.
+	var waitPage func(what, script string)
+	var page context.Context
+	if _, err := exec.LookPath("chromium"); err != nil {
+		t.Logf("chromium is not installed (make deps installs it): the dashboard is checked through its API only")
+	} else {
+		actx, cancel := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
+			chromedp.ExecPath("chromium"), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.WindowSize(1440, 900))...)
+		defer cancel()
+		var pcancel context.CancelFunc
+		page, pcancel = chromedp.NewContext(actx)
+		defer pcancel()
+		waitPage = func(what, script string) {
+			t.Helper()
+			deadline := time.Now().Add(2 * time.Minute)
+			for {
+				ok, err := chromedp.Run(page, chromedp.Evaluate[bool](script))
+				if err == nil && ok {
+					return
+				}
+				if time.Now().After(deadline) {
+					body, _ := chromedp.Run(page, chromedp.Evaluate[string](`document.querySelector("main").innerText`))
+					t.Fatalf("dashboard never showed %s (last error %v); it shows:\n%s", what, err, body)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+		if err := chromedp.Do(page, chromedp.Navigate(up.dashboard)); err != nil {
+			t.Fatal(err)
+		}
+		waitPage("every log role", `["matchmaker","batcher","leader","proxy","acceptor","replica","unbatcher"].every(k =>
+			document.querySelector(".role[data-kind=" + k + "] .inst:not(.down)"))`)
+		waitPage("an active leader", `document.querySelectorAll(".role[data-kind=leader] .inst.active").length === 1`)
+		// On a small laptop screen the summary and every panel's heading
+		// show without scrolling.
+		if err := chromedp.Do(page, chromedp.EmulateViewport(1366, 768)); err != nil {
+			t.Fatal(err)
+		}
+		waitPage("the summary and every panel within a 1366x768 window", `document.querySelector("#summary").getBoundingClientRect().bottom <= innerHeight &&
+			[...document.querySelectorAll("section.panel h2")].every(h => h.getBoundingClientRect().bottom <= innerHeight) &&
+			document.documentElement.scrollWidth <= innerWidth`)
+		if err := chromedp.Do(page, chromedp.EmulateViewport(1440, 900)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	waitPage("3 ring members", `document.querySelectorAll("#ring .ring-node[data-state=member]").length === 3 &&
-		document.querySelectorAll("#nodes tbody tr[data-state=member]").length === 3`)
-	waitPage("every log role", `["matchmaker","batcher","leader","proxy","acceptor","replica","unbatcher"].every(k =>
-		document.querySelector(".role[data-kind=" + k + "] .inst:not(.down)"))`)
-	waitPage("an active leader", `document.querySelectorAll(".role[data-kind=leader] .inst.active").length === 1`)
-	// On a small laptop screen the summary and every panel's heading show
-	// without scrolling.
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1366, 768)); err != nil {
-		t.Fatal(err)
-	}
-	waitPage("the summary and every panel within a 1366x768 window", `document.querySelector("#summary").getBoundingClientRect().bottom <= innerHeight &&
-		[...document.querySelectorAll("section.panel h2")].every(h => h.getBoundingClientRect().bottom <= innerHeight) &&
-		document.documentElement.scrollWidth <= innerWidth`)
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1440, 900)); err != nil {
-		t.Fatal(err)
+
+	// The demo's scale-out: a fourth node joins the ring.
+	var scaled *web.Event
+	waitFor(t, "the demo's scale-out", 3*time.Minute, func() error {
+		evs, err := dashEvents(ctx, up.dashboard)
+		if err != nil {
+			return err
+		}
+		if scaled = findEvent(evs, "store", autoscale.ActScaleOut, "succeeded", 0); scaled == nil {
+			return fmt.Errorf("no store scale-out yet in %d events", len(evs))
+		}
+		return nil
+	})
+	t.Logf("scale-out: %s (%s)", scaled.Reason, scaled.Metric)
+	if waitPage != nil {
+		waitPage("a fourth member", `document.querySelectorAll("#ring .ring-node[data-state=member]").length === 4 &&
+			document.querySelectorAll("#nodes tbody tr[data-state=member]").length === 4`)
+		waitPage("the scale-out event", `document.querySelector("#events li[data-action=scale_out][data-outcome=succeeded]") !== null &&
+			document.querySelector("#timeline .tl-event[data-action=scale_out]") !== null`)
+		png, err := chromedp.Run(page, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		shot := filepath.Join(t.ArtifactDir(), "dashboard.png")
+		if err := os.WriteFile(shot, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if p := os.Getenv("TIDE_DASHBOARD_SCREENSHOT"); p != "" {
+			os.WriteFile(p, png, 0o644)
+		}
+		t.Logf("screenshot: %s", shot)
 	}
 
 	// A file, a key over HTTP and one over RESP, and a log entry.
@@ -334,7 +394,7 @@ func TestUp(t *testing.T) {
 		if err := getJSON(ctx, strings.Fields(line)[1]+"api/state", &st); err != nil {
 			return err
 		}
-		if st.Store.Members != 3 || st.Log == nil || st.Log.Leader == "" {
+		if st.Store.Members < 3 || st.Log == nil || st.Log.Leader == "" {
 			return fmt.Errorf("%+v", st)
 		}
 		return nil
@@ -344,30 +404,44 @@ func TestUp(t *testing.T) {
 		t.Errorf("tide dashboard exited with %v after SIGINT", err)
 	}
 
-	// Fill the 4 MiB nodes past 70%: the autoscaler adds a fourth.
-	big := bytes.Repeat([]byte{0x5a}, 3<<20+512<<10)
-	if code, b := httpDo(t, http.MethodPut, "http://"+up.https[0]+"/files/big.bin", big); code/100 != 2 {
-		t.Fatalf("upload big.bin: %d %s", code, b)
+	// Once the demo's load stops and its files are deleted, a node (the
+	// least loaded, not necessarily the new one) is drained out again.
+	members := &upProc{dep: up.dep}
+	waitFor(t, "the scale-in after the demo's load stopped", 4*time.Minute, func() error {
+		evs, err := dashEvents(ctx, up.dashboard)
+		if err != nil {
+			return err
+		}
+		in := findEvent(evs, "store", autoscale.ActScaleIn, "succeeded", scaled.Seq)
+		if in == nil {
+			return fmt.Errorf("no store scale-in yet after event %d", scaled.Seq)
+		}
+		var st web.State
+		if err := getJSON(ctx, up.dashboard+"api/state", &st); err != nil {
+			return err
+		}
+		members.https, members.redis = nil, nil
+		for _, n := range st.Store.Nodes {
+			if n.State == "member" {
+				members.https, members.redis = append(members.https, n.HTTP), append(members.redis, n.RESP)
+			}
+		}
+		if st.Store.Members != 3 || len(members.https) != 3 {
+			return fmt.Errorf("scaled in (%s), but the ring has %d members", in.Reason, st.Store.Members)
+		}
+		t.Logf("scale-in: %s (%s)", in.Reason, in.Metric)
+		return nil
+	})
+	if waitPage != nil {
+		waitPage("the ring back to 3 members", `document.querySelectorAll("#nodes tbody tr[data-state=member]").length === 3 &&
+			document.querySelector("#events li[data-action=scale_in][data-outcome=succeeded]") !== null`)
 	}
-	waitPage("a fourth member", `document.querySelectorAll("#nodes tbody tr[data-state=member]").length === 4`)
-	waitPage("the scale-out event", `document.querySelector("#events li[data-action=scale_out][data-outcome=succeeded]") !== null &&
-		document.querySelector("#timeline .tl-event[data-action=scale_out]") !== null`)
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	shot := filepath.Join(t.ArtifactDir(), "dashboard.png")
-	if err := os.WriteFile(shot, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if p := os.Getenv("TIDE_DASHBOARD_SCREENSHOT"); p != "" {
-		os.WriteFile(p, png, 0o644)
-	}
-	t.Logf("screenshot: %s", shot)
-	cancel()
+	readBack(members) // through the drain
 	up.stop(t)
 
-	// Again on the same directory: the same data.
+	// Again on the same directory, with a policy file: the same data.
+	cfgPath := filepath.Join(t.TempDir(), "autoscale.yaml")
+	os.WriteFile(cfgPath, []byte("period: 1s\nstore:\n  min: 3\n  max: 4\n  periods: 2\n  scale_out_cooldown: 2s\n"), 0o644)
 	up = startUp(t, dir, "--capacity", "4MiB", "--autoscale-config", cfgPath)
 	readBack(up)
 	// A second tide up on the directory is refused at once.
@@ -378,9 +452,9 @@ func TestUp(t *testing.T) {
 	}
 	// A node started by hand on a running node's data says who holds it.
 	out, err = exec.Command(tideBin, "node", "--chord-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--data-dir", filepath.Join(dir, "nodes", "node1")).CombinedOutput()
+		"--data-dir", filepath.Join(dir, "nodes", up.names[0])).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "is in use by another process (pid ") {
-		t.Fatalf("a node on node1's data directory: %v\n%s", err, out)
+		t.Fatalf("a node on %s's data directory: %v\n%s", up.names[0], err, out)
 	}
 
 	// SIGKILL of tide up (no chance to clean up) takes its children with

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -59,15 +60,16 @@ func (d Deployment) Validate() error {
 
 // LoadDeployment reads a deployment from a JSON file.
 func LoadDeployment(path string) (Deployment, error) {
-	var d Deployment
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
-		return d, err
+		return Deployment{}, err
 	}
-	if err := json.Unmarshal(b, &d); err != nil {
-		return d, fmt.Errorf("parse %s: %w", path, err)
+	defer f.Close()
+	d, err := ReadDeployment(f)
+	if err != nil {
+		return d, fmt.Errorf("deployment %s: %w", path, err)
 	}
-	return d, d.Validate()
+	return d, nil
 }
 
 // Save writes the deployment as JSON.
@@ -108,4 +110,17 @@ func (d Deployment) RoleOf(addr string) (string, int, error) {
 		return "unreplicated", 0, nil
 	}
 	return "", 0, errors.New("address " + addr + " is not a role of this deployment")
+}
+
+// ReadDeployment decodes one deployment, as JSON, from r and checks it.
+func ReadDeployment(r io.Reader) (Deployment, error) {
+	var d Deployment
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&d); err != nil {
+		if errors.Is(err, io.EOF) {
+			return d, errors.New("no deployment: the input is empty")
+		}
+		return d, err
+	}
+	return d, d.Validate()
 }

@@ -49,45 +49,25 @@ func (s Shape) Validate() error {
 	return nil
 }
 
-// FreeAddrs returns n distinct free TCP addresses on host.
-func FreeAddrs(host string, n int) ([]string, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	out := make([]string, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
-}
-
-// NewLocalDeployment lays out a deployment of shape s on free ports of one
-// host, one HTTP port per role.
-func NewLocalDeployment(s Shape) (Deployment, error) {
-	if err := s.Validate(); err != nil {
-		return Deployment{}, err
-	}
-	if s.Host == "" {
-		s.Host = "127.0.0.1"
-	}
-	addrs, err := FreeAddrs(s.Host, 2*s.Count())
-	if err != nil {
-		return Deployment{}, err
-	}
-	return LayoutDeployment(s, addrs[:s.Count()], addrs[s.Count():])
-}
-
 // Count is the number of role instances of the shape.
 func (s Shape) Count() int {
 	return s.Matchmakers + s.Batchers + s.Leaders + s.ProxyLeaders + s.Groups*(2*s.F+1) + s.Replicas + s.Unbatchers
+}
+
+// Kinds lists the kind of each role instance of the shape, in the order
+// LayoutDeployment takes their addresses.
+func (s Shape) Kinds() []string {
+	var out []string
+	for _, k := range []struct {
+		kind string
+		n    int
+	}{{"matchmaker", s.Matchmakers}, {"batcher", s.Batchers}, {"leader", s.Leaders}, {"proxy", s.ProxyLeaders},
+		{"acceptor", s.Groups * (2*s.F + 1)}, {"replica", s.Replicas}, {"unbatcher", s.Unbatchers}} {
+		for range k.n {
+			out = append(out, k.kind)
+		}
+	}
+	return out
 }
 
 // LayoutDeployment lays out shape s on the given role addresses and the
@@ -123,18 +103,6 @@ func LayoutDeployment(s Shape, roles, https []string) (Deployment, error) {
 	}
 	d.Log.HTTP = d.HTTP
 	return d, d.Validate()
-}
-
-// NewUnreplicatedDeployment lays out the single-server baseline.
-func NewUnreplicatedDeployment(host string) (Deployment, error) {
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	addrs, err := FreeAddrs(host, 2)
-	if err != nil {
-		return Deployment{}, err
-	}
-	return Deployment{Unreplicated: addrs[0], HTTP: map[string]string{addrs[0]: addrs[1]}}, nil
 }
 
 // Roles lists every role address of the deployment.

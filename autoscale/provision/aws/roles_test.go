@@ -228,7 +228,7 @@ func TestRolesFailedLaunchReleases(t *testing.T) {
 	if len(enis(t, ec, "failing")) != 1 {
 		t.Fatal("Addrs made no interface")
 	}
-	err = host.Start(ctx, cluster.RoleSpec{Kind: "proxy", Addr: roles[0], HTTP: https[0], Join: "10.0.0.1:5058"})
+	_, err = host.Start(ctx, cluster.RoleSpec{Kind: "proxy", Addr: roles[0], HTTP: https[0], Join: "10.0.0.1:5058"})
 	if err == nil || !strings.Contains(err.Error(), "InsufficientInstanceCapacity") {
 		t.Fatalf("Start with RunInstances failing: %v", err)
 	}
@@ -387,7 +387,7 @@ func TestUnhealthyRoleRemoved(t *testing.T) {
 	if !ok {
 		t.Fatal("Addrs made no interface")
 	}
-	err = host.Start(ctx, cluster.RoleSpec{Kind: "proxy", Addr: roles[0], HTTP: https[0], Join: "10.0.0.1:5058"})
+	_, err = host.Start(ctx, cluster.RoleSpec{Kind: "proxy", Addr: roles[0], HTTP: https[0], Join: "10.0.0.1:5058"})
 	if err == nil || !strings.Contains(err.Error(), "no answer") || !strings.Contains(err.Error(), "removed") {
 		t.Fatalf("Start of a role that never answers: %v", err)
 	}

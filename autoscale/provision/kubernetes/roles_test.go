@@ -428,7 +428,7 @@ func TestUnhealthyRoleRemoved(t *testing.T) {
 	if len(a.services(t)) != 1 {
 		t.Fatal("Addrs made no service")
 	}
-	err = host.Start(ctx, tidecluster.RoleSpec{Kind: "proxy", Addr: roles[0], HTTP: https[0], Join: "10.0.0.1:5058"})
+	_, err = host.Start(ctx, tidecluster.RoleSpec{Kind: "proxy", Addr: roles[0], HTTP: https[0], Join: "10.0.0.1:5058"})
 	if err == nil || !strings.Contains(err.Error(), "image pull back-off") || !strings.Contains(err.Error(), "removed") {
 		t.Fatalf("Start of a role that never answers: %v", err)
 	}

@@ -20,7 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"os/exec"
@@ -133,39 +133,28 @@ func run(ctx context.Context, counts []int, duration time.Duration, n int, mode,
 	return nil
 }
 
-// freePorts returns n loopback ports free now. etcd needs every member's
-// peer URL before any member starts, so they are picked ahead; a port
-// taken in between fails the start loudly, and this is a benchmark, not a
-// test.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+// memberHosts returns n loopback addresses of their own for the members,
+// 127.R.R.i with R random: etcd needs every member's peer URL before any
+// member starts, and no other process takes a port on an address nobody
+// else uses (outgoing connections to 127.0.0.1 come from 127.0.0.1), so
+// every member can have the standard ports without a port being picked
+// free and bound later, when another process may have taken it.
+func memberHosts(n int) []string {
+	prefix := fmt.Sprintf("127.%d.%d.", 1+rand.IntN(254), 1+rand.IntN(254))
+	var hosts []string
+	for i := range n {
+		hosts = append(hosts, fmt.Sprint(prefix, i+1))
 	}
-	return ports, nil
+	return hosts
 }
 
 // startMembers starts n members as child processes and returns their
 // client URLs once all serve, and a function that stops them.
 func startMembers(ctx context.Context, dir string, n int) ([]string, func(), error) {
-	ports, err := freePorts(2 * n)
-	if err != nil {
-		return nil, func() {}, err
-	}
+	hosts := memberHosts(n)
 	var initial []string
 	for i := range n {
-		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[n+i]))
+		initial = append(initial, fmt.Sprintf("m%d=http://%s:2380", i, hosts[i]))
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -189,10 +178,10 @@ func startMembers(ctx context.Context, dir string, n int) ([]string, func(), err
 	}
 	var urls []string
 	for i := range n {
-		client := fmt.Sprintf("http://127.0.0.1:%d", ports[i])
+		client := fmt.Sprintf("http://%s:2379", hosts[i])
 		urls = append(urls, client)
 		c := exec.Command(self, "member", "--name", fmt.Sprintf("m%d", i), "--dir", filepath.Join(dir, fmt.Sprintf("m%d", i)),
-			"--client", client, "--peer", fmt.Sprintf("http://127.0.0.1:%d", ports[n+i]), "--initial", strings.Join(initial, ","))
+			"--client", client, "--peer", fmt.Sprintf("http://%s:2380", hosts[i]), "--initial", strings.Join(initial, ","))
 		c.Stdout, c.Stderr = os.Stderr, os.Stderr
 		if err := c.Start(); err != nil {
 			return nil, stop, err
