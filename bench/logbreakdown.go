@@ -103,7 +103,7 @@ func scrapeMetrics(ctx context.Context, httpAddr string) (map[string]*dto.Metric
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("scrape %s: %s", httpAddr, resp.Status)
 	}
-	parser := expfmt.NewTextParser(model.LegacyValidation)
+	parser := expfmt.NewTextParser(model.LegacyValidation) // tide's metric names are all legacy (tide_...) names
 	fams, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
 		return nil, fmt.Errorf("parse metrics of %s: %w", httpAddr, err)

@@ -2,34 +2,14 @@
 // processes, drives them, and reports measured numbers.
 package bench
 
-import (
-	"context"
-	"fmt"
-	"net/http"
-	"time"
-
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-)
+import "context"
 
 // Scrape reads one node's /metrics and returns the sum of each counter or
 // gauge family, optionally restricted to samples whose label has a value.
 func Scrape(ctx context.Context, httpAddr string) (map[string]map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	fams, err := scrapeMetrics(ctx, httpAddr)
 	if err != nil {
 		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape %s: %s", httpAddr, resp.Status)
-	}
-	p := expfmt.NewTextParser(model.LegacyValidation) // tide's metric names are all legacy (tide_...) names
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("parse metrics of %s: %w", httpAddr, err)
 	}
 	out := map[string]map[string]float64{}
 	for name, f := range fams {
