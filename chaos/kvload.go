@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +40,10 @@ type KVResult struct {
 	// LostKeys names the keys whose final value was older than their
 	// last acknowledged write.
 	LostKeys []string       `json:"lost_keys,omitempty"`
+	// Illegal lists, for each key whose own history is not linearizable,
+	// every operation on it in call order: when, which client through
+	// which node, and what it saw. It is what a failure is debugged from.
+	Illegal []string `json:"illegal,omitempty"`
 	Errors   map[string]int `json:"errors,omitempty"`
 }
 
@@ -151,13 +157,21 @@ type kvRun struct {
 
 	mu      sync.Mutex
 	history []porcupine.Operation
+	via     []string // for each operation of history: the client, its protocol and the node it went through
 	acked   map[string]int // key -> highest acknowledged sequence number
 }
 
 func kvKey(client, j int) string { return fmt.Sprintf("c%d-k%d", client, j) }
 
-func (k *kvRun) clientOf(i int) kvClient {
+func protoOf(i int) string {
 	if i%2 == 0 {
+		return "resp"
+	}
+	return "http"
+}
+
+func (k *kvRun) clientOf(i int) kvClient {
+	if protoOf(i) == "resp" {
 		return &respKV{timeout: k.timeout, conns: map[string]*redis.Client{}}
 	}
 	return httpKV{&http.Client{Timeout: k.timeout}}
@@ -202,14 +216,14 @@ func (k *kvRun) run(ctx context.Context, id int) {
 		cancel()
 		if ctx.Err() != nil && err != nil {
 			// The run ended under this request: its outcome is unknown.
-			k.add(porcupine.Operation{ClientId: id, Input: in, Call: k.ns(start), Return: math.MaxInt64})
+			k.add(porcupine.Operation{ClientId: id, Input: in, Call: k.ns(start), Return: math.MaxInt64}, via(id, n, err))
 			return
 		}
 		outcome := classify(err)
 		k.tally.record(id, start, end, outcome, err)
 		switch {
 		case outcome == Acked:
-			k.add(porcupine.Operation{ClientId: id, Input: in, Output: out, Call: k.ns(start), Return: k.ns(end)})
+			k.add(porcupine.Operation{ClientId: id, Input: in, Output: out, Call: k.ns(start), Return: k.ns(end)}, via(id, n, nil))
 			if in.Op == "put" {
 				k.mu.Lock()
 				k.acked[in.Key] = seq
@@ -218,7 +232,7 @@ func (k *kvRun) run(ctx context.Context, id int) {
 		case in.Op == "put":
 			// It may have been applied, now or later (a partial write is
 			// repaired onto the other replicas).
-			k.add(porcupine.Operation{ClientId: id, Input: in, Call: k.ns(start), Return: math.MaxInt64})
+			k.add(porcupine.Operation{ClientId: id, Input: in, Call: k.ns(start), Return: math.MaxInt64}, via(id, n, err))
 		}
 		if err != nil {
 			entry++ // try another node, as a client with a list of nodes would
@@ -226,9 +240,18 @@ func (k *kvRun) run(ctx context.Context, id int) {
 	}
 }
 
-func (k *kvRun) add(op porcupine.Operation) {
+func via(client int, n *Node, err error) string {
+	s := fmt.Sprintf("c%d %s via %s", client, protoOf(client), n.Name)
+	if err != nil {
+		s += " (" + err.Error() + ")"
+	}
+	return s
+}
+
+func (k *kvRun) add(op porcupine.Operation, via string) {
 	k.mu.Lock()
 	k.history = append(k.history, op)
+	k.via = append(k.via, via)
 	k.mu.Unlock()
 }
 
@@ -261,7 +284,7 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 				continue
 			}
 			k.add(porcupine.Operation{ClientId: k.cfg.Clients + c, Input: sim.KVInput{Op: "get", Key: key},
-				Output: sim.KVOutput{Found: found, Value: val}, Call: k.ns(start), Return: k.ns(time.Now())})
+				Output: sim.KVOutput{Found: found, Value: val}, Call: k.ns(start), Return: k.ns(time.Now())}, "final read")
 			k.mu.Lock()
 			want := k.acked[key]
 			k.mu.Unlock()
@@ -273,13 +296,14 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 		}
 	}
 	k.mu.Lock()
-	history := k.history
+	history, vias := k.history, k.via
 	k.mu.Unlock()
 	switch porcupine.CheckOperationsTimeout(sim.KVModel, history, time.Minute) {
 	case porcupine.Ok:
 		res.Linearizable = "ok"
 	case porcupine.Illegal:
 		res.Linearizable = "illegal"
+		res.Illegal = illegalKeys(history, vias)
 	default:
 		res.Linearizable = "unknown"
 	}
@@ -287,4 +311,44 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 	res.Errors = k.tally.errs
 	k.tally.mu.Unlock()
 	return res
+}
+
+// illegalKeys checks each key's history on its own and, for every key
+// that is not linearizable, describes its operations in call order.
+func illegalKeys(history []porcupine.Operation, vias []string) []string {
+	byKey := map[string][]int{}
+	var keys []string
+	for i, op := range history {
+		key := op.Input.(sim.KVInput).Key
+		if byKey[key] == nil {
+			keys = append(keys, key)
+		}
+		byKey[key] = append(byKey[key], i)
+	}
+	slices.Sort(keys)
+	var out []string
+	for _, key := range keys {
+		idx := byKey[key]
+		ops := make([]porcupine.Operation, len(idx))
+		for j, i := range idx {
+			ops[j] = history[i]
+		}
+		if porcupine.CheckOperationsTimeout(sim.KVModel, ops, 10*time.Second) != porcupine.Illegal {
+			continue
+		}
+		slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(history[a].Call, history[b].Call) })
+		var b strings.Builder
+		fmt.Fprintf(&b, "key %s is not linearizable; its %d operations:\n", key, len(idx))
+		for _, i := range idx {
+			op := history[i]
+			ret := "never answered"
+			if op.Return != math.MaxInt64 {
+				ret = fmt.Sprintf("%.3fs", time.Duration(op.Return).Seconds())
+			}
+			fmt.Fprintf(&b, "    %.3fs..%s  %s  %s\n", time.Duration(op.Call).Seconds(), ret,
+				sim.KVModel.DescribeOperation(op.Input, op.Output), vias[i])
+		}
+		out = append(out, b.String())
+	}
+	return out
 }

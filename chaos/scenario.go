@@ -265,6 +265,9 @@ func WriteDetails(w io.Writer, reps []Report) {
 			for _, k := range r.KV.LostKeys {
 				fmt.Fprintf(w, "  lost    %s\n", k)
 			}
+			for _, k := range r.KV.Illegal {
+				fmt.Fprintf(w, "  %s", k)
+			}
 			writeErrors(w, r.KV.Errors)
 		}
 		if r.Files != nil {
