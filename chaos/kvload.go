@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,12 +37,12 @@ type KVResult struct {
 	Linearizable string `json:"linearizable"`
 	// LostKeys names the keys whose final value was older than their
 	// last acknowledged write.
-	LostKeys []string       `json:"lost_keys,omitempty"`
+	LostKeys []string `json:"lost_keys,omitempty"`
 	// Illegal lists, for each key whose own history is not linearizable,
 	// every operation on it in call order: when, which client through
 	// which node, and what it saw. It is what a failure is debugged from.
-	Illegal []string `json:"illegal,omitempty"`
-	Errors   map[string]int `json:"errors,omitempty"`
+	Illegal []string       `json:"illegal,omitempty"`
+	Errors  map[string]int `json:"errors,omitempty"`
 }
 
 // kvClient talks to one node at a time over HTTP or RESP.
@@ -157,7 +155,7 @@ type kvRun struct {
 
 	mu      sync.Mutex
 	history []porcupine.Operation
-	via     []string // for each operation of history: the client, its protocol and the node it went through
+	via     []string       // for each operation of history: the client, its protocol and the node it went through
 	acked   map[string]int // key -> highest acknowledged sequence number
 }
 
@@ -303,7 +301,14 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 		res.Linearizable = "ok"
 	case porcupine.Illegal:
 		res.Linearizable = "illegal"
-		res.Illegal = illegalKeys(history, vias)
+		res.Illegal = sim.IllegalKeys(history, func(i int) string {
+			op := history[i]
+			ret := "never answered"
+			if op.Return != math.MaxInt64 {
+				ret = fmt.Sprintf("%.3fs", time.Duration(op.Return).Seconds())
+			}
+			return fmt.Sprintf("%.3fs..%s  %s", time.Duration(op.Call).Seconds(), ret, vias[i])
+		})
 	default:
 		res.Linearizable = "unknown"
 	}
@@ -311,44 +316,4 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 	res.Errors = k.tally.errs
 	k.tally.mu.Unlock()
 	return res
-}
-
-// illegalKeys checks each key's history on its own and, for every key
-// that is not linearizable, describes its operations in call order.
-func illegalKeys(history []porcupine.Operation, vias []string) []string {
-	byKey := map[string][]int{}
-	var keys []string
-	for i, op := range history {
-		key := op.Input.(sim.KVInput).Key
-		if byKey[key] == nil {
-			keys = append(keys, key)
-		}
-		byKey[key] = append(byKey[key], i)
-	}
-	slices.Sort(keys)
-	var out []string
-	for _, key := range keys {
-		idx := byKey[key]
-		ops := make([]porcupine.Operation, len(idx))
-		for j, i := range idx {
-			ops[j] = history[i]
-		}
-		if porcupine.CheckOperationsTimeout(sim.KVModel, ops, 10*time.Second) != porcupine.Illegal {
-			continue
-		}
-		slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(history[a].Call, history[b].Call) })
-		var b strings.Builder
-		fmt.Fprintf(&b, "key %s is not linearizable; its %d operations:\n", key, len(idx))
-		for _, i := range idx {
-			op := history[i]
-			ret := "never answered"
-			if op.Return != math.MaxInt64 {
-				ret = fmt.Sprintf("%.3fs", time.Duration(op.Return).Seconds())
-			}
-			fmt.Fprintf(&b, "    %.3fs..%s  %s  %s\n", time.Duration(op.Call).Seconds(), ret,
-				sim.KVModel.DescribeOperation(op.Input, op.Output), vias[i])
-		}
-		out = append(out, b.String())
-	}
-	return out
 }

@@ -29,6 +29,9 @@ type KVNet struct {
 	flight []kvFlight
 	// Client receives every KindClientResp.
 	Client func(m kv.Message)
+	// StartRing, if set, is the ring a node starts (or restarts) with;
+	// otherwise Ring.
+	StartRing func(a string) kv.Ring
 }
 
 type kvFlight struct {
@@ -60,7 +63,11 @@ func (net *KVNet) start(a string) {
 		hs = append(hs, net.hints[a][k])
 	}
 	clock := func() uint64 { return uint64(net.Now) * 1000 }
-	net.nodes[a] = kv.NewNode(net.Cfg, a, net.Ring, net.stores[a], clock, hs)
+	var ring kv.Ring = net.Ring
+	if net.StartRing != nil {
+		ring = net.StartRing(a)
+	}
+	net.nodes[a] = kv.NewNode(net.Cfg, a, ring, net.stores[a], clock, hs)
 }
 
 func sortedKeys[V any](m map[string]V) []string {

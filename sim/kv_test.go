@@ -18,6 +18,7 @@ type kvCall struct {
 	in    KVInput
 	call  int64
 	start int
+	coord string
 }
 
 // RunKV simulates one seed: 5 nodes, N=3 W=2 R=2, clients each writing
@@ -25,13 +26,79 @@ type kvCall struct {
 // delay, partitions and node crashes; then faults heal. It returns the
 // history and, after healing, whether every replica converged.
 func RunKV(t *testing.T, seed uint64, faultTicks int) {
+	runKV(t, seed, faultTicks, kvRunOpts{nodes: 5})
+}
+
+// kvRunOpts vary a KV simulation.
+type kvRunOpts struct {
+	nodes int
+	// ringFollowsFailures gives each node the view a store node's ring
+	// walk gives it: every walkTicks, at a phase of its own, a node
+	// leaves out the members that have been down since its last walk,
+	// and takes back those that answer again. A node restarts with a ring
+	// of itself alone and finds the others at its first walk, a tick
+	// later.
+	ringFollowsFailures bool
+}
+
+func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 	cfg := kv.Config{N: 3, W: 2, R: 2, ResendTicks: 5, TimeoutTicks: 60, HintTicks: 20, SyncTicks: 25, Buckets: 8, MigrationBytesPerTick: 4096}
-	net := NewKVNet(cfg, 5, seed)
+	net := NewKVNet(cfg, opts.nodes, seed)
+	const walkTicks = 100
+	full := net.Ring.Members()
+	var events []string // crashes, restarts and view changes, for a failure's report
+	downSince := map[string]int{}
+	phase := map[string]int{}
+	views := map[string]string{}
+	for _, m := range full {
+		phase[m.Addr] = net.Rand.IntN(walkTicks)
+	}
+	walked := map[string]int{}
+	viewOf := func(a string) []kv.Member {
+		var ms []kv.Member
+		for _, m := range full {
+			if d, down := downSince[m.Addr]; m.Addr == a || !down || net.Now-d < walkTicks {
+				ms = append(ms, m)
+			}
+		}
+		return ms
+	}
+	if opts.ringFollowsFailures {
+		net.StartRing = func(a string) kv.Ring {
+			for _, m := range full {
+				if m.Addr == a {
+					walked[a] = net.Now
+					return kv.NewStaticRing(net.Ring.Pos, []kv.Member{m})
+				}
+			}
+			return net.Ring
+		}
+	}
+	walk := func() {
+		for _, a := range net.Addrs() {
+			n := net.Node(a)
+			if n == nil || (net.Now-walked[a] < walkTicks && (net.Now+phase[a])%walkTicks != 0 && net.Now-walked[a] != 1) {
+				continue
+			}
+			walked[a] = net.Now
+			ms := viewOf(a)
+			if v := fmt.Sprint(ms); v != views[a] {
+				views[a] = v
+				n.SetRing(kv.NewStaticRing(net.Ring.Pos, ms))
+				events = append(events, fmt.Sprintf("tick %d: %s's view: %s", net.Now, a, v))
+			}
+		}
+	}
 	net.DropRate, net.DupRate, net.MaxDelay = 0.05, 0.03, 3
 	const clients = 3
 	var clock int64
 	pending := map[uint64]*kvCall{}
 	var history []porcupine.Operation
+	var vias []string // for each operation of history: when, which client, through which node
+	record := func(op porcupine.Operation, c *kvCall, done string) {
+		history = append(history, op)
+		vias = append(vias, fmt.Sprintf("ticks %d..%s  c%d via %s", c.start, done, op.ClientId, c.coord))
+	}
 	var nextID uint64
 	busy := make([]bool, clients)
 	owner := map[uint64]int{}
@@ -55,7 +122,7 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 		} else {
 			op.Output = KVOutput{OK: true, Found: true}
 		}
-		history = append(history, op)
+		record(op, c, fmt.Sprint(net.Now))
 	}
 	addrs := net.Addrs()
 	seq := 0
@@ -84,7 +151,7 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 		coord := addrs[net.Rand.IntN(len(addrs))]
 		m.To = coord
 		clock++
-		pending[nextID] = &kvCall{in: in, call: clock, start: net.Now}
+		pending[nextID] = &kvCall{in: in, call: clock, start: net.Now, coord: coord}
 		owner[nextID] = ci
 		busy[ci] = true
 		net.Send(m)
@@ -95,6 +162,13 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 		if tick == faultTicks {
 			for _, a := range addrs {
 				net.Restart(a)
+			}
+			if opts.ringFollowsFailures {
+				// Healed: every view is the whole ring again before the
+				// join and the drain below change it.
+				clear(downSince)
+				net.StartRing = nil
+				net.SetMembers(full)
 			}
 			net.Heal()
 			net.DropRate, net.DupRate, net.MaxDelay = 0, 0, 0
@@ -109,10 +183,17 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 						down++
 					}
 				}
-				if down < 2 {
+				if down < 2 && !net.Down(a) {
 					net.Crash(a)
+					downSince[a] = net.Now
+					events = append(events, fmt.Sprintf("tick %d: %s crashed", net.Now, a))
 				}
 			case 1:
+				if net.Down(a) {
+					events = append(events, fmt.Sprintf("tick %d: %s restarted", net.Now, a))
+				}
+				delete(downSince, a)
+				views[a] = ""
 				net.Restart(a)
 			case 2:
 				net.Partition(a, addrs[net.Rand.IntN(len(addrs))])
@@ -127,9 +208,12 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 				delete(pending, id)
 				busy[owner[id]] = false
 				if c.in.Op != "get" {
-					history = append(history, porcupine.Operation{ClientId: owner[id], Input: c.in, Call: c.call, Output: nil, Return: math.MaxInt64})
+					record(porcupine.Operation{ClientId: owner[id], Input: c.in, Call: c.call, Output: nil, Return: math.MaxInt64}, c, "never")
 				}
 			}
+		}
+		if opts.ringFollowsFailures && faulty {
+			walk()
 		}
 		for ci := range clients {
 			if !busy[ci] && tick < faultTicks+300 && net.Rand.IntN(4) == 0 {
@@ -154,6 +238,12 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 			if k := net.Store("n0").Len(); k != 0 {
 				t.Errorf("seed %d: drained node still holds %d records", seed, k)
 			}
+			// It has handed everything off: it says it left, and goes.
+			for _, a := range net.Addrs() {
+				if n := net.Node(a); n != nil {
+					n.MemberLeft("n0")
+				}
+			}
 			net.Remove("n0")
 		}
 		net.Step()
@@ -161,6 +251,12 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 	addrs = net.Addrs()
 	if err := linearizable(history, linearizeTimeout); err != nil {
 		t.Errorf("seed %d: %v", seed, err)
+		for _, k := range IllegalKeys(history, func(i int) string { return vias[i] }) {
+			t.Log(k)
+		}
+		for _, e := range events {
+			t.Log(e)
+		}
 	}
 	// Convergence: every key's replicas hold identical records, and no
 	// node holds a key it does not replicate.
@@ -201,6 +297,19 @@ func RunKV(t *testing.T, seed uint64, faultTicks int) {
 	}
 	if t.Failed() {
 		t.Logf("reproduce: go test ./sim -run TestKVSimulation -kv.seeds=%d (seed %d)", seed+1, seed)
+	}
+}
+
+// TestKVRingFollowsFailures runs the simulation with the ring a store
+// node builds from its walk: a crashed node leaves every view once the
+// walk misses it, and rejoins when it restarts.
+func TestKVRingFollowsFailures(t *testing.T) {
+	for seed := range uint64(*kvSeeds) {
+		runKV(t, seed, 1500, kvRunOpts{nodes: 4, ringFollowsFailures: true})
+		if t.Failed() {
+			t.Logf("reproduce: go test ./sim -run TestKVRingFollowsFailures -kv.seeds=%d (seed %d)", seed+1, seed)
+			return
+		}
 	}
 }
 

@@ -1,7 +1,11 @@
 package sim
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -103,4 +107,41 @@ var KVModel = porcupine.Model{
 		}
 		return fmt.Sprintf("cas(%s, %s -> %q) -> %v", in.Key, exp, in.Value, out.OK)
 	},
+}
+
+// IllegalKeys checks each key's history on its own and, for every key
+// that is not linearizable, describes its operations in call order, each
+// after what via(i) says of operation i (when, which client, through
+// which node).
+func IllegalKeys(history []porcupine.Operation, via func(i int) string) []string {
+	byKey := map[string][]int{}
+	var keys []string
+	for i, op := range history {
+		key := op.Input.(KVInput).Key
+		if byKey[key] == nil {
+			keys = append(keys, key)
+		}
+		byKey[key] = append(byKey[key], i)
+	}
+	slices.Sort(keys)
+	var out []string
+	for _, key := range keys {
+		idx := byKey[key]
+		ops := make([]porcupine.Operation, len(idx))
+		for j, i := range idx {
+			ops[j] = history[i]
+		}
+		if porcupine.CheckOperationsTimeout(KVModel, ops, 10*time.Second) != porcupine.Illegal {
+			continue
+		}
+		slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(history[a].Call, history[b].Call) })
+		var b strings.Builder
+		fmt.Fprintf(&b, "key %s is not linearizable; its %d operations:\n", key, len(idx))
+		for _, i := range idx {
+			op := history[i]
+			fmt.Fprintf(&b, "    %s  %s\n", via(i), KVModel.DescribeOperation(op.Input, op.Output))
+		}
+		out = append(out, b.String())
+	}
+	return out
 }
