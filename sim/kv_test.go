@@ -14,6 +14,10 @@ import (
 
 var kvSeeds = flag.Int("kv.seeds", envInt("TIDE_KV_SEEDS", 200), "seeds for the KV simulation")
 
+// The ring-follows-failures simulation is slower per seed; the race half
+// of the suite runs few, and `make test` runs many more without -race.
+var kvRingSeeds = flag.Int("kv.ringseeds", envInt("TIDE_KV_RING_SEEDS", 50), "seeds for the KV simulation whose ring views follow failures")
+
 type kvCall struct {
 	in    KVInput
 	call  int64
@@ -304,10 +308,10 @@ func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 // node builds from its walk: a crashed node leaves every view once the
 // walk misses it, and rejoins when it restarts.
 func TestKVRingFollowsFailures(t *testing.T) {
-	for seed := range uint64(*kvSeeds) {
+	for seed := range uint64(*kvRingSeeds) {
 		runKV(t, seed, 1500, kvRunOpts{nodes: 4, ringFollowsFailures: true})
 		if t.Failed() {
-			t.Logf("reproduce: go test ./sim -run TestKVRingFollowsFailures -kv.seeds=%d (seed %d)", seed+1, seed)
+			t.Logf("reproduce: go test ./sim -run TestKVRingFollowsFailures -kv.ringseeds=%d (seed %d)", seed+1, seed)
 			return
 		}
 	}
