@@ -445,6 +445,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		_, rport, _ := net.SplitHostPort(respLn.Addr().String())
 		n.respAddr = net.JoinHostPort(self.IP, rport)
 	}
+	if err := n.checkPlain(map[string]net.Listener{"chord": chordLn, "http": httpLn, "resp": respLn}); err != nil {
+		chordLn.Close()
+		httpLn.Close()
+		peerListener.Close()
+		if respLn != nil {
+			respLn.Close()
+		}
+		return fail(err)
+	}
 	n.rpcSrv = &rpc.Server{
 		Node: n.ring, HTTPAddr: httpAdv, Log: n.log, Addrs: n.addrs(),
 		OnKill: func() { n.log.Warn("killed by rpc"); n.stop() },

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -30,6 +31,38 @@ func nodeDialer(t *tlsconf.Config, timeout time.Duration) func(ctx context.Conte
 // loopback, or when the operator said --insecure.
 func (n *Node) plainOK(ln net.Listener) bool {
 	return n.cfg.Insecure || tlsconf.IsLoopback(ln.Addr().String())
+}
+
+// ErrInsecure refuses to serve plain text on an interface other than
+// loopback without Insecure.
+var ErrInsecure = errors.New("refusing to serve without TLS on an interface other than loopback: give --tls-ca, --tls-cert and --tls-key (tide cert), or --insecure to accept that anyone who reaches it can read and change everything")
+
+// checkPlain refuses listeners on other interfaces than loopback that
+// would serve plain text to anyone (no TLS; for RESP, no password),
+// unless Insecure; with Insecure it warns.
+func (n *Node) checkPlain(lns map[string]net.Listener) error {
+	for _, name := range []string{"chord", "http", "resp"} {
+		ln := lns[name]
+		if ln == nil || tlsconf.IsLoopback(ln.Addr().String()) {
+			continue
+		}
+		open := n.cfg.TLS == nil
+		if name == "resp" {
+			open = n.cfg.RESPACL == nil
+		}
+		if !open && !n.cfg.Insecure {
+			continue
+		}
+		if !n.cfg.Insecure {
+			return fmt.Errorf("%s address %s: %w", name, ln.Addr(), ErrInsecure)
+		}
+		what := "without TLS or client credentials"
+		if !open {
+			what = "plain text beside TLS (--insecure)"
+		}
+		n.log.Warn("serving "+what+" on an interface other than loopback: anyone who can reach it can use it", "listener", name, "addr", ln.Addr().String())
+	}
+	return nil
 }
 
 // secure puts TLS on the Chord and HTTP listeners. With TLS each port
