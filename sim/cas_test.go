@@ -88,13 +88,13 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 		m := kv.Message{From: fmt.Sprintf("client%d", ci), ID: nextID, Kind: kv.KindClientCas}
 		switch r := net.Rand.IntN(10); {
 		case r < 4:
-			in = CasInput{Op: "incr", Key: fmt.Sprintf("ctr%d", net.Rand.IntN(2)), Value: strconv.Itoa(1 + net.Rand.IntN(3))}
+			in = CasInput{Op: "incr", Key: fmt.Sprintf("ctr%d", net.Rand.IntN(3)), Value: strconv.Itoa(1 + net.Rand.IntN(3))}
 			m.Keys = kv.Op{[]byte(kv.OpIncrBy), []byte(in.Value)}
 		case r < 5:
-			in = CasInput{Op: "setnx", Key: "str", Value: fmt.Sprintf("s%d", seq)}
+			in = CasInput{Op: "setnx", Key: fmt.Sprintf("str%d", net.Rand.IntN(3)), Value: fmt.Sprintf("s%d", seq)}
 			m.Keys = kv.OpSetArgs([]byte(in.Value), "nx", 0, false)
 		case r < 6:
-			in = CasInput{Op: "getset", Key: "str", Value: fmt.Sprintf("g%d", seq)}
+			in = CasInput{Op: "getset", Key: fmt.Sprintf("str%d", net.Rand.IntN(3)), Value: fmt.Sprintf("g%d", seq)}
 			m.Keys = kv.OpSetArgs([]byte(in.Value), "", 0, false)
 		case r < 7:
 			// APPEND's results depend on which unknown outcomes took
@@ -108,7 +108,7 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 			in = CasInput{Op: "append", Key: "app", Value: fmt.Sprintf("+%d", seq)}
 			m.Keys = kv.Op{[]byte(kv.OpAppend), []byte(in.Value)}
 		default:
-			keys := []string{"ctr0", "ctr1", "str", "app"}
+			keys := []string{"ctr0", "ctr1", "ctr2", "str0", "str1", "str2", "app"}
 			in = CasInput{Op: "get", Key: keys[net.Rand.IntN(len(keys))]}
 			m.Kind = kv.KindClientGet
 		}
@@ -188,7 +188,7 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 		net.Step()
 	}
 	// After healing, a last read of each counter through every node.
-	for _, key := range []string{"ctr0", "ctr1"} {
+	for _, key := range []string{"ctr0", "ctr1", "ctr2"} {
 		for _, a := range net.Addrs() {
 			if a == "n1" {
 				continue

@@ -33,6 +33,7 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("PUT /kv/{key...}", n.handleKVPut)
 	mux.HandleFunc("DELETE /kv/{key...}", n.handleKVDelete)
 	mux.HandleFunc("POST /internal/join", n.handleJoin)
+	mux.HandleFunc("GET /internal/kv/scan", n.handleKVScan)
 	mux.HandleFunc("GET /internal/kv/local", func(w http.ResponseWriter, r *http.Request) {
 		rec, ok, err := n.eng.KV().Get([]byte(r.URL.Query().Get("key")))
 		if err != nil || !ok || rec.Tomb {
