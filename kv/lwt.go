@@ -40,7 +40,14 @@ type PaxosState struct {
 	Promised uint64   `msgpack:"p"`
 	Accepted uint64   `msgpack:"a"` // ballot of Rec; 0: none
 	Rec      Record   `msgpack:"r"`
+	// Lineage lists the versions of the values Rec was built on, oldest
+	// first, back to the key's first value or a plain write (then the
+	// list starts with 0), at most lineageMax, Rec's own last.
+	Lineage []uint64 `msgpack:"l,omitempty"`
 }
+
+// lineageMax bounds a value's lineage.
+const lineageMax = 64
 
 // PaxosStorage is a Storage that keeps Paxos acceptor state (written with
 // PersistOp.Paxos). A node whose Storage lacks it keeps the state in
@@ -61,6 +68,7 @@ type casReq struct {
 type attempt struct {
 	rec     Record
 	replies []Message
+	lineage []uint64
 }
 
 const (
@@ -82,11 +90,13 @@ type proposal struct {
 	data     []*Record // by replica, as answered
 	accBal   uint64
 	acc      *Record
-	rec      Record    // being accepted
-	replies  []Message // the answers if rec is chosen
-	finish   bool      // rec is an earlier value being finished
-	mine     []attempt // values of this proposal that may be chosen
-	start    int       // tick the proposal started (its time-out)
+	lineages map[uint64][]uint64 // accepted values' lineages, by version
+	lineage  []uint64            // rec's lineage
+	rec      Record              // being accepted
+	replies  []Message           // the answers if rec is chosen
+	finish   bool                // rec is an earlier value being finished
+	mine     []attempt           // values of this proposal that may be chosen
+	start    int                 // tick the proposal started (its time-out)
 	lastSend int
 	wait     int // phaseWait: tick of the next prepare
 	tries    int
@@ -223,6 +233,7 @@ func (n *Node) onPrepare(m Message) Message {
 	}
 	if s.Accepted != 0 {
 		r.Records = []Record{s.Rec}
+		r.Hashes = s.Lineage
 	}
 	return r
 }
@@ -234,7 +245,7 @@ func (n *Node) onAccept(m Message) Message {
 	if m.Ballot < s.Promised {
 		return Message{Kind: KindAccepted, To: m.From, ID: m.ID, Ballot: s.Promised}
 	}
-	s.Promised, s.Accepted, s.Rec = m.Ballot, m.Ballot, m.Rec
+	s.Promised, s.Accepted, s.Rec, s.Lineage = m.Ballot, m.Ballot, m.Rec, m.Hashes
 	n.setPaxos(s)
 	n.observe(m.Rec.Version)
 	return Message{Kind: KindAccepted, To: m.From, ID: m.ID, Found: true}
@@ -255,6 +266,7 @@ func (n *Node) prepare(p *proposal) {
 	p.answered = p.answered[:0]
 	p.data = make([]*Record, len(p.replicas))
 	p.accBal, p.acc = 0, nil
+	p.lineages = map[uint64][]uint64{}
 	p.lastSend = n.now
 	for _, r := range p.replicas {
 		m := Message{Kind: KindPrepare, To: r, ID: p.id, Rec: Record{Key: p.key}, Ballot: p.ballot}
@@ -302,6 +314,9 @@ func (n *Node) onPromise(m Message, from string) {
 		p.data[i] = &r
 		n.observe(r.Version)
 	}
+	if len(m.Records) == 1 && len(m.Hashes) > 0 {
+		p.lineages[m.Records[0].Version] = slices.Clone(m.Hashes)
+	}
 	if len(m.Records) == 1 && m.Ballot > p.accBal {
 		r := m.Records[0]
 		p.accBal, p.acc = m.Ballot, &r
@@ -338,15 +353,32 @@ func (n *Node) decide(p *proposal) {
 		for _, a := range p.mine {
 			if cand != nil && cand.Version == a.rec.Version {
 				p.rec, p.replies, p.finish = *cand, a.replies, false
+				p.lineage = p.lineages[cand.Version]
+				if p.lineage == nil {
+					p.lineage = a.lineage
+				}
 				n.accept(p)
 				return
 			}
 		}
 		if cand != nil && cand.Version > p.mine[0].rec.Version {
-			// Something newer than our first value exists: whether it
-			// was built on one of ours cannot be told.
-			n.answer(p, nil, errUnknownCas)
-			return
+			// Something newer than our first value exists. Its lineage
+			// tells whether it was built on one of ours (a value is
+			// built on only once a write quorum holds it): then that
+			// one was chosen. A lineage that reaches back past our
+			// first value without one of ours says none was; without
+			// one (a plain write came between), it cannot be told.
+			l := p.lineages[cand.Version]
+			for _, a := range p.mine {
+				if slices.Contains(l, a.rec.Version) {
+					n.answer(p, a.replies, nil)
+					return
+				}
+			}
+			if len(l) == 0 || l[0] == 0 || (len(l) >= lineageMax && l[0] > p.mine[0].rec.Version) {
+				n.answer(p, nil, errUnknownCas)
+				return
+			}
 		}
 		// Nothing as new as any of ours: none of them was accepted by a
 		// majority (this prepare's promisers would show it), and the
@@ -355,8 +387,18 @@ func (n *Node) decide(p *proposal) {
 		// accept below, at a higher ballot, prevents that too. They
 		// stay in mine until it succeeds.
 	}
+	lineageOf := func(r *Record) []uint64 {
+		if r == nil {
+			return nil // the key's first value
+		}
+		if l, ok := p.lineages[r.Version]; ok {
+			return l
+		}
+		return []uint64{0, r.Version} // a plain write's
+	}
 	if cand != nil && !held(*cand) {
 		p.rec, p.replies, p.finish = *cand, nil, true
+		p.lineage = lineageOf(cand)
 		n.accept(p)
 		return
 	}
@@ -408,6 +450,10 @@ func (n *Node) decide(p *proposal) {
 		rec.Value, rec.Expire = nil, 0
 	}
 	p.rec, p.replies, p.finish = rec, replies, false
+	p.lineage = append(slices.Clone(lineageOf(newest)), rec.Version)
+	if len(p.lineage) > lineageMax {
+		p.lineage = p.lineage[len(p.lineage)-lineageMax:]
+	}
 	n.accept(p)
 }
 
@@ -423,10 +469,10 @@ func (n *Node) accept(p *proposal) {
 	p.answered = p.answered[:0]
 	p.lastSend = n.now
 	if !p.finish && !slices.ContainsFunc(p.mine, func(a attempt) bool { return a.rec.Version == p.rec.Version }) {
-		p.mine = append(p.mine, attempt{rec: p.rec, replies: p.replies})
+		p.mine = append(p.mine, attempt{rec: p.rec, replies: p.replies, lineage: p.lineage})
 	}
 	for _, r := range p.replicas {
-		m := Message{Kind: KindAccept, To: r, ID: p.id, Rec: p.rec, Ballot: p.ballot}
+		m := Message{Kind: KindAccept, To: r, ID: p.id, Rec: p.rec, Ballot: p.ballot, Hashes: p.lineage}
 		if r == n.self {
 			m.From = n.self
 			n.onAccepted(n.onAccept(m), n.self)
@@ -547,7 +593,7 @@ func (n *Node) tickLwt() {
 				if p.phase == phasePrepare {
 					n.send(Message{Kind: KindPrepare, To: r, ID: p.id, Rec: Record{Key: p.key}, Ballot: p.ballot})
 				} else {
-					n.send(Message{Kind: KindAccept, To: r, ID: p.id, Rec: p.rec, Ballot: p.ballot})
+					n.send(Message{Kind: KindAccept, To: r, ID: p.id, Rec: p.rec, Ballot: p.ballot, Hashes: p.lineage})
 				}
 			}
 		}

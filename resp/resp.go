@@ -1,7 +1,9 @@
 // Package resp is the Redis protocol (RESP2) front end of a node's
-// key-value service: GET, SET, DEL, EXISTS, MGET, MSET, PING, ECHO, INFO,
-// COMMAND, CONFIG GET, SELECT 0, CLIENT, CLUSTER and QUIT, enough for
-// redis-cli, redis-benchmark and Redis Cluster clients. Pipelined commands
+// key-value service: GET, SET (with its options), DEL, EXISTS, MGET, MSET,
+// the conditional writes, counters, expiry commands and scans of
+// commands.go, PING, ECHO, INFO, COMMAND, CONFIG GET, SELECT 0, CLIENT,
+// CLUSTER and QUIT, enough for redis-cli, redis-benchmark, Redis Cluster
+// clients and the applications behind them. Pipelined commands
 // are read together, executed concurrently and answered in order; plain
 // GETs and SETs go to the coordinator as one ordered batch.
 //
