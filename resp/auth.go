@@ -145,17 +145,23 @@ func (a *ACL) login(name, pass string) *User {
 	return nil
 }
 
-// category is what a command needs: "read", "write", or "" (connection
-// and server commands, for any logged-in user).
+// category is what a command needs: "" for connection and server
+// commands (any logged-in user), "read" for those that only read keys,
+// and "write" for every other: a command added later is a write until
+// it is listed here.
 func category(name string) string {
 	switch name {
-	case "GET", "MGET", "EXISTS":
+	case "PING", "ECHO", "INFO", "COMMAND", "CONFIG", "SELECT", "CLIENT", "CLUSTER", "QUIT":
+		return ""
+	case "GET", "MGET", "EXISTS", "TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME", "STRLEN", "TYPE", "SCAN", "KEYS", "DBSIZE":
 		return "read"
-	case "SET", "MSET", "DEL":
-		return "write"
 	}
-	return ""
+	return "write"
 }
+
+// wholeKeyspace are the commands that list or count keys: only a user of
+// every key (allkeys) may run them, as their answers name any key.
+var wholeKeyspace = map[string]bool{"SCAN": true, "KEYS": true, "DBSIZE": true}
 
 // allows reports whether u may run args; if not, why, as Redis words it.
 func (u *User) allows(args [][]byte) (bool, string) {
@@ -170,6 +176,9 @@ func (u *User) allows(args [][]byte) (bool, string) {
 			return false, fmt.Sprintf("NOPERM User %s has no permissions to run the '%s' command", u.Name, strings.ToLower(name))
 		}
 	}
+	if wholeKeyspace[name] && !u.matches("\x00every key") {
+		return false, "NOPERM No permissions to access a key"
+	}
 	for _, k := range keysOf(args) {
 		if !u.matches(k) {
 			return false, "NOPERM No permissions to access a key"
@@ -183,7 +192,7 @@ func (u *User) matches(key string) bool {
 		if p == "*" {
 			return true
 		}
-		if ok, _ := path.Match(p, key); ok {
+		if ok, _ := path.Match(p, key); ok && key != "\x00every key" {
 			return true
 		}
 	}

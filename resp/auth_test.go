@@ -101,9 +101,14 @@ user gone off >gonepass allkeys +@all
 	got := raw(t, addr,
 		"AUTH app apppass", "SET app:1 x", "SET other y", "GET app:1",
 		"AUTH reader readpass", "GET app:1", "SET app:2 z", "MGET app:1 other",
+		"AUTH app apppass", "INCR app:n", "INCR other", "KEYS *",
+		"AUTH reader readpass", "INCR app:n", "DBSIZE",
 		"AUTH gone gonepass", "AUTH default anything")
 	want := "+OK\r\n+OK\r\n-NOPERM No permissions to access a key\r\n$1\r\nx\r\n" +
 		"+OK\r\n$1\r\nx\r\n-NOPERM User reader has no permissions to run the 'set' command\r\n*2\r\n$1\r\nx\r\n$-1\r\n" +
+		// (the in-memory backend has no INCR or DBSIZE: the ACL let them through)
+		"+OK\r\n-ERR not in the in-memory backend\r\n-NOPERM No permissions to access a key\r\n-NOPERM No permissions to access a key\r\n" +
+		"+OK\r\n-NOPERM User reader has no permissions to run the 'incr' command\r\n-ERR not in the in-memory backend\r\n" +
 		"-WRONGPASS invalid username-password pair or user is disabled.\r\n-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n"
 	if got != want {
 		t.Fatalf("replies:\n%q\nwant\n%q", got, want)
