@@ -8,7 +8,9 @@ import (
 
 // TestOpApply checks each read-modify-write against what Redis does.
 func TestOpApply(t *testing.T) {
-	rec := func(v string, x uint64) *Record { return &Record{Key: []byte("k"), Value: []byte(v), Version: 5, Expire: x} }
+	rec := func(v string, x uint64) *Record {
+		return &Record{Key: []byte("k"), Value: []byte(v), Version: 5, Expire: x}
+	}
 	const now = 1000
 	for _, c := range []struct {
 		name    string
