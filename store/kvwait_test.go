@@ -178,14 +178,18 @@ func TestKVWaitIgnoresOlderWrites(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		reads = nodes[1].kv.Stats().Reads - before
-		if reads >= 2 || time.Now().After(deadline) {
+		if reads >= 1 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// The first read, the timer's at 1 s, the last at 1.5 s: 3. A read
-	// per write would make 13. Allow for stray reads of the cluster's own.
-	if reads < 2 || reads > 6 {
-		t.Fatalf("%d quorum reads in a 1.5 s wait on a replica with %d older writes of the key; want about 3", reads, writes)
+	time.Sleep(200 * time.Millisecond) // any straggler's stats
+	reads = nodes[1].kv.Stats().Reads - before
+	// The node holds an older version: no read at first. The writes each
+	// wake it and restart the timer's second, so the read at the end of
+	// the wait, and perhaps the timer's: 1 or 2. A read per write would
+	// make 11. Allow for stray reads of the cluster's own.
+	if reads < 1 || reads > 5 {
+		t.Fatalf("%d quorum reads in a 1.5 s wait on a replica with %d older writes of the key; want 1 or 2", reads, writes)
 	}
 }

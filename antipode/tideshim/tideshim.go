@@ -7,10 +7,11 @@
 // if it is not there yet, so every later read in the region sees it too.
 //
 // Versions are per key. A wait is event-driven: it asks the region's node
-// to answer once its read returns the version, and the node reads again
-// when it stores a write of the key at that version or newer (and every
-// second in case the write reached the key's other replicas only; every
-// 20 ms on a node that is not one of the key's replicas). The waits of
+// to answer once its read returns the version. A node that is one of the
+// key's replicas reads at quorum once it holds the version itself (it
+// looks, then a write of the key at that version or newer landing wakes
+// it; every second it reads anyway, in case the write reached the key's
+// other replicas only); another node reads at once and every 20 ms. The waits of
 // all the barriers in flight go to the node together, in one POST
 // /kv-wait request per batch (store/kvwait.go has its format), and the
 // node answers each as it ends. A wait the node ends unanswered, or that

@@ -91,8 +91,8 @@ const watchRecheck = 20 * time.Millisecond
 // watchRecheckReplica bounds it on one of the key's replicas. There a
 // write of the key wakes the read, with the version stored, and only a
 // version at or above the one waited for is worth a quorum read: so a
-// read waiting out a cross-region lag costs two quorum reads, the first
-// and the one the arriving write wakes. The timer is only for a write
+// read waiting out a cross-region lag costs one quorum read, the one the
+// arriving write wakes. The timer is only for a write
 // that reached the key's other replicas and not this one (a message
 // lost while W was met without it, or the ring moved): it bounds the
 // extra wait then. Re-reading every 20 ms, then with backoff from 20 ms,
@@ -106,30 +106,39 @@ const MaxWait = time.Minute
 
 // GetAtLeast reads key (R overrides the read quorum when > 0) until the
 // read returns version want or newer, or wait passes (then it returns
-// what the last read found). It reads again when this node stores a
-// write of the key at version want or newer, and otherwise every
-// watchRecheck, or, on one of the key's replicas, every
-// watchRecheckReplica. Only a quorum read releases it: a version stored
-// here is not yet one a read at the region's quorum is sure to return.
+// what the last read found). On one of the key's replicas it reads at
+// quorum only once this node holds version want or newer (it looks
+// first, then waits for a write of the key at that version to land
+// here), and every watchRecheckReplica in case the write reached the
+// key's other replicas only; elsewhere it reads at once and then every
+// watchRecheck. Only a quorum read releases it: a version stored here is
+// not yet one a read at the region's quorum is sure to return.
 func (k *Server) GetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
 	deadline := time.Now().Add(min(wait, MaxWait))
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	var rec kv.Record
 	var found bool
-	read := true
+	first, read, readAny := true, false, false
 	for {
 		wr := k.watch.add(string(key))
+		if first {
+			// Registered first, so that a write landing after the look
+			// fires the watch.
+			first = false
+			read = !k.replicaOf(key) || k.holds(key, want)
+		}
 		if read {
 			var err error
 			rec, found, err = k.Get(ctx, key, r)
+			readAny = true
 			if err != nil || rec.Version >= want {
 				k.watch.remove(string(key), wr)
 				return rec, found, err
 			}
 		}
 		left := time.Until(deadline)
-		if left <= 0 {
+		if left <= 0 && readAny {
 			k.watch.remove(string(key), wr)
 			return rec, found, nil
 		}
@@ -137,7 +146,7 @@ func (k *Server) GetAtLeast(ctx context.Context, key []byte, r int, want uint64,
 		if k.replicaOf(key) {
 			recheck = watchRecheckReplica
 		}
-		t.Reset(min(left, recheck))
+		t.Reset(max(0, min(left, recheck)))
 		select {
 		case <-wr.ch:
 			// An older write of the key changes nothing a quorum read
@@ -153,6 +162,13 @@ func (k *Server) GetAtLeast(ctx context.Context, key []byte, r int, want uint64,
 			return rec, found, ctx.Err()
 		}
 	}
+}
+
+// holds reports whether this node's storage holds key at version want
+// or newer (a failed look says no: the timer's read covers it).
+func (k *Server) holds(key []byte, want uint64) bool {
+	rec, ok, err := k.n.eng.KV().Get(key)
+	return err == nil && ok && rec.Version >= want
 }
 
 // Watches counts the reads waiting for a key to be written
