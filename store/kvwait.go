@@ -117,8 +117,9 @@ func (n *Node) handleKVWait(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	results := make(chan waitResult, len(writes))
 	for i, wr := range writes {
+		kw := n.kv.StartWait(wr.key, wr.version) // here: see Wait
 		go func() {
-			rec, _, err := n.kv.GetAtLeast(ctx, wr.key, q, wr.version, wait)
+			rec, _, err := kw.Result(ctx, q, wait)
 			results <- waitResult{i: i, v: rec.Version, ok: err == nil && rec.Version >= wr.version, err: err}
 		}()
 	}

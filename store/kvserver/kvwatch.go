@@ -114,19 +114,42 @@ const MaxWait = time.Minute
 // watchRecheck. Only a quorum read releases it: a version stored here is
 // not yet one a read at the region's quorum is sure to return.
 func (k *Server) GetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
+	return k.StartWait(key, want).Result(ctx, r, wait)
+}
+
+// Wait is a GetAtLeast begun: StartWait registers it and looks in this
+// node's storage, Result waits. A caller with many waits starts them
+// all in one goroutine and waits for each in one of its own, which then
+// only waits (the look goes deep into storage: thousands of fresh
+// goroutines each growing its stack for it cost more than the look).
+type Wait struct {
+	k    *Server
+	key  []byte
+	want uint64
+	wr   *watcher // registered before the look: a write landing after it fires the watch
+	read bool     // whether the first step reads at quorum
+}
+
+// StartWait begins a GetAtLeast of key for version want; its Result must
+// be called.
+func (k *Server) StartWait(key []byte, want uint64) *Wait {
+	w := &Wait{k: k, key: key, want: want, wr: k.watch.add(string(key))}
+	w.read = !k.replicaOf(key) || k.holds(key, want)
+	return w
+}
+
+// Result waits as GetAtLeast does, up to wait from now.
+func (w *Wait) Result(ctx context.Context, r int, wait time.Duration) (kv.Record, bool, error) {
+	k, key, want := w.k, w.key, w.want
 	deadline := time.Now().Add(min(wait, MaxWait))
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	var rec kv.Record
 	var found bool
-	first, read, readAny := true, false, false
+	wr, read, readAny := w.wr, w.read, false
 	for {
-		wr := k.watch.add(string(key))
-		if first {
-			// Registered first, so that a write landing after the look
-			// fires the watch.
-			first = false
-			read = !k.replicaOf(key) || k.holds(key, want)
+		if wr == nil {
+			wr = k.watch.add(string(key))
 		}
 		if read {
 			var err error
@@ -158,6 +181,7 @@ func (k *Server) GetAtLeast(ctx context.Context, key []byte, r int, want uint64,
 		}
 		t.Stop()
 		k.watch.remove(string(key), wr) // no-op once fired
+		wr = nil
 		if ctx.Err() != nil {
 			return rec, found, ctx.Err()
 		}
