@@ -1,7 +1,9 @@
 // Package resp is the Redis protocol (RESP2) front end of a node's
-// key-value service: GET, SET, DEL, EXISTS, MGET, MSET, PING, ECHO, INFO,
-// COMMAND, CONFIG GET, SELECT 0, CLIENT, CLUSTER and QUIT, enough for
-// redis-cli, redis-benchmark and Redis Cluster clients. Pipelined commands
+// key-value service: GET, SET (with its options), DEL, EXISTS, MGET, MSET,
+// the conditional writes, counters, expiry commands and scans of
+// commands.go, PING, ECHO, INFO, COMMAND, CONFIG GET, SELECT 0, CLIENT,
+// CLUSTER and QUIT, enough for redis-cli, redis-benchmark, Redis Cluster
+// clients and the applications behind them. Pipelined commands
 // are read together, executed concurrently and answered in order; plain
 // GETs and SETs go to the coordinator as one ordered batch.
 //
@@ -42,6 +44,20 @@ type Backend interface {
 	Put(ctx context.Context, key, value []byte) error
 	// Delete deletes key with the default write quorum.
 	Delete(ctx context.Context, key []byte) error
+	// Write writes a record: its key, value and expiry deadline (Unix
+	// ns, 0: none), with the default write quorum.
+	Write(ctx context.Context, rec kv.Record) error
+	// Cas runs a read-modify-write of key linearizably, answering as
+	// kv.Op describes. An error of the op itself (a value that is not a
+	// number) satisfies IsOpError.
+	Cas(ctx context.Context, key []byte, op kv.Op) (kv.Message, error)
+	// IsOpError reports whether an error of Cas is the op's refusal,
+	// answered as Redis words it rather than as a failure.
+	IsOpError(err error) bool
+	// Scan lists the keys of the whole store (every node's), in ring
+	// order from cursor (0: the start), up to count, with their records;
+	// next is the cursor to go on from, 0 once the ring is done.
+	Scan(ctx context.Context, cursor uint64, count int) (keys []kv.Record, next uint64, err error)
 	// NewBatcher returns what one connection runs its batches of plain
 	// GETs and SETs through.
 	NewBatcher() Batcher

@@ -311,7 +311,7 @@ func (srv *Server) exec(ctx context.Context, args [][]byte) reply {
 			return wrongArgs()
 		}
 		if argc > 2 {
-			return func(w writer) { w.err("ERR SET options are not supported by tide") }
+			return srv.execSet(ctx, args)
 		}
 		if err := srv.kv.Put(ctx, args[1], args[2]); err != nil {
 			return fail(err)
@@ -332,7 +332,7 @@ func (srv *Server) exec(ctx context.Context, args [][]byte) reply {
 			return fail(err)
 		}
 		return func(w writer) { w.simple("OK") }
-	case "MGET", "EXISTS", "DEL":
+	case "MGET", "EXISTS", "DEL", "UNLINK":
 		if argc == 0 {
 			return wrongArgs()
 		}
@@ -347,7 +347,7 @@ func (srv *Server) exec(ctx context.Context, args [][]byte) reply {
 				var r kv.Record
 				r, found[i], errs[i] = srv.kv.Get(ctx, args[1+i])
 				vals[i] = r.Value
-				if name == "DEL" && found[i] && errs[i] == nil {
+				if (name == "DEL" || name == "UNLINK") && found[i] && errs[i] == nil {
 					errs[i] = srv.kv.Delete(ctx, args[1+i])
 				}
 			}()
@@ -423,6 +423,9 @@ func (srv *Server) exec(ctx context.Context, args [][]byte) reply {
 	case "CLUSTER":
 		return srv.execCluster(args)
 	}
+	if r, ok := srv.execData(ctx, name, args); ok {
+		return r
+	}
 	preview := make([]string, 0, 3)
 	for _, a := range args[1:min(len(args), 4)] {
 		preview = append(preview, "'"+string(a)+"'")
@@ -437,16 +440,16 @@ func keysOf(args [][]byte) []string {
 	if len(args) < 2 {
 		return nil
 	}
-	switch strings.ToUpper(string(args[0])) {
-	case "GET", "SET":
+	switch name := strings.ToUpper(string(args[0])); {
+	case name == "GET" || name == "SET" || oneKey[name]:
 		return []string{string(args[1])}
-	case "DEL", "EXISTS", "MGET":
+	case name == "DEL" || name == "EXISTS" || name == "MGET" || name == "UNLINK":
 		ks := make([]string, 0, len(args)-1)
 		for _, a := range args[1:] {
 			ks = append(ks, string(a))
 		}
 		return ks
-	case "MSET":
+	case name == "MSET":
 		var ks []string
 		for i := 1; i < len(args); i += 2 {
 			ks = append(ks, string(args[i]))
@@ -456,7 +459,9 @@ func keysOf(args [][]byte) []string {
 	return nil
 }
 
-var commands = []string{"get", "set", "del", "exists", "mget", "mset", "ping", "echo", "info", "command", "config", "select", "client", "cluster", "quit"}
+var commands = []string{"get", "set", "del", "exists", "mget", "mset", "ping", "echo", "info", "command", "config", "select", "client", "cluster", "quit",
+	"setnx", "setex", "psetex", "getset", "getdel", "incr", "decr", "incrby", "decrby", "incrbyfloat", "append", "strlen", "type",
+	"expire", "pexpire", "expireat", "pexpireat", "persist", "ttl", "pttl", "expiretime", "pexpiretime", "unlink", "scan", "keys", "dbsize"}
 
 func (srv *Server) info() string {
 	st := srv.kv.Status()

@@ -162,18 +162,25 @@ func alive(pid int) bool {
 // leaves none of its processes behind.
 func (u *upProc) stop(t *testing.T) {
 	t.Helper()
+	u.stopWith(t, os.Interrupt)
+}
+
+// stopWith sends sig to tide up and checks that it exits cleanly and
+// leaves none of its processes behind.
+func (u *upProc) stopWith(t *testing.T, sig os.Signal) {
+	t.Helper()
 	kids := descendants(u.cmd.Process.Pid)
 	if len(kids) < 3 {
 		t.Fatalf("tide up has %d child processes, want its nodes and log roles", len(kids))
 	}
-	u.cmd.Process.Signal(os.Interrupt)
+	u.cmd.Process.Signal(sig)
 	select {
 	case err := <-u.exited:
 		if err != nil {
-			t.Errorf("tide up exited with %v after SIGINT", err)
+			t.Errorf("tide up exited with %v after %v", err, sig)
 		}
 	case <-time.After(2 * time.Minute):
-		t.Fatal("tide up still runs 2 minutes after SIGINT")
+		t.Fatalf("tide up still runs 2 minutes after %v", sig)
 	}
 	var left []int
 	for _, k := range kids {
@@ -184,7 +191,26 @@ func (u *upProc) stop(t *testing.T) {
 	if len(left) > 0 {
 		t.Fatalf("processes left after tide up stopped: %v (of %d children)", left, len(kids))
 	}
-	t.Logf("SIGINT stopped tide up and its %d child processes", len(kids))
+	t.Logf("%v stopped tide up and its %d child processes", sig, len(kids))
+}
+
+// roleCounts counts the storage nodes and the log role processes among
+// pids, from their command lines.
+func roleCounts(pids []int) (nodes, logRoles int) {
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		switch {
+		case len(args) > 1 && args[1] == "node":
+			nodes++
+		case len(args) > 2 && args[1] == "log" && args[2] == "serve":
+			logRoles++
+		}
+	}
+	return nodes, logRoles
 }
 
 func httpDo(t *testing.T, method, url string, body []byte) (int, []byte) {
@@ -475,4 +501,70 @@ func TestUp(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "no role of the log") {
 		t.Fatalf("log put to a stopped log: %v\n%s", err, out)
 	}
+}
+
+// TestUpHangupAndKill checks that tide up's children live and die with
+// it. Closing its terminal (SIGHUP, which reaches only tide up: every
+// child runs in a process group of its own) stops it as Ctrl-C does: it
+// exits cleanly and every node and log role with it. A SIGKILL, which
+// gives it no chance to clean up, takes every child with it too (the
+// kernel's parent-death signal). Each time, the next tide up on the same
+// directory brings back what was written before.
+func TestUpHangupAndKill(t *testing.T) {
+	dir := t.TempDir()
+	small := []string{"--nodes", "2", "--replicas", "2", "--autoscale=false"}
+	up := startUp(t, dir, small...)
+	kids := descendants(up.cmd.Process.Pid)
+	if nodes, roles := roleCounts(kids); nodes != 2 || roles < 7 {
+		t.Fatalf("tide up runs %d nodes and %d log roles (of %d children), want 2 and at least one per log role kind", nodes, roles, len(kids))
+	}
+	if got := respDo(t, up.redis[0], "SET", "before-hup", "1"); got != "+OK" {
+		t.Fatalf("redis SET: %q", got)
+	}
+	runTide(t, "log", "put", up.dep, "before-hup", "1")
+
+	// Closing the terminal: a clean stop, no process left.
+	up.stopWith(t, syscall.SIGHUP)
+
+	up = startUp(t, dir, small...)
+	if got := respDo(t, up.redis[1], "GET", "before-hup"); got != "1" {
+		t.Fatalf("redis GET after a restart from SIGHUP: %q", got)
+	}
+	if got := strings.TrimSpace(runTide(t, "log", "get", up.dep, "before-hup")); got != "1" {
+		t.Fatalf("log get after a restart from SIGHUP: %q", got)
+	}
+	if got := respDo(t, up.redis[1], "SET", "before-kill", "2"); got != "+OK" {
+		t.Fatalf("redis SET: %q", got)
+	}
+	runTide(t, "log", "put", up.dep, "before-kill", "2")
+
+	// SIGKILL: tide up cannot clean up, the kernel stops its children.
+	kids = descendants(up.cmd.Process.Pid)
+	if nodes, roles := roleCounts(kids); nodes != 2 || roles < 7 {
+		t.Fatalf("the restarted tide up runs %d nodes and %d log roles, want 2 and at least 7", nodes, roles)
+	}
+	up.cmd.Process.Signal(syscall.SIGKILL)
+	<-up.exited
+	waitFor(t, "every child of a killed tide up to exit", 2*time.Minute, func() error {
+		for _, k := range kids {
+			if alive(k) {
+				return fmt.Errorf("pid %d still runs", k)
+			}
+		}
+		return nil
+	})
+
+	// Nothing acknowledged before the kill is lost, and the directory
+	// is free for the next tide up.
+	up = startUp(t, dir, small...)
+	for _, k := range []string{"before-hup", "before-kill"} {
+		want := map[string]string{"before-hup": "1", "before-kill": "2"}[k]
+		if got := respDo(t, up.redis[0], "GET", k); got != want {
+			t.Fatalf("redis GET %s after a restart from SIGKILL: %q, want %q", k, got, want)
+		}
+		if got := strings.TrimSpace(runTide(t, "log", "get", up.dep, k)); got != want {
+			t.Fatalf("log get %s after a restart from SIGKILL: %q, want %q", k, got, want)
+		}
+	}
+	up.stop(t)
 }

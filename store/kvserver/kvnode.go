@@ -631,7 +631,7 @@ func (k *Server) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 // the coordinator had it: a write may still take effect, and must not be
 // reported as failed.
 func gaveUp(m kv.Message, err error) error {
-	if m.Kind == kv.KindClientPut {
+	if m.Kind == kv.KindClientPut || m.Kind == kv.KindClientCas {
 		return fmt.Errorf("%w: write outcome unknown: no answer before the caller gave up (%v); the write may still take effect", ErrQuorum, err)
 	}
 	return err
