@@ -14,6 +14,8 @@ package resp
 
 import (
 	"context"
+	"sync/atomic"
+	"time"
 
 	"tide/kv"
 )
@@ -30,6 +32,19 @@ type Config struct {
 	// MaxValue bounds a value, and any argument: a command with a longer
 	// one is read, and answered with a TooLargeError.
 	MaxValue int
+	// ACL, if set with users, requires every connection to log in (AUTH,
+	// or HELLO ... AUTH) before any other command, and checks each
+	// command against its user's rules.
+	ACL *ACL
+	// OnAuthFailure, if set, is told of every refusal for missing or wrong
+	// credentials or permissions.
+	OnAuthFailure func()
+	// IdleTimeout closes a connection that sends no command for this long
+	// (0: never), as Redis's timeout.
+	IdleTimeout time.Duration
+	// MaxConns caps the connections served at once (0: no cap); one more
+	// is answered with an error and closed.
+	MaxConns int
 	// Sync is the KV sync mode, "always" or "periodic", reported by
 	// CONFIG GET appendfsync as always or everysec.
 	Sync string
@@ -95,9 +110,17 @@ type Member struct {
 
 // Server answers RESP connections for a Backend.
 type Server struct {
-	cfg Config
-	kv  Backend
+	cfg   Config
+	kv    Backend
+	acl   *ACL
+	conns atomic.Int64
 }
 
 // NewServer returns a server for b.
-func NewServer(cfg Config, b Backend) *Server { return &Server{cfg: cfg, kv: b} }
+func NewServer(cfg Config, b Backend) *Server {
+	srv := &Server{cfg: cfg, kv: b}
+	if cfg.ACL != nil && len(cfg.ACL.Users) > 0 {
+		srv.acl = cfg.ACL
+	}
+	return srv
+}

@@ -28,9 +28,18 @@ func (srv *Server) Serve(ctx context.Context, ln net.Listener) {
 		if err != nil {
 			break
 		}
+		if max := srv.cfg.MaxConns; max > 0 && srv.conns.Load() >= int64(max) {
+			// Redis's words, so clients report it as they do Redis's.
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write([]byte("-ERR max number of clients reached\r\n"))
+			c.Close()
+			continue
+		}
+		srv.conns.Add(1)
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
+			defer srv.conns.Add(-1)
 			srv.serveConn(ctx, c)
 		}()
 	}
@@ -48,6 +57,11 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 	maxBulk := srv.cfg.MaxValue
 	cs := &connState{batcher: srv.kv.NewBatcher()}
 	for {
+		if srv.cfg.IdleTimeout > 0 {
+			// A client that sends no whole command for this long (idle,
+			// or trickling bytes) is let go.
+			c.SetReadDeadline(time.Now().Add(srv.cfg.IdleTimeout))
+		}
 		cmds := cs.cmds[:0]
 		refused := cs.refused[:0]
 		var perr error
@@ -81,6 +95,9 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 				cmds = cmds[:i+1]
 				replies = replies[:i+1]
 				break
+			}
+			if replies[i] == nil && srv.acl != nil {
+				replies[i] = srv.authorize(cs, args)
 			}
 		}
 		// Commands run concurrently in waves; a command that touches a key
@@ -221,6 +238,9 @@ type connState struct {
 	batcher Batcher
 	arena   arena
 	refused []refusal
+	// user is who logged in (AUTH, HELLO ... AUTH): nil before, on a
+	// server with an ACL.
+	user *User
 }
 
 // refusal is the answer to a command of a pipeline that is refused
