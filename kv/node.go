@@ -16,6 +16,9 @@ import (
 type Stats struct {
 	Writes, Reads, WriteFailures, ReadFailures     int
 	ReadRepairs, HintsHeld, HintsDelivered         int
+	// HintsDropped counts hints dropped because their target had been
+	// out of the ring for HintDropTicks.
+	HintsDropped int
 	Pushed, Pulled, HandedOff, TombstonesCollected int
 	PushedBytes                                    int64
 	// RangesAbandoned counts range streams given up because a chunk went
@@ -56,6 +59,9 @@ type Node struct {
 	gone   map[string]bool // keys deleted in this round (see local)
 	ops    map[uint64]*op
 	hints  hintStore // writes held for replicas that missed them
+	// hintAbsent records, by hint target not in the ring, the tick it was
+	// first seen out of it (see dropDepartedHints).
+	hintAbsent map[string]int
 	// outReqs gathers this round's client writes and reads to each
 	// replica, in the order replicas were first sent to (outOrder); they
 	// leave as one KindPutBatch or KindGetBatch per replica and run of
@@ -306,6 +312,7 @@ func (n *Node) Tick() {
 	n.tickOps()
 	if n.now-n.lastHint >= n.cfg.HintTicks {
 		n.lastHint = n.now
+		n.dropDepartedHints()
 		n.deliverHints()
 	}
 	n.tickRegions()

@@ -141,6 +141,11 @@ func TestDiskFullReplicaRefuses(t *testing.T) {
 	if nodes[2].eng.WritesRefused() == 0 {
 		t.Fatal("the full replica counted no refusal")
 	}
+	// The coordinators hold hints for it, and say so by target.
+	waitFor(t, "hints pending for the full replica in the coordinators' metrics", func() bool {
+		_, body := httpGet(t, "http://"+nodes[0].HTTPAddr()+"/metrics")
+		return strings.Contains(body, `tide_kv_hints_pending{target="`+nodes[2].addrs()["peer"]+`"}`)
+	})
 	setFree(1 << 30)
 	waitFor(t, "the replica to get every write once its space returned", func() bool {
 		for i := range 20 {

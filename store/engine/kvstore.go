@@ -456,6 +456,23 @@ func (e *Engine) HintCount() int {
 	return n
 }
 
+// HintsByTarget returns how many hints are held for each target node.
+func (e *Engine) HintsByTarget() map[string]int {
+	out := map[string]int{}
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("h/"), UpperBound: []byte("h0")})
+	if err != nil {
+		return out
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()[2:]
+		if i := bytes.IndexByte(k, 0); i >= 0 {
+			out[string(k[:i])]++
+		}
+	}
+	return out
+}
+
 // KVCount returns the number of KV records (tombstones included) and
 // their key and value bytes.
 func (e *Engine) KVCount() (n int, size int64) {
