@@ -14,11 +14,11 @@ import (
 
 // Stats counts what a node did, for metrics and tests.
 type Stats struct {
-	Writes, Reads, WriteFailures, ReadFailures     int
-	ReadRepairs, HintsHeld, HintsDelivered         int
+	Writes, Reads, WriteFailures, ReadFailures int
+	ReadRepairs, HintsHeld, HintsDelivered     int
 	// HintsDropped counts hints dropped because their target had been
 	// out of the ring for HintDropTicks.
-	HintsDropped int
+	HintsDropped                                   int
 	Pushed, Pulled, HandedOff, TombstonesCollected int
 	PushedBytes                                    int64
 	// RangesAbandoned counts range streams given up because a chunk went
