@@ -179,7 +179,8 @@ func Open(dir string, pos func([]byte) uint32) (*Engine, error) {
 		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
 	}
 	e := &Engine{dir: dir, db: db, pos: pos, opts: opts, stalls: st}
-	e.space.dir, e.space.statfs = dir, statfs
+	e.space.dir = dir
+	e.SetStatfs(statfs)
 	if err := e.SetDiskReserve(-1); err != nil {
 		db.Close()
 		return nil, err

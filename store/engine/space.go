@@ -36,8 +36,11 @@ type space struct {
 	free    atomic.Int64 // at the last statfs
 	at      atomic.Int64 // unix nanoseconds of the last statfs
 	refused atomic.Int64
-	statfs  func(dir string) (free, size int64, err error)
+	// statfs measures; tests replace it (SetStatfs) while the node runs.
+	statfs atomic.Pointer[statfsFunc]
 }
+
+type statfsFunc = func(dir string) (free, size int64, err error)
 
 func statfs(dir string) (free, size int64, err error) {
 	var st syscall.Statfs_t
@@ -52,7 +55,7 @@ func statfs(dir string) (free, size int64, err error) {
 // of the filesystem if that is less. 0 refuses nothing.
 func (e *Engine) SetDiskReserve(reserve int64) error {
 	if reserve < 0 {
-		_, size, err := e.space.statfs(e.dir)
+		_, size, err := (*e.space.statfs.Load())(e.dir)
 		if err != nil {
 			return fmt.Errorf("free space of %s: %w", e.dir, err)
 		}
@@ -67,7 +70,7 @@ func (e *Engine) SetDiskReserve(reserve int64) error {
 // total bytes of dir's filesystem. Tests use it to fill a disk without
 // filling one.
 func (e *Engine) SetStatfs(f func(dir string) (free, size int64, err error)) {
-	e.space.statfs = f
+	e.space.statfs.Store(&f)
 	e.space.at.Store(0)
 }
 
@@ -89,7 +92,7 @@ func (s *space) freeBytes(need int64) int64 {
 	if now-s.at.Load() < int64(spaceFresh) && free-need > 4*s.reserve.Load()+64<<20 {
 		return free
 	}
-	f, _, err := s.statfs(s.dir)
+	f, _, err := (*s.statfs.Load())(s.dir)
 	if err != nil {
 		return free // keep the last figure; a failing statfs refuses nothing new
 	}
