@@ -11,17 +11,29 @@ import (
 // anti-entropy): the bytes are the msgpack array [key, value, version, tomb]
 // that the reflective encoder also writes and reads, without reflection.
 
-// AppendRecord appends r's encoding to b.
+// AppendRecord appends r's encoding to b. A record with a deadline has
+// six fields: [key, value, version, tomb, nil, expire] (the fifth is the
+// stub's value length, see AppendStub).
 func AppendRecord(b []byte, r *Record) []byte {
-	b = append(b, 0x94)
+	if r.Expire != 0 {
+		b = append(b, 0x96)
+	} else {
+		b = append(b, 0x94)
+	}
 	b = appendBin(b, r.Key)
 	b = appendBin(b, r.Value)
 	b = append(b, 0xcf)
 	b = binary.BigEndian.AppendUint64(b, r.Version)
 	if r.Tomb {
-		return append(b, 0xc3)
+		b = append(b, 0xc3)
+	} else {
+		b = append(b, 0xc2)
 	}
-	return append(b, 0xc2)
+	if r.Expire != 0 {
+		b = append(b, 0xc0, 0xcf)
+		b = binary.BigEndian.AppendUint64(b, r.Expire)
+	}
+	return b
 }
 
 func appendBin(b, v []byte) []byte {
@@ -47,7 +59,7 @@ var errRecord = errors.New("malformed record")
 func DecodeRecord(b []byte, alias bool) (Record, error) {
 	r, _, sep, err := decodeRecord(b, alias, false)
 	if err == nil && sep {
-		err = fmt.Errorf("%w: 5 fields", errRecord)
+		err = fmt.Errorf("%w: a stub, its value kept apart", errRecord)
 	}
 	return r, err
 }
@@ -57,7 +69,11 @@ func DecodeRecord(b []byte, alias bool) (Record, error) {
 // scans that need no values read no values): the record without its
 // value, and the value's length as a fifth field.
 func AppendStub(b []byte, r *Record) []byte {
-	b = append(b, 0x95)
+	if r.Expire != 0 {
+		b = append(b, 0x96)
+	} else {
+		b = append(b, 0x95)
+	}
 	b = appendBin(b, r.Key)
 	b = append(b, 0xc0, 0xcf)
 	b = binary.BigEndian.AppendUint64(b, r.Version)
@@ -67,7 +83,12 @@ func AppendStub(b []byte, r *Record) []byte {
 		b = append(b, 0xc2)
 	}
 	b = append(b, 0xce)
-	return binary.BigEndian.AppendUint32(b, uint32(len(r.Value)))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(r.Value)))
+	if r.Expire != 0 {
+		b = append(b, 0xcf)
+		b = binary.BigEndian.AppendUint64(b, r.Expire)
+	}
+	return b
 }
 
 // DecodeStored parses what AppendRecord or AppendStub wrote. For a stub,
@@ -80,7 +101,7 @@ func decodeRecord(b []byte, alias, stub bool) (Record, int, bool, error) {
 	var r Record
 	d := decoder{b: b}
 	n := d.arrayLen()
-	if d.err == nil && (n < 3 || n > 5) {
+	if d.err == nil && (n < 3 || n > 6) {
 		d.err = fmt.Errorf("%w: %d fields", errRecord, n)
 	}
 	r.Key = d.bytes(alias)
@@ -90,11 +111,20 @@ func decodeRecord(b []byte, alias, stub bool) (Record, int, bool, error) {
 		r.Tomb = d.bool()
 	}
 	var valueLen uint64
-	if n == 5 {
-		valueLen = d.uint()
-		if d.err == nil && (len(r.Value) != 0 || valueLen > math.MaxInt32) {
-			d.err = errRecord
+	sep := false
+	if n >= 5 {
+		if d.err == nil && len(d.b) > 0 && d.b[0] == 0xc0 && n == 6 {
+			d.b = d.b[1:] // no value kept apart
+		} else {
+			sep = true
+			valueLen = d.uint()
+			if d.err == nil && (len(r.Value) != 0 || valueLen > math.MaxInt32) {
+				d.err = errRecord
+			}
 		}
+	}
+	if n == 6 {
+		r.Expire = d.uint()
 	}
 	if d.err == nil && len(d.b) != 0 && stub {
 		d.err = fmt.Errorf("%w: %d bytes after it", errRecord, len(d.b))
@@ -102,7 +132,7 @@ func decodeRecord(b []byte, alias, stub bool) (Record, int, bool, error) {
 	if d.err != nil {
 		return Record{}, 0, false, d.err
 	}
-	return r, int(valueLen), n == 5, nil
+	return r, int(valueLen), sep, nil
 }
 
 type decoder struct {

@@ -8,7 +8,7 @@ import (
 )
 
 func recordsEqual(a, b Record) bool {
-	return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.Version == b.Version && a.Tomb == b.Tomb
+	return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.Version == b.Version && a.Tomb == b.Tomb && a.Expire == b.Expire
 }
 
 // The hand-written codec and the reflective one read each other's bytes.
@@ -19,6 +19,8 @@ func TestRecordCodecMatchesMsgpack(t *testing.T) {
 		{Key: []byte("k"), Version: 1 << 40, Tomb: true},
 		{Key: []byte("\xff\x00non-utf8"), Value: big, Version: 12345},
 		{Key: bytes.Repeat([]byte("k"), 300), Value: []byte{}, Version: 0},
+		{Key: []byte("ttl"), Value: []byte("v"), Version: 9, Expire: 1 << 62},
+		{Key: []byte("ttl"), Version: 9, Tomb: true, Expire: 5},
 	} {
 		mine := AppendRecord(nil, &r)
 		var viaLib Record
@@ -56,6 +58,7 @@ func TestDecodeRecordRejectsTruncation(t *testing.T) {
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(AppendRecord(nil, &Record{Key: []byte("k"), Value: []byte("v"), Version: 3, Tomb: true}))
 	f.Add([]byte{0x94, 0xc6, 0xff, 0xff, 0xff, 0xff})
+	f.Add(AppendRecord(nil, &Record{Key: []byte("k"), Value: []byte("v"), Version: 3, Expire: 77}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRecord(b, false)
 		if err != nil {
@@ -100,10 +103,16 @@ func FuzzDecodeMessage(f *testing.F) {
 }
 
 func TestStubRoundTrip(t *testing.T) {
-	r := Record{Key: []byte("key"), Value: bytes.Repeat([]byte("x"), 70000), Version: 1 << 40}
+	for _, x := range []uint64{0, 1 << 50} {
+		testStubRoundTrip(t, x)
+	}
+}
+
+func testStubRoundTrip(t *testing.T, expire uint64) {
+	r := Record{Key: []byte("key"), Value: bytes.Repeat([]byte("x"), 70000), Version: 1 << 40, Expire: expire}
 	stub := AppendStub(nil, &r)
 	got, n, sep, err := DecodeStored(stub, false)
-	if err != nil || !sep || n != len(r.Value) || string(got.Key) != "key" || got.Version != r.Version || got.Value != nil {
+	if err != nil || !sep || n != len(r.Value) || string(got.Key) != "key" || got.Version != r.Version || got.Value != nil || got.Expire != expire {
 		t.Fatalf("stub decoded to %+v, %d, %v, %v", got, n, sep, err)
 	}
 	if _, err := DecodeRecord(stub, false); err == nil {

@@ -38,7 +38,8 @@ type op struct {
 	spare    []string // read: replicas not asked yet (see Config.SpeculateTicks)
 	round    uint64   // write: the round of the coordinator's own copy
 	push     *strayPush
-	resends  int // times the requests of this op were sent again
+	prop     *proposal // write: the commit of a lightweight transaction's value
+	resends  int       // times the requests of this op were sent again
 	// room for answered and got, enough for most ops
 	answeredBuf [4]string
 	gotBuf      [4]gotEntry
@@ -118,9 +119,9 @@ func (n *Node) clientPut(m Message) {
 		n.send(Message{Kind: KindClientResp, To: m.From, ID: m.ID, Err: "value too large"})
 		return
 	}
-	rec := Record{Key: m.Rec.Key, Value: m.Rec.Value, Tomb: m.Rec.Tomb, Version: n.version()}
+	rec := Record{Key: m.Rec.Key, Value: m.Rec.Value, Tomb: m.Rec.Tomb, Version: n.version(), Expire: m.Rec.Expire}
 	if rec.Tomb {
-		rec.Value = nil
+		rec.Value, rec.Expire = nil, 0
 	}
 	w := n.cfg.W
 	if m.W > 0 {
@@ -143,6 +144,10 @@ func (n *Node) clientPut(m Message) {
 }
 
 func (n *Node) checkWrite(id uint64, o *op) {
+	if !o.replied && o.prop != nil && quorumIn(o.sets, o.need, o.answered.has) {
+		o.replied = true
+		n.committed(o.prop, o, false)
+	}
 	if !o.replied && quorumIn(o.sets, o.need, func(a string) bool { return o.answered.has(a) }) {
 		// The acknowledgement vouches for the replicas' copies, each
 		// durable before it was acknowledged, and for this node's own,
@@ -324,7 +329,9 @@ func (n *Node) checkRead(id uint64, o *op) {
 		case best == nil:
 			n.reply(o, Message{Rec: Record{Key: o.rec.Key}})
 		case quorumIn(o.sets, n.cfg.W, holds):
-			if best.Tomb {
+			if !best.Live(n.clock()) {
+				// Deleted, or past its deadline: replicas agree on the
+				// deadline, so every coordinator hides it from then on.
 				n.reply(o, Message{Rec: Record{Key: o.rec.Key, Version: best.Version}})
 			} else {
 				n.reply(o, Message{Rec: *best, Found: true})
@@ -395,7 +402,12 @@ func (n *Node) expire(id uint64, o *op) {
 		}
 		if !o.replied {
 			n.Stats.WriteFailures++
-			n.reply(o, Message{Err: writeUnknown(o)})
+			if o.prop != nil {
+				o.replied = true
+				n.committed(o.prop, o, true)
+			} else {
+				n.reply(o, Message{Err: writeUnknown(o)})
+			}
 		}
 	default:
 		n.readRepair(o)

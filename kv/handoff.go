@@ -25,7 +25,19 @@ func (n *Node) handOff() {
 	var size int64
 	now := n.clock()
 	n.scan(0, 0, func(pos uint32, r Record) bool {
-		if r.Tomb && now > r.Version && now-r.Version > n.cfg.TombstoneTTL {
+		if !r.Tomb && r.Expired(now) {
+			// Past its deadline: replace the value with a tombstone of
+			// the same version (a tombstone wins a tie), collected a
+			// TTL after the deadline as any other. Reads hide the value
+			// already; this frees its bytes, and a replica still holding
+			// an older version of the key learns of the deletion.
+			if _, written := n.pending[string(r.Key)]; !written && !n.gone[string(r.Key)] {
+				n.apply(Record{Key: r.Key, Version: r.Version, Tomb: true, Expire: r.Expire})
+				n.Stats.Expired++
+			}
+			return true
+		}
+		if r.TombCollectable(now, n.cfg.TombstoneTTL) {
 			// Old enough that every replica has it: collect the tombstone
 			// (unless this round wrote or dropped the key since: the scan
 			// sees storage as the round began).

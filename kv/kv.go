@@ -25,6 +25,29 @@ type Record struct {
 	Value    []byte   `msgpack:"v,omitempty"`
 	Version  uint64   `msgpack:"ver"`
 	Tomb     bool     `msgpack:"t,omitempty"`
+	// Expire is the absolute deadline of the value, Unix nanoseconds (0:
+	// none), as Cassandra's TTL cells carry theirs: it is part of the
+	// version, so every replica agrees on when the key disappears, and a
+	// replica that was down at the deadline brings back nothing.
+	Expire uint64 `msgpack:"x,omitempty"`
+}
+
+// Expired reports whether r's deadline has passed at now (Unix ns).
+func (r Record) Expired(now uint64) bool { return r.Expire != 0 && now >= r.Expire }
+
+// Live reports whether r holds a value at now: neither a tombstone nor
+// expired.
+func (r Record) Live(now uint64) bool { return !r.Tomb && !r.Expired(now) }
+
+// collectAfter is the time from which a tombstone counts its TTL: its
+// version, or the deadline of the value it replaced on expiry if later.
+func (r Record) collectAfter() uint64 { return max(r.Version, r.Expire) }
+
+// TombCollectable reports whether r is a tombstone older than ttl at now:
+// every replica must have it by then, and it may be dropped.
+func (r Record) TombCollectable(now, ttl uint64) bool {
+	c := r.collectAfter()
+	return r.Tomb && now > c && now-c > ttl
 }
 
 // Size is the record's key and value bytes, as storage counts them.

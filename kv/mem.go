@@ -11,6 +11,8 @@ import (
 type MemStorage struct {
 	Pos  func([]byte) uint32
 	recs map[string]Record
+	// paxos is the Paxos acceptor state of keys (PaxosStorage).
+	paxos map[string]PaxosState
 	// Miscounts counts Put and Delete ops whose Had or HadBytes did not
 	// match what the store held: a driver keeping counts from them would
 	// drift.
@@ -19,7 +21,7 @@ type MemStorage struct {
 
 // NewMemStorage returns an empty store placing keys with pos.
 func NewMemStorage(pos func([]byte) uint32) *MemStorage {
-	return &MemStorage{Pos: pos, recs: map[string]Record{}}
+	return &MemStorage{Pos: pos, recs: map[string]Record{}, paxos: map[string]PaxosState{}}
 }
 
 // Apply performs persisted operations (what a driver does with Ready).
@@ -38,8 +40,18 @@ func (m *MemStorage) Apply(ops []PersistOp) {
 		if op.Delete != nil {
 			check(op, op.Delete)
 			delete(m.recs, string(op.Delete))
+			delete(m.paxos, string(op.Delete))
+		}
+		if op.Paxos != nil {
+			m.paxos[string(op.Paxos.Key)] = *op.Paxos
 		}
 	}
+}
+
+// Paxos implements PaxosStorage.
+func (m *MemStorage) Paxos(key []byte) (PaxosState, bool, error) {
+	s, ok := m.paxos[string(key)]
+	return s, ok, nil
 }
 
 // Get implements Storage.

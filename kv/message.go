@@ -44,12 +44,27 @@ const (
 	// W replicas hold it (Rec: its key and version; Err: not held).
 	KindRegionPut
 	KindRegionAck
+	// KindClientCas is a read-modify-write of Rec.Key (Keys: the Op), run
+	// through Paxos on the key's replicas by the node that leads the key
+	// (lwt.go); answered with KindClientResp. Between nodes (a forwarded
+	// op), the answer comes back as KindClientResp too.
+	KindClientCas
+	// Paxos on a key's replicas: KindPrepare (Ballot) is answered by
+	// KindPromise (Found: promised; Rec: the replica's record of the key;
+	// Records: the proposal it accepted last, at ballot Ballot; refused:
+	// Ballot is what it promised). KindAccept (Rec at Ballot) is answered
+	// by KindAccepted (Found: accepted; refused: Ballot promised).
+	KindPrepare
+	KindPromise
+	KindAccept
+	KindAccepted
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
 	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range", "offer", "offer_resp",
-	"put_batch", "put_batch_ack", "get_batch", "get_batch_resp", "region_put", "region_ack"}
+	"put_batch", "put_batch_ack", "get_batch", "get_batch_resp", "region_put", "region_ack",
+	"client_cas", "prepare", "promise", "accept", "accepted"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -88,6 +103,8 @@ type Message struct {
 	// comparison covers: records written since are likely still on their
 	// way to some replica, and would look like differences.
 	Horizon uint64 `msgpack:"hz,omitempty"`
+	// Ballot is a Paxos ballot (see KindPrepare).
+	Ballot uint64 `msgpack:"bl,omitempty"`
 
 	dep uint64 // local only: 1 + the round whose persistence this answer waits for
 }
@@ -145,6 +162,9 @@ type PersistOp struct {
 	// Outbox holds a write for another region (Target) until that region
 	// acknowledges it; DoneOutbox drops it (Rec: key and version only).
 	Outbox, DoneOutbox *Hint
+	// Paxos stores a key's Paxos acceptor state (lwt.go). A Delete drops
+	// it with the record.
+	Paxos *PaxosState
 	// Had says whether the key of a Put or Delete held a record before
 	// this op (earlier ops of the same Ready included), and HadBytes that
 	// record's key and value bytes: the storage layer keeps its record
@@ -170,7 +190,7 @@ type Hint struct {
 // overlaps with its replicas' writes.
 func (m Message) AfterPersist() bool {
 	switch m.Kind {
-	case KindPut, KindPutBatch, KindGet, KindGetBatch, KindDigest, KindKeys, KindPull, KindPullRange, KindRegionPut:
+	case KindPut, KindPutBatch, KindGet, KindGetBatch, KindDigest, KindKeys, KindPull, KindPullRange, KindRegionPut, KindClientCas:
 		return false
 	}
 	return true

@@ -14,7 +14,7 @@ import (
 // side can read the other's.
 
 // messageFields is the number of positional fields of Message.
-const messageFields = 16
+const messageFields = 17
 
 // AppendMessage appends m's encoding to b.
 func AppendMessage(b []byte, m *Message) []byte {
@@ -40,6 +40,7 @@ func AppendMessage(b []byte, m *Message) []byte {
 	b = appendArray(b, m.Records, AppendRecord)
 	b = appendArray(b, m.Keys, func(b []byte, k *[]byte) []byte { return appendBin(b, *k) })
 	b = appendUint(b, m.Horizon)
+	b = appendUint(b, m.Ballot)
 	return b
 }
 
@@ -51,12 +52,12 @@ func messageSize(m *Message) int {
 	// 108 bytes of headers and fixed-size fields at most (array header 3,
 	// kind 2, three string headers 15, ID 9, record 21, found 1, W 9, Lo and
 	// Hi 10, buckets 9, four array headers 20, horizon 9).
-	n := 112 + len(m.From) + len(m.To) + len(m.Err) + len(m.Rec.Key) + len(m.Rec.Value) + 9*len(m.Hashes)
+	n := 124 + len(m.From) + len(m.To) + len(m.Err) + len(m.Rec.Key) + len(m.Rec.Value) + 9*len(m.Hashes)
 	for i := range m.Versions {
 		n += 16 + len(m.Versions[i].Key)
 	}
 	for i := range m.Records {
-		n += 24 + len(m.Records[i].Key) + len(m.Records[i].Value)
+		n += 34 + len(m.Records[i].Key) + len(m.Records[i].Value)
 	}
 	for _, k := range m.Keys {
 		n += 5 + len(k)
@@ -228,6 +229,9 @@ func DecodeMessage(b []byte) (Message, error) {
 	if next() {
 		m.Horizon = d.uint()
 	}
+	if next() {
+		m.Ballot = d.uint()
+	}
 	if d.err == nil && n > messageFields {
 		d.err = fmt.Errorf("%w: message of %d fields", errRecord, n)
 	}
@@ -265,12 +269,20 @@ func (d *decoder) record() Record {
 		return Record{}
 	}
 	n := d.arrayLen()
-	if d.err == nil && (n < 3 || n > 4) {
+	if d.err == nil && (n < 3 || n > 6 || n == 5) {
 		d.err = errRecord
 	}
 	r := Record{Key: d.bytes(true), Value: d.bytes(true), Version: d.uint()}
-	if n == 4 {
+	if n >= 4 {
 		r.Tomb = d.bool()
+	}
+	if n == 6 {
+		if d.err == nil && (len(d.b) == 0 || d.b[0] != 0xc0) {
+			d.err = errRecord
+		} else if d.err == nil {
+			d.b = d.b[1:]
+		}
+		r.Expire = d.uint()
 	}
 	if d.err != nil {
 		return Record{}

@@ -13,7 +13,7 @@ import (
 // byte slice are the same.
 func messagesEqual(a, b Message) bool {
 	if a.Kind != b.Kind || a.From != b.From || a.To != b.To || a.ID != b.ID || !recordsEqual(a.Rec, b.Rec) ||
-		a.Found != b.Found || a.Err != b.Err || a.W != b.W || a.Lo != b.Lo || a.Hi != b.Hi || a.Buckets != b.Buckets || a.Horizon != b.Horizon ||
+		a.Found != b.Found || a.Err != b.Err || a.W != b.W || a.Lo != b.Lo || a.Hi != b.Hi || a.Buckets != b.Buckets || a.Horizon != b.Horizon || a.Ballot != b.Ballot ||
 		!slices.Equal(a.Hashes, b.Hashes) || len(a.Versions) != len(b.Versions) || len(a.Records) != len(b.Records) || len(a.Keys) != len(b.Keys) {
 		return false
 	}
@@ -53,8 +53,11 @@ func randMessage(r *rand.Rand) Message {
 	m := Message{Kind: Kind(1 + r.IntN(int(kindCount)-1)), From: string(randBytes(r, 40)), To: string(randBytes(r, 300)),
 		ID: r.Uint64() >> r.IntN(64), Found: r.IntN(2) == 0, Err: string(randBytes(r, 20)),
 		W: r.IntN(300) - 150, Lo: r.Uint32(), Hi: r.Uint32() >> r.IntN(32), Buckets: r.IntN(70000) - 10,
-		Horizon: r.Uint64() >> r.IntN(64)}
+		Horizon: r.Uint64() >> r.IntN(64), Ballot: r.Uint64() >> r.IntN(64)}
 	m.Rec = Record{Key: randBytes(r, size()), Value: randBytes(r, size()), Version: r.Uint64() >> r.IntN(64), Tomb: r.IntN(2) == 0}
+	if r.IntN(2) == 0 {
+		m.Rec.Expire = r.Uint64() >> r.IntN(64)
+	}
 	if r.IntN(2) == 0 {
 		for range r.IntN(20) {
 			m.Hashes = append(m.Hashes, r.Uint64()>>r.IntN(64))
@@ -63,7 +66,7 @@ func randMessage(r *rand.Rand) Message {
 			m.Versions = append(m.Versions, KeyVersion{Key: randBytes(r, 30), Version: r.Uint64() >> r.IntN(64), Tomb: r.IntN(2) == 0})
 		}
 		for range r.IntN(20) {
-			m.Records = append(m.Records, Record{Key: randBytes(r, 30), Value: randBytes(r, size()), Version: r.Uint64(), Tomb: r.IntN(2) == 0})
+			m.Records = append(m.Records, Record{Key: randBytes(r, 30), Value: randBytes(r, size()), Version: r.Uint64(), Tomb: r.IntN(2) == 0, Expire: r.Uint64() >> r.IntN(65)})
 		}
 		for range r.IntN(20) {
 			m.Keys = append(m.Keys, randBytes(r, 30))

@@ -20,7 +20,10 @@ type Stats struct {
 	// out of the ring for HintDropTicks.
 	HintsDropped                                   int
 	Pushed, Pulled, HandedOff, TombstonesCollected int
-	PushedBytes                                    int64
+	// Expired counts values past their deadline that this node replaced
+	// with tombstones.
+	Expired     int
+	PushedBytes int64
 	// RangesAbandoned counts range streams given up because a chunk went
 	// unacknowledged (see expireRanges).
 	RangesAbandoned int
@@ -34,6 +37,9 @@ type Stats struct {
 	// RegionWrites counts writes from other regions this node
 	// coordinated.
 	RegionWrites int
+	// CasOps counts read-modify-write ops this node led; CasWrites the
+	// values they chose and wrote; CasRetries the ballots refused.
+	CasOps, CasWrites, CasRetries int
 }
 
 // Node is one member of the replicated KV: a coordinator for client
@@ -107,6 +113,8 @@ type Node struct {
 	marks    []uint64
 	bulkFrom string // the sender of the push being applied (PersistOp.Bulk)
 	regions  regionState
+	lwt      lwtState
+	salt2    uint64 // state of the random waits after a refused ballot
 	Stats    Stats
 }
 
@@ -116,7 +124,7 @@ type Node struct {
 func NewNode(cfg Config, self string, ring Ring, st Storage, clock func() uint64, hints []Hint) *Node {
 	h := fnv.New64a()
 	h.Write([]byte(self))
-	n := &Node{cfg: cfg.withDefaults(), self: self, ring: ring, st: st, clock: clock, salt: h.Sum64() & 0xff,
+	n := &Node{cfg: cfg.withDefaults(), self: self, ring: ring, st: st, clock: clock, salt: h.Sum64() & 0xff, salt2: h.Sum64(),
 		pending: map[string]Record{}, gone: map[string]bool{}, ops: map[uint64]*op{}, hints: hintStore{}}
 	for _, h := range hints {
 		n.holdHint(h, false)
@@ -169,6 +177,7 @@ func (n *Node) Ready() Ready {
 	n.spare = Ready{}
 	clear(n.pending)
 	clear(n.gone)
+	clear(n.lwt.pending)
 	return rd
 }
 
@@ -278,6 +287,20 @@ func (n *Node) Step(m Message) {
 		n.regionPut(m)
 	case KindRegionAck:
 		n.onRegionAck(m)
+	case KindClientCas:
+		n.clientCas(m)
+	case KindPrepare:
+		n.send(n.onPrepare(m))
+	case KindPromise:
+		n.lwtInit()
+		n.onPromise(m, m.From)
+	case KindAccept:
+		n.send(n.onAccept(m))
+	case KindAccepted:
+		n.lwtInit()
+		n.onAccepted(m, m.From)
+	case KindClientResp:
+		n.onFwdResp(m)
 	case KindPullRange:
 		// Sent at the next tick: a comparison asks for each bucket it
 		// lacks in a message of its own, and those that arrive meanwhile
@@ -316,6 +339,7 @@ func (n *Node) Tick() {
 		n.deliverHints()
 	}
 	n.tickRegions()
+	n.tickLwt()
 	n.tickSync()
 }
 

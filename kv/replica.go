@@ -72,6 +72,8 @@ func (n *Node) ForgetVersions() { n.vcache.reset() }
 // forget deletes r's key entirely, in this round.
 func (n *Node) forget(r Record) {
 	n.rd.Persist = append(n.rd.Persist, PersistOp{Delete: r.Key, Had: true, HadBytes: r.Size()})
+	delete(n.lwt.pending, string(r.Key))
+	delete(n.lwt.mem, string(r.Key))
 	delete(n.pending, string(r.Key))
 	n.vcache.drop(r.Key)
 	n.gone[string(r.Key)] = true

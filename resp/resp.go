@@ -1,7 +1,9 @@
 // Package resp is the Redis protocol (RESP2) front end of a node's
-// key-value service: GET, SET, DEL, EXISTS, MGET, MSET, PING, ECHO, INFO,
-// COMMAND, CONFIG GET, SELECT 0, CLIENT, CLUSTER and QUIT, enough for
-// redis-cli, redis-benchmark and Redis Cluster clients. Pipelined commands
+// key-value service: GET, SET (with its options), DEL, EXISTS, MGET, MSET,
+// the conditional writes, counters, expiry commands and scans of
+// commands.go, PING, ECHO, INFO, COMMAND, CONFIG GET, SELECT 0, CLIENT,
+// CLUSTER and QUIT, enough for redis-cli, redis-benchmark, Redis Cluster
+// clients and the applications behind them. Pipelined commands
 // are read together, executed concurrently and answered in order; plain
 // GETs and SETs go to the coordinator as one ordered batch.
 //
@@ -12,6 +14,8 @@ package resp
 
 import (
 	"context"
+	"sync/atomic"
+	"time"
 
 	"tide/kv"
 )
@@ -28,6 +32,19 @@ type Config struct {
 	// MaxValue bounds a value, and any argument: a command with a longer
 	// one is read, and answered with a TooLargeError.
 	MaxValue int
+	// ACL, if set with users, requires every connection to log in (AUTH,
+	// or HELLO ... AUTH) before any other command, and checks each
+	// command against its user's rules.
+	ACL *ACL
+	// OnAuthFailure, if set, is told of every refusal for missing or wrong
+	// credentials or permissions.
+	OnAuthFailure func()
+	// IdleTimeout closes a connection that sends no command for this long
+	// (0: never), as Redis's timeout.
+	IdleTimeout time.Duration
+	// MaxConns caps the connections served at once (0: no cap); one more
+	// is answered with an error and closed.
+	MaxConns int
 	// Sync is the KV sync mode, "always" or "periodic", reported by
 	// CONFIG GET appendfsync as always or everysec.
 	Sync string
@@ -42,6 +59,20 @@ type Backend interface {
 	Put(ctx context.Context, key, value []byte) error
 	// Delete deletes key with the default write quorum.
 	Delete(ctx context.Context, key []byte) error
+	// Write writes a record: its key, value and expiry deadline (Unix
+	// ns, 0: none), with the default write quorum.
+	Write(ctx context.Context, rec kv.Record) error
+	// Cas runs a read-modify-write of key linearizably, answering as
+	// kv.Op describes. An error of the op itself (a value that is not a
+	// number) satisfies IsOpError.
+	Cas(ctx context.Context, key []byte, op kv.Op) (kv.Message, error)
+	// IsOpError reports whether an error of Cas is the op's refusal,
+	// answered as Redis words it rather than as a failure.
+	IsOpError(err error) bool
+	// Scan lists the keys of the whole store (every node's), in ring
+	// order from cursor (0: the start), up to count, with their records;
+	// next is the cursor to go on from, 0 once the ring is done.
+	Scan(ctx context.Context, cursor uint64, count int) (keys []kv.Record, next uint64, err error)
 	// NewBatcher returns what one connection runs its batches of plain
 	// GETs and SETs through.
 	NewBatcher() Batcher
@@ -79,9 +110,17 @@ type Member struct {
 
 // Server answers RESP connections for a Backend.
 type Server struct {
-	cfg Config
-	kv  Backend
+	cfg   Config
+	kv    Backend
+	acl   *ACL
+	conns atomic.Int64
 }
 
 // NewServer returns a server for b.
-func NewServer(cfg Config, b Backend) *Server { return &Server{cfg: cfg, kv: b} }
+func NewServer(cfg Config, b Backend) *Server {
+	srv := &Server{cfg: cfg, kv: b}
+	if cfg.ACL != nil && len(cfg.ACL.Users) > 0 {
+		srv.acl = cfg.ACL
+	}
+	return srv
+}

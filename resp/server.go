@@ -28,9 +28,18 @@ func (srv *Server) Serve(ctx context.Context, ln net.Listener) {
 		if err != nil {
 			break
 		}
+		if max := srv.cfg.MaxConns; max > 0 && srv.conns.Load() >= int64(max) {
+			// Redis's words, so clients report it as they do Redis's.
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write([]byte("-ERR max number of clients reached\r\n"))
+			c.Close()
+			continue
+		}
+		srv.conns.Add(1)
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
+			defer srv.conns.Add(-1)
 			srv.serveConn(ctx, c)
 		}()
 	}
@@ -48,6 +57,11 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 	maxBulk := srv.cfg.MaxValue
 	cs := &connState{batcher: srv.kv.NewBatcher()}
 	for {
+		if srv.cfg.IdleTimeout > 0 {
+			// A client that sends no whole command for this long (idle,
+			// or trickling bytes) is let go.
+			c.SetReadDeadline(time.Now().Add(srv.cfg.IdleTimeout))
+		}
 		cmds := cs.cmds[:0]
 		refused := cs.refused[:0]
 		var perr error
@@ -81,6 +95,9 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 				cmds = cmds[:i+1]
 				replies = replies[:i+1]
 				break
+			}
+			if replies[i] == nil && srv.acl != nil {
+				replies[i] = srv.authorize(cs, args)
 			}
 		}
 		// Commands run concurrently in waves; a command that touches a key
@@ -221,6 +238,9 @@ type connState struct {
 	batcher Batcher
 	arena   arena
 	refused []refusal
+	// user is who logged in (AUTH, HELLO ... AUTH): nil before, on a
+	// server with an ACL.
+	user *User
 }
 
 // refusal is the answer to a command of a pipeline that is refused
@@ -311,7 +331,7 @@ func (srv *Server) exec(ctx context.Context, args [][]byte) reply {
 			return wrongArgs()
 		}
 		if argc > 2 {
-			return func(w writer) { w.err("ERR SET options are not supported by tide") }
+			return srv.execSet(ctx, args)
 		}
 		if err := srv.kv.Put(ctx, args[1], args[2]); err != nil {
 			return fail(err)
@@ -332,7 +352,7 @@ func (srv *Server) exec(ctx context.Context, args [][]byte) reply {
 			return fail(err)
 		}
 		return func(w writer) { w.simple("OK") }
-	case "MGET", "EXISTS", "DEL":
+	case "MGET", "EXISTS", "DEL", "UNLINK":
 		if argc == 0 {
 			return wrongArgs()
 		}
@@ -347,7 +367,7 @@ func (srv *Server) exec(ctx context.Context, args [][]byte) reply {
 				var r kv.Record
 				r, found[i], errs[i] = srv.kv.Get(ctx, args[1+i])
 				vals[i] = r.Value
-				if name == "DEL" && found[i] && errs[i] == nil {
+				if (name == "DEL" || name == "UNLINK") && found[i] && errs[i] == nil {
 					errs[i] = srv.kv.Delete(ctx, args[1+i])
 				}
 			}()
@@ -423,6 +443,9 @@ func (srv *Server) exec(ctx context.Context, args [][]byte) reply {
 	case "CLUSTER":
 		return srv.execCluster(args)
 	}
+	if r, ok := srv.execData(ctx, name, args); ok {
+		return r
+	}
 	preview := make([]string, 0, 3)
 	for _, a := range args[1:min(len(args), 4)] {
 		preview = append(preview, "'"+string(a)+"'")
@@ -437,16 +460,16 @@ func keysOf(args [][]byte) []string {
 	if len(args) < 2 {
 		return nil
 	}
-	switch strings.ToUpper(string(args[0])) {
-	case "GET", "SET":
+	switch name := strings.ToUpper(string(args[0])); {
+	case name == "GET" || name == "SET" || oneKey[name]:
 		return []string{string(args[1])}
-	case "DEL", "EXISTS", "MGET":
+	case name == "DEL" || name == "EXISTS" || name == "MGET" || name == "UNLINK":
 		ks := make([]string, 0, len(args)-1)
 		for _, a := range args[1:] {
 			ks = append(ks, string(a))
 		}
 		return ks
-	case "MSET":
+	case name == "MSET":
 		var ks []string
 		for i := 1; i < len(args); i += 2 {
 			ks = append(ks, string(args[i]))
@@ -456,7 +479,9 @@ func keysOf(args [][]byte) []string {
 	return nil
 }
 
-var commands = []string{"get", "set", "del", "exists", "mget", "mset", "ping", "echo", "info", "command", "config", "select", "client", "cluster", "quit"}
+var commands = []string{"get", "set", "del", "exists", "mget", "mset", "ping", "echo", "info", "command", "config", "select", "client", "cluster", "quit",
+	"setnx", "setex", "psetex", "getset", "getdel", "incr", "decr", "incrby", "decrby", "incrbyfloat", "append", "strlen", "type",
+	"expire", "pexpire", "expireat", "pexpireat", "persist", "ttl", "pttl", "expiretime", "pexpiretime", "unlink", "scan", "keys", "dbsize"}
 
 func (srv *Server) info() string {
 	st := srv.kv.Status()

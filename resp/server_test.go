@@ -3,6 +3,7 @@ package resp
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -38,6 +39,20 @@ func (b *memBackend) Delete(_ context.Context, key []byte) error {
 	defer b.mu.Unlock()
 	delete(b.m, string(key))
 	return nil
+}
+
+func (b *memBackend) Write(ctx context.Context, rec kv.Record) error {
+	return b.Put(ctx, rec.Key, rec.Value)
+}
+
+// Cas, IsOpError and Scan: the real ones are tested against a cluster
+// (store's TestGoRedis).
+func (b *memBackend) Cas(context.Context, []byte, kv.Op) (kv.Message, error) {
+	return kv.Message{}, errors.New("not in the in-memory backend")
+}
+func (b *memBackend) IsOpError(error) bool { return false }
+func (b *memBackend) Scan(context.Context, uint64, int) ([]kv.Record, uint64, error) {
+	return nil, 0, errors.New("not in the in-memory backend")
 }
 
 func (b *memBackend) NewBatcher() Batcher { return memBatcher{b} }

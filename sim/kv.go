@@ -159,7 +159,7 @@ func (net *KVNet) Step() {
 		if net.cut[[2]string{m.From, m.To}] || net.down[m.From] {
 			continue
 		}
-		if m.Kind == kv.KindClientResp {
+		if m.Kind == kv.KindClientResp && net.stores[m.To] == nil {
 			if net.Client != nil {
 				net.Client(m)
 			}

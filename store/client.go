@@ -8,11 +8,13 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"time"
 
 	"tide/chord"
 	"tide/chord/rpc"
 	"tide/store/files"
 	"tide/store/status"
+	"tide/tlsconf"
 )
 
 // Client does what the seed's upload.py and download.py do: hash the name,
@@ -26,6 +28,37 @@ type Client struct {
 // NewClient returns a client with default transports.
 func NewClient() *Client {
 	return &Client{RPC: rpc.NewClient(), HTTP: &http.Client{}}
+}
+
+// NewClientWith returns a client that reaches nodes over mutual TLS with
+// t (nil: plain text) and sends token, if not empty, as its HTTP bearer
+// token.
+func NewClientWith(t *tlsconf.Config, token string) *Client {
+	var rt http.RoundTripper = &http.Transport{DialContext: nodeDialer(t, 5*time.Second), MaxIdleConnsPerHost: 16}
+	if token != "" {
+		rt = BearerTransport{Token: token, Base: rt}
+	}
+	return &Client{RPC: &rpc.Client{TLS: t}, HTTP: &http.Client{Transport: rt}}
+}
+
+// BearerTransport adds an Authorization: Bearer header to every request
+// that has none.
+type BearerTransport struct {
+	Token string
+	Base  http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (b BearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+b.Token)
+	}
+	base := b.Base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return base.RoundTrip(r)
 }
 
 // Close releases the client's connections.

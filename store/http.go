@@ -27,7 +27,7 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /internal/info", n.handleInfo)
 	mux.HandleFunc("POST /internal/leave", n.handleLeave)
 	n.kvRoutes(mux)
-	return n.timeFiles(mux)
+	return n.guard(n.timeFiles(mux))
 }
 
 // timeFiles observes the duration of the file service's client requests

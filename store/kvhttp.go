@@ -32,7 +32,9 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /kv/{key...}", n.handleKVGet)
 	mux.HandleFunc("PUT /kv/{key...}", n.handleKVPut)
 	mux.HandleFunc("DELETE /kv/{key...}", n.handleKVDelete)
+	mux.HandleFunc("POST /kv/{key...}", n.handleKVOp)
 	mux.HandleFunc("POST /internal/join", n.handleJoin)
+	mux.HandleFunc("GET /internal/kv/scan", n.handleKVScan)
 	mux.HandleFunc("GET /internal/kv/local", func(w http.ResponseWriter, r *http.Request) {
 		rec, ok, err := n.eng.KV().Get([]byte(r.URL.Query().Get("key")))
 		if err != nil || !ok || rec.Tomb {
@@ -219,7 +221,17 @@ func (n *Node) handleKVPut(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, "kv_put", status.Errorf(http.StatusBadRequest, "read body: %v", err))
 		return
 	}
-	v, err := n.kv.Put(r.Context(), []byte(r.PathValue("key")), body, q)
+	expire, err := ttlParam(r)
+	if err != nil {
+		n.fail(w, "kv_put", err)
+		return
+	}
+	key := []byte(r.PathValue("key"))
+	if _, ok := r.URL.Query()["if-absent"]; ok {
+		n.putIfAbsent(w, r, key, body, expire)
+		return
+	}
+	v, err := n.kv.Write(r.Context(), kv.Record{Key: key, Value: body, Expire: expire}, q)
 	if err != nil {
 		n.fail(w, "kv_put", kvStatus(err))
 		return

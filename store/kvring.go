@@ -41,7 +41,7 @@ func (n *Node) startKV(ctx context.Context, peerLn net.Listener) error {
 	}
 	n.kvRing.Store(initial)
 	k, err := kvserver.Start(ctx, kvserver.Config{
-		KV: n.cfg.KV, KVSync: n.cfg.KVSync, KVSyncPeriod: n.cfg.KVSyncPeriod, Self: n.peerAddr, Engine: n.eng, Log: n.log,
+		KV: n.cfg.KV, TLS: n.cfg.TLS, KVSync: n.cfg.KVSync, KVSyncPeriod: n.cfg.KVSyncPeriod, Self: n.peerAddr, Engine: n.eng, Log: n.log,
 		KnowsRing:     func() bool { return n.ring.InRing() || len(n.following()) > 0 || n.leaving.Load() },
 		RoundMessages: n.m.kvRound, SyncSeconds: n.m.kvSync, Latency: n.m.kvLatency,
 	}, peerLn, initial)

@@ -196,7 +196,7 @@ func (n *Node) removeNode(ctx context.Context, cur []ringEntry, addr string) ([]
 		return nil, status.Errorf(http.StatusBadRequest, "cannot remove the last node of the ring")
 	}
 	// Draining takes as long as the data takes to move.
-	if err := n.postWith(ctx, &http.Client{}, "http://"+addr+"/internal/leave?stay=1"); err != nil {
+	if err := n.postWith(ctx, &http.Client{Transport: &http.Transport{DialContext: nodeDialer(n.cfg.TLS, 2*time.Second)}}, "http://"+addr+"/internal/leave?stay=1"); err != nil {
 		return nil, status.Errorf(http.StatusBadGateway, "drain %s: %v", addr, err)
 	}
 	return slices.Delete(slices.Clone(cur), i, i+1), nil

@@ -12,6 +12,7 @@ import (
 type metrics struct {
 	reg          *prometheus.Registry
 	rpcReceived  *prometheus.CounterVec
+	authFailures *prometheus.CounterVec
 	rpcSent      *prometheus.CounterVec
 	requests     *prometheus.CounterVec
 	pushed       prometheus.Counter
@@ -34,6 +35,9 @@ func newMetrics(n *Node) *metrics {
 	m.rpcReceived = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tide_chord_rpc_received_total", Help: "Chord RPC requests received, by method.",
 	}, []string{"method"})
+	m.authFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tide_auth_failures_total", Help: "Requests refused for missing or wrong credentials, by protocol (http, resp).",
+	}, []string{"proto"})
 	m.rpcSent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tide_chord_rpc_sent_total", Help: "Chord RPC requests sent, by method.",
 	}, []string{"method"})
@@ -80,7 +84,7 @@ func newMetrics(n *Node) *metrics {
 			return f(n.kv.Stats())
 		})
 	}
-	m.reg.MustRegister(m.rpcReceived, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound, m.latency,
+	m.reg.MustRegister(m.rpcReceived, m.authFailures, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound, m.latency,
 		newRegionCollector(n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
 			func() float64 { u, _ := n.files.Disk(); return float64(u) }),

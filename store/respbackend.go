@@ -5,6 +5,7 @@ import (
 
 	"tide/kv"
 	"tide/resp"
+	"tide/store/kvserver"
 )
 
 // respBackend is the node's key-value service as package resp reaches it.
@@ -24,6 +25,21 @@ func (b respBackend) Put(ctx context.Context, key, value []byte) error {
 func (b respBackend) Delete(ctx context.Context, key []byte) error {
 	_, err := b.n.kv.Delete(ctx, key, 0)
 	return err
+}
+
+func (b respBackend) Write(ctx context.Context, rec kv.Record) error {
+	_, err := b.n.kv.Write(ctx, rec, 0)
+	return err
+}
+
+func (b respBackend) Cas(ctx context.Context, key []byte, op kv.Op) (kv.Message, error) {
+	return b.n.kv.Cas(ctx, key, op)
+}
+
+func (b respBackend) IsOpError(err error) bool { return kvserver.IsOpError(err) }
+
+func (b respBackend) Scan(ctx context.Context, cursor uint64, count int) ([]kv.Record, uint64, error) {
+	return b.n.scanKeys(ctx, cursor, count)
 }
 
 func (b respBackend) NewBatcher() resp.Batcher { return b.n.kv.NewBatcher() }

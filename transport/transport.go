@@ -9,6 +9,7 @@ package transport
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,9 +17,12 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"tide/tlsconf"
 )
 
 // MaxFrame bounds one frame.
@@ -60,6 +64,10 @@ type Transport struct {
 	// frame of n bytes (it must return a slice of length n), so that a
 	// handler can recycle the buffers of frames it is done with.
 	Alloc func(n int) []byte
+	// TLS, if set, makes every connection mutual TLS: the listeners
+	// accept only peers with a certificate of the cluster's CA, and
+	// connections to peers present this process's certificate.
+	TLS   *tlsconf.Config
 	Log   *slog.Logger
 	Stats Stats
 
@@ -104,6 +112,7 @@ func (t *Transport) ListenBatch(addr string, h BatchHandler) (string, error) {
 // build the handler keeps the port bound in between, where closing it and
 // listening again would let another process take it.
 func (t *Transport) ServeBatch(ln net.Listener, h BatchHandler) error {
+	ln = t.TLS.Listen(ln)
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -294,9 +303,14 @@ func (t *Transport) writeLoop(p *peer) {
 	defer t.wg.Done()
 	backoff := 10 * time.Millisecond
 	var hdr [4]byte
+	var lastLog time.Time
 	for {
-		c, err := net.DialTimeout("tcp", p.addr, time.Second)
+		c, err := t.dial(p.addr)
 		if err != nil {
+			if t.TLS != nil && strings.Contains(err.Error(), "tls handshake") && time.Since(lastLog) > time.Minute {
+				lastLog = time.Now() // a misconfigured peer, said once a minute
+				t.logf("transport: %v", err)
+			}
 			// Drain what is queued: it would be stale by the time we connect.
 			for drained := false; !drained; {
 				select {
@@ -368,6 +382,15 @@ func (t *Transport) writeLoop(p *peer) {
 		}
 		c.Close()
 	}
+}
+
+func (t *Transport) dial(addr string) (net.Conn, error) {
+	if t.TLS == nil {
+		return net.DialTimeout("tcp", addr, time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return t.TLS.Dial(ctx, "tcp", addr)
 }
 
 // Close stops listening, closes every connection and waits for the

@@ -12,6 +12,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"tide/chord"
+	"tide/tlsconf"
 )
 
 // RemoteError is an error the remote node returned in a response.
@@ -29,6 +30,9 @@ type Client struct {
 	Timeout time.Duration
 	// OnCall, if set, is told of every request sent.
 	OnCall func(method string)
+	// TLS, if set, makes every connection mutual TLS with this
+	// process's certificate (nil: plain TCP, as the seed's clients).
+	TLS *tlsconf.Config
 
 	mu     sync.Mutex
 	conns  map[string]*clientConn
@@ -75,8 +79,14 @@ func (cl *Client) conn(ctx context.Context, addr string) (*clientConn, error) {
 		return cc, nil
 	}
 	cl.mu.Unlock()
-	d := net.Dialer{Timeout: time.Second}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	var c net.Conn
+	var err error
+	if cl.TLS != nil {
+		c, err = cl.TLS.Dial(ctx, "tcp", addr)
+	} else {
+		d := net.Dialer{Timeout: time.Second}
+		c, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err != nil {
 		return nil, err
 	}

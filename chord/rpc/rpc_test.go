@@ -45,7 +45,7 @@ func startNodeCfg(t *testing.T, cl *Client, cfg chord.Config) *testNode {
 		t.Fatal(err)
 	}
 	killed := make(chan struct{})
-	srv := &Server{Node: n, HTTPAddr: "127.0.0.1:9", OnKill: func() { close(killed) }}
+	srv := &Server{Node: n, HTTPAddr: "127.0.0.1:9", OnKill: func() { close(killed) }, AllowKill: true}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return &testNode{node: n, srv: srv, addr: addr}

@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"tide/chord"
+	"tide/tlsconf"
 )
 
 // Server answers the seed's Chord methods, and tide's extensions, for one
@@ -38,6 +39,16 @@ type Server struct {
 	// OnMember, if set, runs after a create or join request has made the
 	// node a member of a ring.
 	OnMember func(method string)
+	// PeersOnly, set on a node with TLS, answers the methods that change
+	// a node (create, join, notify, leave, claim, stabilize,
+	// check_predecessor, get_state, kill) only to clients that presented a
+	// certificate of the cluster's CA; lookups (get_info,
+	// find_successor, get_predecessor, get_successor...) stay open to
+	// the seed's plain-text clients where the listener lets them in.
+	PeersOnly bool
+	// AllowKill lets kill stop the node (the course's fault-tolerance
+	// tests use it); without it kill is refused.
+	AllowKill bool
 	// CallTimeout bounds the work one request may cause (a lookup may hop).
 	CallTimeout time.Duration
 	Log         *slog.Logger
@@ -148,9 +159,16 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		handlers.Add(1)
+		peer := tlsconf.Verified(c)
 		go func() {
 			defer handlers.Done()
-			result, herr := s.handle(m.Method, m.Params)
+			var result any
+			var herr error
+			if s.PeersOnly && !peer && !openMethods[m.Method] {
+				herr = fmt.Errorf("%s: %w", m.Method, ErrPeersOnly)
+			} else {
+				result, herr = s.handle(m.Method, m.Params)
+			}
 			if m.Type == typeNotification {
 				return
 			}
@@ -159,11 +177,25 @@ func (s *Server) serveConn(c net.Conn) {
 				ev = herr.Error()
 			}
 			reply(m.ID, ev, result)
-			if m.Method == "kill" && herr == nil && s.OnKill != nil {
+			if m.Method == "kill" && herr == nil && s.OnKill != nil && s.AllowKill {
 				go s.OnKill()
 			}
 		}()
 	}
+}
+
+// ErrPeersOnly refuses a method that changes a node to a client without a
+// certificate of the cluster's CA.
+var ErrPeersOnly = errors.New("refused: this node takes ring-changing methods only over mutual TLS, from a certificate of its CA")
+
+// ErrKillRefused refuses kill on a node started without --allow-kill.
+var ErrKillRefused = errors.New("kill refused: this node was started without --allow-kill")
+
+// openMethods are the methods any client may call: lookups, which change
+// nothing.
+var openMethods = map[string]bool{
+	"get_info": true, "ping": true, "find_successor": true, "get_predecessor": true, "get_successor": true,
+	"get_successors": true, "get_http_addr": true, "get_addrs": true,
 }
 
 // ringMethods are the methods only a member of a ring answers.
@@ -317,6 +349,9 @@ func (s *Server) handle(method string, p []any) (any, error) {
 	case "kill":
 		if s.OnKill == nil {
 			return nil, errors.New("kill: not supported by this node")
+		}
+		if !s.AllowKill {
+			return nil, ErrKillRefused
 		}
 		return nil, nil
 	}

@@ -232,7 +232,7 @@ func TestSeedScripts(t *testing.T) {
 	var procs []*cluster.Proc
 	for i := range 3 {
 		ca, ha := layout.Addrs(i)
-		p, err := local.Launch(ctx, cluster.NodeSpec{Name: fmt.Sprint("n", i), ChordAddr: ca, HTTPAddr: ha, Join: first, Extra: []string{"--tick", "200ms"}})
+		p, err := local.Launch(ctx, cluster.NodeSpec{Name: fmt.Sprint("n", i), ChordAddr: ca, HTTPAddr: ha, Join: first, Extra: []string{"--tick", "200ms", "--allow-kill"}})
 		if err != nil {
 			t.Fatal(err)
 		}

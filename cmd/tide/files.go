@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"tide/store"
 	"tide/store/files"
 )
 
@@ -43,7 +42,10 @@ its HTTP address.`,
 			if name == "" {
 				name = filepath.Base(args[0])
 			}
-			c := store.NewClient()
+			c, err := newStoreClient()
+			if err != nil {
+				return err
+			}
 			defer c.Close()
 			pr := newProgress("upload "+name, st.Size(), quiet)
 			err = c.Upload(cmd.Context(), nodeAddr(args[1]), name, pr.reader(f))
@@ -79,7 +81,10 @@ its HTTP address.`,
 			if out == "" {
 				out = name
 			}
-			c := store.NewClient()
+			c, err := newStoreClient()
+			if err != nil {
+				return err
+			}
 			defer c.Close()
 			pr := newProgress("download "+name, -1, quiet || out == "-")
 			if out == "-" {

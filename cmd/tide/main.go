@@ -13,6 +13,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"tide/store"
+	"tide/tlsconf"
 )
 
 func main() {
@@ -75,7 +78,11 @@ TIDE_DATA_DIR). A flag given on the command line wins.`,
 	}
 	root.PersistentFlags().StringVar(&level, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&format, "log-format", "text", "log format: text or json")
-	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newDashboardCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd(), newAntipodeCmd(), newNetdelayCmd(), newChaosCmd(), newVersionCmd())
+	root.PersistentFlags().StringVar(&globalTLS.CA, "tls-ca", "", "CA certificate of the cluster's mutual TLS (tide cert init); with --tls-cert and --tls-key")
+	root.PersistentFlags().StringVar(&globalTLS.Cert, "tls-cert", "", "this process's certificate, signed by --tls-ca (tide cert node)")
+	root.PersistentFlags().StringVar(&globalTLS.Key, "tls-key", "", "the private key of --tls-cert")
+	root.PersistentFlags().StringVar(&authToken, "auth-token", "", "bearer token a client sends to nodes' HTTP APIs started with --http-tokens")
+	root.AddCommand(newNodeCmd(), newChordCmd(), newLogCmd(), newKVCmd(), newUploadCmd(), newDownloadCmd(), newRingCmd(), newUpCmd(), newDashboardCmd(), newBenchCmd(), newAutoscaleCmd(), NewAWSPeersCmd(), newAntipodeCmd(), newNetdelayCmd(), newChaosCmd(), newCertCmd(), newVersionCmd())
 	strictGroups(root)
 	return root
 }
@@ -151,4 +158,24 @@ func chordAddr(s string) string {
 		return s + ":5057"
 	}
 	return s
+}
+
+// globalTLS and authToken are the global --tls-* and --auth-token flags:
+// a node's own certificate, or a client's.
+var (
+	globalTLS tlsconf.Files
+	authToken string
+)
+
+// loadTLS loads --tls-ca, --tls-cert and --tls-key: nil when none is given.
+func loadTLS() (*tlsconf.Config, error) { return tlsconf.Load(globalTLS, slog.Default()) }
+
+// newStoreClient is a client of the store with the global TLS and token
+// flags.
+func newStoreClient() (*store.Client, error) {
+	t, err := loadTLS()
+	if err != nil {
+		return nil, err
+	}
+	return store.NewClientWith(t, authToken), nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tide/chord"
+	"tide/resp"
 	"tide/store"
 )
 
@@ -32,6 +33,8 @@ type nodeOpts struct {
 	regionPeers             []string
 	addrFile                string
 	maxFileSize             string
+	httpTokens              string
+	requirePass, aclFile    string
 }
 
 func newNodeCmd() *cobra.Command {
@@ -171,6 +174,14 @@ func addNodeFlags(cmd *cobra.Command, o *nodeOpts) {
 	f.StringVar(&cfg.Region, "region", "", "this node's region: a ring of its own whose quorums (N, W, R) stay inside it (default: one region)")
 	f.StringArrayVar(&o.regionPeers, "region-peer", nil, "NAME=CHORDADDR: a member of another region; writes this node coordinates are replicated there asynchronously (repeatable; needs --region)")
 	f.DurationVar(&cfg.RegionDelay, "region-delay", 0, "hold writes this long before replicating them to other regions (lag made longer on purpose, for benchmarks)")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "serve plain text (no TLS, no client credentials) on an interface other than loopback")
+	f.BoolVar(&cfg.AllowKill, "allow-kill", false, "let kill over msgpack-rpc stop this node (the course's fault-tolerance tests use it)")
+	f.StringVar(&o.httpTokens, "http-tokens", "", "file of HTTP bearer tokens, one \"SCOPE TOKEN\" a line (scope read, write or admin); needs --tls-*")
+	f.StringVar(&o.requirePass, "requirepass", "", "Redis-protocol clients must AUTH with this password (redis-cli -a), as Redis's requirepass")
+	f.StringVar(&o.aclFile, "acl-file", "", "Redis-protocol users, one a line in Redis's ACL syntax: user NAME on >password ~pattern +@read +@write")
+	f.DurationVar(&cfg.RESPIdleTimeout, "resp-idle-timeout", 5*time.Minute, "close a Redis-protocol connection that sends no command for this long (0: never)")
+	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", 2*time.Minute, "close an idle keep-alive HTTP connection after this long")
+	f.IntVar(&cfg.MaxConns, "max-conns", 10000, "connections each of the Chord, HTTP and Redis-protocol listeners serves at once; one more is refused with an error (0: no cap)")
 	f.StringVar(&o.addrFile, "addr-file", "", "once serving, write this node's addresses as JSON ({\"chord\", \"http\", \"peer\", \"resp\", \"region\"}) to this file, e.g. for nodes started on port 0")
 }
 
@@ -259,6 +270,27 @@ func runNode(o *nodeOpts) error {
 		return fmt.Errorf("--region-delay %s: want 0 or more", cfg.RegionDelay)
 	}
 	cfg.Log = slog.Default()
+	if cfg.TLS, err = loadTLS(); err != nil {
+		return err
+	}
+	switch {
+	case o.requirePass != "" && o.aclFile != "":
+		return fmt.Errorf("--requirepass and --acl-file: give one (an ACL file's user default is what --requirepass sets)")
+	case o.requirePass != "":
+		cfg.RESPACL = resp.RequirePass(o.requirePass)
+	case o.aclFile != "":
+		if cfg.RESPACL, err = resp.LoadACL(o.aclFile); err != nil {
+			return err
+		}
+	}
+	if (cfg.RESPACL != nil || o.httpTokens != "") && cfg.RESPAddr == "" && o.httpTokens == "" {
+		slog.Warn("--requirepass or --acl-file without --resp-addr: the Redis protocol is off")
+	}
+	if o.httpTokens != "" {
+		if cfg.Tokens, err = store.LoadTokens(o.httpTokens); err != nil {
+			return err
+		}
+	}
 	if cfg.KV.W > cfg.Replicas || cfg.KV.R > cfg.Replicas {
 		cfg.KV.W, cfg.KV.R = min(cfg.KV.W, cfg.Replicas), min(cfg.KV.R, cfg.Replicas)
 		slog.Warn("quorums lowered to --replicas", "replicas", cfg.Replicas, "w", cfg.KV.W, "r", cfg.KV.R)
@@ -272,6 +304,7 @@ func runNode(o *nodeOpts) error {
 	if err != nil {
 		return err
 	}
+	go cfg.TLS.Watch(ctx, 0)
 	if o.addrFile != "" {
 		if err := writeAddrFile(o.addrFile, n.Addrs()); err != nil {
 			n.Close()
@@ -313,7 +346,10 @@ ring, and exits. If a hand-off fails the node stays, with its files. A node
 that left does not start again on the same --data-dir.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := store.NewClient()
+			c, err := newStoreClient()
+			if err != nil {
+				return err
+			}
 			defer c.Close()
 			start := time.Now()
 			addr := nodeAddr(args[0])

@@ -8,8 +8,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-
-	"tide/store"
 )
 
 func newRingCmd() *cobra.Command {
@@ -22,7 +20,10 @@ pointers and print every member: identifier, addresses, successor list, files
 and bytes stored, and disk use. --json prints a JSON array for scripts.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c := store.NewClient()
+			c, err := newStoreClient()
+			if err != nil {
+				return err
+			}
 			defer c.Close()
 			infos, err := c.Ring(cmd.Context(), nodeAddr(args[0]))
 			if err != nil {

@@ -209,7 +209,9 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 		return c, h, nil
 	}
 	prov, err := localprov.New(localprov.Config{Dir: filepath.Join(abs, "nodes"), Capacity: capBytes, Replicas: o.replicas,
-		Extra: cfg.Launch.Flags, Layout: lay, RESP: o.resp, RESPPort: respPort})
+		// --allow-kill: the course's fault-tolerance tests kill nodes of a
+		// local ring over msgpack-rpc.
+		Extra: append([]string{"--allow-kill"}, cfg.Launch.Flags...), Layout: lay, RESP: o.resp, RESPPort: respPort})
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,8 @@ import (
 // The KV namespace lives in the node's pebble database beside the file
 // metadata: records under "k/" + position + key, so a ring range is one
 // ordered scan, hints under "h/" + target + NUL + key, and writes held for
-// other regions (the outbox) under "o/" + region + NUL + key.
+// other regions (the outbox) under "o/" + region + NUL + key, and Paxos
+// acceptor state (lightweight transactions) under "p/" + key.
 //
 // A value of sepValueBytes or more is kept apart, under "v/" + position +
 // key, and its record under "k/" is a stub (kv.AppendStub) that gives the
@@ -47,6 +48,26 @@ func appendPosKey(b []byte, prefix byte, pos uint32, key []byte) []byte {
 func outboxKey(region string, key []byte) []byte {
 	b := append([]byte("o/"+region), 0)
 	return append(b, key...)
+}
+
+// paxosKey is where a key's Paxos acceptor state is kept.
+func paxosKey(key []byte) []byte { return append([]byte("p/"), key...) }
+
+// Paxos implements kv.PaxosStorage.
+func (s kvStorage) Paxos(key []byte) (kv.PaxosState, bool, error) {
+	v, closer, err := s.e.db.Get(paxosKey(key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return kv.PaxosState{}, false, nil
+	}
+	if err != nil {
+		return kv.PaxosState{}, false, err
+	}
+	defer closer.Close()
+	var st kv.PaxosState
+	if err := msgpack.Unmarshal(v, &st); err != nil {
+		return kv.PaxosState{}, false, fmt.Errorf("decode paxos state of %q: %w", key, err)
+	}
+	return st, true, nil
 }
 
 func hintKey(target string, key []byte) []byte {
@@ -248,7 +269,7 @@ func (e *Engine) ApplyKV(ops []kv.PersistOp, sync bool) error {
 	}
 	for _, op := range ops {
 		switch {
-		case op.Put != nil && op.Put.Tomb && e.tombExpired(op.Put.Version):
+		case op.Put != nil && op.Put.Tomb && e.tombExpired(*op.Put):
 			// A tombstone past its TTL, come back from a replica that
 			// has not collected it yet (anti-entropy, a hint, read
 			// repair): store it as collected, or replicas would keep
@@ -281,7 +302,11 @@ func (e *Engine) ApplyKV(ops []kv.PersistOp, sync bool) error {
 		case op.Delete != nil:
 			pos := e.pos(op.Delete)
 			b.Delete(kvKey(pos, op.Delete), nil)
+			b.Delete(paxosKey(op.Delete), nil)
 			gone(pos, op.Delete, op, false)
+		case op.Paxos != nil:
+			v, _ := msgpack.Marshal(op.Paxos)
+			b.Set(paxosKey(op.Paxos.Key), v, nil)
 		case op.Hint != nil:
 			v, _ := msgpack.Marshal(op.Hint)
 			b.Set(hintKey(op.Hint.Target, op.Hint.Rec.Key), v, nil)
@@ -380,14 +405,13 @@ func (e *Engine) loadKVCount() error {
 	return nil
 }
 
-// tombExpired reports whether a tombstone of version v (a timestamp in
-// nanoseconds) is older than the tombstone TTL, as kv.Node collects it.
-func (e *Engine) tombExpired(v uint64) bool {
+// tombExpired reports whether a tombstone is older than the tombstone
+// TTL, as kv.Node collects it.
+func (e *Engine) tombExpired(r kv.Record) bool {
 	if e.tombTTL == 0 {
 		return false
 	}
-	now := uint64(time.Now().UnixNano())
-	return now > v && now-v > e.tombTTL
+	return r.TombCollectable(uint64(time.Now().UnixNano()), e.tombTTL)
 }
 
 // SyncWAL makes every batch committed before the call durable: it appends a
@@ -404,7 +428,7 @@ func (e *Engine) ClearKV() error {
 	defer e.kvMu.Unlock()
 	b := e.db.NewBatch()
 	defer b.Close()
-	for _, p := range []string{"k", "v", "h", "o"} {
+	for _, p := range []string{"k", "v", "h", "o", "p"} {
 		if err := b.DeleteRange([]byte(p+"/"), []byte(p+"0"), nil); err != nil {
 			return err
 		}

@@ -29,6 +29,7 @@ import (
 	"tide/kv"
 	"tide/store/engine"
 	"tide/store/status"
+	"tide/tlsconf"
 	"tide/transport"
 )
 
@@ -117,6 +118,8 @@ type Config struct {
 	// Self is this node's peer address, where other nodes send it KV
 	// messages: its name in every ring table.
 	Self string
+	// TLS, if set, makes the peer protocol mutual TLS.
+	TLS *tlsconf.Config
 	// Engine stores the records, hints and region outbox.
 	Engine *engine.Engine
 	Log    *slog.Logger
@@ -147,6 +150,7 @@ func Start(ctx context.Context, cfg Config, peerLn net.Listener, initial kv.Ring
 	k := &Server{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan kv.Ring, 4), regionRings: make(chan regionRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
+	k.tr.TLS = cfg.TLS
 	k.tr.Alloc = k.frames.get
 	hints, err := n.eng.Hints()
 	if err != nil {
@@ -642,7 +646,7 @@ func (k *Server) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 // the coordinator had it: a write may still take effect, and must not be
 // reported as failed.
 func gaveUp(m kv.Message, err error) error {
-	if m.Kind == kv.KindClientPut {
+	if m.Kind == kv.KindClientPut || m.Kind == kv.KindClientCas {
 		return fmt.Errorf("%w: write outcome unknown: no answer before the caller gave up (%v); the write may still take effect", ErrQuorum, err)
 	}
 	return err

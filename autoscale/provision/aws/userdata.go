@@ -210,7 +210,7 @@ while :; do
 	sleep 5
 done
 
-args=(node --chord-addr "0.0.0.0:$CHORD_PORT" --http-addr "0.0.0.0:$HTTP_PORT" --advertise "$PRIVATE_IP" --data-dir "$DATA_DIR")
+args=(node --chord-addr "0.0.0.0:$CHORD_PORT" --http-addr "0.0.0.0:$HTTP_PORT" --advertise "$PRIVATE_IP" --data-dir "$DATA_DIR" --insecure)
 if [ -n "$JOIN" ]; then
 	args+=(--join "$JOIN")
 fi

@@ -226,7 +226,7 @@ func TestStartScript(t *testing.T) {
 	}
 
 	peersCall := []string{"aws-peers", "--group", group, "--region", "eu-west-3", "--chord-port", "6057", "--http-port", "6058", "--endpoint-url", "http://127.0.0.1:1"}
-	nodeCall := []string{"node", "--chord-addr", "0.0.0.0:6057", "--http-addr", "0.0.0.0:6058", "--advertise", "10.0.0.7", "--data-dir", "/var/lib/tide data"}
+	nodeCall := []string{"node", "--chord-addr", "0.0.0.0:6057", "--http-addr", "0.0.0.0:6058", "--advertise", "10.0.0.7", "--data-dir", "/var/lib/tide data", "--insecure"}
 	flags := []string{"--capacity", "8GiB", "--replicas", "2"}
 	cases := []struct {
 		name      string

@@ -457,6 +457,10 @@ func (p *Provisioner) nodeArgs(s provision.Spec, host string) []string {
 		"--http-addr", fmt.Sprintf("0.0.0.0:%d", HTTPPort),
 		"--advertise", host,
 		"--data-dir", DataDir,
+		// The container's network address is not loopback: plain text
+		// there needs --insecure (give the nodes --tls-* flags through
+		// the launch flags for mutual TLS instead).
+		"--insecure",
 	}
 	if s.Join != "" {
 		args = append(args, "--join", s.Join)

@@ -568,7 +568,7 @@ func TestNodeArgs(t *testing.T) {
 	p := &Provisioner{cfg: Config{Capacity: 1 << 20, Replicas: 2, Extra: []string{"--tick", "2s"}}}
 	got := p.nodeArgs(provision.Spec{Join: "10.0.0.2:5057", Token: "7", Extra: []string{"--tick", "3s"}}, "10.0.0.3")
 	want := []string{"node", "--chord-addr", "0.0.0.0:5057", "--http-addr", "0.0.0.0:5058", "--advertise", "10.0.0.3",
-		"--data-dir", "/data", "--join", "10.0.0.2:5057", "--token", "7", "--capacity", "1048576", "--replicas", "2",
+		"--data-dir", "/data", "--insecure", "--join", "10.0.0.2:5057", "--token", "7", "--capacity", "1048576", "--replicas", "2",
 		"--tick", "2s", "--tick", "3s"}
 	if !slices.Equal(got, want) {
 		t.Errorf("args %q\nwant %q", got, want)
