@@ -14,8 +14,11 @@ import (
 
 // Stats counts what a node did, for metrics and tests.
 type Stats struct {
-	Writes, Reads, WriteFailures, ReadFailures     int
-	ReadRepairs, HintsHeld, HintsDelivered         int
+	Writes, Reads, WriteFailures, ReadFailures int
+	ReadRepairs, HintsHeld, HintsDelivered     int
+	// HintsDropped counts hints dropped because their target had been
+	// out of the ring for HintDropTicks.
+	HintsDropped                                   int
 	Pushed, Pulled, HandedOff, TombstonesCollected int
 	// Expired counts values past their deadline that this node replaced
 	// with tombstones.
@@ -62,6 +65,9 @@ type Node struct {
 	gone   map[string]bool // keys deleted in this round (see local)
 	ops    map[uint64]*op
 	hints  hintStore // writes held for replicas that missed them
+	// hintAbsent records, by hint target not in the ring, the tick it was
+	// first seen out of it (see dropDepartedHints).
+	hintAbsent map[string]int
 	// outReqs gathers this round's client writes and reads to each
 	// replica, in the order replicas were first sent to (outOrder); they
 	// leave as one KindPutBatch or KindGetBatch per replica and run of
@@ -329,6 +335,7 @@ func (n *Node) Tick() {
 	n.tickOps()
 	if n.now-n.lastHint >= n.cfg.HintTicks {
 		n.lastHint = n.now
+		n.dropDepartedHints()
 		n.deliverHints()
 	}
 	n.tickRegions()

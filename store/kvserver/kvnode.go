@@ -60,7 +60,10 @@ type Server struct {
 	recycle [][]byte
 	// dropped counts inbound messages a full queue turned away.
 	dropped atomic.Int64
-	rings   chan kv.Ring
+	// refusalLogged is when a peer's write was last logged as refused
+	// for lack of disk space (unix nanoseconds; see space.go).
+	refusalLogged atomic.Int64
+	rings         chan kv.Ring
 	// regionRings carries other regions' member tables to the loop;
 	// regionStatus is the replication to them, as of the last few ticks.
 	regionRings  chan regionRing
@@ -430,6 +433,9 @@ type msgBatch struct {
 // stepBatch steps a batch in order.
 func (k *Server) stepBatch(b msgBatch) {
 	for i := range b.ms {
+		if b.pooled != nil && k.refuses(&b.ms[i]) {
+			continue
+		}
 		k.node.Step(b.ms[i])
 	}
 	k.stepped += len(b.ms)
@@ -458,7 +464,9 @@ type bulkMsg struct {
 
 // stepBulk steps b's message and keeps its frame for recycling.
 func (k *Server) stepBulk(b bulkMsg) {
-	k.node.Step(b.m)
+	if !k.refuses(&b.m) {
+		k.node.Step(b.m)
+	}
 	if b.frame != nil {
 		k.recycle = append(k.recycle, b.frame)
 	}
@@ -605,6 +613,9 @@ var ErrQuorum = errors.New("quorum not reached")
 // do runs one client request through the local coordinator.
 func (k *Server) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 	if err := k.waitReady(ctx); err != nil {
+		return kv.Message{}, err
+	}
+	if err := k.checkSpace(&m); err != nil {
 		return kv.Message{}, err
 	}
 	start := time.Now()
@@ -885,7 +896,33 @@ type Batcher struct {
 
 // Do runs ms together; errs[i] is the failure of ms[i], if any.
 func (c *Batcher) Do(ctx context.Context, ms []kv.Message) ([]kv.Message, []error) {
-	return c.k.doBatch(ctx, ms, &c.st)
+	var full error
+	for i := range ms {
+		if full = c.k.checkSpace(&ms[i]); full != nil {
+			break
+		}
+	}
+	if full == nil {
+		return c.k.doBatch(ctx, ms, &c.st)
+	}
+	// The disk is full: the writes are refused, the rest run.
+	out, errs := make([]kv.Message, len(ms)), make([]error, len(ms))
+	var rest []kv.Message
+	var at []int
+	for i := range ms {
+		if writes(&ms[i]) > 0 {
+			errs[i] = full
+			continue
+		}
+		rest, at = append(rest, ms[i]), append(at, i)
+	}
+	if len(rest) > 0 {
+		o, e := c.k.doBatch(ctx, rest, &c.st)
+		for j, i := range at {
+			out[i], errs[i] = o[j], e[j]
+		}
+	}
+	return out, errs
 }
 
 // Abandoned reports, once, whether the last batch timed out while the
