@@ -54,10 +54,9 @@ var Scenarios = []Scenario{
 		Steps: []Step{{At: 3 * time.Second, Fault: FillDisk(), For: 10 * time.Second}},
 	},
 	{
-		Name: "disk-enospc", About: "every node's disk (a 32 MiB tmpfs the nodes take for 1 GiB) filled until writes fail with ENOSPC, then freed",
+		Name: "disk-enospc", About: "every node's disk (a 32 MiB tmpfs the nodes take for 1 GiB) filled until only the free-space reserve keeps writes from ENOSPC, then freed",
 		Nodes: 3, DiskBytes: 32 << 20, Capacity: 1 << 30, Duration: 20 * time.Second, KV: smallKV, Files: smallFiles,
 		Steps: []Step{{At: 3 * time.Second, Fault: FillDisk(), For: 10 * time.Second}},
-		Open:  "a node whose disk runs out of space while it writes a KV record exits (pebble's fatal commit error on ENOSPC) instead of refusing the write; the ring then stays a node short",
 	},
 }
 

@@ -99,6 +99,58 @@ func (n *Node) hintDelivered(h Hint) {
 // Hints returns how many writes are held for other nodes.
 func (n *Node) Hints() int { return n.hints.count() }
 
+// dropDepartedHints drops the hints of every target that has been out of
+// the ring for HintDropTicks, as seen at hint delivery times; a target
+// back in the ring is timed afresh if it leaves again.
+func (n *Node) dropDepartedHints() {
+	members := n.ring.Members()
+	for t := range n.hintAbsent {
+		if len(n.hints[t]) == 0 || hasAddr(members, t) {
+			delete(n.hintAbsent, t)
+		}
+	}
+	// In order of targets: what is persisted must not depend on map
+	// order (the simulator replays seeds).
+	targets := make([]string, 0, len(n.hints))
+	for t := range n.hints {
+		targets = append(targets, t)
+	}
+	slices.Sort(targets)
+	for _, t := range targets {
+		held := n.hints[t]
+		if len(held) == 0 {
+			delete(n.hints, t)
+			continue
+		}
+		if hasAddr(members, t) {
+			continue
+		}
+		since, ok := n.hintAbsent[t]
+		if !ok {
+			if n.hintAbsent == nil {
+				n.hintAbsent = map[string]int{}
+			}
+			n.hintAbsent[t] = n.now
+			continue
+		}
+		if n.now-since < n.cfg.HintDropTicks {
+			continue
+		}
+		keys := make([]string, 0, len(held))
+		for k := range held {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			h := Hint{Target: t, Rec: held[k]}
+			n.rd.Persist = append(n.rd.Persist, PersistOp{DoneHint: &h})
+		}
+		n.Stats.HintsDropped += len(held)
+		delete(n.hints, t)
+		delete(n.hintAbsent, t)
+	}
+}
+
 // deliverHints sends each target up to 256 of the writes held for it.
 func (n *Node) deliverHints() {
 	for _, h := range n.hints.due(256) {

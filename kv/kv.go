@@ -118,6 +118,14 @@ type Config struct {
 	ReadAll        bool
 	// HintTicks is how often held hints are retried. Default 50.
 	HintTicks int
+	// HintDropTicks is how long hints are kept for a node that is not in
+	// the ring: one that left gracefully, was removed, or was dropped
+	// from it after a crash. Past that, its hints are dropped: the writes
+	// they hold are on the replicas that acknowledged them, and the
+	// key's current replicas converge by anti-entropy and hand-off. A
+	// node back within the time still gets them. Default 30000 (5 min at
+	// the store's 10 ms tick).
+	HintDropTicks int
 	// SyncTicks is how often anti-entropy compares one range with one peer.
 	// Default 100.
 	SyncTicks int
@@ -192,6 +200,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HintTicks == 0 {
 		c.HintTicks = 50
+	}
+	if c.HintDropTicks == 0 {
+		c.HintDropTicks = 30000
 	}
 	if c.SyncTicks == 0 {
 		c.SyncTicks = 100

@@ -212,3 +212,59 @@ func TestCrashedMemberStillCounts(t *testing.T) {
 		}
 	}
 }
+
+// TestHintsDroppedForDeparted checks that the hints held for a node that
+// is out of the ring are dropped, durably, once it has been out for
+// HintDropTicks, while those of a member are kept; and that a node back
+// in the ring within the time keeps its hints.
+func TestHintsDroppedForDeparted(t *testing.T) {
+	for _, back := range []bool{false, true} {
+		tr := newTrio(abcRing())
+		a := tr.nodes["a"]
+		a.cfg.HintDropTicks = 500
+		a.Step(Message{Kind: KindClientPut, From: "client", ID: 1, Rec: Record{Key: []byte("k"), Value: []byte("v")}})
+		var persisted []PersistOp
+		run := func(ticks int) {
+			for range ticks {
+				a.Tick()
+				rd := a.Ready()
+				tr.st["a"].Apply(rd.Persist)
+				persisted = append(persisted, rd.Persist...)
+				a.Release(rd)
+			}
+		}
+		run(a.cfg.TimeoutTicks + 1) // b and c never answer: a hint for each
+		if a.Hints() != 2 {
+			t.Fatalf("%d hints held, want 2", a.Hints())
+		}
+		// c leaves the ring.
+		a.SetRing(NewStaticRing(Partitioners["md5-low32"], []Member{{Addr: "a", Token: 1 << 30}, {Addr: "b", Token: 2 << 30}}))
+		run(a.cfg.HintDropTicks / 2)
+		if a.Hints() != 2 {
+			t.Fatalf("%d hints held halfway through HintDropTicks, want 2", a.Hints())
+		}
+		if back {
+			a.SetRing(abcRing())
+		}
+		persisted = nil
+		run(a.cfg.HintDropTicks)
+		if back {
+			if a.Hints() != 2 || a.Stats.HintsDropped != 0 {
+				t.Fatalf("c came back: %d hints held, %d dropped; want 2 and 0", a.Hints(), a.Stats.HintsDropped)
+			}
+			continue
+		}
+		if a.Hints() != 1 || a.Stats.HintsDropped != 1 {
+			t.Fatalf("c left: %d hints held, %d dropped; want 1 (for b) and 1", a.Hints(), a.Stats.HintsDropped)
+		}
+		var done []string
+		for _, op := range persisted {
+			if op.DoneHint != nil {
+				done = append(done, op.DoneHint.Target)
+			}
+		}
+		if !slices.Equal(done, []string{"c"}) {
+			t.Fatalf("hints finished durably for %v, want [c]", done)
+		}
+	}
+}

@@ -14,8 +14,11 @@ import (
 
 // Stats counts what a node did, for metrics and tests.
 type Stats struct {
-	Writes, Reads, WriteFailures, ReadFailures     int
-	ReadRepairs, HintsHeld, HintsDelivered         int
+	Writes, Reads, WriteFailures, ReadFailures int
+	ReadRepairs, HintsHeld, HintsDelivered     int
+	// HintsDropped counts hints dropped because their target had been
+	// out of the ring for HintDropTicks.
+	HintsDropped                                   int
 	Pushed, Pulled, HandedOff, TombstonesCollected int
 	// Expired counts values past their deadline that this node replaced
 	// with tombstones.
@@ -62,6 +65,9 @@ type Node struct {
 	gone   map[string]bool // keys deleted in this round (see local)
 	ops    map[uint64]*op
 	hints  hintStore // writes held for replicas that missed them
+	// hintAbsent records, by hint target not in the ring, the tick it was
+	// first seen out of it (see dropDepartedHints).
+	hintAbsent map[string]int
 	// outReqs gathers this round's client writes and reads to each
 	// replica, in the order replicas were first sent to (outOrder); they
 	// leave as one KindPutBatch or KindGetBatch per replica and run of
@@ -100,14 +106,14 @@ type Node struct {
 	// no write counts it toward W: it may exit before handing off what
 	// arrived last, while coordinators that have not seen it go still
 	// route to it.
-	leaving  bool
+	leaving bool
 	// left lists members that announced they left the ring (MemberLeft):
 	// they handed their data off first, so a view of the transition
 	// window stops counting them as soon as they are out of the ring. A
 	// member that drops out of the ring without one (it crashed, or is cut
 	// off) keeps counting in the views that had it until they expire: it
 	// may hold the only other copy of an acknowledged write.
-	left []string
+	left     []string
 	diverged bool // the last comparison found differences
 	// marks holds, for each of the last SettleTicks+1 ticks, the newest
 	// version this node had seen or could mint then (see horizon).
@@ -336,6 +342,7 @@ func (n *Node) Tick() {
 	n.tickOps()
 	if n.now-n.lastHint >= n.cfg.HintTicks {
 		n.lastHint = n.now
+		n.dropDepartedHints()
 		n.deliverHints()
 	}
 	n.tickRegions()

@@ -30,6 +30,7 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /internal/kv/ring", n.handleKVRing)
 	mux.HandleFunc("POST /internal/standby", n.handleStandbyHello)
 	mux.HandleFunc("GET /kv/{key...}", n.handleKVGet)
+	mux.HandleFunc("POST /kv-wait", n.handleKVWait)
 	mux.HandleFunc("PUT /kv/{key...}", n.handleKVPut)
 	mux.HandleFunc("DELETE /kv/{key...}", n.handleKVDelete)
 	mux.HandleFunc("POST /kv/{key...}", n.handleKVOp)

@@ -75,7 +75,7 @@ func TestKVGetWaitsForVersion(t *testing.T) {
 }
 
 // TestKVWaitOnReplicaBacksOff: a read waiting on one of the key's
-// replicas for a version that does not come reads again with backoff
+// replicas for a version that does not come reads again once a second
 // (a write of the key would wake it), not every 20 ms: over 1.5 s, a
 // handful of quorum reads rather than 75.
 func TestKVWaitOnReplicaBacksOff(t *testing.T) {
@@ -99,14 +99,17 @@ func TestKVWaitOnReplicaBacksOff(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		reads = nodes[1].kv.Stats().Reads - before
-		if reads >= 2 || time.Now().After(deadline) {
+		if reads >= 1 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// 20, 40, ..., 640 ms: 7 reads within 1.5 s. Allow for stray reads of
-	// the cluster's own, not for a read every 20 ms.
-	if reads < 2 || reads > 15 {
+	time.Sleep(200 * time.Millisecond) // any straggler's stats
+	reads = nodes[1].kv.Stats().Reads - before
+	// The node holds an older version, so no read at first; at 1 s and
+	// at 1.5 s: 2 reads. Allow for stray reads of the cluster's own, not
+	// for a read every 20 ms.
+	if reads < 1 || reads > 15 {
 		t.Fatalf("%d quorum reads in a 1.5 s wait on a replica; want a few (backoff)", reads)
 	}
 }

@@ -113,6 +113,15 @@ func newMetrics(n *Node) *metrics {
 			func(st kv.Stats) float64 { return float64(st.Resends) }),
 		kvCounter("tide_kv_hints_delivered_total", "Held KV hints delivered to their replicas.",
 			func(st kv.Stats) float64 { return float64(st.HintsDelivered) }),
+		kvCounter("tide_kv_hints_dropped_total", "Held KV hints dropped because their replica had been out of the ring for 5 minutes (it left, was removed, or crashed and was dropped); current replicas converge by anti-entropy.",
+			func(st kv.Stats) float64 { return float64(st.HintsDropped) }),
+		hintsPending{n},
+		gauge("tide_storage_free_bytes", "Free bytes on the filesystem of this node's data directory.",
+			func() float64 { return float64(n.eng.FreeBytes()) }),
+		gauge("tide_storage_reserve_bytes", "Free space below which this node refuses writes (--disk-reserve).",
+			func() float64 { return float64(n.eng.DiskReserve()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_writes_refused_total", Help: "Writes (files, KV from clients and replicas) refused because free disk space was below the reserve."},
+			func() float64 { return float64(n.eng.WritesRefused()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_write_stalls_total", Help: "Times the storage engine held writes back because flushes or compactions fell behind."},
 			func() float64 { return float64(n.eng.Stalls()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tide_storage_write_stall_seconds_total", Help: "Seconds writes were held back by storage write stalls."},
@@ -148,4 +157,22 @@ func newMetrics(n *Node) *metrics {
 			func() float64 { return float64(n.eng.Used()) }),
 	)
 	return m
+}
+
+// hintsPending reports the KV hints held for each target node, read from
+// storage at every scrape.
+type hintsPending struct{ n *Node }
+
+var hintsPendingDesc = prometheus.NewDesc("tide_kv_hints_pending",
+	"KV writes held for a replica that did not acknowledge them (hinted hand-off), by target node's peer address.", []string{"target"}, nil)
+
+func (h hintsPending) Describe(ch chan<- *prometheus.Desc) { ch <- hintsPendingDesc }
+
+func (h hintsPending) Collect(ch chan<- prometheus.Metric) {
+	if h.n.eng == nil {
+		return
+	}
+	for t, k := range h.n.eng.HintsByTarget() {
+		ch <- prometheus.MustNewConstMetric(hintsPendingDesc, prometheus.GaugeValue, float64(k), t)
+	}
 }

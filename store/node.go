@@ -86,6 +86,13 @@ type Config struct {
 	Capacity int64
 	// MaxFileSize bounds one file. Default 1 GiB.
 	MaxFileSize int64
+	// DiskReserve is the free space on the data directory's filesystem
+	// below which the node refuses writes (files, KV, replica writes)
+	// with 507 or a RESP "disk full" error, before the disk runs out
+	// under its database. 0 takes the default, engine.DefaultDiskReserve
+	// or an eighth of the filesystem if that is less; negative refuses
+	// nothing.
+	DiskReserve int64
 	// TickInterval is the Chord period: stabilize every tick, fix one
 	// finger every fourth. Default 1s.
 	TickInterval time.Duration
@@ -318,6 +325,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	eng, err := engine.Open(cfg.DataDir, pos)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.DiskReserve != 0 {
+		eng.SetDiskReserve(max(cfg.DiskReserve, 0))
 	}
 	if raw, err := eng.State(stateLeft); err != nil || raw != nil {
 		eng.Close()

@@ -33,7 +33,8 @@ type mixed struct {
 	ch   chan net.Conn
 	done chan struct{}
 	once sync.Once
-	err  error
+	mu   sync.Mutex
+	err  error // the inner listener's, once it failed
 }
 
 func (m *mixed) loop() {
@@ -44,7 +45,9 @@ func (m *mixed) loop() {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
+			m.mu.Lock()
 			m.err = err
+			m.mu.Unlock()
 			m.Close()
 			return
 		}
@@ -77,7 +80,9 @@ func (m *mixed) Accept() (net.Conn, error) {
 	case c := <-m.ch:
 		return c, nil
 	case <-m.done:
-		if m.err != nil {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.err != nil && !errors.Is(m.err, net.ErrClosed) {
 			return nil, m.err
 		}
 		return nil, net.ErrClosed

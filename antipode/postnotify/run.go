@@ -277,14 +277,8 @@ func write(ctx context.Context, env *Env, cfg RunConfig, id int, body []byte, st
 	}
 	postWrite := time.Since(start)
 	nctx := ctx
-	lineageBytes := 0
 	if cfg.Antipode {
 		nctx = antipode.Write(ctx, wid)
-		s, err := antipode.Encode(nctx)
-		if err != nil {
-			return err
-		}
-		lineageBytes = len(s)
 	}
 	if cfg.Delay > 0 {
 		select {
@@ -298,7 +292,7 @@ func write(ctx context.Context, env *Env, cfg RunConfig, id int, body []byte, st
 	published[id] = time.Now()
 	mu.Unlock()
 	pctx, pcancel := context.WithTimeout(nctx, cfg.OpTimeout)
-	size, err := env.Channel.Publish(pctx, note)
+	size, lineageBytes, err := env.Channel.Publish(pctx, note)
 	pcancel()
 	if err != nil {
 		return fmt.Errorf("request %d: notify: %w", id, err)

@@ -42,8 +42,9 @@ type PostStore interface {
 // Channel carries notifications from the writer to the reader.
 type Channel interface {
 	// Publish sends data with ctx's lineage and returns the bytes the
-	// message takes on the channel (data, attributes, framing of its own).
-	Publish(ctx context.Context, data []byte) (int, error)
+	// message takes on the channel (data, attributes, framing of its own)
+	// and those of the lineage's encoding in it.
+	Publish(ctx context.Context, data []byte) (size, lineage int, err error)
 	// Subscribe calls handle for each notification, with a context carrying
 	// its lineage, until ctx ends. It closes ready once every notification
 	// published from then on will reach handle.
@@ -394,15 +395,15 @@ func setupNATS(ctx context.Context, e *Env, cfg SetupConfig) (Channel, error) {
 	return c, nil
 }
 
-func (c *natsChannel) Publish(ctx context.Context, data []byte) (int, error) {
+func (c *natsChannel) Publish(ctx context.Context, data []byte) (int, int, error) {
 	m, err := natsshim.Msg(ctx, c.subject, data)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if err := c.pub.PublishMsg(m); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return len(data) + headerBytes(m.Header), nil
+	return len(data) + headerBytes(m.Header), len(m.Header.Get(antipode.Header)), nil
 }
 
 // headerBytes is the size of a NATS header block: "NATS/1.0\r\n", a
@@ -485,14 +486,14 @@ func setupLog(ctx context.Context, e *Env, cfg SetupConfig) (Channel, error) {
 	return c, nil
 }
 
-func (c *logChannel) Publish(ctx context.Context, data []byte) (int, error) {
+func (c *logChannel) Publish(ctx context.Context, data []byte) (int, int, error) {
 	lin, err := antipode.Encode(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	id, err := c.pub.Publish(ctx, data)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	for {
 		last := c.last.Load()
@@ -500,7 +501,7 @@ func (c *logChannel) Publish(ctx context.Context, data []byte) (int, error) {
 			break
 		}
 	}
-	return logshim.MessageSize(len(lin), len(data)), nil
+	return logshim.MessageSize(len(lin), len(data)), len(lin), nil
 }
 
 func (c *logChannel) Subscribe(ctx context.Context, ready chan<- struct{}, handle func(context.Context, []byte, error)) error {

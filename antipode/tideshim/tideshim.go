@@ -7,21 +7,29 @@
 // if it is not there yet, so every later read in the region sees it too.
 //
 // Versions are per key. A wait is event-driven: it asks the region's node
-// to answer once its read returns the version (GET /kv/KEY?version=V&
-// wait=D), and the node reads again whenever it stores a write of the key
-// (and every 20 ms, for a node that is not one of the key's replicas). A
-// wait the node ends unanswered, or that fails, is asked again with
-// bounded backoff (antipode.Backoff).
+// to answer once its read returns the version. A node that is one of the
+// key's replicas reads at quorum once it holds the version itself (it
+// looks, then a write of the key at that version or newer landing wakes
+// it; every second it reads anyway, in case the write reached the key's
+// other replicas only); another node reads at once and every 20 ms. The waits of
+// all the barriers in flight go to the node together, in one POST
+// /kv-wait request per batch (store/kvwait.go has its format), and the
+// node answers each as it ends. A wait the node ends unanswered, or that
+// fails, is asked again with bounded backoff (antipode.Backoff).
 package tideshim
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"tide/antipode"
@@ -83,13 +91,6 @@ func Get(ctx context.Context, c *http.Client, addr, key string) (value []byte, f
 	return get(ctx, c, kvURL(addr, key), key)
 }
 
-// getAtLeast is Get that the node answers once the read returns version
-// want or newer, or wait has passed.
-func getAtLeast(ctx context.Context, c *http.Client, addr, key string, want uint64, wait time.Duration) (value []byte, found bool, version uint64, err error) {
-	u := kvURL(addr, key) + "?version=" + strconv.FormatUint(want, 10) + "&wait=" + wait.String()
-	return get(ctx, c, u, key)
-}
-
 func get(ctx context.Context, c *http.Client, u, key string) (value []byte, found bool, version uint64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -119,12 +120,34 @@ func get(ctx context.Context, c *http.Client, u, key string) (value []byte, foun
 }
 
 // Waiter tells when writes are visible in one region, through a node of
-// it.
+// it. The waits of every barrier in flight go to the node together: one
+// POST /kv-wait request carries all the waits that came while the one
+// before it was being sent, and the node answers each as it ends.
 type Waiter struct {
 	addr    string
 	backoff antipode.Backoff
 	// Client makes the requests; nil takes DefaultClient.
 	Client *http.Client
+	// LongPoll is how long one request asks the node to wait before it
+	// answers that a write is not there yet (then the wait is asked
+	// again); zero: 10 s.
+	LongPoll time.Duration
+
+	mu      sync.Mutex
+	queue   []*pending // waits not sent yet
+	sending bool       // dispatch is running
+}
+
+// pending is one wait in a batch.
+type pending struct {
+	key     string
+	version uint64
+	gone    atomic.Bool   // its barrier gave up: not worth sending
+	done    chan struct{} // closed once the batch answered for it
+	// Set before done is closed:
+	ok   bool
+	seen uint64 // the version the region's last read returned
+	err  error
 }
 
 // NewWaiter returns a Waiter reading through the node at addr (HTTP
@@ -134,31 +157,171 @@ func NewWaiter(addr string, b antipode.Backoff) *Waiter {
 	return &Waiter{addr: addr, backoff: b}
 }
 
-// longWait bounds one wait the node is asked for, under DefaultClient's
-// time-out.
+// longWait is LongPoll's default, under DefaultClient's time-out.
 const longWait = 10 * time.Second
+
+// batchGap is the least time between two batches: waits that come within
+// it go in one request.
+const batchGap = time.Millisecond
+
+// maxBatch bounds the waits of one request (the node takes 4096).
+const maxBatch = 1024
 
 // Wait implements antipode.Waiter: it returns once a read of the key at
 // the region's quorum returns the write's version or a newer one.
 func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
 	var seen uint64
 	err := antipode.Poll(ctx, w.backoff, nil, func(ctx context.Context) (bool, error) {
-		wait := longWait
-		if dl, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(dl))
-		}
-		if wait <= 0 {
+		p := &pending{key: id.Key, version: id.Version, done: make(chan struct{})}
+		w.enqueue(p)
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			p.gone.Store(true)
 			return false, ctx.Err()
 		}
-		_, _, v, err := getAtLeast(ctx, w.Client, w.addr, id.Key, id.Version, wait)
-		if err != nil {
-			return false, err
-		}
-		seen = v
-		return v >= id.Version, nil
+		seen = max(seen, p.seen)
+		return p.ok, p.err
 	})
 	if err != nil {
 		return fmt.Errorf("%w (the region holds version %d of %q)", err, seen, id.Key)
 	}
 	return nil
+}
+
+func (w *Waiter) enqueue(p *pending) {
+	w.mu.Lock()
+	w.queue = append(w.queue, p)
+	start := !w.sending
+	w.sending = true
+	w.mu.Unlock()
+	if start {
+		go w.dispatch()
+	}
+}
+
+// dispatch sends the queued waits while there are any, a batch at a
+// time: the next leaves once the node has begun to answer the last (it
+// has registered its waits) and batchGap has passed.
+func (w *Waiter) dispatch() {
+	for {
+		w.mu.Lock()
+		var batch []*pending
+		for _, p := range w.queue {
+			if !p.gone.Load() {
+				batch = append(batch, p)
+			}
+		}
+		w.queue = nil
+		if len(batch) > maxBatch {
+			w.queue, batch = batch[maxBatch:], batch[:maxBatch]
+		}
+		if len(batch) == 0 {
+			w.sending = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		gap := time.After(batchGap)
+		started := make(chan struct{})
+		go w.send(batch, started)
+		<-started
+		<-gap
+	}
+}
+
+// send asks the node for batch's waits and hands each its answer; it
+// closes started once the node has begun to answer, or failed.
+func (w *Waiter) send(batch []*pending, started chan struct{}) {
+	var body strings.Builder
+	for _, p := range batch {
+		body.WriteString(strconv.FormatUint(p.version, 10))
+		body.WriteByte(' ')
+		body.WriteString(url.PathEscape(p.key))
+		body.WriteByte('\n')
+	}
+	finish := func(err error) {
+		for _, p := range batch {
+			if p != nil {
+				p.err = err
+				close(p.done)
+			}
+		}
+	}
+	wait := w.LongPoll
+	if wait <= 0 {
+		wait = longWait
+	}
+	req, err := http.NewRequest(http.MethodPost, "http://"+w.addr+"/kv-wait?wait="+wait.String(), strings.NewReader(body.String()))
+	if err != nil {
+		close(started)
+		finish(err)
+		return
+	}
+	resp, err := client(w.Client).Do(req)
+	close(started)
+	if err != nil {
+		finish(fmt.Errorf("tide wait: %w", err))
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		finish(fmt.Errorf("tide wait: %s: %s", resp.Status, strings.TrimSpace(string(b))))
+		return
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		a, err := parseAnswer(sc.Text(), len(batch))
+		if err != nil {
+			finish(fmt.Errorf("tide wait: %w", err))
+			return
+		}
+		p := batch[a.i]
+		if p == nil {
+			finish(fmt.Errorf("tide wait: a second answer for write %d", a.i))
+			return
+		}
+		batch[a.i] = nil
+		// A version below the one asked for is never a yes.
+		p.ok, p.seen, p.err = a.ok && a.version >= p.version, a.version, a.err
+		close(p.done)
+	}
+	err = sc.Err()
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	finish(fmt.Errorf("tide wait: the answer ended early: %w", err))
+}
+
+// answer is one line of a /kv-wait answer (store/kvwait.go).
+type answer struct {
+	i       int
+	ok      bool
+	version uint64
+	err     error
+}
+
+// parseAnswer reads one line of a /kv-wait answer to a request of n
+// writes: "ok I V", "no I V" or "err I MESSAGE".
+func parseAnswer(line string, n int) (answer, error) {
+	kind, rest, _ := strings.Cut(line, " ")
+	is, rest, _ := strings.Cut(rest, " ")
+	i, err := strconv.Atoi(is)
+	if err != nil || i < 0 || i >= n {
+		return answer{}, fmt.Errorf("answer %q: index %q not one of the %d writes asked", line, is, n)
+	}
+	a := answer{i: i}
+	switch kind {
+	case "ok", "no":
+		if a.version, err = strconv.ParseUint(rest, 10, 64); err != nil {
+			return answer{}, fmt.Errorf("answer %q: version %q: %w", line, rest, err)
+		}
+		a.ok = kind == "ok"
+	case "err":
+		a.err = errors.New(rest)
+	default:
+		return answer{}, fmt.Errorf("answer %q: want ok, no or err", line)
+	}
+	return a, nil
 }

@@ -35,6 +35,23 @@ func TestBarrierTideRegions(t *testing.T) {
 		Replica: tideshim.NewWaiter(r.B[0], antipode.Backoff{}),
 		Lag:     lag,
 	}, 40)
+	// Every wait asked for a tenth of the lag: the node answers "not
+	// yet" several times before the write comes, and only its "yes" may
+	// release a barrier.
+	short := tideshim.NewWaiter(r.B[1], antipode.Backoff{})
+	short.LongPoll = lag / 10
+	shimtest.Run(t, shimtest.Store{
+		Name: "posts",
+		Write: func(ctx context.Context, key string) (antipode.WriteID, error) {
+			return w.Put(ctx, key, []byte("body of "+key))
+		},
+		Read: func(ctx context.Context, key string) (bool, error) {
+			_, found, _, err := tideshim.Get(ctx, nil, r.B[0], key)
+			return found, err
+		},
+		Replica: short,
+		Lag:     lag,
+	}, 40)
 
 	// Region A is a valid local region too: its own writes are visible
 	// there at once.

@@ -27,6 +27,7 @@ type nodeOpts struct {
 	cfg                     store.Config
 	id                      string
 	capacity, migrationRate string
+	diskReserve             string
 	tombstoneTTL, kvResend  time.Duration
 	idle                    bool
 	regionPeers             []string
@@ -166,6 +167,7 @@ func addNodeFlags(cmd *cobra.Command, o *nodeOpts) {
 	f.IntVar(&cfg.Replicas, "replicas", 3, "copies of each file (N)")
 	f.IntVar(&cfg.Successors, "successors", 3, "successor list length r (raised to --replicas)")
 	f.StringVar(&o.capacity, "capacity", "", "bytes this node may store, e.g. 64MiB (default: the filesystem's size)")
+	f.StringVar(&o.diskReserve, "disk-reserve", "", "refuse writes (507, RESP \"disk full\") while the data directory's filesystem has less free space than this, e.g. 64MiB; 0: never (default: 64MiB, or an eighth of a smaller filesystem)")
 	f.StringVar(&o.maxFileSize, "max-file-size", "1GiB", "largest file accepted, e.g. 1GiB or 1073741824 (bytes)")
 	f.DurationVar(&cfg.TickInterval, "tick", time.Second, "Chord stabilize period")
 	f.DurationVar(&cfg.FullRepairInterval, "full-repair", 30*time.Second, "period of the full placement check")
@@ -222,6 +224,16 @@ func runNode(o *nodeOpts) error {
 			return fmt.Errorf("--capacity: %w", err)
 		}
 		cfg.Capacity = c
+	}
+	if o.diskReserve != "" {
+		r, err := parseBytes(o.diskReserve)
+		if err != nil {
+			return fmt.Errorf("--disk-reserve: %w", err)
+		}
+		cfg.DiskReserve = r
+		if r == 0 {
+			cfg.DiskReserve = -1 // refuse nothing
+		}
 	}
 	if o.idle {
 		if cfg.Join != "" {

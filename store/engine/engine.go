@@ -80,6 +80,8 @@ type Engine struct {
 	// ingested counts the KV bytes written by ingestion (kvingest.go).
 	ingested atomic.Int64
 	stalls   *stallStats
+	// space refuses writes while the disk is nearly full (space.go).
+	space space
 }
 
 // stallStats counts pebble's write stalls: writes held back because
@@ -177,6 +179,12 @@ func Open(dir string, pos func([]byte) uint32) (*Engine, error) {
 		return nil, fmt.Errorf("open metadata in %s: %w", dir, err)
 	}
 	e := &Engine{dir: dir, db: db, pos: pos, opts: opts, stalls: st}
+	e.space.dir = dir
+	e.SetStatfs(statfs)
+	if err := e.SetDiskReserve(-1); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := e.loadKVCount(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("kv record count in %s: %w", dir, err)
@@ -412,6 +420,12 @@ func (e *Engine) Drop(name string, version uint64) error {
 
 func (e *Engine) putMeta(m Meta) error {
 	v, _ := json.Marshal(m)
+	if !m.Deleted {
+		// The body is on disk already; this guards pebble's log.
+		if err := e.checkFloor(int64(len(v))); err != nil {
+			return err
+		}
+	}
 	if err := e.db.Set(metaKey(m.Key, m.Name), v, pebble.Sync); err != nil {
 		return fmt.Errorf("write metadata of %q: %w", m.Name, err)
 	}

@@ -212,6 +212,11 @@ func (e *Engine) ApplyKV(ops []kv.PersistOp, sync bool) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	if n := addedBytes(ops); n > 0 {
+		if err := e.checkFloor(n); err != nil {
+			return err
+		}
+	}
 	e.kvMu.Lock()
 	defer e.kvMu.Unlock()
 	var dKeys, dBytes int64
@@ -329,6 +334,24 @@ func (e *Engine) ApplyKV(ops []kv.PersistOp, sync bool) error {
 	e.kvKeys.Add(dKeys)
 	e.kvBytes.Add(dBytes)
 	return nil
+}
+
+// addedBytes is what ops add to the disk, roughly: 0 for a round of
+// deletes and finished hints, which ApplyKV commits even on a full disk
+// (they are how space returns).
+func addedBytes(ops []kv.PersistOp) int64 {
+	var n int64
+	for _, op := range ops {
+		switch {
+		case op.Put != nil && !op.Put.Tomb:
+			n += int64(len(op.Put.Key) + len(op.Put.Value))
+		case op.Hint != nil:
+			n += int64(len(op.Hint.Rec.Key) + len(op.Hint.Rec.Value))
+		case op.Outbox != nil:
+			n += int64(len(op.Outbox.Rec.Key) + len(op.Outbox.Rec.Value))
+		}
+	}
+	return n
 }
 
 // maxKeptBatch bounds the batch ApplyKV keeps for the next round.
@@ -455,6 +478,23 @@ func (e *Engine) HintCount() int {
 		n++
 	}
 	return n
+}
+
+// HintsByTarget returns how many hints are held for each target node.
+func (e *Engine) HintsByTarget() map[string]int {
+	out := map[string]int{}
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: []byte("h/"), UpperBound: []byte("h0")})
+	if err != nil {
+		return out
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()[2:]
+		if i := bytes.IndexByte(k, 0); i >= 0 {
+			out[string(k[:i])]++
+		}
+	}
+	return out
 }
 
 // KVCount returns the number of KV records (tombstones included) and

@@ -32,6 +32,9 @@ func (c *capWriter) Write(p []byte) (int, error) {
 	if used, capacity := c.n.Disk(); capacity > 0 && used+c.w.Size()+int64(len(p)) > capacity {
 		return 0, status.Errorf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used", c.n.ring.Self().Addr(), used, capacity)
 	}
+	if err := c.n.eng.CheckSpace(int64(len(p))); err != nil {
+		return 0, err
+	}
 	k, err := c.w.Write(p)
 	if err != nil {
 		return k, diskErr{err}
@@ -46,6 +49,9 @@ func (n *Service) store(name string, body io.Reader, size int64, version uint64)
 	}
 	if used, capacity := n.Disk(); size > 0 && capacity > 0 && used+size > capacity {
 		return engine.Meta{}, status.Errorf(http.StatusInsufficientStorage, "node %s is full: %d of %d bytes used, %d more requested", n.ring.Self().Addr(), used, capacity, size)
+	}
+	if err := n.eng.CheckSpace(max(size, 0)); err != nil {
+		return engine.Meta{}, err
 	}
 	w, err := n.eng.Create()
 	if err != nil {
@@ -67,6 +73,9 @@ func (n *Service) store(name string, body io.Reader, size int64, version uint64)
 		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: got %d of %d bytes", name, w.Size(), size)
 	}
 	m, _, err := w.Commit(name, version)
+	if engine.IsDiskFull(err) {
+		return m, err
+	}
 	if err != nil {
 		return m, n.diskError(name, err)
 	}

@@ -60,8 +60,11 @@ type Server struct {
 	recycle [][]byte
 	// dropped counts inbound messages a full queue turned away.
 	dropped atomic.Int64
-	rings   chan kv.Ring
-	left    chan string // members that announced they left (MemberLeft)
+	// refusalLogged is when a peer's write was last logged as refused
+	// for lack of disk space (unix nanoseconds; see space.go).
+	refusalLogged atomic.Int64
+	rings         chan kv.Ring
+	left          chan string // members that announced they left (MemberLeft)
 	// regionRings carries other regions' member tables to the loop;
 	// regionStatus is the replication to them, as of the last few ticks.
 	regionRings  chan regionRing
@@ -433,6 +436,9 @@ type msgBatch struct {
 // stepBatch steps a batch in order.
 func (k *Server) stepBatch(b msgBatch) {
 	for i := range b.ms {
+		if b.pooled != nil && k.refuses(&b.ms[i]) {
+			continue
+		}
 		k.node.Step(b.ms[i])
 	}
 	k.stepped += len(b.ms)
@@ -461,7 +467,9 @@ type bulkMsg struct {
 
 // stepBulk steps b's message and keeps its frame for recycling.
 func (k *Server) stepBulk(b bulkMsg) {
-	k.node.Step(b.m)
+	if !k.refuses(&b.m) {
+		k.node.Step(b.m)
+	}
 	if b.frame != nil {
 		k.recycle = append(k.recycle, b.frame)
 	}
@@ -608,6 +616,9 @@ var ErrQuorum = errors.New("quorum not reached")
 // do runs one client request through the local coordinator.
 func (k *Server) do(ctx context.Context, m kv.Message) (kv.Message, error) {
 	if err := k.waitReady(ctx); err != nil {
+		return kv.Message{}, err
+	}
+	if err := k.checkSpace(&m); err != nil {
 		return kv.Message{}, err
 	}
 	start := time.Now()
@@ -901,7 +912,33 @@ type Batcher struct {
 
 // Do runs ms together; errs[i] is the failure of ms[i], if any.
 func (c *Batcher) Do(ctx context.Context, ms []kv.Message) ([]kv.Message, []error) {
-	return c.k.doBatch(ctx, ms, &c.st)
+	var full error
+	for i := range ms {
+		if full = c.k.checkSpace(&ms[i]); full != nil {
+			break
+		}
+	}
+	if full == nil {
+		return c.k.doBatch(ctx, ms, &c.st)
+	}
+	// The disk is full: the writes are refused, the rest run.
+	out, errs := make([]kv.Message, len(ms)), make([]error, len(ms))
+	var rest []kv.Message
+	var at []int
+	for i := range ms {
+		if writes(&ms[i]) > 0 {
+			errs[i] = full
+			continue
+		}
+		rest, at = append(rest, ms[i]), append(at, i)
+	}
+	if len(rest) > 0 {
+		o, e := c.k.doBatch(ctx, rest, &c.st)
+		for j, i := range at {
+			out[i], errs[i] = o[j], e[j]
+		}
+	}
+	return out, errs
 }
 
 // Abandoned reports, once, whether the last batch timed out while the

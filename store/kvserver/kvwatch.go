@@ -11,49 +11,57 @@ import (
 )
 
 // keyWatch lets readers wait for a key to be written on this node
-// (GET /kv/KEY?version=V&wait=D): the KV loop fires the watches of the
-// keys each round stored, once they are committed.
+// (GET /kv/KEY?version=V&wait=D, POST /kv-wait): the KV loop fires the
+// watches of the keys each round stored, once they are committed.
 type keyWatch struct {
 	n  atomic.Int64 // watches registered, so that the loop skips fire when none
 	mu sync.Mutex
-	m  map[string][]chan struct{}
+	m  map[string][]*watcher
 }
 
-// add registers a watch on key; its channel is closed at the next write
-// of the key stored here.
-func (w *keyWatch) add(key string) chan struct{} {
-	ch := make(chan struct{})
+// watcher is one registered watch: ch is closed at the next write of the
+// key stored here, and v is then that write's version.
+type watcher struct {
+	ch chan struct{}
+	v  uint64 // set before ch is closed
+}
+
+// add registers a watch on key.
+func (w *keyWatch) add(key string) *watcher {
+	wr := &watcher{ch: make(chan struct{})}
 	w.mu.Lock()
 	if w.m == nil {
-		w.m = map[string][]chan struct{}{}
+		w.m = map[string][]*watcher{}
 	}
-	w.m[key] = append(w.m[key], ch)
+	w.m[key] = append(w.m[key], wr)
 	w.mu.Unlock()
 	w.n.Add(1)
-	return ch
+	return wr
 }
 
 // remove drops a watch that has not fired.
-func (w *keyWatch) remove(key string, ch chan struct{}) {
+func (w *keyWatch) remove(key string, wr *watcher) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	chs := w.m[key]
-	for i, c := range chs {
-		if c == ch {
-			chs[i] = chs[len(chs)-1]
-			chs = chs[:len(chs)-1]
+	ws := w.m[key]
+	for i, c := range ws {
+		if c == wr {
+			ws[i] = ws[len(ws)-1]
+			ws[len(ws)-1] = nil
+			ws = ws[:len(ws)-1]
 			w.n.Add(-1)
 			break
 		}
 	}
-	if len(chs) == 0 {
+	if len(ws) == 0 {
 		delete(w.m, key)
 	} else {
-		w.m[key] = chs
+		w.m[key] = ws
 	}
 }
 
-// fire wakes the watches of the keys ops store.
+// fire wakes the watches of the keys ops store, each with the version
+// stored.
 func (w *keyWatch) fire(ops []kv.PersistOp) {
 	if w.n.Load() == 0 {
 		return
@@ -64,11 +72,12 @@ func (w *keyWatch) fire(ops []kv.PersistOp) {
 		if op.Put == nil {
 			continue
 		}
-		if chs, ok := w.m[string(op.Put.Key)]; ok {
-			for _, c := range chs {
-				close(c)
+		if ws, ok := w.m[string(op.Put.Key)]; ok {
+			for _, c := range ws {
+				c.v = op.Put.Version
+				close(c.ch)
 			}
-			w.n.Add(-int64(len(chs)))
+			w.n.Add(-int64(len(ws)))
 			delete(w.m, string(op.Put.Key))
 		}
 	}
@@ -79,13 +88,17 @@ func (w *keyWatch) fire(ops []kv.PersistOp) {
 // wake it.
 const watchRecheck = 20 * time.Millisecond
 
-// watchRecheckReplica bounds it on one of the key's replicas, which a
-// write of the key wakes: it reads again only in case the write reached
-// the key's other replicas and not this one (it was down, or the ring
-// moved), after 20 ms, then twice as long each time up to this.
-// Re-reading every 20 ms cost a quorum read per waiting read every 20 ms:
-// under a barrier's load (hundreds of reads waiting out a cross-region
-// lag) that was most of the nodes' CPU.
+// watchRecheckReplica bounds it on one of the key's replicas. There a
+// write of the key wakes the read, with the version stored, and only a
+// version at or above the one waited for is worth a quorum read: so a
+// read waiting out a cross-region lag costs one quorum read, the one the
+// arriving write wakes. The timer is only for a write
+// that reached the key's other replicas and not this one (a message
+// lost while W was met without it, or the ring moved): it bounds the
+// extra wait then. Re-reading every 20 ms, then with backoff from 20 ms,
+// cost a quorum read per waiting read every few tens of ms: under a
+// barrier's load (hundreds of reads waiting out a cross-region lag)
+// that was most of the nodes' CPU.
 const watchRecheckReplica = time.Second
 
 // MaxWait bounds the wait a read may ask for.
@@ -93,39 +106,93 @@ const MaxWait = time.Minute
 
 // GetAtLeast reads key (R overrides the read quorum when > 0) until the
 // read returns version want or newer, or wait passes (then it returns
-// what the last read found). It re-reads whenever this node stores a
-// write of the key, and otherwise every watchRecheck, or, on one of the
-// key's replicas, with backoff up to watchRecheckReplica.
+// what the last read found). On one of the key's replicas it reads at
+// quorum only once this node holds version want or newer (it looks
+// first, then waits for a write of the key at that version to land
+// here), and every watchRecheckReplica in case the write reached the
+// key's other replicas only; elsewhere it reads at once and then every
+// watchRecheck. Only a quorum read releases it: a version stored here is
+// not yet one a read at the region's quorum is sure to return.
 func (k *Server) GetAtLeast(ctx context.Context, key []byte, r int, want uint64, wait time.Duration) (kv.Record, bool, error) {
+	return k.StartWait(key, want).Result(ctx, r, wait)
+}
+
+// Wait is a GetAtLeast begun: StartWait registers it and looks in this
+// node's storage, Result waits. A caller with many waits starts them
+// all in one goroutine and waits for each in one of its own, which then
+// only waits (the look goes deep into storage: thousands of fresh
+// goroutines each growing its stack for it cost more than the look).
+type Wait struct {
+	k    *Server
+	key  []byte
+	want uint64
+	wr   *watcher // registered before the look: a write landing after it fires the watch
+	read bool     // whether the first step reads at quorum
+}
+
+// StartWait begins a GetAtLeast of key for version want; its Result must
+// be called.
+func (k *Server) StartWait(key []byte, want uint64) *Wait {
+	w := &Wait{k: k, key: key, want: want, wr: k.watch.add(string(key))}
+	w.read = !k.replicaOf(key) || k.holds(key, want)
+	return w
+}
+
+// Result waits as GetAtLeast does, up to wait from now.
+func (w *Wait) Result(ctx context.Context, r int, wait time.Duration) (kv.Record, bool, error) {
+	k, key, want := w.k, w.key, w.want
 	deadline := time.Now().Add(min(wait, MaxWait))
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
-	recheck := watchRecheck
+	var rec kv.Record
+	var found bool
+	wr, read, readAny := w.wr, w.read, false
 	for {
-		ch := k.watch.add(string(key))
-		rec, found, err := k.Get(ctx, key, r)
-		left := time.Until(deadline)
-		if err != nil || rec.Version >= want || left <= 0 {
-			k.watch.remove(string(key), ch)
-			return rec, found, err
+		if wr == nil {
+			wr = k.watch.add(string(key))
 		}
-		t.Reset(min(left, recheck))
+		if read {
+			var err error
+			rec, found, err = k.Get(ctx, key, r)
+			readAny = true
+			if err != nil || rec.Version >= want {
+				k.watch.remove(string(key), wr)
+				return rec, found, err
+			}
+		}
+		left := time.Until(deadline)
+		if left <= 0 && readAny {
+			k.watch.remove(string(key), wr)
+			return rec, found, nil
+		}
+		recheck := watchRecheck
+		if k.replicaOf(key) {
+			recheck = watchRecheckReplica
+		}
+		t.Reset(max(0, min(left, recheck)))
 		select {
-		case <-ch:
+		case <-wr.ch:
+			// An older write of the key changes nothing a quorum read
+			// would answer for want.
+			read = wr.v >= want
 		case <-t.C:
+			read = true
 		case <-ctx.Done():
 		}
 		t.Stop()
-		k.watch.remove(string(key), ch)
+		k.watch.remove(string(key), wr) // no-op once fired
+		wr = nil
 		if ctx.Err() != nil {
 			return rec, found, ctx.Err()
 		}
-		if k.replicaOf(key) {
-			recheck = min(2*recheck, watchRecheckReplica)
-		} else {
-			recheck = watchRecheck
-		}
 	}
+}
+
+// holds reports whether this node's storage holds key at version want
+// or newer (a failed look says no: the timer's read covers it).
+func (k *Server) holds(key []byte, want uint64) bool {
+	rec, ok, err := k.n.eng.KV().Get(key)
+	return err == nil && ok && rec.Version >= want
 }
 
 // Watches counts the reads waiting for a key to be written

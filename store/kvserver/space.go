@@ -1,0 +1,62 @@
+package kvserver
+
+import (
+	"time"
+
+	"tide/kv"
+)
+
+// A node whose disk is nearly full refuses writes before storage fails
+// (see engine.CheckSpace): a client's with a clear error (507, or a RESP
+// error that starts with "disk full"), a peer's by leaving it unanswered.
+// The coordinator of a peer's write then counts one replica less and
+// keeps a hint for it, as for a replica that is down; hand-offs and
+// anti-entropy push again later. Deletes are never refused: they are
+// how space returns.
+
+// writes returns the bytes m asks this node to store: 0 for a read or a
+// delete.
+func writes(m *kv.Message) int64 {
+	var n int64
+	switch m.Kind {
+	case kv.KindClientPut, kv.KindPut, kv.KindRegionPut:
+		if !m.Rec.Tomb {
+			n = int64(len(m.Rec.Key) + len(m.Rec.Value))
+		}
+	case kv.KindPutBatch, kv.KindPush:
+		for i := range m.Records {
+			if r := &m.Records[i]; !r.Tomb {
+				n += int64(len(r.Key) + len(r.Value))
+			}
+		}
+	}
+	return n
+}
+
+// checkSpace refuses a client's write m while the disk is below its
+// reserve.
+func (k *Server) checkSpace(m *kv.Message) error {
+	n := writes(m)
+	if n == 0 || m.Kind != kv.KindClientPut {
+		return nil
+	}
+	return k.n.eng.CheckSpace(n)
+}
+
+// refuses reports whether m, from a peer, is a write this node turns
+// away because its disk is below the reserve.
+func (k *Server) refuses(m *kv.Message) bool {
+	n := writes(m)
+	if n == 0 {
+		return false
+	}
+	err := k.n.eng.CheckSpace(n)
+	if err == nil {
+		return false
+	}
+	if now := time.Now().UnixNano(); now-k.refusalLogged.Load() > int64(10*time.Second) {
+		k.refusalLogged.Store(now)
+		k.n.log.Warn("kv: refusing replica writes", "kind", m.Kind.String(), "from", m.From, "err", err)
+	}
+	return true
+}

@@ -1,0 +1,152 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"tide/store/kvserver"
+	"tide/store/status"
+)
+
+// POST /kv-wait?wait=D waits for many writes in one request: what an
+// antipode barrier asks of its region (antipode/tideshim batches the
+// waits of every barrier in flight into one such request). Each write is
+// waited for as GET /kv/KEY?version=V&wait=D waits for it, and the
+// answer streams a line per write as its wait ends, in the order they
+// end, so that one slow write holds up no other.
+//
+// Request body, one line per write: the version, a space, the key
+// escaped as a URL path segment (url.PathEscape), "\n".
+//
+//	1733149573281738752 post-17
+//
+// Answer (200, text/plain), one line per write of the request, by its
+// index there (from 0):
+//
+//	ok 0 1733149573281738752   a read at the region's quorum returned this version, at or above the one asked for
+//	no 1 1733149570000000000   the wait passed; the last read returned this version (0: none)
+//	err 2 some message         the read failed
+//
+// A write the answer does not list (it ended early) was not seen.
+
+// maxWaitWrites bounds the writes one /kv-wait request may list.
+const maxWaitWrites = 4096
+
+// maxWaitBody bounds a /kv-wait request's body.
+const maxWaitBody = 8 << 20
+
+// waitedWrite is one line of a /kv-wait request.
+type waitedWrite struct {
+	key     []byte
+	version uint64
+}
+
+// parseWaits reads a /kv-wait request body.
+func parseWaits(body []byte) ([]waitedWrite, error) {
+	var out []waitedWrite
+	for line := range bytes.Lines(body) {
+		s, ok := bytes.CutSuffix(line, []byte("\n"))
+		if !ok {
+			return nil, fmt.Errorf("line %d: no newline at its end", len(out)+1)
+		}
+		vs, ks, ok := bytes.Cut(s, []byte(" "))
+		if !ok {
+			return nil, fmt.Errorf("line %d: want VERSION KEY", len(out)+1)
+		}
+		v, err := strconv.ParseUint(string(vs), 10, 64)
+		if err != nil || v == 0 {
+			return nil, fmt.Errorf("line %d: version %q: want a write's version (X-Tide-Version)", len(out)+1, vs)
+		}
+		key, err := url.PathUnescape(string(ks))
+		if err != nil || key == "" {
+			return nil, fmt.Errorf("line %d: key %q: want a non-empty key escaped as a URL path segment", len(out)+1, ks)
+		}
+		if len(out) == maxWaitWrites {
+			return nil, fmt.Errorf("more than %d writes", maxWaitWrites)
+		}
+		out = append(out, waitedWrite{key: []byte(key), version: v})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no write listed")
+	}
+	return out, nil
+}
+
+// waitResult is how one write's wait ended.
+type waitResult struct {
+	i   int
+	v   uint64 // the version the last read returned
+	ok  bool
+	err error
+}
+
+func (n *Node) handleKVWait(w http.ResponseWriter, r *http.Request) {
+	q, err := n.quorumParam(r, "r")
+	if err != nil {
+		n.fail(w, "kv_wait", err)
+		return
+	}
+	ws := r.URL.Query().Get("wait")
+	wait, err := time.ParseDuration(ws)
+	if err != nil || wait < 0 || wait > kvserver.MaxWait {
+		n.fail(w, "kv_wait", status.Errorf(http.StatusBadRequest, "wait=%q: want a duration such as 5s, at most %s", ws, kvserver.MaxWait))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxWaitBody+1))
+	if err != nil {
+		n.fail(w, "kv_wait", status.Errorf(http.StatusBadRequest, "read body: %v", err))
+		return
+	}
+	if len(body) > maxWaitBody {
+		n.fail(w, "kv_wait", status.Errorf(http.StatusRequestEntityTooLarge, "kv-wait: body over %d bytes", maxWaitBody))
+		return
+	}
+	writes, err := parseWaits(body)
+	if err != nil {
+		n.fail(w, "kv_wait", status.Errorf(http.StatusBadRequest, "kv-wait: %v", err))
+		return
+	}
+	ctx := r.Context()
+	results := make(chan waitResult, len(writes))
+	for i, wr := range writes {
+		kw := n.kv.StartWait(wr.key, wr.version) // here: see Wait
+		go func() {
+			rec, _, err := kw.Result(ctx, q, wait)
+			results <- waitResult{i: i, v: rec.Version, ok: err == nil && rec.Version >= wr.version, err: err}
+		}()
+	}
+	// The header goes at once: the client sends its next batch once it
+	// has it.
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	rc.Flush()
+	bw := bufio.NewWriter(w)
+	for range writes {
+		res := <-results
+		switch {
+		case res.ok:
+			fmt.Fprintf(bw, "ok %d %d\n", res.i, res.v)
+		case res.err != nil:
+			fmt.Fprintf(bw, "err %d %s\n", res.i, strings.ReplaceAll(res.err.Error(), "\n", " "))
+		default:
+			fmt.Fprintf(bw, "no %d %d\n", res.i, res.v)
+		}
+		if len(results) == 0 {
+			// Lines that end together go in one write.
+			if bw.Flush() != nil || rc.Flush() != nil {
+				break // the client is gone; ctx ends the waits
+			}
+		}
+	}
+	bw.Flush()
+	n.ok("kv_wait", 200)
+}
