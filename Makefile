@@ -78,8 +78,7 @@ vet:
 
 # The race detector slows the Paxos simulation tenfold, so the suite runs
 # under -race with 100 Paxos seeds, then the simulation alone with
-# $(PAXOS_SEEDS) seeds (and 400 seeds of the KV simulation whose ring
-# follows failures, which the race half runs 50 of). The end-to-end tests (cmd/tide, whose nodes are
+# $(PAXOS_SEEDS) seeds. The end-to-end tests (cmd/tide, whose nodes are
 # child processes built without -race) and the Docker, AWS and Kubernetes
 # provisioners run without -race: compiling their SDKs with the race
 # detector was most of a cold CI run, and their concurrency is in the
@@ -92,7 +91,7 @@ RACE_PKGS = $(filter-out $(PLAIN_PKGS),$(shell $(GO) list ./...))
 test: deps tidy vet
 	TIDE_SIM_SEEDS=$(SIM_SEEDS) TIDE_PAXOS_SEEDS=100 $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(NOCGO) $(GO) test -count=1 -timeout 20m $(PLAIN_PKGS)
-	$(NOCGO) TIDE_PAXOS_SEEDS=$(PAXOS_SEEDS) TIDE_KV_RING_SEEDS=400 $(GO) test -count=1 -timeout 20m -run 'TestPaxos|TestKVRingFollowsFailures' ./sim
+	$(NOCGO) TIDE_PAXOS_SEEDS=$(PAXOS_SEEDS) $(GO) test -count=1 -timeout 20m -run 'TestPaxos' ./sim
 	$(NOCGO) $(GO) run ./tools/mutants
 
 # Run each fuzz target for a while (not part of `make test`, which replays

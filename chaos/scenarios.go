@@ -30,9 +30,10 @@ var Scenarios = []Scenario{
 	{
 		Name: "kill", About: "kill -9 of a replica, started again on its data; a graceful restart of another",
 		Nodes: 4, Duration: 18 * time.Second, KV: smallKV, Files: smallFiles,
-		// Once found a KV history porcupine rejected: a crashed member
-		// stopped counting in the ring views at once (fixed; see
-		// kv.Node.MemberLeft and sim's TestKVRingFollowsFailures).
+		// Seen once, in a clean-clone make test at 8e5781b (2026-12-02):
+		// no acknowledged write lost, but porcupine found the KV history
+		// not linearizable (4,825 of 4,838 operations acknowledged).
+		Open: "a kill -9 of a replica and a restart of another once left a KV history porcupine found not linearizable; the cause, reproduced by sim's TestKVRingFollowsFailures: a member the ring walk drops (crashed) stops counting in every ring view at once, so a write it and one other replica acknowledged can be missed by a read of the new preference list",
 		Steps: []Step{
 			{At: 3 * time.Second, Fault: Kill("n2"), For: 5 * time.Second},
 			{At: 11 * time.Second, Fault: Restart("n4")},

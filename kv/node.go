@@ -106,14 +106,7 @@ type Node struct {
 	// no write counts it toward W: it may exit before handing off what
 	// arrived last, while coordinators that have not seen it go still
 	// route to it.
-	leaving bool
-	// left lists members that announced they left the ring (MemberLeft):
-	// they handed their data off first, so a view of the transition
-	// window stops counting them as soon as they are out of the ring. A
-	// member that drops out of the ring without one (it crashed, or is cut
-	// off) keeps counting in the views that had it until they expire: it
-	// may hold the only other copy of an acknowledged write.
-	left     []string
+	leaving  bool
 	diverged bool // the last comparison found differences
 	// marks holds, for each of the last SettleTicks+1 ticks, the newest
 	// version this node had seen or could mint then (see horizon).

@@ -14,9 +14,9 @@ import (
 type prevView struct {
 	ring  Ring
 	until int
-	// gone lists the view's members that left the ring and announced it
-	// (see Node.left). They handed their data off before they left, so
-	// the view's quorums do not wait for them.
+	// gone lists the view's members that are no longer in the ring. They
+	// handed their data off before they left (or crashed, and cannot
+	// answer), so the view's quorums do not wait for them.
 	gone []string
 }
 
@@ -39,16 +39,12 @@ func (p prevView) preference(pos uint32, n int) []string {
 // SetRing replaces the node's view of the ring (membership changed, or the
 // node is draining and must count itself out).
 //
-// A view replaced by one that adds or loses a member stays in the
-// transition window (see Node.prev). A member that left and said so
-// (MemberLeft) is dropped from every view of the window at once, not only
-// from the view replaced: a departing node hands its data off before it
-// leaves, and a view that still waited for it would stall every request
-// whose preference list named it until the view expired. A member that
-// vanished without a word (a crash, a partition, a walk of the ring that
-// missed it) is not: the replaced view keeps counting it, so a write that
-// it and one other replica acknowledged is still found by every read
-// until the new preference lists hold it too.
+// A view replaced by one that adds a member stays in the transition window
+// (see Node.prev). A member that leaves is dropped from every view of the
+// window at once, not only from the view replaced: a departing node hands
+// its data off before it leaves, and a view that still waited for it would
+// stall every request whose preference list named it until the view
+// expired.
 func (n *Node) SetRing(r Ring) {
 	oldRing := n.ring
 	old := fmtMembers(oldRing.Members())
@@ -67,49 +63,37 @@ func (n *Node) SetRing(r Ring) {
 			}
 			prev = NewStaticRing(r.Position, ms)
 		}
-		if len(prev.Members()) > 0 {
+		if joined(prev.Members(), r.Members()) && len(prev.Members()) > 0 {
 			n.prev = append(n.prev, prevView{ring: prev, until: n.now + n.cfg.TransitionTicks})
 		}
-		// A member back in the ring (a standby added again) is no longer
-		// one that left.
-		n.left = slices.DeleteFunc(n.left, func(a string) bool { return hasAddr(r.Members(), a) })
-		n.pruneViews()
+		live := n.prev[:0]
+		for _, p := range n.prev {
+			p.gone = p.gone[:0]
+			for _, mb := range p.ring.Members() {
+				if !hasAddr(r.Members(), mb.Addr) && !slices.Contains(p.gone, mb.Addr) {
+					p.gone = append(p.gone, mb.Addr)
+				}
+			}
+			if len(p.gone) < len(distinctAddrs(p.ring.Members())) {
+				live = append(live, p)
+			}
+		}
+		clear(n.prev[len(live):])
+		n.prev = live
 	}
 	if fmtMembers(r.Members()) != n.lastMembers {
 		n.lastSync = n.now - n.cfg.SyncTicks // compare at the next tick, hand off once the ring is stable
 	}
 }
 
-// MemberLeft records that the member at addr announced it left the ring
-// (or is leaving it) after handing its data off: once the ring drops it, no
-// view of the transition window waits for it. Without the announcement a
-// member that drops out of the ring is taken for crashed, and the views
-// that had it keep counting it until they expire.
-func (n *Node) MemberLeft(addr string) {
-	if !slices.Contains(n.left, addr) {
-		n.left = append(n.left, addr)
-	}
-	n.pruneViews()
-}
-
-// pruneViews marks, in every view of the transition window, the members
-// that left (announced, and out of the current ring) as gone, and drops
-// the views with no member left.
-func (n *Node) pruneViews() {
-	live := n.prev[:0]
-	for _, p := range n.prev {
-		p.gone = p.gone[:0]
-		for _, mb := range p.ring.Members() {
-			if !hasAddr(n.ring.Members(), mb.Addr) && slices.Contains(n.left, mb.Addr) && !slices.Contains(p.gone, mb.Addr) {
-				p.gone = append(p.gone, mb.Addr)
-			}
-		}
-		if len(p.gone) < len(distinctAddrs(p.ring.Members())) {
-			live = append(live, p)
+// joined reports whether next has a member (by address) that prev lacks.
+func joined(prev, next []Member) bool {
+	for _, m := range next {
+		if !hasAddr(prev, m.Addr) {
+			return true
 		}
 	}
-	clear(n.prev[len(live):])
-	n.prev = live
+	return false
 }
 
 func hasAddr(ms []Member, addr string) bool {
@@ -183,13 +167,4 @@ func fmtMembers(ms []Member) string {
 // SetLeaving tells the node it is draining out of the ring (on), or that
 // a leave failed and it stays (off). A leaving node acknowledges no
 // replica write (see Node.leaving).
-func (n *Node) SetLeaving(on bool) {
-	n.leaving = on
-	// Its own views stop counting it too: what it holds is being handed
-	// off, and it acknowledges nothing.
-	if on {
-		n.MemberLeft(n.self)
-	} else {
-		n.left = slices.DeleteFunc(n.left, func(a string) bool { return a == n.self })
-	}
-}
+func (n *Node) SetLeaving(on bool) { n.leaving = on }

@@ -46,14 +46,6 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 		w.Write(rec.Value)
 	})
 	mux.HandleFunc("POST /internal/ring-changed", func(w http.ResponseWriter, r *http.Request) {
-		// ?left=PEER: the member at that KV peer address left the ring
-		// after handing its data off (see kvserver.Server.MemberLeft).
-		if left := r.URL.Query().Get("left"); left != "" {
-			if err := n.kv.MemberLeft(r.Context(), left); err != nil {
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-		}
 		// Stabilize at once rather than at the next Chord tick, so that a
 		// new member's predecessor adopts it and the walk that follows
 		// finds it.

@@ -109,7 +109,7 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 	if err := n.ring.Leave(ctx); err != nil {
 		n.log.Warn("leave: a neighbour was not told; stabilization will catch up", "err", err)
 	}
-	n.announceLeft(ctx)
+	n.announceRingChange(ctx)
 	moved := 0
 	var err error
 	for attempt := range 600 {
