@@ -21,34 +21,14 @@ type CasOutput struct {
 	Value string // get, incr, append: the value after; getset: the one before
 }
 
-type casState struct {
-	present bool
-	value   string
-}
-
 // CasModel is a linearizable single-copy map of strings with Redis's
 // INCRBY, SETNX, GETSET and APPEND, partitioned by key, for porcupine.
 // An incr of a value that is not an integer fails and is not recorded.
 var CasModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[string][]porcupine.Operation{}
-		var keys []string
-		for _, op := range history {
-			k := op.Input.(CasInput).Key
-			if _, ok := byKey[k]; !ok {
-				keys = append(keys, k)
-			}
-			byKey[k] = append(byKey[k], op)
-		}
-		out := make([][]porcupine.Operation, 0, len(keys))
-		for _, k := range keys {
-			out = append(out, byKey[k])
-		}
-		return out
-	},
-	Init: func() any { return casState{} },
+	Partition: partitionBy(func(in any) string { return in.(CasInput).Key }),
+	Init:      func() any { return kvState{} },
 	Step: func(state, input, output any) (bool, any) {
-		s := state.(casState)
+		s := state.(kvState)
 		in := input.(CasInput)
 		next := s
 		var want CasOutput
@@ -64,18 +44,18 @@ var CasModel = porcupine.Model{
 				}
 			}
 			d, _ := strconv.ParseInt(in.Value, 10, 64)
-			next = casState{true, strconv.FormatInt(v+d, 10)}
+			next = kvState{true, strconv.FormatInt(v+d, 10)}
 			want = CasOutput{Value: next.value}
 		case "setnx":
 			if !s.present {
-				next = casState{true, in.Value}
+				next = kvState{true, in.Value}
 			}
 			want = CasOutput{Found: !s.present}
 		case "getset":
-			next = casState{true, in.Value}
+			next = kvState{true, in.Value}
 			want = CasOutput{Found: s.present, Value: s.value}
 		case "append":
-			next = casState{true, s.value + in.Value}
+			next = kvState{true, s.value + in.Value}
 			want = CasOutput{Value: next.value}
 		default:
 			return false, s

@@ -33,23 +33,8 @@ type kvState struct {
 // KVModel is a linearizable single-copy key-value map, partitioned by key,
 // for porcupine.
 var KVModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byKey := map[string][]porcupine.Operation{}
-		var keys []string
-		for _, op := range history {
-			k := op.Input.(KVInput).Key
-			if _, ok := byKey[k]; !ok {
-				keys = append(keys, k)
-			}
-			byKey[k] = append(byKey[k], op)
-		}
-		out := make([][]porcupine.Operation, 0, len(keys))
-		for _, k := range keys {
-			out = append(out, byKey[k])
-		}
-		return out
-	},
-	Init: func() any { return kvState{} },
+	Partition: partitionBy(func(in any) string { return in.(KVInput).Key }),
+	Init:      func() any { return kvState{} },
 	Step: func(state, input, output any) (bool, any) {
 		s := state.(kvState)
 		in := input.(KVInput)
@@ -144,4 +129,25 @@ func IllegalKeys(history []porcupine.Operation, via func(i int) string) []string
 		out = append(out, b.String())
 	}
 	return out
+}
+
+// partitionBy splits a history into one per key, keys in order of first
+// appearance, for a porcupine model partitioned by key.
+func partitionBy(key func(input any) string) func([]porcupine.Operation) [][]porcupine.Operation {
+	return func(history []porcupine.Operation) [][]porcupine.Operation {
+		byKey := map[string][]porcupine.Operation{}
+		var keys []string
+		for _, op := range history {
+			k := key(op.Input)
+			if _, ok := byKey[k]; !ok {
+				keys = append(keys, k)
+			}
+			byKey[k] = append(byKey[k], op)
+		}
+		out := make([][]porcupine.Operation, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, byKey[k])
+		}
+		return out
+	}
 }
