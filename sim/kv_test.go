@@ -196,10 +196,10 @@ func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 			case 1:
 				if net.Down(a) {
 					events = append(events, fmt.Sprintf("tick %d: %s restarted", net.Now, a))
+					delete(downSince, a)
+					views[a] = ""
+					net.Restart(a)
 				}
-				delete(downSince, a)
-				views[a] = ""
-				net.Restart(a)
 			case 2:
 				net.Partition(a, addrs[net.Rand.IntN(len(addrs))])
 			default:
