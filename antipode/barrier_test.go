@@ -41,8 +41,8 @@ func TestBarrierWaitsForEveryStore(t *testing.T) {
 	reg := NewRegistry()
 	reg.Register("posts", trackerWaiter(&Tracker{Position: posts.position}))
 	reg.Register("users", trackerWaiter(&Tracker{Position: users.position}))
-	ctx := Write(context.Background(), WriteID{"posts", "p", 10})
-	ctx = Write(ctx, WriteID{"users", "u", 3})
+	ctx := Write(context.Background(), WriteID{Store: "posts", Key: "p", Version: 10})
+	ctx = Write(ctx, WriteID{Store: "users", Key: "u", Version: 3})
 
 	done := make(chan error, 1)
 	go func() { done <- reg.Barrier(ctx) }()
@@ -67,8 +67,8 @@ func TestBarrierDeadlineNamesPendingWrites(t *testing.T) {
 	posts := &replica{pos: 4, fail: nil}
 	reg := NewRegistry()
 	reg.Register("posts", trackerWaiter(&Tracker{Position: posts.position}))
-	ctx := Write(context.Background(), WriteID{"posts", "seen", 4})
-	ctx = Write(ctx, WriteID{"posts", "late", 9})
+	ctx := Write(context.Background(), WriteID{Store: "posts", Key: "seen", Version: 4})
+	ctx = Write(ctx, WriteID{Store: "posts", Key: "late", Version: 9})
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
 	defer cancel()
 	err := reg.Barrier(ctx)
@@ -76,7 +76,7 @@ func TestBarrierDeadlineNamesPendingWrites(t *testing.T) {
 	if !errors.As(err, &be) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want a *BarrierError wrapping DeadlineExceeded", err)
 	}
-	if len(be.Pending) != 1 || be.Pending[0].Write != (WriteID{"posts", "late", 9}) || be.Total != 2 {
+	if len(be.Pending) != 1 || be.Pending[0].Write != (WriteID{Store: "posts", Key: "late", Version: 9}) || be.Total != 2 {
 		t.Fatalf("pending = %+v of %d", be.Pending, be.Total)
 	}
 	if msg := err.Error(); !strings.Contains(msg, "posts/late@9") || strings.Contains(msg, "posts/seen") || !strings.Contains(msg, "1 of 2") {
@@ -91,7 +91,7 @@ func TestBarrierUnreachableStore(t *testing.T) {
 	tr := &Tracker{Position: r.position}
 	reg := NewRegistry()
 	reg.Register("posts", trackerWaiter(tr))
-	ctx, cancel := context.WithTimeout(Write(context.Background(), WriteID{"posts", "p", 1}), 50*time.Millisecond)
+	ctx, cancel := context.WithTimeout(Write(context.Background(), WriteID{Store: "posts", Key: "p", Version: 1}), 50*time.Millisecond)
 	defer cancel()
 	err := reg.Barrier(ctx)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "connection refused") {
@@ -114,7 +114,7 @@ func TestBarrierUnreachableStore(t *testing.T) {
 
 func TestBarrierWithoutWaiterFails(t *testing.T) {
 	reg := NewRegistry()
-	err := reg.Barrier(Write(context.Background(), WriteID{"unknown", "k", 1}))
+	err := reg.Barrier(Write(context.Background(), WriteID{Store: "unknown", Key: "k", Version: 1}))
 	if !errors.Is(err, ErrNoWaiter) || !strings.Contains(err.Error(), `"unknown"`) {
 		t.Fatalf("err = %v", err)
 	}

@@ -9,13 +9,17 @@ import (
 	"slices"
 )
 
-// The lineage encoding, format version 1. Binary form, every integer an
-// unsigned LEB128 varint (encoding/binary's Uvarint):
+// The lineage encoding, format versions 1 and 2. Binary form, every
+// integer an unsigned LEB128 varint (encoding/binary's Uvarint):
 //
-//	format    1 byte, = 1
+//	format    1 byte, = 1 or 2
 //	nstores   varint; then per store: length varint, name bytes (UTF-8, non-empty)
 //	nwrites   varint; then per write: store index varint (< nstores),
-//	          key length varint, key bytes, version varint
+//	          key length varint, key bytes, version varint,
+//	          and in format 2 only: origin varint (WriteID.Origin, 0: none)
+//
+// A lineage none of whose writes has an origin is written in format 1, so
+// that builds that read format 1 only still read it.
 //
 // Store names are listed once and writes refer to them by index, so a
 // lineage of many writes to a few stores costs little more than its keys.
@@ -27,8 +31,8 @@ import (
 // ErrFormatVersion on a newer one rather than guess. Decoders bound their
 // work by the input's length, which is at most MaxEncodedLen bytes.
 const (
-	// FormatVersion is the encoding this build writes.
-	FormatVersion = 1
+	// FormatVersion is the newest encoding this build reads and writes.
+	FormatVersion = 2
 	// MaxEncodedLen bounds the binary form a decoder accepts.
 	MaxEncodedLen = 64 << 10
 	// Header is the HTTP header (and NATS header, and gRPC metadata key in
@@ -48,8 +52,15 @@ var ErrMalformed = errors.New("malformed lineage")
 func (l *Lineage) MarshalBinary() ([]byte, error) {
 	ws := l.Writes()
 	stores := sortedStores(ws)
+	format := byte(1)
+	for _, w := range ws {
+		if w.Origin != 0 {
+			format = 2
+			break
+		}
+	}
 	b := make([]byte, 0, 16+len(ws)*12)
-	b = append(b, FormatVersion)
+	b = append(b, format)
 	b = binary.AppendUvarint(b, uint64(len(stores)))
 	for _, s := range stores {
 		b = binary.AppendUvarint(b, uint64(len(s)))
@@ -62,6 +73,9 @@ func (l *Lineage) MarshalBinary() ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(len(w.Key)))
 		b = append(b, w.Key...)
 		b = binary.AppendUvarint(b, w.Version)
+		if format >= 2 {
+			b = binary.AppendUvarint(b, w.Origin)
+		}
 	}
 	if len(b) > MaxEncodedLen {
 		return nil, fmt.Errorf("lineage of %d writes encodes to %d bytes, over the %d-byte limit", len(ws), len(b), MaxEncodedLen)
@@ -216,7 +230,8 @@ func decode(b []byte) ([]WriteID, error) {
 	if len(b) > MaxEncodedLen {
 		return nil, fmt.Errorf("%w: %d bytes, over the %d-byte limit", ErrMalformed, len(b), MaxEncodedLen)
 	}
-	switch v := b[0]; {
+	format := b[0]
+	switch v := format; {
 	case v == 0:
 		return nil, fmt.Errorf("%w: format version 0", ErrMalformed)
 	case v > FormatVersion:
@@ -229,7 +244,11 @@ func decode(b []byte) ([]WriteID, error) {
 			d.fail("empty store name")
 		}
 	}
-	ws := make([]WriteID, d.count("writes", 3))
+	minWrite := 3 // index, key length, version
+	if format >= 2 {
+		minWrite++ // origin
+	}
+	ws := make([]WriteID, d.count("writes", minWrite))
 	for i := range ws {
 		si := d.uvarint("store index")
 		if d.err == nil && si >= uint64(len(stores)) {
@@ -237,10 +256,14 @@ func decode(b []byte) ([]WriteID, error) {
 		}
 		key := d.str("key")
 		ver := d.uvarint("version")
+		var origin uint64
+		if format >= 2 {
+			origin = d.uvarint("origin")
+		}
 		if d.err != nil {
 			return nil, d.err
 		}
-		ws[i] = WriteID{Store: stores[si], Key: key, Version: ver}
+		ws[i] = WriteID{Store: stores[si], Key: key, Version: ver, Origin: origin}
 	}
 	if d.err == nil && d.off != len(b) {
 		d.fail("%d trailing bytes", len(b)-d.off)

@@ -13,14 +13,18 @@ import (
 func FuzzDecode(f *testing.F) {
 	for _, l := range []*Lineage{
 		NewLineage(),
-		NewLineage(WriteID{"posts", "post-1", 1}),
-		NewLineage(WriteID{"posts", "a", 1 << 62}, WriteID{"posts", "b", 0}, WriteID{"notes", "topic", 99}),
+		NewLineage(WriteID{Store: "posts", Key: "post-1", Version: 1}),
+		NewLineage(WriteID{Store: "posts", Key: "o", Version: 5, Origin: 1<<64 - 1}, WriteID{Store: "posts", Key: "p", Version: 6}),
+		NewLineage(WriteID{Store: "posts", Key: "a", Version: 1 << 62}, WriteID{Store: "posts", Key: "b", Version: 0}, WriteID{Store: "notes", Key: "topic", Version: 99}),
 	} {
 		b, _ := l.MarshalBinary()
 		f.Add(b)
 	}
 	f.Add([]byte{})
 	f.Add([]byte{2, 0, 0})
+	f.Add([]byte{3, 0, 0})
+	f.Add([]byte{2, 1, 1, 'p', 1, 0, 1, 'k', 1})               // format 2 without the origin
+	f.Add([]byte{2, 1, 1, 'p', 1, 0, 1, 'k', 1, 0})            // format 2, origin 0: re-encodes as format 1
 	f.Add([]byte{1, 1, 1, 'p', 2, 0, 1, 'k', 1, 0, 1, 'k', 2}) // one key twice
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var l Lineage
@@ -47,7 +51,7 @@ func FuzzDecode(f *testing.F) {
 
 // FuzzDecodeText does the same through the header form.
 func FuzzDecodeText(f *testing.F) {
-	t, _ := NewLineage(WriteID{"posts", "post-1", 77}).MarshalText()
+	t, _ := NewLineage(WriteID{Store: "posts", Key: "post-1", Version: 77}).MarshalText()
 	f.Add(string(t))
 	f.Add("")
 	f.Add("AQ")

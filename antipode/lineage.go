@@ -36,10 +36,17 @@ import (
 // What the version means is the shim's business: a replication offset for
 // Redis, a WAL position (LSN) for PostgreSQL, a stream sequence for NATS
 // JetStream, a slot for the tide log.
+//
+// Origin, when not 0, names the writer whose sequence Version is from,
+// for stores whose replicas learn how far each writer has replicated (a
+// watermark): the tide store's node incarnation that coordinated the
+// write (X-Tide-Origin). A shim that has it may wait for the writer's
+// watermark to pass Version instead of reading the key.
 type WriteID struct {
 	Store   string
 	Key     string
 	Version uint64
+	Origin  uint64
 }
 
 // String returns store/key@version, the form errors use.
@@ -78,7 +85,9 @@ func (l *Lineage) Add(w WriteID) {
 	defer l.mu.Unlock()
 	i, found := slices.BinarySearchFunc(l.writes, w, compareIDs)
 	if found {
-		l.writes[i].Version = max(l.writes[i].Version, w.Version)
+		if cur := &l.writes[i]; w.Version > cur.Version || (w.Version == cur.Version && cur.Origin == 0) {
+			cur.Version, cur.Origin = w.Version, w.Origin
+		}
 		return
 	}
 	l.writes = slices.Insert(l.writes, i, w)

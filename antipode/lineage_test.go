@@ -13,13 +13,13 @@ import (
 
 func TestLineageKeepsNewestVersionPerKey(t *testing.T) {
 	l := NewLineage(
-		WriteID{"posts", "b", 7},
-		WriteID{"posts", "a", 3},
-		WriteID{"posts", "b", 5},
-		WriteID{"users", "a", 1},
-		WriteID{"posts", "a", 9},
+		WriteID{Store: "posts", Key: "b", Version: 7},
+		WriteID{Store: "posts", Key: "a", Version: 3},
+		WriteID{Store: "posts", Key: "b", Version: 5},
+		WriteID{Store: "users", Key: "a", Version: 1},
+		WriteID{Store: "posts", Key: "a", Version: 9},
 	)
-	want := []WriteID{{"posts", "a", 9}, {"posts", "b", 7}, {"users", "a", 1}}
+	want := []WriteID{{Store: "posts", Key: "a", Version: 9}, {Store: "posts", Key: "b", Version: 7}, {Store: "users", Key: "a", Version: 1}}
 	if got := l.Writes(); !slices.Equal(got, want) {
 		t.Fatalf("writes = %v, want %v", got, want)
 	}
@@ -31,9 +31,9 @@ func TestLineageKeepsNewestVersionPerKey(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	cases := []*Lineage{
 		NewLineage(),
-		NewLineage(WriteID{"posts", "post-1", 1}),
-		NewLineage(WriteID{"posts", "", 0}, WriteID{"posts", "k", math.MaxUint64}),
-		NewLineage(WriteID{"a", "x", 1}, WriteID{"b", "ünïcode key", 1 << 40}, WriteID{"c", strings.Repeat("k", 300), 12345}),
+		NewLineage(WriteID{Store: "posts", Key: "post-1", Version: 1}),
+		NewLineage(WriteID{Store: "posts", Key: "", Version: 0}, WriteID{Store: "posts", Key: "k", Version: math.MaxUint64}),
+		NewLineage(WriteID{Store: "a", Key: "x", Version: 1}, WriteID{Store: "b", Key: "ünïcode key", Version: 1 << 40}, WriteID{Store: "c", Key: strings.Repeat("k", 300), Version: 12345}),
 	}
 	for _, l := range cases {
 		b, err := l.MarshalBinary()
@@ -68,7 +68,7 @@ func TestRoundTrip(t *testing.T) {
 func TestEncodingIsCompact(t *testing.T) {
 	l := NewLineage()
 	for i := range 100 {
-		l.Add(WriteID{"posts", "post-" + string(rune('a'+i%26)) + string(rune('a'+i/26)), uint64(1_000_000 + i)})
+		l.Add(WriteID{Store: "posts", Key: "post-" + string(rune('a'+i%26)) + string(rune('a'+i/26)), Version: uint64(1_000_000 + i)})
 	}
 	b, _ := l.MarshalBinary()
 	// 1 format + 1 + 1+5 store table + 1 count; per write: 1 index + 1 len + 7 key + 3 version.
@@ -78,20 +78,46 @@ func TestEncodingIsCompact(t *testing.T) {
 }
 
 func TestDecodeNewerFormatFailsClearly(t *testing.T) {
-	b, _ := NewLineage(WriteID{"posts", "k", 1}).MarshalBinary()
+	b, _ := NewLineage(WriteID{Store: "posts", Key: "k", Version: 1}).MarshalBinary()
 	b[0] = FormatVersion + 1
 	var l Lineage
 	err := l.UnmarshalBinary(b)
 	if !errors.Is(err, ErrFormatVersion) {
 		t.Fatalf("err = %v, want ErrFormatVersion", err)
 	}
-	if !strings.Contains(err.Error(), "format version 2") || !strings.Contains(err.Error(), "upgrade") {
+	if !strings.Contains(err.Error(), "format version 3") || !strings.Contains(err.Error(), "upgrade") {
 		t.Fatalf("error %q does not say which version or what to do", err)
 	}
 	h := http.Header{}
-	h.Set(Header, "Ag") // base64url of the single byte 0x02
+	h.Set(Header, "Aw") // base64url of the single byte 0x03
 	if _, err := Extract(context.Background(), h); !errors.Is(err, ErrFormatVersion) {
-		t.Fatalf("Extract of a version-2 header: %v", err)
+		t.Fatalf("Extract of a version-3 header: %v", err)
+	}
+}
+
+// Writes with an origin take format 2, which carries it; a lineage with
+// none is still written in format 1, as builds that read only format 1
+// expect. Adding a write again keeps the newer version with its origin.
+func TestEncodingOrigins(t *testing.T) {
+	plain := NewLineage(WriteID{Store: "posts", Key: "k", Version: 7})
+	b, _ := plain.MarshalBinary()
+	if want := []byte{1, 1, 5, 'p', 'o', 's', 't', 's', 1, 0, 1, 'k', 7}; !slices.Equal(b, want) {
+		t.Fatalf("without origins: %x, want format 1 %x", b, want)
+	}
+	l := NewLineage(WriteID{Store: "posts", Key: "k", Version: 7, Origin: 1 << 63}, WriteID{Store: "posts", Key: "j", Version: 3})
+	b, _ = l.MarshalBinary()
+	if b[0] != 2 {
+		t.Fatalf("with an origin: format %d, want 2", b[0])
+	}
+	var got Lineage
+	if err := got.UnmarshalBinary(b); err != nil || !slices.Equal(got.Writes(), l.Writes()) {
+		t.Fatalf("round trip of %v: %v, %v", l, &got, err)
+	}
+	l.Add(WriteID{Store: "posts", Key: "k", Version: 6, Origin: 5})
+	l.Add(WriteID{Store: "posts", Key: "j", Version: 4, Origin: 9})
+	want := []WriteID{{Store: "posts", Key: "j", Version: 4, Origin: 9}, {Store: "posts", Key: "k", Version: 7, Origin: 1 << 63}}
+	if !slices.Equal(l.Writes(), want) {
+		t.Fatalf("after adds: %v, want %v", l.Writes(), want)
 	}
 }
 
@@ -123,17 +149,17 @@ func TestContextWriteAndTransfer(t *testing.T) {
 	if FromContext(ctx) != nil {
 		t.Fatal("background has a lineage")
 	}
-	ctx1 := Write(ctx, WriteID{"posts", "a", 1})
-	ctx2 := Write(ctx1, WriteID{"posts", "b", 2})
+	ctx1 := Write(ctx, WriteID{Store: "posts", Key: "a", Version: 1})
+	ctx2 := Write(ctx1, WriteID{Store: "posts", Key: "b", Version: 2})
 	if ctx2 != ctx1 {
 		t.Fatal("Write on a context with a lineage returned another context")
 	}
 	if n := FromContext(ctx1).Len(); n != 2 {
 		t.Fatalf("lineage has %d writes, want 2 (shared by the request)", n)
 	}
-	other := Write(context.Background(), WriteID{"users", "u", 5})
+	other := Write(context.Background(), WriteID{Store: "users", Key: "u", Version: 5})
 	moved := Transfer(other, ctx1)
-	want := []WriteID{{"posts", "a", 1}, {"posts", "b", 2}, {"users", "u", 5}}
+	want := []WriteID{{Store: "posts", Key: "a", Version: 1}, {Store: "posts", Key: "b", Version: 2}, {Store: "users", Key: "u", Version: 5}}
 	if got := FromContext(moved).Writes(); !slices.Equal(got, want) {
 		t.Fatalf("transferred = %v, want %v", got, want)
 	}
@@ -150,7 +176,7 @@ func TestInjectExtract(t *testing.T) {
 	if err := Inject(context.Background(), h); err != nil || len(h) != 0 {
 		t.Fatalf("inject of no lineage wrote %v (%v)", h, err)
 	}
-	ctx := Write(context.Background(), WriteID{"posts", "p1", 42})
+	ctx := Write(context.Background(), WriteID{Store: "posts", Key: "p1", Version: 42})
 	if err := Inject(ctx, h); err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +184,7 @@ func TestInjectExtract(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w := FromContext(got).Writes(); !slices.Equal(w, []WriteID{{"posts", "p1", 42}}) {
+	if w := FromContext(got).Writes(); !slices.Equal(w, []WriteID{{Store: "posts", Key: "p1", Version: 42}}) {
 		t.Fatalf("extracted %v", w)
 	}
 	h.Set(Header, "%%%")

@@ -399,6 +399,10 @@ func (c *Controller) scaleOut(ctx context.Context, sys string, d Decision, obs m
 		c.Events.Add(Event{Time: time.Now(), System: sys, Action: ActScaleOut, Reason: fmt.Sprintf("%s; retrying in %s", d.Reason, b),
 			Instance: in, Outcome: "failed", Error: err.Error(), Seconds: time.Since(start).Seconds()})
 	}
+	// The ring it must join is the one seen before the launch: the
+	// controller's loop keeps reading the ring while the launch runs, and
+	// by the time it returns the ring may already hold the new node.
+	want := len(c.ringOf(ins)) + 1
 	c.save(ctx, &Pending{System: sys, Action: ActScaleOut, Phase: "launch", Reason: d.Reason, Started: start})
 	defer func() {
 		if ctx.Err() == nil {
@@ -415,7 +419,7 @@ func (c *Controller) scaleOut(ctx context.Context, sys string, d Decision, obs m
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.ReadyTimeout)
 	defer cancel()
-	if err := c.Ready(rctx, in, len(c.ringOf(ins))+1); err != nil {
+	if err := c.Ready(rctx, in, want); err != nil {
 		if ctx.Err() != nil {
 			return
 		}

@@ -26,6 +26,7 @@ type fakeProv struct {
 	terminated []string
 	drainGate  chan struct{} // if set, Drain waits for it
 	exitAfter  bool          // launched instances exit at once
+	onLaunch   func()        // if set, runs inside Launch
 }
 
 func (f *fakeProv) Name() string { return "fake" }
@@ -34,6 +35,9 @@ func (f *fakeProv) Launch(ctx context.Context, s provision.Spec) (provision.Inst
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.launches++
+	if f.onLaunch != nil {
+		f.onLaunch()
+	}
 	if f.failLaunch > 0 {
 		f.failLaunch--
 		return provision.Instance{}, errors.New("no capacity in zone")
@@ -386,4 +390,31 @@ func TestControllerFinishesPlatformDrain(t *testing.T) {
 			t.Fatalf("events %+v", c.Events.Since(0))
 		}
 	})
+}
+
+// The ring size a new node must reach is the one seen before its launch:
+// a ring read during the launch that already holds the new node must not
+// make the controller wait for one more member than will ever come.
+func TestControllerWaitsForRingBeforeLaunch(t *testing.T) {
+	prov := &fakeProv{}
+	for range 2 {
+		prov.Launch(t.Context(), provision.Spec{})
+	}
+	src := &fakeSource{pct: map[string]float64{"node1": 1, "node2": 1}}
+	c := newTestController(t, prov, src, StoreConfig{Min: 3, Periods: 1})
+	c.ring = []RingMember{{Token: 1, HTTPAddr: "a"}, {Token: 2, HTTPAddr: "b"}}
+	prov.onLaunch = func() {
+		c.mu.Lock()
+		c.ring = append(c.ring, RingMember{Token: 3, HTTPAddr: "c"})
+		c.mu.Unlock()
+	}
+	var got []int
+	c.Ready = func(_ context.Context, _ provision.Instance, members int) error {
+		got = append(got, members)
+		return nil
+	}
+	c.scaleOut(t.Context(), "store", Decision{Reason: "below min"}, nil, nil)
+	if len(got) != 1 || got[0] != 3 {
+		t.Fatalf("Ready waited for rings of %v members, want [3]", got)
+	}
 }

@@ -27,7 +27,7 @@ type PhaseStat struct {
 }
 
 // phases in the order a message meets them.
-var phases = []string{"decode", "queue", "step", "sync", "send"}
+var phases = []string{"decode", "queue", "step", "sync", "durable", "send"}
 
 // kindOrder is the path of a command through the log.
 var kindOrder = []string{"batcher", "leader", "proxy", "acceptor", "replica", "unbatcher", "matchmaker"}
@@ -148,7 +148,7 @@ func selfCPU() float64 {
 // the messages the kind received.
 func PrintBreakdown(w io.Writer, stats []PhaseStat) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROLE\tMESSAGES\tDECODE µs\tQUEUE µs\tSTEP µs\tSYNCS\tSYNC µs\tSENDS\tSEND µs")
+	fmt.Fprintln(tw, "ROLE\tMESSAGES\tDECODE µs\tQUEUE µs\tSTEP µs\tSYNCS\tSYNC µs\tDURABLE µs\tSENDS\tSEND µs")
 	by := map[string]map[string]PhaseStat{}
 	var kinds []string
 	for _, s := range stats {
@@ -160,8 +160,8 @@ func PrintBreakdown(w io.Writer, stats []PhaseStat) error {
 	}
 	for _, k := range kinds {
 		p := by[k]
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.0f\t%.1f\n", k, p["step"].Count, p["decode"].MeanUs, p["queue"].MeanUs, p["step"].MeanUs,
-			p["sync"].Count, p["sync"].MeanUs, p["send"].Count, p["send"].MeanUs)
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.0f\t%.1f\n", k, p["step"].Count, p["decode"].MeanUs, p["queue"].MeanUs, p["step"].MeanUs,
+			p["sync"].Count, p["sync"].MeanUs, p["durable"].MeanUs, p["send"].Count, p["send"].MeanUs)
 	}
 	return tw.Flush()
 }

@@ -1,8 +1,9 @@
-// Package chaos runs tide storage nodes in Docker containers, injects the
-// faults that break real clusters (partitions, pauses, kill -9, restarts,
-// a full disk, joins and leaves) while clients read and write through
-// them, and checks every history: porcupine for the linearizability of
-// single-writer keys, and that nothing acknowledged was lost.
+// Package chaos runs tide storage nodes and tide log roles in Docker
+// containers, injects the faults that break real clusters (partitions,
+// pauses, kill -9, restarts, a full disk, joins and leaves, a leader cut
+// off) while clients read and write through them, and checks every
+// history: porcupine for linearizability, that nothing acknowledged was
+// lost, and that the log applied no command twice.
 //
 // A scenario is a declarative value (Scenario): the nodes, the workloads
 // and a timeline of faults. Run starts a fresh cluster for it, runs it and
@@ -14,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -28,20 +30,28 @@ import (
 
 	"tide/autoscale/provision"
 	dockerprov "tide/autoscale/provision/docker"
+	"tide/cluster"
+	"tide/paxos/node"
 )
 
 // RESPPort is where every node of a chaos cluster serves the Redis
 // protocol.
 const RESPPort = 6379
 
-// Node is one tide node of a cluster: a container with a fixed address.
+// Node is one tide node of a cluster, or one role process of its log: a
+// container with a fixed address.
 type Node struct {
-	// Name is n1, n2, ... in launch order; faults name nodes by it.
+	// Name is n1, n2, ... in launch order for a storage node; a log
+	// role's is its kind and number (acceptor1, leader2, ...). Faults
+	// name nodes by it.
 	Name string
 	// ID is the container's ID.
 	ID string
-	// HTTP, Chord and RESP are the node's addresses (IP:port).
+	// HTTP, Chord and RESP are a storage node's addresses (IP:port); a
+	// log role has HTTP (its process's) and Role (its address in the
+	// log's configuration).
 	HTTP, Chord, RESP string
+	Role              string
 
 	mu          sync.Mutex
 	gone        bool // left the ring or removed: no client uses it
@@ -74,6 +84,7 @@ type Cluster struct {
 
 	mu    sync.Mutex
 	nodes []*Node
+	roles []*Node // the log's role processes, if it runs one
 }
 
 // ClusterConfig says how to run the cluster's nodes.
@@ -129,14 +140,30 @@ func (c *Cluster) Nodes() []*Node {
 	return slices.Clone(c.nodes)
 }
 
-// Live returns the nodes clients should use.
+// all returns the storage nodes and the log's roles.
+func (c *Cluster) all() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Concat(c.nodes, c.roles)
+}
+
+// Roles returns the log's role processes, in the order of the log's
+// configuration (matchmakers, batchers, leaders, proxy leaders,
+// acceptors, replicas, unbatchers).
+func (c *Cluster) Roles() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.roles)
+}
+
+// Live returns the storage nodes clients should use.
 func (c *Cluster) Live() []*Node {
 	return slices.DeleteFunc(c.Nodes(), func(n *Node) bool { return !n.Up() })
 }
 
-// Node returns the node named name.
+// Node returns the node or log role named name.
 func (c *Cluster) Node(name string) (*Node, error) {
-	for _, n := range c.Nodes() {
+	for _, n := range c.all() {
 		if n.Name == name {
 			return n, nil
 		}
@@ -181,6 +208,74 @@ func (c *Cluster) Join(ctx context.Context) (*Node, error) {
 		return nil, fmt.Errorf("chaos: %s never served: %w\n%s", name, err, logs)
 	}
 	return node, nil
+}
+
+// StartLog starts a tide log of shape s with every role process in a
+// container of its own on the cluster's network (cluster.ProvisionedRoles
+// over the cluster's provisioner, as `tide log up --provisioner docker`
+// runs it), and returns its deployment once every role answers. Each
+// role becomes a node named by its kind and number: acceptor1, proxy2.
+func (c *Cluster) StartLog(ctx context.Context, s node.Shape) (node.Deployment, error) {
+	rc := &roleContainers{Provisioner: c.prov, ids: map[string]string{}}
+	host := &cluster.ProvisionedRoles{C: rc}
+	d, err := host.StartNew(ctx, cluster.ShapePlan(s, ""), func(node.Deployment) error { return nil })
+	if err != nil {
+		return d, fmt.Errorf("chaos: start the log: %w", err)
+	}
+	count := map[string]int{}
+	var roles []*Node
+	for _, a := range d.Roles() {
+		kind, _, err := d.RoleOf(a)
+		if err != nil {
+			return d, err
+		}
+		count[kind]++
+		ip, _, _ := net.SplitHostPort(a)
+		roles = append(roles, &Node{Name: kind + strconv.Itoa(count[kind]), ID: rc.id(ip), HTTP: d.HTTP[a], Role: a})
+	}
+	c.mu.Lock()
+	c.roles = roles
+	c.mu.Unlock()
+	return d, nil
+}
+
+// roleContainers is the cluster's provisioner, remembering the container
+// it runs at each address.
+type roleContainers struct {
+	*dockerprov.Provisioner
+	mu  sync.Mutex
+	ids map[string]string // IP -> container ID
+}
+
+func (r *roleContainers) Run(ctx context.Context, name, kind, ip string, nanoCPUs int64, args []string) (string, error) {
+	id, err := r.Provisioner.Run(ctx, name, kind, ip, nanoCPUs, args)
+	if err == nil {
+		r.mu.Lock()
+		r.ids[ip] = id
+		r.mu.Unlock()
+	}
+	return id, err
+}
+
+func (r *roleContainers) id(ip string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ids[ip]
+}
+
+// Status returns what the role process n reports of its roles.
+func (c *Cluster) Status(ctx context.Context, n *Node) ([]node.Status, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTP+"/status", nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("chaos: %s /status: %s", n.Name, resp.Status)
+	}
+	var st []node.Status
+	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
 // WaitRing waits until every live node's ring lists exactly the live
@@ -349,7 +444,7 @@ func (c *Cluster) Logs(ctx context.Context, n *Node, tail int) string {
 // partitioned or killed.
 func (c *Cluster) Heal(ctx context.Context) error {
 	var errs []error
-	for _, n := range c.Nodes() {
+	for _, n := range c.all() {
 		n.mu.Lock()
 		gone, paused, part, down := n.gone, n.paused, n.partitioned, n.down
 		n.mu.Unlock()

@@ -152,3 +152,79 @@ func (f *fillFault) Inject(ctx context.Context, c *Cluster) (func(context.Contex
 	}
 	return undo, nil
 }
+
+type leaderFault struct{ node, note string }
+
+// PartitionLeader cuts the log's active leader off the network (as
+// Partition does) until the step ends, and waits until a standby leader
+// says it has taken over (an error if none does within 30 s). The leader
+// is the one whose /status says it is active when the fault is injected.
+func PartitionLeader() Fault { return &leaderFault{} }
+
+func (f *leaderFault) String() string {
+	if f.node == "" {
+		return "partition the active leader"
+	}
+	return "partition the active leader (" + f.node + f.note + ")"
+}
+
+func (f *leaderFault) Inject(ctx context.Context, c *Cluster) (func(context.Context) error, error) {
+	// A leader may be between rounds: wait a little for one.
+	n, err := c.waitActiveLeader(ctx, nil, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	f.node, f.note = n.Name, ""
+	if err := c.Disconnect(ctx, n); err != nil {
+		return nil, err
+	}
+	undo := func(ctx context.Context) error { return c.Reconnect(ctx, n) }
+	start := time.Now()
+	next, err := c.waitActiveLeader(ctx, n, 30*time.Second)
+	if err != nil {
+		return undo, fmt.Errorf("chaos: no leader took over from %s: %w", n.Name, err)
+	}
+	f.note = fmt.Sprintf("; %s took over after %s", next.Name, time.Since(start).Round(100*time.Millisecond))
+	return undo, nil
+}
+
+// waitActiveLeader waits up to timeout for a leader other than not to
+// report itself active.
+func (c *Cluster) waitActiveLeader(ctx context.Context, not *Node, timeout time.Duration) (*Node, error) {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		n, err := c.activeLeader(wctx, not)
+		if err == nil {
+			return n, nil
+		}
+		select {
+		case <-wctx.Done():
+			return nil, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// activeLeader returns the log's leader, other than not, that reports
+// itself active.
+func (c *Cluster) activeLeader(ctx context.Context, not *Node) (*Node, error) {
+	var seen []string
+	for _, n := range c.Roles() {
+		if !strings.HasPrefix(n.Name, "leader") || n == not {
+			continue
+		}
+		st, err := c.Status(ctx, n)
+		if err != nil {
+			seen = append(seen, fmt.Sprintf("%s: %v", n.Name, err))
+			continue
+		}
+		for _, s := range st {
+			if s.Kind == "leader" && s.Active {
+				return n, nil
+			}
+		}
+		seen = append(seen, n.Name+": standby")
+	}
+	return nil, fmt.Errorf("chaos: no active leader (%s)", strings.Join(seen, "; "))
+}

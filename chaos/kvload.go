@@ -150,13 +150,11 @@ type kvRun struct {
 	cfg     KV
 	cluster *Cluster
 	timeout time.Duration
-	origin  time.Time
 	tally   *tally
-
-	mu      sync.Mutex
-	history []porcupine.Operation
-	via     []string       // for each operation of history: the client, its protocol and the node it went through
-	acked   map[string]int // key -> highest acknowledged sequence number
+	// recorder's via says, for each operation, the client, its protocol
+	// and the node it went through; acked is by key the highest
+	// acknowledged sequence number.
+	*recorder
 }
 
 func kvKey(client, j int) string { return fmt.Sprintf("c%d-k%d", client, j) }
@@ -174,8 +172,6 @@ func (k *kvRun) clientOf(i int) kvClient {
 	}
 	return httpKV{&http.Client{Timeout: k.timeout}}
 }
-
-func (k *kvRun) ns(t time.Time) int64 { return t.Sub(k.origin).Nanoseconds() }
 
 // run drives one client until ctx ends.
 func (k *kvRun) run(ctx context.Context, id int) {
@@ -244,13 +240,6 @@ func via(client int, n *Node, err error) string {
 		s += " (" + err.Error() + ")"
 	}
 	return s
-}
-
-func (k *kvRun) add(op porcupine.Operation, via string) {
-	k.mu.Lock()
-	k.history = append(k.history, op)
-	k.via = append(k.via, via)
-	k.mu.Unlock()
 }
 
 // verify reads every key once the cluster is healed, checks that no

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/moby/moby/client"
+
+	"tide/paxos/node"
 )
 
 // Scenario is a cluster, the workloads run against it, and the faults
@@ -34,6 +36,12 @@ type Scenario struct {
 	Duration time.Duration
 	KV       *KV
 	Files    *Files
+	// Log, when set, starts a tide log of LogShape (0: the default
+	// shape of `tide log up`), every role in a container of its own, and
+	// runs this workload against it; faults name its roles acceptor1,
+	// proxy2, ... Nodes may then be 0: no storage ring.
+	Log      *Log
+	LogShape *node.Shape
 	Steps    []Step
 	// Open names a bug the scenario finds that is not fixed yet: `tide
 	// chaos` runs it and reports it; the Go test skips it, naming the
@@ -64,6 +72,7 @@ type Report struct {
 	Faults []string     `json:"faults"`
 	KV     *KVResult    `json:"kv,omitempty"`
 	Files  *FilesResult `json:"files,omitempty"`
+	Log    *LogResult   `json:"log,omitempty"`
 	// Problems lists what went wrong outside the workloads' checks (a
 	// fault that could not be injected or undone, a ring that did not
 	// settle).
@@ -79,6 +88,9 @@ func (r Report) OK() bool {
 		return false
 	}
 	if r.Files != nil && (r.Files.Lost > 0 || len(r.Files.UnderReplicated) > 0) {
+		return false
+	}
+	if r.Log != nil && !r.Log.OK() {
 		return false
 	}
 	return true
@@ -124,15 +136,33 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 	if replicas == 0 {
 		replicas = 3
 	}
+	var d node.Deployment
+	if sc.Log != nil {
+		shape := node.DefaultShape
+		if sc.LogShape != nil {
+			shape = *sc.LogShape
+		}
+		log.Info("starting the log", "scenario", sc.Name, "roles", shape.Count())
+		if d, err = cluster.StartLog(ctx, shape); err != nil {
+			return rep, err
+		}
+	}
 
 	wctx, stop := context.WithTimeout(ctx, scale(sc.Duration))
 	defer stop()
 	var wg sync.WaitGroup
 	var kv *kvRun
 	if sc.KV != nil {
-		kv = &kvRun{cfg: *sc.KV, cluster: cluster, timeout: opt.Timeout, origin: time.Now(), tally: newTally(), acked: map[string]int{}}
+		kv = &kvRun{cfg: *sc.KV, cluster: cluster, timeout: opt.Timeout, tally: newTally(), recorder: newRecorder()}
 		for i := range sc.KV.Clients {
 			wg.Go(func() { kv.run(wctx, i) })
+		}
+	}
+	var lg *logRun
+	if sc.Log != nil {
+		lg = &logRun{cfg: *sc.Log, d: d, timeout: opt.Timeout, tally: newTally(), recorder: newRecorder()}
+		for i := range sc.Log.Clients {
+			wg.Go(func() { lg.run(wctx, i) })
 		}
 	}
 	var files *filesRun
@@ -217,8 +247,12 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 		r := files.verify(ctx, end, replicas)
 		rep.Files = &r
 	}
+	if lg != nil {
+		r := lg.verify(ctx, end)
+		rep.Log = &r
+	}
 	if !rep.OK() {
-		for _, n := range cluster.Nodes() {
+		for _, n := range cluster.all() {
 			log.Info("node log", "node", n.Name, "tail", cluster.Logs(ctx, n, 80))
 		}
 	}
@@ -243,6 +277,14 @@ func WriteTable(w io.Writer, reps []Report) error {
 			}
 			fmt.Fprintf(tw, "%s\tfiles\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), check)
 		}
+		if r.Log != nil {
+			c := r.Log.Counts
+			check := "none applied twice"
+			if n := len(r.Log.Twice); n > 0 {
+				check = fmt.Sprintf("%d applied twice", n)
+			}
+			fmt.Fprintf(tw, "%s\tlog\t%d\t%d\t%d\t%d\t%d\t%s\tlinearizable: %s, %s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), r.Log.Linearizable, check)
+		}
 	}
 	return tw.Flush()
 }
@@ -261,6 +303,21 @@ func WriteDetails(w io.Writer, reps []Report) {
 		for _, p := range r.Problems {
 			fmt.Fprintf(w, "  problem %s\n", p)
 		}
+		longest := map[string]*Counts{}
+		if r.KV != nil {
+			longest["kv"] = &r.KV.Counts
+		}
+		if r.Files != nil {
+			longest["files"] = &r.Files.Counts
+		}
+		if r.Log != nil {
+			longest["log"] = &r.Log.Counts
+		}
+		for _, name := range []string{"kv", "files", "log"} {
+			if c := longest[name]; c != nil && c.LongestFailure > 0 {
+				fmt.Fprintf(w, "  longest %s failure %s, from %s\n", name, c.LongestFailure.Round(100*time.Millisecond), c.LongestFailureAt.Round(100*time.Millisecond))
+			}
+		}
 		if r.KV != nil {
 			for _, k := range r.KV.LostKeys {
 				fmt.Fprintf(w, "  lost    %s\n", k)
@@ -278,6 +335,18 @@ func WriteDetails(w io.Writer, reps []Report) {
 				fmt.Fprintf(w, "  under-replicated %s\n", f)
 			}
 			writeErrors(w, r.Files.Errors)
+		}
+		if r.Log != nil {
+			for _, k := range r.Log.LostKeys {
+				fmt.Fprintf(w, "  lost    %s\n", k)
+			}
+			for _, k := range r.Log.Twice {
+				fmt.Fprintf(w, "  applied twice %s\n", k)
+			}
+			for _, k := range r.Log.Illegal {
+				fmt.Fprintf(w, "  %s", k)
+			}
+			writeErrors(w, r.Log.Errors)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 var (
 	smallKV    = &KV{Clients: 4, KeysPerClient: 3}
 	smallFiles = &Files{Clients: 2, Names: 4, Size: 64 << 10}
+	smallLog   = &Log{Clients: 4, KeysPerClient: 2, Shared: 2}
 )
 
 // Scenarios are the built-in scenarios, in the order `tide chaos` runs
@@ -30,10 +31,21 @@ var Scenarios = []Scenario{
 	{
 		Name: "kill", About: "kill -9 of a replica, started again on its data; a graceful restart of another",
 		Nodes: 4, Duration: 18 * time.Second, KV: smallKV, Files: smallFiles,
-		// Seen once, in a clean-clone make test at 8e5781b (2026-12-02):
-		// no acknowledged write lost, but porcupine found the KV history
-		// not linearizable (4,825 of 4,838 operations acknowledged).
-		Open: "a kill -9 of a replica and a restart of another once left a KV history porcupine found not linearizable; the cause, reproduced by sim's TestKVRingFollowsFailures: a member the ring walk drops (crashed) stops counting in every ring view at once, so a write it and one other replica acknowledged can be missed by a read of the new preference list",
+		// Once found a KV history porcupine rejected: a crashed member
+		// stopped counting in the ring views at once (fixed; see
+		// kv.Node.MemberLeft and sim's TestKVRingFollowsFailures).
+		// Seen again in a clean-clone make test at 46793d0 (2026-12-02):
+		// for 1.4 s after n4's graceful restart, every read of c0-k0
+		// through n2 (killed at 3 s, restarted at 8 s) answered the value
+		// n2 held before its kill (219) while writes up to 543 had been
+		// acknowledged; nothing acknowledged was lost. Seen again on
+		// 2026-12-03, in 2 of 18 runs, after older ring views came to
+		// retire only once every member settled on the new view
+		// (kv/viewsync.go): reads through n4 right after its restart
+		// answered not-found. Cause: a restarted node's first ring walk
+		// can find it alone (its join answered with its own stale
+		// entry), and that first table opens its KV layer to clients.
+		Open: "reads through a node right after its restart are answered from its own storage alone (its first ring walk found only itself); a stale read, no write lost",
 		Steps: []Step{
 			{At: 3 * time.Second, Fault: Kill("n2"), For: 5 * time.Second},
 			{At: 11 * time.Second, Fault: Restart("n4")},
@@ -58,6 +70,16 @@ var Scenarios = []Scenario{
 		Name: "disk-enospc", About: "every node's disk (a 32 MiB tmpfs the nodes take for 1 GiB) filled until only the free-space reserve keeps writes from ENOSPC, then freed",
 		Nodes: 3, DiskBytes: 32 << 20, Capacity: 1 << 30, Duration: 20 * time.Second, KV: smallKV, Files: smallFiles,
 		Steps: []Step{{At: 3 * time.Second, Fault: FillDisk(), For: 10 * time.Second}},
+	},
+	{
+		Name: "log", About: "a tide log (default shape, a container per role): kill -9 of an acceptor, a paused proxy leader, the active leader cut off, a paused replica",
+		Duration: 30 * time.Second, Log: smallLog,
+		Steps: []Step{
+			{At: 3 * time.Second, Fault: Kill("acceptor1"), For: 5 * time.Second},
+			{At: 10 * time.Second, Fault: Pause("proxy1"), For: 4 * time.Second},
+			{At: 16 * time.Second, Fault: PartitionLeader(), For: 6 * time.Second},
+			{At: 24 * time.Second, Fault: Pause("replica2"), For: 3 * time.Second},
+		},
 	},
 }
 

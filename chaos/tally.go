@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"sync"
 	"time"
+
+	"github.com/anishathalye/porcupine"
 )
 
 // Outcome is how an operation ended for its client.
@@ -67,17 +69,30 @@ type Counts struct {
 	// LongestFailure is the longest time one client saw nothing but
 	// failed or unanswered requests.
 	LongestFailure time.Duration `json:"longest_failure_ns"`
+	// LongestFailureAt is when that run of failures began, from the start
+	// of the workload: which fault it follows.
+	LongestFailureAt time.Duration `json:"longest_failure_at_ns"`
 }
 
 // tally counts a workload's operations as its clients finish them.
 type tally struct {
+	origin   time.Time // the workload's start
 	mu       sync.Mutex
 	c        Counts
 	runStart map[int]time.Time // per client: when its current run of failures began
 	errs     map[string]int    // failure messages, counted
 }
 
-func newTally() *tally { return &tally{runStart: map[int]time.Time{}, errs: map[string]int{}} }
+func newTally() *tally {
+	return &tally{origin: time.Now(), runStart: map[int]time.Time{}, errs: map[string]int{}}
+}
+
+// failureRun ends a run of failures that began at start.
+func (t *tally) failureRun(start, end time.Time) {
+	if d := end.Sub(start); d > t.c.LongestFailure {
+		t.c.LongestFailure, t.c.LongestFailureAt = d, start.Sub(t.origin)
+	}
+}
 
 func (t *tally) record(client int, start, end time.Time, out Outcome, err error) {
 	t.mu.Lock()
@@ -87,7 +102,7 @@ func (t *tally) record(client int, start, end time.Time, out Outcome, err error)
 	case Acked:
 		t.c.Acknowledged++
 		if s, ok := t.runStart[client]; ok {
-			t.c.LongestFailure = max(t.c.LongestFailure, end.Sub(s))
+			t.failureRun(s, end)
 			delete(t.runStart, client)
 		}
 		return
@@ -109,7 +124,7 @@ func (t *tally) close(end time.Time) Counts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c, s := range t.runStart {
-		t.c.LongestFailure = max(t.c.LongestFailure, end.Sub(s))
+		t.failureRun(s, end)
 		delete(t.runStart, c)
 	}
 	return t.c
@@ -124,4 +139,27 @@ func shorten(s string, n int) string {
 		return s[:n] + "..."
 	}
 	return s
+}
+
+// recorder is a workload's history as its clients add to it: the
+// operations, a line per operation saying how it went, and the highest
+// acknowledged write per key.
+type recorder struct {
+	origin  time.Time // the workload's start
+	mu      sync.Mutex
+	history []porcupine.Operation
+	via     []string
+	acked   map[string]int
+}
+
+func newRecorder() *recorder { return &recorder{origin: time.Now(), acked: map[string]int{}} }
+
+// ns is t in nanoseconds since the workload's start.
+func (r *recorder) ns(t time.Time) int64 { return t.Sub(r.origin).Nanoseconds() }
+
+func (r *recorder) add(op porcupine.Operation, via string) {
+	r.mu.Lock()
+	r.history = append(r.history, op)
+	r.via = append(r.via, via)
+	r.mu.Unlock()
 }

@@ -246,8 +246,11 @@ func (l *Local) start(ctx context.Context, name string, args []string, stdin *os
 }
 
 // healthy reports whether url answers 200.
-func healthy(url string) error {
-	c := http.Client{Timeout: time.Second}
+func healthy(url string) error { return healthyWith(&http.Client{Timeout: time.Second}, url) }
+
+// healthyWith is healthy with the given client (a role process's, with
+// the process's TLS material).
+func healthyWith(c *http.Client, url string) error {
 	resp, err := c.Get(url)
 	if err != nil {
 		return err

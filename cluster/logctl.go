@@ -31,6 +31,8 @@ type LogControl struct {
 
 	mu sync.Mutex // one change at a time
 	d  node.Deployment
+	// http reaches the roles' HTTP ports with d.Certs.
+	http *http.Client
 }
 
 // Roles are the compartments `tide log scale` changes, with the kind of
@@ -45,7 +47,7 @@ var RoleNames = []string{"batchers", "leaders", "proxy-leaders", "acceptor-group
 
 // NewLogControl manages deployment d, whose roles run on roles.
 func NewLogControl(roles RoleHost, d node.Deployment, depPath string) *LogControl {
-	return &LogControl{Roles: roles, DepPath: depPath, d: d}
+	return &LogControl{Roles: roles, DepPath: depPath, d: d, http: d.HTTPClient(2 * time.Second)}
 }
 
 func (c *LogControl) client() string { return c.Client }
@@ -59,9 +61,10 @@ func (c *LogControl) Current() (node.Deployment, error) {
 // Newest asks every role process of d (as d and its configuration know
 // them) for its configuration and returns d with the newest.
 func Newest(d node.Deployment) (node.Deployment, error) {
-	hc := http.Client{Timeout: 2 * time.Second}
+	hc := d.HTTPClient(2 * time.Second)
 	best := d
 	answered := false
+	var lastErr error
 	seen := map[string]bool{}
 	queue := []node.Deployment{d}
 	for len(queue) > 0 {
@@ -74,6 +77,7 @@ func Newest(d node.Deployment) (node.Deployment, error) {
 			seen[h] = true
 			resp, err := hc.Get("http://" + h + "/deployment")
 			if err != nil {
+				lastErr = err
 				continue
 			}
 			var got node.Deployment
@@ -83,6 +87,7 @@ func Newest(d node.Deployment) (node.Deployment, error) {
 				continue
 			}
 			answered = true
+			best.TLS = best.TLS || got.TLS
 			if got.Log.Epoch > best.Log.Epoch {
 				best.Log = got.Log
 				queue = append(queue, got) // its configuration may name new roles
@@ -90,6 +95,10 @@ func Newest(d node.Deployment) (node.Deployment, error) {
 		}
 	}
 	if !answered {
+		if lastErr != nil {
+			// A refused handshake says more than "no member".
+			return d, fmt.Errorf("%w; the last one tried: %v", node.ErrNoMember, lastErr)
+		}
 		return d, node.ErrNoMember
 	}
 	best.HTTP = best.HTTPMap()
@@ -159,7 +168,7 @@ func (c *LogControl) Scale(ctx context.Context, role string, n int, out io.Write
 func (c *LogControl) start(ctx context.Context, d node.Deployment, kind string) (addr, httpAddr string, err error) {
 	join := ""
 	for _, h := range sortedValues(d.HTTPMap()) {
-		if resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + h + "/healthz"); err == nil {
+		if resp, err := d.HTTPClient(time.Second).Get("http://" + h + "/healthz"); err == nil {
 			resp.Body.Close()
 			join = h
 			break
@@ -406,7 +415,7 @@ func (c *LogControl) reconfigure(ctx context.Context, build func(paxos.Config) p
 			return paxos.Config{}, err
 		}
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		got, err := node.Reconfigure(rctx, d.Log, next, c.client())
+		got, err := node.Reconfigure(rctx, d.Log, next, c.client(), d.Certs)
 		cancel()
 		if errors.Is(err, paxos.ErrStaleConfig) && attempt < 5 {
 			fmt.Fprintf(out, "epoch %d was taken by another change; retrying\n", next.Epoch)
@@ -429,8 +438,8 @@ func (c *LogControl) reconfigure(ctx context.Context, build func(paxos.Config) p
 }
 
 // statusOf fetches the status of the roles of the process at httpAddr.
-func statusOf(httpAddr string) ([]node.Status, error) {
-	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + httpAddr + "/status")
+func (c *LogControl) statusOf(httpAddr string) ([]node.Status, error) {
+	resp, err := c.http.Get("http://" + httpAddr + "/status")
 	if err != nil {
 		return nil, err
 	}
@@ -461,7 +470,7 @@ func (c *LogControl) awaitRetired(ctx context.Context, cfg paxos.Config, out io.
 	fmt.Fprintf(out, "waiting for the leader to retire the old acceptor configuration...\n")
 	err := poll(ctx, 2*time.Minute, func() bool {
 		for _, l := range cfg.Leaders {
-			st, err := statusOf(cfg.HTTP[l])
+			st, err := c.statusOf(cfg.HTTP[l])
 			if err != nil {
 				continue
 			}
@@ -492,7 +501,7 @@ func (c *LogControl) retire(ctx context.Context, cfg paxos.Config, kind string, 
 			cond = func() bool {
 				n := 0
 				for _, r := range cfg.Replicas {
-					st, _ := statusOf(cfg.HTTP[r])
+					st, _ := c.statusOf(cfg.HTTP[r])
 					for _, s := range st {
 						if s.Addr == r && s.LogEpoch >= cfg.Epoch {
 							n++
@@ -503,7 +512,7 @@ func (c *LogControl) retire(ctx context.Context, cfg paxos.Config, kind string, 
 			}
 		case "leader":
 			cond = func() bool {
-				st, err := statusOf(h)
+				st, err := c.statusOf(h)
 				if err != nil {
 					return true
 				}
@@ -518,7 +527,7 @@ func (c *LogControl) retire(ctx context.Context, cfg paxos.Config, kind string, 
 			cond = func() bool { return true } // retired already
 		default:
 			cond = func() bool {
-				st, err := statusOf(h)
+				st, err := c.statusOf(h)
 				if err != nil {
 					return true
 				}
@@ -635,7 +644,7 @@ func (c *LogControl) Sample(ctx context.Context) (map[string]map[string]autoscal
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				st, err := statusOf(httpOf[a])
+				st, err := c.statusOf(httpOf[a])
 				if err != nil {
 					ans.err = fmt.Errorf("status of %s: %w", a, err)
 					return

@@ -15,6 +15,7 @@ import (
 
 	"tide/autoscale/provision"
 	"tide/paxos/node"
+	"tide/tlsconf"
 )
 
 // RoleHost runs the role processes of a tide log: local child processes
@@ -136,6 +137,11 @@ type LocalRoles struct {
 	Local    *Local
 	StateDir string
 	Host     string // default 127.0.0.1
+	// Extra flags passed to every `tide log serve` (the --tls-* files).
+	Extra []string
+	// TLS is the material the roles' health is checked with when they
+	// run with --tls-* (Extra); nil: plain HTTP.
+	TLS *tlsconf.Config
 
 	mu    sync.Mutex
 	procs map[string]*Proc
@@ -177,6 +183,7 @@ func (h *LocalRoles) launch(ctx context.Context, r RoleSpec) (launched, error) {
 	// costs about a sixth more CPU per command (tide bench log on 2 cores,
 	// 14 role processes).
 	args := append(serveArgs(r, h.StateDir, []string{"--deployment", "-"}), "--addr-file", readyPath, "--procs", "1")
+	args = append(args, h.Extra...)
 	var in *os.File
 	var stdin *os.File
 	if r.Join == "" {
@@ -225,7 +232,7 @@ func (h *LocalRoles) serve(ctx context.Context, l launched, d *node.Deployment) 
 			return fmt.Errorf("hand %s its deployment: %w", l.proc.Name, err)
 		}
 	}
-	if err := l.proc.waitReady(ctx, func(*Proc) error { return healthy("http://" + l.spec.HTTP + "/healthz") }); err != nil {
+	if err := l.proc.waitReady(ctx, func(*Proc) error { return healthyWith(h.TLS.HTTPClient(time.Second), "http://"+l.spec.HTTP+"/healthz") }); err != nil {
 		l.proc.Kill()
 		return fmt.Errorf("%s did not answer (log: %s): %w\n%s", l.proc.Name, l.proc.LogPath, err, tail(l.proc.LogPath, 10))
 	}
@@ -365,6 +372,9 @@ type ProvisionedRoles struct {
 	// Healthy waits until the role process serving HTTP at httpAddr
 	// answers. Default: provision.WaitHealthy.
 	Healthy func(ctx context.Context, httpAddr string) error
+	// Extra flags passed to every `tide log serve` (the --tls-* files, at
+	// their paths in the container).
+	Extra []string
 
 	mu  sync.Mutex
 	ids map[string]string // role address -> container ID
@@ -449,7 +459,7 @@ func (h *ProvisionedRoles) start(ctx context.Context, r RoleSpec) error {
 	if dataDir == "" {
 		dataDir = "/data"
 	}
-	args := serveArgs(r, dataDir, dep)
+	args := append(serveArgs(r, dataDir, dep), h.Extra...)
 	if h.Bind != "" {
 		args, err = bindArgs(args, r, h.Bind)
 		if err != nil {

@@ -6,6 +6,7 @@ package kv
 import (
 	"encoding/binary"
 	"hash/fnv"
+	"slices"
 )
 
 // primaryRange returns the range this node is primary for: (predecessor's
@@ -34,7 +35,7 @@ func (n *Node) syncRound() {
 	members := fmtMembers(n.ring.Members())
 	changed := members != n.lastMembers
 	stable := n.now-n.ringChangedAt >= n.cfg.HandOffTicks
-	if (changed || n.now-n.lastStray >= 10*n.cfg.SyncTicks) && !n.strayBusy && stable {
+	if (changed || n.now-n.lastStray >= 10*n.cfg.SyncTicks || n.strayCheckDue()) && !n.strayBusy && stable {
 		n.lastMembers = members
 		n.lastStray = n.now
 		n.handOff()
@@ -44,6 +45,9 @@ func (n *Node) syncRound() {
 	}
 	lo, hi, ok := n.primaryRange()
 	if !ok {
+		if n.syncCheckDue() {
+			n.startSyncCheck(0, 0, 0, nil) // no range of its own to compare
+		}
 		return
 	}
 	pref := n.ring.Preference(hi, n.cfg.N)
@@ -53,11 +57,17 @@ func (n *Node) syncRound() {
 			peers = append(peers, p)
 		}
 	}
+	h := n.horizon()
+	check := n.syncCheckDue()
+	if check {
+		// The transition to this view waits for a comparison with every
+		// replica (viewsync.go).
+		n.startSyncCheck(lo, hi, h, peers)
+	}
 	if len(peers) == 0 {
 		return
 	}
-	h := n.horizon()
-	if changed || n.diverged {
+	if changed || n.diverged || check {
 		n.diverged = false
 		for _, p := range peers {
 			n.send(Message{Kind: KindDigest, To: p, Lo: lo, Hi: hi, Buckets: n.cfg.Buckets, Horizon: h})
@@ -186,6 +196,7 @@ func (n *Node) versions(lo, hi uint32) []KeyVersion {
 
 func (n *Node) onDigestResp(m Message) {
 	mine := n.digest(m.Lo, m.Hi, m.Buckets, m.Horizon)
+	n.syncCheckAnswer(m.From, m.Lo, m.Hi, m.Horizon, slices.Equal(mine, m.Hashes))
 	if len(mine) != len(m.Hashes) {
 		return
 	}

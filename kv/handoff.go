@@ -24,6 +24,7 @@ func (n *Node) handOff() {
 	var order []string
 	var size int64
 	now := n.clock()
+	defer func(start int) { n.strayPassDone(start, len(order)) }(n.now)
 	n.scan(0, 0, func(pos uint32, r Record) bool {
 		if !r.Tomb && r.Expired(now) {
 			// Past its deadline: replace the value with a tombstone of

@@ -136,23 +136,69 @@ func (n *Node) dropDepartedHints() {
 		if n.now-since < n.cfg.HintDropTicks {
 			continue
 		}
-		keys := make([]string, 0, len(held))
-		for k := range held {
-			keys = append(keys, k)
+		n.dropHints(t, false)
+	}
+}
+
+// dropHints stops holding, durably, every hint for target t; with
+// reroute, each record is first held for the members of its current
+// preference list instead (and applied here if this node is one).
+func (n *Node) dropHints(t string, reroute bool) {
+	held := n.hints[t]
+	keys := make([]string, 0, len(held))
+	for k := range held {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		h := Hint{Target: t, Rec: held[k]}
+		n.rd.Persist = append(n.rd.Persist, PersistOp{DoneHint: &h})
+		if !reroute {
+			continue
 		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			h := Hint{Target: t, Rec: held[k]}
-			n.rd.Persist = append(n.rd.Persist, PersistOp{DoneHint: &h})
+		for _, p := range n.ring.Preference(n.ring.Position(h.Rec.Key), n.cfg.N) {
+			switch {
+			case p == t || slices.Contains(n.left, p):
+			case p == n.self:
+				n.apply(h.Rec)
+			default:
+				n.holdHint(Hint{Target: p, Rec: h.Rec}, true)
+			}
 		}
+	}
+	if reroute {
+		n.Stats.HintsRerouted += len(held)
+	} else {
 		n.Stats.HintsDropped += len(held)
-		delete(n.hints, t)
-		delete(n.hintAbsent, t)
+	}
+	delete(n.hints, t)
+	delete(n.hintAbsent, t)
+}
+
+// rerouteLeftHints hands the hints held for members that announced their
+// leave and are out of the ring to the records' current replicas.
+//
+// A hint is a write its target did not acknowledge: the write was
+// acknowledged by a write quorum of every view without it, so no hint is
+// needed for safety, only for the replicas to converge sooner than
+// anti-entropy would bring them together. Delivered to a member that is
+// leaving, it would never be acknowledged (a leaving node acknowledges
+// no write) and would be stored again at every delivery, after the node
+// handed off what it held: its leave, which waits until it holds
+// nothing, would not finish until the hint expired (HintDropTicks).
+// Held for the new replicas instead, it converges them and lets the
+// leaving node empty.
+func (n *Node) rerouteLeftHints() {
+	for _, t := range n.left {
+		if len(n.hints[t]) > 0 && !hasAddr(n.ring.Members(), t) {
+			n.dropHints(t, true)
+		}
 	}
 }
 
 // deliverHints sends each target up to 256 of the writes held for it.
 func (n *Node) deliverHints() {
+	n.rerouteLeftHints()
 	for _, h := range n.hints.due(256) {
 		id := n.newOp(&op{hint: &h, replicas: []string{h.Target}})
 		n.send(Message{Kind: KindPut, To: h.Target, ID: id, Rec: h.Rec})

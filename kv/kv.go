@@ -107,6 +107,13 @@ type Config struct {
 	// ResendTicks: a replica request unanswered this long is sent again;
 	// after TimeoutTicks the client request fails. Defaults 20 and 200.
 	ResendTicks, TimeoutTicks int
+	// LeaderWaitTicks: a conditional op forwarded to its key's leader
+	// that the leader has not confirmed receiving (KindCasTaken) this
+	// long is answered "outcome unknown", and the leader is suspected:
+	// this node sends the key's next ops to the next replica instead,
+	// until it hears from the leader again. Default the larger of
+	// 3*ResendTicks and TimeoutTicks/8.
+	LeaderWaitTicks int
 	// A read asks only as many replicas as its quorum needs (the
 	// coordinator itself first, then the preference order), as Cassandra
 	// does; the others are asked too when it has no answer after
@@ -147,8 +154,10 @@ type Config struct {
 	// a node hands off and drops records it no longer replicates.
 	// Default 300 (3 s at the store's 10 ms tick).
 	HandOffTicks int
-	// TransitionTicks is how long a replaced ring view still counts: its
-	// preference lists must also meet the quorums. Default 1000 (10 s).
+	// TransitionTicks is how long a replaced ring view counts at least:
+	// its preference lists must also meet the quorums, until every member
+	// has settled on the new view and this long has passed (viewsync.go).
+	// Default 1000 (10 s).
 	TransitionTicks int
 	// VersionCache is how many keys' versions a node keeps in memory, so
 	// that a write of a key written recently compares versions without
@@ -166,6 +175,11 @@ type Config struct {
 	// each, and sent to the region (see SetRegionRing) until a write
 	// quorum of it holds the write. Empty: one region.
 	Regions []string
+	// Origin names this incarnation of the node in the replication
+	// watermarks it sends other regions (see RegionMark): a number no
+	// other incarnation of any node uses (the driver draws it at random
+	// at every start). 0: no watermarks are sent.
+	Origin uint64
 	// RegionDelay holds writes this long (in version units, nanoseconds)
 	// before they are sent to other regions: replication lag made longer
 	// on purpose, for benchmarks. 0: sent at the next tick.
@@ -191,6 +205,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TimeoutTicks == 0 {
 		c.TimeoutTicks = 200
+	}
+	if c.LeaderWaitTicks == 0 {
+		c.LeaderWaitTicks = max(3*c.ResendTicks, c.TimeoutTicks/8)
 	}
 	if c.ScanBytesPerTick == 0 {
 		c.ScanBytesPerTick = 256 << 10

@@ -112,12 +112,20 @@ type lwtState struct {
 	mem     map[string]PaxosState // without a PaxosStorage
 	fwd     map[uint64]fwdReq     // ops forwarded to their key's leader
 	seen    map[fwdKey]int        // ops received (dropping duplicates), by tick
+	// suspect holds the leaders that did not confirm a forwarded op in
+	// time, by tick: leader skips them until they are heard from again.
+	suspect map[string]int
 }
 
 type fwdReq struct {
 	client string
 	id     uint64
 	at     int
+	leader string
+	key    []byte
+	op     [][]byte
+	sent   int  // last sent to leader
+	taken  bool // leader confirmed receiving it
 }
 
 type fwdKey struct {
@@ -128,14 +136,23 @@ type fwdKey struct {
 func (n *Node) lwtInit() {
 	if n.lwt.props == nil {
 		n.lwt = lwtState{props: map[uint64]*proposal{}, active: map[string]*proposal{}, queue: map[string][]casReq{},
-			pending: map[string]PaxosState{}, mem: map[string]PaxosState{}, fwd: map[uint64]fwdReq{}, seen: map[fwdKey]int{}}
+			pending: map[string]PaxosState{}, mem: map[string]PaxosState{}, fwd: map[uint64]fwdReq{}, seen: map[fwdKey]int{}, suspect: map[string]int{}}
 	}
 }
 
-// leader returns the node that runs the proposals of key.
+// leader returns the node that runs the proposals of a key whose
+// preference lists are sets: the first replica of the oldest view that
+// this node does not suspect (see fwdReq). Nodes that suspect the same
+// crashed leader so agree on the next; nodes that disagree lead at the
+// same time, which is safe (ballots decide), only slower.
 func (n *Node) leader(sets [][]string) string {
 	for i := len(sets) - 1; i >= 0; i-- {
 		if len(sets[i]) > 0 {
+			for _, a := range sets[i] {
+				if _, s := n.lwt.suspect[a]; !s || a == n.self {
+					return a
+				}
+			}
 			return sets[i][0]
 		}
 	}
@@ -151,6 +168,9 @@ func (n *Node) clientCas(m Message) {
 	}
 	fk := fwdKey{m.From, m.ID}
 	if _, dup := n.lwt.seen[fk]; dup {
+		if m.Found {
+			n.send(Message{Kind: KindCasTaken, To: m.From, ID: m.ID})
+		}
 		return // a duplicate of an op already taken
 	}
 	n.lwt.seen[fk] = n.now
@@ -161,9 +181,12 @@ func (n *Node) clientCas(m Message) {
 		// Its ID is a fresh version: unique across restarts, so that the
 		// leader's duplicate check never takes a new op for an old one.
 		fid := n.version()
-		n.lwt.fwd[fid] = fwdReq{client: m.From, id: m.ID, at: n.now}
+		n.lwt.fwd[fid] = fwdReq{client: m.From, id: m.ID, at: n.now, leader: l, key: m.Rec.Key, op: m.Keys, sent: n.now}
 		n.send(Message{Kind: KindClientCas, To: l, ID: fid, Rec: Record{Key: m.Rec.Key}, Keys: m.Keys, Found: true})
 		return
+	}
+	if m.Found {
+		n.send(Message{Kind: KindCasTaken, To: m.From, ID: m.ID})
 	}
 	n.Stats.CasOps++
 	req := casReq{client: m.From, id: m.ID, op: op}
@@ -188,6 +211,15 @@ func (n *Node) onFwdResp(m Message) {
 	m.To, m.ID = f.client, f.id
 	m.dep = 0
 	n.send(m)
+}
+
+// onCasTaken notes that the leader received a forwarded op.
+func (n *Node) onCasTaken(m Message) {
+	n.lwtInit()
+	if f, ok := n.lwt.fwd[m.ID]; ok && f.leader == m.From {
+		f.taken = true
+		n.lwt.fwd[m.ID] = f
+	}
 }
 
 // paxosState returns this node's acceptor state of key.
@@ -598,10 +630,32 @@ func (n *Node) tickLwt() {
 			}
 		}
 	}
-	for id, f := range n.lwt.fwd {
-		if n.now-f.at >= n.cfg.TimeoutTicks+n.cfg.TimeoutTicks/2 {
+	ids := make([]uint64, 0, len(n.lwt.fwd))
+	for id := range n.lwt.fwd {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		f := n.lwt.fwd[id]
+		switch {
+		case n.now-f.at >= n.cfg.TimeoutTicks+n.cfg.TimeoutTicks/2:
 			delete(n.lwt.fwd, id)
 			n.send(Message{Kind: KindClientResp, To: f.client, ID: f.id, Err: "outcome unknown: the key's leader did not answer in time"})
+		case !f.taken && n.now-f.at >= n.cfg.LeaderWaitTicks:
+			// The leader may have taken the op (its confirmation lost)
+			// or not: the op's outcome is unknown. The key's next ops
+			// go to the next replica, which runs Paxos at a higher
+			// ballot: a value the leader got accepted is finished
+			// first, never lost or contradicted.
+			delete(n.lwt.fwd, id)
+			n.lwt.suspect[f.leader] = n.now
+			n.Stats.LeadersSuspected++
+			n.send(Message{Kind: KindClientResp, To: f.client, ID: f.id,
+				Err: "outcome unknown: the key's leader " + f.leader + " did not answer; the key's next operations go to another replica"})
+		case !f.taken && n.now-f.sent >= n.cfg.ResendTicks:
+			f.sent = n.now
+			n.lwt.fwd[id] = f
+			n.send(Message{Kind: KindClientCas, To: f.leader, ID: id, Rec: Record{Key: f.key}, Keys: f.op, Found: true})
 		}
 	}
 	for k, at := range n.lwt.seen {

@@ -83,10 +83,11 @@ func TestRemoveWithinTransition(t *testing.T) {
 		}
 		deliver()
 	}
-	// b leaves: it is out of every view, and gone.
+	// b leaves: it is out of every view, and gone, and says so.
 	down["b"] = true
 	for _, x := range []string{"a", "c"} {
 		nodes[x].SetRing(ac)
+		nodes[x].MemberLeft("b")
 	}
 	for _, via := range []string{"a", "c"} {
 		for _, k := range keys {
@@ -106,8 +107,8 @@ func TestRemoveWithinTransition(t *testing.T) {
 }
 
 // TestSetRingPrunesDeparted checks that no view of the transition window
-// keeps a member that has left the ring, however it got there: a join's
-// replaced view, or a node's first full view.
+// keeps a member that has left the ring and said so, however it got there:
+// a join's replaced view, or a node's first full view.
 func TestSetRingPrunesDeparted(t *testing.T) {
 	pos := Partitioners["md5-mod10000"]
 	ring := func(ms ...Member) *StaticRing { return NewStaticRing(pos, ms) }
@@ -126,6 +127,7 @@ func TestSetRingPrunesDeparted(t *testing.T) {
 			n := NewNode(Config{N: 3, W: 2, R: 2}, tc.self, tc.steps[0], NewMemStorage(pos), func() uint64 { return 1 }, nil)
 			for _, r := range tc.steps[1:] {
 				n.SetRing(r)
+				n.MemberLeft("b") // b announces its leave, before or after the ring drops it
 				n.Tick()
 			}
 			cur := tc.steps[len(tc.steps)-1]
@@ -176,6 +178,38 @@ func TestWriteTimeoutOutcomeUnknown(t *testing.T) {
 	}
 	if a.Hints() != 2 {
 		t.Fatalf("%d hints held, want 2", a.Hints())
+	}
+}
+
+// TestCrashedMemberStillCounts: a member that drops out of the ring
+// without announcing a leave may hold one of the two copies of an
+// acknowledged write, so the replaced view keeps counting it: a read must
+// still reach a replica of that view, and nothing is answered from the
+// new preference list alone.
+func TestCrashedMemberStillCounts(t *testing.T) {
+	pos := Partitioners["md5-mod10000"]
+	ring := func(ms ...Member) *StaticRing { return NewStaticRing(pos, ms) }
+	a, b, c, d := Member{"a", 1000}, Member{"b", 4000}, Member{"c", 6000}, Member{"d", 8000}
+	n := NewNode(Config{N: 3, W: 2, R: 2}, "a", ring(a, b, c, d), NewMemStorage(pos), func() uint64 { return 1 }, nil)
+	n.SetRing(ring(a, c, d)) // b vanished: a crash, as far as a can tell
+	n.Tick()
+	waits := false
+	for p := uint32(0); p < 10000; p += 100 {
+		sets, union := n.prefSets(p)
+		if len(sets) < 2 && slices.Contains(ring(a, b, c, d).Preference(p, 3), "b") {
+			t.Fatalf("position %d: only %v counts; the view with b (which may hold a write's other copy) was dropped", p, sets)
+		}
+		waits = waits || slices.Contains(union, "b")
+	}
+	if !waits {
+		t.Fatal("no preference list counts b")
+	}
+	// Once b says it left (it handed its data off), nothing waits for it.
+	n.MemberLeft("b")
+	for p := uint32(0); p < 10000; p += 100 {
+		if sets, union := n.prefSets(p); slices.Contains(union, "b") {
+			t.Fatalf("position %d: %v still waits for b, which left", p, sets)
+		}
 	}
 }
 

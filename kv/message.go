@@ -58,13 +58,28 @@ const (
 	KindPromise
 	KindAccept
 	KindAccepted
+	// KindCasTaken: a key's leader received the forwarded op ID (sent
+	// again for a duplicate): the forwarder stops resending it and waits
+	// for its answer instead of suspecting the leader.
+	KindCasTaken
+	// KindRegionMark carries a node's replication watermark to every
+	// node of another region (regions.go): every client write the node
+	// coordinated in its incarnation ID (Config.Origin), up to version
+	// Horizon, is held by a write quorum of the receiver's region.
+	KindRegionMark
+	// KindViewState carries a node's view of the ring and how far its
+	// transition to it has come (views.go): ID, the view's digest; Found,
+	// the node has settled on it (its hand-off is done and its primary
+	// range agrees with every replica); W 1, the node still keeps older
+	// views and wants the others' states.
+	KindViewState
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
 	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range", "offer", "offer_resp",
 	"put_batch", "put_batch_ack", "get_batch", "get_batch_resp", "region_put", "region_ack",
-	"client_cas", "prepare", "promise", "accept", "accepted"}
+	"client_cas", "prepare", "promise", "accept", "accepted", "cas_taken", "region_mark", "view_state"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -151,6 +166,11 @@ type Ready struct {
 	Messages []Message
 	// Round numbers the Ready calls: 0, 1, 2, ...
 	Round uint64
+	// Marks are the replication watermarks other regions' nodes sent
+	// this round (KindRegionMark), for the driver to keep: a write of
+	// Origin at or below Version is held by a write quorum of this
+	// region (see RegionMark).
+	Marks []RegionMark
 }
 
 // PersistOp is one change to a node's durable state.
@@ -190,7 +210,9 @@ type Hint struct {
 // overlaps with its replicas' writes.
 func (m Message) AfterPersist() bool {
 	switch m.Kind {
-	case KindPut, KindPutBatch, KindGet, KindGetBatch, KindDigest, KindKeys, KindPull, KindPullRange, KindRegionPut, KindClientCas:
+	case KindPut, KindPutBatch, KindGet, KindGetBatch, KindDigest, KindKeys, KindPull, KindPullRange, KindRegionPut, KindClientCas, KindCasTaken, KindRegionMark:
+		// A watermark vouches for the other region's state, not this
+		// node's.
 		return false
 	}
 	return true

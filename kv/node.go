@@ -18,7 +18,10 @@ type Stats struct {
 	ReadRepairs, HintsHeld, HintsDelivered     int
 	// HintsDropped counts hints dropped because their target had been
 	// out of the ring for HintDropTicks.
-	HintsDropped                                   int
+	HintsDropped int
+	// HintsRerouted counts hints held for a member that announced its
+	// leave, handed to the records' current replicas instead.
+	HintsRerouted                                  int
 	Pushed, Pulled, HandedOff, TombstonesCollected int
 	// Expired counts values past their deadline that this node replaced
 	// with tombstones.
@@ -40,6 +43,12 @@ type Stats struct {
 	// CasOps counts read-modify-write ops this node led; CasWrites the
 	// values they chose and wrote; CasRetries the ballots refused.
 	CasOps, CasWrites, CasRetries int
+	// LeadersSuspected counts the forwarded ops whose key's leader did
+	// not confirm them in time (see Config.LeaderWaitTicks).
+	LeadersSuspected int
+	// Views is how many ring views quorums must be met in (see Views),
+	// as of the last tick.
+	Views int
 }
 
 // Node is one member of the replicated KV: a coordinator for client
@@ -95,18 +104,28 @@ type Node struct {
 	// stable for HandOffTicks: a table that flaps while pointers settle
 	// must not make a replica drop what it replicates.
 	ringChangedAt int
-	// prev are the ring views replaced within the last TransitionTicks.
-	// Until they expire, quorums must be met in the preference list of
-	// every view as well as the current one: a write acknowledged under
-	// an older view is then seen by a read under the newer one, and the
-	// other way round, while data moves.
-	prev []prevView
+	// prev are the ring views replaced and not yet retired: quorums must
+	// be met in the preference list of every one as well as the current
+	// one, so that a write acknowledged under an older view is seen by a
+	// read under the newer one, and the other way round, while data moves.
+	// They retire together once every member of the current view runs
+	// with it and has settled on it (views), and not before
+	// TransitionTicks.
+	prev  []prevView
+	views viewSync
 	// leaving: the node is draining out of the ring (SetLeaving). It
 	// still stores the writes sent to it but acknowledges none, so that
 	// no write counts it toward W: it may exit before handing off what
 	// arrived last, while coordinators that have not seen it go still
 	// route to it.
-	leaving  bool
+	leaving bool
+	// left lists members that announced they left the ring (MemberLeft):
+	// they handed their data off first, so a view of the transition
+	// window stops counting them as soon as they are out of the ring. A
+	// member that drops out of the ring without one (it crashed, or is cut
+	// off) keeps counting in the views that had it until they expire: it
+	// may hold the only other copy of an acknowledged write.
+	left     []string
 	diverged bool // the last comparison found differences
 	// marks holds, for each of the last SettleTicks+1 ticks, the newest
 	// version this node had seen or could mint then (see horizon).
@@ -129,6 +148,7 @@ func NewNode(cfg Config, self string, ring Ring, st Storage, clock func() uint64
 	for _, h := range hints {
 		n.holdHint(h, false)
 	}
+	n.views.reset(ringDigest(ring))
 	return n
 }
 
@@ -202,6 +222,9 @@ func (n *Node) observe(v uint64) { n.last = max(n.last, v) }
 
 // Step handles one message.
 func (n *Node) Step(m Message) {
+	if len(n.lwt.suspect) > 0 {
+		delete(n.lwt.suspect, m.From) // it answers again
+	}
 	switch m.Kind {
 	case KindClientPut:
 		n.clientPut(m)
@@ -287,6 +310,10 @@ func (n *Node) Step(m Message) {
 		n.regionPut(m)
 	case KindRegionAck:
 		n.onRegionAck(m)
+	case KindRegionMark:
+		n.onRegionMark(m)
+	case KindViewState:
+		n.onViewState(m)
 	case KindClientCas:
 		n.clientCas(m)
 	case KindPrepare:
@@ -301,6 +328,8 @@ func (n *Node) Step(m Message) {
 		n.onAccepted(m, m.From)
 	case KindClientResp:
 		n.onFwdResp(m)
+	case KindCasTaken:
+		n.onCasTaken(m)
 	case KindPullRange:
 		// Sent at the next tick: a comparison asks for each bucket it
 		// lacks in a message of its own, and those that arrive meanwhile
@@ -341,6 +370,7 @@ func (n *Node) Tick() {
 	n.tickRegions()
 	n.tickLwt()
 	n.tickSync()
+	n.tickViews()
 }
 
 // sendMigrations sends the anti-entropy and hand-off messages waiting for

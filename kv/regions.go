@@ -13,10 +13,41 @@
 //
 // Writes that arrive from another region are not sent on: the region a
 // write was made in sends it to every other region itself.
+//
+// Watermarks: a node with an Origin (Config.Origin, one per incarnation)
+// tells every node of each other region, every tick its watermark for
+// that region moves and every markTicks anyway, how far that region has
+// caught up with it (KindRegionMark): every client write this incarnation
+// coordinated at a version at or below the mark is held by a write quorum
+// there. The mark is just below the oldest version of any key it holds in
+// the region's outbox (kept per key, as the outbox keeps only the newest
+// write of a key: the older ones it replaced are not there either until
+// the newest is acknowledged), or, with nothing held, the newest version
+// this node minted or saw: every write it mints later is above it. A
+// reader in that region that knows which incarnation coordinated a write
+// (its origin) then needs no read to know that a read at its region's
+// quorum returns it: the mark passing its version says so (Ready.Marks,
+// antipode's tide shim). Marks compare versions of one incarnation only,
+// so clocks that differ between nodes, or go back across a restart, do
+// not matter: a restart is a new origin, and the old one's mark stops.
 
 package kv
 
-import "slices"
+import (
+	"container/heap"
+	"slices"
+)
+
+// RegionMark is a replication watermark another region sent: every
+// client write the node incarnation Origin coordinated at a version at or
+// below Version is held by a write quorum of this region.
+type RegionMark struct {
+	Origin, Version uint64
+}
+
+// markTicks is how often a node sends its watermark unchanged, for the
+// nodes of the other region that restarted since it last moved.
+const markTicks = 100
 
 // RegionStatus is what a node knows of one other region's replication.
 type RegionStatus struct {
@@ -55,6 +86,56 @@ type regionQueue struct {
 	lastLag  uint64
 	sent     int
 	acked    int
+	// oldest is, by key held, a version at or below the oldest write of
+	// the key this node coordinated that the region has not acknowledged
+	// (see the watermarks above); pending orders its entries, and an
+	// entry that is no longer its key's oldest is dropped when it comes
+	// to the top.
+	oldest  map[string]uint64
+	pending versionHeap
+	// mark is the watermark last sent, at tick markAt.
+	mark   uint64
+	markAt int
+}
+
+// keyMark is an entry of versionHeap.
+type keyMark struct {
+	v   uint64
+	key string
+}
+
+// versionHeap is a min-heap of keyMarks by version (container/heap).
+type versionHeap []keyMark
+
+func (h versionHeap) Len() int           { return len(h) }
+func (h versionHeap) Less(i, j int) bool { return h[i].v < h[j].v }
+func (h versionHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *versionHeap) Push(x any)        { *h = append(*h, x.(keyMark)) }
+func (h *versionHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// since notes v as a lower bound of the oldest unacknowledged write of
+// key.
+func (q *regionQueue) since(key string, v uint64) {
+	q.oldest[key] = v
+	heap.Push(&q.pending, keyMark{v: v, key: key})
+}
+
+// watermark is the region's mark (see above); last is the newest version
+// this node minted or saw.
+func (q *regionQueue) watermark(last uint64) uint64 {
+	for len(q.pending) > 0 {
+		top := q.pending[0]
+		if v, ok := q.oldest[top.key]; ok && v == top.v {
+			return top.v - 1
+		}
+		heap.Pop(&q.pending)
+	}
+	return last
 }
 
 // regionSend is a write sent to a region and not acknowledged yet.
@@ -82,7 +163,7 @@ func (n *Node) regionQueue(region string) *regionQueue {
 	}
 	q := n.regions.queues[region]
 	if q == nil {
-		q = &regionQueue{held: map[string]Record{}}
+		q = &regionQueue{held: map[string]Record{}, oldest: map[string]uint64{}}
 		n.regions.queues[region] = q
 	}
 	return q
@@ -96,6 +177,9 @@ func (n *Node) SetRegionRing(region string, r Ring) {
 		n.regions.rings = map[string]Ring{}
 	}
 	n.regions.rings[region] = r
+	if q := n.regions.queues[region]; q != nil {
+		q.markAt = n.now - markTicks // new members hear the mark at the next tick
+	}
 }
 
 // RestoreOutbox reloads the writes persisted for other regions (Hint's
@@ -137,6 +221,11 @@ func (n *Node) hold(region string, r Record, persist bool) {
 		}
 	}
 	q.held[string(r.Key)] = r
+	if _, ok := q.oldest[string(r.Key)]; !ok {
+		// A key already there keeps its older bound: the write this one
+		// replaces in the outbox is not in the region either.
+		q.since(string(r.Key), r.Version)
+	}
 	q.queue = append(q.queue, KeyVersion{Key: r.Key, Version: r.Version, Tomb: r.Tomb})
 	if persist {
 		n.rd.Persist = append(n.rd.Persist, PersistOp{Outbox: &Hint{Target: region, Rec: r}})
@@ -198,8 +287,15 @@ func (n *Node) onRegionAck(m Message) {
 	} else {
 		q.lastLag = 0
 	}
-	if cur, ok := q.held[s.key]; ok && cur.Version == s.version {
+	cur, ok := q.held[s.key]
+	if ok && s.version < cur.Version && s.version >= q.oldest[s.key] {
+		// An older write of a key held anew: the region holds every
+		// version up to this one.
+		q.since(s.key, s.version+1)
+	}
+	if ok && cur.Version == s.version {
 		delete(q.held, s.key)
+		delete(q.oldest, s.key) // every older write of the key too
 		n.rd.Persist = append(n.rd.Persist, PersistOp{DoneOutbox: &Hint{Target: s.region, Rec: Record{Key: cur.Key, Version: cur.Version}}})
 	}
 }
@@ -210,6 +306,7 @@ const regionWindow = 1024
 // tickRegions sends other regions the writes that are due (older than
 // Config.RegionDelay), and again those not acknowledged in time.
 func (n *Node) tickRegions() {
+	n.sendMarks()
 	if len(n.regions.queues) == 0 {
 		return
 	}
@@ -269,6 +366,36 @@ func (n *Node) tickRegions() {
 		if len(q.queue) == 0 {
 			q.queue = nil // let the backing array go
 		}
+	}
+}
+
+// sendMarks sends each other region's nodes this node's watermark for
+// the region when it has moved, and every markTicks.
+func (n *Node) sendMarks() {
+	if n.cfg.Origin == 0 {
+		return
+	}
+	for _, region := range n.cfg.Regions {
+		r := n.regions.rings[region]
+		if r == nil || len(r.Members()) == 0 {
+			continue
+		}
+		q := n.regionQueue(region)
+		m := q.watermark(n.last)
+		if m == q.mark && n.now-q.markAt < markTicks {
+			continue
+		}
+		q.mark, q.markAt = m, n.now
+		for _, mem := range r.Members() {
+			n.send(Message{Kind: KindRegionMark, To: mem.Addr, ID: n.cfg.Origin, Horizon: m})
+		}
+	}
+}
+
+// onRegionMark hands a watermark another region sent to the driver.
+func (n *Node) onRegionMark(m Message) {
+	if m.ID != 0 {
+		n.rd.Marks = append(n.rd.Marks, RegionMark{Origin: m.ID, Version: m.Horizon})
 	}
 }
 

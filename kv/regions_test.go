@@ -21,12 +21,18 @@ type regionNet struct {
 	nodes  map[string]*Node
 	st     map[string]*MemStorage
 	outbox map[string]map[string]Hint // node -> region+key -> held write
+	// origin is each node's current incarnation (Config.Origin), a new
+	// one at every start; onMarks, if set, sees the watermarks each
+	// node's round hands its driver.
+	origin  map[string]uint64
+	origins uint64
+	onMarks func(node string, ms []RegionMark)
 }
 
 func newRegionNet(t *testing.T, delay uint64) *regionNet {
 	pos := Partitioners["md5-low32"]
 	rn := &regionNet{t: t, now: 1 << 40, cfg: map[string]Config{}, rings: map[string]*StaticRing{}, region: map[string]string{},
-		nodes: map[string]*Node{}, st: map[string]*MemStorage{}, outbox: map[string]map[string]Hint{}}
+		nodes: map[string]*Node{}, st: map[string]*MemStorage{}, outbox: map[string]map[string]Hint{}, origin: map[string]uint64{}}
 	for ri, region := range []string{"A", "B"} {
 		other := "B"
 		if region == "B" {
@@ -58,7 +64,11 @@ func (rn *regionNet) start(a string) {
 	for _, h := range rn.outbox[a] {
 		held = append(held, h)
 	}
-	n := NewNode(rn.cfg[a], a, rn.rings[rn.region[a]], rn.st[a], func() uint64 { return rn.now }, nil)
+	rn.origins++
+	rn.origin[a] = rn.origins
+	cfg := rn.cfg[a]
+	cfg.Origin = rn.origins
+	n := NewNode(cfg, a, rn.rings[rn.region[a]], rn.st[a], func() uint64 { return rn.now }, nil)
 	n.RestoreOutbox(held)
 	for region, r := range rn.rings {
 		if region != rn.region[a] {
@@ -84,6 +94,9 @@ func (rn *regionNet) deliver(pass func(Message) bool) (answers []Message) {
 		for _, a := range names {
 			rd := rn.nodes[a].Ready()
 			rn.st[a].Apply(rd.Persist)
+			if rn.onMarks != nil && len(rd.Marks) > 0 {
+				rn.onMarks(a, rd.Marks)
+			}
 			for _, op := range rd.Persist {
 				switch {
 				case op.Outbox != nil:
@@ -109,6 +122,18 @@ func (rn *regionNet) deliver(pass func(Message) bool) (answers []Message) {
 }
 
 // tick advances the clock by d nanoseconds and ticks every node once.
+// crashOrRestart restarts a if it is down, or else crashes it unless
+// another node of its region is down already.
+func (rn *regionNet) crashOrRestart(a string, all []string, down map[string]bool) {
+	if down[a] {
+		delete(down, a)
+		rn.start(a)
+	} else if !slices.ContainsFunc(all, func(b string) bool { return down[b] && rn.region[b] == rn.region[a] }) {
+		down[a] = true
+		delete(rn.nodes, a)
+	}
+}
+
 func (rn *regionNet) tick(d uint64) {
 	rn.now += d
 	for _, n := range rn.nodes {
@@ -227,7 +252,9 @@ func TestRegionDelayAndRestart(t *testing.T) {
 	sentToB := 0
 	noB := func(m Message) bool {
 		if rn.region[m.To] == "B" {
-			sentToB++
+			if m.Kind != KindRegionMark {
+				sentToB++
+			}
 			return false
 		}
 		return true
@@ -381,14 +408,7 @@ func regionChaos(t *testing.T, seed uint64) {
 		// Crash or restart a node now and then, never more than one per
 		// region at a time.
 		if rng.IntN(4) == 0 {
-			a := all[rng.IntN(len(all))]
-			if down[a] {
-				delete(down, a)
-				rn.start(a)
-			} else if !slices.ContainsFunc(all, func(b string) bool { return down[b] && rn.region[b] == rn.region[a] }) {
-				down[a] = true
-				delete(rn.nodes, a)
-			}
+			rn.crashOrRestart(all[rng.IntN(len(all))], all, down)
 		}
 		for range 1 + rng.IntN(3) {
 			a := all[rng.IntN(len(all))]
@@ -458,6 +478,156 @@ func regionChaos(t *testing.T, seed uint64) {
 	for _, a := range all {
 		if ob := rn.nodes[a].Outbox(); len(ob) != 0 {
 			t.Errorf("%s still holds %d writes for another region", a, len(ob))
+		}
+	}
+}
+
+// TestRegionMarkChaos: both regions write to a few keys (so that the
+// outbox often replaces a key's write before the other region holds it)
+// through random coordinators while messages are dropped and duplicated
+// and nodes crash and restart (a new incarnation, a new origin). No
+// watermark a node receives may pass an acknowledged write of its origin
+// that fewer than a write quorum of the node's region hold; and once the
+// faults stop, every live incarnation's mark passes its last write in
+// the other region.
+func TestRegionMarkChaos(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) { regionMarkChaos(t, seed) })
+	}
+}
+
+func regionMarkChaos(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 29))
+	rn := newRegionNet(t, 0)
+	for a := range rn.cfg {
+		c := rn.cfg[a]
+		c.RegionDelay = uint64(rng.IntN(4)) * 20e6 // 0 to 60 ms
+		rn.cfg[a] = c
+		rn.start(a)
+	}
+	all := slices.Sorted(maps.Keys(rn.region))
+	type write struct {
+		key    string
+		origin uint64
+		v      uint64
+	}
+	var acked []write
+	// marks: the highest watermark each region's nodes received, by
+	// origin.
+	marks := map[string]map[uint64]uint64{"A": {}, "B": {}}
+	rn.onMarks = func(a string, ms []RegionMark) {
+		for _, m := range ms {
+			marks[rn.region[a]][m.Origin] = max(marks[rn.region[a]][m.Origin], m.Version)
+		}
+	}
+	origins := map[uint64]string{} // origin -> region
+	passed := 0
+	check := func(when string) {
+		t.Helper()
+		passed = 0
+		for _, w := range acked {
+			other := "A"
+			if origins[w.origin] == "A" {
+				other = "B"
+			}
+			if marks[other][w.origin] < w.v {
+				continue
+			}
+			passed++
+			n := 0
+			for _, a := range rn.holders(w.key, w.v) {
+				if rn.region[a] == other {
+					n++
+				}
+			}
+			if n < 2 {
+				t.Fatalf("%s: region %s's mark of origin %d is %d, past write %s@%d, which %d of its nodes hold (want a write quorum)",
+					when, other, w.origin, marks[other][w.origin], w.key, w.v, n)
+			}
+		}
+	}
+	down := map[string]bool{}
+	faults := true
+	pass := func(m Message) bool {
+		if down[m.To] || down[m.From] {
+			return false
+		}
+		if faults && rng.Float64() < 0.2 {
+			return false
+		}
+		if faults && rng.Float64() < 0.05 && rn.nodes[m.To] != nil {
+			rn.nodes[m.To].Step(m) // duplicated
+		}
+		return true
+	}
+	sent := map[uint64]write{}
+	nextID := uint64(0)
+	collect := func(ans []Message) {
+		for _, m := range ans {
+			w, ok := sent[m.ID]
+			if !ok {
+				continue
+			}
+			delete(sent, m.ID)
+			if m.Err == "" {
+				w.v = m.Rec.Version
+				acked = append(acked, w)
+			}
+		}
+	}
+	for step := range 300 {
+		if rng.IntN(5) == 0 {
+			rn.crashOrRestart(all[rng.IntN(len(all))], all, down)
+		}
+		for range 1 + rng.IntN(3) {
+			a := all[rng.IntN(len(all))]
+			if down[a] {
+				continue
+			}
+			nextID++
+			key := fmt.Sprintf("k%d", rng.IntN(4))
+			sent[nextID] = write{key: key, origin: rn.origin[a]}
+			origins[rn.origin[a]] = rn.region[a]
+			rn.nodes[a].Step(Message{Kind: KindClientPut, From: "client", ID: nextID,
+				Rec: Record{Key: []byte(key), Value: []byte(fmt.Sprintf("%s-%d", a, step))}})
+		}
+		collect(rn.deliver(pass))
+		check(fmt.Sprintf("step %d", step))
+		rn.tick(5e6)
+		collect(rn.deliver(pass))
+		check(fmt.Sprintf("step %d tick", step))
+	}
+	faults = false
+	for _, a := range all {
+		if down[a] {
+			delete(down, a)
+			rn.start(a)
+		}
+	}
+	for range markTicks + 100 {
+		rn.tick(5e6)
+		collect(rn.deliver(pass))
+	}
+	check("settled")
+	if passed == 0 {
+		t.Fatal("no watermark passed any write")
+	}
+	// Every live incarnation's last write is passed everywhere.
+	last := map[uint64]write{}
+	for _, w := range acked {
+		last[w.origin] = w
+	}
+	for _, a := range all {
+		w, ok := last[rn.origin[a]]
+		if !ok {
+			continue
+		}
+		other := "A"
+		if rn.region[a] == "A" {
+			other = "B"
+		}
+		if marks[other][w.origin] < w.v {
+			t.Errorf("%s's last write %s@%d: region %s's mark of it is %d once settled", a, w.key, w.v, other, marks[other][w.origin])
 		}
 	}
 }

@@ -59,6 +59,9 @@ func (n *Node) remember(ks string, r Record) { n.vcache.put(ks, r, n.cfg.Version
 func (n *Node) Clear() {
 	clear(n.hints)
 	for _, q := range n.regions.queues {
+		// q.oldest stays: the writes dropped are not in the other region,
+		// and the watermark stays below them until a newer write of
+		// their key is acknowledged there.
 		clear(q.held)
 		q.queue = nil
 	}

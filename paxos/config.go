@@ -58,7 +58,8 @@ type Config struct {
 	// Default 10.
 	ResendTicks int `msgpack:"rt,omitempty"`
 	// SnapshotEvery makes replicas snapshot and truncate their log every
-	// this many executed slots. Default 1000.
+	// this many executed slots, or every m times this many for a large
+	// state (m = 1 + keys/50,000). Default 1000.
 	SnapshotEvery uint64 `msgpack:"se,omitempty"`
 	// SessionSlots is how many slots a client session may stay silent
 	// before replicas forget it (its last sequence number and result).

@@ -19,7 +19,8 @@ var leaderStateNames = [...]string{"follower", "matching", "candidate", "active"
 type proposal struct {
 	value  Value
 	sentAt int
-	tries  int // resends so far: each waits twice as long (backoff)
+	tries  int    // resends so far: each waits twice as long (backoff)
+	proxy  string // the proxy leader it was last sent to
 }
 
 // phase1Config is one live configuration in a leader's phase 1 and the
@@ -407,10 +408,21 @@ func backoff(base, tries int) int {
 	return base << min(tries, maxBackoff)
 }
 
+// sendPhase2a hands slot to the next proxy leader in turn. A resend goes
+// to another proxy leader than the last one it went to: that one may be
+// down or frozen, and every later slot waits for this one to be chosen.
 func (l *Leader) sendPhase2a(slot uint64, v Value) {
-	l.pending[slot] = &proposal{value: v, sentAt: l.now}
+	prev := ""
+	if p := l.pending[slot]; p != nil {
+		prev = p.proxy
+	}
 	proxy := l.cfg.ProxyLeaders[l.nextProxy%len(l.cfg.ProxyLeaders)]
 	l.nextProxy++
+	if proxy == prev && len(l.cfg.ProxyLeaders) > 1 {
+		proxy = l.cfg.ProxyLeaders[l.nextProxy%len(l.cfg.ProxyLeaders)]
+		l.nextProxy++
+	}
+	l.pending[slot] = &proposal{value: v, sentAt: l.now, proxy: proxy}
 	g := l.round.Groups[slot%uint64(len(l.round.Groups))]
 	l.send(Message{Kind: KindPhase2a, To: proxy, Ballot: l.ballot, Slot: slot, Value: v, Group: &g})
 }

@@ -170,6 +170,12 @@ type Message struct {
 	// before it in Ready.Messages but for To, so a driver may encode it
 	// once for every recipient.
 	SameAsPrevious bool `msgpack:"-"`
+	// Unsynced marks a message (not sent) that announces nothing its
+	// sender persists: a driver may send it before the sender's earlier
+	// writes are on disk. A replica's replies are such: they follow from
+	// the chosen log, which the acceptors hold, and a replica restarted
+	// from an older snapshot computes the same ones again.
+	Unsynced bool `msgpack:"-"`
 }
 
 func (m Message) String() string {

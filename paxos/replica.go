@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"sort"
@@ -200,11 +201,16 @@ func (r *Replica) execute() {
 		for _, c := range v.Commands {
 			rec, seen := r.clients[c.Client]
 			reply := Reply{Client: c.Client, Seq: c.Seq, ReplyTo: c.ReplyTo}
+			answer := mine
 			switch {
 			case seen && c.Seq < rec.Seq:
 				continue // an old retry; its client has moved on
 			case seen && c.Seq == rec.Seq:
+				// A repeat: its client has not heard back, perhaps because
+				// the replica that answers the slot it was applied in is
+				// down or frozen. Every replica answers it.
 				reply.Result = rec.Result
+				answer = r.idx >= 0
 			case !seen && !c.First:
 				// A session this replica forgot (or never saw start):
 				// its command may have been applied before.
@@ -213,7 +219,7 @@ func (r *Replica) execute() {
 				reply.Result = r.sm.Apply(c.Op)
 				r.clients[c.Client] = clientRecord{Seq: c.Seq, Result: reply.Result, Slot: slot}
 			}
-			if mine {
+			if answer {
 				replies = append(replies, reply)
 			}
 		}
@@ -230,7 +236,7 @@ func (r *Replica) execute() {
 		r.lastExec = r.now
 		// A configuration change snapshots too: a replica that leaves may
 		// stop once a quorum of those that stay hold the log through it.
-		if r.exec%r.cfg.SnapshotEvery == 0 || v.Config != nil {
+		if r.exec%r.cfg.SnapshotEvery == 0 && r.snapshotDue() || v.Config != nil {
 			r.snapshot()
 		}
 		if v.Config != nil {
@@ -243,10 +249,10 @@ func (r *Replica) execute() {
 		// client, a hop sooner (one client's latency).
 		if len(r.latest.Unbatchers) > 0 && len(replies) > 1 {
 			u := r.latest.Unbatchers[int(r.exec)%len(r.latest.Unbatchers)]
-			r.send(Message{Kind: KindReplyBatch, To: u, Replies: replies})
+			r.send(Message{Kind: KindReplyBatch, To: u, Replies: replies, Unsynced: true})
 		} else {
 			for _, rep := range replies {
-				r.send(Message{Kind: KindReply, To: rep.ReplyTo, Reply: rep})
+				r.send(Message{Kind: KindReply, To: rep.ReplyTo, Reply: rep, Unsynced: true})
 			}
 		}
 	}
@@ -265,7 +271,27 @@ func (r *Replica) execute() {
 
 func (r *Replica) answerRead(c Command) {
 	res := r.sm.Read(c.Op)
-	r.send(Message{Kind: KindReply, To: c.ReplyTo, Reply: Reply{Client: c.Client, Seq: c.Seq, Result: res, ReplyTo: c.ReplyTo}})
+	r.send(Message{Kind: KindReply, To: c.ReplyTo, Reply: Reply{Client: c.Client, Seq: c.Seq, Result: res, ReplyTo: c.ReplyTo}, Unsynced: true})
+}
+
+// snapshotKeys is how many keys of state one more SnapshotEvery slots
+// between snapshots is worth.
+const snapshotKeys = 50_000
+
+// snapshotDue says whether the replica snapshots at r.exec, a multiple of
+// SnapshotEvery: at every one while the state is small, at every m-th for
+// a large one (m = 1 + keys/snapshotKeys), so that the work of snapshots,
+// each a copy of the whole state, grows with the commands executed rather
+// than with the state's size times the slots. It depends only on the slot
+// and the state, so every replica snapshots, and forgets silent sessions,
+// at the same slots.
+func (r *Replica) snapshotDue() bool {
+	sized, ok := r.sm.(interface{ Len() int })
+	if !ok {
+		return true
+	}
+	m := 1 + uint64(sized.Len())/snapshotKeys
+	return (r.exec/r.cfg.SnapshotEvery)%m == 0
 }
 
 // snapshot saves the state machine and client table at r.exec and drops
@@ -280,10 +306,20 @@ func (r *Replica) snapshot() {
 	}
 	cfg := r.cfg.Clone()
 	s := replicaSnapshot{Slot: r.exec, State: r.sm.Snapshot(), Clients: r.clients, Config: &cfg}
-	b, err := msgpack.Marshal(&s)
-	if err != nil {
+	// One buffer big enough for all of it: the state, copied once, is
+	// most of a snapshot.
+	size := len(s.State) + 64<<10
+	for _, c := range r.clients {
+		size += 64 + len(c.Result)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(buf)
+	if err := enc.Encode(&s); err != nil {
 		return
 	}
+	b := buf.Bytes()
 	r.snap, r.snapSlot = b, r.exec
 	r.rd.Snapshot = b
 	for slot := range r.log {

@@ -211,6 +211,17 @@ const (
 // counts for the commands after it.
 func (srv *Server) authorize(cs *connState, args [][]byte) reply {
 	name := strings.ToUpper(string(args[0]))
+	acl := srv.acl.Load()
+	if cs.user != nil && cs.acl != acl {
+		// The ACL was reloaded: the user's new rules apply, and a user
+		// removed or turned off is logged out.
+		if u := acl.Users[cs.user.Name]; u != nil && u.On {
+			cs.user = u
+		} else {
+			cs.user = nil
+		}
+		cs.acl = acl
+	}
 	errReply := func(msg string) reply {
 		if srv.cfg.OnAuthFailure != nil && (msg == errNoAuth || msg == errWrongPass || strings.HasPrefix(msg, "NOPERM")) {
 			srv.cfg.OnAuthFailure()
@@ -228,11 +239,11 @@ func (srv *Server) authorize(cs *connState, args [][]byte) reply {
 		default:
 			return errReply("ERR wrong number of arguments for 'auth' command")
 		}
-		u := srv.acl.login(user, pass)
+		u := acl.login(user, pass)
 		if u == nil {
 			return errReply(errWrongPass)
 		}
-		cs.user = u
+		cs.user, cs.acl = u, acl
 		return func(w writer) { w.simple("OK") }
 	case "HELLO":
 		i := 1
@@ -251,11 +262,11 @@ func (srv *Server) authorize(cs *connState, args [][]byte) reply {
 				if i+2 >= len(args) {
 					return errReply("ERR Syntax error in HELLO option 'auth'")
 				}
-				u := srv.acl.login(string(args[i+1]), string(args[i+2]))
+				u := acl.login(string(args[i+1]), string(args[i+2]))
 				if u == nil {
 					return errReply(errWrongPass)
 				}
-				cs.user = u
+				cs.user, cs.acl = u, acl
 				i += 3
 			case "SETNAME":
 				if i+1 >= len(args) {

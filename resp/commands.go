@@ -408,75 +408,84 @@ func b2i(b bool) int64 {
 }
 
 // Glob reports whether s matches a Redis glob pattern: * and ? , [abc],
-// [^abc] and [a-z] classes, and \ quoting the next character.
+// [^abc] and [a-z] classes, and \ quoting the next character. Every
+// element but * matches exactly one byte, so a mismatch only ever needs to
+// go back to the last * seen: the time is at most len(pat)*len(s), however
+// many stars the pattern holds (Redis's own matcher backtracks into every
+// star, exponentially on patterns like *a*a*a*b).
 func Glob(pat, s []byte) bool {
-	for len(pat) > 0 {
-		switch pat[0] {
-		case '*':
-			for len(pat) > 1 && pat[1] == '*' {
-				pat = pat[1:]
+	p, i := 0, 0
+	starP, starI := -1, 0 // after the last * seen, and the byte it matched up to
+	for i < len(s) {
+		if p < len(pat) && pat[p] == '*' {
+			for p < len(pat) && pat[p] == '*' {
+				p++
 			}
-			if len(pat) == 1 {
+			if p == len(pat) {
 				return true
 			}
-			for i := 0; i <= len(s); i++ {
-				if Glob(pat[1:], s[i:]) {
-					return true
-				}
+			starP, starI = p, i
+			continue
+		}
+		if p < len(pat) {
+			if ok, n := globOne(pat[p:], s[i]); ok {
+				p += n
+				i++
+				continue
 			}
+		}
+		if starP < 0 {
 			return false
-		case '?':
-			if len(s) == 0 {
-				return false
-			}
-			s = s[1:]
-			pat = pat[1:]
-		case '[':
-			if len(s) == 0 {
-				return false
-			}
-			pat = pat[1:]
-			not := len(pat) > 0 && pat[0] == '^'
-			if not {
-				pat = pat[1:]
-			}
-			match := false
-			for len(pat) > 0 && pat[0] != ']' {
-				switch {
-				case pat[0] == '\\' && len(pat) > 1:
-					match = match || pat[1] == s[0]
-					pat = pat[2:]
-				case len(pat) >= 3 && pat[1] == '-' && pat[2] != ']':
-					lo, hi := pat[0], pat[2]
-					if lo > hi {
-						lo, hi = hi, lo
-					}
-					match = match || (s[0] >= lo && s[0] <= hi)
-					pat = pat[3:]
-				default:
-					match = match || pat[0] == s[0]
-					pat = pat[1:]
+		}
+		// The last * takes one more byte; what follows it starts over.
+		starI++
+		p, i = starP, starI
+	}
+	for p < len(pat) && pat[p] == '*' {
+		p++
+	}
+	return p == len(pat)
+}
+
+// globOne matches the pattern element at the start of pat (any but *)
+// against c: whether it matches, and the element's length in pat. A class
+// without its ] runs to the end of the pattern, as in Redis.
+func globOne(pat []byte, c byte) (bool, int) {
+	switch pat[0] {
+	case '?':
+		return true, 1
+	case '[':
+		k := 1
+		not := k < len(pat) && pat[k] == '^'
+		if not {
+			k++
+		}
+		match := false
+		for k < len(pat) && pat[k] != ']' {
+			switch {
+			case pat[k] == '\\' && k+1 < len(pat):
+				match = match || pat[k+1] == c
+				k += 2
+			case k+2 < len(pat) && pat[k+1] == '-' && pat[k+2] != ']':
+				lo, hi := pat[k], pat[k+2]
+				if lo > hi {
+					lo, hi = hi, lo
 				}
+				match = match || (c >= lo && c <= hi)
+				k += 3
+			default:
+				match = match || pat[k] == c
+				k++
 			}
-			if len(pat) > 0 {
-				pat = pat[1:] // the ]
-			}
-			if match == not {
-				return false
-			}
-			s = s[1:]
-		case '\\':
-			if len(pat) > 1 {
-				pat = pat[1:]
-			}
-			fallthrough
-		default:
-			if len(s) == 0 || s[0] != pat[0] {
-				return false
-			}
-			s = s[1:]
-			pat = pat[1:]
+		}
+		if k < len(pat) {
+			k++ // the ]
+		}
+		return match != not, k
+	case '\\':
+		if len(pat) > 1 {
+			return pat[1] == c, 2
 		}
 	}
-	return len(s) == 0
+	return pat[0] == c, 1
 }

@@ -14,6 +14,7 @@ package resp
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"time"
 
@@ -112,7 +113,7 @@ type Member struct {
 type Server struct {
 	cfg   Config
 	kv    Backend
-	acl   *ACL
+	acl   atomic.Pointer[ACL]
 	conns atomic.Int64
 }
 
@@ -120,7 +121,23 @@ type Server struct {
 func NewServer(cfg Config, b Backend) *Server {
 	srv := &Server{cfg: cfg, kv: b}
 	if cfg.ACL != nil && len(cfg.ACL.Users) > 0 {
-		srv.acl = cfg.ACL
+		srv.acl.Store(cfg.ACL)
 	}
 	return srv
+}
+
+// SetACL replaces the users of a server started with an ACL (a reloaded
+// ACL file): new logins use a; an open connection keeps its login if its
+// user is still there and on, under a's rules for that user, and is
+// logged out otherwise. An empty a, or a server started without an ACL,
+// is refused.
+func (srv *Server) SetACL(a *ACL) error {
+	if a == nil || len(a.Users) == 0 {
+		return errors.New("resp: an ACL with no users would open the server to anyone")
+	}
+	if srv.acl.Load() == nil {
+		return errors.New("resp: this server was started without an ACL")
+	}
+	srv.acl.Store(a)
+	return nil
 }

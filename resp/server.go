@@ -96,7 +96,7 @@ func (srv *Server) serveConn(ctx context.Context, c net.Conn) {
 				replies = replies[:i+1]
 				break
 			}
-			if replies[i] == nil && srv.acl != nil {
+			if replies[i] == nil && srv.acl.Load() != nil {
 				replies[i] = srv.authorize(cs, args)
 			}
 		}
@@ -239,8 +239,9 @@ type connState struct {
 	arena   arena
 	refused []refusal
 	// user is who logged in (AUTH, HELLO ... AUTH): nil before, on a
-	// server with an ACL.
+	// server with an ACL; acl is the ACL it logged in under.
 	user *User
+	acl  *ACL
 }
 
 // refusal is the answer to a command of a pipeline that is refused

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -26,8 +27,31 @@ var casSeeds = flag.Int("cas.seeds", envInt("TIDE_CAS_SEEDS", map[bool]int{false
 // history must be linearizable (CasModel), and after healing every
 // counter must equal the sum of the increments acknowledged, plus some of
 // those whose outcome is unknown.
-func RunCas(t *testing.T, seed uint64, faultTicks int) {
+func RunCas(t *testing.T, seed uint64, faultTicks int) { runCas(t, seed, faultTicks, casMode{}) }
+
+// casMode varies RunCas.
+type casMode struct {
+	// leaderCrash: see TestCasLeaderCrash.
+	leaderCrash bool
+	// churn: see TestCasRingChurn. Nodes learn of each change within
+	// lag ticks of each other.
+	churn bool
+	lag   int
+}
+
+// runCas is RunCas; with leaderCrash, the leader of ctr0 is crashed a
+// quarter into the faults and stays down until seven eighths, while the
+// ring keeps it (with no other crash or partition meanwhile, but message
+// loss, duplication and delay): the ops on ctr0 through the other nodes
+// must still be acknowledged meanwhile (the forwarding nodes turn to the
+// next replica).
+func runCas(t *testing.T, seed uint64, faultTicks int, mode casMode) {
+	leaderCrash := mode.leaderCrash
 	cfg := kv.Config{N: 3, W: 2, R: 2, ResendTicks: 5, TimeoutTicks: 80, HintTicks: 20, SyncTicks: 25, Buckets: 8, MigrationBytesPerTick: 4096}
+	if mode.churn {
+		// Windows that expire within the run, between the changes.
+		cfg.TransitionTicks, cfg.HandOffTicks = 200, 50
+	}
 	net := NewKVNet(cfg, 5, seed)
 	net.DropRate, net.DupRate, net.MaxDelay = 0.05, 0.03, 3
 	const clients = 4
@@ -43,6 +67,15 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 	var history []porcupine.Operation
 	var nextID uint64
 	acked := map[string]int64{} // counter key -> sum of acknowledged increments
+	// A client gives up on an op after clientWait ticks (a lost request
+	// or answer): its outcome is unknown. Shorter with leaderCrash, so
+	// that the clients keep ops going while the leader is down.
+	clientWait := 300
+	if leaderCrash {
+		clientWait = 150
+	}
+	crashed, crashedAt := "", -1 // leaderCrash: the leader of ctr0, and when
+	ackedWhileDown := 0          // ops on ctr0 called and acknowledged while it was down
 	unknown := map[string]int64{}
 	net.Client = func(m kv.Message) {
 		c := pending[m.ID]
@@ -67,6 +100,9 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 			op.Output = CasOutput{Found: m.Found, Value: string(m.Rec.Value)}
 		case c.in.Op == "incr" || c.in.Op == "append":
 			op.Output = CasOutput{Value: string(m.Rec.Value)}
+			if crashed != "" && net.Down(crashed) && c.in.Key == "ctr0" && c.start > crashedAt {
+				ackedWhileDown++
+			}
 			if c.in.Op == "incr" {
 				acked[c.in.Key] += d
 			}
@@ -82,6 +118,13 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 		history = append(history, op)
 	}
 	addrs := net.Addrs()
+	members := func() []string {
+		var out []string
+		for _, m := range net.Ring.Members() {
+			out = append(out, m.Addr)
+		}
+		return out
+	}
 	seq := 0
 	issue := func(ci int) {
 		nextID++
@@ -90,7 +133,11 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 		m := kv.Message{From: fmt.Sprintf("client%d", ci), ID: nextID, Kind: kv.KindClientCas}
 		switch r := net.Rand.IntN(10); {
 		case r < 4:
-			in = CasInput{Op: "incr", Key: fmt.Sprintf("ctr%d", net.Rand.IntN(3)), Value: strconv.Itoa(1 + net.Rand.IntN(3))}
+			k := net.Rand.IntN(3)
+			if leaderCrash && net.Rand.IntN(2) == 0 {
+				k = 0 // the counter whose leader crashes, more often
+			}
+			in = CasInput{Op: "incr", Key: fmt.Sprintf("ctr%d", k), Value: strconv.Itoa(1 + net.Rand.IntN(3))}
 			m.Keys = kv.Op{[]byte(kv.OpIncrBy), []byte(in.Value)}
 		case r < 5:
 			in = CasInput{Op: "setnx", Key: fmt.Sprintf("str%d", net.Rand.IntN(3)), Value: fmt.Sprintf("s%d", seq)}
@@ -116,6 +163,11 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 		}
 		m.Rec.Key = []byte(in.Key)
 		m.To = addrs[net.Rand.IntN(len(addrs))]
+		for crashed != "" && m.To == crashed && net.Down(crashed) {
+			// A client of a crashed node finds its connection refused
+			// at once, and goes to another.
+			m.To = addrs[net.Rand.IntN(len(addrs))]
+		}
 		clock++
 		pending[nextID] = &call{in: in, call: clock, start: net.Now}
 		owner[nextID] = ci
@@ -132,8 +184,28 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 			net.Heal()
 			net.DropRate, net.DupRate, net.MaxDelay = 0, 0, 0
 		}
+		if leaderCrash && tick == faultTicks/4 {
+			crashed = net.Ring.Preference(net.Ring.Position([]byte("ctr0")), 1)[0]
+			for _, a := range addrs {
+				if a != crashed {
+					net.Restart(a)
+				}
+			}
+			net.Crash(crashed)
+			net.Heal()
+			crashedAt = net.Now
+		}
+		if leaderCrash && tick == 7*faultTicks/8 {
+			net.Restart(crashed)
+		}
 		if faulty && net.Rand.IntN(40) == 0 {
 			a := addrs[net.Rand.IntN(len(addrs))]
+			if leaderCrash && tick >= faultTicks/4 && tick < 7*faultTicks/8 {
+				// The leader stays down, and the rest connected: with
+				// one of a key's replicas down, a partition between
+				// the other two leaves no majority to run Paxos.
+				continue
+			}
 			switch net.Rand.IntN(4) {
 			case 0:
 				down := 0
@@ -154,7 +226,7 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 			}
 		}
 		for id, c := range pending {
-			if net.Now-c.start > 300 {
+			if net.Now-c.start > clientWait {
 				delete(pending, id)
 				busy[owner[id]] = false
 				if c.in.Op != "get" {
@@ -171,8 +243,23 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 				issue(ci)
 			}
 		}
+		if mode.churn && tick > 0 && tick < faultTicks && tick%(faultTicks/6) == 0 {
+			// A node joins; each node learns of it within mode.lag
+			// ticks. (A drain that takes a node out of every view at
+			// once, before it hands off, would make plain reads stale:
+			// tide's leave hands off first, while the others still
+			// count the leaving node, as the drain after the faults
+			// below does.)
+			ms := append(slices.Clone(net.Ring.Members()), kv.Member{Addr: fmt.Sprintf("j%d", tick/(faultTicks/6)), Token: net.Rand.Uint32()})
+			net.SetMembersLagged(ms, mode.lag)
+			addrs = members()
+			continue
+		}
 		switch tick {
 		case faultTicks / 2:
+			if mode.churn {
+				break
+			}
 			// A sixth node joins at a random token, during the faults.
 			ms := net.Ring.Members()
 			net.SetMembers(append(append([]kv.Member(nil), ms...), kv.Member{Addr: "n5", Token: net.Rand.Uint32()}))
@@ -191,10 +278,7 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 	}
 	// After healing, a last read of each counter through every node.
 	for _, key := range []string{"ctr0", "ctr1", "ctr2"} {
-		for _, a := range net.Addrs() {
-			if a == "n1" {
-				continue
-			}
+		for _, a := range members() {
 			var got *kv.Message
 			net.Client = func(m kv.Message) { got = &m }
 			net.Send(kv.Message{Kind: kv.KindClientGet, From: "checker", To: a, ID: 1 << 40, Rec: kv.Record{Key: []byte(key)}})
@@ -218,11 +302,14 @@ func RunCas(t *testing.T, seed uint64, faultTicks int) {
 	default:
 		t.Errorf("seed %d: porcupine could not decide a history of %d operations (result %v)", seed, len(history), res)
 	}
+	if leaderCrash && ackedWhileDown == 0 {
+		t.Errorf("seed %d: no op on ctr0 was acknowledged while its leader %s was down", seed, crashed)
+	}
 	if testing.Verbose() {
 		t.Logf("seed %d: %d ops, counters %v acknowledged, %v unknown", seed, len(history), acked, unknown)
 	}
 	if t.Failed() {
-		t.Logf("reproduce: go test ./sim -run TestCasSimulation -cas.seeds=%d (seed %d)", seed+1, seed)
+		t.Logf("reproduce: go test ./sim -run TestCas -cas.seeds=%d (seed %d)", seed+1, seed)
 	}
 }
 
@@ -237,4 +324,49 @@ func TestCasSimulation(t *testing.T) {
 		ops++
 	}
 	t.Logf("%d seeds in %s", ops, time.Since(start).Round(time.Millisecond))
+}
+
+// TestCasLeaderCrash: RunCas with the leader of a counter crashed for half
+// of the faults while the ring still lists it. Without failover, every op
+// on the counter through another node waits for the crashed leader and
+// times out.
+func TestCasLeaderCrash(t *testing.T) {
+	for seed := range uint64(max(*casSeeds/3, 2)) {
+		runCas(t, seed, 1200, casMode{leaderCrash: true})
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// TestCasRingChurn: RunCas with five joins during the faults (in the
+// middle of rounds), each reaching the nodes at moments up to 40 ticks
+// apart, and minimum transition windows (200 ticks) that end between
+// them: proposals run with views that disagree, and keys' replica sets
+// change under accepted values that are not yet written; then a drain.
+// TIDE_CAS_LAG sets the spread (see TestCasRingChurnLongLag);
+// TIDE_CAS_FIRST the first seed.
+func TestCasRingChurn(t *testing.T) {
+	first := uint64(envInt("TIDE_CAS_FIRST", 0))
+	for seed := first; seed < first+uint64(max(*casSeeds/3, 2)); seed++ {
+		runCas(t, seed, 1200, casMode{churn: true, lag: envInt("TIDE_CAS_LAG", 40)})
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// TestCasRingChurnLongLag is TestCasRingChurn with nodes learning of each
+// join up to 600 ticks apart, three times the 200-tick minimum window and
+// longer than the time between joins: views disagree for longer than any
+// fixed window, and the older views must stay in force until every member
+// runs with the new one (kv/viewsync.go), or acknowledged increments are
+// lost.
+func TestCasRingChurnLongLag(t *testing.T) {
+	for seed := uint64(1000); seed < 1000+uint64(max(*casSeeds/2, 2)); seed++ {
+		runCas(t, seed, 1200, casMode{churn: true, lag: 600})
+		if t.Failed() {
+			return
+		}
+	}
 }

@@ -30,8 +30,19 @@ type KVNet struct {
 	// Client receives every KindClientResp.
 	Client func(m kv.Message)
 	// StartRing, if set, is the ring a node starts (or restarts) with;
-	// otherwise Ring.
+	// otherwise Ring. A node started with a StartRing holds client
+	// requests until it is given a ring with SetRingOf, as the store's
+	// nodes do until their first ring walk.
 	StartRing func(a string) kv.Ring
+	unready   map[string]bool
+	// lagged holds, by node, a ring view SetMembersLagged has not given
+	// it yet, and the tick it will.
+	lagged map[string]laggedView
+}
+
+type laggedView struct {
+	ring *kv.StaticRing
+	at   int
 }
 
 type kvFlight struct {
@@ -66,8 +77,26 @@ func (net *KVNet) start(a string) {
 	var ring kv.Ring = net.Ring
 	if net.StartRing != nil {
 		ring = net.StartRing(a)
+		if net.unready == nil {
+			net.unready = map[string]bool{}
+		}
+		net.unready[a] = true
 	}
-	net.nodes[a] = kv.NewNode(net.Cfg, a, ring, net.stores[a], clock, hs)
+	if net.Now == 0 {
+		net.nodes[a] = kv.NewNode(net.Cfg, a, ring, net.stores[a], clock, hs)
+		return
+	}
+	// A node started later (a join, a restart) starts as the store's
+	// nodes do: with a ring of itself alone, then the ring it learns.
+	var self []kv.Member
+	for _, m := range ring.Members() {
+		if m.Addr == a {
+			self = append(self, m)
+		}
+	}
+	n := kv.NewNode(net.Cfg, a, kv.NewStaticRing(net.Ring.Pos, self), net.stores[a], clock, hs)
+	n.SetRing(ring)
+	net.nodes[a] = n
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -151,6 +180,15 @@ func (net *KVNet) collect(a string) {
 // every live node ticks.
 func (net *KVNet) Step() {
 	net.Now++
+	for _, a := range sortedKeys(net.lagged) {
+		if lv := net.lagged[a]; lv.at <= net.Now {
+			delete(net.lagged, a)
+			if n := net.nodes[a]; n != nil {
+				n.SetRing(lv.ring)
+				delete(net.unready, a)
+			}
+		}
+	}
 	var due, later []kvFlight
 	for _, f := range net.flight {
 		if f.at <= net.Now {
@@ -176,6 +214,11 @@ func (net *KVNet) Step() {
 		if n == nil {
 			continue
 		}
+		if net.unready[m.To] && net.stores[m.From] == nil {
+			// A client's request waits for the node's first ring.
+			net.flight = append(net.flight, kvFlight{m: m, at: net.Now + 1})
+			continue
+		}
 		n.Step(m)
 		net.collect(m.To)
 	}
@@ -199,8 +242,38 @@ func (net *KVNet) SetMembers(ms []kv.Member) {
 			net.start(m.Addr)
 		}
 	}
-	for _, n := range net.nodes {
+	for a, n := range net.nodes {
 		n.SetRing(net.Ring)
+		delete(net.unready, a)
+	}
+}
+
+// SetMembersLagged is SetMembers with each running node learning of the
+// change at a random tick within maxLag (new members start with it), as
+// membership spreads through a real ring: meanwhile nodes run with views
+// that disagree. A node that restarts meanwhile starts with the new ring.
+func (net *KVNet) SetMembersLagged(ms []kv.Member, maxLag int) {
+	net.Ring = kv.NewStaticRing(net.Ring.Pos, ms)
+	if net.lagged == nil {
+		net.lagged = map[string]laggedView{}
+	}
+	for _, a := range sortedKeys(net.nodes) {
+		net.lagged[a] = laggedView{ring: net.Ring, at: net.Now + net.Rand.IntN(maxLag+1)}
+	}
+	for _, m := range ms {
+		if _, ok := net.stores[m.Addr]; !ok {
+			net.stores[m.Addr] = kv.NewMemStorage(net.Ring.Pos)
+			net.hints[m.Addr] = map[string]kv.Hint{}
+			net.start(m.Addr)
+		}
+	}
+}
+
+// SetRingOf gives a live node a ring view of its own (a ring walk).
+func (net *KVNet) SetRingOf(a string, r kv.Ring) {
+	if n := net.nodes[a]; n != nil {
+		n.SetRing(r)
+		delete(net.unready, a)
 	}
 }
 

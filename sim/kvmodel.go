@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,7 +23,7 @@ type KVInput struct {
 type KVOutput struct {
 	OK    bool
 	Found bool
-	Value string
+	Value string // get: the value; cas: the value before
 }
 
 type kvState struct {
@@ -48,6 +49,12 @@ var KVModel = porcupine.Model{
 				return true, kvState{}
 			case "get":
 				return true, s
+			case "cas":
+				// Where it takes effect, it applies as a cas does then.
+				if (in.Expect == nil && !s.present) || (in.Expect != nil && s.present && *in.Expect == s.value) {
+					return true, kvState{present: true, value: in.Value}
+				}
+				return true, s
 			}
 			return false, s
 		}
@@ -62,7 +69,8 @@ var KVModel = porcupine.Model{
 			return out.OK == s.present && out.Found == s.present, kvState{}
 		case "cas":
 			match := (in.Expect == nil && !s.present) || (in.Expect != nil && s.present && *in.Expect == s.value)
-			if out.OK != match || out.Found != s.present {
+			// Its output's value is the one before it.
+			if out.OK != match || out.Found != s.present || (s.present && out.Value != s.value) {
 				return false, s
 			}
 			if match {
@@ -90,14 +98,20 @@ var KVModel = porcupine.Model{
 		case "del":
 			return fmt.Sprintf("del(%s) -> %v", in.Key, out.OK)
 		}
-		return fmt.Sprintf("cas(%s, %s -> %q) -> %v", in.Key, exp, in.Value, out.OK)
+		before := "<absent>"
+		if out.Found {
+			before = strconv.Quote(out.Value)
+		}
+		return fmt.Sprintf("cas(%s, %s -> %q) -> %v, held %s", in.Key, exp, in.Value, out.OK, before)
 	},
 }
 
 // IllegalKeys checks each key's history on its own and, for every key
 // that is not linearizable, describes its operations in call order, each
 // after what via(i) says of operation i (when, which client, through
-// which node).
+// which node). A long history is cut to the operations around the first
+// one (in call order) outside the longest order porcupine could
+// linearize, which is marked: near where the history goes wrong.
 func IllegalKeys(history []porcupine.Operation, via func(i int) string) []string {
 	byKey := map[string][]int{}
 	var keys []string
@@ -116,20 +130,59 @@ func IllegalKeys(history []porcupine.Operation, via func(i int) string) []string
 		for j, i := range idx {
 			ops[j] = history[i]
 		}
-		if porcupine.CheckOperationsTimeout(KVModel, ops, 10*time.Second) != porcupine.Illegal {
+		res, info := porcupine.CheckOperationsVerbose(KVModel, ops, 10*time.Second)
+		if res != porcupine.Illegal {
 			continue
 		}
+		// The first operation, in call order, outside the longest
+		// partial linearization is where every order got stuck.
+		stuck := -1
+		if parts := info.PartialLinearizations(); len(parts) == 1 {
+			var longest []int
+			for _, l := range parts[0] {
+				if len(l) > len(longest) {
+					longest = l
+				}
+			}
+			in := map[int]bool{}
+			for _, j := range longest {
+				in[j] = true
+			}
+			for j := range ops {
+				if !in[j] && (stuck < 0 || ops[j].Call < history[stuck].Call) {
+					stuck = idx[j]
+				}
+			}
+		}
 		slices.SortFunc(idx, func(a, b int) int { return cmp.Compare(history[a].Call, history[b].Call) })
+		shown := idx
+		if p := slices.Index(idx, stuck); p >= 0 && len(idx) > 2*excerptOps {
+			shown = idx[max(0, p-excerptOps):min(len(idx), p+excerptOps/2)]
+		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "key %s is not linearizable; its %d operations:\n", key, len(idx))
-		for _, i := range idx {
+		fmt.Fprintf(&b, "key %s is not linearizable; ", key)
+		if len(shown) < len(idx) {
+			fmt.Fprintf(&b, "%d of its %d operations, around where the longest linearizable order ends:\n", len(shown), len(idx))
+		} else {
+			fmt.Fprintf(&b, "its %d operations:\n", len(idx))
+		}
+		for _, i := range shown {
 			op := history[i]
-			fmt.Fprintf(&b, "    %s  %s\n", via(i), KVModel.DescribeOperation(op.Input, op.Output))
+			mark := ""
+			if i == stuck {
+				mark = "  <- the first outside the longest linearizable order"
+			}
+			fmt.Fprintf(&b, "    %s  %s%s\n", via(i), KVModel.DescribeOperation(op.Input, op.Output), mark)
 		}
 		out = append(out, b.String())
 	}
 	return out
 }
+
+// excerptOps is how many operations before the first outside the longest
+// linearizable order IllegalKeys shows of a long history (and half as
+// many after).
+const excerptOps = 30
 
 // partitionBy splits a history into one per key, keys in order of first
 // appearance, for a porcupine model partitioned by key.

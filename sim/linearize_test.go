@@ -67,3 +67,66 @@ func TestIllegalKeysNamesTheStaleRead(t *testing.T) {
 		t.Errorf("description of a:\n%s", got[0])
 	}
 }
+
+// TestCasUnknownAndValueBefore: a cas whose client never heard back may
+// take effect later, as a cas would there (so a later read may see its
+// value, but only if the key held what it expected); an answered cas must
+// report the value before it.
+func TestCasUnknownAndValueBefore(t *testing.T) {
+	v1 := "1"
+	absent := (*string)(nil)
+	unknown := func(expect *string, val string) porcupine.Operation {
+		return porcupine.Operation{ClientId: 0, Input: KVInput{Op: "cas", Key: "k", Value: val, Expect: expect}, Call: 20, Return: math.MaxInt64}
+	}
+	put1 := porcupine.Operation{ClientId: 1, Input: KVInput{Op: "put", Key: "k", Value: "1"}, Output: KVOutput{OK: true}, Call: 0, Return: 10}
+	read := func(val string) porcupine.Operation {
+		return porcupine.Operation{ClientId: 2, Input: KVInput{Op: "get", Key: "k"}, Output: KVOutput{Found: true, Value: val}, Call: 40, Return: 50}
+	}
+	for _, c := range []struct {
+		name  string
+		h     []porcupine.Operation
+		legal bool
+	}{
+		{"an unanswered cas whose expectation held, seen later", []porcupine.Operation{put1, unknown(&v1, "2"), read("2")}, true},
+		{"an unanswered cas that never happened", []porcupine.Operation{put1, unknown(&v1, "2"), read("1")}, true},
+		{"an unanswered cas whose expectation never held, seen", []porcupine.Operation{put1, unknown(absent, "2"), read("2")}, false},
+		{"a cas reporting the value before", []porcupine.Operation{put1, {ClientId: 0, Input: KVInput{Op: "cas", Key: "k", Value: "2", Expect: &v1},
+			Output: KVOutput{OK: true, Found: true, Value: "1"}, Call: 20, Return: 30}}, true},
+		{"a failed cas reporting a value the key never held", []porcupine.Operation{put1, {ClientId: 0, Input: KVInput{Op: "cas", Key: "k", Value: "3", Expect: absent},
+			Output: KVOutput{OK: false, Found: true, Value: "3"}, Call: 20, Return: 30}}, false},
+	} {
+		err := linearizable(c.h, 10*time.Second)
+		if (err == nil) != c.legal {
+			t.Errorf("%s: %v, want legal=%v", c.name, err, c.legal)
+		}
+	}
+}
+
+// TestIllegalKeysCutsALongHistory: of a key with 200 sequential puts and
+// one stale read among them, only the operations around the stale read
+// are shown, and it is marked as where the linearizable order ends.
+func TestIllegalKeysCutsALongHistory(t *testing.T) {
+	var h []porcupine.Operation
+	for i := range 200 {
+		h = append(h, porcupine.Operation{ClientId: 0, Input: KVInput{Op: "put", Key: "a", Value: fmt.Sprint(i)}, Output: KVOutput{OK: true},
+			Call: int64(10 * i), Return: int64(10*i + 5)})
+	}
+	h = append(h, porcupine.Operation{ClientId: 1, Input: KVInput{Op: "get", Key: "a"}, Output: KVOutput{Found: true, Value: "3"}, Call: 1001, Return: 1004})
+	got := IllegalKeys(h, func(i int) string { return fmt.Sprintf("op%d", i) })
+	if len(got) != 1 {
+		t.Fatalf("illegal keys: %q", got)
+	}
+	lines := strings.Split(strings.TrimSpace(got[0]), "\n")
+	if len(lines) > 2*excerptOps || !strings.Contains(got[0], "of its 201 operations") {
+		t.Fatalf("%d lines for 201 operations, want an excerpt:\n%s", len(lines), got[0])
+	}
+	var marked []string
+	for _, l := range lines {
+		if strings.Contains(l, "the first outside") && !strings.HasPrefix(l, "key ") {
+			marked = append(marked, l)
+		}
+	}
+	if len(marked) != 1 || !strings.Contains(marked[0], "op200 ") {
+		t.Fatalf("marked %q, want the stale read (op200):\n%s", marked, got[0])
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"tide/chord"
 	"tide/chord/rpc"
@@ -38,5 +39,27 @@ func TestPickTokenClaims(t *testing.T) {
 	// The first node may pick (and claim) again, as a retry does.
 	if ta2, err := a.pickToken(ctx, a.cfg, "127.0.0.1:1001", "127.0.0.1:2001"); err != nil || ta2 != ta {
 		t.Fatalf("first node's pick again: %d, %v; want %d", ta2, err, ta)
+	}
+}
+
+// TestInsecureRefusedBeforeClaim starts a node that joins a ring with its
+// HTTP port on every interface, without TLS or --insecure: the start is
+// refused, and before the node claimed a token, so that another node
+// joining at once picks and claims that same token (a claim left behind
+// would hold it for 15 s).
+func TestInsecureRefusedBeforeClaim(t *testing.T) {
+	ctx := context.Background()
+	seed := startTestNode(t, "", 3, nil)
+	_, err := Start(ctx, Config{ChordAddr: "127.0.0.1:0", HTTPAddr: "0.0.0.0:0", Advertise: "127.0.0.1", DataDir: t.TempDir(),
+		Join: seed.ring.Self().Addr(), Replicas: 3, TickInterval: 50 * time.Millisecond, Log: testLog()})
+	if !errors.Is(err, ErrInsecure) {
+		t.Fatalf("start on 0.0.0.0 without TLS or --insecure: %v, want ErrInsecure", err)
+	}
+	cl := rpc.NewClient()
+	t.Cleanup(cl.Close)
+	b := &Node{rpc: cl, pos: kv.Partitioners["md5-low32"], cfg: Config{Join: seed.ring.Self().Addr()}}
+	want := chord.ID(halve([]uint32{uint32(seed.ring.Self().ID)}, 1<<32))
+	if got, err := b.pickToken(ctx, b.cfg, "127.0.0.1:1002", "127.0.0.1:2002"); err != nil || got != want {
+		t.Fatalf("a node joining after the refused one: token %d, %v; want %d, claimed (no claim left behind)", got, err, want)
 	}
 }

@@ -46,6 +46,14 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 		w.Write(rec.Value)
 	})
 	mux.HandleFunc("POST /internal/ring-changed", func(w http.ResponseWriter, r *http.Request) {
+		// ?left=PEER: the member at that KV peer address left the ring
+		// after handing its data off (see kvserver.Server.MemberLeft).
+		if left := r.URL.Query().Get("left"); left != "" {
+			if err := n.kv.MemberLeft(r.Context(), left); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		// Stabilize at once rather than at the next Chord tick, so that a
 		// new member's predecessor adopts it and the walk that follows
 		// finds it.
@@ -239,6 +247,7 @@ func (n *Node) handleKVPut(w http.ResponseWriter, r *http.Request) {
 	}
 	n.ok("kv_put", 204)
 	w.Header().Set("X-Tide-Version", strconv.FormatUint(v, 10))
+	n.setOrigin(w)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -255,5 +264,17 @@ func (n *Node) handleKVDelete(w http.ResponseWriter, r *http.Request) {
 	}
 	n.ok("kv_delete", 204)
 	w.Header().Set("X-Tide-Version", strconv.FormatUint(v, 10))
+	n.setOrigin(w)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// setOrigin names, on the answer to a write this node coordinated, the
+// node's incarnation in the replication watermarks it sends other
+// regions (X-Tide-Origin; none without other regions): a reader in
+// another region that passes it back with the version (POST /kv-wait)
+// waits for the watermark instead of reading.
+func (n *Node) setOrigin(w http.ResponseWriter) {
+	if o := n.kv.Origin(); o != 0 {
+		w.Header().Set("X-Tide-Origin", strconv.FormatUint(o, 10))
+	}
 }

@@ -24,9 +24,18 @@ import (
 // end, so that one slow write holds up no other.
 //
 // Request body, one line per write: the version, a space, the key
-// escaped as a URL path segment (url.PathEscape), "\n".
+// escaped as a URL path segment (url.PathEscape), and optionally a space
+// and the write's origin (X-Tide-Origin of its answer, decimal), "\n".
 //
 //	1733149573281738752 post-17
+//	1733149573281739008 post-18 9121357740123415823
+//
+// A write with an origin is waited for by the origin's replication
+// watermark in this region (kv/regions.go): once it passes the version,
+// a read at the region's quorum returns the write, and the answer says
+// so with no read. Only when this node has no mark of the origin, or its
+// mark stands still for a few seconds, does the wait read as one without
+// an origin does.
 //
 // Answer (200, text/plain), one line per write of the request, by its
 // index there (from 0):
@@ -47,6 +56,7 @@ const maxWaitBody = 8 << 20
 type waitedWrite struct {
 	key     []byte
 	version uint64
+	origin  uint64 // 0: none given
 }
 
 // parseWaits reads a /kv-wait request body.
@@ -65,6 +75,13 @@ func parseWaits(body []byte) ([]waitedWrite, error) {
 		if err != nil || v == 0 {
 			return nil, fmt.Errorf("line %d: version %q: want a write's version (X-Tide-Version)", len(out)+1, vs)
 		}
+		var origin uint64
+		ks, os, hasOrigin := bytes.Cut(ks, []byte(" "))
+		if hasOrigin {
+			if origin, err = strconv.ParseUint(string(os), 10, 64); err != nil || origin == 0 {
+				return nil, fmt.Errorf("line %d: origin %q: want the write's origin (X-Tide-Origin)", len(out)+1, os)
+			}
+		}
 		key, err := url.PathUnescape(string(ks))
 		if err != nil || key == "" {
 			return nil, fmt.Errorf("line %d: key %q: want a non-empty key escaped as a URL path segment", len(out)+1, ks)
@@ -72,7 +89,7 @@ func parseWaits(body []byte) ([]waitedWrite, error) {
 		if len(out) == maxWaitWrites {
 			return nil, fmt.Errorf("more than %d writes", maxWaitWrites)
 		}
-		out = append(out, waitedWrite{key: []byte(key), version: v})
+		out = append(out, waitedWrite{key: []byte(key), version: v, origin: origin})
 	}
 	if len(out) == 0 {
 		return nil, errors.New("no write listed")
@@ -115,13 +132,46 @@ func (n *Node) handleKVWait(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	byMark, byRead := n.m.waits.WithLabelValues("mark"), n.m.waits.WithLabelValues("read")
 	results := make(chan waitResult, len(writes))
-	for i, wr := range writes {
-		kw := n.kv.StartWait(wr.key, wr.version) // here: see Wait
+	read := func(i int, wr waitedWrite, kw *kvserver.Wait, wait time.Duration) {
+		byRead.Inc()
 		go func() {
 			rec, _, err := kw.Result(ctx, q, wait)
 			results <- waitResult{i: i, v: rec.Version, ok: err == nil && rec.Version >= wr.version, err: err}
 		}()
+	}
+	// marks are the waits for a watermark, by index: each fires into
+	// results, with no goroutine of its own.
+	marks := map[int]kvserver.MarkWait{}
+	defer func() {
+		for _, mw := range marks {
+			n.kv.CancelMarkWait(mw)
+		}
+	}()
+	for i, wr := range writes {
+		if wr.origin != 0 {
+			mw, passed, known := n.kv.AddMarkWait(wr.origin, wr.version, func() {
+				results <- waitResult{i: i, v: wr.version, ok: true}
+			})
+			switch {
+			case passed:
+				byMark.Inc()
+				results <- waitResult{i: i, v: wr.version, ok: true}
+				continue
+			case known:
+				marks[i] = mw
+				continue
+			}
+		}
+		read(i, wr, n.kv.StartWait(wr.key, wr.version), wait) // here: see Wait
+	}
+	deadline := time.Now().Add(wait)
+	var check <-chan time.Time
+	if len(marks) > 0 {
+		t := time.NewTicker(min(time.Second, max(wait, 10*time.Millisecond)))
+		defer t.Stop()
+		check = t.C
 	}
 	// The header goes at once: the client sends its next batch once it
 	// has it.
@@ -131,7 +181,28 @@ func (n *Node) handleKVWait(w http.ResponseWriter, r *http.Request) {
 	rc.Flush()
 	bw := bufio.NewWriter(w)
 	for range writes {
-		res := <-results
+		var res waitResult
+	next:
+		for {
+			select {
+			case res = <-results:
+				break next
+			case now := <-check:
+				// A mark that stands still, or the end of the wait: read.
+				for i, mw := range marks {
+					if (now.After(deadline) || n.kv.MarkStale(mw)) && n.kv.CancelMarkWait(mw) {
+						delete(marks, i)
+						read(i, writes[i], n.kv.StartWait(writes[i].key, writes[i].version), max(0, time.Until(deadline)))
+					}
+				}
+			case <-ctx.Done():
+				return // the client is gone
+			}
+		}
+		if _, ok := marks[res.i]; ok && res.ok && res.err == nil {
+			delete(marks, res.i) // fired
+			byMark.Inc()
+		}
 		switch {
 		case res.ok:
 			fmt.Fprintf(bw, "ok %d %d\n", res.i, res.v)

@@ -20,7 +20,10 @@ func TestParseWaits(t *testing.T) {
 	if len(ws) != 2 || string(ws[0].key) != "a/b" || ws[0].version != 17 || string(ws[1].key) != "c d" || ws[1].version != 5 {
 		t.Fatalf("parsed %+v", ws)
 	}
-	for _, bad := range []string{"", "17 a", "17\n", "0 a\n", "x a\n", "17 \n", "17 %zz\n", "-1 a\n"} {
+	if ws, err := parseWaits([]byte("17 a 42\n")); err != nil || len(ws) != 1 || string(ws[0].key) != "a" || ws[0].origin != 42 {
+		t.Fatalf("with an origin: parsed %+v, %v", ws, err)
+	}
+	for _, bad := range []string{"", "17 a", "17\n", "0 a\n", "x a\n", "17 \n", "17 %zz\n", "-1 a\n", "17 a 0\n", "17 a x\n", "17 a 1 2\n", "17  1\n"} {
 		if ws, err := parseWaits([]byte(bad)); err == nil {
 			t.Errorf("%q: parsed as %+v, want an error", bad, ws)
 		}
@@ -31,7 +34,7 @@ func TestParseWaits(t *testing.T) {
 }
 
 func FuzzParseWaits(f *testing.F) {
-	for _, s := range []string{"17 a%2Fb\n5 c\n", "1 k\n", "", "0 k\n", "1  \n", "18446744073709551615 %00\n"} {
+	for _, s := range []string{"17 a%2Fb\n5 c\n", "1 k\n", "", "0 k\n", "1  \n", "18446744073709551615 %00\n", "17 a 42\n", "17 a 0\n"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
@@ -65,7 +68,9 @@ func TestKVWaitBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := fmt.Sprintf("%d there\n%d %s\n%d never\n", v1, vk+1, url.PathEscape("k/2"), uint64(1)<<62)
+	// The first names an origin this node has no watermark of: it is
+	// waited for by reads, as one without an origin.
+	body := fmt.Sprintf("%d there 99\n%d %s\n%d never\n", v1, vk+1, url.PathEscape("k/2"), uint64(1)<<62)
 	resp, err := http.Post("http://"+nodes[1].HTTPAddr()+"/kv-wait?wait=3s", "text/plain", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)

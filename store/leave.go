@@ -106,10 +106,14 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 		}
 		n.setFollowing(follow)
 	}
+	peers := n.memberHTTPAddrs()
 	if err := n.ring.Leave(ctx); err != nil {
 		n.log.Warn("leave: a neighbour was not told; stabilization will catch up", "err", err)
 	}
-	n.announceRingChange(ctx)
+	// The members stop waiting for this node and re-route the writes they
+	// hold for it (hints) to the keys' new replicas: delivered here, they
+	// would refill the node as it empties.
+	n.announceLeft(ctx, peers)
 	moved := 0
 	var err error
 	for attempt := range 600 {
@@ -140,6 +144,11 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 			return moved, nil
 		}
 		n.log.Info("leave: handing off", "moved", moved, "left", left, "attempt", attempt+1, "err", err)
+		if attempt%10 == 9 {
+			// A member that missed the announcement still sends hints
+			// here: tell it again.
+			n.announceLeft(ctx, peers)
+		}
 		select {
 		case <-ctx.Done():
 			return moved, ctx.Err()

@@ -316,6 +316,29 @@ func (n *Node) postWith(ctx context.Context, hc *http.Client, u string) error {
 // ring, and the extra nodes (HTTP addresses: ones joining or leaving) to
 // refresh their view of the ring now.
 func (n *Node) announceRingChange(ctx context.Context, extra ...string) {
+	n.announce(ctx, "/internal/ring-changed", extra...)
+}
+
+// announceLeft tells every member and standby that this node left the ring
+// after handing its data off, so that their KV layers stop waiting for it
+// (a member that vanishes without this is taken for crashed).
+// peers are the members' HTTP addresses as of before the leave: the view
+// the node walks once out of the ring may no longer list them.
+func (n *Node) announceLeft(ctx context.Context, peers []string) {
+	n.announce(ctx, "/internal/ring-changed?left="+url.QueryEscape(n.addrs()["peer"]), peers...)
+}
+
+// memberHTTPAddrs returns the HTTP addresses of the members of this node's
+// view of the ring.
+func (n *Node) memberHTTPAddrs() []string {
+	var out []string
+	for _, m := range n.kvRing.Load().members {
+		out = append(out, m.addrs["http"])
+	}
+	return out
+}
+
+func (n *Node) announce(ctx context.Context, path string, extra ...string) {
 	n.RefreshRing()
 	targets := map[string]bool{}
 	for _, m := range n.kvRing.Load().members {
@@ -331,7 +354,7 @@ func (n *Node) announceRingChange(ctx context.Context, extra ...string) {
 	var wg sync.WaitGroup
 	for t := range targets {
 		wg.Add(1)
-		go func() { defer wg.Done(); n.post(ctx, "http://"+t+"/internal/ring-changed") }()
+		go func() { defer wg.Done(); n.post(ctx, "http://"+t+path) }()
 	}
 	wg.Wait()
 }

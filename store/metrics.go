@@ -25,7 +25,10 @@ type metrics struct {
 	kvRound prometheus.Histogram
 	// latency times client requests: api "kv" (reads and writes this node
 	// coordinated, over HTTP or RESP) and "files".
-	latency     *prometheus.HistogramVec
+	latency *prometheus.HistogramVec
+	// waits counts the writes POST /kv-wait waited for, by how: "mark"
+	// (another region's watermark passed it), "read" (reads at quorum).
+	waits       *prometheus.CounterVec
 	kvLatency   prometheus.Observer
 	fileLatency prometheus.Observer
 }
@@ -71,6 +74,10 @@ func newMetrics(n *Node) *metrics {
 		Help:    "Client requests this node served, by API (kv: reads and writes it coordinated, over HTTP or RESP; files: the file service), by duration.",
 		Buckets: prometheus.ExponentialBuckets(100e-6, 2, 17), // 100µs to 6.5s
 	}, []string{"api"})
+	m.waits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tide_kv_waits_total",
+		Help: "Writes POST /kv-wait (antipode's barriers) waited for, by how the wait was answered: mark (the write's origin's replication watermark passed it, with no read) or read (reads at the region's quorum: no origin given, or no moving watermark of it).",
+	}, []string{"how"})
 	m.kvLatency, m.fileLatency = m.latency.WithLabelValues("kv"), m.latency.WithLabelValues("files")
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
@@ -84,7 +91,7 @@ func newMetrics(n *Node) *metrics {
 			return f(n.kv.Stats())
 		})
 	}
-	m.reg.MustRegister(m.rpcReceived, m.authFailures, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound, m.latency,
+	m.reg.MustRegister(m.rpcReceived, m.authFailures, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound, m.latency, m.waits,
 		newRegionCollector(n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
 			func() float64 { u, _ := n.files.Disk(); return float64(u) }),
@@ -115,6 +122,23 @@ func newMetrics(n *Node) *metrics {
 			func(st kv.Stats) float64 { return float64(st.HintsDelivered) }),
 		kvCounter("tide_kv_hints_dropped_total", "Held KV hints dropped because their replica had been out of the ring for 5 minutes (it left, was removed, or crashed and was dropped); current replicas converge by anti-entropy.",
 			func(st kv.Stats) float64 { return float64(st.HintsDropped) }),
+		kvCounter("tide_kv_cas_ops_total", "Conditional writes and counters (SET NX, INCR, ...) this node ran Paxos for as their key's leader.",
+			func(st kv.Stats) float64 { return float64(st.CasOps) }),
+		kvCounter("tide_kv_cas_writes_total", "Values chosen by this node's lightweight transactions and written to the key's replicas.",
+			func(st kv.Stats) float64 { return float64(st.CasWrites) }),
+		kvCounter("tide_kv_cas_retries_total", "Ballots of this node's lightweight transactions refused by a replica that had promised a higher one (contention between leaders).",
+			func(st kv.Stats) float64 { return float64(st.CasRetries) }),
+		kvCounter("tide_kv_cas_leaders_suspected_total", "Times this node forwarded a conditional op to its key's leader, heard nothing back in time, and turned to the next replica.",
+			func(st kv.Stats) float64 { return float64(st.LeadersSuspected) }),
+		gauge("tide_kv_ring_views", "Ring views this node's KV quorums must be met in: 1, or more while a membership change is in transition (older views retire once every member runs with the new one and its data has moved).",
+			func() float64 {
+				if n.kv == nil {
+					return 0
+				}
+				return float64(n.kv.Stats().Views)
+			}),
+		kvCounter("tide_kv_hints_rerouted_total", "Held KV hints for a replica that announced its leave, held instead for the key's current replicas (delivered to the leaving node, they would refill it as it empties).",
+			func(st kv.Stats) float64 { return float64(st.HintsRerouted) }),
 		hintsPending{n},
 		gauge("tide_storage_free_bytes", "Free bytes on the filesystem of this node's data directory.",
 			func() float64 { return float64(n.eng.FreeBytes()) }),

@@ -161,6 +161,11 @@ type Config struct {
 	// HTTPIdleTimeout closes an idle keep-alive HTTP connection. Default
 	// 2m.
 	HTTPIdleTimeout time.Duration
+	// HTTPHeaderTimeout closes an HTTP connection whose request headers
+	// have not all arrived this long after it started reading them (a
+	// slow-loris client, or one that connects and sends nothing).
+	// Default 10s.
+	HTTPHeaderTimeout time.Duration
 	// MaxConns caps the connections each client-facing listener (Chord,
 	// HTTP, Redis protocol) serves at once; one more is refused with an
 	// error. 0: no cap.
@@ -225,6 +230,9 @@ func (c *Config) validate() error {
 	if c.HTTPIdleTimeout == 0 {
 		c.HTTPIdleTimeout = 2 * time.Minute
 	}
+	if c.HTTPHeaderTimeout <= 0 {
+		c.HTTPHeaderTimeout = 10 * time.Second
+	}
 	if c.Tokens != nil && c.TLS == nil {
 		return errors.New("store: HTTP tokens need TLS (--tls-ca, --tls-cert, --tls-key): nodes prove themselves to each other with certificates, and a token sent in plain text can be read off the wire")
 	}
@@ -281,6 +289,10 @@ type Node struct {
 	hc      *http.Client
 	m       *metrics
 	answer  status.Responder
+	// tokens are the HTTP bearer tokens in force (cfg.Tokens until
+	// SetTokens), and respSrv the Redis-protocol server, nil without one.
+	tokens  atomic.Pointer[Tokens]
+	respSrv atomic.Pointer[resp.Server]
 
 	pos      func([]byte) uint32
 	peerAddr string
@@ -338,6 +350,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	eng.SetTombstoneTTL(cfg.KV.TombstoneTTL)
 	n := &Node{cfg: cfg, log: cfg.Log, eng: eng, pos: pos, ringKick: make(chan struct{}, 1), stopped: make(chan struct{})}
+	if cfg.Tokens != nil {
+		n.tokens.Store(&cfg.Tokens)
+	}
 	fail := func(err error) (*Node, error) {
 		n.shutdown()
 		return nil, err
@@ -363,6 +378,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	chordLn = connlimit.Wrap(chordLn, cfg.MaxConns, nil)
 	httpLn = connlimit.Wrap(httpLn, cfg.MaxConns, connlimit.HTTPRefusal)
 	chordLn, httpLn = n.secure(chordLn, httpLn)
+	if err := n.checkPlain(map[string]string{"chord": chordLn.Addr().String(), "http": httpLn.Addr().String(), "resp": cfg.RESPAddr}); err != nil {
+		chordLn.Close()
+		httpLn.Close()
+		return fail(err)
+	}
 	var follow []string // the members a standby follows
 	if raw, err := eng.State(stateStandby); err != nil {
 		chordLn.Close()
@@ -455,15 +475,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		_, rport, _ := net.SplitHostPort(respLn.Addr().String())
 		n.respAddr = net.JoinHostPort(self.IP, rport)
 	}
-	if err := n.checkPlain(map[string]net.Listener{"chord": chordLn, "http": httpLn, "resp": respLn}); err != nil {
-		chordLn.Close()
-		httpLn.Close()
-		peerListener.Close()
-		if respLn != nil {
-			respLn.Close()
-		}
-		return fail(err)
-	}
 	n.rpcSrv = &rpc.Server{
 		Node: n.ring, HTTPAddr: httpAdv, Log: n.log, Addrs: n.addrs(),
 		OnKill: func() { n.log.Warn("killed by rpc"); n.stop() },
@@ -481,7 +492,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		HTTPAddrOf: n.httpAddrOf, Following: n.following, Leaving: n.leaving.Load,
 		Metrics: files.Metrics{Requests: n.m.requests, Pushed: n.m.pushed, Dropped: n.m.dropped, RepairRuns: n.m.repairRuns, ReplFailures: n.m.replFailures},
 	})
-	n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: cfg.HTTPIdleTimeout,
+	n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: cfg.HTTPHeaderTimeout, IdleTimeout: cfg.HTTPIdleTimeout,
 		MaxHeaderBytes: 64 << 10}
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); n.rpcSrv.Serve(chordLn) }()
@@ -505,6 +516,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		srv := resp.NewServer(resp.Config{Addr: n.respAddr, PeerAddr: n.peerAddr, N: cfg.KV.N, W: cfg.KV.W, R: cfg.KV.R,
 			MaxValue: cfg.KV.MaxValue, Sync: cfg.KVSync, ACL: cfg.RESPACL, IdleTimeout: cfg.RESPIdleTimeout, MaxConns: cfg.MaxConns,
 			OnAuthFailure: func() { n.m.authFailures.WithLabelValues("resp").Inc() }}, respBackend{n})
+		n.respSrv.Store(srv)
 		n.wg.Add(1)
 		go func() { defer n.wg.Done(); srv.Serve(bg, respLn) }()
 	}

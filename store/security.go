@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"tide/resp"
 	"tide/tlsconf"
 )
 
@@ -37,13 +38,15 @@ func (n *Node) plainOK(ln net.Listener) bool {
 // loopback without Insecure.
 var ErrInsecure = errors.New("refusing to serve without TLS on an interface other than loopback: give --tls-ca, --tls-cert and --tls-key (tide cert), or --insecure to accept that anyone who reaches it can read and change everything")
 
-// checkPlain refuses listeners on other interfaces than loopback that
-// would serve plain text to anyone (no TLS; for RESP, no password),
-// unless Insecure; with Insecure it warns.
-func (n *Node) checkPlain(lns map[string]net.Listener) error {
+// checkPlain refuses listen addresses (name to host:port; "" for none)
+// on other interfaces than loopback that would serve plain text to
+// anyone (no TLS; for RESP, no password), unless Insecure; with Insecure
+// it warns. Start runs it before a joining node claims a token, so that a
+// refused start leaves nothing behind in the ring.
+func (n *Node) checkPlain(addrs map[string]string) error {
 	for _, name := range []string{"chord", "http", "resp"} {
-		ln := lns[name]
-		if ln == nil || tlsconf.IsLoopback(ln.Addr().String()) {
+		addr := addrs[name]
+		if addr == "" || tlsconf.IsLoopback(addr) {
 			continue
 		}
 		open := n.cfg.TLS == nil
@@ -54,13 +57,13 @@ func (n *Node) checkPlain(lns map[string]net.Listener) error {
 			continue
 		}
 		if !n.cfg.Insecure {
-			return fmt.Errorf("%s address %s: %w", name, ln.Addr(), ErrInsecure)
+			return fmt.Errorf("%s address %s: %w", name, addr, ErrInsecure)
 		}
 		what := "without TLS or client credentials"
 		if !open {
 			what = "plain text beside TLS (--insecure)"
 		}
-		n.log.Warn("serving "+what+" on an interface other than loopback: anyone who can reach it can use it", "listener", name, "addr", ln.Addr().String())
+		n.log.Warn("serving "+what+" on an interface other than loopback: anyone who can reach it can use it", "listener", name, "addr", addr)
 	}
 	return nil
 }
@@ -155,6 +158,30 @@ func LoadTokens(path string) (Tokens, error) {
 	return t, nil
 }
 
+// SetTokens replaces the HTTP bearer tokens of a node started with some
+// (a reloaded tokens file): every request from now on is checked against
+// t. A node started without tokens, or an empty t, is refused.
+func (n *Node) SetTokens(t Tokens) error {
+	if len(t) == 0 {
+		return errors.New("no tokens: an empty tokens file would lock every client out")
+	}
+	if n.tokens.Load() == nil {
+		return errors.New("this node was started without --http-tokens")
+	}
+	n.tokens.Store(&t)
+	return nil
+}
+
+// SetRESPACL replaces the users of the node's Redis-protocol server (a
+// reloaded --acl-file or a new --requirepass): see resp.Server.SetACL.
+func (n *Node) SetRESPACL(a *resp.ACL) error {
+	srv := n.respSrv.Load()
+	if srv == nil {
+		return errors.New("this node serves no Redis protocol")
+	}
+	return srv.SetACL(a)
+}
+
 // scopeOf is the scope a bearer token gives, compared in constant time.
 func (t Tokens) scopeOf(token string) Scope {
 	best := ScopeNone
@@ -199,7 +226,8 @@ func (n *Node) guard(h http.Handler) http.Handler {
 			return
 		}
 		want := need(r)
-		if n.cfg.Tokens == nil {
+		tokens := n.tokens.Load()
+		if tokens == nil {
 			if want == ScopeAdmin && strings.HasPrefix(r.URL.Path, "/internal/") {
 				n.m.authFailures.WithLabelValues("http").Inc()
 				http.Error(w, "forbidden: "+r.URL.Path+" takes requests only from tide nodes (a client certificate of the cluster's CA)", http.StatusForbidden)
@@ -220,7 +248,7 @@ func (n *Node) guard(h http.Handler) http.Handler {
 			http.Error(w, "unauthorized: this node needs a bearer token (Authorization: Bearer TOKEN) of scope "+want.String(), http.StatusUnauthorized)
 			return
 		}
-		got := n.cfg.Tokens.scopeOf(tok)
+		got := tokens.scopeOf(tok)
 		if got == ScopeNone {
 			n.m.authFailures.WithLabelValues("http").Inc()
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tide", error="invalid_token"`)

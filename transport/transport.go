@@ -71,6 +71,8 @@ type Transport struct {
 	Log   *slog.Logger
 	Stats Stats
 
+	dialErr atomic.Pointer[error]
+
 	mu        sync.Mutex
 	peers     map[peerKey]*peer
 	listeners []net.Listener
@@ -307,6 +309,7 @@ func (t *Transport) writeLoop(p *peer) {
 	for {
 		c, err := t.dial(p.addr)
 		if err != nil {
+			t.dialErr.Store(&err)
 			if t.TLS != nil && strings.Contains(err.Error(), "tls handshake") && time.Since(lastLog) > time.Minute {
 				lastLog = time.Now() // a misconfigured peer, said once a minute
 				t.logf("transport: %v", err)
@@ -330,6 +333,7 @@ func (t *Transport) writeLoop(p *peer) {
 			backoff = min(2*backoff, time.Second)
 			continue
 		}
+		t.dialErr.Store(nil)
 		backoff = 10 * time.Millisecond
 		if tc, ok := c.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
@@ -382,6 +386,16 @@ func (t *Transport) writeLoop(p *peer) {
 		}
 		c.Close()
 	}
+}
+
+// DialError is the error of the last failed connection attempt to any
+// peer, nil once one succeeds after it: what a caller whose request went
+// unanswered reports (a TLS handshake refused, say).
+func (t *Transport) DialError() error {
+	if e := t.dialErr.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 func (t *Transport) dial(addr string) (net.Conn, error) {

@@ -61,7 +61,7 @@ func TestNotificationCarriesLineage(t *testing.T) {
 	if w := antipode.FromContext(rctx).Writes(); !slices.Equal(w, []antipode.WriteID{post}) {
 		t.Fatalf("received lineage %v", w)
 	}
-	m.Header.Set(antipode.Header, "Ag")
+	m.Header.Set(antipode.Header, "Aw") // format 3
 	if _, err := natsshim.Context(context.Background(), m); !errors.Is(err, antipode.ErrFormatVersion) {
 		t.Fatalf("newer-format lineage: %v", err)
 	}

@@ -247,6 +247,14 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 	readersMu.Unlock()
 	readers.Wait()
 	res.EndToEnd = time.Since(res.Start).Seconds()
+	if s, ok := env.Post.(Settler); ok {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second+10*env.Lag)
+		err := s.Settle(sctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("waiting for the post store's replicas to catch up: %w", err)
+		}
+	}
 	res.CPU = cpuUse(cpu0, sampleCPU(), cfg.N)
 	mu.Lock()
 	res.Traces = append([]Trace(nil), traces...)

@@ -1,10 +1,13 @@
 package postnotify
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,6 +40,15 @@ type PostStore interface {
 	// Waiter is the shim's waiter on region B's replica.
 	Waiter() antipode.Waiter
 	Close()
+}
+
+// Settler is a PostStore that can tell when its replicas hold
+// everything written so far. A run waits for it before it reads the CPU
+// time spent, so that each run's figures count the replication of its
+// own writes, and none of the run before (a run without antipode ends
+// as soon as its reads miss, long before its writes reach region B).
+type Settler interface {
+	Settle(ctx context.Context) error
 }
 
 // Channel carries notifications from the writer to the reader.
@@ -315,6 +327,7 @@ func (p *pgPosts) Close() {
 // tidePosts is the tide store as two regions: the writer writes through
 // a node of A, the reader reads (at B's quorum) through a node of B.
 type tidePosts struct {
+	a      string // the node of region A writes go to
 	w      *tideshim.Writer
 	b      string
 	waiter *tideshim.Waiter
@@ -337,7 +350,7 @@ func setupTide(ctx context.Context, e *Env, cfg SetupConfig) (PostStore, error) 
 		e.closers = append(e.closers, t.Close)
 		a, b = t.A[0], t.B[0]
 	}
-	p := &tidePosts{w: &tideshim.Writer{Addr: a, Store: "posts"}, b: b, waiter: tideshim.NewWaiter(b, antipode.Backoff{})}
+	p := &tidePosts{a: a, w: &tideshim.Writer{Addr: a, Store: "posts"}, b: b, waiter: tideshim.NewWaiter(b, antipode.Backoff{})}
 	for _, addr := range []string{a, b} {
 		if _, _, _, err := tideshim.Get(ctx, nil, addr, "postnotify/probe"); err != nil {
 			return nil, err
@@ -358,6 +371,52 @@ func (p *tidePosts) Read(ctx context.Context, key string) (bool, error) {
 }
 
 func (p *tidePosts) Waiter() antipode.Waiter { return p.waiter }
+
+// Settle waits until region A's node has nothing left in its outbox for
+// region B (tide_kv_region_pending is 0), polling its metrics every
+// 100 ms.
+func (p *tidePosts) Settle(ctx context.Context) error {
+	for {
+		n, err := tidePending(ctx, p.a)
+		if err != nil || n == 0 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// tidePending sums tide_kv_region_pending over the regions of the node
+// at addr.
+func tidePending(ctx context.Context, addr string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := tideshim.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "tide_kv_region_pending{")
+		if !ok {
+			continue
+		}
+		_, v, _ := strings.Cut(line, "} ")
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, fmt.Errorf("tide metrics: %q: %w", sc.Text(), err)
+		}
+		sum += f
+	}
+	return sum, sc.Err()
+}
 
 func (p *tidePosts) Close() {}
 

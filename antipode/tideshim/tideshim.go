@@ -6,6 +6,14 @@
 // the version it answers back to a write quorum of the region's replicas
 // if it is not there yet, so every later read in the region sees it too.
 //
+// A write's answer also names the node incarnation that coordinated it
+// (X-Tide-Origin), which the WriteID keeps as its Origin. That node tells
+// every node of the other regions how far each has caught up with its
+// writes (a replication watermark, kv/regions.go), so a wait for a write
+// with an origin costs no read: the region's node answers once the
+// origin's watermark there passes the version. Without an origin, or
+// when the node has no moving watermark of it, the wait reads:
+//
 // Versions are per key. A wait is event-driven: it asks the region's node
 // to answer once its read returns the version. A node that is one of the
 // key's replicas reads at quorum once it holds the version itself (it
@@ -80,8 +88,14 @@ func (w *Writer) Put(ctx context.Context, key string, value []byte) (antipode.Wr
 	if err != nil || v == 0 {
 		return antipode.WriteID{}, fmt.Errorf("tide put %q: no version in the answer (X-Tide-Version %q)", key, resp.Header.Get("X-Tide-Version"))
 	}
+	var origin uint64
+	if h := resp.Header.Get("X-Tide-Origin"); h != "" {
+		if origin, err = strconv.ParseUint(h, 10, 64); err != nil {
+			return antipode.WriteID{}, fmt.Errorf("tide put %q: X-Tide-Origin %q: %w", key, h, err)
+		}
+	}
 	io.Copy(io.Discard, resp.Body)
-	return antipode.WriteID{Store: w.Store, Key: key, Version: v}, nil
+	return antipode.WriteID{Store: w.Store, Key: key, Version: v, Origin: origin}, nil
 }
 
 // Get reads key through a node of a region, at the region's read quorum:
@@ -142,6 +156,7 @@ type Waiter struct {
 type pending struct {
 	key     string
 	version uint64
+	origin  uint64
 	gone    atomic.Bool   // its barrier gave up: not worth sending
 	done    chan struct{} // closed once the batch answered for it
 	// Set before done is closed:
@@ -172,7 +187,7 @@ const maxBatch = 1024
 func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
 	var seen uint64
 	err := antipode.Poll(ctx, w.backoff, nil, func(ctx context.Context) (bool, error) {
-		p := &pending{key: id.Key, version: id.Version, done: make(chan struct{})}
+		p := &pending{key: id.Key, version: id.Version, origin: id.Origin, done: make(chan struct{})}
 		w.enqueue(p)
 		select {
 		case <-p.done:
@@ -238,6 +253,10 @@ func (w *Waiter) send(batch []*pending, started chan struct{}) {
 		body.WriteString(strconv.FormatUint(p.version, 10))
 		body.WriteByte(' ')
 		body.WriteString(url.PathEscape(p.key))
+		if p.origin != 0 {
+			body.WriteByte(' ')
+			body.WriteString(strconv.FormatUint(p.origin, 10))
+		}
 		body.WriteByte('\n')
 	}
 	finish := func(err error) {

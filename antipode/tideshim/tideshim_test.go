@@ -1,8 +1,12 @@
 package tideshim_test
 
 import (
+	"bufio"
 	"context"
 	"net"
+	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,11 +57,21 @@ func TestBarrierTideRegions(t *testing.T) {
 		Lag:     lag,
 	}, 40)
 
+	// Every write named its origin, and B's nodes answered waits by A's
+	// watermarks rather than by reads (a node A had not found in B's ring
+	// yet when it waited reads instead).
+	if n := waitsByMark(t, r.B[0]) + waitsByMark(t, r.B[1]); n == 0 {
+		t.Errorf("region B answered no wait by a watermark")
+	}
+
 	// Region A is a valid local region too: its own writes are visible
 	// there at once.
 	id, err := w.Put(ctx, "local", []byte("x"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if id.Origin == 0 {
+		t.Fatalf("write %v names no origin", id)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -74,4 +88,29 @@ func TestBarrierTideUnreachable(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now: connections are refused
 	shimtest.Unreachable(t, "posts", tideshim.NewWaiter(addr, antipode.Backoff{}))
+}
+
+// waitsByMark reads tide_kv_waits_total{how="mark"} from the node at
+// addr.
+func waitsByMark(t *testing.T, addr string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "tide_kv_waits") {
+			t.Log(addr, sc.Text())
+		}
+		if v, ok := strings.CutPrefix(sc.Text(), `tide_kv_waits_total{how="mark"} `); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	return 0
 }

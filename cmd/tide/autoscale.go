@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	dockerprov "tide/autoscale/provision/docker"
 	k8sprov "tide/autoscale/provision/kubernetes"
 	localprov "tide/autoscale/provision/local"
+	"tide/tlsconf"
 
 	"tide/paxos/node"
 )
@@ -60,7 +62,14 @@ controller is replaced and the change it left in flight is finished.
 
 Every decision is an event: in the log, at GET /events on --listen, in the
 tide_autoscale_events_total metric, and in --state-dir/events.jsonl.
-'tide autoscale config' prints the policy settings and their defaults.`,
+'tide autoscale config' prints the policy settings and their defaults.
+
+With the global --tls-ca, --tls-cert and --tls-key it reads the nodes'
+metrics and ring and drains them over mutual TLS, and the local provisioner
+starts its nodes with the same files (a certificate that names the nodes'
+address, 127.0.0.1). --listen then serves mutual TLS: a client presents a
+certificate of the CA; on loopback it also takes plain text (curl, a metrics
+scraper on the machine). 'tide autoscale events|status' take the same flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runAutoscale(cmd.Context(), f)
@@ -103,6 +112,12 @@ type controllerOptions struct {
 	source   autoscale.Source
 	leader   autoscale.Leader
 	state    autoscale.State
+	// http reaches the nodes' HTTP ports (metrics, ring, health): with
+	// --tls-*, over mutual TLS. Default: plain HTTP.
+	http *http.Client
+	// tls, if set, makes listen mutual TLS (and plain text too on
+	// loopback).
+	tls *tlsconf.Config
 }
 
 func runAutoscale(ctx context.Context, f autoscaleFlags) error {
@@ -113,8 +128,19 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 	if err := os.MkdirAll(f.stateDir, 0o755); err != nil {
 		return err
 	}
+	// With --tls-* the controller reads and drains nodes over mutual TLS,
+	// and the local provisioner starts its nodes with the same files.
+	tlsCfg, err := setLogTLS() // the log lease's client too
+	if err != nil {
+		return err
+	}
+	extra, err := tlsArgs()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go tlsCfg.Watch(ctx, 0)
 	capacity, err := launchCapacity(cfg)
 	if err != nil {
 		return err
@@ -124,7 +150,8 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 	case "local":
 		// A controller that crashes leaves its nodes running for the next
 		// one, which adopts them (several controllers may stand by).
-		prov, err = localprov.New(localprov.Config{Dir: filepath.Join(f.stateDir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas, Outlive: true})
+		prov, err = localprov.New(localprov.Config{Dir: filepath.Join(f.stateDir, "nodes"), Capacity: capacity, Replicas: cfg.Launch.Replicas, Outlive: true,
+			Extra: extra, HTTPClient: &http.Client{Transport: tlsCfg.HTTPTransport(), Timeout: 10 * time.Minute}})
 	case "docker":
 		var mem int64
 		if f.dockerMemory != "" {
@@ -152,7 +179,10 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 	if err != nil {
 		return fmt.Errorf("%s provisioner: %w", f.provisioner, err)
 	}
-	opts := controllerOptions{cfg: cfg, prov: prov, stateDir: f.stateDir, listen: f.listen}
+	opts := controllerOptions{cfg: cfg, prov: prov, stateDir: f.stateDir, listen: f.listen, tls: tlsCfg}
+	if tlsCfg != nil {
+		opts.http = tlsCfg.HTTPClient(5 * time.Second)
+	}
 	if f.prometheus != "" {
 		opts.source = &autoscale.PrometheusSource{URL: strings.TrimRight(f.prometheus, "/")}
 	}
@@ -205,10 +235,14 @@ func runController(ctx context.Context, o controllerOptions) error {
 		if err != nil {
 			return fmt.Errorf("--listen: %w", err)
 		}
+		// Its routes only read: a plain-text client on loopback may
+		// read them as one with a certificate may.
+		addr := ln.Addr().String()
+		ln = o.tls.ListenTide(ln, true)
 		srv := &http.Server{Handler: c.Handler()}
 		go srv.Serve(ln)
 		defer srv.Close()
-		slog.Info("autoscale: serving events and status", "addr", ln.Addr().String())
+		slog.Info("autoscale: serving events and status", "addr", addr, "tls", o.tls != nil)
 	}
 	slog.Info("autoscale: controller running", "provisioner", o.prov.Name(), "period", time.Duration(o.cfg.Period),
 		"min", o.cfg.Store.Min, "max", o.cfg.Store.Max, "high", o.cfg.Store.High, "low", o.cfg.Store.Low)
@@ -231,6 +265,10 @@ func newController(o controllerOptions) (*autoscale.Controller, error) {
 		// launch.flags reach nodes once, through the template: the local
 		// and docker provisioners add Spec.Extra to every node they start.
 		Template: provision.Spec{Replicas: o.cfg.Launch.Replicas, Extra: o.cfg.Launch.Flags},
+		HTTP:     o.http,
+	}
+	if o.source == nil && o.http != nil {
+		c.Source = &autoscale.Scraper{Client: o.http}
 	}
 	if capBytes, err := launchCapacity(o.cfg); err == nil {
 		c.Template.Capacity = capBytes
@@ -250,7 +288,11 @@ func newAutoscaleEventsCmd() *cobra.Command {
 		Short: "List the autoscaler's events: decisions, their reasons, actions and outcomes",
 		Long: `List the events of a running controller (GET /events on its --listen address)
 or, with --file, of an events.jsonl in a controller's --state-dir (readable
-after it stopped). --follow keeps printing new events.`,
+after it stopped). --follow keeps printing new events.
+
+A controller started with --tls-* serves mutual TLS: give the same global
+--tls-ca, --tls-cert and --tls-key (a certificate of its CA), or reach it in
+plain text on loopback.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			print := func(evs []autoscale.Event) {
@@ -294,10 +336,14 @@ after it stopped). --follow keeps printing new events.`,
 				print(evs)
 				return nil
 			}
+			hc, err := autoscaleClient()
+			if err != nil {
+				return err
+			}
 			for {
 				var evs []autoscale.Event
-				if err := fetchJSON(cmd.Context(), fmt.Sprintf("http://%s/events?since=%d", addr, since), &evs); err != nil {
-					return fmt.Errorf("controller at %s: %w", addr, err)
+				if err := fetchJSONWith(cmd.Context(), hc, fmt.Sprintf("http://%s/events?since=%d", addr, since), &evs); err != nil {
+					return controllerErr(addr, err)
 				}
 				print(evs)
 				if len(evs) > 0 {
@@ -330,15 +376,23 @@ func newAutoscaleStatusCmd() *cobra.Command {
 		Short: "Show a running controller's view: leadership, instances, ring and last metrics",
 		Long: `Show what a running controller (its --listen address) sees: whether it leads,
 the change in flight, when it last scaled out and in, and each instance with
-its state and last metrics. --json prints the controller's GET /status.`,
+its state and last metrics. --json prints the controller's GET /status.
+
+A controller started with --tls-* serves mutual TLS: give the same global
+--tls-ca, --tls-cert and --tls-key (a certificate of its CA), or reach it in
+plain text on loopback.`,
 		Example: `  tide autoscale status
   tide autoscale status --addr 127.0.0.1:7070 --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var st autoscale.Status
 			var raw json.RawMessage
-			if err := fetchJSON(cmd.Context(), "http://"+addr+"/status", &raw); err != nil {
-				return fmt.Errorf("controller at %s: %w", addr, err)
+			hc, err := autoscaleClient()
+			if err != nil {
+				return err
+			}
+			if err := fetchJSONWith(cmd.Context(), hc, "http://"+addr+"/status", &raw); err != nil {
+				return controllerErr(addr, err)
 			}
 			if asJSON {
 				fmt.Println(string(raw))
@@ -407,16 +461,25 @@ func newAutoscaleConfigCmd() *cobra.Command {
 }
 
 func fetchJSON(ctx context.Context, url string, v any) error {
+	return fetchJSONWith(ctx, &http.Client{Timeout: 10 * time.Second}, url, v)
+}
+
+// fetchJSONWith is fetchJSON with the client hc.
+func fetchJSONWith(ctx context.Context, hc *http.Client, url string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		if msg := strings.TrimSpace(string(b)); msg != "" {
+			return fmt.Errorf("%s: %s", resp.Status, msg)
+		}
 		return fmt.Errorf("%s", resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
@@ -436,4 +499,24 @@ func buildSelfImage(ctx context.Context, image string) error {
 	}
 	fmt.Fprintf(os.Stderr, "building image %s around %s\n", image, self)
 	return dockerprov.BuildImage(ctx, cli, self, image)
+}
+
+// controllerErr says which controller failed, and what a plain-text
+// client refused by a controller's mutual TLS is missing.
+func controllerErr(addr string, err error) error {
+	if !globalTLS.Enabled() && strings.Contains(err.Error(), "HTTPS server") {
+		return fmt.Errorf("controller at %s: %w (it serves mutual TLS, and plain text only on loopback: give --tls-ca, --tls-cert and --tls-key)", addr, err)
+	}
+	return fmt.Errorf("controller at %s: %w", addr, err)
+}
+
+// autoscaleClient reaches a controller's --listen: over mutual TLS with
+// the global --tls-* flags, else in plain text (which a controller with
+// --tls-* takes on loopback only).
+func autoscaleClient() (*http.Client, error) {
+	t, err := loadTLS()
+	if err != nil {
+		return nil, err
+	}
+	return t.HTTPClient(10 * time.Second), nil
 }

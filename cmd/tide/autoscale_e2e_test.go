@@ -298,26 +298,16 @@ launch: {capacity: 4GiB, replicas: 2}
 		listen = controllerAddr(t, out)
 		return cmd, out
 	}
-	// The nodes outlive their controllers; stop them at the end.
-	t.Cleanup(func() {
-		ents, _ := os.ReadDir(filepath.Join(state, "nodes"))
-		for _, e := range ents {
-			b, err := os.ReadFile(filepath.Join(state, "nodes", e.Name(), "instance.json"))
-			if err != nil {
-				continue
-			}
-			var r struct{ Pid int }
-			if json.Unmarshal(b, &r) == nil && r.Pid > 0 {
-				syscall.Kill(r.Pid, syscall.SIGKILL)
-			}
-		}
-	})
+	killStateNodes(t, state) // the nodes outlive their controllers
 
 	a, aOut := start(writeCfg(4))
-	waitFor(t, "the first controller to launch 4 nodes", 2*time.Minute, func() error {
+	// Longer than the controller's 2-minute ReadyTimeout, so that a launch
+	// whose node never joins shows up as its failure and retry in the
+	// controller's output below rather than as this wait's timeout.
+	waitFor(t, "the first controller to launch 4 nodes", 3*time.Minute, func() error {
 		st := asStatus(t, listen)
 		if len(running(st)) != 4 || len(st.Ring) != 4 || st.InFlight {
-			return fmt.Errorf("%d running, ring of %d", len(running(st)), len(st.Ring))
+			return fmt.Errorf("%d running, ring of %d, change in flight %v; controller output:\n%s", len(running(st)), len(st.Ring), st.InFlight, aOut.String())
 		}
 		return nil
 	})
@@ -408,4 +398,23 @@ launch: {capacity: 4GiB, replicas: 2}
 			return nil
 		})
 	}
+}
+
+// killStateNodes stops, at the end of the test, every node a local
+// provisioner recorded under the controller state directory state: the
+// nodes outlive the controllers that started them.
+func killStateNodes(t *testing.T, state string) {
+	t.Cleanup(func() {
+		ents, _ := os.ReadDir(filepath.Join(state, "nodes"))
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(state, "nodes", e.Name(), "instance.json"))
+			if err != nil {
+				continue
+			}
+			var r struct{ Pid int }
+			if json.Unmarshal(b, &r) == nil && r.Pid > 0 {
+				syscall.Kill(r.Pid, syscall.SIGKILL)
+			}
+		}
+	})
 }

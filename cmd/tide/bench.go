@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,7 +22,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure tide on this machine with real node processes",
 	}
-	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd(), newBenchLogCmd(), newBenchKVCmd(), newBenchRebalanceCmd(), newBenchAutoscaleCmd(), newBenchComponentCmd())
+	cmd.AddCommand(newBenchChordCmd(), newBenchFilesCmd(), newBenchLogCmd(), newBenchKVCmd(), newBenchRedisCmd(), newBenchRebalanceCmd(), newBenchAutoscaleCmd(), newBenchComponentCmd())
 	return cmd
 }
 
@@ -106,7 +107,7 @@ func newBenchFilesCmd() *cobra.Command {
 func newBenchLogCmd() *cobra.Command {
 	var clients, modes, workloads, target, peer, peerBin string
 	var duration, hold, step time.Duration
-	var asJSON, live, breakdown bool
+	var asJSON, live, breakdown, withTLS bool
 	var ramp, capacity, plotPath string
 	var scaling []string
 	var rh roleHostFlags
@@ -156,7 +157,11 @@ busiest instance's CPU use against its limit: the bottleneck.
 in a process of its own, WAL fsynced) with the same clients and duration, in
 the same run, and prints both and tide's ratio to etcd. The etcd side is
 bench/peers, a Go module of its own: given no --peer-bin, it is built from the
-source tree this runs in.`,
+source tree this runs in.
+
+--tls measures each run twice in one go, on a fresh log in plain text and on
+one whose roles and clients speak mutual TLS (a CA and a certificate made for
+the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(scaling) > 0 {
@@ -239,6 +244,27 @@ source tree this runs in.`,
 					return fmt.Errorf("--workload: unknown workload %q: want one of %s", w, strings.Join(bench.Workloads, ", "))
 				}
 				wls = append(wls, w)
+			}
+			if withTLS {
+				if target != "" || peer != "" {
+					return errors.New("--tls starts its own logs: it does not go with --target or --peer")
+				}
+				var costs []bench.TLSCost
+				for _, mode := range strings.Split(modes, ",") {
+					for _, wl := range wls {
+						for _, n := range counts {
+							c, err := bench.LogTLS(cmd.Context(), strings.TrimSpace(mode), wl, n, duration, os.Stderr)
+							if err != nil {
+								return err
+							}
+							costs = append(costs, c)
+						}
+					}
+				}
+				if asJSON {
+					return json.NewEncoder(os.Stdout).Encode(costs)
+				}
+				return bench.PrintTLSCosts(os.Stdout, costs)
 			}
 			var results []bench.LogResult
 			for _, mode := range strings.Split(modes, ",") {
@@ -328,8 +354,9 @@ source tree this runs in.`,
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
 	cmd.Flags().StringVar(&peer, "peer", "", "also measure this peer with the same workload in the same run, and print the ratios: etcd")
 	cmd.Flags().StringVar(&peerBin, "peer-bin", "", "with --peer etcd: the etcd-bench binary (default: build it from bench/peers)")
-	cmd.Flags().BoolVar(&breakdown, "breakdown", false, "after each run, print where each role kind's time went: decode, inbox queueing, state machine step, fsync and send, mean microseconds (also in --json as breakdown)")
+	cmd.Flags().BoolVar(&breakdown, "breakdown", false, "after each run, print where each role kind's time went: decode, inbox queueing, state machine step, fsync, waiting for the covering fsync (durable) and send, mean microseconds (also in --json as breakdown)")
 	cmd.Flags().BoolVar(&live, "live", false, "measure live reconfiguration under load (see above)")
+	cmd.Flags().BoolVar(&withTLS, "tls", false, "measure each run twice, on a log in plain text and on one whose roles and clients speak mutual TLS (certificates made for the run), and print both and the ratios")
 	cmd.Flags().StringVar(&ramp, "ramp", "", "client counts, comma-separated (e.g. 1,100,1000,100,1): run each for --step and print load, throughput, p99 and each role's instances every second")
 	cmd.Flags().DurationVar(&step, "step", 20*time.Second, "with --ramp: time at each client count")
 	cmd.Flags().StringVar(&capacity, "capacity", "", "with --ramp: the capacity profile (a JSON file or role=rate,...) the output predicts instances from; with no --target, the local log is also autoscaled with it")
@@ -344,7 +371,7 @@ source tree this runs in.`,
 func newBenchKVCmd() *cobra.Command {
 	var requests, clients, keyspace int
 	var pipelines string
-	var asJSON bool
+	var asJSON, withTLS bool
 	cmd := &cobra.Command{
 		Use:   "kv",
 		Short: "redis-benchmark against tide, a single redis-server and a Redis Cluster, side by side",
@@ -359,7 +386,13 @@ func newBenchKVCmd() *cobra.Command {
 Each figure comes with the CPU time per request of the target's server
 processes (user and system, summed over the processes) and of redis-benchmark.
 Needs redis-server, redis-cli and redis-benchmark (Debian: redis-server,
-redis-tools).`,
+redis-tools).
+
+--tls instead runs SET and GET (16-byte values, 100,000 keys) against a 3-node
+tide in plain text and then against one with mutual TLS between its nodes (KV
+replication, Chord, HTTP; a CA and certificate made for the run), entering
+through one node's Redis port, and prints both and the ratios TLS / plain of
+req/s, p50 and p99.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var ps []int
@@ -372,6 +405,16 @@ redis-tools).`,
 			}
 			if keyspace < 0 {
 				return fmt.Errorf("--keyspace: %d keys: want 0 or more", keyspace)
+			}
+			if withTLS {
+				costs, err := bench.KVTLS(cmd.Context(), requests, clients, os.Stderr)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return json.NewEncoder(os.Stdout).Encode(costs)
+				}
+				return bench.PrintTLSCosts(os.Stdout, costs)
 			}
 			res, err := bench.RedisComparison(cmd.Context(), requests, clients, keyspace, ps, os.Stderr)
 			if err != nil {
@@ -392,6 +435,7 @@ redis-tools).`,
 	cmd.Flags().IntVar(&clients, "clients", 50, "parallel connections (-c)")
 	cmd.Flags().IntVar(&keyspace, "keyspace", 0, "spread the requests over this many keys (redis-benchmark -r); 0: one key, as redis-benchmark does by default")
 	cmd.Flags().StringVar(&pipelines, "pipelines", "1,16", "pipeline depths (-P), comma-separated")
+	cmd.Flags().BoolVar(&withTLS, "tls", false, "instead: SET and GET (16-byte values, 100,000 keys) against a 3-node tide in plain text and one with mutual TLS between its nodes, and the ratios")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -31,7 +31,11 @@ partitions, pauses, kills, restarts, fills the disks of, adds and drains
 nodes, then heals the cluster and checks the histories: no acknowledged
 write lost, single-writer keys linearizable (porcupine), every
 acknowledged upload downloading byte-identical with its replicas
-restored. It prints a table per scenario and workload (operations
+restored. The log scenario runs a tide log instead, a container per role,
+with put, cas and get clients while it kills an acceptor, pauses a proxy
+leader and a replica and cuts the active leader off; its history must be
+linearizable, keep every acknowledged command, and show none applied
+twice. It prints a table per scenario and workload (operations
 attempted, acknowledged, failed with an error, unanswered, lost, and the
 longest time a client saw only failures) and exits 1 if any scenario
 failed.

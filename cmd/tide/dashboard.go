@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"tide/paxos/node"
-	"tide/store"
 	"tide/web"
 )
 
@@ -32,6 +31,8 @@ events on a timeline, and throughput and latency charts. The page polls
 this process, which reads every node's /hash_ring, /internal/info and
 /metrics, every log role's /deployment and /status, and each controller's
 /events; GET /api/state is the JSON the page draws (see the README).
+With the global --tls-ca, --tls-cert and --tls-key it reads nodes and log
+roles over mutual TLS (the page itself is served as before).
 
 --nodes takes any store nodes, by HTTP or Chord address (a bare IP means
 the Chord port 5057): the ring is read from the first that answers, so one
@@ -44,8 +45,19 @@ HTTP address. --autoscale takes controllers' --listen addresses.`,
 			if len(nodes) == 0 && logTarget == "" {
 				return errors.New("give --nodes (store nodes) or --log (a tide log), or both")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+			// With --tls-* every node and log role is read over mutual
+			// TLS (the log client's too).
+			tlsCfg, err := setLogTLS()
+			if err != nil {
+				return err
+			}
+			sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+			if tlsCfg == nil {
+				sigs = append(sigs, syscall.SIGHUP) // with TLS, SIGHUP reloads the certificates
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), sigs...)
 			defer stop()
+			go tlsCfg.Watch(ctx, 0)
 			var https []string
 			for _, a := range nodes {
 				h, err := storeHTTPAddr(ctx, a)
@@ -55,6 +67,9 @@ HTTP address. --autoscale takes controllers' --listen addresses.`,
 				https = append(https, h)
 			}
 			d := &web.Dashboard{Src: web.Sources{StoreSeeds: func() []string { return https }}}
+			if tlsCfg != nil {
+				d.HTTP = tlsCfg.HTTPClient(2 * time.Second)
+			}
 			if logTarget != "" {
 				dep, err := loadTarget(logTarget)
 				if err != nil {
@@ -63,7 +78,7 @@ HTTP address. --autoscale takes controllers' --listen addresses.`,
 				d.Src.Log = func() (node.Deployment, bool) { return dep, true }
 			}
 			for _, c := range controllers {
-				d.Src.Events = append(d.Src.Events, web.HTTPEvents{Addr: c})
+				d.Src.Events = append(d.Src.Events, web.HTTPEvents{Addr: c, Client: d.HTTP})
 			}
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
@@ -91,14 +106,20 @@ HTTP address. --autoscale takes controllers' --listen addresses.`,
 // is taken as a Chord address (a bare IP means port 5057) and the node is
 // asked for its HTTP address.
 func storeHTTPAddr(ctx context.Context, addr string) (string, error) {
-	c := http.Client{Timeout: 2 * time.Second}
-	if resp, err := c.Get("http://" + addr + "/healthz"); err == nil {
+	t, err := loadTLS()
+	if err != nil {
+		return "", err
+	}
+	if resp, err := t.HTTPClient(2 * time.Second).Get("http://" + addr + "/healthz"); err == nil {
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusOK {
 			return addr, nil
 		}
 	}
-	sc := store.NewClient()
+	sc, err := newStoreClient()
+	if err != nil {
+		return "", err
+	}
 	defer sc.Close()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

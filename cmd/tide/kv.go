@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"tide/store"
 )
 
 func newKVCmd() *cobra.Command {
@@ -26,12 +28,17 @@ override W and R for one request, from 1 to N.
 ADDR is either address of any node: its HTTP address (the one 'tide up'
 prints as http) or its Chord address (a bare IP means the Chord port 5057);
 the node is asked for the other. The same keys are served over HTTP
-(GET/PUT/DELETE /kv/KEY) and the Redis protocol (redis-cli GET/SET/DEL).`,
+(GET/PUT/DELETE /kv/KEY) and the Redis protocol (redis-cli GET/SET/DEL).
+
+With the global --tls-ca, --tls-cert and --tls-key the requests are mutual
+TLS with that certificate (of the cluster's CA), and --auth-token is sent as
+a bearer token to nodes started with --http-tokens.`,
 		Example: `  tide kv put 127.0.0.1:5058 greeting hello
   echo -n hello | tide kv put 127.0.0.1 greeting
   tide kv get 127.0.0.2:5058 greeting
   tide kv get --r 3 127.0.0.2:5058 greeting
-  tide kv del 127.0.0.3 greeting`,
+  tide kv del 127.0.0.3 greeting
+  tide kv get --tls-ca certs/ca.crt --tls-cert certs/admin.crt --tls-key certs/admin.key 10.0.0.1:5058 greeting`,
 	}
 	var w, r int
 	var timeout time.Duration
@@ -45,7 +52,14 @@ the node is asked for the other. The same keys are served over HTTP
 		if err != nil {
 			return nil, err
 		}
-		c := http.Client{Timeout: timeout}
+		t, err := loadTLS()
+		if err != nil {
+			return nil, err
+		}
+		c := t.HTTPClient(timeout)
+		if authToken != "" {
+			c.Transport = store.BearerTransport{Token: authToken, Base: c.Transport}
+		}
 		return c.Do(req)
 	}
 	check := func(resp *http.Response, err error) ([]byte, error) {

@@ -47,7 +47,12 @@ or the HTTP address of any role process.
 
 The configuration is state of the log itself: 'tide log scale' and 'tide log
 replace' change it while the log runs, each change chosen in the log as a new
-epoch; 'tide log status' shows the epoch and the history of changes.`,
+epoch; 'tide log status' shows the epoch and the history of changes.
+
+With the global --tls-ca, --tls-cert and --tls-key, 'tide log up' and 'tide log
+serve' run every role's transport as mutual TLS, and the client commands need
+them too: a certificate of the log's CA that names the address the client
+receives replies on (tide cert node NAME --ip ...).`,
 	}
 	cmd.AddCommand(newLogUpCmd(), newLogServeCmd(), newLogStatusCmd(), newLogScaleCmd(), newLogReplaceCmd(), newLogRemoveCmd(),
 		newLogKVCmd("put", "put TARGET KEY VALUE", 3), newLogKVCmd("get", "get TARGET KEY", 2),
@@ -95,7 +100,14 @@ unbatchers with load.
 ClusterIP Service and a one-pod Deployment each, the ClusterIP being the
 role's address (kubernetes; run tide log up in the cluster, see
 deploy/kubernetes/log), or an EC2 instance each on a network interface made
-for it first (aws; run it in the VPC). Ctrl-C removes them all.`,
+for it first (aws; run it in the VPC). Ctrl-C removes them all.
+
+With the global --tls-ca, --tls-cert and --tls-key every role speaks mutual
+TLS, on its role port and its HTTP port (plain text is taken on loopback
+only, and changes nothing), and so does the control endpoint. Local roles
+get the files' paths; docker copies the files into each container, so the
+certificate must name every address of the network; kubernetes and aws do
+not take them yet.`,
 		Example: `  tide log up
   tide log up --proxy-leaders 3 --groups 2 --data-dir /tmp/log
   tide log up --autoscale --capacity proxy-leaders=2000,batchers=4000
@@ -104,6 +116,9 @@ for it first (aws; run it in the VPC). Ctrl-C removes them all.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			abs, err := filepath.Abs(dir)
 			if err != nil {
+				return err
+			}
+			if _, err := setLogTLS(); err != nil {
 				return err
 			}
 			var policy autoscale.LogPolicy
@@ -229,6 +244,10 @@ deployment laid out on them.`,
 			if procs < 0 {
 				return fmt.Errorf("--procs %d: want 0 (Go's default) or more", procs)
 			}
+			tlsCfg, err := setLogTLS()
+			if err != nil {
+				return err
+			}
 			if procs > 0 {
 				runtime.GOMAXPROCS(procs)
 			}
@@ -301,6 +320,7 @@ deployment laid out on them.`,
 			if control != "" {
 				d.Control = control
 			}
+			d.Certs = tlsCfg
 			specs := make([]node.RoleSpec, len(roles))
 			for i, a := range roles {
 				k := kind
@@ -314,6 +334,7 @@ deployment laid out on them.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			go tlsCfg.Watch(ctx, 0)
 			return node.ServeRolesOn(ctx, d, specs, dataDir, httpLn, slog.Default())
 		},
 	}
@@ -428,6 +449,9 @@ deployment file or a role's HTTP address, of a log started by 'tide log up'.`,
 // control posts a change to the control endpoint of the log's supervisor
 // and streams its progress.
 func control(ctx context.Context, target, path string) error {
+	if _, err := setLogTLS(); err != nil {
+		return err
+	}
 	d, err := loadTarget(target)
 	if err != nil {
 		return err
@@ -435,11 +459,14 @@ func control(ctx context.Context, target, path string) error {
 	if d.Control == "" {
 		return fmt.Errorf("%s has no control endpoint: scale and replace need a log started by 'tide log up'", target)
 	}
+	if d.TLS && d.Certs == nil {
+		return fmt.Errorf("control endpoint %s: %w", d.Control, node.ErrNeedTLS)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+d.Control+path, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := d.HTTPClient(0).Do(req)
 	if err != nil {
 		return fmt.Errorf("control endpoint %s: %w", d.Control, err)
 	}
@@ -465,14 +492,16 @@ func control(ctx context.Context, target, path string) error {
 	return nil
 }
 
-// loadTarget reads a deployment from a file or from a role's HTTP address.
+// loadTarget reads a deployment from a file or from a role's HTTP
+// address; it carries the TLS material of setLogTLS.
 func loadTarget(target string) (node.Deployment, error) {
 	if st, err := os.Stat(target); err == nil && !st.IsDir() {
-		return node.LoadDeployment(target)
+		d, err := node.LoadDeployment(target)
+		d.Certs = logCerts
+		return d, err
 	}
-	var d node.Deployment
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + strings.TrimPrefix(target, "http://") + "/deployment")
+	d := node.Deployment{Certs: logCerts}
+	resp, err := d.HTTPClient(5 * time.Second).Get("http://" + strings.TrimPrefix(target, "http://") + "/deployment")
 	if err != nil {
 		return d, fmt.Errorf("%s is neither a deployment file nor a reachable role: %w", target, err)
 	}
@@ -480,6 +509,7 @@ func loadTarget(target string) (node.Deployment, error) {
 	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil {
 		return d, fmt.Errorf("deployment from %s: %w", target, err)
 	}
+	d.Certs = logCerts
 	return d, d.Validate()
 }
 
@@ -517,16 +547,26 @@ func newLogKVCmd(op, use string, nargs int) *cobra.Command {
 		}[op],
 		Args: cobra.ExactArgs(nargs),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := setLogTLS(); err != nil {
+				return err
+			}
 			d, err := loadTarget(args[0])
 			if err != nil {
 				return err
+			}
+			if d.TLS && d.Certs == nil {
+				return node.ErrNeedTLS
 			}
 			if d.Unreplicated == "" {
 				// Fail at once when no role answers, rather than at the
 				// time-out.
 				nd, err := cluster.Newest(d)
 				if errors.Is(err, node.ErrNoMember) {
-					return fmt.Errorf("no role of the log in %s answered: is it running? ('tide log status %s' shows each role)", args[0], args[0])
+					why := strings.TrimPrefix(strings.TrimPrefix(err.Error(), node.ErrNoMember.Error()), "; ")
+					if why != "" {
+						why = " (" + why + ")"
+					}
+					return fmt.Errorf("no role of the log in %s answered: is it running? ('tide log status %s' shows each role)%s", args[0], args[0], why)
 				}
 				d = nd
 			}
@@ -608,6 +648,9 @@ the HTTP address of any role process; if no role answers, it says so at once.`,
   tide log status 127.0.0.1:42709 --json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := setLogTLS(); err != nil {
+				return err
+			}
 			d, err := loadCurrent(args[0])
 			if err != nil {
 				return err
@@ -673,7 +716,7 @@ the HTTP address of any role process; if no role answers, it says so at once.`,
 
 func collectStatus(d node.Deployment) (map[string]node.Status, error) {
 	out := map[string]node.Status{}
-	c := http.Client{Timeout: 2 * time.Second}
+	c := d.HTTPClient(2 * time.Second)
 	seen := map[string]bool{}
 	var addrs []string
 	for _, h := range d.HTTPMap() {

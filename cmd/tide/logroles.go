@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 
+	"tide/autoscale/provision"
 	awsprov "tide/autoscale/provision/aws"
 	dockerprov "tide/autoscale/provision/docker"
 	k8sprov "tide/autoscale/provision/kubernetes"
@@ -149,10 +150,17 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 	if err := f.checkFlags(); err != nil {
 		return nil, err
 	}
+	if globalTLS.Enabled() && f.provisioner != "local" && f.provisioner != "docker" {
+		return nil, fmt.Errorf("--tls-* with --provisioner %s: not yet (its roles would get no certificate); use --provisioner local or docker", f.provisioner)
+	}
 	switch f.provisioner {
 	case "local":
 		f.desc = "local processes"
-		return &cluster.LocalRoles{Local: &cluster.Local{Dir: dir}, StateDir: dir + "/state", Host: host}, nil
+		extra, err := tlsArgs()
+		if err != nil {
+			return nil, err
+		}
+		return &cluster.LocalRoles{Local: &cluster.Local{Dir: dir}, StateDir: dir + "/state", Host: host, Extra: extra, TLS: logCerts}, nil
 	case "docker":
 		cpus, err := parseRoleCPUs(f.cpus, f.roleCPUs)
 		if err != nil {
@@ -165,7 +173,11 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 				return nil, err
 			}
 		}
-		p, err := dockerprov.New(dockerprov.Config{Image: f.image, Cluster: f.cluster, Network: f.network})
+		files, extra, err := containerTLS()
+		if err != nil {
+			return nil, err
+		}
+		p, err := dockerprov.New(dockerprov.Config{Image: f.image, Cluster: f.cluster, Network: f.network, Files: files})
 		if err != nil {
 			return nil, err
 		}
@@ -174,7 +186,12 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 			defer p.Close()
 			return p.Cleanup(ctx)
 		}
-		return &cluster.ProvisionedRoles{C: p, CPUs: cpus}, nil
+		roles := &cluster.ProvisionedRoles{C: p, CPUs: cpus, Extra: extra}
+		if logCerts != nil {
+			hc := logCerts.HTTPClient(2 * time.Second)
+			roles.Healthy = func(ctx context.Context, addr string) error { return provision.WaitHealthy(ctx, hc, addr) }
+		}
+		return roles, nil
 	case "kubernetes":
 		cpus, err := parseRoleCPUs(f.cpus, f.roleCPUs)
 		if err != nil {
@@ -208,6 +225,30 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 		return &cluster.ProvisionedRoles{C: r, Bind: "0.0.0.0", DataDir: "/var/lib/tide-log", StartTimeout: 10 * time.Minute}, nil
 	}
 	return nil, fmt.Errorf("--provisioner %q: want local, docker, kubernetes or aws", f.provisioner)
+}
+
+// containerTLS is the --tls-* files' contents at their paths in a role
+// container, and the flags that name them there; nil without --tls-*.
+// The same certificate serves every role: it names every address a role
+// container may get (tide cert node NAME --ip ... for the network's
+// addresses) and the client's.
+func containerTLS() (map[string][]byte, []string, error) {
+	if !globalTLS.Enabled() {
+		return nil, nil, nil
+	}
+	files := map[string][]byte{}
+	var flags []string
+	for _, f := range []struct{ flag, path, at string }{
+		{"--tls-ca", globalTLS.CA, "/tls/ca.crt"}, {"--tls-cert", globalTLS.Cert, "/tls/role.crt"}, {"--tls-key", globalTLS.Key, "/tls/role.key"},
+	} {
+		b, err := os.ReadFile(f.path)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", f.flag, err)
+		}
+		files[f.at] = b
+		flags = append(flags, f.flag, f.at)
+	}
+	return files, flags, nil
 }
 
 func (f *roleHostFlags) describeCPUs() string {

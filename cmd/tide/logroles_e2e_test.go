@@ -145,6 +145,9 @@ func TestLogServeListensApartFromItsAddress(t *testing.T) {
 // TestLogUpProvisionerFlags: tide log up refuses flags of another
 // provisioner and bad provisioner settings, before it starts anything.
 func TestLogUpProvisionerFlags(t *testing.T) {
+	certs := filepath.Join(t.TempDir(), "certs")
+	runTide(t, "cert", "init", "--dir", certs)
+	runTide(t, "cert", "node", "node", "--ip", "127.0.0.1", "--dir", certs)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -160,6 +163,8 @@ func TestLogUpProvisionerFlags(t *testing.T) {
 		{[]string{"--provisioner", "kubernetes", "--role-cpus", "proxy=-1"}, "--role-cpus"},
 		{[]string{"--provisioner", "kubernetes"}, "no API server configuration"},
 		{[]string{"--provisioner", "ec2"}, "want local, docker, kubernetes or aws"},
+		{append([]string{"--provisioner", "kubernetes"}, tlsFlags(certs, "node")...), "--tls-* with --provisioner kubernetes: not yet"},
+		{append([]string{"--provisioner", "aws", "--aws-subnet", "subnet-1", "--aws-image", "ami-1"}, tlsFlags(certs, "node")...), "--tls-* with --provisioner aws: not yet"},
 	} {
 		cmd := exec.Command(tideBin, append([]string{"log", "up", "--data-dir", t.TempDir()}, c.args...)...)
 		// No kubeconfig anywhere, and not in a pod.

@@ -78,6 +78,7 @@ func startLogRun(ctx context.Context, o logRunOptions, out io.Writer) (_ *logRun
 	if o.reuse && roles.Name() == "local" {
 		if saved, lerr := node.LoadDeployment(r.depPath); lerr == nil {
 			d, r.reused = saved, true
+			d.Certs = logCerts
 		} else if !errors.Is(lerr, os.ErrNotExist) {
 			return nil, fmt.Errorf("saved log deployment: %w (move %s away to start a new log)", lerr, o.dir)
 		}
@@ -111,7 +112,16 @@ func startLogRun(ctx context.Context, o logRunOptions, out io.Writer) (_ *logRun
 		// 0 and report what they hold); the deployment is laid out on
 		// them, saved, and handed to every role.
 		fmt.Fprintf(out, "starting %d log roles on %s (logs in %s)\n", o.shape.Count(), o.rh.describe(), o.dir)
-		d, err = roles.StartNew(ctx, cluster.ShapePlan(o.shape, control), func(d node.Deployment) error { return d.Save(r.depPath) })
+		plan := cluster.ShapePlan(o.shape, control)
+		if logCerts != nil {
+			lay := plan.Lay
+			plan.Lay = func(roles, https []string) (node.Deployment, error) {
+				d, err := lay(roles, https)
+				d.TLS, d.Certs = true, logCerts
+				return d, err
+			}
+		}
+		d, err = roles.StartNew(ctx, plan, func(d node.Deployment) error { return d.Save(r.depPath) })
 	}
 	if err != nil {
 		ctlLn.Close()
@@ -119,8 +129,11 @@ func startLogRun(ctx context.Context, o logRunOptions, out io.Writer) (_ *logRun
 	}
 	r.d = d
 	r.ctl = cluster.NewLogControl(roles, d, r.depPath)
-	ctlSrv := &http.Server{Handler: r.ctl.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go ctlSrv.Serve(ctlLn)
+	// With TLS the control endpoint is mutual TLS; on loopback it also
+	// takes plain text, which may read (/healthz) but not change the log.
+	t := logCerts
+	ctlSrv := &http.Server{Handler: t.RequireVerified(r.ctl.Handler(), "the log's control endpoint", http.MethodPost), ReadHeaderTimeout: 5 * time.Second}
+	go ctlSrv.Serve(t.ListenTide(ctlLn, true))
 	r.closers = append(r.closers, func() { ctlSrv.Close() })
 	if o.autoscale {
 		events, err := autoscale.NewEvents(1000, filepath.Join(o.dir, "autoscale-events.jsonl"), nil)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -135,7 +136,13 @@ func applyEnv(cmd *cobra.Command) error {
 // the Chord address the node reports. Commands that speak Chord take it,
 // so that a user need not know which port is which.
 func nodeAddr(s string) string {
-	c := http.Client{Timeout: time.Second}
+	// With --tls-* and --auth-token, as the command's own requests: a
+	// node with TLS and tokens answers a plain request without a token 401.
+	t, _ := loadTLS() // a bad --tls-* fails the command's own client
+	c := t.HTTPClient(time.Second)
+	if authToken != "" {
+		c.Transport = store.BearerTransport{Token: authToken, Base: c.Transport}
+	}
 	if strings.Contains(s, ":") {
 		if resp, err := c.Get("http://" + strings.TrimPrefix(s, "http://") + "/internal/info"); err == nil {
 			var info struct {
@@ -169,6 +176,38 @@ var (
 
 // loadTLS loads --tls-ca, --tls-cert and --tls-key: nil when none is given.
 func loadTLS() (*tlsconf.Config, error) { return tlsconf.Load(globalTLS, slog.Default()) }
+
+// logCerts is the material setLogTLS loaded: the deployments that
+// loadTarget reads carry it (node.Deployment.Certs), so that their roles,
+// clients, reconfigurations and HTTP clients speak mutual TLS.
+var logCerts *tlsconf.Config
+
+// setLogTLS loads --tls-* for the tide log (nil: none).
+func setLogTLS() (*tlsconf.Config, error) {
+	t, err := loadTLS()
+	if err != nil {
+		return nil, err
+	}
+	logCerts = t
+	return t, nil
+}
+
+// tlsArgs is the --tls-* command line of this process's TLS files, with
+// absolute paths, for the child processes it starts; nil without TLS.
+func tlsArgs() ([]string, error) {
+	if !globalTLS.Enabled() {
+		return nil, nil
+	}
+	var out []string
+	for _, f := range []struct{ flag, path string }{{"--tls-ca", globalTLS.CA}, {"--tls-cert", globalTLS.Cert}, {"--tls-key", globalTLS.Key}} {
+		abs, err := filepath.Abs(f.path)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f.flag, abs)
+	}
+	return out, nil
+}
 
 // newStoreClient is a client of the store with the global TLS and token
 // flags.

@@ -19,6 +19,7 @@ import (
 	"tide/chord"
 	"tide/resp"
 	"tide/store"
+	"tide/tlsconf"
 )
 
 // nodeOpts are the settings of tide node (and tide chord) as flags give
@@ -181,6 +182,7 @@ func addNodeFlags(cmd *cobra.Command, o *nodeOpts) {
 	f.StringVar(&o.aclFile, "acl-file", "", "Redis-protocol users, one a line in Redis's ACL syntax: user NAME on >password ~pattern +@read +@write")
 	f.DurationVar(&cfg.RESPIdleTimeout, "resp-idle-timeout", 5*time.Minute, "close a Redis-protocol connection that sends no command for this long (0: never)")
 	f.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", 2*time.Minute, "close an idle keep-alive HTTP connection after this long")
+	f.DurationVar(&cfg.HTTPHeaderTimeout, "http-header-timeout", 10*time.Second, "close an HTTP connection whose request headers have not all arrived this long after it began sending them, or that sends nothing (a slow-loris client)")
 	f.IntVar(&cfg.MaxConns, "max-conns", 10000, "connections each of the Chord, HTTP and Redis-protocol listeners serves at once; one more is refused with an error (0: no cap)")
 	f.StringVar(&o.addrFile, "addr-file", "", "once serving, write this node's addresses as JSON ({\"chord\", \"http\", \"peer\", \"resp\", \"region\"}) to this file, e.g. for nodes started on port 0")
 }
@@ -305,6 +307,26 @@ func runNode(o *nodeOpts) error {
 		return err
 	}
 	go cfg.TLS.Watch(ctx, 0)
+	// The tokens and ACL files reload on SIGHUP and on change, as the
+	// certificates do; a file that does not load leaves the old in force.
+	if o.httpTokens != "" {
+		go tlsconf.WatchFiles(ctx, 0, slog.Default(), "--http-tokens "+o.httpTokens, func() error {
+			t, err := store.LoadTokens(o.httpTokens)
+			if err != nil {
+				return err
+			}
+			return n.SetTokens(t)
+		}, o.httpTokens)
+	}
+	if o.aclFile != "" && cfg.RESPAddr != "" {
+		go tlsconf.WatchFiles(ctx, 0, slog.Default(), "--acl-file "+o.aclFile, func() error {
+			a, err := resp.LoadACL(o.aclFile)
+			if err != nil {
+				return err
+			}
+			return n.SetRESPACL(a)
+		}, o.aclFile)
+	}
 	if o.addrFile != "" {
 		if err := writeAddrFile(o.addrFile, n.Addrs()); err != nil {
 			n.Close()

@@ -56,7 +56,18 @@ func NewClient(d Deployment, host string, sessions int) (*Client, error) {
 	if host == "" {
 		host = ReplyHost(d.Roles()[0])
 	}
-	c := &Client{d: d, tr: transport.New(), free: make(chan *session, sessions), byID: map[uint64]*session{},
+	tr := newTransport(d.Certs)
+	if d.TLS && tr.TLS == nil {
+		return nil, ErrNeedTLS
+	}
+	if tr.TLS != nil {
+		// The roles reply on a connection of their own, to host, and
+		// check the client's certificate against it as they would a role's.
+		if err := tr.TLS.Leaf().VerifyHostname(host); err != nil {
+			return nil, fmt.Errorf("the log replies to this client at %s, which its certificate does not name (%v): issue it with --ip %s (tide cert node NAME --ip %s)", host, err, host, host)
+		}
+	}
+	c := &Client{d: d, tr: tr, free: make(chan *session, sessions), byID: map[uint64]*session{},
 		done: make(chan struct{})}
 	addr, err := c.tr.Listen(net.JoinHostPort(host, "0"), c.deliver)
 	if err != nil {
@@ -184,6 +195,9 @@ func (c *Client) Do(ctx context.Context, op []byte, read bool, mode paxos.ReadMo
 		s = &session{c: paxos.NewClient(cfg, c.addr, id), result: make(chan paxos.Completion, 1)}
 		c.byID[id] = s
 		c.mu.Unlock()
+		if err := c.tr.DialError(); err != nil {
+			return nil, fmt.Errorf("%w (the last connection to the log failed: %v)", ctx.Err(), err)
+		}
 		return nil, ctx.Err()
 	case <-c.done:
 		return nil, ErrClosed

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"tide/paxos"
+	"tide/tlsconf"
 )
 
 // Deployment is what every process of a tide log shares: the protocol
@@ -27,6 +28,15 @@ type Deployment struct {
 	// this deployment's role processes (`tide log up`), which `tide log
 	// scale` and `tide log replace` ask. Empty if none.
 	Control string `json:"control,omitempty"`
+	// TLS is set when the roles speak mutual TLS (tide log serve with
+	// --tls-*): a client then needs a certificate of the log's CA.
+	TLS bool `json:"tls,omitempty"`
+	// Certs is the TLS material this process reaches the log with, and
+	// runs its roles with: the roles' transport, clients,
+	// reconfigurations and HTTP clients (HTTPClient) of this deployment
+	// take it; nil is plain TCP. It is not part of the JSON: each process
+	// sets its own.
+	Certs *tlsconf.Config `json:"-"`
 }
 
 // HTTPMap returns every known role's HTTP address: those the

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"tide/paxos"
-	"tide/transport"
+	"tide/tlsconf"
 )
 
 // Reconfigure proposes next as the log's next configuration through its
@@ -19,15 +19,16 @@ import (
 // current configuration (next.Epoch = current + 1, see paxos.Config.Next);
 // if another change won the race, the error wraps paxos.ErrStaleConfig and
 // the caller should rebuild on the newer one. host is the interface the
-// answer comes back on.
-func Reconfigure(ctx context.Context, cur paxos.Config, next paxos.Config, host string) (paxos.Config, error) {
+// answer comes back on; certs, the TLS material of a log that speaks
+// mutual TLS (nil: plain TCP).
+func Reconfigure(ctx context.Context, cur paxos.Config, next paxos.Config, host string, certs *tlsconf.Config) (paxos.Config, error) {
 	if err := cur.ValidateChange(next); err != nil {
 		return paxos.Config{}, err
 	}
 	if host == "" {
 		host = ReplyHost(cur.All()[0])
 	}
-	tr := transport.New()
+	tr := newTransport(certs)
 	defer tr.Close()
 	type answer struct {
 		m paxos.Message

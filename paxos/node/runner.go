@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,9 +29,10 @@ type Metrics struct {
 	Violations prometheus.Counter
 	// Phase is where a role's time goes, by phase: decode (a frame, on
 	// the transport's goroutine), queue (a message waiting in the inbox),
-	// step (the state machine on one message), sync (one synced write of
-	// a round) and send (encoding and handing a round's messages to the
-	// transport).
+	// step (the state machine on one message), sync (one fsync, covering
+	// the rounds written while the one before it ran), durable (a round's
+	// messages waiting, from its write, for the fsync that covers it) and
+	// send (encoding and handing a round's messages to the transport).
 	Phase *prometheus.HistogramVec
 }
 
@@ -50,16 +52,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Violations: prometheus.NewCounter(prometheus.CounterOpts{Name: "tide_paxos_invariant_violations_total",
 			Help: "Inputs refused because accepting them would break a protocol invariant (two values for one slot, ...)."}),
 		Phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tide_paxos_phase_seconds",
-			Help:    "Where a role's time goes: decode and queue per message received, step per message, sync per synced write, send per round of messages sent.",
+			Help:    "Where a role's time goes: decode and queue per message received, step per message, sync per synced write, durable per round whose messages waited for the fsync covering it, send per round of messages sent.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 11)}, []string{"role", "phase"}),
 	}
 	reg.MustRegister(m.In, m.Out, m.Persisted, m.Syncs, m.Dropped, m.Violations, m.Phase)
 	return m
 }
 
-// Runner drives one role: it feeds it messages and ticks on one goroutine,
-// persists what the role asks to persist with one synced write per round,
-// and only then sends the role's messages.
+// Runner drives one role: it feeds it messages and ticks on one goroutine
+// and commits what the role asks to persist, one batch per round, without
+// waiting for the disk. A second goroutine, the sync loop, fsyncs: while
+// one fsync runs the role keeps stepping, and every round committed
+// meanwhile shares the next fsync (group commit). A lone write is synced
+// at once. A round's messages leave only after the fsync that covers its
+// state and every earlier round's: no vote is announced before it is on
+// disk, and no message reflects state that is not.
 type Runner struct {
 	Addr  string
 	Kind  string
@@ -72,10 +79,26 @@ type Runner struct {
 	log   *slog.Logger
 
 	// The phase histograms of this role's kind.
-	decode, queue, stepT, syncT, sendT prometheus.Observer
+	decode, queue, stepT, syncT, durableT, sendT prometheus.Observer
 
 	// frames collects a round's encoded messages by destination.
 	frames map[string][][]byte
+	// unsynced holds a round's messages that need not wait for its fsync.
+	unsynced []paxos.Message
+
+	// The group commit: rounds waiting for an fsync, oldest first (under
+	// syncMu), a wake-up for the sync loop, how many rounds are queued or
+	// being sent (a round with nothing to persist may leave at once only
+	// when none is), and the sync loop's failure.
+	syncMu      sync.Mutex
+	syncq       []syncJob
+	syncWake    chan struct{}
+	outstanding atomic.Int64
+	syncErr     chan error
+	// syncFn and sendFn are the store's Sync and the transport's
+	// SendBatch; tests replace them to watch the order of the two.
+	syncFn func() error
+	sendFn func(to string, frames [][]byte)
 
 	mu     sync.Mutex // guards status reads against the loop
 	in     atomic.Int64
@@ -101,15 +124,19 @@ var Kinds = []string{"matchmaker", "batcher", "leader", "proxy", "acceptor", "re
 // configuration need not list yet: a role joining a running log starts
 // with the configuration it fetched and learns the one that adds it.
 func NewRunnerKind(d Deployment, kind, addr, dataDir string, tr *transport.Transport, m *Metrics, log *slog.Logger) (*Runner, error) {
-	r := &Runner{Addr: addr, Kind: kind, tr: tr, inbox: make(chan inbound, 1<<16), tick: d.Tick(), m: m, log: log, closed: make(chan struct{})}
+	r := &Runner{Addr: addr, Kind: kind, tr: tr, inbox: make(chan inbound, 1<<16), tick: d.Tick(), m: m, log: log, closed: make(chan struct{}),
+		syncWake: make(chan struct{}, 1), syncErr: make(chan error, 1)}
+	r.sendFn = tr.SendBatch
 	r.decode, r.queue = m.Phase.WithLabelValues(kind, "decode"), m.Phase.WithLabelValues(kind, "queue")
 	r.stepT, r.syncT, r.sendT = m.Phase.WithLabelValues(kind, "step"), m.Phase.WithLabelValues(kind, "sync"), m.Phase.WithLabelValues(kind, "send")
+	r.durableT = m.Phase.WithLabelValues(kind, "durable")
 	needStore := kind == "acceptor" || kind == "leader" || kind == "replica" || kind == "matchmaker"
 	var err error
 	if needStore {
 		if r.store, err = OpenStore(filepath.Join(dataDir, sanitize(addr))); err != nil {
 			return nil, err
 		}
+		r.syncFn = r.store.Sync
 	}
 	fail := func(err error) (*Runner, error) {
 		if r.store != nil {
@@ -213,12 +240,22 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.store.Close()
 		}
 	}()
+	if r.store != nil {
+		sctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); r.syncLoop(sctx) }()
+		// The store closes only after the sync loop is done with it.
+		defer func() { cancel(); wg.Wait() }()
+	}
 	t := time.NewTicker(r.tick)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-r.syncErr:
+			return err
 		case m := <-r.inbox:
 			r.mu.Lock()
 			r.step(m)
@@ -256,44 +293,164 @@ func (r *Runner) step(in inbound) {
 	r.stepT.Observe(time.Since(start).Seconds())
 }
 
+// outFrames are a round's encoded messages to one destination.
+type outFrames struct {
+	to     string
+	frames [][]byte
+}
+
+// syncJob is a round's messages waiting for the fsync that covers what it
+// and every earlier round persisted; persisted says whether it wrote.
+type syncJob struct {
+	sends     []outFrames
+	persisted bool
+	at        time.Time // when it was queued
+}
+
 func (r *Runner) flush() error {
 	rd := r.role.Ready()
+	wrote := false
 	if r.store != nil && (len(rd.Persist) > 0 || rd.Snapshot != nil) {
-		start := time.Now()
-		if err := r.store.Save(rd.Persist, rd.Snapshot); err != nil {
+		if err := r.store.Write(rd.Persist, rd.Snapshot); err != nil {
 			return fmt.Errorf("%s %s: %w", r.Kind, r.Addr, err)
 		}
-		r.syncT.Observe(time.Since(start).Seconds())
 		r.m.Persisted.Add(float64(len(rd.Persist)))
-		r.m.Syncs.Inc()
+		wrote = true
 	}
-	if len(rd.Messages) == 0 {
+	if !wrote && len(rd.Messages) == 0 {
 		return nil
 	}
+	msgs := rd.Messages
+	if !wrote && r.outstanding.Load() == 0 {
+		// Nothing of this round or before it waits for the disk.
+		sends, err := r.encode(msgs)
+		r.send(sends)
+		return err
+	}
+	if slices.ContainsFunc(msgs, func(m paxos.Message) bool { return m.Unsynced }) {
+		// What announces nothing persisted need not wait for the disk.
+		now := r.unsynced[:0]
+		msgs = slices.DeleteFunc(msgs, func(m paxos.Message) bool {
+			if m.Unsynced {
+				now = append(now, m)
+			}
+			return m.Unsynced
+		})
+		sends, err := r.encode(now)
+		if err != nil {
+			return err
+		}
+		r.send(sends)
+		clear(now)
+		r.unsynced = now[:0]
+	}
+	sends, err := r.encode(msgs)
+	if err != nil {
+		return err
+	}
+	r.outstanding.Add(1)
+	r.syncMu.Lock()
+	r.syncq = append(r.syncq, syncJob{sends: sends, persisted: wrote, at: time.Now()})
+	r.syncMu.Unlock()
+	select {
+	case r.syncWake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// encode encodes a round's messages, once per fan-out, and groups the
+// frames by destination, in order, to leave in one write each.
+func (r *Runner) encode(msgs []paxos.Message) ([]outFrames, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
 	defer func(start time.Time) { r.sendT.Observe(time.Since(start).Seconds()) }(time.Now())
-	// One encoding per fan-out, and the frames for each destination handed
-	// to the transport together, in order, to leave in one write.
+	if r.frames == nil {
+		r.frames = map[string][][]byte{}
+	}
 	var b []byte
-	for i := range rd.Messages {
-		m := &rd.Messages[i]
+	for i := range msgs {
+		m := &msgs[i]
 		if !m.SameAsPrevious || b == nil {
 			var err error
 			if b, err = paxos.Encode(m); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		r.out.Add(1)
 		r.m.Out.WithLabelValues(r.Kind, m.Kind.String()).Inc()
-		if r.frames == nil {
-			r.frames = map[string][][]byte{}
-		}
 		r.frames[m.To] = append(r.frames[m.To], b)
 	}
+	sends := make([]outFrames, 0, len(r.frames))
 	for to, frames := range r.frames {
-		r.tr.SendBatch(to, frames)
+		sends = append(sends, outFrames{to, frames})
 		delete(r.frames, to)
 	}
-	return nil
+	return sends, nil
+}
+
+func (r *Runner) send(sends []outFrames) {
+	for _, s := range sends {
+		r.sendFn(s.to, s.frames)
+	}
+}
+
+// mergeSends joins the frames of jobs by destination, in order, so that
+// each destination's share of every round an fsync covered leaves in one
+// write.
+func mergeSends(jobs []syncJob) []outFrames {
+	if len(jobs) == 1 {
+		return jobs[0].sends
+	}
+	var out []outFrames
+	at := map[string]int{}
+	for _, j := range jobs {
+		for _, s := range j.sends {
+			if i, ok := at[s.to]; ok {
+				out[i].frames = append(out[i].frames, s.frames...)
+				continue
+			}
+			at[s.to] = len(out)
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// syncLoop is the group commit: it takes every round queued so far, makes
+// them durable with one fsync (if any of them wrote), and only then sends
+// their messages, in order. Rounds queued while it syncs wait for the next
+// fsync, which starts as soon as this one ends.
+func (r *Runner) syncLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.syncWake:
+		}
+		r.syncMu.Lock()
+		jobs := r.syncq
+		r.syncq = nil
+		r.syncMu.Unlock()
+		if len(jobs) == 0 {
+			continue
+		}
+		if slices.ContainsFunc(jobs, func(j syncJob) bool { return j.persisted }) {
+			start := time.Now()
+			if err := r.syncFn(); err != nil {
+				r.syncErr <- fmt.Errorf("%s %s: %w", r.Kind, r.Addr, err)
+				return
+			}
+			r.syncT.Observe(time.Since(start).Seconds())
+			r.m.Syncs.Inc()
+		}
+		r.send(mergeSends(jobs))
+		r.outstanding.Add(-int64(len(jobs)))
+		for _, j := range jobs {
+			r.durableT.Observe(time.Since(j.at).Seconds())
+		}
+	}
 }
 
 // Status is a role's report for `tide log status`.

@@ -15,8 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"tide/transport"
 )
 
 // Serve runs the given roles of d in this process until ctx ends: each
@@ -83,8 +81,9 @@ func ServeRolesOn(ctx context.Context, d Deployment, roles []RoleSpec, dataDir s
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := NewMetrics(reg)
-	tr := transport.New()
+	tr := newTransport(d.Certs)
 	tr.Log = log
+	d.TLS = tr.TLS != nil
 	defer tr.Close()
 	var runners []*Runner
 	for _, rs := range roles {
@@ -135,7 +134,11 @@ func ServeRolesOn(ctx context.Context, d Deployment, roles []RoleSpec, dataDir s
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	log.Info("http listening", "listen", httpLn.Addr().String())
+	// With TLS the HTTP port is mutual TLS too, and takes plain text on
+	// loopback only (curl, a metrics scraper on the machine); it changes
+	// nothing.
+	httpLn = tr.TLS.ListenTide(httpLn, true)
+	log.Info("http listening", "listen", httpLn.Addr().String(), "tls", tr.TLS != nil)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(httpLn)
 	defer srv.Close()

@@ -17,8 +17,9 @@ import (
 )
 
 // Store keeps a role's durable state in pebble: an acceptor's promise and
-// votes, a leader's highest ballot, a replica's latest snapshot. Every Save
-// is one synced batch, so a burst of votes costs one fsync (group commit).
+// votes, a leader's highest ballot, a replica's latest snapshot. Save is
+// one synced batch; a driver that commits rounds with Write while an
+// earlier Sync runs makes one fsync cover all of them (group commit).
 type Store struct {
 	db *pebble.DB
 }
@@ -68,6 +69,26 @@ func (s *Store) Close() error { return s.db.Close() }
 
 // Save makes ops and snapshot durable in one synced batch.
 func (s *Store) Save(ops []paxos.PersistOp, snapshot []byte) error {
+	return s.commit(ops, snapshot, pebble.Sync)
+}
+
+// Write commits ops and snapshot in one batch without waiting for the
+// disk: they are durable once a later Sync returns.
+func (s *Store) Write(ops []paxos.PersistOp, snapshot []byte) error {
+	return s.commit(ops, snapshot, pebble.NoSync)
+}
+
+// Sync makes every batch written before the call durable: it appends a
+// one-byte log record with a synced write, and the write-ahead log is
+// sequential, so its fsync covers everything before it.
+func (s *Store) Sync() error {
+	if err := s.db.LogData([]byte{0}, pebble.Sync); err != nil {
+		return fmt.Errorf("sync paxos state: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) commit(ops []paxos.PersistOp, snapshot []byte, opts *pebble.WriteOptions) error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	for _, op := range ops {
@@ -105,7 +126,7 @@ func (s *Store) Save(ops []paxos.PersistOp, snapshot []byte) error {
 	if snapshot != nil {
 		b.Set(keySnapshot, snapshot, nil)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(opts); err != nil {
 		return fmt.Errorf("persist paxos state: %w", err)
 	}
 	return nil

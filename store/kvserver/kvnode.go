@@ -64,12 +64,16 @@ type Server struct {
 	// for lack of disk space (unix nanoseconds; see space.go).
 	refusalLogged atomic.Int64
 	rings         chan kv.Ring
+	left          chan string // members that announced they left (MemberLeft)
 	// regionRings carries other regions' member tables to the loop;
 	// regionStatus is the replication to them, as of the last few ticks.
 	regionRings  chan regionRing
 	regionStatus atomic.Pointer[[]kv.RegionStatus]
 	// watch wakes reads waiting for a key to be written (KVGetAtLeast).
 	watch keyWatch
+	// marks holds the replication watermarks of other regions' nodes
+	// (kvmarks.go).
+	marks markTable
 	// applied is the table the loop has handed to the kv.Node: the one
 	// requests are routed by (ring may be a moment ahead of it).
 	applied atomic.Pointer[kv.Ring]
@@ -146,8 +150,11 @@ type metrics struct{ kvRound, kvSync, kvLatency prometheus.Observer }
 // ring table initial (SetRing installs newer ones); it runs until ctx
 // ends, and Wait returns once it has stopped.
 func Start(ctx context.Context, cfg Config, peerLn net.Listener, initial kv.Ring) (*Server, error) {
+	if len(cfg.KV.Regions) > 0 && cfg.KV.Origin == 0 {
+		cfg.KV.Origin = newOrigin()
+	}
 	n := &host{cfg: cfg, eng: cfg.Engine, log: cfg.Log, m: metrics{kvRound: cfg.RoundMessages, kvSync: cfg.SyncSeconds, kvLatency: cfg.Latency}}
-	k := &Server{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan kv.Ring, 4), regionRings: make(chan regionRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
+	k := &Server{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan kv.Ring, 4), left: make(chan string, 64), regionRings: make(chan regionRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	k.tr.TLS = cfg.TLS
@@ -257,6 +264,8 @@ func (k *Server) loop(ctx context.Context) {
 			k.node.SetLeaving(k.drain.Load())
 			k.node.SetRing(r)
 			k.applied.Store(&r)
+		case a := <-k.left:
+			k.node.MemberLeft(a)
 		case r := <-k.regionRings:
 			k.node.SetRegionRing(r.region, r.ring)
 		case done := <-k.clears:
@@ -304,6 +313,9 @@ func (k *Server) loop(ctx context.Context) {
 			k.stepped = 0
 		}
 		rd := k.node.Ready()
+		if len(rd.Marks) > 0 {
+			k.marks.raise(rd.Marks, time.Now())
+		}
 		// Requests to other nodes leave at once, so a coordinator's own
 		// write overlaps with its replicas'; answers vouch for local state
 		// and wait until it is durable.
@@ -821,6 +833,19 @@ func (k *Server) Stats() kv.Stats { return *k.stats.Load() }
 func (k *Server) SetRing(r kv.Ring) {
 	k.rings <- r
 	k.readyOnce.Do(func() { close(k.ready) })
+}
+
+// MemberLeft tells the KV layer that the member whose peer address is addr
+// announced it left the ring after handing its data off, so that no view
+// waits for it once the ring drops it (see kv.Node.MemberLeft). It gives
+// up if ctx ends first.
+func (k *Server) MemberLeft(ctx context.Context, addr string) error {
+	select {
+	case k.left <- addr:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Applied is the table the loop has handed to the kv.Node: the one

@@ -338,6 +338,14 @@ func shell(ctx context.Context, dir, script string, timeout time.Duration, out i
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "sh", "-c", script)
 	cmd.Dir = dir
+	// Each mutant builds in a directory of its own. Without -trimpath the
+	// go command keys every compiled package of this module by its
+	// directory, so each copy would recompile the whole module; with it,
+	// the copies share the build cache, and only the mutated package and
+	// those that import it are compiled again.
+	if gf := os.Getenv("GOFLAGS"); !strings.Contains(gf, "-trimpath") {
+		cmd.Env = append(os.Environ(), "GOFLAGS="+strings.TrimSpace(gf+" -trimpath"))
+	}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var group atomic.Int64

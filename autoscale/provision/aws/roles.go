@@ -162,11 +162,16 @@ func (r *Roles) tags(kind string, extra ...ec2types.Tag) []ec2types.Tag {
 	return append(t, extra...)
 }
 
-// Reserve creates n network interfaces and returns their private IPs. On
-// an error it deletes those it created.
+// maxDuplicateIPs bounds how often Reserve asks again when the subnet
+// hands out an address it already reserved.
+const maxDuplicateIPs = 8
+
+// Reserve creates n network interfaces and returns their private IPs,
+// all distinct. On an error it deletes those it created.
 func (r *Roles) Reserve(ctx context.Context, n int) ([]string, error) {
 	var ips []string
-	for range n {
+	dups := 0
+	for len(ips) < n {
 		out, err := r.ec2.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{
 			SubnetId:    sdkaws.String(r.cfg.Subnet),
 			Groups:      r.cfg.SecurityGroups,
@@ -189,8 +194,23 @@ func (r *Roles) Reserve(ctx context.Context, n int) ([]string, error) {
 			return nil, fmt.Errorf("aws: network interface %s in subnet %s has no private IP", id, r.cfg.Subnet)
 		}
 		r.mu.Lock()
-		r.byIP[ip] = id
+		_, dup := r.byIP[ip]
+		if !dup {
+			r.byIP[ip] = id
+		}
 		r.mu.Unlock()
+		if dup {
+			// EC2 never hands out an address twice, but an emulator that
+			// picks addresses at random (moto) can: give this interface
+			// back and ask again, a bounded number of times.
+			r.deleteENI(ctx, id)
+			if dups++; dups > maxDuplicateIPs {
+				r.Release(ips...)
+				return nil, fmt.Errorf("aws: subnet %s handed out an address already reserved (%s) %d times", r.cfg.Subnet, ip, dups)
+			}
+			r.log.Warn("network interface got an address already reserved; retrying", "eni", id, "ip", ip)
+			continue
+		}
 		r.log.Info("network interface created", "eni", id, "ip", ip)
 		ips = append(ips, ip)
 	}

@@ -246,6 +246,64 @@ func TestRolesFailedLaunchReleases(t *testing.T) {
 	}
 }
 
+// repeatIP is the EC2 API with CreateNetworkInterface answering the first
+// interface's address again for the next `times` interfaces, as an
+// emulator that picks addresses at random sometimes does.
+type repeatIP struct {
+	RolesEC2API
+	first string
+	times int
+}
+
+func (r *repeatIP) CreateNetworkInterface(ctx context.Context, in *ec2.CreateNetworkInterfaceInput, opts ...func(*ec2.Options)) (*ec2.CreateNetworkInterfaceOutput, error) {
+	out, err := r.RolesEC2API.CreateNetworkInterface(ctx, in, opts...)
+	if err != nil {
+		return out, err
+	}
+	if r.first == "" {
+		r.first = sdkaws.ToString(out.NetworkInterface.PrivateIpAddress)
+	} else if r.times > 0 {
+		r.times--
+		out.NetworkInterface.PrivateIpAddress = sdkaws.String(r.first)
+	}
+	return out, nil
+}
+
+// TestReserveDistinctAddresses: an interface that comes back with an
+// address already reserved is deleted and Reserve asks again, so its
+// addresses are distinct and every one is a tagged interface's; a subnet
+// that keeps repeating one makes Reserve fail and delete what it made.
+func TestReserveDistinctAddresses(t *testing.T) {
+	ctx := rolesCtx(t)
+	r, ec := motoRoles(t, "10.76.0.0/24", "repeats")
+	r.ec2 = &repeatIP{RolesEC2API: ec, times: 2}
+	ips, err := r.Reserve(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := enis(t, ec, "repeats")
+	if len(ips) != 3 || len(got) != 3 {
+		t.Fatalf("Reserve(3) = %v; tagged interfaces %d, want 3 (the repeats deleted)", ips, len(got))
+	}
+	for _, ip := range ips {
+		if _, ok := got[ip]; !ok {
+			t.Errorf("Reserve returned %s, no tagged interface has it: %v", ip, got)
+		}
+	}
+	if len(slices.Compact(slices.Sorted(slices.Values(ips)))) != 3 {
+		t.Errorf("Reserve(3) = %v: an address twice", ips)
+	}
+	r.Release(ips...)
+
+	r.ec2 = &repeatIP{RolesEC2API: ec, times: 1000}
+	if ips, err := r.Reserve(ctx, 2); err == nil || !strings.Contains(err.Error(), "already reserved") {
+		t.Fatalf("Reserve on a subnet repeating one address = %v, %v", ips, err)
+	}
+	if left := enis(t, ec, "repeats"); len(left) != 0 {
+		t.Errorf("the failed Reserve left interfaces: %v", left)
+	}
+}
+
 // TestRoleUserDataRuns runs the user data with its system paths moved
 // into a temporary directory and curl and systemctl faked: it installs
 // the binary, creates the data directory, and the start script runs tide

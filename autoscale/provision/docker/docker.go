@@ -121,6 +121,11 @@ type Config struct {
 	Client *client.Client
 	// HTTPClient reaches the nodes (Drain); nil uses a plain client.
 	HTTPClient *http.Client
+	// Files are copied into every container before it starts, keyed by
+	// their absolute path there, owned by the container's user and
+	// readable by it alone (mode 0400): TLS material, say, whose key on
+	// the host only its owner may read.
+	Files map[string][]byte
 }
 
 // Provisioner runs tide nodes as containers. Its methods are safe for
@@ -377,6 +382,14 @@ func (p *Provisioner) launchAt(ctx context.Context, s provision.Spec, name, cnam
 			return provision.Instance{}, fmt.Errorf("docker: launch %s at %s: %w", cname, host, errAddrInUse)
 		}
 		return provision.Instance{}, fmt.Errorf("docker: launch %s: create container: %w", cname, err)
+	}
+	if len(p.cfg.Files) > 0 {
+		if _, err := p.cli.CopyToContainer(ctx, created.ID, client.CopyToContainerOptions{DestinationPath: "/", Content: filesTar(p.cfg.Files)}); err != nil {
+			rmCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			_, _ = p.cli.ContainerRemove(rmCtx, created.ID, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true})
+			cancel()
+			return provision.Instance{}, fmt.Errorf("docker: launch %s: copy files into the container: %w", cname, err)
+		}
 	}
 	if _, err := p.cli.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
 		rmCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"debug/elf"
@@ -12,7 +13,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -190,6 +193,42 @@ func RemoveImage(ctx context.Context, cli *client.Client, tag string) error {
 		return fmt.Errorf("docker: remove image %s: %w", tag, err)
 	}
 	return nil
+}
+
+// filesTar is a tar of files (absolute path -> contents) and the
+// directories above them, owned by nodeUID: files mode 0400, directories
+// 0700.
+func filesTar(files map[string][]byte) io.Reader {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	now := time.Now()
+	dirs := map[string]bool{}
+	var paths []string
+	for p := range files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		rel := strings.TrimPrefix(path.Clean(p), "/")
+		for d := path.Dir(rel); d != "." && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	var ds []string
+	for d := range dirs {
+		ds = append(ds, d)
+	}
+	sort.Strings(ds) // parents first
+	for _, d := range ds {
+		tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o700, Uid: nodeUID, Gid: nodeUID, ModTime: now})
+	}
+	for _, p := range paths {
+		b := files[p]
+		tw.WriteHeader(&tar.Header{Name: strings.TrimPrefix(path.Clean(p), "/"), Mode: 0o400, Uid: nodeUID, Gid: nodeUID, Size: int64(len(b)), ModTime: now})
+		tw.Write(b)
+	}
+	tw.Close()
+	return &buf
 }
 
 // writeBuildContext writes the tar build context: the Dockerfile, the

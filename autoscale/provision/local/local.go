@@ -52,6 +52,10 @@ type Config struct {
 	// StopGrace is how long Terminate waits after SIGTERM before SIGKILL.
 	// Default 10s.
 	StopGrace time.Duration
+	// HTTPClient drains nodes (POST /internal/leave): with mutual TLS
+	// among the nodes, one that presents a certificate of their CA.
+	// Default: plain HTTP with a 10-minute timeout.
+	HTTPClient *http.Client
 }
 
 // record is an instance's instance.json.
@@ -90,8 +94,12 @@ func New(cfg Config) (*Provisioner, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Minute}
+	}
 	return &Provisioner{cfg: cfg, local: &cluster.Local{Binary: cfg.Binary, Dir: cfg.Dir, Outlive: cfg.Outlive},
-		procs: map[string]*cluster.Proc{}, drain: map[string]bool{}, http: &http.Client{Timeout: 10 * time.Minute}}, nil
+		procs: map[string]*cluster.Proc{}, drain: map[string]bool{}, http: hc}, nil
 }
 
 // Name implements provision.Provisioner.
