@@ -341,3 +341,58 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 	}
 	t.Logf("the 4th node received %d keys, %d bytes of them ingested", len(mine), n4.eng.Ingested())
 }
+
+// TestRestartedNodeWaitsForRing restarts a member at once on its data,
+// before the others notice it went: its join can answer with its own entry
+// from before, so its first walk finds it alone. A read through it must
+// not be answered from its own storage alone (the value it held before the
+// restart), but by the ring: the newer value written while it was down.
+func TestRestartedNodeWaitsForRing(t *testing.T) {
+	slow := func(c *Config) { c.TickInterval = time.Second } // failures noticed slowly
+	nodes := []*Node{startTestNode(t, "", 3, slow)}
+	for len(nodes) < 4 {
+		nodes = append(nodes, startTestNode(t, nodes[0].ring.Self().Addr(), 3, slow))
+	}
+	waitFor(t, "ring to converge", func() bool { return ringConverged(nodes) })
+	waitKVMembers(t, nodes)
+	ctx := context.Background()
+	// Keys the restarted node replicates: it holds their first value.
+	last := nodes[3]
+	var keys [][]byte
+	for i := 0; len(keys) < 8; i++ {
+		k := []byte(fmt.Sprintf("k%d", i))
+		for _, a := range last.kvRing.Load().Preference(last.pos(k), 3) {
+			if a == last.peerAddr {
+				keys = append(keys, k)
+			}
+		}
+	}
+	for _, k := range keys {
+		if _, err := nodes[0].kv.Put(ctx, k, []byte("old"), 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := restartConfig(last)
+	cfg.Join = nodes[0].ring.Self().Addr()
+	last.Close()
+	for _, k := range keys {
+		if _, err := nodes[0].kv.Put(ctx, k, []byte("new"), 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restarted, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { restarted.Close() })
+	for _, k := range keys {
+		rec, found, err := restarted.kv.Get(ctx, k, 2)
+		if err != nil {
+			continue // not ready yet is an honest answer
+		}
+		if !found || string(rec.Value) != "new" {
+			t.Fatalf("read of %s through the restarted node: %q (found %v), want \"new\"; its table: %d members",
+				k, rec.Value, found, len(restarted.kvRing.Load().members))
+		}
+	}
+}

@@ -105,6 +105,8 @@ func (n *Node) ringLoop(ctx context.Context) {
 	var lastHello time.Time
 	helloFor := "" // the table the members were last told of
 	cache := addrCache{}
+	installed := false // a table from a walk is in force
+	started := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -130,7 +132,7 @@ func (n *Node) ringLoop(ctx context.Context) {
 		if !n.ring.InRing() {
 			period = standbyWalk
 		}
-		if e := n.ring.Epoch(); e == lastEpoch && time.Since(lastWalk) < period && !lastWalk.IsZero() && followUps == 0 {
+		if e := n.ring.Epoch(); e == lastEpoch && time.Since(lastWalk) < period && !lastWalk.IsZero() && followUps == 0 && installed {
 			continue
 		} else {
 			lastEpoch = e
@@ -151,6 +153,14 @@ func (n *Node) ringLoop(ctx context.Context) {
 			// (it left while this walk ran) is never in its own table.
 			ms = slices.DeleteFunc(ms, func(m member) bool { return m.ref == n.ring.Self() })
 		}
+		if !installed && n.ring.InRing() {
+			if ok, wait := firstTable(ms, n.joinedVia.Load(), time.Since(started)); !ok {
+				n.log.Debug("first ring walk lacks the member this node joined through; walking again", "members", len(ms), "via", n.joinedVia.Load().String())
+				continue
+			} else if wait {
+				n.log.Warn("no ring walk found the member this node joined through; using the walk's table", "members", len(ms), "waited", time.Since(started).Round(time.Second))
+			}
+		}
 		// A walk while successor pointers settle can skip a member. A
 		// table that loses members is installed only when the next walk,
 		// a second later, agrees: a replica must not hand off and drop
@@ -163,6 +173,7 @@ func (n *Node) ringLoop(ctx context.Context) {
 			}
 		}
 		shrinkSeen = ""
+		installed = true
 		n.setMembers(ms)
 		if standby := !n.ring.InRing(); standby && (time.Since(lastHello) >= standbyHello || fmtRing(ms) != helloFor) {
 			// Tell the members this standby follows them, so that their
@@ -182,6 +193,29 @@ func (n *Node) ringLoop(ctx context.Context) {
 			cancel()
 		}
 	}
+}
+
+// firstTableWait bounds how long a node that joined waits for a walk that
+// finds the member it joined through (that member may have died since).
+const firstTableWait = 30 * time.Second
+
+// firstTable reports whether ms may be the first member table of a node
+// that joined through via (nil if it created the ring), after waiting
+// waited; timedOut says it may only because the wait is over. The first
+// table lets client requests through, so it must not be one a walk found
+// too early: right after a restart, the other members' pointers can still
+// lead to this node's own entry from before, and a walk then finds the node
+// alone, which would answer reads from its own storage alone.
+func firstTable(ms []member, via *chord.Ref, waited time.Duration) (ok, timedOut bool) {
+	if via == nil {
+		return true, false
+	}
+	for _, m := range ms {
+		if m.ref == *via {
+			return true, false
+		}
+	}
+	return waited >= firstTableWait, waited >= firstTableWait
 }
 
 // lostMembers reports whether next lacks a member of cur.

@@ -294,6 +294,10 @@ type Node struct {
 	tokens  atomic.Pointer[Tokens]
 	respSrv atomic.Pointer[resp.Server]
 
+	// joinedVia is the member this node joined the ring through at start,
+	// if any: its first KV table must hold it (see firstTable).
+	joinedVia atomic.Pointer[chord.Ref]
+
 	pos      func([]byte) uint32
 	peerAddr string
 	respAddr string
@@ -782,6 +786,7 @@ func (n *Node) joinRing(ctx context.Context) error {
 			return err
 		}
 		if via != n.ring.Self() {
+			n.joinedVia.Store(&via)
 			n.log.Info("joined ring", "via", via.String(), "successor", n.ring.Successor(0).String())
 			return nil
 		}
@@ -801,6 +806,7 @@ func (n *Node) joinRing(ctx context.Context) error {
 					continue
 				}
 				if err := n.ring.Join(ctx, via); err == nil {
+					n.joinedVia.Store(&via)
 					n.log.Info("rejoined remembered ring", "via", via.String())
 					return nil
 				}
