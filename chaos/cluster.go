@@ -83,6 +83,7 @@ type Cluster struct {
 	http    *http.Client
 
 	mu    sync.Mutex
+	named int // storage nodes named so far
 	nodes []*Node
 	roles []*Node // the log's role processes, if it runs one
 }
@@ -185,9 +186,7 @@ func (c *Cluster) Start(ctx context.Context, n int) error {
 // Join launches a node that joins the ring through a live member (or
 // makes the ring if there is none) and waits until it serves.
 func (c *Cluster) Join(ctx context.Context) (*Node, error) {
-	c.mu.Lock()
-	name := "n" + strconv.Itoa(len(c.nodes)+1)
-	c.mu.Unlock()
+	name := c.nextName()
 	spec := provision.Spec{Name: name}
 	if live := c.Live(); len(live) > 0 {
 		spec.Join = live[0].Chord
@@ -196,11 +195,7 @@ func (c *Cluster) Join(ctx context.Context) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	host := in.HTTPAddr[:len(in.HTTPAddr)-len(strconv.Itoa(dockerprov.HTTPPort))-1]
-	node := &Node{Name: name, ID: in.ID, HTTP: in.HTTPAddr, Chord: in.ChordAddr, RESP: host + ":" + strconv.Itoa(RESPPort)}
-	c.mu.Lock()
-	c.nodes = append(c.nodes, node)
-	c.mu.Unlock()
+	node := c.register(name, in)
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := provision.WaitHealthy(wctx, nil, node.HTTP); err != nil {
@@ -208,6 +203,25 @@ func (c *Cluster) Join(ctx context.Context) (*Node, error) {
 		return nil, fmt.Errorf("chaos: %s never served: %w\n%s", name, err, logs)
 	}
 	return node, nil
+}
+
+// nextName names the next storage node: n1, n2, ...
+func (c *Cluster) nextName() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.named++
+	return "n" + strconv.Itoa(c.named)
+}
+
+// register adds a launched storage node to the cluster's list, where
+// clients find it.
+func (c *Cluster) register(name string, in provision.Instance) *Node {
+	host := in.HTTPAddr[:len(in.HTTPAddr)-len(strconv.Itoa(dockerprov.HTTPPort))-1]
+	node := &Node{Name: name, ID: in.ID, HTTP: in.HTTPAddr, Chord: in.ChordAddr, RESP: host + ":" + strconv.Itoa(RESPPort)}
+	c.mu.Lock()
+	c.nodes = append(c.nodes, node)
+	c.mu.Unlock()
+	return node
 }
 
 // StartLog starts a tide log of shape s with every role process in a

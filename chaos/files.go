@@ -159,7 +159,7 @@ func (f *filesRun) run(ctx context.Context, id int) {
 			return
 		}
 		out := classify(err)
-		f.tally.record(id, start, end, out, err)
+		f.tally.record(id, n.Name, start, end, out, err)
 		f.mu.Lock()
 		if out == Acked {
 			f.acked[name] = sum

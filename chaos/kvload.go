@@ -214,7 +214,7 @@ func (k *kvRun) run(ctx context.Context, id int) {
 			return
 		}
 		outcome := classify(err)
-		k.tally.record(id, start, end, outcome, err)
+		k.tally.record(id, protoOf(id)+" "+n.Name, start, end, outcome, err)
 		switch {
 		case outcome == Acked:
 			k.add(porcupine.Operation{ClientId: id, Input: in, Output: out, Call: k.ns(start), Return: k.ns(end)}, via(id, n, nil))

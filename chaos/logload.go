@@ -108,7 +108,7 @@ func classifyLog(err error) Outcome {
 func (l *logRun) run(ctx context.Context, id int) {
 	c, err := node.NewClient(l.d, "", 1)
 	if err != nil {
-		l.tally.record(id, time.Now(), time.Now(), Failed, err)
+		l.tally.record(id, "", time.Now(), time.Now(), Failed, err)
 		return
 	}
 	defer c.Close()
@@ -164,7 +164,7 @@ func (l *logRun) run(ctx context.Context, id int) {
 			}
 			return
 		}
-		l.tally.record(id, start, end, outcome, err)
+		l.tally.record(id, "log"+how, start, end, outcome, err)
 		switch {
 		case outcome == Acked:
 			out := sim.KVOutput{OK: r.OK, Found: r.Found}

@@ -316,6 +316,9 @@ func WriteDetails(w io.Writer, reps []Report) {
 		for _, name := range []string{"kv", "files", "log"} {
 			if c := longest[name]; c != nil && c.LongestFailure > 0 {
 				fmt.Fprintf(w, "  longest %s failure %s, from %s\n", name, c.LongestFailure.Round(100*time.Millisecond), c.LongestFailureAt.Round(100*time.Millisecond))
+				for _, f := range c.LongestFailureTrail {
+					fmt.Fprintf(w, "          %s\n", f)
+				}
 			}
 		}
 		if r.KV != nil {

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"regexp"
 	"sync"
@@ -72,6 +73,9 @@ type Counts struct {
 	// LongestFailureAt is when that run of failures began, from the start
 	// of the workload: which fault it follows.
 	LongestFailureAt time.Duration `json:"longest_failure_at_ns"`
+	// LongestFailureTrail is that run's first failures: when, through
+	// what, and the error.
+	LongestFailureTrail []string `json:"longest_failure_trail,omitempty"`
 }
 
 // tally counts a workload's operations as its clients finish them.
@@ -80,21 +84,30 @@ type tally struct {
 	mu       sync.Mutex
 	c        Counts
 	runStart map[int]time.Time // per client: when its current run of failures began
+	trail    map[int][]string  // per client: its current run's first failures
 	errs     map[string]int    // failure messages, counted
 }
 
 func newTally() *tally {
-	return &tally{origin: time.Now(), runStart: map[int]time.Time{}, errs: map[string]int{}}
+	return &tally{origin: time.Now(), runStart: map[int]time.Time{}, trail: map[int][]string{}, errs: map[string]int{}}
 }
 
-// failureRun ends a run of failures that began at start.
-func (t *tally) failureRun(start, end time.Time) {
+// trailLen is how many failures of the longest run the report keeps.
+const trailLen = 12
+
+// failureRun ends client's run of failures, which began at start.
+func (t *tally) failureRun(client int, start, end time.Time) {
 	if d := end.Sub(start); d > t.c.LongestFailure {
 		t.c.LongestFailure, t.c.LongestFailureAt = d, start.Sub(t.origin)
+		t.c.LongestFailureTrail = t.trail[client]
 	}
+	delete(t.runStart, client)
+	delete(t.trail, client)
 }
 
-func (t *tally) record(client int, start, end time.Time, out Outcome, err error) {
+// record counts one operation of client, which went through via (a node's
+// name, or how a log client sent it).
+func (t *tally) record(client int, via string, start, end time.Time, out Outcome, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.c.Attempted++
@@ -102,8 +115,7 @@ func (t *tally) record(client int, start, end time.Time, out Outcome, err error)
 	case Acked:
 		t.c.Acknowledged++
 		if s, ok := t.runStart[client]; ok {
-			t.failureRun(s, end)
-			delete(t.runStart, client)
+			t.failureRun(client, s, end)
 		}
 		return
 	case Failed:
@@ -113,6 +125,10 @@ func (t *tally) record(client int, start, end time.Time, out Outcome, err error)
 	}
 	if _, ok := t.runStart[client]; !ok {
 		t.runStart[client] = start
+	}
+	if err != nil && len(t.trail[client]) < trailLen {
+		t.trail[client] = append(t.trail[client], fmt.Sprintf("%s+%s c%d via %s: %s", start.Sub(t.origin).Round(100*time.Millisecond),
+			end.Sub(start).Round(100*time.Millisecond), client, via, shorten(err.Error(), 160)))
 	}
 	if err != nil && len(t.errs) < 64 {
 		t.errs[shorten(digits.ReplaceAllString(err.Error(), "N"), 160)]++
@@ -124,8 +140,7 @@ func (t *tally) close(end time.Time) Counts {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for c, s := range t.runStart {
-		t.failureRun(s, end)
-		delete(t.runStart, c)
+		t.failureRun(c, s, end)
 	}
 	return t.c
 }
