@@ -107,6 +107,7 @@ func ParseMetrics(r io.Reader) (Observation, error) {
 	}
 	o.DiskUsed, _ = sum("tide_disk_used_bytes")
 	o.DiskCap, _ = sum("tide_disk_capacity_bytes")
+	o.RingViews, _ = sum("tide_kv_ring_views")
 	files, _ := sum("tide_http_requests_total")
 	kvs, _ := sum("tide_kv_requests_total")
 	o.Ops = files + kvs
@@ -180,6 +181,7 @@ func (s *PrometheusSource) Collect(ctx context.Context, ins []provision.Instance
 	})
 	_ = get("tide_disk_used_bytes", func(o *Observation, v float64) { o.DiskUsed = v })
 	_ = get("tide_disk_capacity_bytes", func(o *Observation, v float64) { o.DiskCap = v })
+	_ = get("tide_kv_ring_views", func(o *Observation, v float64) { o.RingViews = v })
 	_ = get("sum by (instance) (tide_http_requests_total) + on(instance) sum by (instance) (tide_kv_requests_total)",
 		func(o *Observation, v float64) { o.Ops = v })
 	for id := range out {

@@ -29,6 +29,10 @@ type Observation struct {
 	// OpsPerSec is its rate since the previous scrape (0 on the first).
 	Ops       float64 `json:"ops_total"`
 	OpsPerSec float64 `json:"ops_per_sec"`
+	// RingViews is how many ring views the node's KV layer keeps in
+	// force (tide_kv_ring_views): above 1 while data still moves after a
+	// membership change, 0 when the node does not say.
+	RingViews float64 `json:"ring_views,omitempty"`
 }
 
 // Round is one evaluation period's observations, by instance ID. An
@@ -312,6 +316,16 @@ func (p StorePolicy) Decide(v View) Decision {
 		}
 		if d := time.Duration(c.ScaleInCooldown); lastChange < d {
 			return none("%s, but in scale-in cooldown (%s of %s)", why, lastChange.Round(time.Millisecond), d)
+		}
+		// A ring still in transition (a join, a leave, or a node that
+		// crashed: older views stay in force until every member has
+		// settled) counts on every replica of the views in force: a
+		// drain now, whose node acknowledges no writes while it hands
+		// off, can leave a key without a quorum in one of them.
+		for _, in := range live {
+			if v := cur(in.ID).RingViews; v > 1 {
+				return none("%s, but %s still keeps %.0f ring views in force (data still moving after a membership change): no scale in until they retire", why, in.ID, v)
+			}
 		}
 		// Hysteresis: the data of the ring must fit on one node fewer
 		// without crossing the midpoint between low and high, or the

@@ -37,6 +37,14 @@ func rounds(k int, now time.Time, pct ...float64) []Round {
 	return out
 }
 
+// withViews sets node id's ring views in the last round.
+func withViews(rs []Round, id string, views float64) []Round {
+	o := rs[len(rs)-1].Obs[id]
+	o.RingViews = views
+	rs[len(rs)-1].Obs[id] = o
+	return rs
+}
+
 func ring(ins []provision.Instance, tokens ...uint32) []RingMember {
 	var out []RingMember
 	for i, t := range tokens {
@@ -69,6 +77,7 @@ func TestStorePolicy(t *testing.T) {
 		{"empty above min", View{Now: t0, Instances: running(4), History: rounds(3, t0, 5, 2, 9, 4), LastScaleOut: long}, ActScaleIn, "node2"},
 		{"empty but in scale-in cooldown", View{Now: t0, Instances: running(4), History: rounds(3, t0, 5, 2, 9, 4), LastScaleOut: t0.Add(-10 * time.Second)}, ActNone, "cooldown"},
 		{"one node above low blocks scale in", View{Now: t0, Instances: running(4), History: rounds(3, t0, 5, 5, 35, 5), LastScaleOut: long}, ActNone, "within"},
+		{"a ring in transition blocks scale in", View{Now: t0, Instances: running(4), History: withViews(rounds(3, t0, 5, 2, 9, 4), "node3", 2), LastScaleOut: long}, ActNone, "node3 still keeps 2 ring views"},
 		{"pending instance blocks decisions", View{Now: t0, Instances: append(running(3), provision.Instance{ID: "node4", State: provision.StatePending}), History: rounds(3, t0, 80, 80, 80)}, ActNone, "starting"},
 	}
 	for _, c := range cases {

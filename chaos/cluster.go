@@ -28,6 +28,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"tide/autoscale"
 	"tide/autoscale/provision"
 	dockerprov "tide/autoscale/provision/docker"
 	"tide/cluster"
@@ -203,6 +204,48 @@ func (c *Cluster) Join(ctx context.Context) (*Node, error) {
 		return nil, fmt.Errorf("chaos: %s never served: %w\n%s", name, err, logs)
 	}
 	return node, nil
+}
+
+// WaitSettled waits until every live node keeps a single ring view in
+// force (tide_kv_ring_views): the data movement of the membership
+// changes so far is over. A fresh cluster's joins leave older views in
+// force for at least the transition window.
+func (c *Cluster) WaitSettled(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var last string
+	for {
+		ok := true
+		for _, n := range c.Live() {
+			views, err := c.ringViews(ctx, n)
+			if err != nil || views > 1 {
+				ok, last = false, fmt.Sprintf("%s keeps %.0f views in force (%v)", n.Name, views, err)
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("chaos: the ring views did not settle: %s", last)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) ringViews(ctx context.Context, n *Node) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTP+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	o, err := autoscale.ParseMetrics(resp.Body)
+	return o.RingViews, err
 }
 
 // nextName names the next storage node: n1, n2, ...

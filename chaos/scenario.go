@@ -132,6 +132,11 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 	if err := cluster.Start(ctx, sc.Nodes); err != nil {
 		return rep, err
 	}
+	// The faults strike a cluster at rest, as a test harness waits for a
+	// healthy cluster: the joins that formed it have moved their data.
+	if err := cluster.WaitSettled(ctx); err != nil {
+		return rep, err
+	}
 	replicas := sc.Replicas
 	if replicas == 0 {
 		replicas = 3
