@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,6 +88,10 @@ type Cluster struct {
 	named int // storage nodes named so far
 	nodes []*Node
 	roles []*Node // the log's role processes, if it runs one
+	// rc runs the log's role containers and logCtl changes its
+	// configuration, once StartLog has started it.
+	rc     *roleContainers
+	logCtl *cluster.LogControl
 }
 
 // ClusterConfig says how to run the cluster's nodes.
@@ -279,21 +284,54 @@ func (c *Cluster) StartLog(ctx context.Context, s node.Shape) (node.Deployment, 
 	if err != nil {
 		return d, fmt.Errorf("chaos: start the log: %w", err)
 	}
+	c.mu.Lock()
+	c.rc, c.logCtl = rc, cluster.NewLogControl(host, d, "")
+	c.mu.Unlock()
+	return d, c.syncRoles(d)
+}
+
+// syncRoles brings the cluster's list of role nodes in line with d: a
+// role new to it becomes a node named by its kind and the next number of
+// that kind (acceptor4), a role d no longer has is gone.
+func (c *Cluster) syncRoles(d node.Deployment) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	count := map[string]int{}
-	var roles []*Node
+	known := map[string]bool{}
+	for _, n := range c.roles {
+		known[n.Role] = true
+		kind := strings.TrimRight(n.Name, "0123456789")
+		num, _ := strconv.Atoi(n.Name[len(kind):])
+		count[kind] = max(count[kind], num)
+	}
+	current := map[string]bool{}
 	for _, a := range d.Roles() {
+		current[a] = true
+		if known[a] {
+			continue
+		}
 		kind, _, err := d.RoleOf(a)
 		if err != nil {
-			return d, err
+			return err
 		}
 		count[kind]++
 		ip, _, _ := net.SplitHostPort(a)
-		roles = append(roles, &Node{Name: kind + strconv.Itoa(count[kind]), ID: rc.id(ip), HTTP: d.HTTP[a], Role: a})
+		c.roles = append(c.roles, &Node{Name: kind + strconv.Itoa(count[kind]), ID: c.rc.id(ip), HTTP: d.HTTP[a], Role: a})
 	}
+	for _, n := range c.roles {
+		if !current[n.Role] {
+			n.set(func(n *Node) { n.gone = true })
+		}
+	}
+	return nil
+}
+
+// LogControl changes the running log's configuration (as `tide log up`
+// serves `tide log scale` and `tide log replace`); nil before StartLog.
+func (c *Cluster) LogControl() *cluster.LogControl {
 	c.mu.Lock()
-	c.roles = roles
-	c.mu.Unlock()
-	return d, nil
+	defer c.mu.Unlock()
+	return c.logCtl
 }
 
 // roleContainers is the cluster's provisioner, remembering the container

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"time"
+
+	"tide/cluster"
 )
 
 // A Fault is something done to the cluster. Inject does it and returns
@@ -227,4 +230,54 @@ func (c *Cluster) activeLeader(ctx context.Context, not *Node) (*Node, error) {
 		seen = append(seen, n.Name+": standby")
 	}
 	return nil, fmt.Errorf("chaos: no active leader (%s)", strings.Join(seen, "; "))
+}
+
+// logFault is a change of the running log's configuration, through the
+// log (cluster.LogControl): new role containers join, removed ones stop
+// once drained or retired.
+type logFault struct {
+	what string
+	do   func(ctx context.Context, lc *cluster.LogControl, c *Cluster) error
+	note string
+}
+
+func (f *logFault) String() string { return f.what + f.note }
+
+func (f *logFault) Inject(ctx context.Context, c *Cluster) (func(context.Context) error, error) {
+	lc := c.LogControl()
+	if lc == nil {
+		return nil, fmt.Errorf("chaos: %s: the scenario runs no log", f.what)
+	}
+	err := f.do(ctx, lc, c)
+	if d, cerr := lc.Current(); cerr == nil {
+		f.note = fmt.Sprintf(" (epoch %d)", d.Log.Epoch)
+		if serr := c.syncRoles(d); serr != nil && err == nil {
+			err = serr
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %s: %w", f.what, err)
+	}
+	return nil, nil
+}
+
+// LogScale makes the log's compartment role (a name of cluster.Roles:
+// proxy-leaders, acceptor-groups, replicas, ...) have n instances.
+func LogScale(role string, n int) Fault {
+	return &logFault{what: fmt.Sprintf("log scale %s to %d", role, n), do: func(ctx context.Context, lc *cluster.LogControl, c *Cluster) error {
+		return lc.Scale(ctx, role, n, io.Discard)
+	}}
+}
+
+// LogReplace puts a new acceptor in the place of the log role node names
+// (an acceptor), through a reconfiguration; the old one stops once its
+// rounds are retired.
+func LogReplace(node string) Fault {
+	return &logFault{what: "log replace " + node, do: func(ctx context.Context, lc *cluster.LogControl, c *Cluster) error {
+		n, err := c.Node(node)
+		if err != nil {
+			return err
+		}
+		return lc.Replace(ctx, n.Role, io.Discard)
+	}}
 }

@@ -92,6 +92,19 @@ var Scenarios = []Scenario{
 			{At: 24 * time.Second, Fault: Pause("replica2"), For: 3 * time.Second},
 		},
 	},
+	{
+		Name: "log-reconfig", About: "the tide log reconfigured while it runs: proxy leaders added while an acceptor is down, an acceptor replaced while a replica is paused, replicas added and removed while the active leader is cut off",
+		Duration: 36 * time.Second, Log: smallLog,
+		Steps: []Step{
+			{At: 2 * time.Second, Fault: Kill("acceptor2"), For: 6 * time.Second},
+			{At: 3 * time.Second, Fault: LogScale("proxy-leaders", 3)},
+			{At: 11 * time.Second, Fault: Pause("replica1"), For: 5 * time.Second},
+			{At: 12 * time.Second, Fault: LogReplace("acceptor3")},
+			{At: 21 * time.Second, Fault: PartitionLeader(), For: 6 * time.Second},
+			{At: 22 * time.Second, Fault: LogScale("replicas", 3)},
+			{At: 28 * time.Second, Fault: LogScale("replicas", 2)},
+		},
+	},
 }
 
 // Select returns the built-in scenarios named in names (all of them if
