@@ -24,7 +24,18 @@ func (n *Node) handOff() {
 	var order []string
 	var size int64
 	now := n.clock()
-	defer func(start int) { n.strayPassDone(start, len(order)) }(n.now)
+	// Only strays at or below the horizon keep a transition from
+	// settling (see strayPassDone): a newer one was written after every
+	// member ran with the current view, so a write quorum of the current
+	// view holds it already, and under a steady load every pass would
+	// find some.
+	h, old, cut := n.horizon(), 0, false
+	defer func(start int) {
+		if cut {
+			old++ // the pass ended early: what it did not reach may be old
+		}
+		n.strayPassDone(start, old)
+	}(n.now)
 	n.scan(0, 0, func(pos uint32, r Record) bool {
 		if !r.Tomb && r.Expired(now) {
 			// Past its deadline: replace the value with a tombstone of
@@ -60,8 +71,12 @@ func (n *Node) handOff() {
 			order = append(order, key)
 		}
 		g.recs = append(g.recs, r)
+		if settled(r.Version, h) {
+			old++
+		}
 		size += int64(len(r.Key) + len(r.Value))
-		return size < 64<<20
+		cut = size >= 64<<20
+		return !cut
 	})
 	for _, key := range order {
 		g := groups[key]

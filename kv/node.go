@@ -49,6 +49,11 @@ type Stats struct {
 	// Views is how many ring views quorums must be met in (see Views),
 	// as of the last tick.
 	Views int
+	// Transition is how far the transition to the current view has come,
+	// while older views are in force: 1 once every member runs with it, 2
+	// once this node has settled on it too (its data handed off and its
+	// primary range compared), 3 once every member has (see viewsync.go).
+	Transition int
 }
 
 // Node is one member of the replicated KV: a coordinator for client

@@ -11,11 +11,13 @@
 //     must too, or their quorums and its quorums can miss each other);
 //   - the data it placed has reached the new view's replicas: every
 //     member has handed off what it no longer replicates (handOff finds
-//     nothing), and every member's primary range agrees with its replicas
-//     under the new view (a comparison with every one of them finds every
-//     bucket equal), both checked in passes that began after every member
-//     ran with the new view, and, for the comparison, late enough that
-//     its horizon covers every write made before that.
+//     nothing up to its horizon), and every member's primary range agrees
+//     with its replicas under the new view (a comparison with every one of
+//     them finds every bucket equal), both checked in passes that began
+//     late enough after every member ran with the new view that their
+//     horizon covers every write made before that. A write made after it
+//     has a quorum in the new view already; under a steady load every
+//     hand-off pass finds some, written through an older view's replicas.
 //
 // Each node tells the members of its views its state (KindViewState)
 // while it keeps an older view or another node asks for it; a node
@@ -119,6 +121,16 @@ func (n *Node) tickViews() {
 	v := &n.views
 	n.advanceViews()
 	n.Stats.Views = n.Views()
+	n.Stats.Transition = 0
+	if v.allAt >= 0 {
+		n.Stats.Transition = 1
+		if v.settled() {
+			n.Stats.Transition = 2
+			if v.done {
+				n.Stats.Transition = 3
+			}
+		}
+	}
 	if len(n.prev) == 0 && n.now >= v.wanted {
 		return
 	}
@@ -251,17 +263,20 @@ func (n *Node) onViewState(m Message) {
 	n.advanceViews()
 }
 
-// strayCheckDue reports whether the transition waits for a hand-off pass.
+// strayCheckDue reports whether the transition waits for a hand-off pass
+// that may begin now.
 func (n *Node) strayCheckDue() bool {
 	v := &n.views
-	return v.allAt >= 0 && !v.stray
+	return v.allAt >= 0 && !v.stray && n.now >= v.allAt+n.cfg.SettleTicks
 }
 
 // strayPassDone records a hand-off pass begun at tick start that found
-// found records to hand off.
+// found records to hand off at or below its horizon (what this node had
+// seen or could mint SettleTicks before it began: late enough after
+// allAt, every write made before every member ran with the view).
 func (n *Node) strayPassDone(start, found int) {
 	v := &n.views
-	if found == 0 && v.allAt >= 0 && start >= v.allAt {
+	if found == 0 && v.allAt >= 0 && start >= v.allAt+n.cfg.SettleTicks {
 		v.stray = true
 	}
 }

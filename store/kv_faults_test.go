@@ -385,6 +385,11 @@ func TestRestartedNodeWaitsForRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { restarted.Close() })
+	// It keeps its KV address: a member whose walks did not notice the
+	// restart still reaches it.
+	if restarted.peerAddr != last.peerAddr {
+		t.Errorf("restarted with KV peer address %s, was %s", restarted.peerAddr, last.peerAddr)
+	}
 	for _, k := range keys {
 		rec, found, err := restarted.kv.Get(ctx, k, 2)
 		if err != nil {

@@ -137,6 +137,13 @@ func newMetrics(n *Node) *metrics {
 				}
 				return float64(n.kv.Stats().Views)
 			}),
+		gauge("tide_kv_ring_transition", "How far this node's transition to its current ring view has come: 0 until every member runs with it, 1 once they do, 2 once this node has handed its data off and compared its primary range with its replicas, 3 once every member has (the older views then retire).",
+			func() float64 {
+				if n.kv == nil {
+					return 0
+				}
+				return float64(n.kv.Stats().Transition)
+			}),
 		kvCounter("tide_kv_hints_rerouted_total", "Held KV hints for a replica that announced its leave, held instead for the key's current replicas (delivered to the leaving node, they would refill it as it empties).",
 			func(st kv.Stats) float64 { return float64(st.HintsRerouted) }),
 		hintsPending{n},

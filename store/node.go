@@ -459,11 +459,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.httpAddrs.Store(self.Addr(), httpAdv)
 	peerLn := cfg.PeerAddr
-	if peerLn == "" {
-		peerLn = net.JoinHostPort(self.IP, "0")
-	}
 	var peerListener net.Listener
-	if peerListener, n.peerAddr, err = listenPeer(peerLn, self.IP); err != nil {
+	if peerLn == "" {
+		// Any free port, the one of the last run if it is free: a node
+		// that restarts keeps its KV address, so members whose ring
+		// walks did not notice the restart still reach it.
+		peerListener, n.peerAddr, err = listenPeerAgain(eng, self.IP)
+	} else {
+		peerListener, n.peerAddr, err = listenPeer(peerLn, self.IP)
+	}
+	if err != nil {
 		chordLn.Close()
 		httpLn.Close()
 		return fail(err)
@@ -668,6 +673,31 @@ func listenPeer(addr, advHost string) (net.Listener, string, error) {
 		host = ip.String()
 	}
 	return ln, net.JoinHostPort(host, fmt.Sprint(a.Port)), nil
+}
+
+// statePeerPort names the engine state that remembers the KV peer port a
+// node took when none was given (--peer-addr).
+const statePeerPort = "peer-port"
+
+// listenPeerAgain listens for KV peers on host at the port this data
+// directory's node had in its last run, or at any free port if that one
+// is taken (or there was none), and remembers the port.
+func listenPeerAgain(eng *engine.Engine, host string) (net.Listener, string, error) {
+	if raw, _ := eng.State(statePeerPort); len(raw) > 0 {
+		if ln, addr, err := listenPeer(net.JoinHostPort(host, string(raw)), host); err == nil {
+			return ln, addr, nil
+		}
+	}
+	ln, addr, err := listenPeer(net.JoinHostPort(host, "0"), host)
+	if err != nil {
+		return nil, "", err
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	if err := eng.PutState(statePeerPort, []byte(port)); err != nil {
+		ln.Close()
+		return nil, "", fmt.Errorf("remember the peer port: %w", err)
+	}
+	return ln, addr, nil
 }
 
 // ErrLeft is returned by Start for a data directory whose node left its
