@@ -95,7 +95,7 @@ RACE_PKGS = $(filter-out $(PLAIN_PKGS),$(shell $(GO) list ./...))
 # detector, come after. That long run (one core, pure CPU) runs beside the end-to-end tests
 # (mostly waiting on child processes), which CI would otherwise wait for
 # one after the other.
-# The last step runs `make mutants`: every safety mutant must die (26
+# The last step runs `make mutants`: every safety mutant must die (28
 # mutants in about 7 minutes on a loaded 2-core machine); a change that lets one survive, or leaves one stale, fails CI.
 test: deps tidy vet
 	TIDE_SIM_SEEDS=30 TIDE_PAXOS_SEEDS=100 $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)

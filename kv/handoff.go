@@ -24,12 +24,11 @@ func (n *Node) handOff() {
 	var order []string
 	var size int64
 	now := n.clock()
-	// Only strays at or below the horizon keep a transition from
-	// settling (see strayPassDone): a newer one was written after every
-	// member ran with the current view, so a write quorum of the current
-	// view holds it already, and under a steady load every pass would
-	// find some.
-	h, old, cut := n.horizon(), 0, false
+	// Only strays up to the transition's horizon keep it from settling
+	// (see strayPassDone): a newer one was written after every member
+	// ran with the current view, so a write quorum of the current view
+	// holds it already, and under a steady load every pass finds some.
+	h, old, cut := n.strayHorizon(), 0, false
 	defer func(start int) {
 		if cut {
 			old++ // the pass ended early: what it did not reach may be old

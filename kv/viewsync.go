@@ -44,6 +44,10 @@ type viewSync struct {
 	// stray: a hand-off pass that began at allAt or later found nothing
 	// this node holds and does not replicate.
 	stray bool
+	// strayH is the horizon hand-off passes count strays up to: the
+	// node's horizon when the first pass that may settle the transition
+	// began (what it had seen or could mint by allAt); 0 until then.
+	strayH uint64
 	// synced: a comparison of the primary range with every replica that
 	// began SettleTicks after allAt or later found every bucket equal.
 	synced bool
@@ -270,10 +274,23 @@ func (n *Node) strayCheckDue() bool {
 	return v.allAt >= 0 && !v.stray && n.now >= v.allAt+n.cfg.SettleTicks
 }
 
+// strayHorizon is the newest version of the strays a hand-off pass
+// beginning now counts toward settling the transition (any, 0, before
+// such a pass may begin).
+func (n *Node) strayHorizon() uint64 {
+	v := &n.views
+	if v.allAt < 0 || n.now < v.allAt+n.cfg.SettleTicks {
+		return 0
+	}
+	if v.strayH == 0 {
+		v.strayH = n.horizon()
+	}
+	return v.strayH
+}
+
 // strayPassDone records a hand-off pass begun at tick start that found
-// found records to hand off at or below its horizon (what this node had
-// seen or could mint SettleTicks before it began: late enough after
-// allAt, every write made before every member ran with the view).
+// found records to hand off up to the transition's horizon (strayHorizon:
+// every write made before every member ran with the view).
 func (n *Node) strayPassDone(start, found int) {
 	v := &n.views
 	if found == 0 && v.allAt >= 0 && start >= v.allAt+n.cfg.SettleTicks {
