@@ -164,8 +164,16 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 				return err
 			}
 		}
+		// With --tls-*, the files go into every node container, and the
+		// nodes start with them (their certificate must name the
+		// containers' addresses).
+		files, tlsFlags, err := containerTLS()
+		if err != nil {
+			return err
+		}
 		prov, err = dockerprov.New(dockerprov.Config{Image: f.dockerImage, Cluster: f.dockerCluster, Network: f.dockerNetwork,
-			NanoCPUs: int64(f.dockerCPUs * 1e9), Memory: mem, Capacity: capacity, Replicas: cfg.Launch.Replicas})
+			NanoCPUs: int64(f.dockerCPUs * 1e9), Memory: mem, Capacity: capacity, Replicas: cfg.Launch.Replicas,
+			Files: files, Extra: tlsFlags, HTTPClient: &http.Client{Transport: tlsCfg.HTTPTransport(), Timeout: 10 * time.Minute}})
 	case "kubernetes":
 		prov, err = k8sprov.New(k8sprov.Config{Namespace: f.k8sNamespace, Kind: f.k8sKind, Name: f.k8sName, Selector: f.k8sSelector, Service: f.k8sService})
 	case "aws":

@@ -470,10 +470,12 @@ func (p *Provisioner) nodeArgs(s provision.Spec, host string) []string {
 		"--http-addr", fmt.Sprintf("0.0.0.0:%d", HTTPPort),
 		"--advertise", host,
 		"--data-dir", DataDir,
+	}
+	if !slices.Contains(p.cfg.Extra, "--tls-ca") && !slices.Contains(s.Extra, "--tls-ca") {
 		// The container's network address is not loopback: plain text
-		// there needs --insecure (give the nodes --tls-* flags through
-		// the launch flags for mutual TLS instead).
-		"--insecure",
+		// there needs --insecure. With --tls-* (Config.Files and Extra,
+		// or the launch flags) the node takes mutual TLS only.
+		args = append(args, "--insecure")
 	}
 	if s.Join != "" {
 		args = append(args, "--join", s.Join)
@@ -550,6 +552,9 @@ func (p *Provisioner) Drain(ctx context.Context, in provision.Instance) error {
 // or its container is no longer running (true).
 func (p *Provisioner) waitServing(ctx context.Context, id, httpAddr string) (exited bool, err error) {
 	hc := &http.Client{Timeout: 2 * time.Second}
+	if p.cfg.HTTPClient != nil {
+		hc.Transport = p.cfg.HTTPClient.Transport // mutual TLS, say
+	}
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/healthz", nil)
 		if resp, err := hc.Do(req); err == nil {

@@ -577,6 +577,11 @@ func TestNodeArgs(t *testing.T) {
 	if s := strings.Join(got, " "); !strings.Contains(s, "--capacity 5") || !strings.Contains(s, "--replicas 1") || strings.Contains(s, "--join") {
 		t.Errorf("spec values do not override the config's: %q", s)
 	}
+	// With TLS files the node takes mutual TLS only: no --insecure.
+	p.cfg.Extra = []string{"--tls-ca", "/tls/ca.crt", "--tls-cert", "/tls/role.crt", "--tls-key", "/tls/role.key"}
+	if got := p.nodeArgs(provision.Spec{}, "h"); slices.Contains(got, "--insecure") {
+		t.Errorf("a node with --tls-* is started --insecure: %q", got)
+	}
 }
 
 func TestStateOf(t *testing.T) {
