@@ -28,12 +28,14 @@ func newChaosCmd() *cobra.Command {
 ring of tide nodes in containers of the node image on a network of its
 own, runs KV clients (RESP and HTTP) and file writers against it while it
 partitions, pauses, kills, restarts, fills the disks of, adds and drains
-nodes, then heals the cluster and checks the histories: no acknowledged
+nodes (by hand and through tide's autoscaler), then heals the cluster
+and checks the histories: no acknowledged
 write lost, single-writer keys linearizable (porcupine), every
 acknowledged upload downloading byte-identical with its replicas
 restored. The log scenario runs a tide log instead, a container per role,
 with put, cas and get clients while it kills an acceptor, pauses a proxy
-leader and a replica and cuts the active leader off; its history must be
+leader and a replica and cuts the active leader off (log-reconfig also
+adds, replaces and removes roles meanwhile); its history must be
 linearizable, keep every acknowledged command, and show none applied
 twice. It prints a table per scenario and workload (operations
 attempted, acknowledged, failed with an error, unanswered, lost, and the

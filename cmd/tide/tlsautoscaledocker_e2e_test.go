@@ -4,15 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/moby/moby/client"
 
 	dockerprov "tide/autoscale/provision/docker"
 	"tide/tlsconf"
@@ -38,28 +35,9 @@ func TestTLSAutoscaleDocker(t *testing.T) {
 		}
 		prov.Close()
 	})
-	// The certificate names every address of the network.
-	nw, err := cli.NetworkInspect(context.Background(), prov.Config().Network, client.NetworkInspectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var subnet netip.Prefix
-	for _, c := range nw.Network.IPAM.Config {
-		if c.Subnet.IsValid() && c.Subnet.Addr().Is4() {
-			subnet = c.Subnet
-		}
-	}
-	if !subnet.IsValid() || subnet.Bits() < 22 {
-		t.Fatalf("network %s: subnet %v, want an IPv4 one of at most 1024 addresses", prov.Config().Network, subnet)
-	}
-	ips := []string{"127.0.0.1"}
-	for a := subnet.Masked().Addr().Next(); subnet.Contains(a); a = a.Next() {
-		ips = append(ips, a.String())
-	}
 	dir := t.TempDir()
 	certs := filepath.Join(dir, "certs")
-	runTide(t, "cert", "init", "--dir", certs)
-	runTide(t, "cert", "node", "nodes", "--ip", strings.Join(ips, ","), "--dir", certs)
+	networkCert(t, cli, prov.Config().Network, certs, "nodes")
 
 	cfg := filepath.Join(dir, "autoscale.yaml")
 	os.WriteFile(cfg, []byte(`period: 500ms

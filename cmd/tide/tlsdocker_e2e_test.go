@@ -39,28 +39,9 @@ func TestTLSLogDocker(t *testing.T) {
 			t.Errorf("clean up containers: %v", err)
 		}
 	})
-	ctx := context.Background()
-	nw, err := cli.NetworkInspect(ctx, prov.Config().Network, client.NetworkInspectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var subnet netip.Prefix
-	for _, c := range nw.Network.IPAM.Config {
-		if c.Subnet.IsValid() && c.Subnet.Addr().Is4() {
-			subnet = c.Subnet
-		}
-	}
-	if !subnet.IsValid() || subnet.Bits() < 22 {
-		t.Fatalf("network %s: subnet %v, want an IPv4 one of at most 1024 addresses", prov.Config().Network, subnet)
-	}
-	var ips []string
-	for a := subnet.Masked().Addr().Next(); subnet.Contains(a); a = a.Next() {
-		ips = append(ips, a.String())
-	}
 	dir := t.TempDir()
 	certs := filepath.Join(dir, "certs")
-	runTide(t, "cert", "init", "--dir", certs)
-	runTide(t, "cert", "node", "roles", "--ip", strings.Join(ips, ","), "--dir", certs)
+	networkCert(t, cli, prov.Config().Network, certs, "roles")
 	creds := tlsFlags(certs, "roles")
 
 	logDir := filepath.Join(dir, "log")
@@ -117,4 +98,30 @@ func TestTLSLogDocker(t *testing.T) {
 	if st := dashboardState(t, []string{"--log", dep}, func(st web.State) bool { return st.Log != nil && st.Log.Error != "" }); st.Log.Leader != "" {
 		t.Errorf("dashboard without a certificate: leader %q, error %q; want no leader", st.Log.Leader, st.Log.Error)
 	}
+}
+
+// networkCert makes a CA in dir and a certificate NAME of it that names
+// every address of the Docker network (and loopback): the containers the
+// test starts there take addresses of the provisioner's choosing.
+func networkCert(t *testing.T, cli *client.Client, network, dir, name string) {
+	t.Helper()
+	nw, err := cli.NetworkInspect(context.Background(), network, client.NetworkInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subnet netip.Prefix
+	for _, c := range nw.Network.IPAM.Config {
+		if c.Subnet.IsValid() && c.Subnet.Addr().Is4() {
+			subnet = c.Subnet
+		}
+	}
+	if !subnet.IsValid() || subnet.Bits() < 22 {
+		t.Fatalf("network %s: subnet %v, want an IPv4 one of at most 1024 addresses", network, subnet)
+	}
+	ips := []string{"127.0.0.1"}
+	for a := subnet.Masked().Addr().Next(); subnet.Contains(a); a = a.Next() {
+		ips = append(ips, a.String())
+	}
+	runTide(t, "cert", "init", "--dir", dir)
+	runTide(t, "cert", "node", name, "--ip", strings.Join(ips, ","), "--dir", dir)
 }
