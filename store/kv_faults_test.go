@@ -283,7 +283,11 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 	nodes := kvCluster(t, 3, nil)
 	ctx := context.Background()
 	value := func(i int) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 5000) }
-	const keys = 600
+	// 20 MB: the 4th node's share arrives in rounds well above the
+	// ingestion threshold (1 MiB a round, engine/kvingest.go). With 6 MB,
+	// its rounds under load hovered around the threshold, and one CI run
+	// stored every key through batches.
+	const keys = 2000
 	for i := range keys {
 		if _, err := nodes[i%3].kv.Put(ctx, []byte(fmt.Sprintf("big-%04d", i)), value(i), 0); err != nil {
 			t.Fatal(err)
