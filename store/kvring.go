@@ -154,11 +154,22 @@ func (n *Node) ringLoop(ctx context.Context) {
 			ms = slices.DeleteFunc(ms, func(m member) bool { return m.ref == n.ring.Self() })
 		}
 		if !installed && n.ring.InRing() {
-			if ok, wait := firstTable(ms, n.joinedVia.Load(), time.Since(started)); !ok {
-				n.log.Debug("first ring walk lacks the member this node joined through; walking again", "members", len(ms), "via", n.joinedVia.Load().String())
+			via := n.joinedVia.Load()
+			var theirs []member
+			if via != nil {
+				// The ring as the member this node joined through sees it.
+				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				var err error
+				if theirs, err = n.walkFrom(wctx, *via, cache); err != nil {
+					n.log.Debug("walk from the member this node joined through failed", "via", via.String(), "err", err)
+				}
+				cancel()
+			}
+			if ok, wait := firstTable(ms, via, theirs, time.Since(started)); !ok {
+				n.log.Debug("first ring walk lacks members the one this node joined through finds; walking again", "members", len(ms), "theirs", len(theirs), "via", via.String())
 				continue
 			} else if wait {
-				n.log.Warn("no ring walk found the member this node joined through; using the walk's table", "members", len(ms), "waited", time.Since(started).Round(time.Second))
+				n.log.Warn("no ring walk found every member the one this node joined through finds; using the walk's table", "members", len(ms), "waited", time.Since(started).Round(time.Second))
 			}
 		}
 		// A walk while successor pointers settle can skip a member. A
@@ -200,20 +211,33 @@ func (n *Node) ringLoop(ctx context.Context) {
 const firstTableWait = 30 * time.Second
 
 // firstTable reports whether ms may be the first member table of a node
-// that joined through via (nil if it created the ring), after waiting
+// that joined through via (nil if it created the ring), given theirs, the
+// members a walk from via found (nil if that walk failed), after waiting
 // waited; timedOut says it may only because the wait is over. The first
 // table lets client requests through, so it must not be one a walk found
 // too early: right after a restart, the other members' pointers can still
 // lead to this node's own entry from before, and a walk then finds the node
-// alone, which would answer reads from its own storage alone.
-func firstTable(ms []member, via *chord.Ref, waited time.Duration) (ok, timedOut bool) {
+// alone, or some members only. A key's preference list in such a table
+// names nodes that are not its replicas, and a read would be answered by
+// them and this node's own storage. So the table must hold via and every
+// member via's walk finds (members are compared by address: a restarted
+// node's entry from before has its address).
+func firstTable(ms []member, via *chord.Ref, theirs []member, waited time.Duration) (ok, timedOut bool) {
 	if via == nil {
 		return true, false
 	}
+	have := make(map[string]bool, len(ms))
 	for _, m := range ms {
-		if m.ref == *via {
-			return true, false
+		have[m.ref.Addr()] = true
+	}
+	ok = have[via.Addr()] && theirs != nil
+	for _, m := range theirs {
+		if !have[m.ref.Addr()] {
+			ok = false
 		}
+	}
+	if ok {
+		return true, false
 	}
 	return waited >= firstTableWait, waited >= firstTableWait
 }
