@@ -52,7 +52,8 @@ var Scenarios = []Scenario{
 		// 651 had been acknowledged. Its first table held n1 but was
 		// still partial, so the key's preference list named a node that
 		// is not its replica, and the read asked that one and n4 itself.
-		Open: "a read through a node right after its restart can use a partial first ring table and answer the value the node held before (a stale read, no write lost)",
+		// Fixed: the first table must also hold every member a walk from
+		// the member it joined through finds (store's TestFirstTable).
 		Steps: []Step{
 			{At: 3 * time.Second, Fault: Kill("n2"), For: 5 * time.Second},
 			{At: 11 * time.Second, Fault: Restart("n4")},
