@@ -24,6 +24,7 @@ import (
 	localprov "tide/autoscale/provision/local"
 	"tide/cluster"
 	"tide/paxos/node"
+	"tide/tlsconf"
 	"tide/web"
 )
 
@@ -35,7 +36,7 @@ type upOptions struct {
 	autoscaleConfig, autoscaleListen    string
 	logCapacity, logConfig              string
 	dashboard                           string
-	demo                                bool
+	demo, tls, insecure                 bool
 	demoDuration                        time.Duration
 }
 
@@ -75,12 +76,23 @@ work against any node unchanged. --host-per-node=false puts every node on
 take free ports and report them, so that several 'tide up' can run at once
 (each with its own --data-dir, --dashboard and --autoscale-listen).
 
+--tls runs every process with mutual TLS between them: the store nodes (KV
+replication, file replication, Chord RPC), every log role, the autoscaler's
+reads and drains, and the dashboard's reads. On first use it makes a CA and a
+certificate for 127.0.0.1-254 and localhost under --data-dir/tls (ca.crt,
+node.crt, node.key; the same certificate serves as a client's); later runs
+reuse them. The global --tls-ca, --tls-cert and --tls-key give your own
+instead. Ports on loopback still take plain text too, so redis-cli, curl and
+the seed's scripts keep working unchanged; with TLS a plain-text client may
+read but not change the cluster's membership or stop a node.
+
 --demo also runs a load generator: it uploads files until the nodes pass the
 autoscaler's high mark, writes keys and drives the log, so that a node and
 log instances are added within a minute; after --demo-duration it deletes its
 files and stops, and the autoscaler scales back in.`,
 		Example: `  tide up
   tide up --demo
+  tide up --tls
   tide up --nodes 5 --capacity 64MiB --autoscale-config autoscale.yaml
   tide up --data-dir /tmp/t2 --host-per-node=false --base-port 0 --dashboard 127.0.0.1:0 --autoscale-listen 127.0.0.1:0`,
 		Args: cobra.NoArgs,
@@ -109,6 +121,8 @@ files and stops, and the autoscaler scales back in.`,
 	f.StringVar(&o.autoscaleConfig, "config", "", "alias of --autoscale-config, as 'tide autoscale --config'")
 	f.StringVar(&o.autoscaleListen, "autoscale-listen", "127.0.0.1:7070", "where the store autoscaler serves /events, /status and /metrics (tide autoscale events --addr)")
 	f.StringVar(&o.dashboard, "dashboard", "127.0.0.1:7080", "where the dashboard listens (empty: no dashboard)")
+	f.BoolVar(&o.tls, "tls", false, "mutual TLS between every process, with a CA and certificate made under --data-dir/tls (or the global --tls-* files)")
+	f.BoolVar(&o.insecure, "insecure", false, "without --tls: serve the dashboard in plain text on an interface other than loopback")
 	f.BoolVar(&o.demo, "demo", false, "also run a load generator that makes the autoscaler scale out, then in")
 	f.DurationVar(&o.demoDuration, "demo-duration", 45*time.Second, "with --demo: how long the load runs before it stops and its files are deleted")
 	return cmd
@@ -167,6 +181,27 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 		return err
 	}
 	defer unlock()
+	if o.tls && !globalTLS.Enabled() {
+		if globalTLS, err = upCerts(filepath.Join(abs, "tls"), o.host); err != nil {
+			return fmt.Errorf("--tls: %w", err)
+		}
+	}
+	// With TLS every child gets the files, and this process reads and
+	// drains them, serves the autoscaler and the dashboard, and runs the
+	// log's client over mutual TLS.
+	tlsCfg, err := setLogTLS()
+	if err != nil {
+		return err
+	}
+	tlsFlags, err := tlsArgs()
+	if err != nil {
+		return err
+	}
+	if o.dashboard != "" {
+		if err := checkDashboardListen(o.dashboard, "--tls", tlsCfg != nil, o.insecure); err != nil {
+			return fmt.Errorf("--dashboard: %w", err)
+		}
+	}
 	layout := cluster.Layout{HostPerNode: o.hostPerNode, Host: o.host, BasePort: o.basePort}
 	respPort := o.respPort
 	if !o.hostPerNode {
@@ -195,6 +230,7 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	go tlsCfg.Watch(ctx, 0)
 	warn := func(name string, err error, tail string) {
 		fmt.Fprintf(os.Stderr, "warning: %s exited unexpectedly (%v); its log ends:\n%s\n", name, err, indent(tail))
 	}
@@ -211,7 +247,8 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 	prov, err := localprov.New(localprov.Config{Dir: filepath.Join(abs, "nodes"), Capacity: capBytes, Replicas: o.replicas,
 		// --allow-kill: the course's fault-tolerance tests kill nodes of a
 		// local ring over msgpack-rpc.
-		Extra: append([]string{"--allow-kill"}, cfg.Launch.Flags...), Layout: lay, RESP: o.resp, RESPPort: respPort})
+		Extra: append(append([]string{"--allow-kill"}, tlsFlags...), cfg.Launch.Flags...), Layout: lay, RESP: o.resp, RESPPort: respPort,
+		HTTPClient: &http.Client{Transport: tlsCfg.HTTPTransport(), Timeout: 10 * time.Minute}})
 	if err != nil {
 		return err
 	}
@@ -274,7 +311,11 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 	// The store autoscaler.
 	var ctl *autoscale.Controller
 	if o.autoscale {
-		if ctl, err = newController(controllerOptions{cfg: cfg, prov: prov, stateDir: abs}); err != nil {
+		co := controllerOptions{cfg: cfg, prov: prov, stateDir: abs, tls: tlsCfg}
+		if tlsCfg != nil {
+			co.http = tlsCfg.HTTPClient(5 * time.Second)
+		}
+		if ctl, err = newController(co); err != nil {
 			return err
 		}
 		// The console gets the changes, not every reason to hold: those
@@ -299,7 +340,7 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 		}
 		if asLn != nil {
 			srv := &http.Server{Handler: ctl.Handler(), ReadHeaderTimeout: 5 * time.Second}
-			go srv.Serve(asLn)
+			go srv.Serve(tlsCfg.ListenTide(asLn, true))
 			defer srv.Close()
 		}
 		cctx, cancel := context.WithCancel(ctx)
@@ -321,6 +362,9 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 			},
 			Instances: prov.List,
 		}}
+		if tlsCfg != nil {
+			dash.HTTP = tlsCfg.HTTPClient(2 * time.Second)
+		}
 		if lr != nil {
 			depPath := lr.depPath
 			dash.Src.Log = func() (node.Deployment, bool) {
@@ -336,9 +380,9 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 		}
 		go dash.Run(ctx)
 		srv := &http.Server{Handler: dash.Handler(), ReadHeaderTimeout: 5 * time.Second}
-		go srv.Serve(dashLn)
+		go srv.Serve(tlsCfg.ListenTide(dashLn, true))
 		defer srv.Close()
-		dashURL = "http://" + dashLn.Addr().String() + "/"
+		dashURL = dashboardURL(dashLn.Addr().String(), tlsCfg != nil)
 	}
 
 	// The banner.
@@ -371,6 +415,9 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 			fmt.Fprintf(out, "%-10s %s; events in %s\n", "autoscale", watched, filepath.Join(abs, "events.jsonl"))
 		}
 	}
+	if tlsCfg != nil {
+		fmt.Fprintf(out, "%-10s mutual TLS between every process; CA %s, certificate %s, key %s\n", "tls", globalTLS.CA, globalTLS.Cert, globalTLS.Key)
+	}
 	fmt.Fprintf(out, "%-10s %s\n", "data", abs)
 	fmt.Fprintln(out, "\nTry:")
 	if first.RESPAddr != "" {
@@ -381,7 +428,12 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 	}
 	fmt.Fprintf(out, "  tide upload README.md %s\n", first.ChordAddr)
 	if lr != nil {
-		fmt.Fprintf(out, "  tide log put %s greeting hello\n", lr.depPath)
+		creds := ""
+		if tlsCfg != nil {
+			// The log's roles take its clients' commands over mutual TLS.
+			creds = fmt.Sprintf(" --tls-ca %s --tls-cert %s --tls-key %s", globalTLS.CA, globalTLS.Cert, globalTLS.Key)
+		}
+		fmt.Fprintf(out, "  tide log put%s %s greeting hello\n", creds, lr.depPath)
 	} else {
 		fmt.Fprintf(out, "  tide ring %s\n", first.ChordAddr)
 	}
@@ -504,4 +556,46 @@ var busyRE = regexp.MustCompile(`listen on (\w+) address (\S+): listen tcp \S+: 
 
 func indent(s string) string {
 	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// upCerts returns the TLS files of tide up --tls in dir: a CA, and one
+// certificate for every process and client, valid for localhost, every
+// address of 127.0.0.0/24 (the nodes' 127.0.0.i and the log's roles) and
+// host. It makes what is missing and reuses the rest.
+func upCerts(dir, host string) (tlsconf.Files, error) {
+	files := tlsconf.NodeFiles(dir, "node")
+	if _, err := os.Stat(files.CA); err != nil {
+		if err := tlsconf.InitCA(dir, "tide up CA", 10*365*24*time.Hour); err != nil {
+			return tlsconf.Files{}, err
+		}
+	}
+	_, errC := os.Stat(files.Cert)
+	_, errK := os.Stat(files.Key)
+	if errC == nil && errK == nil {
+		return files, nil
+	}
+	var ips []net.IP
+	for i := 1; i < 255; i++ {
+		ips = append(ips, net.IPv4(127, 0, 0, byte(i)))
+	}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
+		ips = append(ips, ip)
+	}
+	nc := tlsconf.NodeCert{Name: "node", IPs: ips, DNS: []string{"localhost"}, NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour)}
+	if net.ParseIP(host) == nil && host != "" && host != "localhost" {
+		nc.DNS = append(nc.DNS, host)
+	}
+	if _, err := tlsconf.IssueNode(dir, nc); err != nil {
+		return tlsconf.Files{}, err
+	}
+	return files, nil
+}
+
+// dashboardURL is where a browser reaches a dashboard listening on addr:
+// with TLS, a port off loopback takes HTTPS only.
+func dashboardURL(addr string, tls bool) string {
+	if tls && !tlsconf.IsLoopback(addr) {
+		return "https://" + addr + "/"
+	}
+	return "http://" + addr + "/"
 }
