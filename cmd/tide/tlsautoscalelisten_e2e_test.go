@@ -8,11 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"tide/autoscale"
+	"tide/tlsconf"
 	"tide/web"
 )
 
@@ -152,6 +154,44 @@ func TestTLSAutoscaleListen(t *testing.T) {
 	if st := dashboardState(t, []string{"--nodes", nodeHTTP, "--autoscale", extAddr}, func(st web.State) bool { return st.Store.Members > 0 }); len(st.Events) != 0 {
 		t.Errorf("dashboard without a certificate shows %d events of a controller off loopback", len(st.Events))
 	}
+
+	// The dashboard's own page off loopback: over mutual TLS only with
+	// --tls-*, and refused in plain text unless --insecure.
+	if o, err := tide("dashboard", "--nodes", nodeHTTP, "--listen", net.JoinHostPort(ext, "0")); err == nil || !strings.Contains(o, "--insecure") {
+		t.Fatalf("a plain dashboard on %s: %v: %s, want a refusal naming --insecure", ext, err, o)
+	}
+	dash := exec.Command(tideBin, append([]string{"dashboard", "--nodes", nodeHTTP, "--listen", net.JoinHostPort(ext, "0")}, tlsFlags(certs, "node")...)...)
+	dout := &syncBuffer{}
+	dash.Stdout, dash.Stderr = dout, dout
+	if err := dash.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { dash.Process.Signal(os.Interrupt); dash.Wait() }()
+	re := regexp.MustCompile(`dashboard\s+https://(\S+)/`)
+	var page string
+	waitFor(t, "the dashboard's https address", time.Minute, func() error {
+		m := re.FindStringSubmatch(dout.String())
+		if m == nil {
+			return fmt.Errorf("not yet:\n%s", dout.String())
+		}
+		page = m[1]
+		return nil
+	})
+	if resp, err := http.Get("http://" + page + "/api/state"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatalf("a plain client read the dashboard on %s: %s", page, resp.Status)
+		}
+	}
+	adminTLS, err := tlsconf.Load(tlsconf.NodeFiles(certs, "admin"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := adminTLS.HTTPClient(10*time.Second).Get("http://" + page + "/api/state")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the dashboard on %s with a certificate: %v %v", page, resp, err)
+	}
+	resp.Body.Close()
 }
 
 // nonLoopbackIPv4 is an IPv4 address of this machine other than loopback
