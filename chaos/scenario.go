@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -244,12 +245,15 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 	if err := cluster.WaitRing(ctx); err != nil {
 		problem("%v", err)
 	}
+	others := untouched(sc)
 	if kv != nil {
 		r := kv.verify(ctx, end)
+		r.Others = kv.tally.others(others)
 		rep.KV = &r
 	}
 	if files != nil {
 		r := files.verify(ctx, end, replicas)
+		r.Others = files.tally.others(others)
 		rep.Files = &r
 	}
 	if lg != nil {
@@ -264,15 +268,36 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 	return rep, nil
 }
 
+// untouched are the nodes of sc's starting ring that no step names: the
+// ones that remain while the faults strike others.
+func untouched(sc Scenario) []string {
+	named := map[string]bool{}
+	for _, st := range sc.Steps {
+		switch f := st.Fault.(type) {
+		case nodeFault:
+			named[f.node] = true
+		case autoscaleFault:
+			named[f.victim] = true
+		}
+	}
+	var out []string
+	for i := 1; i <= sc.Nodes; i++ {
+		if n := fmt.Sprintf("n%d", i); !named[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // WriteTable prints reports as a table: one row per scenario and
 // workload.
 func WriteTable(w io.Writer, reps []Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\tworkload\tattempted\tacknowledged\tfailed\tunanswered\tlost\tlongest failure\tcheck")
+	fmt.Fprintln(tw, "scenario\tworkload\tattempted\tacknowledged\tfailed\tunanswered\tlost\tlongest failure\tothers p99 / max\tcheck")
 	for _, r := range reps {
 		if r.KV != nil {
 			c := r.KV.Counts
-			fmt.Fprintf(tw, "%s\tkv\t%d\t%d\t%d\t%d\t%d\t%s\tlinearizable: %s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), r.KV.Linearizable)
+			fmt.Fprintf(tw, "%s\tkv\t%d\t%d\t%d\t%d\t%d\t%s\t%s\tlinearizable: %s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), c.Others, r.KV.Linearizable)
 		}
 		if r.Files != nil {
 			c := r.Files.Counts
@@ -280,7 +305,7 @@ func WriteTable(w io.Writer, reps []Report) error {
 			if n := len(r.Files.UnderReplicated); n > 0 {
 				check = fmt.Sprintf("%d under-replicated", n)
 			}
-			fmt.Fprintf(tw, "%s\tfiles\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), check)
+			fmt.Fprintf(tw, "%s\tfiles\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), c.Others, check)
 		}
 		if r.Log != nil {
 			c := r.Log.Counts
@@ -288,7 +313,7 @@ func WriteTable(w io.Writer, reps []Report) error {
 			if n := len(r.Log.Twice); n > 0 {
 				check = fmt.Sprintf("%d applied twice", n)
 			}
-			fmt.Fprintf(tw, "%s\tlog\t%d\t%d\t%d\t%d\t%d\t%s\tlinearizable: %s, %s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), r.Log.Linearizable, check)
+			fmt.Fprintf(tw, "%s\tlog\t%d\t%d\t%d\t%d\t%d\t%s\t%s\tlinearizable: %s, %s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), c.Others, r.Log.Linearizable, check)
 		}
 	}
 	return tw.Flush()
@@ -317,6 +342,12 @@ func WriteDetails(w io.Writer, reps []Report) {
 		}
 		if r.Log != nil {
 			longest["log"] = &r.Log.Counts
+		}
+		for _, name := range []string{"kv", "files"} {
+			if c := longest[name]; c != nil && c.Others != nil {
+				fmt.Fprintf(w, "  %s through the nodes no fault named (%s): p50 %s, p99 %s, max %s over %d requests\n", name, strings.Join(c.Others.Nodes, ", "),
+					roundLatency(c.Others.P50), roundLatency(c.Others.P99), roundLatency(c.Others.Max), c.Others.Requests)
+			}
 		}
 		for _, name := range []string{"kv", "files", "log"} {
 			if c := longest[name]; c != nil && c.LongestFailure > 0 {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,6 +78,33 @@ type Counts struct {
 	// LongestFailureTrail is that run's first failures: when, through
 	// what, and the error.
 	LongestFailureTrail []string `json:"longest_failure_trail,omitempty"`
+	// Others is the latency of requests through the nodes no fault
+	// named: whether a remaining node answers at normal latency while
+	// others fail, leave or join.
+	Others *Latency `json:"others,omitempty"`
+}
+
+// Latency sums up the time requests took, failed ones included.
+type Latency struct {
+	Nodes    []string      `json:"nodes"`
+	Requests int           `json:"requests"`
+	P50      time.Duration `json:"p50_ns"`
+	P99      time.Duration `json:"p99_ns"`
+	Max      time.Duration `json:"max_ns"`
+}
+
+func (l *Latency) String() string {
+	if l == nil || l.Requests == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%s / %s", roundLatency(l.P99), roundLatency(l.Max))
+}
+
+func roundLatency(d time.Duration) time.Duration {
+	if d < 10*time.Millisecond {
+		return d.Round(100 * time.Microsecond)
+	}
+	return d.Round(time.Millisecond)
 }
 
 // tally counts a workload's operations as its clients finish them.
@@ -83,13 +112,14 @@ type tally struct {
 	origin   time.Time // the workload's start
 	mu       sync.Mutex
 	c        Counts
-	runStart map[int]time.Time // per client: when its current run of failures began
-	trail    map[int][]string  // per client: its current run's first failures
-	errs     map[string]int    // failure messages, counted
+	runStart map[int]time.Time          // per client: when its current run of failures began
+	trail    map[int][]string           // per client: its current run's first failures
+	errs     map[string]int             // failure messages, counted
+	lat      map[string][]time.Duration // by node: every request's time
 }
 
 func newTally() *tally {
-	return &tally{origin: time.Now(), runStart: map[int]time.Time{}, trail: map[int][]string{}, errs: map[string]int{}}
+	return &tally{origin: time.Now(), runStart: map[int]time.Time{}, trail: map[int][]string{}, errs: map[string]int{}, lat: map[string][]time.Duration{}}
 }
 
 // trailLen is how many failures of the longest run the report keeps.
@@ -111,6 +141,9 @@ func (t *tally) record(client int, via string, start, end time.Time, out Outcome
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.c.Attempted++
+	if node := via[strings.LastIndexByte(via, ' ')+1:]; node != "" {
+		t.lat[node] = append(t.lat[node], end.Sub(start))
+	}
 	switch out {
 	case Acked:
 		t.c.Acknowledged++
@@ -143,6 +176,28 @@ func (t *tally) close(end time.Time) Counts {
 		t.failureRun(c, s, end)
 	}
 	return t.c
+}
+
+// others sums up the latency of the requests through nodes, those of
+// them that took any.
+func (t *tally) others(nodes []string) *Latency {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l := &Latency{}
+	var all []time.Duration
+	for _, n := range nodes {
+		if d := t.lat[n]; len(d) > 0 {
+			l.Nodes = append(l.Nodes, n)
+			all = append(all, d...)
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	slices.Sort(all)
+	l.Requests = len(all)
+	l.P50, l.P99, l.Max = all[len(all)/2], all[len(all)*99/100], all[len(all)-1]
+	return l
 }
 
 // digits are replaced in error messages, so that messages differing only

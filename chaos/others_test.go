@@ -1,0 +1,33 @@
+package chaos
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// TestOthers checks which nodes count as untouched by a scenario's faults,
+// and the latency summed up over them.
+func TestOthers(t *testing.T) {
+	sc := Scenario{Nodes: 5, Steps: []Step{{Fault: Kill("n2")}, {Fault: ScaleIn("n4")}, {Fault: Join()}, {Fault: ScaleOut()}}}
+	if got := untouched(sc); !slices.Equal(got, []string{"n1", "n3", "n5"}) {
+		t.Fatalf("untouched = %v, want n1, n3, n5", got)
+	}
+	tl := newTally()
+	t0 := time.Now()
+	for i := range 100 {
+		tl.record(0, "resp n1", t0, t0.Add(time.Duration(i+1)*time.Millisecond), Acked, nil)
+	}
+	tl.record(1, "http n2", t0, t0.Add(time.Hour), Unanswered, nil) // a node a fault named
+	tl.record(1, "http n3", t0, t0.Add(3*time.Second), Unanswered, nil)
+	l := tl.others([]string{"n1", "n3", "n5"})
+	if l == nil || !slices.Equal(l.Nodes, []string{"n1", "n3"}) || l.Requests != 101 {
+		t.Fatalf("others = %+v, want n1 and n3 over 101 requests", l)
+	}
+	if l.Max != 3*time.Second || l.P50 != 51*time.Millisecond || l.P99 != 100*time.Millisecond {
+		t.Errorf("others: p50 %s, p99 %s, max %s; want 51ms, 100ms, 3s", l.P50, l.P99, l.Max)
+	}
+	if tl.others([]string{"n5"}) != nil {
+		t.Error("a node without requests has a latency")
+	}
+}
