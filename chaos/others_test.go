@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,6 +27,9 @@ func TestOthers(t *testing.T) {
 	}
 	if l.Max != 3*time.Second || l.P50 != 51*time.Millisecond || l.P99 != 100*time.Millisecond {
 		t.Errorf("others: p50 %s, p99 %s, max %s; want 51ms, 100ms, 3s", l.P50, l.P99, l.Max)
+	}
+	if len(l.Slowest) != 1 || !strings.Contains(l.Slowest[0], "via http n3") {
+		t.Errorf("slowest through others = %q, want the one through n3", l.Slowest)
 	}
 	if tl.others([]string{"n5"}) != nil {
 		t.Error("a node without requests has a latency")

@@ -347,6 +347,9 @@ func WriteDetails(w io.Writer, reps []Report) {
 			if c := longest[name]; c != nil && c.Others != nil {
 				fmt.Fprintf(w, "  %s through the nodes no fault named (%s): p50 %s, p99 %s, max %s over %d requests\n", name, strings.Join(c.Others.Nodes, ", "),
 					roundLatency(c.Others.P50), roundLatency(c.Others.P99), roundLatency(c.Others.Max), c.Others.Requests)
+				for _, r := range c.Others.Slowest {
+					fmt.Fprintf(w, "          %s\n", r)
+				}
 			}
 		}
 		for _, name := range []string{"kv", "files", "log"} {

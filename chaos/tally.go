@@ -91,6 +91,9 @@ type Latency struct {
 	P50      time.Duration `json:"p50_ns"`
 	P99      time.Duration `json:"p99_ns"`
 	Max      time.Duration `json:"max_ns"`
+	// Slowest are the slowest requests that took over a second: when,
+	// through what, how long, and how they ended.
+	Slowest []string `json:"slowest,omitempty"`
 }
 
 func (l *Latency) String() string {
@@ -116,6 +119,14 @@ type tally struct {
 	trail    map[int][]string           // per client: its current run's first failures
 	errs     map[string]int             // failure messages, counted
 	lat      map[string][]time.Duration // by node: every request's time
+	slow     []slowReq                  // requests that took over a second
+}
+
+// slowReq is a request that took over a second.
+type slowReq struct {
+	node string
+	took time.Duration
+	desc string
 }
 
 func newTally() *tally {
@@ -143,6 +154,14 @@ func (t *tally) record(client int, via string, start, end time.Time, out Outcome
 	t.c.Attempted++
 	if node := via[strings.LastIndexByte(via, ' ')+1:]; node != "" {
 		t.lat[node] = append(t.lat[node], end.Sub(start))
+		if d := end.Sub(start); d > time.Second {
+			how := "acknowledged"
+			if err != nil {
+				how = shorten(err.Error(), 160)
+			}
+			t.slow = append(t.slow, slowReq{node, d, fmt.Sprintf("%s+%s c%d via %s: %s", start.Sub(t.origin).Round(100*time.Millisecond),
+				d.Round(100*time.Millisecond), client, via, how)})
+		}
 	}
 	switch out {
 	case Acked:
@@ -195,6 +214,20 @@ func (t *tally) others(nodes []string) *Latency {
 		return nil
 	}
 	slices.Sort(all)
+	in := map[string]bool{}
+	for _, n := range nodes {
+		in[n] = true
+	}
+	var slow []slowReq
+	for _, r := range t.slow {
+		if in[r.node] {
+			slow = append(slow, r)
+		}
+	}
+	slices.SortStableFunc(slow, func(a, b slowReq) int { return int(b.took - a.took) })
+	for _, r := range slow[:min(len(slow), 5)] {
+		l.Slowest = append(l.Slowest, r.desc)
+	}
 	l.Requests = len(all)
 	l.P50, l.P99, l.Max = all[len(all)/2], all[len(all)*99/100], all[len(all)-1]
 	return l
