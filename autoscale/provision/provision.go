@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"time"
 )
 
@@ -163,4 +164,38 @@ func WaitHealthy(ctx context.Context, client *http.Client, httpAddr string) erro
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// TLS is the mutual TLS material a provisioner gives the tide processes
+// it starts: the contents of the files their --tls-ca, --tls-cert and
+// --tls-key name. The same certificate serves every process, so it names
+// every address peers and clients dial them at.
+type TLS struct {
+	CA, Cert, Key []byte
+}
+
+// Names of the TLS files in the directory a provisioner puts them in,
+// the keys of a Kubernetes Secret holding them.
+const (
+	TLSCAFile   = "ca.crt"
+	TLSCertFile = "role.crt"
+	TLSKeyFile  = "role.key"
+)
+
+// Validate checks that all three files have contents.
+func (t *TLS) Validate() error {
+	if len(t.CA) == 0 || len(t.Cert) == 0 || len(t.Key) == 0 {
+		return errors.New("TLS material needs the CA, the certificate and the key")
+	}
+	return nil
+}
+
+// Files are the three files' contents by their names in dir.
+func (t *TLS) Files() map[string][]byte {
+	return map[string][]byte{TLSCAFile: t.CA, TLSCertFile: t.Cert, TLSKeyFile: t.Key}
+}
+
+// Flags are the --tls-* flags naming the files in dir.
+func (t *TLS) Flags(dir string) []string {
+	return []string{"--tls-ca", path.Join(dir, TLSCAFile), "--tls-cert", path.Join(dir, TLSCertFile), "--tls-key", path.Join(dir, TLSKeyFile)}
 }

@@ -125,7 +125,13 @@ func TestLogRoleGrantsWhatRolesUses(t *testing.T) {
 
 	ctx := testCtx(t)
 	a := newRoleAPI()
-	r := newTestRoles(t, a)
+	// With TLS, and a Secret an earlier run left (so it is updated): the
+	// Role grants the secrets rule for that.
+	if err := (&Roles{c: a.cs, ns: ns, cluster: "log1", tls: testTLS, log: quietLog()}).ensureSecret(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.cs.ClearActions()
+	r := newTLSRoles(t, a, "log1", testTLS)
 	ips, err := r.Reserve(ctx, 3)
 	if err != nil {
 		t.Fatal(err)
