@@ -150,9 +150,6 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 	if err := f.checkFlags(); err != nil {
 		return nil, err
 	}
-	if globalTLS.Enabled() && f.provisioner != "local" && f.provisioner != "docker" {
-		return nil, fmt.Errorf("--tls-* with --provisioner %s: not yet (its roles would get no certificate); use --provisioner local or docker", f.provisioner)
-	}
 	switch f.provisioner {
 	case "local":
 		f.desc = "local processes"
@@ -186,33 +183,40 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 			defer p.Close()
 			return p.Cleanup(ctx)
 		}
-		roles := &cluster.ProvisionedRoles{C: p, CPUs: cpus, Extra: extra}
-		if logCerts != nil {
-			hc := logCerts.HTTPClient(2 * time.Second)
-			roles.Healthy = func(ctx context.Context, addr string) error { return provision.WaitHealthy(ctx, hc, addr) }
-		}
-		return roles, nil
+		return &cluster.ProvisionedRoles{C: p, CPUs: cpus, Extra: extra, Healthy: tlsHealthy()}, nil
 	case "kubernetes":
 		cpus, err := parseRoleCPUs(f.cpus, f.roleCPUs)
 		if err != nil {
 			return nil, err
 		}
-		r, err := k8sprov.NewRoles(k8sprov.RolesConfig{Namespace: f.k8sNamespace, Image: f.k8sImage, PullPolicy: corev1.PullPolicy(f.k8sPull), Cluster: f.k8sCluster})
+		// With --tls-*, the files go in a Secret every role pod mounts,
+		// and the roles start with the flags naming them.
+		tls, err := rolesTLS()
+		if err != nil {
+			return nil, err
+		}
+		r, err := k8sprov.NewRoles(k8sprov.RolesConfig{Namespace: f.k8sNamespace, Image: f.k8sImage, PullPolicy: corev1.PullPolicy(f.k8sPull), Cluster: f.k8sCluster, TLS: tls})
 		if err != nil {
 			return nil, err
 		}
 		f.desc = fmt.Sprintf("kubernetes: a Service and a Deployment of %s per role in namespace %s", f.k8sImage, r.Namespace()) + f.describeCPUs()
 		f.cleanup = r.Cleanup
 		// Pods listen on 0.0.0.0 and go by their Service's ClusterIP.
-		return &cluster.ProvisionedRoles{C: r, CPUs: cpus, Bind: "0.0.0.0", StartTimeout: 5 * time.Minute}, nil
+		return &cluster.ProvisionedRoles{C: r, CPUs: cpus, Bind: "0.0.0.0", StartTimeout: 5 * time.Minute, Healthy: tlsHealthy()}, nil
 	case "aws":
 		types, err := parseKinds("--aws-instance-types", f.awsTypes)
 		if err != nil {
 			return nil, err
 		}
+		// With --tls-*, each instance's user data writes the files to
+		// /etc/tide/tls, and the role starts with the flags naming them.
+		tls, err := rolesTLS()
+		if err != nil {
+			return nil, err
+		}
 		r, err := awsprov.NewRoles(ctx, awsprov.RolesConfig{Region: f.awsRegion, EndpointURL: f.awsEndpoint, Subnet: f.awsSubnet,
 			SecurityGroups: f.awsGroups, Image: f.awsImage, InstanceType: f.awsType, InstanceTypes: types, KeyName: f.awsKey,
-			BinaryURL: f.awsBinaryURL, Cluster: f.awsCluster})
+			BinaryURL: f.awsBinaryURL, Cluster: f.awsCluster, TLS: tls})
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +226,7 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 		}
 		f.cleanup = r.Cleanup
 		// The instances boot first: allow them minutes.
-		return &cluster.ProvisionedRoles{C: r, Bind: "0.0.0.0", DataDir: "/var/lib/tide-log", StartTimeout: 10 * time.Minute}, nil
+		return &cluster.ProvisionedRoles{C: r, Bind: "0.0.0.0", DataDir: "/var/lib/tide-log", StartTimeout: 10 * time.Minute, Healthy: tlsHealthy()}, nil
 	}
 	return nil, fmt.Errorf("--provisioner %q: want local, docker, kubernetes or aws", f.provisioner)
 }
@@ -233,22 +237,46 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 // container may get (tide cert node NAME --ip ... for the network's
 // addresses) and the client's.
 func containerTLS() (map[string][]byte, []string, error) {
-	if !globalTLS.Enabled() {
-		return nil, nil, nil
+	t, err := rolesTLS()
+	if t == nil || err != nil {
+		return nil, nil, err
 	}
 	files := map[string][]byte{}
-	var flags []string
-	for _, f := range []struct{ flag, path, at string }{
-		{"--tls-ca", globalTLS.CA, "/tls/ca.crt"}, {"--tls-cert", globalTLS.Cert, "/tls/role.crt"}, {"--tls-key", globalTLS.Key, "/tls/role.key"},
-	} {
+	for name, b := range t.Files() {
+		files["/tls/"+name] = b
+	}
+	return files, t.Flags("/tls"), nil
+}
+
+// rolesTLS is the --tls-* files' contents, for provisioners that put them
+// on the roles' machines themselves (Kubernetes, EC2); nil without
+// --tls-*.
+func rolesTLS() (*provision.TLS, error) {
+	if !globalTLS.Enabled() {
+		return nil, nil
+	}
+	var t provision.TLS
+	for _, f := range []struct {
+		flag, path string
+		to         *[]byte
+	}{{"--tls-ca", globalTLS.CA, &t.CA}, {"--tls-cert", globalTLS.Cert, &t.Cert}, {"--tls-key", globalTLS.Key, &t.Key}} {
 		b, err := os.ReadFile(f.path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", f.flag, err)
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
 		}
-		files[f.at] = b
-		flags = append(flags, f.flag, f.at)
+		*f.to = b
 	}
-	return files, flags, nil
+	return &t, nil
+}
+
+// tlsHealthy waits for a role's /healthz over mutual TLS with the
+// --tls-* certificate (logCerts); nil without it, which is plain HTTP.
+func tlsHealthy() func(ctx context.Context, addr string) error {
+	if logCerts == nil {
+		return nil
+	}
+	hc := logCerts.HTTPClient(2 * time.Second)
+	return func(ctx context.Context, addr string) error { return provision.WaitHealthy(ctx, hc, addr) }
 }
 
 func (f *roleHostFlags) describeCPUs() string {

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	awsprov "tide/autoscale/provision/aws"
+	k8sprov "tide/autoscale/provision/kubernetes"
+	"tide/cluster"
+	"tide/tlsconf"
+)
+
+// withTestTLS sets the global --tls-* flags to a certificate for
+// 127.0.0.1 of a new CA, loads them as tide log up does, and puts the
+// globals back when t ends.
+func withTestTLS(t *testing.T) tlsconf.Files {
+	t.Helper()
+	dir := t.TempDir()
+	if err := tlsconf.InitCA(dir, "test", 24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tlsconf.IssueNode(dir, tlsconf.NodeCert{Name: "role", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	files := tlsconf.Files{CA: filepath.Join(dir, tlsconf.CAFile), Cert: tlsconf.CertFile(dir, "role"), Key: tlsconf.KeyFile(dir, "role")}
+	oldFiles, oldCerts := globalTLS, logCerts
+	t.Cleanup(func() { globalTLS, logCerts = oldFiles, oldCerts })
+	globalTLS = files
+	if _, err := setLogTLS(); err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestRoleHostsTakeTLS: tide log up --provisioner kubernetes and aws take
+// --tls-* (they used to refuse it), and their role hosts check a role's
+// health over mutual TLS: a role serving the CA's certificate is healthy,
+// one serving plain HTTP never is.
+func TestRoleHostsTakeTLS(t *testing.T) {
+	withTestTLS(t)
+	home := t.TempDir()
+	kubeconfig := filepath.Join(home, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u, namespace: ns1}}]
+current-context: x
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", kubeconfig)
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+
+	// A role's HTTP port as tide log serve runs it with --tls-*, and one
+	// in plain text.
+	tlsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	go (&http.Server{Handler: ok}).Serve(tls.NewListener(tlsLn, logCerts.Server()))
+	defer tlsLn.Close()
+	plainLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go (&http.Server{Handler: ok}).Serve(plainLn)
+	defer plainLn.Close()
+
+	for _, f := range []*roleHostFlags{
+		{provisioner: "kubernetes", k8sImage: "tide:test", k8sPull: "IfNotPresent", k8sCluster: "tide-log"},
+		{provisioner: "aws", awsRegion: "us-east-1", awsEndpoint: "http://127.0.0.1:1", awsSubnet: "subnet-1", awsImage: "ami-1", awsType: "t3.small", awsCluster: "tide-log"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		h, err := f.open(ctx, t.TempDir(), "127.0.0.1")
+		cancel()
+		if err != nil {
+			t.Errorf("--provisioner %s with --tls-*: %v", f.provisioner, err)
+			continue
+		}
+		pr, isPR := h.(*cluster.ProvisionedRoles)
+		if !isPR || pr.Healthy == nil {
+			t.Errorf("--provisioner %s: role host %T checks health in plain text", f.provisioner, h)
+			continue
+		}
+		switch pr.C.(type) {
+		case *k8sprov.Roles, *awsprov.Roles:
+		default:
+			t.Errorf("--provisioner %s: containers %T", f.provisioner, pr.C)
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		if err := pr.Healthy(ctx, tlsLn.Addr().String()); err != nil {
+			t.Errorf("--provisioner %s: a role serving mutual TLS is not healthy: %v", f.provisioner, err)
+		}
+		cancel()
+		ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
+		if err := pr.Healthy(ctx, plainLn.Addr().String()); err == nil {
+			t.Errorf("--provisioner %s: a role serving plain HTTP counts as healthy", f.provisioner)
+		}
+		cancel()
+	}
+}
+
+// TestRolesTLSReadsTheFiles: the material the Kubernetes and EC2 role
+// hosts get is the --tls-* files' contents, and the Docker containers'
+// files and flags are the same at /tls.
+func TestRolesTLSReadsTheFiles(t *testing.T) {
+	oldFiles := globalTLS
+	t.Cleanup(func() { globalTLS = oldFiles })
+	globalTLS = tlsconf.Files{}
+	if m, err := rolesTLS(); m != nil || err != nil {
+		t.Errorf("without --tls-*: %v, %v", m, err)
+	}
+	files := withTestTLS(t)
+	m, err := rolesTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path string
+		got  []byte
+	}{{files.CA, m.CA}, {files.Cert, m.Cert}, {files.Key, m.Key}} {
+		want, _ := os.ReadFile(c.path)
+		if !bytes.Equal(c.got, want) {
+			t.Errorf("%s: got %d bytes, not the file's %d", c.path, len(c.got), len(want))
+		}
+	}
+	cf, flags, err := containerTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(cf["/tls/role.key"], m.Key) || len(cf) != 3 {
+		t.Errorf("container files %v", slices.Collect(maps.Keys(cf)))
+	}
+	want := []string{"--tls-ca", "/tls/ca.crt", "--tls-cert", "/tls/role.crt", "--tls-key", "/tls/role.key"}
+	if !slices.Equal(flags, want) {
+		t.Errorf("container flags %q, want %q", flags, want)
+	}
+	globalTLS.Key = filepath.Join(t.TempDir(), "missing.key")
+	if _, err := rolesTLS(); err == nil {
+		t.Error("a missing key file is not an error")
+	}
+}
