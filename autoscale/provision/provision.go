@@ -168,10 +168,29 @@ func WaitHealthy(ctx context.Context, client *http.Client, httpAddr string) erro
 
 // TLS is the mutual TLS material a provisioner gives the tide processes
 // it starts: the contents of the files their --tls-ca, --tls-cert and
-// --tls-key name. The same certificate serves every process, so it names
-// every address peers and clients dial them at.
+// --tls-key name. Either one certificate serves every process, so it
+// names every address peers and clients dial them at, or Issue makes each
+// process a certificate of its own for its address.
 type TLS struct {
 	CA, Cert, Key []byte
+	// Issue, when set, makes the certificate and key of the process at
+	// ip, signed by the CA, instead of Cert and Key: for provisioners
+	// that learn a process's address only as they create it (a Service's
+	// ClusterIP, a network interface's private IP).
+	Issue func(ip string) (cert, key []byte, err error)
+}
+
+// For is the material of the process at ip: t itself, or with Issue a
+// copy holding the certificate issued for ip.
+func (t *TLS) For(ip string) (*TLS, error) {
+	if t.Issue == nil {
+		return t, nil
+	}
+	cert, key, err := t.Issue(ip)
+	if err != nil {
+		return nil, fmt.Errorf("issue the certificate of %s: %w", ip, err)
+	}
+	return &TLS{CA: t.CA, Cert: cert, Key: key}, nil
 }
 
 // Names of the TLS files in the directory a provisioner puts them in,
@@ -182,9 +201,10 @@ const (
 	TLSKeyFile  = "role.key"
 )
 
-// Validate checks that all three files have contents.
+// Validate checks that the CA, and the certificate and the key or
+// Issue, are there.
 func (t *TLS) Validate() error {
-	if len(t.CA) == 0 || len(t.Cert) == 0 || len(t.Key) == 0 {
+	if len(t.CA) == 0 || (t.Issue == nil && (len(t.Cert) == 0 || len(t.Key) == 0)) {
 		return errors.New("TLS material needs the CA, the certificate and the key")
 	}
 	return nil

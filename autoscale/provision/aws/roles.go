@@ -83,12 +83,12 @@ type RolesConfig struct {
 	// (default 5m).
 	PollInterval  time.Duration
 	DetachTimeout time.Duration
-	// TLS, when set, is the mutual TLS material of every role: each
-	// instance's user data writes the files to DefaultTLSDir and the role
+	// TLS, when set, is the mutual TLS material of the roles: each
+	// instance's user data writes the files (with TLS.Issue, a
+	// certificate issued for its address) to DefaultTLSDir and the role
 	// starts with the --tls-* flags naming them. Peers dial a role at its
-	// network interface's private IP, so the certificate names the
-	// subnet's addresses (and the address of the machine running tide log
-	// up, which gets replies).
+	// network interface's private IP, so without Issue the one
+	// certificate names every address of the subnet.
 	TLS *provision.TLS
 	// Log receives progress; nil uses slog.Default().
 	Log *slog.Logger
@@ -264,7 +264,14 @@ func (r *Roles) Run(ctx context.Context, name, kind, ip string, nanoCPUs int64, 
 	if !ok {
 		return "", fmt.Errorf("aws: no reserved network interface has IP %s (Reserve hands out the addresses Run takes)", ip)
 	}
-	ud, err := RoleUserData(RoleUserDataOptions{BinaryURL: r.cfg.BinaryURL, BinaryPath: r.cfg.BinaryPath, Args: args, TLS: r.cfg.TLS})
+	var tls *provision.TLS
+	if r.cfg.TLS != nil {
+		var err error
+		if tls, err = r.cfg.TLS.For(ip); err != nil {
+			return "", fmt.Errorf("aws: role %s: %w", name, err)
+		}
+	}
+	ud, err := RoleUserData(RoleUserDataOptions{BinaryURL: r.cfg.BinaryURL, BinaryPath: r.cfg.BinaryPath, Args: args, TLS: tls})
 	if err != nil {
 		return "", err
 	}

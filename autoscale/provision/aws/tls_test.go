@@ -179,3 +179,39 @@ func TestRolesTLSOnMoto(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRolesIssueTLSOnMoto: with TLS.Issue each instance's user data
+// carries a certificate issued for its own reserved address.
+func TestRolesIssueTLSOnMoto(t *testing.T) {
+	ctx := rolesCtx(t)
+	r, ec := motoRoles(t, "10.79.0.0/24", "issue")
+	var issued []string
+	r.cfg.TLS = &provision.TLS{CA: []byte("ca"), Issue: func(ip string) ([]byte, []byte, error) {
+		issued = append(issued, ip)
+		return []byte("cert for " + ip), []byte("key for " + ip), nil
+	}}
+	ips, err := r.Reserve(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range ips {
+		args := []string{"log", "serve", "--role", ip + ":5057"}
+		id, err := r.Run(ctx, "r", "acceptor", ip, 0, args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := RoleUserData(RoleUserDataOptions{Args: args, TLS: &provision.TLS{CA: []byte("ca"), Cert: []byte("cert for " + ip), Key: []byte("key for " + ip)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ud := userDataOf(t, ec, id); ud != want {
+			t.Errorf("instance at %s: user data does not carry the certificate issued for it:\n%s", ip, ud)
+		}
+	}
+	if !slices.Equal(issued, ips) {
+		t.Errorf("certificates issued for %v, want %v", issued, ips)
+	}
+	if err := r.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

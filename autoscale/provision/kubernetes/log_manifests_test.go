@@ -125,12 +125,10 @@ func TestLogRoleGrantsWhatRolesUses(t *testing.T) {
 
 	ctx := testCtx(t)
 	a := newRoleAPI()
-	// With TLS, and a Secret an earlier run left (so it is updated): the
-	// Role grants the secrets rule for that.
-	if err := (&Roles{c: a.cs, ns: ns, cluster: "log1", tls: testTLS, log: quietLog()}).ensureSecret(ctx); err != nil {
-		t.Fatal(err)
-	}
-	a.cs.ClearActions()
+	// With TLS, and the first role's Secret already there (left by an
+	// earlier run, so Run updates it): the Role grants the secrets rule
+	// for that.
+	leftSecret(a)
 	r := newTLSRoles(t, a, "log1", testTLS)
 	ips, err := r.Reserve(ctx, 3)
 	if err != nil {

@@ -73,12 +73,13 @@ type RolesConfig struct {
 	// DataDir is where the pod mounts its emptyDir volume, the role's
 	// --data-dir. Default /data.
 	DataDir string
-	// TLS, when set, is the mutual TLS material of every role: Run keeps
-	// it in the Secret <Cluster>-tls (created, or updated to these
-	// contents), mounts that read-only at TLSMountPath in each pod, and
-	// adds the --tls-* flags naming the files there to the role's
-	// arguments; Cleanup deletes the Secret. Peers dial a role at its
-	// Service's ClusterIP, so the certificate names those addresses.
+	// TLS, when set, is the mutual TLS material of the roles: Run puts a
+	// role's files (with TLS.Issue, a certificate issued for its
+	// ClusterIP) in the Secret <instance>-tls, created or updated, mounts
+	// it read-only at TLSMountPath in the pod, and adds the --tls-* flags
+	// naming the files there to the role's arguments; Remove and Cleanup
+	// delete it. Peers dial a role at its Service's ClusterIP, so without
+	// Issue the one certificate names every ClusterIP a role may get.
 	TLS *provision.TLS
 	// Log receives progress; nil uses slog.Default().
 	Log *slog.Logger
@@ -106,9 +107,11 @@ var dnsLabel = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])?$`)
 //     identifying as the ClusterIP, with a CPU limit, a readiness probe
 //     on /healthz and an emptyDir volume for its state. The pod has no
 //     service account token: roles never call the API server. With
-//     RolesConfig.TLS the pod also mounts the cluster's TLS Secret at
-//     TLSMountPath and runs with the --tls-* flags naming its files.
-//   - Remove deletes the Deployment (its pod gets SIGTERM) and the Service;
+//     RolesConfig.TLS, Run first writes the role's TLS Secret, which the
+//     pod mounts at TLSMountPath, and the role runs with the --tls-*
+//     flags naming its files.
+//   - Remove deletes the Deployment (its pod gets SIGTERM), the Service
+//     and the TLS Secret;
 //     Release deletes Services no Deployment took; Cleanup deletes every
 //     object of the Cluster.
 //
@@ -124,10 +127,9 @@ type Roles struct {
 	tls     *provision.TLS
 	log     *slog.Logger
 
-	mu        sync.Mutex
-	secretSet bool              // the TLS Secret holds tls's contents
-	byIP      map[string]string // ClusterIP -> instance (Service) name, for reserved instances
-	taken     map[string]bool   // instance names a Deployment took
+	mu    sync.Mutex
+	byIP  map[string]string // ClusterIP -> instance (Service) name, for reserved instances
+	taken map[string]bool   // instance names a Deployment took
 }
 
 // NewRoles checks cfg and returns Roles. It does not call the API server.
@@ -311,11 +313,14 @@ func (r *Roles) Run(ctx context.Context, role, kind, ip string, nanoCPUs int64, 
 	if _, err := r.c.CoreV1().Services(r.ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return "", r.apiErr(err, "patch", "services", name)
 	}
-	if err := r.ensureSecret(ctx); err != nil {
+	if err := r.writeSecret(ctx, name, ip); err != nil {
 		return "", err
 	}
 	d := r.deployment(name, role, ip, lbl, nanoCPUs, args)
 	if _, err := r.c.AppsV1().Deployments(r.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		if r.tls != nil {
+			r.deleteSecret(ctx, name)
+		}
 		return "", r.apiErr(err, "create", "deployments", name)
 	}
 	r.mu.Lock()
@@ -341,7 +346,7 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 		// Readable by the pod's group (fsGroup), not by others.
 		mode := int32(0o440)
 		mounts = append(mounts, corev1.VolumeMount{Name: "tls", MountPath: TLSMountPath, ReadOnly: true})
-		volumes = append(volumes, corev1.Volume{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: r.secretName(), DefaultMode: &mode}}})
+		volumes = append(volumes, corev1.Volume{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: secretName(name), DefaultMode: &mode}}})
 		args = append(slices.Clone(args), r.tls.Flags(TLSMountPath)...)
 	}
 	// With TLS the role's HTTP port takes mutual TLS only off loopback,
@@ -394,37 +399,44 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 	}
 }
 
-// secretName is the name of the TLS Secret of the cluster.
-func (r *Roles) secretName() string { return r.cluster + "-tls" }
+// secretName is the name of the TLS Secret of instance name.
+func secretName(name string) string { return name + "-tls" }
 
-// ensureSecret creates the TLS Secret, or updates one left by an earlier
-// process to the current contents, once per Roles; without TLS it does
+// writeSecret creates the TLS Secret of instance name, whose address is
+// ip, or updates one an earlier process left; without TLS it does
 // nothing.
-func (r *Roles) ensureSecret(ctx context.Context) error {
+func (r *Roles) writeSecret(ctx context.Context, name, ip string) error {
 	if r.tls == nil {
 		return nil
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.secretSet {
-		return nil
+	t, err := r.tls.For(ip)
+	if err != nil {
+		return fmt.Errorf("kubernetes: role %s: %w", name, err)
 	}
-	name := r.secretName()
+	sn := secretName(name)
 	sec := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns, Labels: map[string]string{RolesAppLabel: RolesApp, ClusterLabel: r.cluster}},
+		ObjectMeta: metav1.ObjectMeta{Name: sn, Namespace: r.ns, Labels: r.labels(name)},
 		Type:       corev1.SecretTypeOpaque,
-		Data:       r.tls.Files(),
+		Data:       t.Files(),
 	}
-	_, err := r.c.CoreV1().Secrets(r.ns).Create(ctx, sec, metav1.CreateOptions{})
+	_, err = r.c.CoreV1().Secrets(r.ns).Create(ctx, sec, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		if _, err = r.c.CoreV1().Secrets(r.ns).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
-			return r.apiErr(err, "update", "secrets", name)
+			return r.apiErr(err, "update", "secrets", sn)
 		}
 	} else if err != nil {
-		return r.apiErr(err, "create", "secrets", name)
+		return r.apiErr(err, "create", "secrets", sn)
 	}
-	r.secretSet = true
-	r.log.Info("TLS secret written", "secret", name)
+	r.log.Info("TLS secret written", "secret", sn)
+	return nil
+}
+
+func (r *Roles) deleteSecret(ctx context.Context, name string) error {
+	sn := secretName(name)
+	err := r.c.CoreV1().Secrets(r.ns).Delete(ctx, sn, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return r.apiErr(err, "delete", "secrets", sn)
+	}
 	return nil
 }
 
@@ -438,6 +450,11 @@ func (r *Roles) Remove(ctx context.Context, id string) error {
 	}
 	if err := r.deleteService(ctx, id); err != nil {
 		return err
+	}
+	if r.tls != nil {
+		if err := r.deleteSecret(ctx, id); err != nil {
+			return err
+		}
 	}
 	r.mu.Lock()
 	for ip, name := range r.byIP {
@@ -460,8 +477,8 @@ func (r *Roles) deleteService(ctx context.Context, name string) error {
 }
 
 // Cleanup deletes every Deployment and Service of the cluster, reserved or
-// running, including those of an earlier process that did not clean up,
-// and with TLS the cluster's TLS Secret.
+// running, and with TLS their Secrets, including those of an earlier
+// process that did not clean up.
 func (r *Roles) Cleanup(ctx context.Context) error {
 	sel := metav1.ListOptions{LabelSelector: RolesAppLabel + "=" + RolesApp + "," + ClusterLabel + "=" + r.cluster}
 	var errs []error
@@ -480,20 +497,21 @@ func (r *Roles) Cleanup(ctx context.Context) error {
 	for _, s := range svcs.Items {
 		names[s.Name] = true
 	}
+	if r.tls != nil {
+		secs, err := r.c.CoreV1().Secrets(r.ns).List(ctx, sel)
+		if err != nil {
+			return r.apiErr(err, "list", "secrets", "")
+		}
+		for _, s := range secs.Items {
+			if name := s.Labels[InstanceLabel]; name != "" && secretName(name) == s.Name {
+				names[name] = true
+			}
+		}
+	}
 	for name := range names {
 		if err := r.Remove(ctx, name); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	if r.tls != nil {
-		name := r.secretName()
-		err := r.c.CoreV1().Secrets(r.ns).Delete(ctx, name, metav1.DeleteOptions{})
-		if err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, r.apiErr(err, "delete", "secrets", name))
-		}
-		r.mu.Lock()
-		r.secretSet = false
-		r.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }

@@ -3,14 +3,27 @@ package kubernetes
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"net"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8stesting "k8s.io/client-go/testing"
 
 	"tide/autoscale/provision"
+	"tide/tlsconf"
 )
 
 var testTLS = &provision.TLS{CA: []byte("-----CA-----\n"), Cert: []byte("-----CERT-----\n"), Key: []byte("-----KEY-----\n")}
@@ -37,14 +50,28 @@ func (a *roleAPI) secrets(t *testing.T) map[string]corev1.Secret {
 	return out
 }
 
-// TestRolesTLS: with TLS, Run puts the files in the cluster's Secret,
-// mounts it read-only at /tls in the pod and adds the --tls-* flags
-// naming the files there; Cleanup deletes the Secret.
+// leftSecret makes the first Secret Roles creates exist already, with
+// other contents, as if an earlier run had left it.
+func leftSecret(a *roleAPI) {
+	var once sync.Once
+	a.cs.PrependReactor("create", "secrets", func(act k8stesting.Action) (bool, runtime.Object, error) {
+		once.Do(func() {
+			old := act.(k8stesting.CreateAction).GetObject().(*corev1.Secret).DeepCopy()
+			old.Data = map[string][]byte{"ca.crt": []byte("old")}
+			a.cs.Tracker().Add(old)
+		})
+		return false, nil, nil // the tracker answers: already exists
+	})
+}
+
+// TestRolesTLS: with TLS, Run puts the files in the role's Secret, mounts
+// it read-only at /tls in the pod and adds the --tls-* flags naming the
+// files there; Remove and Cleanup delete the Secrets, and only the log's.
 func TestRolesTLS(t *testing.T) {
 	ctx := testCtx(t)
 	a := newRoleAPI()
 	r := newTLSRoles(t, a, "log1", testTLS)
-	ips, err := r.Reserve(ctx, 2)
+	ips, err := r.Reserve(ctx, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,20 +83,24 @@ func TestRolesTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Run(ctx, "acceptor-y", "acceptor", ips[1], 0, args); err != nil {
+	id2, err := r.Run(ctx, "acceptor-y", "acceptor", ips[1], 0, args)
+	if err != nil {
 		t.Fatal(err)
 	}
 	secs := a.secrets(t)
-	sec, ok := secs["log1-tls"]
-	if !ok || len(secs) != 1 {
-		t.Fatalf("secrets %v, want log1-tls only", secs)
+	if len(secs) != 2 {
+		t.Fatalf("secrets %v, want one per role", secs)
+	}
+	sec, ok := secs[id+"-tls"]
+	if !ok {
+		t.Fatalf("secrets %v, want %s-tls", secs, id)
 	}
 	for key, want := range map[string][]byte{"ca.crt": testTLS.CA, "role.crt": testTLS.Cert, "role.key": testTLS.Key} {
 		if !bytes.Equal(sec.Data[key], want) {
 			t.Errorf("secret key %s = %q, want %q", key, sec.Data[key], want)
 		}
 	}
-	if len(sec.Data) != 3 || sec.Labels[ClusterLabel] != "log1" || sec.Labels[RolesAppLabel] != RolesApp {
+	if len(sec.Data) != 3 || sec.Labels[ClusterLabel] != "log1" || sec.Labels[RolesAppLabel] != RolesApp || sec.Labels[InstanceLabel] != id {
 		t.Errorf("secret data keys %d, labels %v", len(sec.Data), sec.Labels)
 	}
 
@@ -94,60 +125,138 @@ func TestRolesTLS(t *testing.T) {
 			vol = &pod.Volumes[i]
 		}
 	}
-	if vol == nil || vol.Secret == nil || vol.Secret.SecretName != "log1-tls" {
-		t.Fatalf("volume %+v of the /tls mount: want secret log1-tls", vol)
+	if vol == nil || vol.Secret == nil || vol.Secret.SecretName != id+"-tls" {
+		t.Fatalf("volume %+v of the /tls mount: want secret %s-tls", vol, id)
 	}
 	if m := vol.Secret.DefaultMode; m == nil || *m&0o007 != 0 {
 		t.Errorf("secret volume mode %v: readable by others", m)
 	}
-	if sc := pod.SecurityContext; sc == nil || sc.FSGroup == nil || sc.RunAsUser == nil || *sc.FSGroup != *sc.RunAsGroup {
+	if sc := pod.SecurityContext; sc == nil || sc.FSGroup == nil || sc.RunAsGroup == nil || *sc.FSGroup != *sc.RunAsGroup {
 		t.Errorf("pod security context %+v: the role's group must own the secret's files", sc)
 	}
 	if p := c.ReadinessProbe; p == nil || p.HTTPGet != nil || p.TCPSocket == nil {
 		t.Errorf("readiness probe %+v: with TLS the kubelet cannot GET /healthz off loopback", c.ReadinessProbe)
 	}
 
-	// Another log in the namespace keeps its own Secret through log1's
-	// Cleanup.
+	if err := r.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.secrets(t)[id+"-tls"]; ok {
+		t.Errorf("Remove left the secret %s-tls", id)
+	}
+
+	// A Run whose Deployment is refused leaves no Secret.
+	refuse := true
+	a.cs.PrependReactor("create", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if !refuse {
+			return false, nil, nil
+		}
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "", errors.New("no"))
+	})
+	if _, err := r.Run(ctx, "z", "proxy", ips[2], 0, args); err == nil {
+		t.Fatal("Run with a refused deployment succeeded")
+	}
+	if secs := a.secrets(t); len(secs) != 1 {
+		t.Errorf("after a failed Run, secrets %v, want %s-tls only", secs, id2)
+	}
+
+	// Another log in the namespace keeps its Secrets through log1's
+	// Cleanup; a Secret of log1 whose role is gone goes.
 	other := newTLSRoles(t, a, "log2", testTLS)
 	oips, err := other.Reserve(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Run(ctx, "x", "proxy", oips[0], 0, args); err != nil {
+	refuse = false
+	oid, err := other.Run(ctx, "x", "proxy", oips[0], 0, args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stray := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "log1-abcdef-tls", Namespace: ns, Labels: r.labels("log1-abcdef")}}
+	if _, err := a.cs.CoreV1().Secrets(ns).Create(ctx, stray, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Cleanup(ctx); err != nil {
 		t.Fatal(err)
 	}
 	secs = a.secrets(t)
-	if _, ok := secs["log1-tls"]; ok {
-		t.Error("Cleanup left the secret log1-tls")
-	}
-	if _, ok := secs["log2-tls"]; !ok {
-		t.Error("Cleanup of log1 deleted log2's secret")
+	if _, ok := secs[oid+"-tls"]; !ok || len(secs) != 1 {
+		t.Errorf("after log1's Cleanup, secrets %v, want log2's %s-tls only", secs, oid)
 	}
 }
 
 // TestRolesTLSUpdatesSecret: a Secret an earlier run left is updated to
-// the current files, not kept.
+// the role's files, not kept.
 func TestRolesTLSUpdatesSecret(t *testing.T) {
 	ctx := testCtx(t)
 	a := newRoleAPI()
-	old := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "log1-tls", Namespace: ns}, Data: map[string][]byte{"ca.crt": []byte("old")}}
-	if _, err := a.cs.CoreV1().Secrets(ns).Create(ctx, old, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	leftSecret(a)
 	r := newTLSRoles(t, a, "log1", testTLS)
 	ips, err := r.Reserve(ctx, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Run(ctx, "x", "proxy", ips[0], 0, []string{"log", "serve"}); err != nil {
+	id, err := r.Run(ctx, "x", "proxy", ips[0], 0, []string{"log", "serve"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := a.secrets(t)["log1-tls"].Data; !bytes.Equal(got["ca.crt"], testTLS.CA) || !bytes.Equal(got["role.key"], testTLS.Key) {
+	if got := a.secrets(t)[id+"-tls"].Data; !bytes.Equal(got["ca.crt"], testTLS.CA) || !bytes.Equal(got["role.key"], testTLS.Key) {
 		t.Errorf("secret after Run: %q, want the current files", got)
+	}
+}
+
+// TestRolesIssueTLS: with TLS.Issue each role's Secret holds a certificate
+// of the CA for its own ClusterIP, which a client dialing that address
+// accepts.
+func TestRolesIssueTLS(t *testing.T) {
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	if err := tlsconf.InitCA(dir, "test", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := tls.LoadX509KeyPair(filepath.Join(dir, tlsconf.CAFile), filepath.Join(dir, tlsconf.CAKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Certificate[0]})
+	issue := func(ip string) ([]byte, []byte, error) {
+		return tlsconf.Issue(ca, tlsconf.NodeCert{Name: "role-" + ip, IPs: []net.IP{net.ParseIP(ip)}})
+	}
+	a := newRoleAPI()
+	r := newTLSRoles(t, a, "log1", &provision.TLS{CA: caPEM, Issue: issue})
+	ips, err := r.Reserve(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	for i, ip := range ips {
+		id, err := r.Run(ctx, "r", "acceptor", ip, 0, []string{"log", "serve"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec := a.secrets(t)[id+"-tls"]
+		if !bytes.Equal(sec.Data["ca.crt"], caPEM) {
+			t.Errorf("role %s: ca.crt is not the CA", id)
+		}
+		pair, err := tls.X509KeyPair(sec.Data["role.crt"], sec.Data["role.key"])
+		if err != nil {
+			t.Fatalf("role %s: certificate and key: %v", id, err)
+		}
+		leaf, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: ip, Roots: pool}); err != nil {
+			t.Errorf("role %s: its certificate does not verify for its ClusterIP %s: %v", id, ip, err)
+		}
+		other := ips[1-i]
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: other, Roots: pool}); err == nil {
+			t.Errorf("role %s: its certificate verifies for %s, another role's address", id, other)
+		}
+	}
+	if _, err := NewRoles(RolesConfig{Namespace: ns, Client: a.cs, Image: "x", TLS: &provision.TLS{Issue: issue}}); err == nil || !strings.Contains(err.Error(), "CA") {
+		t.Errorf("NewRoles with Issue and no CA: %v", err)
 	}
 }
 
@@ -173,6 +282,9 @@ func TestRolesWithoutTLS(t *testing.T) {
 	}
 	if c.ReadinessProbe.HTTPGet == nil {
 		t.Errorf("readiness probe %+v, want GET /healthz", c.ReadinessProbe)
+	}
+	if err := r.Remove(ctx, id); err != nil {
+		t.Fatal(err)
 	}
 	if err := r.Cleanup(ctx); err != nil {
 		t.Fatal(err)
