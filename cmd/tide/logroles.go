@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -19,6 +22,7 @@ import (
 	k8sprov "tide/autoscale/provision/kubernetes"
 	"tide/cluster"
 	"tide/paxos/node"
+	"tide/tlsconf"
 )
 
 // roleHostFlags choose where `tide log up` runs role processes: local
@@ -39,6 +43,8 @@ type roleHostFlags struct {
 	awsRegion, awsEndpoint, awsSubnet, awsImage, awsType, awsTypes string
 	awsKey, awsBinaryURL, awsCluster                               string
 	awsGroups                                                      []string
+
+	tlsCAKey string
 
 	desc    string
 	cleanup func(context.Context) error
@@ -68,10 +74,20 @@ func (f *roleHostFlags) flags(cmd *cobra.Command) {
 	fl.StringVar(&f.awsKey, "aws-key-name", "", "aws: EC2 key pair of the role instances, for SSH (optional)")
 	fl.StringVar(&f.awsBinaryURL, "aws-binary-url", "", "aws: URL the instances download the linux tide binary from (empty: the AMI has it at /usr/local/bin/tide)")
 	fl.StringVar(&f.awsCluster, "aws-cluster", "tide-log", "aws: name of the log, the tide:log-cluster tag of its instances and interfaces")
+	fl.StringVar(&f.tlsCAKey, "tls-ca-key", "", "kubernetes, aws: the key of --tls-ca (tide cert init's ca.key): give each role a certificate of its own for its address (ClusterIP, interface IP), signed here, instead of --tls-cert's")
 }
 
-// checkFlags refuses flags of a provisioner other than the chosen one.
+// checkFlags refuses flags of a provisioner other than the chosen one,
+// and --tls-ca-key where it does not apply.
 func (f *roleHostFlags) checkFlags() error {
+	if f.tlsCAKey != "" {
+		if f.provisioner != "kubernetes" && f.provisioner != "aws" {
+			return fmt.Errorf("--tls-ca-key applies to --provisioner kubernetes and aws, not %s", f.provisioner)
+		}
+		if !globalTLS.Enabled() {
+			return errors.New("--tls-ca-key needs --tls-ca, --tls-cert and --tls-key (the CA, and tide log up's own certificate)")
+		}
+	}
 	if f.cmd == nil {
 		return nil
 	}
@@ -191,11 +207,11 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 		}
 		// With --tls-*, the files go in a Secret every role pod mounts,
 		// and the roles start with the flags naming them.
-		tls, err := rolesTLS()
+		certs, err := rolesTLS(f.tlsCAKey)
 		if err != nil {
 			return nil, err
 		}
-		r, err := k8sprov.NewRoles(k8sprov.RolesConfig{Namespace: f.k8sNamespace, Image: f.k8sImage, PullPolicy: corev1.PullPolicy(f.k8sPull), Cluster: f.k8sCluster, TLS: tls})
+		r, err := k8sprov.NewRoles(k8sprov.RolesConfig{Namespace: f.k8sNamespace, Image: f.k8sImage, PullPolicy: corev1.PullPolicy(f.k8sPull), Cluster: f.k8sCluster, TLS: certs})
 		if err != nil {
 			return nil, err
 		}
@@ -210,13 +226,13 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 		}
 		// With --tls-*, each instance's user data writes the files to
 		// /etc/tide/tls, and the role starts with the flags naming them.
-		tls, err := rolesTLS()
+		certs, err := rolesTLS(f.tlsCAKey)
 		if err != nil {
 			return nil, err
 		}
 		r, err := awsprov.NewRoles(ctx, awsprov.RolesConfig{Region: f.awsRegion, EndpointURL: f.awsEndpoint, Subnet: f.awsSubnet,
 			SecurityGroups: f.awsGroups, Image: f.awsImage, InstanceType: f.awsType, InstanceTypes: types, KeyName: f.awsKey,
-			BinaryURL: f.awsBinaryURL, Cluster: f.awsCluster, TLS: tls})
+			BinaryURL: f.awsBinaryURL, Cluster: f.awsCluster, TLS: certs})
 		if err != nil {
 			return nil, err
 		}
@@ -237,7 +253,7 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 // container may get (tide cert node NAME --ip ... for the network's
 // addresses) and the client's.
 func containerTLS() (map[string][]byte, []string, error) {
-	t, err := rolesTLS()
+	t, err := rolesTLS("")
 	if t == nil || err != nil {
 		return nil, nil, err
 	}
@@ -250,8 +266,9 @@ func containerTLS() (map[string][]byte, []string, error) {
 
 // rolesTLS is the --tls-* files' contents, for provisioners that put them
 // on the roles' machines themselves (Kubernetes, EC2); nil without
-// --tls-*.
-func rolesTLS() (*provision.TLS, error) {
+// --tls-*. With caKey, the key of --tls-ca, each role gets a certificate
+// issued for its address instead of --tls-cert's.
+func rolesTLS(caKey string) (*provision.TLS, error) {
 	if !globalTLS.Enabled() {
 		return nil, nil
 	}
@@ -265,6 +282,25 @@ func rolesTLS() (*provision.TLS, error) {
 			return nil, fmt.Errorf("%s: %w", f.flag, err)
 		}
 		*f.to = b
+	}
+	if caKey == "" {
+		return &t, nil
+	}
+	ca, err := tls.LoadX509KeyPair(globalTLS.CA, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca-key: load the CA %s with key %s: %w", globalTLS.CA, caKey, err)
+	}
+	t.Cert, t.Key = nil, nil
+	t.Issue = func(ip string) ([]byte, []byte, error) {
+		addr := net.ParseIP(ip)
+		if addr == nil {
+			return nil, nil, fmt.Errorf("%q is not an IP address", ip)
+		}
+		return tlsconf.Issue(ca, tlsconf.NodeCert{Name: "tide-log-role-" + ip, IPs: []net.IP{addr}})
+	}
+	// Fail now, not at the first role, if the CA cannot sign.
+	if _, _, err := t.Issue("127.0.0.1"); err != nil {
+		return nil, fmt.Errorf("--tls-ca-key: %w", err)
 	}
 	return &t, nil
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,11 +121,11 @@ func TestRolesTLSReadsTheFiles(t *testing.T) {
 	oldFiles := globalTLS
 	t.Cleanup(func() { globalTLS = oldFiles })
 	globalTLS = tlsconf.Files{}
-	if m, err := rolesTLS(); m != nil || err != nil {
+	if m, err := rolesTLS(""); m != nil || err != nil {
 		t.Errorf("without --tls-*: %v, %v", m, err)
 	}
 	files := withTestTLS(t)
-	m, err := rolesTLS()
+	m, err := rolesTLS("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +150,59 @@ func TestRolesTLSReadsTheFiles(t *testing.T) {
 		t.Errorf("container flags %q, want %q", flags, want)
 	}
 	globalTLS.Key = filepath.Join(t.TempDir(), "missing.key")
-	if _, err := rolesTLS(); err == nil {
+	if _, err := rolesTLS(""); err == nil {
 		t.Error("a missing key file is not an error")
+	}
+}
+
+// TestRolesTLSIssues: with --tls-ca-key each role's certificate is issued
+// for its address by the CA of --tls-ca; a key that is not the CA's is
+// refused at once, and --tls-ca-key wants kubernetes or aws and --tls-*.
+func TestRolesTLSIssues(t *testing.T) {
+	files := withTestTLS(t)
+	caKey := filepath.Join(filepath.Dir(files.CA), tlsconf.CAKeyFile)
+	m, err := rolesTLS(caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Issue == nil {
+		t.Fatal("no Issue with --tls-ca-key")
+	}
+	one, err := m.For("10.96.7.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(one.Cert, one.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(m.CA)
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "10.96.7.8", Roots: pool}); err != nil {
+		t.Errorf("the issued certificate does not verify for its address: %v", err)
+	}
+	if _, err := rolesTLS(files.Key); err == nil {
+		t.Error("--tls-ca-key with the role's key, not the CA's, accepted")
+	}
+
+	for _, c := range []struct {
+		f    roleHostFlags
+		want string
+	}{
+		{roleHostFlags{provisioner: "docker", tlsCAKey: caKey}, "applies to --provisioner kubernetes and aws"},
+		{roleHostFlags{provisioner: "local", tlsCAKey: caKey}, "applies to --provisioner kubernetes and aws"},
+	} {
+		if err := c.f.checkFlags(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("--provisioner %s --tls-ca-key: %v, want %q", c.f.provisioner, err, c.want)
+		}
+	}
+	globalTLS = tlsconf.Files{}
+	f := roleHostFlags{provisioner: "kubernetes", tlsCAKey: caKey}
+	if err := f.checkFlags(); err == nil || !strings.Contains(err.Error(), "needs --tls-ca") {
+		t.Errorf("--tls-ca-key without --tls-*: %v", err)
 	}
 }
