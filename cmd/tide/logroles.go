@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,8 +85,8 @@ func (f *roleHostFlags) checkFlags() error {
 		if f.provisioner != "kubernetes" && f.provisioner != "aws" {
 			return fmt.Errorf("--tls-ca-key applies to --provisioner kubernetes and aws, not %s", f.provisioner)
 		}
-		if !globalTLS.Enabled() {
-			return errors.New("--tls-ca-key needs --tls-ca, --tls-cert and --tls-key (the CA, and tide log up's own certificate)")
+		if globalTLS.CA == "" {
+			return errors.New("--tls-ca-key needs --tls-ca, the CA whose key it is")
 		}
 	}
 	if f.cmd == nil {
@@ -303,6 +304,54 @@ func rolesTLS(caKey string) (*provision.TLS, error) {
 		return nil, fmt.Errorf("--tls-ca-key: %w", err)
 	}
 	return &t, nil
+}
+
+// issueOwn gives tide log up a certificate when --tls-ca-key is set and
+// --tls-cert and --tls-key are not: issued by the CA for every address of
+// this machine's interfaces (in a pod, the pod's IP: the roles reply
+// there, and check the certificate against it) and its host name, written
+// to dir/tls/up.crt and up.key, which the global flags then name.
+func (f *roleHostFlags) issueOwn(dir string) error {
+	if f.tlsCAKey == "" || globalTLS.Cert != "" || globalTLS.Key != "" {
+		return nil
+	}
+	if err := f.checkFlags(); err != nil {
+		return err
+	}
+	ca, err := tls.LoadX509KeyPair(globalTLS.CA, f.tlsCAKey)
+	if err != nil {
+		return fmt.Errorf("--tls-ca-key: load the CA %s with key %s: %w", globalTLS.CA, f.tlsCAKey, err)
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("--tls-ca-key: this machine's addresses, for its certificate: %w", err)
+	}
+	nc := tlsconf.NodeCert{Name: "tide-log-up"}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			nc.IPs = append(nc.IPs, n.IP)
+		}
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		nc.DNS = []string{h}
+	}
+	cert, key, err := tlsconf.Issue(ca, nc)
+	if err != nil {
+		return fmt.Errorf("--tls-ca-key: %w", err)
+	}
+	tdir := filepath.Join(dir, "tls")
+	if err := os.MkdirAll(tdir, 0o700); err != nil {
+		return err
+	}
+	certPath, keyPath := filepath.Join(tdir, "up.crt"), filepath.Join(tdir, "up.key")
+	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(certPath, cert, 0o644); err != nil {
+		return err
+	}
+	globalTLS.Cert, globalTLS.Key = certPath, keyPath
+	return nil
 }
 
 // tlsHealthy waits for a role's /healthz over mutual TLS with the

@@ -203,6 +203,35 @@ func TestRolesTLSIssues(t *testing.T) {
 	globalTLS = tlsconf.Files{}
 	f := roleHostFlags{provisioner: "kubernetes", tlsCAKey: caKey}
 	if err := f.checkFlags(); err == nil || !strings.Contains(err.Error(), "needs --tls-ca") {
-		t.Errorf("--tls-ca-key without --tls-*: %v", err)
+		t.Errorf("--tls-ca-key without --tls-ca: %v", err)
+	}
+
+	// With --tls-ca and --tls-ca-key only, tide log up issues its own
+	// certificate for this machine's addresses, which roles reply to.
+	globalTLS = tlsconf.Files{CA: files.CA}
+	dir := t.TempDir()
+	if err := f.issueOwn(dir); err != nil {
+		t.Fatal(err)
+	}
+	if globalTLS.Cert != filepath.Join(dir, "tls", "up.crt") || globalTLS.Key != filepath.Join(dir, "tls", "up.key") {
+		t.Fatalf("after issueOwn, --tls-* are %+v", globalTLS)
+	}
+	if st, err := os.Stat(globalTLS.Key); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("own key %v (%v), want mode 0600", st, err)
+	}
+	own, err := tlsconf.Load(globalTLS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := own.Leaf().VerifyHostname("127.0.0.1"); err != nil {
+		t.Errorf("own certificate: %v", err)
+	}
+	if _, err := own.Leaf().Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("own certificate is not the CA's: %v", err)
+	}
+	// Given --tls-cert and --tls-key, it issues nothing.
+	globalTLS = files
+	if err := f.issueOwn(t.TempDir()); err != nil || globalTLS != files {
+		t.Errorf("issueOwn with --tls-cert: %v, flags %+v", err, globalTLS)
 	}
 }
