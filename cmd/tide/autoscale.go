@@ -75,7 +75,8 @@ template gives nodes their files, and the certificate names what the
 controller dials: the pods' DNS names (--dns '*.SERVICE.NAMESPACE.svc'),
 or the instances' private IPs (--ip with the subnets' addresses). With
 kubernetes the controller refuses a pod template without --tls-* files on a
-volume mount. --listen then serves mutual TLS: a client presents a
+volume mount; with aws it warns when the launch template's user data has no
+--tls-ca. --listen then serves mutual TLS: a client presents a
 certificate of the CA; on loopback it also takes plain text (curl, a metrics
 scraper on the machine). 'tide autoscale events|status' take the same flags.`,
 		Args: cobra.NoArgs,
@@ -201,8 +202,17 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 		// The group's launch template starts the nodes, so its user data
 		// carries their TLS files (tideaws.UserDataOptions.TLS); the
 		// controller drains them over mutual TLS at their private IPs.
-		prov, err = tideaws.New(ctx, tideaws.Config{Group: f.awsGroup, Region: f.awsRegion, EndpointURL: f.awsEndpoint, LifecycleHook: f.awsHook,
+		// With --tls-* it looks for the flags in that user data, and only
+		// warns: user data may fetch its script from elsewhere.
+		var ap *tideaws.Provisioner
+		ap, err = tideaws.New(ctx, tideaws.Config{Group: f.awsGroup, Region: f.awsRegion, EndpointURL: f.awsEndpoint, LifecycleHook: f.awsHook,
 			HTTPClient: &http.Client{Transport: tlsCfg.HTTPTransport(), Timeout: 30 * time.Minute}})
+		if err == nil && tlsCfg != nil {
+			if cerr := ap.CheckTLS(ctx); cerr != nil {
+				slog.Warn("autoscale: the nodes may start without TLS", "err", cerr)
+			}
+		}
+		prov = ap
 	default:
 		return fmt.Errorf("--provisioner %q: want local, docker, kubernetes or aws", f.provisioner)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -213,5 +214,33 @@ func TestRolesIssueTLSOnMoto(t *testing.T) {
 	}
 	if err := r.Cleanup(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMotoCheckTLS: CheckTLS finds the TLS flags in the user data of the
+// launch template version a group launches (here $Latest), and reports
+// ErrNoTLS for a group whose user data starts tide without them; a new
+// version with TLS makes the first group pass.
+func TestMotoCheckTLS(t *testing.T) {
+	url := startMoto(t)
+	as, ec := motoClients(t, url)
+	ctx := rolesCtx(t)
+	plain := UserDataOptions{Group: "tls-plain", Region: "us-east-1"}
+	ensureMotoGroup(t, as, ec, "tls-plain", 0, 0, 2, mustUserData(t, plain))
+	withTLS := UserDataOptions{Group: "tls-on", Region: "us-east-1", TLS: testTLS(t)}
+	ensureMotoGroup(t, as, ec, "tls-on", 0, 0, 2, mustUserData(t, withTLS))
+
+	if err := newMotoProvisioner(t, as, ec, "tls-on", nil).CheckTLS(ctx); err != nil {
+		t.Errorf("group with TLS user data: %v", err)
+	}
+	p := newMotoProvisioner(t, as, ec, "tls-plain", nil)
+	err := p.CheckTLS(ctx)
+	if !errors.Is(err, ErrNoTLS) || !strings.Contains(err.Error(), "tls-plain-tide") {
+		t.Errorf("group without TLS: %v, want ErrNoTLS naming its launch template", err)
+	}
+	plain.TLS = testTLS(t)
+	ensureMotoGroup(t, as, ec, "tls-plain", 0, 0, 2, mustUserData(t, plain)) // a new version
+	if err := p.CheckTLS(ctx); err != nil {
+		t.Errorf("group whose latest launch template version has TLS: %v", err)
 	}
 }
