@@ -319,7 +319,9 @@ func (r *Roles) Run(ctx context.Context, role, kind, ip string, nanoCPUs int64, 
 	d := r.deployment(name, role, ip, lbl, nanoCPUs, args)
 	if _, err := r.c.AppsV1().Deployments(r.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		if r.tls != nil {
-			r.deleteSecret(ctx, name)
+			if derr := r.deleteSecret(ctx, name); derr != nil {
+				r.log.Warn("run failed: delete its TLS secret", "secret", secretName(name), "err", derr)
+			}
 		}
 		return "", r.apiErr(err, "create", "deployments", name)
 	}
@@ -340,6 +342,7 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 	if nanoCPUs > 0 {
 		res.Limits = corev1.ResourceList{corev1.ResourceCPU: *resource.NewMilliQuantity(max(nanoCPUs/1e6, 1), resource.DecimalSI)}
 	}
+	podSec := &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid}
 	mounts := []corev1.VolumeMount{{Name: "data", MountPath: r.dataDir}}
 	volumes := []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	if r.tls != nil {
@@ -348,6 +351,7 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 		mounts = append(mounts, corev1.VolumeMount{Name: "tls", MountPath: TLSMountPath, ReadOnly: true})
 		volumes = append(volumes, corev1.Volume{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: secretName(name), DefaultMode: &mode}}})
 		args = append(slices.Clone(args), r.tls.Flags(TLSMountPath)...)
+		podSec.FSGroup = &uid
 	}
 	// With TLS the role's HTTP port takes mutual TLS only off loopback,
 	// which the kubelet does not speak: its readiness is then that the
@@ -370,7 +374,7 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 					AutomountServiceAccountToken:  &no,
 					EnableServiceLinks:            &no, // no env var per Service: a log has many
 					TerminationGracePeriodSeconds: &grace,
-					SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid, FSGroup: &uid},
+					SecurityContext:               podSec,
 					Containers: []corev1.Container{{
 						Name:            "role",
 						Image:           r.image,

@@ -283,6 +283,9 @@ func TestRolesWithoutTLS(t *testing.T) {
 	if c.ReadinessProbe.HTTPGet == nil {
 		t.Errorf("readiness probe %+v, want GET /healthz", c.ReadinessProbe)
 	}
+	if sc := pod.SecurityContext; sc == nil || sc.FSGroup != nil {
+		t.Errorf("pod security context %+v: fsGroup set without TLS", sc)
+	}
 	if err := r.Remove(ctx, id); err != nil {
 		t.Fatal(err)
 	}
