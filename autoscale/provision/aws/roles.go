@@ -494,8 +494,8 @@ func RoleUserData(o RoleUserDataOptions) (string, error) {
 		o.TLSDir = DefaultTLSDir
 	}
 	if o.TLS != nil {
-		if err := o.TLS.Validate(); err != nil {
-			return "", fmt.Errorf("aws: %w", err)
+		if err := validateFiles(o.TLS); err != nil {
+			return "", err
 		}
 		o.Args = append(slices.Clone(o.Args), o.TLS.Flags(o.TLSDir)...)
 	}

@@ -145,6 +145,10 @@ func TestUserDataTLSLimits(t *testing.T) {
 	if _, err := RoleUserData(RoleUserDataOptions{TLS: noKey}); err == nil {
 		t.Error("role user data with no key accepted")
 	}
+	issueOnly := &provision.TLS{CA: []byte("a"), Issue: func(string) ([]byte, []byte, error) { return []byte("c"), []byte("k"), nil }}
+	if _, err := UserData(UserDataOptions{Group: "g", Region: "r", TLS: issueOnly}); err == nil {
+		t.Error("node user data with an Issue func and no certificate accepted")
+	}
 	if _, err := NewRoles(context.Background(), RolesConfig{EC2: failingRun{}, Subnet: "s", Image: "i", TLS: noKey}); err == nil {
 		t.Error("NewRoles with no key accepted")
 	}

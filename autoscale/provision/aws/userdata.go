@@ -2,6 +2,7 @@ package aws
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -101,8 +102,8 @@ func (o *UserDataOptions) defaults() {
 func UserData(o UserDataOptions) (string, error) {
 	o.defaults()
 	if o.TLS != nil {
-		if err := o.TLS.Validate(); err != nil {
-			return "", fmt.Errorf("aws: %w", err)
+		if err := validateFiles(o.TLS); err != nil {
+			return "", err
 		}
 		o.NodeFlags = append(slices.Clone(o.NodeFlags), o.TLS.Flags(o.TLSDir)...)
 	}
@@ -126,6 +127,15 @@ func UserData(o UserDataOptions) (string, error) {
 	return b.String(), nil
 }
 
+// validateFiles checks that t has the three files user data writes: a
+// TLS.Issue is for Roles, which resolves it per instance (TLS.For).
+func validateFiles(t *provision.TLS) error {
+	if len(t.CA) == 0 || len(t.Cert) == 0 || len(t.Key) == 0 {
+		return errors.New("aws: TLS in user data needs the CA, the certificate and the key (an Issue func is resolved per role by Roles)")
+	}
+	return nil
+}
+
 // errTooLarge says user data of n bytes is over EC2's limit.
 func errTooLarge(what string, n int) error {
 	return fmt.Errorf("aws: the %s's user data is %d bytes, over EC2's %d (with TLS: a certificate naming many addresses, a large CA bundle?)", what, n, maxUserData)
@@ -141,16 +151,17 @@ func writeTLS(b *strings.Builder, dir string, t *provision.TLS) {
 		data []byte
 		mode string
 	}{{provision.TLSCAFile, t.CA, "0644"}, {provision.TLSCertFile, t.Cert, "0644"}, {provision.TLSKeyFile, t.Key, "0600"}} {
-		file := shq(path.Join(dir, f.name))
+		file := path.Join(dir, f.name)
+		tmp := shq(file + ".tmp")
 		enc := base64.StdEncoding.EncodeToString(f.data)
 		// The delimiter has '_', which base64 never does.
-		fmt.Fprintf(b, "(umask 077; base64 -d > %s.tmp) <<'TIDE_B64'\n", file)
+		fmt.Fprintf(b, "(umask 077; base64 -d > %s) <<'TIDE_B64'\n", tmp)
 		for len(enc) > 76 {
 			b.WriteString(enc[:76] + "\n")
 			enc = enc[76:]
 		}
 		fmt.Fprintf(b, "%s\nTIDE_B64\n", enc)
-		fmt.Fprintf(b, "chmod %s %s.tmp\nmv -f %s.tmp %s\n", f.mode, file, file, file)
+		fmt.Fprintf(b, "chmod %s %s\nmv -f %s %s\n", f.mode, tmp, tmp, shq(file))
 	}
 }
 
