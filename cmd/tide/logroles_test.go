@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"maps"
 	"net"
 	"net/http"
@@ -15,8 +16,13 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sfake "k8s.io/client-go/kubernetes/fake"
 	awsprov "tide/autoscale/provision/aws"
 	k8sprov "tide/autoscale/provision/kubernetes"
+
 	"tide/cluster"
 	"tide/tlsconf"
 )
@@ -233,5 +239,34 @@ func TestRolesTLSIssues(t *testing.T) {
 	globalTLS = files
 	if err := f.issueOwn(t.TempDir()); err != nil || globalTLS != files {
 		t.Errorf("issueOwn with --tls-cert: %v, flags %+v", err, globalTLS)
+	}
+}
+
+// TestCheckK8sTLS: tide autoscale --provisioner kubernetes with --tls-*
+// stops at start on a workload whose pods would not get TLS, and starts
+// when it cannot reach the API server (Launch checks again).
+func TestCheckK8sTLS(t *testing.T) {
+	ctx := context.Background()
+	one := int32(1)
+	lbls := map[string]string{"app": "tide"}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "tide", Namespace: "tide"},
+		Spec: appsv1.StatefulSetSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: lbls},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: lbls},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "tide", Args: []string{"node"}}}}}},
+	}
+	p, err := k8sprov.New(k8sprov.Config{Namespace: "tide", Name: "tide", Client: k8sfake.NewClientset(sts), TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkK8sTLS(ctx, p); !errors.Is(err, k8sprov.ErrNoTLS) {
+		t.Errorf("a workload without TLS: %v, want ErrNoTLS", err)
+	}
+	gone, err := k8sprov.New(k8sprov.Config{Namespace: "tide", Name: "tide", Client: k8sfake.NewClientset(), TLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkK8sTLS(ctx, gone); err != nil {
+		t.Errorf("an API error stops the controller at start: %v", err)
 	}
 }
