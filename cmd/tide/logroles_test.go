@@ -20,9 +20,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
+
 	awsprov "tide/autoscale/provision/aws"
 	k8sprov "tide/autoscale/provision/kubernetes"
-
 	"tide/cluster"
 	"tide/tlsconf"
 )
