@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
@@ -100,13 +101,41 @@ func IssueNode(dir string, nc NodeCert) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load the CA in %s (tide cert init makes one): %w", dir, err)
 	}
-	caCert, err := x509.ParseCertificate(ca.Certificate[0])
+	certPEM, keyPEM, err := Issue(ca, nc)
 	if err != nil {
 		return nil, err
 	}
+	// Key first, then certificate, each renamed into place, so that a
+	// process watching the files never loads a certificate with the old
+	// key for long: it retries on the next change.
+	if err := writeAtomic(KeyFile(dir, nc.Name), keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(CertFile(dir, nc.Name), certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	b, _ := pem.Decode(certPEM)
+	return x509.ParseCertificate(b.Bytes)
+}
+
+// Issue signs a certificate for nc with the CA ca (its certificate and
+// key, as tls.LoadX509KeyPair reads ca.crt and ca.key) and returns it and
+// its new key (ECDSA P-256), PEM-encoded, writing nothing: for a process
+// that hands each process it starts a certificate of its own.
+func Issue(ca tls.Certificate, nc NodeCert) (certPEM, keyPEM []byte, err error) {
+	if len(ca.Certificate) == 0 {
+		return nil, nil, errors.New("issue a certificate: no CA certificate")
+	}
+	caCert, err := x509.ParseCertificate(ca.Certificate[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	if !caCert.IsCA {
+		return nil, nil, fmt.Errorf("issue a certificate: %q is not a CA certificate", caCert.Subject.CommonName)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	now := time.Now()
 	if nc.NotBefore.IsZero() {
@@ -116,7 +145,7 @@ func IssueNode(dir string, nc NodeCert) (*x509.Certificate, error) {
 		nc.NotAfter = now.Add(365 * 24 * time.Hour)
 	}
 	if !nc.NotAfter.After(nc.NotBefore) {
-		return nil, fmt.Errorf("certificate %s: validity ends (%s) before it starts (%s)", nc.Name, nc.NotAfter, nc.NotBefore)
+		return nil, nil, fmt.Errorf("certificate %s: validity ends (%s) before it starts (%s)", nc.Name, nc.NotAfter, nc.NotBefore)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -130,22 +159,13 @@ func IssueNode(dir string, nc NodeCert) (*x509.Certificate, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, ca.PrivateKey)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	// Key first, then certificate, each renamed into place, so that a
-	// process watching the files never loads a certificate with the old
-	// key for long: it retries on the next change.
-	if err := writeAtomic(KeyFile(dir, nc.Name), pemBlock("PRIVATE KEY", kder), 0o600); err != nil {
-		return nil, err
-	}
-	if err := writeAtomic(CertFile(dir, nc.Name), pemBlock("CERTIFICATE", der), 0o644); err != nil {
-		return nil, err
-	}
-	return x509.ParseCertificate(der)
+	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", kder), nil
 }
 
 func writeAtomic(path string, b []byte, mode os.FileMode) error {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"time"
 )
 
@@ -163,4 +164,58 @@ func WaitHealthy(ctx context.Context, client *http.Client, httpAddr string) erro
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// TLS is the mutual TLS material a provisioner gives the tide processes
+// it starts: the contents of the files their --tls-ca, --tls-cert and
+// --tls-key name. Either one certificate serves every process, so it
+// names every address peers and clients dial them at, or Issue makes each
+// process a certificate of its own for its address.
+type TLS struct {
+	CA, Cert, Key []byte
+	// Issue, when set, makes the certificate and key of the process at
+	// ip, signed by the CA, instead of Cert and Key: for provisioners
+	// that learn a process's address only as they create it (a Service's
+	// ClusterIP, a network interface's private IP).
+	Issue func(ip string) (cert, key []byte, err error)
+}
+
+// For is the material of the process at ip: t itself, or with Issue a
+// copy holding the certificate issued for ip.
+func (t *TLS) For(ip string) (*TLS, error) {
+	if t.Issue == nil {
+		return t, nil
+	}
+	cert, key, err := t.Issue(ip)
+	if err != nil {
+		return nil, fmt.Errorf("issue the certificate of %s: %w", ip, err)
+	}
+	return &TLS{CA: t.CA, Cert: cert, Key: key}, nil
+}
+
+// Names of the TLS files in the directory a provisioner puts them in,
+// the keys of a Kubernetes Secret holding them.
+const (
+	TLSCAFile   = "ca.crt"
+	TLSCertFile = "role.crt"
+	TLSKeyFile  = "role.key"
+)
+
+// Validate checks that the CA, and the certificate and the key or
+// Issue, are there.
+func (t *TLS) Validate() error {
+	if len(t.CA) == 0 || (t.Issue == nil && (len(t.Cert) == 0 || len(t.Key) == 0)) {
+		return errors.New("TLS material needs the CA, the certificate and the key")
+	}
+	return nil
+}
+
+// Files are the three files' contents by their names in dir.
+func (t *TLS) Files() map[string][]byte {
+	return map[string][]byte{TLSCAFile: t.CA, TLSCertFile: t.Cert, TLSKeyFile: t.Key}
+}
+
+// Flags are the --tls-* flags naming the files in dir.
+func (t *TLS) Flags(dir string) []string {
+	return []string{"--tls-ca", path.Join(dir, TLSCAFile), "--tls-cert", path.Join(dir, TLSCertFile), "--tls-key", path.Join(dir, TLSKeyFile)}
 }

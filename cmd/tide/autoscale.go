@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -67,7 +68,15 @@ tide_autoscale_events_total metric, and in --state-dir/events.jsonl.
 With the global --tls-ca, --tls-cert and --tls-key it reads the nodes'
 metrics and ring and drains them over mutual TLS, and the local provisioner
 starts its nodes with the same files (a certificate that names the nodes'
-address, 127.0.0.1). --listen then serves mutual TLS: a client presents a
+address, 127.0.0.1); docker copies them into each container (naming the
+network's addresses). kubernetes and aws start no node themselves: the
+StatefulSet's pod template (deploy/kubernetes/tls) or the group's launch
+template gives nodes their files, and the certificate names what the
+controller dials: the pods' DNS names (--dns '*.SERVICE.NAMESPACE.svc'),
+or the instances' private IPs (--ip with the subnets' addresses). With
+kubernetes the controller refuses a pod template without --tls-* files on a
+volume mount; with aws it warns when the launch template's user data has no
+--tls-ca. --listen then serves mutual TLS: a client presents a
 certificate of the CA; on loopback it also takes plain text (curl, a metrics
 scraper on the machine). 'tide autoscale events|status' take the same flags.`,
 		Args: cobra.NoArgs,
@@ -175,12 +184,35 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 			NanoCPUs: int64(f.dockerCPUs * 1e9), Memory: mem, Capacity: capacity, Replicas: cfg.Launch.Replicas,
 			Files: files, Extra: tlsFlags, HTTPClient: &http.Client{Transport: tlsCfg.HTTPTransport(), Timeout: 10 * time.Minute}})
 	case "kubernetes":
-		prov, err = k8sprov.New(k8sprov.Config{Namespace: f.k8sNamespace, Kind: f.k8sKind, Name: f.k8sName, Selector: f.k8sSelector, Service: f.k8sService})
+		// It scales the workload you deployed and starts no pod itself,
+		// so it gives nodes no certificate: with --tls-* it checks that
+		// the pod template starts tide with --tls-* files on a volume
+		// mount, and drains nodes over mutual TLS at their DNS names.
+		var kp *k8sprov.Provisioner
+		kp, err = k8sprov.New(k8sprov.Config{Namespace: f.k8sNamespace, Kind: f.k8sKind, Name: f.k8sName, Selector: f.k8sSelector, Service: f.k8sService,
+			TLS: tlsCfg != nil, HTTPClient: &http.Client{Transport: tlsCfg.HTTPTransport(), Timeout: 30 * time.Minute}})
+		if err == nil {
+			err = checkK8sTLS(ctx, kp)
+		}
+		prov = kp
 	case "aws":
 		if f.awsGroup == "" {
 			return fmt.Errorf("--provisioner aws needs --aws-group")
 		}
-		prov, err = tideaws.New(ctx, tideaws.Config{Group: f.awsGroup, Region: f.awsRegion, EndpointURL: f.awsEndpoint, LifecycleHook: f.awsHook})
+		// The group's launch template starts the nodes, so its user data
+		// carries their TLS files (tideaws.UserDataOptions.TLS); the
+		// controller drains them over mutual TLS at their private IPs.
+		// With --tls-* it looks for the flags in that user data, and only
+		// warns: user data may fetch its script from elsewhere.
+		var ap *tideaws.Provisioner
+		ap, err = tideaws.New(ctx, tideaws.Config{Group: f.awsGroup, Region: f.awsRegion, EndpointURL: f.awsEndpoint, LifecycleHook: f.awsHook,
+			HTTPClient: &http.Client{Transport: tlsCfg.HTTPTransport(), Timeout: 30 * time.Minute}})
+		if err == nil && tlsCfg != nil {
+			if cerr := ap.CheckTLS(ctx); cerr != nil {
+				slog.Warn("autoscale: the nodes may start without TLS", "err", cerr)
+			}
+		}
+		prov = ap
 	default:
 		return fmt.Errorf("--provisioner %q: want local, docker, kubernetes or aws", f.provisioner)
 	}
@@ -219,6 +251,20 @@ func runAutoscale(ctx context.Context, f autoscaleFlags) error {
 		lp.StopAll(10 * time.Second)
 	}
 	return err
+}
+
+// checkK8sTLS stops a controller with --tls-* whose workload would start
+// nodes without TLS; a failed API request is only logged (Launch checks
+// again), so that a controller starts while the API server is away.
+func checkK8sTLS(ctx context.Context, p *k8sprov.Provisioner) error {
+	err := p.CheckTLS(ctx)
+	if errors.Is(err, k8sprov.ErrNoTLS) {
+		return err
+	}
+	if err != nil {
+		slog.Warn("autoscale: cannot check the workload's TLS yet", "err", err)
+	}
+	return nil
 }
 
 func launchCapacity(cfg autoscale.Config) (int64, error) {

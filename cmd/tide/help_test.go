@@ -79,3 +79,24 @@ func TestUpChecksConfigFirst(t *testing.T) {
 		t.Errorf("tide up made its data directory before refusing its configuration: %v", err)
 	}
 }
+
+// TestHelpTLSProvisioners: tide log up's and tide autoscale's help say how
+// nodes and roles on Kubernetes and EC2 get TLS, and what the certificate
+// names, and no longer that they do not.
+func TestHelpTLSProvisioners(t *testing.T) {
+	up := help(t, "log", "up")
+	for _, want := range []string{"Secret per role", "/etc/tide/tls", "--tls-ca-key", "ClusterIP", "16 KiB"} {
+		if !strings.Contains(up, want) {
+			t.Errorf("tide log up --help does not mention %q", want)
+		}
+	}
+	if strings.Contains(up, "not take them yet") {
+		t.Error("tide log up --help still says kubernetes and aws take no TLS")
+	}
+	as := help(t, "autoscale")
+	for _, want := range []string{"deploy/kubernetes/tls", "'*.SERVICE.NAMESPACE.svc'", "launch template"} {
+		if !strings.Contains(as, want) {
+			t.Errorf("tide autoscale --help does not mention %q", want)
+		}
+	}
+}

@@ -106,16 +106,30 @@ With the global --tls-ca, --tls-cert and --tls-key every role speaks mutual
 TLS, on its role port and its HTTP port (plain text is taken on loopback
 only, and changes nothing), and so does the control endpoint. Local roles
 get the files' paths; docker copies the files into each container, so the
-certificate must name every address of the network; kubernetes and aws do
-not take them yet.`,
+certificate must name every address of the network. kubernetes puts them
+in a Secret per role, mounted at /tls; aws writes them to /etc/tide/tls on
+each instance from its user data (16 KiB at most, so a certificate of a few
+KB). A role goes by its Service's ClusterIP (kubernetes) or its network
+interface's private IP (aws), which the certificate must name: with
+--tls-ca-key CA.KEY each role gets a certificate of its own for its address,
+issued here by the CA of --tls-ca, and without --tls-cert and --tls-key tide
+log up issues its own too, for this machine's addresses (where roles send
+replies: in a pod, the pod's IP), into --data-dir/tls. Without --tls-ca-key
+the one certificate names every address a role may get (tide cert node
+roles --ip with the subnet's addresses; a cluster's Service range is usually
+too large to list). Health checks and reconfigurations are mutual TLS.`,
 		Example: `  tide log up
   tide log up --proxy-leaders 3 --groups 2 --data-dir /tmp/log
   tide log up --autoscale --capacity proxy-leaders=2000,batchers=4000
-  tide log up --provisioner docker --docker-build --cpus 0.5`,
+  tide log up --provisioner docker --docker-build --cpus 0.5
+  tide log up --provisioner kubernetes --tls-ca /tls/ca.crt --tls-ca-key /tls/ca.key`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			abs, err := filepath.Abs(dir)
 			if err != nil {
+				return err
+			}
+			if err := rh.issueOwn(abs); err != nil {
 				return err
 			}
 			if _, err := setLogTLS(); err != nil {

@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +23,7 @@ import (
 	k8sprov "tide/autoscale/provision/kubernetes"
 	"tide/cluster"
 	"tide/paxos/node"
+	"tide/tlsconf"
 )
 
 // roleHostFlags choose where `tide log up` runs role processes: local
@@ -39,6 +44,8 @@ type roleHostFlags struct {
 	awsRegion, awsEndpoint, awsSubnet, awsImage, awsType, awsTypes string
 	awsKey, awsBinaryURL, awsCluster                               string
 	awsGroups                                                      []string
+
+	tlsCAKey string
 
 	desc    string
 	cleanup func(context.Context) error
@@ -68,10 +75,20 @@ func (f *roleHostFlags) flags(cmd *cobra.Command) {
 	fl.StringVar(&f.awsKey, "aws-key-name", "", "aws: EC2 key pair of the role instances, for SSH (optional)")
 	fl.StringVar(&f.awsBinaryURL, "aws-binary-url", "", "aws: URL the instances download the linux tide binary from (empty: the AMI has it at /usr/local/bin/tide)")
 	fl.StringVar(&f.awsCluster, "aws-cluster", "tide-log", "aws: name of the log, the tide:log-cluster tag of its instances and interfaces")
+	fl.StringVar(&f.tlsCAKey, "tls-ca-key", "", "kubernetes, aws: the key of --tls-ca (tide cert init's ca.key): give each role a certificate of its own for its address (ClusterIP, interface IP), signed here, instead of --tls-cert's")
 }
 
-// checkFlags refuses flags of a provisioner other than the chosen one.
+// checkFlags refuses flags of a provisioner other than the chosen one,
+// and --tls-ca-key where it does not apply.
 func (f *roleHostFlags) checkFlags() error {
+	if f.tlsCAKey != "" {
+		if f.provisioner != "kubernetes" && f.provisioner != "aws" {
+			return fmt.Errorf("--tls-ca-key applies to --provisioner kubernetes and aws, not %s", f.provisioner)
+		}
+		if globalTLS.CA == "" {
+			return errors.New("--tls-ca-key needs --tls-ca, the CA whose key it is")
+		}
+	}
 	if f.cmd == nil {
 		return nil
 	}
@@ -150,9 +167,6 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 	if err := f.checkFlags(); err != nil {
 		return nil, err
 	}
-	if globalTLS.Enabled() && f.provisioner != "local" && f.provisioner != "docker" {
-		return nil, fmt.Errorf("--tls-* with --provisioner %s: not yet (its roles would get no certificate); use --provisioner local or docker", f.provisioner)
-	}
 	switch f.provisioner {
 	case "local":
 		f.desc = "local processes"
@@ -186,33 +200,40 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 			defer p.Close()
 			return p.Cleanup(ctx)
 		}
-		roles := &cluster.ProvisionedRoles{C: p, CPUs: cpus, Extra: extra}
-		if logCerts != nil {
-			hc := logCerts.HTTPClient(2 * time.Second)
-			roles.Healthy = func(ctx context.Context, addr string) error { return provision.WaitHealthy(ctx, hc, addr) }
-		}
-		return roles, nil
+		return &cluster.ProvisionedRoles{C: p, CPUs: cpus, Extra: extra, Healthy: tlsHealthy()}, nil
 	case "kubernetes":
 		cpus, err := parseRoleCPUs(f.cpus, f.roleCPUs)
 		if err != nil {
 			return nil, err
 		}
-		r, err := k8sprov.NewRoles(k8sprov.RolesConfig{Namespace: f.k8sNamespace, Image: f.k8sImage, PullPolicy: corev1.PullPolicy(f.k8sPull), Cluster: f.k8sCluster})
+		// With --tls-*, the files go in a Secret every role pod mounts,
+		// and the roles start with the flags naming them.
+		certs, err := rolesTLS(f.tlsCAKey)
+		if err != nil {
+			return nil, err
+		}
+		r, err := k8sprov.NewRoles(k8sprov.RolesConfig{Namespace: f.k8sNamespace, Image: f.k8sImage, PullPolicy: corev1.PullPolicy(f.k8sPull), Cluster: f.k8sCluster, TLS: certs})
 		if err != nil {
 			return nil, err
 		}
 		f.desc = fmt.Sprintf("kubernetes: a Service and a Deployment of %s per role in namespace %s", f.k8sImage, r.Namespace()) + f.describeCPUs()
 		f.cleanup = r.Cleanup
 		// Pods listen on 0.0.0.0 and go by their Service's ClusterIP.
-		return &cluster.ProvisionedRoles{C: r, CPUs: cpus, Bind: "0.0.0.0", StartTimeout: 5 * time.Minute}, nil
+		return &cluster.ProvisionedRoles{C: r, CPUs: cpus, Bind: "0.0.0.0", StartTimeout: 5 * time.Minute, Healthy: tlsHealthy()}, nil
 	case "aws":
 		types, err := parseKinds("--aws-instance-types", f.awsTypes)
 		if err != nil {
 			return nil, err
 		}
+		// With --tls-*, each instance's user data writes the files to
+		// /etc/tide/tls, and the role starts with the flags naming them.
+		certs, err := rolesTLS(f.tlsCAKey)
+		if err != nil {
+			return nil, err
+		}
 		r, err := awsprov.NewRoles(ctx, awsprov.RolesConfig{Region: f.awsRegion, EndpointURL: f.awsEndpoint, Subnet: f.awsSubnet,
 			SecurityGroups: f.awsGroups, Image: f.awsImage, InstanceType: f.awsType, InstanceTypes: types, KeyName: f.awsKey,
-			BinaryURL: f.awsBinaryURL, Cluster: f.awsCluster})
+			BinaryURL: f.awsBinaryURL, Cluster: f.awsCluster, TLS: certs})
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +243,7 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 		}
 		f.cleanup = r.Cleanup
 		// The instances boot first: allow them minutes.
-		return &cluster.ProvisionedRoles{C: r, Bind: "0.0.0.0", DataDir: "/var/lib/tide-log", StartTimeout: 10 * time.Minute}, nil
+		return &cluster.ProvisionedRoles{C: r, Bind: "0.0.0.0", DataDir: "/var/lib/tide-log", StartTimeout: 10 * time.Minute, Healthy: tlsHealthy()}, nil
 	}
 	return nil, fmt.Errorf("--provisioner %q: want local, docker, kubernetes or aws", f.provisioner)
 }
@@ -233,22 +254,114 @@ func (f *roleHostFlags) open(ctx context.Context, dir, host string) (cluster.Rol
 // container may get (tide cert node NAME --ip ... for the network's
 // addresses) and the client's.
 func containerTLS() (map[string][]byte, []string, error) {
-	if !globalTLS.Enabled() {
-		return nil, nil, nil
+	t, err := rolesTLS("")
+	if t == nil || err != nil {
+		return nil, nil, err
 	}
 	files := map[string][]byte{}
-	var flags []string
-	for _, f := range []struct{ flag, path, at string }{
-		{"--tls-ca", globalTLS.CA, "/tls/ca.crt"}, {"--tls-cert", globalTLS.Cert, "/tls/role.crt"}, {"--tls-key", globalTLS.Key, "/tls/role.key"},
-	} {
+	for name, b := range t.Files() {
+		files["/tls/"+name] = b
+	}
+	return files, t.Flags("/tls"), nil
+}
+
+// rolesTLS is the --tls-* files' contents, for provisioners that put them
+// on the roles' machines themselves (Kubernetes, EC2); nil without
+// --tls-*. With caKey, the key of --tls-ca, each role gets a certificate
+// issued for its address instead of --tls-cert's.
+func rolesTLS(caKey string) (*provision.TLS, error) {
+	if !globalTLS.Enabled() {
+		return nil, nil
+	}
+	var t provision.TLS
+	for _, f := range []struct {
+		flag, path string
+		to         *[]byte
+	}{{"--tls-ca", globalTLS.CA, &t.CA}, {"--tls-cert", globalTLS.Cert, &t.Cert}, {"--tls-key", globalTLS.Key, &t.Key}} {
 		b, err := os.ReadFile(f.path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", f.flag, err)
+			return nil, fmt.Errorf("%s: %w", f.flag, err)
 		}
-		files[f.at] = b
-		flags = append(flags, f.flag, f.at)
+		*f.to = b
 	}
-	return files, flags, nil
+	if caKey == "" {
+		return &t, nil
+	}
+	ca, err := tls.LoadX509KeyPair(globalTLS.CA, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca-key: load the CA %s with key %s: %w", globalTLS.CA, caKey, err)
+	}
+	t.Cert, t.Key = nil, nil
+	t.Issue = func(ip string) ([]byte, []byte, error) {
+		addr := net.ParseIP(ip)
+		if addr == nil {
+			return nil, nil, fmt.Errorf("%q is not an IP address", ip)
+		}
+		return tlsconf.Issue(ca, tlsconf.NodeCert{Name: "tide-log-role-" + ip, IPs: []net.IP{addr}})
+	}
+	// Fail now, not at the first role, if the CA cannot sign.
+	if _, _, err := t.Issue("127.0.0.1"); err != nil {
+		return nil, fmt.Errorf("--tls-ca-key: %w", err)
+	}
+	return &t, nil
+}
+
+// issueOwn gives tide log up a certificate when --tls-ca-key is set and
+// --tls-cert and --tls-key are not: issued by the CA for every address of
+// this machine's interfaces (in a pod, the pod's IP: the roles reply
+// there, and check the certificate against it) and its host name, written
+// to dir/tls/up.crt and up.key, which the global flags then name.
+func (f *roleHostFlags) issueOwn(dir string) error {
+	if f.tlsCAKey == "" || globalTLS.Cert != "" || globalTLS.Key != "" {
+		return nil
+	}
+	if err := f.checkFlags(); err != nil {
+		return err
+	}
+	ca, err := tls.LoadX509KeyPair(globalTLS.CA, f.tlsCAKey)
+	if err != nil {
+		return fmt.Errorf("--tls-ca-key: load the CA %s with key %s: %w", globalTLS.CA, f.tlsCAKey, err)
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return fmt.Errorf("--tls-ca-key: this machine's addresses, for its certificate: %w", err)
+	}
+	nc := tlsconf.NodeCert{Name: "tide-log-up"}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			nc.IPs = append(nc.IPs, n.IP)
+		}
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		nc.DNS = []string{h}
+	}
+	cert, key, err := tlsconf.Issue(ca, nc)
+	if err != nil {
+		return fmt.Errorf("--tls-ca-key: %w", err)
+	}
+	tdir := filepath.Join(dir, "tls")
+	if err := os.MkdirAll(tdir, 0o700); err != nil {
+		return err
+	}
+	certPath, keyPath := filepath.Join(tdir, "up.crt"), filepath.Join(tdir, "up.key")
+	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(certPath, cert, 0o644); err != nil {
+		return err
+	}
+	globalTLS.Cert, globalTLS.Key = certPath, keyPath
+	return nil
+}
+
+// tlsHealthy waits for a role's /healthz over mutual TLS with the
+// --tls-* certificate (logCerts); nil without it, which is plain HTTP.
+func tlsHealthy() func(ctx context.Context, addr string) error {
+	if logCerts == nil {
+		return nil
+	}
+	hc := logCerts.HTTPClient(2 * time.Second)
+	return func(ctx context.Context, addr string) error { return provision.WaitHealthy(ctx, hc, addr) }
 }
 
 func (f *roleHostFlags) describeCPUs() string {

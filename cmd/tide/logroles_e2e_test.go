@@ -163,8 +163,13 @@ func TestLogUpProvisionerFlags(t *testing.T) {
 		{[]string{"--provisioner", "kubernetes", "--role-cpus", "proxy=-1"}, "--role-cpus"},
 		{[]string{"--provisioner", "kubernetes"}, "no API server configuration"},
 		{[]string{"--provisioner", "ec2"}, "want local, docker, kubernetes or aws"},
-		{append([]string{"--provisioner", "kubernetes"}, tlsFlags(certs, "node")...), "--tls-* with --provisioner kubernetes: not yet"},
-		{append([]string{"--provisioner", "aws", "--aws-subnet", "subnet-1", "--aws-image", "ami-1"}, tlsFlags(certs, "node")...), "--tls-* with --provisioner aws: not yet"},
+		// --tls-* is taken: it gets as far as the API server.
+		{append([]string{"--provisioner", "kubernetes"}, tlsFlags(certs, "node")...), "no API server configuration"},
+		{append([]string{"--provisioner", "aws", "--aws-subnet", "subnet-1", "--aws-region", "us-east-1"}, tlsFlags(certs, "node")...), "AMI"},
+		// --tls-ca-key: tide log up issues its own certificate and goes on.
+		{[]string{"--provisioner", "kubernetes", "--tls-ca", filepath.Join(certs, "ca.crt"), "--tls-ca-key", filepath.Join(certs, "ca.key")}, "no API server configuration"},
+		{[]string{"--provisioner", "docker", "--tls-ca", filepath.Join(certs, "ca.crt"), "--tls-ca-key", filepath.Join(certs, "ca.key")}, "--tls-ca-key applies to --provisioner kubernetes and aws"},
+		{[]string{"--provisioner", "kubernetes", "--tls-ca", filepath.Join(certs, "ca.crt"), "--tls-ca-key", filepath.Join(certs, "node.key")}, "--tls-ca-key: load the CA"},
 	} {
 		cmd := exec.Command(tideBin, append([]string{"log", "up", "--data-dir", t.TempDir()}, c.args...)...)
 		// No kubeconfig anywhere, and not in a pod.

@@ -19,9 +19,13 @@
 package aws
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -52,6 +56,10 @@ const (
 // already equals its MaxSize.
 var ErrAtMaxSize = errors.New("aws: auto scaling group is at its MaxSize")
 
+// ErrNoTLS reports a group whose launch template's user data does not
+// start tide with mutual TLS (see CheckTLS).
+var ErrNoTLS = errors.New("aws: the launch template's user data does not give tide mutual TLS")
+
 // ErrAtMinSize is returned by Terminate when removing the instance would
 // take the group's desired capacity below its MinSize.
 var ErrAtMinSize = errors.New("aws: auto scaling group is at its MinSize")
@@ -76,6 +84,7 @@ type EC2API interface {
 	DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
 	CreateLaunchTemplate(context.Context, *ec2.CreateLaunchTemplateInput, ...func(*ec2.Options)) (*ec2.CreateLaunchTemplateOutput, error)
 	CreateLaunchTemplateVersion(context.Context, *ec2.CreateLaunchTemplateVersionInput, ...func(*ec2.Options)) (*ec2.CreateLaunchTemplateVersionOutput, error)
+	DescribeLaunchTemplateVersions(context.Context, *ec2.DescribeLaunchTemplateVersionsInput, ...func(*ec2.Options)) (*ec2.DescribeLaunchTemplateVersionsOutput, error)
 }
 
 // Clients are the two AWS API clients the package works through.
@@ -639,6 +648,64 @@ func healthy(ctx context.Context, ins []provision.Instance, timeout time.Duratio
 
 func (p *Provisioner) addr(ip string, port int) string {
 	return net.JoinHostPort(ip, strconv.Itoa(port))
+}
+
+// CheckTLS looks at the user data of the group's launch template (the
+// version the group launches) for the --tls-ca flag or TIDE_TLS_CA, as
+// UserData with UserDataOptions.TLS writes them, and fails with an error
+// wrapping ErrNoTLS when it has neither. The Provisioner starts no node
+// itself: the launch template's user data gives nodes their TLS files,
+// so a controller with --tls-* checks it rather than inject them. It is a
+// heuristic (user data that fetches its script elsewhere has neither), so
+// the caller may only warn; a group without a launch template, or whose
+// user data is not plain or gzip text, is an error without ErrNoTLS.
+func (p *Provisioner) CheckTLS(ctx context.Context) error {
+	g, err := p.group(ctx)
+	if err != nil {
+		return err
+	}
+	lt := g.LaunchTemplate
+	if lt == nil && g.MixedInstancesPolicy != nil && g.MixedInstancesPolicy.LaunchTemplate != nil {
+		lt = g.MixedInstancesPolicy.LaunchTemplate.LaunchTemplateSpecification
+	}
+	if lt == nil {
+		return fmt.Errorf("aws: group %s has no launch template whose user data could be checked for TLS", p.cfg.Group)
+	}
+	in := &ec2.DescribeLaunchTemplateVersionsInput{LaunchTemplateId: lt.LaunchTemplateId, Versions: []string{"$Default"}}
+	if in.LaunchTemplateId == nil {
+		in.LaunchTemplateName = lt.LaunchTemplateName
+	}
+	what := sdkaws.ToString(lt.LaunchTemplateName)
+	if what == "" {
+		what = sdkaws.ToString(lt.LaunchTemplateId)
+	}
+	if v := sdkaws.ToString(lt.Version); v != "" {
+		in.Versions = []string{v}
+	}
+	out, err := p.ec2.DescribeLaunchTemplateVersions(ctx, in)
+	if err != nil {
+		return fmt.Errorf("aws: describe launch template %s version %s: %w", what, in.Versions[0], err)
+	}
+	if len(out.LaunchTemplateVersions) == 0 || out.LaunchTemplateVersions[0].LaunchTemplateData == nil {
+		return fmt.Errorf("aws: launch template %s has no version %s", what, in.Versions[0])
+	}
+	ud, err := base64.StdEncoding.DecodeString(sdkaws.ToString(out.LaunchTemplateVersions[0].LaunchTemplateData.UserData))
+	if err != nil {
+		return fmt.Errorf("aws: launch template %s: user data is not base64: %w", what, err)
+	}
+	if len(ud) > 2 && ud[0] == 0x1f && ud[1] == 0x8b {
+		zr, err := gzip.NewReader(bytes.NewReader(ud))
+		if err == nil {
+			ud, err = io.ReadAll(io.LimitReader(zr, 1<<20))
+		}
+		if err != nil {
+			return fmt.Errorf("aws: launch template %s: gzip user data: %w", what, err)
+		}
+	}
+	if !bytes.Contains(ud, []byte("--tls-ca")) && !bytes.Contains(ud, []byte("TIDE_TLS_CA")) {
+		return fmt.Errorf("%w: group %s launches template %s version %s, whose user data has neither --tls-ca nor TIDE_TLS_CA; render it with tideaws.UserDataOptions.TLS", ErrNoTLS, p.cfg.Group, what, in.Versions[0])
+	}
+	return nil
 }
 
 func (p *Provisioner) group(ctx context.Context) (*astypes.AutoScalingGroup, error) {

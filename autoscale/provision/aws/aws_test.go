@@ -86,7 +86,7 @@ func (c *countingAS) counts() (terminate, complete, desired int) {
 // motoGroup creates group name on moto with EnsureGroup.
 func motoGroup(t *testing.T, as *autoscaling.Client, ec *ec2.Client, name string, min, desired, max int32) {
 	t.Helper()
-	ensureMotoGroup(t, as, ec, name, min, desired, max, UserData(UserDataOptions{Group: name, Region: "us-east-1", BinaryURL: "https://example.invalid/tide"}))
+	ensureMotoGroup(t, as, ec, name, min, desired, max, mustUserData(t, UserDataOptions{Group: name, Region: "us-east-1", BinaryURL: "https://example.invalid/tide"}))
 }
 
 func ensureMotoGroup(t *testing.T, as *autoscaling.Client, ec *ec2.Client, name string, min, desired, max int32, ud string) {
@@ -152,7 +152,7 @@ func TestMotoGroup(t *testing.T) {
 		t.Fatalf("launch template versions: %+v, %v", vs, err)
 	}
 	ud, err := base64.StdEncoding.DecodeString(sdkaws.ToString(vs.LaunchTemplateVersions[0].LaunchTemplateData.UserData))
-	if err != nil || string(ud) != UserData(UserDataOptions{Group: group, Region: "us-east-1", BinaryURL: "https://example.invalid/tide"}) {
+	if err != nil || string(ud) != mustUserData(t, UserDataOptions{Group: group, Region: "us-east-1", BinaryURL: "https://example.invalid/tide"}) {
 		t.Fatalf("launch template user data %q, %v", ud, err)
 	}
 

@@ -15,6 +15,16 @@ func ExampleEnsureGroup() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// With TLS: UserDataOptions.TLS holds the CA, certificate and key
+	// (one certificate naming the subnets' addresses).
+	ud, err := tideaws.UserData(tideaws.UserDataOptions{
+		Group: "tide-nodes", Region: "eu-west-1",
+		BinaryURL: "https://example.com/tide-linux-amd64",
+		NodeFlags: []string{"--capacity", "8GiB"},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
 	_, err = tideaws.EnsureGroup(ctx, clients, tideaws.GroupOptions{
 		Group:            "tide-nodes",
 		ImageID:          "ami-0123456789abcdef0",
@@ -22,11 +32,7 @@ func ExampleEnsureGroup() {
 		SecurityGroupIDs: []string{"sg-0123456789abcdef0"},
 		Subnets:          []string{"subnet-0123456789abcdef0"},
 		MinSize:          1, DesiredCapacity: 3, MaxSize: 10,
-		UserData: tideaws.UserData(tideaws.UserDataOptions{
-			Group: "tide-nodes", Region: "eu-west-1",
-			BinaryURL: "https://example.com/tide-linux-amd64",
-			NodeFlags: []string{"--capacity", "8GiB"},
-		}),
+		UserData: ud,
 	})
 	if err != nil {
 		log.Fatal(err)

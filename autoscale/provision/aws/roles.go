@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,6 +15,8 @@ import (
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"tide/autoscale/provision"
 )
 
 // Tags Roles puts on the network interfaces and instances of a tide log.
@@ -80,6 +83,13 @@ type RolesConfig struct {
 	// (default 5m).
 	PollInterval  time.Duration
 	DetachTimeout time.Duration
+	// TLS, when set, is the mutual TLS material of the roles: each
+	// instance's user data writes the files (with TLS.Issue, a
+	// certificate issued for its address) to DefaultTLSDir and the role
+	// starts with the --tls-* flags naming them. Peers dial a role at its
+	// network interface's private IP, so without Issue the one
+	// certificate names every address of the subnet.
+	TLS *provision.TLS
 	// Log receives progress; nil uses slog.Default().
 	Log *slog.Logger
 }
@@ -129,6 +139,11 @@ func NewRoles(ctx context.Context, cfg RolesConfig) (*Roles, error) {
 	}
 	if cfg.Cluster == "" {
 		cfg.Cluster = "tide-log"
+	}
+	if cfg.TLS != nil {
+		if err := cfg.TLS.Validate(); err != nil {
+			return nil, fmt.Errorf("aws: %w", err)
+		}
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = 2 * time.Second
@@ -249,7 +264,14 @@ func (r *Roles) Run(ctx context.Context, name, kind, ip string, nanoCPUs int64, 
 	if !ok {
 		return "", fmt.Errorf("aws: no reserved network interface has IP %s (Reserve hands out the addresses Run takes)", ip)
 	}
-	ud, err := RoleUserData(RoleUserDataOptions{BinaryURL: r.cfg.BinaryURL, BinaryPath: r.cfg.BinaryPath, Args: args})
+	var tls *provision.TLS
+	if r.cfg.TLS != nil {
+		var err error
+		if tls, err = r.cfg.TLS.For(ip); err != nil {
+			return "", fmt.Errorf("aws: role %s: %w", name, err)
+		}
+	}
+	ud, err := RoleUserData(RoleUserDataOptions{BinaryURL: r.cfg.BinaryURL, BinaryPath: r.cfg.BinaryPath, Args: args, TLS: tls})
 	if err != nil {
 		return "", err
 	}
@@ -451,17 +473,31 @@ type RoleUserDataOptions struct {
 	BinaryPath string
 	// Args is the tide command line of the role (`log serve ...`).
 	Args []string
+	// TLS, when set, is written to TLSDir (default DefaultTLSDir; the
+	// key mode 0600) before the role starts, and the --tls-* flags naming
+	// the files follow Args.
+	TLS    *provision.TLS
+	TLSDir string
 }
 
 // RoleUserData renders the user data (a bash script) of a role instance:
 // it installs the tide binary unless the AMI has it, creates the role's
 // --data-dir, writes the start script tide-log-start (exec tide with
 // Args, each shell-quoted) and the systemd unit tide-log.service, which
-// restarts the role when it fails, and starts it. It fails if the script
-// exceeds EC2's 16 KiB.
+// restarts the role when it fails, and starts it; with TLS it writes the
+// TLS files first. It fails if the script exceeds EC2's 16 KiB.
 func RoleUserData(o RoleUserDataOptions) (string, error) {
 	if o.BinaryPath == "" {
 		o.BinaryPath = "/usr/local/bin/tide"
+	}
+	if o.TLSDir == "" {
+		o.TLSDir = DefaultTLSDir
+	}
+	if o.TLS != nil {
+		if err := validateFiles(o.TLS); err != nil {
+			return "", err
+		}
+		o.Args = append(slices.Clone(o.Args), o.TLS.Flags(o.TLSDir)...)
 	}
 	startPath := path.Join(path.Dir(o.BinaryPath), "tide-log-start")
 	var start strings.Builder
@@ -482,9 +518,12 @@ func RoleUserData(o RoleUserDataOptions) (string, error) {
 			fmt.Fprintf(&b, "mkdir -p %s\n", shq(o.Args[i+1]))
 		}
 	}
+	if o.TLS != nil {
+		writeTLS(&b, o.TLSDir, o.TLS)
+	}
 	installService(&b, startPath, start.String(), "tide-log.service", unitFile("tide log role", startPath, 5))
 	if b.Len() > maxUserData {
-		return "", fmt.Errorf("aws: the role's user data is %d bytes, over EC2's %d (a large --deployment-json?)", b.Len(), maxUserData)
+		return "", errTooLarge("role", b.Len())
 	}
 	return b.String(), nil
 }

@@ -1,10 +1,15 @@
 package aws
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
+
+	"tide/autoscale/provision"
 )
 
 // UserDataOptions configure the boot script UserData renders.
@@ -34,7 +39,19 @@ type UserDataOptions struct {
 	// PeerWait is how long the start script waits for a live peer before it
 	// exits non-zero and lets systemd start it again (default 10m).
 	PeerWait time.Duration
+	// TLS, when set, is the nodes' mutual TLS material: the script writes
+	// the files to TLSDir (the key mode 0600) and the node starts with the
+	// --tls-* flags naming them. The certificate names the addresses
+	// peers and the controller dial: the private IPs the group's subnets
+	// hand out. Nodes keep --insecure, so that /healthz (tide aws-peers
+	// --healthy) answers plain text, while ring changes take mutual TLS.
+	TLS *provision.TLS
+	// TLSDir is where the TLS files go (default DefaultTLSDir).
+	TLSDir string
 }
+
+// DefaultTLSDir is where user data writes the TLS files.
+const DefaultTLSDir = "/etc/tide/tls"
 
 func (o *UserDataOptions) defaults() {
 	if o.BinaryPath == "" {
@@ -51,6 +68,9 @@ func (o *UserDataOptions) defaults() {
 	}
 	if o.PeerWait <= 0 {
 		o.PeerWait = 10 * time.Minute
+	}
+	if o.TLSDir == "" {
+		o.TLSDir = DefaultTLSDir
 	}
 }
 
@@ -74,9 +94,19 @@ func (o *UserDataOptions) defaults() {
 // ring. The unit restarts the node when it fails, but not when it exits
 // cleanly after a drain (POST /internal/leave).
 //
-// Every value is shell-quoted; the script passes `bash -n`.
-func UserData(o UserDataOptions) string {
+// With o.TLS it writes the TLS files first and the node gets the --tls-*
+// flags.
+//
+// Every value is shell-quoted; the script passes `bash -n`. UserData
+// fails if o.TLS is incomplete, or the script exceeds EC2's 16 KiB.
+func UserData(o UserDataOptions) (string, error) {
 	o.defaults()
+	if o.TLS != nil {
+		if err := validateFiles(o.TLS); err != nil {
+			return "", err
+		}
+		o.NodeFlags = append(slices.Clone(o.NodeFlags), o.TLS.Flags(o.TLSDir)...)
+	}
 	start := startScript(o)
 	startPath := path.Join(path.Dir(o.BinaryPath), "tide-start")
 	unit := unitFile("tide storage node", startPath, 10)
@@ -87,8 +117,52 @@ func UserData(o UserDataOptions) string {
 	b.WriteString("set -euo pipefail\n")
 	installBinary(&b, o.BinaryPath, o.BinaryURL)
 	fmt.Fprintf(&b, "mkdir -p %s\n", shq(o.DataDir))
+	if o.TLS != nil {
+		writeTLS(&b, o.TLSDir, o.TLS)
+	}
 	installService(&b, startPath, start, "tide.service", unit)
-	return b.String()
+	if b.Len() > maxUserData {
+		return "", errTooLarge("node", b.Len())
+	}
+	return b.String(), nil
+}
+
+// validateFiles checks that t has the three files user data writes: a
+// TLS.Issue is for Roles, which resolves it per instance (TLS.For).
+func validateFiles(t *provision.TLS) error {
+	if len(t.CA) == 0 || len(t.Cert) == 0 || len(t.Key) == 0 {
+		return errors.New("aws: TLS in user data needs the CA, the certificate and the key (an Issue func is resolved per role by Roles)")
+	}
+	return nil
+}
+
+// errTooLarge says user data of n bytes is over EC2's limit.
+func errTooLarge(what string, n int) error {
+	return fmt.Errorf("aws: the %s's user data is %d bytes, over EC2's %d (with TLS: a certificate naming many addresses, a large CA bundle?)", what, n, maxUserData)
+}
+
+// writeTLS writes the commands that create dir and the TLS files in it,
+// from base64: the CA and certificate mode 0644, the key 0600 (created
+// so, never readable by others).
+func writeTLS(b *strings.Builder, dir string, t *provision.TLS) {
+	fmt.Fprintf(b, "mkdir -p -m 0755 %s\n", shq(dir))
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode string
+	}{{provision.TLSCAFile, t.CA, "0644"}, {provision.TLSCertFile, t.Cert, "0644"}, {provision.TLSKeyFile, t.Key, "0600"}} {
+		file := path.Join(dir, f.name)
+		tmp := shq(file + ".tmp")
+		enc := base64.StdEncoding.EncodeToString(f.data)
+		// The delimiter has '_', which base64 never does.
+		fmt.Fprintf(b, "(umask 077; base64 -d > %s) <<'TIDE_B64'\n", tmp)
+		for len(enc) > 76 {
+			b.WriteString(enc[:76] + "\n")
+			enc = enc[76:]
+		}
+		fmt.Fprintf(b, "%s\nTIDE_B64\n", enc)
+		fmt.Fprintf(b, "chmod %s %s\nmv -f %s %s\n", f.mode, tmp, tmp, shq(file))
+	}
 }
 
 // installBinary writes the commands that download the tide binary from url

@@ -123,6 +123,16 @@ func run(t *testing.T, env []string, dir, script string) (output string, err err
 	return eb.String(), err
 }
 
+// mustUserData is UserData, failing t on an error.
+func mustUserData(t *testing.T, o UserDataOptions) string {
+	t.Helper()
+	ud, err := UserData(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ud
+}
+
 func bashSyntax(t *testing.T, name, script string) {
 	t.Helper()
 	cmd := exec.Command("bash", "-n")
@@ -142,7 +152,7 @@ func TestUserDataInstalls(t *testing.T) {
 		Group: "tide-nodes", Region: "eu-west-3", BinaryURL: "https://example.invalid/tide-linux-amd64",
 		BinaryPath: f.bin, DataDir: filepath.Join(f.dir, "data dir"),
 	}
-	ud := UserData(o)
+	ud := mustUserData(t, o)
 	bashSyntax(t, "user data", ud)
 	if !strings.HasPrefix(ud, "#!/bin/bash\n") {
 		t.Fatalf("user data does not start with a shebang:\n%s", ud)
@@ -192,7 +202,7 @@ func TestUserDataInstalls(t *testing.T) {
 
 	// Without a URL the binary must already be there.
 	o2 := UserDataOptions{Group: "g", Region: "r", BinaryPath: filepath.Join(f.dir, "missing", "tide"), DataDir: filepath.Join(f.dir, "d2")}
-	out, err := run(t, f.env, f.dir, strings.ReplaceAll(UserData(o2), "/etc/systemd/system/tide.service", unitPath))
+	out, err := run(t, f.env, f.dir, strings.ReplaceAll(mustUserData(t, o2), "/etc/systemd/system/tide.service", unitPath))
 	if err == nil || !strings.Contains(out, "no tide binary") {
 		t.Fatalf("user data without a binary: %v\n%s", err, out)
 	}
@@ -216,7 +226,7 @@ func TestStartScript(t *testing.T) {
 		BinaryPath: f.bin, DataDir: "/var/lib/tide data", ChordPort: 6057, HTTPPort: 6058,
 		NodeFlags: []string{"--capacity", "8GiB", "--replicas", "2"}, PeerWait: time.Second,
 	}
-	ud := UserData(o)
+	ud := mustUserData(t, o)
 	bashSyntax(t, "user data", ud)
 	o.defaults()
 	script := startScript(o)

@@ -46,7 +46,8 @@
 // counted as ready; the controller should not scale down while a pod is
 // starting.
 //
-// Drain calls the node's POST /internal/leave at <podIP>:<HTTPPort>; the
+// Drain calls the node's POST /internal/leave at <podIP>:<HTTPPort> (with
+// TLS, at the pod's DNS name); the
 // node hands off its data and exits. The pod's restart policy then starts
 // it again and, its data directory still holding its token, it rejoins the
 // ring empty, so Terminate should follow Drain without delay. Drain marks
@@ -57,6 +58,14 @@
 // Every method is safe to repeat: draining a pod that is gone, or
 // terminating a pod whose removal was already requested, succeeds without
 // doing anything.
+//
+// # TLS
+//
+// The provisioner starts no pod itself, so it gives nodes no certificate:
+// the workload's pod template does (deploy/kubernetes/tls mounts a Secret
+// and sets TIDE_TLS_*). With Config.TLS, Launch refuses a workload whose
+// template does not (CheckTLS, ErrNoTLS), and Drain reaches a pod at its
+// DNS name, the name its certificate carries, instead of its pod IP.
 //
 // # Log roles
 //
@@ -71,6 +80,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -108,6 +118,10 @@ const (
 	// Terminate does not lower it again.
 	ScaledDownToAnnotation = "tide/scaled-down-to"
 )
+
+// ErrNoTLS reports a workload whose pods would start without the mutual
+// TLS the controller was told the nodes speak (Config.TLS).
+var ErrNoTLS = errors.New("kubernetes: the pod template does not give tide mutual TLS")
 
 // errPodGone stops a scale-down whose pod disappeared meanwhile.
 var errPodGone = errors.New("pod gone")
@@ -158,9 +172,22 @@ type Config struct {
 	Client kubernetes.Interface
 	// Kubeconfig is a kubeconfig file used when Client is nil.
 	Kubeconfig string
-	// Drain drains a node. Default: provision.DrainNode with
-	// http.DefaultClient.
+	// Drain drains a node. Default: provision.DrainNode with HTTPClient.
 	Drain DrainFunc
+	// HTTPClient reaches the nodes' HTTP ports for the default Drain
+	// (with TLS, a client with the controller's certificate). Default
+	// http.DefaultClient.
+	HTTPClient *http.Client
+	// TLS says the nodes speak mutual TLS (the controller runs with
+	// --tls-*). The provisioner does not create pods, it scales the
+	// workload the user deployed, so it gives nodes no certificate:
+	// Launch (and CheckTLS) refuse, with ErrNoTLS, a workload whose pod
+	// template does not start tide with the --tls-* flags (in its args,
+	// or the TIDE_TLS_* environment variables) naming files on a volume
+	// mount (see deploy/kubernetes, TLS). Drain then reaches a node at
+	// its DNS name (Addresses), which its certificate names, not at its
+	// pod IP.
+	TLS bool
 	// PollInterval is how often Launch looks for a Deployment's new pod
 	// (or, for a StatefulSet without a service, for the pod's IP).
 	// Default 1s.
@@ -176,6 +203,7 @@ type Provisioner struct {
 	chordPort      int
 	c              kubernetes.Interface
 	drain          DrainFunc
+	tls            bool
 	poll           time.Duration
 
 	mu       sync.Mutex
@@ -189,7 +217,7 @@ var _ provision.Provisioner = (*Provisioner)(nil)
 func New(cfg Config) (*Provisioner, error) {
 	p := &Provisioner{
 		ns: cfg.Namespace, name: cfg.Name, service: cfg.Service, usePodIP: cfg.UsePodIP,
-		httpPort: cfg.HTTPPort, chordPort: cfg.ChordPort, c: cfg.Client, drain: cfg.Drain, poll: cfg.PollInterval,
+		httpPort: cfg.HTTPPort, chordPort: cfg.ChordPort, c: cfg.Client, drain: cfg.Drain, tls: cfg.TLS, poll: cfg.PollInterval,
 	}
 	switch strings.ToLower(cfg.Kind) {
 	case "", "statefulset", "statefulsets", "sts":
@@ -233,7 +261,8 @@ func New(cfg Config) (*Provisioner, error) {
 		p.selector = sel
 	}
 	if p.drain == nil {
-		p.drain = func(ctx context.Context, addr string) (int, error) { return provision.DrainNode(ctx, nil, addr) }
+		hc := cfg.HTTPClient
+		p.drain = func(ctx context.Context, addr string) (int, error) { return provision.DrainNode(ctx, hc, addr) }
 	}
 	if p.c == nil {
 		c, ns, err := defaultClient(cfg.Kubeconfig)
@@ -262,6 +291,9 @@ func (p *Provisioner) Workload() string  { return p.name }
 // Launch adds one pod to the workload. See the package documentation for
 // what it returns and which Spec fields it ignores.
 func (p *Provisioner) Launch(ctx context.Context, _ provision.Spec) (provision.Instance, error) {
+	if err := p.CheckTLS(ctx); err != nil {
+		return provision.Instance{}, err
+	}
 	if p.kind == KindDeployment {
 		return p.launchDeployment(ctx)
 	}
@@ -433,10 +465,115 @@ func (p *Provisioner) Drain(ctx context.Context, in provision.Instance) error {
 		}
 	}
 	addr := net.JoinHostPort(po.Status.PodIP, strconv.Itoa(p.httpPort))
+	if p.tls {
+		// Its certificate names its DNS name, not the pod's IP.
+		addr = p.instance(po).HTTPAddr
+	}
 	if _, err := p.drain(ctx, addr); err != nil {
 		return fmt.Errorf("kubernetes: drain pod %s (%s): %w", in.ID, addr, err)
 	}
 	return nil
+}
+
+// CheckTLS checks, when Config.TLS is set, that the workload's pod
+// template starts tide with mutual TLS: some container has --tls-ca,
+// --tls-cert and --tls-key (as args, --flag value or --flag=value, or as
+// the environment variables TIDE_TLS_CA, TIDE_TLS_CERT, TIDE_TLS_KEY),
+// each naming a file under one of its volume mounts (the Secret). It
+// fails with an error wrapping ErrNoTLS if none does. Without
+// Config.TLS it checks nothing.
+func (p *Provisioner) CheckTLS(ctx context.Context) error {
+	if !p.tls {
+		return nil
+	}
+	var tmpl corev1.PodTemplateSpec
+	if p.kind == KindDeployment {
+		d, err := p.c.AppsV1().Deployments(p.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if err != nil {
+			return p.apiErr(err, "get", "deployments", p.name)
+		}
+		tmpl = d.Spec.Template
+	} else {
+		s, err := p.c.AppsV1().StatefulSets(p.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if err != nil {
+			return p.apiErr(err, "get", "statefulsets", p.name)
+		}
+		tmpl = s.Spec.Template
+	}
+	var why []string
+	for _, c := range tmpl.Spec.Containers {
+		err := containerTLS(c)
+		if err == nil {
+			return nil
+		}
+		why = append(why, "container "+c.Name+": "+err.Error())
+	}
+	if len(why) == 0 {
+		why = append(why, "no containers")
+	}
+	return fmt.Errorf("%w: the controller runs with --tls-*, but the nodes %s %s/%s adds would not (%s); give its tide container the --tls-* flags and mount the Secret with the files (deploy/kubernetes/README.md, TLS)",
+		ErrNoTLS, strings.ToLower(p.kind), p.ns, p.name, strings.Join(why, "; "))
+}
+
+// containerTLS checks that c runs tide with the three --tls-* files, each
+// on a volume mount.
+func containerTLS(c corev1.Container) error {
+	var missing, unmounted []string
+	for _, f := range []struct{ flag, env string }{{"--tls-ca", "TIDE_TLS_CA"}, {"--tls-cert", "TIDE_TLS_CERT"}, {"--tls-key", "TIDE_TLS_KEY"}} {
+		file, ok := argValue(c.Args, f.flag)
+		for _, e := range c.Env {
+			if e.Name == f.env && (e.Value != "" || e.ValueFrom != nil) {
+				file, ok = e.Value, true
+			}
+		}
+		if !ok || (file == "" && !envFrom(c, f.env)) {
+			missing = append(missing, f.flag)
+			continue
+		}
+		// A path made of variables, or from a ConfigMap, cannot be
+		// checked here.
+		if file == "" || strings.Contains(file, "$(") {
+			continue
+		}
+		onMount := false
+		for _, m := range c.VolumeMounts {
+			mp := strings.TrimSuffix(m.MountPath, "/")
+			onMount = onMount || file == mp || strings.HasPrefix(file, mp+"/")
+		}
+		if !onMount {
+			unmounted = append(unmounted, f.flag+" "+file)
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		return fmt.Errorf("no %s (args or TIDE_TLS_* env)", strings.Join(missing, ", "))
+	case len(unmounted) > 0:
+		return fmt.Errorf("%s on no volume mount", strings.Join(unmounted, ", "))
+	}
+	return nil
+}
+
+// argValue is the value of flag in args (--flag value or --flag=value).
+func argValue(args []string, flag string) (string, bool) {
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v, true
+		}
+		if a == flag && i+1 < len(args) {
+			return args[i+1], true
+		}
+	}
+	return "", false
+}
+
+// envFrom reports whether c's environment sets name through valueFrom.
+func envFrom(c corev1.Container, name string) bool {
+	for _, e := range c.Env {
+		if e.Name == name && e.ValueFrom != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Terminate lowers the workload's replicas by one so that pod in.ID is

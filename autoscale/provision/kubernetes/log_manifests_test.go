@@ -125,7 +125,11 @@ func TestLogRoleGrantsWhatRolesUses(t *testing.T) {
 
 	ctx := testCtx(t)
 	a := newRoleAPI()
-	r := newTestRoles(t, a)
+	// With TLS, and the first role's Secret already there (left by an
+	// earlier run, so Run updates it): the Role grants the secrets rule
+	// for that.
+	leftSecret(a)
+	r := newTLSRoles(t, a, "log1", testTLS)
 	ips, err := r.Reserve(ctx, 3)
 	if err != nil {
 		t.Fatal(err)

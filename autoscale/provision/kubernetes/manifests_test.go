@@ -72,11 +72,23 @@ func isBlankYAML(doc []byte) bool {
 
 func errWhere(where string, err error) error { return errors.New(where + ": " + err.Error()) }
 
-// loadManifests strictly decodes every document of every manifest.
-func loadManifests(t *testing.T) []manifestObj {
+// manifestSets are the two ways to apply deploy/kubernetes: its files, or
+// with mutual TLS its namespace and the files of tls/ (see its README).
+var manifestSets = map[string][]string{
+	"plain": {"*.yaml", "*.yml"},
+	"tls":   {"00-namespace.yaml", "tls/*.yaml", "tls/*.yml"},
+}
+
+// loadManifests strictly decodes every document of every manifest of
+// the plain set.
+func loadManifests(t *testing.T) []manifestObj { return loadManifestSet(t, "plain") }
+
+// loadManifestSet strictly decodes every document of the files of
+// manifestSets[set].
+func loadManifestSet(t *testing.T, set string) []manifestObj {
 	t.Helper()
 	var files []string
-	for _, pat := range []string{"*.yaml", "*.yml"} {
+	for _, pat := range manifestSets[set] {
 		m, err := filepath.Glob(filepath.Join(manifestDir, pat))
 		if err != nil {
 			t.Fatal(err)
@@ -219,7 +231,12 @@ func expand(t *testing.T, what, v string, vars map[string]string) string {
 // fit: the nodes' addresses, the seed they join, the probes and volumes,
 // and the autoscaler's account and arguments.
 func TestManifests(t *testing.T) {
-	m := sortManifests(t, loadManifests(t))
+	for set := range manifestSets {
+		t.Run(set, func(t *testing.T) { testManifests(t, sortManifests(t, loadManifestSet(t, set))) })
+	}
+}
+
+func testManifests(t *testing.T, m manifests) {
 	nsName := m.namespaces[0].Name
 	for _, o := range []metav1.Object{m.accounts[0], m.roles[0], m.bindings[0], m.deployments[0]} {
 		if o.GetNamespace() != nsName {
@@ -427,7 +444,12 @@ func ruleAllows(r rbacv1.PolicyRule, p permission) bool {
 // TestRoleGrantsWhatTheProvisionerUses: the Role allows every request the
 // provisioner makes, and nothing else.
 func TestRoleGrantsWhatTheProvisionerUses(t *testing.T) {
-	m := sortManifests(t, loadManifests(t))
+	for set := range manifestSets {
+		t.Run(set, func(t *testing.T) { testRoleGrants(t, sortManifests(t, loadManifestSet(t, set))) })
+	}
+}
+
+func testRoleGrants(t *testing.T, m manifests) {
 	role := m.roles[0]
 	used := usedPermissions(t)
 	if len(used) == 0 {

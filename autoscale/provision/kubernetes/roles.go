@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"tide/autoscale/provision"
 )
 
 // Labels of the objects Roles creates for a tide log's role instance.
@@ -70,9 +73,22 @@ type RolesConfig struct {
 	// DataDir is where the pod mounts its emptyDir volume, the role's
 	// --data-dir. Default /data.
 	DataDir string
+	// TLS, when set, is the mutual TLS material of the roles: Run puts a
+	// role's files (with TLS.Issue, a certificate issued for its
+	// ClusterIP) in the Secret <instance>-tls, created or updated, mounts
+	// it read-only at TLSMountPath in the pod, and adds the --tls-* flags
+	// naming the files there to the role's arguments; Remove and Cleanup
+	// delete it. Peers dial a role at its Service's ClusterIP, so without
+	// Issue the one certificate names every ClusterIP a role may get.
+	TLS *provision.TLS
 	// Log receives progress; nil uses slog.Default().
 	Log *slog.Logger
 }
+
+// TLSMountPath is where a role pod mounts the TLS Secret: the files
+// ca.crt, role.crt and role.key, as containerTLS of tide log up names
+// them for Docker too.
+const TLSMountPath = "/tls"
 
 var dnsLabel = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])?$`)
 
@@ -90,8 +106,12 @@ var dnsLabel = regexp.MustCompile(`^[a-z]([-a-z0-9]*[a-z0-9])?$`)
 //     role) whose pod runs `tide log serve` listening on 0.0.0.0 and
 //     identifying as the ClusterIP, with a CPU limit, a readiness probe
 //     on /healthz and an emptyDir volume for its state. The pod has no
-//     service account token: roles never call the API server.
-//   - Remove deletes the Deployment (its pod gets SIGTERM) and the Service;
+//     service account token: roles never call the API server. With
+//     RolesConfig.TLS, Run first writes the role's TLS Secret, which the
+//     pod mounts at TLSMountPath, and the role runs with the --tls-*
+//     flags naming its files.
+//   - Remove deletes the Deployment (its pod gets SIGTERM), the Service
+//     and the TLS Secret;
 //     Release deletes Services no Deployment took; Cleanup deletes every
 //     object of the Cluster.
 //
@@ -104,6 +124,7 @@ type Roles struct {
 	pull    corev1.PullPolicy
 	cluster string
 	dataDir string
+	tls     *provision.TLS
 	log     *slog.Logger
 
 	mu    sync.Mutex
@@ -114,7 +135,12 @@ type Roles struct {
 // NewRoles checks cfg and returns Roles. It does not call the API server.
 func NewRoles(cfg RolesConfig) (*Roles, error) {
 	r := &Roles{c: cfg.Client, ns: cfg.Namespace, image: cfg.Image, pull: cfg.PullPolicy, cluster: cfg.Cluster,
-		dataDir: cfg.DataDir, log: cfg.Log, byIP: map[string]string{}, taken: map[string]bool{}}
+		dataDir: cfg.DataDir, tls: cfg.TLS, log: cfg.Log, byIP: map[string]string{}, taken: map[string]bool{}}
+	if r.tls != nil {
+		if err := r.tls.Validate(); err != nil {
+			return nil, fmt.Errorf("kubernetes: %w", err)
+		}
+	}
 	if r.image == "" {
 		return nil, errors.New("kubernetes: the image of the role pods is required (e.g. tide:latest, see deploy/kubernetes)")
 	}
@@ -287,8 +313,16 @@ func (r *Roles) Run(ctx context.Context, role, kind, ip string, nanoCPUs int64, 
 	if _, err := r.c.CoreV1().Services(r.ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return "", r.apiErr(err, "patch", "services", name)
 	}
+	if err := r.writeSecret(ctx, name, ip); err != nil {
+		return "", err
+	}
 	d := r.deployment(name, role, ip, lbl, nanoCPUs, args)
 	if _, err := r.c.AppsV1().Deployments(r.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		if r.tls != nil {
+			if derr := r.deleteSecret(ctx, name); derr != nil {
+				r.log.Warn("run failed: delete its TLS secret", "secret", secretName(name), "err", derr)
+			}
+		}
 		return "", r.apiErr(err, "create", "deployments", name)
 	}
 	r.mu.Lock()
@@ -308,6 +342,24 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 	if nanoCPUs > 0 {
 		res.Limits = corev1.ResourceList{corev1.ResourceCPU: *resource.NewMilliQuantity(max(nanoCPUs/1e6, 1), resource.DecimalSI)}
 	}
+	podSec := &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid}
+	mounts := []corev1.VolumeMount{{Name: "data", MountPath: r.dataDir}}
+	volumes := []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	if r.tls != nil {
+		// Readable by the pod's group (fsGroup), not by others.
+		mode := int32(0o440)
+		mounts = append(mounts, corev1.VolumeMount{Name: "tls", MountPath: TLSMountPath, ReadOnly: true})
+		volumes = append(volumes, corev1.Volume{Name: "tls", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: secretName(name), DefaultMode: &mode}}})
+		args = append(slices.Clone(args), r.tls.Flags(TLSMountPath)...)
+		podSec.FSGroup = &uid
+	}
+	// With TLS the role's HTTP port takes mutual TLS only off loopback,
+	// which the kubelet does not speak: its readiness is then that the
+	// port accepts connections.
+	probe := corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}}
+	if r.tls != nil {
+		probe = corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("http")}}
+	}
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.ns, Labels: lbl,
 			Annotations: map[string]string{RoleAnnotation: role, "tide.log/addr": fmt.Sprintf("%s:%d", ip, RolePort)}},
@@ -322,7 +374,7 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 					AutomountServiceAccountToken:  &no,
 					EnableServiceLinks:            &no, // no env var per Service: a log has many
 					TerminationGracePeriodSeconds: &grace,
-					SecurityContext:               &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid},
+					SecurityContext:               podSec,
 					Containers: []corev1.Container{{
 						Name:            "role",
 						Image:           r.image,
@@ -334,21 +386,62 @@ func (r *Roles) deployment(name, role, ip string, lbl map[string]string, nanoCPU
 						},
 						Resources: res,
 						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}},
+							ProbeHandler:  probe,
 							PeriodSeconds: 2, FailureThreshold: 3,
 						},
-						VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: r.dataDir}},
+						VolumeMounts: mounts,
 						SecurityContext: &corev1.SecurityContext{
 							AllowPrivilegeEscalation: &no,
 							ReadOnlyRootFilesystem:   &yes,
 							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 						},
 					}},
-					Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
+					Volumes: volumes,
 				},
 			},
 		},
 	}
+}
+
+// secretName is the name of the TLS Secret of instance name.
+func secretName(name string) string { return name + "-tls" }
+
+// writeSecret creates the TLS Secret of instance name, whose address is
+// ip, or updates one an earlier process left; without TLS it does
+// nothing.
+func (r *Roles) writeSecret(ctx context.Context, name, ip string) error {
+	if r.tls == nil {
+		return nil
+	}
+	t, err := r.tls.For(ip)
+	if err != nil {
+		return fmt.Errorf("kubernetes: role %s: %w", name, err)
+	}
+	sn := secretName(name)
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: sn, Namespace: r.ns, Labels: r.labels(name)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       t.Files(),
+	}
+	_, err = r.c.CoreV1().Secrets(r.ns).Create(ctx, sec, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		if _, err = r.c.CoreV1().Secrets(r.ns).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+			return r.apiErr(err, "update", "secrets", sn)
+		}
+	} else if err != nil {
+		return r.apiErr(err, "create", "secrets", sn)
+	}
+	r.log.Info("TLS secret written", "secret", sn)
+	return nil
+}
+
+func (r *Roles) deleteSecret(ctx context.Context, name string) error {
+	sn := secretName(name)
+	err := r.c.CoreV1().Secrets(r.ns).Delete(ctx, sn, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return r.apiErr(err, "delete", "secrets", sn)
+	}
+	return nil
 }
 
 // Remove deletes instance id's Deployment (its pod is sent SIGTERM) and
@@ -361,6 +454,11 @@ func (r *Roles) Remove(ctx context.Context, id string) error {
 	}
 	if err := r.deleteService(ctx, id); err != nil {
 		return err
+	}
+	if r.tls != nil {
+		if err := r.deleteSecret(ctx, id); err != nil {
+			return err
+		}
 	}
 	r.mu.Lock()
 	for ip, name := range r.byIP {
@@ -383,7 +481,8 @@ func (r *Roles) deleteService(ctx context.Context, name string) error {
 }
 
 // Cleanup deletes every Deployment and Service of the cluster, reserved or
-// running, including those of an earlier process that did not clean up.
+// running, and with TLS their Secrets, including those of an earlier
+// process that did not clean up.
 func (r *Roles) Cleanup(ctx context.Context) error {
 	sel := metav1.ListOptions{LabelSelector: RolesAppLabel + "=" + RolesApp + "," + ClusterLabel + "=" + r.cluster}
 	var errs []error
@@ -401,6 +500,17 @@ func (r *Roles) Cleanup(ctx context.Context) error {
 	}
 	for _, s := range svcs.Items {
 		names[s.Name] = true
+	}
+	if r.tls != nil {
+		secs, err := r.c.CoreV1().Secrets(r.ns).List(ctx, sel)
+		if err != nil {
+			return r.apiErr(err, "list", "secrets", "")
+		}
+		for _, s := range secs.Items {
+			if name := s.Labels[InstanceLabel]; name != "" && secretName(name) == s.Name {
+				names[name] = true
+			}
+		}
 	}
 	for name := range names {
 		if err := r.Remove(ctx, name); err != nil {
