@@ -440,6 +440,14 @@ func writeUnknown(o *op) string {
 	if len(rest) > 0 {
 		fmt.Fprintf(&b, ", held for %s as a hint", strings.Join(rest, ", "))
 	}
+	if len(o.sets) > 1 {
+		// Ring views in transition: say which view's replicas fell short.
+		for i, set := range o.sets {
+			if !quorumIn([][]string{set}, o.need, o.answered.has) {
+				fmt.Fprintf(&b, "; view %d of %d short among %s", i+1, len(o.sets), strings.Join(set, ", "))
+			}
+		}
+	}
 	b.WriteString(": the write may still take effect")
 	return b.String()
 }

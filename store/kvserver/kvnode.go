@@ -576,6 +576,10 @@ func (k *Server) dispatch(msgs []kv.Message) {
 			k.mu.Unlock()
 			if ch != nil {
 				ch <- *m
+			} else if m.Err != "" {
+				// Its caller gave up first: the log is where its outcome
+				// (which replicas and views fell short) shows.
+				k.n.log.Warn("kv: a request ended after its caller gave up", "err", m.Err)
 			}
 			continue
 		}
