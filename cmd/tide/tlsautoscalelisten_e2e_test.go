@@ -187,7 +187,7 @@ func TestTLSAutoscaleListen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := adminTLS.HTTPClient(10*time.Second).Get("http://" + page + "/api/state")
+	resp, err := adminTLS.HTTPClient(10 * time.Second).Get("http://" + page + "/api/state")
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("the dashboard on %s with a certificate: %v %v", page, resp, err)
 	}
