@@ -331,7 +331,13 @@ func (k *Server) loop(ctx context.Context) {
 		k.flush(ob)
 		committed := false
 		if len(rd.Persist) > 0 {
-			if err := k.n.eng.ApplyKV(rd.Persist, false); err != nil {
+			start := time.Now()
+			err := k.n.eng.ApplyKV(rd.Persist, false)
+			if d := time.Since(start); d >= slowStorage {
+				// Every answer this round vouches for waits for it.
+				k.n.log.Warn("kv: slow persist round", "took", d.Round(time.Millisecond), "records", len(rd.Persist))
+			}
+			if err != nil {
 				k.n.log.Error("kv: persist failed; dropping this round's replies", "err", err)
 				k.node.ForgetVersions()   // it knows of writes storage lacks
 				k.recycle = k.recycle[:0] // left to the garbage collector
@@ -559,9 +565,17 @@ func (k *Server) syncLoop(ctx context.Context) {
 func (k *Server) syncWAL() error {
 	start := time.Now()
 	err := k.n.eng.SyncWAL()
-	k.n.m.kvSync.Observe(time.Since(start).Seconds())
+	d := time.Since(start)
+	k.n.m.kvSync.Observe(d.Seconds())
+	if d >= slowStorage {
+		k.n.log.Warn("kv: slow fsync", "took", d.Round(time.Millisecond))
+	}
 	return err
 }
+
+// slowStorage is how long a persist round or an fsync may take before the
+// node logs it: every acknowledgement that vouches for it waits as long.
+const slowStorage = 500 * time.Millisecond
 
 // dispatch hands answers to local callers or sends them to peers.
 func (k *Server) dispatch(msgs []kv.Message) {
