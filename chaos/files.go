@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -177,6 +178,18 @@ func (f *filesRun) run(ctx context.Context, id int) {
 	}
 }
 
+// mayHold reports whether sum is a content file name may end with: its
+// last acknowledged upload's, or one of the uploads whose outcome its
+// client did not learn.
+func (f *filesRun) mayHold(name, sum, acked string) bool {
+	if sum == acked {
+		return true
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Contains(f.maybe[name], sum)
+}
+
 // verify downloads every acknowledged file once the cluster is healed and
 // waits (up to a minute) for each to have its full replica count.
 func (f *filesRun) verify(ctx context.Context, end time.Time, replicas int) FilesResult {
@@ -227,16 +240,29 @@ func (f *filesRun) verify(ctx context.Context, end time.Time, replicas int) File
 	for {
 		live := f.cluster.Live()
 		want := min(replicas, len(live))
-		copies := map[string]int{}
+		// A file's copies are those of one content it may hold: the one
+		// downloaded above, or another its uploads may have left (an
+		// upload that was not acknowledged may still take effect after
+		// the download, when the healed replicas reconcile).
+		byContent := map[string]map[string]int{}
 		for _, n := range live {
 			held, err := fc.local(ctx, n)
 			if err != nil {
 				continue
 			}
-			for name, sum := range final {
-				if held[name] == sum {
-					copies[name]++
+			for name := range final {
+				if sum, ok := held[name]; ok && f.mayHold(name, sum, acked[name]) {
+					if byContent[name] == nil {
+						byContent[name] = map[string]int{}
+					}
+					byContent[name][sum]++
 				}
+			}
+		}
+		copies := map[string]int{}
+		for name, counts := range byContent {
+			for _, c := range counts {
+				copies[name] = max(copies[name], c)
 			}
 		}
 		res.UnderReplicated = res.UnderReplicated[:0]
