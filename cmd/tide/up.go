@@ -428,11 +428,9 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 	}
 	fmt.Fprintf(out, "  tide upload README.md %s\n", first.ChordAddr)
 	if lr != nil {
-		creds := ""
-		if tlsCfg != nil {
-			// The log's roles take its clients' commands over mutual TLS.
-			creds = fmt.Sprintf(" --tls-ca %s --tls-cert %s --tls-key %s", globalTLS.CA, globalTLS.Cert, globalTLS.Key)
-		}
+		// With TLS the log's roles take its clients' commands over mutual
+		// TLS only: the same flags the children got.
+		creds := strings.Join(append([]string{""}, tlsFlags...), " ")
 		fmt.Fprintf(out, "  tide log put%s %s greeting hello\n", creds, lr.depPath)
 	} else {
 		fmt.Fprintf(out, "  tide ring %s\n", first.ChordAddr)
