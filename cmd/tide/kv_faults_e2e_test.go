@@ -492,6 +492,9 @@ func TestKVMigrationKeepsForeground(t *testing.T) {
 	t.Logf("foreground before: %d requests, p50 %s, p99 %s", bn, b50.Round(time.Microsecond), b99.Round(time.Microsecond))
 	t.Logf("foreground during: %d requests, p50 %s, p99 %s", dn, d50.Round(time.Microsecond), d99.Round(time.Microsecond))
 	if len(failures) > 0 {
+		for _, p := range all {
+			logWarnings(t, p)
+		}
 		t.Fatalf("%d foreground requests failed, first: %s", len(failures), failures[0])
 	}
 	if bn == 0 || dn == 0 {
@@ -534,6 +537,22 @@ func respLoad(addr string, next *atomic.Int64, keys, wave int, value func(int) [
 			if line != "+OK\r\n" {
 				return fmt.Errorf("SET via %s: %q", addr, strings.TrimSpace(line))
 			}
+		}
+	}
+}
+
+// logWarnings logs the lines of p's log at level WARN or ERROR, the
+// nodes' own account of what was slow or failed.
+func logWarnings(t *testing.T, p *cluster.Proc) {
+	t.Helper()
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		t.Logf("%s: %v", p.Name, err)
+		return
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+			t.Logf("%s: %s", p.Name, line)
 		}
 	}
 }
