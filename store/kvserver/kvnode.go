@@ -254,26 +254,41 @@ func (k *Server) loop(ctx context.Context) {
 	defer k.tr.Close()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
+	var began time.Time // when the last round's work began
+	var what string     // what began it
 	for {
+		if what != "" {
+			// Every request waits for the round under way: a slow one
+			// shows in every client's latency at once.
+			if d := time.Since(began); d >= slowStorage {
+				k.n.log.Warn("kv: slow round", "took", d.Round(time.Millisecond), "began_with", what)
+			}
+			what = ""
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case r := <-k.rings:
+			began, what = time.Now(), "ring"
 			// A draining node's tables leave it out (see the walk);
 			// until its leave ends or fails it acknowledges no write.
 			k.node.SetLeaving(k.drain.Load())
 			k.node.SetRing(r)
 			k.applied.Store(&r)
 		case a := <-k.left:
+			began, what = time.Now(), "left"
 			k.node.MemberLeft(a)
 		case r := <-k.regionRings:
+			began, what = time.Now(), "region ring"
 			k.node.SetRegionRing(r.region, r.ring)
 		case done := <-k.clears:
+			began, what = time.Now(), "clear"
 			// The seed's clear_cache: storage is emptied between rounds,
 			// and the node forgets the hints and versions it kept of it.
 			k.node.Clear()
 			done <- k.n.eng.ClearKV()
 		case b := <-k.bulk:
+			began, what = time.Now(), "bulk"
 			// Data moving between replicas takes a round to itself, so
 			// that client requests never queue behind more than a few
 			// MiB of it; pushes waiting already join the round, so that
@@ -291,13 +306,16 @@ func (k *Server) loop(ctx context.Context) {
 				}
 			}
 		case m := <-k.inbox:
+			began, what = time.Now(), "request"
 			k.node.Step(m)
 			k.stepped++
 			k.stepMore()
 		case b := <-k.batches:
+			began, what = time.Now(), "batch"
 			k.stepBatch(b)
 			k.stepMore()
 		case <-t.C:
+			began, what = time.Now(), "tick"
 			k.node.Tick()
 			st := k.node.Stats
 			k.stats.Store(&st)
