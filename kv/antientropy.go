@@ -35,7 +35,15 @@ func (n *Node) syncRound() {
 	members := fmtMembers(n.ring.Members())
 	changed := members != n.lastMembers
 	stable := n.now-n.ringChangedAt >= n.cfg.HandOffTicks
-	if (changed || n.now-n.lastStray >= 10*n.cfg.SyncTicks || n.strayCheckDue()) && !n.strayBusy && stable {
+	if p := n.strayPass; p != nil {
+		if p.ringAt != n.ringChangedAt && stable {
+			// The table changed under the pass: what it read may hold
+			// new strays.
+			n.lastMembers = members
+			n.lastStray = n.now
+			n.handOff()
+		}
+	} else if (changed || n.now-n.lastStray >= 10*n.cfg.SyncTicks || n.strayCheckDue()) && !n.strayBusy && stable {
 		n.lastMembers = members
 		n.lastStray = n.now
 		n.handOff()

@@ -366,15 +366,20 @@ func (n *Node) checkRead(id uint64, o *op) {
 	}
 }
 
-// readRepair sends the newest version to every replica that answered with
-// an older one or none.
+// readRepair sends the newest version to every replica of the current
+// view that answered with an older one or none. A replica only an older
+// view of the transition window holds is left alone: it is handing the
+// key off, and a repair would give it back a copy to hand off again, so
+// that under a steady read load its hand-off passes would never come up
+// empty and the transition never settle (see strayPassDone). Quorums in
+// that view hold the key without it.
 func (n *Node) readRepair(o *op) {
 	best := newest(o.got)
 	if best == nil {
 		return
 	}
 	for _, rep := range o.replicas {
-		if !o.answered.has(rep) {
+		if !o.answered.has(rep) || (len(o.sets) > 0 && !slices.Contains(o.sets[0], rep)) {
 			continue
 		}
 		if cur, _ := o.got.get(rep); cur == nil || best.Newer(*cur) {
@@ -392,6 +397,7 @@ func (n *Node) expire(id uint64, o *op) {
 	delete(n.ops, id)
 	switch {
 	case o.push != nil:
+		n.strayOut -= o.push.size
 		n.strayBusy = false
 	case o.hint != nil:
 	case o.write:

@@ -5,6 +5,7 @@
 package kv
 
 import (
+	"math"
 	"slices"
 	"strings"
 )
@@ -14,12 +15,53 @@ import (
 type strayPush struct {
 	recs    []Record
 	targets []string
+	size    int64 // bytes of recs, counted in strayOut until answered
 }
 
-// handOff finds records this node holds but does not replicate (the ring
-// changed, or the node is draining), sends each batch to the nodes that
-// replicate it, and forgets the records once all of them acknowledge.
+// strayPass is a hand-off pass under way. It reads the node's records in
+// slices of about strayScanBytes a tick, from the position after next,
+// so that no round reads a whole store: every client request waits for
+// the round under way.
+type strayPass struct {
+	start  int    // the tick it began
+	h      uint64 // strayHorizon as it began
+	next   uint32 // once begun, the next slice reads the positions after this one
+	begun  bool   // a slice has been read (the first starts at position 0)
+	old    int    // strays found up to h (see strayPassDone)
+	ringAt int    // ringChangedAt as it began: a change pauses it (see syncRound)
+}
+
+const (
+	// strayScanBytes bounds the records one tick's slice of a hand-off
+	// pass reads (a node of 1 GiB is read in about 40 s at 10 ms ticks).
+	strayScanBytes = 512 << 10
+	// strayOutBytes bounds the strays offered and not yet answered: a
+	// pass waits for answers before it reads further.
+	strayOutBytes = 64 << 20
+)
+
+// handOff begins a hand-off pass (see continueHandOff), replacing one
+// under way, and reads its first slice.
 func (n *Node) handOff() {
+	n.strayPass = &strayPass{start: n.now, h: n.strayHorizon(), ringAt: n.ringChangedAt}
+	n.continueHandOff()
+}
+
+// continueHandOff reads the next slice of the pass under way: records this
+// node holds but does not replicate (the ring changed, or the node is
+// draining) are offered to the nodes that replicate them, in batches, and
+// forgotten once all of them acknowledge. Expired values and old
+// tombstones it meets are collected on the way.
+func (n *Node) continueHandOff() {
+	p := n.strayPass
+	if p == nil || n.strayOut >= strayOutBytes || p.ringAt != n.ringChangedAt {
+		// Nothing under way, answers awaited, or the member table
+		// changed: what the pass would find stray may not be once the
+		// table settles, and a replica must not drop what it replicates.
+		// syncRound begins a new pass once the table has been stable for
+		// HandOffTicks.
+		return
+	}
 	groups := map[string]*strayPush{}
 	var order []string
 	var size int64
@@ -28,14 +70,21 @@ func (n *Node) handOff() {
 	// (see strayPassDone): a newer one was written after every member
 	// ran with the current view, so a write quorum of the current view
 	// holds it already, and under a steady load every pass finds some.
-	h, old, cut := n.strayHorizon(), 0, false
-	defer func(start int) {
-		if cut {
-			old++ // the pass ended early: what it did not reach may be old
+	// A slice ends only where the position changes, so that the next one
+	// starts after a position with nothing left in it.
+	from, to := p.next, uint32(math.MaxUint32)
+	if !p.begun {
+		from, to = 0, 0 // the whole ring, from position 0
+	}
+	p.begun = true
+	last, more := p.next, false
+	n.scan(from, to, func(pos uint32, r Record) bool {
+		if size >= strayScanBytes && pos != last {
+			more = true
+			return false
 		}
-		n.strayPassDone(start, old)
-	}(n.now)
-	n.scan(0, 0, func(pos uint32, r Record) bool {
+		size += int64(len(r.Key) + len(r.Value) + 16)
+		last = pos
 		if !r.Tomb && r.Expired(now) {
 			// Past its deadline: replace the value with a tombstone of
 			// the same version (a tombstone wins a tie), collected a
@@ -70,20 +119,24 @@ func (n *Node) handOff() {
 			order = append(order, key)
 		}
 		g.recs = append(g.recs, r)
-		if settled(r.Version, h) {
-			old++
+		if settled(r.Version, p.h) {
+			p.old++
 		}
-		size += int64(len(r.Key) + len(r.Value))
-		cut = size >= 64<<20
-		return !cut
+		return true
 	})
+	p.next = last
+	if !more {
+		n.strayPass = nil
+		n.strayPassDone(p.start, p.old)
+	}
 	for _, key := range order {
 		g := groups[key]
 		for len(g.recs) > 0 {
 			k := min(len(g.recs), 256)
-			batch := &strayPush{recs: g.recs[:k], targets: g.targets}
+			batch := &strayPush{recs: g.recs[:k], targets: g.targets, size: recordsSize(g.recs[:k])}
 			g.recs = g.recs[k:]
 			id := n.newOp(&op{push: batch, replicas: batch.targets})
+			n.strayOut += batch.size
 			// Each target is offered the versions first and sent only
 			// what it lacks: after a join, anti-entropy has usually
 			// brought the new replica most of them already, and the
@@ -148,6 +201,7 @@ func (n *Node) pushAnswered(id uint64, from string) {
 		return
 	}
 	delete(n.ops, id)
+	n.strayOut -= o.push.size
 	for _, r := range o.push.recs {
 		if cur, ok := n.local(r.Key); ok && cur.Version == r.Version {
 			n.forget(cur)
@@ -161,8 +215,9 @@ func (n *Node) pushAnswered(id uint64, from string) {
 		}
 	}
 	n.strayBusy = busy
-	if !busy {
-		// More may be waiting beyond the first 64 MiB.
+	if !busy && n.strayPass == nil {
+		// Another pass soon: one that finds nothing settles a
+		// transition (strayPassDone).
 		n.lastStray = n.now - 10*n.cfg.SyncTicks
 	}
 }
@@ -173,5 +228,5 @@ func (n *Node) Rebalance() {
 	n.lastSync = n.now - n.cfg.SyncTicks
 }
 
-// Busy reports whether hand-offs are in flight.
-func (n *Node) Busy() bool { return n.strayBusy }
+// Busy reports whether a hand-off pass or hand-offs are under way.
+func (n *Node) Busy() bool { return n.strayBusy || n.strayPass != nil }

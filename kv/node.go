@@ -97,6 +97,8 @@ type Node struct {
 	lastMembers string
 	lastStray   int
 	strayBusy   bool
+	strayPass   *strayPass // the hand-off pass under way
+	strayOut    int64      // bytes of strays offered and not yet answered
 	salt        uint64
 	migrations  []Message // anti-entropy and hand-off sends waiting for budget
 	migBudget   int64     // bytes they may send now; negative after an overdraft
@@ -367,6 +369,7 @@ func (n *Node) Tick() {
 	n.pumpRanges()
 	n.expireBatches()
 	n.tickOps()
+	n.continueHandOff()
 	if n.now-n.lastHint >= n.cfg.HintTicks {
 		n.lastHint = n.now
 		n.dropDepartedHints()
