@@ -254,14 +254,17 @@ func (k *Server) loop(ctx context.Context) {
 	defer k.tr.Close()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
-	var began time.Time // when the last round's work began
-	var what string     // what began it
+	var began time.Time                 // when the last round's work began
+	var what string                     // what began it
+	var step, send, store time.Duration // where its time went
 	for {
 		if what != "" {
 			// Every request waits for the round under way: a slow one
 			// shows in every client's latency at once.
 			if d := time.Since(began); d >= slowStorage {
-				k.n.log.Warn("kv: slow round", "took", d.Round(time.Millisecond), "began_with", what)
+				ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+				k.n.log.Warn("kv: slow round", "took", ms(d), "began_with", what,
+					"stepping", ms(step), "sending", ms(send), "storing", ms(store), "rest", ms(d-step-send-store))
 			}
 			what = ""
 		}
@@ -293,10 +296,13 @@ func (k *Server) loop(ctx context.Context) {
 			// that client requests never queue behind more than a few
 			// MiB of it; pushes waiting already join the round, so that
 			// storage writes them in large files (see kvingest.go).
+			// Offers and digests carry no records but read storage:
+			// after bulkRoundTime the round takes no more, unless it
+			// holds pushes too few to be stored as a file of their own.
 			k.stepBulk(b)
 			size := pushBytes(b.m)
 		more:
-			for size < bulkRoundBytes {
+			for size < bulkRoundBytes && (time.Since(began) < bulkRoundTime || size > 0 && size < bulkRoundIngest) {
 				select {
 				case b := <-k.bulk:
 					k.stepBulk(b)
@@ -326,6 +332,7 @@ func (k *Server) loop(ctx context.Context) {
 				k.regionStatus.Store(&rs)
 			}
 		}
+		step, send, store = time.Since(began), 0, 0
 		if k.stepped > 0 {
 			k.n.m.kvRound.Observe(float64(k.stepped))
 			k.stepped = 0
@@ -346,12 +353,15 @@ func (k *Server) loop(ctx context.Context) {
 				after = append(after, *m)
 			}
 		}
+		start := time.Now()
 		k.flush(ob)
+		send = time.Since(start)
 		committed := false
 		if len(rd.Persist) > 0 {
 			start := time.Now()
 			err := k.n.eng.ApplyKV(rd.Persist, false)
-			if d := time.Since(start); d >= slowStorage {
+			store = time.Since(start)
+			if d := store; d >= slowStorage {
 				// Every answer this round vouches for waits for it.
 				k.n.log.Warn("kv: slow persist round", "took", d.Round(time.Millisecond), "records", len(rd.Persist))
 			}
@@ -508,8 +518,14 @@ func (k *Server) stepBulk(b bulkMsg) {
 	}
 }
 
-// bulkRoundBytes bounds the pushes one round takes.
-const bulkRoundBytes = 8 << 20
+// bulkRoundBytes bounds the pushes one round takes, and bulkRoundTime
+// the time it spends stepping bulk messages: client requests wait for
+// the round.
+const (
+	bulkRoundBytes  = 8 << 20
+	bulkRoundTime   = 50 * time.Millisecond
+	bulkRoundIngest = 2 << 20 // above storage's threshold for ingesting a round's pushes
+)
 
 func pushBytes(m kv.Message) int {
 	n := 0
