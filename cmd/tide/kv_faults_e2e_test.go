@@ -529,7 +529,8 @@ func TestKVMigrationKeepsForeground(t *testing.T) {
 	}
 	if bn == 0 || dn == 0 {
 		t.Fatalf("foreground requests: %d before, %d during the migration", bn, dn)
-	} // Without the foreground, the rest of the strays go too: the
+	}
+	// Without the foreground, the rest of the strays go too: the
 	// transition settles.
 	waitFor(t, "the old nodes to hand off every stray copy", 3*time.Minute, func() error {
 		if n, err := strays(); err != nil || n > 0 {
