@@ -166,12 +166,37 @@ func settled(v, h uint64) bool { return h == 0 || v <= h }
 
 // digest hashes the records of (lo, hi] up to version h into b buckets.
 func (n *Node) digest(lo, hi uint32, b int, h uint64) []uint64 {
+	return digestOf(func(fn func(uint32, Record) bool) { n.scanVersions(lo, hi, fn) }, lo, hi, b, h)
+}
+
+// Digest is the digest a node answers a KindDigest with: the records of
+// (lo, hi] in st up to version h, hashed into b buckets. It only reads
+// st, so a driver may compute it outside the node's rounds (see
+// StepDigestResp), from storage as it stands: a digest read in a round
+// sees storage as the round began, without the round's own writes.
+func Digest(st Storage, lo, hi uint32, b int, h uint64) []uint64 {
+	return digestOf(func(fn func(uint32, Record) bool) {
+		if vs, ok := st.(VersionScanner); ok {
+			vs.ScanVersions(lo, hi, fn)
+			return
+		}
+		st.Scan(lo, hi, fn)
+	}, lo, hi, b, h)
+}
+
+// DigestReply is the answer to a KindDigest message m from a node at
+// self, given its digest (Digest).
+func DigestReply(self string, m Message, hashes []uint64) Message {
+	return Message{Kind: KindDigestResp, From: self, To: m.From, Lo: m.Lo, Hi: m.Hi, Buckets: m.Buckets, Horizon: m.Horizon, Hashes: hashes}
+}
+
+func digestOf(scan func(func(uint32, Record) bool), lo, hi uint32, b int, h uint64) []uint64 {
 	if b <= 0 || b > 4096 {
 		return nil
 	}
 	out := make([]uint64, b)
 	var recent []bool // buckets with records newer than h
-	n.scanVersions(lo, hi, func(pos uint32, r Record) bool {
+	scan(func(pos uint32, r Record) bool {
 		i := bucketOf(pos, lo, hi, b)
 		if !settled(r.Version, h) {
 			if recent == nil {
@@ -203,7 +228,23 @@ func (n *Node) versions(lo, hi uint32) []KeyVersion {
 }
 
 func (n *Node) onDigestResp(m Message) {
-	mine := n.digest(m.Lo, m.Hi, m.Buckets, m.Horizon)
+	n.compareDigest(m, n.digest(m.Lo, m.Hi, m.Buckets, m.Horizon))
+}
+
+// StepDigestResp steps a KindDigestResp m with this node's own digest of
+// the same range and horizon (Digest), read by the driver outside the
+// round: a digest reads a whole range, and every request waits for the
+// round under way.
+func (n *Node) StepDigestResp(m Message, mine []uint64) {
+	if len(n.lwt.suspect) > 0 {
+		delete(n.lwt.suspect, m.From) // it answers again
+	}
+	n.compareDigest(m, mine)
+}
+
+// compareDigest compares a peer's digest m with this node's, mine, and
+// moves what differs.
+func (n *Node) compareDigest(m Message, mine []uint64) {
 	n.syncCheckAnswer(m.From, m.Lo, m.Hi, m.Horizon, slices.Equal(mine, m.Hashes))
 	if len(mine) != len(m.Hashes) {
 		return

@@ -109,6 +109,8 @@ type Server struct {
 	// closing is closed when the node stops: a bulk message waiting for
 	// room in the queue is dropped then.
 	closing <-chan struct{}
+	// digests are the digest requests and answers for the digester.
+	digests chan kv.Message
 }
 
 // Config configures a KV server. Zero fields take the defaults noted.
@@ -154,7 +156,7 @@ func Start(ctx context.Context, cfg Config, peerLn net.Listener, initial kv.Ring
 		cfg.KV.Origin = newOrigin()
 	}
 	n := &host{cfg: cfg, eng: cfg.Engine, log: cfg.Log, m: metrics{kvRound: cfg.RoundMessages, kvSync: cfg.SyncSeconds, kvLatency: cfg.Latency}}
-	k := &Server{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), rings: make(chan kv.Ring, 4), left: make(chan string, 64), regionRings: make(chan regionRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
+	k := &Server{n: n, tr: &transport.Transport{OwnFrames: true}, inbox: make(chan kv.Message, 1<<16), batches: make(chan msgBatch, 1<<14), bulk: make(chan bulkMsg, 256), digests: make(chan kv.Message, 16), rings: make(chan kv.Ring, 4), left: make(chan string, 64), regionRings: make(chan regionRing, 4), clears: make(chan chan error), wait: map[uint64]chan kv.Message{},
 		periodic: n.cfg.KVSync == "periodic", syncq: make(chan syncJob, 1<<14), ready: make(chan struct{}), closing: ctx.Done()}
 	k.tr.Log = n.log
 	k.tr.TLS = cfg.TLS
@@ -177,7 +179,8 @@ func Start(ctx context.Context, cfg Config, peerLn net.Listener, initial kv.Ring
 	if err := k.tr.ServeBatch(peerLn, k.deliver); err != nil {
 		return nil, err
 	}
-	k.wg.Add(2)
+	k.wg.Add(3)
+	go func() { defer k.wg.Done(); k.digester(ctx) }()
 	go func() { defer k.wg.Done(); k.loop(ctx) }()
 	go func() { defer k.wg.Done(); k.syncLoop(ctx) }()
 	return k, nil
@@ -200,6 +203,13 @@ func (k *Server) deliver(frames [][]byte) {
 			continue
 		}
 		if bulkKind(m.Kind) {
+			if m.Kind == kv.KindDigest || m.Kind == kv.KindDigestResp {
+				select {
+				case k.digests <- m:
+					continue
+				default: // the digester is behind: the loop reads it
+				}
+			}
 			k.deliverBulk(m, f)
 			continue
 		}
@@ -502,19 +512,57 @@ func (k *Server) putPeerBatch(p *[]kv.Message) {
 }
 
 // bulkMsg is an inbound message of the bulk lane, with the frame it was
-// decoded from when that frame may be recycled after the round.
+// decoded from when that frame may be recycled after the round, and for a
+// digest answer, this node's digest of the same range (digester).
 type bulkMsg struct {
-	m     kv.Message
-	frame []byte
+	m      kv.Message
+	frame  []byte
+	digest []uint64
+	mine   bool // digest is set
 }
 
 // stepBulk steps b's message and keeps its frame for recycling.
 func (k *Server) stepBulk(b bulkMsg) {
-	if !k.refuses(&b.m) {
+	switch {
+	case b.mine:
+		k.node.StepDigestResp(b.m, b.digest)
+	case !k.refuses(&b.m):
 		k.node.Step(b.m)
 	}
 	if b.frame != nil {
 		k.recycle = append(k.recycle, b.frame)
+	}
+}
+
+// digester reads the digests of anti-entropy outside the loop: a digest
+// reads a whole range (a third of a node's records with N=3 replicas),
+// and every request waits for the round under way. It answers a peer's
+// KindDigest itself, and hands the loop a peer's answer with this node's
+// digest of the same range, one at a time.
+func (k *Server) digester(ctx context.Context) {
+	st := k.n.eng.KV()
+	for {
+		var m kv.Message
+		select {
+		case <-ctx.Done():
+			return
+		case m = <-k.digests:
+		}
+		start := time.Now()
+		hashes := kv.Digest(st, m.Lo, m.Hi, m.Buckets, m.Horizon)
+		if d := time.Since(start); d >= slowStorage {
+			k.n.log.Info("kv: slow digest", "took", d.Round(time.Millisecond), "from", m.From)
+		}
+		if m.Kind == kv.KindDigest {
+			r := kv.DigestReply(k.n.cfg.Self, m, hashes)
+			k.tr.SendBatchOn(transport.Bulk, r.To, [][]byte{kv.AppendMessage(nil, &r)})
+			continue
+		}
+		select {
+		case k.bulk <- bulkMsg{m: m, digest: hashes, mine: true}:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
