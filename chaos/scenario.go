@@ -154,7 +154,10 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 		}
 	}
 
-	wctx, stop := context.WithTimeout(ctx, scale(sc.Duration))
+	// The workload runs for the scenario's duration, and longer when its
+	// steps ran late (a reconfiguration that took longer than planned
+	// delays the next): it ends as long after the last step as planned.
+	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
 	var kv *kvRun
@@ -191,15 +194,17 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 		mu.Unlock()
 	}
 	var undos sync.WaitGroup
+	var late time.Duration // how late the last step began
 	for _, st := range steps {
 		select {
 		case <-wctx.Done():
 		case <-time.After(time.Until(start.Add(scale(st.At)))):
 		}
 		if wctx.Err() != nil {
-			problem("%s at %s: the workload ended first", st.Fault, scale(st.At))
+			problem("%s at %s: the run was cancelled first", st.Fault, scale(st.At))
 			break
 		}
+		late = max(0, time.Since(start)-scale(st.At))
 		at := time.Since(start).Round(100 * time.Millisecond)
 		log.Info("fault", "at", at, "fault", st.Fault.String())
 		undo, err := st.Fault.Inject(ctx, cluster)
@@ -235,6 +240,11 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 		rep.Faults = append(rep.Faults, desc)
 		mu.Unlock()
 	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Until(start.Add(scale(sc.Duration) + late))):
+	}
+	stop()
 	wg.Wait()
 	end := time.Now()
 	undos.Wait()
