@@ -156,7 +156,8 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 
 	// The workload runs for the scenario's duration, and longer when its
 	// steps ran late (a reconfiguration that took longer than planned
-	// delays the next): it ends as long after the last step as planned.
+	// delays the next): it ends as long after the last step began as
+	// planned.
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup

@@ -136,15 +136,22 @@ func (n *Node) scan(lo, hi uint32, fn func(uint32, Record) bool) {
 // storage's VersionScanner when it has one, which copies no values out
 // (the records fn sees are valid only during the call).
 func (n *Node) scanVersions(lo, hi uint32, fn func(uint32, Record) bool) {
-	vs, ok := n.st.(VersionScanner)
-	if !ok {
-		n.scan(lo, hi, fn)
-		return
-	}
-	vs.ScanVersions(lo, hi, func(pos uint32, r Record) bool {
-		n.scanDebt += int64(len(r.Key) + 16) // the values are read but not copied
+	scanVersionsOf(n.st, lo, hi, func(pos uint32, r Record) bool {
+		// Through a VersionScanner, the values are read but not copied
+		// (r.Value is nil).
+		n.scanDebt += int64(len(r.Key) + len(r.Value) + 16)
 		return fn(pos, r)
 	})
+}
+
+// scanVersionsOf scans (lo, hi] of st through its VersionScanner when it
+// has one, and in full otherwise.
+func scanVersionsOf(st Storage, lo, hi uint32, fn func(uint32, Record) bool) {
+	if vs, ok := st.(VersionScanner); ok {
+		vs.ScanVersions(lo, hi, fn)
+		return
+	}
+	st.Scan(lo, hi, fn)
 }
 
 // horizon is the newest version a comparison starting now covers: what
@@ -175,13 +182,7 @@ func (n *Node) digest(lo, hi uint32, b int, h uint64) []uint64 {
 // StepDigestResp), from storage as it stands: a digest read in a round
 // sees storage as the round began, without the round's own writes.
 func Digest(st Storage, lo, hi uint32, b int, h uint64) []uint64 {
-	return digestOf(func(fn func(uint32, Record) bool) {
-		if vs, ok := st.(VersionScanner); ok {
-			vs.ScanVersions(lo, hi, fn)
-			return
-		}
-		st.Scan(lo, hi, fn)
-	}, lo, hi, b, h)
+	return digestOf(func(fn func(uint32, Record) bool) { scanVersionsOf(st, lo, hi, fn) }, lo, hi, b, h)
 }
 
 // DigestReply is the answer to a KindDigest message m from a node at
@@ -236,9 +237,7 @@ func (n *Node) onDigestResp(m Message) {
 // round: a digest reads a whole range, and every request waits for the
 // round under way.
 func (n *Node) StepDigestResp(m Message, mine []uint64) {
-	if len(n.lwt.suspect) > 0 {
-		delete(n.lwt.suspect, m.From) // it answers again
-	}
+	n.heard(m.From)
 	n.compareDigest(m, mine)
 }
 

@@ -227,11 +227,17 @@ func (n *Node) version() uint64 {
 
 func (n *Node) observe(v uint64) { n.last = max(n.last, v) }
 
+// heard notes a message from a peer: a key leader suspected of being
+// down answers again.
+func (n *Node) heard(from string) {
+	if len(n.lwt.suspect) > 0 {
+		delete(n.lwt.suspect, from)
+	}
+}
+
 // Step handles one message.
 func (n *Node) Step(m Message) {
-	if len(n.lwt.suspect) > 0 {
-		delete(n.lwt.suspect, m.From) // it answers again
-	}
+	n.heard(m.From)
 	switch m.Kind {
 	case KindClientPut:
 		n.clientPut(m)
@@ -278,7 +284,7 @@ func (n *Node) Step(m Message) {
 	case KindGetResp:
 		n.onGetResp(m.ID, m.From, m.Rec, m.Found)
 	case KindDigest:
-		n.send(Message{Kind: KindDigestResp, To: m.From, Lo: m.Lo, Hi: m.Hi, Buckets: m.Buckets, Horizon: m.Horizon, Hashes: n.digest(m.Lo, m.Hi, m.Buckets, m.Horizon)})
+		n.send(DigestReply(n.self, m, n.digest(m.Lo, m.Hi, m.Buckets, m.Horizon)))
 	case KindDigestResp:
 		n.onDigestResp(m)
 	case KindKeys:
