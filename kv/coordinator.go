@@ -40,6 +40,10 @@ type op struct {
 	push     *strayPush
 	prop     *proposal // write: the commit of a lightweight transaction's value
 	resends  int       // times the requests of this op were sent again
+	// refused lists the replicas that turned the write (or a read's
+	// write-back) away unstored (KindPutRefused), until they acknowledge
+	// a resend.
+	refused addrSet
 	// room for answered and got, enough for most ops
 	answeredBuf [4]string
 	gotBuf      [4]gotEntry
@@ -146,7 +150,7 @@ func (n *Node) clientPut(m Message) {
 func (n *Node) checkWrite(id uint64, o *op) {
 	if !o.replied && o.prop != nil && quorumIn(o.sets, o.need, o.answered.has) {
 		o.replied = true
-		n.committed(o.prop, o, false)
+		n.committed(o.prop, o, "")
 	}
 	if !o.replied && quorumIn(o.sets, o.need, func(a string) bool { return o.answered.has(a) }) {
 		// The acknowledgement vouches for the replicas' copies, each
@@ -186,6 +190,72 @@ func (n *Node) onPutAck(id uint64, from string) {
 			break
 		}
 	}
+}
+
+// onPutRefused notes that replica from turned away, unstored, the write
+// of op id (why: its disk is full). A write, or a read's write-back,
+// that can no longer reach its quorum without the replicas that refused
+// it fails at once, with why, instead of at its timeout. The op itself
+// lives on until then: a replica may still take a resend, and at the
+// timeout the coordinator keeps a hint for each replica that did not
+// acknowledge.
+func (n *Node) onPutRefused(id uint64, from, why string) {
+	o := n.ops[id]
+	if o == nil || o.hint != nil || o.answered.has(from) && o.write {
+		return // a hint stays held until its replica takes it
+	}
+	o.refused.add(from)
+	if o.replied {
+		return
+	}
+	switch {
+	case o.write:
+		if quorumIn(o.sets, o.need, func(a string) bool { return !o.refused.has(a) }) {
+			return
+		}
+		n.Stats.WriteFailures++
+		if o.prop != nil {
+			o.replied = true
+			n.committed(o.prop, o, writeRefused(o, why))
+			return
+		}
+		n.reply(o, Message{Err: writeRefused(o, why)})
+	case o.writeback:
+		i := slices.IndexFunc(o.wbSent, func(w wbSent) bool { return w.addr == from })
+		if i < 0 {
+			return
+		}
+		o.wbSent = slices.Delete(o.wbSent, i, i+1)
+		// Who holds the version the read would answer, or may yet.
+		may := func(a string) bool {
+			r, _ := o.got.get(a)
+			return r != nil && r.Version == o.wbRec.Version || !o.refused.has(a)
+		}
+		if quorumIn(o.sets, n.cfg.W, may) {
+			// Others may still take it: ask the replicas spared so far,
+			// to write it back to them once they answer.
+			n.askSpares(id, o)
+			n.checkRead(id, o)
+			return
+		}
+		n.Stats.ReadFailures++
+		n.reply(o, Message{Err: fmt.Sprintf("%s; refused by %s: the newest version of the key could not be written back to a write quorum, which a read needs before it answers it; read again once space returns", why, strings.Join(o.refused, ", "))})
+	}
+}
+
+// writeRefused says why a write failed before its timeout: replicas
+// turned it away (why, their disk is full), too many for a quorum. It
+// starts with why, so that a client sees "disk full" first.
+func writeRefused(o *op, why string) string {
+	var b strings.Builder
+	b.WriteString(why)
+	fmt.Fprintf(&b, "; refused by %s, so the write cannot reach %d acknowledgements", strings.Join(o.refused, ", "), o.need)
+	if len(o.answered) > 0 {
+		fmt.Fprintf(&b, "; outcome unknown: stored on %s, and held for the others as a hint: the write may still take effect", strings.Join(o.answered, ", "))
+	} else {
+		b.WriteString("; outcome unknown: held for the replicas as a hint, the write may still take effect")
+	}
+	return b.String()
 }
 
 func (n *Node) clientGet(m Message) {
@@ -336,27 +406,21 @@ func (n *Node) checkRead(id uint64, o *op) {
 			} else {
 				n.reply(o, Message{Rec: *best, Found: true})
 			}
-		case !o.writeback || best.Newer(o.wbRec):
+		default:
 			// Write the newest version back to the replicas that answered
 			// with an older one; again if a newer one turns up meanwhile
 			// (a write that raced the read), or the read could never see
-			// a quorum hold what it would answer.
+			// a quorum hold what it would answer; and to replicas that
+			// answer later (spares asked since), so that the read does not
+			// wait on one that refused it.
+			if !o.writeback || best.Newer(o.wbRec) {
+				n.Stats.ReadRepairs++
+			}
 			o.writeback = true
 			o.wbRec = *best
-			for _, rep := range o.replicas {
-				if cur, ok := o.got.get(rep); ok && (cur == nil || best.Newer(*cur)) {
-					if rep == n.self {
-						n.apply(*best)
-						b := *best
-						o.got.set(rep, &b)
-					} else {
-						n.send(Message{Kind: KindPut, To: rep, ID: id, Rec: *best})
-						o.wbSent = append(o.wbSent, wbSent{rep, *best})
-					}
-				}
+			if n.writeBack(id, o, best) {
+				n.checkRead(id, o)
 			}
-			n.Stats.ReadRepairs++
-			n.checkRead(id, o)
 			return
 		}
 	}
@@ -364,6 +428,32 @@ func (n *Node) checkRead(id uint64, o *op) {
 		n.readRepair(o)
 		delete(n.ops, id)
 	}
+}
+
+// writeBack sends best to each replica of read op id that answered with
+// an older version, unless it has one on its way already or refused it,
+// and applies it here if this node is one of them. It reports whether it
+// applied it here, which changes what the read holds.
+func (n *Node) writeBack(id uint64, o *op, best *Record) (applied bool) {
+	for _, rep := range o.replicas {
+		cur, ok := o.got.get(rep)
+		if !ok || cur != nil && !best.Newer(*cur) || o.refused.has(rep) {
+			continue
+		}
+		if rep == n.self {
+			n.apply(*best)
+			b := *best
+			o.got.set(rep, &b)
+			applied = true
+			continue
+		}
+		if slices.ContainsFunc(o.wbSent, func(w wbSent) bool { return w.addr == rep && w.rec.Version == best.Version }) {
+			continue
+		}
+		n.send(Message{Kind: KindPut, To: rep, ID: id, Rec: *best})
+		o.wbSent = append(o.wbSent, wbSent{rep, *best})
+	}
+	return applied
 }
 
 // readRepair sends the newest version to every replica of the current
@@ -410,7 +500,7 @@ func (n *Node) expire(id uint64, o *op) {
 			n.Stats.WriteFailures++
 			if o.prop != nil {
 				o.replied = true
-				n.committed(o.prop, o, true)
+				n.committed(o.prop, o, writeUnknown(o))
 			} else {
 				n.reply(o, Message{Err: writeUnknown(o)})
 			}

@@ -546,12 +546,13 @@ func (n *Node) onAccepted(m Message, from string) {
 	n.checkWrite(id, o)
 }
 
-// committed is called once the write of a chosen value reached W (err
-// nil) or timed out.
-func (n *Node) committed(p *proposal, o *op, timedOut bool) {
+// committed is called once the write of a chosen value reached W
+// (failed "") or failed (failed says why: it timed out, or too many
+// replicas refused it).
+func (n *Node) committed(p *proposal, o *op, failed string) {
 	switch {
-	case timedOut:
-		n.answer(p, nil, errorString(writeUnknown(o)))
+	case failed != "":
+		n.answer(p, nil, errorString(failed))
 	case p.finish:
 		// An earlier value is in place: now the ops.
 		p.finish = false

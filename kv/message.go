@@ -73,13 +73,19 @@ const (
 	// range agrees with every replica); W 1, the node still keeps older
 	// views and wants the others' states.
 	KindViewState
+	// KindPutRefused answers a KindPut (ID: the op) or, with Found, a
+	// KindPutBatch (ID: the batch) that the replica turned away unstored;
+	// Err says why (its disk is full: see Node.Refuse). The coordinator
+	// counts the replica out of the write's quorum at once, rather than
+	// waiting out its timeout.
+	KindPutRefused
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
 	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range", "offer", "offer_resp",
 	"put_batch", "put_batch_ack", "get_batch", "get_batch_resp", "region_put", "region_ack",
-	"client_cas", "prepare", "promise", "accept", "accepted", "cas_taken", "region_mark", "view_state"}
+	"client_cas", "prepare", "promise", "accept", "accepted", "cas_taken", "region_mark", "view_state", "put_refused"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {

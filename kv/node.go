@@ -235,6 +235,23 @@ func (n *Node) heard(from string) {
 	}
 }
 
+// Refuse answers m, a peer's write that the driver turns away unstored
+// (why: its disk is full), with KindPutRefused, so that the write's
+// coordinator need not wait out its timeout to learn that this replica
+// will not hold it. A write that expects no answer is dropped.
+func (n *Node) Refuse(m Message, why string) {
+	n.heard(m.From)
+	if n.leaving {
+		return // a leaving node answers no write (see Step)
+	}
+	switch {
+	case m.Kind == KindPut && m.ID != 0:
+		n.send(Message{Kind: KindPutRefused, To: m.From, ID: m.ID, Err: why})
+	case m.Kind == KindPutBatch:
+		n.send(Message{Kind: KindPutRefused, To: m.From, ID: m.ID, Found: true, Err: why})
+	}
+}
+
 // Step handles one message.
 func (n *Node) Step(m Message) {
 	n.heard(m.From)
@@ -260,6 +277,14 @@ func (n *Node) Step(m Message) {
 	case KindPutBatchAck:
 		for _, id := range n.answeredBatch(m.ID) {
 			n.onPutAck(id, m.From)
+		}
+	case KindPutRefused:
+		if !m.Found {
+			n.onPutRefused(m.ID, m.From, m.Err)
+			break
+		}
+		for _, id := range n.answeredBatch(m.ID) {
+			n.onPutRefused(id, m.From, m.Err)
 		}
 	case KindGetBatch:
 		recs := make([]Record, len(m.Keys))

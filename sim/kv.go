@@ -38,6 +38,8 @@ type KVNet struct {
 	// lagged holds, by node, a ring view SetMembersLagged has not given
 	// it yet, and the tick it will.
 	lagged map[string]laggedView
+	// full holds the nodes whose disks are full (SetFull).
+	full map[string]bool
 }
 
 type laggedView struct {
@@ -120,6 +122,54 @@ func (net *KVNet) Restart(a string) {
 		delete(net.down, a)
 		net.start(a)
 	}
+}
+
+// SetFull fills a node's disk (on) or frees it: while full, it refuses
+// writes as the store's driver does (store/kvserver, space.go). A
+// client's write is answered "disk full" unstored; a peer's write is
+// refused (kv.Node.Refuse); a push of records is dropped. Deletes are
+// taken.
+func (net *KVNet) SetFull(a string, on bool) {
+	if net.full == nil {
+		net.full = map[string]bool{}
+	}
+	if on {
+		net.full[a] = true
+	} else {
+		delete(net.full, a)
+	}
+}
+
+// refused reports whether full node to turns m away, and answers it as
+// the driver would.
+func (net *KVNet) refused(n *kv.Node, m kv.Message) bool {
+	if !net.full[m.To] || !storesData(m) {
+		return false
+	}
+	switch m.Kind {
+	case kv.KindClientPut:
+		net.enqueue(kv.Message{Kind: kv.KindClientResp, From: m.To, To: m.From, ID: m.ID, Err: "disk full: simulated"})
+	case kv.KindPut, kv.KindPutBatch:
+		n.Refuse(m, "disk full: simulated")
+		net.collect(m.To)
+	}
+	return true
+}
+
+// storesData reports whether m asks its receiver to store a value (as
+// kvserver's writes does): a delete does not.
+func storesData(m kv.Message) bool {
+	switch m.Kind {
+	case kv.KindClientPut, kv.KindPut, kv.KindRegionPut:
+		return !m.Rec.Tomb
+	case kv.KindPutBatch, kv.KindPush:
+		for _, r := range m.Records {
+			if !r.Tomb {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Down reports whether a node is crashed.
@@ -217,6 +267,9 @@ func (net *KVNet) Step() {
 		if net.unready[m.To] && net.stores[m.From] == nil {
 			// A client's request waits for the node's first ring.
 			net.flight = append(net.flight, kvFlight{m: m, at: net.Now + 1})
+			continue
+		}
+		if net.refused(n, m) {
 			continue
 		}
 		n.Step(m)

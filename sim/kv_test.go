@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -160,6 +161,8 @@ func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 		busy[ci] = true
 		net.Send(m)
 	}
+	fullRand := rand.New(rand.NewPCG(seed, 91))
+	fullDisk := map[string]bool{}
 	total := faultTicks + 2000
 	for tick := 0; tick < total; tick++ {
 		faulty := tick < faultTicks
@@ -175,6 +178,10 @@ func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 				net.SetMembers(full)
 			}
 			net.Heal()
+			for a := range fullDisk {
+				net.SetFull(a, false)
+			}
+			clear(fullDisk)
 			net.DropRate, net.DupRate, net.MaxDelay = 0, 0, 0
 		}
 		if faulty && net.Rand.IntN(30) == 0 {
@@ -204,6 +211,19 @@ func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 			default:
 				net.Heal()
 			}
+		}
+		// Disks fill and free, on a random stream of their own so that
+		// the faults above stay what each seed made them before.
+		if faulty && fullRand.IntN(150) == 0 {
+			a := addrs[fullRand.IntN(len(addrs))]
+			on := !fullDisk[a] && len(fullDisk) < 2
+			if on {
+				fullDisk[a] = true
+			} else {
+				delete(fullDisk, a)
+			}
+			net.SetFull(a, on)
+			events = append(events, fmt.Sprintf("tick %d: %s's disk full: %v", net.Now, a, on))
 		}
 		// A client whose coordinator vanished gives up after a while: its
 		// operation's outcome is unknown.

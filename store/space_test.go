@@ -156,3 +156,44 @@ func TestDiskFullReplicaRefuses(t *testing.T) {
 		return true
 	})
 }
+
+// TestDiskFullReplicasFailWritesFast checks that a write through a node
+// with room fails with the replicas' refusal (507, "disk full") when too
+// many of them are full for a quorum, rather than waiting out the
+// coordinator's timeout and answering that the quorum was not reached;
+// and that the writes reach every replica once space returns.
+func TestDiskFullReplicasFailWritesFast(t *testing.T) {
+	nodes := kvCluster(t, 3, nil)
+	var setFree []func(int64)
+	for _, n := range nodes[1:] {
+		f := fillDisk(t, n)
+		f(1 << 20)
+		setFree = append(setFree, f)
+	}
+	base := "http://" + nodes[0].HTTPAddr()
+	for i := range 5 {
+		code, b := httpDo(t, http.MethodPut, fmt.Sprintf("%s/kv/f%d", base, i), "v")
+		if code != http.StatusInsufficientStorage || !strings.HasPrefix(b, "disk full") || !strings.Contains(b, "refused by") {
+			t.Fatalf("put f%d through the node with room, two replicas of three full: %d %q, want 507 with their refusal", i, code, b)
+		}
+	}
+	if _, err := nodes[0].kv.Put(context.Background(), []byte("g"), []byte("v"), 2); err == nil || !strings.HasPrefix(err.Error(), "disk full") {
+		t.Fatalf("kv.Put with two replicas full: %v, want disk full", err)
+	}
+	for _, f := range setFree {
+		f(1 << 30)
+	}
+	waitFor(t, "the full replicas to get the refused writes once space returned", func() bool {
+		for _, n := range nodes[1:] {
+			for i := range 5 {
+				if _, ok, _ := n.eng.KV().Get([]byte(fmt.Sprintf("f%d", i))); !ok {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if code, b := httpDo(t, http.MethodPut, base+"/kv/after", "v"); code/100 != 2 {
+		t.Fatalf("put once space returned: %d %s", code, b)
+	}
+}

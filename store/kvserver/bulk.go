@@ -56,7 +56,7 @@ func (k *Server) stepBulk(b bulkMsg) {
 	switch {
 	case b.mine:
 		k.node.StepDigestResp(b.m, b.digest)
-	case !k.refuses(&b.m):
+	case k.refuses(&b.m) == nil:
 		k.node.Step(b.m)
 	}
 	if b.frame != nil {

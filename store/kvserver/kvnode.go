@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -461,8 +462,11 @@ type msgBatch struct {
 // stepBatch steps a batch in order.
 func (k *Server) stepBatch(b msgBatch) {
 	for i := range b.ms {
-		if b.pooled != nil && k.refuses(&b.ms[i]) {
-			continue
+		if b.pooled != nil {
+			if err := k.refuses(&b.ms[i]); err != nil {
+				k.node.Refuse(b.ms[i], err.Error())
+				continue
+			}
 		}
 		k.node.Step(b.ms[i])
 	}
@@ -795,6 +799,11 @@ func (k *Server) replyErr(r kv.Message) error {
 		return nil
 	case "value too large":
 		return status.Errorf(413, "value larger than %d bytes", k.n.cfg.KV.MaxValue)
+	}
+	if strings.HasPrefix(r.Err, "disk full") {
+		// Replicas refused it (kv.Node.Refuse): 507, as for this node's
+		// own disk.
+		return &status.Error{Code: http.StatusInsufficientStorage, Msg: r.Err}
 	}
 	return fmt.Errorf("%w: %s", ErrQuorum, r.Err)
 }
