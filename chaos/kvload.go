@@ -223,9 +223,12 @@ func (k *kvRun) run(ctx context.Context, id int) {
 				k.acked[in.Key] = seq
 				k.mu.Unlock()
 			}
-		case in.Op == "put":
+		case in.Op == "put" && !notApplied(err):
 			// It may have been applied, now or later (a partial write is
-			// repaired onto the other replicas).
+			// repaired onto the other replicas). One that certainly was
+			// not is left out of the history, as a failed read is: every
+			// write the checker must place anywhere after its call
+			// multiplies the orders it tries.
 			k.add(porcupine.Operation{ClientId: id, Input: in, Call: k.ns(start), Return: math.MaxInt64}, via(id, n, err))
 		}
 		if err != nil {

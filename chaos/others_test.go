@@ -1,6 +1,9 @@
 package chaos
 
 import (
+	"context"
+	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -33,5 +36,26 @@ func TestOthers(t *testing.T) {
 	}
 	if tl.others([]string{"n5"}) != nil {
 		t.Error("a node without requests has a latency")
+	}
+}
+
+// TestNotApplied checks which failed writes the KV history leaves out:
+// only those that certainly did not take effect.
+func TestNotApplied(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{&statusErr{0, "ERR disk full: 4.0 MiB free on the filesystem of /data, below the reserve of 4.0 MiB (--disk-reserve); writes are refused until space returns"}, true},
+		{&statusErr{507, "PUT c0-k1: 507 disk full: 4.0 MiB free on the filesystem of /data, below the reserve of 4.0 MiB"}, true},
+		{&statusErr{507, "PUT c0-k1: 507 disk full: 4.0 MiB free ...; refused by 10.0.0.3:5057, 10.0.0.4:5057, so the write cannot reach 2 acknowledgements; outcome unknown: stored on 10.0.0.2:5057"}, false},
+		{&statusErr{503, "PUT c0-k1: 503 quorum not reached: write quorum not reached; outcome unknown: stored on n1"}, false},
+		{&net.OpError{Op: "dial", Err: errors.New("connection refused")}, true},
+		{&net.OpError{Op: "read", Err: errors.New("connection reset")}, false},
+		{context.DeadlineExceeded, false},
+	} {
+		if got := notApplied(c.err); got != c.want {
+			t.Errorf("notApplied(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

@@ -51,6 +51,19 @@ func classify(err error) Outcome {
 	return Unanswered
 }
 
+// notApplied reports whether a failed write certainly did not take
+// effect: its request never reached a node (a refused dial), or the
+// node refused it unstored because its own disk is full. A refusal by
+// replicas says "outcome unknown": the coordinator stored it.
+func notApplied(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	var se *statusErr
+	return errors.As(err, &se) && strings.Contains(se.msg, "disk full") && !strings.Contains(se.msg, "outcome unknown")
+}
+
 // statusErr is an error the store answered with.
 type statusErr struct {
 	code int
