@@ -31,6 +31,7 @@ func (n *Node) kvRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /internal/standby", n.handleStandbyHello)
 	mux.HandleFunc("GET /kv/{key...}", n.handleKVGet)
 	mux.HandleFunc("POST /kv-wait", n.handleKVWait)
+	mux.HandleFunc("GET /kv-marks", n.handleKVMarks)
 	mux.HandleFunc("PUT /kv/{key...}", n.handleKVPut)
 	mux.HandleFunc("DELETE /kv/{key...}", n.handleKVDelete)
 	mux.HandleFunc("POST /kv/{key...}", n.handleKVOp)

@@ -221,3 +221,58 @@ func (n *Node) handleKVWait(w http.ResponseWriter, r *http.Request) {
 	bw.Flush()
 	n.ok("kv_wait", 200)
 }
+
+// GET /kv-marks?wait=D streams this node's replication watermarks of
+// the other regions' nodes (kv/regions.go), for D (at most MaxWait): a
+// line per origin as its mark rises, "ORIGIN VERSION\n" in decimal, every
+// mark known at the start first, then an empty line. A mark says that a read at this region's
+// quorum returns every write its origin coordinated up to VERSION, so a
+// reader that follows the stream waits for such a write (its
+// X-Tide-Origin and X-Tide-Version) with no request of its own
+// (antipode/tideshim does). Rises within markLinger of one another go in
+// one write. The stream ends after D; the client asks again.
+func (n *Node) handleKVMarks(w http.ResponseWriter, r *http.Request) {
+	ws := r.URL.Query().Get("wait")
+	wait, err := time.ParseDuration(ws)
+	if err != nil || wait <= 0 || wait > kvserver.MaxWait {
+		n.fail(w, "kv_marks", status.Errorf(http.StatusBadRequest, "wait=%q: want a duration such as 10s, at most %s", ws, kvserver.MaxWait))
+		return
+	}
+	rose, stop := n.kv.SubscribeMarks()
+	defer stop()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	bw := bufio.NewWriter(w)
+	sent := map[uint64]uint64{}
+	line := func(o, v uint64) {
+		bw.WriteString(strconv.FormatUint(o, 10))
+		bw.WriteByte(' ')
+		bw.WriteString(strconv.FormatUint(v, 10))
+		bw.WriteByte('\n')
+	}
+	end := time.NewTimer(wait)
+	defer end.Stop()
+	for first := true; ; first = false {
+		n.kv.Marks(sent, line)
+		if first {
+			bw.WriteByte('\n') // every mark known at the start has gone
+		}
+		if bw.Flush() != nil || rc.Flush() != nil {
+			return // the client is gone
+		}
+		select {
+		case <-rose:
+		case <-end.C:
+			n.ok("kv_marks", 200)
+			return
+		case <-r.Context().Done():
+			return
+		}
+		time.Sleep(markLinger)
+	}
+}
+
+// markLinger is how long a mark stream waits after a rise for others to
+// send with it.
+const markLinger = time.Millisecond

@@ -11,8 +11,11 @@
 // every node of the other regions how far each has caught up with its
 // writes (a replication watermark, kv/regions.go), so a wait for a write
 // with an origin costs no read: the region's node answers once the
-// origin's watermark there passes the version. Without an origin, or
-// when the node has no moving watermark of it, the wait reads:
+// origin's watermark there passes the version. A Waiter follows the
+// node's marks as they rise (GET /kv-marks, one stream for all its
+// waits: marks.go), so such a wait costs no request either: it ends when
+// the stream passes its version. Without an origin, or when the node has
+// no moving watermark of it, the wait reads:
 //
 // Versions are per key. A wait is event-driven: it asks the region's node
 // to answer once its read returns the version. A node that is one of the
@@ -147,9 +150,15 @@ type Waiter struct {
 	// again); zero: 10 s.
 	LongPoll time.Duration
 
+	// NoMarks turns off following the node's watermark stream: every
+	// wait goes to the node (POST /kv-wait).
+	NoMarks bool
+
 	mu      sync.Mutex
 	queue   []*pending // waits not sent yet
 	sending bool       // dispatch is running
+
+	marks markFollower
 }
 
 // pending is one wait in a batch.
@@ -185,6 +194,11 @@ const maxBatch = 1024
 // Wait implements antipode.Waiter: it returns once a read of the key at
 // the region's quorum returns the write's version or a newer one.
 func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
+	if id.Origin != 0 && !w.NoMarks {
+		if done, err := w.waitMark(ctx, id); done {
+			return err
+		}
+	}
 	var seen uint64
 	err := antipode.Poll(ctx, w.backoff, nil, func(ctx context.Context) (bool, error) {
 		p := &pending{key: id.Key, version: id.Version, origin: id.Origin, done: make(chan struct{})}

@@ -3,6 +3,8 @@ package tideshim_test
 import (
 	"bufio"
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -27,6 +29,24 @@ func TestBarrierTideRegions(t *testing.T) {
 	}
 	defer r.Close()
 	w := &tideshim.Writer{Addr: r.A[0], Store: "posts"}
+	// A Waiter follows B[0]'s watermarks: its waits end with no request
+	// once the stream passes them.
+	follower := tideshim.NewWaiter(r.B[0], antipode.Backoff{})
+	// Its first waits go to the node while the stream connects; once B[0]
+	// has a mark of A[0] (A finds B's nodes as its ring walks do), the
+	// stream ends them.
+	warm, cancelWarm := context.WithTimeout(ctx, time.Minute)
+	for i := 0; follower.MarkWaits() == 0; i++ {
+		id, err := w.Put(warm, fmt.Sprintf("warm-%d", i), []byte("x"))
+		if err == nil {
+			err = follower.Wait(warm, id)
+		}
+		if err != nil {
+			t.Fatalf("warming the mark stream up: %v", err)
+		}
+	}
+	cancelWarm()
+	warmed := follower.MarkWaits()
 	shimtest.Run(t, shimtest.Store{
 		Name: "posts",
 		Write: func(ctx context.Context, key string) (antipode.WriteID, error) {
@@ -36,7 +56,22 @@ func TestBarrierTideRegions(t *testing.T) {
 			_, found, _, err := tideshim.Get(ctx, nil, r.B[1], key)
 			return found, err
 		},
-		Replica: tideshim.NewWaiter(r.B[0], antipode.Backoff{}),
+		Replica: follower,
+		Lag:     lag,
+	}, 40)
+	// The same through POST /kv-wait alone: the node waits by the marks.
+	asks := tideshim.NewWaiter(r.B[0], antipode.Backoff{})
+	asks.NoMarks = true
+	shimtest.Run(t, shimtest.Store{
+		Name: "posts",
+		Write: func(ctx context.Context, key string) (antipode.WriteID, error) {
+			return w.Put(ctx, key, []byte("body of "+key))
+		},
+		Read: func(ctx context.Context, key string) (bool, error) {
+			_, found, _, err := tideshim.Get(ctx, nil, r.B[1], key)
+			return found, err
+		},
+		Replica: asks,
 		Lag:     lag,
 	}, 40)
 	// Every wait asked for a tenth of the lag: the node answers "not
@@ -59,9 +94,16 @@ func TestBarrierTideRegions(t *testing.T) {
 
 	// Every write named its origin, and B's nodes answered waits by A's
 	// watermarks rather than by reads (a node A had not found in B's ring
-	// yet when it waited reads instead).
+	// yet when it waited reads instead); the followers' waits ended by
+	// the marks they streamed.
 	if n := waitsByMark(t, r.B[0]) + waitsByMark(t, r.B[1]); n == 0 {
 		t.Errorf("region B answered no wait by a watermark")
+	}
+	if follower.MarkWaits() == warmed {
+		t.Errorf("the mark stream ended none of the barriers' waits")
+	}
+	if asks.MarkWaits() != 0 {
+		t.Errorf("a Waiter with NoMarks ended %d waits by the stream", asks.MarkWaits())
 	}
 
 	// Region A is a valid local region too: its own writes are visible
@@ -77,6 +119,49 @@ func TestBarrierTideRegions(t *testing.T) {
 	defer cancel()
 	if err := tideshim.NewWaiter(r.A[1], antipode.Backoff{}).Wait(wctx, id); err != nil {
 		t.Fatal(err)
+	}
+
+	// GET /kv-marks: B's node streams the origin's mark, past the write
+	// once it has replicated, then the empty line, and ends after wait.
+	if err := follower.Wait(wctx, id); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + r.B[0] + "/kv-marks?wait=300ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /kv-marks: %s %v", resp.Status, err)
+	}
+	lines := strings.Split(string(body), "\n")
+	var mark uint64
+	blank := -1
+	for i, l := range lines {
+		if l == "" {
+			if blank < 0 {
+				blank = i
+			}
+			continue
+		}
+		o, v, _ := strings.Cut(l, " ")
+		if o == strconv.FormatUint(id.Origin, 10) {
+			mark, _ = strconv.ParseUint(v, 10, 64)
+		}
+	}
+	if mark < id.Version || blank < 0 {
+		t.Fatalf("GET /kv-marks answered %q: want origin %d's mark at %d or above, and an empty line after the first marks", body, id.Origin, id.Version)
+	}
+	for _, bad := range []string{"", "0s", "x", "1h"} {
+		resp, err := http.Get("http://" + r.B[0] + "/kv-marks?wait=" + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET /kv-marks?wait=%s: %s, want 400", bad, resp.Status)
+		}
 	}
 }
 

@@ -32,6 +32,8 @@ type markTable struct {
 	mu    sync.Mutex
 	m     map[uint64]*originMark
 	swept time.Time
+	// subs are told, without blocking, that a mark rose (SubscribeMarks).
+	subs map[chan struct{}]struct{}
 }
 
 // originMark is one origin's mark, and the waits for it to pass a
@@ -65,6 +67,12 @@ func (t *markTable) raise(ms []kv.RegionMark, now time.Time) {
 			continue // marks only rise; an older one came late
 		}
 		om.v, om.moved = m.Version, now
+		for c := range t.subs {
+			select {
+			case c <- struct{}{}:
+			default: // told already, not read yet
+			}
+		}
 		ws := om.waiters[:0]
 		for _, w := range om.waiters {
 			if w.want <= om.v {
@@ -176,3 +184,36 @@ func (k *Server) CancelMarkWait(mw MarkWait) bool {
 // stopped, or one of its writes is stuck, and the caller should read
 // instead.
 func (k *Server) MarkStale(mw MarkWait) bool { return k.marks.stale(mw.origin, time.Now()) }
+
+// SubscribeMarks returns a channel told (it holds one signal at most)
+// whenever a watermark here rises, and a function that ends the
+// subscription. Marks reads them.
+func (k *Server) SubscribeMarks() (<-chan struct{}, func()) {
+	t := &k.marks
+	c := make(chan struct{}, 1)
+	t.mu.Lock()
+	if t.subs == nil {
+		t.subs = map[chan struct{}]struct{}{}
+	}
+	t.subs[c] = struct{}{}
+	t.mu.Unlock()
+	return c, func() {
+		t.mu.Lock()
+		delete(t.subs, c)
+		t.mu.Unlock()
+	}
+}
+
+// Marks calls f with each origin's watermark here that differs from
+// what sent holds, and records it there: a stream's next lines.
+func (k *Server) Marks(sent map[uint64]uint64, f func(origin, version uint64)) {
+	t := &k.marks
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for o, om := range t.m {
+		if sent[o] != om.v {
+			sent[o] = om.v
+			f(o, om.v)
+		}
+	}
+}
