@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,20 +26,48 @@ import (
 	"tide/antipode"
 )
 
-// Writer writes to a primary and returns the WriteIDs of its writes.
+// Writer writes to a primary and returns the WriteIDs of its writes. It
+// must not be copied once used.
 type Writer struct {
 	Client *redis.Client
 	// Store is the name lineages use for this store.
 	Store string
+
+	inflight atomic.Int64 // Sets under way
+	mu       sync.Mutex
+	next     *offsetAsk // the ROLE the next Sets share, not sent yet
+	asking   bool       // roleLoop runs
 }
 
-// Set sets key to value and returns the write's identifier: the SET and
-// a ROLE go in one round trip, and Redis has appended the SET to its
-// replication stream before it runs the ROLE. (ROLE answers the offset as
-// an integer; INFO replication, which says the same, formats a dozen
-// fields as text for Redis to build and the client to parse, on every
-// write.)
+// offsetAsk is a ROLE shared by the Sets that completed before it left.
+type offsetAsk struct {
+	done chan struct{}
+	off  uint64
+	err  error
+}
+
+// Set sets key to value and returns the write's identifier: the primary's
+// replication offset from a ROLE that Redis ran after the SET, once the
+// SET was in its replication stream. (ROLE answers the offset as an
+// integer; INFO replication, which says the same, formats a dozen fields
+// as text for Redis to build and the client to parse.) A lone Set sends
+// its SET and a ROLE in one round trip. Sets under way together share
+// ROLEs instead: each SET completes, then waits for the next ROLE to
+// leave, one at a time, so that under load a ROLE answers for every SET
+// that completed while the one before it was on its way.
 func (w *Writer) Set(ctx context.Context, key string, value []byte, ttl time.Duration) (antipode.WriteID, error) {
+	n := w.inflight.Add(1)
+	defer w.inflight.Add(-1)
+	if n > 1 {
+		if err := w.Client.Set(ctx, key, value, ttl).Err(); err != nil {
+			return antipode.WriteID{}, fmt.Errorf("redis set %q: %w", key, err)
+		}
+		off, err := w.offsetAfter(ctx)
+		if err != nil {
+			return antipode.WriteID{}, fmt.Errorf("redis set %q: replication offset: %w", key, err)
+		}
+		return antipode.WriteID{Store: w.Store, Key: key, Version: off}, nil
+	}
 	pipe := w.Client.Pipeline()
 	set := pipe.Set(ctx, key, value, ttl)
 	role := pipe.Do(ctx, "ROLE")
@@ -52,6 +82,49 @@ func (w *Writer) Set(ctx context.Context, key string, value []byte, ttl time.Dur
 		return antipode.WriteID{}, fmt.Errorf("redis set %q: replication offset: %w", key, err)
 	}
 	return antipode.WriteID{Store: w.Store, Key: key, Version: off}, nil
+}
+
+// offsetAfter returns the primary's offset from a ROLE sent after the
+// call began: it covers every write completed before.
+func (w *Writer) offsetAfter(ctx context.Context) (uint64, error) {
+	w.mu.Lock()
+	if w.next == nil {
+		w.next = &offsetAsk{done: make(chan struct{})}
+	}
+	a := w.next
+	if !w.asking {
+		w.asking = true
+		go w.roleLoop()
+	}
+	w.mu.Unlock()
+	select {
+	case <-a.done:
+		return a.off, a.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// roleLoop sends the shared ROLEs, one at a time, while Sets wait for
+// one.
+func (w *Writer) roleLoop() {
+	for {
+		w.mu.Lock()
+		a := w.next
+		w.next = nil
+		if a == nil {
+			w.asking = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		// Every Set that joined a completed its SET first: this ROLE
+		// leaves after all of them.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		a.off, a.err = Offset(ctx, w.Client)
+		cancel()
+		close(a.done)
+	}
 }
 
 // Version returns an identifier for key covering every write the primary
