@@ -47,50 +47,33 @@ func TestBarrierTideRegions(t *testing.T) {
 	}
 	cancelWarm()
 	warmed := follower.MarkWaits()
-	shimtest.Run(t, shimtest.Store{
-		Name: "posts",
-		Write: func(ctx context.Context, key string) (antipode.WriteID, error) {
-			return w.Put(ctx, key, []byte("body of "+key))
-		},
-		Read: func(ctx context.Context, key string) (bool, error) {
-			_, found, _, err := tideshim.Get(ctx, nil, r.B[1], key)
-			return found, err
-		},
-		Replica: follower,
-		Lag:     lag,
-	}, 40)
+	// run checks the barrier through waiter, reading at node.
+	run := func(waiter *tideshim.Waiter, node string) {
+		t.Helper()
+		shimtest.Run(t, shimtest.Store{
+			Name: "posts",
+			Write: func(ctx context.Context, key string) (antipode.WriteID, error) {
+				return w.Put(ctx, key, []byte("body of "+key))
+			},
+			Read: func(ctx context.Context, key string) (bool, error) {
+				_, found, _, err := tideshim.Get(ctx, nil, node, key)
+				return found, err
+			},
+			Replica: waiter,
+			Lag:     lag,
+		}, 40)
+	}
+	run(follower, r.B[1])
 	// The same through POST /kv-wait alone: the node waits by the marks.
 	asks := tideshim.NewWaiter(r.B[0], antipode.Backoff{})
 	asks.NoMarks = true
-	shimtest.Run(t, shimtest.Store{
-		Name: "posts",
-		Write: func(ctx context.Context, key string) (antipode.WriteID, error) {
-			return w.Put(ctx, key, []byte("body of "+key))
-		},
-		Read: func(ctx context.Context, key string) (bool, error) {
-			_, found, _, err := tideshim.Get(ctx, nil, r.B[1], key)
-			return found, err
-		},
-		Replica: asks,
-		Lag:     lag,
-	}, 40)
+	run(asks, r.B[1])
 	// Every wait asked for a tenth of the lag: the node answers "not
 	// yet" several times before the write comes, and only its "yes" may
 	// release a barrier.
 	short := tideshim.NewWaiter(r.B[1], antipode.Backoff{})
 	short.LongPoll = lag / 10
-	shimtest.Run(t, shimtest.Store{
-		Name: "posts",
-		Write: func(ctx context.Context, key string) (antipode.WriteID, error) {
-			return w.Put(ctx, key, []byte("body of "+key))
-		},
-		Read: func(ctx context.Context, key string) (bool, error) {
-			_, found, _, err := tideshim.Get(ctx, nil, r.B[0], key)
-			return found, err
-		},
-		Replica: short,
-		Lag:     lag,
-	}, 40)
+	run(short, r.B[0])
 
 	// Every write named its origin, and B's nodes answered waits by A's
 	// watermarks rather than by reads (a node A had not found in B's ring
