@@ -112,7 +112,12 @@ func (n *Service) Put(ctx context.Context, name string, body io.Reader, size int
 			if n.suspect.has(owner) {
 				return n.putElsewhere(ctx, owner, name, body, size, fmt.Errorf("owner %s of %q was unreachable moments ago", owner.Addr(), name))
 			}
-			return n.forwardOrStandIn(ctx, owner, name, body, size)
+			m, err := n.forwardTo(ctx, owner, name, body, size, chord.Ref{})
+			var ns *notSent
+			if errors.As(err, &ns) {
+				return n.putElsewhere(ctx, owner, name, body, size, err)
+			}
+			return m, err
 		}
 	}
 	m, err := n.store(name, body, size, n.clock.Next())
@@ -465,25 +470,13 @@ func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.R
 				}
 				return nil
 			}
-		} else if !n.suspect.has(cand) {
-			// A node that answers neither the read nor a ping is passed
-			// over, as an unreachable one is (standin.go).
-			gctx, answered, stop := n.silenceGuard(ctx, cand)
-			done, reachable := n.tryGetStatus(gctx, w, r, cand, "/files/", name, true, answered)
-			silent := errors.Is(context.Cause(gctx), errOwnerSilent)
-			stop()
-			switch {
-			case done:
-				return nil
-			case reachable:
-				return engine.ErrNotFound
-			case silent:
-				n.ring.Failed(cand)
-				n.suspect.add(cand)
-			}
+		} else if done, reachable := n.tryGetStatus(ctx, w, r, cand, "/files/", name, true); done {
+			return nil
+		} else if reachable {
+			return engine.ErrNotFound
 		}
-		next, err := n.standInFor(ctx, cand)
-		if err != nil || next == cand || next == owner {
+		next, err := n.ring.FindSuccessor(ctx, cand.ID+1)
+		if err != nil || next == cand {
 			break
 		}
 		cand = next
@@ -492,14 +485,13 @@ func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.R
 }
 
 func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
-	done, _ := n.tryGetStatus(ctx, w, r, t, prefix, name, fwd, func() {})
+	done, _ := n.tryGetStatus(ctx, w, r, t, prefix, name, fwd)
 	return done
 }
 
 // tryGetStatus copies name from node t to w. done reports that w was
-// written; reachable that t answered (with a miss if not done). It calls
-// answered once t's answer has begun.
-func (n *Service) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool, answered func()) (done, reachable bool) {
+// written; reachable that t answered (with a miss if not done).
+func (n *Service) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) (done, reachable bool) {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
 		return false, false
@@ -512,7 +504,6 @@ func (n *Service) tryGetStatus(ctx context.Context, w http.ResponseWriter, r *ht
 	if err != nil {
 		return false, false
 	}
-	answered()
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return false, resp.StatusCode == http.StatusNotFound
