@@ -130,6 +130,26 @@ type Message struct {
 	dep uint64 // local only: 1 + the round whose persistence this answer waits for
 }
 
+// StoredBytes is the key and value bytes m asks its receiver to store:
+// 0 for a read or a delete (a driver whose disk is full refuses the
+// rest, and takes deletes, which return space).
+func (m *Message) StoredBytes() int64 {
+	var n int64
+	switch m.Kind {
+	case KindClientPut, KindPut, KindRegionPut:
+		if !m.Rec.Tomb {
+			n = int64(len(m.Rec.Key) + len(m.Rec.Value))
+		}
+	case KindPutBatch, KindPush:
+		for i := range m.Records {
+			if r := &m.Records[i]; !r.Tomb {
+				n += int64(len(r.Key) + len(r.Value))
+			}
+		}
+	}
+	return n
+}
+
 // DurableAfter reports, for an answer that vouches for local state, the
 // round (see Ready.Round) up to which that state must be durable before
 // it leaves. Without one (ok false), it is the round the answer comes

@@ -143,7 +143,7 @@ func (net *KVNet) SetFull(a string, on bool) {
 // refused reports whether full node to turns m away, and answers it as
 // the driver would.
 func (net *KVNet) refused(n *kv.Node, m kv.Message) bool {
-	if !net.full[m.To] || !storesData(m) {
+	if !net.full[m.To] || m.StoredBytes() == 0 {
 		return false
 	}
 	switch m.Kind {
@@ -154,22 +154,6 @@ func (net *KVNet) refused(n *kv.Node, m kv.Message) bool {
 		net.collect(m.To)
 	}
 	return true
-}
-
-// storesData reports whether m asks its receiver to store a value (as
-// kvserver's writes does): a delete does not.
-func storesData(m kv.Message) bool {
-	switch m.Kind {
-	case kv.KindClientPut, kv.KindPut, kv.KindRegionPut:
-		return !m.Rec.Tomb
-	case kv.KindPutBatch, kv.KindPush:
-		for _, r := range m.Records {
-			if !r.Tomb {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // Down reports whether a node is crashed.

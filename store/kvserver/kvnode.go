@@ -944,7 +944,7 @@ func (c *Batcher) Do(ctx context.Context, ms []kv.Message) ([]kv.Message, []erro
 	var rest []kv.Message
 	var at []int
 	for i := range ms {
-		if writes(&ms[i]) > 0 {
+		if ms[i].StoredBytes() > 0 {
 			errs[i] = full
 			continue
 		}

@@ -17,29 +17,10 @@ import (
 // anti-entropy push again later. Deletes are never refused: they are
 // how space returns.
 
-// writes returns the bytes m asks this node to store: 0 for a read or a
-// delete.
-func writes(m *kv.Message) int64 {
-	var n int64
-	switch m.Kind {
-	case kv.KindClientPut, kv.KindPut, kv.KindRegionPut:
-		if !m.Rec.Tomb {
-			n = int64(len(m.Rec.Key) + len(m.Rec.Value))
-		}
-	case kv.KindPutBatch, kv.KindPush:
-		for i := range m.Records {
-			if r := &m.Records[i]; !r.Tomb {
-				n += int64(len(r.Key) + len(r.Value))
-			}
-		}
-	}
-	return n
-}
-
 // checkSpace refuses a client's write m while the disk is below its
 // reserve.
 func (k *Server) checkSpace(m *kv.Message) error {
-	n := writes(m)
+	n := m.StoredBytes()
 	if n == 0 || m.Kind != kv.KindClientPut {
 		return nil
 	}
@@ -49,7 +30,7 @@ func (k *Server) checkSpace(m *kv.Message) error {
 // refuses reports whether m, from a peer, is a write this node turns
 // away because its disk is below the reserve, and why.
 func (k *Server) refuses(m *kv.Message) error {
-	n := writes(m)
+	n := m.StoredBytes()
 	if n == 0 {
 		return nil
 	}
