@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Waiter is a store shim's view of one replica of that store: Wait returns
@@ -16,6 +17,17 @@ import (
 // with bounded backoff.
 type Waiter interface {
 	Wait(ctx context.Context, w WriteID) error
+}
+
+// AsyncWaiter is a Waiter that can also tell of a write's visibility with
+// a callback, so that a barrier holds no goroutine while it waits: a
+// service that keeps thousands of barriers waiting out a replication lag
+// then pays for none of their stacks. WaitFunc calls done once, with what
+// Wait would return, on no particular goroutine (before WaitFunc returns
+// if the write is already visible); done must not block.
+type AsyncWaiter interface {
+	Waiter
+	WaitFunc(ctx context.Context, w WriteID, done func(error))
 }
 
 // WaiterFunc adapts a function to Waiter.
@@ -106,6 +118,59 @@ func (r *Registry) Barrier(ctx context.Context) error {
 		return &BarrierError{Total: len(ws), Pending: pending}
 	}
 	return nil
+}
+
+// BarrierFunc is Barrier without blocking: it calls done once, with what
+// Barrier would return, when every write in ctx's lineage is visible or
+// ctx ends. The waits of AsyncWaiters hold no goroutine; another Waiter's
+// wait holds one. done runs on no particular goroutine (before
+// BarrierFunc returns if nothing needs waiting for) and must not block.
+func (r *Registry) BarrierFunc(ctx context.Context, done func(error)) {
+	ws := FromContext(ctx).Writes()
+	if len(ws) == 0 {
+		done(nil)
+		return
+	}
+	r.mu.RLock()
+	waiters := make([]Waiter, len(ws))
+	var missing []Pending
+	for i, w := range ws {
+		if waiters[i] = r.m[w.Store]; waiters[i] == nil {
+			missing = append(missing, Pending{Write: w, Err: fmt.Errorf("%w %q", ErrNoWaiter, w.Store)})
+		}
+	}
+	r.mu.RUnlock()
+	if missing != nil {
+		done(&BarrierError{Total: len(ws), Pending: missing})
+		return
+	}
+	errs := make([]error, len(ws))
+	var left atomic.Int32
+	left.Store(int32(len(ws)))
+	for i, w := range ws {
+		one := func(err error) {
+			errs[i] = err
+			if left.Add(-1) > 0 {
+				return
+			}
+			var pending []Pending
+			for j, err := range errs {
+				if err != nil {
+					pending = append(pending, Pending{Write: ws[j], Err: err})
+				}
+			}
+			if pending != nil {
+				done(&BarrierError{Total: len(ws), Pending: pending})
+				return
+			}
+			done(nil)
+		}
+		if aw, ok := waiters[i].(AsyncWaiter); ok {
+			aw.WaitFunc(ctx, w, one)
+			continue
+		}
+		go func() { one(waiters[i].Wait(ctx, w)) }()
+	}
 }
 
 // Pending is a write a barrier could not see, and why.

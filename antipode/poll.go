@@ -99,11 +99,26 @@ type Tracker struct {
 	wake    chan struct{}
 }
 
-// waiting is one Wait's position and the channel that releases it.
+// waiting is one wait's position and what releases it: a channel Wait
+// blocks on, or WaitFunc's callback.
 type waiting struct {
-	v   uint64
-	ch  chan struct{}
-	idx int // in the heap; -1 once released or removed
+	v    uint64
+	ch   chan struct{}
+	fn   func(error)
+	stop func() bool // ends the watch on WaitFunc's ctx
+	idx  int         // in the heap; -1 once released or removed
+}
+
+// release ends a wait the position reached, outside t.mu.
+func (w *waiting) release(stop func() bool) {
+	if w.fn == nil {
+		close(w.ch)
+		return
+	}
+	if stop != nil {
+		stop()
+	}
+	w.fn(nil)
 }
 
 type waitHeap []*waiting
@@ -151,14 +166,7 @@ func (t *Tracker) Wait(ctx context.Context, v uint64) error {
 		return nil
 	}
 	w := &waiting{v: v, ch: make(chan struct{})}
-	heap.Push(&t.waiters, w)
-	if !t.running {
-		t.running = true
-		if t.wake == nil {
-			t.wake = make(chan struct{}, 1)
-		}
-		go t.loop(t.wake)
-	}
+	t.push(w)
 	t.mu.Unlock()
 	select {
 	case <-w.ch:
@@ -169,16 +177,72 @@ func (t *Tracker) Wait(ctx context.Context, v uint64) error {
 		if still {
 			heap.Remove(&t.waiters, w.idx)
 		}
-		last, pos := t.lastErr, t.pos
+		err := t.waitErr(ctx, v)
 		t.mu.Unlock()
 		if !still {
 			return nil // released as ctx ended
 		}
-		if last != nil {
-			return fmt.Errorf("%w (replica at position %d, waiting for %d; last error: %v)", ctx.Err(), pos, v, last)
-		}
-		return fmt.Errorf("%w (replica at position %d, waiting for %d)", ctx.Err(), pos, v)
+		return err
 	}
+}
+
+// WaitFunc is Wait without a goroutine blocked on it: done(nil) is called
+// once the replica's position reaches v, or done(err) once ctx ends, with
+// the error Wait would return. done is called once, on no particular
+// goroutine (before WaitFunc returns if the position is already there),
+// and must not block: a poll loop shared by every wait calls it.
+func (t *Tracker) WaitFunc(ctx context.Context, v uint64, done func(error)) {
+	t.mu.Lock()
+	if t.pos >= v {
+		t.mu.Unlock()
+		done(nil)
+		return
+	}
+	w := &waiting{v: v, fn: done}
+	t.push(w)
+	t.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() {
+		t.mu.Lock()
+		still := w.idx >= 0
+		if still {
+			heap.Remove(&t.waiters, w.idx)
+		}
+		err := t.waitErr(ctx, v)
+		t.mu.Unlock()
+		if still {
+			done(err)
+		}
+	})
+	t.mu.Lock()
+	released := w.idx < 0
+	if !released {
+		w.stop = stop
+	}
+	t.mu.Unlock()
+	if released {
+		stop() // released before it could be told of the watch
+	}
+}
+
+// push adds a wait and starts the poll loop if it is not running; t.mu
+// is held.
+func (t *Tracker) push(w *waiting) {
+	heap.Push(&t.waiters, w)
+	if !t.running {
+		t.running = true
+		if t.wake == nil {
+			t.wake = make(chan struct{}, 1)
+		}
+		go t.loop(t.wake)
+	}
+}
+
+// waitErr is a wait's error once its ctx ended; t.mu is held.
+func (t *Tracker) waitErr(ctx context.Context, v uint64) error {
+	if t.lastErr != nil {
+		return fmt.Errorf("%w (replica at position %d, waiting for %d; last error: %v)", ctx.Err(), t.pos, v, t.lastErr)
+	}
+	return fmt.Errorf("%w (replica at position %d, waiting for %d)", ctx.Err(), t.pos, v)
 }
 
 // Last returns the last position read.
@@ -213,15 +277,24 @@ func (t *Tracker) loop(wake <-chan struct{}) {
 				t.pos, moved = p, true
 			}
 		}
+		var released []*waiting
+		var stops []func() bool
 		for len(t.waiters) > 0 && t.waiters[0].v <= t.pos {
-			close(heap.Pop(&t.waiters).(*waiting).ch)
+			w := heap.Pop(&t.waiters).(*waiting)
+			released = append(released, w)
+			stops = append(stops, w.stop)
 		}
-		if len(t.waiters) == 0 {
+		idle := len(t.waiters) == 0
+		if idle {
 			t.running = false
-			t.mu.Unlock()
-			return
 		}
 		t.mu.Unlock()
+		for i, w := range released {
+			w.release(stops[i])
+		}
+		if idle {
+			return
+		}
 		if moved {
 			d = b.Min
 		} else {

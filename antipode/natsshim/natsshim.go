@@ -102,3 +102,8 @@ func (w *Waiter) WakeOn(nc *nats.Conn, subject string) (*nats.Subscription, erro
 func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
 	return w.t.Wait(ctx, id.Version)
 }
+
+// WaitFunc implements antipode.AsyncWaiter.
+func (w *Waiter) WaitFunc(ctx context.Context, id antipode.WriteID, done func(error)) {
+	w.t.WaitFunc(ctx, id.Version, done)
+}

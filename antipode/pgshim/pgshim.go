@@ -183,3 +183,8 @@ func NewWaiter(q Querier, b antipode.Backoff) *Waiter {
 func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
 	return w.t.Wait(ctx, id.Version)
 }
+
+// WaitFunc implements antipode.AsyncWaiter.
+func (w *Waiter) WaitFunc(ctx context.Context, id antipode.WriteID, done func(error)) {
+	w.t.WaitFunc(ctx, id.Version, done)
+}

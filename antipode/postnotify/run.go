@@ -117,6 +117,74 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 	var readersMu sync.Mutex
 	readersClosed := false
 
+	// A notification waits at the barrier with no goroutine of its own
+	// (BarrierFunc), then goes to one of a fixed pool of readers. (A
+	// goroutine per notification, blocked for the lag in Barrier, then
+	// reading, cost the runs with antipode more CPU than the barrier
+	// itself: thousands of stacks, shrunk by the collector while they
+	// wait and grown again to read.)
+	reads := make(chan readJob, 4*cfg.Concurrency)
+	poolDone := make(chan struct{})
+	defer close(poolDone)
+	for range cfg.Concurrency {
+		go func() {
+			for {
+				var j readJob
+				select {
+				case j = <-reads:
+				case <-poolDone:
+					return
+				}
+				t := j.t
+				rctx, rcancel := context.WithTimeout(ctx, cfg.OpTimeout)
+				found, rerr := env.Post.Read(rctx, j.key)
+				rcancel()
+				readDone := time.Now()
+				if rerr != nil && t.Err == "" {
+					t.Err = "read: " + rerr.Error()
+				}
+				id := j.id
+				mu.Lock()
+				t.ID = id
+				t.Visibility = readDone.Sub(starts[id])
+				t.NotificationLatency = j.arrived.Sub(published[id])
+				t.Consistent = found
+				t.done = true
+				tr := &traces[id]
+				t.WriterLatency, t.PostWrite, t.NotificationBytes, t.LineageBytes, t.PostBytes = tr.WriterLatency, tr.PostWrite, tr.NotificationBytes, tr.LineageBytes, tr.PostBytes
+				already := tr.done
+				*tr = t
+				mu.Unlock()
+				readers.Done()
+				if already {
+					continue
+				}
+				if !found {
+					inconsistent.Add(1)
+				}
+				if finished.Add(1) == int64(cfg.N) {
+					close(allDone)
+				}
+			}
+		}()
+	}
+
+	// hand gives a notification to the readers without blocking: the
+	// barrier's callback runs on a loop shared by every wait.
+	hand := func(j readJob) {
+		select {
+		case reads <- j:
+		default:
+			go func() {
+				select {
+				case reads <- j:
+				case <-poolDone:
+					readers.Done()
+				}
+			}()
+		}
+	}
+
 	subCtx, stopSub := context.WithCancel(ctx)
 	defer stopSub()
 	subErr := make(chan error, 1)
@@ -138,47 +206,24 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 			}
 			readers.Add(1)
 			readersMu.Unlock()
-			go func() {
-				defer readers.Done()
-				t := Trace{}
-				if cfg.Antipode {
-					bctx, cancel := context.WithTimeout(mctx, cfg.BarrierTimeout)
-					b0 := time.Now()
-					berr := reg.Barrier(bctx)
-					t.Barrier = time.Since(b0)
-					cancel()
-					if berr != nil {
-						t.Err = berr.Error()
-					}
+			if !cfg.Antipode {
+				hand(readJob{id: id, key: key, arrived: arrived})
+				return
+			}
+			// The barrier's deadline bounds it; a deadline under the
+			// subscription's context would also enter it in that
+			// context's table of children, thousands at a time.
+			bctx, cancel := context.WithTimeout(context.WithoutCancel(mctx), cfg.BarrierTimeout)
+			b0 := time.Now()
+			reg.BarrierFunc(bctx, func(berr error) {
+				cancel()
+				j := readJob{id: id, key: key, arrived: arrived}
+				j.t.Barrier = time.Since(b0)
+				if berr != nil {
+					j.t.Err = berr.Error()
 				}
-				rctx, rcancel := context.WithTimeout(ctx, cfg.OpTimeout)
-				found, rerr := env.Post.Read(rctx, key)
-				rcancel()
-				readDone := time.Now()
-				if rerr != nil && t.Err == "" {
-					t.Err = "read: " + rerr.Error()
-				}
-				mu.Lock()
-				t.ID = id
-				t.Visibility = readDone.Sub(starts[id])
-				t.NotificationLatency = arrived.Sub(published[id])
-				t.Consistent = found
-				t.done = true
-				tr := &traces[id]
-				t.WriterLatency, t.PostWrite, t.NotificationBytes, t.LineageBytes, t.PostBytes = tr.WriterLatency, tr.PostWrite, tr.NotificationBytes, tr.LineageBytes, tr.PostBytes
-				already := tr.done
-				*tr = t
-				mu.Unlock()
-				if already {
-					return
-				}
-				if !found {
-					inconsistent.Add(1)
-				}
-				if finished.Add(1) == int64(cfg.N) {
-					close(allDone)
-				}
-			}()
+				hand(j)
+			})
 		})
 	}()
 	// Publish nothing before the subscription is in place: a notification
@@ -266,6 +311,15 @@ func Run(ctx context.Context, env *Env, cfg RunConfig) (*Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// readJob is a notification that passed its barrier (or had none), for
+// a reader of the pool.
+type readJob struct {
+	id      int
+	key     string
+	arrived time.Time
+	t       Trace // the barrier's time and error
 }
 
 func postKey(cfg RunConfig, id int) string { return fmt.Sprintf("post-%s-%d", cfg.Prefix, id) }

@@ -157,6 +157,11 @@ func (w *Waiter) Wait(ctx context.Context, id antipode.WriteID) error {
 	return w.t.Wait(ctx, id.Version)
 }
 
+// WaitFunc implements antipode.AsyncWaiter.
+func (w *Waiter) WaitFunc(ctx context.Context, id antipode.WriteID, done func(error)) {
+	w.t.WaitFunc(ctx, id.Version, done)
+}
+
 // Offset returns how much of the primary's replication stream the server
 // shows: on a replica the offset it has processed (INFO's
 // slave_repl_offset), on a primary its master_repl_offset. It asks ROLE.

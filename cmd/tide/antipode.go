@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -33,7 +34,7 @@ and the fix, on real stores started on this machine.`,
 func newAntipodeBenchCmd() *cobra.Command {
 	c := postnotify.Config{}
 	var delayMS, lagMS int
-	var sweep string
+	var sweep, cpuProfile string
 	var connect []string
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -94,6 +95,17 @@ inconsistencies-vs-delay.png/.svg.`,
 			if err := c.Validate(); err != nil {
 				return err
 			}
+			if cpuProfile != "" {
+				pf, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pf.Close()
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			_, err = postnotify.Bench(ctx, c, os.Stdout, os.Stderr)
@@ -113,6 +125,7 @@ inconsistencies-vs-delay.png/.svg.`,
 	f.DurationVar(&c.BarrierTimeout, "barrier-timeout", 0, "deadline of each barrier (0: 10s + 10 x lag)")
 	f.StringVar(&c.Out, "out", "antipode-results", "results directory")
 	f.StringArrayVar(&connect, "connect", nil, "NAME=ADDRESS of a running store to use instead of starting one (repeatable; see above)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write the benchmark process's CPU profile (go tool pprof) to this file")
 	return cmd
 }
 
