@@ -85,3 +85,32 @@ func ExampleRegistry_Barrier_deadline() {
 	// true
 	// antipode barrier: 1 of 1 writes not visible in the local replica: posts/post-9@8 (context deadline exceeded (replica at position 3, waiting for 8))
 }
+
+// BarrierFunc waits without a goroutine: a service that receives
+// thousands of notifications during a replication lag holds a callback
+// for each, not a blocked goroutine and its stack.
+func ExampleRegistry_BarrierFunc() {
+	var pos atomic.Uint64
+	replica := &antipode.Tracker{Position: func(context.Context) (uint64, error) { return pos.Load(), nil }}
+	reg := antipode.NewRegistry()
+	reg.Register("posts", trackerWaiter{replica}) // an AsyncWaiter, as the Redis, PostgreSQL and NATS shims' are
+	ctx := antipode.Write(context.Background(), antipode.WriteID{Store: "posts", Key: "post-3", Version: 12})
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	visible := make(chan error, 1)
+	reg.BarrierFunc(ctx, func(err error) { visible <- err }) // returns at once
+	pos.Store(12)                                            // the replica catches up
+	fmt.Println(<-visible)
+	// Output: <nil>
+}
+
+// trackerWaiter is a Tracker as an antipode.AsyncWaiter.
+type trackerWaiter struct{ t *antipode.Tracker }
+
+func (w trackerWaiter) Wait(ctx context.Context, id antipode.WriteID) error {
+	return w.t.Wait(ctx, id.Version)
+}
+
+func (w trackerWaiter) WaitFunc(ctx context.Context, id antipode.WriteID, done func(error)) {
+	w.t.WaitFunc(ctx, id.Version, done)
+}
