@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"tide/chord"
@@ -94,8 +96,28 @@ func (c *Client) target(ctx context.Context, chordAddr, name string) (string, er
 	return entry, nil
 }
 
+// The client's deadlines, so that a node that hangs (a paused process or
+// container keeps its connections open and answers nothing) fails a
+// transfer instead of stalling it for ever.
+var (
+	// downloadAnswerTimeout bounds the wait for a download's answer (its
+	// headers); the owner answers at once, and a non-owner within its own
+	// wait for the owner (3 s) and the owner's replicas (1 s).
+	downloadAnswerTimeout = 5 * time.Second
+	// uploadAnswerTimeout bounds the wait for an upload's answer once its
+	// body is sent: the owner stores, syncs and copies it to a majority.
+	uploadAnswerTimeout = 30 * time.Second
+	// transferStallTimeout bounds how long a body may make no progress.
+	transferStallTimeout = 10 * time.Second
+)
+
+// errNoAnswer marks a node that did not answer in time.
+var errNoAnswer = errors.New("no answer")
+
 // Upload sends r as the file name to its owner with uploadserver's
-// multipart form.
+// multipart form. It fails, rather than waits, if the node stops taking
+// the body for transferStallTimeout or does not answer within
+// uploadAnswerTimeout of the body's end.
 func (c *Client) Upload(ctx context.Context, chordAddr, name string, r io.Reader) error {
 	if err := files.ValidName(name); err != nil {
 		return err
@@ -104,6 +126,12 @@ func (c *Client) Upload(ctx context.Context, chordAddr, name string, r io.Reader
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watch := newWatchdog(transferStallTimeout, func(d time.Duration) {
+		cancel(fmt.Errorf("%w: %s took no data for %s (is it paused?)", errNoAnswer, addr, d))
+	})
+	defer watch.stop()
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
 	go func() {
@@ -116,14 +144,16 @@ func (c *Client) Upload(ctx context.Context, chordAddr, name string, r io.Reader
 		}
 		pw.CloseWithError(err)
 	}()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/upload", pr)
+	body := &watchedReader{r: pr, w: watch, after: uploadAnswerTimeout}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/upload", body)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	resp, err := c.HTTP.Do(req)
+	watch.stop()
 	if err != nil {
-		return fmt.Errorf("upload to %s: %w", addr, err)
+		return fmt.Errorf("upload to %s: %w", addr, causeOf(ctx, err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusNoContent {
@@ -134,7 +164,10 @@ func (c *Client) Upload(ctx context.Context, chordAddr, name string, r io.Reader
 }
 
 // Download copies the file name from its owner to w and returns its size
-// as announced, or -1.
+// as announced, or -1. If the owner does not answer within
+// downloadAnswerTimeout, it reads through the entry node, which turns to
+// the owner's replicas; a transfer that makes no progress for
+// transferStallTimeout fails.
 func (c *Client) Download(ctx context.Context, chordAddr, name string, w io.Writer, onSize func(int64)) error {
 	if err := files.ValidName(name); err != nil {
 		return err
@@ -143,30 +176,138 @@ func (c *Client) Download(ctx context.Context, chordAddr, name string, w io.Writ
 	if err != nil {
 		return err
 	}
+	err = c.download(ctx, addr, name, w, onSize)
+	if !errors.Is(err, errNoAnswer) {
+		return err
+	}
+	entry, err2 := c.RPC.HTTPAddr(ctx, chordAddr)
+	if err2 != nil || entry == addr {
+		return err
+	}
+	if err2 := c.download(ctx, entry, name, w, onSize); err2 != nil {
+		return fmt.Errorf("%v; then through %s: %w", err, entry, err2)
+	}
+	return nil
+}
+
+// download GETs name from the node at addr. An error wrapping errNoAnswer
+// means nothing was written to w.
+func (c *Client) download(ctx context.Context, addr, name string, w io.Writer, onSize func(int64)) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watch := newWatchdog(downloadAnswerTimeout, func(d time.Duration) {
+		cancel(fmt.Errorf("%w from %s for %s", errNoAnswer, addr, d))
+	})
+	defer watch.stop()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/"+url.PathEscape(name), nil)
 	if err != nil {
 		return err
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
+		err = causeOf(ctx, err)
+		if !errors.Is(err, errNoAnswer) {
+			// A node that cannot be reached answers nothing either.
+			err = fmt.Errorf("%w: %v", errNoAnswer, err)
+		}
 		return fmt.Errorf("download from %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("download %q from %s: %s: %s", name, addr, resp.Status, status.TrimNL(msg))
+		err := fmt.Errorf("download %q from %s: %s: %s", name, addr, resp.Status, status.TrimNL(msg))
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			err = fmt.Errorf("%w: %w", errNoAnswer, err)
+		}
+		return err
 	}
+	// The body: no data for transferStallTimeout fails it. (Bytes may
+	// have reached w: the error no longer means nothing was written.)
+	watch.reset(transferStallTimeout, func(d time.Duration) {
+		cancel(fmt.Errorf("%s sent no data for %s (is it paused?)", addr, d))
+	})
 	if onSize != nil {
 		onSize(resp.ContentLength)
 	}
-	n, err := io.Copy(w, resp.Body)
+	n, err := io.Copy(w, &watchedReader{r: resp.Body, w: watch})
 	if err != nil {
-		return fmt.Errorf("download %q: %w", name, err)
+		return fmt.Errorf("download %q: %w", name, causeOf(ctx, err))
 	}
 	if resp.ContentLength >= 0 && n != resp.ContentLength {
 		return fmt.Errorf("download %q: got %d of %d bytes", name, n, resp.ContentLength)
 	}
 	return nil
+}
+
+// causeOf names why ctx ended, if it did, in place of err.
+func causeOf(ctx context.Context, err error) error {
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		return c
+	}
+	return err
+}
+
+// watchdog calls its function when it is not reset in time.
+type watchdog struct {
+	mu    sync.Mutex
+	t     *time.Timer
+	d     time.Duration
+	fire  func(time.Duration)
+	ended bool
+}
+
+func newWatchdog(d time.Duration, fire func(time.Duration)) *watchdog {
+	w := &watchdog{d: d, fire: fire}
+	w.t = time.AfterFunc(d, w.expire)
+	return w
+}
+
+func (w *watchdog) expire() {
+	w.mu.Lock()
+	ended, fire, d := w.ended, w.fire, w.d
+	w.mu.Unlock()
+	if !ended {
+		fire(d)
+	}
+}
+
+// reset restarts the wait, with d and fire if fire is not nil.
+func (w *watchdog) reset(d time.Duration, fire func(time.Duration)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ended {
+		return
+	}
+	if fire != nil {
+		w.d, w.fire = d, fire
+	}
+	w.t.Reset(w.d)
+}
+
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	w.ended = true
+	w.mu.Unlock()
+	w.t.Stop()
+}
+
+// watchedReader resets its watchdog on every read; at the end of the
+// data, to after (if positive), the wait for the answer.
+type watchedReader struct {
+	r     io.Reader
+	w     *watchdog
+	after time.Duration
+}
+
+func (r *watchedReader) Read(p []byte) (int, error) {
+	k, err := r.r.Read(p)
+	if err == io.EOF && r.after > 0 {
+		r.w.mu.Lock()
+		r.w.d = r.after
+		r.w.mu.Unlock()
+	}
+	r.w.reset(0, nil)
+	return k, err
 }
 
 // Ring walks the ring from the node at chordAddr, following successors,

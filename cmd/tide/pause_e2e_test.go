@@ -5,8 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -97,5 +100,118 @@ func TestPausedReplicaDoesNotStallUploads(t *testing.T) {
 	}
 	if uploaded < 2 {
 		t.Fatalf("only %d uploads had an owner other than the paused node", uploaded)
+	}
+}
+
+// TestPausedOwnerReads stops a file's owner with SIGSTOP right after an
+// upload that one replica missed (it was paused too, and is resumed
+// with the older copy), then reads the file through the other nodes,
+// over HTTP and with tide download. Every read must answer, within the
+// client's deadline, with the acknowledged upload: a node that waited
+// for the owner's answer stalled the client, and one that served the
+// first replica it found could serve the older copy.
+func TestPausedOwnerReads(t *testing.T) {
+	ctx := context.Background()
+	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
+	defer local.StopAll(5 * time.Second)
+	procs, err := bench.StartRing(ctx, local, 3, 3, []string{"--tick", "1s"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitKVMembers(t, procs, 3)
+	owner, behind, via := procs[2], procs[1], procs[0]
+	sc := store.NewClient()
+	defer sc.Close()
+	name := ""
+	for i := 0; name == "" && i < 256; i++ {
+		cand := fmt.Sprintf("owned-%d.bin", i)
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		o, _, err := sc.Owner(octx, via.Spec.ChordAddr, cand)
+		cancel()
+		if err != nil {
+			t.Fatalf("owner of %s: %v", cand, err)
+		}
+		if o.Addr() == owner.Spec.ChordAddr {
+			name = cand
+		}
+	}
+	if name == "" {
+		t.Fatal("no name owned by the node to pause")
+	}
+	// More than socket buffers take: the owner, paused, cannot have
+	// sent the whole of the newer copy to the replica that missed it.
+	older, newer := make([]byte, 8<<20), make([]byte, 8<<20)
+	rand.Read(older)
+	rand.Read(newer)
+	hc := &http.Client{Timeout: 40 * time.Second}
+	put := func(body []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, "http://"+via.Spec.HTTPAddr+"/files/"+name, bytes.NewReader(body))
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("upload %s: %v", name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("upload %s: %s", name, resp.Status)
+		}
+	}
+	put(older)
+	waitFor(t, "every node to hold the first upload", time.Minute, func() error {
+		for _, p := range procs {
+			resp, err := hc.Head("http://" + p.Spec.HTTPAddr + "/internal/file/" + name)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", p.Name, resp.Status)
+			}
+		}
+		return nil
+	})
+	if err := syscall.Kill(behind.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	put(newer) // the owner and via: a majority
+	if err := syscall.Kill(owner.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(owner.Pid(), syscall.SIGCONT)
+	if err := syscall.Kill(behind.Pid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+
+	// The client's deadline is generous; a read that waits for the
+	// paused owner's answer does not meet it.
+	rc := &http.Client{Timeout: 20 * time.Second}
+	for _, p := range []*cluster.Proc{behind, via} {
+		start := time.Now()
+		resp, err := rc.Get("http://" + p.Spec.HTTPAddr + "/files/" + name)
+		if err != nil {
+			t.Fatalf("read %s through %s with its owner paused: %v", name, p.Name, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Logf("read through %s: %s, %d bytes after %s", p.Name, resp.Status, len(got), time.Since(start).Round(time.Millisecond))
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("read %s through %s with its owner paused: %s %v: %.300s", name, p.Name, resp.Status, err, got)
+		}
+		if !bytes.Equal(got, newer) {
+			t.Fatalf("read %s through %s: %d bytes, not the acknowledged upload (older copy: %v)", name, p.Name, len(got), bytes.Equal(got, older))
+		}
+	}
+	for _, p := range []*cluster.Proc{behind, via} {
+		out := filepath.Join(t.TempDir(), name)
+		dctx, cancel := context.WithTimeout(ctx, time.Minute)
+		msg, err := exec.CommandContext(dctx, tideBin, "download", name, p.Spec.ChordAddr, "-o", out, "-q").CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("tide download %s %s with its owner paused: %v\n%s", name, p.Spec.ChordAddr, err, msg)
+		}
+		got, err := os.ReadFile(out)
+		if err != nil || !bytes.Equal(got, newer) {
+			t.Fatalf("tide download %s through %s: %d bytes, not the acknowledged upload (%v)", name, p.Name, len(got), err)
+		}
 	}
 }

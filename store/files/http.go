@@ -199,6 +199,9 @@ func (n *Service) handleList(w http.ResponseWriter, r *http.Request) {
 func (n *Service) handleReplicaGet(w http.ResponseWriter, r *http.Request) {
 	m, f, err := n.eng.Open(r.PathValue("name"))
 	if err != nil {
+		if t, ok, _ := n.eng.Get(r.PathValue("name")); ok && t.Deleted {
+			w.Header().Set(hdrDeleted, strconv.FormatUint(t.Version, 10))
+		}
 		n.fail(w, "replica_get", err)
 		return
 	}

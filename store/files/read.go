@@ -1,0 +1,318 @@
+package files
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"tide/chord"
+	"tide/store/engine"
+	"tide/store/status"
+)
+
+// Reads. Put acknowledges an upload once a majority of its owner's
+// replica set holds it, the owner among them (W = N/2+1 of N). A read
+// compares versions across enough of the set to meet every such
+// majority, and serves the newest:
+//
+//   - the owner asks N-W of its replicas (1 of 2 for N = 3) for their
+//     versions while it looks up its own, and serves a replica's copy
+//     when it is newer: an owner that has just taken over a range, or
+//     one that was cut off while another node took uploads, may hold an
+//     older copy than an acknowledged one;
+//   - any other node forwards the read to the owner, and if the owner
+//     does not answer within ownerAnswerTimeout (dead, cut off, paused),
+//     asks the rest of the owner's set, N-W+1 of them, and serves the
+//     newest they hold.
+//
+// A replica whose copy is a tombstone says so in a 404's X-Tide-Deleted
+// header, with the deletion's version, so that a delete newer than a
+// copy elsewhere wins.
+
+var (
+	// peerAnswerTimeout bounds the wait for replicas' versions.
+	peerAnswerTimeout = time.Second
+	// ownerAnswerTimeout bounds a non-owner's wait for the owner's answer
+	// (its headers) before it reads from the owner's replicas. It leaves
+	// the owner time to hear from its own replicas.
+	ownerAnswerTimeout = 3 * time.Second
+)
+
+// hdrDeleted carries a tombstone's version on a replica's 404.
+const hdrDeleted = "X-Tide-Deleted"
+
+// copyVersion is what one node holds of a file: version 0 for nothing.
+type copyVersion struct {
+	ref     chord.Ref
+	version uint64
+	live    bool // a file, not a tombstone
+}
+
+// Get writes the file name to w: through the owner, or as the owner.
+func (n *Service) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) error {
+	key := n.eng.KeyOf(name)
+	if r.Header.Get(HdrForwarded) == "" {
+		owner, err := n.owner(ctx, key)
+		if err != nil {
+			return err
+		}
+		if owner != n.ring.Self() {
+			return n.proxyGet(ctx, w, r, owner, name)
+		}
+	}
+	return n.ownerGet(ctx, w, r, name)
+}
+
+// ownerGet serves the newest copy among this node's and N-W of its
+// replicas'.
+func (n *Service) ownerGet(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) error {
+	self := n.ring.Self()
+	local, ok := n.versionAt(ctx, self, name)
+	if !ok {
+		return status.Errorf(http.StatusInternalServerError, "read the metadata of %q", name)
+	}
+	best := local
+	set := n.localReplicaSet()
+	if need := len(set) - (len(set)/2 + 1); need > 0 {
+		pctx, cancel := context.WithTimeout(ctx, peerAnswerTimeout)
+		for _, a := range n.versionsAt(pctx, set[1:], name, need) {
+			if a.version > best.version {
+				best = a
+			}
+		}
+		cancel()
+		// Fewer answers than needed: the replicas are down or cut off,
+		// and this node's copy is the best it can tell of.
+	}
+	if best.version > local.version {
+		if !best.live {
+			return engine.ErrNotFound
+		}
+		if n.tryGet(ctx, w, r, best.ref, "/internal/file/", name, false) {
+			return nil
+		}
+		return status.Errorf(http.StatusServiceUnavailable, "%q: the newest copy (version %d, on %s) could not be read", name, best.version, best.ref)
+	}
+	if served, err := n.serveLocal(w, r, name); served || err != nil {
+		return err
+	}
+	if local.version > 0 {
+		return engine.ErrNotFound // a tombstone
+	}
+	// Nothing here: a transfer may be in flight from a successor beyond
+	// the replicas asked (a previous owner, right after a join).
+	for _, s := range n.fallbacks() {
+		if n.tryGet(ctx, w, r, s, "/internal/file/", name, false) {
+			return nil
+		}
+	}
+	return engine.ErrNotFound
+}
+
+// serveLocal writes this node's live copy of name, reporting whether it
+// had one.
+func (n *Service) serveLocal(w http.ResponseWriter, r *http.Request, name string) (bool, error) {
+	m, f, err := n.eng.Open(name)
+	if errors.Is(err, engine.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	setFileHeaders(w, m)
+	if r.Method != http.MethodHead {
+		io.Copy(w, f)
+	}
+	return true, nil
+}
+
+// proxyGet asks the owner for name; if the owner does not answer, the
+// rest of its replica set.
+func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Request, owner chord.Ref, name string) error {
+	done, reachable := n.tryGetWithin(ctx, w, r, owner, "/files/", name, true, ownerAnswerTimeout)
+	if done {
+		return nil
+	}
+	if reachable {
+		return engine.ErrNotFound
+	}
+	// Every node this one knows of is asked, not only those it takes for
+	// the owner's replicas: a node's view of the ring may be a moment
+	// old, and a copy newer than the replicas' is never wrong to serve.
+	// Enough of the likely replicas must answer to meet every majority
+	// that acknowledged an upload.
+	nrep := n.cfg.Replicas
+	need := nrep - (nrep/2 + 1) + 1
+	cands := n.nodesAfter(owner)
+	likely := cands[:min(nrep-1, len(cands))]
+	pctx, cancel := context.WithTimeout(ctx, peerAnswerTimeout)
+	answers := n.versionsAt(pctx, cands, name, len(cands))
+	cancel()
+	got := 0
+	for _, a := range answers {
+		if containsRef(likely, a.ref) {
+			got++
+		}
+	}
+	if got < need {
+		return status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and %d of its %d other replicas did, %d needed to find the newest copy", name, owner, got, len(likely), need)
+	}
+	var best copyVersion
+	for _, a := range answers {
+		if a.version > best.version {
+			best = a
+		}
+	}
+	if best.version == 0 {
+		// Without the owner a miss is not certain: this node's view of
+		// who follows it may be a moment old.
+		return status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and none of the %d other nodes asked holds a copy", name, owner, len(answers))
+	}
+	if !best.live {
+		return engine.ErrNotFound // deleted, as a replica knows
+	}
+	if best.ref == n.ring.Self() {
+		if served, err := n.serveLocal(w, r, name); served || err != nil {
+			return err
+		}
+	} else if n.tryGet(ctx, w, r, best.ref, "/internal/file/", name, false) {
+		return nil
+	}
+	return status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and the newest copy (version %d, on %s) could not be read", name, owner, best.version, best.ref)
+}
+
+// nodesAfter returns the nodes this node knows of (itself and its
+// successor list), but owner, in ring order from owner's position: the
+// first N-1 are the owner's replicas as far as this node can tell.
+func (n *Service) nodesAfter(owner chord.Ref) []chord.Ref {
+	out := []chord.Ref{}
+	for _, r := range append([]chord.Ref{n.ring.Self()}, n.ring.Successors()...) {
+		if r != owner && !r.IsZero() && !containsRef(out, r) {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b chord.Ref) int {
+		return cmp.Compare(uint32(a.ID-owner.ID), uint32(b.ID-owner.ID))
+	})
+	return out
+}
+
+// versionAt asks node t which version of name it holds; ok is false if
+// it did not say.
+func (n *Service) versionAt(ctx context.Context, t chord.Ref, name string) (copyVersion, bool) {
+	if t == n.ring.Self() {
+		m, ok, err := n.eng.Get(name)
+		if err != nil {
+			return copyVersion{}, false
+		}
+		if !ok {
+			return copyVersion{ref: t}, true
+		}
+		return copyVersion{ref: t, version: m.Version, live: !m.Deleted}, true
+	}
+	addr, err := n.httpAddrOf(ctx, t)
+	if err != nil {
+		return copyVersion{}, false
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodHead, fileURL(addr, "/internal/file/", name), nil)
+	resp, err := n.hc.Do(req)
+	if err != nil {
+		return copyVersion{}, false
+	}
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+		v, err := strconv.ParseUint(resp.Header.Get("X-Tide-Version"), 10, 64)
+		if err != nil {
+			return copyVersion{}, false
+		}
+		return copyVersion{ref: t, version: v, live: true}, true
+	case http.StatusNotFound:
+		v, _ := strconv.ParseUint(resp.Header.Get(hdrDeleted), 10, 64)
+		return copyVersion{ref: t, version: v}, true
+	}
+	return copyVersion{}, false
+}
+
+// versionsAt asks targets at once and returns the answers as soon as
+// need of them have answered, or once all have answered or failed.
+func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name string, need int) []copyVersion {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		c  copyVersion
+		ok bool
+	}
+	ch := make(chan answer, len(targets))
+	for _, t := range targets {
+		go func() {
+			c, ok := n.versionAt(ctx, t, name)
+			ch <- answer{c, ok}
+		}()
+	}
+	var out []copyVersion
+	for range targets {
+		a := <-ch
+		if a.ok {
+			out = append(out, a.c)
+			if len(out) >= need {
+				break
+			}
+		}
+	}
+	return out
+}
+
+func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
+	done, _ := n.tryGetWithin(ctx, w, r, t, prefix, name, fwd, 0)
+	return done
+}
+
+// tryGetWithin copies name from node t to w. done reports that w was
+// written; reachable that t answered (with a miss if not done). A
+// positive within bounds the wait for t's answer (its headers).
+func (n *Service) tryGetWithin(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool, within time.Duration) (done, reachable bool) {
+	addr, err := n.httpAddrOf(ctx, t)
+	if err != nil {
+		return false, false
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, r.Method, fileURL(addr, prefix, name), nil)
+	if fwd {
+		req.Header.Set(HdrForwarded, "1")
+	}
+	var timer *time.Timer
+	if within > 0 {
+		timer = time.AfterFunc(within, cancel)
+	}
+	resp, err := n.hc.Do(req)
+	if timer != nil && !timer.Stop() {
+		// No answer in time: the request is cancelled.
+		if err == nil {
+			resp.Body.Close()
+		}
+		return false, false
+	}
+	if err != nil {
+		return false, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, resp.StatusCode == http.StatusNotFound
+	}
+	for _, h := range []string{"Content-Type", "Content-Length", "X-Tide-Version", "ETag"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	io.Copy(w, resp.Body)
+	return true, true
+}

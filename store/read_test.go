@@ -1,0 +1,71 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"tide/chord"
+)
+
+// TestOwnerReadsNewestReplica: an owner whose own copy is older than its
+// replicas' (as after it took over a range, or was cut off while
+// an upload went elsewhere) serves the replica's newer copy, and a
+// replicas' newer tombstone makes the file gone; through the owner and
+// through the other nodes alike. Before reads compared versions, the
+// owner served its own copy.
+func TestOwnerReadsNewestReplica(t *testing.T) {
+	nodes := startCluster(t, 3, 3)
+	c := NewClient()
+	defer c.Close()
+	name := "newest.bin"
+	older, newer := content(name, 4096), content("other-"+name, 5000)
+	upload(t, c, nodes[0], name, older)
+	waitFor(t, "3 copies", func() bool { return copies(nodes, name) == 3 })
+	var owner *Node
+	var replicas []*Node
+	for _, n := range nodes {
+		if n.ring.Owns(chord.KeyOf(name)) {
+			owner = n
+		} else {
+			replicas = append(replicas, n)
+		}
+	}
+	if owner == nil {
+		t.Fatal("no node owns the file")
+	}
+	m, _, _ := owner.eng.Get(name)
+	internal := func(method string, n *Node, version uint64, body []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(method, fmt.Sprintf("http://%s/internal/file/%s?version=%d", n.HTTPAddr(), name, version), bytes.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("%s on %s: %s", method, n.ring.Self(), resp.Status)
+		}
+	}
+	// A majority without the owner holds each newer write.
+	for _, r := range replicas {
+		internal(http.MethodPut, r, m.Version+1, newer)
+	}
+	for _, via := range nodes {
+		got, err := download(c, via, name)
+		if err != nil || !bytes.Equal(got, newer) {
+			t.Fatalf("download via %s (owner: %v): %v, %d bytes; the newer copy has %d, the owner's %d", via.ring.Self(), via == owner, err, len(got), len(newer), len(older))
+		}
+	}
+	for _, r := range replicas {
+		internal(http.MethodDelete, r, m.Version+2, nil)
+	}
+	for _, via := range nodes {
+		_, err := download(c, via, name)
+		if err == nil || !strings.Contains(err.Error(), "404") {
+			t.Fatalf("download via %s after a newer delete on a replica: %v, want 404", via.ring.Self(), err)
+		}
+	}
+}
