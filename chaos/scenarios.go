@@ -54,6 +54,13 @@ var Scenarios = []Scenario{
 		// is not its replica, and the read asked that one and n4 itself.
 		// Fixed: the first table must also hold every member a walk from
 		// the member it joined through finds (store's TestFirstTable).
+		// Seen again on 2026-12-04: a read through n4 right after its
+		// restart answered 747 while 753 had been acknowledged. n4's join
+		// took its own previous incarnation, which n1's lookup still
+		// answered, as its successor, so n1's walk too found only n1 and
+		// n4 for a moment, and n4's first table passed that check.
+		// Fixed: a node that finds itself so takes the next node after it
+		// (chord's TestRejoinAfterRestart).
 		Steps: []Step{
 			{At: 3 * time.Second, Fault: Kill("n2"), For: 5 * time.Second},
 			{At: 11 * time.Second, Fault: Restart("n4")},

@@ -57,7 +57,12 @@ func ClaimID(ctx context.Context, tr Transport, via, self Ref) (Ref, error) {
 		return Ref{}, fmt.Errorf("join via %s: %w", via, err)
 	}
 	if s == self {
-		return s, nil // already a member there (it restarted)
+		// The ring still holds this node's previous incarnation (it
+		// restarted before the others noticed it go). Taking that entry
+		// as its successor would leave it alone on a ring of its own,
+		// and its first walks would find a part of the ring: its
+		// successor is the next node after it that via knows of.
+		return nextAfter(ctx, tr, via, self)
 	}
 	if s.ID == self.ID {
 		return Ref{}, fmt.Errorf("join via %s: %w (%s)", via, ErrIDTaken, s)
@@ -70,4 +75,26 @@ func ClaimID(ctx context.Context, tr Transport, via, self Ref) (Ref, error) {
 		return Ref{}, fmt.Errorf("join via %s: %w (claimed by %s, joining at the same moment)", via, ErrIDTaken, holder)
 	}
 	return s, nil
+}
+
+// nextAfter returns the node that follows self among via and the nodes
+// via knows of (its predecessor and successor list), self left out.
+func nextAfter(ctx context.Context, tr Transport, via, self Ref) (Ref, error) {
+	pred, succs, err := tr.State(ctx, via, self)
+	if err != nil {
+		return Ref{}, fmt.Errorf("join via %s: its successors: %w", via, err)
+	}
+	best := Ref{}
+	for _, c := range append([]Ref{via, pred}, succs...) {
+		if c.IsZero() || c == self || c.ID == self.ID {
+			continue
+		}
+		if best.IsZero() || uint32(c.ID-self.ID) < uint32(best.ID-self.ID) {
+			best = c
+		}
+	}
+	if best.IsZero() {
+		return self, nil // via knows of no one else: a ring of this node alone
+	}
+	return best, nil
 }

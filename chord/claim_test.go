@@ -106,3 +106,48 @@ func TestClaim(t *testing.T) {
 		t.Fatalf("f's claim after e's lapsed: refused by %v", got)
 	}
 }
+
+// TestRejoinAfterRestart: a node restarts (a new process, same address
+// and identifier) before the others notice it went, and joins through a
+// member whose lookup still answers with its previous incarnation. Its
+// successor must be the next node after it, not itself: taking its own
+// stale entry left it alone on a ring of its own, and the ring walks
+// that followed found a part of the ring (the chaos suite's kill
+// scenario read stale values through such a node).
+func TestRejoinAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	net := direct{}
+	nodes := []*Node{net.add(t, 1, 1000, false)}
+	for i, id := range []ID{2000, 3000, 4000} {
+		n := net.add(t, 2+i, id, true)
+		if err := n.Join(ctx, nodes[0].Self()); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	for range 20 {
+		for _, n := range nodes {
+			n.Tick(ctx)
+		}
+	}
+	if s := nodes[3].Successor(0); s != nodes[0].Self() {
+		t.Fatalf("ring not formed: 4000's successor %v", s)
+	}
+	// 3000 restarts: a fresh node in its place; the others still list
+	// the old one.
+	old := nodes[2]
+	again, err := NewNode(Config{Self: old.Self(), ClaimTicks: 5, Idle: true}, net)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net[again.Self().Addr()] = again
+	if s, err := net.FindSuccessor(ctx, nodes[0].Self(), old.Self().ID); err != nil || s != old.Self() {
+		t.Fatalf("lookup of the restarted node's identifier: %v, %v; the test wants its stale entry", s, err)
+	}
+	if err := again.Join(ctx, nodes[0].Self()); err != nil {
+		t.Fatal(err)
+	}
+	if s := again.Successor(0); s != nodes[3].Self() {
+		t.Fatalf("the restarted node's successor is %v, want 4000", s)
+	}
+}
