@@ -19,6 +19,8 @@ type metrics struct {
 	dropped      prometheus.Counter
 	repairRuns   prometheus.Counter
 	replFailures prometheus.Counter
+	// standIns counts uploads stored standing in for an unreachable owner.
+	standIns prometheus.Counter
 	// kvSync times the KV write-ahead log's fsyncs (group commits).
 	kvSync prometheus.Histogram
 	// kvRound counts the messages each round of the KV driver stepped.
@@ -59,6 +61,9 @@ func newMetrics(n *Node) *metrics {
 	m.replFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tide_replication_failures_total", Help: "Replica writes that failed during an upload.",
 	})
+	m.standIns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tide_files_stand_ins_total", Help: "Uploads this node stored standing in for their owner, which the node they were sent to could not reach.",
+	})
 	m.kvSync = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tide_kv_wal_sync_seconds",
 		Help:    "KV write-ahead log fsyncs (each a group commit of the rounds committed while the last one ran), by duration.",
@@ -91,7 +96,7 @@ func newMetrics(n *Node) *metrics {
 			return f(n.kv.Stats())
 		})
 	}
-	m.reg.MustRegister(m.rpcReceived, m.authFailures, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.kvSync, m.kvRound, m.latency, m.waits,
+	m.reg.MustRegister(m.rpcReceived, m.authFailures, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.standIns, m.kvSync, m.kvRound, m.latency, m.waits,
 		newRegionCollector(n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
 			func() float64 { u, _ := n.files.Disk(); return float64(u) }),

@@ -132,7 +132,18 @@ func (n *Service) handlePut(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, "put", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
-	m, err := n.Put(r.Context(), name, r.Body, r.ContentLength, r.Header.Get(HdrForwarded) != "")
+	var m engine.Meta
+	var err error
+	if h := r.Header.Get(HdrStandIn); h != "" && r.Header.Get(HdrForwarded) != "" {
+		var owner chord.Ref
+		if owner, err = parseStandIn(h); err != nil {
+			err = status.Errorf(http.StatusBadRequest, "%v", err)
+		} else {
+			m, err = n.putStandIn(r.Context(), owner, name, r.Body, r.ContentLength)
+		}
+	} else {
+		m, err = n.Put(r.Context(), name, r.Body, r.ContentLength, r.Header.Get(HdrForwarded) != "")
+	}
 	if err != nil {
 		n.fail(w, "put", err)
 		return

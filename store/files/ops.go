@@ -109,7 +109,15 @@ func (n *Service) Put(ctx context.Context, name string, body io.Reader, size int
 			return engine.Meta{}, err
 		}
 		if owner != n.ring.Self() {
-			return n.forwardPut(ctx, owner, name, body, size)
+			if n.suspect.has(owner) {
+				return n.putElsewhere(ctx, owner, name, body, size, fmt.Errorf("owner %s of %q was unreachable moments ago", owner.Addr(), name))
+			}
+			m, err := n.forwardTo(ctx, owner, name, body, size, chord.Ref{})
+			var ns *notSent
+			if errors.As(err, &ns) {
+				return n.putElsewhere(ctx, owner, name, body, size, err)
+			}
+			return m, err
 		}
 	}
 	m, err := n.store(name, body, size, n.clock.Next())
@@ -264,11 +272,21 @@ func (n *Service) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 	return nil
 }
 
-// forwardPut streams an upload to its owner.
-func (n *Service) forwardPut(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
-	addr, err := n.httpAddrOf(ctx, owner)
+// forwardTo streams an upload to its owner, or, with standInFor set, to
+// a stand-in for that owner. It fails with *notSent when to could not be
+// reached and nothing of the upload left.
+func (n *Service) forwardTo(ctx context.Context, to chord.Ref, name string, body io.Reader, size int64, standInFor chord.Ref) (engine.Meta, error) {
+	role := "owner"
+	if !standInFor.IsZero() {
+		role = "stand-in"
+	}
+	addr, err := n.httpAddrOf(ctx, to)
 	if err != nil {
-		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "reach owner %s of %q: %v", owner.Addr(), name, err)
+		err = status.Errorf(http.StatusServiceUnavailable, "reach %s %s of %q: %v", role, to.Addr(), name, err)
+		if ctx.Err() == nil {
+			return engine.Meta{}, &notSent{err}
+		}
+		return engine.Meta{}, err
 	}
 	src := &sourceReader{r: body}
 	rctx, guarded, done := guardStall(ctx, src)
@@ -279,13 +297,20 @@ func (n *Service) forwardPut(ctx context.Context, owner chord.Ref, name string, 
 	}
 	req.ContentLength = size
 	req.Header.Set(HdrForwarded, "1")
+	if !standInFor.IsZero() {
+		req.Header.Set(HdrStandIn, standInFor.String())
+	}
 	resp, err := n.hc.Do(req)
 	done()
 	if src.err != nil {
 		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, src.err)
 	}
 	if err != nil {
-		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), stallCause(rctx, err))
+		fail := status.Errorf(http.StatusServiceUnavailable, "forward %q to %s %s: %v", name, role, to.Addr(), stallCause(rctx, err))
+		if unsent(err, src.n) && ctx.Err() == nil {
+			return engine.Meta{}, &notSent{fail}
+		}
+		return engine.Meta{}, fail
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
@@ -300,10 +325,12 @@ func (n *Service) forwardPut(ctx context.Context, owner chord.Ref, name string, 
 type sourceReader struct {
 	r   io.Reader
 	err error
+	n   int64 // bytes read
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
 	k, err := s.r.Read(p)
+	s.n += int64(k)
 	if err != nil && err != io.EOF {
 		s.err = err
 	}

@@ -67,12 +67,16 @@ type Metrics struct {
 	Pushed, Dropped, RepairRuns prometheus.Counter
 	// ReplFailures counts replica writes that failed during uploads.
 	ReplFailures prometheus.Counter
+	// StandIns counts uploads stored standing in for an unreachable
+	// owner (standin.go).
+	StandIns prometheus.Counter
 }
 
 // metrics are the series as the service's methods name them.
 type metrics struct {
 	requests                                  *prometheus.CounterVec
 	pushed, dropped, repairRuns, replFailures prometheus.Counter
+	standIns                                  prometheus.Counter
 }
 
 // Service is a node's file store.
@@ -87,13 +91,15 @@ type Service struct {
 	clock  hlc
 	answer status.Responder
 	kick   chan struct{} // asks the repair loop to run now
+	// suspect holds the owners recently unreachable (standin.go).
+	suspect suspects
 }
 
 // New returns the file store of a node; Run runs its repair loop.
 func New(cfg Config) *Service {
 	m := cfg.Metrics
 	return &Service{cfg: cfg, log: cfg.Log, eng: cfg.Engine, ring: cfg.Ring, rpc: cfg.RPC, hc: cfg.HTTP,
-		m:      metrics{requests: m.Requests, pushed: m.Pushed, dropped: m.Dropped, repairRuns: m.RepairRuns, replFailures: m.ReplFailures},
+		m:      metrics{requests: m.Requests, pushed: m.Pushed, dropped: m.Dropped, repairRuns: m.RepairRuns, replFailures: m.ReplFailures, standIns: m.StandIns},
 		answer: status.Responder{Requests: m.Requests, Log: cfg.Log}, kick: make(chan struct{}, 1)}
 }
 

@@ -1,0 +1,121 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"tide/chord"
+)
+
+// TestUploadThroughStandIn checks that an upload through a remaining node
+// succeeds while its file's owner is dead and the ring has not noticed
+// (no Chord tick runs after the kill): the node the upload was sent to
+// hands it to the owner's successor, which stores it for the owner and
+// copies it to the rest of the owner's replica set. Once the owner is back
+// and the ring has it again, repair gives it the file.
+func TestUploadThroughStandIn(t *testing.T) {
+	ctx := context.Background()
+	manual := func(c *Config) { c.TickInterval = time.Hour } // the test ticks the ring itself
+	nodes := []*Node{startTestNode(t, "", 3, manual)}
+	for len(nodes) < 5 {
+		nodes = append(nodes, startTestNode(t, nodes[0].ring.Self().Addr(), 3, manual))
+	}
+	tick := func(ns []*Node) {
+		for _, n := range ns {
+			tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			n.ring.Tick(tctx)
+			cancel()
+		}
+	}
+	waitFor(t, "ring to converge", func() bool { tick(nodes); return ringConverged(nodes) })
+	for range 10 {
+		tick(nodes) // fingers
+	}
+
+	// The owner of the file, and a node to upload through that is neither
+	// the owner nor its successor (the stand-in).
+	owner := nodes[2]
+	var ids []chord.Ref
+	for _, n := range nodes {
+		ids = append(ids, n.ring.Self())
+	}
+	var name string
+	for i := 0; ; i++ {
+		name = fmt.Sprintf("standin-%d.txt", i)
+		if chord.SuccessorAmong(ids, chord.KeyOf(name)) == owner.ring.Self() {
+			break
+		}
+	}
+	standInRef := chord.SuccessorAmong(ids, owner.ring.Self().ID+1)
+	var standIn, via *Node
+	for _, n := range nodes {
+		switch r := n.ring.Self(); {
+		case r == standInRef:
+			standIn = n
+		case r != owner.ring.Self() && via == nil:
+			via = n
+		}
+	}
+	c := NewClient()
+	defer c.Close()
+	upload(t, c, via, name, []byte("before"))
+
+	cfg := restartConfig(owner)
+	owner.Close()
+	data := content(name, 5000)
+	uctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := c.Upload(uctx, via.ring.Self().Addr(), name, bytes.NewReader(data)); err != nil {
+		t.Fatalf("upload through %s while owner %s is dead and the ring has not noticed: %v", via.ring.Self().Addr(), owner.ring.Self().Addr(), err)
+	}
+	_, body := httpGet(t, "http://"+standIn.HTTPAddr()+"/metrics")
+	if !strings.Contains(body, "tide_files_stand_ins_total 1") {
+		t.Errorf("the owner's successor did not count the upload as stood in for:\n%s", grepLines(body, "stand_ins"))
+	}
+	for _, n := range nodes {
+		if n == owner {
+			continue
+		}
+		got, err := download(c, n, name)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("download through %s after the stand-in took the upload: %d bytes, %v", n.ring.Self().Addr(), len(got), err)
+		}
+	}
+	// A second upload skips the owner it found unreachable.
+	upload(t, c, via, name, []byte("second"))
+
+	// The owner comes back; once the ring has it again, repair gives it
+	// the newest copy.
+	back, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { back.Close() })
+	nodes[2] = back
+	waitFor(t, "the returned owner to hold the newest upload", func() bool {
+		tick(nodes)
+		m, f, err := back.eng.Open(name)
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		got, err := io.ReadAll(f)
+		return err == nil && string(got) == "second" && !m.Deleted
+	})
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.Lines(s) {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "")
+}
