@@ -215,3 +215,80 @@ func TestPausedOwnerReads(t *testing.T) {
 		}
 	}
 }
+
+// TestPausedOwnerUploadsThroughStandIn stops a file's owner with SIGSTOP
+// (it keeps its connections and answers nothing, as a paused container
+// does) and uploads the file through another node: the node gives up on
+// the silent owner once a ping goes unanswered too, and hands the upload
+// to the owner's successor, which stores it for the owner with a majority
+// of the owner's replica set. Without the stand-in, the upload waits for
+// the owner until the client's deadline: the ring takes several seconds
+// of failed calls to forget a node that hangs.
+func TestPausedOwnerUploadsThroughStandIn(t *testing.T) {
+	ctx := context.Background()
+	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
+	defer local.StopAll(5 * time.Second)
+	procs, err := bench.StartRing(ctx, local, 4, 3, []string{"--tick", "1s"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitKVMembers(t, procs, 4)
+	paused := procs[3]
+	sc := store.NewClient()
+	defer sc.Close()
+	var name string
+	for i := 0; name == "" && i < 256; i++ {
+		n := fmt.Sprintf("owned-%d.txt", i)
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		owner, _, err := sc.Owner(octx, procs[0].Spec.ChordAddr, n)
+		cancel()
+		if err != nil {
+			t.Fatalf("owner of %s: %v", n, err)
+		}
+		if owner.Addr() == paused.Spec.ChordAddr {
+			name = n
+		}
+	}
+	if name == "" {
+		t.Fatal("no name owned by the node to pause")
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	put := func(via *cluster.Proc, body []byte) error {
+		req, _ := http.NewRequest(http.MethodPut, "http://"+via.Spec.HTTPAddr+"/files/"+name, bytes.NewReader(body))
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			return fmt.Errorf("%s", resp.Status)
+		}
+		return nil
+	}
+	// Every node reaches the owner before the pause: its address is
+	// cached and a connection to it is open.
+	for _, p := range procs {
+		if err := put(p, []byte("before")); err != nil {
+			t.Fatalf("upload %s through %s before the pause: %v", name, p.Name, err)
+		}
+	}
+	if err := syscall.Kill(paused.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(paused.Pid(), syscall.SIGCONT)
+	for i, want := range [][]byte{[]byte("during the pause"), []byte("again, past the owner at once")} {
+		via := procs[i%3]
+		if err := put(via, want); err != nil {
+			t.Fatalf("upload %d of %s through %s with its owner paused: %v", i+1, name, via.Name, err)
+		}
+		resp, err := hc.Get("http://" + procs[(i+1)%3].Spec.HTTPAddr + "/files/" + name)
+		if err != nil {
+			t.Fatalf("download of %s after upload %d with its owner paused: %v", name, i+1, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, want) {
+			t.Fatalf("download of %s after upload %d with its owner paused: %s %q, %v; want %q", name, i+1, resp.Status, got, err, want)
+		}
+	}
+}

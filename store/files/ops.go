@@ -112,12 +112,7 @@ func (n *Service) Put(ctx context.Context, name string, body io.Reader, size int
 			if n.suspect.has(owner) {
 				return n.putElsewhere(ctx, owner, name, body, size, fmt.Errorf("owner %s of %q was unreachable moments ago", owner.Addr(), name))
 			}
-			m, err := n.forwardTo(ctx, owner, name, body, size, chord.Ref{})
-			var ns *notSent
-			if errors.As(err, &ns) {
-				return n.putElsewhere(ctx, owner, name, body, size, err)
-			}
-			return m, err
+			return n.forwardOrStandIn(ctx, owner, name, body, size)
 		}
 	}
 	m, err := n.store(name, body, size, n.clock.Next())

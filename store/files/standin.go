@@ -1,6 +1,7 @@
 package files
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,6 +34,98 @@ import (
 //
 // For suspectFor after a failed connection, uploads for that owner go to
 // the stand-in at once, without trying the owner again each time.
+
+// An owner that takes the connection but does not answer (a paused
+// process, a link cut under an open connection) cannot be told from a
+// slow one by the connection alone. An upload small enough to hold in
+// memory (standInBuffer) is read whole first; if the owner has not
+// answered it within silentAfter, the node pings the owner over Chord,
+// and if that fails too within pingTimeout, it gives up on the owner and
+// sends the upload to the stand-in. The owner may then store it as well,
+// when it wakes: the same bytes under an older version, which the
+// stand-in's newer one replaces everywhere.
+
+// standInBuffer bounds the uploads held in memory so that a silent owner
+// can be passed over.
+const standInBuffer = 1 << 20
+
+// silentAfter is how long an owner may take to answer an upload before
+// it is pinged.
+const silentAfter = time.Second
+
+// pingTimeout bounds that ping.
+const pingTimeout = 500 * time.Millisecond
+
+// errOwnerSilent cancels a forward to an owner that did not answer it or
+// a ping.
+var errOwnerSilent = errors.New("the owner answered neither the upload nor a ping")
+
+// forwardOrStandIn sends an upload to its owner, or to the owner's
+// stand-in if the owner cannot be reached, or does not answer and is
+// silent to a ping too (uploads up to standInBuffer).
+func (n *Service) forwardOrStandIn(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
+	if size < 0 || size > standInBuffer {
+		m, err := n.forwardTo(ctx, owner, name, body, size, chord.Ref{})
+		var ns *notSent
+		if errors.As(err, &ns) {
+			return n.putElsewhere(ctx, owner, name, body, size, err)
+		}
+		return m, err
+	}
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(body, buf); err != nil {
+		return engine.Meta{}, status.Errorf(http.StatusBadRequest, "receive %q: %v", name, err)
+	}
+	fctx, answered, stop := n.silenceGuard(ctx, owner)
+	defer stop()
+	m, err := n.forwardTo(fctx, owner, name, bytes.NewReader(buf), size, chord.Ref{})
+	answered()
+	var ns *notSent
+	switch {
+	case err == nil:
+		return m, nil
+	case errors.As(err, &ns):
+	case errors.Is(context.Cause(fctx), errOwnerSilent) && ctx.Err() == nil:
+		err = status.Errorf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), errOwnerSilent)
+	default:
+		return m, err
+	}
+	return n.putElsewhere(ctx, owner, name, bytes.NewReader(buf), size, err)
+}
+
+// silenceGuard returns a context for a request to node t that is
+// cancelled with errOwnerSilent if answered has not been called within
+// silentAfter and t does not answer a ping within pingTimeout either;
+// stop releases it.
+func (n *Service) silenceGuard(ctx context.Context, t chord.Ref) (gctx context.Context, answered, stop func()) {
+	gctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	var once sync.Once
+	answered = func() { once.Do(func() { close(done) }) }
+	go func() {
+		timer := time.NewTimer(silentAfter)
+		defer timer.Stop()
+		select {
+		case <-done:
+			return
+		case <-gctx.Done():
+			return
+		case <-timer.C:
+		}
+		pctx, pcancel := context.WithTimeout(gctx, pingTimeout)
+		err := n.rpc.Ping(pctx, t)
+		pcancel()
+		if err == nil || gctx.Err() != nil {
+			return
+		}
+		select {
+		case <-done:
+		default:
+			cancel(errOwnerSilent)
+		}
+	}()
+	return gctx, answered, func() { answered(); cancel(nil) }
+}
 
 // HdrStandIn, on a forwarded upload, names the owner ("ip:port#id", as
 // chord.Ref.String) that the receiver stands in for.
@@ -94,7 +187,7 @@ func (n *Service) putElsewhere(ctx context.Context, owner chord.Ref, name string
 		n.ring.Failed(owner) // as a failed Chord call: the ring forgets it sooner
 		n.suspect.add(owner)
 	}
-	standIn, err := n.ring.FindSuccessor(ctx, owner.ID+1)
+	standIn, err := n.standInFor(ctx, owner)
 	switch {
 	case err != nil:
 		return engine.Meta{}, status.Errorf(http.StatusServiceUnavailable, "%v; and no stand-in found: %v", why, err)
@@ -109,6 +202,41 @@ func (n *Service) putElsewhere(ctx context.Context, owner chord.Ref, name string
 		return m, fmt.Errorf("%v; through stand-in %s: %w", why, standIn.Addr(), err)
 	}
 	return m, nil
+}
+
+// standInFor finds owner's successor without asking owner (a lookup
+// through the ring could: it may hang on a silent owner): the first node
+// after it among those this node knows, then, for as long as that node's
+// predecessor lies between owner and it, that predecessor.
+func (n *Service) standInFor(ctx context.Context, owner chord.Ref) (chord.Ref, error) {
+	s := n.ring.Snapshot()
+	var known []chord.Ref
+	for _, r := range append(append([]chord.Ref{s.Self, s.Pred}, s.Successors...), s.Fingers...) {
+		if !r.IsZero() && r != owner {
+			known = append(known, r)
+		}
+	}
+	if len(known) == 0 {
+		return chord.Ref{}, errors.New("no other node known")
+	}
+	c := chord.SuccessorAmong(known, owner.ID+1)
+	for range 4 {
+		p := s.Pred
+		if c != s.Self {
+			sctx, cancel := context.WithTimeout(ctx, 2*pingTimeout)
+			var err error
+			p, _, err = n.rpc.State(sctx, c, chord.Ref{})
+			cancel()
+			if err != nil {
+				return chord.Ref{}, fmt.Errorf("ask %s for its predecessor: %w", c.Addr(), err)
+			}
+		}
+		if p.IsZero() || p == owner || !chord.Between(p.ID, owner.ID, c.ID) {
+			return c, nil
+		}
+		c = p // a node between owner and c that this node did not know
+	}
+	return c, nil
 }
 
 // putStandIn stores an upload for owner, which its sender could not
