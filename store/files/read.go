@@ -135,12 +135,19 @@ func (n *Service) serveLocal(w http.ResponseWriter, r *http.Request, name string
 // proxyGet asks the owner for name; if the owner does not answer, the
 // rest of its replica set.
 func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Request, owner chord.Ref, name string) error {
-	done, reachable := n.tryGetWithin(ctx, w, r, owner, "/files/", name, true, ownerAnswerTimeout)
-	if done {
-		return nil
-	}
-	if reachable {
-		return engine.ErrNotFound
+	// An owner that did not answer moments ago is passed over at once,
+	// as uploads pass it over (standin.go).
+	if !n.suspect.has(owner) {
+		done, reachable := n.tryGetWithin(ctx, w, r, owner, "/files/", name, true, ownerAnswerTimeout)
+		if done {
+			return nil
+		}
+		if reachable {
+			return engine.ErrNotFound
+		}
+		if ctx.Err() == nil {
+			n.suspect.add(owner)
+		}
 	}
 	// Every node this one knows of is asked, not only those it takes for
 	// the owner's replicas: a node's view of the ring may be a moment
