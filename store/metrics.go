@@ -62,7 +62,7 @@ func newMetrics(n *Node) *metrics {
 		Name: "tide_replication_failures_total", Help: "Replica writes that failed during an upload.",
 	})
 	m.standIns = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "tide_files_stand_ins_total", Help: "Uploads this node stored standing in for their owner, which the node they were sent to could not reach.",
+		Name: "tide_files_stand_ins_total", Help: "Uploads and deletes this node stored standing in for their owner, which the node they were sent to could not reach.",
 	})
 	m.kvSync = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tide_kv_wal_sync_seconds",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +17,9 @@ import (
 // succeeds while its file's owner is dead and the ring has not noticed
 // (no Chord tick runs after the kill): the node the upload was sent to
 // hands it to the owner's successor, which stores it for the owner and
-// copies it to the rest of the owner's replica set. Once the owner is back
-// and the ring has it again, repair gives it the file.
+// copies it to the rest of the owner's replica set; a delete goes the same
+// way. Once the owner is back and the ring has it again, repair gives it
+// the tombstone.
 func TestUploadThroughStandIn(t *testing.T) {
 	ctx := context.Background()
 	manual := func(c *Config) { c.TickInterval = time.Hour } // the test ticks the ring itself
@@ -88,6 +90,26 @@ func TestUploadThroughStandIn(t *testing.T) {
 	}
 	// A second upload skips the owner it found unreachable.
 	upload(t, c, via, name, []byte("second"))
+	// So does a delete: the stand-in writes the tombstone with a majority
+	// of the owner's set, and the file reads as gone through every node.
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+via.HTTPAddr()+"/files/"+name, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("delete through %s while the owner is dead: %s %s", via.ring.Self().Addr(), resp.Status, msg)
+	}
+	for _, n := range nodes {
+		if n == owner {
+			continue
+		}
+		if _, err := download(c, n, name); err == nil || !strings.Contains(err.Error(), "404") {
+			t.Fatalf("download through %s after the delete through a stand-in: %v, want 404", n.ring.Self().Addr(), err)
+		}
+	}
 
 	// The owner comes back; once the ring has it again, repair gives it
 	// the newest copy.
@@ -97,15 +119,10 @@ func TestUploadThroughStandIn(t *testing.T) {
 	}
 	t.Cleanup(func() { back.Close() })
 	nodes[2] = back
-	waitFor(t, "the returned owner to hold the newest upload", func() bool {
+	waitFor(t, "the returned owner to hold the tombstone", func() bool {
 		tick(nodes)
-		m, f, err := back.eng.Open(name)
-		if err != nil {
-			return false
-		}
-		defer f.Close()
-		got, err := io.ReadAll(f)
-		return err == nil && string(got) == "second" && !m.Deleted
+		m, ok, err := back.eng.Get(name)
+		return err == nil && ok && m.Deleted
 	})
 }
 

@@ -160,7 +160,18 @@ func (n *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
 		n.fail(w, "delete", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
-	if err := n.Delete(r.Context(), name, r.Header.Get(HdrForwarded) != ""); err != nil {
+	var err error
+	if h := r.Header.Get(HdrStandIn); h != "" && r.Header.Get(HdrForwarded) != "" {
+		var owner chord.Ref
+		if owner, err = parseStandIn(h); err != nil {
+			err = status.Errorf(http.StatusBadRequest, "%v", err)
+		} else {
+			err = n.deleteStandIn(r.Context(), owner, name)
+		}
+	} else {
+		err = n.Delete(r.Context(), name, r.Header.Get(HdrForwarded) != "")
+	}
+	if err != nil {
 		n.fail(w, "delete", err)
 		return
 	}

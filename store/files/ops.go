@@ -342,22 +342,7 @@ func (n *Service) Delete(ctx context.Context, name string, forwarded bool) error
 			return err
 		}
 		if owner != n.ring.Self() {
-			addr, err := n.httpAddrOf(ctx, owner)
-			if err != nil {
-				return status.Errorf(http.StatusServiceUnavailable, "reach owner %s: %v", owner.Addr(), err)
-			}
-			req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, fileURL(addr, "/files/", name), nil)
-			req.Header.Set(HdrForwarded, "1")
-			resp, err := n.hc.Do(req)
-			if err != nil {
-				return status.Errorf(http.StatusServiceUnavailable, "forward delete to %s: %v", owner.Addr(), err)
-			}
-			defer resp.Body.Close()
-			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			if resp.StatusCode/100 != 2 {
-				return &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
-			}
-			return nil
+			return n.deleteThroughOwner(ctx, owner, name)
 		}
 	}
 	if found, err := n.findAnywhere(ctx, name); err != nil {

@@ -250,6 +250,17 @@ func (n *Service) putStandIn(ctx context.Context, owner chord.Ref, name string, 
 	if n.m.standIns != nil {
 		n.m.standIns.Inc()
 	}
+	set := n.standInSet(owner)
+	need := n.cfg.Replicas/2 + 1
+	if acks := 1 + n.replicate(ctx, m, set[1:], need-1); acks < need {
+		return m, status.Errorf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas (standing in for its owner %s), %d needed; it will be re-replicated", name, acks, len(set), owner.Addr(), need)
+	}
+	return m, nil
+}
+
+// standInSet is owner's replica set as its stand-in sees it: itself, the
+// owner, and its own successors that follow.
+func (n *Service) standInSet(owner chord.Ref) []chord.Ref {
 	self := n.ring.Self()
 	set := []chord.Ref{self, owner}
 	for _, s := range n.ring.Successors() {
@@ -260,11 +271,7 @@ func (n *Service) putStandIn(ctx context.Context, owner chord.Ref, name string, 
 			set = append(set, s)
 		}
 	}
-	need := n.cfg.Replicas/2 + 1
-	if acks := 1 + n.replicate(ctx, m, set[1:], need-1); acks < need {
-		return m, status.Errorf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas (standing in for its owner %s), %d needed; it will be re-replicated", name, acks, len(set), owner.Addr(), need)
-	}
-	return m, nil
+	return set
 }
 
 // parseStandIn reads HdrStandIn.
