@@ -347,8 +347,11 @@ func TestKVJoinIngestsStreams(t *testing.T) {
 }
 
 // TestRestartedNodeWaitsForRing restarts a member at once on its data,
-// before the others notice it went: its join can answer with its own entry
-// from before, so its first walk finds it alone. A read through it must
+// before the others notice it went: the ring still holds its entry from
+// before (its join no longer takes that entry as its successor, and its
+// first table must hold every member a walk from the member it joined
+// through finds; TestRejoinAfterRestart and TestFirstTable check each
+// alone). A read through it must
 // not be answered from its own storage alone (the value it held before the
 // restart), but by the ring: the newer value written while it was down.
 func TestRestartedNodeWaitsForRing(t *testing.T) {
