@@ -80,17 +80,9 @@ func (r *Registry) Barrier(ctx context.Context) error {
 	if len(ws) == 0 {
 		return nil
 	}
-	r.mu.RLock()
-	waiters := make([]Waiter, len(ws))
-	var missing []Pending
-	for i, w := range ws {
-		if waiters[i] = r.m[w.Store]; waiters[i] == nil {
-			missing = append(missing, Pending{Write: w, Err: fmt.Errorf("%w %q", ErrNoWaiter, w.Store)})
-		}
-	}
-	r.mu.RUnlock()
-	if missing != nil {
-		return &BarrierError{Total: len(ws), Pending: missing}
+	waiters, err := r.waitersFor(ws)
+	if err != nil {
+		return err
 	}
 	if len(ws) == 1 {
 		if err := waiters[0].Wait(ctx, ws[0]); err != nil {
@@ -108,6 +100,30 @@ func (r *Registry) Barrier(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	return barrierErr(ws, errs)
+}
+
+// waitersFor returns the Waiter of each write's store, or a
+// *BarrierError naming the writes whose store has none.
+func (r *Registry) waitersFor(ws []WriteID) ([]Waiter, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	waiters := make([]Waiter, len(ws))
+	var missing []Pending
+	for i, w := range ws {
+		if waiters[i] = r.m[w.Store]; waiters[i] == nil {
+			missing = append(missing, Pending{Write: w, Err: fmt.Errorf("%w %q", ErrNoWaiter, w.Store)})
+		}
+	}
+	if missing != nil {
+		return nil, &BarrierError{Total: len(ws), Pending: missing}
+	}
+	return waiters, nil
+}
+
+// barrierErr is a barrier's result from each write's wait: nil, or a
+// *BarrierError naming the writes whose wait failed.
+func barrierErr(ws []WriteID, errs []error) error {
 	var pending []Pending
 	for i, err := range errs {
 		if err != nil {
@@ -131,17 +147,9 @@ func (r *Registry) BarrierFunc(ctx context.Context, done func(error)) {
 		done(nil)
 		return
 	}
-	r.mu.RLock()
-	waiters := make([]Waiter, len(ws))
-	var missing []Pending
-	for i, w := range ws {
-		if waiters[i] = r.m[w.Store]; waiters[i] == nil {
-			missing = append(missing, Pending{Write: w, Err: fmt.Errorf("%w %q", ErrNoWaiter, w.Store)})
-		}
-	}
-	r.mu.RUnlock()
-	if missing != nil {
-		done(&BarrierError{Total: len(ws), Pending: missing})
+	waiters, err := r.waitersFor(ws)
+	if err != nil {
+		done(err)
 		return
 	}
 	errs := make([]error, len(ws))
@@ -150,20 +158,9 @@ func (r *Registry) BarrierFunc(ctx context.Context, done func(error)) {
 	for i, w := range ws {
 		one := func(err error) {
 			errs[i] = err
-			if left.Add(-1) > 0 {
-				return
+			if left.Add(-1) == 0 {
+				done(barrierErr(ws, errs))
 			}
-			var pending []Pending
-			for j, err := range errs {
-				if err != nil {
-					pending = append(pending, Pending{Write: ws[j], Err: err})
-				}
-			}
-			if pending != nil {
-				done(&BarrierError{Total: len(ws), Pending: pending})
-				return
-			}
-			done(nil)
 		}
 		if aw, ok := waiters[i].(AsyncWaiter); ok {
 			aw.WaitFunc(ctx, w, one)

@@ -172,17 +172,7 @@ func (t *Tracker) Wait(ctx context.Context, v uint64) error {
 	case <-w.ch:
 		return nil
 	case <-ctx.Done():
-		t.mu.Lock()
-		still := w.idx >= 0
-		if still {
-			heap.Remove(&t.waiters, w.idx)
-		}
-		err := t.waitErr(ctx, v)
-		t.mu.Unlock()
-		if !still {
-			return nil // released as ctx ended
-		}
-		return err
+		return t.withdraw(ctx, w) // nil if released as ctx ended
 	}
 }
 
@@ -202,15 +192,8 @@ func (t *Tracker) WaitFunc(ctx context.Context, v uint64, done func(error)) {
 	t.push(w)
 	t.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() {
-		t.mu.Lock()
-		still := w.idx >= 0
-		if still {
-			heap.Remove(&t.waiters, w.idx)
-		}
-		err := t.waitErr(ctx, v)
-		t.mu.Unlock()
-		if still {
-			done(err)
+		if err := t.withdraw(ctx, w); err != nil {
+			done(err) // else released as ctx ended: done was called
 		}
 	})
 	t.mu.Lock()
@@ -237,12 +220,19 @@ func (t *Tracker) push(w *waiting) {
 	}
 }
 
-// waitErr is a wait's error once its ctx ended; t.mu is held.
-func (t *Tracker) waitErr(ctx context.Context, v uint64) error {
-	if t.lastErr != nil {
-		return fmt.Errorf("%w (replica at position %d, waiting for %d; last error: %v)", ctx.Err(), t.pos, v, t.lastErr)
+// withdraw removes a wait whose ctx ended and returns its error, or nil
+// if the position released it first.
+func (t *Tracker) withdraw(ctx context.Context, w *waiting) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if w.idx < 0 {
+		return nil
 	}
-	return fmt.Errorf("%w (replica at position %d, waiting for %d)", ctx.Err(), t.pos, v)
+	heap.Remove(&t.waiters, w.idx)
+	if t.lastErr != nil {
+		return fmt.Errorf("%w (replica at position %d, waiting for %d; last error: %v)", ctx.Err(), t.pos, w.v, t.lastErr)
+	}
+	return fmt.Errorf("%w (replica at position %d, waiting for %d)", ctx.Err(), t.pos, w.v)
 }
 
 // Last returns the last position read.
