@@ -133,15 +133,12 @@ func (n *Service) handlePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var m engine.Meta
-	var err error
-	if h := r.Header.Get(HdrStandIn); h != "" && r.Header.Get(HdrForwarded) != "" {
-		var owner chord.Ref
-		if owner, err = parseStandIn(h); err != nil {
-			err = status.Errorf(http.StatusBadRequest, "%v", err)
-		} else {
-			m, err = n.putStandIn(r.Context(), owner, name, r.Body, r.ContentLength)
-		}
-	} else {
+	owner, standIn, err := standInFrom(r)
+	switch {
+	case err != nil:
+	case standIn:
+		m, err = n.putStandIn(r.Context(), owner, name, r.Body, r.ContentLength)
+	default:
 		m, err = n.Put(r.Context(), name, r.Body, r.ContentLength, r.Header.Get(HdrForwarded) != "")
 	}
 	if err != nil {
@@ -154,21 +151,31 @@ func (n *Service) handlePut(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(m)
 }
 
+// standInFrom reads whether a forwarded request asks its receiver to stand
+// in for an owner (HdrStandIn), and for which.
+func standInFrom(r *http.Request) (owner chord.Ref, standIn bool, err error) {
+	h := r.Header.Get(HdrStandIn)
+	if h == "" || r.Header.Get(HdrForwarded) == "" {
+		return chord.Ref{}, false, nil
+	}
+	if owner, err = parseStandIn(h); err != nil {
+		return chord.Ref{}, false, status.Errorf(http.StatusBadRequest, "%v", err)
+	}
+	return owner, true, nil
+}
+
 func (n *Service) handleDelete(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if err := ValidName(name); err != nil {
 		n.fail(w, "delete", status.Errorf(http.StatusBadRequest, "%v", err))
 		return
 	}
-	var err error
-	if h := r.Header.Get(HdrStandIn); h != "" && r.Header.Get(HdrForwarded) != "" {
-		var owner chord.Ref
-		if owner, err = parseStandIn(h); err != nil {
-			err = status.Errorf(http.StatusBadRequest, "%v", err)
-		} else {
-			err = n.deleteStandIn(r.Context(), owner, name)
-		}
-	} else {
+	owner, standIn, err := standInFrom(r)
+	switch {
+	case err != nil:
+	case standIn:
+		err = n.deleteStandIn(r.Context(), owner, name)
+	default:
 		err = n.Delete(r.Context(), name, r.Header.Get(HdrForwarded) != "")
 	}
 	if err != nil {

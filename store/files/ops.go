@@ -271,16 +271,9 @@ func (n *Service) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 // a stand-in for that owner. It fails with *notSent when to could not be
 // reached and nothing of the upload left.
 func (n *Service) forwardTo(ctx context.Context, to chord.Ref, name string, body io.Reader, size int64, standInFor chord.Ref) (engine.Meta, error) {
-	role := "owner"
-	if !standInFor.IsZero() {
-		role = "stand-in"
-	}
-	addr, err := n.httpAddrOf(ctx, to)
+	role := forwardRole(standInFor)
+	addr, err := n.forwardAddr(ctx, to, role, name)
 	if err != nil {
-		err = status.Errorf(http.StatusServiceUnavailable, "reach %s %s of %q: %v", role, to.Addr(), name, err)
-		if ctx.Err() == nil {
-			return engine.Meta{}, &notSent{err}
-		}
 		return engine.Meta{}, err
 	}
 	src := &sourceReader{r: body}
@@ -291,10 +284,7 @@ func (n *Service) forwardTo(ctx context.Context, to chord.Ref, name string, body
 		return engine.Meta{}, err
 	}
 	req.ContentLength = size
-	req.Header.Set(HdrForwarded, "1")
-	if !standInFor.IsZero() {
-		req.Header.Set(HdrStandIn, standInFor.String())
-	}
+	setForwarded(req, standInFor)
 	resp, err := n.hc.Do(req)
 	done()
 	if src.err != nil {
@@ -307,12 +297,51 @@ func (n *Service) forwardTo(ctx context.Context, to chord.Ref, name string, body
 		}
 		return engine.Meta{}, fail
 	}
+	if err := forwardAnswer(resp); err != nil {
+		return engine.Meta{}, err
+	}
+	return engine.Meta{Name: name, Key: n.eng.KeyOf(name), Size: size}, nil
+}
+
+// forwardRole names the receiver of a forward in errors.
+func forwardRole(standInFor chord.Ref) string {
+	if standInFor.IsZero() {
+		return "owner"
+	}
+	return "stand-in"
+}
+
+// forwardAddr finds the file service of node to, the receiver of a
+// forward; it fails with *notSent when to cannot be reached.
+func (n *Service) forwardAddr(ctx context.Context, to chord.Ref, role, name string) (string, error) {
+	addr, err := n.httpAddrOf(ctx, to)
+	if err != nil {
+		err = status.Errorf(http.StatusServiceUnavailable, "reach %s %s of %q: %v", role, to.Addr(), name, err)
+		if ctx.Err() == nil {
+			return "", &notSent{err}
+		}
+		return "", err
+	}
+	return addr, nil
+}
+
+// setForwarded marks req as a forward, standing in for standInFor if set.
+func setForwarded(req *http.Request, standInFor chord.Ref) {
+	req.Header.Set(HdrForwarded, "1")
+	if !standInFor.IsZero() {
+		req.Header.Set(HdrStandIn, standInFor.String())
+	}
+}
+
+// forwardAnswer reads the answer to a forward and closes it: nil for a
+// success, else the receiver's error with its status.
+func forwardAnswer(resp *http.Response) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return engine.Meta{}, &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
+		return &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
 	}
-	return engine.Meta{Name: name, Key: n.eng.KeyOf(name), Size: size}, nil
+	return nil
 }
 
 // sourceReader remembers a read error of the client's body, so that a

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 
 	"tide/chord"
@@ -48,23 +47,13 @@ func (n *Service) deleteThroughOwner(ctx context.Context, owner chord.Ref, name 
 // set a stand-in for it. It fails with *notSent when to could not be
 // reached.
 func (n *Service) forwardDelete(ctx context.Context, to chord.Ref, name string, standInFor chord.Ref) error {
-	role := "owner"
-	if !standInFor.IsZero() {
-		role = "stand-in"
-	}
-	addr, err := n.httpAddrOf(ctx, to)
+	role := forwardRole(standInFor)
+	addr, err := n.forwardAddr(ctx, to, role, name)
 	if err != nil {
-		err = status.Errorf(http.StatusServiceUnavailable, "reach %s %s of %q: %v", role, to.Addr(), name, err)
-		if ctx.Err() == nil {
-			return &notSent{err}
-		}
 		return err
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, fileURL(addr, "/files/", name), nil)
-	req.Header.Set(HdrForwarded, "1")
-	if !standInFor.IsZero() {
-		req.Header.Set(HdrStandIn, standInFor.String())
-	}
+	setForwarded(req, standInFor)
 	resp, err := n.hc.Do(req)
 	if err != nil {
 		fail := status.Errorf(http.StatusServiceUnavailable, "forward delete of %q to %s %s: %v", name, role, to.Addr(), err)
@@ -73,12 +62,7 @@ func (n *Service) forwardDelete(ctx context.Context, to chord.Ref, name string, 
 		}
 		return fail
 	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode/100 != 2 {
-		return &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
-	}
-	return nil
+	return forwardAnswer(resp)
 }
 
 // deleteElsewhere deletes name, whose owner cannot be reached (why),
