@@ -120,24 +120,7 @@ func TestPausedOwnerReads(t *testing.T) {
 	}
 	waitKVMembers(t, procs, 3)
 	owner, behind, via := procs[2], procs[1], procs[0]
-	sc := store.NewClient()
-	defer sc.Close()
-	name := ""
-	for i := 0; name == "" && i < 256; i++ {
-		cand := fmt.Sprintf("owned-%d.bin", i)
-		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		o, _, err := sc.Owner(octx, via.Spec.ChordAddr, cand)
-		cancel()
-		if err != nil {
-			t.Fatalf("owner of %s: %v", cand, err)
-		}
-		if o.Addr() == owner.Spec.ChordAddr {
-			name = cand
-		}
-	}
-	if name == "" {
-		t.Fatal("no name owned by the node to pause")
-	}
+	name := nameOwnedBy(t, via, owner, "owned-%d.bin")
 	// More than socket buffers take: the owner, paused, cannot have
 	// sent the whole of the newer copy to the replica that missed it.
 	older, newer := make([]byte, 8<<20), make([]byte, 8<<20)
@@ -234,24 +217,7 @@ func TestPausedOwnerUploadsThroughStandIn(t *testing.T) {
 	}
 	waitKVMembers(t, procs, 4)
 	paused := procs[3]
-	sc := store.NewClient()
-	defer sc.Close()
-	var name string
-	for i := 0; name == "" && i < 256; i++ {
-		n := fmt.Sprintf("owned-%d.txt", i)
-		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		owner, _, err := sc.Owner(octx, procs[0].Spec.ChordAddr, n)
-		cancel()
-		if err != nil {
-			t.Fatalf("owner of %s: %v", n, err)
-		}
-		if owner.Addr() == paused.Spec.ChordAddr {
-			name = n
-		}
-	}
-	if name == "" {
-		t.Fatal("no name owned by the node to pause")
-	}
+	name := nameOwnedBy(t, procs[0], paused, "owned-%d.txt")
 	hc := &http.Client{Timeout: 10 * time.Second}
 	put := func(via *cluster.Proc, body []byte) error {
 		req, _ := http.NewRequest(http.MethodPut, "http://"+via.Spec.HTTPAddr+"/files/"+name, bytes.NewReader(body))
@@ -291,4 +257,26 @@ func TestPausedOwnerUploadsThroughStandIn(t *testing.T) {
 			t.Fatalf("download of %s after upload %d with its owner paused: %s %q, %v; want %q", name, i+1, resp.Status, got, err, want)
 		}
 	}
+}
+
+// nameOwnedBy returns the first name of pattern (a %d for a number) that
+// owner owns, asking the ring through via.
+func nameOwnedBy(t *testing.T, via, owner *cluster.Proc, pattern string) string {
+	t.Helper()
+	sc := store.NewClient()
+	defer sc.Close()
+	for i := range 256 {
+		name := fmt.Sprintf(pattern, i)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		o, _, err := sc.Owner(ctx, via.Spec.ChordAddr, name)
+		cancel()
+		if err != nil {
+			t.Fatalf("owner of %s: %v", name, err)
+		}
+		if o.Addr() == owner.Spec.ChordAddr {
+			return name
+		}
+	}
+	t.Fatalf("no name of %q owned by %s", pattern, owner.Name)
+	return ""
 }
