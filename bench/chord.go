@@ -67,14 +67,70 @@ func WaitConverged(ctx context.Context, cl *rpc.Client, chordAddrs []string, tim
 	}
 }
 
-func converged(ctx context.Context, cl *rpc.Client, addrs []string) (bool, string) {
+// WaitSuccessorLists waits until every node's successor list holds, in
+// order, its first min(r, n-1) true successors: a ring that has served a
+// while, where a node that hangs is routed around. Right after a join,
+// a node's list can still name its first successor alone.
+func WaitSuccessorLists(ctx context.Context, cl *rpc.Client, chordAddrs []string, r int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, why := listsConverged(ctx, cl, chordAddrs, r)
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("successor lists did not converge in %s: %s", timeout, why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func listsConverged(ctx context.Context, cl *rpc.Client, addrs []string, r int) (bool, string) {
+	refs, err := infos(ctx, cl, addrs)
+	if err != nil {
+		return false, err.Error()
+	}
+	want := min(r, len(refs)-1)
+	for _, ref := range refs {
+		v, err := cl.Call(ctx, ref.Addr(), "get_successors")
+		if err != nil {
+			return false, err.Error()
+		}
+		got, err := rpc.DecodeRefs(v)
+		if err != nil {
+			return false, err.Error()
+		}
+		if len(got) < want {
+			return false, fmt.Sprintf("%s knows %d successors, want %d", ref, len(got), want)
+		}
+		id := ref.ID
+		for i := range want {
+			s := chord.SuccessorAmong(refs, id+1)
+			if got[i] != s {
+				return false, fmt.Sprintf("%s has successor %d %s, want %s", ref, i, got[i], s)
+			}
+			id = s.ID
+		}
+	}
+	return true, ""
+}
+
+func infos(ctx context.Context, cl *rpc.Client, addrs []string) ([]chord.Ref, error) {
 	var refs []chord.Ref
 	for _, a := range addrs {
 		r, err := cl.CallRef(ctx, a, "get_info")
 		if err != nil {
-			return false, err.Error()
+			return nil, err
 		}
 		refs = append(refs, r)
+	}
+	return refs, nil
+}
+
+func converged(ctx context.Context, cl *rpc.Client, addrs []string) (bool, string) {
+	refs, err := infos(ctx, cl, addrs)
+	if err != nil {
+		return false, err.Error()
 	}
 	for _, r := range refs {
 		s, err := cl.CallRef(ctx, r.Addr(), "get_successor", 0)

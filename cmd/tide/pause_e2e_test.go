@@ -19,6 +19,25 @@ import (
 	"tide/store"
 )
 
+// waitSettled waits until every node sees every member and every
+// node's successor list is whole, as in a ring that has served a while.
+// Right after the joins, a node's list may name its first successor
+// alone: pausing that successor then leaves the node no route to the
+// rest of the ring until stabilization reaches it (a few periods).
+func waitSettled(t *testing.T, procs []*cluster.Proc) {
+	t.Helper()
+	waitKVMembers(t, procs, len(procs))
+	c := store.NewClient()
+	defer c.Close()
+	var addrs []string
+	for _, p := range procs {
+		addrs = append(addrs, p.Spec.ChordAddr)
+	}
+	if err := bench.WaitSuccessorLists(context.Background(), c.RPC, addrs, 3, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestPausedReplicaDoesNotStallUploads stops one of three replicas with
 // SIGSTOP (it hangs, holding its connections, as a paused container does)
 // and uploads files of 8 MiB, more than socket buffers take, through the
@@ -37,7 +56,7 @@ func TestPausedReplicaDoesNotStallUploads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitKVMembers(t, procs, 3)
+	waitSettled(t, procs)
 	paused := procs[2]
 	sc := store.NewClient()
 	defer sc.Close()
@@ -118,7 +137,7 @@ func TestPausedOwnerReads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitKVMembers(t, procs, 3)
+	waitSettled(t, procs)
 	owner, behind, via := procs[2], procs[1], procs[0]
 	name := nameOwnedBy(t, via, owner, "owned-%d.bin")
 	// More than socket buffers take: the owner, paused, cannot have
@@ -215,7 +234,7 @@ func TestPausedOwnerUploadsThroughStandIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitKVMembers(t, procs, 4)
+	waitSettled(t, procs)
 	paused := procs[3]
 	name := nameOwnedBy(t, procs[0], paused, "owned-%d.txt")
 	hc := &http.Client{Timeout: 10 * time.Second}
