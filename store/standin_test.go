@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"tide/chord"
+	"tide/store/files"
 )
 
 // TestUploadThroughStandIn checks that an upload through a remaining node
@@ -135,4 +136,56 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "")
+}
+
+// TestOwnerRefusesLateUpload: a forwarded upload that reaches its owner
+// after the newest version its sender allowed (the sender may have
+// passed the owner over and had a stand-in acknowledge it, and the
+// client may have overwritten the file since) is refused whole, with
+// HdrLate, and changes nothing; one in time is stored. Before the
+// refusal, an owner that woke from a pause stored such an upload under a
+// newer version than the overwrite, which it replaced everywhere.
+func TestOwnerRefusesLateUpload(t *testing.T) {
+	nodes := startCluster(t, 3, 3)
+	c := NewClient()
+	defer c.Close()
+	name := "late.txt"
+	upload(t, c, nodes[0], name, []byte("acknowledged"))
+	var owner *Node
+	for _, n := range nodes {
+		if n.ring.Owns(chord.KeyOf(name)) {
+			owner = n
+		}
+	}
+	if owner == nil {
+		t.Fatal("no node owns the file")
+	}
+	forward := func(body string, notAfter time.Time) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, "http://"+owner.HTTPAddr()+"/files/"+name, strings.NewReader(body))
+		req.Header.Set(files.HdrForwarded, "1")
+		req.Header.Set(files.HdrNotAfter, fmt.Sprint(notAfter.UnixNano()))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	resp := forward("late", time.Now().Add(-time.Second))
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(files.HdrLate) == "" {
+		t.Fatalf("an upload past its %s: %s (%s %q), want 503 with %s", files.HdrNotAfter, resp.Status, files.HdrLate, resp.Header.Get(files.HdrLate), files.HdrLate)
+	}
+	for _, via := range nodes {
+		if got, err := download(c, via, name); err != nil || string(got) != "acknowledged" {
+			t.Fatalf("download via %s after a late upload: %q, %v; want the acknowledged upload", via.ring.Self(), got, err)
+		}
+	}
+	if resp := forward("in time", time.Now().Add(time.Minute)); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("an upload within its %s: %s", files.HdrNotAfter, resp.Status)
+	}
+	if got, err := download(c, nodes[0], name); err != nil || string(got) != "in time" {
+		t.Fatalf("download after an upload in time: %q, %v", got, err)
+	}
 }

@@ -276,6 +276,38 @@ func TestPausedOwnerUploadsThroughStandIn(t *testing.T) {
 			t.Fatalf("download of %s after upload %d with its owner paused: %s %q, %v; want %q", name, i+1, resp.Status, got, err, want)
 		}
 	}
+
+	// The owner wakes with the first upload of the pause still in its
+	// socket, sent to it before it was passed over. That upload was
+	// acknowledged by the stand-in, and the second one since: whatever
+	// the owner makes of the first, every read must answer the second,
+	// and every copy end with it.
+	if err := syscall.Kill(paused.Pid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	last := []byte("again, past the owner at once")
+	waitFor(t, "every copy to hold the last acknowledged upload", time.Minute, func() error {
+		for _, p := range procs {
+			for _, path := range []string{"/internal/file/", "/files/"} {
+				resp, err := hc.Get("http://" + p.Spec.HTTPAddr + path + name)
+				if err != nil {
+					return err
+				}
+				got, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					return err
+				}
+				if path == "/files/" && bytes.Equal(got, []byte("during the pause")) {
+					t.Fatalf("download of %s through %s: %q, an upload the stand-in acknowledged before %q", name, p.Name, got, last)
+				}
+				if (path == "/files/" || resp.StatusCode != http.StatusNotFound) && !bytes.Equal(got, last) {
+					return fmt.Errorf("%s%s through %s: %s %q", path, name, p.Name, resp.Status, got)
+				}
+			}
+		}
+		return nil
+	})
 }
 
 // nameOwnedBy returns the first name of pattern (a %d for a number) that

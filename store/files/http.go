@@ -139,9 +139,20 @@ func (n *Service) handlePut(w http.ResponseWriter, r *http.Request) {
 	case standIn:
 		m, err = n.putStandIn(r.Context(), owner, name, r.Body, r.ContentLength)
 	default:
-		m, err = n.Put(r.Context(), name, r.Body, r.ContentLength, r.Header.Get(HdrForwarded) != "")
+		var notAfter uint64
+		if h := r.Header.Get(HdrNotAfter); h != "" {
+			if notAfter, err = strconv.ParseUint(h, 10, 64); err != nil {
+				err = status.Errorf(http.StatusBadRequest, "%s %q: want Unix nanoseconds", HdrNotAfter, h)
+				break
+			}
+		}
+		m, err = n.put(r.Context(), name, r.Body, r.ContentLength, r.Header.Get(HdrForwarded) != "", notAfter)
 	}
 	if err != nil {
+		var late *lateError
+		if errors.As(err, &late) {
+			w.Header().Set(HdrLate, "1")
+		}
 		n.fail(w, "put", err)
 		return
 	}

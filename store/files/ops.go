@@ -102,6 +102,12 @@ func (n *Service) diskError(name string, err error) error {
 // copies it to the rest of the replica set, and answers once a majority of
 // the set holds it.
 func (n *Service) Put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool) (engine.Meta, error) {
+	return n.put(ctx, name, body, size, forwarded, 0)
+}
+
+// put is Put; an owner refuses a forward whose version would be newer
+// than notAfter (HdrNotAfter; 0 for none).
+func (n *Service) put(ctx context.Context, name string, body io.Reader, size int64, forwarded bool, notAfter uint64) (engine.Meta, error) {
 	key := n.eng.KeyOf(name)
 	if !forwarded || n.cfg.Leaving() {
 		owner, err := n.owner(ctx, key)
@@ -115,7 +121,11 @@ func (n *Service) Put(ctx context.Context, name string, body io.Reader, size int
 			return n.forwardOrStandIn(ctx, owner, name, body, size)
 		}
 	}
-	m, err := n.store(name, body, size, n.clock.Next())
+	v := n.clock.Next()
+	if notAfter != 0 && v > notAfter {
+		return engine.Meta{}, &lateError{status.Errorf(http.StatusServiceUnavailable, "upload of %q reached its owner %s %s after its sender stopped waiting for it; nothing stored", name, n.ring.Self().Addr(), time.Duration(v-notAfter)+lateAfter)}
+	}
+	m, err := n.store(name, body, size, v)
 	if err != nil {
 		return engine.Meta{}, err
 	}
@@ -270,7 +280,7 @@ func (n *Service) push(ctx context.Context, t chord.Ref, m engine.Meta) error {
 // forwardTo streams an upload to its owner, or, with standInFor set, to
 // a stand-in for that owner. It fails with *notSent when to could not be
 // reached and nothing of the upload left.
-func (n *Service) forwardTo(ctx context.Context, to chord.Ref, name string, body io.Reader, size int64, standInFor chord.Ref) (engine.Meta, error) {
+func (n *Service) forwardTo(ctx context.Context, to chord.Ref, name string, body io.Reader, size int64, standInFor chord.Ref, notAfter uint64) (engine.Meta, error) {
 	role := forwardRole(standInFor)
 	addr, err := n.forwardAddr(ctx, to, role, name)
 	if err != nil {
@@ -285,6 +295,9 @@ func (n *Service) forwardTo(ctx context.Context, to chord.Ref, name string, body
 	}
 	req.ContentLength = size
 	setForwarded(req, standInFor)
+	if notAfter != 0 {
+		req.Header.Set(HdrNotAfter, strconv.FormatUint(notAfter, 10))
+	}
 	resp, err := n.hc.Do(req)
 	done()
 	if src.err != nil {
@@ -339,7 +352,11 @@ func forwardAnswer(resp *http.Response) error {
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
-		return &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
+		err := &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
+		if resp.Header.Get(HdrLate) != "" {
+			return &notSent{err} // the owner refused it whole
+		}
+		return err
 	}
 	return nil
 }

@@ -56,6 +56,39 @@ const silentAfter = time.Second
 // pingTimeout bounds that ping.
 const pingTimeout = 500 * time.Millisecond
 
+// An owner may still take an upload from its socket when it wakes, long
+// after the sender passed it over and the stand-in acknowledged the
+// upload; by then the client may have overwritten the file, and the
+// owner's copy, with the newer version it would give it, would replace
+// the acknowledged overwrite. So a sender that may pass the owner over
+// tells it the latest version it may give the upload (HdrNotAfter: the
+// sender's clock, plus lateAfter), and an owner that would give a newer
+// one refuses the upload whole (HdrLate on its answer). The sender gives
+// up no sooner than silentAfter, and the stand-in's version is its own
+// clock then, so the owner's upload is older than any the stand-in
+// stores while the nodes' clocks are less than silentAfter-lateAfter
+// apart. A sender that is still waiting sends a refused upload to the
+// stand-in.
+
+// lateAfter is how long after it was sent an owner may still take an
+// upload whose sender may pass it over.
+const lateAfter = silentAfter / 2
+
+// HdrNotAfter, on a forward to an owner, is the newest version (Unix
+// nanoseconds) it may store the upload under; HdrLate, on the owner's
+// answer, says it refused the upload for that and stored nothing.
+const (
+	HdrNotAfter = "X-Tide-Not-After"
+	HdrLate     = "X-Tide-Late"
+)
+
+// lateError is an upload an owner refused because it would have been
+// newer than HdrNotAfter allows.
+type lateError struct{ err error }
+
+func (e *lateError) Error() string { return e.err.Error() }
+func (e *lateError) Unwrap() error { return e.err }
+
 // errOwnerSilent cancels a forward to an owner that did not answer it or
 // a ping.
 var errOwnerSilent = errors.New("the owner answered neither the upload nor a ping")
@@ -65,7 +98,7 @@ var errOwnerSilent = errors.New("the owner answered neither the upload nor a pin
 // silent to a ping too (uploads up to standInBuffer).
 func (n *Service) forwardOrStandIn(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
 	if size < 0 || size > standInBuffer {
-		m, err := n.forwardTo(ctx, owner, name, body, size, chord.Ref{})
+		m, err := n.forwardTo(ctx, owner, name, body, size, chord.Ref{}, 0)
 		var ns *notSent
 		if errors.As(err, &ns) {
 			return n.putElsewhere(ctx, owner, name, body, size, err)
@@ -78,7 +111,8 @@ func (n *Service) forwardOrStandIn(ctx context.Context, owner chord.Ref, name st
 	}
 	fctx, answered, stop := n.silenceGuard(ctx, owner)
 	defer stop()
-	m, err := n.forwardTo(fctx, owner, name, bytes.NewReader(buf), size, chord.Ref{})
+	notAfter := uint64(time.Now().Add(lateAfter).UnixNano())
+	m, err := n.forwardTo(fctx, owner, name, bytes.NewReader(buf), size, chord.Ref{}, notAfter)
 	answered()
 	var ns *notSent
 	switch {
@@ -197,7 +231,7 @@ func (n *Service) putElsewhere(ctx context.Context, owner chord.Ref, name string
 		return n.putStandIn(ctx, owner, name, body, size)
 	}
 	n.log.Debug("upload through a stand-in", "file", name, "owner", owner.String(), "stand_in", standIn.String(), "why", why)
-	m, err := n.forwardTo(ctx, standIn, name, body, size, owner)
+	m, err := n.forwardTo(ctx, standIn, name, body, size, owner, 0)
 	if err != nil {
 		return m, fmt.Errorf("%v; through stand-in %s: %w", why, standIn.Addr(), err)
 	}
