@@ -35,6 +35,14 @@ type FilesResult struct {
 	// count (or the number of nodes, if smaller) at the end.
 	UnderReplicated []string       `json:"under_replicated,omitempty"`
 	Errors          map[string]int `json:"errors,omitempty"`
+	// Reads counts the downloads made under the faults, each of one of
+	// its client's own files, right after an upload and through another
+	// node; ReadsFailed those that failed. Stale names those that
+	// answered what the file could not hold then: an older acknowledged
+	// upload's content, or "not found".
+	Reads       int      `json:"reads"`
+	ReadsFailed int      `json:"reads_failed"`
+	Stale       []string `json:"stale,omitempty"`
 }
 
 // fileClient uploads, downloads and deletes files through any node (the
@@ -131,6 +139,9 @@ type filesRun struct {
 	// contents of every upload that was not acknowledged.
 	acked map[string]string
 	maybe map[string][]string
+	// reads, readsFailed and stale are FilesResult's.
+	reads, readsFailed int
+	stale              []string
 }
 
 func fileName(client, j int) string { return fmt.Sprintf("c%d-f%d", client, j) }
@@ -174,6 +185,40 @@ func (f *filesRun) run(ctx context.Context, id int) {
 		f.mu.Unlock()
 		if err != nil {
 			entry++
+		}
+		f.check(ctx, fc, live[(entry+1+i)%len(live)], fileName(id, (i*7+3)%f.cfg.Names))
+	}
+}
+
+// check downloads name, one of the calling client's own files, through
+// n: it must hold the client's last acknowledged upload of it, or one
+// whose outcome the client did not learn (which may take effect at any
+// time). The client is the file's only writer and waits for the read,
+// so neither changes while it runs.
+func (f *filesRun) check(ctx context.Context, fc fileClient, n *Node, name string) {
+	f.mu.Lock()
+	want, ok := f.acked[name]
+	f.mu.Unlock()
+	if !ok {
+		return
+	}
+	octx, cancel := context.WithTimeout(ctx, f.timeout)
+	body, code, err := fc.get(octx, n, name)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads++
+	switch {
+	case code == http.StatusNotFound:
+		f.stale = append(f.stale, fmt.Sprintf("%s through %s at %s: not found, after an acknowledged upload", name, n.Name, time.Now().Format("15:04:05.000")))
+	case err != nil:
+		f.readsFailed++
+	default:
+		if got := md5hex(body); got != want && !slices.Contains(f.maybe[name], got) {
+			f.stale = append(f.stale, fmt.Sprintf("%s through %s at %s: MD5 %s, not the last acknowledged %s nor an upload whose outcome is unknown", name, n.Name, time.Now().Format("15:04:05.000"), got, want))
 		}
 	}
 }
@@ -279,5 +324,8 @@ func (f *filesRun) verify(ctx context.Context, end time.Time, replicas int) File
 	f.tally.mu.Lock()
 	res.Errors = f.tally.errs
 	f.tally.mu.Unlock()
+	f.mu.Lock()
+	res.Reads, res.ReadsFailed, res.Stale = f.reads, f.readsFailed, slices.Clone(f.stale)
+	f.mu.Unlock()
 	return res
 }

@@ -88,7 +88,7 @@ func (r Report) OK() bool {
 	if r.KV != nil && (r.KV.Lost > 0 || r.KV.Linearizable != "ok") {
 		return false
 	}
-	if r.Files != nil && (r.Files.Lost > 0 || len(r.Files.UnderReplicated) > 0) {
+	if r.Files != nil && (r.Files.Lost > 0 || len(r.Files.UnderReplicated) > 0 || len(r.Files.Stale) > 0) {
 		return false
 	}
 	if r.Log != nil && !r.Log.OK() {
@@ -316,6 +316,7 @@ func WriteTable(w io.Writer, reps []Report) error {
 			if n := len(r.Files.UnderReplicated); n > 0 {
 				check = fmt.Sprintf("%d under-replicated", n)
 			}
+			check += fmt.Sprintf(", %d of %d reads stale", len(r.Files.Stale), r.Files.Reads)
 			fmt.Fprintf(tw, "%s\tfiles\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", r.Scenario, c.Attempted, c.Acknowledged, c.Failed, c.Unanswered, c.Lost, c.LongestFailure.Round(100*time.Millisecond), c.Others, check)
 		}
 		if r.Log != nil {
@@ -386,6 +387,9 @@ func WriteDetails(w io.Writer, reps []Report) {
 			}
 			for _, f := range r.Files.UnderReplicated {
 				fmt.Fprintf(w, "  under-replicated %s\n", f)
+			}
+			for _, f := range r.Files.Stale {
+				fmt.Fprintf(w, "  stale read %s\n", f)
 			}
 			writeErrors(w, r.Files.Errors)
 		}

@@ -69,3 +69,53 @@ func TestOwnerReadsNewestReplica(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerReadsPastEmptyReplica: a replica that holds nothing of a file
+// (one that has just joined the replica set) does not count as one of
+// the replicas an owner must hear from. With one replica empty and the
+// other holding a newer copy than the owner's (the majority that
+// acknowledged it had the owner's place taken by a node that since left
+// the set), every read through the owner serves the newer copy. Before,
+// the empty replica's answer, when it came first, made the owner serve
+// its own older copy.
+func TestOwnerReadsPastEmptyReplica(t *testing.T) {
+	nodes := startCluster(t, 3, 3)
+	c := NewClient()
+	defer c.Close()
+	name := "past-empty.bin"
+	older, newer := content(name, 4096), content("other-"+name, 5000)
+	upload(t, c, nodes[0], name, older)
+	waitFor(t, "3 copies", func() bool { return copies(nodes, name) == 3 })
+	var owner *Node
+	var replicas []*Node
+	for _, n := range nodes {
+		if n.ring.Owns(chord.KeyOf(name)) {
+			owner = n
+		} else {
+			replicas = append(replicas, n)
+		}
+	}
+	if owner == nil {
+		t.Fatal("no node owns the file")
+	}
+	m, _, _ := owner.eng.Get(name)
+	holder, empty := replicas[0], replicas[1]
+	req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/internal/file/%s?version=%d", holder.HTTPAddr(), name, m.Version+1), bytes.NewReader(newer))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("put the newer copy on %s: %s", holder.ring.Self(), resp.Status)
+	}
+	if err := empty.eng.Drop(name, m.Version); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		got, err := download(c, owner, name)
+		if err != nil || !bytes.Equal(got, newer) {
+			t.Fatalf("read %d through the owner, one replica empty, the other newer: %v, %d bytes; the newer copy has %d, the owner's %d", i, err, len(got), len(newer), len(older))
+		}
+	}
+}

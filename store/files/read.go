@@ -80,14 +80,26 @@ func (n *Service) ownerGet(ctx context.Context, w http.ResponseWriter, r *http.R
 	set := n.localReplicaSet()
 	if need := len(set) - (len(set)/2 + 1); need > 0 {
 		pctx, cancel := context.WithTimeout(ctx, peerAnswerTimeout)
-		for _, a := range n.versionsAt(pctx, set[1:], name, need) {
+		answers := n.versionsAt(pctx, set[1:], name, need)
+		cancel()
+		known := 0
+		for _, a := range answers {
+			if a.version > 0 {
+				known++
+			}
 			if a.version > best.version {
 				best = a
 			}
 		}
-		cancel()
-		// Fewer answers than needed: the replicas are down or cut off,
-		// and this node's copy is the best it can tell of.
+		// A replica that holds neither a copy nor a tombstone was in no
+		// majority that acknowledged an upload or delete: it may have
+		// just joined the set (the majority then includes a node that
+		// has left it). Its answer does not count. With too few answers
+		// that do, a copy of this node's own may be older than an
+		// acknowledged one (it was cut off, and the ring moved on).
+		if known < need && len(answers) < len(set)-1 && local.version > 0 && best == local {
+			return status.Errorf(http.StatusServiceUnavailable, "%q: %d of the %d other replicas answered, %d of them with a version; %d needed to be sure of the newest copy", name, len(answers), len(set)-1, known, need)
+		}
 	}
 	if best.version > local.version {
 		if !best.live {
@@ -248,7 +260,8 @@ func (n *Service) versionAt(ctx context.Context, t chord.Ref, name string) (copy
 }
 
 // versionsAt asks targets at once and returns the answers as soon as
-// need of them have answered, or once all have answered or failed.
+// need of them have answered with a version (a copy or a tombstone), or
+// once all have answered or failed.
 func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name string, need int) []copyVersion {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -264,11 +277,15 @@ func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name stri
 		}()
 	}
 	var out []copyVersion
+	known := 0
 	for range targets {
 		a := <-ch
 		if a.ok {
 			out = append(out, a.c)
-			if len(out) >= need {
+			if a.c.version > 0 {
+				known++
+			}
+			if known >= need {
 				break
 			}
 		}
