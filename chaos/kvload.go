@@ -1,13 +1,17 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +39,8 @@ type KVResult struct {
 	// Linearizable is porcupine's verdict on the history: "ok",
 	// "illegal" or "unknown" (the checker ran out of time: a failure).
 	Linearizable string `json:"linearizable"`
+	// CheckSeconds is how long the check took.
+	CheckSeconds float64 `json:"check_seconds"`
 	// LostKeys names the keys whose final value was older than their
 	// last acknowledged write.
 	LostKeys []string `json:"lost_keys,omitempty"`
@@ -234,7 +240,29 @@ func (k *kvRun) run(ctx context.Context, id int) {
 		if err != nil {
 			entry++ // try another node, as a client with a list of nodes would
 		}
+		if diskFull(err) {
+			// A client backs off while the cluster is out of space, as
+			// one that is told so should. Hammering it would only add
+			// writes whose outcome is unknown (refused by the replicas
+			// after the coordinator stored them), each of which the
+			// checker must try at every point up to the client's next
+			// acknowledged write: a few hundred on one key could take it
+			// past its time limit.
+			select {
+			case <-ctx.Done():
+			case <-time.After(diskFullBackoff):
+			}
+		}
 	}
+}
+
+// diskFullBackoff is how long a KV client waits after a "disk full".
+const diskFullBackoff = 50 * time.Millisecond
+
+// diskFull reports whether err is the store's "disk full" answer.
+func diskFull(err error) bool {
+	var se *statusErr
+	return errors.As(err, &se) && strings.Contains(se.msg, "disk full")
 }
 
 func via(client int, n *Node, err error) string {
@@ -288,6 +316,8 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 	k.mu.Lock()
 	history, vias := k.history, k.via
 	k.mu.Unlock()
+	boundUnknown(history)
+	checkStart := time.Now()
 	switch porcupine.CheckOperationsTimeout(sim.KVModel, history, time.Minute) {
 	case porcupine.Ok:
 		res.Linearizable = "ok"
@@ -296,16 +326,64 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 		res.Illegal = sim.IllegalKeys(history, func(i int) string {
 			op := history[i]
 			ret := "never answered"
-			if op.Return != math.MaxInt64 {
+			switch {
+			case op.Output == nil && op.Return != math.MaxInt64:
+				ret = fmt.Sprintf("(unknown, at the latest %.3fs)", time.Duration(op.Return).Seconds())
+			case op.Return != math.MaxInt64:
 				ret = fmt.Sprintf("%.3fs", time.Duration(op.Return).Seconds())
 			}
 			return fmt.Sprintf("%.3fs..%s  %s", time.Duration(op.Call).Seconds(), ret, vias[i])
 		})
 	default:
 		res.Linearizable = "unknown"
+		if f := os.Getenv("TIDE_CHAOS_DUMP"); f != "" {
+			b, _ := json.Marshal(history)
+			os.WriteFile(f, b, 0o644)
+		}
 	}
+	res.CheckSeconds = time.Since(checkStart).Seconds()
 	k.tally.mu.Lock()
 	res.Errors = k.tally.errs
 	k.tally.mu.Unlock()
 	return res
+}
+
+// boundUnknown bounds when a write whose outcome its client did not
+// learn can take effect: no later than the return of that client's next
+// acknowledged write of the same key. Values are last-writer-wins by
+// version, and the later write, called after the first one ended,
+// carries the newer version, so the first one landing afterwards (a
+// hint delivered once a disk has room again) changes nothing a read can
+// see; a read that saw it would be a resurrected value, which the
+// checker then rejects. Unbounded, every such write may take effect
+// anywhere after its call, and the orders the checker must try multiply
+// with each one: with a few hundred of them (the disk scenarios), it
+// could run out of time.
+func boundUnknown(history []porcupine.Operation) {
+	type clientKey struct {
+		client int
+		key    string
+	}
+	acked := map[clientKey][]porcupine.Operation{} // each in call order
+	for _, op := range history {
+		if in := op.Input.(sim.KVInput); in.Op == "put" && op.Output != nil && op.Return != math.MaxInt64 {
+			ck := clientKey{op.ClientId, in.Key}
+			acked[ck] = append(acked[ck], op)
+		}
+	}
+	for ck := range acked {
+		slices.SortFunc(acked[ck], func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
+	}
+	for i, op := range history {
+		in := op.Input.(sim.KVInput)
+		if in.Op != "put" || op.Return != math.MaxInt64 {
+			continue
+		}
+		for _, next := range acked[clientKey{op.ClientId, in.Key}] {
+			if next.Call > op.Call {
+				history[i].Return = next.Return
+				break
+			}
+		}
+	}
 }

@@ -373,6 +373,7 @@ func WriteDetails(w io.Writer, reps []Report) {
 			}
 		}
 		if r.KV != nil {
+			fmt.Fprintf(w, "  check   kv history (%d operations) checked in %.1fs\n", r.KV.Attempted, r.KV.CheckSeconds)
 			for _, k := range r.KV.LostKeys {
 				fmt.Fprintf(w, "  lost    %s\n", k)
 			}

@@ -70,14 +70,16 @@ func TestOwnerReadsNewestReplica(t *testing.T) {
 	}
 }
 
-// TestOwnerReadsPastEmptyReplica: a replica that holds nothing of a file
-// (one that has just joined the replica set) does not count as one of
-// the replicas an owner must hear from. With one replica empty and the
-// other holding a newer copy than the owner's (the majority that
-// acknowledged it had the owner's place taken by a node that since left
-// the set), every read through the owner serves the newer copy. Before,
-// the empty replica's answer, when it came first, made the owner serve
-// its own older copy.
+// TestOwnerReadsPastEmptyReplica: one replica holds a newer copy than
+// the owner's (the majority that acknowledged it had a node that has
+// since left the replica set, and the owner was cut off), and the other
+// holds the owner's older copy (a new member of the set, given it by
+// repair) or nothing (a new member still empty). Every read through the
+// owner serves the newer copy: the owner hears from every replica that
+// answers promptly, not only from the first, and a replica that holds
+// nothing does not count. Before, whichever replica answered first
+// decided, and the owner served its own older copy about every other
+// read.
 func TestOwnerReadsPastEmptyReplica(t *testing.T) {
 	nodes := startCluster(t, 3, 3)
 	c := NewClient()
@@ -109,13 +111,18 @@ func TestOwnerReadsPastEmptyReplica(t *testing.T) {
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("put the newer copy on %s: %s", holder.ring.Self(), resp.Status)
 	}
+	read := func(what string) {
+		t.Helper()
+		for i := range 30 {
+			got, err := download(c, owner, name)
+			if err != nil || !bytes.Equal(got, newer) {
+				t.Fatalf("read %d through the owner, one replica %s, the other newer: %v, %d bytes; the newer copy has %d, the owner's %d", i, what, err, len(got), len(newer), len(older))
+			}
+		}
+	}
+	read("holding the owner's copy")
 	if err := empty.eng.Drop(name, m.Version); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 30 {
-		got, err := download(c, owner, name)
-		if err != nil || !bytes.Equal(got, newer) {
-			t.Fatalf("read %d through the owner, one replica empty, the other newer: %v, %d bytes; the newer copy has %d, the owner's %d", i, err, len(got), len(newer), len(older))
-		}
-	}
+	read("empty")
 }

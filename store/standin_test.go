@@ -142,7 +142,7 @@ func grepLines(s, sub string) string {
 // after the newest version its sender allowed (the sender may have
 // passed the owner over and had a stand-in acknowledge it, and the
 // client may have overwritten the file since) is refused whole, with
-// HdrLate, and changes nothing; one in time is stored. Before the
+// HdrRefused, and changes nothing; one in time is stored. Before the
 // refusal, an owner that woke from a pause stored such an upload under a
 // newer version than the overwrite, which it replaced everywhere.
 func TestOwnerRefusesLateUpload(t *testing.T) {
@@ -174,8 +174,8 @@ func TestOwnerRefusesLateUpload(t *testing.T) {
 		return resp
 	}
 	resp := forward("late", time.Now().Add(-time.Second))
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(files.HdrLate) == "" {
-		t.Fatalf("an upload past its %s: %s (%s %q), want 503 with %s", files.HdrNotAfter, resp.Status, files.HdrLate, resp.Header.Get(files.HdrLate), files.HdrLate)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(files.HdrRefused) == "" {
+		t.Fatalf("an upload past its %s: %s (%s %q), want 503 with %s", files.HdrNotAfter, resp.Status, files.HdrRefused, resp.Header.Get(files.HdrRefused), files.HdrRefused)
 	}
 	for _, via := range nodes {
 		if got, err := download(c, via, name); err != nil || string(got) != "acknowledged" {
@@ -187,5 +187,48 @@ func TestOwnerRefusesLateUpload(t *testing.T) {
 	}
 	if got, err := download(c, nodes[0], name); err != nil || string(got) != "in time" {
 		t.Fatalf("download after an upload in time: %q, %v", got, err)
+	}
+}
+
+// TestOutOfRingRefusesForwards: a node that is not in a ring (here a
+// standby; also a node between its restart and its join, which the
+// others still forward to) refuses a read, upload or delete forwarded to
+// it as an owner or stand-in, with 503 and HdrRefused, and stores
+// nothing. Before, it took itself for the file's only replica: it
+// answered "not found" for a file acknowledged while it was down, and
+// acknowledged an upload with one copy.
+func TestOutOfRingRefusesForwards(t *testing.T) {
+	n := startTestNode(t, "", 3, func(c *Config) { c.Standby = true })
+	name := "out-of-ring.txt"
+	for _, tc := range []struct {
+		method string
+		body   string
+		hdr    map[string]string
+	}{
+		{http.MethodGet, "", nil},
+		{http.MethodPut, "one copy", nil},
+		{http.MethodPut, "one copy", map[string]string{files.HdrStandIn: n.ring.Self().String()}},
+		{http.MethodDelete, "", nil},
+	} {
+		req, _ := http.NewRequest(tc.method, "http://"+n.HTTPAddr()+"/files/"+name, strings.NewReader(tc.body))
+		req.Header.Set(files.HdrForwarded, "1")
+		for k, v := range tc.hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(msg), "not in a ring") {
+			t.Fatalf("forwarded %s %v to a node out of a ring: %s %q, want 503 saying it is not in a ring", tc.method, tc.hdr, resp.Status, msg)
+		}
+		if tc.method == http.MethodPut && resp.Header.Get(files.HdrRefused) == "" {
+			t.Fatalf("forwarded upload %v refused without %s", tc.hdr, files.HdrRefused)
+		}
+	}
+	if _, ok, _ := n.eng.Get(name); ok {
+		t.Fatal("a node out of a ring stored a forwarded upload or delete")
 	}
 }

@@ -149,9 +149,9 @@ func (n *Service) handlePut(w http.ResponseWriter, r *http.Request) {
 		m, err = n.put(r.Context(), name, r.Body, r.ContentLength, r.Header.Get(HdrForwarded) != "", notAfter)
 	}
 	if err != nil {
-		var late *lateError
+		var late *refusal
 		if errors.As(err, &late) {
-			w.Header().Set(HdrLate, "1")
+			w.Header().Set(HdrRefused, "1")
 		}
 		n.fail(w, "put", err)
 		return

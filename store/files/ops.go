@@ -121,9 +121,12 @@ func (n *Service) put(ctx context.Context, name string, body io.Reader, size int
 			return n.forwardOrStandIn(ctx, owner, name, body, size)
 		}
 	}
+	if err := n.acting(); err != nil {
+		return engine.Meta{}, err
+	}
 	v := n.clock.Next()
 	if notAfter != 0 && v > notAfter {
-		return engine.Meta{}, &lateError{status.Errorf(http.StatusServiceUnavailable, "upload of %q reached its owner %s %s after its sender stopped waiting for it; nothing stored", name, n.ring.Self().Addr(), time.Duration(v-notAfter)+lateAfter)}
+		return engine.Meta{}, &refusal{status.Errorf(http.StatusServiceUnavailable, "upload of %q reached its owner %s %s after its sender stopped waiting for it; nothing stored", name, n.ring.Self().Addr(), time.Duration(v-notAfter)+lateAfter)}
 	}
 	m, err := n.store(name, body, size, v)
 	if err != nil {
@@ -135,6 +138,18 @@ func (n *Service) put(ctx context.Context, name string, body io.Reader, size int
 		return m, status.Errorf(http.StatusServiceUnavailable, "%q stored on %d of %d replicas, %d needed; it will be re-replicated", name, acks, len(set), need)
 	}
 	return m, nil
+}
+
+// acting fails a request this node would act on as a file's owner or
+// stand-in while it is not in a ring: between a restart and its join,
+// other nodes still forward to it, and it would take itself for the
+// file's only replica (reads would miss uploads acknowledged while it was
+// down, and an upload would be acknowledged with one copy).
+func (n *Service) acting() error {
+	if !n.ring.InRing() {
+		return &refusal{status.Errorf(http.StatusServiceUnavailable, "node %s is not in a ring yet (starting or rejoining); try again or another node", n.ring.Self().Addr())}
+	}
+	return nil
 }
 
 // owner returns the node responsible for key. A leaving node never names
@@ -353,7 +368,7 @@ func forwardAnswer(resp *http.Response) error {
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if resp.StatusCode/100 != 2 {
 		err := &status.Error{Code: resp.StatusCode, Msg: string(status.TrimNL(msg))}
-		if resp.Header.Get(HdrLate) != "" {
+		if resp.Header.Get(HdrRefused) != "" {
 			return &notSent{err} // the owner refused it whole
 		}
 		return err
@@ -390,6 +405,9 @@ func (n *Service) Delete(ctx context.Context, name string, forwarded bool) error
 		if owner != n.ring.Self() {
 			return n.deleteThroughOwner(ctx, owner, name)
 		}
+	}
+	if err := n.acting(); err != nil {
+		return err
 	}
 	if found, err := n.findAnywhere(ctx, name); err != nil {
 		return err

@@ -43,6 +43,15 @@ var (
 	ownerAnswerTimeout = 3 * time.Second
 )
 
+// answerGrace is how long a read waits for the rest of the replicas
+// once enough have answered. N-W answers meet every majority of the
+// current replica set, but not one of a set that has just changed: a
+// new member, given the owner's older copy by repair, answers as well
+// as one that holds the newer copy the old set acknowledged. Every
+// replica that is up answers within milliseconds, so a read hears from
+// them all; one that is down or paused costs a read this much.
+const answerGrace = 100 * time.Millisecond
+
 // hdrDeleted carries a tombstone's version on a replica's 404.
 const hdrDeleted = "X-Tide-Deleted"
 
@@ -64,6 +73,9 @@ func (n *Service) Get(ctx context.Context, w http.ResponseWriter, r *http.Reques
 		if owner != n.ring.Self() {
 			return n.proxyGet(ctx, w, r, owner, name)
 		}
+	}
+	if err := n.acting(); err != nil {
+		return err
 	}
 	return n.ownerGet(ctx, w, r, name)
 }
@@ -259,9 +271,9 @@ func (n *Service) versionAt(ctx context.Context, t chord.Ref, name string) (copy
 	return copyVersion{}, false
 }
 
-// versionsAt asks targets at once and returns the answers as soon as
-// need of them have answered with a version (a copy or a tombstone), or
-// once all have answered or failed.
+// versionsAt asks targets at once and returns the answers once all have
+// answered or failed, or answerGrace after need of them have answered
+// with a version (a copy or a tombstone).
 func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name string, need int) []copyVersion {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -278,15 +290,23 @@ func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name stri
 	}
 	var out []copyVersion
 	known := 0
+	var grace <-chan time.Time
 	for range targets {
-		a := <-ch
+		var a answer
+		select {
+		case a = <-ch:
+		case <-grace:
+			return out
+		}
 		if a.ok {
 			out = append(out, a.c)
 			if a.c.version > 0 {
 				known++
 			}
-			if known >= need {
-				break
+			if known >= need && grace == nil {
+				t := time.NewTimer(answerGrace)
+				defer t.Stop()
+				grace = t.C
 			}
 		}
 	}

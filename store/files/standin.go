@@ -63,7 +63,7 @@ const pingTimeout = 500 * time.Millisecond
 // the acknowledged overwrite. So a sender that may pass the owner over
 // tells it the latest version it may give the upload (HdrNotAfter: the
 // sender's clock, plus lateAfter), and an owner that would give a newer
-// one refuses the upload whole (HdrLate on its answer). The sender gives
+// one refuses the upload whole (HdrRefused on its answer). The sender gives
 // up no sooner than silentAfter, and the stand-in's version is its own
 // clock then, so the owner's upload is older than any the stand-in
 // stores while the nodes' clocks are less than silentAfter-lateAfter
@@ -75,19 +75,21 @@ const pingTimeout = 500 * time.Millisecond
 const lateAfter = silentAfter / 2
 
 // HdrNotAfter, on a forward to an owner, is the newest version (Unix
-// nanoseconds) it may store the upload under; HdrLate, on the owner's
-// answer, says it refused the upload for that and stored nothing.
+// nanoseconds) it may store the upload under; HdrRefused, on an owner's
+// answer, says it refused the upload whole and stored nothing, for that
+// or because it is not in a ring yet: the sender may send it to the
+// stand-in.
 const (
 	HdrNotAfter = "X-Tide-Not-After"
-	HdrLate     = "X-Tide-Late"
+	HdrRefused  = "X-Tide-Refused"
 )
 
-// lateError is an upload an owner refused because it would have been
-// newer than HdrNotAfter allows.
-type lateError struct{ err error }
+// refusal is an upload an owner refused whole (HdrRefused): it would
+// have been newer than HdrNotAfter allows, or the owner is not in a ring.
+type refusal struct{ err error }
 
-func (e *lateError) Error() string { return e.err.Error() }
-func (e *lateError) Unwrap() error { return e.err }
+func (e *refusal) Error() string { return e.err.Error() }
+func (e *refusal) Unwrap() error { return e.err }
 
 // errOwnerSilent cancels a forward to an owner that did not answer it or
 // a ping.
@@ -277,6 +279,9 @@ func (n *Service) standInFor(ctx context.Context, owner chord.Ref) (chord.Ref, e
 // reach, and copies it to the rest of owner's replica set: owner itself,
 // and this node's successors that follow it in that set.
 func (n *Service) putStandIn(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
+	if err := n.acting(); err != nil {
+		return engine.Meta{}, err
+	}
 	m, err := n.store(name, body, size, n.clock.Next())
 	if err != nil {
 		return engine.Meta{}, err
