@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,9 +243,8 @@ func (k *kvRun) run(ctx context.Context, id int) {
 			// one that is told so should. Hammering it would only add
 			// writes whose outcome is unknown (refused by the replicas
 			// after the coordinator stored them), each of which the
-			// checker must try at every point up to the client's next
-			// acknowledged write: a few hundred on one key could take it
-			// past its time limit.
+			// checker must try at every point after its call: a few
+			// hundred on one key took it past its time limit.
 			select {
 			case <-ctx.Done():
 			case <-time.After(diskFullBackoff):
@@ -316,7 +313,6 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 	k.mu.Lock()
 	history, vias := k.history, k.via
 	k.mu.Unlock()
-	boundUnknown(history)
 	checkStart := time.Now()
 	switch porcupine.CheckOperationsTimeout(sim.KVModel, history, time.Minute) {
 	case porcupine.Ok:
@@ -326,10 +322,7 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 		res.Illegal = sim.IllegalKeys(history, func(i int) string {
 			op := history[i]
 			ret := "never answered"
-			switch {
-			case op.Output == nil && op.Return != math.MaxInt64:
-				ret = fmt.Sprintf("(unknown, at the latest %.3fs)", time.Duration(op.Return).Seconds())
-			case op.Return != math.MaxInt64:
+			if op.Return != math.MaxInt64 {
 				ret = fmt.Sprintf("%.3fs", time.Duration(op.Return).Seconds())
 			}
 			return fmt.Sprintf("%.3fs..%s  %s", time.Duration(op.Call).Seconds(), ret, vias[i])
@@ -346,44 +339,4 @@ func (k *kvRun) verify(ctx context.Context, end time.Time) KVResult {
 	res.Errors = k.tally.errs
 	k.tally.mu.Unlock()
 	return res
-}
-
-// boundUnknown bounds when a write whose outcome its client did not
-// learn can take effect: no later than the return of that client's next
-// acknowledged write of the same key. Values are last-writer-wins by
-// version, and the later write, called after the first one ended,
-// carries the newer version, so the first one landing afterwards (a
-// hint delivered once a disk has room again) changes nothing a read can
-// see; a read that saw it would be a resurrected value, which the
-// checker then rejects. Unbounded, every such write may take effect
-// anywhere after its call, and the orders the checker must try multiply
-// with each one: with a few hundred of them (the disk scenarios), it
-// could run out of time.
-func boundUnknown(history []porcupine.Operation) {
-	type clientKey struct {
-		client int
-		key    string
-	}
-	acked := map[clientKey][]porcupine.Operation{} // each in call order
-	for _, op := range history {
-		if in := op.Input.(sim.KVInput); in.Op == "put" && op.Output != nil && op.Return != math.MaxInt64 {
-			ck := clientKey{op.ClientId, in.Key}
-			acked[ck] = append(acked[ck], op)
-		}
-	}
-	for ck := range acked {
-		slices.SortFunc(acked[ck], func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
-	}
-	for i, op := range history {
-		in := op.Input.(sim.KVInput)
-		if in.Op != "put" || op.Return != math.MaxInt64 {
-			continue
-		}
-		for _, next := range acked[clientKey{op.ClientId, in.Key}] {
-			if next.Call > op.Call {
-				history[i].Return = next.Return
-				break
-			}
-		}
-	}
 }

@@ -141,6 +141,14 @@ type Node struct {
 
 const maxContacts = 8
 
+// Contacts returns the nodes this node once knew and lost (the join
+// target and forgotten successors), oldest first.
+func (n *Node) Contacts() []Ref {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.contacts)
+}
+
 func (n *Node) rememberLocked(r Ref) {
 	if r.IsZero() || r == n.self {
 		return

@@ -451,7 +451,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// node that picked the same token is not kept waiting past its
 	// --join-timeout (30 s) if the claimer died before joining.
 	claimTicks := int(max(15*time.Second/cfg.TickInterval, 1))
-	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors, Idle: cfg.Standby, ClaimTicks: claimTicks}, n.rpc)
+	// Out of any ring until joinRing joins one or creates its own (a
+	// standby stays out): HTTP is served before that, and a node that
+	// took itself for a ring of one answered reads of files it had not
+	// yet been given with 404.
+	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors, Idle: true, ClaimTicks: claimTicks}, n.rpc)
 	if err != nil {
 		chordLn.Close()
 		httpLn.Close()

@@ -90,7 +90,23 @@ func (n *Service) ownerGet(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	best := local
 	set := n.localReplicaSet()
-	if need := len(set) - (len(set)/2 + 1); need > 0 {
+	alone := len(set) == 1
+	if alone {
+		// A node that knows no successor but has lost touch with others
+		// (cut off, and the ring not yet mended) may own a range whose
+		// newest copies they hold: it asks them too. In a ring of one,
+		// it has none; after graceful leaves, they are gone and refuse
+		// at once.
+		for _, c := range slices.Backward(n.ring.Contacts()) {
+			if len(set) < n.cfg.Replicas {
+				set = append(set, c)
+			}
+		}
+	}
+	// A set shorter than N (a node that has just joined knows its first
+	// successor alone, for a moment) is still asked N-W of its members:
+	// the first successor is the node the range came from.
+	if need := min(n.cfg.Replicas-(n.cfg.Replicas/2+1), len(set)-1); need > 0 {
 		pctx, cancel := context.WithTimeout(ctx, peerAnswerTimeout)
 		answers := n.versionsAt(pctx, set[1:], name, need)
 		cancel()
@@ -109,7 +125,7 @@ func (n *Service) ownerGet(ctx context.Context, w http.ResponseWriter, r *http.R
 		// has left it). Its answer does not count. With too few answers
 		// that do, a copy of this node's own may be older than an
 		// acknowledged one (it was cut off, and the ring moved on).
-		if known < need && len(answers) < len(set)-1 && local.version > 0 && best == local {
+		if known < need && len(answers) < len(set)-1 && local.version > 0 && best == local && !alone {
 			return status.Errorf(http.StatusServiceUnavailable, "%q: %d of the %d other replicas answered, %d of them with a version; %d needed to be sure of the newest copy", name, len(answers), len(set)-1, known, need)
 		}
 	}
