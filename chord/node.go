@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Transport is how a Node reaches other nodes. Production uses msgpack-rpc
@@ -63,6 +64,13 @@ type Config struct {
 	// node claimed (ClaimID) against other nodes claiming it: long enough
 	// for that node to join and be seen in the ring. Default 60.
 	ClaimTicks int
+	// SilentHop, if set, bounds a lookup's wait on a hop that does not
+	// answer: after this long the hop is pinged, and if it does not
+	// answer the ping within this long either (frozen, or cut off under
+	// an open connection), the lookup moves on as if the call had
+	// failed. A hop that answers the ping is waited for (its own lookup
+	// may be hopping). Zero waits for the call's deadline.
+	SilentHop time.Duration
 	// Idle starts the node outside any ring, as the course's ./chord IP
 	// PORT does: it serves lookups and does periodic work only once Create
 	// or Join has made it a member.
@@ -265,7 +273,7 @@ func (n *Node) FindSuccessor(ctx context.Context, id ID) (Ref, error) {
 			// would hand out a wrong owner.
 			return Ref{}, ErrNoRoute
 		}
-		r, err := n.tr.FindSuccessor(ctx, hop, id)
+		r, err := n.askHop(ctx, hop, id)
 		if err == nil {
 			n.succeeded(hop)
 			return r, nil
@@ -277,6 +285,34 @@ func (n *Node) FindSuccessor(ctx context.Context, id ID) (Ref, error) {
 		skip = append(skip, hop)
 	}
 	return Ref{}, ErrNoRoute
+}
+
+// errSilentHop cancels a lookup's call to a hop that did not answer it or
+// a ping within Config.SilentHop each.
+var errSilentHop = errors.New("chord: hop answered neither the lookup nor a ping")
+
+// askHop asks hop for the successor of id, giving up on a silent hop
+// (Config.SilentHop).
+func (n *Node) askHop(ctx context.Context, hop Ref, id ID) (Ref, error) {
+	d := n.cfg.SilentHop
+	if d <= 0 {
+		return n.tr.FindSuccessor(ctx, hop, id)
+	}
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	t := time.AfterFunc(d, func() {
+		pctx, pcancel := context.WithTimeout(hctx, d)
+		defer pcancel()
+		if err := n.tr.Ping(pctx, hop); err != nil && hctx.Err() == nil {
+			cancel(errSilentHop)
+		}
+	})
+	defer t.Stop()
+	r, err := n.tr.FindSuccessor(hctx, hop, id)
+	if err != nil && errors.Is(context.Cause(hctx), errSilentHop) {
+		err = fmt.Errorf("%w: %v", errSilentHop, err)
+	}
+	return r, err
 }
 
 // firstSuccessorLocked returns the first successor not in skip.

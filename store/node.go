@@ -455,7 +455,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// standby stays out): HTTP is served before that, and a node that
 	// took itself for a ring of one answered reads of files it had not
 	// yet been given with 404.
-	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors, Idle: true, ClaimTicks: claimTicks}, n.rpc)
+	// A lookup passes over a hop that is silent for 300 ms and to a ping
+	// for 300 ms more (frozen or cut off), as file requests pass over a
+	// silent owner, instead of waiting out the call's 2 s.
+	const silentHop = 300 * time.Millisecond
+	n.ring, err = chord.NewNode(chord.Config{Self: self, Successors: cfg.Successors, Idle: true, ClaimTicks: claimTicks, SilentHop: silentHop}, n.rpc)
 	if err != nil {
 		chordLn.Close()
 		httpLn.Close()

@@ -26,7 +26,8 @@ import (
 //     one that was cut off while another node took uploads, may hold an
 //     older copy than an acknowledged one;
 //   - any other node forwards the read to the owner, and if the owner
-//     does not answer within ownerAnswerTimeout (dead, cut off, paused),
+//     does not answer within ownerAnswerTimeout, or is silent to a ping
+//     once it has not answered within silentAfter (dead, cut off, paused),
 //     asks the rest of the owner's set, N-W+1 of them, and serves the
 //     newest they hold.
 //
@@ -178,7 +179,9 @@ func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.R
 	// An owner that did not answer moments ago is passed over at once,
 	// as uploads pass it over (standin.go).
 	if !n.suspect.has(owner) {
-		done, reachable := n.tryGetWithin(ctx, w, r, owner, "/files/", name, true, ownerAnswerTimeout)
+		gctx, answered, stop := n.silenceGuard(ctx, owner)
+		done, reachable := n.tryGetWithin(gctx, w, r, owner, "/files/", name, true, ownerAnswerTimeout, answered)
+		stop()
 		if done {
 			return nil
 		}
@@ -330,14 +333,15 @@ func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name stri
 }
 
 func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
-	done, _ := n.tryGetWithin(ctx, w, r, t, prefix, name, fwd, 0)
+	done, _ := n.tryGetWithin(ctx, w, r, t, prefix, name, fwd, 0, nil)
 	return done
 }
 
 // tryGetWithin copies name from node t to w. done reports that w was
 // written; reachable that t answered (with a miss if not done). A
-// positive within bounds the wait for t's answer (its headers).
-func (n *Service) tryGetWithin(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool, within time.Duration) (done, reachable bool) {
+// positive within bounds the wait for t's answer (its headers); answered,
+// if set, is called once they arrive (or the request failed).
+func (n *Service) tryGetWithin(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool, within time.Duration, answered func()) (done, reachable bool) {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
 		return false, false
@@ -353,6 +357,15 @@ func (n *Service) tryGetWithin(ctx context.Context, w http.ResponseWriter, r *ht
 		timer = time.AfterFunc(within, cancel)
 	}
 	resp, err := n.hc.Do(req)
+	if answered != nil {
+		answered()
+	}
+	if err == nil && ctx.Err() != nil {
+		// Given up on as silent just before answering: its body would be
+		// cut off.
+		resp.Body.Close()
+		return false, false
+	}
 	if timer != nil && !timer.Stop() {
 		// No answer in time: the request is cancelled.
 		if err == nil {

@@ -49,12 +49,16 @@ import (
 // can be passed over.
 const standInBuffer = 1 << 20
 
-// silentAfter is how long an owner may take to answer an upload before
-// it is pinged.
-const silentAfter = time.Second
+// silentAfter is how long an owner may take to answer an upload (or a
+// read) before it is pinged. A node that is up answers a ping within
+// milliseconds, even while it waits on its own replicas, so the ping
+// tells a slow owner, which is waited for, from a silent one, which is
+// passed over: this and pingTimeout are what a request through a
+// remaining node pays for an owner that froze or was cut off.
+const silentAfter = 300 * time.Millisecond
 
 // pingTimeout bounds that ping.
-const pingTimeout = 500 * time.Millisecond
+const pingTimeout = 300 * time.Millisecond
 
 // An owner may still take an upload from its socket when it wakes, long
 // after the sender passed it over and the stand-in acknowledged the
@@ -136,8 +140,19 @@ func (n *Service) forwardOrStandIn(ctx context.Context, owner chord.Ref, name st
 func (n *Service) silenceGuard(ctx context.Context, t chord.Ref) (gctx context.Context, answered, stop func()) {
 	gctx, cancel := context.WithCancelCause(ctx)
 	done := make(chan struct{})
-	var once sync.Once
-	answered = func() { once.Do(func() { close(done) }) }
+	// mu makes answering and giving up exclusive: once answered has
+	// returned, the request is never cancelled as silent (a read may still
+	// be copying the owner's body).
+	var mu sync.Mutex
+	var said bool
+	answered = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !said {
+			said = true
+			close(done)
+		}
+	}
 	go func() {
 		timer := time.NewTimer(silentAfter)
 		defer timer.Stop()
@@ -154,9 +169,9 @@ func (n *Service) silenceGuard(ctx context.Context, t chord.Ref) (gctx context.C
 		if err == nil || gctx.Err() != nil {
 			return
 		}
-		select {
-		case <-done:
-		default:
+		mu.Lock()
+		defer mu.Unlock()
+		if !said {
 			cancel(errOwnerSilent)
 		}
 	}()

@@ -1,0 +1,118 @@
+package chord
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// freezing is the direct network as one node sees it: calls to frozen
+// nodes get no answer (a stopped process, a cut link under an open
+// connection) until the caller gives up, and calls to slow nodes answer
+// lookups only after a while, though they answer pings at once.
+type freezing struct {
+	direct
+	frozen map[string]bool
+	slow   map[string]time.Duration
+	calls  atomic.Int32 // lookups asked of frozen or slow nodes
+}
+
+func (f *freezing) FindSuccessor(ctx context.Context, to Ref, id ID) (Ref, error) {
+	if f.frozen[to.Addr()] {
+		f.calls.Add(1)
+		<-ctx.Done()
+		return Ref{}, ctx.Err()
+	}
+	if d := f.slow[to.Addr()]; d > 0 {
+		f.calls.Add(1)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return Ref{}, ctx.Err()
+		}
+	}
+	return f.direct.FindSuccessor(ctx, to, id)
+}
+
+func (f *freezing) Ping(ctx context.Context, to Ref) error {
+	if f.frozen[to.Addr()] {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return nil
+}
+
+// hopRing builds the ring 1000, 2000, 3000 on the direct network, the
+// first node calling through a freezing view of it with SilentHop set.
+func hopRing(t *testing.T, silentHop time.Duration) (*Node, *freezing, Ref, Ref) {
+	t.Helper()
+	ctx := context.Background()
+	net := direct{}
+	view := &freezing{direct: net, frozen: map[string]bool{}, slow: map[string]time.Duration{}}
+	a, err := NewNode(Config{Self: Ref{IP: "10.0.0.1", Port: 1, ID: 1000}, SilentHop: silentHop}, view)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net[a.Self().Addr()] = a
+	b := net.add(t, 2, 2000, false)
+	c := net.add(t, 3, 3000, false)
+	a.Create()
+	for _, n := range []*Node{b, c} {
+		if err := n.Join(ctx, a.Self()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		for _, n := range []*Node{a, b, c} {
+			n.Tick(ctx)
+		}
+	}
+	if a.Successor(0) != b.Self() || b.Successor(0) != c.Self() || c.Successor(0) != a.Self() {
+		t.Fatalf("ring did not form: successors %v %v %v", a.Successor(0), b.Successor(0), c.Successor(0))
+	}
+	return a, view, b.Self(), c.Self()
+}
+
+// TestLookupPassesOverSilentHop freezes the hop a lookup goes through: the
+// lookup must move on to the next hop and answer, long before its
+// caller's deadline, instead of waiting the deadline out.
+func TestLookupPassesOverSilentHop(t *testing.T) {
+	a, view, b, c := hopRing(t, 20*time.Millisecond)
+	view.frozen[b.Addr()] = true
+	// 2500 is c's; a's closest preceding node for it is b.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, err := a.FindSuccessor(ctx, 2500)
+	if err != nil {
+		t.Fatalf("lookup with its hop frozen: %v (deadline passed: %v)", err, ctx.Err() != nil)
+	}
+	if got != c {
+		t.Fatalf("lookup of 2500 = %v, want %v", got, c)
+	}
+	if view.calls.Load() == 0 {
+		t.Fatal("the lookup never asked the frozen hop: the test does not test the silence")
+	}
+}
+
+// TestLookupWaitsForSlowHop: a hop that answers pings is waited for, not
+// passed over, even when its lookup takes several SilentHop periods.
+func TestLookupWaitsForSlowHop(t *testing.T) {
+	a, view, b, c := hopRing(t, 10*time.Millisecond)
+	view.slow[b.Addr()] = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got, err := a.FindSuccessor(ctx, 2500)
+	if err != nil || got != c {
+		t.Fatalf("lookup through a slow hop = %v, %v; want %v", got, err, c)
+	}
+	if view.calls.Load() != 1 {
+		t.Fatalf("the slow hop was asked %d times, want once", view.calls.Load())
+	}
+	a.mu.Lock()
+	failures := a.failures[b]
+	a.mu.Unlock()
+	if failures != 0 {
+		t.Fatalf("the slow hop was counted as failed %d times", failures)
+	}
+}
