@@ -85,6 +85,8 @@ func TestScenarios(t *testing.T) {
 			}
 			if !rep.OK() {
 				t.Errorf("scenario %s failed; its log:\n%s", sc.Name, logs.String())
+			} else if os.Getenv("TIDE_CHAOS_LOGS") != "" {
+				t.Logf("scenario %s's log:\n%s", sc.Name, logs.String())
 			}
 		})
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -271,12 +273,25 @@ func Run(ctx context.Context, sc Scenario, opt Options) (Report, error) {
 		r := lg.verify(ctx, end)
 		rep.Log = &r
 	}
-	if !rep.OK() {
+	if tail := logTail(rep.OK()); tail > 0 {
 		for _, n := range cluster.all() {
-			log.Info("node log", "node", n.Name, "tail", cluster.Logs(ctx, n, 80))
+			log.Info("node log", "node", n.Name, "tail", cluster.Logs(ctx, n, tail))
 		}
 	}
 	return rep, nil
+}
+
+// logTail is how many lines of each node's log a scenario prints: the
+// last 80 when it failed, and with TIDE_CHAOS_LOGS=N the last N whatever
+// its outcome (to look into a slow request of a run that passed).
+func logTail(ok bool) int {
+	if n, err := strconv.Atoi(os.Getenv("TIDE_CHAOS_LOGS")); err == nil && n > 0 {
+		return n
+	}
+	if !ok {
+		return 80
+	}
+	return 0
 }
 
 // untouched are the nodes of sc's starting ring that no step names: the

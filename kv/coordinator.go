@@ -110,12 +110,60 @@ func (n *Node) reply(o *op, m Message) {
 	}
 	o.replied = true
 	m.Kind, m.To, m.ID = KindClientResp, o.client, o.clientID
+	if n.now-o.start >= SlowTicks {
+		m.Trace = o.trace(n.now)
+	}
 	if o.region {
 		m.Kind = KindRegionAck
 		m.Rec = Record{Key: o.rec.Key, Version: o.rec.Version}
 		m.Found = false
 	}
 	n.send(m)
+}
+
+// SlowTicks is how long a client request may take before its answer
+// carries a Trace.
+const SlowTicks = 100
+
+// trace says what op asked and heard, at tick now.
+func (o *op) trace(now int) string {
+	var b strings.Builder
+	kind := "read"
+	if o.write {
+		kind = "write"
+	}
+	fmt.Fprintf(&b, "%s of %q after %d ticks, %d resends; need %d", kind, o.rec.Key, now-o.start, o.resends, o.need)
+	for i, set := range o.sets {
+		fmt.Fprintf(&b, "; view %d: %s", i+1, strings.Join(set, " "))
+	}
+	fmt.Fprintf(&b, "; asked %s", strings.Join(o.replicas, " "))
+	b.WriteString("; answered")
+	for _, a := range o.answered {
+		b.WriteString(" " + a)
+		if r, ok := o.got.get(a); ok {
+			if r == nil {
+				b.WriteString("=none")
+			} else {
+				fmt.Fprintf(&b, "=v%d", r.Version)
+			}
+		}
+	}
+	if len(o.spare) > 0 {
+		fmt.Fprintf(&b, "; spares not asked %s", strings.Join(o.spare, " "))
+	}
+	if o.extra != "" {
+		fmt.Fprintf(&b, "; after the list %s since tick -%d", o.extra, now-o.extraAt)
+	}
+	if o.writeback {
+		fmt.Fprintf(&b, "; wrote back v%d, unacknowledged", o.wbRec.Version)
+		for _, w := range o.wbSent {
+			fmt.Fprintf(&b, " %s=v%d", w.addr, w.rec.Version)
+		}
+	}
+	if len(o.refused) > 0 {
+		fmt.Fprintf(&b, "; refused by %s", strings.Join(o.refused, " "))
+	}
+	return b.String()
 }
 
 func (n *Node) clientPut(m Message) {

@@ -128,6 +128,10 @@ type Message struct {
 	Ballot uint64 `msgpack:"bl,omitempty"`
 
 	dep uint64 // local only: 1 + the round whose persistence this answer waits for
+	// Trace, local only, on the answer to a client request that took
+	// SlowTicks or more: what the coordinator asked and heard, for the
+	// driver's log.
+	Trace string `msgpack:"-"`
 }
 
 // StoredBytes is the key and value bytes m asks its receiver to store:

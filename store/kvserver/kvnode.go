@@ -574,12 +574,16 @@ func (k *Server) dispatch(msgs []kv.Message) {
 			ch := k.wait[m.ID]
 			delete(k.wait, m.ID)
 			k.mu.Unlock()
-			if ch != nil {
+			switch {
+			case ch != nil:
+				if m.Trace != "" {
+					k.n.log.Warn("kv: slow request", "err", m.Err, "trace", m.Trace)
+				}
 				ch <- *m
-			} else if m.Err != "" {
+			case m.Err != "" || m.Trace != "":
 				// Its caller gave up first: the log is where its outcome
 				// (which replicas and views fell short) shows.
-				k.n.log.Warn("kv: a request ended after its caller gave up", "err", m.Err)
+				k.n.log.Warn("kv: a request ended after its caller gave up", "err", m.Err, "trace", m.Trace)
 			}
 			continue
 		}
