@@ -287,9 +287,42 @@ func (n *Node) FindSuccessor(ctx context.Context, id ID) (Ref, error) {
 	return Ref{}, ErrNoRoute
 }
 
-// errSilentHop cancels a lookup's call to a hop that did not answer it or
-// a ping within Config.SilentHop each.
-var errSilentHop = errors.New("chord: hop answered neither the lookup nor a ping")
+// ErrSilent is the cause of a call GuardSilence gave up on: the node
+// answered neither it nor a ping.
+var ErrSilent = errors.New("chord: node answered neither the call nor a ping")
+
+// GuardSilence returns a context for a call to node t that is cancelled
+// with ErrSilent if answered has not been called within after and t does
+// not answer a ping within pingWithin either. A node that is up answers a
+// ping at once, even while its answer to the call takes long, so this
+// tells a slow node, which is waited for, from a frozen or cut-off one.
+// Once answered has returned, the call is never cancelled as silent (its
+// answer may still be streaming in); stop releases the guard.
+func (n *Node) GuardSilence(ctx context.Context, t Ref, after, pingWithin time.Duration) (gctx context.Context, answered, stop func()) {
+	gctx, cancel := context.WithCancelCause(ctx)
+	var mu sync.Mutex
+	said := false
+	timer := time.AfterFunc(after, func() {
+		pctx, pcancel := context.WithTimeout(gctx, pingWithin)
+		err := n.tr.Ping(pctx, t)
+		pcancel()
+		if err == nil || gctx.Err() != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !said {
+			cancel(ErrSilent)
+		}
+	})
+	answered = func() {
+		mu.Lock()
+		said = true
+		mu.Unlock()
+		timer.Stop()
+	}
+	return gctx, answered, func() { answered(); cancel(nil) }
+}
 
 // askHop asks hop for the successor of id, giving up on a silent hop
 // (Config.SilentHop).
@@ -298,19 +331,12 @@ func (n *Node) askHop(ctx context.Context, hop Ref, id ID) (Ref, error) {
 	if d <= 0 {
 		return n.tr.FindSuccessor(ctx, hop, id)
 	}
-	hctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	t := time.AfterFunc(d, func() {
-		pctx, pcancel := context.WithTimeout(hctx, d)
-		defer pcancel()
-		if err := n.tr.Ping(pctx, hop); err != nil && hctx.Err() == nil {
-			cancel(errSilentHop)
-		}
-	})
-	defer t.Stop()
+	hctx, answered, stop := n.GuardSilence(ctx, hop, d, d)
+	defer stop()
 	r, err := n.tr.FindSuccessor(hctx, hop, id)
-	if err != nil && errors.Is(context.Cause(hctx), errSilentHop) {
-		err = fmt.Errorf("%w: %v", errSilentHop, err)
+	answered()
+	if err != nil && errors.Is(context.Cause(hctx), ErrSilent) {
+		err = fmt.Errorf("%w: %v", ErrSilent, err)
 	}
 	return r, err
 }

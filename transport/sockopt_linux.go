@@ -22,19 +22,3 @@ func setUserTimeout(c net.Conn, d time.Duration) error {
 	}
 	return serr
 }
-
-// userTimeout reads TCP_USER_TIMEOUT back from c's socket.
-func userTimeout(c net.Conn) (time.Duration, error) {
-	raw, err := rawConn(c)
-	if err != nil || raw == nil {
-		return 0, err
-	}
-	var ms int
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		ms, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
-	}); err != nil {
-		return 0, err
-	}
-	return time.Duration(ms) * time.Millisecond, serr
-}

@@ -3,6 +3,9 @@ package transport
 import (
 	"net"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestDialSetsUserTimeout: every connection the transport dials drops
@@ -38,4 +41,20 @@ func TestDialSetsUserTimeout(t *testing.T) {
 	if got != unackedLimit {
 		t.Fatalf("TCP_USER_TIMEOUT of a dialled connection = %v, want %v", got, unackedLimit)
 	}
+}
+
+// userTimeout reads TCP_USER_TIMEOUT back from c's socket.
+func userTimeout(c net.Conn) (time.Duration, error) {
+	raw, err := rawConn(c)
+	if err != nil || raw == nil {
+		return 0, err
+	}
+	var ms int
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		ms, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT)
+	}); err != nil {
+		return 0, err
+	}
+	return time.Duration(ms) * time.Millisecond, serr
 }

@@ -10,6 +10,3 @@ import (
 // setUserTimeout does nothing where TCP_USER_TIMEOUT is not offered: a
 // connection to a peer cut off under it recovers at TCP's own pace.
 func setUserTimeout(net.Conn, time.Duration) error { return nil }
-
-// userTimeout reports none.
-func userTimeout(net.Conn) (time.Duration, error) { return 0, nil }

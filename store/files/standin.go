@@ -95,8 +95,8 @@ type refusal struct{ err error }
 func (e *refusal) Error() string { return e.err.Error() }
 func (e *refusal) Unwrap() error { return e.err }
 
-// errOwnerSilent cancels a forward to an owner that did not answer it or
-// a ping.
+// errOwnerSilent says why a forward to an owner was given up on
+// (chord.ErrSilent).
 var errOwnerSilent = errors.New("the owner answered neither the upload nor a ping")
 
 // forwardOrStandIn sends an upload to its owner, or to the owner's
@@ -125,7 +125,7 @@ func (n *Service) forwardOrStandIn(ctx context.Context, owner chord.Ref, name st
 	case err == nil:
 		return m, nil
 	case errors.As(err, &ns):
-	case errors.Is(context.Cause(fctx), errOwnerSilent) && ctx.Err() == nil:
+	case errors.Is(context.Cause(fctx), chord.ErrSilent) && ctx.Err() == nil:
 		err = status.Errorf(http.StatusServiceUnavailable, "forward %q to owner %s: %v", name, owner.Addr(), errOwnerSilent)
 	default:
 		return m, err
@@ -133,49 +133,11 @@ func (n *Service) forwardOrStandIn(ctx context.Context, owner chord.Ref, name st
 	return n.putElsewhere(ctx, owner, name, bytes.NewReader(buf), size, err)
 }
 
-// silenceGuard returns a context for a request to node t that is
-// cancelled with errOwnerSilent if answered has not been called within
-// silentAfter and t does not answer a ping within pingTimeout either;
-// stop releases it.
+// silenceGuard guards a request to node t: it is cancelled with
+// chord.ErrSilent if t has not answered within silentAfter and does not
+// answer a ping within pingTimeout either (chord.Node.GuardSilence).
 func (n *Service) silenceGuard(ctx context.Context, t chord.Ref) (gctx context.Context, answered, stop func()) {
-	gctx, cancel := context.WithCancelCause(ctx)
-	done := make(chan struct{})
-	// mu makes answering and giving up exclusive: once answered has
-	// returned, the request is never cancelled as silent (a read may still
-	// be copying the owner's body).
-	var mu sync.Mutex
-	var said bool
-	answered = func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !said {
-			said = true
-			close(done)
-		}
-	}
-	go func() {
-		timer := time.NewTimer(silentAfter)
-		defer timer.Stop()
-		select {
-		case <-done:
-			return
-		case <-gctx.Done():
-			return
-		case <-timer.C:
-		}
-		pctx, pcancel := context.WithTimeout(gctx, pingTimeout)
-		err := n.rpc.Ping(pctx, t)
-		pcancel()
-		if err == nil || gctx.Err() != nil {
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !said {
-			cancel(errOwnerSilent)
-		}
-	}()
-	return gctx, answered, func() { answered(); cancel(nil) }
+	return n.ring.GuardSilence(ctx, t, silentAfter, pingTimeout)
 }
 
 // HdrStandIn, on a forwarded upload, names the owner ("ip:port#id", as

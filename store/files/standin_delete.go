@@ -28,7 +28,7 @@ func (n *Service) deleteThroughOwner(ctx context.Context, owner chord.Ref, name 
 	gctx, answered, stop := n.silenceGuard(ctx, owner)
 	err := n.forwardDelete(gctx, owner, name, chord.Ref{})
 	answered()
-	silent := errors.Is(context.Cause(gctx), errOwnerSilent) && ctx.Err() == nil
+	silent := errors.Is(context.Cause(gctx), chord.ErrSilent) && ctx.Err() == nil
 	stop()
 	var ns *notSent
 	switch {
