@@ -25,11 +25,13 @@ import (
 //     when it is newer: an owner that has just taken over a range, or
 //     one that was cut off while another node took uploads, may hold an
 //     older copy than an acknowledged one;
-//   - any other node forwards the read to the owner, and if the owner
-//     does not answer within ownerAnswerTimeout, or is silent to a ping
-//     once it has not answered within silentAfter (dead, cut off, paused),
-//     asks the rest of the owner's set, N-W+1 of them, and serves the
-//     newest they hold.
+//   - any other node forwards the read to the owner; if the owner has
+//     not answered within hedgeAfter, it also asks the rest of the
+//     owner's set, N-W+1 of them, for the newest they hold, and serves
+//     whichever answer comes first. An owner that gives no answer within
+//     ownerAnswerTimeout, or is silent to a ping once it has not answered
+//     within silentAfter (dead, cut off, paused), is passed over for the
+//     next suspectFor: reads ask the rest of its set at once.
 //
 // A replica whose copy is a tombstone says so in a 404's X-Tide-Deleted
 // header, with the deletion's version, so that a delete newer than a
@@ -173,25 +175,142 @@ func (n *Service) serveLocal(w http.ResponseWriter, r *http.Request, name string
 	return true, nil
 }
 
-// proxyGet asks the owner for name; if the owner does not answer, the
-// rest of its replica set.
+// hedgeAfter is how long a read through a non-owner waits for the
+// owner's answer before it also asks the owner's replicas, and serves
+// whichever answer comes first. Both are the newest acknowledged copy:
+// the owner compares its own with N-W replicas', and the replicas'
+// path hears from N-W+1 of the rest, so each meets every majority an
+// upload was acknowledged by. A paused or cut-off owner then costs a
+// read this much and a round of HEADs, where waiting for the owner to be
+// found silent costs silentAfter + pingTimeout. An owner answers within
+// milliseconds, or within answerGrace when one of its replicas is
+// paused, so on a healthy ring the replicas are seldom asked.
+const hedgeAfter = 150 * time.Millisecond
+
+// source is a read's answer, not yet written: a 200 from another node
+// (resp), this node's own copy (local), or err (engine.ErrNotFound, or
+// why there is no answer).
+type source struct {
+	resp    *http.Response
+	release func() // closes resp and ends its request
+	local   bool
+	err     error
+}
+
+// close gives the answer up unwritten.
+func (s source) close() {
+	if s.release != nil {
+		s.release()
+	}
+}
+
+// serve writes s to w.
+func (n *Service) serve(w http.ResponseWriter, r *http.Request, name string, s source) error {
+	defer s.close()
+	switch {
+	case s.resp != nil:
+		relay(w, s.resp)
+		return nil
+	case s.local:
+		served, err := n.serveLocal(w, r, name)
+		if !served && err == nil {
+			err = status.Errorf(http.StatusServiceUnavailable, "%q: this node's copy went away as it was about to be served", name)
+		}
+		return err
+	}
+	return s.err
+}
+
+// proxyGet asks the owner for name; if the owner has not answered within
+// hedgeAfter, the rest of its replica set too (the first answer is
+// served); if the owner has been silent moments ago, only the rest.
 func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.Request, owner chord.Ref, name string) error {
 	// An owner that did not answer moments ago is passed over at once,
 	// as uploads pass it over (standin.go).
-	if !n.suspect.has(owner) {
-		gctx, answered, stop := n.silenceGuard(ctx, owner)
-		done, reachable := n.tryGetWithin(gctx, w, r, owner, "/files/", name, true, ownerAnswerTimeout, answered)
-		stop()
-		if done {
-			return nil
-		}
-		if reachable {
-			return engine.ErrNotFound
-		}
-		if ctx.Err() == nil {
-			n.suspect.add(owner)
+	if n.suspect.has(owner) {
+		return n.serve(w, r, name, n.replicaSource(ctx, r.Method, owner, name))
+	}
+	och := n.ownerSource(ctx, r.Method, owner, name)
+	hedge := time.NewTimer(hedgeAfter)
+	defer hedge.Stop()
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	var rch chan source
+	var replicas source // an inconclusive answer of the replicas'
+	for och != nil || rch != nil {
+		select {
+		case s := <-och:
+			och = nil
+			if s.err == nil || errors.Is(s.err, engine.ErrNotFound) || rch == nil && replicas.err != nil {
+				if rch != nil {
+					hcancel()
+					go func() { (<-rch).close() }()
+				}
+				if s.err != nil && !errors.Is(s.err, engine.ErrNotFound) {
+					return replicas.err // neither answered
+				}
+				return n.serve(w, r, name, s)
+			}
+			if rch == nil {
+				// The owner is silent before the hedge: the replicas alone.
+				return n.serve(w, r, name, n.replicaSource(ctx, r.Method, owner, name))
+			}
+		case <-hedge.C:
+			rch = make(chan source, 1)
+			go func() { rch <- n.replicaSource(hctx, r.Method, owner, name) }()
+		case s := <-rch:
+			rch = nil
+			if s.err == nil || errors.Is(s.err, engine.ErrNotFound) || och == nil {
+				if och != nil {
+					// The owner's answer is still awaited, so that a
+					// silent owner is found out; then given up.
+					go func() { (<-och).close() }()
+				}
+				return n.serve(w, r, name, s)
+			}
+			replicas = s
 		}
 	}
+	return replicas.err
+}
+
+// ownerSource asks the owner for name, and sends its answer (a 200, a
+// miss, or none) on the channel returned. The wait outlives ctx, up to
+// ownerAnswerTimeout, or until the owner is found silent (silenceGuard):
+// a read the replicas answered still learns whether the owner is
+// silent, and the next one passes it over at once.
+func (n *Service) ownerSource(ctx context.Context, method string, owner chord.Ref, name string) chan source {
+	ch := make(chan source, 1)
+	go func() {
+		gctx, answered, stop := n.silenceGuard(context.WithoutCancel(ctx), owner)
+		resp, release := n.fetchWithin(gctx, method, owner, "/files/", name, true, ownerAnswerTimeout, answered)
+		switch {
+		case resp == nil:
+			stop()
+			n.suspect.add(owner)
+			ch <- source{err: status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer", name, owner)}
+		case resp.StatusCode == http.StatusOK:
+			ch <- source{resp: resp, release: func() { release(); stop() }}
+		case resp.StatusCode == http.StatusNotFound:
+			release()
+			stop()
+			ch <- source{err: engine.ErrNotFound}
+		default:
+			// An owner that cannot serve the read (short of replicas'
+			// answers, itself out of the ring) is passed over as one that
+			// did not answer.
+			release()
+			stop()
+			n.suspect.add(owner)
+			ch <- source{err: status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) answered %s", name, owner, resp.Status)}
+		}
+	}()
+	return ch
+}
+
+// replicaSource finds the newest copy of name among the nodes after
+// owner, without the owner, and opens it.
+func (n *Service) replicaSource(ctx context.Context, method string, owner chord.Ref, name string) source {
 	// Every node this one knows of is asked, not only those it takes for
 	// the owner's replicas: a node's view of the ring may be a moment
 	// old, and a copy newer than the replicas' is never wrong to serve.
@@ -211,7 +330,7 @@ func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.R
 		}
 	}
 	if got < need {
-		return status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and %d of its %d other replicas did, %d needed to find the newest copy", name, owner, got, len(likely), need)
+		return source{err: status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and %d of its %d other replicas did, %d needed to find the newest copy", name, owner, got, len(likely), need)}
 	}
 	var best copyVersion
 	for _, a := range answers {
@@ -222,19 +341,22 @@ func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.R
 	if best.version == 0 {
 		// Without the owner a miss is not certain: this node's view of
 		// who follows it may be a moment old.
-		return status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and none of the %d other nodes asked holds a copy", name, owner, len(answers))
+		return source{err: status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and none of the %d other nodes asked holds a copy", name, owner, len(answers))}
 	}
 	if !best.live {
-		return engine.ErrNotFound // deleted, as a replica knows
+		return source{err: engine.ErrNotFound} // deleted, as a replica knows
 	}
 	if best.ref == n.ring.Self() {
-		if served, err := n.serveLocal(w, r, name); served || err != nil {
-			return err
-		}
-	} else if n.tryGet(ctx, w, r, best.ref, "/internal/file/", name, false) {
-		return nil
+		return source{local: true}
 	}
-	return status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and the newest copy (version %d, on %s) could not be read", name, owner, best.version, best.ref)
+	resp, release := n.fetchWithin(ctx, method, best.ref, "/internal/file/", name, false, 0, nil)
+	if resp != nil && resp.StatusCode == http.StatusOK {
+		return source{resp: resp, release: release}
+	}
+	if resp != nil {
+		release()
+	}
+	return source{err: status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and the newest copy (version %d, on %s) could not be read", name, owner, best.version, best.ref)}
 }
 
 // nodesAfter returns the nodes this node knows of (itself and its
@@ -333,22 +455,32 @@ func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name stri
 }
 
 func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
-	done, _ := n.tryGetWithin(ctx, w, r, t, prefix, name, fwd, 0, nil)
-	return done
+	resp, release := n.fetchWithin(ctx, r.Method, t, prefix, name, fwd, 0, nil)
+	if resp == nil {
+		return false
+	}
+	defer release()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	relay(w, resp)
+	return true
 }
 
-// tryGetWithin copies name from node t to w. done reports that w was
-// written; reachable that t answered (with a miss if not done). A
-// positive within bounds the wait for t's answer (its headers); answered,
-// if set, is called once they arrive (or the request failed).
-func (n *Service) tryGetWithin(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool, within time.Duration, answered func()) (done, reachable bool) {
+// fetchWithin asks node t for name and returns its answer, headers read,
+// and release, which closes it: resp is nil if t did not answer. A
+// positive within bounds the wait for the headers; answered, if set, is
+// called once they arrive (or the request failed).
+func (n *Service) fetchWithin(ctx context.Context, method string, t chord.Ref, prefix, name string, fwd bool, within time.Duration, answered func()) (resp *http.Response, release func()) {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
-		return false, false
+		if answered != nil {
+			answered()
+		}
+		return nil, nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, r.Method, fileURL(addr, prefix, name), nil)
+	req, _ := http.NewRequestWithContext(ctx, method, fileURL(addr, prefix, name), nil)
 	if fwd {
 		req.Header.Set(HdrForwarded, "1")
 	}
@@ -356,7 +488,7 @@ func (n *Service) tryGetWithin(ctx context.Context, w http.ResponseWriter, r *ht
 	if within > 0 {
 		timer = time.AfterFunc(within, cancel)
 	}
-	resp, err := n.hc.Do(req)
+	resp, err = n.hc.Do(req)
 	if answered != nil {
 		answered()
 	}
@@ -364,22 +496,22 @@ func (n *Service) tryGetWithin(ctx context.Context, w http.ResponseWriter, r *ht
 		// Given up on as silent just before answering: its body would be
 		// cut off.
 		resp.Body.Close()
-		return false, false
+		err = ctx.Err()
 	}
-	if timer != nil && !timer.Stop() {
+	if err == nil && timer != nil && !timer.Stop() {
 		// No answer in time: the request is cancelled.
-		if err == nil {
-			resp.Body.Close()
-		}
-		return false, false
+		resp.Body.Close()
+		err = context.DeadlineExceeded
 	}
 	if err != nil {
-		return false, false
+		cancel()
+		return nil, nil
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, resp.StatusCode == http.StatusNotFound
-	}
+	return resp, func() { resp.Body.Close(); cancel() }
+}
+
+// relay writes a 200 answer from another node to w.
+func relay(w http.ResponseWriter, resp *http.Response) {
 	for _, h := range []string{"Content-Type", "Content-Length", "X-Tide-Version", "ETag"} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
@@ -387,5 +519,4 @@ func (n *Service) tryGetWithin(ctx context.Context, w http.ResponseWriter, r *ht
 	}
 	w.WriteHeader(http.StatusOK)
 	io.Copy(w, resp.Body)
-	return true, true
 }
