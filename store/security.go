@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"tide/resp"
+	"tide/sockopt"
 	"tide/tlsconf"
 )
 
@@ -23,7 +24,7 @@ import (
 // port tells TLS from plain text by its first byte (tlsconf.Mixed).
 func nodeDialer(t *tlsconf.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if t == nil {
-		return (&net.Dialer{Timeout: timeout}).DialContext
+		return sockopt.Dialer(timeout).DialContext
 	}
 	return t.Dial
 }

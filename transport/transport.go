@@ -10,7 +10,6 @@ package transport
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,9 +20,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"tide/sockopt"
 	"tide/tlsconf"
 )
 
@@ -400,51 +399,24 @@ func (t *Transport) DialError() error {
 	return nil
 }
 
-// A connection to a peer that was cut off (a partition, a peer whose
-// host vanished) keeps what it sent unacknowledged, and TCP resends it
-// at doubling intervals: after a partition of 8 s, the next resend may
-// come 5 s after the network healed, and every frame queued behind it
-// waits as long. So a connection whose data has gone unacknowledged for
-// unackedLimit is dropped (TCP_USER_TIMEOUT, on Linux), its frames with
-// it as with any failed connection, and redialled; dials give up after
-// dialTimeout and are retried at most redialMax apart, so a connection
-// is back within about a second of the network.
+// A connection whose data has gone unacknowledged for
+// sockopt.UnackedLimit is dropped, its frames with it as with any failed
+// connection, and redialled (package sockopt: a peer cut off under an
+// open connection would otherwise wait out TCP's doubling resends). Dials
+// give up after dialTimeout and are retried at most redialMax apart, so a
+// connection is back within about a second of the network.
 const (
-	unackedLimit = time.Second
-	dialTimeout  = 500 * time.Millisecond
-	redialMax    = 250 * time.Millisecond
+	dialTimeout = 500 * time.Millisecond
+	redialMax   = 250 * time.Millisecond
 )
 
 func (t *Transport) dial(addr string) (net.Conn, error) {
-	var c net.Conn
-	var err error
 	if t.TLS == nil {
-		c, err = net.DialTimeout("tcp", addr, dialTimeout)
-	} else {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		c, err = t.TLS.Dial(ctx, "tcp", addr)
+		return sockopt.Dialer(dialTimeout).Dial("tcp", addr)
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := setUserTimeout(c, unackedLimit); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("set TCP_USER_TIMEOUT on the connection to %s: %w", addr, err)
-	}
-	return c, nil
-}
-
-// rawConn is the socket under c (a TCP connection, or TLS over one); nil
-// for any other kind.
-func rawConn(c net.Conn) (syscall.RawConn, error) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		return tc.SyscallConn()
-	}
-	return nil, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return t.TLS.Dial(ctx, "tcp", addr)
 }
 
 // Close stops listening, closes every connection and waits for the
