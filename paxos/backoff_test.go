@@ -157,3 +157,46 @@ func TestEveryReplicaAnswersARepeat(t *testing.T) {
 		t.Fatalf("replies %v to the repeat of c7's command in r0's slot 2, want one to c7", got)
 	}
 }
+
+// TestClientResendsToAnotherRole: a quorum read that the replica it
+// chose did not answer is resent to another replica, and a write to
+// another batcher: the one asked may be paused, and a random choice
+// would go back to it half the time with two, each time waiting twice
+// as long (the chaos suite's log-reconfig scenario: a read timed out
+// after 3 s with one of two replicas paused).
+func TestClientResendsToAnotherRole(t *testing.T) {
+	cfg := Config{
+		Leaders: []string{"l0"}, Batchers: []string{"b0", "b1"},
+		Groups: []Group{{Acceptors: []string{"a0", "a1", "a2"}}}, Replicas: []string{"r0", "r1"},
+		HeartbeatTicks: 2, ElectionTicks: 5, ResendTicks: 3, SnapshotEvery: 1000,
+	}
+	for id := range uint64(20) {
+		c := NewClient(cfg, "c0", id+1)
+		c.Read(EncodeKV(KVOp{Op: "get", Key: "k"}), ReadQuorum)
+		c.Propose(EncodeKV(KVOp{Op: "put", Key: "k", Value: []byte("v")}))
+		var reads, writes []string
+		for range 100 {
+			for _, m := range c.Ready().Messages {
+				switch m.Kind {
+				case KindMaxSlotRequest:
+					c.Step(Message{Kind: KindMaxSlotReply, From: m.To, To: "c0", Command: m.Command})
+				case KindRead:
+					reads = append(reads, m.To)
+				case KindRequest:
+					writes = append(writes, m.To)
+				}
+			}
+			c.Tick()
+		}
+		for what, tos := range map[string][]string{"read": reads, "write": writes} {
+			if len(tos) < 3 {
+				t.Fatalf("client %d: %s sent %d times over 100 ticks unanswered: %v", id+1, what, len(tos), tos)
+			}
+			for i := 1; i < len(tos); i++ {
+				if tos[i] == tos[i-1] {
+					t.Fatalf("client %d: %s resent to %s, the role it went to before and which did not answer: %v", id+1, what, tos[i], tos)
+				}
+			}
+		}
+	}
+}

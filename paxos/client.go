@@ -30,6 +30,9 @@ type call struct {
 	read   bool
 	sentAt int
 	tries  int // resends so far: each waits twice as long (backoff)
+	// to is the batcher or replica last asked: a resend goes to another
+	// one, as that one may be down or paused.
+	to string
 	// quorum reads
 	phase   readPhase
 	votes   map[string]bool // matchmakers or acceptors that answered
@@ -130,8 +133,8 @@ func (c *Client) Read(op []byte, mode ReadMode) uint64 {
 func (c *Client) sendWrite(cl *call) {
 	cl.sentAt = c.now
 	if len(c.cfg.Batchers) > 0 {
-		b := c.cfg.Batchers[c.rng.IntN(len(c.cfg.Batchers))]
-		c.send(Message{Kind: KindRequest, To: b, Command: cl.cmd})
+		cl.to = c.pickOther(c.cfg.Batchers, cl.to)
+		c.send(Message{Kind: KindRequest, To: cl.to, Command: cl.cmd})
 		return
 	}
 	c.send(Message{Kind: KindRequest, To: c.leader, Command: cl.cmd})
@@ -266,8 +269,21 @@ func (c *Client) onMaxSlot(m Message) {
 		}
 	}
 	cl.phase = readAtSlot
-	r := c.cfg.Replicas[c.rng.IntN(len(c.cfg.Replicas))]
-	c.send(Message{Kind: KindRead, To: r, Slot: cl.maxSlot, Command: cl.cmd})
+	cl.to = c.pickOther(c.cfg.Replicas, cl.to)
+	c.send(Message{Kind: KindRead, To: cl.to, Slot: cl.maxSlot, Command: cl.cmd})
+}
+
+// pickOther picks one of roles at random, other than prev when there is
+// another.
+func (c *Client) pickOther(roles []string, prev string) string {
+	if prev == "" || len(roles) < 2 || !slices.Contains(roles, prev) {
+		return roles[c.rng.IntN(len(roles))]
+	}
+	r := roles[c.rng.IntN(len(roles)-1)]
+	if r == prev {
+		r = roles[len(roles)-1]
+	}
+	return r
 }
 
 // Tick retries calls that have waited twice ResendTicks, and then twice as
