@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"tide/resp"
-	"tide/sockopt"
 	"tide/tlsconf"
 )
 
@@ -24,7 +23,7 @@ import (
 // port tells TLS from plain text by its first byte (tlsconf.Mixed).
 func nodeDialer(t *tlsconf.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	if t == nil {
-		return sockopt.Dialer(timeout).DialContext
+		return (&net.Dialer{Timeout: timeout}).DialContext
 	}
 	return t.Dial
 }

@@ -22,8 +22,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"tide/sockopt"
 )
 
 // Files names a node's TLS material in PEM files.
@@ -228,7 +226,8 @@ const DialTimeout = 5 * time.Second
 // Dial connects to addr: plain TCP on a nil Config, else mutual TLS, the
 // handshake done before it returns. Errors say what failed, and where.
 func (c *Config) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	raw, err := sockopt.Dialer(DialTimeout).DialContext(ctx, network, addr)
+	d := net.Dialer{Timeout: DialTimeout}
+	raw, err := d.DialContext(ctx, network, addr)
 	if err != nil || c == nil {
 		return raw, err
 	}

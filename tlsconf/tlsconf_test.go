@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"tide/sockopt"
 )
 
 var loopback = []net.IP{net.ParseIP("127.0.0.1")}
@@ -278,26 +276,5 @@ func TestFilesValidate(t *testing.T) {
 	dir := newCA(t)
 	if err := InitCA(dir, "again", time.Hour); err == nil {
 		t.Fatal("InitCA overwrote a CA")
-	}
-}
-
-// TestDialDropsUnacked: a TLS connection Dial makes carries
-// sockopt.UnackedLimit on its socket, as the plain dials of the
-// transport, Chord RPC and the nodes' HTTP clients do.
-func TestDialDropsUnacked(t *testing.T) {
-	dir := newCA(t)
-	srv := mustLoad(t, issue(t, dir, NodeCert{Name: "server"}))
-	cl := mustLoad(t, issue(t, dir, NodeCert{Name: "client"}))
-	ln := srv.Listen(listen(t))
-	echoServer(t, ln)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := cl.Dial(ctx, "tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if err := sockopt.Check(conn); err != nil {
-		t.Fatal(err)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"tide/chord"
-	"tide/sockopt"
 	"tide/tlsconf"
 )
 
@@ -85,7 +84,8 @@ func (cl *Client) conn(ctx context.Context, addr string) (*clientConn, error) {
 	if cl.TLS != nil {
 		c, err = cl.TLS.Dial(ctx, "tcp", addr)
 	} else {
-		c, err = sockopt.Dialer(time.Second).DialContext(ctx, "tcp", addr)
+		d := net.Dialer{Timeout: time.Second}
+		c, err = d.DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
 		return nil, err

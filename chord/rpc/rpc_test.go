@@ -17,7 +17,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"tide/chord"
-	"tide/sockopt"
 )
 
 type testNode struct {
@@ -351,25 +350,4 @@ func FuzzDecodeMessage(f *testing.F) {
 			srv.handle(m.Method, m.Params)
 		}
 	})
-}
-
-// TestClientConnectionsDropUnacked: the connections the client dials
-// carry sockopt.UnackedLimit, so one to a node cut off under it is
-// dropped and redialled instead of waiting out TCP's doubling resends.
-func TestClientConnectionsDropUnacked(t *testing.T) {
-	cl := NewClient()
-	defer cl.Close()
-	tn := startNode(t, cl)
-	if _, err := cl.CallRef(context.Background(), tn.addr, "get_successor", 0); err != nil {
-		t.Fatal(err)
-	}
-	cl.mu.Lock()
-	cc := cl.conns[tn.addr]
-	cl.mu.Unlock()
-	if cc == nil {
-		t.Fatal("no connection kept after a call")
-	}
-	if err := sockopt.Check(cc.c); err != nil {
-		t.Fatal(err)
-	}
 }
