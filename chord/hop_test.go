@@ -2,6 +2,7 @@ package chord
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,5 +115,41 @@ func TestLookupWaitsForSlowHop(t *testing.T) {
 	a.mu.Unlock()
 	if failures != 0 {
 		t.Fatalf("the slow hop was counted as failed %d times", failures)
+	}
+}
+
+// refusing answers every ping with an error at once, as a host whose
+// port is closed does.
+type refusing struct{ freezing }
+
+func (r *refusing) Ping(ctx context.Context, to Ref) error { return errors.New("connection refused") }
+
+// TestGuardGivesUpNoSooner: a node whose ping fails at once is still
+// given until giveUpAfter to answer the call. Files rely on it: a
+// stand-in versions an upload only after the owner can no longer take it
+// (store/files lateAfter), and a node that answers just before the floor
+// is not passed over.
+func TestGuardGivesUpNoSooner(t *testing.T) {
+	a, _, b, _ := hopRing(t, 0)
+	a.tr = &refusing{}
+	const pingAfter, giveUpAfter = 5 * time.Millisecond, 150 * time.Millisecond
+	start := time.Now()
+	gctx, _, stop := a.GuardSilence(context.Background(), b, pingAfter, giveUpAfter)
+	defer stop()
+	<-gctx.Done()
+	if waited := time.Since(start); waited < giveUpAfter {
+		t.Fatalf("gave up on a node whose ping was refused after %v, before the floor of %v", waited, giveUpAfter)
+	}
+	if !errors.Is(context.Cause(gctx), ErrSilent) {
+		t.Fatalf("cause %v, want ErrSilent", context.Cause(gctx))
+	}
+	// Answered before the floor: never cancelled as silent.
+	gctx, answered, stop2 := a.GuardSilence(context.Background(), b, pingAfter, giveUpAfter)
+	defer stop2()
+	time.Sleep(2 * pingAfter)
+	answered()
+	time.Sleep(giveUpAfter)
+	if gctx.Err() != nil {
+		t.Fatalf("a call answered after the failed ping but before the floor was cancelled: %v", context.Cause(gctx))
 	}
 }

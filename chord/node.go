@@ -65,11 +65,11 @@ type Config struct {
 	// for that node to join and be seen in the ring. Default 60.
 	ClaimTicks int
 	// SilentHop, if set, bounds a lookup's wait on a hop that does not
-	// answer: after this long the hop is pinged, and if it does not
-	// answer the ping within this long either (frozen, or cut off under
-	// an open connection), the lookup moves on as if the call had
-	// failed. A hop that answers the ping is waited for (its own lookup
-	// may be hopping). Zero waits for the call's deadline.
+	// answer: after a sixth of it the hop is pinged, and if it has
+	// answered neither the call nor the ping after SilentHop (frozen, or
+	// cut off under an open connection), the lookup moves on as if the
+	// call had failed. A hop that answers the ping is waited for (its own
+	// lookup may be hopping). Zero waits for the call's deadline.
 	SilentHop time.Duration
 	// Idle starts the node outside any ring, as the course's ./chord IP
 	// PORT does: it serves lookups and does periodic work only once Create
@@ -292,22 +292,35 @@ func (n *Node) FindSuccessor(ctx context.Context, id ID) (Ref, error) {
 var ErrSilent = errors.New("chord: node answered neither the call nor a ping")
 
 // GuardSilence returns a context for a call to node t that is cancelled
-// with ErrSilent if answered has not been called within after and t does
-// not answer a ping within pingWithin either. A node that is up answers a
-// ping at once, even while its answer to the call takes long, so this
-// tells a slow node, which is waited for, from a frozen or cut-off one.
-// Once answered has returned, the call is never cancelled as silent (its
-// answer may still be streaming in); stop releases the guard.
-func (n *Node) GuardSilence(ctx context.Context, t Ref, after, pingWithin time.Duration) (gctx context.Context, answered, stop func()) {
+// with ErrSilent if answered has not been called within pingAfter, t
+// does not answer a ping sent then either, and answered has still not
+// been called by giveUpAfter (no sooner, even when the ping fails at
+// once: a caller may rely on the call's having had that long). A node
+// that is up answers a ping at once, even while its answer to the call
+// takes long, so this tells a slow node, which is waited for, from a
+// frozen or cut-off one. Once answered has returned, the call is never
+// cancelled as silent (its answer may still be streaming in); stop
+// releases the guard.
+func (n *Node) GuardSilence(ctx context.Context, t Ref, pingAfter, giveUpAfter time.Duration) (gctx context.Context, answered, stop func()) {
 	gctx, cancel := context.WithCancelCause(ctx)
 	var mu sync.Mutex
 	said := false
-	timer := time.AfterFunc(after, func() {
-		pctx, pcancel := context.WithTimeout(gctx, pingWithin)
+	start := time.Now()
+	timer := time.AfterFunc(pingAfter, func() {
+		pctx, pcancel := context.WithTimeout(gctx, max(giveUpAfter-pingAfter, 0))
 		err := n.tr.Ping(pctx, t)
 		pcancel()
 		if err == nil || gctx.Err() != nil {
 			return
+		}
+		if rest := giveUpAfter - time.Since(start); rest > 0 {
+			w := time.NewTimer(rest)
+			defer w.Stop()
+			select {
+			case <-w.C:
+			case <-gctx.Done():
+				return
+			}
 		}
 		mu.Lock()
 		defer mu.Unlock()
@@ -331,7 +344,7 @@ func (n *Node) askHop(ctx context.Context, hop Ref, id ID) (Ref, error) {
 	if d <= 0 {
 		return n.tr.FindSuccessor(ctx, hop, id)
 	}
-	hctx, answered, stop := n.GuardSilence(ctx, hop, d, d)
+	hctx, answered, stop := n.GuardSilence(ctx, hop, d/6, d)
 	defer stop()
 	r, err := n.tr.FindSuccessor(hctx, hop, id)
 	answered()

@@ -182,7 +182,7 @@ func (n *Service) serveLocal(w http.ResponseWriter, r *http.Request, name string
 // path hears from N-W+1 of the rest, so each meets every majority an
 // upload was acknowledged by. A paused or cut-off owner then costs a
 // read this much and a round of HEADs, where waiting for the owner to be
-// found silent costs silentAfter + pingTimeout. An owner answers within
+// found silent costs silentAfter. An owner answers within
 // milliseconds, or within answerGrace when one of its replicas is
 // paused, so on a healthy ring the replicas are seldom asked.
 const hedgeAfter = 150 * time.Millisecond

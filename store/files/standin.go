@@ -39,9 +39,9 @@ import (
 // process, a link cut under an open connection) cannot be told from a
 // slow one by the connection alone. An upload small enough to hold in
 // memory (standInBuffer) is read whole first; if the owner has not
-// answered it within silentAfter, the node pings the owner over Chord,
-// and if that fails too within pingTimeout, it gives up on the owner and
-// sends the upload to the stand-in. The owner may then store it as well,
+// answered it within pingAfter, the node pings the owner over Chord,
+// and if the owner has answered neither by silentAfter, it gives up on
+// the owner and sends the upload to the stand-in. The owner may then store it as well,
 // when it wakes: the same bytes under an older version, which the
 // stand-in's newer one replaces everywhere.
 
@@ -49,16 +49,18 @@ import (
 // can be passed over.
 const standInBuffer = 1 << 20
 
-// silentAfter is how long an owner may take to answer an upload (or a
-// read) before it is pinged. A node that is up answers a ping within
-// milliseconds, even while it waits on its own replicas, so the ping
-// tells a slow owner, which is waited for, from a silent one, which is
-// passed over: this and pingTimeout are what a request through a
-// remaining node pays for an owner that froze or was cut off.
-const silentAfter = 300 * time.Millisecond
-
-// pingTimeout bounds that ping.
-const pingTimeout = 300 * time.Millisecond
+// pingAfter is how long an owner may take to answer an upload (or a
+// read) before it is pinged, and silentAfter how long before it is
+// passed over if it has answered neither. A node that is up answers a
+// ping within milliseconds, even while it waits on its own replicas, so
+// the ping tells a slow owner, which is waited for, from a silent one,
+// which is passed over: silentAfter is what a request through a
+// remaining node pays for an owner that froze or was cut off (and a
+// read, hedgeAfter: read.go).
+const (
+	pingAfter   = 50 * time.Millisecond
+	silentAfter = 300 * time.Millisecond
+)
 
 // An owner may still take an upload from its socket when it wakes, long
 // after the sender passed it over and the stand-in acknowledged the
@@ -134,10 +136,10 @@ func (n *Service) forwardOrStandIn(ctx context.Context, owner chord.Ref, name st
 }
 
 // silenceGuard guards a request to node t: it is cancelled with
-// chord.ErrSilent if t has not answered within silentAfter and does not
-// answer a ping within pingTimeout either (chord.Node.GuardSilence).
+// chord.ErrSilent if t has answered neither it nor a ping sent after
+// pingAfter by silentAfter (chord.Node.GuardSilence).
 func (n *Service) silenceGuard(ctx context.Context, t chord.Ref) (gctx context.Context, answered, stop func()) {
-	return n.ring.GuardSilence(ctx, t, silentAfter, pingTimeout)
+	return n.ring.GuardSilence(ctx, t, pingAfter, silentAfter)
 }
 
 // HdrStandIn, on a forwarded upload, names the owner ("ip:port#id", as
@@ -236,7 +238,7 @@ func (n *Service) standInFor(ctx context.Context, owner chord.Ref) (chord.Ref, e
 	for range 4 {
 		p := s.Pred
 		if c != s.Self {
-			sctx, cancel := context.WithTimeout(ctx, 2*pingTimeout)
+			sctx, cancel := context.WithTimeout(ctx, 2*silentAfter)
 			var err error
 			p, _, err = n.rpc.State(sctx, c, chord.Ref{})
 			cancel()
