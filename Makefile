@@ -79,8 +79,9 @@ vet:
 
 # The race detector slows the Paxos simulation tenfold, so the suite runs
 # under -race with 100 Paxos seeds, then the simulation alone with
-# $(PAXOS_SEEDS) seeds (and 400 seeds of the KV simulation whose ring
-# follows failures, which the race half runs 20 of). The end-to-end tests (cmd/tide, whose nodes are
+# $(PAXOS_SEEDS) seeds (and 400 seeds each of the KV simulations whose
+# ring follows failures or lags through a join and a drain under load,
+# which the race half runs 20 of). The end-to-end tests (cmd/tide, whose nodes are
 # child processes built without -race) and the Docker, AWS and Kubernetes
 # provisioners run without -race: compiling their SDKs with the race
 # detector was most of a cold CI run, and their concurrency is in the
@@ -100,7 +101,7 @@ RACE_PKGS = $(filter-out $(PLAIN_PKGS),$(shell $(GO) list ./...))
 test: deps tidy vet
 	TIDE_SIM_SEEDS=30 TIDE_PAXOS_SEEDS=100 $(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	@echo "simulation with $(PAXOS_SEEDS) Paxos seeds, beside the end-to-end tests (its output follows theirs)"
-	@$(NOCGO) TIDE_PAXOS_SEEDS=$(PAXOS_SEEDS) TIDE_KV_RING_SEEDS=400 TIDE_SIM_SEEDS=$(SIM_SEEDS) TIDE_CAS_SEEDS=200 $(GO) test -count=1 -timeout 20m -run 'TestPaxos|TestKVRingFollowsFailures|TestChord|TestCasSimulation' ./sim > .sim-long.log 2>&1 & sim=$$!; \
+	@$(NOCGO) TIDE_PAXOS_SEEDS=$(PAXOS_SEEDS) TIDE_KV_RING_SEEDS=400 TIDE_SIM_SEEDS=$(SIM_SEEDS) TIDE_CAS_SEEDS=200 $(GO) test -count=1 -timeout 20m -run 'TestPaxos|TestKVRingFollowsFailures|TestKVLaggingViewUnderLoad|TestChord|TestCasSimulation' ./sim > .sim-long.log 2>&1 & sim=$$!; \
 		$(NOCGO) $(GO) test -count=1 -timeout 20m $(PLAIN_PKGS); plain=$$?; \
 		wait $$sim; simrc=$$?; cat .sim-long.log; rm -f .sim-long.log; \
 		test $$plain -eq 0 && test $$simrc -eq 0

@@ -44,6 +44,12 @@ type kvRunOpts struct {
 	// of itself alone and finds the others at its first walk, a tick
 	// later.
 	ringFollowsFailures bool
+	// lagging: clients keep running through the join and the drain, and
+	// one node (the second) runs meanwhile with a view of its own that
+	// misses the joining node and another member, as a node whose
+	// partition has just healed may for a while (the chaos suite's
+	// autoscale scenario).
+	lagging bool
 }
 
 func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
@@ -161,6 +167,19 @@ func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 		busy[ci] = true
 		net.Send(m)
 	}
+	lag := func() {
+		if !opts.lagging {
+			return
+		}
+		var ms []kv.Member
+		for _, m := range net.Ring.Members() {
+			if m.Addr != "n5" && m.Addr != addrs[2] {
+				ms = append(ms, m)
+			}
+		}
+		net.SetRingOf(addrs[1], kv.NewStaticRing(net.Ring.Pos, ms))
+		events = append(events, fmt.Sprintf("tick %d: %s's view: %v", net.Now, addrs[1], ms))
+	}
 	fullRand := rand.New(rand.NewPCG(seed, 91))
 	fullDisk := map[string]bool{}
 	total := faultTicks + 2000
@@ -240,7 +259,7 @@ func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 			walk()
 		}
 		for ci := range clients {
-			if !busy[ci] && tick < faultTicks+300 && net.Rand.IntN(4) == 0 {
+			if !busy[ci] && (tick < faultTicks+300 || opts.lagging && tick < faultTicks+1300) && net.Rand.IntN(4) == 0 {
 				issue(ci)
 			}
 		}
@@ -249,6 +268,7 @@ func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 			// A sixth node joins at a random token.
 			ms := net.Ring.Members()
 			net.SetMembers(append(append([]kv.Member(nil), ms...), kv.Member{Addr: "n5", Token: net.Rand.Uint32()}))
+			lag()
 		case faultTicks + 900:
 			// n0 drains: the ring leaves it out; it hands everything off.
 			var ms []kv.Member
@@ -258,6 +278,12 @@ func runKV(t *testing.T, seed uint64, faultTicks int, opts kvRunOpts) {
 				}
 			}
 			net.SetMembers(ms)
+			lag()
+		case faultTicks + 1200:
+			if opts.lagging {
+				net.SetRingOf(addrs[1], net.Ring)
+				events = append(events, fmt.Sprintf("tick %d: %s's view: the ring's", net.Now, addrs[1]))
+			}
 		case faultTicks + 1900:
 			if k := net.Store("n0").Len(); k != 0 {
 				t.Errorf("seed %d: drained node still holds %d records", seed, k)
@@ -332,6 +358,19 @@ func TestKVRingFollowsFailures(t *testing.T) {
 		runKV(t, seed, 1500, kvRunOpts{nodes: 4, ringFollowsFailures: true})
 		if t.Failed() {
 			t.Logf("reproduce: go test ./sim -run TestKVRingFollowsFailures -kv.ringseeds=%d (seed %d)", seed+1, seed)
+			return
+		}
+	}
+}
+
+// TestKVLaggingViewUnderLoad runs clients through a join and a drain
+// while one node runs with a view that misses the new node and another
+// member.
+func TestKVLaggingViewUnderLoad(t *testing.T) {
+	for seed := range uint64(*kvRingSeeds) {
+		runKV(t, seed, 1500, kvRunOpts{nodes: 5, lagging: true, ringFollowsFailures: true})
+		if t.Failed() {
+			t.Logf("reproduce: go test ./sim -run TestKVLaggingViewUnderLoad -kv.ringseeds=%d (seed %d)", seed+1, seed)
 			return
 		}
 	}
