@@ -60,6 +60,9 @@ type Node struct {
 	partitioned bool
 	paused      bool
 	down        bool // killed or stopped
+	// lastLogs is what the node printed before it left and its
+	// container went.
+	lastLogs string
 }
 
 // Up reports whether clients should try the node: it is in the cluster
@@ -522,13 +525,27 @@ func (c *Cluster) Leave(ctx context.Context, n *Node) error {
 	if err := c.prov.Drain(ctx, in); err != nil {
 		return fmt.Errorf("chaos: leave %s: %w", n.Name, err)
 	}
+	// Its log goes with its container: kept for the report.
+	if logs, err := c.prov.Logs(ctx, n.ID, keptLogLines); err == nil {
+		n.set(func(n *Node) { n.lastLogs = logs })
+	}
 	return c.prov.Terminate(ctx, in)
 }
+
+// keptLogLines is how much of a leaving node's log is kept.
+const keptLogLines = 5000
 
 // Logs returns the last lines a node printed.
 func (c *Cluster) Logs(ctx context.Context, n *Node, tail int) string {
 	s, err := c.prov.Logs(ctx, n.ID, tail)
 	if err != nil {
+		n.mu.Lock()
+		kept := n.lastLogs
+		n.mu.Unlock()
+		if kept != "" {
+			lines := strings.SplitAfter(kept, "\n")
+			return strings.Join(lines[max(0, len(lines)-tail-1):], "")
+		}
 		return err.Error()
 	}
 	return s
