@@ -120,10 +120,10 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 		var res files.RepairResult
 		res, err = n.files.Repair(ctx, true)
 		moved += res.Pushed
-		left := 0
-		n.eng.Scan(0, 0, func(engine.Meta) bool { left++; return true })
+		files := 0
+		n.eng.Scan(0, 0, func(engine.Meta) bool { files++; return true })
 		keys, _ := n.eng.KVCount()
-		left += keys
+		left := files + keys
 		if err == nil && left == 0 && stay {
 			if err := n.becomeStandby(follow); err != nil {
 				n.log.Error("leave: could not record the standby state; a restart on this data directory would rejoin the ring", "err", err)
@@ -143,7 +143,7 @@ func (n *Node) leave(ctx context.Context, stay bool) (int, error) {
 			n.log.Info("left the ring", "moved", moved)
 			return moved, nil
 		}
-		n.log.Info("leave: handing off", "moved", moved, "left", left, "attempt", attempt+1, "err", err)
+		n.log.Info("leave: handing off", "moved", moved, "files", files, "keys", keys, "attempt", attempt+1, "err", err)
 		if attempt%10 == 9 {
 			// A member that missed the announcement still sends hints
 			// here: tell it again.
