@@ -331,3 +331,83 @@ func nameOwnedBy(t *testing.T, via, owner *cluster.Proc, pattern string) string 
 	t.Fatalf("no name of %q owned by %s", pattern, owner.Name)
 	return ""
 }
+
+// TestCutOffNodeServesNoStaleCopy: a node that lost touch with every
+// other member (paused here, as a partition leaves them) while they took
+// a newer upload must not serve its own older copy: without an answer
+// from enough of the replicas it cannot tell the newest copy, and says
+// so (503). Its reads are watched for 10 s while it keeps failing to
+// reach them.
+func TestCutOffNodeServesNoStaleCopy(t *testing.T) {
+	ctx := context.Background()
+	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
+	defer local.StopAll(5 * time.Second)
+	procs, err := bench.StartRing(ctx, local, 3, 3, nil, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, procs)
+	cut, others := procs[0], procs[1:]
+	name := "cut-off.bin"
+	older, newer := make([]byte, 64<<10), make([]byte, 64<<10)
+	rand.Read(older)
+	rand.Read(newer)
+	hc := &http.Client{Timeout: 20 * time.Second}
+	put := func(via *cluster.Proc, body []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, "http://"+via.Spec.HTTPAddr+"/files/"+name, bytes.NewReader(body))
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("upload %s: %v", name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			t.Fatalf("upload %s: %s", name, resp.Status)
+		}
+	}
+	put(others[0], older)
+	waitFor(t, "every node to hold the first upload", time.Minute, func() error {
+		for _, p := range procs {
+			resp, err := hc.Head("http://" + p.Spec.HTTPAddr + "/internal/file/" + name)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", p.Name, resp.Status)
+			}
+		}
+		return nil
+	})
+	if err := syscall.Kill(cut.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	put(others[0], newer) // the two others: a majority
+	for _, p := range others {
+		if err := syscall.Kill(p.Pid(), syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Kill(p.Pid(), syscall.SIGCONT)
+	}
+	if err := syscall.Kill(cut.Pid(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := 0; time.Since(start) < 10*time.Second; i++ {
+		resp, err := hc.Get("http://" + cut.Spec.HTTPAddr + "/files/" + name)
+		if err != nil {
+			t.Fatalf("read %d through the cut-off node: %v", i, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Logf("read %d through the cut-off node: %s %.120s", i, resp.Status, got)
+		switch {
+		case resp.StatusCode == http.StatusOK && bytes.Equal(got, older):
+			t.Fatalf("read %d through the cut-off node served its own older copy, not the acknowledged upload", i)
+		case resp.StatusCode == http.StatusOK && !bytes.Equal(got, newer):
+			t.Fatalf("read %d through the cut-off node: %d bytes, neither upload", i, len(got))
+		case resp.StatusCode != http.StatusOK && resp.StatusCode/100 != 5:
+			t.Fatalf("read %d through the cut-off node: %s %.200s, want the newer upload or an error that says it cannot tell", i, resp.Status, got)
+		}
+	}
+}
