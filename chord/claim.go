@@ -24,13 +24,22 @@ type claim struct {
 
 // Claim answers a joining node's claim of its identifier r.ID: it holds
 // the identifier for r for ClaimTicks and returns the zero Ref, or returns
-// the node that holds or claimed it (this node, or another joining node)
-// and holds nothing. A node claiming again refreshes its claim.
+// the node that holds or claimed it (this node, a node it lost touch
+// with, or another joining node) and holds nothing. A node claiming again refreshes its claim.
 func (n *Node) Claim(r Ref) Ref {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.self.ID == r.ID && n.self != r {
 		return n.self
+	}
+	// A member this node lost touch with may still hold the identifier:
+	// a node cut off from its ring sees only itself, and the middle of
+	// its range is the identifier the first node to join it took. Two
+	// members with one identifier would each own the other's keys.
+	for _, c := range n.contacts {
+		if c.ID == r.ID && c != r {
+			return c
+		}
 	}
 	for id, c := range n.claims {
 		if c.until <= n.tick {
@@ -72,7 +81,7 @@ func ClaimID(ctx context.Context, tr Transport, via, self Ref) (Ref, error) {
 		return Ref{}, fmt.Errorf("join via %s: claim identifier %d at %s: %w", via, self.ID, s, err)
 	}
 	if !holder.IsZero() {
-		return Ref{}, fmt.Errorf("join via %s: %w (claimed by %s, joining at the same moment)", via, ErrIDTaken, holder)
+		return Ref{}, fmt.Errorf("join via %s: %w (claimed by %s: a node joining at the same moment, or a member %s lost touch with)", via, ErrIDTaken, holder, s)
 	}
 	return s, nil
 }

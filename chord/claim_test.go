@@ -151,3 +151,53 @@ func TestRejoinAfterRestart(t *testing.T) {
 		t.Fatalf("the restarted node's successor is %v, want 4000", s)
 	}
 }
+
+// TestClaimRefusesLostMembersID: a node cut off from its ring forgets the
+// members it can no longer reach and, alone, takes itself for the owner
+// of every identifier; the middle of its range is what the first node
+// to join it took. A node joining through it then picks that very
+// identifier. The claim is refused, naming the lost member: two members
+// with one identifier would each own the other's keys (the chaos suite's
+// autoscale scenario had a new node take n2's identifier this way, and
+// hundreds of reads went stale). A member that left gracefully frees its
+// identifier.
+func TestClaimRefusesLostMembersID(t *testing.T) {
+	ctx := context.Background()
+	net := direct{}
+	seed := net.add(t, 1, 1000, false)
+	seed.Create()
+	first := net.add(t, 2, 1000+1<<31, false) // the middle of the seed's range
+	if err := first.Join(ctx, seed.Self()); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		seed.Tick(ctx)
+		first.Tick(ctx)
+	}
+	if seed.Successor(0) != first.Self() {
+		t.Fatalf("ring of two did not form: the seed's successor is %v", seed.Successor(0))
+	}
+	// The seed is cut off: its calls to the first member fail until it
+	// forgets it.
+	for range seed.cfg.FailureLimit {
+		seed.Failed(first.Self())
+	}
+	if seed.Successor(0) != seed.Self() {
+		t.Fatalf("the cut-off seed still has successor %v", seed.Successor(0))
+	}
+	joiner := net.add(t, 3, first.Self().ID, true)
+	_, err := ClaimID(ctx, net, seed.Self(), joiner.Self())
+	if !errors.Is(err, ErrIDTaken) {
+		t.Fatalf("a claim of the lost member's identifier through the cut-off seed: %v, want ErrIDTaken", err)
+	}
+	t.Log(err)
+	other := net.add(t, 4, 7, true)
+	if _, err := ClaimID(ctx, net, seed.Self(), other.Self()); err != nil {
+		t.Fatalf("a claim of a free identifier through the cut-off seed: %v", err)
+	}
+	// The member leaves gracefully: its identifier is free again.
+	seed.HandleLeave(first.Self(), seed.Self(), []Ref{seed.Self()})
+	if _, err := ClaimID(ctx, net, seed.Self(), joiner.Self()); err != nil {
+		t.Fatalf("a claim of the identifier of a member that left: %v", err)
+	}
+}

@@ -630,6 +630,8 @@ func (n *Node) HandleLeave(leaver, pred Ref, succs []Ref) {
 		n.epoch++
 	}
 	n.forgetLocked(leaver)
+	// Gone for good, not lost: its identifier is free (Claim).
+	n.contacts = slices.DeleteFunc(n.contacts, func(c Ref) bool { return c == leaver })
 }
 
 // Leave hands this node's place in the ring to its neighbours: the
