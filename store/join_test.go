@@ -40,6 +40,16 @@ func TestPickTokenClaims(t *testing.T) {
 	if ta2, err := a.pickToken(ctx, a.cfg, "127.0.0.1:1001", "127.0.0.1:2001"); err != nil || ta2 != ta {
 		t.Fatalf("first node's pick again: %d, %v; want %d", ta2, err, ta)
 	}
+	// The second node's retry, while the first's claim still holds (or
+	// the holder is a member the owner lost, and may hold it for good),
+	// moves away from the refused token, within the same range.
+	tb, err := b.pickToken(ctx, b.cfg, "127.0.0.1:1002", "127.0.0.1:2002")
+	if err != nil || tb == ta {
+		t.Fatalf("second node's pick after its refusal: %d, %v; want another token than %d, granted", tb, err, ta)
+	}
+	if d := uint32(tb - ta); d > 1<<30 && d < 1<<32-1<<30 {
+		t.Fatalf("second node's pick %d is %d from the middle %d of the largest range, more than a quarter of it", tb, d, ta)
+	}
 }
 
 // TestInsecureRefusedBeforeClaim starts a node that joins a ring with its

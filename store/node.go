@@ -33,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -279,6 +280,9 @@ func (c *Config) validate() error {
 // Node is a running storage node: a Chord member, its RPC server, its file
 // service and its repair loop.
 type Node struct {
+	// refused holds the tokens a claim of this node's was refused
+	// (pickToken): a pick that lands on one again moves away from it.
+	refused map[chord.ID]bool
 	cfg     Config
 	log     *slog.Logger
 	eng     *engine.Engine
@@ -598,6 +602,10 @@ func (n *Node) pickToken(ctx context.Context, cfg Config, chordAddr, httpAddr st
 	}
 	if _, err := chord.ClaimID(ctx, n.rpc, via, self); err != nil {
 		if errors.Is(err, chord.ErrIDTaken) {
+			if n.refused == nil {
+				n.refused = map[chord.ID]bool{}
+			}
+			n.refused[t] = true
 			// Not chord.ErrIDTaken itself, which retryJoin gives up on.
 			return 0, fmt.Errorf("%w: token %d: %v", errTokenClaimed, t, err)
 		}
@@ -643,27 +651,61 @@ func (n *Node) halvingToken(ctx context.Context, join string) (chord.Ref, chord.
 	if n.cfg.Partitioner == "md5-mod10000" {
 		space = 10000
 	}
-	return start, chord.ID(halve(tokens, space)), nil
+	t := halve(tokens, space)
+	if n.refused[chord.ID(t)] {
+		// Refused before: a node joining at the same moment still holds
+		// its claim, or a member the owner lost touch with (crashed, or
+		// cut off) holds the token. Either may stay a while, and a member
+		// lost for good would refuse it for ever: take a random token in
+		// the middle half of the same range instead.
+		t = jitter(tokens, space, t)
+	}
+	return start, chord.ID(t), nil
+}
+
+// jitter returns a random token within a quarter of the largest gap of
+// the middle mid of it (halve), other than mid.
+func jitter(tokens []uint32, space uint64, mid uint32) uint32 {
+	gap := largestGap(tokens, space)
+	if gap < 4 {
+		return mid
+	}
+	for {
+		off := rand.Uint64N(gap/2) + 1
+		t := uint32((uint64(mid) + space - gap/4 + off) % space)
+		if t != mid {
+			return t
+		}
+	}
 }
 
 // halve returns the midpoint of the largest gap between sorted tokens on a
 // ring of the given size.
 func halve(tokens []uint32, space uint64) uint32 {
-	if len(tokens) == 0 {
-		return 0
-	}
-	best, bestGap := uint64(0), uint64(0)
+	best, bestGap := gapOf(tokens, space)
+	return uint32((best + bestGap/2) % space)
+}
+
+// largestGap returns the size of the largest gap between sorted tokens.
+func largestGap(tokens []uint32, space uint64) uint64 {
+	_, g := gapOf(tokens, space)
+	return g
+}
+
+// gapOf returns where the largest gap between sorted tokens begins, and
+// its size (the whole ring for one token; 0 for none).
+func gapOf(tokens []uint32, space uint64) (start, size uint64) {
 	for i, t := range tokens {
 		next := uint64(tokens[(i+1)%len(tokens)])
 		gap := (next + space - uint64(t)) % space
 		if gap == 0 {
 			gap = space
 		}
-		if gap > bestGap {
-			best, bestGap = uint64(t), gap
+		if gap > size {
+			start, size = uint64(t), gap
 		}
 	}
-	return uint32((best + bestGap/2) % space)
+	return start, size
 }
 
 // listenPeer listens on the KV peer address and returns the address to
