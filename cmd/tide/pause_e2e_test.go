@@ -146,32 +146,9 @@ func TestPausedOwnerReads(t *testing.T) {
 	rand.Read(older)
 	rand.Read(newer)
 	hc := &http.Client{Timeout: 40 * time.Second}
-	put := func(body []byte) {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPut, "http://"+via.Spec.HTTPAddr+"/files/"+name, bytes.NewReader(body))
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatalf("upload %s: %v", name, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("upload %s: %s", name, resp.Status)
-		}
-	}
+	put := func(body []byte) { t.Helper(); uploadVia(t, hc, via, name, body) }
 	put(older)
-	waitFor(t, "every node to hold the first upload", time.Minute, func() error {
-		for _, p := range procs {
-			resp, err := hc.Head("http://" + p.Spec.HTTPAddr + "/internal/file/" + name)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: %s", p.Name, resp.Status)
-			}
-		}
-		return nil
-	})
+	waitEveryNodeHolds(t, hc, procs, name)
 	if err := syscall.Kill(behind.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -353,32 +330,9 @@ func TestCutOffNodeServesNoStaleCopy(t *testing.T) {
 	rand.Read(older)
 	rand.Read(newer)
 	hc := &http.Client{Timeout: 20 * time.Second}
-	put := func(via *cluster.Proc, body []byte) {
-		t.Helper()
-		req, _ := http.NewRequest(http.MethodPut, "http://"+via.Spec.HTTPAddr+"/files/"+name, bytes.NewReader(body))
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatalf("upload %s: %v", name, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			t.Fatalf("upload %s: %s", name, resp.Status)
-		}
-	}
+	put := func(via *cluster.Proc, body []byte) { t.Helper(); uploadVia(t, hc, via, name, body) }
 	put(others[0], older)
-	waitFor(t, "every node to hold the first upload", time.Minute, func() error {
-		for _, p := range procs {
-			resp, err := hc.Head("http://" + p.Spec.HTTPAddr + "/internal/file/" + name)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: %s", p.Name, resp.Status)
-			}
-		}
-		return nil
-	})
+	waitEveryNodeHolds(t, hc, procs, name)
 	if err := syscall.Kill(cut.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -410,4 +364,38 @@ func TestCutOffNodeServesNoStaleCopy(t *testing.T) {
 			t.Fatalf("read %d through the cut-off node: %s %.200s, want the newer upload or an error that says it cannot tell", i, resp.Status, got)
 		}
 	}
+}
+
+// uploadVia uploads body as name through via, and fails the test unless
+// the upload is acknowledged.
+func uploadVia(t *testing.T, hc *http.Client, via *cluster.Proc, name string, body []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, "http://"+via.Spec.HTTPAddr+"/files/"+name, bytes.NewReader(body))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("upload %s: %v", name, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("upload %s: %s", name, resp.Status)
+	}
+}
+
+// waitEveryNodeHolds waits until every node of procs holds a copy of
+// name.
+func waitEveryNodeHolds(t *testing.T, hc *http.Client, procs []*cluster.Proc, name string) {
+	t.Helper()
+	waitFor(t, "every node to hold the first upload", time.Minute, func() error {
+		for _, p := range procs {
+			resp, err := hc.Head("http://" + p.Spec.HTTPAddr + "/internal/file/" + name)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %s", p.Name, resp.Status)
+			}
+		}
+		return nil
+	})
 }
