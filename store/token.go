@@ -96,10 +96,10 @@ func (n *Node) halvingToken(ctx context.Context, join string) (chord.Ref, chord.
 	return start, chord.ID(t), nil
 }
 
-// jitter returns a random token within a quarter of the largest gap of
-// the middle mid of it (halve), other than mid.
+// jitter returns a random token other than mid (halve's pick) within a
+// quarter of the largest gap either side of it.
 func jitter(tokens []uint32, space uint64, mid uint32) uint32 {
-	gap := largestGap(tokens, space)
+	_, gap := gapOf(tokens, space)
 	if gap < 4 {
 		return mid
 	}
@@ -117,12 +117,6 @@ func jitter(tokens []uint32, space uint64, mid uint32) uint32 {
 func halve(tokens []uint32, space uint64) uint32 {
 	best, bestGap := gapOf(tokens, space)
 	return uint32((best + bestGap/2) % space)
-}
-
-// largestGap returns the size of the largest gap between sorted tokens.
-func largestGap(tokens []uint32, space uint64) uint64 {
-	_, g := gapOf(tokens, space)
-	return g
 }
 
 // gapOf returns where the largest gap between sorted tokens begins, and

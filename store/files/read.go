@@ -197,6 +197,12 @@ type source struct {
 	err     error
 }
 
+// conclusive reports whether s settles the read: a copy to serve, or a
+// certain miss.
+func (s source) conclusive() bool {
+	return s.err == nil || errors.Is(s.err, engine.ErrNotFound)
+}
+
 // close gives the answer up unwritten.
 func (s source) close() {
 	if s.release != nil {
@@ -241,17 +247,16 @@ func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.R
 		select {
 		case s := <-och:
 			och = nil
-			if s.err == nil || errors.Is(s.err, engine.ErrNotFound) || rch == nil && replicas.err != nil {
+			switch {
+			case s.conclusive():
 				if rch != nil {
 					hcancel()
 					go func() { (<-rch).close() }()
 				}
-				if s.err != nil && !errors.Is(s.err, engine.ErrNotFound) {
-					return replicas.err // neither answered
-				}
 				return n.serve(w, r, name, s)
-			}
-			if rch == nil {
+			case rch == nil && replicas.err != nil:
+				return replicas.err // neither answered
+			case rch == nil:
 				// The owner is silent before the hedge: the replicas alone.
 				return n.serve(w, r, name, n.replicaSource(ctx, r.Method, owner, name))
 			}
@@ -260,7 +265,7 @@ func (n *Service) proxyGet(ctx context.Context, w http.ResponseWriter, r *http.R
 			go func() { rch <- n.replicaSource(hctx, r.Method, owner, name) }()
 		case s := <-rch:
 			rch = nil
-			if s.err == nil || errors.Is(s.err, engine.ErrNotFound) || och == nil {
+			if s.conclusive() || och == nil {
 				if och != nil {
 					// The owner's answer is still awaited, so that a
 					// silent owner is found out; then given up.
