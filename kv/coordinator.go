@@ -536,7 +536,7 @@ func (n *Node) expire(id uint64, o *op) {
 	switch {
 	case o.push != nil:
 		n.strayOut -= o.push.size
-		n.strayBusy = false
+		n.pushEnded(true)
 	case o.hint != nil:
 	case o.write:
 		for _, rep := range o.replicas {

@@ -208,6 +208,19 @@ func (n *Node) pushAnswered(id uint64, from string) {
 			n.Stats.HandedOff++
 		}
 	}
+	n.pushEnded(false)
+}
+
+// pushEnded notes that a hand-off batch was answered by every target, or
+// timed out (a target cut off or paused). Once none is under way, the
+// next anti-entropy round begins another pass: one that finds nothing
+// settles a transition (strayPassDone). After a timeout it does so only
+// on a leaving node, whose leave waits until it holds nothing (it waited
+// ten rounds, 50 s in the store, after every partition); a member keeps
+// the usual ten rounds, so that a replica paused for long does not have
+// it read its whole store over and over. A leaving node begins the pass
+// at the next tick rather than the next round.
+func (n *Node) pushEnded(timedOut bool) {
 	busy := false
 	for _, o := range n.ops {
 		if o.push != nil {
@@ -215,10 +228,11 @@ func (n *Node) pushAnswered(id uint64, from string) {
 		}
 	}
 	n.strayBusy = busy
-	if !busy && n.strayPass == nil {
-		// Another pass soon: one that finds nothing settles a
-		// transition (strayPassDone).
+	if !busy && n.strayPass == nil && (!timedOut || n.leaving) {
 		n.lastStray = n.now - 10*n.cfg.SyncTicks
+		if n.leaving {
+			n.lastSync = n.now - n.cfg.SyncTicks // at the next tick
+		}
 	}
 }
 
