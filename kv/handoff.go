@@ -15,7 +15,8 @@ import (
 type strayPush struct {
 	recs    []Record
 	targets []string
-	size    int64 // bytes of recs, counted in strayOut until answered
+	size    int64   // bytes of recs, counted in strayOut until answered
+	heard   addrSet // the targets that answered the offer
 }
 
 // strayPass is a hand-off pass under way. It reads the node's records in
@@ -43,6 +44,7 @@ const (
 // handOff begins a hand-off pass (see continueHandOff), replacing one
 // under way, and reads its first slice.
 func (n *Node) handOff() {
+	n.strayLate = false
 	n.strayPass = &strayPass{start: n.now, h: n.strayHorizon(), ringAt: n.ringChangedAt}
 	n.continueHandOff()
 }
@@ -128,6 +130,12 @@ func (n *Node) continueHandOff() {
 	if !more {
 		n.strayPass = nil
 		n.strayPassDone(p.start, p.old)
+		if n.strayLate && len(order) == 0 {
+			// A write arrived behind the pass, and no batch will
+			// begin the next one when answered (pushEnded).
+			n.strayLate = false
+			n.passSoon()
+		}
 	}
 	for _, key := range order {
 		g := groups[key]
@@ -137,18 +145,25 @@ func (n *Node) continueHandOff() {
 			g.recs = g.recs[k:]
 			id := n.newOp(&op{push: batch, replicas: batch.targets})
 			n.strayOut += batch.size
-			// Each target is offered the versions first and sent only
-			// what it lacks: after a join, anti-entropy has usually
-			// brought the new replica most of them already, and the
-			// other targets held them all along.
-			vs := make([]KeyVersion, len(batch.recs))
-			for i, r := range batch.recs {
-				vs[i] = KeyVersion{Key: r.Key, Version: r.Version, Tomb: r.Tomb}
-			}
-			for _, t := range batch.targets {
-				n.send(Message{Kind: KindOffer, To: t, ID: id, Versions: vs})
-			}
+			n.offer(id, batch)
 			n.strayBusy = true
+		}
+	}
+}
+
+// offer offers hand-off batch id to each of its targets that has not
+// answered the offer yet. Each target is offered the versions first and
+// sent only what it lacks: after a join, anti-entropy has usually brought
+// the new replica most of them already, and the other targets held them
+// all along.
+func (n *Node) offer(id uint64, batch *strayPush) {
+	vs := make([]KeyVersion, len(batch.recs))
+	for i, r := range batch.recs {
+		vs[i] = KeyVersion{Key: r.Key, Version: r.Version, Tomb: r.Tomb}
+	}
+	for _, t := range batch.targets {
+		if !batch.heard.has(t) {
+			n.send(Message{Kind: KindOffer, To: t, ID: id, Versions: vs})
 		}
 	}
 }
@@ -167,6 +182,7 @@ func (n *Node) onOfferResp(m Message) {
 	if o == nil || o.push == nil || o.answered.has(m.From) {
 		return
 	}
+	o.push.heard.add(m.From)
 	if len(m.Keys) == 0 {
 		n.pushAnswered(m.ID, m.From)
 		return
@@ -229,10 +245,30 @@ func (n *Node) pushEnded(timedOut bool) {
 	}
 	n.strayBusy = busy
 	if !busy && n.strayPass == nil && (!timedOut || n.leaving) {
-		n.lastStray = n.now - 10*n.cfg.SyncTicks
-		if n.leaving {
-			n.lastSync = n.now - n.cfg.SyncTicks // at the next tick
-		}
+		n.passSoon()
+	}
+}
+
+// passSoon has the next anti-entropy round begin a hand-off pass; on a
+// leaving node, that round comes at the next tick.
+func (n *Node) passSoon() {
+	n.lastStray = n.now - 10*n.cfg.SyncTicks
+	if n.leaving {
+		n.lastSync = n.now - n.cfg.SyncTicks
+	}
+}
+
+// strayArrived notes a write stored on a leaving node: a coordinator
+// whose view still counts the node sent it, or a hint for it was
+// delivered. The node's leave waits until it holds nothing, so a pass
+// for it begins at the next tick, or once the pass or batches under way
+// end, rather than ten rounds (50 s in the store) after the last.
+func (n *Node) strayArrived() {
+	switch {
+	case n.strayPass != nil:
+		n.strayLate = true
+	case !n.strayBusy:
+		n.passSoon()
 	}
 }
 

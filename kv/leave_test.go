@@ -278,3 +278,150 @@ func TestLeaveRetriesHandOffSoon(t *testing.T) {
 		}
 	}
 }
+
+// TestLostOfferIsResent: the first hand-off offer b sends d is lost (a
+// connection that broke as a partition healed drops what was on its
+// way). b must offer it again after ResendTicks and end empty long
+// before the batch would time out; before, a lost offer left the batch
+// waiting for its timeout (8 s in the store) and the next pass.
+func TestLostOfferIsResent(t *testing.T) {
+	pos := Partitioners["md5-low32"]
+	all := []Member{{"a", 1 << 30}, {"b", 2 << 30}, {"c", 3 << 30}, {"d", 4<<30 - 1}}
+	full := NewStaticRing(pos, all)
+	withoutB := NewStaticRing(pos, []Member{all[0], all[2], all[3]})
+	clock := func() uint64 { return 1 << 40 }
+	names := []string{"a", "b", "c", "d"}
+	cfg := Config{N: 3, W: 2, R: 2}.withDefaults()
+	nodes := map[string]*Node{}
+	st := map[string]*MemStorage{}
+	for _, m := range all {
+		st[m.Addr] = NewMemStorage(pos)
+		nodes[m.Addr] = NewNode(cfg, m.Addr, full, st[m.Addr], clock, nil)
+	}
+	lost := 0
+	deliver := func() {
+		for moved := true; moved; {
+			moved = false
+			for _, x := range names {
+				rd := nodes[x].Ready()
+				st[x].Apply(rd.Persist)
+				for _, m := range rd.Messages {
+					if m.To == "client" {
+						continue
+					}
+					if m.Kind == KindOffer && m.To == "d" && lost == 0 {
+						lost++
+						continue
+					}
+					nodes[m.To].Step(m)
+					moved = true
+				}
+			}
+		}
+	}
+	for i := range 40 {
+		nodes["a"].Step(Message{Kind: KindClientPut, From: "client", ID: uint64(i + 1), Rec: Record{Key: fmt.Appendf(nil, "key-%d", i), Value: []byte("v")}})
+		deliver()
+	}
+	nodes["b"].SetLeaving(true)
+	for _, x := range names {
+		nodes[x].SetRing(withoutB)
+	}
+	for _, x := range []string{"a", "c", "d"} {
+		nodes[x].MemberLeft("b")
+	}
+	// Until the table has settled and a pass has sent the offers.
+	for i := 0; lost == 0 && i < cfg.HandOffTicks+2*cfg.SyncTicks; i++ {
+		for _, x := range names {
+			nodes[x].Tick()
+		}
+		deliver()
+	}
+	if lost == 0 {
+		t.Fatal("b offered d nothing: the test exercises nothing")
+	}
+	if st["b"].Len() == 0 {
+		t.Fatal("b ended empty with an offer to d lost: it waited for nothing")
+	}
+	for range cfg.TimeoutTicks / 2 {
+		for _, x := range names {
+			nodes[x].Tick()
+		}
+		deliver()
+	}
+	if k := st["b"].Len(); k != 0 {
+		t.Errorf("b still holds %d records %d ticks after its offer to d was lost (it times out after %d)", k, cfg.TimeoutTicks/2, cfg.TimeoutTicks)
+	}
+}
+
+// TestLateWriteToLeavingNodeHandedOffSoon: b has handed off everything
+// it held when a write reaches it through a coordinator whose view still
+// counts it (a hint, or a view of the transition window). b must hand it
+// off within a round or two, not ten rounds after its last pass (50 s in
+// the store, which every graceful leave under load waited).
+func TestLateWriteToLeavingNodeHandedOffSoon(t *testing.T) {
+	pos := Partitioners["md5-low32"]
+	all := []Member{{"a", 1 << 30}, {"b", 2 << 30}, {"c", 3 << 30}, {"d", 4<<30 - 1}}
+	full := NewStaticRing(pos, all)
+	withoutB := NewStaticRing(pos, []Member{all[0], all[2], all[3]})
+	clock := func() uint64 { return 1 << 40 }
+	names := []string{"a", "b", "c", "d"}
+	cfg := Config{N: 3, W: 2, R: 2}.withDefaults()
+	nodes := map[string]*Node{}
+	st := map[string]*MemStorage{}
+	for _, m := range all {
+		st[m.Addr] = NewMemStorage(pos)
+		nodes[m.Addr] = NewNode(cfg, m.Addr, full, st[m.Addr], clock, nil)
+	}
+	deliver := func() {
+		for moved := true; moved; {
+			moved = false
+			for _, x := range names {
+				rd := nodes[x].Ready()
+				st[x].Apply(rd.Persist)
+				for _, m := range rd.Messages {
+					if m.To != "client" {
+						nodes[m.To].Step(m)
+						moved = true
+					}
+				}
+			}
+		}
+	}
+	tick := func(k int) {
+		for range k {
+			for _, x := range names {
+				nodes[x].Tick()
+			}
+			deliver()
+		}
+	}
+	nodes["b"].SetLeaving(true)
+	for _, x := range names {
+		nodes[x].SetRing(withoutB)
+	}
+	tick(cfg.HandOffTicks + 2*cfg.SyncTicks) // its first passes find it empty
+	// A key b replicated in the full ring, written to b alone, as by a
+	// coordinator routing by a view that still has b.
+	var key []byte
+	for i := 0; key == nil; i++ {
+		k := fmt.Appendf(nil, "late-%d", i)
+		if contains(full.Preference(pos(k), 3), "b") {
+			key = k
+		}
+	}
+	nodes["b"].Step(Message{Kind: KindPut, From: "a", ID: 1, Rec: Record{Key: key, Value: []byte("v"), Version: 1 << 40}})
+	deliver()
+	if st["b"].Len() != 1 {
+		t.Fatalf("b holds %d records after the late write, want 1", st["b"].Len())
+	}
+	tick(2 * cfg.SyncTicks)
+	if k := st["b"].Len(); k != 0 {
+		t.Errorf("b still holds the late write %d ticks after it arrived", 2*cfg.SyncTicks)
+	}
+	for _, x := range withoutB.Preference(pos(key), 3) {
+		if _, ok, _ := st[x].Get(key); !ok {
+			t.Errorf("%s lacks the late write, which it replicates", x)
+		}
+	}
+}

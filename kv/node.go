@@ -97,6 +97,7 @@ type Node struct {
 	lastMembers string
 	lastStray   int
 	strayBusy   bool
+	strayLate   bool       // a leaving node stored a write during the pass under way (strayArrived)
 	strayPass   *strayPass // the hand-off pass under way
 	strayOut    int64      // bytes of strays offered and not yet answered
 	salt        uint64
@@ -262,7 +263,9 @@ func (n *Node) Step(m Message) {
 		n.clientGet(m)
 	case KindPut:
 		n.apply(m.Rec)
-		if m.ID != 0 && !n.leaving {
+		if n.leaving {
+			n.strayArrived()
+		} else if m.ID != 0 {
 			n.send(Message{Kind: KindPutAck, To: m.From, ID: m.ID})
 		}
 	case KindPutAck:
@@ -271,7 +274,9 @@ func (n *Node) Step(m Message) {
 		for _, r := range m.Records {
 			n.apply(r)
 		}
-		if !n.leaving {
+		if n.leaving {
+			n.strayArrived()
+		} else {
 			n.send(Message{Kind: KindPutBatchAck, To: m.From, ID: m.ID})
 		}
 	case KindPutBatchAck:
