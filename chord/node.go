@@ -484,7 +484,7 @@ func (n *Node) Stabilize(ctx context.Context) {
 		}
 		n.mu.Unlock()
 
-		p, list, err := n.askState(ctx, s, self)
+		p, list, err := n.tr.State(ctx, s, self)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -525,25 +525,6 @@ func (n *Node) Stabilize(ctx context.Context) {
 		}
 		return
 	}
-}
-
-// askState asks successor s for its predecessor and successor list,
-// giving up on a silent s (Config.SilentHop) as a lookup gives up on a
-// silent hop. Without the guard a frozen successor (a stopped process,
-// a link cut under an open connection) held each stabilization until the
-// period's deadline, which ends ctx itself, and so never counted as a
-// failure: the node kept it as its successor for as long as it stayed
-// frozen, and every walk of the ring stopped at it.
-func (n *Node) askState(ctx context.Context, s, self Ref) (Ref, []Ref, error) {
-	d := n.cfg.SilentHop
-	if d <= 0 {
-		return n.tr.State(ctx, s, self)
-	}
-	sctx, answered, stop := n.GuardSilence(ctx, s, d/6, d)
-	defer stop()
-	p, list, err := n.tr.State(sctx, s, self)
-	answered()
-	return p, list, err
 }
 
 // rejoin asks contact via for this node's successor and adopts the answer
@@ -693,16 +674,7 @@ func (n *Node) CheckPredecessor(ctx context.Context) {
 	if p.IsZero() || p == n.self {
 		return
 	}
-	pctx := ctx
-	if d := n.cfg.SilentHop; d > 0 {
-		// A node that is up answers a ping at once; a frozen one would
-		// hold it until the period's deadline, which ends ctx too, and
-		// so never count as failed.
-		var cancel context.CancelFunc
-		pctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
-	}
-	if err := n.tr.Ping(pctx, p); err != nil {
+	if err := n.tr.Ping(ctx, p); err != nil {
 		if ctx.Err() == nil {
 			n.Failed(p)
 		}
