@@ -196,6 +196,79 @@ func TestLeaveFinishesWithHints(t *testing.T) {
 	}
 }
 
+// leaveRing is the ring a, b, c, d of the leave tests, each node with
+// its storage, on a network that delivers every message at once unless
+// drop says otherwise.
+type leaveRing struct {
+	cfg            Config
+	pos            func([]byte) uint32
+	full, withoutB Ring
+	nodes          map[string]*Node
+	st             map[string]*MemStorage
+	drop           func(from string, m Message) bool
+}
+
+var leaveNames = []string{"a", "b", "c", "d"}
+
+func newLeaveRing() *leaveRing {
+	pos := Partitioners["md5-low32"]
+	all := []Member{{"a", 1 << 30}, {"b", 2 << 30}, {"c", 3 << 30}, {"d", 4<<30 - 1}}
+	r := &leaveRing{cfg: Config{N: 3, W: 2, R: 2}.withDefaults(), pos: pos,
+		full: NewStaticRing(pos, all), withoutB: NewStaticRing(pos, []Member{all[0], all[2], all[3]}),
+		nodes: map[string]*Node{}, st: map[string]*MemStorage{}}
+	clock := func() uint64 { return 1 << 40 }
+	for _, m := range all {
+		r.st[m.Addr] = NewMemStorage(pos)
+		r.nodes[m.Addr] = NewNode(r.cfg, m.Addr, r.full, r.st[m.Addr], clock, nil)
+	}
+	return r
+}
+
+func (r *leaveRing) deliver() {
+	for moved := true; moved; {
+		moved = false
+		for _, x := range leaveNames {
+			rd := r.nodes[x].Ready()
+			r.st[x].Apply(rd.Persist)
+			for _, m := range rd.Messages {
+				if m.To == "client" || r.drop != nil && r.drop(x, m) {
+					continue
+				}
+				r.nodes[m.To].Step(m)
+				moved = true
+			}
+		}
+	}
+}
+
+func (r *leaveRing) tick(k int) {
+	for range k {
+		for _, x := range leaveNames {
+			r.nodes[x].Tick()
+		}
+		r.deliver()
+	}
+}
+
+// drainB has b count itself out and every node take the ring without it.
+func (r *leaveRing) drainB() {
+	r.nodes["b"].SetLeaving(true)
+	for _, x := range leaveNames {
+		r.nodes[x].SetRing(r.withoutB)
+	}
+}
+
+// checkReplicasHold fails t for each replica of key, in the ring without
+// b, that lacks it.
+func (r *leaveRing) checkReplicasHold(t *testing.T, key []byte) {
+	t.Helper()
+	for _, x := range r.withoutB.Preference(r.pos(key), 3) {
+		if _, ok, _ := r.st[x].Get(key); !ok {
+			t.Errorf("%s lacks %s, which it replicates", x, key)
+		}
+	}
+}
+
 // TestLeaveRetriesHandOffSoon: b drains out of the ring while d, a
 // replica of some of its keys, is cut off, so the hand-off batches that
 // name d time out unanswered. Once d is back, b must offer them again at
@@ -204,78 +277,36 @@ func TestLeaveFinishesWithHints(t *testing.T) {
 // only ten rounds after the pass that sent it (50 s in the store), and
 // every graceful leave during a partition took a minute.
 func TestLeaveRetriesHandOffSoon(t *testing.T) {
-	pos := Partitioners["md5-low32"]
-	all := []Member{{"a", 1 << 30}, {"b", 2 << 30}, {"c", 3 << 30}, {"d", 4<<30 - 1}}
-	full := NewStaticRing(pos, all)
-	withoutB := NewStaticRing(pos, []Member{all[0], all[2], all[3]})
-	clock := func() uint64 { return 1 << 40 }
-	names := []string{"a", "b", "c", "d"}
-	cfg := Config{N: 3, W: 2, R: 2}.withDefaults()
-	nodes := map[string]*Node{}
-	st := map[string]*MemStorage{}
-	for _, m := range all {
-		st[m.Addr] = NewMemStorage(pos)
-		nodes[m.Addr] = NewNode(cfg, m.Addr, full, st[m.Addr], clock, nil)
-	}
+	r := newLeaveRing()
+	cfg := r.cfg
 	cut := false
-	deliver := func() {
-		for moved := true; moved; {
-			moved = false
-			for _, x := range names {
-				rd := nodes[x].Ready()
-				st[x].Apply(rd.Persist)
-				for _, m := range rd.Messages {
-					if m.To == "client" || cut && (m.To == "d" || x == "d") {
-						continue
-					}
-					nodes[m.To].Step(m)
-					moved = true
-				}
-			}
-		}
-	}
-	tick := func(k int) {
-		for range k {
-			for _, x := range names {
-				nodes[x].Tick()
-			}
-			deliver()
-		}
-	}
+	r.drop = func(from string, m Message) bool { return cut && (m.To == "d" || from == "d") }
 	const keys = 40
 	for i := range keys {
-		nodes["a"].Step(Message{Kind: KindClientPut, From: "client", ID: uint64(i + 1), Rec: Record{Key: fmt.Appendf(nil, "key-%d", i), Value: []byte("v")}})
-		deliver()
+		r.nodes["a"].Step(Message{Kind: KindClientPut, From: "client", ID: uint64(i + 1), Rec: Record{Key: fmt.Appendf(nil, "key-%d", i), Value: []byte("v")}})
+		r.deliver()
 	}
-	if st["b"].Len() == 0 {
+	if r.st["b"].Len() == 0 {
 		t.Fatal("b holds no key: the test exercises nothing")
 	}
 	cut = true
-	nodes["b"].SetLeaving(true)
-	for _, x := range names {
-		nodes[x].SetRing(withoutB)
-	}
+	r.drainB()
 	for _, x := range []string{"a", "c", "d"} {
-		nodes[x].MemberLeft("b")
+		r.nodes[x].MemberLeft("b")
 	}
 	// Past the table's settling, a pass, and its batches' timeout.
-	tick(cfg.HandOffTicks + cfg.SyncTicks + cfg.TimeoutTicks + 10)
-	left := st["b"].Len()
+	r.tick(cfg.HandOffTicks + cfg.SyncTicks + cfg.TimeoutTicks + 10)
+	left := r.st["b"].Len()
 	if left == 0 {
 		t.Fatal("b handed everything off with d cut off: no batch named d, the test exercises nothing")
 	}
 	cut = false
-	tick(3 * cfg.SyncTicks)
-	if k := st["b"].Len(); k != 0 {
+	r.tick(3 * cfg.SyncTicks)
+	if k := r.st["b"].Len(); k != 0 {
 		t.Errorf("b still holds %d of the %d records it held when d came back, %d ticks later", k, left, 3*cfg.SyncTicks)
 	}
 	for i := range keys {
-		key := fmt.Appendf(nil, "key-%d", i)
-		for _, x := range withoutB.Preference(pos(key), 3) {
-			if _, ok, _ := st[x].Get(key); !ok {
-				t.Errorf("%s lacks %s, which it replicates", x, key)
-			}
-		}
+		r.checkReplicasHold(t, fmt.Appendf(nil, "key-%d", i))
 	}
 }
 
@@ -285,68 +316,27 @@ func TestLeaveRetriesHandOffSoon(t *testing.T) {
 // off within a round or two, not ten rounds after its last pass (50 s in
 // the store, which every graceful leave under load waited).
 func TestLateWriteToLeavingNodeHandedOffSoon(t *testing.T) {
-	pos := Partitioners["md5-low32"]
-	all := []Member{{"a", 1 << 30}, {"b", 2 << 30}, {"c", 3 << 30}, {"d", 4<<30 - 1}}
-	full := NewStaticRing(pos, all)
-	withoutB := NewStaticRing(pos, []Member{all[0], all[2], all[3]})
-	clock := func() uint64 { return 1 << 40 }
-	names := []string{"a", "b", "c", "d"}
-	cfg := Config{N: 3, W: 2, R: 2}.withDefaults()
-	nodes := map[string]*Node{}
-	st := map[string]*MemStorage{}
-	for _, m := range all {
-		st[m.Addr] = NewMemStorage(pos)
-		nodes[m.Addr] = NewNode(cfg, m.Addr, full, st[m.Addr], clock, nil)
-	}
-	deliver := func() {
-		for moved := true; moved; {
-			moved = false
-			for _, x := range names {
-				rd := nodes[x].Ready()
-				st[x].Apply(rd.Persist)
-				for _, m := range rd.Messages {
-					if m.To != "client" {
-						nodes[m.To].Step(m)
-						moved = true
-					}
-				}
-			}
-		}
-	}
-	tick := func(k int) {
-		for range k {
-			for _, x := range names {
-				nodes[x].Tick()
-			}
-			deliver()
-		}
-	}
-	nodes["b"].SetLeaving(true)
-	for _, x := range names {
-		nodes[x].SetRing(withoutB)
-	}
-	tick(cfg.HandOffTicks + 2*cfg.SyncTicks) // its first passes find it empty
+	r := newLeaveRing()
+	cfg := r.cfg
+	r.drainB()
+	r.tick(cfg.HandOffTicks + 2*cfg.SyncTicks) // its first passes find it empty
 	// A key b replicated in the full ring, written to b alone, as by a
 	// coordinator routing by a view that still has b.
 	var key []byte
 	for i := 0; key == nil; i++ {
 		k := fmt.Appendf(nil, "late-%d", i)
-		if contains(full.Preference(pos(k), 3), "b") {
+		if contains(r.full.Preference(r.pos(k), 3), "b") {
 			key = k
 		}
 	}
-	nodes["b"].Step(Message{Kind: KindPut, From: "a", ID: 1, Rec: Record{Key: key, Value: []byte("v"), Version: 1 << 40}})
-	deliver()
-	if st["b"].Len() != 1 {
-		t.Fatalf("b holds %d records after the late write, want 1", st["b"].Len())
+	r.nodes["b"].Step(Message{Kind: KindPut, From: "a", ID: 1, Rec: Record{Key: key, Value: []byte("v"), Version: 1 << 40}})
+	r.deliver()
+	if r.st["b"].Len() != 1 {
+		t.Fatalf("b holds %d records after the late write, want 1", r.st["b"].Len())
 	}
-	tick(2 * cfg.SyncTicks)
-	if k := st["b"].Len(); k != 0 {
+	r.tick(2 * cfg.SyncTicks)
+	if k := r.st["b"].Len(); k != 0 {
 		t.Errorf("b still holds the late write %d ticks after it arrived", 2*cfg.SyncTicks)
 	}
-	for _, x := range withoutB.Preference(pos(key), 3) {
-		if _, ok, _ := st[x].Get(key); !ok {
-			t.Errorf("%s lacks the late write, which it replicates", x)
-		}
-	}
+	r.checkReplicasHold(t, key)
 }
