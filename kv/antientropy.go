@@ -34,7 +34,9 @@ func (n *Node) syncRound() {
 	}
 	members := fmtMembers(n.ring.Members())
 	changed := members != n.lastMembers
-	stable := n.now-n.ringChangedAt >= n.cfg.HandOffTicks
+	// A node that does not yet know the views in force (informed.go)
+	// cannot tell what it no longer replicates.
+	stable := n.now-n.ringChangedAt >= n.cfg.HandOffTicks && n.informed
 	if p := n.strayPass; p != nil {
 		if p.ringAt != n.ringChangedAt && stable {
 			// The table changed under the pass: what it read may hold

@@ -73,6 +73,14 @@ func (n *Node) continueHandOff() {
 	// holds it already, and under a steady load every pass finds some.
 	// A slice ends only where the position changes, so that the next one
 	// starts after a position with nothing left in it.
+	// While a member still runs with an older view (every member has not
+	// yet reported the current one), it may meet its quorums in that view
+	// alone: what this node replicates under a view still in force stays
+	// until then, or that member's reads would miss it. The pass that
+	// settles the transition (strayCheckDue) comes after every member
+	// runs with the current view, and hands it off. A leaving node hands
+	// off everything at once: the members drop it only once it has.
+	keepOld := !n.leaving && n.views.allAt < 0 && len(n.prev) > 0
 	from, to := p.next, uint32(math.MaxUint32)
 	if !p.begun {
 		from, to = 0, 0 // the whole ring, from position 0
@@ -109,7 +117,7 @@ func (n *Node) continueHandOff() {
 			return true
 		}
 		pref := n.ring.Preference(pos, n.cfg.N)
-		if slices.Contains(pref, n.self) || len(pref) == 0 {
+		if slices.Contains(pref, n.self) || len(pref) == 0 || keepOld && n.replicatesInOlder(pos) {
 			return true
 		}
 		key := strings.Join(pref, ",")
@@ -148,6 +156,17 @@ func (n *Node) continueHandOff() {
 			n.strayBusy = true
 		}
 	}
+}
+
+// replicatesInOlder reports whether this node replicates pos under an
+// older view still in force.
+func (n *Node) replicatesInOlder(pos uint32) bool {
+	for _, p := range n.prev {
+		if slices.Contains(p.preference(pos, n.cfg.N), n.self) {
+			return true
+		}
+	}
+	return false
 }
 
 // offer offers hand-off batch id to each of its targets. Each target is

@@ -70,8 +70,10 @@ const (
 	// KindViewState carries a node's view of the ring and how far its
 	// transition to it has come (views.go): ID, the view's digest; Found,
 	// the node has settled on it (its hand-off is done and its primary
-	// range agrees with every replica); W 1, the node still keeps older
-	// views and wants the others' states.
+	// range agrees with every replica); W, flags: 1, the node still keeps
+	// older views and wants the others' states; 2, the node does not yet
+	// know the views the members run with (informed.go), answer at once
+	// with 4, Versions listing the current view too.
 	KindViewState
 	// KindPutRefused answers a KindPut (ID: the op) or, with Found, a
 	// KindPutBatch (ID: the batch) that the replica turned away unstored;

@@ -49,6 +49,9 @@ type Stats struct {
 	// Views is how many ring views quorums must be met in (see Views),
 	// as of the last tick.
 	Views int
+	// Held is how many client requests wait for the node to learn the
+	// views the members run with (see informed.go).
+	Held int
 	// Transition is how far the transition to the current view has come,
 	// while older views are in force: 1 once every member runs with it, 2
 	// once this node has settled on it too (its data handed off and its
@@ -142,7 +145,14 @@ type Node struct {
 	regions  regionState
 	lwt      lwtState
 	salt2    uint64 // state of the random waits after a refused ballot
-	Stats    Stats
+	// informed: the node knows the views every member coordinates with
+	// (informed.go); until then it holds the client requests it would
+	// coordinate (held) and hands nothing off.
+	informed  bool
+	told      map[string]bool // the members that told it their views
+	held      []heldReq
+	informAsk int // the tick it last asked the members it has not heard
+	Stats     Stats
 }
 
 // NewNode returns a node at self. clock gives physical time in
@@ -157,6 +167,10 @@ func NewNode(cfg Config, self string, ring Ring, st Storage, clock func() uint64
 		n.holdHint(h, false)
 	}
 	n.views.reset(ringDigest(ring))
+	// Until a ring of others replaces a ring of itself alone (SetRing),
+	// the view it started with is the only one it knows of.
+	n.informed = true
+	n.informAsk = -1 << 30
 	return n
 }
 
@@ -256,6 +270,9 @@ func (n *Node) Refuse(m Message, why string) {
 // Step handles one message.
 func (n *Node) Step(m Message) {
 	n.heard(m.From)
+	if coordinates(m) && n.holdUninformed(m) {
+		return
+	}
 	switch m.Kind {
 	case KindClientPut:
 		n.clientPut(m)
@@ -415,6 +432,7 @@ func (n *Node) Tick() {
 	n.tickLwt()
 	n.tickSync()
 	n.tickViews()
+	n.tickInformed()
 }
 
 // sendMigrations sends the anti-entropy and hand-off messages waiting for

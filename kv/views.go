@@ -64,6 +64,8 @@ func (n *Node) SetRing(r Ring) {
 		prev, guess := oldRing, false
 		if len(oldRing.Members()) <= 1 {
 			guess = true
+			// It learns what the others run with (informed.go).
+			n.informed, n.told = false, nil
 			// This node's first real view: the ring as it was before this
 			// node joined is the view other coordinators may still use.
 			var ms []Member

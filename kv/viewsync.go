@@ -144,7 +144,7 @@ func (n *Node) tickViews() {
 	v.lastSent = n.now
 	waiting := 0
 	if len(n.prev) > 0 {
-		waiting = 1
+		waiting = viewsWaiting
 	}
 	older := encodeViews(n.prev, n.left)
 	for _, a := range n.viewPeers() {
@@ -256,10 +256,18 @@ func (n *Node) advanceViews() {
 func (n *Node) onViewState(m Message) {
 	v := &n.views
 	v.reports[m.From] = viewReport{digest: m.ID, settled: m.Found}
-	if len(m.Versions) > 0 {
-		n.adoptViews(m.Versions, m.ID == v.digest && !v.done)
+	if m.W&viewsFull != 0 {
+		n.heardViews(m.From)
 	}
-	if m.W != 0 || m.ID != v.digest || !m.Found {
+	if len(m.Versions) > 0 {
+		// A node not yet informed takes every view a member coordinates
+		// with, whichever view that member runs (informed.go).
+		n.adoptViews(m.Versions, (m.ID == v.digest && !v.done) || !n.informed)
+	}
+	if m.W&viewsAsk != 0 {
+		n.tellViews(m.From)
+	}
+	if m.W&viewsWaiting != 0 || m.ID != v.digest || !m.Found {
 		// It is in transition: it needs this node's state until it is
 		// done.
 		v.wanted = n.now + 4*n.cfg.SyncTicks

@@ -12,6 +12,9 @@ type viewNet struct {
 	nodes map[string]*Node
 	st    map[string]*MemStorage
 	names []string
+	// client, if set, receives the messages to addresses that are not
+	// nodes.
+	client func(Message)
 }
 
 func newViewNet(ms []Member) *viewNet {
@@ -40,17 +43,24 @@ func (vn *viewNet) restart(a string, token uint32, ring Ring) {
 func (vn *viewNet) tick(k int) {
 	for range k {
 		for _, x := range vn.names {
-			vn.nodes[x].Tick()
+			if n := vn.nodes[x]; n != nil {
+				n.Tick()
+			}
 		}
 		for moved := true; moved; {
 			moved = false
 			for _, x := range vn.names {
+				if vn.nodes[x] == nil {
+					continue
+				}
 				rd := vn.nodes[x].Ready()
 				vn.st[x].Apply(rd.Persist)
 				for _, m := range rd.Messages {
 					if n := vn.nodes[m.To]; n != nil {
 						n.Step(m)
 						moved = true
+					} else if vn.client != nil && vn.st[m.To] == nil {
+						vn.client(m)
 					}
 				}
 			}

@@ -37,6 +37,10 @@ type casMode struct {
 	// lag ticks of each other.
 	churn bool
 	lag   int
+	// newest: a third of the ops go through the member that joined
+	// last, as a client of a new node's address does (see
+	// TestCasRingChurnLongLag).
+	newest bool
 }
 
 // runCas is RunCas; with leaderCrash, the leader of ctr0 is crashed a
@@ -56,6 +60,7 @@ func runCas(t *testing.T, seed uint64, faultTicks int, mode casMode) {
 	net.DropRate, net.DupRate, net.MaxDelay = 0.05, 0.03, 3
 	const clients = 4
 	var clock int64
+	ticks := map[int64]int{} // the tick of each call and return, for the failure's log
 	type call struct {
 		in    CasInput
 		call  int64
@@ -86,6 +91,7 @@ func runCas(t *testing.T, seed uint64, faultTicks int, mode casMode) {
 		ci := owner[m.ID]
 		busy[ci] = false
 		clock++
+		ticks[clock] = net.Now
 		op := porcupine.Operation{ClientId: ci, Input: c.in, Call: c.call, Return: clock}
 		d, _ := strconv.ParseInt(c.in.Value, 10, 64)
 		switch {
@@ -118,6 +124,7 @@ func runCas(t *testing.T, seed uint64, faultTicks int, mode casMode) {
 		history = append(history, op)
 	}
 	addrs := net.Addrs()
+	newest := "" // the member that joined last
 	members := func() []string {
 		var out []string
 		for _, m := range net.Ring.Members() {
@@ -163,12 +170,16 @@ func runCas(t *testing.T, seed uint64, faultTicks int, mode casMode) {
 		}
 		m.Rec.Key = []byte(in.Key)
 		m.To = addrs[net.Rand.IntN(len(addrs))]
+		if mode.newest && newest != "" && net.Rand.IntN(3) == 0 {
+			m.To = newest
+		}
 		for crashed != "" && m.To == crashed && net.Down(crashed) {
 			// A client of a crashed node finds its connection refused
 			// at once, and goes to another.
 			m.To = addrs[net.Rand.IntN(len(addrs))]
 		}
 		clock++
+		ticks[clock] = net.Now
 		pending[nextID] = &call{in: in, call: clock, start: net.Now}
 		owner[nextID] = ci
 		busy[ci] = true
@@ -250,7 +261,8 @@ func runCas(t *testing.T, seed uint64, faultTicks int, mode casMode) {
 			// tide's leave hands off first, while the others still
 			// count the leaving node, as the drain after the faults
 			// below does.)
-			ms := append(slices.Clone(net.Ring.Members()), kv.Member{Addr: fmt.Sprintf("j%d", tick/(faultTicks/6)), Token: net.Rand.Uint32()})
+			newest = fmt.Sprintf("j%d", tick/(faultTicks/6))
+			ms := append(slices.Clone(net.Ring.Members()), kv.Member{Addr: newest, Token: net.Rand.Uint32()})
 			net.SetMembersLagged(ms, mode.lag)
 			addrs = members()
 			continue
@@ -299,6 +311,27 @@ func runCas(t *testing.T, seed uint64, faultTicks int, mode casMode) {
 	case porcupine.Ok:
 	case porcupine.Illegal:
 		t.Errorf("seed %d: history of %d operations is not linearizable", seed, len(history))
+		// The history of each key that is not linearizable, in call
+		// order, with the ticks (TIDE_KV_TRACE=key shows its messages).
+		for _, key := range []string{"ctr0", "ctr1", "ctr2", "str0", "str1", "str2", "app"} {
+			var sub []porcupine.Operation
+			for _, op := range history {
+				if op.Input.(CasInput).Key == key {
+					sub = append(sub, op)
+				}
+			}
+			if porcupine.CheckOperations(CasModel, sub) {
+				continue
+			}
+			slices.SortFunc(sub, func(a, b porcupine.Operation) int { return int(a.Call - b.Call) })
+			for _, op := range sub {
+				ret := "-"
+				if op.Return != math.MaxInt64 {
+					ret = strconv.Itoa(ticks[op.Return])
+				}
+				t.Logf("%s: client %d, ticks %d to %s: %s", key, op.ClientId, ticks[op.Call], ret, CasModel.DescribeOperation(op.Input, op.Output))
+			}
+		}
 	default:
 		t.Errorf("seed %d: porcupine could not decide a history of %d operations (result %v)", seed, len(history), res)
 	}
@@ -309,7 +342,18 @@ func runCas(t *testing.T, seed uint64, faultTicks int, mode casMode) {
 		t.Logf("seed %d: %d ops, counters %v acknowledged, %v unknown", seed, len(history), acked, unknown)
 	}
 	if t.Failed() {
-		t.Logf("reproduce: go test ./sim -run TestCas -cas.seeds=%d (seed %d)", seed+1, seed)
+		switch {
+		case mode.churn:
+			newest := 0
+			if mode.newest {
+				newest = 1
+			}
+			t.Logf("reproduce: TIDE_CAS_FIRST=%d TIDE_CAS_LAG=%d TIDE_CAS_NEWEST=%d TIDE_CAS_SEEDS=3 go test ./sim -run 'TestCasRingChurn$'", seed, mode.lag, newest)
+		case leaderCrash:
+			t.Logf("reproduce: go test ./sim -run TestCasLeaderCrash -cas.seeds=%d (seed %d)", 3*(seed+1), seed)
+		default:
+			t.Logf("reproduce: go test ./sim -run TestCasSimulation -cas.seeds=%d (seed %d)", seed+1, seed)
+		}
 	}
 }
 
@@ -345,11 +389,12 @@ func TestCasLeaderCrash(t *testing.T) {
 // them: proposals run with views that disagree, and keys' replica sets
 // change under accepted values that are not yet written; then a drain.
 // TIDE_CAS_LAG sets the spread (see TestCasRingChurnLongLag);
-// TIDE_CAS_FIRST the first seed.
+// TIDE_CAS_FIRST the first seed; TIDE_CAS_NEWEST=1 sends a third of the
+// ops through the member that joined last.
 func TestCasRingChurn(t *testing.T) {
 	first := uint64(envInt("TIDE_CAS_FIRST", 0))
 	for seed := first; seed < first+uint64(max(*casSeeds/3, 2)); seed++ {
-		runCas(t, seed, 1200, casMode{churn: true, lag: envInt("TIDE_CAS_LAG", 40)})
+		runCas(t, seed, 1200, casMode{churn: true, lag: envInt("TIDE_CAS_LAG", 40), newest: envInt("TIDE_CAS_NEWEST", 0) == 1})
 		if t.Failed() {
 			return
 		}
@@ -361,10 +406,12 @@ func TestCasRingChurn(t *testing.T) {
 // longer than the time between joins: views disagree for longer than any
 // fixed window, and the older views must stay in force until every member
 // runs with the new one (kv/viewsync.go), or acknowledged increments are
-// lost.
+// lost. A third of the ops go through the member that joined last: it
+// must learn the views the others run with before it coordinates
+// (kv/informed.go).
 func TestCasRingChurnLongLag(t *testing.T) {
 	for seed := uint64(1000); seed < 1000+uint64(max(*casSeeds/2, 2)); seed++ {
-		runCas(t, seed, 1200, casMode{churn: true, lag: 600})
+		runCas(t, seed, 1200, casMode{churn: true, lag: 600, newest: true})
 		if t.Failed() {
 			return
 		}

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 
 	"tide/kv"
@@ -114,10 +115,17 @@ func sortedKeys[V any](m map[string]V) []string {
 func (net *KVNet) Addrs() []string { return sortedKeys(net.stores) }
 
 // Crash stops a node; its storage and persisted hints survive.
-func (net *KVNet) Crash(a string) { net.down[a] = true; delete(net.nodes, a) }
+func (net *KVNet) Crash(a string) {
+	tracef("%d %s crashes", net.Now, a)
+	net.down[a] = true
+	delete(net.nodes, a)
+}
 
 // Restart brings a node back from its storage.
 func (net *KVNet) Restart(a string) {
+	if net.down[a] {
+		tracef("%d %s restarts with %v", net.Now, a, net.Ring.Members())
+	}
 	if net.down[a] {
 		delete(net.down, a)
 		net.start(a)
@@ -219,6 +227,7 @@ func (net *KVNet) Step() {
 			delete(net.lagged, a)
 			if n := net.nodes[a]; n != nil {
 				n.SetRing(lv.ring)
+				tracef("%d %s runs with %v", net.Now, a, lv.ring.Members())
 				delete(net.unready, a)
 			}
 		}
@@ -256,6 +265,7 @@ func (net *KVNet) Step() {
 		if net.refused(n, m) {
 			continue
 		}
+		traceMsg(net.Now, m)
 		n.Step(m)
 		net.collect(m.To)
 	}
@@ -319,4 +329,41 @@ func (net *KVNet) Remove(a string) {
 	delete(net.nodes, a)
 	delete(net.stores, a)
 	delete(net.hints, a)
+}
+
+// traceKey, from TIDE_KV_TRACE, names a key whose messages the KV
+// simulations print to stderr as they are delivered, with the nodes'
+// crashes, restarts and lagged ring views: to follow a failing seed.
+var traceKey = os.Getenv("TIDE_KV_TRACE")
+
+func tracef(format string, args ...any) {
+	if traceKey != "" {
+		fmt.Fprintf(os.Stderr, format+"\n", args...)
+	}
+}
+
+// traceMsg prints m if it is about traceKey: its tick, sender, receiver,
+// kind and ID, its record, and the versions of the key it carries.
+func traceMsg(now int, m kv.Message) {
+	if traceKey == "" {
+		return
+	}
+	hit := string(m.Rec.Key) == traceKey || slices.ContainsFunc(m.Keys, func(k []byte) bool { return string(k) == traceKey })
+	var vs []string
+	for _, r := range m.Records {
+		if string(r.Key) == traceKey {
+			hit = true
+			vs = append(vs, fmt.Sprintf("%q@%d", r.Value, r.Version))
+		}
+	}
+	for _, v := range m.Versions {
+		if string(v.Key) == traceKey {
+			hit = true
+			vs = append(vs, fmt.Sprintf("@%d", v.Version))
+		}
+	}
+	if hit {
+		fmt.Fprintf(os.Stderr, "%d %s->%s %s id=%d rec=%q@%d found=%v err=%q ballot=%d carries=%v\n",
+			now, m.From, m.To, m.Kind, m.ID, m.Rec.Value, m.Rec.Version, m.Found, m.Err, m.Ballot, vs)
+	}
 }

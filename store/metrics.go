@@ -149,6 +149,13 @@ func newMetrics(n *Node) *metrics {
 				}
 				return float64(n.kv.Stats().Transition)
 			}),
+		gauge("tide_kv_requests_held", "KV requests this node holds until every member of the ring has told it the views it runs with (after it starts or joins, it coordinates nothing until then).",
+			func() float64 {
+				if n.kv == nil {
+					return 0
+				}
+				return float64(n.kv.Stats().Held)
+			}),
 		kvCounter("tide_kv_hints_rerouted_total", "Held KV hints for a replica that announced its leave, held instead for the key's current replicas (delivered to the leaving node, they would refill it as it empties).",
 			func(st kv.Stats) float64 { return float64(st.HintsRerouted) }),
 		hintsPending{n},
