@@ -16,9 +16,17 @@
 // coordinates nothing: it holds the client requests it receives (answering
 // them once informed, or with an error after TimeoutTicks), and begins no
 // hand-off (it cannot tell what it no longer replicates). It still serves
-// as a replica. A member that does not answer (down, cut off) keeps it
-// waiting until the ring drops that member; its clients go to another
-// node meanwhile.
+// as a replica.
+//
+// A member from which nothing at all has come for TimeoutTicks since the
+// node began asking is taken for down, and not waited for: a crashed
+// member coordinates nothing, and once back it learns the views itself
+// before it does. Waiting for it would keep the node from coordinating
+// until the ring drops the member (the simulator's rings never do). The
+// risk left: a member cut off from this node alone, still reached by
+// clients and by a quorum, running with a view that no other member
+// reports (one it alone ran); its older views are also every other
+// member's, which report them.
 
 package kv
 
@@ -101,16 +109,26 @@ func (n *Node) heardViews(from string) {
 }
 
 // unheard lists the other members of the current view that have not told
-// this node their views (but for those that announced their leave: they
-// handed their data off, and may be gone).
+// this node their views, but for those that announced their leave (they
+// handed their data off, and may be gone) and, once the node has asked
+// for TimeoutTicks, those it has received nothing from (taken for down).
 func (n *Node) unheard() []string {
 	var out []string
+	silentDown := n.now-n.askSince >= n.cfg.TimeoutTicks
 	for _, m := range n.ring.Members() {
-		if m.Addr != n.self && !n.told[m.Addr] && !slices.Contains(n.left, m.Addr) && !slices.Contains(out, m.Addr) {
-			out = append(out, m.Addr)
+		a := m.Addr
+		if a == n.self || n.told[a] || slices.Contains(n.left, a) || slices.Contains(out, a) || silentDown && !n.alive[a] {
+			continue
 		}
+		out = append(out, a)
 	}
 	return out
+}
+
+// uninform makes the node learn the views the members run with before it
+// coordinates again.
+func (n *Node) uninform() {
+	n.informed, n.told, n.alive, n.askSince = false, nil, map[string]bool{}, n.now
 }
 
 // tickInformed asks the members not yet heard for their views, every
@@ -123,7 +141,7 @@ func (n *Node) tickInformed() {
 	missing := n.unheard()
 	if len(missing) == 0 {
 		n.informed = true
-		n.told = nil
+		n.told, n.alive = nil, nil
 		held := n.held
 		n.held = nil
 		n.Stats.Held = 0

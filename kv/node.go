@@ -150,6 +150,8 @@ type Node struct {
 	// coordinate (held) and hands nothing off.
 	informed  bool
 	told      map[string]bool // the members that told it their views
+	alive     map[string]bool // the members it received anything from meanwhile
+	askSince  int             // the tick it began asking
 	held      []heldReq
 	informAsk int // the tick it last asked the members it has not heard
 	Stats     Stats
@@ -245,6 +247,9 @@ func (n *Node) observe(v uint64) { n.last = max(n.last, v) }
 // heard notes a message from a peer: a key leader suspected of being
 // down answers again.
 func (n *Node) heard(from string) {
+	if n.alive != nil {
+		n.alive[from] = true
+	}
 	if len(n.lwt.suspect) > 0 {
 		delete(n.lwt.suspect, from)
 	}

@@ -65,7 +65,7 @@ func (n *Node) SetRing(r Ring) {
 		if len(oldRing.Members()) <= 1 {
 			guess = true
 			// It learns what the others run with (informed.go).
-			n.informed, n.told = false, nil
+			n.uninform()
 			// This node's first real view: the ring as it was before this
 			// node joined is the view other coordinators may still use.
 			var ms []Member
