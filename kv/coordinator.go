@@ -623,6 +623,16 @@ func (n *Node) tickOps() {
 			n.checkRead(id, o)
 			continue
 		}
+		if o.push != nil && n.now-o.lastSend >= n.cfg.ResendTicks<<min(o.resends, 4) {
+			// A hand-off offer lost with a connection (a partition that
+			// healed drops what was sent on the way): offered again to
+			// the targets that have not answered it, rather than left
+			// to time out. One that answered is waited for: what it
+			// asked for may still be on its way.
+			o.lastSend = n.now
+			o.resends++
+			n.offer(id, o.push)
+		}
 		if n.now-o.lastSend >= n.cfg.ResendTicks<<min(o.resends, 4) && o.hint == nil && o.push == nil {
 			// Sent again after ResendTicks, then twice, four, eight and
 			// sixteen times as long: a replica that is slow, not cut

@@ -15,7 +15,8 @@ import (
 type strayPush struct {
 	recs    []Record
 	targets []string
-	size    int64 // bytes of recs, counted in strayOut until answered
+	size    int64   // bytes of recs, counted in strayOut until answered
+	heard   addrSet // the targets that answered the offer
 }
 
 // strayPass is a hand-off pass under way. It reads the node's records in
@@ -169,21 +170,20 @@ func (n *Node) replicatesInOlder(pos uint32) bool {
 	return false
 }
 
-// offer offers hand-off batch id to each of its targets. Each target is
-// offered the versions first and sent only what it lacks: after a join,
-// anti-entropy has usually brought the new replica most of them already,
-// and the other targets held them all along. An offer is not sent again
-// (one lost with a broken connection waits for the batch's timeout):
-// resending unanswered offers after ResendTicks made a history of the
-// simulator's TestCasRingChurnLongLag non-linearizable (seed 1057), for a
-// reason not yet found.
+// offer offers hand-off batch id to each of its targets that has not
+// answered the offer yet. Each target is offered the versions first and
+// sent only what it lacks: after a join, anti-entropy has usually brought
+// the new replica most of them already, and the other targets held them
+// all along.
 func (n *Node) offer(id uint64, batch *strayPush) {
 	vs := make([]KeyVersion, len(batch.recs))
 	for i, r := range batch.recs {
 		vs[i] = KeyVersion{Key: r.Key, Version: r.Version, Tomb: r.Tomb}
 	}
 	for _, t := range batch.targets {
-		n.send(Message{Kind: KindOffer, To: t, ID: id, Versions: vs})
+		if !batch.heard.has(t) {
+			n.send(Message{Kind: KindOffer, To: t, ID: id, Versions: vs})
+		}
 	}
 }
 
@@ -201,6 +201,7 @@ func (n *Node) onOfferResp(m Message) {
 	if o == nil || o.push == nil || o.answered.has(m.From) {
 		return
 	}
+	o.push.heard.add(m.From)
 	if len(m.Keys) == 0 {
 		n.pushAnswered(m.ID, m.From)
 		return

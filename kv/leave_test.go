@@ -310,6 +310,48 @@ func TestLeaveRetriesHandOffSoon(t *testing.T) {
 	}
 }
 
+// TestLostOfferIsResent: the first hand-off offer b sends d is lost (a
+// connection that broke as a partition healed drops what was on its
+// way). b must offer it again after ResendTicks and end empty long
+// before the batch would time out; before, a lost offer left the batch
+// waiting for its timeout (8 s in the store) and the next pass.
+func TestLostOfferIsResent(t *testing.T) {
+	r := newLeaveRing()
+	lost := 0
+	r.drop = func(_ string, m Message) bool {
+		if m.Kind == KindOffer && m.To == "d" && lost == 0 {
+			lost++
+			return true
+		}
+		return false
+	}
+	for i := range 40 {
+		r.nodes["a"].Step(Message{Kind: KindClientPut, From: "client", ID: uint64(i + 1), Rec: Record{Key: fmt.Appendf(nil, "key-%d", i), Value: []byte("v")}})
+		r.deliver()
+	}
+	r.drainB()
+	for _, x := range []string{"a", "c", "d"} {
+		r.nodes[x].MemberLeft("b")
+	}
+	// Until the table has settled and a pass has sent the offers.
+	for i := 0; lost == 0 && i < r.cfg.HandOffTicks+2*r.cfg.SyncTicks; i++ {
+		r.tick(1)
+	}
+	if lost == 0 {
+		t.Fatal("b offered d nothing: the test exercises nothing")
+	}
+	if r.st["b"].Len() == 0 {
+		t.Fatal("b ended empty with an offer to d lost: it waited for nothing")
+	}
+	r.tick(r.cfg.TimeoutTicks / 2)
+	if k := r.st["b"].Len(); k != 0 {
+		t.Errorf("b still holds %d records %d ticks after its offer to d was lost (it times out after %d)", k, r.cfg.TimeoutTicks/2, r.cfg.TimeoutTicks)
+	}
+	for i := range 40 {
+		r.checkReplicasHold(t, fmt.Appendf(nil, "key-%d", i))
+	}
+}
+
 // TestLateWriteToLeavingNodeHandedOffSoon: b has handed off everything
 // it held when a write reaches it through a coordinator whose view still
 // counts it (a hint, or a view of the transition window). b must hand it
