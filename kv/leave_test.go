@@ -196,64 +196,25 @@ func TestLeaveFinishesWithHints(t *testing.T) {
 	}
 }
 
-// leaveRing is the ring a, b, c, d of the leave tests, each node with
-// its storage, on a network that delivers every message at once unless
-// drop says otherwise.
+// leaveRing is the ring a, b, c, d of the leave tests (a viewNet), and
+// the ring without b that b's leave makes.
 type leaveRing struct {
+	*viewNet
 	cfg            Config
-	pos            func([]byte) uint32
 	full, withoutB Ring
-	nodes          map[string]*Node
-	st             map[string]*MemStorage
-	drop           func(from string, m Message) bool
 }
-
-var leaveNames = []string{"a", "b", "c", "d"}
 
 func newLeaveRing() *leaveRing {
-	pos := Partitioners["md5-low32"]
 	all := []Member{{"a", 1 << 30}, {"b", 2 << 30}, {"c", 3 << 30}, {"d", 4<<30 - 1}}
-	r := &leaveRing{cfg: Config{N: 3, W: 2, R: 2}.withDefaults(), pos: pos,
-		full: NewStaticRing(pos, all), withoutB: NewStaticRing(pos, []Member{all[0], all[2], all[3]}),
-		nodes: map[string]*Node{}, st: map[string]*MemStorage{}}
-	clock := func() uint64 { return 1 << 40 }
-	for _, m := range all {
-		r.st[m.Addr] = NewMemStorage(pos)
-		r.nodes[m.Addr] = NewNode(r.cfg, m.Addr, r.full, r.st[m.Addr], clock, nil)
-	}
-	return r
-}
-
-func (r *leaveRing) deliver() {
-	for moved := true; moved; {
-		moved = false
-		for _, x := range leaveNames {
-			rd := r.nodes[x].Ready()
-			r.st[x].Apply(rd.Persist)
-			for _, m := range rd.Messages {
-				if m.To == "client" || r.drop != nil && r.drop(x, m) {
-					continue
-				}
-				r.nodes[m.To].Step(m)
-				moved = true
-			}
-		}
-	}
-}
-
-func (r *leaveRing) tick(k int) {
-	for range k {
-		for _, x := range leaveNames {
-			r.nodes[x].Tick()
-		}
-		r.deliver()
-	}
+	vn := newViewNet(all)
+	return &leaveRing{viewNet: vn, cfg: Config{N: 3, W: 2, R: 2}.withDefaults(),
+		full: NewStaticRing(vn.pos, all), withoutB: NewStaticRing(vn.pos, []Member{all[0], all[2], all[3]})}
 }
 
 // drainB has b count itself out and every node take the ring without it.
 func (r *leaveRing) drainB() {
 	r.nodes["b"].SetLeaving(true)
-	for _, x := range leaveNames {
+	for _, x := range r.names {
 		r.nodes[x].SetRing(r.withoutB)
 	}
 }

@@ -15,6 +15,9 @@ type viewNet struct {
 	// client, if set, receives the messages to addresses that are not
 	// nodes.
 	client func(Message)
+	// drop, if set, keeps the messages it returns true for (sent by from)
+	// from their destination.
+	drop func(from string, m Message) bool
 }
 
 func newViewNet(ms []Member) *viewNet {
@@ -47,21 +50,31 @@ func (vn *viewNet) tick(k int) {
 				n.Tick()
 			}
 		}
-		for moved := true; moved; {
-			moved = false
-			for _, x := range vn.names {
-				if vn.nodes[x] == nil {
+		vn.deliver()
+	}
+}
+
+// deliver runs rounds of every node, persisting what each asks and
+// stepping what it sends into the destination (but what drop keeps),
+// until nothing is left to deliver.
+func (vn *viewNet) deliver() {
+	for moved := true; moved; {
+		moved = false
+		for _, x := range vn.names {
+			if vn.nodes[x] == nil {
+				continue
+			}
+			rd := vn.nodes[x].Ready()
+			vn.st[x].Apply(rd.Persist)
+			for _, m := range rd.Messages {
+				if vn.drop != nil && vn.drop(x, m) {
 					continue
 				}
-				rd := vn.nodes[x].Ready()
-				vn.st[x].Apply(rd.Persist)
-				for _, m := range rd.Messages {
-					if n := vn.nodes[m.To]; n != nil {
-						n.Step(m)
-						moved = true
-					} else if vn.client != nil && vn.st[m.To] == nil {
-						vn.client(m)
-					}
+				if n := vn.nodes[m.To]; n != nil {
+					n.Step(m)
+					moved = true
+				} else if vn.client != nil && vn.st[m.To] == nil {
+					vn.client(m)
 				}
 			}
 		}
