@@ -8,10 +8,10 @@
 // write already acknowledged.
 //
 // So a node whose ring of itself alone is replaced by a ring of others (it
-// started, or it was alone) is not informed until
-// every other member of its current view has told it the views it runs
-// with (KindViewState with viewsFull: its current view and the older ones
-// it keeps), and it has taken them all as views of its own. Any two
+// started, or it was alone) is not informed until every other member of
+// its current view has told it the views it runs with (KindViewState with
+// viewsFull: its current view and the older ones it keeps), and it has
+// taken them all as views of its own. Any two
 // coordinators then share a view, so their quorums meet. Until then it
 // coordinates nothing: it holds the client requests it receives (answering
 // them once informed, or with an error after TimeoutTicks), and begins no
@@ -62,8 +62,8 @@ func coordinates(m Message) bool {
 	return false
 }
 
-// holdUninformed keeps m, a request to coordinate, until the node is informed, and
-// reports whether it did.
+// holdUninformed keeps m, a request to coordinate, until the node is
+// informed, and reports whether it did.
 func (n *Node) holdUninformed(m Message) bool {
 	if n.informed {
 		return false
@@ -97,15 +97,11 @@ func (n *Node) refuseHeld(m Message) {
 }
 
 // heardViews notes that from told this node every view it runs with (the
-// caller adopts them).
+// caller adopts them); told is nil once the node is informed.
 func (n *Node) heardViews(from string) {
-	if n.informed {
-		return
+	if n.told != nil {
+		n.told[from] = true
 	}
-	if n.told == nil {
-		n.told = map[string]bool{}
-	}
-	n.told[from] = true
 }
 
 // unheard lists the other members of the current view that have not told
@@ -128,7 +124,7 @@ func (n *Node) unheard() []string {
 // uninform makes the node learn the views the members run with before it
 // coordinates again.
 func (n *Node) uninform() {
-	n.informed, n.told, n.alive, n.askSince = false, nil, map[string]bool{}, n.now
+	n.informed, n.told, n.alive, n.askSince = false, map[string]bool{}, map[string]bool{}, n.now
 }
 
 // tickInformed asks the members not yet heard for their views, every
