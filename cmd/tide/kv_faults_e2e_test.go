@@ -324,11 +324,12 @@ func TestKVMigrationKeepsForeground(t *testing.T) {
 	const wave = 512
 	var wg sync.WaitGroup
 	var loadErr atomic.Value
+	var retried atomic.Int64
 	for w := range 6 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := respLoad(resp[w%3], &next, keys, wave, value); err != nil {
+			if err := respLoad(resp[w%3], &next, keys, wave, value, &retried); err != nil {
 				loadErr.Store(err)
 			}
 		}()
@@ -338,8 +339,8 @@ func TestKVMigrationKeepsForeground(t *testing.T) {
 		t.Fatalf("load: %v", err)
 	}
 	loadTime := time.Since(begin)
-	t.Logf("loaded %d keys of %d bytes (%.0f MB, %.0f MB with 3 copies) in %s: %.0f writes/s",
-		keys, valueSize, float64(keys*valueSize)/1e6, 3*float64(keys*valueSize)/1e6, loadTime.Round(time.Millisecond), float64(keys)/loadTime.Seconds())
+	t.Logf("loaded %d keys of %d bytes (%.0f MB, %.0f MB with 3 copies) in %s: %.0f writes/s; %d SETs sent again after \"quorum not reached\"",
+		keys, valueSize, float64(keys*valueSize)/1e6, 3*float64(keys*valueSize)/1e6, loadTime.Round(time.Millisecond), float64(keys)/loadTime.Seconds(), retried.Load())
 	hc := &http.Client{Timeout: 30 * time.Second}
 
 	// Foreground: reads of loaded keys and writes of its own keys, on
@@ -541,8 +542,13 @@ func TestKVMigrationKeepsForeground(t *testing.T) {
 }
 
 // respLoad writes load-%08d keys, taking indexes from next until keys, in
-// pipelined waves of SET commands on one connection to addr.
-func respLoad(addr string, next *atomic.Int64, keys, wave int, value func(int) []byte) error {
+// pipelined waves of wave SETs over one Redis-protocol connection. A SET
+// answered "quorum not reached" (the ring was too slow to answer within
+// the server's deadline: a loaded machine, a disk stall) is sent again,
+// as a bulk loader would send an idempotent write, up to loadRetries
+// times; retried counts them.
+func respLoad(addr string, next *atomic.Int64, keys, wave int, value func(int) []byte, retried *atomic.Int64) error {
+	const loadRetries = 5
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		return err
@@ -550,14 +556,9 @@ func respLoad(addr string, next *atomic.Int64, keys, wave int, value func(int) [
 	defer c.Close()
 	r := bufio.NewReader(c)
 	var buf bytes.Buffer
-	for {
-		first := int(next.Add(int64(wave))) - wave
-		if first >= keys {
-			return nil
-		}
-		n := min(wave, keys-first)
+	send := func(idx []int) (failed []int, err error) {
 		buf.Reset()
-		for i := first; i < first+n; i++ {
+		for _, i := range idx {
 			k, v := fmt.Sprintf("load-%08d", i), value(i)
 			fmt.Fprintf(&buf, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n", len(k), k, len(v))
 			buf.Write(v)
@@ -565,16 +566,63 @@ func respLoad(addr string, next *atomic.Int64, keys, wave int, value func(int) [
 		}
 		c.SetDeadline(time.Now().Add(time.Minute))
 		if _, err := c.Write(buf.Bytes()); err != nil {
-			return err
+			return nil, err
 		}
-		for range n {
+		for _, i := range idx {
 			line, err := r.ReadString('\n')
 			if err != nil {
+				return nil, err
+			}
+			switch {
+			case line == "+OK\r\n":
+			case strings.HasPrefix(line, "-ERR quorum not reached"):
+				failed = append(failed, i)
+			default:
+				return nil, fmt.Errorf("SET via %s: %q", addr, strings.TrimSpace(line))
+			}
+		}
+		return failed, nil
+	}
+	for {
+		first := int(next.Add(int64(wave))) - wave
+		if first >= keys {
+			return nil
+		}
+		idx := make([]int, 0, wave)
+		for i := first; i < min(first+wave, keys); i++ {
+			idx = append(idx, i)
+		}
+		for attempt := 0; len(idx) > 0; attempt++ {
+			if attempt > loadRetries {
+				return fmt.Errorf("SET via %s: %d keys (load-%08d first) not written after %d tries", addr, len(idx), idx[0], attempt)
+			}
+			if attempt > 0 {
+				retried.Add(int64(len(idx)))
+				time.Sleep(time.Second)
+			}
+			if idx, err = send(idx); err != nil {
 				return err
 			}
-			if line != "+OK\r\n" {
-				return fmt.Errorf("SET via %s: %q", addr, strings.TrimSpace(line))
-			}
+		}
+	}
+}
+
+// logStacks logs the goroutines of node p (its /debug/pprof) whose
+// stacks pass through one of the packages named: where a request that
+// never answered is waiting.
+func logStacks(t *testing.T, p *cluster.Proc, pkgs ...string) {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + p.Spec.HTTPAddr + "/debug/pprof/goroutine?debug=2")
+	if err != nil {
+		t.Logf("%s: goroutines: %v", p.Name, err)
+		return
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, g := range strings.Split(string(b), "\n\n") {
+		if slices.ContainsFunc(pkgs, func(pkg string) bool { return strings.Contains(g, pkg+".") }) {
+			t.Logf("%s: %s", p.Name, g)
 		}
 	}
 }

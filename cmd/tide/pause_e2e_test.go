@@ -94,9 +94,7 @@ func TestPausedReplicaDoesNotStallUploads(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
-	if err := syscall.Kill(paused.Pid(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProc(t, paused)
 	defer syscall.Kill(paused.Pid(), syscall.SIGCONT)
 
 	// hc's timeout is the client's request timeout. The owner answers
@@ -149,13 +147,9 @@ func TestPausedOwnerReads(t *testing.T) {
 	put := func(body []byte) { t.Helper(); uploadVia(t, hc, via, name, body) }
 	put(older)
 	waitEveryNodeHolds(t, hc, procs, name)
-	if err := syscall.Kill(behind.Pid(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProc(t, behind)
 	put(newer) // the owner and via: a majority
-	if err := syscall.Kill(owner.Pid(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProc(t, owner)
 	defer syscall.Kill(owner.Pid(), syscall.SIGCONT)
 	if err := syscall.Kill(behind.Pid(), syscall.SIGCONT); err != nil {
 		t.Fatal(err)
@@ -179,6 +173,8 @@ func TestPausedOwnerReads(t *testing.T) {
 			for _, q := range procs {
 				logWarnings(t, q)
 			}
+			logStacks(t, behind, "tide/store/files")
+			logStacks(t, via, "tide/store/files")
 			t.Fatalf("read %s through %s with its owner paused: %s (version %s, length %s) %v: %.300s", name, p.Name, resp.Status,
 				resp.Header.Get("X-Tide-Version"), resp.Header.Get("Content-Length"), err, got)
 		}
@@ -240,9 +236,7 @@ func TestPausedOwnerUploadsThroughStandIn(t *testing.T) {
 			t.Fatalf("upload %s through %s before the pause: %v", name, p.Name, err)
 		}
 	}
-	if err := syscall.Kill(paused.Pid(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProc(t, paused)
 	defer syscall.Kill(paused.Pid(), syscall.SIGCONT)
 	for i, want := range [][]byte{[]byte("during the pause"), []byte("again, past the owner at once")} {
 		via := procs[i%3]
@@ -339,14 +333,10 @@ func TestCutOffNodeServesNoStaleCopy(t *testing.T) {
 	put := func(via *cluster.Proc, body []byte) { t.Helper(); uploadVia(t, hc, via, name, body) }
 	put(others[0], older)
 	waitEveryNodeHolds(t, hc, procs, name)
-	if err := syscall.Kill(cut.Pid(), syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	stopProc(t, cut)
 	put(others[0], newer) // the two others: a majority
 	for _, p := range others {
-		if err := syscall.Kill(p.Pid(), syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
+		stopProc(t, p)
 		defer syscall.Kill(p.Pid(), syscall.SIGCONT)
 	}
 	if err := syscall.Kill(cut.Pid(), syscall.SIGCONT); err != nil {
@@ -356,6 +346,7 @@ func TestCutOffNodeServesNoStaleCopy(t *testing.T) {
 	for i := 0; time.Since(start) < 10*time.Second; i++ {
 		resp, err := hc.Get("http://" + cut.Spec.HTTPAddr + "/files/" + name)
 		if err != nil {
+			logStacks(t, cut, "tide/store/files", "tide/chord")
 			t.Fatalf("read %d through the cut-off node: %v", i, err)
 		}
 		got, _ := io.ReadAll(resp.Body)
@@ -400,6 +391,40 @@ func waitEveryNodeHolds(t *testing.T, hc *http.Client, procs []*cluster.Proc, na
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
 				return fmt.Errorf("%s: %s", p.Name, resp.Status)
+			}
+		}
+		return nil
+	})
+}
+
+// stopProc stops p with SIGSTOP and waits until every thread of it has
+// stopped. kill returns once the signal is queued; the process stops
+// when one of its threads next runs, and on a loaded machine the others
+// may answer a request or two before then, which would not test what a
+// paused node does.
+func stopProc(t *testing.T, p *cluster.Proc) {
+	t.Helper()
+	if err := syscall.Kill(p.Pid(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, p.Name+" to stop", time.Minute, func() error {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", p.Pid()))
+		if err != nil || len(tasks) == 0 {
+			return fmt.Errorf("no threads listed: %v", err)
+		}
+		for _, task := range tasks {
+			b, err := os.ReadFile(task)
+			if err != nil {
+				return err
+			}
+			// The state follows the command name, which is in
+			// parentheses and may hold any character.
+			i := bytes.LastIndexByte(b, ')')
+			if i < 0 || i+2 >= len(b) {
+				return fmt.Errorf("%s: %q", task, b)
+			}
+			if st := b[i+2]; st != 'T' && st != 't' {
+				return fmt.Errorf("%s: state %c", task, st)
 			}
 		}
 		return nil

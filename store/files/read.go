@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"tide/chord"
@@ -44,6 +45,11 @@ var (
 	// (its headers) before it reads from the owner's replicas. It leaves
 	// the owner time to hear from its own replicas.
 	ownerAnswerTimeout = 3 * time.Second
+	// copyAnswerTimeout bounds the wait for the headers of a copy a node
+	// said it held moments before: it may have frozen since (paused,
+	// cut off), and the read then fails clearly rather than waiting for
+	// the transport's ResponseHeaderTimeout, beyond most clients' own.
+	copyAnswerTimeout = 3 * time.Second
 )
 
 // answerGrace is how long a read waits for the rest of the replicas
@@ -192,7 +198,8 @@ const hedgeAfter = 150 * time.Millisecond
 // why there is no answer).
 type source struct {
 	resp    *http.Response
-	release func() // closes resp and ends its request
+	from    chord.Ref // the node that sent resp
+	release func()    // closes resp and ends its request
 	local   bool
 	err     error
 }
@@ -215,7 +222,7 @@ func (n *Service) serve(w http.ResponseWriter, r *http.Request, name string, s s
 	defer s.close()
 	switch {
 	case s.resp != nil:
-		relay(w, s.resp)
+		n.relay(w, s.resp, name, s.from)
 		return nil
 	case s.local:
 		served, err := n.serveLocal(w, r, name)
@@ -295,7 +302,7 @@ func (n *Service) ownerSource(ctx context.Context, method string, owner chord.Re
 			n.suspect.add(owner)
 			ch <- source{err: status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer", name, owner)}
 		case resp.StatusCode == http.StatusOK:
-			ch <- source{resp: resp, release: func() { release(); stop() }}
+			ch <- source{resp: resp, from: owner, release: func() { release(); stop() }}
 		case resp.StatusCode == http.StatusNotFound:
 			release()
 			stop()
@@ -354,9 +361,9 @@ func (n *Service) replicaSource(ctx context.Context, method string, owner chord.
 	if best.ref == n.ring.Self() {
 		return source{local: true}
 	}
-	resp, release := n.fetchWithin(ctx, method, best.ref, "/internal/file/", name, false, 0, nil)
+	resp, release := n.fetchWithin(ctx, method, best.ref, "/internal/file/", name, false, copyAnswerTimeout, nil)
 	if resp != nil && resp.StatusCode == http.StatusOK {
-		return source{resp: resp, release: release}
+		return source{resp: resp, from: best.ref, release: release}
 	}
 	if resp != nil {
 		release()
@@ -460,7 +467,7 @@ func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name stri
 }
 
 func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
-	resp, release := n.fetchWithin(ctx, r.Method, t, prefix, name, fwd, 0, nil)
+	resp, release := n.fetchWithin(ctx, r.Method, t, prefix, name, fwd, copyAnswerTimeout, nil)
 	if resp == nil {
 		return false
 	}
@@ -468,7 +475,7 @@ func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if resp.StatusCode != http.StatusOK {
 		return false
 	}
-	relay(w, resp)
+	n.relay(w, resp, name, t)
 	return true
 }
 
@@ -515,13 +522,41 @@ func (n *Service) fetchWithin(ctx context.Context, method string, t chord.Ref, p
 	return resp, func() { resp.Body.Close(); cancel() }
 }
 
-// relay writes a 200 answer from another node to w.
-func relay(w http.ResponseWriter, resp *http.Response) {
+// relay writes a 200 answer from node from to w. A sender that makes
+// no progress for stallTimeout (paused, cut off mid-answer) is given
+// up: the client's body ends short of its Content-Length, an error it
+// sees at once, rather than a read that hangs until it gives up.
+func (n *Service) relay(w http.ResponseWriter, resp *http.Response, name string, from chord.Ref) {
 	for _, h := range []string{"Content-Type", "Content-Length", "X-Tide-Version", "ETag"} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
 		}
 	}
 	w.WriteHeader(http.StatusOK)
-	io.Copy(w, resp.Body)
+	var stalled atomic.Bool
+	timer := time.AfterFunc(stallTimeout, func() {
+		stalled.Store(true)
+		resp.Body.Close()
+	})
+	timer.Stop()
+	k, err := io.Copy(w, &progressReader{r: resp.Body, timer: timer})
+	if stalled.Load() {
+		n.log.Warn("read: the node sending the file stalled; answer cut short", "file", name, "from", from.String(), "sent", k, "of", resp.ContentLength, "stall", stallTimeout)
+	} else if err != nil {
+		n.log.Warn("read: answer cut short", "file", name, "from", from.String(), "sent", k, "of", resp.ContentLength, "err", err)
+	}
+}
+
+// progressReader runs timer while a read of r waits, and only then: a
+// client slow to take the answer is not the sender's stall.
+type progressReader struct {
+	r     io.Reader
+	timer *time.Timer
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	p.timer.Reset(stallTimeout)
+	k, err := p.r.Read(b)
+	p.timer.Stop()
+	return k, err
 }
