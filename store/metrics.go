@@ -21,6 +21,8 @@ type metrics struct {
 	replFailures prometheus.Counter
 	// standIns counts uploads stored standing in for an unreachable owner.
 	standIns prometheus.Counter
+	// readsResumed counts relayed reads finished from another copy.
+	readsResumed prometheus.Counter
 	// kvSync times the KV write-ahead log's fsyncs (group commits).
 	kvSync prometheus.Histogram
 	// kvRound counts the messages each round of the KV driver stepped.
@@ -64,6 +66,9 @@ func newMetrics(n *Node) *metrics {
 	m.standIns = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tide_files_stand_ins_total", Help: "Uploads and deletes this node stored standing in for their owner, which the node they were sent to could not reach.",
 	})
+	m.readsResumed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tide_files_reads_resumed_total", Help: "Reads this node relayed whose sender stopped part way, finished from another node's copy of the same version.",
+	})
 	m.kvSync = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "tide_kv_wal_sync_seconds",
 		Help:    "KV write-ahead log fsyncs (each a group commit of the rounds committed while the last one ran), by duration.",
@@ -96,7 +101,7 @@ func newMetrics(n *Node) *metrics {
 			return f(n.kv.Stats())
 		})
 	}
-	m.reg.MustRegister(m.rpcReceived, m.authFailures, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.standIns, m.kvSync, m.kvRound, m.latency, m.waits,
+	m.reg.MustRegister(m.rpcReceived, m.authFailures, m.rpcSent, m.requests, m.pushed, m.dropped, m.repairRuns, m.replFailures, m.standIns, m.readsResumed, m.kvSync, m.kvRound, m.latency, m.waits,
 		newRegionCollector(n), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		gauge("tide_disk_used_bytes", "Bytes used: stored file bytes with --capacity, else the filesystem's used bytes.",
 			func() float64 { u, _ := n.files.Disk(); return float64(u) }),

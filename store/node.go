@@ -509,7 +509,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		RepairInterval: cfg.RepairInterval, FullRepairInterval: cfg.FullRepairInterval,
 		Engine: eng, Ring: n.ring, RPC: n.rpc, HTTP: n.hc, Log: n.log,
 		HTTPAddrOf: n.httpAddrOf, Following: n.following, Leaving: n.leaving.Load,
-		Metrics: files.Metrics{Requests: n.m.requests, Pushed: n.m.pushed, Dropped: n.m.dropped, RepairRuns: n.m.repairRuns, ReplFailures: n.m.replFailures, StandIns: n.m.standIns},
+		Metrics: files.Metrics{Requests: n.m.requests, Pushed: n.m.pushed, Dropped: n.m.dropped, RepairRuns: n.m.repairRuns, ReplFailures: n.m.replFailures, StandIns: n.m.standIns, Resumed: n.m.readsResumed},
 	})
 	n.httpSrv = &http.Server{Handler: n.routes(), ReadHeaderTimeout: cfg.HTTPHeaderTimeout, IdleTimeout: cfg.HTTPIdleTimeout,
 		MaxHeaderBytes: 64 << 10}

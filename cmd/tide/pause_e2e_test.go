@@ -430,3 +430,87 @@ func stopProc(t *testing.T, p *cluster.Proc) {
 		return nil
 	})
 }
+
+// TestReadResumesPastFrozenSender reads a 32 MiB file through the one
+// node of four that holds no copy (so it relays another node's), and
+// pauses the file's owner, the node that answers such a read, after
+// the client has taken 1 MiB. The relay must take the rest from
+// another replica of the same version, and the client get the whole
+// file. Before, the relay waited on the paused owner until the client
+// gave up.
+func TestReadResumesPastFrozenSender(t *testing.T) {
+	ctx := context.Background()
+	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
+	defer local.StopAll(5 * time.Second)
+	procs, err := bench.StartRing(ctx, local, 4, 3, nil, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, procs)
+	body := make([]byte, 32<<20)
+	rand.Read(body)
+	hc := &http.Client{Timeout: time.Minute}
+	name := "resumed.bin"
+	uploadVia(t, hc, procs[0], name, body)
+	sc := store.NewClient()
+	defer sc.Close()
+	octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	o, _, err := sc.Owner(octx, procs[0].Spec.ChordAddr, name)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var owner, via *cluster.Proc
+	waitFor(t, "three nodes of four to hold the file", time.Minute, func() error {
+		owner, via = nil, nil
+		holders := 0
+		for _, p := range procs {
+			resp, err := hc.Head("http://" + p.Spec.HTTPAddr + "/internal/file/" + name)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			switch {
+			case resp.StatusCode == http.StatusOK:
+				holders++
+			case resp.StatusCode == http.StatusNotFound:
+				via = p
+			}
+			if p.Spec.ChordAddr == o.Addr() {
+				owner = p
+			}
+		}
+		if holders != 3 || via == nil || owner == nil || owner == via {
+			return fmt.Errorf("%d hold it, owner %v, one without a copy %v", holders, owner != nil, via != nil)
+		}
+		return nil
+	})
+	before, err := metricSum([]*cluster.Proc{via}, "tide_files_reads_resumed_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := hc.Get("http://" + via.Spec.HTTPAddr + "/files/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("read through %s: %s", via.Name, resp.Status)
+	}
+	got := make([]byte, 1<<20)
+	if _, err := io.ReadFull(resp.Body, got); err != nil {
+		t.Fatal(err)
+	}
+	stopProc(t, owner)
+	defer syscall.Kill(owner.Pid(), syscall.SIGCONT)
+	start := time.Now()
+	rest, err := io.ReadAll(resp.Body)
+	got = append(got, rest...)
+	after, merr := metricSum([]*cluster.Proc{via}, "tide_files_reads_resumed_total")
+	t.Logf("read through %s with the owner %s paused after 1 MiB: %d of %d bytes, the rest in %s (%v); reads resumed: %.0f (%v)",
+		via.Name, owner.Name, len(got), len(body), time.Since(start).Round(time.Millisecond), err, after-before, merr)
+	if err != nil || !bytes.Equal(got, body) {
+		logWarnings(t, via)
+		t.Fatalf("read through %s with the owner paused part way: %d of %d bytes (%v), not the whole file", via.Name, len(got), len(body), err)
+	}
+}

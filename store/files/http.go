@@ -246,6 +246,34 @@ func (n *Service) handleReplicaGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
+	if rg := r.Header.Get("Range"); rg != "" {
+		// The rest of a copy whose relay from another node stopped part
+		// way (relay): "bytes=N-" of the copy If-Match names, only.
+		off, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(rg, "bytes="), "-"), 10, 64)
+		switch {
+		case !strings.HasPrefix(rg, "bytes=") || !strings.HasSuffix(rg, "-") || err != nil || off < 0:
+			n.fail(w, "replica_get", status.Errorf(http.StatusBadRequest, "range %q: only bytes=N- is served", rg))
+			return
+		case r.Header.Get("If-Match") != `"`+m.MD5+`"`:
+			n.fail(w, "replica_get", status.Errorf(http.StatusPreconditionFailed, "%q: this node holds another copy (%s)", m.Name, m.MD5))
+			return
+		case off >= m.Size:
+			n.fail(w, "replica_get", status.Errorf(http.StatusRequestedRangeNotSatisfiable, "%q: %d bytes, range from %d", m.Name, m.Size, off))
+			return
+		}
+		if _, err := f.Seek(off, io.SeekStart); err != nil {
+			n.fail(w, "replica_get", err)
+			return
+		}
+		setFileHeaders(w, m)
+		w.Header().Set("Content-Length", strconv.FormatInt(m.Size-off, 10))
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, m.Size-1, m.Size))
+		w.WriteHeader(http.StatusPartialContent)
+		if r.Method != http.MethodHead {
+			io.Copy(w, f)
+		}
+		return
+	}
 	setFileHeaders(w, m)
 	if r.Method != http.MethodHead {
 		io.Copy(w, f)

@@ -222,7 +222,7 @@ func (n *Service) serve(w http.ResponseWriter, r *http.Request, name string, s s
 	defer s.close()
 	switch {
 	case s.resp != nil:
-		n.relay(w, s.resp, name, s.from)
+		n.relay(r.Context(), w, s.resp, name, s.from)
 		return nil
 	case s.local:
 		served, err := n.serveLocal(w, r, name)
@@ -475,7 +475,7 @@ func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Req
 	if resp.StatusCode != http.StatusOK {
 		return false
 	}
-	n.relay(w, resp, name, t)
+	n.relay(ctx, w, resp, name, t)
 	return true
 }
 
@@ -522,41 +522,123 @@ func (n *Service) fetchWithin(ctx context.Context, method string, t chord.Ref, p
 	return resp, func() { resp.Body.Close(); cancel() }
 }
 
-// relay writes a 200 answer from node from to w. A sender that makes
-// no progress for stallTimeout (paused, cut off mid-answer) is given
-// up: the client's body ends short of its Content-Length, an error it
-// sees at once, rather than a read that hangs until it gives up.
-func (n *Service) relay(w http.ResponseWriter, resp *http.Response, name string, from chord.Ref) {
+// relayStallTimeout is how long a relay waits for more of a copy from a
+// sender that has stopped sending (paused, cut off mid-answer) before it
+// takes the rest from another node holding the same copy, or ends the
+// answer short when none does.
+var relayStallTimeout = 2 * time.Second
+
+// relay writes a 200 answer from node from to w. A sender that stops
+// part way (no byte for relayStallTimeout, or a broken connection) is
+// given up, and the rest is read from another node that holds the same
+// copy (same ETag), from where the first stopped: the client sees one
+// whole answer. With no such node the answer ends short of its
+// Content-Length, an error the client sees at once, rather than a read
+// that hangs until it gives up.
+func (n *Service) relay(ctx context.Context, w http.ResponseWriter, resp *http.Response, name string, from chord.Ref) {
 	for _, h := range []string{"Content-Type", "Content-Length", "X-Tide-Version", "ETag"} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
 		}
 	}
 	w.WriteHeader(http.StatusOK)
-	var stalled atomic.Bool
-	timer := time.AfterFunc(stallTimeout, func() {
-		stalled.Store(true)
-		resp.Body.Close()
-	})
-	timer.Stop()
-	k, err := io.Copy(w, &progressReader{r: resp.Body, timer: timer})
-	if stalled.Load() {
-		n.log.Warn("read: the node sending the file stalled; answer cut short", "file", name, "from", from.String(), "sent", k, "of", resp.ContentLength, "stall", stallTimeout)
-	} else if err != nil {
-		n.log.Warn("read: answer cut short", "file", name, "from", from.String(), "sent", k, "of", resp.ContentLength, "err", err)
+	total, etag := resp.ContentLength, resp.Header.Get("ETag")
+	sent, stalled, werr := copyGuarded(w, resp.Body)
+	tried := []chord.Ref{from}
+	for werr == nil && sent < total && etag != "" {
+		n.log.Warn("read: the node sending the file stopped; reading the rest elsewhere", "file", name, "from", tried[len(tried)-1].String(), "sent", sent, "of", total, "stalled", stalled)
+		body, src, release := n.resume(ctx, name, etag, sent, &tried)
+		if body == nil {
+			break
+		}
+		var k int64
+		k, stalled, werr = copyGuarded(w, body)
+		release()
+		sent += k
+		n.m.resumed.Inc()
+		n.log.Info("read: resumed from another copy", "file", name, "from", src.String(), "sent", sent, "of", total)
+	}
+	if werr == nil && sent < total {
+		n.log.Warn("read: no node could send the rest of the file; answer cut short", "file", name, "sent", sent, "of", total, "asked", len(tried))
 	}
 }
 
-// progressReader runs timer while a read of r waits, and only then: a
-// client slow to take the answer is not the sender's stall.
-type progressReader struct {
-	r     io.Reader
-	timer *time.Timer
+// resume opens the rest of name's copy etag from offset off, on this
+// node or another that holds it (not one in tried, to which the node
+// asked is added).
+func (n *Service) resume(ctx context.Context, name, etag string, off int64, tried *[]chord.Ref) (io.Reader, chord.Ref, func()) {
+	for _, t := range n.nodesAfter(chord.Ref{}) {
+		if containsRef(*tried, t) {
+			continue
+		}
+		*tried = append(*tried, t)
+		if t == n.ring.Self() {
+			m, f, err := n.eng.Open(name)
+			if err != nil {
+				continue
+			}
+			if `"`+m.MD5+`"` != etag || off >= m.Size {
+				f.Close()
+				continue
+			}
+			if _, err := f.Seek(off, io.SeekStart); err != nil {
+				f.Close()
+				continue
+			}
+			return f, t, func() { f.Close() }
+		}
+		addr, err := n.httpAddrOf(ctx, t)
+		if err != nil {
+			continue
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, fileURL(addr, "/internal/file/", name), nil)
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+		req.Header.Set("If-Match", etag)
+		timer := time.AfterFunc(copyAnswerTimeout, cancel)
+		resp, err := n.hc.Do(req)
+		if err != nil || !timer.Stop() {
+			if err == nil {
+				resp.Body.Close()
+			}
+			cancel()
+			continue
+		}
+		if resp.StatusCode != http.StatusPartialContent {
+			resp.Body.Close()
+			cancel()
+			continue
+		}
+		return resp.Body, t, func() { resp.Body.Close(); cancel() }
+	}
+	return nil, chord.Ref{}, nil
 }
 
-func (p *progressReader) Read(b []byte) (int, error) {
-	p.timer.Reset(stallTimeout)
-	k, err := p.r.Read(b)
-	p.timer.Stop()
-	return k, err
+// copyGuarded copies src to w until src ends, fails, or sends nothing
+// for relayStallTimeout (stalled; src is then closed if it can be).
+// werr is a failed write to w: the client has gone.
+func copyGuarded(w io.Writer, src io.Reader) (sent int64, stalled bool, werr error) {
+	var st atomic.Bool
+	timer := time.AfterFunc(relayStallTimeout, func() {
+		st.Store(true)
+		if c, ok := src.(io.Closer); ok {
+			c.Close()
+		}
+	})
+	defer timer.Stop()
+	buf := make([]byte, 64<<10)
+	for {
+		timer.Reset(relayStallTimeout)
+		k, err := src.Read(buf)
+		timer.Stop()
+		if k > 0 {
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				return sent, false, werr
+			}
+			sent += int64(k)
+		}
+		if err != nil {
+			return sent, st.Load(), nil
+		}
+	}
 }

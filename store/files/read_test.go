@@ -3,6 +3,10 @@ package files
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -10,37 +14,74 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tide/store/engine"
+
 	"tide/chord"
 )
 
-// TestRelayGivesUpOnStalledSender: a node relaying another's answer
-// stops once the sender sends nothing more for stallTimeout (it was
-// paused mid-answer), and its client gets the bytes sent so far rather
-// than a read that hangs.
-func TestRelayGivesUpOnStalledSender(t *testing.T) {
-	defer func(d time.Duration) { stallTimeout = d }(stallTimeout)
-	stallTimeout = 200 * time.Millisecond
+// relayNode is a Service alone in its ring, with a real engine holding
+// name with body (none if body is nil), for the relay's tests.
+func relayNode(t *testing.T, name string, body []byte) (*Service, *bytes.Buffer) {
+	t.Helper()
+	eng, err := engine.Open(t.TempDir(), func(b []byte) uint32 { return uint32(len(b)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	if body != nil {
+		w, err := eng.Create()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(body)
+		if _, _, err := w.Commit(name, 7); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ring, err := chord.NewNode(chord.Config{Self: chord.Ref{IP: "127.0.0.1", Port: 1, ID: 1}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	return &Service{log: slog.New(slog.NewTextHandler(&logs, nil)), eng: eng, ring: ring,
+		m: metrics{resumed: prometheus.NewCounter(prometheus.CounterOpts{Name: "resumed"})}}, &logs
+}
+
+// stallingSender answers with the first sent bytes of body, as a copy
+// whose ETag is etag, then stalls until the test ends.
+func stallingSender(t *testing.T, body []byte, sent int, etag string) *http.Response {
+	t.Helper()
 	release := make(chan struct{})
 	sender := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1000")
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		w.Header().Set("ETag", etag)
 		w.WriteHeader(http.StatusOK)
-		w.Write(bytes.Repeat([]byte{'x'}, 100))
+		w.Write(body[:sent])
 		w.(http.Flusher).Flush()
 		<-release // paused
 	}))
-	defer sender.Close()
-	defer close(release) // before the server's Close, which waits for it
+	t.Cleanup(sender.Close)
+	t.Cleanup(func() { close(release) }) // before the server's Close, which waits for it
 	resp, err := http.Get(sender.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var logs bytes.Buffer
-	n := &Service{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+// relayWithin runs n.relay of resp, failing the test if it has not ended
+// within a minute.
+func relayWithin(t *testing.T, n *Service, resp *http.Response, name string) *httptest.ResponseRecorder {
+	t.Helper()
+	defer func(d time.Duration) { relayStallTimeout = d }(relayStallTimeout)
+	relayStallTimeout = 200 * time.Millisecond
 	rec := httptest.NewRecorder()
 	done := make(chan struct{})
 	go func() {
-		n.relay(rec, resp, "f.bin", chord.Ref{})
+		n.relay(context.Background(), rec, resp, name, chord.Ref{})
 		close(done)
 	}()
 	select {
@@ -48,11 +89,44 @@ func TestRelayGivesUpOnStalledSender(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the relay of a stalled sender's answer did not end")
 	}
+	return rec
+}
+
+// TestRelayGivesUpOnStalledSender: a node relaying another's answer
+// stops once the sender sends nothing more for relayStallTimeout (it
+// was paused mid-answer) and no other node holds the copy: its client
+// gets the bytes sent so far, short of the Content-Length, rather than
+// a read that hangs.
+func TestRelayGivesUpOnStalledSender(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), 100)
+	n, logs := relayNode(t, "f.bin", nil)
+	rec := relayWithin(t, n, stallingSender(t, body, 100, `"abc"`), "f.bin")
 	if rec.Body.Len() != 100 {
 		t.Fatalf("relayed %d bytes, want the 100 sent", rec.Body.Len())
 	}
-	if !bytes.Contains(logs.Bytes(), []byte("stalled")) {
-		t.Fatalf("no warning of the stall in the log: %s", logs.String())
+	if !bytes.Contains(logs.Bytes(), []byte("cut short")) {
+		t.Fatalf("no warning of the answer cut short in the log: %s", logs.String())
+	}
+}
+
+// TestRelayResumesFromAnotherCopy: when the sender stops part way and
+// another node (here the relaying node itself) holds the same copy, the
+// relay reads the rest from it, and the client gets the whole file. A
+// copy with another ETag is not used.
+func TestRelayResumesFromAnotherCopy(t *testing.T) {
+	body := make([]byte, 300<<10)
+	rand.Read(body)
+	sum := md5.Sum(body)
+	etag := `"` + hex.EncodeToString(sum[:]) + `"`
+	n, logs := relayNode(t, "f.bin", body)
+	rec := relayWithin(t, n, stallingSender(t, body, 100<<10, etag), "f.bin")
+	if !bytes.Equal(rec.Body.Bytes(), body) {
+		t.Fatalf("relayed %d bytes, not the whole file of %d; log: %s", rec.Body.Len(), len(body), logs.String())
+	}
+	other, _ := relayNode(t, "f.bin", body[1:])
+	rec = relayWithin(t, other, stallingSender(t, body, 100<<10, etag), "f.bin")
+	if rec.Body.Len() != 100<<10 {
+		t.Fatalf("relayed %d bytes with only another copy to resume from, want the %d sent", rec.Body.Len(), 100<<10)
 	}
 }
 

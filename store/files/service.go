@@ -70,13 +70,16 @@ type Metrics struct {
 	// StandIns counts uploads stored standing in for an unreachable
 	// owner (standin.go).
 	StandIns prometheus.Counter
+	// Resumed counts relayed reads finished from another copy after
+	// their sender stopped part way (relay).
+	Resumed prometheus.Counter
 }
 
 // metrics are the series as the service's methods name them.
 type metrics struct {
 	requests                                  *prometheus.CounterVec
 	pushed, dropped, repairRuns, replFailures prometheus.Counter
-	standIns                                  prometheus.Counter
+	standIns, resumed                         prometheus.Counter
 }
 
 // Service is a node's file store.
@@ -99,7 +102,7 @@ type Service struct {
 func New(cfg Config) *Service {
 	m := cfg.Metrics
 	return &Service{cfg: cfg, log: cfg.Log, eng: cfg.Engine, ring: cfg.Ring, rpc: cfg.RPC, hc: cfg.HTTP,
-		m:      metrics{requests: m.Requests, pushed: m.Pushed, dropped: m.Dropped, repairRuns: m.RepairRuns, replFailures: m.ReplFailures, standIns: m.StandIns},
+		m:      metrics{requests: m.Requests, pushed: m.Pushed, dropped: m.Dropped, repairRuns: m.RepairRuns, replFailures: m.ReplFailures, standIns: m.StandIns, resumed: m.Resumed},
 		answer: status.Responder{Requests: m.Requests, Log: cfg.Log}, kick: make(chan struct{}, 1)}
 }
 
