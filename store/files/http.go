@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -237,44 +238,43 @@ func (n *Service) handleList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (n *Service) handleReplicaGet(w http.ResponseWriter, r *http.Request) {
-	m, f, err := n.eng.Open(r.PathValue("name"))
+	name := r.PathValue("name")
+	// A Range asks for the rest of a copy whose relay from another node
+	// stopped part way (relay): "bytes=N-" of the copy If-Match names,
+	// only.
+	rg := r.Header.Get("Range")
+	var m engine.Meta
+	var f *os.File
+	var err error
+	var off int64
+	if rg != "" {
+		v, isBytes := strings.CutPrefix(rg, "bytes=")
+		v, open := strings.CutSuffix(v, "-")
+		off, err = strconv.ParseInt(v, 10, 64)
+		if !isBytes || !open || err != nil || off < 0 {
+			n.fail(w, "replica_get", status.Errorf(http.StatusBadRequest, "range %q: only bytes=N- is served", rg))
+			return
+		}
+		m, f, err = n.openRest(name, r.Header.Get("If-Match"), off)
+	} else {
+		m, f, err = n.eng.Open(name)
+	}
 	if err != nil {
-		if t, ok, _ := n.eng.Get(r.PathValue("name")); ok && t.Deleted {
+		if t, ok, _ := n.eng.Get(name); ok && t.Deleted {
 			w.Header().Set(hdrDeleted, strconv.FormatUint(t.Version, 10))
 		}
 		n.fail(w, "replica_get", err)
 		return
 	}
 	defer f.Close()
-	if rg := r.Header.Get("Range"); rg != "" {
-		// The rest of a copy whose relay from another node stopped part
-		// way (relay): "bytes=N-" of the copy If-Match names, only.
-		off, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(rg, "bytes="), "-"), 10, 64)
-		switch {
-		case !strings.HasPrefix(rg, "bytes=") || !strings.HasSuffix(rg, "-") || err != nil || off < 0:
-			n.fail(w, "replica_get", status.Errorf(http.StatusBadRequest, "range %q: only bytes=N- is served", rg))
-			return
-		case r.Header.Get("If-Match") != `"`+m.MD5+`"`:
-			n.fail(w, "replica_get", status.Errorf(http.StatusPreconditionFailed, "%q: this node holds another copy (%s)", m.Name, m.MD5))
-			return
-		case off >= m.Size:
-			n.fail(w, "replica_get", status.Errorf(http.StatusRequestedRangeNotSatisfiable, "%q: %d bytes, range from %d", m.Name, m.Size, off))
-			return
-		}
-		if _, err := f.Seek(off, io.SeekStart); err != nil {
-			n.fail(w, "replica_get", err)
-			return
-		}
-		setFileHeaders(w, m)
+	setFileHeaders(w, m)
+	code := http.StatusOK
+	if rg != "" {
 		w.Header().Set("Content-Length", strconv.FormatInt(m.Size-off, 10))
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, m.Size-1, m.Size))
-		w.WriteHeader(http.StatusPartialContent)
-		if r.Method != http.MethodHead {
-			io.Copy(w, f)
-		}
-		return
+		code = http.StatusPartialContent
 	}
-	setFileHeaders(w, m)
+	w.WriteHeader(code)
 	if r.Method != http.MethodHead {
 		io.Copy(w, f)
 	}

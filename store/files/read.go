@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -142,7 +143,7 @@ func (n *Service) ownerGet(ctx context.Context, w http.ResponseWriter, r *http.R
 		if !best.live {
 			return engine.ErrNotFound
 		}
-		if n.tryGet(ctx, w, r, best.ref, "/internal/file/", name, false) {
+		if n.tryGet(ctx, w, r, best.ref, name) {
 			return nil
 		}
 		return status.Errorf(http.StatusServiceUnavailable, "%q: the newest copy (version %d, on %s) could not be read", name, best.version, best.ref)
@@ -156,7 +157,7 @@ func (n *Service) ownerGet(ctx context.Context, w http.ResponseWriter, r *http.R
 	// Nothing here: a transfer may be in flight from a successor beyond
 	// the replicas asked (a previous owner, right after a join).
 	for _, s := range n.fallbacks() {
-		if n.tryGet(ctx, w, r, s, "/internal/file/", name, false) {
+		if n.tryGet(ctx, w, r, s, name) {
 			return nil
 		}
 	}
@@ -295,7 +296,7 @@ func (n *Service) ownerSource(ctx context.Context, method string, owner chord.Re
 	ch := make(chan source, 1)
 	go func() {
 		gctx, answered, stop := n.silenceGuard(context.WithoutCancel(ctx), owner)
-		resp, release := n.fetchWithin(gctx, method, owner, "/files/", name, true, ownerAnswerTimeout, answered)
+		resp, release := n.fetchWithin(gctx, method, owner, "/files/", name, http.Header{HdrForwarded: {"1"}}, ownerAnswerTimeout, answered)
 		switch {
 		case resp == nil:
 			stop()
@@ -361,7 +362,7 @@ func (n *Service) replicaSource(ctx context.Context, method string, owner chord.
 	if best.ref == n.ring.Self() {
 		return source{local: true}
 	}
-	resp, release := n.fetchWithin(ctx, method, best.ref, "/internal/file/", name, false, copyAnswerTimeout, nil)
+	resp, release := n.fetchWithin(ctx, method, best.ref, "/internal/file/", name, nil, copyAnswerTimeout, nil)
 	if resp != nil && resp.StatusCode == http.StatusOK {
 		return source{resp: resp, from: best.ref, release: release}
 	}
@@ -466,8 +467,10 @@ func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name stri
 	return out
 }
 
-func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, prefix, name string, fwd bool) bool {
-	resp, release := n.fetchWithin(ctx, r.Method, t, prefix, name, fwd, copyAnswerTimeout, nil)
+// tryGet relays node t's copy of name, reporting whether it had one to
+// send.
+func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Request, t chord.Ref, name string) bool {
+	resp, release := n.fetchWithin(ctx, r.Method, t, "/internal/file/", name, nil, copyAnswerTimeout, nil)
 	if resp == nil {
 		return false
 	}
@@ -482,8 +485,9 @@ func (n *Service) tryGet(ctx context.Context, w http.ResponseWriter, r *http.Req
 // fetchWithin asks node t for name and returns its answer, headers read,
 // and release, which closes it: resp is nil if t did not answer. A
 // positive within bounds the wait for the headers; answered, if set, is
-// called once they arrive (or the request failed).
-func (n *Service) fetchWithin(ctx context.Context, method string, t chord.Ref, prefix, name string, fwd bool, within time.Duration, answered func()) (resp *http.Response, release func()) {
+// called once they arrive (or the request failed). hdr is added to the
+// request's headers.
+func (n *Service) fetchWithin(ctx context.Context, method string, t chord.Ref, prefix, name string, hdr http.Header, within time.Duration, answered func()) (resp *http.Response, release func()) {
 	addr, err := n.httpAddrOf(ctx, t)
 	if err != nil {
 		if answered != nil {
@@ -493,8 +497,8 @@ func (n *Service) fetchWithin(ctx context.Context, method string, t chord.Ref, p
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	req, _ := http.NewRequestWithContext(ctx, method, fileURL(addr, prefix, name), nil)
-	if fwd {
-		req.Header.Set(HdrForwarded, "1")
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	var timer *time.Timer
 	if within > 0 {
@@ -573,45 +577,46 @@ func (n *Service) resume(ctx context.Context, name, etag string, off int64, trie
 		}
 		*tried = append(*tried, t)
 		if t == n.ring.Self() {
-			m, f, err := n.eng.Open(name)
-			if err != nil {
-				continue
+			if _, f, err := n.openRest(name, etag, off); err == nil {
+				return f, t, func() { f.Close() }
 			}
-			if `"`+m.MD5+`"` != etag || off >= m.Size {
-				f.Close()
-				continue
-			}
-			if _, err := f.Seek(off, io.SeekStart); err != nil {
-				f.Close()
-				continue
-			}
-			return f, t, func() { f.Close() }
-		}
-		addr, err := n.httpAddrOf(ctx, t)
-		if err != nil {
 			continue
 		}
-		rctx, cancel := context.WithCancel(ctx)
-		req, _ := http.NewRequestWithContext(rctx, http.MethodGet, fileURL(addr, "/internal/file/", name), nil)
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
-		req.Header.Set("If-Match", etag)
-		timer := time.AfterFunc(copyAnswerTimeout, cancel)
-		resp, err := n.hc.Do(req)
-		if err != nil || !timer.Stop() {
-			if err == nil {
-				resp.Body.Close()
-			}
-			cancel()
+		resp, release := n.fetchWithin(ctx, http.MethodGet, t, "/internal/file/", name,
+			http.Header{"Range": {"bytes=" + strconv.FormatInt(off, 10) + "-"}, "If-Match": {etag}}, copyAnswerTimeout, nil)
+		if resp == nil {
 			continue
 		}
 		if resp.StatusCode != http.StatusPartialContent {
-			resp.Body.Close()
-			cancel()
+			release()
 			continue
 		}
-		return resp.Body, t, func() { resp.Body.Close(); cancel() }
+		return resp.Body, t, release
 	}
 	return nil, chord.Ref{}, nil
+}
+
+// openRest opens this node's copy of name at offset off, if it is the
+// copy etag (an ETag: the MD5 in quotes) names and holds more than off
+// bytes.
+func (n *Service) openRest(name, etag string, off int64) (engine.Meta, *os.File, error) {
+	m, f, err := n.eng.Open(name)
+	if err != nil {
+		return m, nil, err
+	}
+	switch {
+	case `"`+m.MD5+`"` != etag:
+		err = status.Errorf(http.StatusPreconditionFailed, "%q: this node holds another copy (%s)", name, m.MD5)
+	case off >= m.Size:
+		err = status.Errorf(http.StatusRequestedRangeNotSatisfiable, "%q: %d bytes, range from %d", name, m.Size, off)
+	default:
+		_, err = f.Seek(off, io.SeekStart)
+	}
+	if err != nil {
+		f.Close()
+		return m, nil, err
+	}
+	return m, f, nil
 }
 
 // copyGuarded copies src to w until src ends, fails, or sends nothing

@@ -16,9 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"tide/store/engine"
-
 	"tide/chord"
+	"tide/store/engine"
 )
 
 // relayNode is a Service alone in its ring, with a real engine holding
@@ -148,7 +147,7 @@ func TestFetchOfFrozenHolderEnds(t *testing.T) {
 	done := make(chan bool)
 	go func() {
 		r := httptest.NewRequest(http.MethodGet, "/files/f.bin", nil)
-		done <- n.tryGet(context.Background(), httptest.NewRecorder(), r, chord.Ref{}, "/internal/file/", "f.bin", false)
+		done <- n.tryGet(context.Background(), httptest.NewRecorder(), r, chord.Ref{}, "f.bin")
 	}()
 	select {
 	case ok := <-done:
