@@ -304,7 +304,19 @@ func (c Config) All() []string {
 }
 
 // Has reports whether addr serves any role of c.
-func (c Config) Has(addr string) bool { return slices.Contains(c.All(), addr) }
+func (c Config) Has(addr string) bool {
+	for _, l := range [][]string{c.Matchmakers, c.Batchers, c.Leaders, c.ProxyLeaders, c.Replicas, c.Unbatchers} {
+		if slices.Contains(l, addr) {
+			return true
+		}
+	}
+	for _, g := range c.Groups {
+		if slices.Contains(g.Acceptors, addr) {
+			return true
+		}
+	}
+	return false
+}
 
 // GroupOf returns the acceptor group of slot s.
 func (c Config) GroupOf(s uint64) int { return int(s % uint64(len(c.Groups))) }

@@ -228,11 +228,22 @@ type Flusher interface {
 	Flush()
 }
 
+// Recycler is implemented by roles that can reuse the message slice of a
+// Ready the driver is done with. A driver that copies every message out
+// before it next calls the role (the simulator does) hands the slice
+// back with Recycle; one that keeps messages longer never calls it.
+type Recycler interface {
+	Recycle(msgs []Message)
+}
+
 // outbox collects a role's pending output.
 type outbox struct {
 	self  string
 	epoch uint64 // stamped on every message sent
 	rd    Ready
+	// spare is a message slice handed back by Recycle, reused for the
+	// next Ready's messages.
+	spare []Message
 	// Invariant is called when a state that should be impossible is seen
 	// (two values for one slot, a ballot re-acknowledged with another
 	// value): the role refuses the input and reports the evidence. Nil
@@ -243,6 +254,9 @@ type outbox struct {
 func (o *outbox) send(m Message) {
 	m.From = o.self
 	m.Epoch = max(m.Epoch, o.epoch)
+	if o.rd.Messages == nil && o.spare != nil {
+		o.rd.Messages, o.spare = o.spare, nil
+	}
 	o.rd.Messages = append(o.rd.Messages, m)
 }
 
@@ -272,6 +286,14 @@ func (o *outbox) Ready() Ready {
 	rd := o.rd
 	o.rd = Ready{}
 	return rd
+}
+
+// Recycle takes back the messages of a Ready the driver has copied out.
+func (o *outbox) Recycle(msgs []Message) {
+	if cap(msgs) > 0 && cap(msgs) <= 1024 {
+		clear(msgs[:cap(msgs)])
+		o.spare = msgs[:0]
+	}
 }
 
 // sortedKeys returns a map's keys in order, so that roles emit messages in

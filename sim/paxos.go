@@ -51,6 +51,7 @@ type PaxosNet struct {
 	flight   []flight
 	due      []flight // Step's buffer, reused
 	order    []string // every address with a role, sorted; nil when stale
+	addrs    []string // every address the network has known, sorted; nil when stale
 	seed     uint64
 
 	// Chosen is every slot any replica executed, with its value; announced
@@ -111,7 +112,7 @@ func NewPaxosNet(cfg paxos.Config, seed uint64) *PaxosNet {
 // process joining a running log does: it starts with cfg (the
 // configuration it fetched) and so does it after a crash.
 func (n *PaxosNet) AddRole(kind, addr string, cfg paxos.Config) {
-	n.kind[addr] = kind
+	n.kind[addr], n.addrs = kind, nil
 	n.startCfg[addr] = cfg
 	n.start(addr)
 }
@@ -272,7 +273,7 @@ func cloneState(s paxos.AcceptorState) paxos.AcceptorState {
 func (n *PaxosNet) AddClient(addr string, c paxos.Role) {
 	n.roles[addr] = c
 	n.order = nil
-	n.kind[addr] = "client"
+	n.kind[addr], n.addrs = "client", nil
 }
 
 // Crash stops the role at addr: it loses every message to it and all
@@ -416,6 +417,9 @@ func (n *PaxosNet) collect(a string, r paxos.Role) {
 			n.flight = append(n.flight, flight{m: m, at: n.Now + delay})
 		}
 	}
+	if rc, ok := r.(paxos.Recycler); ok {
+		rc.Recycle(rd.Messages)
+	}
 }
 
 // checkAnnounced records the values m tells a replica are chosen (a proxy
@@ -508,12 +512,15 @@ func (n *PaxosNet) Send(addr string) {
 	}
 }
 
-// Addrs lists every role address the network has known, in order.
+// Addrs lists every role address the network has known, in order. The
+// list is kept until a role is added; callers must not change it.
 func (n *PaxosNet) Addrs() []string {
-	out := make([]string, 0, len(n.kind))
-	for a := range n.kind {
-		out = append(out, a)
+	if n.addrs == nil {
+		n.addrs = make([]string, 0, len(n.kind))
+		for a := range n.kind {
+			n.addrs = append(n.addrs, a)
+		}
+		slices.Sort(n.addrs)
 	}
-	slices.Sort(out)
-	return out
+	return n.addrs
 }

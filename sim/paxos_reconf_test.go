@@ -135,6 +135,7 @@ type reconfigurer struct {
 	fresh   int
 	leaving map[string]uint64 // removed role -> epoch that removed it
 	known   map[string]bool   // roles of some configuration known chosen
+	settled uint64            // 1 + the epoch settle last noted removals for
 	// groups lists every acceptor group of a configuration that may still
 	// be live, for the crash rules.
 	groups []paxos.Group
@@ -278,15 +279,20 @@ func (rc *reconfigurer) propose() {
 // each removed role once it may stop.
 func (rc *reconfigurer) settle() {
 	cfg := rc.op.Config()
-	for _, a := range cfg.All() {
-		rc.known[a] = true
-	}
-	for _, a := range sortedKeysOf(rc.known) {
-		if _, ok := rc.leaving[a]; ok || rc.net.Gone(a) || cfg.Has(a) {
-			continue
+	if rc.settled != cfg.Epoch+1 {
+		// Once per configuration: until the next, known does not grow,
+		// and what leaves leaving is gone.
+		rc.settled = cfg.Epoch + 1
+		for _, a := range cfg.All() {
+			rc.known[a] = true
 		}
-		// In a chosen configuration once, not in the newest: removed.
-		rc.leaving[a] = cfg.Epoch
+		for _, a := range sortedKeysOf(rc.known) {
+			if _, ok := rc.leaving[a]; ok || rc.net.Gone(a) || cfg.Has(a) {
+				continue
+			}
+			// In a chosen configuration once, not in the newest: removed.
+			rc.leaving[a] = cfg.Epoch
+		}
 	}
 	retired := rc.retired(cfg)
 	if retired {
