@@ -37,6 +37,9 @@ type LogResult struct {
 	// latency and throughput far more than it changes these.
 	ServerCPUus float64 `json:"server_cpu_us_per_op,omitempty"`
 	ClientCPUus float64 `json:"client_cpu_us_per_op,omitempty"`
+	// RoleCPUus splits ServerCPUus by role kind (batcher, leader, proxy,
+	// acceptor, replica, unbatcher, matchmaker).
+	RoleCPUus map[string]float64 `json:"role_cpu_us_per_op,omitempty"`
 }
 
 // LogPlan returns the log measured for a mode: the `tide log up`
@@ -109,7 +112,11 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 	warm := time.Now().Add(time.Second)
 	end := warm.Add(duration)
 	// CPU used from the end of the warm-up to the end of the run.
-	type cpu struct{ server, client float64 }
+	type cpu struct {
+		server, client float64
+		byKind         map[string]float64
+		breakdown      []PhaseStat
+	}
 	var cpu0 cpu
 	var cpuErr error
 	sampled := make(chan struct{})
@@ -121,7 +128,10 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 			return
 		}
 		cpu0.client = selfCPU()
-		cpu0.server, cpuErr = LogCPU(ctx, d)
+		cpu0.server, cpu0.byKind, cpuErr = LogCPU(ctx, d)
+		if b, err := LogBreakdown(ctx, d); err == nil {
+			cpu0.breakdown = b
+		}
 	}()
 	var wg sync.WaitGroup
 	for i := range clients {
@@ -163,8 +173,12 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 	}
 	wg.Wait()
 	<-sampled
-	if server, err := LogCPU(ctx, d); err == nil && cpuErr == nil && len(lat) > 0 {
+	if server, byKind, err := LogCPU(ctx, d); err == nil && cpuErr == nil && len(lat) > 0 {
 		res.ServerCPUus = (server - cpu0.server) / float64(len(lat)) * 1e6
+		res.RoleCPUus = map[string]float64{}
+		for k, v := range byKind {
+			res.RoleCPUus[k] = (v - cpu0.byKind[k]) / float64(len(lat)) * 1e6
+		}
 		res.ClientCPUus = (selfCPU() - cpu0.client) / float64(len(lat)) * 1e6
 	} else {
 		fmt.Fprintf(log, "no CPU per operation: %v\n", errors.Join(cpuErr, err))
@@ -176,7 +190,7 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 	res.P50ms = Percentile(lat, 50)
 	res.P99ms = Percentile(lat, 99)
 	if b, err := LogBreakdown(ctx, d); err == nil {
-		res.Breakdown = b
+		res.Breakdown = subtractPhases(b, cpu0.breakdown)
 	} else {
 		fmt.Fprintf(log, "no breakdown: %v\n", err)
 	}

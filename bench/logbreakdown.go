@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"maps"
 	"slices"
 	"syscall"
 	"text/tabwriter"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"tide/paxos"
 	"tide/paxos/node"
 )
 
@@ -65,6 +67,24 @@ func LogBreakdown(ctx context.Context, d node.Deployment) ([]PhaseStat, error) {
 	return out, nil
 }
 
+// subtractPhases returns what happened between two breakdowns of the
+// same processes, before (taken first) and after.
+func subtractPhases(after, before []PhaseStat) []PhaseStat {
+	var out []PhaseStat
+	for _, a := range after {
+		i := slices.IndexFunc(before, func(b PhaseStat) bool { return b.Kind == a.Kind && b.Phase == a.Phase })
+		if i < 0 {
+			out = append(out, a)
+			continue
+		}
+		b := before[i]
+		if n := a.Count - b.Count; n > 0 {
+			out = append(out, PhaseStat{Kind: a.Kind, Phase: a.Phase, Count: n, MeanUs: (a.MeanUs*a.Count - b.MeanUs*b.Count) / n})
+		}
+	}
+	return out
+}
+
 func scrapePhases(ctx context.Context, httpAddr string, add func(kind, phase string, sum, count float64)) error {
 	fams, err := scrapeMetrics(ctx, httpAddr)
 	if err != nil {
@@ -112,26 +132,50 @@ func scrapeMetrics(ctx context.Context, httpAddr string) (map[string]*dto.Metric
 }
 
 // LogCPU is the CPU time, in seconds, that every role process of d has
-// used so far (their process_cpu_seconds_total).
-func LogCPU(ctx context.Context, d node.Deployment) (float64, error) {
+// used so far (their process_cpu_seconds_total), in all and by role kind.
+func LogCPU(ctx context.Context, d node.Deployment) (float64, map[string]float64, error) {
 	var total float64
+	byKind := map[string]float64{}
 	seen := map[string]bool{}
-	for _, addr := range d.HTTP {
+	for _, role := range slices.Sorted(maps.Keys(d.HTTP)) {
+		addr := d.HTTP[role]
 		if seen[addr] {
 			continue
 		}
 		seen[addr] = true
 		fams, err := scrapeMetrics(ctx, addr)
 		if err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		f := fams["process_cpu_seconds_total"]
 		if f == nil || len(f.GetMetric()) == 0 {
-			return 0, fmt.Errorf("%s reports no process_cpu_seconds_total", addr)
+			return 0, nil, fmt.Errorf("%s reports no process_cpu_seconds_total", addr)
 		}
-		total += f.GetMetric()[0].GetCounter().GetValue()
+		v := f.GetMetric()[0].GetCounter().GetValue()
+		total += v
+		byKind[roleKind(d.Log, role)] += v
 	}
-	return total, nil
+	return total, byKind, nil
+}
+
+// roleKind names the kind of the role at addr in cfg, as the breakdown
+// does; "server" for an address cfg does not list (the unreplicated
+// baseline).
+func roleKind(cfg paxos.Config, addr string) string {
+	for _, g := range cfg.Groups {
+		if slices.Contains(g.Acceptors, addr) {
+			return "acceptor"
+		}
+	}
+	for _, k := range []struct {
+		kind  string
+		addrs []string
+	}{{"matchmaker", cfg.Matchmakers}, {"batcher", cfg.Batchers}, {"leader", cfg.Leaders}, {"proxy", cfg.ProxyLeaders}, {"replica", cfg.Replicas}, {"unbatcher", cfg.Unbatchers}} {
+		if slices.Contains(k.addrs, addr) {
+			return k.kind
+		}
+	}
+	return "server"
 }
 
 // selfCPU is this process's CPU time so far, user and system, in seconds.
@@ -146,9 +190,16 @@ func selfCPU() float64 {
 // PrintBreakdown prints the mean microseconds of each phase by role kind,
 // in the order a command travels, with the count of each as a share of
 // the messages the kind received.
-func PrintBreakdown(w io.Writer, stats []PhaseStat) error {
+func PrintBreakdown(w io.Writer, r LogResult) error {
+	stats := r.Breakdown
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROLE\tMESSAGES\tDECODE µs\tQUEUE µs\tSTEP µs\tSYNCS\tSYNC µs\tDURABLE µs\tSENDS\tSEND µs")
+	fmt.Fprintln(tw, "ROLE\tCPU µs/OP\tMESSAGES/OP\tDECODE µs\tQUEUE µs\tSTEP µs\tSYNCS/OP\tSYNC µs\tDURABLE µs\tSENDS/OP\tSEND µs")
+	perOp := func(n float64) float64 {
+		if r.Ops == 0 {
+			return 0
+		}
+		return n / float64(r.Ops)
+	}
 	by := map[string]map[string]PhaseStat{}
 	var kinds []string
 	for _, s := range stats {
@@ -160,8 +211,8 @@ func PrintBreakdown(w io.Writer, stats []PhaseStat) error {
 	}
 	for _, k := range kinds {
 		p := by[k]
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.0f\t%.1f\n", k, p["step"].Count, p["decode"].MeanUs, p["queue"].MeanUs, p["step"].MeanUs,
-			p["sync"].Count, p["sync"].MeanUs, p["durable"].MeanUs, p["send"].Count, p["send"].MeanUs)
+		fmt.Fprintf(tw, "%s\t%.1f\t%.3f\t%.1f\t%.1f\t%.1f\t%.3f\t%.1f\t%.1f\t%.3f\t%.1f\n", k, r.RoleCPUus[k], perOp(p["step"].Count), p["decode"].MeanUs, p["queue"].MeanUs, p["step"].MeanUs,
+			perOp(p["sync"].Count), p["sync"].MeanUs, p["durable"].MeanUs, perOp(p["send"].Count), p["send"].MeanUs)
 	}
 	return tw.Flush()
 }

@@ -336,7 +336,7 @@ the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 			if breakdown {
 				for _, r := range results {
 					fmt.Printf("\n%s, %d clients: where each role kind's time went (means)\n", r.Mode, r.Clients)
-					if err := bench.PrintBreakdown(os.Stdout, r.Breakdown); err != nil {
+					if err := bench.PrintBreakdown(os.Stdout, r); err != nil {
 						return err
 					}
 				}
