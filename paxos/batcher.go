@@ -16,6 +16,12 @@ type Batcher struct {
 	leader   string
 	ballot   Ballot // of the leader followed
 	lastSeen int    // tick of the last request
+	// The clients' outstanding commands (Message.Pending) by session,
+	// heard this tick and the one before, and their sum as of the last
+	// tick: how many commands are in the log's pipeline or due here.
+	pendingNow, pendingPrev map[uint64]uint32
+	inflight                int
+	held                    bool // the last Flush kept a batch back
 	// Batches counts batches sent, for metrics.
 	Batches int
 }
@@ -50,6 +56,12 @@ func (b *Batcher) Step(m Message) {
 	switch m.Kind {
 	case KindRequest:
 		b.lastSeen = b.now
+		if m.Pending > 0 {
+			if b.pendingNow == nil {
+				b.pendingNow, b.pendingPrev = map[uint64]uint32{}, map[uint64]uint32{}
+			}
+			b.pendingNow[m.Command.Client] = m.Pending
+		}
 		if len(b.buf) == 0 {
 			b.firstAt = b.now
 		}
@@ -92,19 +104,62 @@ func (b *Batcher) flush() {
 	b.buf = nil
 }
 
-// Flush sends whatever is waiting (see Flusher).
+// batchDepth is how many batches the clients' outstanding commands are
+// spread over under load: a batch waits for a batchDepth-th of them.
+const batchDepth = 2
+
+// want is how many commands a batch waits for under load: a batchDepth-th
+// of the clients' outstanding commands, at most BatchSize. One client, or
+// a few, make it 0 or 1, and every command leaves at once.
+func (b *Batcher) want() int {
+	return min(b.cfg.BatchSize, b.inflight/batchDepth)
+}
+
+// Flush sends whatever is waiting (see Flusher), unless fewer commands
+// wait than the clients' load says will come soon (see want): it then
+// holds them (see Holder) until more come, the driver releases them, or a
+// tick passes.
 func (b *Batcher) Flush() {
+	b.held = false
+	if len(b.buf) == 0 {
+		return
+	}
+	if len(b.buf) < b.want() {
+		b.held = true
+		return
+	}
+	b.flush()
+}
+
+// Held reports whether the last Flush kept a batch back (see Holder).
+func (b *Batcher) Held() bool { return b.held && len(b.buf) > 0 }
+
+// Release sends a batch Flush held back.
+func (b *Batcher) Release() {
+	b.held = false
 	if len(b.buf) > 0 {
 		b.flush()
 	}
 }
 
-// Tick flushes a batch that has waited BatchTicks.
+// Tick flushes a batch that has waited BatchTicks, and sums the clients'
+// outstanding commands heard this tick and the last.
 func (b *Batcher) Tick() {
 	b.now++
 	if len(b.buf) > 0 && b.now-b.firstAt >= b.cfg.BatchTicks {
 		b.flush()
 	}
+	b.inflight = 0
+	for s, p := range b.pendingPrev {
+		if _, ok := b.pendingNow[s]; !ok {
+			b.inflight += int(p)
+		}
+	}
+	for _, p := range b.pendingNow {
+		b.inflight += int(p)
+	}
+	b.pendingPrev, b.pendingNow = b.pendingNow, b.pendingPrev
+	clear(b.pendingNow)
 }
 
 // Unbatcher splits a replica's batch of replies and returns each to its

@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"math"
 	"math/rand/v2"
 	"slices"
 )
@@ -134,7 +135,7 @@ func (c *Client) sendWrite(cl *call) {
 	cl.sentAt = c.now
 	if len(c.cfg.Batchers) > 0 {
 		cl.to = c.pickOther(c.cfg.Batchers, cl.to)
-		c.send(Message{Kind: KindRequest, To: cl.to, Command: cl.cmd})
+		c.send(Message{Kind: KindRequest, To: cl.to, Command: cl.cmd, Pending: uint32(min(len(c.calls), math.MaxUint32))})
 		return
 	}
 	c.send(Message{Kind: KindRequest, To: c.leader, Command: cl.cmd})

@@ -53,7 +53,8 @@ const (
 	fRetired
 	fRetiredEpoch
 	fHops
-	fieldsKnown = fHops<<1 - 1
+	fPending
+	fieldsKnown = fPending<<1 - 1
 )
 
 type codec struct {
@@ -145,6 +146,7 @@ func present(m *Message) uint32 {
 	set(fRetired, m.Retired != Ballot{})
 	set(fRetiredEpoch, m.RetiredEpoch != 0)
 	set(fHops, m.Hops != 0)
+	set(fPending, m.Pending != 0)
 	return p
 }
 
@@ -227,6 +229,8 @@ func encodeMessage(enc *msgpack.Encoder, m *Message) error {
 			e.do(enc.EncodeUint(m.RetiredEpoch))
 		case fHops:
 			e.do(enc.EncodeUint(uint64(m.Hops)))
+		case fPending:
+			e.do(enc.EncodeUint(uint64(m.Pending)))
 		}
 	}
 	return e.err
@@ -499,6 +503,8 @@ func (c *codec) decodeMessage(m *Message) error {
 			m.RetiredEpoch, err = dec.DecodeUint64()
 		case fHops:
 			m.Hops, err = dec.DecodeUint8()
+		case fPending:
+			m.Pending, err = dec.DecodeUint32()
 		}
 	}
 	return err

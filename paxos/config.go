@@ -44,8 +44,12 @@ type Config struct {
 	// reply to clients directly.
 	Unbatchers []string `msgpack:"ub,omitempty"`
 
-	// BatchSize flushes a batch once it holds this many commands. Default 40,
-	// the best value in the original evaluation.
+	// BatchSize flushes a batch once it holds this many commands. Default
+	// 200: a batcher under load waits for half its clients' outstanding
+	// commands, up to this (see Batcher.Flush), and one client's command
+	// leaves at once. (The original evaluation's best fixed size was 40;
+	// on a 2-core machine, 200 with that wait made 25,400 writes/s at 100
+	// clients against 20,500 without it.)
 	BatchSize int `msgpack:"bs,omitempty"`
 	// BatchTicks flushes a non-empty batch after this many ticks. Default 1.
 	BatchTicks int `msgpack:"bt,omitempty"`
@@ -101,7 +105,7 @@ func (c *Config) Record(what, why string, atMillis int64) {
 // withDefaults returns c with zero knobs set to their defaults.
 func (c Config) withDefaults() Config {
 	if c.BatchSize == 0 {
-		c.BatchSize = 40
+		c.BatchSize = 200
 	}
 	if c.BatchTicks == 0 {
 		c.BatchTicks = 1

@@ -165,6 +165,10 @@ type Message struct {
 	// not active (not_leader carries the batch back to its batcher, which
 	// sends it on to the hinted leader, a bounded number of times).
 	Hops uint8 `msgpack:"hp,omitempty"`
+	// Pending is, on a client's request, how many commands the client has
+	// outstanding, this one included: a batcher under load sizes its
+	// batches from its clients' sum (see Batcher.Flush).
+	Pending uint32 `msgpack:"pn,omitempty"`
 
 	// SameAsPrevious marks a fan-out (not sent): the message is the one
 	// before it in Ready.Messages but for To, so a driver may encode it
@@ -226,6 +230,16 @@ type Role interface {
 // low latency under light load, full batches under heavy load.
 type Flusher interface {
 	Flush()
+}
+
+// Holder is implemented by a Flusher whose Flush may keep a batch back
+// while more commands are due soon (a batcher under load). Held reports
+// whether the last Flush did; the driver then calls Release after a short
+// wait (a millisecond or two) unless more input has come and a Flush sent
+// it. A driver that never calls Release leaves it to the next Tick.
+type Holder interface {
+	Held() bool
+	Release()
 }
 
 // Recycler is implemented by roles that can reuse the message slice of a

@@ -12,6 +12,7 @@ func FuzzDecode(f *testing.F) {
 		{Kind: KindPhase2a, From: "l", To: "p", Ballot: Ballot{3, 1}, Slot: 9, Value: Value{Commands: []Command{{Client: 1, Seq: 2, Op: []byte("x"), ReplyTo: "c"}}}},
 		{Kind: KindPhase1b, Entries: []Entry{{Slot: 1, Ballot: Ballot{1, 0}, Value: Value{Noop: true}}}},
 		{Kind: KindReplyBatch, Replies: []Reply{{Client: 1, Seq: 1, Result: []byte("ok")}}},
+		{Kind: KindRequest, From: "c", Command: Command{Client: 1, Seq: 3, Op: []byte("p"), ReplyTo: "c"}, Pending: 40},
 	}
 	for _, m := range seeds {
 		b, err := Encode(&m)
@@ -99,7 +100,7 @@ func TestEncodeRoundTrip(t *testing.T) {
 		Command: cmd, Batch: []Command{cmd}, Replies: []Reply{rep, {Seq: 1}}, Reply: rep, Leader: "l1", Data: []byte{0, 1, 2},
 		Durable: 5, Epoch: 6, Config: cfg, Group: &Group{Acceptors: []string{"a"}, Rows: 1, Cols: 1},
 		Rounds: []RoundConfig{{Ballot: Ballot{2, 1}, Epoch: 1, Groups: cfg.Groups}}, Upto: 8, Note: "why",
-		Retired: Ballot{1, 0}, RetiredEpoch: 2, Hops: 2}
+		Retired: Ballot{1, 0}, RetiredEpoch: 2, Hops: 2, Pending: 70000}
 	b, err := Encode(&m)
 	if err != nil {
 		t.Fatal(err)

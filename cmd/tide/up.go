@@ -295,7 +295,7 @@ func runUp(cmd *cobra.Command, o upOptions) error {
 	if o.logOn {
 		shape := node.DefaultShape
 		shape.Host = "127.0.0.1"
-		shape.BatchSize, shape.TickMillis, shape.HeartbeatTicks, shape.ElectionTicks, shape.ResendTicks = 40, 10, 5, 30, 10
+		shape.BatchSize, shape.TickMillis, shape.HeartbeatTicks, shape.ElectionTicks, shape.ResendTicks = 200, 10, 5, 30, 10
 		lr, err = startLogRun(ctx, logRunOptions{dir: filepath.Join(abs, "log"), shape: shape, rh: &roleHostFlags{provisioner: "local"},
 			reuse: true, autoscale: o.autoscale, policy: logPol, period: 2 * time.Second, onExit: warn,
 			log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}, io.Discard)

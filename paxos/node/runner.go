@@ -208,6 +208,10 @@ func sanitize(addr string) string {
 	return string(out)
 }
 
+// holdFor is the longest a batch a role held back waits (paxos.Holder):
+// under load, the time a batch takes to fill.
+const holdFor = 2 * time.Millisecond
+
 // inbound is a decoded message and when it was put in the inbox.
 type inbound struct {
 	m  paxos.Message
@@ -250,12 +254,20 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(r.tick)
 	defer t.Stop()
+	// A batch the role held back (paxos.Holder) leaves when this fires.
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
+	var holdC <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-r.syncErr:
 			return err
+		case <-holdC:
+			holdC = nil
+			r.mu.Lock()
+			r.role.(paxos.Holder).Release()
 		case m := <-r.inbox:
 			r.mu.Lock()
 			r.step(m)
@@ -271,6 +283,10 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 			if f, ok := r.role.(paxos.Flusher); ok && drained {
 				f.Flush()
+				if h, ok := r.role.(paxos.Holder); ok && h.Held() && holdC == nil {
+					hold.Reset(holdFor)
+					holdC = hold.C
+				}
 			}
 		case <-t.C:
 			r.mu.Lock()
