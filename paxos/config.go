@@ -74,6 +74,11 @@ type Config struct {
 	// active; beyond it, commands are dropped and their clients retry.
 	// Default 65536.
 	MaxWaiting int `msgpack:"mw,omitempty"`
+	// FullFanout makes proxy leaders send phase 2a to every acceptor of
+	// the group at once. By default (thrifty) a first send goes to a
+	// write quorum only, in turn by slot, and to the rest if its votes
+	// are late (see ProxyLeader).
+	FullFanout bool `msgpack:"ff,omitempty"`
 
 	// HTTP maps a role address to the HTTP address of its process
 	// (status, metrics), for operators and tools. Optional.

@@ -28,6 +28,8 @@ func newInteraction(leaders, acceptors int) *interaction {
 		Groups:         []Group{{}},
 		Replicas:       []string{"r0"},
 		HeartbeatTicks: 2, ElectionTicks: 5, ResendTicks: 3, SnapshotEvery: 1000,
+		// The scripts follow every acceptor's vote.
+		FullFanout: true,
 	}
 	for i := range leaders {
 		cfg.Leaders = append(cfg.Leaders, fmt.Sprintf("l%d", i))

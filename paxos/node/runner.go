@@ -68,6 +68,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // state and every earlier round's: no vote is announced before it is on
 // disk, and no message reflects state that is not.
 type Runner struct {
+	// inC and outC are the counters of messages in and out by kind,
+	// looked up once each (a label lookup per message was 6% of a
+	// batcher's CPU).
+	inC, outC [256]prometheus.Counter
+
 	Addr  string
 	Kind  string
 	role  paxos.Role
@@ -208,6 +213,14 @@ func sanitize(addr string) string {
 	return string(out)
 }
 
+// counter returns vec's counter for this role and kind k, cached in c.
+func (r *Runner) counter(c *[256]prometheus.Counter, vec *prometheus.CounterVec, k paxos.Kind) prometheus.Counter {
+	if c[k] == nil {
+		c[k] = vec.WithLabelValues(r.Kind, k.String())
+	}
+	return c[k]
+}
+
 // holdFor is the longest a batch a role held back waits (paxos.Holder):
 // under load, the time a batch takes to fill.
 const holdFor = 2 * time.Millisecond
@@ -304,7 +317,7 @@ func (r *Runner) step(in inbound) {
 	start := time.Now()
 	r.queue.Observe(start.Sub(in.at).Seconds())
 	r.in.Add(1)
-	r.m.In.WithLabelValues(r.Kind, in.m.Kind.String()).Inc()
+	r.counter(&r.inC, r.m.In, in.m.Kind).Inc()
 	r.role.Step(in.m)
 	r.stepT.Observe(time.Since(start).Seconds())
 }
@@ -395,7 +408,7 @@ func (r *Runner) encode(msgs []paxos.Message) ([]outFrames, error) {
 			}
 		}
 		r.out.Add(1)
-		r.m.Out.WithLabelValues(r.Kind, m.Kind.String()).Inc()
+		r.counter(&r.outC, r.m.Out, m.Kind).Inc()
 		r.frames[m.To] = append(r.frames[m.To], b)
 	}
 	sends := make([]outFrames, 0, len(r.frames))
