@@ -173,7 +173,9 @@ func (p *ProxyLeader) Tick() {
 		// The quorum it went to did not answer in time: note who was
 		// silent, and ask everyone who has not voted.
 		for _, a := range cur.thrifty {
-			if _, known := p.silent[a]; !known && !cur.votes[a] {
+			// A mark still running is not extended: the acceptor is
+			// tried again silenceTicks after it was first missed.
+			if at, ok := p.silent[a]; !cur.votes[a] && (!ok || p.now-at >= silenceTicks) {
 				p.silent[a] = p.now
 			}
 		}
