@@ -354,7 +354,7 @@ the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
 	cmd.Flags().StringVar(&peer, "peer", "", "also measure this peer with the same workload in the same run, and print the ratios: etcd")
 	cmd.Flags().StringVar(&peerBin, "peer-bin", "", "with --peer etcd: the etcd-bench binary (default: build it from bench/peers)")
-	cmd.Flags().BoolVar(&breakdown, "breakdown", false, "after each run, print where each role kind's time went: decode, inbox queueing, state machine step, fsync, waiting for the covering fsync (durable) and send, mean microseconds (also in --json as breakdown)")
+	cmd.Flags().BoolVar(&breakdown, "breakdown", false, "after each run, print where each role kind's time went over the measured seconds: its CPU µs and messages, syncs and sends per operation, and the mean µs of decode, inbox queueing, state machine step, fsync, waiting for the covering fsync (durable) and send (also in --json as breakdown and role_cpu_us_per_op)")
 	cmd.Flags().BoolVar(&live, "live", false, "measure live reconfiguration under load (see above)")
 	cmd.Flags().BoolVar(&withTLS, "tls", false, "measure each run twice, on a log in plain text and on one whose roles and clients speak mutual TLS (certificates made for the run), and print both and the ratios")
 	cmd.Flags().StringVar(&ramp, "ramp", "", "client counts, comma-separated (e.g. 1,100,1000,100,1): run each for --step and print load, throughput, p99 and each role's instances every second")
