@@ -297,10 +297,12 @@ func (r *rig) proxyLeader() error {
 		if err != nil {
 			return "", err
 		}
-		if p := phase2a.Load(); p < 3*sent {
-			return "", fmt.Errorf("proxy leader sent %d phase 2a for %d slots to 3 acceptors", p, sent)
+		// Thrifty: each slot goes to a write quorum (2 of the 3) first,
+		// and to the third only if their votes are late.
+		if p := phase2a.Load(); p < 2*sent {
+			return "", fmt.Errorf("proxy leader sent %d phase 2a for %d slots to 3 acceptors, fewer than a write quorum each", p, sent)
 		}
-		return fmt.Sprintf("chose %d slots: %d phase 2a to the 3 acceptors, each slot announced to the leader and both replicas",
+		return fmt.Sprintf("chose %d slots: %d phase 2a to the 3 acceptors (a write quorum each first), each slot announced to the leader and both replicas",
 			sent, phase2a.Load()), nil
 	}
 	return nil
