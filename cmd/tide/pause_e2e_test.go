@@ -19,6 +19,21 @@ import (
 	"tide/store"
 )
 
+// startSettledRing starts a ring of nodes tide processes keeping
+// replicas copies (bench.StartRing, with extra node flags args), stopped
+// when the test ends, and waits until it has settled (waitSettled).
+func startSettledRing(t *testing.T, nodes, replicas int, args []string) []*cluster.Proc {
+	t.Helper()
+	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
+	t.Cleanup(func() { local.StopAll(5 * time.Second) })
+	procs, err := bench.StartRing(context.Background(), local, nodes, replicas, args, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, procs)
+	return procs
+}
+
 // waitSettled waits until every node sees every member and every
 // node's successor list is whole, as in a ring that has served a while.
 // Right after the joins, a node's list may name its first successor
@@ -48,15 +63,9 @@ func waitSettled(t *testing.T, procs []*cluster.Proc) {
 // majority answers, every upload hung until the client gave up.
 func TestPausedReplicaDoesNotStallUploads(t *testing.T) {
 	ctx := context.Background()
-	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
-	defer local.StopAll(5 * time.Second)
 	// The default 1s Chord period: the paused node stays in its
 	// neighbours' successor lists for a few seconds, as a replica.
-	procs, err := bench.StartRing(ctx, local, 3, 3, []string{"--tick", "1s"}, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSettled(t, procs)
+	procs := startSettledRing(t, 3, 3, []string{"--tick", "1s"})
 	paused := procs[2]
 	sc := store.NewClient()
 	defer sc.Close()
@@ -129,13 +138,7 @@ func TestPausedReplicaDoesNotStallUploads(t *testing.T) {
 // first replica it found could serve the older copy.
 func TestPausedOwnerReads(t *testing.T) {
 	ctx := context.Background()
-	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
-	defer local.StopAll(5 * time.Second)
-	procs, err := bench.StartRing(ctx, local, 3, 3, []string{"--tick", "1s"}, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSettled(t, procs)
+	procs := startSettledRing(t, 3, 3, []string{"--tick", "1s"})
 	owner, behind, via := procs[2], procs[1], procs[0]
 	name := nameOwnedBy(t, via, owner, "owned-%d.bin")
 	// More than socket buffers take: the owner, paused, cannot have
@@ -206,14 +209,7 @@ func TestPausedOwnerReads(t *testing.T) {
 // the owner until the client's deadline: the ring takes several seconds
 // of failed calls to forget a node that hangs.
 func TestPausedOwnerUploadsThroughStandIn(t *testing.T) {
-	ctx := context.Background()
-	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
-	defer local.StopAll(5 * time.Second)
-	procs, err := bench.StartRing(ctx, local, 4, 3, []string{"--tick", "1s"}, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSettled(t, procs)
+	procs := startSettledRing(t, 4, 3, []string{"--tick", "1s"})
 	paused := procs[3]
 	name := nameOwnedBy(t, procs[0], paused, "owned-%d.txt")
 	hc := &http.Client{Timeout: 10 * time.Second}
@@ -316,14 +312,7 @@ func nameOwnedBy(t *testing.T, via, owner *cluster.Proc, pattern string) string 
 // so (503). Its reads are watched for 10 s while it keeps failing to
 // reach them.
 func TestCutOffNodeServesNoStaleCopy(t *testing.T) {
-	ctx := context.Background()
-	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
-	defer local.StopAll(5 * time.Second)
-	procs, err := bench.StartRing(ctx, local, 3, 3, nil, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSettled(t, procs)
+	procs := startSettledRing(t, 3, 3, nil)
 	cut, others := procs[0], procs[1:]
 	name := "cut-off.bin"
 	older, newer := make([]byte, 64<<10), make([]byte, 64<<10)
@@ -440,13 +429,7 @@ func stopProc(t *testing.T, p *cluster.Proc) {
 // gave up.
 func TestReadResumesPastFrozenSender(t *testing.T) {
 	ctx := context.Background()
-	local := &cluster.Local{Binary: tideBin, Dir: t.TempDir()}
-	defer local.StopAll(5 * time.Second)
-	procs, err := bench.StartRing(ctx, local, 4, 3, nil, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitSettled(t, procs)
+	procs := startSettledRing(t, 4, 3, nil)
 	body := make([]byte, 32<<20)
 	rand.Read(body)
 	hc := &http.Client{Timeout: time.Minute}
