@@ -2,6 +2,7 @@ package sim
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -496,11 +497,7 @@ func (n *PaxosNet) Step() {
 // calls it every tick, so the list is kept until a role comes or goes.
 func (n *PaxosNet) sortedRoles() []string {
 	if n.order == nil {
-		n.order = make([]string, 0, len(n.roles))
-		for a := range n.roles {
-			n.order = append(n.order, a)
-		}
-		slices.Sort(n.order)
+		n.order = slices.Sorted(maps.Keys(n.roles))
 	}
 	return n.order
 }
@@ -516,11 +513,7 @@ func (n *PaxosNet) Send(addr string) {
 // list is kept until a role is added; callers must not change it.
 func (n *PaxosNet) Addrs() []string {
 	if n.addrs == nil {
-		n.addrs = make([]string, 0, len(n.kind))
-		for a := range n.kind {
-			n.addrs = append(n.addrs, a)
-		}
-		slices.Sort(n.addrs)
+		n.addrs = slices.Sorted(maps.Keys(n.kind))
 	}
 	return n.addrs
 }
