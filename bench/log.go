@@ -111,14 +111,11 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 	var errs int
 	warm := time.Now().Add(time.Second)
 	end := warm.Add(duration)
-	// CPU used from the end of the warm-up to the end of the run.
-	type cpu struct {
-		server, client float64
-		byKind         map[string]float64
-		breakdown      []PhaseStat
-	}
-	var cpu0 cpu
-	var cpuErr error
+	// CPU used, and the breakdown, from the end of the warm-up to the end
+	// of the run.
+	var client0 float64
+	var sample0 logSample
+	var sampleErr error
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
@@ -127,11 +124,8 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 		case <-ctx.Done():
 			return
 		}
-		cpu0.client = selfCPU()
-		cpu0.server, cpu0.byKind, cpuErr = LogCPU(ctx, d)
-		if b, err := LogBreakdown(ctx, d); err == nil {
-			cpu0.breakdown = b
-		}
+		client0 = selfCPU()
+		sample0, sampleErr = sampleLog(ctx, d)
 	}()
 	var wg sync.WaitGroup
 	for i := range clients {
@@ -173,15 +167,16 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 	}
 	wg.Wait()
 	<-sampled
-	if server, byKind, err := LogCPU(ctx, d); err == nil && cpuErr == nil && len(lat) > 0 {
-		res.ServerCPUus = (server - cpu0.server) / float64(len(lat)) * 1e6
+	sample, err := sampleLog(ctx, d)
+	if err == nil && sampleErr == nil && len(lat) > 0 {
+		res.ServerCPUus = (sample.cpu - sample0.cpu) / float64(len(lat)) * 1e6
 		res.RoleCPUus = map[string]float64{}
-		for k, v := range byKind {
-			res.RoleCPUus[k] = (v - cpu0.byKind[k]) / float64(len(lat)) * 1e6
+		for k, v := range sample.byKind {
+			res.RoleCPUus[k] = (v - sample0.byKind[k]) / float64(len(lat)) * 1e6
 		}
-		res.ClientCPUus = (selfCPU() - cpu0.client) / float64(len(lat)) * 1e6
+		res.ClientCPUus = (selfCPU() - client0) / float64(len(lat)) * 1e6
 	} else {
-		fmt.Fprintf(log, "no CPU per operation: %v\n", errors.Join(cpuErr, err))
+		fmt.Fprintf(log, "no CPU per operation: %v\n", errors.Join(sampleErr, err))
 	}
 	res.Seconds = duration.Seconds()
 	res.Ops = len(lat)
@@ -189,8 +184,8 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 	res.OpsPerSec = float64(len(lat)) / duration.Seconds()
 	res.P50ms = Percentile(lat, 50)
 	res.P99ms = Percentile(lat, 99)
-	if b, err := LogBreakdown(ctx, d); err == nil {
-		res.Breakdown = subtractPhases(b, cpu0.breakdown)
+	if err == nil {
+		res.Breakdown = subtractPhases(sample.phases, sample0.phases)
 	} else {
 		fmt.Fprintf(log, "no breakdown: %v\n", err)
 	}

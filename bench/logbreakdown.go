@@ -34,31 +34,49 @@ var phases = []string{"decode", "queue", "step", "sync", "durable", "send"}
 // kindOrder is the path of a command through the log.
 var kindOrder = []string{"batcher", "leader", "proxy", "acceptor", "replica", "unbatcher", "matchmaker"}
 
-// LogBreakdown reads tide_paxos_phase_seconds from every role process of
-// d and sums it by role kind and phase.
-func LogBreakdown(ctx context.Context, d node.Deployment) ([]PhaseStat, error) {
+// logSample is what the role processes of a log have counted so far: CPU
+// seconds (process_cpu_seconds_total), in all and by role kind, and
+// tide_paxos_phase_seconds summed by role kind and phase.
+type logSample struct {
+	cpu    float64
+	byKind map[string]float64
+	phases []PhaseStat
+}
+
+// sampleLog scrapes every role process of d, once each.
+func sampleLog(ctx context.Context, d node.Deployment) (logSample, error) {
 	type key struct{ kind, phase string }
 	sum, count := map[key]float64{}, map[key]float64{}
+	out := logSample{byKind: map[string]float64{}}
 	seen := map[string]bool{}
-	for _, addr := range d.HTTP {
+	for _, role := range slices.Sorted(maps.Keys(d.HTTP)) {
+		addr := d.HTTP[role]
 		if seen[addr] {
 			continue
 		}
 		seen[addr] = true
-		if err := scrapePhases(ctx, addr, func(kind, phase string, s, c float64) {
+		fams, err := scrapeMetrics(ctx, addr)
+		if err != nil {
+			return logSample{}, err
+		}
+		f := fams["process_cpu_seconds_total"]
+		if f == nil || len(f.GetMetric()) == 0 {
+			return logSample{}, fmt.Errorf("%s reports no process_cpu_seconds_total", addr)
+		}
+		v := f.GetMetric()[0].GetCounter().GetValue()
+		out.cpu += v
+		out.byKind[roleKind(d.Log, role)] += v
+		addPhases(fams, func(kind, phase string, s, c float64) {
 			sum[key{kind, phase}] += s
 			count[key{kind, phase}] += c
-		}); err != nil {
-			return nil, err
-		}
+		})
 	}
-	var out []PhaseStat
 	for k, c := range count {
 		if c > 0 {
-			out = append(out, PhaseStat{Kind: k.kind, Phase: k.phase, Count: c, MeanUs: sum[k] / c * 1e6})
+			out.phases = append(out.phases, PhaseStat{Kind: k.kind, Phase: k.phase, Count: c, MeanUs: sum[k] / c * 1e6})
 		}
 	}
-	slices.SortFunc(out, func(a, b PhaseStat) int {
+	slices.SortFunc(out.phases, func(a, b PhaseStat) int {
 		if d := slices.Index(kindOrder, a.Kind) - slices.Index(kindOrder, b.Kind); d != 0 {
 			return d
 		}
@@ -85,14 +103,11 @@ func subtractPhases(after, before []PhaseStat) []PhaseStat {
 	return out
 }
 
-func scrapePhases(ctx context.Context, httpAddr string, add func(kind, phase string, sum, count float64)) error {
-	fams, err := scrapeMetrics(ctx, httpAddr)
-	if err != nil {
-		return err
-	}
+// addPhases hands add each tide_paxos_phase_seconds histogram of fams.
+func addPhases(fams map[string]*dto.MetricFamily, add func(kind, phase string, sum, count float64)) {
 	f := fams["tide_paxos_phase_seconds"]
 	if f == nil {
-		return nil
+		return
 	}
 	for _, m := range f.GetMetric() {
 		var kind, phase string
@@ -107,7 +122,6 @@ func scrapePhases(ctx context.Context, httpAddr string, add func(kind, phase str
 		h := m.GetHistogram()
 		add(kind, phase, h.GetSampleSum(), float64(h.GetSampleCount()))
 	}
-	return nil
 }
 
 // scrapeMetrics reads the Prometheus metrics of the process at httpAddr.
@@ -129,33 +143,6 @@ func scrapeMetrics(ctx context.Context, httpAddr string) (map[string]*dto.Metric
 		return nil, fmt.Errorf("parse metrics of %s: %w", httpAddr, err)
 	}
 	return fams, nil
-}
-
-// LogCPU is the CPU time, in seconds, that every role process of d has
-// used so far (their process_cpu_seconds_total), in all and by role kind.
-func LogCPU(ctx context.Context, d node.Deployment) (float64, map[string]float64, error) {
-	var total float64
-	byKind := map[string]float64{}
-	seen := map[string]bool{}
-	for _, role := range slices.Sorted(maps.Keys(d.HTTP)) {
-		addr := d.HTTP[role]
-		if seen[addr] {
-			continue
-		}
-		seen[addr] = true
-		fams, err := scrapeMetrics(ctx, addr)
-		if err != nil {
-			return 0, nil, err
-		}
-		f := fams["process_cpu_seconds_total"]
-		if f == nil || len(f.GetMetric()) == 0 {
-			return 0, nil, fmt.Errorf("%s reports no process_cpu_seconds_total", addr)
-		}
-		v := f.GetMetric()[0].GetCounter().GetValue()
-		total += v
-		byKind[roleKind(d.Log, role)] += v
-	}
-	return total, byKind, nil
 }
 
 // roleKind names the kind of the role at addr in cfg, as the breakdown
