@@ -3,7 +3,9 @@ package paxos
 import "slices"
 
 // Batcher groups client commands into batches, flushed to the leader when
-// BatchSize commands are waiting or BatchTicks have passed. A batcher the
+// BatchSize commands are waiting, when the driver's input runs dry (Flush)
+// unless its clients' load says more are due soon, or when BatchTicks have
+// passed. A batcher the
 // configuration leaves out keeps forwarding what still reaches it until
 // its clients have moved on; Drained reports when it has been idle for a
 // while.

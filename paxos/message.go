@@ -303,6 +303,8 @@ func (o *outbox) Ready() Ready {
 }
 
 // Recycle takes back the messages of a Ready the driver has copied out.
+// A slice of more than 1,024 (a burst) is left to the collector rather
+// than kept for every later round.
 func (o *outbox) Recycle(msgs []Message) {
 	if cap(msgs) > 0 && cap(msgs) <= 1024 {
 		clear(msgs[:cap(msgs)])
