@@ -153,3 +153,69 @@ func TestGuardGivesUpNoSooner(t *testing.T) {
 		t.Fatalf("a call answered after the failed ping but before the floor was cancelled: %v", context.Cause(gctx))
 	}
 }
+
+func (f *freezing) State(ctx context.Context, to, from Ref) (Ref, []Ref, error) {
+	if f.frozen[to.Addr()] {
+		<-ctx.Done()
+		return Ref{}, nil, ctx.Err()
+	}
+	return f.direct.State(ctx, to, from)
+}
+
+func (f *freezing) Notify(ctx context.Context, to, self Ref) error {
+	if f.frozen[to.Addr()] {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return f.direct.Notify(ctx, to, self)
+}
+
+// TestStabilizeForgetsFrozenNeighbour freezes one node of a ring of
+// three, for every other node, and ticks the others as the store does
+// (each tick under its own deadline, which a frozen node's call would
+// run out). They must forget it and close the ring around it: before
+// the calls of periodic work were guarded, a call cut short by the
+// tick's deadline counted as no failure, and a frozen successor was
+// kept for as long as it stayed frozen.
+func TestStabilizeForgetsFrozenNeighbour(t *testing.T) {
+	net := direct{}
+	view := &freezing{direct: net, frozen: map[string]bool{}, slow: map[string]time.Duration{}}
+	var nodes []*Node
+	for i, id := range []ID{1000, 2000, 3000} {
+		n, err := NewNode(Config{Self: Ref{IP: "10.0.0.1", Port: i + 1, ID: id}, SilentHop: 30 * time.Millisecond}, view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		net[n.Self().Addr()] = n
+		nodes = append(nodes, n)
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	ctx := context.Background()
+	a.Create()
+	for _, n := range []*Node{b, c} {
+		if err := n.Join(ctx, a.Self()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 {
+		for _, n := range nodes {
+			n.Tick(ctx)
+		}
+	}
+	if a.Successor(0) != b.Self() || c.Predecessor() != b.Self() {
+		t.Fatalf("ring did not form: a's successor %v, c's predecessor %v", a.Successor(0), c.Predecessor())
+	}
+	view.frozen[b.Self().Addr()] = true
+	for tick := range 40 {
+		for _, n := range []*Node{a, c} {
+			tctx, cancel := context.WithTimeout(ctx, time.Second)
+			n.Tick(tctx)
+			cancel()
+		}
+		if a.Successor(0) == c.Self() && c.Predecessor() == a.Self() {
+			t.Logf("ring closed around the frozen node after %d ticks", tick+1)
+			return
+		}
+	}
+	t.Fatalf("after 40 ticks with b frozen: a's successors %v, c's predecessor %v; want c, and a", a.Successors(), c.Predecessor())
+}

@@ -339,19 +339,34 @@ func (n *Node) GuardSilence(ctx context.Context, t Ref, pingAfter, giveUpAfter t
 
 // askHop asks hop for the successor of id, giving up on a silent hop
 // (Config.SilentHop).
-func (n *Node) askHop(ctx context.Context, hop Ref, id ID) (Ref, error) {
+func (n *Node) askHop(ctx context.Context, hop Ref, id ID) (r Ref, err error) {
+	err = n.guard(ctx, hop, func(ctx context.Context) error {
+		r, err = n.tr.FindSuccessor(ctx, hop, id)
+		return err
+	})
+	return r, err
+}
+
+// guard runs call against node t, giving up on it as askHop does on a
+// silent hop (Config.SilentHop): the error then wraps ErrSilent. A node
+// that is frozen (SIGSTOP, docker pause) or cut off under an open
+// connection holds a call until the caller's deadline, and a call cut
+// short by the caller's own deadline counts as no failure of t: without
+// the guard, periodic work would keep a frozen neighbour for as long as
+// it stayed frozen.
+func (n *Node) guard(ctx context.Context, t Ref, call func(context.Context) error) error {
 	d := n.cfg.SilentHop
 	if d <= 0 {
-		return n.tr.FindSuccessor(ctx, hop, id)
+		return call(ctx)
 	}
-	hctx, answered, stop := n.GuardSilence(ctx, hop, d/6, d)
+	gctx, answered, stop := n.GuardSilence(ctx, t, d/6, d)
 	defer stop()
-	r, err := n.tr.FindSuccessor(hctx, hop, id)
+	err := call(gctx)
 	answered()
-	if err != nil && errors.Is(context.Cause(hctx), ErrSilent) {
+	if err != nil && errors.Is(context.Cause(gctx), ErrSilent) {
 		err = fmt.Errorf("%w: %v", ErrSilent, err)
 	}
-	return r, err
+	return err
 }
 
 // firstSuccessorLocked returns the first successor not in skip.
@@ -484,7 +499,12 @@ func (n *Node) Stabilize(ctx context.Context) {
 		}
 		n.mu.Unlock()
 
-		p, list, err := n.tr.State(ctx, s, self)
+		var p Ref
+		var list []Ref
+		err := n.guard(ctx, s, func(ctx context.Context) (err error) {
+			p, list, err = n.tr.State(ctx, s, self)
+			return err
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -519,7 +539,7 @@ func (n *Node) Stabilize(ctx context.Context) {
 		notify := target != n.self && (target != s || p != n.self)
 		n.mu.Unlock()
 		if notify {
-			if err := n.tr.Notify(ctx, target, self); err != nil && ctx.Err() == nil {
+			if err := n.guard(ctx, target, func(ctx context.Context) error { return n.tr.Notify(ctx, target, self) }); err != nil && ctx.Err() == nil {
 				n.Failed(target)
 			}
 		}
@@ -531,7 +551,7 @@ func (n *Node) Stabilize(ctx context.Context) {
 // if it is closer than the successor this node has.
 func (n *Node) rejoin(ctx context.Context, via Ref) {
 	self := n.Self()
-	s, err := n.tr.FindSuccessor(ctx, via, self.ID+1)
+	s, err := n.askHop(ctx, via, self.ID+1)
 	if err != nil || s == self || s.ID == self.ID {
 		return
 	}
@@ -674,7 +694,7 @@ func (n *Node) CheckPredecessor(ctx context.Context) {
 	if p.IsZero() || p == n.self {
 		return
 	}
-	if err := n.tr.Ping(ctx, p); err != nil {
+	if err := n.guard(ctx, p, func(ctx context.Context) error { return n.tr.Ping(ctx, p) }); err != nil {
 		if ctx.Err() == nil {
 			n.Failed(p)
 		}

@@ -309,8 +309,11 @@ func nameOwnedBy(t *testing.T, via, owner *cluster.Proc, pattern string) string 
 // other member (paused here, as a partition leaves them) while they took
 // a newer upload must not serve its own older copy: without an answer
 // from enough of the replicas it cannot tell the newest copy, and says
-// so (503). Its reads are watched for 10 s while it keeps failing to
-// reach them.
+// so (503). Nor may it acknowledge an upload it could store only on
+// itself. Its reads and uploads are watched while it fails to reach the
+// others, until it has forgotten them and is alone in its ring (a frozen
+// successor must not be kept for as long as it stays frozen), and for
+// 5 s after.
 func TestCutOffNodeServesNoStaleCopy(t *testing.T) {
 	procs := startSettledRing(t, 3, 3, nil)
 	cut, others := procs[0], procs[1:]
@@ -331,8 +334,35 @@ func TestCutOffNodeServesNoStaleCopy(t *testing.T) {
 	if err := syscall.Kill(cut.Pid(), syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
+	rc := store.NewClient()
+	defer rc.Close()
+	var alone time.Time // when the cut-off node was first seen alone
 	start := time.Now()
-	for i := 0; time.Since(start) < 10*time.Second; i++ {
+	for i := 0; alone.IsZero() || time.Since(alone) < 5*time.Second; i++ {
+		if i > 0 {
+			time.Sleep(250 * time.Millisecond)
+		}
+		if alone.IsZero() {
+			if time.Since(start) > time.Minute {
+				t.Fatal("the cut-off node still names a frozen node as its successor after a minute")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			succ, err := rc.RPC.Successors(ctx, cut.Spec.ChordAddr)
+			cancel()
+			if err == nil && len(succ) > 0 && succ[0].Addr() == cut.Spec.ChordAddr {
+				alone = time.Now()
+				t.Logf("the cut-off node is alone in its ring after %v", alone.Sub(start).Round(time.Millisecond))
+			}
+		}
+		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/files/cut-off-%d.bin", cut.Spec.HTTPAddr, i), bytes.NewReader(older[:1024]))
+		if resp, err := hc.Do(req); err == nil {
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				t.Fatalf("upload %d through the cut-off node acknowledged (%s) with every other node frozen", i, resp.Status)
+			}
+			t.Logf("upload %d through the cut-off node: %s %.160s", i, resp.Status, got)
+		}
 		resp, err := hc.Get("http://" + cut.Spec.HTTPAddr + "/files/" + name)
 		if err != nil {
 			logStacks(t, cut, "tide/store/files", "tide/chord")

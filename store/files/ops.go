@@ -121,7 +121,7 @@ func (n *Service) put(ctx context.Context, name string, body io.Reader, size int
 			return n.forwardOrStandIn(ctx, owner, name, body, size)
 		}
 	}
-	if err := n.acting(); err != nil {
+	if err := n.acting(ctx); err != nil {
 		return engine.Meta{}, err
 	}
 	v := n.clock.Next()
@@ -144,12 +144,14 @@ func (n *Service) put(ctx context.Context, name string, body io.Reader, size int
 // stand-in while it is not in a ring: between a restart and its join,
 // other nodes still forward to it, and it would take itself for the
 // file's only replica (reads would miss uploads acknowledged while it was
-// down, and an upload would be acknowledged with one copy).
-func (n *Service) acting() error {
+// down, and an upload would be acknowledged with one copy); or while it
+// is alone in its ring having lost touch with members that may hold
+// newer copies (cutOff, lone.go).
+func (n *Service) acting(ctx context.Context) error {
 	if !n.ring.InRing() {
 		return &refusal{status.Errorf(http.StatusServiceUnavailable, "node %s is not in a ring yet (starting or rejoining); try again or another node", n.ring.Self().Addr())}
 	}
-	return nil
+	return n.cutOff(ctx)
 }
 
 // owner returns the node responsible for key. A leaving node never names
@@ -406,7 +408,7 @@ func (n *Service) Delete(ctx context.Context, name string, forwarded bool) error
 			return n.deleteThroughOwner(ctx, owner, name)
 		}
 	}
-	if err := n.acting(); err != nil {
+	if err := n.acting(ctx); err != nil {
 		return err
 	}
 	if found, err := n.findAnywhere(ctx, name); err != nil {

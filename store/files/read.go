@@ -84,7 +84,7 @@ func (n *Service) Get(ctx context.Context, w http.ResponseWriter, r *http.Reques
 			return n.proxyGet(ctx, w, r, owner, name)
 		}
 	}
-	if err := n.acting(); err != nil {
+	if err := n.acting(ctx); err != nil {
 		return err
 	}
 	return n.ownerGet(ctx, w, r, name)

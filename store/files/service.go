@@ -96,6 +96,8 @@ type Service struct {
 	kick   chan struct{} // asks the repair loop to run now
 	// suspect holds the owners recently unreachable (standin.go).
 	suspect suspects
+	// lone caches whether a node alone in its ring may act (lone.go).
+	lone loneCheck
 }
 
 // New returns the file store of a node; Run runs its repair loop.

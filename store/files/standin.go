@@ -258,7 +258,7 @@ func (n *Service) standInFor(ctx context.Context, owner chord.Ref) (chord.Ref, e
 // reach, and copies it to the rest of owner's replica set: owner itself,
 // and this node's successors that follow it in that set.
 func (n *Service) putStandIn(ctx context.Context, owner chord.Ref, name string, body io.Reader, size int64) (engine.Meta, error) {
-	if err := n.acting(); err != nil {
+	if err := n.acting(ctx); err != nil {
 		return engine.Meta{}, err
 	}
 	m, err := n.store(name, body, size, n.clock.Next())

@@ -90,7 +90,7 @@ func (n *Service) deleteElsewhere(ctx context.Context, owner chord.Ref, name str
 // deleteStandIn writes name's tombstone for owner, which its sender could
 // not reach, and copies it to the rest of owner's replica set.
 func (n *Service) deleteStandIn(ctx context.Context, owner chord.Ref, name string) error {
-	if err := n.acting(); err != nil {
+	if err := n.acting(ctx); err != nil {
 		return err
 	}
 	if found, err := n.findAnywhere(ctx, name); err != nil {
