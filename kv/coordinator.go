@@ -240,6 +240,60 @@ func (n *Node) onPutAck(id uint64, from string) {
 	}
 }
 
+// onPutLeaving handles a replica's answer that it stored the write of op
+// id but is leaving the ring (KindPutLeaving): in each of the op's
+// preference lists that has it, the node after the list on this node's
+// ring takes its place, is sent the write, and counts instead. Its copy
+// is where the leaving node's range goes once it is gone, so a quorum
+// met there is met in the ring without the leaving node; and since the
+// list changes for this op alone, no acknowledgement is counted twice.
+func (n *Node) onPutLeaving(id uint64, from string) {
+	o := n.ops[id]
+	if o == nil || !o.write || o.hint != nil {
+		return
+	}
+	i := slices.Index(o.replicas, from)
+	if i < 0 {
+		return // answered before
+	}
+	o.replicas = slices.Delete(slices.Clone(o.replicas), i, i+1)
+	cand := n.ring.Preference(n.ring.Position(o.rec.Key), n.cfg.N+len(o.replicas)+2)
+	sets := make([][]string, len(o.sets))
+	for k, set := range o.sets {
+		sets[k] = set
+		j := slices.Index(set, from)
+		if j < 0 {
+			continue
+		}
+		next := ""
+		for _, c := range cand {
+			if c != from && !slices.Contains(set, c) {
+				next = c
+				break
+			}
+		}
+		if next == "" {
+			continue // no node to take its place: it counts as silent
+		}
+		sets[k] = slices.Clone(set)
+		sets[k][j] = next
+		if slices.Contains(o.replicas, next) {
+			continue
+		}
+		o.replicas = append(o.replicas, next)
+		if next == n.self {
+			// This node's own copy, durable once the round under way is.
+			n.apply(o.rec)
+			o.round = n.round
+			o.answered.add(next)
+		} else {
+			n.send(Message{Kind: KindPut, To: next, ID: id, Rec: o.rec})
+		}
+	}
+	o.sets = sets
+	n.checkWrite(id, o)
+}
+
 // onPutRefused notes that replica from turned away, unstored, the write
 // of op id (why: its disk is full). A write, or a read's write-back,
 // that can no longer reach its quorum without the replicas that refused

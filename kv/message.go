@@ -81,13 +81,23 @@ const (
 	// counts the replica out of the write's quorum at once, rather than
 	// waiting out its timeout.
 	KindPutRefused
+	// KindPutLeaving answers a KindPut (ID: the op) or, with Found, a
+	// KindPutBatch (ID: the batch) on a node that is leaving the ring: it
+	// stored the write but counts toward no quorum (it may exit before
+	// handing it off). The coordinator sends the write to the node that
+	// takes the leaving node's place in each preference list that had
+	// it, and counts that node instead, so that a write whose other
+	// replicas are silent still meets its quorum while the ring still
+	// routes to the leaving node.
+	KindPutLeaving
 	kindCount
 )
 
 var kindNames = [...]string{"invalid", "client_put", "client_get", "client_resp", "put", "put_ack", "get", "get_resp",
 	"digest", "digest_resp", "keys", "keys_resp", "push", "push_ack", "pull", "pull_range", "offer", "offer_resp",
 	"put_batch", "put_batch_ack", "get_batch", "get_batch_resp", "region_put", "region_ack",
-	"client_cas", "prepare", "promise", "accept", "accepted", "cas_taken", "region_mark", "view_state", "put_refused"}
+	"client_cas", "prepare", "promise", "accept", "accepted", "cas_taken", "region_mark", "view_state", "put_refused",
+	"put_leaving"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {

@@ -287,6 +287,9 @@ func (n *Node) Step(m Message) {
 		n.apply(m.Rec)
 		if n.leaving {
 			n.strayArrived()
+			if m.ID != 0 {
+				n.send(Message{Kind: KindPutLeaving, To: m.From, ID: m.ID})
+			}
 		} else if m.ID != 0 {
 			n.send(Message{Kind: KindPutAck, To: m.From, ID: m.ID})
 		}
@@ -298,12 +301,21 @@ func (n *Node) Step(m Message) {
 		}
 		if n.leaving {
 			n.strayArrived()
+			n.send(Message{Kind: KindPutLeaving, To: m.From, ID: m.ID, Found: true})
 		} else {
 			n.send(Message{Kind: KindPutBatchAck, To: m.From, ID: m.ID})
 		}
 	case KindPutBatchAck:
 		for _, id := range n.answeredBatch(m.ID) {
 			n.onPutAck(id, m.From)
+		}
+	case KindPutLeaving:
+		if !m.Found {
+			n.onPutLeaving(m.ID, m.From)
+			break
+		}
+		for _, id := range n.answeredBatch(m.ID) {
+			n.onPutLeaving(id, m.From)
 		}
 	case KindPutRefused:
 		if !m.Found {
