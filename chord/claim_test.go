@@ -3,6 +3,7 @@ package chord
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 )
 
@@ -199,5 +200,47 @@ func TestClaimRefusesLostMembersID(t *testing.T) {
 	seed.HandleLeave(first.Self(), seed.Self(), []Ref{seed.Self()})
 	if _, err := ClaimID(ctx, net, seed.Self(), joiner.Self()); err != nil {
 		t.Fatalf("a claim of the identifier of a member that left: %v", err)
+	}
+}
+
+// TestClaimRefusesFrozenPredecessorsID: in a ring of five, b freezes,
+// and c, its successor, forgets it as its predecessor (its pings go
+// unanswered); b is not in c's successor list. A node joining then picks
+// b's identifier (the middle of the range that b's predecessor now
+// spans) and claims it at c, the identifier's successor: c must refuse
+// it, since b may wake up holding it. Before, a node remembered only the
+// successors it lost, and two members ended up with one identifier (the
+// chaos scenario membership, a join while a member was paused).
+func TestClaimRefusesFrozenPredecessorsID(t *testing.T) {
+	ctx := context.Background()
+	net := direct{}
+	var nodes []*Node
+	for i := range 5 {
+		nodes = append(nodes, net.add(t, i+1, ID(1000*(i+1)), false))
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	a.Create()
+	for _, n := range nodes[1:] {
+		if err := n.Join(ctx, a.Self()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 40 {
+		for _, n := range nodes {
+			n.Tick(ctx)
+		}
+	}
+	if c.Predecessor() != b.Self() || slices.Contains(c.Successors(), b.Self()) {
+		t.Fatalf("c's predecessor is %v and its successors %v; want b, and a list without b", c.Predecessor(), c.Successors())
+	}
+	for range c.cfg.FailureLimit {
+		c.Failed(b.Self())
+	}
+	if c.Predecessor() == b.Self() {
+		t.Fatal("c still has the silent b as its predecessor")
+	}
+	joiner := net.add(t, 9, b.Self().ID, true)
+	if holder := c.Claim(joiner.Self()); holder != b.Self() {
+		t.Fatalf("c's answer to a claim of the frozen b's identifier: %v, want b", holder)
 	}
 }

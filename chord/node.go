@@ -135,7 +135,7 @@ type Node struct {
 	epoch     uint64      // bumped whenever pred or succ change
 	failures  map[Ref]int // consecutive failed calls per node
 	// contacts are nodes this node once knew and lost: the join target and
-	// forgotten successors. A node that finds itself cut off from every
+	// forgotten successors and predecessors. A node that finds itself cut off from every
 	// other node retries them instead of carrying on as a ring of one.
 	contacts []Ref
 	// claims are identifiers held for nodes about to join (claim.go).
@@ -462,6 +462,10 @@ func (n *Node) forgetLocked(r Ref) {
 	}
 	n.succ = kept
 	if n.pred == r {
+		// A predecessor lost is remembered as a successor lost is: its
+		// successor is the node a joining node claims its identifier
+		// at, and must refuse it while it may come back (Claim).
+		n.rememberLocked(r)
 		n.pred = Ref{}
 		n.epoch++
 	}
