@@ -32,6 +32,11 @@ func (n *Node) Claim(r Ref) Ref {
 	if n.self.ID == r.ID && n.self != r {
 		return n.self
 	}
+	// The predecessor holds the identifier: a lookup that passed over it
+	// (it is silent) found this node, which has not given up on it yet.
+	if n.pred.ID == r.ID && !n.pred.IsZero() && n.pred != r {
+		return n.pred
+	}
 	// A member this node lost touch with may still hold the identifier:
 	// a node cut off from its ring sees only itself, and the middle of
 	// its range is the identifier the first node to join it took. Two

@@ -233,13 +233,18 @@ func TestClaimRefusesFrozenPredecessorsID(t *testing.T) {
 	if c.Predecessor() != b.Self() || slices.Contains(c.Successors(), b.Self()) {
 		t.Fatalf("c's predecessor is %v and its successors %v; want b, and a list without b", c.Predecessor(), c.Successors())
 	}
+	joiner := net.add(t, 9, b.Self().ID, true)
+	// A lookup that passed over the silent b finds c before c has given
+	// up on it.
+	if holder := c.Claim(joiner.Self()); holder != b.Self() {
+		t.Fatalf("c's answer to a claim of its silent predecessor's identifier: %v, want b", holder)
+	}
 	for range c.cfg.FailureLimit {
 		c.Failed(b.Self())
 	}
 	if c.Predecessor() == b.Self() {
 		t.Fatal("c still has the silent b as its predecessor")
 	}
-	joiner := net.add(t, 9, b.Self().ID, true)
 	if holder := c.Claim(joiner.Self()); holder != b.Self() {
 		t.Fatalf("c's answer to a claim of the frozen b's identifier: %v, want b", holder)
 	}
