@@ -206,9 +206,9 @@ func TestStabilizeForgetsFrozenNeighbour(t *testing.T) {
 		t.Fatalf("ring did not form: a's successor %v, c's predecessor %v", a.Successor(0), c.Predecessor())
 	}
 	view.frozen[b.Self().Addr()] = true
-	for tick := range 40 {
+	for tick := range 20 {
 		for _, n := range []*Node{a, c} {
-			tctx, cancel := context.WithTimeout(ctx, time.Second)
+			tctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			n.Tick(tctx)
 			cancel()
 		}
@@ -217,5 +217,5 @@ func TestStabilizeForgetsFrozenNeighbour(t *testing.T) {
 			return
 		}
 	}
-	t.Fatalf("after 40 ticks with b frozen: a's successors %v, c's predecessor %v; want c, and a", a.Successors(), c.Predecessor())
+	t.Fatalf("after 20 ticks with b frozen: a's successors %v, c's predecessor %v; want c, and a", a.Successors(), c.Predecessor())
 }
