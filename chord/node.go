@@ -135,8 +135,9 @@ type Node struct {
 	epoch     uint64      // bumped whenever pred or succ change
 	failures  map[Ref]int // consecutive failed calls per node
 	// contacts are nodes this node once knew and lost: the join target and
-	// forgotten successors and predecessors. A node that finds itself cut off from every
-	// other node retries them instead of carrying on as a ring of one.
+	// forgotten successors and predecessors. A node that finds itself cut
+	// off from every other node retries them instead of carrying on as a
+	// ring of one, and refuses their identifiers to joining nodes (Claim).
 	contacts []Ref
 	// claims are identifiers held for nodes about to join (claim.go).
 	claims map[ID]claim

@@ -102,11 +102,12 @@ func (n *Service) ownerGet(ctx context.Context, w http.ResponseWriter, r *http.R
 	set := n.localReplicaSet()
 	alone := len(set) == 1
 	if alone {
-		// A node that knows no successor but has lost touch with others
-		// (cut off, and the ring not yet mended) may own a range whose
-		// newest copies they hold: it asks them too. In a ring of one,
-		// it has none; after graceful leaves, they are gone and refuse
-		// at once.
+		// A node that knows no successor acts as an owner only once the
+		// members it lost touch with were found down or out of any ring
+		// (acting, cutOff): a verdict that stands for a second. One that
+		// has come back since may hold newer copies, so they are asked
+		// too; in a ring of one there are none, and those still gone
+		// refuse at once.
 		for _, c := range slices.Backward(n.ring.Contacts()) {
 			if len(set) < n.cfg.Replicas {
 				set = append(set, c)
