@@ -250,7 +250,14 @@ address it holds. The process binds every address first and, with --addr-file,
 reports them ({"roles": [...], "http": ...}) before it reads the deployment:
 with --deployment -, from its standard input, so that a supervisor (tide log up)
 starts every role on port 0, collects their addresses, and then hands each the
-deployment laid out on them.`,
+deployment laid out on them.
+
+The process runs with GODEBUG=schedtrace=2147483647 (it executes itself again
+with it, in place, unless GODEBUG already sets schedtrace): the Go runtime's
+monitor thread then wakes every 10 ms instead of every 20 µs while a role is
+busy, which halves the CPU a write costs. GODEBUG=schedtrace=0 opts out. The
+only output is a line of scheduler statistics on standard error every 24.8
+days of the machine's uptime.`,
 		Example: `  tide log serve --deployment tide-log/deployment.json --role 127.0.0.1:7001 --http-addr 127.0.0.1:7101
   tide log serve --join 127.0.0.1:7101 --kind proxy --role 127.0.0.1:0 --addr-file proxy.ready.json`,
 		Args: cobra.NoArgs,
@@ -258,6 +265,9 @@ deployment laid out on them.`,
 			if procs < 0 {
 				return fmt.Errorf("--procs %d: want 0 (Go's default) or more", procs)
 			}
+			// Before anything is bound or read (stdin may hold the
+			// deployment): this may execute the process again.
+			steadySysmon()
 			tlsCfg, err := setLogTLS()
 			if err != nil {
 				return err
