@@ -91,6 +91,32 @@ func result(r KVResult) []byte {
 	})
 }
 
+// plainResults are the results of a put or a delete, which carry no
+// value, by OK and Found, encoded once: every replica applies every
+// command, so this saves an encoding and an allocation per command on
+// each. They are shared, so nothing may write to them (their capacity
+// is their length: an append copies).
+var plainResults = func() (r [2][2][]byte) {
+	for ok := range 2 {
+		for found := range 2 {
+			b := result(KVResult{OK: ok == 1, Found: found == 1})
+			r[ok][found] = b[:len(b):len(b)]
+		}
+	}
+	return r
+}()
+
+func plainResult(ok, found bool) []byte {
+	var i, j int
+	if ok {
+		i = 1
+	}
+	if found {
+		j = 1
+	}
+	return plainResults[i][j]
+}
+
 // decodeOp parses a client's operation, bounds first: operations come from
 // clients, and a replica must not be made to allocate what a header claims.
 func decodeOp(op []byte, o *KVOp) error {
@@ -125,10 +151,10 @@ func (kv *KV) Apply(op []byte) []byte {
 		return result(KVResult{OK: true, Found: found, Value: old})
 	case "put":
 		kv.m[o.Key] = o.Value
-		return result(KVResult{OK: true, Found: found})
+		return plainResult(true, found)
 	case "del":
 		delete(kv.m, o.Key)
-		return result(KVResult{OK: found, Found: found})
+		return plainResult(found, found)
 	case "cas":
 		match := (o.Expect == nil && !found) || (o.Expect != nil && found && string(o.Expect) == string(old))
 		if match {
