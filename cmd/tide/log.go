@@ -260,14 +260,12 @@ only output is a line of scheduler statistics on standard error every 24.8
 days of the machine's uptime.`,
 		Example: `  tide log serve --deployment tide-log/deployment.json --role 127.0.0.1:7001 --http-addr 127.0.0.1:7101
   tide log serve --join 127.0.0.1:7101 --kind proxy --role 127.0.0.1:0 --addr-file proxy.ready.json`,
-		Args: cobra.NoArgs,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{steadySysmonAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if procs < 0 {
 				return fmt.Errorf("--procs %d: want 0 (Go's default) or more", procs)
 			}
-			// Before anything is bound or read (stdin may hold the
-			// deployment): this may execute the process again.
-			steadySysmon()
 			tlsCfg, err := setLogTLS()
 			if err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -19,8 +20,21 @@ import (
 	"tide/tlsconf"
 )
 
+// The main goroutine starts on the process's main thread (see main).
+func init() { runtime.LockOSThread() }
+
 func main() {
-	if err := newRoot().Execute(); err != nil {
+	root := newRoot()
+	// A command that asks for it (steadySysmonAnnotation) executes itself
+	// again first, from the main thread: a parent-death signal (cluster
+	// starts every child with one) belongs to the thread it was set on,
+	// the main thread, and a process that executes from another thread
+	// carries on as that thread, without it.
+	if c, _, err := root.Find(os.Args[1:]); err == nil && c.Annotations[steadySysmonAnnotation] != "" {
+		steadySysmon()
+	}
+	runtime.UnlockOSThread()
+	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tide:", err)
 		os.Exit(1)
 	}

@@ -19,6 +19,10 @@ import (
 // system call.
 const steadySchedtrace = "schedtrace=2147483647"
 
+// steadySysmonAnnotation marks a command whose process runs with
+// steadySchedtrace: main calls steadySysmon before anything else runs.
+const steadySysmonAnnotation = "tide-steady-sysmon"
+
 // withSteadySysmon returns env (KEY=VALUE entries) with steadySchedtrace
 // added to its GODEBUG, and whether it changed anything: a GODEBUG that
 // already sets schedtrace (GODEBUG=schedtrace=0 is how to opt out) is

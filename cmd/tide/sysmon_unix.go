@@ -14,7 +14,7 @@ import (
 // setting added, since the runtime reads it only at start-up. It returns
 // only if it did not re-execute: the setting was there, or the binary
 // could not be found or run again (logged; the process then goes on
-// with the runtime's default).
+// with the runtime's default). Call it from the main thread (see main).
 func steadySysmon() {
 	env, changed := withSteadySysmon(os.Environ())
 	if !changed {
