@@ -2,7 +2,12 @@ package chord
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
 )
 
 // Claims keep two nodes that join at the same moment from taking the same
@@ -111,4 +116,60 @@ func nextAfter(ctx context.Context, tr Transport, via, self Ref) (Ref, error) {
 		return self, nil // via knows of no one else: a ring of this node alone
 	}
 	return best, nil
+}
+
+// ErrCutOff refuses a claim at a node that is alone in its ring while
+// members it lost touch with (Contacts) may still be in one: a node that
+// joined through it would make a second ring beside theirs, and the two
+// would each own every key. The joining node retries; by then the cut-off
+// node has found its ring again, or its contacts are gone.
+var ErrCutOff = errors.New("chord: this node is alone in its ring but has lost touch with members that may still be in one; join through another member")
+
+// contactProbe is how long a contact has to answer CutOff.
+const contactProbe = 300 * time.Millisecond
+
+// CutOff returns ErrCutOff, naming the contacts, if this node is alone in
+// its ring and one of the members it lost touch with answers as a member
+// of a ring, or does not answer within contactProbe. It returns nil if the
+// node is not alone, remembers no one, or every contact refuses the
+// connection (it is down) or is in no ring (it left): then the node is all
+// that is left of its ring, or a ring of one by design.
+func (n *Node) CutOff(ctx context.Context) error {
+	n.mu.Lock()
+	alone := !n.out && len(n.succ) > 0 && n.succ[0] == n.self
+	contacts := slices.Clone(n.contacts)
+	self := n.self
+	n.mu.Unlock()
+	if !alone || len(contacts) == 0 {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, contactProbe)
+	defer cancel()
+	live := make(chan string, len(contacts))
+	for _, c := range contacts {
+		go func() {
+			_, _, err := n.tr.State(pctx, c, self)
+			if contactGone(err) {
+				live <- ""
+			} else {
+				live <- c.Addr()
+			}
+		}()
+	}
+	var addrs []string
+	for range contacts {
+		if a := <-live; a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w (%s)", ErrCutOff, strings.Join(addrs, ", "))
+}
+
+// contactGone reports whether a call's error says its node is down (the
+// connection was refused) or in no ring, rather than alive or silent.
+func contactGone(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), ErrNotInRing.Error()))
 }

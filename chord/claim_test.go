@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -248,4 +250,73 @@ func TestClaimRefusesFrozenPredecessorsID(t *testing.T) {
 	if holder := c.Claim(joiner.Self()); holder != b.Self() {
 		t.Fatalf("c's answer to a claim of the frozen b's identifier: %v, want b", holder)
 	}
+}
+
+// downNet is direct with some nodes down: calls to them are refused.
+type downNet struct {
+	direct
+	down map[string]bool
+}
+
+func (d downNet) State(ctx context.Context, to, from Ref) (Ref, []Ref, error) {
+	if d.down[to.Addr()] {
+		return Ref{}, nil, syscall.ECONNREFUSED
+	}
+	return d.direct.State(ctx, to, from)
+}
+
+func (d downNet) Ping(ctx context.Context, to Ref) error {
+	if d.down[to.Addr()] {
+		return syscall.ECONNREFUSED
+	}
+	return nil
+}
+
+// TestCutOffRefusesWhileContactsLive has a node of a ring of three lose
+// the other two: alone, it refuses joins (CutOff) while one of them
+// answers, and takes them once both are down, as what is left of its
+// ring.
+func TestCutOffRefusesWhileContactsLive(t *testing.T) {
+	ctx := context.Background()
+	net := downNet{direct{}, map[string]bool{}}
+	var nodes []*Node
+	for i := range 3 {
+		n, err := NewNode(Config{Self: Ref{IP: "10.0.0.1", Port: i + 1, ID: ID(1000 * (i + 1))}, ClaimTicks: 5}, net)
+		if err != nil {
+			t.Fatal(err)
+		}
+		net.direct[n.Self().Addr()] = n
+		nodes = append(nodes, n)
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	a.Create()
+	for _, n := range nodes[1:] {
+		if err := n.Join(ctx, a.Self()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 40 {
+		for _, n := range nodes {
+			n.Tick(ctx)
+		}
+	}
+	if err := a.CutOff(ctx); err != nil {
+		t.Fatalf("a in a ring of three: %v", err)
+	}
+	net.down[b.Self().Addr()], net.down[c.Self().Addr()] = true, true
+	for range 40 {
+		a.Tick(ctx)
+	}
+	if s := a.Successors(); len(s) == 0 || s[0] != a.Self() {
+		t.Fatalf("a's successors with b and c down: %v; want a alone", s)
+	}
+	if err := a.CutOff(ctx); err != nil {
+		t.Fatalf("a alone, b and c down: %v; want nil (all that is left of the ring)", err)
+	}
+	net.down[b.Self().Addr()] = false
+	err := a.CutOff(ctx)
+	if !errors.Is(err, ErrCutOff) || !strings.Contains(err.Error(), b.Self().Addr()) {
+		t.Fatalf("a alone, b answering: %v; want ErrCutOff naming b", err)
+	}
+	t.Log(err)
 }

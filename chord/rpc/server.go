@@ -335,6 +335,9 @@ func (s *Server) handle(method string, p []any) (any, error) {
 		if r.IsZero() {
 			return nil, errors.New("claim: empty node")
 		}
+		if err := n.CutOff(ctx); err != nil {
+			return nil, err
+		}
 		return EncodeRef(n.Claim(r)), nil
 	case "stabilize":
 		n.Stabilize(ctx)
