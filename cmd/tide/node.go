@@ -86,8 +86,9 @@ it with an empty --data-dir to join again.`,
   tide node --chord-addr 127.0.0.2:5057 --http-addr 127.0.0.2:5058 --data-dir d2 --join 127.0.0.1:5057
   tide node --standby --partitioner md5-mod10000 --http-addr 127.0.0.3:5000 --data-dir d3
   tide node --region us --region-peer eu=10.1.0.5:5057 --join 10.0.0.5:5057 --data-dir d4`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return runNode(&o) },
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{steadySysmonAnnotation: "yes"},
+		RunE:        func(cmd *cobra.Command, args []string) error { return runNode(&o) },
 	}
 	addNodeFlags(cmd, &o)
 	cmd.AddCommand(newLeaveCmd())
@@ -110,7 +111,8 @@ free port, and the file service another (see --addr-file). Every flag of tide
 node applies.`,
 		Example: `  tide chord 127.0.0.1 5057
   tide chord 127.0.0.2 5057 --data-dir /var/lib/tide`,
-		Args: cobra.ExactArgs(2),
+		Args:        cobra.ExactArgs(2),
+		Annotations: map[string]string{steadySysmonAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			port, err := strconv.Atoi(args[1])
 			if err != nil || port < 0 || port > 65534 {

@@ -117,3 +117,28 @@ func killLogUp(t *testing.T) {
 		return nil
 	})
 }
+
+// TestNodeRunsWithSteadySysmon: a storage node executes itself again with
+// steadySchedtrace too.
+func TestNodeRunsWithSteadySysmon(t *testing.T) {
+	dir := t.TempDir()
+	ready := filepath.Join(dir, "ready.json")
+	cmd := exec.Command(tideBin, "node", "--idle", "--chord-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+		"--data-dir", filepath.Join(dir, "data"), "--addr-file", ready)
+	cmd.Env = append(os.Environ(), "GODEBUG=")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	waitFor(t, "the node's addresses", time.Minute, func() error {
+		_, err := os.Stat(ready)
+		return err
+	})
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(env, []byte("\x00GODEBUG="+steadySchedtrace+"\x00")) && !bytes.HasPrefix(env, []byte("GODEBUG="+steadySchedtrace+"\x00")) {
+		t.Errorf("the node process runs without GODEBUG=%s", steadySchedtrace)
+	}
+}
