@@ -128,13 +128,24 @@ var ErrCutOff = errors.New("chord: this node is alone in its ring but has lost t
 // contactProbe is how long a contact has to answer CutOff.
 const contactProbe = 300 * time.Millisecond
 
-// CutOff returns ErrCutOff, naming the contacts, if this node is alone in
-// its ring and one of the members it lost touch with answers as a member
-// of a ring, or does not answer within contactProbe. It returns nil if the
-// node is not alone, remembers no one, or every contact refuses the
-// connection (it is down) or is in no ring (it left): then the node is all
-// that is left of its ring, or a ring of one by design.
+// CutOff returns ErrCutOff, naming the contacts, if LiveContacts finds
+// any: this node is alone in its ring and members it lost touch with may
+// still be in one.
 func (n *Node) CutOff(ctx context.Context) error {
+	if addrs := n.LiveContacts(ctx); len(addrs) > 0 {
+		return fmt.Errorf("%w (%s)", ErrCutOff, strings.Join(addrs, ", "))
+	}
+	return nil
+}
+
+// LiveContacts returns, if this node is alone in its ring, the addresses
+// of the members it lost touch with (Contacts) that answer as members of a
+// ring, or do not answer within contactProbe, asking them all at once. It
+// returns none if the node is not alone, remembers no one, or every
+// contact refuses the connection (it is down) or is in no ring (it left):
+// then the node is all that is left of its ring, or a ring of one by
+// design.
+func (n *Node) LiveContacts(ctx context.Context) []string {
 	n.mu.Lock()
 	alone := !n.out && len(n.succ) > 0 && n.succ[0] == n.self
 	contacts := slices.Clone(n.contacts)
@@ -162,10 +173,7 @@ func (n *Node) CutOff(ctx context.Context) error {
 			addrs = append(addrs, a)
 		}
 	}
-	if len(addrs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w (%s)", ErrCutOff, strings.Join(addrs, ", "))
+	return addrs
 }
 
 // contactGone reports whether a call's error says its node is down (the

@@ -2,15 +2,12 @@ package files
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"tide/chord"
-	"tide/chord/rpc"
 	"tide/store/status"
 )
 
@@ -26,12 +23,8 @@ import (
 // connection (it is down) or says it is in no ring (it left) does the
 // node act alone: a ring of one by design, or all that is left of one.
 
-// loneCheckFor is how long a verdict on the contacts stands, and
-// loneProbe how long a contact has to answer.
-const (
-	loneCheckFor = time.Second
-	loneProbe    = 300 * time.Millisecond
-)
+// loneCheckFor is how long a verdict on the contacts stands.
+const loneCheckFor = time.Second
 
 // loneCheck caches the verdict of cutOff.
 type loneCheck struct {
@@ -64,32 +57,15 @@ func (n *Service) cutOff(ctx context.Context) error {
 	if n.lone.key == key && time.Since(n.lone.at) < loneCheckFor {
 		return n.lone.err
 	}
-	n.lone.err = n.probeContacts(ctx, self, contacts)
+	n.lone.err = n.probeContacts(ctx, self)
 	n.lone.key, n.lone.at = key, time.Now()
 	return n.lone.err
 }
 
-// probeContacts asks each contact for its predecessor, at once.
-func (n *Service) probeContacts(ctx context.Context, self chord.Ref, contacts []chord.Ref) error {
-	pctx, cancel := context.WithTimeout(ctx, loneProbe)
-	defer cancel()
-	type verdict struct {
-		c    chord.Ref
-		gone bool
-	}
-	out := make(chan verdict, len(contacts))
-	for _, c := range contacts {
-		go func() {
-			_, err := n.rpc.Call(pctx, c.Addr(), "get_predecessor")
-			out <- verdict{c, contactGone(err)}
-		}()
-	}
-	var live []string
-	for range contacts {
-		if v := <-out; !v.gone {
-			live = append(live, v.c.Addr())
-		}
-	}
+// probeContacts refuses if any contact may still be in a ring
+// (chord.Node.LiveContacts).
+func (n *Service) probeContacts(ctx context.Context, self chord.Ref) error {
+	live := n.ring.LiveContacts(ctx)
 	if len(live) == 0 {
 		return nil
 	}
@@ -97,18 +73,4 @@ func (n *Service) probeContacts(ctx context.Context, self chord.Ref, contacts []
 		return ctx.Err()
 	}
 	return &refusal{status.Errorf(http.StatusServiceUnavailable, "node %s is alone in its ring but has lost touch with %s, which may hold newer copies: it acts as no file's owner until the ring mends; try another node", self.Addr(), strings.Join(live, ", "))}
-}
-
-// contactGone reports whether a call's error says its node is down (the
-// connection was refused) or out of any ring, rather than alive or
-// silent.
-func contactGone(err error) bool {
-	if err == nil {
-		return false
-	}
-	var re *rpc.RemoteError
-	if errors.As(err, &re) {
-		return strings.Contains(re.Msg, chord.ErrNotInRing.Error())
-	}
-	return errors.Is(err, syscall.ECONNREFUSED)
 }
