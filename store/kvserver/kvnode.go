@@ -261,6 +261,11 @@ func (k *Server) loop(ctx context.Context) {
 			k.node.SetLeaving(k.drain.Load())
 			k.node.SetRing(r)
 			k.applied.Store(&r)
+			// Client requests pass only now: the loop picks among ready
+			// channels at random, so a request let in when SetRing queued
+			// the table could be stepped before it, by the table of this
+			// node alone.
+			k.readyOnce.Do(func() { close(k.ready) })
 		case a := <-k.left:
 			began, what = time.Now(), "left"
 			k.node.MemberLeft(a)
@@ -840,12 +845,12 @@ func (k *Server) Busy() bool { return k.handingOff.Load() }
 // Stats returns the KV layer's counters.
 func (k *Server) Stats() kv.Stats { return *k.stats.Load() }
 
-// SetRing hands the driver a new ring table; the first one also lets
-// client requests through (until then the node knows only itself, and a
-// write it coordinated would count itself as the whole preference list).
+// SetRing hands the driver a new ring table; the first one, once the
+// driver has installed it, also lets client requests through (until then
+// the node knows only itself, and a write it coordinated would count
+// itself as the whole preference list).
 func (k *Server) SetRing(r kv.Ring) {
 	k.rings <- r
-	k.readyOnce.Do(func() { close(k.ready) })
 }
 
 // MemberLeft tells the KV layer that the member whose peer address is addr
