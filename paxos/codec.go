@@ -58,7 +58,7 @@ const (
 )
 
 type codec struct {
-	buf bytes.Buffer
+	buf appendBuf
 	enc *msgpack.Encoder
 	rd  bytes.Reader
 	dec *msgpack.Decoder
@@ -81,15 +81,43 @@ var codecs = sync.Pool{New: func() any {
 	return c
 }}
 
+// appendBuf is the encoder's writer: it appends to b.
+type appendBuf struct{ b []byte }
+
+func (a *appendBuf) Write(p []byte) (int, error) { a.b = append(a.b, p...); return len(p), nil }
+func (a *appendBuf) WriteByte(c byte) error      { a.b = append(a.b, c); return nil }
+func (a *appendBuf) WriteString(s string) (int, error) {
+	a.b = append(a.b, s...)
+	return len(s), nil
+}
+
 // Encode serializes m (all but To).
 func Encode(m *Message) ([]byte, error) {
 	c := codecs.Get().(*codec)
 	defer codecs.Put(c)
-	c.buf.Reset()
+	c.buf.b = c.buf.b[:0]
 	if err := encodeMessage(c.enc, m); err != nil {
 		return nil, fmt.Errorf("encode paxos message: %w", err)
 	}
-	return bytes.Clone(c.buf.Bytes()), nil
+	return bytes.Clone(c.buf.b), nil
+}
+
+// AppendEncode appends the serialization of m (all but To) to dst and
+// returns the extended slice. Frames appended one after another to the same
+// buffer share one allocation: a role encodes a round's messages this way,
+// and the round's frames are slices of it (see paxos/node's Runner.encode).
+func AppendEncode(dst []byte, m *Message) ([]byte, error) {
+	c := codecs.Get().(*codec)
+	defer codecs.Put(c)
+	own := c.buf.b
+	c.buf.b = dst
+	err := encodeMessage(c.enc, m)
+	out := c.buf.b
+	c.buf.b = own
+	if err != nil {
+		return dst, fmt.Errorf("encode paxos message: %w", err)
+	}
+	return out, nil
 }
 
 // Decode parses a message and checks that its kind is known. Its bounds are
@@ -354,12 +382,12 @@ func (c *codec) nilOrBytes() ([]byte, error) {
 func encodeWith(encode func(*msgpack.Encoder) error) []byte {
 	c := codecs.Get().(*codec)
 	defer codecs.Put(c)
-	c.buf.Reset()
+	c.buf.b = c.buf.b[:0]
 	if err := encode(c.enc); err != nil {
-		// Writes to a bytes.Buffer do not fail, nor do the value types.
+		// Appends to a buffer do not fail, nor do the value types.
 		panic(fmt.Sprintf("paxos: encode: %v", err))
 	}
-	return bytes.Clone(c.buf.Bytes())
+	return bytes.Clone(c.buf.b)
 }
 
 // decodeWith checks b's bounds and decodes it: with decode if it is an
@@ -610,6 +638,23 @@ func (c *codec) decodeEntry(en *Entry) error {
 // wire form of an entry.
 func EncodeEntry(e *Entry) []byte {
 	return encodeWith(func(enc *msgpack.Encoder) error { return encodeEntry(enc, e) })
+}
+
+// AppendEntry appends what EncodeEntry returns to dst, without a copy of
+// its own: a store that copies the value into a batch reuses dst.
+func AppendEntry(dst []byte, e *Entry) []byte {
+	c := codecs.Get().(*codec)
+	defer codecs.Put(c)
+	own := c.buf.b
+	c.buf.b = dst
+	err := encodeEntry(c.enc, e)
+	out := c.buf.b
+	c.buf.b = own
+	if err != nil {
+		// Appends to a buffer do not fail, nor do the value types.
+		panic(fmt.Sprintf("paxos: encode: %v", err))
+	}
+	return out
 }
 
 // DecodeEntry parses what EncodeEntry wrote, or a vote stored by an

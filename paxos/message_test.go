@@ -126,6 +126,47 @@ func TestEncodeRoundTrip(t *testing.T) {
 	}
 }
 
+// AppendEncode writes the bytes Encode does, after what dst holds, and
+// leaves that untouched: frames cut from one buffer each decode to their
+// own message, also after the buffer grew between them.
+func TestAppendEncode(t *testing.T) {
+	msgs := []Message{
+		{Kind: KindPhase2a, From: "l", Ballot: Ballot{3, 1}, Slot: 9, Value: Value{Commands: []Command{{Client: 1, Seq: 2, Op: make([]byte, 300), ReplyTo: "c"}}}},
+		{Kind: KindPhase2b, From: "a", Ballot: Ballot{3, 1}, Slot: 9},
+		{Kind: KindReplyBatch, Replies: []Reply{{Client: 1, Seq: 1, Result: []byte("ok")}}},
+	}
+	buf := make([]byte, 1, 8) // one byte already there; too small for any frame
+	buf[0] = 0xaa
+	var frames [][]byte
+	for i := range msgs {
+		start := len(buf)
+		var err error
+		if buf, err = AppendEncode(buf, &msgs[i]); err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, buf[start:len(buf):len(buf)])
+	}
+	if buf[0] != 0xaa {
+		t.Fatalf("AppendEncode changed what dst held: %#x", buf[0])
+	}
+	for i, f := range frames {
+		want, err := Encode(&msgs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(f) != string(want) {
+			t.Fatalf("frame %d: %x, Encode gives %x", i, f, want)
+		}
+		got, err := Decode(f)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if !reflect.DeepEqual(normalize(got), normalize(msgs[i])) {
+			t.Fatalf("frame %d decodes to %+v, want %+v", i, got, msgs[i])
+		}
+	}
+}
+
 // Votes stored by an earlier version (msgpack's keyed struct form) still
 // load, and new ones round-trip.
 func TestDecodeEntryBothForms(t *testing.T) {

@@ -88,6 +88,9 @@ type Runner struct {
 
 	// frames collects a round's encoded messages by destination.
 	frames map[string][][]byte
+	// arenaSize is about the bytes the largest recent encode wrote: the
+	// next one's first guess of its buffer's size.
+	arenaSize int
 	// unsynced holds a round's messages that need not wait for its fsync.
 	unsynced []paxos.Message
 
@@ -398,19 +401,30 @@ func (r *Runner) encode(msgs []paxos.Message) ([]outFrames, error) {
 	if r.frames == nil {
 		r.frames = map[string][][]byte{}
 	}
+	// Every frame of the round is a slice of one buffer, allocated once
+	// (or a few times, if it must grow: frames already cut keep the old
+	// one), not a copy of its own: the transport only reads frames, and
+	// the buffer is garbage once the last of them is written.
+	arena := make([]byte, 0, max(r.arenaSize+r.arenaSize/4, 256))
 	var b []byte
 	for i := range msgs {
 		m := &msgs[i]
 		if !m.SameAsPrevious || b == nil {
+			start := len(arena)
 			var err error
-			if b, err = paxos.Encode(m); err != nil {
+			if arena, err = paxos.AppendEncode(arena, m); err != nil {
 				return nil, err
 			}
+			b = arena[start:len(arena):len(arena)]
 		}
 		r.out.Add(1)
 		r.counter(&r.outC, r.m.Out, m.Kind).Inc()
 		r.frames[m.To] = append(r.frames[m.To], b)
 	}
+	// A round's unsynced messages are encoded apart from the rest, and
+	// are few: the guess shrinks slowly, so that they do not make it
+	// small for the next round's bulk.
+	r.arenaSize = max(len(arena), r.arenaSize-r.arenaSize/8)
 	sends := make([]outFrames, 0, len(r.frames))
 	for to, frames := range r.frames {
 		sends = append(sends, outFrames{to, frames})

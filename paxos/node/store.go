@@ -22,6 +22,9 @@ import (
 // earlier Sync runs makes one fsync cover all of them (group commit).
 type Store struct {
 	db *pebble.DB
+	// scratch holds a vote's encoding until the batch copies it in: Save
+	// and Write are called by one goroutine at a time (a role's loop).
+	scratch []byte
 }
 
 var (
@@ -101,7 +104,8 @@ func (s *Store) commit(ops []paxos.PersistOp, snapshot []byte, opts *pebble.Writ
 			b.Set(keyConfig, v, nil)
 		}
 		if op.Accept != nil {
-			b.Set(voteKey(op.Accept.Slot), paxos.EncodeEntry(op.Accept), nil)
+			s.scratch = paxos.AppendEntry(s.scratch[:0], op.Accept)
+			b.Set(voteKey(op.Accept.Slot), s.scratch, nil)
 		}
 		if op.Match != nil {
 			v, _ := msgpack.Marshal(op.Match)
