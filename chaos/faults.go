@@ -126,7 +126,7 @@ func (f *fillFault) Inject(ctx context.Context, c *Cluster) (func(context.Contex
 			return nil, fmt.Errorf("chaos: fill: no live node")
 		}
 		names = append(names, name)
-		if err := fc.put(ctx, live[i%len(live)], name, filler(name, f.fileBytes)); err != nil {
+		if _, err := fc.put(ctx, live[i%len(live)], name, filler(name, f.fileBytes)); err != nil {
 			refusals = append(refusals, shorten(err.Error(), 200))
 			var se *statusErr
 			if errors.As(err, &se) && se.code != http.StatusInsufficientStorage && se.code != http.StatusServiceUnavailable {

@@ -54,32 +54,52 @@ func newFileClient(timeout time.Duration) fileClient {
 }
 
 func (f fileClient) do(ctx context.Context, method, url string, body []byte) ([]byte, int, error) {
+	b, code, _, err := f.doHeader(ctx, method, url, body)
+	return b, code, err
+}
+
+// doHeader is do, with the answer's headers.
+func (f fileClient) doHeader(ctx context.Context, method, url string, body []byte) ([]byte, int, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	resp, err := f.hc.Do(req)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, resp.Header, err
 	}
 	if resp.StatusCode/100 != 2 {
-		return b, resp.StatusCode, &statusErr{resp.StatusCode, fmt.Sprintf("%s %s: %d %s", method, url, resp.StatusCode, strings.TrimSpace(shorten(string(b), 200)))}
+		return b, resp.StatusCode, resp.Header, &statusErr{resp.StatusCode, fmt.Sprintf("%s %s: %d %s", method, url, resp.StatusCode, strings.TrimSpace(shorten(string(b), 200)))}
 	}
-	return b, resp.StatusCode, nil
+	return b, resp.StatusCode, resp.Header, nil
 }
 
-func (f fileClient) put(ctx context.Context, n *Node, name string, body []byte) error {
-	_, _, err := f.do(ctx, http.MethodPut, "http://"+n.HTTP+"/files/"+name, body)
-	return err
+// put uploads body as name through n, and returns the version the owner
+// gave it (0 if it did not say).
+func (f fileClient) put(ctx context.Context, n *Node, name string, body []byte) (uint64, error) {
+	b, _, err := f.do(ctx, http.MethodPut, "http://"+n.HTTP+"/files/"+name, body)
+	var m struct {
+		Version uint64 `json:"version"`
+	}
+	if err == nil {
+		json.Unmarshal(b, &m)
+	}
+	return m.Version, err
 }
 
-func (f fileClient) get(ctx context.Context, n *Node, name string) ([]byte, int, error) {
-	return f.do(ctx, http.MethodGet, "http://"+n.HTTP+"/files/"+name, nil)
+// get downloads name through n; served names the copy it came from (its
+// version, and the node that held it).
+func (f fileClient) get(ctx context.Context, n *Node, name string) (body []byte, code int, served string, err error) {
+	body, code, h, err := f.doHeader(ctx, http.MethodGet, "http://"+n.HTTP+"/files/"+name, nil)
+	if h != nil {
+		served = fmt.Sprintf("version %s from %s", h.Get("X-Tide-Version"), h.Get("X-Tide-Served-By"))
+	}
+	return body, code, served, err
 }
 
 func (f fileClient) del(ctx context.Context, n *Node, name string) error {
@@ -139,12 +159,28 @@ type filesRun struct {
 	// contents of every upload that was not acknowledged.
 	acked map[string]string
 	maybe map[string][]string
+	// uploads is each file's uploads so far, for the report of a stale
+	// read.
+	uploads map[string][]upload
 	// reads, readsFailed and stale are FilesResult's.
 	reads, readsFailed int
 	stale              []string
 }
 
 func fileName(client, j int) string { return fmt.Sprintf("c%d-f%d", client, j) }
+
+// upload is one upload of a file, as its client saw it.
+type upload struct {
+	start, end time.Time
+	via        string
+	sum        string
+	version    uint64 // as the owner answered (0: no answer)
+	out        Outcome
+}
+
+func (u upload) String() string {
+	return fmt.Sprintf("%s-%s via %s: %s, MD5 %s, version %d", u.start.Format("15:04:05.000"), u.end.Format("05.000"), u.via, u.out, u.sum, u.version)
+}
 
 func (f *filesRun) run(ctx context.Context, id int) {
 	fc := newFileClient(f.timeout)
@@ -161,7 +197,7 @@ func (f *filesRun) run(ctx context.Context, id int) {
 		sum := md5hex(body)
 		octx, cancel := context.WithTimeout(ctx, f.timeout)
 		start := time.Now()
-		err := fc.put(octx, n, name, body)
+		version, err := fc.put(octx, n, name, body)
 		end := time.Now()
 		cancel()
 		if ctx.Err() != nil && err != nil {
@@ -173,6 +209,10 @@ func (f *filesRun) run(ctx context.Context, id int) {
 		out := classify(err)
 		f.tally.record(id, n.Name, start, end, out, err)
 		f.mu.Lock()
+		if f.uploads == nil {
+			f.uploads = map[string][]upload{}
+		}
+		f.uploads[name] = append(f.uploads[name], upload{start, end, n.Name, sum, version, out})
 		if out == Acked {
 			f.acked[name] = sum
 		} else {
@@ -203,7 +243,8 @@ func (f *filesRun) check(ctx context.Context, fc fileClient, n *Node, name strin
 		return
 	}
 	octx, cancel := context.WithTimeout(ctx, f.timeout)
-	body, code, err := fc.get(octx, n, name)
+	start := time.Now()
+	body, code, served, err := fc.get(octx, n, name)
 	cancel()
 	if ctx.Err() != nil {
 		return
@@ -211,14 +252,25 @@ func (f *filesRun) check(ctx context.Context, fc fileClient, n *Node, name strin
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
+	// A stale read's report says which copy answered and what the
+	// client uploaded, so that a failed run can be traced in the nodes'
+	// logs.
+	history := func() string {
+		var b strings.Builder
+		for _, u := range f.uploads[name] {
+			b.WriteString("\n    upload " + u.String())
+		}
+		return b.String()
+	}
+	at := start.Format("15:04:05.000")
 	switch {
 	case code == http.StatusNotFound:
-		f.stale = append(f.stale, fmt.Sprintf("%s through %s at %s: not found, after an acknowledged upload", name, n.Name, time.Now().Format("15:04:05.000")))
+		f.stale = append(f.stale, fmt.Sprintf("%s through %s at %s: not found, after an acknowledged upload%s", name, n.Name, at, history()))
 	case err != nil:
 		f.readsFailed++
 	default:
 		if got := md5hex(body); got != want && !slices.Contains(f.maybe[name], got) {
-			f.stale = append(f.stale, fmt.Sprintf("%s through %s at %s: MD5 %s, not the last acknowledged %s nor an upload whose outcome is unknown", name, n.Name, time.Now().Format("15:04:05.000"), got, want))
+			f.stale = append(f.stale, fmt.Sprintf("%s through %s at %s: MD5 %s (%s), not the last acknowledged %s nor an upload whose outcome is unknown%s", name, n.Name, at, got, served, want, history()))
 		}
 	}
 }
@@ -254,7 +306,7 @@ func (f *filesRun) verify(ctx context.Context, end time.Time, replicas int) File
 		for try := 0; try < 20; try++ {
 			live := f.cluster.Live()
 			octx, cancel := context.WithTimeout(ctx, f.timeout)
-			body, code, err = fc.get(octx, live[try%len(live)], name)
+			body, code, _, err = fc.get(octx, live[try%len(live)], name)
 			cancel()
 			if err == nil || code == http.StatusNotFound || ctx.Err() != nil {
 				break

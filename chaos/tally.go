@@ -28,6 +28,18 @@ const (
 	Unanswered
 )
 
+func (o Outcome) String() string {
+	switch o {
+	case Acked:
+		return "acknowledged"
+	case Failed:
+		return "failed"
+	case Unanswered:
+		return "unanswered"
+	}
+	return fmt.Sprintf("outcome %d", int(o))
+}
+
 // classify tells a clear failure from an unanswered request.
 func classify(err error) Outcome {
 	if err == nil {

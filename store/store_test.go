@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -140,6 +141,26 @@ func TestUploadDownloadReplicated(t *testing.T) {
 			if err != nil || !bytes.Equal(got, data) {
 				t.Fatalf("download %s via %s: %v (%d bytes, want %d)", name, via.ring.Self(), err, len(got), len(data))
 			}
+		}
+	}
+	// A download names the node whose copy it sent: one that holds the
+	// version it says, whichever node it went through.
+	for i, via := range nodes {
+		name := fmt.Sprintf("file-%d.txt", i)
+		resp, err := http.Get("http://" + via.HTTPAddr() + "/files/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		by, version := resp.Header.Get("X-Tide-Served-By"), resp.Header.Get("X-Tide-Version")
+		held := false
+		for _, n := range nodes {
+			if m, ok, _ := n.eng.Get(name); ok && n.ring.Self().Addr() == by && strconv.FormatUint(m.Version, 10) == version {
+				held = true
+			}
+		}
+		if !held {
+			t.Errorf("%s through %s: served by %q, version %q, which no node holds", name, via.ring.Self().Addr(), by, version)
 		}
 	}
 	// Every file is on exactly 3 nodes.

@@ -96,15 +96,11 @@ inconsistencies-vs-delay.png/.svg.`,
 				return err
 			}
 			if cpuProfile != "" {
-				pf, err := os.Create(cpuProfile)
+				stop, err := startCPUProfile(cpuProfile)
 				if err != nil {
-					return fmt.Errorf("--cpuprofile: %w", err)
+					return err
 				}
-				defer pf.Close()
-				if err := pprof.StartCPUProfile(pf); err != nil {
-					return fmt.Errorf("--cpuprofile: %w", err)
-				}
-				defer pprof.StopCPUProfile()
+				defer stop()
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -127,6 +123,20 @@ inconsistencies-vs-delay.png/.svg.`,
 	f.StringArrayVar(&connect, "connect", nil, "NAME=ADDRESS of a running store to use instead of starting one (repeatable; see above)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write the benchmark process's CPU profile (go tool pprof) to this file")
 	return cmd
+}
+
+// startCPUProfile writes this process's CPU profile (go tool pprof) to
+// path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	pf, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(pf); err != nil {
+		pf.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); pf.Close() }, nil
 }
 
 func newNetdelayCmd() *cobra.Command {

@@ -108,7 +108,7 @@ func newBenchLogCmd() *cobra.Command {
 	var clients, modes, workloads, target, peer, peerBin string
 	var duration, hold, step time.Duration
 	var asJSON, live, breakdown, withTLS bool
-	var ramp, capacity, plotPath string
+	var ramp, capacity, plotPath, cpuProfile string
 	var scaling []string
 	var rh roleHostFlags
 	cmd := &cobra.Command{
@@ -164,6 +164,13 @@ one whose roles and clients speak mutual TLS (a CA and a certificate made for
 the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			if len(scaling) > 0 {
 				return runLogScaling(cmd.Context(), scaling, modes, clients, duration, asJSON, &rh)
 			}
@@ -355,6 +362,7 @@ the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 	cmd.Flags().StringVar(&peer, "peer", "", "also measure this peer with the same workload in the same run, and print the ratios: etcd")
 	cmd.Flags().StringVar(&peerBin, "peer-bin", "", "with --peer etcd: the etcd-bench binary (default: build it from bench/peers)")
 	cmd.Flags().BoolVar(&breakdown, "breakdown", false, "after each run, print where each role kind's time went over the measured seconds: its CPU µs and messages, syncs and sends per operation, and the mean µs of decode, inbox queueing, state machine step, fsync, waiting for the covering fsync (durable) and send (also in --json as breakdown and role_cpu_us_per_op)")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write this process's CPU profile (go tool pprof) to this file: the clients' side, for the roles' see each role's /debug/pprof")
 	cmd.Flags().BoolVar(&live, "live", false, "measure live reconfiguration under load (see above)")
 	cmd.Flags().BoolVar(&withTLS, "tls", false, "measure each run twice, on a log in plain text and on one whose roles and clients speak mutual TLS (certificates made for the run), and print both and the ratios")
 	cmd.Flags().StringVar(&ramp, "ramp", "", "client counts, comma-separated (e.g. 1,100,1000,100,1): run each for --step and print load, throughput, p99 and each role's instances every second")

@@ -24,6 +24,11 @@ import (
 // acts on it itself instead of routing it again.
 const HdrForwarded = "X-Tide-Forwarded"
 
+// HdrServedBy names, on a file download, the node whose copy was sent
+// (its Chord address): a read through one node may be served from
+// another's copy, and a wrong answer is traced to the copy that gave it.
+const HdrServedBy = "X-Tide-Served-By"
+
 // Routes registers the file service's routes on mux: the seed's upload
 // form and GET /NAME, the REST forms under /files/, and the internal
 // routes replicas and repair passes use.
@@ -267,7 +272,7 @@ func (n *Service) handleReplicaGet(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer f.Close()
-	setFileHeaders(w, m)
+	n.setFileHeaders(w, m)
 	code := http.StatusOK
 	if rg != "" {
 		w.Header().Set("Content-Length", strconv.FormatInt(m.Size-off, 10))
@@ -280,7 +285,8 @@ func (n *Service) handleReplicaGet(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func setFileHeaders(w http.ResponseWriter, m engine.Meta) {
+func (n *Service) setFileHeaders(w http.ResponseWriter, m engine.Meta) {
+	w.Header().Set(HdrServedBy, n.ring.Self().Addr())
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.FormatInt(m.Size, 10))
 	w.Header().Set("X-Tide-Version", strconv.FormatUint(m.Version, 10))

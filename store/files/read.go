@@ -176,7 +176,7 @@ func (n *Service) serveLocal(w http.ResponseWriter, r *http.Request, name string
 		return false, err
 	}
 	defer f.Close()
-	setFileHeaders(w, m)
+	n.setFileHeaders(w, m)
 	if r.Method != http.MethodHead {
 		io.Copy(w, f)
 	}
@@ -541,7 +541,7 @@ var relayStallTimeout = 2 * time.Second
 // Content-Length, an error the client sees at once, rather than a read
 // that hangs until it gives up.
 func (n *Service) relay(ctx context.Context, w http.ResponseWriter, resp *http.Response, name string, from chord.Ref) {
-	for _, h := range []string{"Content-Type", "Content-Length", "X-Tide-Version", "ETag"} {
+	for _, h := range []string{"Content-Type", "Content-Length", "X-Tide-Version", "ETag", HdrServedBy} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
 		}
