@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -88,9 +89,9 @@ type Runner struct {
 
 	// frames collects a round's encoded messages by destination.
 	frames map[string][][]byte
-	// arenaSize is about the bytes the largest recent encode wrote: the
-	// next one's first guess of its buffer's size.
-	arenaSize int
+	// scratch and spans are encode's buffers, reused from round to round.
+	scratch []byte
+	spans   [][2]int
 	// unsynced holds a round's messages that need not wait for its fsync.
 	unsynced []paxos.Message
 
@@ -391,6 +392,9 @@ func (r *Runner) flush() error {
 	return nil
 }
 
+// maxScratch is the largest encode buffer kept for the next round.
+const maxScratch = 1 << 20
+
 // encode encodes a round's messages, once per fan-out, and groups the
 // frames by destination, in order, to leave in one write each.
 func (r *Runner) encode(msgs []paxos.Message) ([]outFrames, error) {
@@ -401,30 +405,37 @@ func (r *Runner) encode(msgs []paxos.Message) ([]outFrames, error) {
 	if r.frames == nil {
 		r.frames = map[string][][]byte{}
 	}
-	// Every frame of the round is a slice of one buffer, allocated once
-	// (or a few times, if it must grow: frames already cut keep the old
-	// one), not a copy of its own: the transport only reads frames, and
-	// the buffer is garbage once the last of them is written.
-	arena := make([]byte, 0, max(r.arenaSize+r.arenaSize/4, 256))
-	var b []byte
+	// The round's messages are encoded one after another into the
+	// runner's scratch buffer, then copied out at once: every frame is a
+	// slice of one allocation of the round's exact size, not one of its
+	// own (the transport only reads frames, and the copy is garbage once
+	// the last of them is written).
+	buf, spans := r.scratch[:0], r.spans[:0]
 	for i := range msgs {
 		m := &msgs[i]
-		if !m.SameAsPrevious || b == nil {
-			start := len(arena)
+		if !m.SameAsPrevious || len(spans) == 0 {
+			start := len(buf)
 			var err error
-			if arena, err = paxos.AppendEncode(arena, m); err != nil {
+			if buf, err = paxos.AppendEncode(buf, m); err != nil {
 				return nil, err
 			}
-			b = arena[start:len(arena):len(arena)]
+			spans = append(spans, [2]int{start, len(buf)})
+		} else {
+			spans = append(spans, spans[len(spans)-1])
 		}
+	}
+	round := bytes.Clone(buf)
+	for i := range msgs {
+		m := &msgs[i]
+		sp := spans[i]
 		r.out.Add(1)
 		r.counter(&r.outC, r.m.Out, m.Kind).Inc()
-		r.frames[m.To] = append(r.frames[m.To], b)
+		r.frames[m.To] = append(r.frames[m.To], round[sp[0]:sp[1]:sp[1]])
 	}
-	// A round's unsynced messages are encoded apart from the rest, and
-	// are few: the guess shrinks slowly, so that they do not make it
-	// small for the next round's bulk.
-	r.arenaSize = max(len(arena), r.arenaSize-r.arenaSize/8)
+	if cap(buf) > maxScratch {
+		buf = nil // a rare large round (a snapshot, a recovery) is not kept
+	}
+	r.scratch, r.spans = buf, spans
 	sends := make([]outFrames, 0, len(r.frames))
 	for to, frames := range r.frames {
 		sends = append(sends, outFrames{to, frames})
