@@ -130,7 +130,10 @@ func TestAuthReload(t *testing.T) {
 		t.Fatalf("GET as app with +@read: %v", err)
 	}
 	write(acl, "user default on >defaultpass allkeys +@all\n")
-	waitFor(t, "app logged out once removed", time.Minute, func() error {
+	// 20 s: ten rounds of the node's 2 s poll of the file (tlsconf.WatchFiles).
+	// A connection that is never logged out (the mutant
+	// resp-acl-reload-logout) fails here, and sooner than in a minute.
+	waitFor(t, "app logged out once removed", 20*time.Second, func() error {
 		if err := rc.Get(ctx, "app:1").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
 			return fmt.Errorf("GET as a removed user: %v, want NOAUTH", err)
 		}
