@@ -213,17 +213,13 @@ func TestClaimRefusesLostMembersID(t *testing.T) {
 // it, since b may wake up holding it. Before, a node remembered only the
 // successors it lost, and two members ended up with one identifier (the
 // chaos scenario membership, a join while a member was paused).
-func TestClaimRefusesFrozenPredecessorsID(t *testing.T) {
-	ctx := context.Background()
-	net := direct{}
-	var nodes []*Node
-	for i := range 5 {
-		nodes = append(nodes, net.add(t, i+1, ID(1000*(i+1)), false))
-	}
-	a, b, c := nodes[0], nodes[1], nodes[2]
-	a.Create()
+// formRing makes nodes[0] a ring, joins the rest through it, and ticks
+// every node 40 times so that their pointers settle.
+func formRing(t *testing.T, ctx context.Context, nodes []*Node) {
+	t.Helper()
+	nodes[0].Create()
 	for _, n := range nodes[1:] {
-		if err := n.Join(ctx, a.Self()); err != nil {
+		if err := n.Join(ctx, nodes[0].Self()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -232,6 +228,17 @@ func TestClaimRefusesFrozenPredecessorsID(t *testing.T) {
 			n.Tick(ctx)
 		}
 	}
+}
+
+func TestClaimRefusesFrozenPredecessorsID(t *testing.T) {
+	ctx := context.Background()
+	net := direct{}
+	var nodes []*Node
+	for i := range 5 {
+		nodes = append(nodes, net.add(t, i+1, ID(1000*(i+1)), false))
+	}
+	b, c := nodes[1], nodes[2]
+	formRing(t, ctx, nodes)
 	if c.Predecessor() != b.Self() || slices.Contains(c.Successors(), b.Self()) {
 		t.Fatalf("c's predecessor is %v and its successors %v; want b, and a list without b", c.Predecessor(), c.Successors())
 	}
@@ -289,17 +296,7 @@ func TestCutOffRefusesWhileContactsLive(t *testing.T) {
 		nodes = append(nodes, n)
 	}
 	a, b, c := nodes[0], nodes[1], nodes[2]
-	a.Create()
-	for _, n := range nodes[1:] {
-		if err := n.Join(ctx, a.Self()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range 40 {
-		for _, n := range nodes {
-			n.Tick(ctx)
-		}
-	}
+	formRing(t, ctx, nodes)
 	if err := a.CutOff(ctx); err != nil {
 		t.Fatalf("a in a ring of three: %v", err)
 	}

@@ -107,17 +107,24 @@ func Encode(m *Message) ([]byte, error) {
 // buffer share one allocation: a role encodes a round's messages this way,
 // and the round's frames are slices of it (see paxos/node's Runner.encode).
 func AppendEncode(dst []byte, m *Message) ([]byte, error) {
-	c := codecs.Get().(*codec)
-	defer codecs.Put(c)
-	own := c.buf.b
-	c.buf.b = dst
-	err := encodeMessage(c.enc, m)
-	out := c.buf.b
-	c.buf.b = own
+	out, err := appendWith(dst, func(enc *msgpack.Encoder) error { return encodeMessage(enc, m) })
 	if err != nil {
 		return dst, fmt.Errorf("encode paxos message: %w", err)
 	}
 	return out, nil
+}
+
+// appendWith runs encode on a pooled encoder writing after what dst holds,
+// and returns the extended slice.
+func appendWith(dst []byte, encode func(*msgpack.Encoder) error) ([]byte, error) {
+	c := codecs.Get().(*codec)
+	defer codecs.Put(c)
+	own := c.buf.b
+	c.buf.b = dst
+	err := encode(c.enc)
+	out := c.buf.b
+	c.buf.b = own
+	return out, err
 }
 
 // Decode parses a message and checks that its kind is known. Its bounds are
@@ -643,13 +650,7 @@ func EncodeEntry(e *Entry) []byte {
 // AppendEntry appends what EncodeEntry returns to dst, without a copy of
 // its own: a store that copies the value into a batch reuses dst.
 func AppendEntry(dst []byte, e *Entry) []byte {
-	c := codecs.Get().(*codec)
-	defer codecs.Put(c)
-	own := c.buf.b
-	c.buf.b = dst
-	err := encodeEntry(c.enc, e)
-	out := c.buf.b
-	c.buf.b = own
+	out, err := appendWith(dst, func(enc *msgpack.Encoder) error { return encodeEntry(enc, e) })
 	if err != nil {
 		// Appends to a buffer do not fail, nor do the value types.
 		panic(fmt.Sprintf("paxos: encode: %v", err))
