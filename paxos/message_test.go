@@ -1,10 +1,11 @@
 package paxos
 
 import (
-	"github.com/vmihailenco/msgpack/v5"
 	"math/bits"
 	"reflect"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 func FuzzDecode(f *testing.F) {
@@ -214,4 +215,32 @@ func FuzzDecodeEntry(f *testing.F) {
 func normalizeEntry(e Entry) Entry {
 	out, _ := DecodeEntry(EncodeEntry(&e))
 	return out
+}
+
+// Every result a KV gives decodes to what it says, the four plain ones
+// (told apart by their bytes alone) as well as those with a value.
+func TestKVResultsRoundTrip(t *testing.T) {
+	kv := NewKV()
+	steps := []struct {
+		op   KVOp
+		want KVResult
+	}{
+		{KVOp{Op: "put", Key: "k", Value: []byte("v")}, KVResult{OK: true}},
+		{KVOp{Op: "put", Key: "k", Value: []byte("w")}, KVResult{OK: true, Found: true}},
+		{KVOp{Op: "get", Key: "k"}, KVResult{OK: true, Found: true, Value: []byte("w")}},
+		{KVOp{Op: "del", Key: "k"}, KVResult{OK: true, Found: true}},
+		{KVOp{Op: "del", Key: "k"}, KVResult{}},
+		{KVOp{Op: "cas", Key: "k", Value: []byte("x")}, KVResult{OK: true}},
+		{KVOp{Op: "cas", Key: "k", Expect: []byte("y"), Value: []byte("z")}, KVResult{Found: true, Value: []byte("x")}},
+		{KVOp{Op: "nope", Key: "k"}, KVResult{Err: `unknown operation "nope"`}},
+	}
+	for _, s := range steps {
+		got, err := DecodeKVResult(kv.Apply(EncodeKV(s.op)))
+		if err != nil {
+			t.Fatalf("%+v: %v", s.op, err)
+		}
+		if got.OK != s.want.OK || got.Found != s.want.Found || string(got.Value) != string(s.want.Value) || got.Err != s.want.Err {
+			t.Errorf("%+v: got %+v, want %+v", s.op, got, s.want)
+		}
+	}
 }

@@ -60,104 +60,181 @@ func (s *readerSource) next(n int) ([]byte, error) {
 
 func (s *readerSource) used() int { return len(s.buf) }
 
+// head is what a value's first byte says of its size.
+type head struct {
+	// lenSize is the bytes of a length field after the byte (0: none).
+	lenSize int
+	// fixed is the payload bytes, or the elements, of a value with no
+	// length field.
+	fixed int
+	// elems says the length (or fixed) counts child values, perLen of
+	// them per unit (2 for a map's key and value), rather than bytes.
+	elems  bool
+	perLen int
+	// ext: an extension has a type byte beyond its length.
+	ext bool
+	bad bool // a reserved byte
+}
+
+// heads classifies every first byte once.
+var heads = func() (t [256]head) {
+	for i := range t {
+		c := byte(i)
+		h := head{perLen: 1}
+		switch {
+		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
+		case c >= 0x80 && c <= 0x8f:
+			h.elems, h.fixed, h.perLen = true, int(c&0x0f), 2
+		case c >= 0x90 && c <= 0x9f:
+			h.elems, h.fixed = true, int(c&0x0f)
+		case c >= 0xa0 && c <= 0xbf:
+			h.fixed = int(c & 0x1f)
+		case c == 0xc4 || c == 0xd9:
+			h.lenSize = 1
+		case c == 0xc5 || c == 0xda:
+			h.lenSize = 2
+		case c == 0xc6 || c == 0xdb:
+			h.lenSize = 4
+		case c == 0xc7:
+			h.lenSize, h.ext = 1, true
+		case c == 0xc8:
+			h.lenSize, h.ext = 2, true
+		case c == 0xc9:
+			h.lenSize, h.ext = 4, true
+		case c == 0xca || c == 0xce || c == 0xd2:
+			h.fixed = 4
+		case c == 0xcb || c == 0xcf || c == 0xd3:
+			h.fixed = 8
+		case c == 0xcc || c == 0xd0:
+			h.fixed = 1
+		case c == 0xcd || c == 0xd1:
+			h.fixed = 2
+		case c >= 0xd4 && c <= 0xd8:
+			h.fixed = 1 + 1<<(c-0xd4)
+		case c == 0xdc:
+			h.elems, h.lenSize = true, 2
+		case c == 0xdd:
+			h.elems, h.lenSize = true, 4
+		case c == 0xde:
+			h.elems, h.lenSize, h.perLen = true, 2, 2
+		case c == 0xdf:
+			h.elems, h.lenSize, h.perLen = true, 4, 2
+		default:
+			h.bad = true
+		}
+		t[i] = h
+	}
+	return t
+}()
+
+// lengthOf reads a big-endian length field of 1, 2 or 4 bytes.
+func lengthOf(b []byte) uint64 {
+	switch len(b) {
+	case 1:
+		return uint64(b[0])
+	case 2:
+		return uint64(binary.BigEndian.Uint16(b))
+	default:
+		return uint64(binary.BigEndian.Uint32(b))
+	}
+}
+
 // scan walks exactly one value, checking that no container claims more
 // elements, and no string, binary or extension more bytes, than can remain
 // within limit bytes.
 func scan(src source, limit int) error {
-	length := func(size int) (int, error) {
-		b, err := src.next(size)
-		if err != nil {
-			return 0, err
-		}
-		var v uint64
-		switch size {
-		case 1:
-			v = uint64(b[0])
-		case 2:
-			v = uint64(binary.BigEndian.Uint16(b))
-		default:
-			v = uint64(binary.BigEndian.Uint32(b))
-		}
-		if v > uint64(limit) {
-			return 0, fmt.Errorf("%w: length %d exceeds %d", ErrBad, v, limit)
-		}
-		return int(v), nil
-	}
 	for pending := 1; pending > 0; pending-- {
 		if pending > limit-src.used() {
 			return fmt.Errorf("%w: more elements than bytes allowed", ErrBad)
 		}
-		h, err := src.next(1)
+		b, err := src.next(1)
 		if err != nil {
 			return err
 		}
-		c := h[0]
-		var payload, children int
-		switch {
-		case c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3:
-		case c >= 0x80 && c <= 0x8f:
-			children = 2 * int(c&0x0f)
-		case c >= 0x90 && c <= 0x9f:
-			children = int(c & 0x0f)
-		case c >= 0xa0 && c <= 0xbf:
-			payload = int(c & 0x1f)
-		case c == 0xc4 || c == 0xd9:
-			payload, err = length(1)
-		case c == 0xc5 || c == 0xda:
-			payload, err = length(2)
-		case c == 0xc6 || c == 0xdb:
-			payload, err = length(4)
-		case c == 0xc7:
-			payload, err = length(1)
-			payload++
-		case c == 0xc8:
-			payload, err = length(2)
-			payload++
-		case c == 0xc9:
-			payload, err = length(4)
-			payload++
-		case c == 0xca || c == 0xce || c == 0xd2:
-			payload = 4
-		case c == 0xcb || c == 0xcf || c == 0xd3:
-			payload = 8
-		case c == 0xcc || c == 0xd0:
-			payload = 1
-		case c == 0xcd || c == 0xd1:
-			payload = 2
-		case c >= 0xd4 && c <= 0xd8:
-			payload = 1 + 1<<(c-0xd4)
-		case c == 0xdc:
-			children, err = length(2)
-		case c == 0xdd:
-			children, err = length(4)
-		case c == 0xde:
-			children, err = length(2)
-			children *= 2
-		case c == 0xdf:
-			children, err = length(4)
-			children *= 2
-		default:
-			return fmt.Errorf("%w: reserved byte 0x%02x", ErrBad, c)
+		h := &heads[b[0]]
+		if h.bad {
+			return fmt.Errorf("%w: reserved byte 0x%02x", ErrBad, b[0])
 		}
-		if err != nil {
+		n := h.fixed
+		if h.lenSize > 0 {
+			if b, err = src.next(h.lenSize); err != nil {
+				return err
+			}
+			v := lengthOf(b)
+			if v > uint64(limit) {
+				return fmt.Errorf("%w: length %d exceeds %d", ErrBad, v, limit)
+			}
+			n = int(v)
+		}
+		if h.elems {
+			pending += n * h.perLen
+			continue
+		}
+		if h.ext {
+			n++
+		}
+		if _, err := src.next(n); err != nil {
 			return err
 		}
-		if _, err := src.next(payload); err != nil {
-			return err
-		}
-		pending += children
 	}
 	return nil
 }
 
+// scanSlice is scan over a slice, without an interface call per byte or
+// an allocation (every decoder of every message runs it): it returns the
+// bytes the value used.
+func scanSlice(b []byte) (int, error) {
+	off, limit := 0, len(b)
+	past := func() error {
+		return fmt.Errorf("%w: value runs past the end of its %d bytes", ErrBad, limit)
+	}
+	for pending := 1; pending > 0; pending-- {
+		if pending > limit-off {
+			return 0, fmt.Errorf("%w: more elements than bytes allowed", ErrBad)
+		}
+		if off >= limit {
+			return 0, past()
+		}
+		h := &heads[b[off]]
+		if h.bad {
+			return 0, fmt.Errorf("%w: reserved byte 0x%02x", ErrBad, b[off])
+		}
+		off++
+		n := h.fixed
+		if h.lenSize > 0 {
+			if h.lenSize > limit-off {
+				return 0, past()
+			}
+			v := lengthOf(b[off : off+h.lenSize])
+			off += h.lenSize
+			if v > uint64(limit) {
+				return 0, fmt.Errorf("%w: length %d exceeds %d", ErrBad, v, limit)
+			}
+			n = int(v)
+		}
+		if h.elems {
+			pending += n * h.perLen
+			continue
+		}
+		if h.ext {
+			n++
+		}
+		if n > limit-off {
+			return 0, past()
+		}
+		off += n
+	}
+	return off, nil
+}
+
 // Check reports whether b holds exactly one well-bounded msgpack value.
 func Check(b []byte) error {
-	src := &sliceSource{b: b}
-	if err := scan(src, len(b)); err != nil {
+	n, err := scanSlice(b)
+	if err != nil {
 		return err
 	}
-	if src.off != len(b) {
-		return fmt.Errorf("%w: %d bytes after the value", ErrBad, len(b)-src.off)
+	if n != len(b) {
+		return fmt.Errorf("%w: %d bytes after the value", ErrBad, len(b)-n)
 	}
 	return nil
 }

@@ -19,17 +19,22 @@ import (
 // replicas' exactly-once table keeps one entry per session), so up to
 // Sessions commands run at once.
 type Client struct {
-	d      Deployment
-	tr     *transport.Transport
-	addr   string
-	free   chan *session
+	d    Deployment
+	tr   *transport.Transport
+	addr string
+	free chan *session
+	// byID finds a reply's session; mu guards it (a session is retired
+	// and replaced when its command times out). Each session's state
+	// machine has a lock of its own: the clients' goroutines, the
+	// transport's and the ticker touch different sessions at once.
 	byID   map[uint64]*session
-	mu     sync.Mutex // guards sessions' state machines
+	mu     sync.RWMutex
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
 type session struct {
+	mu     sync.Mutex // guards c and seq
 	c      *paxos.Client
 	seq    uint64
 	result chan paxos.Completion
@@ -103,8 +108,7 @@ func (c *Client) deliver(frame []byte) {
 	if m.Kind == paxos.KindMaxSlotReply || m.Kind == paxos.KindMatchReply {
 		id = m.Command.Client
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.mu.RLock()
 	s := c.byID[id]
 	if s == nil {
 		switch m.Kind {
@@ -112,12 +116,17 @@ func (c *Client) deliver(frame []byte) {
 			// News for every session: where the leader is, or a newer
 			// configuration (asked for by one session, useful to all).
 			for _, s := range c.byID {
+				s.mu.Lock()
 				s.c.Step(m)
 				c.flush(s)
+				s.mu.Unlock()
 			}
 		}
+		c.mu.RUnlock()
 		return
 	}
+	c.mu.RUnlock()
+	s.mu.Lock()
 	s.c.Step(m)
 	c.flush(s)
 	for _, done := range s.c.Completed() {
@@ -125,15 +134,18 @@ func (c *Client) deliver(frame []byte) {
 			s.result <- done
 		}
 	}
+	s.mu.Unlock()
 }
 
 func (c *Client) flush(s *session) {
-	for _, m := range s.c.Ready().Messages {
-		b, err := paxos.Encode(&m)
+	msgs := s.c.Ready().Messages
+	for i := range msgs {
+		b, err := paxos.Encode(&msgs[i])
 		if err == nil {
-			c.tr.Send(m.To, b)
+			c.tr.Send(msgs[i].To, b)
 		}
 	}
+	s.c.Recycle(msgs)
 }
 
 func (c *Client) loop(ctx context.Context, tick time.Duration) {
@@ -146,14 +158,16 @@ func (c *Client) loop(ctx context.Context, tick time.Duration) {
 			return
 		case <-t.C:
 		}
-		c.mu.Lock()
+		c.mu.RLock()
 		for _, s := range c.byID {
+			s.mu.Lock()
 			if s.c.Pending() > 0 {
 				s.c.Tick()
 				c.flush(s)
 			}
+			s.mu.Unlock()
 		}
-		c.mu.Unlock()
+		c.mu.RUnlock()
 	}
 }
 
@@ -169,14 +183,14 @@ func (c *Client) Do(ctx context.Context, op []byte, read bool, mode paxos.ReadMo
 		return nil, ErrClosed
 	}
 	defer func() { c.free <- s }()
-	c.mu.Lock()
+	s.mu.Lock()
 	if read {
 		s.seq = s.c.Read(op, mode)
 	} else {
 		s.seq = s.c.Propose(op)
 	}
 	c.flush(s)
-	c.mu.Unlock()
+	s.mu.Unlock()
 	select {
 	case r := <-s.result:
 		if r.Err != "" {
@@ -186,11 +200,13 @@ func (c *Client) Do(ctx context.Context, op []byte, read bool, mode paxos.ReadMo
 	case <-ctx.Done():
 		// The command may still take effect; the session is retired so a
 		// late reply cannot be mistaken for the next command's.
+		s.mu.Lock()
+		old, cfg := s.c.ID(), s.c.Config()
+		s.mu.Unlock()
 		c.mu.Lock()
-		delete(c.byID, s.c.ID())
+		delete(c.byID, old)
 		// The new session starts from the newest configuration the old
 		// one knew: the deployment's may name roles long gone.
-		cfg := s.c.Config()
 		id := rand.Uint64()
 		s = &session{c: paxos.NewClient(cfg, c.addr, id), result: make(chan paxos.Completion, 1)}
 		c.byID[id] = s
