@@ -45,11 +45,12 @@ type Config struct {
 	Unbatchers []string `msgpack:"ub,omitempty"`
 
 	// BatchSize flushes a batch once it holds this many commands. Default
-	// 200: a batcher under load waits for half its clients' outstanding
+	// 500: a batcher under load waits for half its clients' outstanding
 	// commands, up to this (see Batcher.Flush), and one client's command
 	// leaves at once. (The original evaluation's best fixed size was 40;
 	// on a 2-core machine, 200 with that wait made 25,400 writes/s at 100
-	// clients against 20,500 without it.)
+	// clients against 20,500 without it, and 500 against 200 at 1000
+	// clients cut the servers' CPU per write from 20.3 to 17.9 µs.)
 	BatchSize int `msgpack:"bs,omitempty"`
 	// BatchTicks flushes a non-empty batch after this many ticks. Default 1.
 	BatchTicks int `msgpack:"bt,omitempty"`
@@ -110,7 +111,7 @@ func (c *Config) Record(what, why string, atMillis int64) {
 // withDefaults returns c with zero knobs set to their defaults.
 func (c Config) withDefaults() Config {
 	if c.BatchSize == 0 {
-		c.BatchSize = 200
+		c.BatchSize = 500
 	}
 	if c.BatchTicks == 0 {
 		c.BatchTicks = 1

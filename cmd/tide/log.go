@@ -70,7 +70,7 @@ func shapeFlags(cmd *cobra.Command, s *node.Shape) {
 	f.IntVar(&s.F, "f", s.F, "failures tolerated: each group has 2f+1 acceptors")
 	f.IntVar(&s.Replicas, "replicas", s.Replicas, "replicas")
 	f.IntVar(&s.Unbatchers, "unbatchers", s.Unbatchers, "unbatchers (0: replicas reply to clients)")
-	f.IntVar(&s.BatchSize, "batch-size", 200, "most commands per batch (under load a batcher waits for half its clients' outstanding commands, up to this)")
+	f.IntVar(&s.BatchSize, "batch-size", 500, "most commands per batch (under load a batcher waits for half its clients' outstanding commands, up to this)")
 	f.IntVar(&s.TickMillis, "tick-ms", 10, "protocol tick in milliseconds")
 	f.IntVar(&s.HeartbeatTicks, "heartbeat-ticks", 5, "active leader's heartbeat period, in ticks")
 	f.IntVar(&s.ElectionTicks, "election-ticks", 30, "silence before a standby leader campaigns, in ticks (randomized up to twice this)")
