@@ -3,11 +3,13 @@ package store
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"tide/chord"
+	"tide/store/files"
 )
 
 // TestOwnerReadsNewestReplica: an owner whose own copy is older than its
@@ -125,4 +127,73 @@ func TestOwnerReadsPastEmptyReplica(t *testing.T) {
 		t.Fatal(err)
 	}
 	read("empty")
+}
+
+// TestLeavingNodeReadsWhereItWrites: a leaving node routes uploads to the
+// successor that takes its range, which stores them with its own replica
+// set; it must route the reads forwarded to it there too. Here the
+// newer copy was acknowledged by a majority of the successor's set that
+// leaves out one of the leaving node's replicas, and the successor is
+// then lost: a read the leaving node answered as the owner would compare
+// its own older copy with that replica's equally old one and serve it.
+func TestLeavingNodeReadsWhereItWrites(t *testing.T) {
+	nodes := startCluster(t, 4, 3)
+	c := NewClient()
+	defer c.Close()
+	name := "leaving-read.bin"
+	older, newer := content(name, 4096), content("other-"+name, 5000)
+	upload(t, c, nodes[0], name, older)
+	waitFor(t, "3 copies", func() bool { return copies(nodes, name) == 3 })
+	byRef := map[chord.Ref]*Node{}
+	for _, n := range nodes {
+		byRef[n.ring.Self()] = n
+	}
+	var leaver *Node
+	for _, n := range nodes {
+		if n.ring.Owns(chord.KeyOf(name)) {
+			leaver = n
+		}
+	}
+	if leaver == nil {
+		t.Fatal("no node owns the file")
+	}
+	// The ring after the leaver: its successor s, then x (a replica of
+	// the leaver's set, and of s's), then y (in s's set only).
+	s := byRef[leaver.ring.Successor(0)]
+	x := byRef[s.ring.Successor(0)]
+	y := byRef[x.ring.Successor(0)]
+	m, _, _ := leaver.eng.Get(name)
+	leaver.leaving.Store(true)
+	// The newer upload, as the leaver routes it: s stores it, and s and y
+	// (a majority of s's set) acknowledge it; x missed it.
+	for _, n := range []*Node{s, y} {
+		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/internal/file/%s?version=%d", n.HTTPAddr(), name, m.Version+1), bytes.NewReader(newer))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("put the newer copy on %s: %s", n.ring.Self(), resp.Status)
+		}
+	}
+	s.Close()
+	// A read another node forwards to the leaver, which it still takes
+	// for the owner.
+	for i := range 5 {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://%s/files/%s", leaver.HTTPAddr(), name), nil)
+		req.Header.Set(files.HdrForwarded, "1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && !bytes.Equal(got, newer) {
+			t.Fatalf("read %d forwarded to the leaving node: an older copy (%d bytes, served by %s; leaving %s, s %s, x %s, y %s; the leaving node's successors %v); the acknowledged one has %d", i, len(got), resp.Header.Get(files.HdrServedBy), leaver.ring.Self(), s.ring.Self(), x.ring.Self(), y.ring.Self(), leaver.ring.Successors(), len(newer))
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Logf("read %d forwarded to the leaving node: %s %s", i, resp.Status, got)
+		}
+	}
 }

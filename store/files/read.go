@@ -72,10 +72,14 @@ type copyVersion struct {
 	live    bool // a file, not a tombstone
 }
 
-// Get writes the file name to w: through the owner, or as the owner.
+// Get writes the file name to w: through the owner, or as the owner. A
+// leaving node routes even a read forwarded to it, as it does uploads
+// (put): those are stored by its successor with the successor's replica
+// set, and the leaving node's own set may hold no copy they
+// acknowledged.
 func (n *Service) Get(ctx context.Context, w http.ResponseWriter, r *http.Request, name string) error {
 	key := n.eng.KeyOf(name)
-	if r.Header.Get(HdrForwarded) == "" {
+	if r.Header.Get(HdrForwarded) == "" || n.cfg.Leaving() {
 		owner, err := n.owner(ctx, key)
 		if err != nil {
 			return err
@@ -333,7 +337,7 @@ func (n *Service) replicaSource(ctx context.Context, method string, owner chord.
 	nrep := n.cfg.Replicas
 	need := nrep - (nrep/2 + 1) + 1
 	cands := n.nodesAfter(owner)
-	likely := cands[:min(nrep-1, len(cands))]
+	likely := n.likelyReplicas(owner, cands, nrep-1)
 	pctx, cancel := context.WithTimeout(ctx, peerAnswerTimeout)
 	answers := n.versionsAt(pctx, cands, name, len(cands))
 	cancel()
@@ -371,6 +375,34 @@ func (n *Service) replicaSource(ctx context.Context, method string, owner chord.
 		release()
 	}
 	return source{err: status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and the newest copy (version %d, on %s) could not be read", name, owner, best.version, best.ref)}
+}
+
+// likelyReplicas returns the first k of cands (the nodes this one knows,
+// ordered after owner) that may be in owner's replica set. This node is
+// one only if it knows every node between owner and itself (its
+// predecessor is owner or one of the cands before it) and is not
+// leaving: its successor list holds N-1 nodes, so more may stand between
+// the last of them and itself, and a leaving node is in no set that
+// acknowledged an upload routed past it. Counting it anyway let a read
+// take its copy, and one replica's, for a majority of the owner's set.
+func (n *Service) likelyReplicas(owner chord.Ref, cands []chord.Ref, k int) []chord.Ref {
+	self := n.ring.Self()
+	i := slices.Index(cands, self)
+	selfOK := i >= 0 && !n.cfg.Leaving()
+	if selfOK {
+		pred := n.ring.Predecessor()
+		selfOK = pred == owner || slices.Contains(cands[:i], pred)
+	}
+	out := make([]chord.Ref, 0, k)
+	for _, c := range cands {
+		if len(out) == k {
+			break
+		}
+		if c != self || selfOK {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // nodesAfter returns the nodes this node knows of (itself and its
