@@ -3,6 +3,7 @@ package paxos
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/bits"
 	"sync"
 
@@ -65,6 +66,9 @@ type codec struct {
 	// arena holds the byte strings (ops, results) of the message being
 	// decoded: one allocation instead of one per command.
 	arena []byte
+	// own, when set, is the frame being decoded, given away by its
+	// caller (DecodeOwned): byte strings are slices of it, not copies.
+	own []byte
 	// names interns addresses: a batch names a few reply addresses many
 	// times, and a role hears from a few peers.
 	names   map[string]string
@@ -130,7 +134,14 @@ func appendWith(dst []byte, encode func(*msgpack.Encoder) error) ([]byte, error)
 // Decode parses a message and checks that its kind is known. Its bounds are
 // checked before decoding, so garbage cannot make it allocate more than a
 // small multiple of len(b).
-func Decode(b []byte) (Message, error) {
+func Decode(b []byte) (Message, error) { return decode(b, false) }
+
+// DecodeOwned is Decode of a frame the caller gives away (a transport
+// with OwnFrames): the message's byte strings (ops, results, snapshot
+// data) are slices of b rather than copies, so b must not change after.
+func DecodeOwned(b []byte) (Message, error) { return decode(b, true) }
+
+func decode(b []byte, owned bool) (Message, error) {
 	var m Message
 	if err := wire.Check(b); err != nil {
 		return m, fmt.Errorf("decode paxos message: %w", err)
@@ -139,8 +150,11 @@ func Decode(b []byte) (Message, error) {
 	defer codecs.Put(c)
 	c.rd.Reset(b)
 	c.arena = nil
+	if owned {
+		c.own = b
+	}
 	err := c.decodeMessage(&m)
-	c.arena = nil
+	c.arena, c.own = nil, nil
 	if err != nil {
 		return Message{}, fmt.Errorf("decode paxos message: %w", err)
 	}
@@ -359,6 +373,13 @@ func (c *codec) bytes() ([]byte, error) {
 	}
 	if n > c.rd.Len() {
 		return nil, fmt.Errorf("byte string of %d bytes, %d left", n, c.rd.Len())
+	}
+	if c.own != nil {
+		off := len(c.own) - c.rd.Len()
+		if _, err := c.rd.Seek(int64(n), io.SeekCurrent); err != nil {
+			return nil, err
+		}
+		return c.own[off : off+n : off+n], nil
 	}
 	if cap(c.arena)-len(c.arena) < n {
 		// Everything left fits: one allocation per message.

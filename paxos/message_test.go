@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"bytes"
 	"math/bits"
 	"reflect"
 	"testing"
@@ -24,9 +25,16 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte{0x94, 2, 6, 0x10, 0xdd, 0xff, 0xff, 0xff, 0xf0, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		owned, oerr := DecodeOwned(bytes.Clone(b))
 		m, err := Decode(b)
+		if (err == nil) != (oerr == nil) {
+			t.Fatalf("Decode says %v, DecodeOwned %v", err, oerr)
+		}
 		if err != nil {
 			return
+		}
+		if !reflect.DeepEqual(normalize(m), normalize(owned)) {
+			t.Fatalf("Decode and DecodeOwned differ:\n%+v\n%+v", m, owned)
 		}
 		// Whatever decodes must survive a round trip unchanged.
 		b2, err := Encode(&m)
@@ -242,5 +250,32 @@ func TestKVResultsRoundTrip(t *testing.T) {
 		if got.OK != s.want.OK || got.Found != s.want.Found || string(got.Value) != string(s.want.Value) || got.Err != s.want.Err {
 			t.Errorf("%+v: got %+v, want %+v", s.op, got, s.want)
 		}
+	}
+}
+
+// DecodeOwned slices a frame's byte strings out of it instead of copying
+// them, and decodes what Decode does.
+func TestDecodeOwnedAliasesFrame(t *testing.T) {
+	m := Message{Kind: KindPhase2a, From: "l", Ballot: Ballot{3, 1}, Slot: 9,
+		Value: Value{Commands: []Command{{Client: 1, Seq: 2, Op: []byte("first"), ReplyTo: "c"}, {Client: 2, Seq: 1, Op: []byte("second"), ReplyTo: "c"}}}}
+	b, err := Encode(&m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeOwned(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := Decode(bytes.Clone(b))
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("DecodeOwned gave %+v, Decode %+v", got, want)
+	}
+	i := bytes.Index(b, []byte("second"))
+	b[i] = 'S'
+	if string(got.Value.Commands[1].Op) != "Second" || string(want.Value.Commands[1].Op) != "second" {
+		t.Fatalf("after a change to the frame: owned op %q, copied op %q", got.Value.Commands[1].Op, want.Value.Commands[1].Op)
+	}
+	if cap(got.Value.Commands[0].Op) != len("first") {
+		t.Fatalf("an owned op's capacity is %d: an append would write over the next field", cap(got.Value.Commands[0].Op))
 	}
 }

@@ -62,6 +62,7 @@ func NewClient(d Deployment, host string, sessions int) (*Client, error) {
 		host = ReplyHost(d.Roles()[0])
 	}
 	tr := newTransport(d.Certs)
+	tr.OwnFrames = true // deliver decodes replies in place
 	if d.TLS && tr.TLS == nil {
 		return nil, ErrNeedTLS
 	}
@@ -100,7 +101,7 @@ func unreplicatedConfig(addr string) paxos.Config {
 }
 
 func (c *Client) deliver(frame []byte) {
-	m, err := paxos.Decode(frame)
+	m, err := paxos.DecodeOwned(frame)
 	if err != nil {
 		return
 	}

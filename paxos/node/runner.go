@@ -236,10 +236,12 @@ type inbound struct {
 }
 
 // Deliver hands an inbound frame to the role; it is dropped if the inbox
-// is full (the sender retransmits).
+// is full (the sender retransmits). The frame is the role's to keep (a
+// transport with OwnFrames): the message's ops and results are slices of
+// it, not copies.
 func (r *Runner) Deliver(frame []byte) {
 	start := time.Now()
-	m, err := paxos.Decode(frame)
+	m, err := paxos.DecodeOwned(frame)
 	if err != nil {
 		r.log.Debug("paxos: dropping undecodable frame", "role", r.Addr, "err", err)
 		return

@@ -83,6 +83,7 @@ func ServeRolesOn(ctx context.Context, d Deployment, roles []RoleSpec, dataDir s
 	m := NewMetrics(reg)
 	tr := newTransport(d.Certs)
 	tr.Log = log
+	tr.OwnFrames = true // the runners decode in place (Runner.Deliver)
 	d.TLS = tr.TLS != nil
 	defer tr.Close()
 	var runners []*Runner
