@@ -134,12 +134,16 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 			defer wg.Done()
 			var mine []float64
 			bad := 0
+			// Every command may take 10 s: one deadline per client, 10 s
+			// past the end, gives each at least that, without a timer
+			// per command (a tenth of the clients' side's CPU).
+			opCtx, cancel := context.WithDeadline(ctx, end.Add(10*time.Second))
+			defer cancel()
 			for n := 0; ; n++ {
 				t := time.Now()
 				if t.After(end) {
 					break
 				}
-				opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				var err error
 				if workload == "put" {
 					err = c.Put(opCtx, fmt.Sprintf("c%d-%d", i, n%1000), value)
@@ -149,7 +153,6 @@ func Log(ctx context.Context, d node.Deployment, mode, workload string, clients 
 						err = fmt.Errorf("key c%d-0 not found", i)
 					}
 				}
-				cancel()
 				if t.Before(warm) {
 					continue
 				}

@@ -291,19 +291,22 @@ func measure(ctx context.Context, cli *clientv3.Client, pids []int, mode string,
 			defer wg.Done()
 			var mine []float64
 			bad := 0
+			// Every command may take 10 s: one deadline per client, 10 s
+			// past the end, gives each at least that, without a timer
+			// per command (as tide's side does).
+			opCtx, cancel := context.WithDeadline(ctx, end.Add(10*time.Second))
+			defer cancel()
 			for n := 0; ; n++ {
 				t := time.Now()
 				if t.After(end) || ctx.Err() != nil {
 					break
 				}
-				opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				var err error
 				if mode == "get" {
 					_, err = cli.Get(opCtx, fmt.Sprintf("c%d-0", i)) // linearizable by default
 				} else {
 					_, err = cli.Put(opCtx, fmt.Sprintf("c%d-%d", i, n%1000), value)
 				}
-				cancel()
 				if t.Before(warm) {
 					continue
 				}
