@@ -118,8 +118,10 @@ fuzz:
 	$(GO) test ./store -run XXX -fuzz FuzzUpload -fuzztime 60s
 	$(GO) test ./store/files -run XXX -fuzz FuzzParseStandIn -fuzztime 60s
 	$(GO) test ./wire -run XXX -fuzz FuzzCheck -fuzztime 60s
-	$(GO) test ./paxos -run XXX -fuzz FuzzDecode -fuzztime 60s
-	$(GO) test ./paxos -run XXX -fuzz FuzzKV -fuzztime 60s
+	$(GO) test ./paxos -run XXX -fuzz 'FuzzDecode$$' -fuzztime 60s
+	$(GO) test ./paxos -run XXX -fuzz FuzzDecodeEntry -fuzztime 60s
+	$(GO) test ./paxos -run XXX -fuzz 'FuzzKV$$' -fuzztime 60s
+	$(GO) test ./paxos -run XXX -fuzz FuzzKVParse -fuzztime 60s
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeMessage -fuzztime 60s
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeRecord -fuzztime 60s
 	$(GO) test ./kv -run XXX -fuzz FuzzDecodeStored -fuzztime 60s

@@ -2,6 +2,7 @@ package paxos
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -148,39 +149,130 @@ func decodeOp(op []byte, o *KVOp) error {
 	})
 }
 
-// Apply implements StateMachine.
-func (kv *KV) Apply(op []byte) []byte {
+// kvArgs are an operation's fields as byte strings: value and expect
+// are nil where the operation holds nil (cas: expect the key absent).
+type kvArgs struct{ op, key, value, expect []byte }
+
+// msgString reads a msgpack str or bin at b[i:], as the decoder's
+// DecodeString and DecodeBytes both take either, returning its bytes and
+// the index after it; ok is false for any other type or a short buffer.
+func msgString(b []byte, i int) (s []byte, next int, ok bool) {
+	if i >= len(b) {
+		return nil, 0, false
+	}
+	c := b[i]
+	n, hdr := 0, 1
+	switch {
+	case c >= 0xa0 && c <= 0xbf:
+		n = int(c & 0x1f)
+	case c == 0xd9 || c == 0xc4:
+		if i+2 > len(b) {
+			return nil, 0, false
+		}
+		n, hdr = int(b[i+1]), 2
+	case c == 0xda || c == 0xc5:
+		if i+3 > len(b) {
+			return nil, 0, false
+		}
+		n, hdr = int(binary.BigEndian.Uint16(b[i+1:])), 3
+	case c == 0xdb || c == 0xc6:
+		if i+5 > len(b) {
+			return nil, 0, false
+		}
+		n, hdr = int(binary.BigEndian.Uint32(b[i+1:])), 5
+	default:
+		return nil, 0, false
+	}
+	start := i + hdr
+	if n < 0 || n > len(b)-start {
+		return nil, 0, false
+	}
+	return b[start : start+n : start+n], start + n, true
+}
+
+// parseKV slices the fields out of an operation in the array form
+// EncodeKV writes, without copying or allocating (a replica applies
+// every command of the log). ok is false for any other shape: the
+// general decoder, which also takes the keyed form of earlier versions,
+// handles it.
+func parseKV(op []byte) (a kvArgs, ok bool) {
+	if len(op) == 0 || op[0] != 0x94 {
+		return a, false
+	}
+	i := 1
+	if a.op, i, ok = msgString(op, i); !ok {
+		return a, false
+	}
+	if a.key, i, ok = msgString(op, i); !ok {
+		return a, false
+	}
+	for _, f := range []*[]byte{&a.value, &a.expect} {
+		if i < len(op) && op[i] == 0xc0 {
+			i++
+			continue
+		}
+		if *f, i, ok = msgString(op, i); !ok {
+			return a, false
+		}
+		if *f == nil {
+			*f = []byte{} // empty, not nil: the decoder tells them apart
+		}
+	}
+	return a, i == len(op)
+}
+
+// args parses an operation: in the array form by slicing, otherwise by
+// the general decoder.
+func args(op []byte) (kvArgs, error) {
+	if a, ok := parseKV(op); ok {
+		return a, nil
+	}
 	var o KVOp
 	if err := decodeOp(op, &o); err != nil {
+		return kvArgs{}, err
+	}
+	return kvArgs{op: []byte(o.Op), key: []byte(o.Key), value: o.Value, expect: o.Expect}, nil
+}
+
+// Apply implements StateMachine.
+func (kv *KV) Apply(op []byte) []byte {
+	a, err := args(op)
+	if err != nil {
 		return result(KVResult{Err: "bad operation: " + err.Error()})
 	}
-	old, found := kv.m[o.Key]
-	switch o.Op {
+	return kv.apply(a)
+}
+
+func (kv *KV) apply(a kvArgs) []byte {
+	old, found := kv.m[string(a.key)]
+	switch string(a.op) {
 	case "get":
 		return result(KVResult{OK: true, Found: found, Value: old})
 	case "put":
-		kv.m[o.Key] = o.Value
+		// A copy: the operation is a slice of a message the map must not
+		// keep alive.
+		kv.m[string(a.key)] = bytes.Clone(a.value)
 		return plainResult(true, found)
 	case "del":
-		delete(kv.m, o.Key)
+		delete(kv.m, string(a.key))
 		return plainResult(found, found)
 	case "cas":
-		match := (o.Expect == nil && !found) || (o.Expect != nil && found && string(o.Expect) == string(old))
+		match := (a.expect == nil && !found) || (a.expect != nil && found && string(a.expect) == string(old))
 		if match {
-			kv.m[o.Key] = o.Value
+			kv.m[string(a.key)] = bytes.Clone(a.value)
 		}
 		return result(KVResult{OK: match, Found: found, Value: old})
 	}
-	return result(KVResult{Err: fmt.Sprintf("unknown operation %q", o.Op)})
+	return result(KVResult{Err: fmt.Sprintf("unknown operation %q", a.op)})
 }
 
 // Read implements StateMachine: only get is allowed.
 func (kv *KV) Read(op []byte) []byte {
-	var o KVOp
-	if err := decodeOp(op, &o); err != nil || o.Op != "get" {
+	a, err := args(op)
+	if err != nil || string(a.op) != "get" {
 		return result(KVResult{Err: "only get can be read outside the log"})
 	}
-	v, found := kv.m[o.Key]
+	v, found := kv.m[string(a.key)]
 	return result(KVResult{OK: true, Found: found, Value: v})
 }
 

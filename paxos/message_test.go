@@ -279,3 +279,30 @@ func TestDecodeOwnedAliasesFrame(t *testing.T) {
 		t.Fatalf("an owned op's capacity is %d: an append would write over the next field", cap(got.Value.Commands[0].Op))
 	}
 }
+
+// FuzzKVParse holds the replicas' fast parse of an operation to the
+// general decoder: whatever parseKV accepts, decodeOp decodes to the same
+// fields, so a replica's state and answers do not depend on which ran.
+func FuzzKVParse(f *testing.F) {
+	for _, op := range []KVOp{{Op: "put", Key: "k", Value: []byte("v")}, {Op: "put", Key: "", Value: []byte{}},
+		{Op: "cas", Key: "k", Expect: []byte("v"), Value: []byte("w")}, {Op: "cas", Key: "k", Expect: []byte{}},
+		{Op: "get", Key: string(make([]byte, 300))}, {Op: "del", Key: "k"}, {Op: "put", Key: "k", Value: make([]byte, 70000)}} {
+		f.Add(EncodeKV(op))
+	}
+	f.Add([]byte{0x94, 0xc4, 3, 'p', 'u', 't', 0xa1, 'k', 0xc4, 0, 0xc0})
+	f.Add([]byte{0x94, 0xa3, 'p', 'u', 't', 0xa1, 'k', 0xc0, 0xc0, 0x00})
+	f.Fuzz(func(t *testing.T, op []byte) {
+		fast, ok := parseKV(op)
+		if !ok {
+			return
+		}
+		var o KVOp
+		if err := decodeOp(op, &o); err != nil {
+			t.Fatalf("% x: parsed as %q, the decoder refuses it: %v", op, fast, err)
+		}
+		same := func(a, b []byte) bool { return (a == nil) == (b == nil) && bytes.Equal(a, b) }
+		if string(fast.op) != o.Op || string(fast.key) != o.Key || !same(fast.value, o.Value) || !same(fast.expect, o.Expect) {
+			t.Fatalf("% x: parsed as %q, decoded as %+v", op, fast, o)
+		}
+	})
+}
