@@ -19,25 +19,9 @@ import (
 // through the other nodes alike. Before reads compared versions, the
 // owner served its own copy.
 func TestOwnerReadsNewestReplica(t *testing.T) {
-	nodes := startCluster(t, 3, 3)
-	c := NewClient()
-	defer c.Close()
 	name := "newest.bin"
-	older, newer := content(name, 4096), content("other-"+name, 5000)
-	upload(t, c, nodes[0], name, older)
-	waitFor(t, "3 copies", func() bool { return copies(nodes, name) == 3 })
-	var owner *Node
-	var replicas []*Node
-	for _, n := range nodes {
-		if n.ring.Owns(chord.KeyOf(name)) {
-			owner = n
-		} else {
-			replicas = append(replicas, n)
-		}
-	}
-	if owner == nil {
-		t.Fatal("no node owns the file")
-	}
+	nodes, c, older, newer := olderCopyOnThree(t, 3, name)
+	owner, replicas := ownerOf(t, nodes, name)
 	m, _, _ := owner.eng.Get(name)
 	internal := func(method string, n *Node, version uint64, body []byte) {
 		t.Helper()
@@ -83,36 +67,12 @@ func TestOwnerReadsNewestReplica(t *testing.T) {
 // decided, and the owner served its own older copy about every other
 // read.
 func TestOwnerReadsPastEmptyReplica(t *testing.T) {
-	nodes := startCluster(t, 3, 3)
-	c := NewClient()
-	defer c.Close()
 	name := "past-empty.bin"
-	older, newer := content(name, 4096), content("other-"+name, 5000)
-	upload(t, c, nodes[0], name, older)
-	waitFor(t, "3 copies", func() bool { return copies(nodes, name) == 3 })
-	var owner *Node
-	var replicas []*Node
-	for _, n := range nodes {
-		if n.ring.Owns(chord.KeyOf(name)) {
-			owner = n
-		} else {
-			replicas = append(replicas, n)
-		}
-	}
-	if owner == nil {
-		t.Fatal("no node owns the file")
-	}
+	nodes, c, older, newer := olderCopyOnThree(t, 3, name)
+	owner, replicas := ownerOf(t, nodes, name)
 	m, _, _ := owner.eng.Get(name)
 	holder, empty := replicas[0], replicas[1]
-	req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/internal/file/%s?version=%d", holder.HTTPAddr(), name, m.Version+1), bytes.NewReader(newer))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("put the newer copy on %s: %s", holder.ring.Self(), resp.Status)
-	}
+	putVersion(t, holder, name, m.Version+1, newer)
 	read := func(what string) {
 		t.Helper()
 		for i := range 30 {
@@ -137,26 +97,13 @@ func TestOwnerReadsPastEmptyReplica(t *testing.T) {
 // then lost: a read the leaving node answered as the owner would compare
 // its own older copy with that replica's equally old one and serve it.
 func TestLeavingNodeReadsWhereItWrites(t *testing.T) {
-	nodes := startCluster(t, 4, 3)
-	c := NewClient()
-	defer c.Close()
 	name := "leaving-read.bin"
-	older, newer := content(name, 4096), content("other-"+name, 5000)
-	upload(t, c, nodes[0], name, older)
-	waitFor(t, "3 copies", func() bool { return copies(nodes, name) == 3 })
+	nodes, _, _, newer := olderCopyOnThree(t, 4, name)
 	byRef := map[chord.Ref]*Node{}
 	for _, n := range nodes {
 		byRef[n.ring.Self()] = n
 	}
-	var leaver *Node
-	for _, n := range nodes {
-		if n.ring.Owns(chord.KeyOf(name)) {
-			leaver = n
-		}
-	}
-	if leaver == nil {
-		t.Fatal("no node owns the file")
-	}
+	leaver, _ := ownerOf(t, nodes, name)
 	// The ring after the leaver: its successor s, then x (a replica of
 	// the leaver's set, and of s's), then y (in s's set only).
 	s := byRef[leaver.ring.Successor(0)]
@@ -167,15 +114,7 @@ func TestLeavingNodeReadsWhereItWrites(t *testing.T) {
 	// The newer upload, as the leaver routes it: s stores it, and s and y
 	// (a majority of s's set) acknowledge it; x missed it.
 	for _, n := range []*Node{s, y} {
-		req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/internal/file/%s?version=%d", n.HTTPAddr(), name, m.Version+1), bytes.NewReader(newer))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusNoContent {
-			t.Fatalf("put the newer copy on %s: %s", n.ring.Self(), resp.Status)
-		}
+		putVersion(t, n, name, m.Version+1, newer)
 	}
 	s.Close()
 	// A read another node forwards to the leaver, which it still takes
@@ -196,4 +135,51 @@ func TestLeavingNodeReadsWhereItWrites(t *testing.T) {
 			t.Logf("read %d forwarded to the leaving node: %s %s", i, resp.Status, got)
 		}
 	}
+}
+
+// ownerOf returns the node that owns name and the others.
+func ownerOf(t *testing.T, nodes []*Node, name string) (*Node, []*Node) {
+	t.Helper()
+	var owner *Node
+	var rest []*Node
+	for _, n := range nodes {
+		if n.ring.Owns(chord.KeyOf(name)) {
+			owner = n
+		} else {
+			rest = append(rest, n)
+		}
+	}
+	if owner == nil {
+		t.Fatal("no node owns the file")
+	}
+	return owner, rest
+}
+
+// putVersion stores data as version v of name on n alone, as a replica
+// is sent a copy.
+func putVersion(t *testing.T, n *Node, name string, v uint64, data []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, fmt.Sprintf("http://%s/internal/file/%s?version=%d", n.HTTPAddr(), name, v), bytes.NewReader(data))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("put version %d of %s on %s: %s", v, name, n.ring.Self(), resp.Status)
+	}
+}
+
+// olderCopyOnThree starts a ring of size nodes that keep 3 copies,
+// uploads name, and waits for its 3 copies; it returns the ring, a
+// client, that content and a newer one of another size.
+func olderCopyOnThree(t *testing.T, size int, name string) ([]*Node, *Client, []byte, []byte) {
+	t.Helper()
+	nodes := startCluster(t, size, 3)
+	c := NewClient()
+	t.Cleanup(c.Close)
+	older, newer := content(name, 4096), content("other-"+name, 5000)
+	upload(t, c, nodes[0], name, older)
+	waitFor(t, "3 copies", func() bool { return copies(nodes, name) == 3 })
+	return nodes, c, older, newer
 }

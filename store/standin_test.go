@@ -151,15 +151,7 @@ func TestOwnerRefusesLateUpload(t *testing.T) {
 	defer c.Close()
 	name := "late.txt"
 	upload(t, c, nodes[0], name, []byte("acknowledged"))
-	var owner *Node
-	for _, n := range nodes {
-		if n.ring.Owns(chord.KeyOf(name)) {
-			owner = n
-		}
-	}
-	if owner == nil {
-		t.Fatal("no node owns the file")
-	}
+	owner, _ := ownerOf(t, nodes, name)
 	forward := func(body string, notAfter time.Time) *http.Response {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPut, "http://"+owner.HTTPAddr()+"/files/"+name, strings.NewReader(body))

@@ -127,6 +127,30 @@ var heads = func() (t [256]head) {
 	return t
 }()
 
+// sizeOf returns what follows the header of a value h classifies, given
+// its length field (if it has one): payload bytes, or child values; ok
+// is false for a length beyond limit.
+func (h *head) sizeOf(length uint64, limit int) (payload, children int, ok bool) {
+	n := h.fixed
+	if h.lenSize > 0 {
+		if length > uint64(limit) {
+			return 0, 0, false
+		}
+		n = int(length)
+	}
+	if h.elems {
+		return 0, n * h.perLen, true
+	}
+	if h.ext {
+		n++
+	}
+	return n, 0, true
+}
+
+func tooLong(length uint64, limit int) error {
+	return fmt.Errorf("%w: length %d exceeds %d", ErrBad, length, limit)
+}
+
 // lengthOf reads a big-endian length field of 1, 2 or 4 bytes.
 func lengthOf(b []byte) uint64 {
 	switch len(b) {
@@ -155,25 +179,19 @@ func scan(src source, limit int) error {
 		if h.bad {
 			return fmt.Errorf("%w: reserved byte 0x%02x", ErrBad, b[0])
 		}
-		n := h.fixed
+		var length uint64
 		if h.lenSize > 0 {
 			if b, err = src.next(h.lenSize); err != nil {
 				return err
 			}
-			v := lengthOf(b)
-			if v > uint64(limit) {
-				return fmt.Errorf("%w: length %d exceeds %d", ErrBad, v, limit)
-			}
-			n = int(v)
+			length = lengthOf(b)
 		}
-		if h.elems {
-			pending += n * h.perLen
-			continue
+		payload, children, ok := h.sizeOf(length, limit)
+		if !ok {
+			return tooLong(length, limit)
 		}
-		if h.ext {
-			n++
-		}
-		if _, err := src.next(n); err != nil {
+		pending += children
+		if _, err := src.next(payload); err != nil {
 			return err
 		}
 	}
@@ -200,29 +218,23 @@ func scanSlice(b []byte) (int, error) {
 			return 0, fmt.Errorf("%w: reserved byte 0x%02x", ErrBad, b[off])
 		}
 		off++
-		n := h.fixed
+		var length uint64
 		if h.lenSize > 0 {
 			if h.lenSize > limit-off {
 				return 0, past()
 			}
-			v := lengthOf(b[off : off+h.lenSize])
+			length = lengthOf(b[off : off+h.lenSize])
 			off += h.lenSize
-			if v > uint64(limit) {
-				return 0, fmt.Errorf("%w: length %d exceeds %d", ErrBad, v, limit)
-			}
-			n = int(v)
 		}
-		if h.elems {
-			pending += n * h.perLen
-			continue
+		payload, children, ok := h.sizeOf(length, limit)
+		if !ok {
+			return 0, tooLong(length, limit)
 		}
-		if h.ext {
-			n++
-		}
-		if n > limit-off {
+		pending += children
+		if payload > limit-off {
 			return 0, past()
 		}
-		off += n
+		off += payload
 	}
 	return off, nil
 }
