@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,5 +157,39 @@ func TestFetchOfFrozenHolderEnds(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("a read of a frozen holder's copy waited past a minute")
+	}
+}
+
+// A node reading past a silent owner counts itself among the owner's
+// replicas only when it knows every node between them, and is not
+// leaving. Ring (ids): o 100, p 200, q 300, a 400; N = 3, so o's set is
+// o, p, q.
+func TestLikelyReplicas(t *testing.T) {
+	ref := func(id uint32) chord.Ref { return chord.Ref{IP: "127.0.0.1", Port: int(id), ID: chord.ID(id)} }
+	o, p, q, a := ref(100), ref(200), ref(300), ref(400)
+	for _, tc := range []struct {
+		what    string
+		self    chord.Ref
+		pred    chord.Ref
+		leaving bool
+		cands   []chord.Ref // what self knows, ordered after o
+		want    []chord.Ref
+	}{
+		// a knows o and p (its successors) and itself: q, its predecessor,
+		// stands between p and a unseen, so a is not in o's set.
+		{"a view short of the ring", a, q, false, []chord.Ref{p, a}, []chord.Ref{p}},
+		// In a ring of three (o, p, a), a follows p: its view is whole.
+		{"a whole view", a, p, false, []chord.Ref{p, a}, []chord.Ref{p, a}},
+		// q's predecessor is p, which it knows: q is o's second successor.
+		{"a node in the set", q, p, false, []chord.Ref{p, q, a}, []chord.Ref{p, q}},
+		{"the same node leaving", q, p, true, []chord.Ref{p, q, a}, []chord.Ref{p, a}},
+		// p follows o directly.
+		{"the owner's successor", p, o, false, []chord.Ref{p, q}, []chord.Ref{p, q}},
+		{"a node that knows others only", a, q, false, []chord.Ref{p, q}, []chord.Ref{p, q}},
+	} {
+		got := likelyReplicas(tc.self, tc.pred, tc.leaving, o, tc.cands, 2)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.what, got, tc.want)
+		}
 	}
 }
