@@ -2,7 +2,6 @@ package paxos
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -153,43 +152,6 @@ func decodeOp(op []byte, o *KVOp) error {
 // are nil where the operation holds nil (cas: expect the key absent).
 type kvArgs struct{ op, key, value, expect []byte }
 
-// msgString reads a msgpack str or bin at b[i:], as the decoder's
-// DecodeString and DecodeBytes both take either, returning its bytes and
-// the index after it; ok is false for any other type or a short buffer.
-func msgString(b []byte, i int) (s []byte, next int, ok bool) {
-	if i >= len(b) {
-		return nil, 0, false
-	}
-	c := b[i]
-	n, hdr := 0, 1
-	switch {
-	case c >= 0xa0 && c <= 0xbf:
-		n = int(c & 0x1f)
-	case c == 0xd9 || c == 0xc4:
-		if i+2 > len(b) {
-			return nil, 0, false
-		}
-		n, hdr = int(b[i+1]), 2
-	case c == 0xda || c == 0xc5:
-		if i+3 > len(b) {
-			return nil, 0, false
-		}
-		n, hdr = int(binary.BigEndian.Uint16(b[i+1:])), 3
-	case c == 0xdb || c == 0xc6:
-		if i+5 > len(b) {
-			return nil, 0, false
-		}
-		n, hdr = int(binary.BigEndian.Uint32(b[i+1:])), 5
-	default:
-		return nil, 0, false
-	}
-	start := i + hdr
-	if n < 0 || n > len(b)-start {
-		return nil, 0, false
-	}
-	return b[start : start+n : start+n], start + n, true
-}
-
 // parseKV slices the fields out of an operation in the array form
 // EncodeKV writes, without copying or allocating (a replica applies
 // every command of the log). ok is false for any other shape: the
@@ -200,10 +162,10 @@ func parseKV(op []byte) (a kvArgs, ok bool) {
 		return a, false
 	}
 	i := 1
-	if a.op, i, ok = msgString(op, i); !ok {
+	if a.op, i, ok = wire.Bytes(op, i); !ok {
 		return a, false
 	}
-	if a.key, i, ok = msgString(op, i); !ok {
+	if a.key, i, ok = wire.Bytes(op, i); !ok {
 		return a, false
 	}
 	for _, f := range []*[]byte{&a.value, &a.expect} {
@@ -211,7 +173,7 @@ func parseKV(op []byte) (a kvArgs, ok bool) {
 			i++
 			continue
 		}
-		if *f, i, ok = msgString(op, i); !ok {
+		if *f, i, ok = wire.Bytes(op, i); !ok {
 			return a, false
 		}
 		if *f == nil {

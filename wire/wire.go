@@ -74,6 +74,8 @@ type head struct {
 	// ext: an extension has a type byte beyond its length.
 	ext bool
 	bad bool // a reserved byte
+	// bytes: a str or a bin, whose payload is its bytes.
+	bytes bool
 }
 
 // heads classifies every first byte once.
@@ -88,13 +90,13 @@ var heads = func() (t [256]head) {
 		case c >= 0x90 && c <= 0x9f:
 			h.elems, h.fixed = true, int(c&0x0f)
 		case c >= 0xa0 && c <= 0xbf:
-			h.fixed = int(c & 0x1f)
+			h.fixed, h.bytes = int(c&0x1f), true
 		case c == 0xc4 || c == 0xd9:
-			h.lenSize = 1
+			h.lenSize, h.bytes = 1, true
 		case c == 0xc5 || c == 0xda:
-			h.lenSize = 2
+			h.lenSize, h.bytes = 2, true
 		case c == 0xc6 || c == 0xdb:
-			h.lenSize = 4
+			h.lenSize, h.bytes = 4, true
 		case c == 0xc7:
 			h.lenSize, h.ext = 1, true
 		case c == 0xc8:
@@ -237,6 +239,37 @@ func scanSlice(b []byte) (int, error) {
 		off += payload
 	}
 	return off, nil
+}
+
+// Bytes reads the str or bin at b[i:] (msgpack's decoder takes either
+// for a string or a byte slice) and returns its payload, a slice of b,
+// and the index after it; ok is false for any other type or a value
+// that runs past b.
+func Bytes(b []byte, i int) (payload []byte, next int, ok bool) {
+	if i < 0 || i >= len(b) {
+		return nil, 0, false
+	}
+	h := &heads[b[i]]
+	if !h.bytes {
+		return nil, 0, false
+	}
+	i++
+	n := h.fixed
+	if h.lenSize > 0 {
+		if h.lenSize > len(b)-i {
+			return nil, 0, false
+		}
+		v := lengthOf(b[i : i+h.lenSize])
+		i += h.lenSize
+		if v > uint64(len(b)-i) {
+			return nil, 0, false
+		}
+		n = int(v)
+	}
+	if n > len(b)-i {
+		return nil, 0, false
+	}
+	return b[i : i+n : i+n], i + n, true
 }
 
 // Check reports whether b holds exactly one well-bounded msgpack value.

@@ -337,7 +337,7 @@ func (n *Service) replicaSource(ctx context.Context, method string, owner chord.
 	nrep := n.cfg.Replicas
 	need := nrep - (nrep/2 + 1) + 1
 	cands := n.nodesAfter(owner)
-	likely := n.likelyReplicas(owner, cands, nrep-1)
+	likely := likelyReplicas(n.ring.Self(), n.ring.Predecessor(), n.cfg.Leaving(), owner, cands, nrep-1)
 	pctx, cancel := context.WithTimeout(ctx, peerAnswerTimeout)
 	answers := n.versionsAt(pctx, cands, name, len(cands))
 	cancel()
@@ -375,12 +375,6 @@ func (n *Service) replicaSource(ctx context.Context, method string, owner chord.
 		release()
 	}
 	return source{err: status.Errorf(http.StatusServiceUnavailable, "the owner of %q (%s) did not answer, and the newest copy (version %d, on %s) could not be read", name, owner, best.version, best.ref)}
-}
-
-// likelyReplicas returns the first k of cands (the nodes this one knows,
-// ordered after owner) that may be in owner's replica set.
-func (n *Service) likelyReplicas(owner chord.Ref, cands []chord.Ref, k int) []chord.Ref {
-	return likelyReplicas(n.ring.Self(), n.ring.Predecessor(), n.cfg.Leaving(), owner, cands, k)
 }
 
 // likelyReplicas returns the first k of cands, the nodes self knows
