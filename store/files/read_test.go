@@ -186,6 +186,8 @@ func TestLikelyReplicas(t *testing.T) {
 		// p follows o directly.
 		{"the owner's successor", p, o, false, []chord.Ref{p, q}, []chord.Ref{p, q}},
 		{"a node that knows others only", a, q, false, []chord.Ref{p, q}, []chord.Ref{p, q}},
+		// p directly after a silent o forgets its predecessor o.
+		{"a predecessor lost", p, chord.Ref{}, false, []chord.Ref{p, q}, []chord.Ref{p, q}},
 	} {
 		got := likelyReplicas(tc.self, tc.pred, tc.leaving, o, tc.cands, 2)
 		if !slices.Equal(got, tc.want) {
