@@ -379,17 +379,20 @@ func (n *Service) replicaSource(ctx context.Context, method string, owner chord.
 
 // likelyReplicas returns the first k of cands, the nodes self knows
 // ordered after owner, that may be in owner's replica set. Self is one
-// only if it knows every node between owner and itself (its predecessor
-// pred is owner or one of the cands before it; a predecessor lost to
-// silence, most likely the silent owner, is given the benefit of the
-// doubt) and is not leaving: its
-// successor list holds N-1 nodes, so more may stand between the last of
-// them and itself, and a leaving node is in no set that acknowledged an
-// upload routed past it. Counting it anyway let a read take its copy,
-// and one replica's, for a majority of the owner's set.
+// only if it knows every node between owner and itself, and is not
+// leaving. It knows them when its predecessor pred is owner, or one of
+// the cands before it, or stands before owner (the ring has healed
+// around a silent owner, and self took over its range); a predecessor
+// lost to silence, most likely the silent owner, is given the benefit
+// of the doubt. Its successor list holds N-1 nodes, so more may stand
+// between the last of them and itself, and a leaving node is in no set
+// that acknowledged an upload routed past it. Counting it anyway let a
+// read take its copy, and one replica's, for a majority of the owner's
+// set.
 func likelyReplicas(self, pred chord.Ref, leaving bool, owner chord.Ref, cands []chord.Ref, k int) []chord.Ref {
 	i := slices.Index(cands, self)
-	selfOK := i >= 0 && !leaving && (pred.IsZero() || pred == owner || slices.Contains(cands[:i], pred))
+	selfOK := i >= 0 && !leaving && (pred.IsZero() || pred == owner ||
+		slices.Contains(cands[:i], pred) || chord.Between(owner.ID, pred.ID, self.ID))
 	out := make([]chord.Ref, 0, k)
 	for _, c := range cands {
 		if len(out) == k {

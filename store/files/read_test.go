@@ -188,6 +188,10 @@ func TestLikelyReplicas(t *testing.T) {
 		{"a node that knows others only", a, q, false, []chord.Ref{p, q}, []chord.Ref{p, q}},
 		// p directly after a silent o forgets its predecessor o.
 		{"a predecessor lost", p, chord.Ref{}, false, []chord.Ref{p, q}, []chord.Ref{p, q}},
+		// In a ring of three (o, p, a), a takes p for its successor once o
+		// is silent, and p takes a for its predecessor: p took over o's
+		// range, and knows every node between o and itself.
+		{"the owner's predecessor took over", p, a, false, []chord.Ref{p, a}, []chord.Ref{p, a}},
 	} {
 		got := likelyReplicas(tc.self, tc.pred, tc.leaving, o, tc.cands, 2)
 		if !slices.Equal(got, tc.want) {
