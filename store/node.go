@@ -44,6 +44,7 @@ import (
 	"tide/chord/rpc"
 	"tide/connlimit"
 	"tide/kv"
+	"tide/netport"
 	"tide/resp"
 	"tide/store/engine"
 	"tide/store/files"
@@ -372,11 +373,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ResponseHeaderTimeout: 30 * time.Second,
 	}}
 
-	chordLn, err := net.Listen("tcp", cfg.ChordAddr)
+	chordLn, err := netport.Listen(cfg.ChordAddr)
 	if err != nil {
 		return fail(fmt.Errorf("listen on chord address %s: %w", cfg.ChordAddr, err))
 	}
-	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	httpLn, err := netport.Listen(cfg.HTTPAddr)
 	if err != nil {
 		chordLn.Close()
 		return fail(fmt.Errorf("listen on http address %s: %w", cfg.HTTPAddr, err))
@@ -485,7 +486,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	var respLn net.Listener
 	if cfg.RESPAddr != "" {
-		if respLn, err = net.Listen("tcp", cfg.RESPAddr); err != nil {
+		if respLn, err = netport.Listen(cfg.RESPAddr); err != nil {
 			chordLn.Close()
 			httpLn.Close()
 			peerListener.Close()
@@ -583,7 +584,7 @@ func advertised(cfg Config, pos func([]byte) uint32, chordAddr, httpAddr string)
 // the listener's host, or advHost when it listens on every interface. The
 // KV layer serves on that very listener, so the port stays this node's.
 func listenPeer(addr, advHost string) (net.Listener, string, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := netport.Listen(addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("listen on peer address %s: %w", addr, err)
 	}

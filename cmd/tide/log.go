@@ -29,6 +29,7 @@ import (
 
 	"tide/autoscale"
 	"tide/cluster"
+	"tide/netport"
 	"tide/paxos"
 	"tide/paxos/node"
 )
@@ -322,7 +323,7 @@ days of the machine's uptime.`,
 					l.Close()
 				}
 			}()
-			httpLn, err := net.Listen("tcp", httpAddr)
+			httpLn, err := netport.Listen(httpAddr)
 			if err != nil {
 				return fmt.Errorf("--http-addr %s: %w", httpAddr, err)
 			}
@@ -393,7 +394,7 @@ func bindRoles(roles, listen []string) ([]net.Listener, error) {
 		if _, _, err := net.SplitHostPort(at); err != nil {
 			return fail(fmt.Errorf("%s %q: want HOST:PORT: %w", flag, at, err))
 		}
-		l, err := net.Listen("tcp", at)
+		l, err := netport.Listen(at)
 		if err != nil {
 			return fail(fmt.Errorf("%s %s: %w", flag, at, err))
 		}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 
+	"tide/netport"
 	"tide/paxos"
 )
 
@@ -148,7 +149,7 @@ func RunInProcess(ctx context.Context, s Shape, dir string, log *slog.Logger) (D
 		}
 	}
 	for range 2 * n {
-		l, err := net.Listen("tcp", net.JoinHostPort(s.Host, "0"))
+		l, err := netport.Listen(net.JoinHostPort(s.Host, "0"))
 		if err != nil {
 			closeAll()
 			return Deployment{}, nil, err

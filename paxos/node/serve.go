@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"tide/netport"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -64,7 +66,7 @@ func ServeRoles(ctx context.Context, d Deployment, roles []RoleSpec, dataDir, ht
 	if len(roles) == 0 {
 		return errors.New("no roles to run")
 	}
-	ln, err := net.Listen("tcp", httpAddr)
+	ln, err := netport.Listen(httpAddr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", httpAddr, err)
 	}
