@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
@@ -127,6 +128,25 @@ func BenchmarkKVApplyPut(b *testing.B) {
 	kv := NewKV()
 	op := EncodeKV(KVOp{Op: "put", Key: "c1-12", Value: []byte("0123456789abcdef")})
 	loop(b, func() { kv.Apply(op) })
+}
+
+// BenchmarkKVApplyPutMany overwrites 100,000 keys in turn, as tide bench
+// log's 100 clients do with 1,000 keys each: a map far larger than the
+// caches.
+func BenchmarkKVApplyPutMany(b *testing.B) {
+	kv := NewKV()
+	ops := make([][]byte, 100_000)
+	for i := range ops {
+		ops[i] = EncodeKV(KVOp{Op: "put", Key: fmt.Sprintf("c%d-%d", i%100, i/100), Value: []byte("0123456789abcdef")})
+		kv.Apply(ops[i])
+	}
+	i := 0
+	loop(b, func() {
+		kv.Apply(ops[i])
+		if i++; i == len(ops) {
+			i = 0
+		}
+	})
 }
 
 func BenchmarkReflectKVApplyPut(b *testing.B) {

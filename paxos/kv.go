@@ -212,8 +212,15 @@ func (kv *KV) apply(a kvArgs) []byte {
 		return result(KVResult{OK: true, Found: found, Value: old})
 	case "put":
 		// A copy: the operation is a slice of a message the map must not
-		// keep alive.
-		kv.m[string(a.key)] = bytes.Clone(a.value)
+		// keep alive. A value the size of the old one overwrites it in
+		// place, with no allocation and no second map operation: the map
+		// owns its values, and every result and snapshot encodes (copies)
+		// what it reads from them.
+		if found && len(a.value) > 0 && len(old) == len(a.value) {
+			copy(old, a.value)
+		} else {
+			kv.m[string(a.key)] = bytes.Clone(a.value)
+		}
 		return plainResult(true, found)
 	case "del":
 		delete(kv.m, string(a.key))

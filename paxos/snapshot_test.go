@@ -111,3 +111,61 @@ func TestSnapshotSpacingGrowsWithState(t *testing.T) {
 		}
 	}
 }
+
+// A put that overwrites a value of the same size in place leaves every
+// result and snapshot taken before it as it was, and the map holds what
+// each put wrote: sizes that differ, and empty values, included.
+func TestKVOverwriteInPlace(t *testing.T) {
+	kv := NewKV()
+	put := func(v []byte) {
+		t.Helper()
+		if r, err := DecodeKVResult(kv.Apply(EncodeKV(KVOp{Op: "put", Key: "k", Value: v}))); err != nil || !r.OK {
+			t.Fatalf("put %q: %+v %v", v, r, err)
+		}
+	}
+	get := func() KVResult {
+		t.Helper()
+		r, err := DecodeKVResult(kv.Apply(EncodeKV(KVOp{Op: "get", Key: "k"})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	value := []byte("first value, 23 bytes.")
+	put(value)
+	value[0] = 'X' // the operation's bytes are not the map's
+	before := get()
+	snap := kv.Snapshot()
+	read := kv.Read(EncodeKV(KVOp{Op: "get", Key: "k"}))
+	for _, v := range []string{"other value, 23 bytes.", "shorter", "", "a value again"} {
+		put([]byte(v))
+		if r := get(); !r.Found || string(r.Value) != v {
+			t.Fatalf("after put %q: get %+v", v, r)
+		}
+	}
+	if string(before.Value) != "first value, 23 bytes." {
+		t.Fatalf("a get's result changed under a later put: %q", before.Value)
+	}
+	if r, _ := DecodeKVResult(read); string(r.Value) != "first value, 23 bytes." {
+		t.Fatalf("a read's result changed under a later put: %q", r.Value)
+	}
+	old := NewKV()
+	if err := old.Restore(snap); err != nil {
+		t.Fatal(err)
+	}
+	if v := old.m["k"]; string(v) != "first value, 23 bytes." {
+		t.Fatalf("a snapshot changed under a later put: %q", v)
+	}
+	// A restored map's values are its own: overwriting one in place
+	// leaves the snapshot it came from as it was.
+	snap2 := kv.Snapshot()
+	kv2 := NewKV()
+	if err := kv2.Restore(snap2); err != nil {
+		t.Fatal(err)
+	}
+	kv2.Apply(EncodeKV(KVOp{Op: "put", Key: "k", Value: []byte("A VALUE AGAIN")}))
+	kv3 := NewKV()
+	if err := kv3.Restore(snap2); err != nil || string(kv3.m["k"]) != "a value again" {
+		t.Fatalf("a snapshot changed under a put to the map restored from it: %q %v", kv3.m["k"], err)
+	}
+}
