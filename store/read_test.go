@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"tide/chord"
 	"tide/store/files"
@@ -65,28 +66,52 @@ func TestOwnerReadsNewestReplica(t *testing.T) {
 // answers promptly, not only from the first, and a replica that holds
 // nothing does not count. Before, whichever replica answered first
 // decided, and the owner served its own older copy about every other
-// read.
+// read. Each replica holds the newer copy in turn, and its answers come
+// 20 ms late (well within answerGrace): the other replica's answer is
+// always the first.
 func TestOwnerReadsPastEmptyReplica(t *testing.T) {
 	name := "past-empty.bin"
 	nodes, c, older, newer := olderCopyOnThree(t, 3, name)
 	owner, replicas := ownerOf(t, nodes, name)
 	m, _, _ := owner.eng.Get(name)
-	holder, empty := replicas[0], replicas[1]
-	putVersion(t, holder, name, m.Version+1, newer)
-	read := func(what string) {
-		t.Helper()
-		for i := range 30 {
-			got, err := download(c, owner, name)
-			if err != nil || !bytes.Equal(got, newer) {
-				t.Fatalf("read %d through the owner, one replica %s, the other newer: %v, %d bytes; the newer copy has %d, the owner's %d", i, what, err, len(got), len(newer), len(older))
+	for i, holder := range replicas {
+		other := replicas[1-i]
+		version := m.Version + 1 + uint64(i)
+		if i > 0 {
+			// other held the newer copy last round; it now holds the
+			// owner's older one again, and holder (left empty) the newer.
+			if err := other.eng.Drop(name, version-1); err != nil {
+				t.Fatal(err)
+			}
+			putVersion(t, other, name, m.Version, older)
+		}
+		putVersion(t, holder, name, version, newer)
+		if mo, _, _ := other.eng.Get(name); mo.Version != m.Version {
+			t.Fatalf("round %d: the other replica holds version %d, not the owner's %d", i, mo.Version, m.Version)
+		}
+		late := holder.ring.Self()
+		files.DelayAnswersForTest(func(r chord.Ref) time.Duration {
+			if r == late {
+				return 20 * time.Millisecond
+			}
+			return 0
+		})
+		defer files.DelayAnswersForTest(nil)
+		read := func(what string) {
+			t.Helper()
+			for j := range 30 {
+				got, err := download(c, owner, name)
+				if err != nil || !bytes.Equal(got, newer) {
+					t.Fatalf("read %d through the owner, the newer copy on replica %d, the other %s: %v, %d bytes; the newer copy has %d, the owner's %d", j, i, what, err, len(got), len(newer), len(older))
+				}
 			}
 		}
+		read("holding the owner's copy")
+		if err := other.eng.Drop(name, m.Version); err != nil {
+			t.Fatal(err)
+		}
+		read("empty")
 	}
-	read("holding the owner's copy")
-	if err := empty.eng.Drop(name, m.Version); err != nil {
-		t.Fatal(err)
-	}
-	read("empty")
 }
 
 // TestLeavingNodeReadsWhereItWrites: a leaving node routes uploads to the

@@ -458,6 +458,21 @@ func (n *Service) versionAt(ctx context.Context, t chord.Ref, name string) (copy
 	return copyVersion{}, false
 }
 
+// answerDelay, set by tests alone, delays the version answers of the
+// replicas it names as every node of the process sees them.
+var answerDelay atomic.Pointer[func(chord.Ref) time.Duration]
+
+// DelayAnswersForTest makes every node of this process see the version
+// answer of each replica d names come d(replica) late, so that a test
+// fixes the order answers come in; nil undoes it. For tests only.
+func DelayAnswersForTest(d func(chord.Ref) time.Duration) {
+	if d == nil {
+		answerDelay.Store(nil)
+		return
+	}
+	answerDelay.Store(&d)
+}
+
 // versionsAt asks targets at once and returns the answers once all have
 // answered or failed, or answerGrace after need of them have answered
 // with a version (a copy or a tombstone).
@@ -469,8 +484,12 @@ func (n *Service) versionsAt(ctx context.Context, targets []chord.Ref, name stri
 		ok bool
 	}
 	ch := make(chan answer, len(targets))
+	delay := answerDelay.Load()
 	for _, t := range targets {
 		go func() {
+			if delay != nil {
+				time.Sleep((*delay)(t))
+			}
 			c, ok := n.versionAt(ctx, t, name)
 			ch <- answer{c, ok}
 		}()
