@@ -80,7 +80,7 @@ func stableRange() (lo, hi int) {
 // pick chooses the range outside ephemeral ports [elo, ehi].
 func pick(elo, ehi int) (lo, hi int) {
 	switch {
-	case elo-1-stableLow+1 >= minStable:
+	case elo-stableLow >= minStable:
 		return stableLow, elo - 1
 	case 65535-ehi >= minStable:
 		return max(ehi+1, stableLow), 65535

@@ -74,6 +74,7 @@ func TestOwnerReadsPastEmptyReplica(t *testing.T) {
 	nodes, c, older, newer := olderCopyOnThree(t, 3, name)
 	owner, replicas := ownerOf(t, nodes, name)
 	m, _, _ := owner.eng.Get(name)
+	defer files.DelayAnswersForTest(nil)
 	for i, holder := range replicas {
 		other := replicas[1-i]
 		version := m.Version + 1 + uint64(i)
@@ -96,7 +97,6 @@ func TestOwnerReadsPastEmptyReplica(t *testing.T) {
 			}
 			return 0
 		})
-		defer files.DelayAnswersForTest(nil)
 		read := func(what string) {
 			t.Helper()
 			for j := range 30 {

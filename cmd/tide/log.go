@@ -247,7 +247,8 @@ fetched from it, and --role with --kind starts a new instance, which serves once
 a reconfiguration adds it (tide log scale does both).
 
 A --role or --http-addr with port 0 takes a free port, and the role goes by the
-address it holds. The process binds every address first and, with --addr-file,
+address it holds; the port is picked below the kernel's ephemeral range, so
+that no outgoing connection can hold it when the role restarts on it. The process binds every address first and, with --addr-file,
 reports them ({"roles": [...], "http": ...}) before it reads the deployment:
 with --deployment -, from its standard input, so that a supervisor (tide log up)
 starts every role on port 0, collects their addresses, and then hands each the
