@@ -20,8 +20,11 @@ type LogResult struct {
 	Mode string `json:"mode"` // batched, unbatched, unreplicated, or target
 	// Workload is put (16-byte values), get (reads through the log) or
 	// get-quorum (leaderless reads: acceptors and a replica, paper §3.4).
-	Workload  string  `json:"workload,omitempty"`
-	Clients   int     `json:"clients"`
+	Workload string `json:"workload,omitempty"`
+	Clients  int    `json:"clients"`
+	// Round is which of several rounds of the same points this is (none
+	// when there is one).
+	Round     int     `json:"round,omitempty"`
 	Seconds   float64 `json:"seconds"`
 	Ops       int     `json:"ops"`
 	Errors    int     `json:"errors"`

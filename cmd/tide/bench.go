@@ -107,6 +107,7 @@ func newBenchFilesCmd() *cobra.Command {
 func newBenchLogCmd() *cobra.Command {
 	var clients, modes, workloads, target, peer, peerBin string
 	var duration, hold, step time.Duration
+	var rounds int
 	var asJSON, live, breakdown, withTLS bool
 	var ramp, capacity, plotPath, cpuProfile string
 	var scaling []string
@@ -157,7 +158,10 @@ busiest instance's CPU use against its limit: the bottleneck.
 in a process of its own, WAL fsynced) with the same clients and duration, in
 the same run, and prints both and tide's ratio to etcd. The etcd side is
 bench/peers, a Go module of its own: given no --peer-bin, it is built from the
-source tree this runs in.
+source tree this runs in. Each client count is measured on tide and then on
+etcd before the next count, so that both figures of a ratio come from the same
+minute of the machine; --rounds N does it all N times and prints every round
+and the median of the rounds' ratios.
 
 --tls measures each run twice in one go, on a fresh log in plain text and on
 one whose roles and clients speak mutual TLS (a CA and a certificate made for
@@ -273,58 +277,77 @@ the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 				}
 				return bench.PrintTLSCosts(os.Stdout, costs)
 			}
-			var results []bench.LogResult
-			for _, mode := range strings.Split(modes, ",") {
-				mode = strings.TrimSpace(mode)
-				for _, wl := range wls {
-					for _, n := range counts {
-						var res bench.LogResult
-						var err error
-						if target != "" {
-							d, lerr := loadCurrent(target)
-							if lerr != nil {
-								return lerr
-							}
-							res, err = bench.Log(cmd.Context(), d, "target", wl, n, duration, os.Stderr)
-						} else {
-							res, err = bench.LogLocal(cmd.Context(), mode, wl, n, duration, os.Stderr)
-						}
-						if err != nil {
-							return err
-						}
-						results = append(results, res)
-					}
-				}
-				if target != "" {
-					break
-				}
+			if rounds < 1 {
+				return fmt.Errorf("--rounds %d: want at least 1", rounds)
 			}
-			var peerResults []bench.LogResult
+			var bin string
+			var peerWls []string
 			if peer != "" {
 				if peer != "etcd" {
 					return fmt.Errorf("--peer %q: the one peer is etcd", peer)
 				}
-				bin, cleanup, err := peerBinary(cmd.Context(), peerBin, os.Stderr)
+				b, cleanup, err := peerBinary(cmd.Context(), peerBin, os.Stderr)
 				if err != nil {
 					return err
 				}
 				defer cleanup()
-				var peerWls []string
+				bin = b
 				for _, wl := range wls {
 					if w := peerWorkload(wl); !slices.Contains(peerWls, w) {
 						peerWls = append(peerWls, w)
 					}
 				}
-				for _, w := range peerWls {
-					rs, err := runPeer(cmd.Context(), bin, w, counts, duration, os.Stderr)
-					if err != nil {
-						return err
+			}
+			var ms []string
+			for _, mode := range strings.Split(modes, ",") {
+				ms = append(ms, strings.TrimSpace(mode))
+			}
+			if target != "" {
+				ms = ms[:1] // the target is measured as it is
+			}
+			// Each client count is measured on tide and then on the peer
+			// before the next: the two figures of a ratio come from the
+			// same minute of the machine, whose speed swings.
+			var results, peerResults []bench.LogResult
+			for round := 1; round <= rounds; round++ {
+				if rounds > 1 {
+					fmt.Fprintf(os.Stderr, "round %d of %d\n", round, rounds)
+				}
+				for _, n := range counts {
+					for _, mode := range ms {
+						for _, wl := range wls {
+							var res bench.LogResult
+							var err error
+							if target != "" {
+								d, lerr := loadCurrent(target)
+								if lerr != nil {
+									return lerr
+								}
+								res, err = bench.Log(cmd.Context(), d, "target", wl, n, duration, os.Stderr)
+							} else {
+								res, err = bench.LogLocal(cmd.Context(), mode, wl, n, duration, os.Stderr)
+							}
+							if err != nil {
+								return err
+							}
+							res.Round = roundOf(round, rounds)
+							results = append(results, res)
+						}
 					}
-					peerResults = append(peerResults, rs...)
+					for _, w := range peerWls {
+						rs, err := runPeer(cmd.Context(), bin, w, []int{n}, duration, os.Stderr)
+						if err != nil {
+							return err
+						}
+						for i := range rs {
+							rs[i].Round = roundOf(round, rounds)
+						}
+						peerResults = append(peerResults, rs...)
+					}
 				}
-				if asJSON {
-					return json.NewEncoder(os.Stdout).Encode(append(results, peerResults...))
-				}
+			}
+			if peer != "" && asJSON {
+				return json.NewEncoder(os.Stdout).Encode(append(results, peerResults...))
 			}
 			if asJSON && len(results) == 1 {
 				return json.NewEncoder(os.Stdout).Encode(results[0])
@@ -333,16 +356,25 @@ the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 				return json.NewEncoder(os.Stdout).Encode(results)
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			round := func(r bench.LogResult) string { return "" }
+			if rounds > 1 {
+				fmt.Fprint(w, "ROUND\t")
+				round = func(r bench.LogResult) string { return fmt.Sprintf("%d\t", r.Round) }
+			}
 			fmt.Fprintln(w, "MODE\tWORKLOAD\tCLIENTS\tOPS/S\tP50 MS\tP99 MS\tERRORS\tSERVER CPU µs/OP\tCLIENT CPU µs/OP")
-			for _, r := range append(results, peerResults...) {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\n", r.Mode, r.Workload, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, r.ServerCPUus, r.ClientCPUus)
+			for _, r := range sortedResults(results, peerResults) {
+				fmt.Fprintf(w, "%s%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\n", round(r), r.Mode, r.Workload, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, r.ServerCPUus, r.ClientCPUus)
 			}
 			if err := w.Flush(); err != nil {
 				return err
 			}
 			if breakdown {
 				for _, r := range results {
-					fmt.Printf("\n%s, %d clients: where each role kind's time went (means)\n", r.Mode, r.Clients)
+					if rounds > 1 {
+						fmt.Printf("\nround %d, %s, %d clients: where each role kind's time went (means)\n", r.Round, r.Mode, r.Clients)
+					} else {
+						fmt.Printf("\n%s, %d clients: where each role kind's time went (means)\n", r.Mode, r.Clients)
+					}
 					if err := bench.PrintBreakdown(os.Stdout, r); err != nil {
 						return err
 					}
@@ -360,6 +392,7 @@ the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 	cmd.Flags().StringVar(&target, "target", "", "measure an existing log (deployment file or role HTTP address) instead")
 	cmd.Flags().DurationVar(&duration, "duration", 10*time.Second, "measurement time per run (after 1s of warm-up)")
 	cmd.Flags().StringVar(&peer, "peer", "", "also measure this peer with the same workload in the same run, and print the ratios: etcd")
+	cmd.Flags().IntVar(&rounds, "rounds", 1, "measure every point this many times, in turn (with --peer, tide and etcd alternate at each client count), and print each round and, for the ratios, their median")
 	cmd.Flags().StringVar(&peerBin, "peer-bin", "", "with --peer etcd: the etcd-bench binary (default: build it from bench/peers)")
 	cmd.Flags().BoolVar(&breakdown, "breakdown", false, "after each run, print where each role kind's time went over the measured seconds: its CPU µs and messages, syncs and sends per operation, and the mean µs of decode, inbox queueing, state machine step, fsync, waiting for the covering fsync (durable) and send (also in --json as breakdown and role_cpu_us_per_op)")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write this process's CPU profile (go tool pprof) to this file: the clients' side, for the roles' see each role's /debug/pprof")

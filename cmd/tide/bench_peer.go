@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -88,23 +90,106 @@ func runPeer(ctx context.Context, bin, workload string, counts []int, duration t
 }
 
 // printPeerRatios prints, for each client count, each tide mode against
-// etcd: throughput ratio and latency ratios (tide over etcd).
+// etcd: throughput ratio and latency ratios (tide over etcd). Each ratio
+// pairs the two figures of one round; with several rounds it is their
+// median, and the last column lists every round's throughput ratio.
 func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nCLIENTS\tTIDE MODE\tWORKLOAD\tOPS/S TIDE / ETCD\tP50 TIDE / ETCD\tP99 TIDE / ETCD\tSERVER CPU/OP TIDE / ETCD")
+	type key struct {
+		clients        int
+		mode, workload string
+	}
+	type ratios struct{ ops, p50, p99, cpu []float64 }
+	var keys []key
+	by := map[key]*ratios{}
+	rounds := 1
+	peer = slices.Clone(peer)
+	slices.SortStableFunc(peer, func(a, b bench.LogResult) int { return cmp.Compare(a.Round, b.Round) })
 	for _, p := range peer {
+		rounds = max(rounds, p.Round)
 		for _, t := range tide {
-			if t.Clients != p.Clients || peerWorkload(t.Workload) != p.Workload || p.OpsPerSec == 0 || p.P50ms == 0 || p.P99ms == 0 {
+			if t.Round != p.Round || t.Clients != p.Clients || peerWorkload(t.Workload) != p.Workload || p.OpsPerSec == 0 || p.P50ms == 0 || p.P99ms == 0 {
 				continue
 			}
-			cpu := "-"
-			if t.ServerCPUus > 0 && p.ServerCPUus > 0 {
-				cpu = fmt.Sprintf("%.2fx", t.ServerCPUus/p.ServerCPUus)
+			k := key{p.Clients, t.Mode, t.Workload}
+			r := by[k]
+			if r == nil {
+				r = &ratios{}
+				by[k] = r
+				keys = append(keys, k)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%.2fx\t%.2fx\t%.2fx\t%s\n", p.Clients, t.Mode, t.Workload, t.OpsPerSec/p.OpsPerSec, t.P50ms/p.P50ms, t.P99ms/p.P99ms, cpu)
+			r.ops = append(r.ops, t.OpsPerSec/p.OpsPerSec)
+			r.p50 = append(r.p50, t.P50ms/p.P50ms)
+			r.p99 = append(r.p99, t.P99ms/p.P99ms)
+			if t.ServerCPUus > 0 && p.ServerCPUus > 0 {
+				r.cpu = append(r.cpu, t.ServerCPUus/p.ServerCPUus)
+			}
 		}
 	}
+	slices.SortStableFunc(keys, func(a, b key) int { return cmp.Compare(a.clients, b.clients) })
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := "\nCLIENTS\tTIDE MODE\tWORKLOAD\tOPS/S TIDE / ETCD\tP50 TIDE / ETCD\tP99 TIDE / ETCD\tSERVER CPU/OP TIDE / ETCD"
+	if rounds > 1 {
+		fmt.Fprintf(tw, "\nratios: the median of %d rounds, each round's tide run against its etcd run\n", rounds)
+		head = strings.Replace(head, "\n", "", 1) + "\tOPS/S RATIO BY ROUND"
+	}
+	fmt.Fprintln(tw, head)
+	for _, k := range keys {
+		r := by[k]
+		cpu := "-"
+		if len(r.cpu) > 0 {
+			cpu = fmt.Sprintf("%.2fx", median(r.cpu))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%.2fx\t%.2fx\t%.2fx\t%s", k.clients, k.mode, k.workload, median(r.ops), median(r.p50), median(r.p99), cpu)
+		if rounds > 1 {
+			each := make([]string, len(r.ops))
+			for i, x := range r.ops {
+				each[i] = fmt.Sprintf("%.2fx", x)
+			}
+			fmt.Fprintf(tw, "\t%s", strings.Join(each, " "))
+		}
+		fmt.Fprintln(tw)
+	}
 	return tw.Flush()
+}
+
+// median returns the middle of xs (the mean of the two middle ones for an
+// even count); xs is not changed.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
+}
+
+// roundOf is the round a result records: none when there is only one.
+func roundOf(round, rounds int) int {
+	if rounds == 1 {
+		return 0
+	}
+	return round
+}
+
+// sortedResults orders tide's results and then the peer's, round by round,
+// each by mode and workload in the order first measured, then by clients.
+func sortedResults(tide, peer []bench.LogResult) []bench.LogResult {
+	all := slices.Concat(tide, peer)
+	first := map[string]int{}
+	for i, r := range all {
+		for _, k := range []string{"m" + r.Mode, "w" + r.Workload} {
+			if _, ok := first[k]; !ok {
+				first[k] = i
+			}
+		}
+	}
+	slices.SortStableFunc(all, func(a, b bench.LogResult) int {
+		return cmp.Or(cmp.Compare(a.Round, b.Round), cmp.Compare(first["m"+a.Mode], first["m"+b.Mode]),
+			cmp.Compare(first["w"+a.Workload], first["w"+b.Workload]), cmp.Compare(a.Clients, b.Clients))
+	})
+	return all
 }
 
 // peerWorkload is etcd-bench's workload for a tide workload: both kinds of
