@@ -200,3 +200,44 @@ func TestClientResendsToAnotherRole(t *testing.T) {
 		}
 	}
 }
+
+// TestRepliesToOneAddressSkipTheUnbatcher: an unbatcher takes a batch's
+// fan-out of replies to several client addresses; replies that all go to
+// one address (one client process's sessions) go straight to it.
+func TestRepliesToOneAddressSkipTheUnbatcher(t *testing.T) {
+	cfg := Config{
+		Leaders: []string{"l0"}, ProxyLeaders: []string{"p0"},
+		Groups: []Group{{Acceptors: []string{"a0"}}}, Replicas: []string{"r0"}, Unbatchers: []string{"u0"},
+		HeartbeatTicks: 2, ElectionTicks: 5, ResendTicks: 3, SnapshotEvery: 1000,
+	}
+	r0, err := NewReplica(cfg, 0, NewKV(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := func(client uint64, to string) Command {
+		return Command{Client: client, Seq: 1, First: true, ReplyTo: to, Op: EncodeKV(KVOp{Op: "put", Key: "k", Value: []byte("v")})}
+	}
+	for slot, c := range []struct {
+		cmds   []Command
+		direct map[string]int // replies straight to each address
+		relay  int            // replies through the unbatcher
+	}{
+		{[]Command{cmd(1, "c"), cmd(2, "c"), cmd(3, "c")}, map[string]int{"c": 3}, 0},
+		{[]Command{cmd(4, "c"), cmd(5, "d")}, map[string]int{}, 2},
+		{[]Command{cmd(6, "d")}, map[string]int{"d": 1}, 0},
+	} {
+		r0.Step(Message{Kind: KindChosen, From: "p0", To: "r0", Slot: uint64(slot), Value: Value{Commands: c.cmds}})
+		direct, relay := map[string]int{}, 0
+		for _, m := range r0.Ready().Messages {
+			switch {
+			case m.Kind == KindReply:
+				direct[m.To]++
+			case m.Kind == KindReplyBatch && m.To == "u0":
+				relay += len(m.Replies)
+			}
+		}
+		if !maps.Equal(direct, c.direct) || relay != c.relay {
+			t.Errorf("slot %d: replies straight %v and %d through the unbatcher, want %v and %d", slot, direct, relay, c.direct, c.relay)
+		}
+	}
+}
