@@ -124,6 +124,8 @@ Given no --target, each mode starts a fresh local log as child processes
   batched       the default deployment
   unbatched     no batchers or unbatchers: one command per slot
   unreplicated  the same KV, transport and client with no consensus (the ceiling)
+With unreplicated beside another mode, each mode's share of the ceiling's
+ops/s (same clients, workload and round) is printed after the results.
 
 --workload put (the default), get (reads through the log) or get-quorum
 (leaderless reads from acceptors and a replica, paper §3.4): each reading
@@ -379,6 +381,9 @@ the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 						return err
 					}
 				}
+			}
+			if err := printCeilingRatios(os.Stdout, results); err != nil {
+				return err
 			}
 			if len(peerResults) > 0 {
 				return printPeerRatios(os.Stdout, results, peerResults)

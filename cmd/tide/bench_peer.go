@@ -107,7 +107,7 @@ func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
 	for _, p := range peer {
 		rounds = max(rounds, p.Round)
 		for _, t := range tide {
-			if t.Round != p.Round || t.Clients != p.Clients || peerWorkload(t.Workload) != p.Workload || p.OpsPerSec == 0 || p.P50ms == 0 || p.P99ms == 0 {
+			if t.Mode == "unreplicated" || t.Round != p.Round || t.Clients != p.Clients || peerWorkload(t.Workload) != p.Workload || p.OpsPerSec == 0 || p.P50ms == 0 || p.P99ms == 0 {
 				continue
 			}
 			k := key{p.Clients, t.Mode, t.Workload}
@@ -144,6 +144,64 @@ func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
 			each := make([]string, len(r.ops))
 			for i, x := range r.ops {
 				each[i] = fmt.Sprintf("%.2fx", x)
+			}
+			fmt.Fprintf(tw, "\t%s", strings.Join(each, " "))
+		}
+		fmt.Fprintln(tw)
+	}
+	return tw.Flush()
+}
+
+// printCeilingRatios prints, when the unreplicated ceiling was measured
+// beside replicated modes, each mode's share of the ceiling's ops/s at the
+// same clients, workload and round: the median over rounds, and with
+// several rounds each round's share. It prints nothing otherwise.
+func printCeilingRatios(w io.Writer, results []bench.LogResult) error {
+	type key struct {
+		clients        int
+		mode, workload string
+	}
+	ceiling := map[[2]int]map[string]float64{} // [round, clients] -> workload -> ops/s
+	rounds := 1
+	for _, r := range results {
+		rounds = max(rounds, r.Round)
+		if r.Mode == "unreplicated" && r.OpsPerSec > 0 {
+			k := [2]int{r.Round, r.Clients}
+			if ceiling[k] == nil {
+				ceiling[k] = map[string]float64{}
+			}
+			ceiling[k][r.Workload] = r.OpsPerSec
+		}
+	}
+	var keys []key
+	shares := map[key][]float64{}
+	for _, r := range results {
+		c, ok := ceiling[[2]int{r.Round, r.Clients}][r.Workload]
+		if r.Mode == "unreplicated" || !ok {
+			continue
+		}
+		k := key{r.Clients, r.Mode, r.Workload}
+		if _, seen := shares[k]; !seen {
+			keys = append(keys, k)
+		}
+		shares[k] = append(shares[k], r.OpsPerSec/c)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(keys, func(a, b key) int { return cmp.Compare(a.clients, b.clients) })
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	head := "\nCLIENTS\tMODE\tWORKLOAD\tOPS/S OF THE UNREPLICATED CEILING"
+	if rounds > 1 {
+		head += " (MEDIAN)\tBY ROUND"
+	}
+	fmt.Fprintln(tw, head)
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%.0f%%", k.clients, k.mode, k.workload, 100*median(shares[k]))
+		if rounds > 1 {
+			each := make([]string, len(shares[k]))
+			for i, x := range shares[k] {
+				each[i] = fmt.Sprintf("%.0f%%", 100*x)
 			}
 			fmt.Fprintf(tw, "\t%s", strings.Join(each, " "))
 		}

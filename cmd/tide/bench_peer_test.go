@@ -115,3 +115,37 @@ func TestSortedResults(t *testing.T) {
 		t.Errorf("order %v, want %v", got, want)
 	}
 }
+
+// A replicated mode's share of the ceiling pairs the two runs of one
+// round at the same clients and workload; the ceiling itself is left out
+// of the ratios against etcd.
+func TestCeilingRatios(t *testing.T) {
+	var res []bench.LogResult
+	for r := 1; r <= 3; r++ {
+		res = append(res,
+			bench.LogResult{Round: r, Mode: "batched", Workload: "put", Clients: 100, OpsPerSec: float64(10 * r)},
+			bench.LogResult{Round: r, Mode: "unreplicated", Workload: "put", Clients: 100, OpsPerSec: 100},
+			// No ceiling at 1000 clients: no share.
+			bench.LogResult{Round: r, Mode: "batched", Workload: "put", Clients: 1000, OpsPerSec: 50})
+	}
+	var out bytes.Buffer
+	if err := printCeilingRatios(&out, res); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	if !strings.Contains(got, "20%") || !strings.Contains(got, "10% 20% 30%") || strings.Contains(got, "1000") {
+		t.Errorf("shares of the ceiling:\n%s", got)
+	}
+	out.Reset()
+	if err := printCeilingRatios(&out, res[:1]); err != nil || out.Len() != 0 {
+		t.Errorf("no ceiling measured, yet printed %q (%v)", out.String(), err)
+	}
+	out.Reset()
+	peer := []bench.LogResult{{Round: 1, Mode: "etcd", Workload: "put", Clients: 100, OpsPerSec: 5, P50ms: 1, P99ms: 1}}
+	if err := printPeerRatios(&out, res, peer); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "unreplicated") {
+		t.Errorf("the ceiling compared with etcd:\n%s", out.String())
+	}
+}
