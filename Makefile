@@ -152,4 +152,4 @@ bench-log: build
 # targets). etcd-bench is bench/peers, a module of its own.
 bench-log-etcd: build
 	$(GO) build -C bench/peers -o ../../bin/etcd-bench ./cmd/etcd-bench
-	./bin/tide bench log --clients 1,100,1000 --modes batched,unreplicated --duration 8s --peer etcd --peer-bin bin/etcd-bench
+	./bin/tide bench log --clients 1,100,1000 --modes batched,unreplicated --duration 8s --rounds 3 --peer etcd --peer-bin bin/etcd-bench

@@ -358,14 +358,14 @@ the run), and prints both and the ratios TLS / plain of req/s, p50 and p99.`,
 				return json.NewEncoder(os.Stdout).Encode(results)
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			round := func(r bench.LogResult) string { return "" }
+			roundCol := func(r bench.LogResult) string { return "" }
 			if rounds > 1 {
 				fmt.Fprint(w, "ROUND\t")
-				round = func(r bench.LogResult) string { return fmt.Sprintf("%d\t", r.Round) }
+				roundCol = func(r bench.LogResult) string { return fmt.Sprintf("%d\t", r.Round) }
 			}
 			fmt.Fprintln(w, "MODE\tWORKLOAD\tCLIENTS\tOPS/S\tP50 MS\tP99 MS\tERRORS\tSERVER CPU µs/OP\tCLIENT CPU µs/OP")
 			for _, r := range sortedResults(results, peerResults) {
-				fmt.Fprintf(w, "%s%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\n", round(r), r.Mode, r.Workload, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, r.ServerCPUus, r.ClientCPUus)
+				fmt.Fprintf(w, "%s%s\t%s\t%d\t%.0f\t%.2f\t%.2f\t%d\t%.0f\t%.0f\n", roundCol(r), r.Mode, r.Workload, r.Clients, r.OpsPerSec, r.P50ms, r.P99ms, r.Errors, r.ServerCPUus, r.ClientCPUus)
 			}
 			if err := w.Flush(); err != nil {
 				return err

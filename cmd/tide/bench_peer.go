@@ -94,13 +94,9 @@ func runPeer(ctx context.Context, bin, workload string, counts []int, duration t
 // pairs the two figures of one round; with several rounds it is their
 // median, and the last column lists every round's throughput ratio.
 func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
-	type key struct {
-		clients        int
-		mode, workload string
-	}
 	type ratios struct{ ops, p50, p99, cpu []float64 }
-	var keys []key
-	by := map[key]*ratios{}
+	var keys []ratioKey
+	by := map[ratioKey]*ratios{}
 	rounds := 1
 	peer = slices.Clone(peer)
 	slices.SortStableFunc(peer, func(a, b bench.LogResult) int { return cmp.Compare(a.Round, b.Round) })
@@ -110,7 +106,7 @@ func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
 			if t.Mode == "unreplicated" || t.Round != p.Round || t.Clients != p.Clients || peerWorkload(t.Workload) != p.Workload || p.OpsPerSec == 0 || p.P50ms == 0 || p.P99ms == 0 {
 				continue
 			}
-			k := key{p.Clients, t.Mode, t.Workload}
+			k := ratioKey{p.Clients, t.Mode, t.Workload}
 			r := by[k]
 			if r == nil {
 				r = &ratios{}
@@ -125,7 +121,7 @@ func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
 			}
 		}
 	}
-	slices.SortStableFunc(keys, func(a, b key) int { return cmp.Compare(a.clients, b.clients) })
+	sortByClients(keys)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	head := "\nCLIENTS\tTIDE MODE\tWORKLOAD\tOPS/S TIDE / ETCD\tP50 TIDE / ETCD\tP99 TIDE / ETCD\tSERVER CPU/OP TIDE / ETCD"
 	if rounds > 1 {
@@ -141,15 +137,32 @@ func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%.2fx\t%.2fx\t%.2fx\t%s", k.clients, k.mode, k.workload, median(r.ops), median(r.p50), median(r.p99), cpu)
 		if rounds > 1 {
-			each := make([]string, len(r.ops))
-			for i, x := range r.ops {
-				each[i] = fmt.Sprintf("%.2fx", x)
-			}
-			fmt.Fprintf(tw, "\t%s", strings.Join(each, " "))
+			fmt.Fprintf(tw, "\t%s", eachRound(r.ops, func(x float64) string { return fmt.Sprintf("%.2fx", x) }))
 		}
 		fmt.Fprintln(tw)
 	}
 	return tw.Flush()
+}
+
+// ratioKey is a row of a ratio table: a mode and workload at a client count.
+type ratioKey struct {
+	clients        int
+	mode, workload string
+}
+
+// sortByClients orders rows by client count, keeping the order they were
+// first measured in otherwise.
+func sortByClients(keys []ratioKey) {
+	slices.SortStableFunc(keys, func(a, b ratioKey) int { return cmp.Compare(a.clients, b.clients) })
+}
+
+// eachRound lists a row's per-round figures, formatted, in round order.
+func eachRound(xs []float64, format func(float64) string) string {
+	each := make([]string, len(xs))
+	for i, x := range xs {
+		each[i] = format(x)
+	}
+	return strings.Join(each, " ")
 }
 
 // printCeilingRatios prints, when the unreplicated ceiling was measured
@@ -157,10 +170,6 @@ func printPeerRatios(w io.Writer, tide, peer []bench.LogResult) error {
 // same clients, workload and round: the median over rounds, and with
 // several rounds each round's share. It prints nothing otherwise.
 func printCeilingRatios(w io.Writer, results []bench.LogResult) error {
-	type key struct {
-		clients        int
-		mode, workload string
-	}
 	ceiling := map[[2]int]map[string]float64{} // [round, clients] -> workload -> ops/s
 	rounds := 1
 	for _, r := range results {
@@ -173,14 +182,14 @@ func printCeilingRatios(w io.Writer, results []bench.LogResult) error {
 			ceiling[k][r.Workload] = r.OpsPerSec
 		}
 	}
-	var keys []key
-	shares := map[key][]float64{}
+	var keys []ratioKey
+	shares := map[ratioKey][]float64{}
 	for _, r := range results {
 		c, ok := ceiling[[2]int{r.Round, r.Clients}][r.Workload]
 		if r.Mode == "unreplicated" || !ok {
 			continue
 		}
-		k := key{r.Clients, r.Mode, r.Workload}
+		k := ratioKey{r.Clients, r.Mode, r.Workload}
 		if _, seen := shares[k]; !seen {
 			keys = append(keys, k)
 		}
@@ -189,7 +198,7 @@ func printCeilingRatios(w io.Writer, results []bench.LogResult) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	slices.SortStableFunc(keys, func(a, b key) int { return cmp.Compare(a.clients, b.clients) })
+	sortByClients(keys)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	head := "\nCLIENTS\tMODE\tWORKLOAD\tOPS/S OF THE UNREPLICATED CEILING"
 	if rounds > 1 {
@@ -199,11 +208,7 @@ func printCeilingRatios(w io.Writer, results []bench.LogResult) error {
 	for _, k := range keys {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%.0f%%", k.clients, k.mode, k.workload, 100*median(shares[k]))
 		if rounds > 1 {
-			each := make([]string, len(shares[k]))
-			for i, x := range shares[k] {
-				each[i] = fmt.Sprintf("%.0f%%", 100*x)
-			}
-			fmt.Fprintf(tw, "\t%s", strings.Join(each, " "))
+			fmt.Fprintf(tw, "\t%s", eachRound(shares[k], func(x float64) string { return fmt.Sprintf("%.0f%%", 100*x) }))
 		}
 		fmt.Fprintln(tw)
 	}
@@ -235,17 +240,13 @@ func roundOf(round, rounds int) int {
 // each by mode and workload in the order first measured, then by clients.
 func sortedResults(tide, peer []bench.LogResult) []bench.LogResult {
 	all := slices.Concat(tide, peer)
-	first := map[string]int{}
-	for i, r := range all {
-		for _, k := range []string{"m" + r.Mode, "w" + r.Workload} {
-			if _, ok := first[k]; !ok {
-				first[k] = i
-			}
-		}
+	mode, workload := map[string]int{}, map[string]int{}
+	for i := len(all) - 1; i >= 0; i-- { // backwards: the first index stays
+		mode[all[i].Mode], workload[all[i].Workload] = i, i
 	}
 	slices.SortStableFunc(all, func(a, b bench.LogResult) int {
-		return cmp.Or(cmp.Compare(a.Round, b.Round), cmp.Compare(first["m"+a.Mode], first["m"+b.Mode]),
-			cmp.Compare(first["w"+a.Workload], first["w"+b.Workload]), cmp.Compare(a.Clients, b.Clients))
+		return cmp.Or(cmp.Compare(a.Round, b.Round), cmp.Compare(mode[a.Mode], mode[b.Mode]),
+			cmp.Compare(workload[a.Workload], workload[b.Workload]), cmp.Compare(a.Clients, b.Clients))
 	})
 	return all
 }
